@@ -1,0 +1,116 @@
+//! Errors of the log, and the small set of kinds callers branch on.
+//!
+//! Every failure the log can report is one variant of [`LogError`]. Adapters
+//! (pgwire, Flight) never match on variants: they call [`LogError::kind`],
+//! whose exhaustive `match` is the one place that decides whether a failure is
+//! the caller's fault, a missing object, or the system's.
+
+use std::sync::Arc;
+
+/// Result alias of the log crate.
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+/// The coarse class of a [`LogError`], stable for protocol mappings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A named thing (stream) does not exist.
+    NotFound,
+    /// A named thing already exists.
+    AlreadyExists,
+    /// The request is malformed: bad partition, wrong schema, bad spec.
+    InvalidArgument,
+    /// A dependency (object store, metadata store) failed; retrying may help.
+    Unavailable,
+    /// Stored bytes could not be decoded.
+    DataCorruption,
+    /// The log is shutting down and takes no more work.
+    ShuttingDown,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+/// Everything that can go wrong in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("stream \"{0}\" does not exist")]
+    UnknownStream(String),
+
+    #[error("stream \"{0}\" already exists")]
+    StreamExists(String),
+
+    #[error("partition {partition} is out of range for stream \"{stream}\" ({partitions} partitions)")]
+    PartitionOutOfRange {
+        stream: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    #[error("batch does not match the schema of stream \"{stream}\": {detail}")]
+    SchemaMismatch { stream: String, detail: String },
+
+    #[error("invalid stream definition: {0}")]
+    InvalidSpec(String),
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("invalid object store URL \"{url}\": {detail}")]
+    InvalidStoreUrl { url: String, detail: String },
+
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+
+    #[error("metadata store: {0}")]
+    Metadata(#[from] sqlx::Error),
+
+    #[error("metadata store migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+
+    #[error("corrupt chunk in object \"{object}\": {detail}")]
+    CorruptChunk { object: String, detail: String },
+
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("data directory {path} is in use by another process")]
+    DataDirLocked { path: String },
+
+    #[error("the log is shutting down")]
+    ShuttingDown,
+
+    /// A flush failed; every append waiting on it gets the same cause.
+    #[error("flush failed: {0}")]
+    FlushFailed(#[source] Arc<LogError>),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LogError {
+    /// The class of this error. Exhaustive on purpose: a new variant must
+    /// choose its class here.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LogError::UnknownStream(_) => ErrorKind::NotFound,
+            LogError::StreamExists(_) => ErrorKind::AlreadyExists,
+            LogError::PartitionOutOfRange { .. }
+            | LogError::SchemaMismatch { .. }
+            | LogError::InvalidSpec(_)
+            | LogError::InvalidArgument(_)
+            | LogError::InvalidStoreUrl { .. } => ErrorKind::InvalidArgument,
+            LogError::ObjectStore(_)
+            | LogError::Metadata(_)
+            | LogError::Io(_)
+            | LogError::DataDirLocked { .. } => ErrorKind::Unavailable,
+            LogError::CorruptChunk { .. } => ErrorKind::DataCorruption,
+            LogError::ShuttingDown => ErrorKind::ShuttingDown,
+            LogError::FlushFailed(inner) => inner.kind(),
+            LogError::Migration(_) | LogError::Arrow(_) | LogError::Internal(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The StreamHouse log: partitioned streams whose rows live as Arrow IPC
+//! chunks (zstd) in object storage, with order and ownership in a metadata
+//! store.
+//!
+//! - Write path ([`writer`]): appends are buffered and flushed by size or
+//!   interval; one flush is one create-only PUT, however many streams and
+//!   partitions it holds, followed by one metadata transaction that assigns
+//!   offsets. An append resolves only after both.
+//! - Read path ([`reader`]): the chunk index picks chunks by offset or time,
+//!   ranged GETs fetch them (or the [`cache`] has them), and the system
+//!   columns `_partition`, `_offset`, `_timestamp` are added.
+//! - [`Log`] is the API other crates call. No SQL and no DataFusion here.
+
+pub mod cache;
+pub mod chunk;
+pub mod clock;
+pub mod error;
+mod log;
+pub mod metadata;
+pub mod partitioner;
+pub mod path;
+pub mod reader;
+pub mod store;
+pub mod stream;
+pub mod tail;
+pub mod writer;
+
+pub use clock::{Clock, ClockRef, ManualClock, Micros, SystemClock};
+pub use error::{ErrorKind, LogError, Result};
+pub use log::{AppendOptions, DataDir, Log, LogConfig};
+pub use metadata::sqlite::SqliteMetadata;
+pub use metadata::{AckPart, MetadataStore, ProducerSeq, TimeFilter};
+pub use reader::BatchStream;
+pub use store::{Store, StoreKind};
+pub use stream::{StreamId, StreamInfo, StreamSpec};
+pub use writer::{AppendAck, FlushConfig};

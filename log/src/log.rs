@@ -1,0 +1,402 @@
+//! [`Log`]: the public API of the log — streams, appends, reads, tail waits.
+//!
+//! It owns the writer (buffer + flush loop), the chunk cache, the tail
+//! notifier and an in-memory map of stream definitions (filled from the
+//! metadata store on first use). It validates every append before anything
+//! is buffered, so a bad batch is refused whole and nothing of it is written.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use arrow::array::RecordBatch;
+use tokio::sync::RwLock;
+
+use crate::cache::ChunkCache;
+use crate::clock::{ClockRef, SystemClock};
+use crate::error::{LogError, Result};
+use crate::metadata::sqlite::SqliteMetadata;
+use crate::metadata::{MetadataStore, ProducerSeq, TimeFilter};
+use crate::partitioner;
+use crate::reader::{self, BatchStream, PartitionRead, RowFilter};
+use crate::store::Store;
+use crate::stream::{StreamInfo, StreamSpec};
+use crate::tail::Tail;
+use crate::writer::{AppendAck, FlushConfig, Writer};
+
+/// Tunables of a [`Log`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub flush: FlushConfig,
+    /// Bytes of decoded chunks kept in memory.
+    pub cache_bytes: u64,
+}
+
+impl LogConfig {
+    /// Defaults for a store of this kind.
+    pub fn for_store(store: &Store) -> Self {
+        Self {
+            flush: FlushConfig::for_store(store.kind()),
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Where an append's rows go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// This partition; otherwise by the stream's key, or round-robin by batch
+    /// when the stream has no key.
+    pub partition: Option<u32>,
+    /// Idempotent producer identity; a retried append with the same sequence
+    /// is not written twice.
+    pub producer: Option<ProducerSeq>,
+}
+
+impl AppendOptions {
+    /// Rows go to `partition`.
+    pub fn to_partition(partition: u32) -> Self {
+        Self {
+            partition: Some(partition),
+            ..Self::default()
+        }
+    }
+}
+
+/// The log.
+pub struct Log {
+    meta: Arc<dyn MetadataStore>,
+    store: Store,
+    clock: ClockRef,
+    writer: Writer,
+    cache: Arc<ChunkCache>,
+    tail: Arc<Tail>,
+    streams: RwLock<HashMap<String, Arc<StreamInfo>>>,
+    round_robin: AtomicU32,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("store", &self.store).finish()
+    }
+}
+
+impl Log {
+    /// Starts a log over a store and a metadata store. Must be called inside
+    /// a tokio runtime (it spawns the flush loop).
+    pub fn open(
+        store: Store,
+        meta: Arc<dyn MetadataStore>,
+        config: LogConfig,
+        clock: ClockRef,
+    ) -> Log {
+        let cache = Arc::new(ChunkCache::new(config.cache_bytes));
+        let tail = Arc::new(Tail::default());
+        let writer = Writer::start(
+            config.flush,
+            store.clone(),
+            meta.clone(),
+            cache.clone(),
+            tail.clone(),
+            clock.clone(),
+        );
+        Log {
+            meta,
+            store,
+            clock,
+            writer,
+            cache,
+            tail,
+            streams: RwLock::new(HashMap::new()),
+            round_robin: AtomicU32::new(0),
+        }
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The metadata store.
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.meta
+    }
+
+    /// Bytes held by the chunk cache.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.weight()
+    }
+
+    /// Creates a stream.
+    pub async fn create_stream(&self, spec: StreamSpec) -> Result<Arc<StreamInfo>> {
+        spec.validate()?;
+        let info = Arc::new(self.meta.create_stream(&spec, self.clock.now_micros()).await?);
+        self.streams
+            .write()
+            .await
+            .insert(info.name().to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// Drops a stream; buffered appends to it fail with `UnknownStream`.
+    pub async fn drop_stream(&self, name: &str) -> Result<()> {
+        let info = self.meta.drop_stream(name).await?;
+        self.streams.write().await.remove(name);
+        self.tail.forget(info.id);
+        Ok(())
+    }
+
+    /// A stream by name.
+    pub async fn stream(&self, name: &str) -> Result<Arc<StreamInfo>> {
+        if let Some(s) = self.streams.read().await.get(name) {
+            return Ok(s.clone());
+        }
+        let info = self
+            .meta
+            .stream(name)
+            .await?
+            .ok_or_else(|| LogError::UnknownStream(name.to_string()))?;
+        let info = Arc::new(info);
+        self.streams
+            .write()
+            .await
+            .insert(name.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// Every stream, by name.
+    pub async fn streams(&self) -> Result<Vec<Arc<StreamInfo>>> {
+        Ok(self.meta.streams().await?.into_iter().map(Arc::new).collect())
+    }
+
+    /// Next offset of each partition (what a reader may read up to).
+    pub async fn partition_ends(&self, stream: &str) -> Result<Vec<u64>> {
+        let info = self.stream(stream).await?;
+        self.meta.partition_ends(info.id).await
+    }
+
+    /// Appends a batch. Resolves after the rows are durable in the object
+    /// store and their offsets are committed; see `writer` for why.
+    pub async fn append(
+        &self,
+        stream: &str,
+        batch: RecordBatch,
+        options: AppendOptions,
+    ) -> Result<AppendAck> {
+        let info = self.stream(stream).await?;
+        let batch = conform(&info, batch)?;
+        if batch.num_rows() == 0 {
+            return Ok(AppendAck {
+                parts: Vec::new(),
+                duplicate: false,
+            });
+        }
+        let n = info.spec.partitions;
+        let parts = match options.partition {
+            Some(p) if p >= n => {
+                return Err(LogError::PartitionOutOfRange {
+                    stream: stream.to_string(),
+                    partition: p,
+                    partitions: n,
+                });
+            }
+            Some(p) => vec![(p, batch)],
+            None if !info.spec.key.is_empty() => {
+                partitioner::split_by_key(&batch, &info.key_indices(), n)?
+            }
+            None => vec![(self.round_robin.fetch_add(1, Ordering::Relaxed) % n, batch)],
+        };
+        self.writer.append(info, parts, options.producer).await
+    }
+
+    fn check_partition(info: &StreamInfo, partition: u32) -> Result<()> {
+        if partition >= info.spec.partitions {
+            return Err(LogError::PartitionOutOfRange {
+                stream: info.name().to_string(),
+                partition,
+                partitions: info.spec.partitions,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads offsets `range` of a partition (committed rows only; the end may
+    /// lie beyond the partition's end). `projection` indexes the read schema
+    /// (declared columns, then `_partition`, `_offset`, `_timestamp`).
+    pub async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        range: Range<u64>,
+        projection: Option<Vec<usize>>,
+    ) -> Result<BatchStream> {
+        let info = self.stream(stream).await?;
+        Self::check_partition(&info, partition)?;
+        let chunks = self
+            .meta
+            .chunks_by_offset(info.id, partition, range.clone())
+            .await?;
+        let read = PartitionRead {
+            stream: info,
+            partition,
+            projection,
+            filter: RowFilter::Offsets(range),
+        };
+        reader::read_chunks(self.store.clone(), self.cache.clone(), read, chunks)
+    }
+
+    /// Reads the rows of a partition whose event time and/or append time
+    /// fall in the filter's half-open ranges. Chunks whose bounds miss the
+    /// ranges are never fetched.
+    pub async fn read_time(
+        &self,
+        stream: &str,
+        partition: u32,
+        filter: TimeFilter,
+        projection: Option<Vec<usize>>,
+    ) -> Result<BatchStream> {
+        let info = self.stream(stream).await?;
+        Self::check_partition(&info, partition)?;
+        let chunks = self.meta.chunks_by_time(info.id, partition, &filter).await?;
+        let read = PartitionRead {
+            stream: info,
+            partition,
+            projection,
+            filter: RowFilter::Time(filter),
+        };
+        reader::read_chunks(self.store.clone(), self.cache.clone(), read, chunks)
+    }
+
+    /// Waits until the partition holds an offset at or beyond `offset` (its
+    /// end exceeds `offset`) and returns the end. Sleeps on commit
+    /// notifications; never polls.
+    pub async fn wait_for(&self, stream: &str, partition: u32, offset: u64) -> Result<u64> {
+        let info = self.stream(stream).await?;
+        Self::check_partition(&info, partition)?;
+        let mut rx = self.tail.subscribe(info.id, partition);
+        let end = self
+            .meta
+            .partition_ends(info.id)
+            .await?
+            .get(partition as usize)
+            .copied()
+            .ok_or_else(|| LogError::UnknownStream(stream.to_string()))?;
+        if end > offset {
+            return Ok(end);
+        }
+        loop {
+            let end = *rx.borrow_and_update();
+            if end > offset {
+                return Ok(end);
+            }
+            rx.changed()
+                .await
+                .map_err(|_| LogError::UnknownStream(stream.to_string()))?;
+        }
+    }
+
+    /// Stops taking appends and flushes what is buffered.
+    pub async fn shutdown(&self) {
+        self.writer.shutdown().await;
+    }
+}
+
+/// Checks a batch against the stream's declared schema and returns it with
+/// exactly that schema (names, types, nullability).
+fn conform(info: &StreamInfo, batch: RecordBatch) -> Result<RecordBatch> {
+    let want = &info.spec.schema;
+    let got = batch.schema();
+    let mismatch = |detail: String| LogError::SchemaMismatch {
+        stream: info.name().to_string(),
+        detail,
+    };
+    if got.fields().len() != want.fields().len() {
+        return Err(mismatch(format!(
+            "expected {} columns ({}), got {} ({})",
+            want.fields().len(),
+            names(want),
+            got.fields().len(),
+            names(&got)
+        )));
+    }
+    for (w, g) in want.fields().iter().zip(got.fields()) {
+        if w.name() != g.name() {
+            return Err(mismatch(format!(
+                "expected column \"{}\", got \"{}\"",
+                w.name(),
+                g.name()
+            )));
+        }
+        if w.data_type() != g.data_type() {
+            return Err(mismatch(format!(
+                "column \"{}\" has type {}, expected {}",
+                g.name(),
+                g.data_type(),
+                w.data_type()
+            )));
+        }
+    }
+    if Arc::ptr_eq(want, &got) {
+        return Ok(batch);
+    }
+    RecordBatch::try_new(want.clone(), batch.columns().to_vec())
+        .map_err(|e| mismatch(e.to_string()))
+}
+
+fn names(s: &arrow::datatypes::Schema) -> String {
+    s.fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An embedded data directory: objects under `objects/`, metadata in
+/// `metadata.db`, and a lock that keeps a second process out.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates (if needed) and locks a data directory.
+    pub fn open(path: &Path) -> Result<DataDir> {
+        std::fs::create_dir_all(path)?;
+        let lock = File::create(path.join("LOCK"))?;
+        lock.try_lock().map_err(|_| LogError::DataDirLocked {
+            path: path.display().to_string(),
+        })?;
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Default object store location: `<dir>/objects`.
+    pub fn objects(&self) -> PathBuf {
+        self.path.join("objects")
+    }
+
+    /// Default metadata database: `<dir>/metadata.db`.
+    pub fn metadata_db(&self) -> PathBuf {
+        self.path.join("metadata.db")
+    }
+
+    /// Opens a log with the embedded defaults of this directory: local
+    /// objects and SQLite metadata.
+    pub async fn open_log(&self) -> Result<Log> {
+        let store = Store::open_local(&self.objects())?;
+        let meta = Arc::new(SqliteMetadata::open(&self.metadata_db()).await?);
+        let config = LogConfig::for_store(&store);
+        Ok(Log::open(store, meta, config, Arc::new(SystemClock)))
+    }
+}

@@ -1,0 +1,155 @@
+//! The metadata store: order and ownership of the log.
+//!
+//! Object storage holds the bytes; this store holds which bytes exist and in
+//! what order. Its one critical operation is [`MetadataStore::commit_flush`]:
+//! a single transaction that assigns offsets to every chunk of a flushed
+//! object, records the chunks, and advances idempotent-producer state. Either
+//! all of a flush becomes visible or none of it does, and offsets are dense
+//! because they are read and bumped inside that transaction.
+//!
+//! One trait, several implementations with the same schema: SQLite (embedded,
+//! the default) here; PostgreSQL (clusters) beside it later.
+
+pub mod sqlite;
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::TimeBounds;
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::stream::{StreamId, StreamInfo, StreamSpec};
+
+/// A chunk as indexed: where its bytes are and which offsets they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRecord {
+    pub stream_id: StreamId,
+    pub partition: u32,
+    pub base_offset: u64,
+    /// Exclusive.
+    pub end_offset: u64,
+    pub object: String,
+    pub byte_range: Range<u64>,
+    pub event_time: TimeBounds,
+    pub append_time: TimeBounds,
+}
+
+impl ChunkRecord {
+    /// Rows in the chunk.
+    pub fn rows(&self) -> u64 {
+        self.end_offset - self.base_offset
+    }
+}
+
+/// A chunk of a flush, before offsets are assigned.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    pub stream_id: StreamId,
+    pub partition: u32,
+    pub byte_range: Range<u64>,
+    pub rows: u64,
+    pub event_time: TimeBounds,
+    pub append_time: TimeBounds,
+}
+
+/// An idempotent producer's identity and the sequence number of one append.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProducerSeq {
+    pub producer_id: String,
+    pub sequence: u64,
+}
+
+/// Where one append's rows sit inside a flush's chunks.
+#[derive(Debug, Clone)]
+pub struct NewAppend {
+    pub stream_id: StreamId,
+    pub producer: Option<ProducerSeq>,
+    /// (index into [`FlushCommit::chunks`], first row in that chunk, rows).
+    pub slices: Vec<(usize, u64, u64)>,
+}
+
+/// Everything one flush commits.
+#[derive(Debug, Clone)]
+pub struct FlushCommit {
+    pub object: String,
+    pub object_size: u64,
+    pub created_at: Micros,
+    pub chunks: Vec<NewChunk>,
+    pub appends: Vec<NewAppend>,
+}
+
+/// The offsets one append received in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckPart {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub rows: u64,
+}
+
+/// Why an append of a flush cannot be committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Its stream was dropped while the append was buffered.
+    StreamGone,
+    /// Its producer sequence is already committed. `previous` holds that
+    /// commit's offsets when the sequence is the producer's latest.
+    Duplicate { previous: Option<Vec<AckPart>> },
+}
+
+/// Result of [`MetadataStore::commit_flush`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Committed; the base offset of each chunk, in order.
+    Committed { chunk_base_offsets: Vec<u64> },
+    /// Nothing was committed: these appends (by index) cannot be. The caller
+    /// settles them and commits the rest in a new flush.
+    Rejected { rejections: Vec<(usize, Rejection)> },
+}
+
+/// Which chunks a time-range read wants. Bounds are half-open, in µs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimeFilter {
+    pub event_time: Option<Range<Micros>>,
+    pub append_time: Option<Range<Micros>>,
+}
+
+/// The metadata store's operations.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+    /// Creates a stream and its partitions (next offset 0).
+    async fn create_stream(&self, spec: &StreamSpec, created_at: Micros) -> Result<StreamInfo>;
+
+    /// Removes a stream, its partitions, chunk rows and producer state. The
+    /// objects stay until garbage collection finds them unreferenced.
+    async fn drop_stream(&self, name: &str) -> Result<StreamInfo>;
+
+    /// A stream by name.
+    async fn stream(&self, name: &str) -> Result<Option<StreamInfo>>;
+
+    /// Every stream, by name.
+    async fn streams(&self) -> Result<Vec<StreamInfo>>;
+
+    /// Next offset of each partition of a stream (its high watermark).
+    async fn partition_ends(&self, stream_id: StreamId) -> Result<Vec<u64>>;
+
+    /// Commits a flushed object in one transaction; see the module doc.
+    async fn commit_flush(&self, commit: &FlushCommit) -> Result<CommitOutcome>;
+
+    /// Chunks of a partition that hold any offset of `range`, by offset.
+    async fn chunks_by_offset(
+        &self,
+        stream_id: StreamId,
+        partition: u32,
+        range: Range<u64>,
+    ) -> Result<Vec<ChunkRecord>>;
+
+    /// Chunks of a partition whose time bounds overlap the filter, by offset.
+    async fn chunks_by_time(
+        &self,
+        stream_id: StreamId,
+        partition: u32,
+        filter: &TimeFilter,
+    ) -> Result<Vec<ChunkRecord>>;
+}

@@ -1,0 +1,444 @@
+//! The embedded metadata store: SQLite in the data directory.
+//!
+//! Durability: WAL journal with `synchronous = FULL`, so a committed flush
+//! survives a crash of the process or the machine. Writes are serialized by
+//! an in-process mutex and run as `BEGIN IMMEDIATE` transactions; the data
+//! directory lock (see `crate::log`) keeps other processes out. Reads use the
+//! pool concurrently and see only committed state.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use tokio::sync::Mutex;
+
+use super::{
+    AckPart, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, Rejection, TimeFilter,
+};
+use crate::chunk::TimeBounds;
+use crate::clock::Micros;
+use crate::error::{LogError, Result};
+use crate::stream::{EventTime, StreamId, StreamInfo, StreamSpec, decode_schema, encode_schema};
+
+/// SQLite-backed [`MetadataStore`].
+#[derive(Debug)]
+pub struct SqliteMetadata {
+    pool: SqlitePool,
+    write: Mutex<()>,
+}
+
+impl SqliteMetadata {
+    /// Opens (creating if missing) the database file at `path` and applies
+    /// pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        Self::connect(opts, 4).await
+    }
+
+    /// Opens a `sqlite://…` URL (e.g. `sqlite:///var/lib/sh/meta.db`).
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+        Self::connect(opts, 4).await
+    }
+
+    /// A private in-memory database (tests).
+    pub async fn open_in_memory() -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        Self::connect(opts, 1).await
+    }
+
+    async fn connect(opts: SqliteConnectOptions, max: u32) -> Result<Self> {
+        let opts = opts
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool,
+            write: Mutex::new(()),
+        })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn u(v: u64) -> i64 {
+    v as i64
+}
+
+fn stream_from_row(row: &SqliteRow) -> Result<StreamInfo> {
+    let schema = decode_schema(&row.try_get::<Vec<u8>, _>("schema_ipc")?)?;
+    let key: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("key_columns")?)
+        .map_err(|e| LogError::Internal(format!("bad key_columns: {e}")))?;
+    let event_time = row
+        .try_get::<Option<String>, _>("event_time_column")?
+        .map(|column| -> Result<EventTime> {
+            let delay: i64 = row.try_get::<Option<i64>, _>("watermark_delay_us")?.unwrap_or(0);
+            Ok(EventTime {
+                column,
+                watermark_delay: Duration::from_micros(delay.max(0) as u64),
+            })
+        })
+        .transpose()?;
+    let retention = row
+        .try_get::<Option<i64>, _>("retention_us")?
+        .map(|r| Duration::from_micros(r.max(0) as u64));
+    Ok(StreamInfo {
+        id: row.try_get("id")?,
+        created_at: row.try_get("created_at_us")?,
+        spec: StreamSpec {
+            name: row.try_get("name")?,
+            schema,
+            partitions: row.try_get::<i64, _>("partitions")? as u32,
+            key,
+            event_time,
+            retention,
+        },
+    })
+}
+
+fn chunk_from_row(row: &SqliteRow) -> Result<ChunkRecord> {
+    let start: i64 = row.try_get("byte_start")?;
+    let len: i64 = row.try_get("byte_len")?;
+    Ok(ChunkRecord {
+        stream_id: row.try_get("stream_id")?,
+        partition: row.try_get::<i64, _>("partition_no")? as u32,
+        base_offset: row.try_get::<i64, _>("base_offset")? as u64,
+        end_offset: row.try_get::<i64, _>("end_offset")? as u64,
+        object: row.try_get("object_key")?,
+        byte_range: start as u64..(start + len) as u64,
+        event_time: TimeBounds {
+            min: row.try_get("min_event_time_us")?,
+            max: row.try_get("max_event_time_us")?,
+        },
+        append_time: TimeBounds {
+            min: row.try_get("min_append_time_us")?,
+            max: row.try_get("max_append_time_us")?,
+        },
+    })
+}
+
+const STREAM_COLUMNS: &str = "id, name, schema_ipc, partitions, key_columns, event_time_column, \
+     watermark_delay_us, retention_us, created_at_us";
+const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, end_offset, object_key, \
+     byte_start, byte_len, min_event_time_us, max_event_time_us, min_append_time_us, \
+     max_append_time_us";
+
+async fn stream_in_tx(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Option<StreamInfo>> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {STREAM_COLUMNS} FROM streams WHERE name = ?")))
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(stream_from_row).transpose()
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadata {
+    async fn create_stream(&self, spec: &StreamSpec, created_at: Micros) -> Result<StreamInfo> {
+        spec.validate()?;
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if stream_in_tx(&mut tx, &spec.name).await?.is_some() {
+            return Err(LogError::StreamExists(spec.name.clone()));
+        }
+        let key = serde_json::to_string(&spec.key)
+            .map_err(|e| LogError::Internal(format!("encode key: {e}")))?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO streams (name, schema_ipc, partitions, key_columns, event_time_column, \
+             watermark_delay_us, retention_us, created_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING id",
+        )
+        .bind(&spec.name)
+        .bind(encode_schema(&spec.schema)?)
+        .bind(spec.partitions as i64)
+        .bind(key)
+        .bind(spec.event_time.as_ref().map(|e| e.column.clone()))
+        .bind(spec.event_time.as_ref().map(|e| e.watermark_delay.as_micros() as i64))
+        .bind(spec.retention.map(|r| r.as_micros() as i64))
+        .bind(created_at)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+        for p in 0..spec.partitions {
+            sqlx::query("INSERT INTO partitions (stream_id, partition_no, next_offset) VALUES (?, ?, 0)")
+                .bind(id)
+                .bind(p as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(StreamInfo {
+            id,
+            spec: spec.clone(),
+            created_at,
+        })
+    }
+
+    async fn drop_stream(&self, name: &str) -> Result<StreamInfo> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let info = stream_in_tx(&mut tx, name)
+            .await?
+            .ok_or_else(|| LogError::UnknownStream(name.to_string()))?;
+        // Children first: the cascade would do it, but explicit deletes keep
+        // the PostgreSQL sibling's behaviour identical without relying on it.
+        for table in ["chunks", "partitions", "producers"] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE stream_id = ?")))
+                .bind(info.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM streams WHERE id = ?")
+            .bind(info.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(info)
+    }
+
+    async fn stream(&self, name: &str) -> Result<Option<StreamInfo>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {STREAM_COLUMNS} FROM streams WHERE name = ?")))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(stream_from_row).transpose()
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamInfo>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {STREAM_COLUMNS} FROM streams ORDER BY name")))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stream_from_row).collect()
+    }
+
+    async fn partition_ends(&self, stream_id: StreamId) -> Result<Vec<u64>> {
+        let rows = sqlx::query(
+            "SELECT next_offset FROM partitions WHERE stream_id = ? ORDER BY partition_no",
+        )
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("next_offset")? as u64))
+            .collect()
+    }
+
+    async fn commit_flush(&self, c: &FlushCommit) -> Result<CommitOutcome> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+
+        // Current next offset of every partition the flush touches; a missing
+        // row means the stream was dropped meanwhile.
+        let mut next: HashMap<(StreamId, u32), Option<u64>> = HashMap::new();
+        for ch in &c.chunks {
+            let k = (ch.stream_id, ch.partition);
+            if next.contains_key(&k) {
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT next_offset FROM partitions WHERE stream_id = ? AND partition_no = ?",
+            )
+            .bind(ch.stream_id)
+            .bind(ch.partition as i64)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let v = row
+                .map(|r| r.try_get::<i64, _>("next_offset").map(|v| v as u64))
+                .transpose()?;
+            next.insert(k, v);
+        }
+
+        // Appends that cannot be committed.
+        let mut rejections = Vec::new();
+        for (i, a) in c.appends.iter().enumerate() {
+            let gone = a.slices.iter().any(|&(ci, _, _)| {
+                let ch = &c.chunks[ci];
+                next.get(&(ch.stream_id, ch.partition)).copied().flatten().is_none()
+            });
+            if gone {
+                rejections.push((i, Rejection::StreamGone));
+                continue;
+            }
+            if let Some(p) = &a.producer {
+                let row = sqlx::query(
+                    "SELECT last_sequence, last_ack FROM producers \
+                     WHERE producer_id = ? AND stream_id = ?",
+                )
+                .bind(&p.producer_id)
+                .bind(a.stream_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = row {
+                    let last = row.try_get::<i64, _>("last_sequence")? as u64;
+                    if p.sequence <= last {
+                        let previous = if p.sequence == last {
+                            let ack: String = row.try_get("last_ack")?;
+                            let parts: Vec<(u32, u64, u64)> = serde_json::from_str(&ack)
+                                .map_err(|e| LogError::Internal(format!("bad last_ack: {e}")))?;
+                            Some(
+                                parts
+                                    .into_iter()
+                                    .map(|(partition, base_offset, rows)| AckPart {
+                                        partition,
+                                        base_offset,
+                                        rows,
+                                    })
+                                    .collect(),
+                            )
+                        } else {
+                            None
+                        };
+                        rejections.push((i, Rejection::Duplicate { previous }));
+                    }
+                }
+            }
+        }
+        if !rejections.is_empty() {
+            tx.rollback().await?;
+            return Ok(CommitOutcome::Rejected { rejections });
+        }
+
+        sqlx::query("INSERT INTO objects (object_key, size_bytes, created_at_us) VALUES (?, ?, ?)")
+            .bind(&c.object)
+            .bind(u(c.object_size))
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await?;
+
+        let mut bases = Vec::with_capacity(c.chunks.len());
+        for ch in &c.chunks {
+            let slot = next
+                .get_mut(&(ch.stream_id, ch.partition))
+                .and_then(Option::as_mut)
+                .ok_or_else(|| LogError::Internal("partition vanished in commit".into()))?;
+            let base = *slot;
+            *slot += ch.rows;
+            bases.push(base);
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO chunks ({CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )))
+            .bind(ch.stream_id)
+            .bind(ch.partition as i64)
+            .bind(u(base))
+            .bind(u(base + ch.rows))
+            .bind(&c.object)
+            .bind(u(ch.byte_range.start))
+            .bind(u(ch.byte_range.end - ch.byte_range.start))
+            .bind(ch.event_time.min)
+            .bind(ch.event_time.max)
+            .bind(ch.append_time.min.unwrap_or(c.created_at))
+            .bind(ch.append_time.max.unwrap_or(c.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((stream_id, partition), n) in &next {
+            let Some(n) = n else { continue };
+            sqlx::query("UPDATE partitions SET next_offset = ? WHERE stream_id = ? AND partition_no = ?")
+                .bind(u(*n))
+                .bind(stream_id)
+                .bind(*partition as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for a in &c.appends {
+            let Some(p) = &a.producer else { continue };
+            let ack: Vec<(u32, u64, u64)> = a
+                .slices
+                .iter()
+                .map(|&(ci, first, rows)| (c.chunks[ci].partition, bases[ci] + first, rows))
+                .collect();
+            let ack = serde_json::to_string(&ack)
+                .map_err(|e| LogError::Internal(format!("encode ack: {e}")))?;
+            sqlx::query(
+                "INSERT INTO producers (producer_id, stream_id, last_sequence, last_ack) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (producer_id, stream_id) DO UPDATE \
+                 SET last_sequence = excluded.last_sequence, last_ack = excluded.last_ack",
+            )
+            .bind(&p.producer_id)
+            .bind(a.stream_id)
+            .bind(u(p.sequence))
+            .bind(ack)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(CommitOutcome::Committed {
+            chunk_base_offsets: bases,
+        })
+    }
+
+    async fn chunks_by_offset(
+        &self,
+        stream_id: StreamId,
+        partition: u32,
+        range: Range<u64>,
+    ) -> Result<Vec<ChunkRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHUNK_COLUMNS} FROM chunks WHERE stream_id = ? AND partition_no = ? \
+             AND end_offset > ? AND base_offset < ? ORDER BY base_offset"
+        )))
+        .bind(stream_id)
+        .bind(partition as i64)
+        .bind(u(range.start))
+        .bind(u(range.end.min(i64::MAX as u64)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(chunk_from_row).collect()
+    }
+
+    async fn chunks_by_time(
+        &self,
+        stream_id: StreamId,
+        partition: u32,
+        filter: &TimeFilter,
+    ) -> Result<Vec<ChunkRecord>> {
+        let (es, ee) = filter
+            .event_time
+            .clone()
+            .map(|r| (Some(r.start), Some(r.end)))
+            .unwrap_or((None, None));
+        let (as_, ae) = filter
+            .append_time
+            .clone()
+            .map(|r| (Some(r.start), Some(r.end)))
+            .unwrap_or((None, None));
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHUNK_COLUMNS} FROM chunks WHERE stream_id = ? AND partition_no = ? \
+             AND (? IS NULL OR (max_event_time_us >= ? AND min_event_time_us < ?)) \
+             AND (? IS NULL OR (max_append_time_us >= ? AND min_append_time_us < ?)) \
+             ORDER BY base_offset"
+        )))
+        .bind(stream_id)
+        .bind(partition as i64)
+        .bind(es)
+        .bind(es)
+        .bind(ee)
+        .bind(as_)
+        .bind(as_)
+        .bind(ae)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(chunk_from_row).collect()
+    }
+}

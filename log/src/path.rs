@@ -1,0 +1,60 @@
+//! Every object key the log writes or reads is built here.
+//!
+//! Data objects are named by a ULID, so two flushes (on one agent or many)
+//! never choose the same key, and keys sort by creation time. They are written
+//! create-only: an existing key means a bug or a foreign writer, never an
+//! overwrite.
+
+use object_store::path::Path;
+use ulid::Ulid;
+
+/// The key of one flushed data object: a concatenation of Arrow IPC stream
+/// chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DataObjectPath(Path);
+
+impl DataObjectPath {
+    /// Folder that holds every data object.
+    pub const PREFIX: &'static str = "log/data";
+
+    /// A fresh, never-used key.
+    pub fn new_unique() -> Self {
+        Self(Path::from(format!("{}/{}.arrows", Self::PREFIX, Ulid::new())))
+    }
+
+    /// The key as stored in the metadata store.
+    pub fn parse(stored: &str) -> Self {
+        Self(Path::from(stored))
+    }
+
+    /// The object-store path.
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The string recorded in chunk rows.
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl std::fmt::Display for DataObjectPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_keys_live_under_the_data_prefix() {
+        let a = DataObjectPath::new_unique();
+        let b = DataObjectPath::new_unique();
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("log/data/"));
+        assert!(a.as_str().ends_with(".arrows"));
+        assert_eq!(DataObjectPath::parse(a.as_str()), a);
+    }
+}

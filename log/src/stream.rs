@@ -1,0 +1,287 @@
+//! What a stream is: its declared schema, partitions, key, event time and
+//! retention, and the system columns every read adds.
+//!
+//! A [`StreamSpec`] is what a user asks for; it is validated once, at
+//! creation. A [`StreamInfo`] is what the metadata store returns: the spec
+//! plus the id that chunk rows reference. Ids are never reused, so a stream
+//! dropped and created again under the same name never sees the old data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+
+use crate::clock::Micros;
+use crate::error::{LogError, Result};
+
+/// Id of a stream in the metadata store.
+pub type StreamId = i64;
+
+/// Name of the partition system column (INT).
+pub const PARTITION_COLUMN: &str = "_partition";
+/// Name of the offset system column (BIGINT, dense per partition from 0).
+pub const OFFSET_COLUMN: &str = "_offset";
+/// Name of the append-time system column (TIMESTAMP WITH TIME ZONE).
+pub const TIMESTAMP_COLUMN: &str = "_timestamp";
+
+/// Most partitions a stream may have.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// The data type of `_timestamp`: microseconds, UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Whether `name` is one of the system columns.
+pub fn is_system_column(name: &str) -> bool {
+    matches!(name, PARTITION_COLUMN | OFFSET_COLUMN | TIMESTAMP_COLUMN)
+}
+
+/// A stream as a user defines it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    /// Unique name.
+    pub name: String,
+    /// Declared columns (no system columns).
+    pub schema: SchemaRef,
+    /// Number of partitions, at least 1.
+    pub partitions: u32,
+    /// Columns hashed to choose a partition; empty means round-robin.
+    pub key: Vec<String>,
+    /// Event-time column and its watermark delay.
+    pub event_time: Option<EventTime>,
+    /// How long data is kept; `None` keeps it forever.
+    pub retention: Option<Duration>,
+}
+
+/// The event-time column of a stream and how far the watermark trails it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTime {
+    pub column: String,
+    pub watermark_delay: Duration,
+}
+
+impl StreamSpec {
+    /// A spec with one partition, no key, no event time, kept forever.
+    pub fn new(name: impl Into<String>, schema: SchemaRef) -> Self {
+        Self {
+            name: name.into(),
+            schema,
+            partitions: 1,
+            key: Vec::new(),
+            event_time: None,
+            retention: None,
+        }
+    }
+
+    /// Sets the partition count.
+    pub fn with_partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// Sets the key columns.
+    pub fn with_key<S: Into<String>>(mut self, key: impl IntoIterator<Item = S>) -> Self {
+        self.key = key.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the event-time column and watermark delay.
+    pub fn with_event_time(mut self, column: impl Into<String>, delay: Duration) -> Self {
+        self.event_time = Some(EventTime {
+            column: column.into(),
+            watermark_delay: delay,
+        });
+        self
+    }
+
+    /// Sets the retention.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// Checks the spec; every rule a stream must satisfy lives here.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |m: String| Err(LogError::InvalidSpec(m));
+        if self.name.is_empty() || self.name.len() > 255 {
+            return invalid("a stream name must have 1 to 255 characters".into());
+        }
+        if self.name.chars().any(|c| c.is_control()) {
+            return invalid("a stream name must not contain control characters".into());
+        }
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return invalid(format!(
+                "partitions must be between 1 and {MAX_PARTITIONS}, got {}",
+                self.partitions
+            ));
+        }
+        if self.schema.fields().is_empty() {
+            return invalid("a stream needs at least one column".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for field in self.schema.fields() {
+            if is_system_column(field.name()) {
+                return invalid(format!(
+                    "column name \"{}\" is reserved for a system column",
+                    field.name()
+                ));
+            }
+            if !seen.insert(field.name().as_str()) {
+                return invalid(format!("column \"{}\" is declared twice", field.name()));
+            }
+        }
+        for k in &self.key {
+            let field = self.schema.field_with_name(k).map_err(|_| {
+                LogError::InvalidSpec(format!("key column \"{k}\" is not a column of the stream"))
+            })?;
+            if !crate::partitioner::is_hashable(field.data_type()) {
+                return invalid(format!(
+                    "key column \"{k}\" has type {} which cannot be hashed for partitioning",
+                    field.data_type()
+                ));
+            }
+        }
+        if let Some(et) = &self.event_time {
+            let field = self.schema.field_with_name(&et.column).map_err(|_| {
+                LogError::InvalidSpec(format!(
+                    "event-time column \"{}\" is not a column of the stream",
+                    et.column
+                ))
+            })?;
+            if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+                return invalid(format!(
+                    "event-time column \"{}\" must be a TIMESTAMP, not {}",
+                    et.column,
+                    field.data_type()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stream as stored: its spec plus its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamInfo {
+    pub id: StreamId,
+    pub spec: StreamSpec,
+    /// When it was created (µs since epoch).
+    pub created_at: Micros,
+}
+
+impl StreamInfo {
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Schema of what reads return: the declared columns followed by
+    /// `_partition`, `_offset` and `_timestamp`.
+    pub fn read_schema(&self) -> SchemaRef {
+        read_schema(&self.spec.schema)
+    }
+
+    /// Index of the event-time column in the declared schema.
+    pub fn event_time_index(&self) -> Option<usize> {
+        let et = self.spec.event_time.as_ref()?;
+        self.spec.schema.index_of(&et.column).ok()
+    }
+
+    /// Indices of the key columns in the declared schema.
+    pub fn key_indices(&self) -> Vec<usize> {
+        self.spec
+            .key
+            .iter()
+            .filter_map(|k| self.spec.schema.index_of(k).ok())
+            .collect()
+    }
+}
+
+/// The declared schema followed by the three system columns.
+pub fn read_schema(declared: &Schema) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = declared.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(PARTITION_COLUMN, DataType::Int32, false)));
+    fields.push(Arc::new(Field::new(OFFSET_COLUMN, DataType::Int64, false)));
+    fields.push(Arc::new(Field::new(TIMESTAMP_COLUMN, timestamp_type(), false)));
+    Arc::new(Schema::new_with_metadata(fields, declared.metadata().clone()))
+}
+
+/// Schema of a stored chunk: the declared columns followed by `_timestamp`
+/// (append time is fixed when a row is accepted; offsets are not, since they
+/// are assigned at commit, after the bytes are written).
+pub fn chunk_schema(declared: &Schema) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = declared.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(TIMESTAMP_COLUMN, timestamp_type(), false)));
+    Arc::new(Schema::new_with_metadata(fields, declared.metadata().clone()))
+}
+
+/// Serializes a schema as an Arrow IPC stream holding only the schema
+/// message: a stable, self-describing format for the metadata store.
+pub fn encode_schema(schema: &Schema) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut w = StreamWriter::try_new(&mut out, schema)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+/// Inverse of [`encode_schema`].
+pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef> {
+    let reader = StreamReader::try_new(bytes, None)?;
+    Ok(reader.schema())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("user", DataType::Utf8, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]))
+    }
+
+    #[test]
+    fn schema_round_trips_through_ipc() {
+        let s = schema();
+        assert_eq!(decode_schema(&encode_schema(&s).unwrap()).unwrap(), s);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let ok = StreamSpec::new("orders", schema())
+            .with_partitions(4)
+            .with_key(["user"])
+            .with_event_time("ts", Duration::from_secs(5));
+        ok.validate().unwrap();
+
+        let err = |spec: StreamSpec| spec.validate().unwrap_err().to_string();
+        assert!(err(ok.clone().with_partitions(0)).contains("partitions"));
+        assert!(err(ok.clone().with_key(["nope"])).contains("\"nope\""));
+        assert!(
+            err(ok.clone().with_event_time("user", Duration::ZERO)).contains("must be a TIMESTAMP")
+        );
+        let reserved = Arc::new(Schema::new(vec![Field::new("_offset", DataType::Int64, false)]));
+        assert!(err(StreamSpec::new("s", reserved)).contains("reserved"));
+        assert!(err(StreamSpec::new("", schema())).contains("name"));
+    }
+
+    #[test]
+    fn read_schema_appends_system_columns() {
+        let names: Vec<_> = read_schema(&schema())
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["id", "user", "ts", "_partition", "_offset", "_timestamp"]);
+    }
+}

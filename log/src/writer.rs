@@ -1,0 +1,476 @@
+//! The write path: buffer appends, flush them as one object, commit offsets,
+//! then acknowledge.
+//!
+//! Why an acknowledgement means durable: an append's future resolves only
+//! after (1) the object holding its rows was written create-only and, for a
+//! local directory, fsynced, and (2) the metadata transaction that assigns
+//! its offsets committed. A failure at either step fails every append of the
+//! flush and commits nothing, so no offset is consumed and nothing becomes
+//! visible; the orphaned object, if any, is garbage for the collector.
+//!
+//! Ordering: one flush is in flight at a time and appends are committed in
+//! arrival order within it, so rows appended in sequence to a partition get
+//! increasing offsets. While a flush is in flight the next buffer fills,
+//! which makes flushes grow with load (group commit).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arrow::array::{RecordBatch, TimestampMicrosecondArray};
+use bytes::Bytes;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::cache::ChunkCache;
+use crate::chunk::{self, TimeBounds};
+use crate::clock::ClockRef;
+use crate::error::{LogError, Result};
+use crate::metadata::{
+    AckPart, CommitOutcome, FlushCommit, MetadataStore, NewAppend, NewChunk, ProducerSeq,
+    Rejection,
+};
+use crate::path::DataObjectPath;
+use crate::store::{Store, StoreKind};
+use crate::stream::{StreamId, StreamInfo, chunk_schema};
+use crate::tail::Tail;
+
+/// When the buffer is flushed, and how much it may hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlushConfig {
+    /// Flush once this many bytes are buffered.
+    pub flush_bytes: usize,
+    /// Flush once the oldest buffered append is this old.
+    pub flush_interval: Duration,
+    /// Appends wait while this many bytes are buffered or in flight.
+    pub max_buffered_bytes: usize,
+    /// zstd level of flushed chunks.
+    pub zstd_level: i32,
+}
+
+impl FlushConfig {
+    /// Defaults tuned for the store: a PUT to a local directory costs a
+    /// write and an fsync; a PUT to S3 costs tens of milliseconds and money.
+    pub fn for_store(kind: StoreKind) -> Self {
+        let (flush_interval, flush_bytes) = match kind {
+            StoreKind::Memory => (Duration::from_millis(2), 8 << 20),
+            StoreKind::Local => (Duration::from_millis(5), 8 << 20),
+            StoreKind::S3 => (Duration::from_millis(150), 16 << 20),
+        };
+        Self {
+            flush_bytes,
+            flush_interval,
+            max_buffered_bytes: 256 << 20,
+            zstd_level: chunk::FLUSH_ZSTD_LEVEL,
+        }
+    }
+}
+
+/// What an append got: its offsets, per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendAck {
+    pub parts: Vec<AckPart>,
+    /// The append carried a producer sequence that was already committed;
+    /// nothing was written again. `parts` holds the original offsets when the
+    /// sequence was the producer's latest, and is empty otherwise.
+    pub duplicate: bool,
+}
+
+impl AppendAck {
+    /// Rows acknowledged.
+    pub fn rows(&self) -> u64 {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+}
+
+type Waiter = oneshot::Sender<Result<AppendAck>>;
+
+/// One append, waiting in the buffer.
+struct Pending {
+    stream: Arc<StreamInfo>,
+    producer: Option<ProducerSeq>,
+    /// Rows per partition, in chunk schema (with `_timestamp`).
+    parts: Vec<(u32, RecordBatch)>,
+    append_time: i64,
+    waiters: Vec<Waiter>,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct Buffer {
+    appends: Vec<Pending>,
+    /// (stream, producer, sequence) of buffered idempotent appends, so a
+    /// retry that arrives before the original is flushed joins it.
+    producers: HashMap<(StreamId, String, u64), usize>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+struct Shared {
+    buffer: std::sync::Mutex<Buffer>,
+    wake: Notify,
+    closing: AtomicBool,
+    config: FlushConfig,
+    budget: Arc<Semaphore>,
+    store: Store,
+    meta: Arc<dyn MetadataStore>,
+    cache: Arc<ChunkCache>,
+    tail: Arc<Tail>,
+    clock: ClockRef,
+}
+
+/// Accepts appends and runs the flush loop.
+pub struct Writer {
+    shared: Arc<Shared>,
+    flusher: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Budget unit: the semaphore counts KiB so that it fits in u32 permits.
+fn kib(bytes: usize) -> u32 {
+    bytes.div_ceil(1024).clamp(1, u32::MAX as usize) as u32
+}
+
+impl Writer {
+    /// Starts the flush loop on the current runtime.
+    pub fn start(
+        config: FlushConfig,
+        store: Store,
+        meta: Arc<dyn MetadataStore>,
+        cache: Arc<ChunkCache>,
+        tail: Arc<Tail>,
+        clock: ClockRef,
+    ) -> Self {
+        let budget = Arc::new(Semaphore::new(kib(config.max_buffered_bytes) as usize));
+        let shared = Arc::new(Shared {
+            buffer: std::sync::Mutex::new(Buffer::default()),
+            wake: Notify::new(),
+            closing: AtomicBool::new(false),
+            config,
+            budget,
+            store,
+            meta,
+            cache,
+            tail,
+            clock,
+        });
+        let flusher = tokio::spawn(flush_loop(shared.clone()));
+        Self {
+            shared,
+            flusher: tokio::sync::Mutex::new(Some(flusher)),
+        }
+    }
+
+    /// Buffers rows already split by partition and validated against the
+    /// stream's schema; resolves once they are durable and have offsets.
+    pub async fn append(
+        &self,
+        stream: Arc<StreamInfo>,
+        parts: Vec<(u32, RecordBatch)>,
+        producer: Option<ProducerSeq>,
+    ) -> Result<AppendAck> {
+        let s = &self.shared;
+        if s.closing.load(Ordering::Acquire) {
+            return Err(LogError::ShuttingDown);
+        }
+        let bytes: usize = parts.iter().map(|(_, b)| b.get_array_memory_size()).sum();
+        let want = kib(bytes).min(kib(s.config.max_buffered_bytes));
+        let permit = s
+            .budget
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| LogError::ShuttingDown)?;
+
+        let append_time = s.clock.now_micros();
+        let schema = chunk_schema(&stream.spec.schema);
+        let parts = parts
+            .into_iter()
+            .map(|(p, b)| {
+                let ts = TimestampMicrosecondArray::from_value(append_time, b.num_rows())
+                    .with_timezone("UTC");
+                let mut cols = b.columns().to_vec();
+                cols.push(Arc::new(ts));
+                Ok((p, RecordBatch::try_new(schema.clone(), cols)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let (tx, rx) = oneshot::channel();
+        let wake = {
+            let mut buf = s.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            if s.closing.load(Ordering::Acquire) {
+                return Err(LogError::ShuttingDown);
+            }
+            let joined = producer.as_ref().and_then(|p| {
+                let key = (stream.id, p.producer_id.clone(), p.sequence);
+                buf.producers.get(&key).copied()
+            });
+            if let Some(i) = joined {
+                buf.appends[i].waiters.push(tx);
+                false
+            } else {
+                if let Some(p) = &producer {
+                    let key = (stream.id, p.producer_id.clone(), p.sequence);
+                    let idx = buf.appends.len();
+                    buf.producers.insert(key, idx);
+                }
+                buf.bytes += bytes;
+                buf.since.get_or_insert_with(Instant::now);
+                buf.appends.push(Pending {
+                    stream,
+                    producer,
+                    parts,
+                    append_time,
+                    waiters: vec![tx],
+                    _permit: permit,
+                });
+                buf.bytes >= s.config.flush_bytes || buf.appends.len() == 1
+            }
+        };
+        if wake {
+            s.wake.notify_one();
+        }
+        rx.await.map_err(|_| LogError::ShuttingDown)?
+    }
+
+    /// Stops accepting appends, flushes what is buffered, and waits for the
+    /// flush loop to end.
+    pub async fn shutdown(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        if let Some(handle) = self.flusher.lock().await.take()
+            && let Err(e) = handle.await
+        {
+            warn!(error = %e, "flush loop ended abnormally");
+        }
+    }
+}
+
+async fn flush_loop(s: Arc<Shared>) {
+    loop {
+        let (empty, ready, deadline) = {
+            let buf = s.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            let deadline = buf.since.map(|t| t + s.config.flush_interval);
+            (
+                buf.appends.is_empty(),
+                buf.bytes >= s.config.flush_bytes,
+                deadline,
+            )
+        };
+        let closing = s.closing.load(Ordering::Acquire);
+        if empty {
+            if closing {
+                return;
+            }
+            s.wake.notified().await;
+            continue;
+        }
+        if !ready && !closing {
+            let deadline = deadline.unwrap_or_else(Instant::now);
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = s.wake.notified() => continue,
+            }
+        }
+        let taken = std::mem::take(&mut *s.buffer.lock().unwrap_or_else(|p| p.into_inner()));
+        flush(&s, taken.appends).await;
+    }
+}
+
+/// Where each partition's rows go in the object being built.
+struct PlannedChunk {
+    stream: Arc<StreamInfo>,
+    partition: u32,
+    batches: Vec<RecordBatch>,
+    rows: u64,
+    append_time: TimeBounds,
+}
+
+/// Flushes `appends` until each is acknowledged or failed.
+async fn flush(s: &Shared, mut appends: Vec<Pending>) {
+    while !appends.is_empty() {
+        match flush_once(s, &appends).await {
+            Ok(FlushResult::Done(acks)) => {
+                for (p, ack) in appends.into_iter().zip(acks) {
+                    for w in p.waiters {
+                        let _ = w.send(Ok(ack.clone()));
+                    }
+                }
+                return;
+            }
+            Ok(FlushResult::Rejected(rejections)) => {
+                // Settle the rejected appends, then flush the others again.
+                let rejected: HashMap<usize, Rejection> = rejections.into_iter().collect();
+                let mut keep = Vec::with_capacity(appends.len());
+                for (i, p) in appends.into_iter().enumerate() {
+                    let outcome = match rejected.get(&i) {
+                        None => {
+                            keep.push(p);
+                            continue;
+                        }
+                        Some(Rejection::StreamGone) => {
+                            Err(LogError::UnknownStream(p.stream.name().to_string()))
+                        }
+                        Some(Rejection::Duplicate { previous }) => Ok(AppendAck {
+                            parts: previous.clone().unwrap_or_default(),
+                            duplicate: true,
+                        }),
+                    };
+                    for w in p.waiters {
+                        let _ = w.send(outcome.as_ref().map_err(clone_error).cloned());
+                    }
+                }
+                appends = keep;
+            }
+            Err(e) => {
+                warn!(error = %e, appends = appends.len(), "flush failed");
+                let e = Arc::new(e);
+                for p in appends {
+                    for w in p.waiters {
+                        let _ = w.send(Err(LogError::FlushFailed(e.clone())));
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn clone_error(e: &LogError) -> LogError {
+    match e {
+        LogError::UnknownStream(s) => LogError::UnknownStream(s.clone()),
+        other => LogError::Internal(other.to_string()),
+    }
+}
+
+enum FlushResult {
+    Done(Vec<AppendAck>),
+    Rejected(Vec<(usize, Rejection)>),
+}
+
+async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
+    // Group rows by (stream, partition), keeping arrival order.
+    let mut plan: BTreeMap<(StreamId, u32), PlannedChunk> = BTreeMap::new();
+    let mut slices: Vec<Vec<((StreamId, u32), u64, u64)>> = Vec::with_capacity(appends.len());
+    for a in appends {
+        let mut mine = Vec::with_capacity(a.parts.len());
+        for (p, batch) in &a.parts {
+            let key = (a.stream.id, *p);
+            let c = plan.entry(key).or_insert_with(|| PlannedChunk {
+                stream: a.stream.clone(),
+                partition: *p,
+                batches: Vec::new(),
+                rows: 0,
+                append_time: TimeBounds::default(),
+            });
+            let n = batch.num_rows() as u64;
+            mine.push((key, c.rows, n));
+            c.rows += n;
+            c.batches.push(batch.clone());
+            c.append_time = TimeBounds {
+                min: Some(c.append_time.min.map_or(a.append_time, |m| m.min(a.append_time))),
+                max: Some(c.append_time.max.map_or(a.append_time, |m| m.max(a.append_time))),
+            };
+        }
+        slices.push(mine);
+    }
+    let chunks: Vec<PlannedChunk> = plan.into_values().collect();
+    let index: HashMap<(StreamId, u32), usize> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ((c.stream.id, c.partition), i))
+        .collect();
+
+    // Encode every chunk in parallel, off the async workers.
+    let level = s.config.zstd_level;
+    let encoded = futures::future::try_join_all(chunks.iter().map(|c| {
+        let batches = c.batches.clone();
+        let schema = chunk_schema(&c.stream.spec.schema);
+        let et = c.stream.event_time_index();
+        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, TimeBounds)> {
+            let bytes = chunk::encode(&schema, &batches, level)?;
+            let event_time = match et {
+                Some(i) => chunk::batches_time_bounds(&batches, i)?,
+                None => TimeBounds::default(),
+            };
+            Ok((bytes, event_time))
+        })
+    }))
+    .await
+    .map_err(|e| LogError::Internal(format!("encode task: {e}")))?
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+
+    let total: usize = encoded.iter().map(|(b, _)| b.len()).sum();
+    let mut object = Vec::with_capacity(total);
+    let mut new_chunks = Vec::with_capacity(chunks.len());
+    for (c, (bytes, event_time)) in chunks.iter().zip(&encoded) {
+        let start = object.len() as u64;
+        object.extend_from_slice(bytes);
+        new_chunks.push(NewChunk {
+            stream_id: c.stream.id,
+            partition: c.partition,
+            byte_range: start..object.len() as u64,
+            rows: c.rows,
+            event_time: *event_time,
+            append_time: c.append_time,
+        });
+    }
+    drop(encoded);
+
+    let path = DataObjectPath::new_unique();
+    let object_size = object.len() as u64;
+    s.store.put_durable(path.as_path(), Bytes::from(object)).await?;
+
+    let commit = FlushCommit {
+        object: path.as_str().to_string(),
+        object_size,
+        created_at: s.clock.now_micros(),
+        chunks: new_chunks,
+        appends: appends
+            .iter()
+            .zip(&slices)
+            .map(|(a, sl)| NewAppend {
+                stream_id: a.stream.id,
+                producer: a.producer.clone(),
+                slices: sl.iter().map(|(k, first, n)| (index[k], *first, *n)).collect(),
+            })
+            .collect(),
+    };
+    let bases = match s.meta.commit_flush(&commit).await? {
+        CommitOutcome::Committed { chunk_base_offsets } => chunk_base_offsets,
+        CommitOutcome::Rejected { rejections } => {
+            debug!(object = %path, rejected = rejections.len(), "flush rejected, retrying");
+            return Ok(FlushResult::Rejected(rejections));
+        }
+    };
+
+    let object_key: Arc<str> = Arc::from(path.as_str());
+    for ((c, nc), base) in chunks.into_iter().zip(&commit.chunks).zip(&bases) {
+        s.cache.insert(
+            (object_key.clone(), nc.byte_range.start),
+            Arc::new(c.batches),
+        );
+        s.tail.publish(c.stream.id, c.partition, base + c.rows);
+    }
+    let acks = commit
+        .appends
+        .iter()
+        .map(|a| AppendAck {
+            parts: a
+                .slices
+                .iter()
+                .map(|&(ci, first, rows)| AckPart {
+                    partition: commit.chunks[ci].partition,
+                    base_offset: bases[ci] + first,
+                    rows,
+                })
+                .collect(),
+            duplicate: false,
+        })
+        .collect();
+    debug!(object = %path, bytes = object_size, chunks = bases.len(), "flushed");
+    Ok(FlushResult::Done(acks))
+}
