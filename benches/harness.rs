@@ -1,1 +1,266 @@
-fn main(){}
+//! The benchmark harness: every scenario, one table.
+//!
+//! `cargo bench --bench harness` runs each scenario on a fresh data
+//! directory with the embedded defaults (local-directory object store,
+//! SQLite metadata, default flush settings) and prints one table. Rows are
+//! ~100 bytes: an int64, a timestamp, two short strings and a double.
+//!
+//! Scenarios: append throughput and acknowledgement latency (batches of
+//! 1,000 and 10,000 rows, several concurrent producers), then sequential
+//! reads of everything appended, from a cold cache (ranged GETs + decode)
+//! and from the writer's warm cache.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use clap::Parser;
+use futures::TryStreamExt;
+use hdrhistogram::Histogram;
+use streamhouse_log::{AppendOptions, DataDir, Log, StreamSpec};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Rows appended per append scenario.
+    #[arg(long, default_value_t = 4_000_000)]
+    rows: usize,
+    /// Partitions of the benchmark stream.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Only run scenarios whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Arguments cargo passes to every bench target.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new("user", DataType::Utf8, false),
+        Field::new("item", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, false),
+    ]))
+}
+
+/// A batch of `n` rows starting at id `first`, ~100 bytes per row.
+fn batch(first: i64, n: usize) -> RecordBatch {
+    let ids = first..first + n as i64;
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids.clone())),
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                ids.clone().map(|i| 1_700_000_000_000_000 + i * 1_000),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.clone()
+                    .map(|i| format!("user-{:06}@example.org", i * 7919 % 50_000)),
+            )),
+            Arc::new(StringArray::from_iter_values(ids.clone().map(|i| {
+                format!(
+                    "sku-{:08}-{:04}-blue-large",
+                    i * 104_729 % 1_000_000,
+                    i % 977
+                )
+            }))),
+            Arc::new(Float64Array::from_iter_values(
+                ids.map(|i| (i % 10_000) as f64 * 0.01),
+            )),
+        ],
+    )
+    .expect("valid batch")
+}
+
+/// One line of the result table.
+struct Row {
+    scenario: String,
+    rows: u64,
+    seconds: f64,
+    bytes: u64,
+    latency: Option<(f64, f64)>,
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<34} {:>11} {:>8} {:>13} {:>9} {:>8} {:>8}",
+        "scenario", "rows", "seconds", "rows/s", "MB/s", "p50 ms", "p99 ms"
+    );
+    println!("{}", "-".repeat(97));
+    for r in rows {
+        let (p50, p99) = match r.latency {
+            Some((a, b)) => (format!("{a:.2}"), format!("{b:.2}")),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<34} {:>11} {:>8.2} {:>13.0} {:>9.1} {:>8} {:>8}",
+            r.scenario,
+            r.rows,
+            r.seconds,
+            r.rows as f64 / r.seconds,
+            r.bytes as f64 / r.seconds / 1e6,
+            p50,
+            p99
+        );
+    }
+}
+
+/// Appends `total` rows in batches of `batch_rows` from `producers` tasks.
+async fn append(
+    log: Arc<Log>,
+    total: usize,
+    batch_rows: usize,
+    producers: usize,
+) -> (Row, Histogram<u64>) {
+    // Pre-built batches: generation is not part of the measurement.
+    let pool: Arc<Vec<RecordBatch>> = Arc::new(
+        (0..32)
+            .map(|k| batch(k * batch_rows as i64, batch_rows))
+            .collect(),
+    );
+    let bytes_per_batch = pool[0].get_array_memory_size() as u64;
+    let batches = total / batch_rows;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let (log, pool) = (log.clone(), pool.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let mut i = p;
+            while i < batches {
+                let t = Instant::now();
+                log.append(
+                    "bench",
+                    pool[i % pool.len()].clone(),
+                    AppendOptions::default(),
+                )
+                .await
+                .expect("append");
+                hist.record(t.elapsed().as_micros() as u64).expect("record");
+                i += producers;
+            }
+            hist
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    for t in tasks {
+        hist.add(t.await.expect("producer")).expect("merge");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let row = Row {
+        scenario: format!("append {batch_rows}-row batches x{producers}"),
+        rows: (batches * batch_rows) as u64,
+        seconds,
+        bytes: batches as u64 * bytes_per_batch,
+        latency: Some((
+            hist.value_at_quantile(0.5) as f64 / 1000.0,
+            hist.value_at_quantile(0.99) as f64 / 1000.0,
+        )),
+    };
+    (row, hist)
+}
+
+/// Reads every partition to the end, partitions in parallel.
+async fn read_all(log: Arc<Log>, partitions: u32, label: &str) -> Row {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..partitions {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = log.read("bench", p, 0..u64::MAX, None).await.expect("read");
+            let (mut rows, mut bytes) = (0u64, 0u64);
+            while let Some(b) = s.try_next().await.expect("batch") {
+                rows += b.num_rows() as u64;
+                bytes += b.get_array_memory_size() as u64;
+            }
+            (rows, bytes)
+        }));
+    }
+    let (mut rows, mut bytes) = (0, 0);
+    for t in tasks {
+        let (r, b) = t.await.expect("reader");
+        rows += r;
+        bytes += b;
+    }
+    Row {
+        scenario: label.to_string(),
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+        bytes,
+        latency: None,
+    }
+}
+
+async fn fresh(dir: &std::path::Path, partitions: u32) -> (DataDir, Arc<Log>) {
+    let dd = DataDir::open(dir).expect("data dir");
+    let log = Arc::new(dd.open_log().await.expect("log"));
+    if log.stream("bench").await.is_err() {
+        log.create_stream(StreamSpec::new("bench", schema()).with_partitions(partitions))
+            .await
+            .expect("create stream");
+    }
+    (dd, log)
+}
+
+async fn run(args: Args) {
+    let wanted = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut table = Vec::new();
+    for (batch_rows, producers) in [(1_000usize, 16usize), (10_000, 4)] {
+        let name = format!("append {batch_rows}-row batches x{producers}");
+        if !wanted(&name) && !wanted("read") {
+            continue;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (dd, log) = fresh(tmp.path(), args.partitions).await;
+        let (row, _) = append(log.clone(), args.rows, batch_rows, producers).await;
+        eprintln!(
+            "{}: {:.0} rows/s",
+            row.scenario,
+            row.rows as f64 / row.seconds
+        );
+        table.push(row);
+        if batch_rows == 10_000 && wanted("read") {
+            table.push(read_all(log.clone(), args.partitions, "read sequential, warm cache").await);
+            log.shutdown().await;
+            drop(log);
+            drop(dd);
+            // A new log over the same directory: empty cache, every chunk a GET.
+            let (_dd, cold) = fresh(tmp.path(), args.partitions).await;
+            table.push(
+                read_all(
+                    cold.clone(),
+                    args.partitions,
+                    "read sequential, cold (GET+decode)",
+                )
+                .await,
+            );
+            cold.shutdown().await;
+        } else {
+            log.shutdown().await;
+        }
+    }
+    print_table(&table);
+    println!(
+        "\nmachine: {} cores; local-directory store, SQLite metadata, default flush settings",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+}
+
+fn main() {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(args));
+}

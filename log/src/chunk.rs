@@ -97,7 +97,11 @@ pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], zstd_level: i32) -> R
 /// Decodes a chunk fetched from `object`. `projection` selects columns of
 /// the chunk schema (declared columns, then `_timestamp`); unprojected
 /// buffers are not decompressed.
-pub fn decode(object: &str, bytes: Bytes, projection: Option<Vec<usize>>) -> Result<Vec<RecordBatch>> {
+pub fn decode(
+    object: &str,
+    bytes: Bytes,
+    projection: Option<Vec<usize>>,
+) -> Result<Vec<RecordBatch>> {
     let corrupt = |e: arrow::error::ArrowError| LogError::CorruptChunk {
         object: object.to_string(),
         detail: e.to_string(),
@@ -123,8 +127,12 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int64Array::from_iter_values(0..n)),
-                Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("n{i}")))),
-                Arc::new(TimestampMillisecondArray::from_iter_values((0..n).map(|i| 1000 + i))),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("n{i}")),
+                )),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    (0..n).map(|i| 1000 + i),
+                )),
             ],
         )
         .unwrap()

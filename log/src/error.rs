@@ -38,7 +38,9 @@ pub enum LogError {
     #[error("stream \"{0}\" already exists")]
     StreamExists(String),
 
-    #[error("partition {partition} is out of range for stream \"{stream}\" ({partitions} partitions)")]
+    #[error(
+        "partition {partition} is out of range for stream \"{stream}\" ({partitions} partitions)"
+    )]
     PartitionOutOfRange {
         stream: String,
         partition: u32,

@@ -133,7 +133,11 @@ impl Log {
     /// Creates a stream.
     pub async fn create_stream(&self, spec: StreamSpec) -> Result<Arc<StreamInfo>> {
         spec.validate()?;
-        let info = Arc::new(self.meta.create_stream(&spec, self.clock.now_micros()).await?);
+        let info = Arc::new(
+            self.meta
+                .create_stream(&spec, self.clock.now_micros())
+                .await?,
+        );
         self.streams
             .write()
             .await
@@ -169,7 +173,13 @@ impl Log {
 
     /// Every stream, by name.
     pub async fn streams(&self) -> Result<Vec<Arc<StreamInfo>>> {
-        Ok(self.meta.streams().await?.into_iter().map(Arc::new).collect())
+        Ok(self
+            .meta
+            .streams()
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     /// Next offset of each partition (what a reader may read up to).
@@ -260,7 +270,10 @@ impl Log {
     ) -> Result<BatchStream> {
         let info = self.stream(stream).await?;
         Self::check_partition(&info, partition)?;
-        let chunks = self.meta.chunks_by_time(info.id, partition, &filter).await?;
+        let chunks = self
+            .meta
+            .chunks_by_time(info.id, partition, &filter)
+            .await?;
         let read = PartitionRead {
             stream: info,
             partition,
@@ -371,7 +384,7 @@ impl DataDir {
             path: path.display().to_string(),
         })?;
         Ok(DataDir {
-            path: path.to_path_buf(),
+            path: path.canonicalize()?,
             _lock: lock,
         })
     }

@@ -90,15 +90,18 @@ pub fn hash_rows(batch: &RecordBatch, key: &[usize]) -> Result<Vec<u64>> {
             DataType::UInt32 => hash_primitive::<UInt32Type>(col, &mut hashes),
             DataType::UInt64 => hash_primitive::<UInt64Type>(col, &mut hashes),
             DataType::Decimal128(_, _) => hash_primitive::<Decimal128Type>(col, &mut hashes),
-            DataType::Utf8 => {
-                hash_bytes(col.as_string::<i32>().iter().map(|v| v.map(str::as_bytes)), &mut hashes)
-            }
-            DataType::LargeUtf8 => {
-                hash_bytes(col.as_string::<i64>().iter().map(|v| v.map(str::as_bytes)), &mut hashes)
-            }
-            DataType::Utf8View => {
-                hash_bytes(col.as_string_view().iter().map(|v| v.map(str::as_bytes)), &mut hashes)
-            }
+            DataType::Utf8 => hash_bytes(
+                col.as_string::<i32>().iter().map(|v| v.map(str::as_bytes)),
+                &mut hashes,
+            ),
+            DataType::LargeUtf8 => hash_bytes(
+                col.as_string::<i64>().iter().map(|v| v.map(str::as_bytes)),
+                &mut hashes,
+            ),
+            DataType::Utf8View => hash_bytes(
+                col.as_string_view().iter().map(|v| v.map(str::as_bytes)),
+                &mut hashes,
+            ),
             DataType::Binary => hash_bytes(col.as_binary::<i32>().iter(), &mut hashes),
             DataType::LargeBinary => hash_bytes(col.as_binary::<i64>().iter(), &mut hashes),
             DataType::BinaryView => hash_bytes(col.as_binary_view().iter(), &mut hashes),
@@ -162,7 +165,15 @@ mod tests {
 
     #[test]
     fn same_key_same_partition_and_order_kept() {
-        let b = batch(&[Some("a"), Some("b"), Some("a"), None, Some("c"), Some("a"), None]);
+        let b = batch(&[
+            Some("a"),
+            Some("b"),
+            Some("a"),
+            None,
+            Some("c"),
+            Some("a"),
+            None,
+        ]);
         let parts = split_by_key(&b, &[1], 8).unwrap();
         let total: usize = parts.iter().map(|(_, b)| b.num_rows()).sum();
         assert_eq!(total, 7);

@@ -19,7 +19,11 @@ impl DataObjectPath {
 
     /// A fresh, never-used key.
     pub fn new_unique() -> Self {
-        Self(Path::from(format!("{}/{}.arrows", Self::PREFIX, Ulid::new())))
+        Self(Path::from(format!(
+            "{}/{}.arrows",
+            Self::PREFIX,
+            Ulid::new()
+        )))
     }
 
     /// The key as stored in the metadata store.

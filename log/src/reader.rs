@@ -11,8 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch,
-    RecordBatchOptions,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, RecordBatchOptions,
 };
 use arrow::compute::kernels::cmp::{gt_eq, lt};
 use arrow::compute::{and, cast, filter_record_batch};
@@ -153,7 +152,10 @@ impl Ctx {
             return Ok(Vec::new());
         }
         let path = DataObjectPath::parse(&c.object);
-        let bytes = self.store.get_range(path.as_path(), c.byte_range.clone()).await?;
+        let bytes = self
+            .store
+            .get_range(path.as_path(), c.byte_range.clone())
+            .await?;
         let object = c.object.clone();
         let proj = (!all_columns).then(|| self.need.clone());
         let batches = tokio::task::spawn_blocking(move || chunk::decode(&object, bytes, proj))
@@ -218,7 +220,9 @@ impl Ctx {
         for &i in &self.projection {
             columns.push(match i {
                 i if i < d => chunk_col(i)?,
-                i if i == d => Arc::new(Int32Array::from_value(self.read.partition as i32, n)) as ArrayRef,
+                i if i == d => {
+                    Arc::new(Int32Array::from_value(self.read.partition as i32, n)) as ArrayRef
+                }
                 i if i == d + 1 => {
                     let start = (first + lo as u64) as i64;
                     Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
@@ -288,9 +292,12 @@ mod tests {
 
     #[test]
     fn in_range_is_half_open() {
-        let col: ArrayRef = Arc::new(
-            arrow::array::TimestampMicrosecondArray::from(vec![Some(1), Some(5), None, Some(9)]),
-        );
+        let col: ArrayRef = Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
+            Some(1),
+            Some(5),
+            None,
+            Some(9),
+        ]));
         let m = in_range(&col, &(5..9)).unwrap();
         let got: Vec<_> = m.iter().collect();
         assert_eq!(got, [Some(false), Some(true), None, Some(false)]);

@@ -27,8 +27,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    RenameOptions,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 
 use crate::error::{LogError, Result};
@@ -71,11 +70,17 @@ impl Store {
             if !rest.is_empty() {
                 return Err(bad("memory:// takes no path".into()));
             }
-            return Ok(Store::from_parts(Arc::new(InMemory::new()), StoreKind::Memory, None));
+            return Ok(Store::from_parts(
+                Arc::new(InMemory::new()),
+                StoreKind::Memory,
+                None,
+            ));
         }
         if url.starts_with("s3://") {
             let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-            let bucket = parsed.host_str().ok_or_else(|| bad("missing bucket".into()))?;
+            let bucket = parsed
+                .host_str()
+                .ok_or_else(|| bad("missing bucket".into()))?;
             let s3 = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .build()
@@ -91,7 +96,9 @@ impl Store {
         let dir = match url.strip_prefix("file://") {
             Some(p) => PathBuf::from(p),
             None if url.contains("://") => {
-                return Err(bad("expected a path, file://, memory:// or s3:// URL".into()));
+                return Err(bad(
+                    "expected a path, file://, memory:// or s3:// URL".into()
+                ));
             }
             None => PathBuf::from(url),
         };
@@ -146,7 +153,9 @@ impl Store {
             mode: PutMode::Create,
             ..Default::default()
         };
-        self.inner.put_opts(path, PutPayload::from(bytes), opts).await?;
+        self.inner
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await?;
         if let Some(root) = &self.local_root {
             let file = root.join(path.as_ref());
             tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
@@ -253,7 +262,9 @@ impl ObjectStore for CountingStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        self.stats.gets.fetch_add(ranges.len() as u64, Ordering::Relaxed);
+        self.stats
+            .gets
+            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
         let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         self.stats.get_bytes.fetch_add(n, Ordering::Relaxed);
         self.inner.get_ranges(location, ranges).await
@@ -282,7 +293,12 @@ impl ObjectStore for CountingStore {
         self.inner.list_with_delimiter(prefix).await
     }
 
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
 
@@ -319,9 +335,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open_local(dir.path()).unwrap();
         let p = Path::from("log/data/a.arrows");
-        s.put_durable(&p, Bytes::from_static(b"hello")).await.unwrap();
-        assert!(s.put_durable(&p, Bytes::from_static(b"again")).await.is_err());
-        assert_eq!(s.get_range(&p, 1..3).await.unwrap(), Bytes::from_static(b"el"));
+        s.put_durable(&p, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert!(
+            s.put_durable(&p, Bytes::from_static(b"again"))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            s.get_range(&p, 1..3).await.unwrap(),
+            Bytes::from_static(b"el")
+        );
         assert_eq!(s.stats().puts(), 2);
         assert_eq!(s.stats().gets(), 1);
     }

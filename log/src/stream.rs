@@ -203,10 +203,21 @@ impl StreamInfo {
 /// The declared schema followed by the three system columns.
 pub fn read_schema(declared: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = declared.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(PARTITION_COLUMN, DataType::Int32, false)));
+    fields.push(Arc::new(Field::new(
+        PARTITION_COLUMN,
+        DataType::Int32,
+        false,
+    )));
     fields.push(Arc::new(Field::new(OFFSET_COLUMN, DataType::Int64, false)));
-    fields.push(Arc::new(Field::new(TIMESTAMP_COLUMN, timestamp_type(), false)));
-    Arc::new(Schema::new_with_metadata(fields, declared.metadata().clone()))
+    fields.push(Arc::new(Field::new(
+        TIMESTAMP_COLUMN,
+        timestamp_type(),
+        false,
+    )));
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        declared.metadata().clone(),
+    ))
 }
 
 /// Schema of a stored chunk: the declared columns followed by `_timestamp`
@@ -214,8 +225,15 @@ pub fn read_schema(declared: &Schema) -> SchemaRef {
 /// are assigned at commit, after the bytes are written).
 pub fn chunk_schema(declared: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = declared.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(TIMESTAMP_COLUMN, timestamp_type(), false)));
-    Arc::new(Schema::new_with_metadata(fields, declared.metadata().clone()))
+    fields.push(Arc::new(Field::new(
+        TIMESTAMP_COLUMN,
+        timestamp_type(),
+        false,
+    )));
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        declared.metadata().clone(),
+    ))
 }
 
 /// Serializes a schema as an Arrow IPC stream holding only the schema
@@ -242,11 +260,7 @@ mod tests {
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("user", DataType::Utf8, true),
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                true,
-            ),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
         ]))
     }
 
@@ -270,7 +284,11 @@ mod tests {
         assert!(
             err(ok.clone().with_event_time("user", Duration::ZERO)).contains("must be a TIMESTAMP")
         );
-        let reserved = Arc::new(Schema::new(vec![Field::new("_offset", DataType::Int64, false)]));
+        let reserved = Arc::new(Schema::new(vec![Field::new(
+            "_offset",
+            DataType::Int64,
+            false,
+        )]));
         assert!(err(StreamSpec::new("s", reserved)).contains("reserved"));
         assert!(err(StreamSpec::new("", schema())).contains("name"));
     }
@@ -282,6 +300,9 @@ mod tests {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        assert_eq!(names, ["id", "user", "ts", "_partition", "_offset", "_timestamp"]);
+        assert_eq!(
+            names,
+            ["id", "user", "ts", "_partition", "_offset", "_timestamp"]
+        );
     }
 }

@@ -30,8 +30,7 @@ use crate::chunk::{self, TimeBounds};
 use crate::clock::ClockRef;
 use crate::error::{LogError, Result};
 use crate::metadata::{
-    AckPart, CommitOutcome, FlushCommit, MetadataStore, NewAppend, NewChunk, ProducerSeq,
-    Rejection,
+    AckPart, CommitOutcome, FlushCommit, MetadataStore, NewAppend, NewChunk, ProducerSeq, Rejection,
 };
 use crate::path::DataObjectPath;
 use crate::store::{Store, StoreKind};
@@ -288,6 +287,9 @@ struct PlannedChunk {
     append_time: TimeBounds,
 }
 
+/// Rows of one append inside a planned chunk: (chunk key, first row, rows).
+type Slice = ((StreamId, u32), u64, u64);
+
 /// Flushes `appends` until each is acknowledged or failed.
 async fn flush(s: &Shared, mut appends: Vec<Pending>) {
     while !appends.is_empty() {
@@ -353,7 +355,7 @@ enum FlushResult {
 async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
     // Group rows by (stream, partition), keeping arrival order.
     let mut plan: BTreeMap<(StreamId, u32), PlannedChunk> = BTreeMap::new();
-    let mut slices: Vec<Vec<((StreamId, u32), u64, u64)>> = Vec::with_capacity(appends.len());
+    let mut slices: Vec<Vec<Slice>> = Vec::with_capacity(appends.len());
     for a in appends {
         let mut mine = Vec::with_capacity(a.parts.len());
         for (p, batch) in &a.parts {
@@ -370,8 +372,16 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
             c.rows += n;
             c.batches.push(batch.clone());
             c.append_time = TimeBounds {
-                min: Some(c.append_time.min.map_or(a.append_time, |m| m.min(a.append_time))),
-                max: Some(c.append_time.max.map_or(a.append_time, |m| m.max(a.append_time))),
+                min: Some(
+                    c.append_time
+                        .min
+                        .map_or(a.append_time, |m| m.min(a.append_time)),
+                ),
+                max: Some(
+                    c.append_time
+                        .max
+                        .map_or(a.append_time, |m| m.max(a.append_time)),
+                ),
             };
         }
         slices.push(mine);
@@ -422,7 +432,9 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
 
     let path = DataObjectPath::new_unique();
     let object_size = object.len() as u64;
-    s.store.put_durable(path.as_path(), Bytes::from(object)).await?;
+    s.store
+        .put_durable(path.as_path(), Bytes::from(object))
+        .await?;
 
     let commit = FlushCommit {
         object: path.as_str().to_string(),
@@ -435,7 +447,10 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
             .map(|(a, sl)| NewAppend {
                 stream_id: a.stream.id,
                 producer: a.producer.clone(),
-                slices: sl.iter().map(|(k, first, n)| (index[k], *first, *n)).collect(),
+                slices: sl
+                    .iter()
+                    .map(|(k, first, n)| (index[k], *first, *n))
+                    .collect(),
             })
             .collect(),
     };

@@ -10,9 +10,7 @@ use std::time::Duration;
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use common::{Backend, Fixture, collect, i64s, orders, orders_schema};
-use streamhouse_log::{
-    AppendOptions, ErrorKind, LogError, ProducerSeq, StreamSpec, TimeFilter,
-};
+use streamhouse_log::{AppendOptions, ErrorKind, LogError, ProducerSeq, StreamSpec, TimeFilter};
 
 const T0: i64 = 1_700_000_000_000_000;
 
@@ -24,7 +22,13 @@ fn spec(name: &str, partitions: u32) -> StreamSpec {
 }
 
 async fn read_all(f: &Fixture, stream: &str, partition: u32) -> Vec<RecordBatch> {
-    collect(f.log.read(stream, partition, 0..u64::MAX, None).await.unwrap()).await
+    collect(
+        f.log
+            .read(stream, partition, 0..u64::MAX, None)
+            .await
+            .unwrap(),
+    )
+    .await
 }
 
 async fn round_trip_by_key(b: Backend) {
@@ -34,7 +38,11 @@ async fn round_trip_by_key(b: Backend) {
     for i in 0..5 {
         let ack = f
             .log
-            .append("orders", orders(i * 200..(i + 1) * 200, 13, T0), AppendOptions::default())
+            .append(
+                "orders",
+                orders(i * 200..(i + 1) * 200, 13, T0),
+                AppendOptions::default(),
+            )
             .await
             .unwrap();
         assert!(!ack.duplicate);
@@ -47,16 +55,32 @@ async fn round_trip_by_key(b: Backend) {
     for p in 0..4 {
         let batches = read_all(&f, "orders", p).await;
         let offsets = i64s(&batches, "_offset");
-        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "dense from 0");
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "dense from 0"
+        );
         for b in &batches {
             assert_eq!(b.num_columns(), 8, "declared + 3 system columns");
-            let parts = b.column_by_name("_partition").unwrap().as_primitive::<arrow::datatypes::Int32Type>();
+            let parts = b
+                .column_by_name("_partition")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int32Type>();
             assert!(parts.values().iter().all(|&x| x as u32 == p));
-            let ts = b.column_by_name("_timestamp").unwrap().as_primitive::<TimestampMicrosecondType>();
-            assert!(ts.values().iter().all(|&t| t == T0), "append time from the injected clock");
+            let ts = b
+                .column_by_name("_timestamp")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>();
+            assert!(
+                ts.values().iter().all(|&t| t == T0),
+                "append time from the injected clock"
+            );
             for u in b.column_by_name("user").unwrap().as_string::<i32>().iter() {
                 let prev = user_partition.insert(u.unwrap().to_string(), p);
-                assert!(prev.is_none() || prev == Some(p), "a key lives in one partition");
+                assert!(
+                    prev.is_none() || prev == Some(p),
+                    "a key lives in one partition"
+                );
             }
         }
         ids.extend(i64s(&batches, "id"));
@@ -78,7 +102,11 @@ async fn concurrent_appenders_get_dense_unique_offsets(b: Backend) {
                 let first = (t * 10 + i) * 50;
                 let ack = f
                     .log
-                    .append("c", orders(first..first + 50, 5, T0), AppendOptions::to_partition(0))
+                    .append(
+                        "c",
+                        orders(first..first + 50, 5, T0),
+                        AppendOptions::to_partition(0),
+                    )
                     .await
                     .unwrap();
                 acks.push((ack.parts[0].base_offset, first));
@@ -92,7 +120,11 @@ async fn concurrent_appenders_get_dense_unique_offsets(b: Backend) {
     }
     acks.sort();
     let bases: Vec<u64> = acks.iter().map(|a| a.0).collect();
-    assert_eq!(bases, (0..80).map(|i| i * 50).collect::<Vec<_>>(), "unique, dense, no overlap");
+    assert_eq!(
+        bases,
+        (0..80).map(|i| i * 50).collect::<Vec<_>>(),
+        "unique, dense, no overlap"
+    );
     // Each acknowledged range holds exactly that append's rows.
     let batches = read_all(&f, "c", 0).await;
     let ids = i64s(&batches, "id");
@@ -106,8 +138,14 @@ async fn one_put_per_flush(b: Backend) {
     let f = Arc::new(
         Fixture::with_config(b, |c| c.flush.flush_interval = Duration::from_millis(500)).await,
     );
-    f.log.create_stream(spec("a", 16).with_key(Vec::<String>::new())).await.unwrap();
-    f.log.create_stream(spec("b", 8).with_key(Vec::<String>::new())).await.unwrap();
+    f.log
+        .create_stream(spec("a", 16).with_key(Vec::<String>::new()))
+        .await
+        .unwrap();
+    f.log
+        .create_stream(spec("b", 8).with_key(Vec::<String>::new()))
+        .await
+        .unwrap();
     let before = f.store.stats().puts();
     let mut tasks = Vec::new();
     for (stream, parts) in [("a", 16u32), ("b", 8)] {
@@ -124,12 +162,22 @@ async fn one_put_per_flush(b: Backend) {
     for t in tasks {
         assert_eq!(t.await.unwrap().rows(), 10);
     }
-    assert_eq!(f.store.stats().puts() - before, 1, "24 partitions of 2 streams, one PUT");
+    assert_eq!(
+        f.store.stats().puts() - before,
+        1,
+        "24 partitions of 2 streams, one PUT"
+    );
     let objects: HashSet<String> = {
         let a = f.log.stream("a").await.unwrap();
         let mut set = HashSet::new();
         for p in 0..16 {
-            for c in f.log.metadata().chunks_by_offset(a.id, p, 0..u64::MAX).await.unwrap() {
+            for c in f
+                .log
+                .metadata()
+                .chunks_by_offset(a.id, p, 0..u64::MAX)
+                .await
+                .unwrap()
+            {
                 set.insert(c.object);
             }
         }
@@ -149,7 +197,11 @@ async fn failed_put_fails_append_without_gap(b: Backend) {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("injected PUT failure"), "{err}");
-    assert_eq!(f.log.partition_ends("f").await.unwrap(), [0, 0], "nothing visible");
+    assert_eq!(
+        f.log.partition_ends("f").await.unwrap(),
+        [0, 0],
+        "nothing visible"
+    );
     assert!(read_all(&f, "f", 1).await.is_empty());
 
     let ack = f
@@ -157,8 +209,14 @@ async fn failed_put_fails_append_without_gap(b: Backend) {
         .append("f", orders(100..150, 7, T0), AppendOptions::to_partition(1))
         .await
         .unwrap();
-    assert_eq!(ack.parts[0].base_offset, 0, "no offset was consumed by the failure");
-    assert_eq!(i64s(&read_all(&f, "f", 1).await, "id"), (100..150).collect::<Vec<_>>());
+    assert_eq!(
+        ack.parts[0].base_offset, 0,
+        "no offset was consumed by the failure"
+    );
+    assert_eq!(
+        i64s(&read_all(&f, "f", 1).await, "id"),
+        (100..150).collect::<Vec<_>>()
+    );
 }
 
 async fn bad_input_gets_typed_errors_and_writes_nothing(b: Backend) {
@@ -166,37 +224,81 @@ async fn bad_input_gets_typed_errors_and_writes_nothing(b: Backend) {
     f.log.create_stream(spec("s", 2)).await.unwrap();
     let puts = f.store.stats().puts();
 
-    let e = f.log.append("nope", orders(0..1, 1, T0), AppendOptions::default()).await.unwrap_err();
-    assert!(matches!(&e, LogError::UnknownStream(s) if s == "nope"), "{e}");
+    let e = f
+        .log
+        .append("nope", orders(0..1, 1, T0), AppendOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, LogError::UnknownStream(s) if s == "nope"),
+        "{e}"
+    );
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
-    let e = f.log.append("s", orders(0..1, 1, T0), AppendOptions::to_partition(2)).await.unwrap_err();
-    assert!(matches!(e, LogError::PartitionOutOfRange { partition: 2, partitions: 2, .. }), "{e}");
+    let e = f
+        .log
+        .append("s", orders(0..1, 1, T0), AppendOptions::to_partition(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LogError::PartitionOutOfRange {
+                partition: 2,
+                partitions: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // Wrong type.
     let wrong = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
     let bad = RecordBatch::try_new(wrong, vec![Arc::new(StringArray::from(vec!["x"]))]).unwrap();
-    let e = f.log.append("s", bad, AppendOptions::default()).await.unwrap_err();
+    let e = f
+        .log
+        .append("s", bad, AppendOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, LogError::SchemaMismatch { .. }), "{e}");
     assert!(e.to_string().contains("expected 5 columns"), "{e}");
 
     // Right names, one type off.
     let good = orders(0..3, 1, T0);
-    let mut fields: Vec<Field> = orders_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = orders_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields[3] = Field::new("amount", DataType::Int64, true);
     let mut cols = good.columns().to_vec();
     cols[3] = Arc::new(Int64Array::from(vec![1, 2, 3]));
     let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
-    let e = f.log.append("s", bad, AppendOptions::default()).await.unwrap_err();
-    assert!(e.to_string().contains("column \"amount\" has type Int64"), "{e}");
+    let e = f
+        .log
+        .append("s", bad, AppendOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("column \"amount\" has type Int64"),
+        "{e}"
+    );
 
     // NULL in a NOT NULL column.
-    let mut fields: Vec<Field> = orders_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = orders_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields[0] = Field::new("id", DataType::Int64, true);
     let mut cols = good.columns().to_vec();
     cols[0] = Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]));
     let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
-    let e = f.log.append("s", bad, AppendOptions::default()).await.unwrap_err();
+    let e = f
+        .log
+        .append("s", bad, AppendOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, LogError::SchemaMismatch { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 
@@ -214,14 +316,28 @@ async fn idempotent_producer_retries_are_not_written_twice(b: Backend) {
     f.log.create_stream(spec("i", 3)).await.unwrap();
     let producer = |seq| AppendOptions {
         partition: None,
-        producer: Some(ProducerSeq { producer_id: "p-1".into(), sequence: seq }),
+        producer: Some(ProducerSeq {
+            producer_id: "p-1".into(),
+            sequence: seq,
+        }),
     };
-    let first = f.log.append("i", orders(0..60, 9, T0), producer(1)).await.unwrap();
+    let first = f
+        .log
+        .append("i", orders(0..60, 9, T0), producer(1))
+        .await
+        .unwrap();
     assert!(!first.duplicate);
     // A retry after a lost acknowledgement.
-    let retry = f.log.append("i", orders(0..60, 9, T0), producer(1)).await.unwrap();
+    let retry = f
+        .log
+        .append("i", orders(0..60, 9, T0), producer(1))
+        .await
+        .unwrap();
     assert!(retry.duplicate);
-    assert_eq!(retry.parts, first.parts, "the retry learns the original offsets");
+    assert_eq!(
+        retry.parts, first.parts,
+        "the retry learns the original offsets"
+    );
     let ends: u64 = f.log.partition_ends("i").await.unwrap().iter().sum();
     assert_eq!(ends, 60);
 
@@ -232,7 +348,11 @@ async fn idempotent_producer_retries_are_not_written_twice(b: Backend) {
     );
     assert_eq!(a.unwrap().parts, b2.unwrap().parts);
     // An older sequence is acknowledged as a duplicate, written nowhere.
-    let old = f.log.append("i", orders(0..60, 9, T0), producer(1)).await.unwrap();
+    let old = f
+        .log
+        .append("i", orders(0..60, 9, T0), producer(1))
+        .await
+        .unwrap();
     assert!(old.duplicate && old.parts.is_empty());
 
     let ends: u64 = f.log.partition_ends("i").await.unwrap().iter().sum();
@@ -252,7 +372,11 @@ async fn time_range_reads_fetch_only_matching_chunks(b: Backend) {
     for k in 0..3i64 {
         f.clock.set(T0 + k * 60_000_000);
         f.log
-            .append("t", orders(k * 100..k * 100 + 100, 4, T0 + k * 3_600_000_000), AppendOptions::default())
+            .append(
+                "t",
+                orders(k * 100..k * 100 + 100, 4, T0 + k * 3_600_000_000),
+                AppendOptions::default(),
+            )
             .await
             .unwrap();
     }
@@ -260,12 +384,22 @@ async fn time_range_reads_fetch_only_matching_chunks(b: Backend) {
     let gets = f.store.stats().gets();
     // Event times of batch 1: T0 + 1h + id ms, ids 100..200: ask for ids 120..130.
     let lo = T0 + 3_600_000_000 + 120 * 1000;
-    let filter = TimeFilter { event_time: Some(lo..lo + 10_000), append_time: None };
+    let filter = TimeFilter {
+        event_time: Some(lo..lo + 10_000),
+        append_time: None,
+    };
     let rows = collect(f.log.read_time("t", 0, filter, None).await.unwrap()).await;
     assert_eq!(i64s(&rows, "id"), (120..130).collect::<Vec<_>>());
-    assert_eq!(f.store.stats().gets() - gets, 1, "one chunk fetched, two pruned");
+    assert_eq!(
+        f.store.stats().gets() - gets,
+        1,
+        "one chunk fetched, two pruned"
+    );
 
-    let filter = TimeFilter { event_time: None, append_time: Some(T0 + 60_000_000..T0 + 180_000_000) };
+    let filter = TimeFilter {
+        event_time: None,
+        append_time: Some(T0 + 60_000_000..T0 + 180_000_000),
+    };
     let rows = collect(f.log.read_time("t", 0, filter, None).await.unwrap()).await;
     assert_eq!(i64s(&rows, "id"), (100..300).collect::<Vec<_>>());
 }
@@ -274,7 +408,14 @@ async fn projection_and_offset_ranges(b: Backend) {
     let mut f = Fixture::new(b).await;
     f.log.create_stream(spec("p", 1)).await.unwrap();
     for k in 0..4i64 {
-        f.log.append("p", orders(k * 10..k * 10 + 10, 2, T0), AppendOptions::default()).await.unwrap();
+        f.log
+            .append(
+                "p",
+                orders(k * 10..k * 10 + 10, 2, T0),
+                AppendOptions::default(),
+            )
+            .await
+            .unwrap();
     }
     for cold in [false, true] {
         if cold {
@@ -304,8 +445,15 @@ async fn tail_waiters_wake_on_commit(b: Backend) {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "nothing committed yet");
-    f.log.append("w", orders(0..7, 1, T0), AppendOptions::to_partition(1)).await.unwrap();
-    let end = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+    f.log
+        .append("w", orders(0..7, 1, T0), AppendOptions::to_partition(1))
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(end, 7);
     // Already satisfied: returns at once.
     assert_eq!(f.log.wait_for("w", 1, 3).await.unwrap(), 7);
@@ -314,11 +462,22 @@ async fn tail_waiters_wake_on_commit(b: Backend) {
 async fn reopen_keeps_data_and_continues_offsets(b: Backend) {
     let mut f = Fixture::new(b).await;
     f.log.create_stream(spec("r", 2)).await.unwrap();
-    f.log.append("r", orders(0..500, 11, T0), AppendOptions::default()).await.unwrap();
+    f.log
+        .append("r", orders(0..500, 11, T0), AppendOptions::default())
+        .await
+        .unwrap();
     let ends = f.log.partition_ends("r").await.unwrap();
     f.reopen().await;
     assert_eq!(f.log.partition_ends("r").await.unwrap(), ends);
-    let ack = f.log.append("r", orders(500..501, 11, T0), AppendOptions::to_partition(0)).await.unwrap();
+    let ack = f
+        .log
+        .append(
+            "r",
+            orders(500..501, 11, T0),
+            AppendOptions::to_partition(0),
+        )
+        .await
+        .unwrap();
     assert_eq!(ack.parts[0].base_offset, ends[0]);
     let mut ids = Vec::new();
     for p in 0..2 {
@@ -331,12 +490,26 @@ async fn reopen_keeps_data_and_continues_offsets(b: Backend) {
 async fn drop_stream_forgets_it(b: Backend) {
     let f = Fixture::new(b).await;
     f.log.create_stream(spec("d", 1)).await.unwrap();
-    f.log.append("d", orders(0..10, 1, T0), AppendOptions::default()).await.unwrap();
-    let names: Vec<String> = f.log.streams().await.unwrap().iter().map(|s| s.name().to_string()).collect();
+    f.log
+        .append("d", orders(0..10, 1, T0), AppendOptions::default())
+        .await
+        .unwrap();
+    let names: Vec<String> = f
+        .log
+        .streams()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
     assert_eq!(names, ["d"]);
     f.log.drop_stream("d").await.unwrap();
     assert!(f.log.streams().await.unwrap().is_empty());
-    let e = f.log.append("d", orders(0..1, 1, T0), AppendOptions::default()).await.unwrap_err();
+    let e = f
+        .log
+        .append("d", orders(0..1, 1, T0), AppendOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, LogError::UnknownStream(_)));
     let e = f.log.drop_stream("d").await.unwrap_err();
     assert!(matches!(e, LogError::UnknownStream(_)));
@@ -346,7 +519,42 @@ async fn drop_stream_forgets_it(b: Backend) {
     assert_eq!(f.log.partition_ends("d").await.unwrap(), [0]);
 }
 
+async fn shutdown_flushes_buffered_appends(b: Backend) {
+    // A flush interval far beyond the test: only shutdown can flush.
+    let mut f =
+        Fixture::with_config(b, |c| c.flush.flush_interval = Duration::from_secs(3600)).await;
+    f.log.create_stream(spec("z", 1)).await.unwrap();
+    let log = Arc::new(std::mem::replace(
+        &mut f.log,
+        Fixture::new(Backend::Memory).await.log,
+    ));
+    let pending = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.append("z", orders(0..25, 2, T0), AppendOptions::default())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "held in the buffer");
+    log.shutdown().await;
+    let ack = pending.await.unwrap().unwrap();
+    assert_eq!(ack.rows(), 25);
+    let e = log
+        .append("z", orders(0..1, 1, T0), AppendOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::ShuttingDown), "{e}");
+    f.log = Arc::try_unwrap(log).unwrap();
+    f.reopen().await;
+    assert_eq!(
+        i64s(&read_all(&f, "z", 0).await, "id"),
+        (0..25).collect::<Vec<_>>()
+    );
+}
+
 per_backend!(
+    shutdown_flushes_buffered_appends,
     round_trip_by_key,
     concurrent_appenders_get_dense_unique_offsets,
     one_put_per_flush,

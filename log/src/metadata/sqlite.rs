@@ -94,7 +94,9 @@ fn stream_from_row(row: &SqliteRow) -> Result<StreamInfo> {
     let event_time = row
         .try_get::<Option<String>, _>("event_time_column")?
         .map(|column| -> Result<EventTime> {
-            let delay: i64 = row.try_get::<Option<i64>, _>("watermark_delay_us")?.unwrap_or(0);
+            let delay: i64 = row
+                .try_get::<Option<i64>, _>("watermark_delay_us")?
+                .unwrap_or(0);
             Ok(EventTime {
                 column,
                 watermark_delay: Duration::from_micros(delay.max(0) as u64),
@@ -146,10 +148,12 @@ const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, end_offset, o
      max_append_time_us";
 
 async fn stream_in_tx(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Option<StreamInfo>> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {STREAM_COLUMNS} FROM streams WHERE name = ?")))
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {STREAM_COLUMNS} FROM streams WHERE name = ?"
+    )))
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
     row.as_ref().map(stream_from_row).transpose()
 }
 
@@ -174,18 +178,24 @@ impl MetadataStore for SqliteMetadata {
         .bind(spec.partitions as i64)
         .bind(key)
         .bind(spec.event_time.as_ref().map(|e| e.column.clone()))
-        .bind(spec.event_time.as_ref().map(|e| e.watermark_delay.as_micros() as i64))
+        .bind(
+            spec.event_time
+                .as_ref()
+                .map(|e| e.watermark_delay.as_micros() as i64),
+        )
         .bind(spec.retention.map(|r| r.as_micros() as i64))
         .bind(created_at)
         .fetch_one(&mut *tx)
         .await?
         .try_get("id")?;
         for p in 0..spec.partitions {
-            sqlx::query("INSERT INTO partitions (stream_id, partition_no, next_offset) VALUES (?, ?, 0)")
-                .bind(id)
-                .bind(p as i64)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO partitions (stream_id, partition_no, next_offset) VALUES (?, ?, 0)",
+            )
+            .bind(id)
+            .bind(p as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(StreamInfo {
@@ -204,10 +214,12 @@ impl MetadataStore for SqliteMetadata {
         // Children first: the cascade would do it, but explicit deletes keep
         // the PostgreSQL sibling's behaviour identical without relying on it.
         for table in ["chunks", "partitions", "producers"] {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE stream_id = ?")))
-                .bind(info.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE stream_id = ?"
+            )))
+            .bind(info.id)
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("DELETE FROM streams WHERE id = ?")
             .bind(info.id)
@@ -218,17 +230,21 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn stream(&self, name: &str) -> Result<Option<StreamInfo>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {STREAM_COLUMNS} FROM streams WHERE name = ?")))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {STREAM_COLUMNS} FROM streams WHERE name = ?"
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(stream_from_row).transpose()
     }
 
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {STREAM_COLUMNS} FROM streams ORDER BY name")))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {STREAM_COLUMNS} FROM streams ORDER BY name"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(stream_from_row).collect()
     }
 
@@ -274,7 +290,10 @@ impl MetadataStore for SqliteMetadata {
         for (i, a) in c.appends.iter().enumerate() {
             let gone = a.slices.iter().any(|&(ci, _, _)| {
                 let ch = &c.chunks[ci];
-                next.get(&(ch.stream_id, ch.partition)).copied().flatten().is_none()
+                next.get(&(ch.stream_id, ch.partition))
+                    .copied()
+                    .flatten()
+                    .is_none()
             });
             if gone {
                 rejections.push((i, Rejection::StreamGone));
@@ -354,12 +373,14 @@ impl MetadataStore for SqliteMetadata {
         }
         for ((stream_id, partition), n) in &next {
             let Some(n) = n else { continue };
-            sqlx::query("UPDATE partitions SET next_offset = ? WHERE stream_id = ? AND partition_no = ?")
-                .bind(u(*n))
-                .bind(stream_id)
-                .bind(*partition as i64)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE partitions SET next_offset = ? WHERE stream_id = ? AND partition_no = ?",
+            )
+            .bind(u(*n))
+            .bind(stream_id)
+            .bind(*partition as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         for a in &c.appends {
             let Some(p) = &a.producer else { continue };

@@ -19,9 +19,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-use streamhouse_log::{
-    Log, LogConfig, ManualClock, SqliteMetadata, Store, StoreKind, SystemClock,
-};
+use streamhouse_log::{Log, LogConfig, ManualClock, SqliteMetadata, Store, StoreKind, SystemClock};
 use tempfile::TempDir;
 
 /// Which object store a test runs against.
@@ -57,9 +55,16 @@ pub struct Fixture {
 }
 
 /// Builds the raw object store for a backend.
-pub fn raw_store(backend: Backend, dir: &FsPath) -> (Arc<dyn ObjectStore>, StoreKind, Option<std::path::PathBuf>) {
+pub fn raw_store(
+    backend: Backend,
+    dir: &FsPath,
+) -> (Arc<dyn ObjectStore>, StoreKind, Option<std::path::PathBuf>) {
     match backend {
-        Backend::Memory => (Arc::new(object_store::memory::InMemory::new()), StoreKind::Memory, None),
+        Backend::Memory => (
+            Arc::new(object_store::memory::InMemory::new()),
+            StoreKind::Memory,
+            None,
+        ),
         Backend::Local => {
             let root = dir.join("objects");
             std::fs::create_dir_all(&root).unwrap();
@@ -84,7 +89,16 @@ impl Fixture {
         let (objects, kind, root) = raw_store(backend, dir.path());
         let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
         let faults = Arc::new(Faults::default());
-        let (log, store) = open_log(&objects, kind, root, dir.path(), &faults, clock.clone(), tweak).await;
+        let (log, store) = open_log(
+            &objects,
+            kind,
+            root,
+            dir.path(),
+            &faults,
+            clock.clone(),
+            tweak,
+        )
+        .await;
         Fixture {
             log,
             store,
@@ -100,7 +114,8 @@ impl Fixture {
     /// metadata, with a cold cache.
     pub async fn reopen(&mut self) {
         self.log.shutdown().await;
-        let root = (self.kind == StoreKind::Local).then(|| self.dir.path().join("objects").canonicalize().unwrap());
+        let root = (self.kind == StoreKind::Local)
+            .then(|| self.dir.path().join("objects").canonicalize().unwrap());
         let (log, store) = open_log(
             &self.objects,
             self.kind,
@@ -130,7 +145,11 @@ async fn open_log(
         faults: faults.clone(),
     });
     let store = Store::from_parts(faulty, kind, root);
-    let meta = Arc::new(SqliteMetadata::open(&dir.join("metadata.db")).await.unwrap());
+    let meta = Arc::new(
+        SqliteMetadata::open(&dir.join("metadata.db"))
+            .await
+            .unwrap(),
+    );
     let mut config = LogConfig::for_store(&store);
     tweak(&mut config);
     let _ = SystemClock; // the fixture's clock is manual: append times are exact
@@ -172,7 +191,12 @@ fn injected() -> object_store::Error {
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         let take = self
             .faults
             .fail_puts
@@ -182,16 +206,31 @@ impl ObjectStore for FaultyStore {
         }
         self.inner.put_opts(location, payload, opts).await
     }
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
         self.inner.put_multipart_opts(location, opts).await
     }
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         self.inner.get_opts(location, options).await
     }
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
         self.inner.get_ranges(location, ranges).await
     }
-    fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
         self.inner.delete_stream(locations)
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -200,7 +239,12 @@ impl ObjectStore for FaultyStore {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         self.inner.list_with_delimiter(prefix).await
     }
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
 }
@@ -223,10 +267,18 @@ pub fn orders(ids: Range<i64>, users: i64, ts0: i64) -> RecordBatch {
         orders_schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(n.clone())),
-            Arc::new(StringArray::from_iter_values(n.clone().map(|i| format!("u{}", i % users)))),
-            Arc::new(StringArray::from_iter_values(n.clone().map(|i| format!("item-{:08}", i * 7919 % 100_000)))),
-            Arc::new(Float64Array::from_iter_values(n.clone().map(|i| i as f64 * 0.5))),
-            Arc::new(TimestampMicrosecondArray::from_iter_values(n.map(|i| ts0 + i * 1000))),
+            Arc::new(StringArray::from_iter_values(
+                n.clone().map(|i| format!("u{}", i % users)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                n.clone().map(|i| format!("item-{:08}", i * 7919 % 100_000)),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                n.clone().map(|i| i as f64 * 0.5),
+            )),
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                n.map(|i| ts0 + i * 1000),
+            )),
         ],
     )
     .unwrap()

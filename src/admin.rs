@@ -1,0 +1,115 @@
+//! The HTTP admin server: liveness, readiness, health, and a small REST API.
+//!
+//! `/live` answers as soon as the process serves HTTP; `/ready` only once
+//! the log is open (metadata and object store reached, recovery done) and
+//! until shutdown begins; `/health` reports both in JSON. The REST API reads
+//! through the same `Log` every other door uses.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use streamhouse_log::Log;
+
+/// What the admin endpoints observe.
+#[derive(Default)]
+pub struct AdminState {
+    log: OnceLock<Arc<Log>>,
+    draining: AtomicBool,
+}
+
+impl AdminState {
+    /// The log is open: the server is ready.
+    pub fn set_ready(&self, log: Arc<Log>) {
+        let _ = self.log.set(log);
+    }
+
+    /// Shutdown began: stop advertising readiness.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn ready_log(&self) -> Option<&Arc<Log>> {
+        if self.draining.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.log.get()
+    }
+}
+
+/// The admin routes.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/live", get(|| async { "live\n" }))
+        .route("/ready", get(ready))
+        .route("/health", get(health))
+        .route("/v1/streams", get(streams))
+        .with_state(state)
+}
+
+async fn ready(State(s): State<Arc<AdminState>>) -> Response {
+    match s.ready_log() {
+        Some(_) => (StatusCode::OK, "ready\n").into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
+    }
+}
+
+async fn health(State(s): State<Arc<AdminState>>) -> Response {
+    let ready = s.ready_log().is_some();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ok" } else { "starting" },
+        "live": true,
+        "ready": ready,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    (code, Json(body)).into_response()
+}
+
+async fn streams(State(s): State<Arc<AdminState>>) -> Response {
+    let Some(log) = s.ready_log() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let result = async {
+        let mut out = Vec::new();
+        for info in log.streams().await? {
+            let ends = log.metadata().partition_ends(info.id).await?;
+            out.push(json!({
+                "name": info.name(),
+                "partitions": info.spec.partitions,
+                "key": info.spec.key,
+                "event_time": info.spec.event_time.as_ref().map(|e| json!({
+                    "column": e.column,
+                    "watermark_delay_ms": e.watermark_delay.as_millis() as u64,
+                })),
+                "retention_ms": info.spec.retention.map(|r| r.as_millis() as u64),
+                "columns": info.spec.schema.fields().iter().map(|f| json!({
+                    "name": f.name(),
+                    "type": f.data_type().to_string(),
+                    "nullable": f.is_nullable(),
+                })).collect::<Vec<_>>(),
+                "rows": ends.iter().sum::<u64>(),
+                "partition_ends": ends,
+            }));
+        }
+        Ok::<_, streamhouse_log::LogError>(out)
+    }
+    .await;
+    match result {
+        Ok(streams) => Json(json!({ "streams": streams })).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,212 @@
+//! Server configuration: command-line flags, `STREAMHOUSE_*` environment
+//! variables, an optional TOML file, and defaults — in that order of
+//! precedence. Flags and environment are read by clap; the file fills only
+//! what neither gave. The result is a plain [`ServerConfig`] passed down; no
+//! global holds configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `streamhouse server`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerArgs {
+    /// Directory for the embedded metadata store, the local object store and
+    /// scratch files [default: ./streamhouse-data]
+    #[arg(long, env = "STREAMHOUSE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// PostgreSQL wire protocol address; port 0 picks a free port
+    /// [default: 127.0.0.1:5433]
+    #[arg(long, env = "STREAMHOUSE_PG_ADDR", value_name = "HOST:PORT")]
+    pub pg_addr: Option<SocketAddr>,
+
+    /// Arrow Flight / Flight SQL address; port 0 picks a free port
+    /// [default: 127.0.0.1:50051]
+    #[arg(long, env = "STREAMHOUSE_FLIGHT_ADDR", value_name = "HOST:PORT")]
+    pub flight_addr: Option<SocketAddr>,
+
+    /// HTTP admin address (/health, /ready, /live, REST API); port 0 picks a
+    /// free port [default: 127.0.0.1:8080]
+    #[arg(long, env = "STREAMHOUSE_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// Object store: a path or file:// URL, memory://, or s3://bucket/prefix
+    /// (S3 settings from the AWS_* environment variables)
+    /// [default: DATA_DIR/objects]
+    #[arg(long, env = "STREAMHOUSE_OBJECT_STORE", value_name = "URL")]
+    pub object_store: Option<String>,
+
+    /// Metadata store: sqlite://PATH or postgres://… [default:
+    /// sqlite://DATA_DIR/metadata.db]
+    #[arg(long, env = "STREAMHOUSE_METADATA", value_name = "URL")]
+    pub metadata: Option<String>,
+
+    /// TOML configuration file; flags and environment variables override it
+    #[arg(long, env = "STREAMHOUSE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The `[log]` table of the config file: write-path tunables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Flush once the oldest buffered append is this old, e.g. "5ms".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub flush_interval: Option<Duration>,
+    /// Flush once this many bytes are buffered.
+    pub flush_bytes: Option<usize>,
+    /// Bytes of decoded chunks cached in memory.
+    pub cache_bytes: Option<u64>,
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub pg_addr: Option<SocketAddr>,
+    pub flight_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub object_store: Option<String>,
+    pub metadata: Option<String>,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Where the metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub pg_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub object_store: String,
+    pub metadata: MetadataUrl,
+    pub log: LogSection,
+}
+
+impl ServerConfig {
+    /// Applies flags/environment over the config file over defaults.
+    pub fn resolve(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("streamhouse-data"));
+        let addr = |flag: Option<SocketAddr>, file: Option<SocketAddr>, default: &str| {
+            flag.or(file)
+                .unwrap_or_else(|| default.parse().expect("valid default address"))
+        };
+        let object_store = args
+            .object_store
+            .clone()
+            .or(file.object_store)
+            .unwrap_or_else(|| data_dir.join("objects").display().to_string());
+        let metadata = match args.metadata.clone().or(file.metadata) {
+            None => MetadataUrl::Sqlite(data_dir.join("metadata.db")),
+            Some(url) => parse_metadata_url(&url)?,
+        };
+        Ok(ServerConfig {
+            pg_addr: addr(args.pg_addr, file.pg_addr, "127.0.0.1:5433"),
+            flight_addr: addr(args.flight_addr, file.flight_addr, "127.0.0.1:50051"),
+            http_addr: addr(args.http_addr, file.http_addr, "127.0.0.1:8080"),
+            data_dir,
+            object_store,
+            metadata,
+            log: file.log,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn parse_metadata_url(url: &str) -> anyhow::Result<MetadataUrl> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            bail!("metadata URL {url:?} names no file: use sqlite://PATH");
+        }
+        return Ok(MetadataUrl::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(MetadataUrl::Postgres(url.to_string()));
+    }
+    bail!("unsupported metadata URL {url:?}: use sqlite://PATH or postgres://…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sh.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9999\"\n[log]\nflush_interval = \"20ms\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(file.clone()),
+            http_addr: Some("127.0.0.1:1234".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.http_addr.port(), 1234);
+        assert_eq!(c.pg_addr.port(), 5433);
+        assert_eq!(c.flight_addr.port(), 50051);
+        assert_eq!(c.log.flush_interval, Some(Duration::from_millis(20)));
+        assert_eq!(c.object_store, "/from/file/objects");
+        assert_eq!(
+            c.metadata,
+            MetadataUrl::Sqlite("/from/file/metadata.db".into())
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "nonsense = 1\n").unwrap();
+        let args = ServerArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let e = format!("{:#}", ServerConfig::resolve(&args).unwrap_err());
+        assert!(e.contains("unknown field `nonsense`"), "{e}");
+        let e = parse_metadata_url("mysql://x").unwrap_err().to_string();
+        assert!(e.contains("unsupported metadata URL"), "{e}");
+    }
+}

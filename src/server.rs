@@ -1,0 +1,150 @@
+//! `streamhouse server`: start-up, the ready banner, and ordered shutdown.
+//!
+//! Start-up order: lock the data directory, bind the HTTP admin listener (so
+//! `/live` answers during recovery), open the object store and the metadata
+//! store, start the log, then report ready. Shutdown order, on SIGINT or
+//! SIGTERM: stop advertising readiness, stop accepting HTTP requests, flush
+//! the log (every buffered append is committed or failed), close the
+//! metadata store, exit 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use streamhouse_log::{DataDir, Log, LogConfig, SqliteMetadata, Store, SystemClock};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::{MetadataUrl, ServerConfig};
+
+/// Runs the server until a shutdown signal.
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let mut shutdown = ShutdownSignal::install()?;
+    let data_dir = DataDir::open(&config.data_dir)
+        .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
+
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot bind HTTP admin address {}", config.http_addr))?;
+    let http_addr = http.local_addr()?;
+    warn_if_exposed("HTTP admin", http_addr);
+    let state = Arc::new(AdminState::default());
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(
+        axum::serve(http, admin::router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
+
+    let store = Store::open(&config.object_store)
+        .with_context(|| format!("cannot open object store {}", config.object_store))?;
+    let meta = match &config.metadata {
+        MetadataUrl::Sqlite(path) => Arc::new(
+            SqliteMetadata::open(path)
+                .await
+                .with_context(|| format!("cannot open metadata store {}", path.display()))?,
+        ),
+        MetadataUrl::Postgres(_) => bail!(
+            "the PostgreSQL metadata store is not available in this version; \
+             use the embedded default or --metadata sqlite://PATH"
+        ),
+    };
+    let mut log_config = LogConfig::for_store(&store);
+    if let Some(v) = config.log.flush_interval {
+        log_config.flush.flush_interval = v;
+    }
+    if let Some(v) = config.log.flush_bytes {
+        log_config.flush.flush_bytes = v;
+    }
+    if let Some(v) = config.log.cache_bytes {
+        log_config.cache_bytes = v;
+    }
+    let log = Arc::new(Log::open(
+        store,
+        meta.clone(),
+        log_config,
+        Arc::new(SystemClock),
+    ));
+    state.set_ready(log.clone());
+    info!(http = %http_addr, "ready");
+    print_banner(&config, &data_dir, http_addr);
+
+    shutdown.recv().await;
+    info!("shutting down");
+    state.set_draining();
+    let _ = stop_http.send(());
+    match http_task.await {
+        Ok(Err(e)) => warn!(error = %e, "HTTP admin server ended with an error"),
+        Err(e) => warn!(error = %e, "HTTP admin task failed"),
+        Ok(Ok(())) => {}
+    }
+    log.shutdown().await;
+    meta.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// What the user needs to connect, printed once everything is bound.
+fn print_banner(config: &ServerConfig, data_dir: &DataDir, http: SocketAddr) {
+    let meta = match &config.metadata {
+        MetadataUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+        MetadataUrl::Postgres(u) => u.clone(),
+    };
+    println!("StreamHouse {} ready", env!("CARGO_PKG_VERSION"));
+    println!("  data directory  {}", data_dir.path().display());
+    println!("  object store    {}", config.object_store);
+    println!("  metadata        {meta}");
+    println!("  HTTP admin      http://{http}  (/health /ready /live /v1/streams)");
+    println!(
+        "  PostgreSQL      {} (configured; this version does not serve the protocol yet)",
+        config.pg_addr
+    );
+    println!(
+        "  Flight          grpc://{} (configured; this version does not serve it yet)",
+        config.flight_addr
+    );
+    println!("Press Ctrl-C to stop.");
+}
+
+fn warn_if_exposed(door: &str, addr: SocketAddr) {
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "{door} listens beyond loopback and no authentication is configured");
+    }
+}
+
+/// Listens for SIGINT and SIGTERM from the moment it is created, so a
+/// signal that arrives right after the ready banner is never missed.
+struct ShutdownSignal {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+                term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
