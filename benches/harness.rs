@@ -92,7 +92,7 @@ fn print_table(rows: &[Row]) {
     println!();
     println!(
         "{:<34} {:>11} {:>8} {:>13} {:>9} {:>8} {:>8}",
-        "scenario", "rows", "seconds", "rows/s", "MB/s", "p50 ms", "p99 ms"
+        "scenario", "rows", "seconds", "rows/s", "MB/s*", "p50 ms", "p99 ms"
     );
     println!("{}", "-".repeat(97));
     for r in rows {
@@ -248,8 +248,9 @@ async fn run(args: Args) {
         }
     }
     print_table(&table);
+    println!("* MB/s of Arrow in-memory data (buffer sizes), not of compressed bytes.");
     println!(
-        "\nmachine: {} cores; local-directory store, SQLite metadata, default flush settings",
+        "machine: {} cores; local-directory store, SQLite metadata, default flush settings",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)

@@ -24,8 +24,13 @@ impl Server {
             .args(["--http-addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("STREAMHOUSE_DATA_DIR");
+            .stderr(Stdio::piped());
+        // Only what the test sets: no STREAMHOUSE_* from the caller's shell.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("STREAMHOUSE_") {
+                cmd.env_remove(k);
+            }
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }
