@@ -17,7 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::Mutex;
 
 use super::{
@@ -42,35 +42,39 @@ impl SqliteMetadata {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true);
-        Self::connect(opts, 4).await
+        Self::connect_file(opts).await
     }
 
     /// Opens a `sqlite://…` URL (e.g. `sqlite:///var/lib/sh/meta.db`).
     pub async fn open_url(url: &str) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        Self::connect(opts, 4).await
+        Self::connect_file(opts).await
     }
 
-    /// A private in-memory database (tests).
+    /// A private in-memory database (tests): one connection, or each
+    /// connection would see a database of its own.
     pub async fn open_in_memory() -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        Self::connect(opts, 1).await
+        let opts = base_options(SqliteConnectOptions::from_str("sqlite::memory:")?);
+        let pool = pool_options(1).connect_with(opts).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool,
+            write: Mutex::new(()),
+        })
     }
 
-    async fn connect(opts: SqliteConnectOptions, max: u32) -> Result<Self> {
-        let opts = opts
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    async fn connect_file(opts: SqliteConnectOptions) -> Result<Self> {
+        let opts = base_options(opts);
+        // One bootstrap connection switches the file to WAL (a persistent
+        // setting) and migrates. Pooled connections never set the journal
+        // mode: doing so takes an exclusive lock that busy_timeout cannot
+        // wait on, so concurrent opens would fail with "database is locked".
+        let mut boot =
+            SqliteConnection::connect_with(&opts.clone().journal_mode(SqliteJournalMode::Wal))
+                .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut boot).await?;
+        boot.close().await?;
+        let pool = pool_options(4).connect_with(opts).await?;
         Ok(Self {
             pool,
             write: Mutex::new(()),
@@ -81,6 +85,21 @@ impl SqliteMetadata {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Settings every connection gets.
+fn base_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+    opts.synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+}
+
+fn pool_options(max: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
 }
 
 fn u(v: u64) -> i64 {
@@ -461,5 +480,31 @@ impl MetadataStore for SqliteMetadata {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(chunk_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A reopened file must not report "database is locked" while the pool
+    /// opens its connections under concurrent use (one process holds the
+    /// file: the data-directory lock keeps others out).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopening_under_concurrent_use_never_reports_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        for _ in 0..10 {
+            let m = Arc::new(SqliteMetadata::open(&path).await.unwrap());
+            let reads = (0..8).map(|_| {
+                let m = m.clone();
+                tokio::spawn(async move { m.streams().await })
+            });
+            for r in futures::future::join_all(reads).await {
+                r.unwrap().unwrap();
+            }
+            m.close().await;
+        }
     }
 }
