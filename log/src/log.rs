@@ -196,29 +196,53 @@ impl Log {
         batch: RecordBatch,
         options: AppendOptions,
     ) -> Result<AppendAck> {
+        self.append_batches(stream, vec![batch], options).await
+    }
+
+    /// Appends several batches as one append: all of their rows become
+    /// visible in the same commit, or none do.
+    pub async fn append_batches(
+        &self,
+        stream: &str,
+        batches: Vec<RecordBatch>,
+        options: AppendOptions,
+    ) -> Result<AppendAck> {
         let info = self.stream(stream).await?;
-        let batch = conform(&info, batch)?;
-        if batch.num_rows() == 0 {
+        let n = info.spec.partitions;
+        if let Some(p) = options.partition
+            && p >= n
+        {
+            return Err(LogError::PartitionOutOfRange {
+                stream: stream.to_string(),
+                partition: p,
+                partitions: n,
+            });
+        }
+        // Without a key, a whole append goes to one partition (round-robin
+        // between appends), so its rows stay together and in order.
+        let fixed = options.partition.or_else(|| {
+            info.spec
+                .key
+                .is_empty()
+                .then(|| self.round_robin.fetch_add(1, Ordering::Relaxed) % n)
+        });
+        let mut parts = Vec::new();
+        for batch in batches {
+            let batch = conform(&info, batch)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            match fixed {
+                Some(p) => parts.push((p, batch)),
+                None => parts.extend(partitioner::split_by_key(&batch, &info.key_indices(), n)?),
+            }
+        }
+        if parts.is_empty() {
             return Ok(AppendAck {
                 parts: Vec::new(),
                 duplicate: false,
             });
         }
-        let n = info.spec.partitions;
-        let parts = match options.partition {
-            Some(p) if p >= n => {
-                return Err(LogError::PartitionOutOfRange {
-                    stream: stream.to_string(),
-                    partition: p,
-                    partitions: n,
-                });
-            }
-            Some(p) => vec![(p, batch)],
-            None if !info.spec.key.is_empty() => {
-                partitioner::split_by_key(&batch, &info.key_indices(), n)?
-            }
-            None => vec![(self.round_robin.fetch_add(1, Ordering::Relaxed) % n, batch)],
-        };
         self.writer.append(info, parts, options.producer).await
     }
 
@@ -253,32 +277,40 @@ impl Log {
             stream: info,
             partition,
             projection,
-            filter: RowFilter::Offsets(range),
+            filter: RowFilter {
+                offsets: range,
+                time: None,
+            },
         };
         reader::read_chunks(self.store.clone(), self.cache.clone(), read, chunks)
     }
 
-    /// Reads the rows of a partition whose event time and/or append time
-    /// fall in the filter's half-open ranges. Chunks whose bounds miss the
-    /// ranges are never fetched.
+    /// Reads the rows of a partition within `offsets` whose event time
+    /// and/or append time fall in the filter's half-open ranges. Chunks whose
+    /// bounds miss the ranges are never fetched.
     pub async fn read_time(
         &self,
         stream: &str,
         partition: u32,
+        offsets: Range<u64>,
         filter: TimeFilter,
         projection: Option<Vec<usize>>,
     ) -> Result<BatchStream> {
         let info = self.stream(stream).await?;
         Self::check_partition(&info, partition)?;
-        let chunks = self
+        let mut chunks = self
             .meta
             .chunks_by_time(info.id, partition, &filter)
             .await?;
+        chunks.retain(|c| c.end_offset > offsets.start && c.base_offset < offsets.end);
         let read = PartitionRead {
             stream: info,
             partition,
             projection,
-            filter: RowFilter::Time(filter),
+            filter: RowFilter {
+                offsets,
+                time: Some(filter),
+            },
         };
         reader::read_chunks(self.store.clone(), self.cache.clone(), read, chunks)
     }

@@ -32,13 +32,12 @@ pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
 /// Chunks fetched ahead of the consumer, per partition read.
 const PREFETCH: usize = 4;
 
-/// Which rows of the fetched chunks a read returns.
+/// Which rows of the fetched chunks a read returns: those with offsets in
+/// `offsets` and, if given, event/append times in `time`'s ranges.
 #[derive(Debug, Clone)]
-pub enum RowFilter {
-    /// Offsets in this half-open range.
-    Offsets(Range<u64>),
-    /// Rows whose event time / append time fall in the filter's ranges.
-    Time(TimeFilter),
+pub struct RowFilter {
+    pub offsets: Range<u64>,
+    pub time: Option<TimeFilter>,
 }
 
 /// Everything a partition read needs, resolved up front.
@@ -91,7 +90,7 @@ pub fn read_chunks(
             _ => None,
         })
         .collect();
-    if let RowFilter::Time(tf) = &read.filter {
+    if let Some(tf) = &read.filter.time {
         if tf.event_time.is_some() {
             let et = read.stream.event_time_index().ok_or_else(|| {
                 LogError::InvalidArgument(format!(
@@ -200,12 +199,11 @@ impl Ctx {
     /// from decoded chunk columns (`need` order), then applies the filter.
     fn assemble(&self, cols: &[ArrayRef], first: u64, len: usize) -> Result<Option<RecordBatch>> {
         let (mut lo, mut hi) = (0usize, len);
-        if let RowFilter::Offsets(r) = &self.read.filter {
-            lo = r.start.saturating_sub(first).min(len as u64) as usize;
-            hi = r.end.saturating_sub(first).min(len as u64) as usize;
-            if lo >= hi {
-                return Ok(None);
-            }
+        let r = &self.read.filter.offsets;
+        lo = lo.max(r.start.saturating_sub(first).min(len as u64) as usize);
+        hi = hi.min(r.end.saturating_sub(first).min(len as u64) as usize);
+        if lo >= hi {
+            return Ok(None);
         }
         let n = hi - lo;
         let chunk_col = |i: usize| -> Result<ArrayRef> {
@@ -232,7 +230,7 @@ impl Ctx {
         }
         let opts = RecordBatchOptions::new().with_row_count(Some(n));
         let batch = RecordBatch::try_new_with_options(self.out_schema.clone(), columns, &opts)?;
-        let RowFilter::Time(tf) = &self.read.filter else {
+        let Some(tf) = &self.read.filter.time else {
             return Ok(Some(batch));
         };
         let mut mask: Option<BooleanArray> = None;

@@ -368,7 +368,11 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
                 append_time: TimeBounds::default(),
             });
             let n = batch.num_rows() as u64;
-            mine.push((key, c.rows, n));
+            // Rows of one append in one partition are contiguous: one slice.
+            match mine.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, first, rows)) if *first + *rows == c.rows => *rows += n,
+                _ => mine.push((key, c.rows, n)),
+            }
             c.rows += n;
             c.batches.push(batch.clone());
             c.append_time = TimeBounds {

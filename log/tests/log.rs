@@ -388,7 +388,13 @@ async fn time_range_reads_fetch_only_matching_chunks(b: Backend) {
         event_time: Some(lo..lo + 10_000),
         append_time: None,
     };
-    let rows = collect(f.log.read_time("t", 0, filter, None).await.unwrap()).await;
+    let rows = collect(
+        f.log
+            .read_time("t", 0, 0..u64::MAX, filter, None)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(i64s(&rows, "id"), (120..130).collect::<Vec<_>>());
     assert_eq!(
         f.store.stats().gets() - gets,
@@ -400,7 +406,13 @@ async fn time_range_reads_fetch_only_matching_chunks(b: Backend) {
         event_time: None,
         append_time: Some(T0 + 60_000_000..T0 + 180_000_000),
     };
-    let rows = collect(f.log.read_time("t", 0, filter, None).await.unwrap()).await;
+    let rows = collect(
+        f.log
+            .read_time("t", 0, 0..u64::MAX, filter, None)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(i64s(&rows, "id"), (100..300).collect::<Vec<_>>());
 }
 
@@ -553,7 +565,63 @@ async fn shutdown_flushes_buffered_appends(b: Backend) {
     );
 }
 
+async fn append_batches_is_one_atomic_append(b: Backend) {
+    let f = Fixture::new(b).await;
+    f.log.create_stream(spec("m", 3)).await.unwrap();
+    let batches = vec![
+        orders(0..40, 5, T0),
+        orders(40..41, 5, T0),
+        orders(41..100, 5, T0),
+    ];
+    let ack = f
+        .log
+        .append_batches("m", batches, AppendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ack.rows(), 100);
+    let mut parts: Vec<u32> = ack.parts.iter().map(|p| p.partition).collect();
+    parts.sort();
+    parts.dedup();
+    assert_eq!(
+        parts.len(),
+        ack.parts.len(),
+        "one slice per partition: {:?}",
+        ack.parts
+    );
+    // Nothing partial: a failed flush commits none of the batches.
+    f.faults.fail_next_puts(1);
+    let e = f
+        .log
+        .append_batches(
+            "m",
+            vec![orders(100..110, 5, T0), orders(110..120, 5, T0)],
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    let total: u64 = f.log.partition_ends("m").await.unwrap().iter().sum();
+    assert_eq!(total, 100);
+    // A bad batch anywhere refuses the whole append.
+    let e = f
+        .log
+        .append_batches(
+            "m",
+            vec![
+                orders(0..1, 1, T0),
+                RecordBatch::new_empty(Arc::new(Schema::empty())),
+            ],
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::SchemaMismatch { .. }), "{e}");
+    let total: u64 = f.log.partition_ends("m").await.unwrap().iter().sum();
+    assert_eq!(total, 100);
+}
+
 per_backend!(
+    append_batches_is_one_atomic_append,
     shutdown_flushes_buffered_appends,
     round_trip_by_key,
     concurrent_appenders_get_dense_unique_offsets,
