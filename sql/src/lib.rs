@@ -1,7 +1,23 @@
-//! The SQL front door: `Database::execute(sql, session)`, the catalog of
-//! streams and views as DataFusion tables, the StreamHouse dialect
-//! (`CREATE STREAM`, `CREATE MATERIALIZED VIEW`, `SUBSCRIBE`, windows) on
-//! sqlparser, and planning of continuous queries into `streams` dataflows.
+//! The SQL front door of StreamHouse: `Database::execute(sql)`.
+//!
+//! - [`dialect`]: our statements (`CREATE STREAM`, `DROP STREAM`, `SHOW
+//!   STREAMS`, `DESCRIBE`) on sqlparser's PostgreSQL dialect.
+//! - [`table`]: each stream as a DataFusion table whose scan prunes chunks
+//!   by `_partition`, `_offset`, event time and append time ([`prune`]).
+//! - [`rewrite`]: `SELECT *` hides the system columns.
+//! - [`database`]: statement dispatch; INSERT appends through the log.
+//! - [`error`]: one error type, one SQLSTATE table.
 //!
 //! Every door (pgwire, Flight, HTTP, CLI) calls this crate; business logic
 //! lives here, not in the adapters.
+
+pub mod database;
+pub mod dialect;
+pub mod error;
+pub mod prune;
+pub mod rewrite;
+pub mod table;
+pub mod types;
+
+pub use database::{Database, QueryResult};
+pub use error::{Result, SqlError};

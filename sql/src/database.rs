@@ -1,0 +1,441 @@
+//! [`Database`]: the front door every adapter calls.
+//!
+//! It parses a query string into statements (our dialect on sqlparser),
+//! runs StreamHouse statements itself (streams, INSERT into the log), and
+//! hands every query to DataFusion over a catalog in which each stream is a
+//! table. Results are a stream of Arrow batches or a command tag.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, new_null_array};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::TableReference;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use sqlparser::ast::{Insert, ObjectName, Statement as SqlStatement, TableObject};
+use streamhouse_log::stream::is_system_column;
+use streamhouse_log::{AppendOptions, Log, StreamInfo, StreamSpec};
+use tracing::debug;
+
+use crate::dialect::{self, CreateStream, Statement, object_name};
+use crate::error::{Result, SqlError};
+use crate::rewrite::hide_system_columns;
+use crate::table::StreamTable;
+use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
+
+/// What a statement produced.
+pub enum QueryResult {
+    /// Rows, produced lazily as the stream is polled.
+    Rows(SendableRecordBatchStream),
+    /// A command's completion: the PostgreSQL command tag and, for INSERT,
+    /// the rows it wrote.
+    Command { tag: String, rows: Option<u64> },
+}
+
+impl std::fmt::Debug for QueryResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryResult::Rows(s) => write!(f, "Rows({:?})", s.schema()),
+            QueryResult::Command { tag, .. } => write!(f, "Command({tag})"),
+        }
+    }
+}
+
+impl QueryResult {
+    fn command(tag: impl Into<String>) -> Self {
+        QueryResult::Command {
+            tag: tag.into(),
+            rows: None,
+        }
+    }
+
+    fn rows(batch: RecordBatch) -> Result<Self> {
+        let schema = batch.schema();
+        Ok(QueryResult::Rows(Box::pin(MemoryStream::try_new(
+            vec![batch],
+            schema,
+            None,
+        )?)))
+    }
+}
+
+/// The SQL engine over the log.
+pub struct Database {
+    log: Arc<Log>,
+    ctx: SessionContext,
+    /// Names of the streams registered as tables (for the `*` rewrite).
+    streams: RwLock<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("log", &self.log).finish()
+    }
+}
+
+impl Database {
+    /// A database over `log`, with every existing stream registered.
+    pub async fn open(log: Arc<Log>) -> Result<Database> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("streamhouse", "public");
+        let db = Database {
+            log,
+            ctx: SessionContext::new_with_config(config),
+            streams: RwLock::new(HashSet::new()),
+        };
+        for info in db.log.streams().await? {
+            db.register(info)?;
+        }
+        Ok(db)
+    }
+
+    /// The log underneath.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    fn register(&self, info: Arc<StreamInfo>) -> Result<()> {
+        let name = info.name().to_string();
+        self.ctx.register_table(
+            TableReference::bare(name.clone()),
+            Arc::new(StreamTable::new(self.log.clone(), info)),
+        )?;
+        self.streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name);
+        Ok(())
+    }
+
+    fn deregister(&self, name: &str) -> Result<()> {
+        self.ctx.deregister_table(TableReference::bare(name))?;
+        self.streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(())
+    }
+
+    /// Runs every statement of `sql` in order. Statements run one after the
+    /// other; a failing statement stops the rest.
+    pub async fn execute(&self, sql: &str) -> Result<Vec<QueryResult>> {
+        let mut out = Vec::new();
+        for stmt in dialect::parse(sql)? {
+            out.push(self.execute_statement(stmt).await?);
+        }
+        Ok(out)
+    }
+
+    /// Runs one parsed statement.
+    pub async fn execute_statement(&self, stmt: Statement) -> Result<QueryResult> {
+        match stmt {
+            Statement::CreateStream(c) => self.create_stream(c).await,
+            Statement::DropStream { names, if_exists } => {
+                for name in names {
+                    match self.log.drop_stream(&name).await {
+                        Ok(()) => self.deregister(&name)?,
+                        Err(streamhouse_log::LogError::UnknownStream(_)) if if_exists => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(QueryResult::command("DROP STREAM"))
+            }
+            Statement::ShowStreams => self.show_streams().await,
+            Statement::Describe { name } => self.describe(&name).await,
+            Statement::Sql(stmt) => self.sql(*stmt).await,
+        }
+    }
+
+    async fn sql(&self, stmt: SqlStatement) -> Result<QueryResult> {
+        match stmt {
+            SqlStatement::Insert(insert) => self.insert(insert).await,
+            SqlStatement::StartTransaction { .. } => Ok(QueryResult::command("BEGIN")),
+            SqlStatement::Commit { .. } => Ok(QueryResult::command("COMMIT")),
+            SqlStatement::Rollback { .. } => Ok(QueryResult::command("ROLLBACK")),
+            SqlStatement::CreateTable(_) => Err(SqlError::NotSupported(
+                "CREATE TABLE: StreamHouse stores streams; use CREATE STREAM".into(),
+            )),
+            stmt @ (SqlStatement::Query(_) | SqlStatement::Explain { .. }) => {
+                let plan = self.plan(stmt).await?;
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                Ok(QueryResult::Rows(df.execute_stream().await?))
+            }
+            other => Err(SqlError::NotSupported(format!(
+                "statement {}",
+                statement_kind(&other)
+            ))),
+        }
+    }
+
+    /// Plans a query (after hiding system columns from `*`).
+    pub async fn plan(&self, mut stmt: SqlStatement) -> Result<LogicalPlan> {
+        {
+            let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+            hide_system_columns(&mut stmt, &streams);
+        }
+        debug!(sql = %stmt, "planning");
+        let state = self.ctx.state();
+        Ok(state
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await?)
+    }
+
+    async fn create_stream(&self, c: CreateStream) -> Result<QueryResult> {
+        let mut fields = Vec::with_capacity(c.columns.len());
+        for col in &c.columns {
+            let (dt, sql_type) = arrow_type(&col.data_type)?;
+            let not_null = col
+                .options
+                .iter()
+                .any(|o| matches!(o.option, sqlparser::ast::ColumnOption::NotNull));
+            let mut field = Field::new(col.name.value.clone(), dt, !not_null);
+            if let Some(t) = sql_type {
+                field = field.with_metadata([(SQL_TYPE_KEY.to_string(), t.to_string())].into());
+            }
+            fields.push(field);
+        }
+        let mut spec = StreamSpec::new(c.name.clone(), Arc::new(Schema::new(fields)))
+            .with_partitions(c.partitions.unwrap_or(1))
+            .with_key(c.key);
+        if let Some((col, delay)) = c.watermark {
+            spec = spec.with_event_time(col, delay);
+        }
+        if let Some(r) = c.retention {
+            spec = spec.with_retention(r);
+        }
+        match self.log.create_stream(spec).await {
+            Ok(info) => self.register(info)?,
+            Err(streamhouse_log::LogError::StreamExists(_)) if c.if_not_exists => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(QueryResult::command("CREATE STREAM"))
+    }
+
+    async fn show_streams(&self) -> Result<QueryResult> {
+        let streams = self.log.streams().await?;
+        let mut rows = Vec::with_capacity(streams.len());
+        for s in &streams {
+            let ends = self.log.metadata().partition_ends(s.id).await?;
+            rows.push(ends.iter().sum::<u64>() as i64);
+        }
+        let human =
+            |d: Option<std::time::Duration>| d.map(|d| humantime::format_duration(d).to_string());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("partitions", DataType::Int32, false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("event_time", DataType::Utf8, true),
+            Field::new("watermark_delay", DataType::Utf8, true),
+            Field::new("retention", DataType::Utf8, true),
+            Field::new("rows", DataType::Int64, false),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                streams.iter().map(|s| s.name()),
+            )),
+            Arc::new(Int32Array::from_iter_values(
+                streams.iter().map(|s| s.spec.partitions as i32),
+            )),
+            Arc::new(StringArray::from_iter(streams.iter().map(|s| {
+                (!s.spec.key.is_empty()).then(|| s.spec.key.join(", "))
+            }))),
+            Arc::new(StringArray::from_iter(
+                streams
+                    .iter()
+                    .map(|s| s.spec.event_time.as_ref().map(|e| e.column.clone())),
+            )),
+            Arc::new(StringArray::from_iter(streams.iter().map(|s| {
+                human(s.spec.event_time.as_ref().map(|e| e.watermark_delay))
+            }))),
+            Arc::new(StringArray::from_iter(
+                streams.iter().map(|s| human(s.spec.retention)),
+            )),
+            Arc::new(Int64Array::from(rows)),
+        ];
+        QueryResult::rows(RecordBatch::try_new(schema, cols)?)
+    }
+
+    async fn describe(&self, name: &str) -> Result<QueryResult> {
+        let info = self.log.stream(name).await?;
+        let read = info.read_schema();
+        let note = |f: &Field| -> Option<String> {
+            let n = f.name();
+            if is_system_column(n) {
+                return Some("system".into());
+            }
+            let mut parts = Vec::new();
+            if info.spec.key.iter().any(|k| k == n) {
+                parts.push("key".to_string());
+            }
+            if let Some(et) = info.spec.event_time.as_ref().filter(|e| &e.column == n) {
+                parts.push(format!(
+                    "event time, watermark {}",
+                    humantime::format_duration(et.watermark_delay)
+                ));
+            }
+            (!parts.is_empty()).then(|| parts.join("; "))
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("column_name", DataType::Utf8, false),
+            Field::new("data_type", DataType::Utf8, false),
+            Field::new("is_nullable", DataType::Utf8, false),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let fields = read.fields();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| f.name().clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| sql_type_name(f)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                fields
+                    .iter()
+                    .map(|f| if f.is_nullable() { "YES" } else { "NO" }),
+            )),
+            Arc::new(StringArray::from_iter(fields.iter().map(|f| note(f)))),
+        ];
+        QueryResult::rows(RecordBatch::try_new(schema, cols)?)
+    }
+
+    async fn insert(&self, insert: Insert) -> Result<QueryResult> {
+        let TableObject::TableName(target) = &insert.table else {
+            return Err(SqlError::NotSupported(
+                "INSERT INTO a table function".into(),
+            ));
+        };
+        let name = object_name(target)?;
+        let info = self.log.stream(&name).await?;
+        if insert.returning.is_some() || insert.on.is_some() || insert.overwrite {
+            return Err(SqlError::NotSupported(
+                "INSERT … RETURNING / ON CONFLICT / OVERWRITE into a stream".into(),
+            ));
+        }
+        let Some(source) = insert.source else {
+            return Err(SqlError::NotSupported(
+                "INSERT without VALUES or a query".into(),
+            ));
+        };
+        let declared = info.spec.schema.clone();
+        let targets = target_columns(&info, &insert.columns)?;
+        let plan = self.plan(SqlStatement::Query(source)).await?;
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let batches = df.collect().await?;
+        let source_width = batches
+            .first()
+            .map(|b| b.num_columns())
+            .unwrap_or(targets.len());
+        if source_width > targets.len() {
+            return Err(SqlError::Syntax(
+                "INSERT has more expressions than target columns".into(),
+            ));
+        }
+        if source_width < targets.len() && !insert.columns.is_empty() {
+            return Err(SqlError::Syntax(
+                "INSERT has more target columns than expressions".into(),
+            ));
+        }
+        let targets = &targets[..source_width];
+        let mut out = Vec::with_capacity(batches.len());
+        for b in &batches {
+            out.push(conform_insert(&name, &declared, targets, b)?);
+        }
+        let ack = self
+            .log
+            .append_batches(&name, out, AppendOptions::default())
+            .await?;
+        Ok(QueryResult::Command {
+            tag: format!("INSERT 0 {}", ack.rows()),
+            rows: Some(ack.rows()),
+        })
+    }
+}
+
+/// Declared-column indices an INSERT writes, in source order.
+fn target_columns(info: &StreamInfo, columns: &[ObjectName]) -> Result<Vec<usize>> {
+    let schema = &info.spec.schema;
+    if columns.is_empty() {
+        return Ok((0..schema.fields().len()).collect());
+    }
+    let mut out = Vec::with_capacity(columns.len());
+    for c in columns {
+        let n = object_name(c)?;
+        if is_system_column(&n) {
+            return Err(SqlError::InvalidInput(format!(
+                "cannot insert into system column \"{n}\""
+            )));
+        }
+        let i = schema.index_of(&n).map_err(|_| {
+            SqlError::UndefinedColumn(format!(
+                "column \"{n}\" of relation \"{}\" does not exist",
+                info.name()
+            ))
+        })?;
+        if out.contains(&i) {
+            return Err(SqlError::Syntax(format!(
+                "column \"{n}\" specified more than once"
+            )));
+        }
+        out.push(i);
+    }
+    Ok(out)
+}
+
+/// Casts an INSERT's source batch to the stream's declared columns; columns
+/// not written are NULL.
+fn conform_insert(
+    stream: &str,
+    declared: &SchemaRef,
+    targets: &[usize],
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let opts = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let mut cols: Vec<ArrayRef> = declared
+        .fields()
+        .iter()
+        .map(|f| new_null_array(f.data_type(), n))
+        .collect();
+    for (src, &t) in targets.iter().enumerate() {
+        let field = declared.field(t);
+        let col = batch.column(src);
+        cols[t] = if col.data_type() == field.data_type() {
+            col.clone()
+        } else {
+            cast_with_options(col, field.data_type(), &opts).map_err(|e| {
+                SqlError::InvalidInput(format!(
+                    "invalid input for column \"{}\" of type {}: {e}",
+                    field.name(),
+                    sql_type_name(field)
+                ))
+            })?
+        };
+    }
+    for (f, c) in declared.fields().iter().zip(&cols) {
+        if !f.is_nullable() && c.null_count() > 0 {
+            return Err(SqlError::NotNullViolation(format!(
+                "null value in column \"{}\" of relation \"{stream}\" violates not-null constraint",
+                f.name()
+            )));
+        }
+    }
+    Ok(RecordBatch::try_new(declared.clone(), cols)?)
+}
+
+fn statement_kind(s: &SqlStatement) -> String {
+    let text = s.to_string();
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,379 @@
+//! The StreamHouse dialect: statements beyond DataFusion's SQL, parsed with
+//! sqlparser's own parser API on the PostgreSQL dialect (never with regexes,
+//! never by printing and re-parsing).
+//!
+//! `CREATE STREAM`, `DROP STREAM`, `SHOW STREAMS` and `DESCRIBE` are ours;
+//! every other statement is parsed by sqlparser and handed on unchanged.
+
+use std::time::Duration;
+
+use sqlparser::ast::{
+    BinaryOperator, ColumnDef, ColumnOption, DateTimeField, Expr, Ident, ObjectName, SqlOption,
+    Statement as SqlStatement, Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
+
+use crate::error::{Result, SqlError};
+
+/// One statement of a query string.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    CreateStream(CreateStream),
+    DropStream {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    ShowStreams,
+    Describe {
+        name: String,
+    },
+    /// Anything else, for DataFusion (or for `INSERT` into a stream).
+    Sql(Box<SqlStatement>),
+}
+
+/// `CREATE STREAM name (columns…, WATERMARK FOR col AS col - INTERVAL '…') WITH (…)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateStream {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub columns: Vec<ColumnDef>,
+    pub watermark: Option<(String, Duration)>,
+    pub partitions: Option<u32>,
+    pub key: Vec<String>,
+    pub retention: Option<Duration>,
+}
+
+/// The identifier as PostgreSQL sees it: unquoted folds to lower case.
+pub fn normalize(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// The last part of a (possibly qualified) name, normalized.
+pub fn object_name(name: &ObjectName) -> Result<String> {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(normalize)
+        .ok_or_else(|| SqlError::Syntax(format!("invalid name {name}")))
+}
+
+/// Splits and parses a query string into statements.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(sql)?;
+    let mut out = Vec::new();
+    loop {
+        while p.consume_token(&Token::SemiColon) {}
+        if p.peek_token_ref().token == Token::EOF {
+            break;
+        }
+        out.push(parse_one(&mut p)?);
+        if !p.consume_token(&Token::SemiColon) && p.peek_token_ref().token != Token::EOF {
+            let t = p.peek_token();
+            return Err(SqlError::Syntax(format!(
+                "expected end of statement, found {} at {}",
+                t.token, t.span.start
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Consumes the next token if it is the (non-keyword) word `w`.
+fn parse_word(p: &mut Parser, w: &str) -> bool {
+    if let Token::Word(word) = &p.peek_token_ref().token
+        && word.quote_style.is_none()
+        && word.value.eq_ignore_ascii_case(w)
+    {
+        p.next_token();
+        return true;
+    }
+    false
+}
+
+fn parse_one(p: &mut Parser) -> Result<Statement> {
+    if p.parse_keywords(&[Keyword::CREATE, Keyword::STREAM]) {
+        return parse_create_stream(p).map(Statement::CreateStream);
+    }
+    if p.parse_keywords(&[Keyword::DROP, Keyword::STREAM]) {
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let names = p
+            .parse_comma_separated(|p| p.parse_object_name(false))?
+            .iter()
+            .map(object_name)
+            .collect::<Result<_>>()?;
+        return Ok(Statement::DropStream { names, if_exists });
+    }
+    if p.parse_keyword(Keyword::SHOW) {
+        if parse_word(p, "STREAMS") {
+            return Ok(Statement::ShowStreams);
+        }
+        if p.parse_keyword(Keyword::COLUMNS) {
+            if !p.parse_keyword(Keyword::FROM) {
+                p.expect_keyword(Keyword::IN)?;
+            }
+            let name = object_name(&p.parse_object_name(false)?)?;
+            return Ok(Statement::Describe { name });
+        }
+        p.prev_token();
+    }
+    if p.parse_keyword(Keyword::DESCRIBE) || p.parse_keyword(Keyword::DESC) {
+        let name = object_name(&p.parse_object_name(false)?)?;
+        return Ok(Statement::Describe { name });
+    }
+    Ok(Statement::Sql(Box::new(p.parse_statement()?)))
+}
+
+fn parse_create_stream(p: &mut Parser) -> Result<CreateStream> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = object_name(&p.parse_object_name(false)?)?;
+    p.expect_token(&Token::LParen)?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    loop {
+        if parse_word(p, "WATERMARK") {
+            p.expect_keyword(Keyword::FOR)?;
+            let col = normalize(&p.parse_identifier()?);
+            p.expect_keyword(Keyword::AS)?;
+            let expr = p.parse_expr()?;
+            let delay = watermark_delay(&col, &expr)?;
+            if watermark.replace((col, delay)).is_some() {
+                return Err(SqlError::InvalidDefinition(
+                    "a stream has at most one WATERMARK clause".into(),
+                ));
+            }
+        } else {
+            let mut col = p.parse_column_def()?;
+            col.name = Ident::new(normalize(&col.name));
+            columns.push(col);
+        }
+        if p.consume_token(&Token::RParen) {
+            break;
+        }
+        p.expect_token(&Token::Comma)?;
+    }
+    let mut stream = CreateStream {
+        name,
+        if_not_exists,
+        columns,
+        watermark,
+        partitions: None,
+        key: Vec::new(),
+        retention: None,
+    };
+    if p.peek_keyword(Keyword::WITH) {
+        for opt in p.parse_options(Keyword::WITH)? {
+            apply_option(&mut stream, opt)?;
+        }
+    }
+    for c in &stream.columns {
+        for o in &c.options {
+            match o.option {
+                ColumnOption::Null | ColumnOption::NotNull => {}
+                ref other => {
+                    return Err(SqlError::NotSupported(format!(
+                        "column option {other} on stream column \"{}\"",
+                        c.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(stream)
+}
+
+fn apply_option(s: &mut CreateStream, opt: SqlOption) -> Result<()> {
+    let SqlOption::KeyValue { key, value } = opt else {
+        return Err(SqlError::InvalidDefinition(format!(
+            "expected key = value in WITH, got {opt}"
+        )));
+    };
+    let bad = |what: &str| {
+        SqlError::InvalidDefinition(format!("invalid value for {}: {what}", key.value))
+    };
+    match key.value.to_lowercase().as_str() {
+        "partitions" => {
+            let n = match literal(&value) {
+                Some(Value::Number(n, _)) => n.parse::<u32>().ok(),
+                Some(Value::SingleQuotedString(n)) => n.parse::<u32>().ok(),
+                _ => None,
+            };
+            s.partitions = Some(n.ok_or_else(|| bad("expected a positive integer"))?);
+        }
+        "key" => {
+            let Some(Value::SingleQuotedString(k)) = literal(&value) else {
+                return Err(bad(
+                    "expected a quoted list of column names, e.g. 'user_id'",
+                ));
+            };
+            s.key = k
+                .split(',')
+                .map(|c| c.trim().to_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect();
+        }
+        "retention" => s.retention = Some(duration(&value).map_err(|e| bad(&e))?),
+        other => {
+            return Err(SqlError::InvalidDefinition(format!(
+                "unknown stream option \"{other}\" (known: partitions, key, retention)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn literal(e: &Expr) -> Option<&Value> {
+    match e {
+        Expr::Value(v) => Some(&v.value),
+        _ => None,
+    }
+}
+
+/// A duration from `'7 days'` or `INTERVAL '7 days'` (or `INTERVAL '7' DAY`).
+pub fn duration(e: &Expr) -> std::result::Result<Duration, String> {
+    let (text, unit) = match e {
+        Expr::Interval(i) => match (literal(&i.value), &i.leading_field) {
+            (Some(Value::SingleQuotedString(s)), f) => (s.clone(), f.clone()),
+            (Some(Value::Number(n, _)), f) => (n.clone(), f.clone()),
+            _ => return Err(format!("expected an interval literal, got {e}")),
+        },
+        Expr::Value(_) => match literal(e) {
+            Some(Value::SingleQuotedString(s)) => (s.clone(), None),
+            _ => {
+                return Err(format!(
+                    "expected a quoted duration such as '7 days', got {e}"
+                ));
+            }
+        },
+        _ => return Err(format!("expected a duration such as '7 days', got {e}")),
+    };
+    let text = match unit {
+        None => text,
+        Some(f) => {
+            let unit = match f {
+                DateTimeField::Week(_) => "weeks",
+                DateTimeField::Day | DateTimeField::Days => "days",
+                DateTimeField::Hour | DateTimeField::Hours => "hours",
+                DateTimeField::Minute | DateTimeField::Minutes => "minutes",
+                DateTimeField::Second | DateTimeField::Seconds => "seconds",
+                DateTimeField::Millisecond | DateTimeField::Milliseconds => "ms",
+                other => return Err(format!("unsupported interval unit {other}")),
+            };
+            format!("{text} {unit}")
+        }
+    };
+    humantime::parse_duration(text.trim()).map_err(|err| format!("'{text}': {err}"))
+}
+
+/// The delay of `WATERMARK FOR col AS col - INTERVAL '…'` (or `AS col`).
+fn watermark_delay(col: &str, e: &Expr) -> Result<Duration> {
+    let is_col = |e: &Expr| matches!(e, Expr::Identifier(i) if normalize(i) == col);
+    if is_col(e) {
+        return Ok(Duration::ZERO);
+    }
+    if let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Minus,
+        right,
+    } = e
+        && is_col(left)
+    {
+        return duration(right).map_err(SqlError::InvalidDefinition);
+    }
+    Err(SqlError::NotSupported(format!(
+        "watermark expression {e}: use `{col} - INTERVAL '5 seconds'` or `{col}`"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_stream_with_everything() {
+        let s = parse(
+            "CREATE STREAM IF NOT EXISTS Orders (order_id BIGINT NOT NULL, \"User\" TEXT, \
+             amount DOUBLE PRECISION, ts TIMESTAMP, \
+             WATERMARK FOR ts AS ts - INTERVAL '5 seconds') \
+             WITH (partitions = 4, key = 'user_id', retention = '7 days');",
+        )
+        .unwrap();
+        let [Statement::CreateStream(c)] = s.as_slice() else {
+            panic!("{s:?}")
+        };
+        assert_eq!(c.name, "orders");
+        assert!(c.if_not_exists);
+        let names: Vec<_> = c.columns.iter().map(|c| c.name.value.clone()).collect();
+        assert_eq!(names, ["order_id", "User", "amount", "ts"]);
+        assert_eq!(c.watermark, Some(("ts".into(), Duration::from_secs(5))));
+        assert_eq!(c.partitions, Some(4));
+        assert_eq!(c.key, ["user_id"]);
+        assert_eq!(c.retention, Some(Duration::from_secs(7 * 86400)));
+    }
+
+    #[test]
+    fn other_statements_and_several_per_string() {
+        let s = parse("drop stream if exists a, b; SHOW STREAMS; describe x; SELECT 1;").unwrap();
+        assert_eq!(
+            s[0],
+            Statement::DropStream {
+                names: vec!["a".into(), "b".into()],
+                if_exists: true
+            }
+        );
+        assert_eq!(s[1], Statement::ShowStreams);
+        assert_eq!(s[2], Statement::Describe { name: "x".into() });
+        assert!(matches!(s[3], Statement::Sql(_)));
+        assert_eq!(
+            parse("show columns from t").unwrap()[0],
+            Statement::Describe { name: "t".into() }
+        );
+        assert!(matches!(
+            parse("SHOW search_path").unwrap()[0],
+            Statement::Sql(_)
+        ));
+        assert!(parse(" ; ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = |sql: &str| parse(sql).unwrap_err();
+        assert!(matches!(e("SELEC 1"), SqlError::Syntax(_)));
+        assert!(
+            matches!(e("CREATE STREAM s (a INT) WITH (partitions = 'x')"), SqlError::InvalidDefinition(m) if m.contains("partitions"))
+        );
+        assert!(
+            matches!(e("CREATE STREAM s (a INT) WITH (colour = 1)"), SqlError::InvalidDefinition(m) if m.contains("colour"))
+        );
+        assert!(matches!(
+            e("CREATE STREAM s (t TIMESTAMP, WATERMARK FOR t AS t * 2)"),
+            SqlError::NotSupported(_)
+        ));
+        assert!(matches!(
+            e("CREATE STREAM s (a INT DEFAULT 1)"),
+            SqlError::NotSupported(_)
+        ));
+        assert!(matches!(e("SELECT 1 SELECT 2"), SqlError::Syntax(_)));
+    }
+
+    #[test]
+    fn durations() {
+        let d = |s: &str| {
+            let mut p = Parser::new(&PostgreSqlDialect {}).try_with_sql(s).unwrap();
+            duration(&p.parse_expr().unwrap())
+        };
+        assert_eq!(d("INTERVAL '1 minute'").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            d("INTERVAL '3' HOUR").unwrap(),
+            Duration::from_secs(3 * 3600)
+        );
+        assert_eq!(d("'500 ms'").unwrap(), Duration::from_millis(500));
+        assert!(d("42").is_err());
+    }
+}

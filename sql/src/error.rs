@@ -1,0 +1,239 @@
+//! Errors of the SQL layer and their SQLSTATE codes.
+//!
+//! Every failure a statement can report is one [`SqlError`]; the doors map it
+//! with [`SqlError::sqlstate`] (pgwire) and the same class to gRPC codes
+//! (Flight). The mapping is one exhaustive `match`, so a client can always
+//! tell a syntax error from a missing stream from an internal bug.
+
+use datafusion::error::DataFusionError;
+use streamhouse_log::{ErrorKind, LogError};
+
+/// Result alias of the SQL layer.
+pub type Result<T, E = SqlError> = std::result::Result<T, E>;
+
+/// Everything a statement can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The text does not parse.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+
+    /// A table or stream that does not exist.
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(String),
+
+    /// A column that does not exist.
+    #[error("{0}")]
+    UndefinedColumn(String),
+
+    /// A function that does not exist.
+    #[error("{0}")]
+    UndefinedFunction(String),
+
+    /// A stream or view of that name exists already.
+    #[error("relation \"{0}\" already exists")]
+    DuplicateTable(String),
+
+    /// Values that do not fit their column's type.
+    #[error("{0}")]
+    InvalidInput(String),
+
+    /// A type mismatch in an expression or an INSERT.
+    #[error("{0}")]
+    DatatypeMismatch(String),
+
+    /// An option or definition that is malformed (e.g. `WITH (partitions = 0)`).
+    #[error("{0}")]
+    InvalidDefinition(String),
+
+    /// NULL into a NOT NULL column.
+    #[error("{0}")]
+    NotNullViolation(String),
+
+    /// Valid SQL that StreamHouse does not support (yet).
+    #[error("not supported: {0}")]
+    NotSupported(String),
+
+    /// A plan-time error DataFusion reports (ambiguous names, bad GROUP BY …).
+    #[error("{0}")]
+    Plan(String),
+
+    /// Storage or metadata unavailable: retrying may help.
+    #[error("{0}")]
+    Unavailable(String),
+
+    /// Stored data could not be decoded.
+    #[error("{0}")]
+    DataCorrupted(String),
+
+    /// The statement was cancelled.
+    #[error("canceling statement due to user request")]
+    Cancelled,
+
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+
+    /// Division by zero and other runtime arithmetic failures.
+    #[error("{0}")]
+    DivisionByZero(String),
+
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SqlError {
+    /// The PostgreSQL SQLSTATE of this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            SqlError::Syntax(_) => "42601",
+            SqlError::UndefinedTable(_) => "42P01",
+            SqlError::UndefinedColumn(_) => "42703",
+            SqlError::UndefinedFunction(_) => "42883",
+            SqlError::DuplicateTable(_) => "42P07",
+            SqlError::InvalidInput(_) => "22P02",
+            SqlError::DatatypeMismatch(_) => "42804",
+            SqlError::InvalidDefinition(_) => "42P16",
+            SqlError::NotNullViolation(_) => "23502",
+            SqlError::NotSupported(_) => "0A000",
+            SqlError::Plan(_) => "42000",
+            SqlError::Unavailable(_) => "58000",
+            SqlError::DataCorrupted(_) => "XX001",
+            SqlError::Cancelled => "57014",
+            SqlError::ShuttingDown => "57P01",
+            SqlError::DivisionByZero(_) => "22012",
+            SqlError::Internal(_) => "XX000",
+        }
+    }
+}
+
+impl From<LogError> for SqlError {
+    fn from(e: LogError) -> Self {
+        match (&e, e.kind()) {
+            (LogError::UnknownStream(name), _) => SqlError::UndefinedTable(name.clone()),
+            (LogError::StreamExists(name), _) => SqlError::DuplicateTable(name.clone()),
+            (LogError::SchemaMismatch { .. }, _) => SqlError::DatatypeMismatch(e.to_string()),
+            (_, ErrorKind::NotFound) => SqlError::UndefinedTable(e.to_string()),
+            (_, ErrorKind::AlreadyExists) => SqlError::DuplicateTable(e.to_string()),
+            (_, ErrorKind::InvalidArgument) => SqlError::InvalidDefinition(e.to_string()),
+            (_, ErrorKind::Unavailable) => SqlError::Unavailable(e.to_string()),
+            (_, ErrorKind::DataCorruption) => SqlError::DataCorrupted(e.to_string()),
+            (_, ErrorKind::ShuttingDown) => SqlError::ShuttingDown,
+            (_, ErrorKind::Internal) => SqlError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlparser::parser::ParserError> for SqlError {
+    fn from(e: sqlparser::parser::ParserError) -> Self {
+        let msg = match e {
+            sqlparser::parser::ParserError::TokenizerError(m)
+            | sqlparser::parser::ParserError::ParserError(m) => m,
+            sqlparser::parser::ParserError::RecursionLimitExceeded => {
+                "statement nests too deeply".to_string()
+            }
+        };
+        SqlError::Syntax(msg)
+    }
+}
+
+impl From<arrow::error::ArrowError> for SqlError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        use arrow::error::ArrowError as A;
+        match e {
+            A::DivideByZero => SqlError::DivisionByZero("division by zero".into()),
+            A::CastError(m) | A::ParseError(m) | A::InvalidArgumentError(m) => {
+                SqlError::InvalidInput(m)
+            }
+            A::ExternalError(inner) => match inner.downcast::<LogError>() {
+                Ok(log) => SqlError::from(*log),
+                Err(other) => SqlError::Internal(other.to_string()),
+            },
+            other => SqlError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::SQL(p, _) => SqlError::from(*p),
+            DataFusionError::Plan(m) => classify_plan(m),
+            DataFusionError::SchemaError(s, _) => {
+                let m = s.to_string();
+                if m.contains("No field named") {
+                    SqlError::UndefinedColumn(m)
+                } else {
+                    SqlError::Plan(m)
+                }
+            }
+            DataFusionError::NotImplemented(m) => SqlError::NotSupported(m),
+            DataFusionError::ArrowError(a, _) => SqlError::from(*a),
+            DataFusionError::Execution(m) => {
+                if m.contains("Divide by zero") {
+                    SqlError::DivisionByZero(m)
+                } else {
+                    SqlError::InvalidInput(m)
+                }
+            }
+            DataFusionError::External(inner) => match inner.downcast::<LogError>() {
+                Ok(log) => SqlError::from(*log),
+                Err(other) => match other.downcast::<SqlError>() {
+                    Ok(sql) => *sql,
+                    Err(other) => SqlError::Internal(other.to_string()),
+                },
+            },
+            DataFusionError::Context(ctx, inner) => match SqlError::from(*inner) {
+                SqlError::Internal(m) => SqlError::Internal(format!("{ctx}: {m}")),
+                other => other,
+            },
+            DataFusionError::Shared(inner) => {
+                SqlError::from(DataFusionError::External(Box::new(SharedError(inner))))
+            }
+            DataFusionError::Diagnostic(_, inner) => SqlError::from(*inner),
+            DataFusionError::Collection(mut errors) => match errors.pop() {
+                Some(first) => SqlError::from(first),
+                None => SqlError::Internal("empty error collection".into()),
+            },
+            DataFusionError::ResourcesExhausted(m) => SqlError::Unavailable(m),
+            DataFusionError::ExecutionJoin(e) => SqlError::Internal(e.to_string()),
+            DataFusionError::ObjectStore(e) => SqlError::Unavailable(e.to_string()),
+            DataFusionError::IoError(e) => SqlError::Unavailable(e.to_string()),
+            DataFusionError::Configuration(m) => SqlError::InvalidDefinition(m),
+            DataFusionError::Substrait(m) | DataFusionError::Internal(m) => SqlError::Internal(m),
+            DataFusionError::ParquetError(e) => SqlError::Internal(e.to_string()),
+            DataFusionError::Ffi(m) => SqlError::Internal(m),
+        }
+    }
+}
+
+/// Plan errors come as text; the few a client must tell apart get a class.
+fn classify_plan(m: String) -> SqlError {
+    if m.contains("table") && m.contains("not found") {
+        SqlError::UndefinedTable(
+            m.split('\'')
+                .nth(1)
+                .map(str::to_string)
+                .unwrap_or_else(|| m.clone()),
+        )
+    } else if m.contains("Invalid function") || m.contains("function") && m.contains("not found") {
+        SqlError::UndefinedFunction(m)
+    } else if m.contains("No field named") {
+        SqlError::UndefinedColumn(m)
+    } else {
+        SqlError::Plan(m)
+    }
+}
+
+/// A shared DataFusion error, made ownable.
+#[derive(Debug)]
+struct SharedError(std::sync::Arc<DataFusionError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {}

@@ -1,0 +1,268 @@
+//! Hiding the system columns from `SELECT *`.
+//!
+//! A stream's table schema includes `_partition`, `_offset` and
+//! `_timestamp`, so naming them works; `*` must not show them. DataFusion
+//! expands wildcards inside its plan builder, so the rewrite happens on the
+//! AST before planning: a wildcard over a single stream gets
+//! `EXCLUDE (_partition, _offset, _timestamp)`; an unqualified `*` over a
+//! join that involves a stream becomes one qualified wildcard per relation,
+//! with the exclusion on the streams'. Names are resolved against the
+//! catalog's stream names, minus CTE names in scope (which shadow them).
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    ExcludeSelectItem, Ident, ObjectName, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, VisitMut, VisitorMut,
+    WildcardAdditionalOptions,
+};
+use streamhouse_log::stream::{OFFSET_COLUMN, PARTITION_COLUMN, TIMESTAMP_COLUMN};
+
+use crate::dialect::normalize;
+
+const SYSTEM: [&str; 3] = [PARTITION_COLUMN, OFFSET_COLUMN, TIMESTAMP_COLUMN];
+
+/// Rewrites every wildcard of `stmt` that would expose system columns.
+pub fn hide_system_columns(stmt: &mut Statement, streams: &HashSet<String>) {
+    let mut v = Hider {
+        streams,
+        ctes: Vec::new(),
+    };
+    let _ = stmt.visit(&mut v);
+}
+
+struct Hider<'a> {
+    streams: &'a HashSet<String>,
+    ctes: Vec<HashSet<String>>,
+}
+
+/// A relation of a FROM clause: how `*` may qualify it, and whether it is a
+/// stream.
+struct Relation {
+    qualifier: Option<ObjectName>,
+    stream: bool,
+}
+
+impl Hider<'_> {
+    fn is_stream(&self, name: &ObjectName) -> bool {
+        let Some(last) = name.0.last().and_then(|p| p.as_ident()) else {
+            return false;
+        };
+        let n = normalize(last);
+        self.streams.contains(&n) && !self.ctes.iter().any(|s| s.contains(&n))
+    }
+
+    fn relations(&self, select: &Select) -> Vec<Relation> {
+        let mut out = Vec::new();
+        for twj in &select.from {
+            for factor in
+                std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation))
+            {
+                out.push(match factor {
+                    TableFactor::Table {
+                        name, alias, args, ..
+                    } => Relation {
+                        qualifier: Some(match alias {
+                            Some(a) => ObjectName::from(vec![a.name.clone()]),
+                            None => name.clone(),
+                        }),
+                        stream: args.is_none() && self.is_stream(name),
+                    },
+                    TableFactor::Derived { alias, .. } => Relation {
+                        qualifier: alias
+                            .as_ref()
+                            .map(|a| ObjectName::from(vec![a.name.clone()])),
+                        stream: false,
+                    },
+                    _ => Relation {
+                        qualifier: None,
+                        stream: false,
+                    },
+                });
+            }
+        }
+        out
+    }
+
+    fn rewrite_select(&self, select: &mut Select) {
+        let rels = self.relations(select);
+        if !rels.iter().any(|r| r.stream) {
+            return;
+        }
+        let mut items = Vec::with_capacity(select.projection.len());
+        for item in std::mem::take(&mut select.projection) {
+            match item {
+                SelectItem::Wildcard(mut opts) if rels.len() == 1 => {
+                    exclude_system(&mut opts);
+                    items.push(SelectItem::Wildcard(opts));
+                }
+                SelectItem::Wildcard(opts)
+                    if plain(&opts) && rels.iter().all(|r| r.qualifier.is_some()) =>
+                {
+                    for r in &rels {
+                        let mut o = opts.clone();
+                        if r.stream {
+                            exclude_system(&mut o);
+                        }
+                        let q = r.qualifier.clone().unwrap_or_else(|| ObjectName(vec![]));
+                        items.push(SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(q),
+                            o,
+                        ));
+                    }
+                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(q),
+                    mut opts,
+                ) => {
+                    let stream = rels
+                        .iter()
+                        .any(|r| r.stream && r.qualifier.as_ref().is_some_and(|rq| same(rq, &q)));
+                    if stream {
+                        exclude_system(&mut opts);
+                    }
+                    items.push(SelectItem::QualifiedWildcard(
+                        SelectItemQualifiedWildcardKind::ObjectName(q),
+                        opts,
+                    ));
+                }
+                other => items.push(other),
+            }
+        }
+        select.projection = items;
+    }
+
+    fn rewrite_set(&self, body: &mut SetExpr) {
+        match body {
+            SetExpr::Select(s) => self.rewrite_select(s),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.rewrite_set(left);
+                self.rewrite_set(right);
+            }
+            // Nested queries are visited as queries of their own.
+            _ => {}
+        }
+    }
+}
+
+impl VisitorMut for Hider<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let ctes = query
+            .with
+            .as_ref()
+            .map(|w| {
+                w.cte_tables
+                    .iter()
+                    .map(|c| normalize(&c.alias.name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.ctes.push(ctes);
+        self.rewrite_set(&mut query.body);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &mut Query) -> ControlFlow<()> {
+        self.ctes.pop();
+        ControlFlow::Continue(())
+    }
+}
+
+/// A wildcard with no options of its own.
+fn plain(o: &WildcardAdditionalOptions) -> bool {
+    o.opt_ilike.is_none()
+        && o.opt_exclude.is_none()
+        && o.opt_except.is_none()
+        && o.opt_replace.is_none()
+        && o.opt_rename.is_none()
+}
+
+fn same(a: &ObjectName, b: &ObjectName) -> bool {
+    let key = |n: &ObjectName| -> Vec<String> {
+        n.0.iter()
+            .map(|p| p.as_ident().map(normalize).unwrap_or_default())
+            .collect()
+    };
+    key(a) == key(b)
+}
+
+fn exclude_system(opts: &mut WildcardAdditionalOptions) {
+    let mut names: Vec<ObjectName> = match opts.opt_exclude.take() {
+        None => Vec::new(),
+        Some(ExcludeSelectItem::Single(n)) => vec![n],
+        Some(ExcludeSelectItem::Multiple(ns)) => ns,
+    };
+    for s in SYSTEM {
+        let already = names.iter().any(|n| {
+            n.0.last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| normalize(i) == s)
+        });
+        if !already {
+            names.push(ObjectName::from(vec![Ident::new(s)]));
+        }
+    }
+    opts.opt_exclude = Some(ExcludeSelectItem::Multiple(names));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    fn rewrite(sql: &str) -> String {
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        let streams: HashSet<String> = ["orders".to_string(), "users".to_string()].into();
+        hide_system_columns(&mut stmt, &streams);
+        stmt.to_string()
+    }
+
+    #[test]
+    fn single_stream_wildcards_exclude_system_columns() {
+        assert_eq!(
+            rewrite("SELECT * FROM orders WHERE _offset > 3"),
+            "SELECT * EXCLUDE (_partition, _offset, _timestamp) FROM orders WHERE _offset > 3"
+        );
+        assert_eq!(
+            rewrite("SELECT o.* FROM Orders AS o"),
+            "SELECT o.* EXCLUDE (_partition, _offset, _timestamp) FROM Orders AS o"
+        );
+        // Named system columns stay.
+        assert_eq!(
+            rewrite("SELECT _offset, * FROM orders")
+                .matches("EXCLUDE")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn joins_subqueries_ctes_and_non_streams() {
+        assert_eq!(
+            rewrite("SELECT * FROM orders o JOIN t ON o.id = t.id"),
+            "SELECT o.* EXCLUDE (_partition, _offset, _timestamp), t.* FROM orders o JOIN t ON o.id = t.id"
+        );
+        assert_eq!(
+            rewrite("SELECT * FROM (SELECT * FROM orders) AS x"),
+            "SELECT * FROM (SELECT * EXCLUDE (_partition, _offset, _timestamp) FROM orders) AS x"
+        );
+        assert_eq!(
+            rewrite("WITH orders AS (SELECT 1 AS a) SELECT * FROM orders"),
+            "WITH orders AS (SELECT 1 AS a) SELECT * FROM orders"
+        );
+        assert_eq!(rewrite("SELECT * FROM t"), "SELECT * FROM t");
+        assert!(
+            rewrite("SELECT * FROM orders UNION ALL SELECT * FROM users")
+                .matches("EXCLUDE")
+                .count()
+                == 2
+        );
+        assert!(rewrite("SELECT id FROM t WHERE id IN (SELECT * FROM orders)").contains("EXCLUDE"));
+    }
+}

@@ -1,0 +1,186 @@
+//! SQL column types of `CREATE STREAM`, as Arrow types.
+//!
+//! One table maps every accepted SQL type to the Arrow type the log stores;
+//! a type not in it is refused with a message naming it (0A000). JSON is
+//! stored as text with field metadata saying so, so the wire can report
+//! `json`/`jsonb` again.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
+use sqlparser::ast::{ArrayElemTypeDef, DataType as SqlType, ExactNumberInfo, TimezoneInfo};
+
+use crate::error::{Result, SqlError};
+
+/// Field metadata key naming the SQL type a column was declared with, when
+/// Arrow alone cannot tell it (json, jsonb).
+pub const SQL_TYPE_KEY: &str = "streamhouse.sql_type";
+
+/// Default precision and scale of a bare NUMERIC/DECIMAL.
+const DEFAULT_DECIMAL: (u8, i8) = (38, 10);
+
+/// The Arrow type of a declared SQL type, plus field metadata to keep.
+pub fn arrow_type(t: &SqlType) -> Result<(DataType, Option<&'static str>)> {
+    use SqlType as S;
+    let dt = match t {
+        S::Bool | S::Boolean => DataType::Boolean,
+        S::SmallInt(_) | S::Int2(_) => DataType::Int16,
+        S::Int(_) | S::Integer(_) | S::Int4(_) => DataType::Int32,
+        S::BigInt(_) | S::Int8(_) => DataType::Int64,
+        S::Real | S::Float4 => DataType::Float32,
+        S::Float(ExactNumberInfo::Precision(p)) if *p <= 24 => DataType::Float32,
+        S::Float(_) | S::Float8 | S::Double(_) | S::DoublePrecision => DataType::Float64,
+        S::Numeric(info) | S::Decimal(info) | S::Dec(info) => {
+            let (p, s) = match info {
+                ExactNumberInfo::None => DEFAULT_DECIMAL,
+                ExactNumberInfo::Precision(p) => (*p as u8, 0),
+                ExactNumberInfo::PrecisionAndScale(p, s) => (*p as u8, *s as i8),
+            };
+            if p == 0 || p > 38 {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "NUMERIC precision {p} must be between 1 and 38"
+                )));
+            }
+            DataType::Decimal128(p, s)
+        }
+        S::Text
+        | S::Varchar(_)
+        | S::CharacterVarying(_)
+        | S::CharVarying(_)
+        | S::Char(_)
+        | S::Character(_)
+        | S::String(_)
+        | S::Uuid => DataType::Utf8,
+        S::Bytea => DataType::Binary,
+        S::Date => DataType::Date32,
+        S::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+            DataType::Timestamp(TimeUnit::Microsecond, None)
+        }
+        S::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        }
+        S::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+            DataType::Time64(TimeUnit::Microsecond)
+        }
+        S::Interval { .. } => DataType::Interval(IntervalUnit::MonthDayNano),
+        S::JSON => return Ok((DataType::Utf8, Some("json"))),
+        S::JSONB => return Ok((DataType::Utf8, Some("jsonb"))),
+        S::Custom(name, args) if args.is_empty() => {
+            match name.to_string().to_ascii_lowercase().as_str() {
+                "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                "float" => DataType::Float64,
+                other => {
+                    return Err(SqlError::NotSupported(format!("column type {other}")));
+                }
+            }
+        }
+        S::Array(elem) => {
+            let inner = match elem {
+                ArrayElemTypeDef::AngleBracket(t)
+                | ArrayElemTypeDef::SquareBracket(t, _)
+                | ArrayElemTypeDef::Parenthesis(t) => t,
+                ArrayElemTypeDef::None => {
+                    return Err(SqlError::NotSupported(
+                        "ARRAY without an element type".into(),
+                    ));
+                }
+            };
+            let (inner, _) = arrow_type(inner)?;
+            DataType::List(Arc::new(Field::new_list_field(inner, true)))
+        }
+        other => return Err(SqlError::NotSupported(format!("column type {other}"))),
+    };
+    Ok((dt, None))
+}
+
+/// The SQL name of a column's type, as `DESCRIBE` and the catalogs show it.
+pub fn sql_type_name(field: &Field) -> String {
+    if let Some(t) = field.metadata().get(SQL_TYPE_KEY) {
+        return t.clone();
+    }
+    sql_name(field.data_type())
+}
+
+fn sql_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "integer".into(),
+        DataType::Int64 | DataType::UInt32 => "bigint".into(),
+        DataType::UInt64 => "numeric(20,0)".into(),
+        DataType::Float16 | DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("numeric({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time".into(),
+        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
+        DataType::List(f) | DataType::LargeList(f) => format!("{}[]", sql_type_name(f)),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    fn parse(t: &str) -> Result<DataType> {
+        let mut p = Parser::new(&PostgreSqlDialect {}).try_with_sql(t).unwrap();
+        arrow_type(&p.parse_data_type().unwrap()).map(|(t, _)| t)
+    }
+
+    #[test]
+    fn every_documented_type_maps() {
+        assert_eq!(parse("bigint").unwrap(), DataType::Int64);
+        assert_eq!(parse("int").unwrap(), DataType::Int32);
+        assert_eq!(parse("smallint").unwrap(), DataType::Int16);
+        assert_eq!(parse("double precision").unwrap(), DataType::Float64);
+        assert_eq!(parse("real").unwrap(), DataType::Float32);
+        assert_eq!(parse("numeric(10,2)").unwrap(), DataType::Decimal128(10, 2));
+        assert_eq!(parse("varchar(20)").unwrap(), DataType::Utf8);
+        assert_eq!(parse("bytea").unwrap(), DataType::Binary);
+        assert_eq!(parse("date").unwrap(), DataType::Date32);
+        assert_eq!(
+            parse("timestamp").unwrap(),
+            DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        let tz = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(parse("timestamptz").unwrap(), tz);
+        assert_eq!(parse("timestamp with time zone").unwrap(), tz);
+        assert_eq!(
+            parse("interval").unwrap(),
+            DataType::Interval(IntervalUnit::MonthDayNano)
+        );
+        assert_eq!(parse("jsonb").unwrap(), DataType::Utf8);
+        assert!(matches!(parse("int[]").unwrap(), DataType::List(_)));
+        assert!(matches!(parse("geometry"), Err(SqlError::NotSupported(_))));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for t in [
+            "bigint",
+            "integer",
+            "smallint",
+            "double precision",
+            "real",
+            "numeric(10,2)",
+            "text",
+            "bytea",
+            "date",
+            "timestamp",
+            "timestamptz",
+            "interval",
+            "boolean",
+            "bigint[]",
+        ] {
+            let f = Field::new("c", parse(t).unwrap(), true);
+            assert_eq!(sql_type_name(&f), t);
+        }
+    }
+}

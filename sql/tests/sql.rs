@@ -1,0 +1,423 @@
+//! The SQL layer end to end over a real log (local directory + SQLite):
+//! DDL, INSERT, queries, system columns, pruning, and error classes.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+use futures::TryStreamExt;
+use streamhouse_log::{DataDir, Log};
+use streamhouse_sql::{Database, QueryResult};
+use tempfile::TempDir;
+
+struct Env {
+    db: Database,
+    log: Arc<Log>,
+    dir: TempDir,
+    _dd: DataDir,
+}
+
+async fn open_in(dir: TempDir) -> Env {
+    let dd = DataDir::open(dir.path()).unwrap();
+    let log = Arc::new(dd.open_log().await.unwrap());
+    let db = Database::open(log.clone()).await.unwrap();
+    Env {
+        db,
+        log,
+        dir,
+        _dd: dd,
+    }
+}
+
+async fn env() -> Env {
+    open_in(tempfile::tempdir().unwrap()).await
+}
+
+/// Closes and reopens everything over the same directory (cold cache).
+async fn reopen(e: Env) -> Env {
+    e.log.shutdown().await;
+    let Env { dir, db, log, _dd } = e;
+    drop((db, log, _dd));
+    open_in(dir).await
+}
+
+/// Runs `sql`; returns the rows of the last statement.
+async fn rows(db: &Database, sql: &str) -> Vec<RecordBatch> {
+    let mut results = db
+        .execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    match results.pop().expect("a statement") {
+        QueryResult::Rows(s) => s.try_collect().await.unwrap(),
+        QueryResult::Command { tag, .. } => panic!("{sql}: expected rows, got {tag}"),
+    }
+}
+
+async fn table(db: &Database, sql: &str) -> String {
+    pretty_format_batches(&rows(db, sql).await)
+        .unwrap()
+        .to_string()
+}
+
+async fn tag(db: &Database, sql: &str) -> String {
+    match db
+        .execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .pop()
+    {
+        Some(QueryResult::Command { tag, .. }) => tag,
+        other => panic!("{sql}: expected a command, got {other:?}"),
+    }
+}
+
+/// The SQLSTATE and message of a failing statement.
+async fn err(db: &Database, sql: &str) -> (String, String) {
+    let res = async {
+        for r in db.execute(sql).await? {
+            if let QueryResult::Rows(s) = r {
+                s.try_collect::<Vec<_>>().await?;
+            }
+        }
+        Ok::<_, streamhouse_sql::SqlError>(())
+    }
+    .await;
+    match res {
+        Ok(()) => panic!("{sql}: expected an error"),
+        Err(e) => (e.sqlstate().to_string(), e.to_string()),
+    }
+}
+
+fn lines(s: &str) -> String {
+    s.trim()
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const ORDERS: &str = "CREATE STREAM orders (
+    order_id BIGINT NOT NULL, user_id TEXT, amount DOUBLE PRECISION, ts TIMESTAMP,
+    WATERMARK FOR ts AS ts - INTERVAL '5 seconds'
+) WITH (partitions = 4, key = 'user_id', retention = '7 days')";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_insert_select_round_trip() {
+    let e = env().await;
+    assert_eq!(tag(&e.db, ORDERS).await, "CREATE STREAM");
+    assert_eq!(
+        tag(
+            &e.db,
+            "INSERT INTO orders VALUES (1, 'ann', 10.5, '2026-01-01 10:00:00'), \
+             (2, 'bob', 20.0, '2026-01-01 10:00:01'), (3, 'ann', 7.25, '2026-01-01 10:00:02')"
+        )
+        .await,
+        "INSERT 0 3"
+    );
+    assert_eq!(
+        lines(&table(&e.db, "SELECT * FROM orders ORDER BY order_id").await),
+        lines(
+            "
++----------+---------+--------+---------------------+
+| order_id | user_id | amount | ts                  |
++----------+---------+--------+---------------------+
+| 1        | ann     | 10.5   | 2026-01-01T10:00:00 |
+| 2        | bob     | 20.0   | 2026-01-01T10:00:01 |
+| 3        | ann     | 7.25   | 2026-01-01T10:00:02 |
++----------+---------+--------+---------------------+"
+        )
+    );
+    // Named system columns: one partition per user, dense offsets.
+    let t = table(
+        &e.db,
+        "SELECT user_id, count(DISTINCT _partition) AS parts, min(_offset) AS first, \
+         max(_offset) AS last, count(*) AS n FROM orders GROUP BY user_id ORDER BY user_id",
+    )
+    .await;
+    assert_eq!(
+        lines(&t),
+        lines(
+            "
++---------+-------+-------+------+---+
+| user_id | parts | first | last | n |
++---------+-------+-------+------+---+
+| ann     | 1     | 0     | 1    | 2 |
+| bob     | 1     | 0     | 0    | 1 |
++---------+-------+-------+------+---+"
+        )
+    );
+    let b = rows(&e.db, "SELECT _timestamp FROM orders").await;
+    assert_eq!(
+        b[0].schema().field(0).data_type().to_string(),
+        "Timestamp(µs, \"UTC\")"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_select_column_lists_and_casts() {
+    let e = env().await;
+    e.db.execute(ORDERS).await.unwrap();
+    e.db.execute(
+        "CREATE STREAM big (order_id BIGINT NOT NULL, amount DOUBLE PRECISION, note TEXT)",
+    )
+    .await
+    .unwrap();
+    e.db.execute("INSERT INTO orders (order_id, amount) VALUES (1, 5), (2, 15), (3, 25)")
+        .await
+        .unwrap();
+    assert_eq!(
+        tag(
+            &e.db,
+            "INSERT INTO big SELECT order_id, amount FROM orders WHERE amount > 10"
+        )
+        .await,
+        "INSERT 0 2"
+    );
+    assert_eq!(
+        lines(&table(&e.db, "SELECT * FROM big ORDER BY order_id").await),
+        lines(
+            "
++----------+--------+------+
+| order_id | amount | note |
++----------+--------+------+
+| 2        | 15.0   |      |
+| 3        | 25.0   |      |
++----------+--------+------+"
+        )
+    );
+    // Strings cast to the column types; NULL where no value was given.
+    e.db.execute("INSERT INTO orders VALUES ('4', NULL, '1.5', '2026-02-03 04:05:06')")
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(
+            &table(
+                &e.db,
+                "SELECT order_id, user_id, amount, ts FROM orders WHERE order_id = 4"
+            )
+            .await
+        ),
+        lines(
+            "
++----------+---------+--------+---------------------+
+| order_id | user_id | amount | ts                  |
++----------+---------+--------+---------------------+
+| 4        |         | 1.5    | 2026-02-03T04:05:06 |
++----------+---------+--------+---------------------+"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_describe_drop() {
+    let e = env().await;
+    e.db.execute(ORDERS).await.unwrap();
+    e.db.execute("CREATE STREAM IF NOT EXISTS orders (x INT)")
+        .await
+        .unwrap();
+    e.db.execute("INSERT INTO orders (order_id, user_id) VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(&table(&e.db, "SHOW STREAMS").await),
+        lines(
+            "
++--------+------------+---------+------------+-----------------+-----------+------+
+| name   | partitions | key     | event_time | watermark_delay | retention | rows |
++--------+------------+---------+------------+-----------------+-----------+------+
+| orders | 4          | user_id | ts         | 5s              | 7days     | 2    |
++--------+------------+---------+------------+-----------------+-----------+------+"
+        )
+    );
+    assert_eq!(
+        lines(&table(&e.db, "DESCRIBE orders").await),
+        lines(
+            "
++-------------+------------------+-------------+--------------------------+
+| column_name | data_type        | is_nullable | note                     |
++-------------+------------------+-------------+--------------------------+
+| order_id    | bigint           | NO          |                          |
+| user_id     | text             | YES         | key                      |
+| amount      | double precision | YES         |                          |
+| ts          | timestamp        | YES         | event time, watermark 5s |
+| _partition  | integer          | NO          | system                   |
+| _offset     | bigint           | NO          | system                   |
+| _timestamp  | timestamptz      | NO          | system                   |
++-------------+------------------+-------------+--------------------------+"
+        )
+    );
+    assert_eq!(tag(&e.db, "DROP STREAM orders").await, "DROP STREAM");
+    assert_eq!(err(&e.db, "SELECT * FROM orders").await.0, "42P01");
+    assert_eq!(
+        tag(&e.db, "DROP STREAM IF EXISTS orders").await,
+        "DROP STREAM"
+    );
+    assert_eq!(err(&e.db, "DROP STREAM orders").await.0, "42P01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_of_datafusion_sql_works_over_streams() {
+    let e = env().await;
+    e.db.execute(ORDERS).await.unwrap();
+    e.db.execute("CREATE STREAM users (user_id TEXT, country TEXT)")
+        .await
+        .unwrap();
+    e.db.execute(
+        "INSERT INTO orders (order_id, user_id, amount) VALUES (1,'a',10),(2,'b',20),(3,'a',30),(4,'c',40); \
+         INSERT INTO users VALUES ('a','FR'),('b','DE'),('c','FR')",
+    )
+    .await
+    .unwrap();
+    let t = table(
+        &e.db,
+        "WITH totals AS (SELECT user_id, sum(amount) AS total FROM orders GROUP BY user_id) \
+         SELECT u.country, sum(t.total) AS revenue, \
+                rank() OVER (ORDER BY sum(t.total) DESC) AS r \
+         FROM totals t JOIN users u ON t.user_id = u.user_id \
+         WHERE u.country IN (SELECT country FROM users) \
+         GROUP BY u.country ORDER BY revenue DESC",
+    )
+    .await;
+    assert_eq!(
+        lines(&t),
+        lines(
+            "
++---------+---------+---+
+| country | revenue | r |
++---------+---------+---+
+| FR      | 80.0    | 1 |
+| DE      | 20.0    | 2 |
++---------+---------+---+"
+        )
+    );
+    // `*` over a join shows each side's declared columns only.
+    let b = rows(
+        &e.db,
+        "SELECT * FROM orders o JOIN users u ON o.user_id = u.user_id LIMIT 1",
+    )
+    .await;
+    let names: Vec<String> = b[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["order_id", "user_id", "amount", "ts", "user_id", "country"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_prune_chunks_before_any_get() {
+    let e = env().await;
+    e.db.execute(
+        "CREATE STREAM p (id BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (partitions = 3)",
+    )
+    .await
+    .unwrap();
+    // Each INSERT is one flush: one chunk per statement, round-robin.
+    for k in 0..9 {
+        e.db.execute(&format!(
+            "INSERT INTO p SELECT v, to_timestamp_seconds(1700000000 + {k} * 3600) \
+             FROM generate_series({}, {}) AS t(v)",
+            k * 10,
+            k * 10 + 9
+        ))
+        .await
+        .unwrap();
+    }
+    let e = reopen(e).await; // cold cache: every chunk read is a GET
+    let gets = || e.log.store().stats().gets();
+
+    let before = gets();
+    let t = table(&e.db, "SELECT count(*) AS n FROM p WHERE _partition = 1").await;
+    assert!(t.contains("| 30 |"), "{t}");
+    assert_eq!(
+        gets() - before,
+        0,
+        "count(*) needs no column: answered from the index"
+    );
+
+    let before = gets();
+    let b = rows(
+        &e.db,
+        "SELECT id FROM p WHERE _partition = 1 AND _offset >= 10 AND _offset < 20",
+    )
+    .await;
+    assert_eq!(b.iter().map(RecordBatch::num_rows).sum::<usize>(), 10);
+    assert_eq!(gets() - before, 1, "one partition, one chunk");
+
+    let before = gets();
+    let b = rows(
+        &e.db,
+        "SELECT id FROM p WHERE ts >= to_timestamp_seconds(1700000000 + 4 * 3600) \
+         AND ts < to_timestamp_seconds(1700000000 + 5 * 3600)",
+    )
+    .await;
+    let mut ids: Vec<i64> = b
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (40..50).collect::<Vec<_>>());
+    assert_eq!(
+        gets() - before,
+        1,
+        "event-time bounds pick one chunk of nine"
+    );
+
+    let plan = table(
+        &e.db,
+        "EXPLAIN SELECT id FROM p WHERE _partition = 2 AND _offset > 5",
+    )
+    .await;
+    assert!(
+        plan.contains("StreamScanExec: stream=p, partitions=[2], offsets=6.., projection=[id"),
+        "{plan}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstates() {
+    let e = env().await;
+    e.db.execute(ORDERS).await.unwrap();
+    let cases = [
+        ("SELEC 1", "42601"),
+        ("SELECT * FROM nope", "42P01"),
+        ("SELECT nope FROM orders", "42703"),
+        ("SELECT no_such_fn(1)", "42883"),
+        (ORDERS, "42P07"),
+        ("INSERT INTO nope VALUES (1)", "42P01"),
+        ("INSERT INTO orders (nope) VALUES (1)", "42703"),
+        (
+            "INSERT INTO orders VALUES ('x', 'a', 1, '2026-01-01')",
+            "22P02",
+        ),
+        ("INSERT INTO orders (user_id) VALUES ('a')", "23502"),
+        (
+            "INSERT INTO orders VALUES (1, 'a', 1, '2026-01-01', 5)",
+            "42601",
+        ),
+        ("INSERT INTO orders (_offset) VALUES (1)", "22P02"),
+        ("CREATE STREAM s (a INT) WITH (partitions = 0)", "42P16"),
+        ("CREATE STREAM s (a INT, WATERMARK FOR a AS a)", "42P16"),
+        ("CREATE STREAM s (g GEOMETRY)", "0A000"),
+        ("CREATE TABLE t (a INT)", "0A000"),
+        ("SELECT 1/0", "22012"),
+    ];
+    for (sql, code) in cases {
+        let (got, msg) = err(&e.db, sql).await;
+        assert_eq!(got, code, "{sql}: {msg}");
+    }
+    // Nothing was written by any of them.
+    let t = table(&e.db, "SELECT count(*) AS n FROM orders").await;
+    assert!(t.contains("| 0 |"), "{t}");
+}
