@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::TableReference;
+use datafusion::common::{ScalarValue, TableReference};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
@@ -62,6 +62,78 @@ impl QueryResult {
             None,
         )?)))
     }
+}
+
+/// A planned statement, ready to run with parameter values.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    action: Action,
+    /// Types of `$1…$n` as inferred (None: unknown, send text).
+    pub param_types: Vec<Option<DataType>>,
+    /// Columns of the rows it returns; `None` for commands.
+    pub schema: Option<SchemaRef>,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Query(LogicalPlan),
+    Insert {
+        stream: String,
+        targets: Vec<usize>,
+        source: LogicalPlan,
+    },
+    Tag(&'static str),
+    Statement(Statement),
+}
+
+/// `$1…$n` in order, with their inferred types.
+fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types()?;
+    let mut out = vec![None; types.len()];
+    for (name, t) in types {
+        let i: usize = name
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| SqlError::NotSupported(format!("parameter {name}: use $1, $2, …")))?;
+        if i == 0 || i > out.len() {
+            return Err(SqlError::Syntax(format!(
+                "parameters must be numbered $1 to ${} without gaps, got {name}",
+                out.len()
+            )));
+        }
+        out[i - 1] = t;
+    }
+    Ok(out)
+}
+
+fn bind(plan: &LogicalPlan, params: Vec<ScalarValue>) -> Result<LogicalPlan> {
+    if params.is_empty() {
+        return Ok(plan.clone());
+    }
+    Ok(plan.clone().with_param_values(params)?)
+}
+
+/// Columns of `SHOW STREAMS`.
+pub fn show_streams_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("partitions", DataType::Int32, false),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("event_time", DataType::Utf8, true),
+        Field::new("watermark_delay", DataType::Utf8, true),
+        Field::new("retention", DataType::Utf8, true),
+        Field::new("rows", DataType::Int64, false),
+    ]))
+}
+
+/// Columns of `DESCRIBE`.
+pub fn describe_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("data_type", DataType::Utf8, false),
+        Field::new("is_nullable", DataType::Utf8, false),
+        Field::new("note", DataType::Utf8, true),
+    ]))
 }
 
 /// The SQL engine over the log.
@@ -132,8 +204,101 @@ impl Database {
         Ok(out)
     }
 
-    /// Runs one parsed statement.
+    /// Runs one parsed statement without parameters.
     pub async fn execute_statement(&self, stmt: Statement) -> Result<QueryResult> {
+        let prepared = self.prepare_statement(stmt).await?;
+        self.execute_prepared(&prepared, Vec::new()).await
+    }
+
+    /// Parses and plans one statement with `$n` parameters, for the
+    /// extended protocols. `None` for an empty string.
+    pub async fn prepare(&self, sql: &str) -> Result<Option<Prepared>> {
+        let mut stmts = dialect::parse(sql)?;
+        if stmts.len() > 1 {
+            return Err(SqlError::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        match stmts.pop() {
+            None => Ok(None),
+            Some(stmt) => self.prepare_statement(stmt).await.map(Some),
+        }
+    }
+
+    /// Plans a parsed statement: its parameter types and result schema.
+    pub async fn prepare_statement(&self, stmt: Statement) -> Result<Prepared> {
+        let (action, schema) = match stmt {
+            Statement::ShowStreams => (Action::Statement(stmt), Some(show_streams_schema())),
+            Statement::Describe { .. } => (Action::Statement(stmt), Some(describe_schema())),
+            Statement::Sql(sql) => match *sql {
+                SqlStatement::Insert(insert) => (self.prepare_insert(insert).await?, None),
+                SqlStatement::CreateTable(_) => {
+                    return Err(SqlError::NotSupported(
+                        "CREATE TABLE: StreamHouse stores streams; use CREATE STREAM".into(),
+                    ));
+                }
+                q @ (SqlStatement::Query(_) | SqlStatement::Explain { .. }) => {
+                    let plan = self.plan(q).await?;
+                    let schema = Arc::new(plan.schema().as_arrow().clone());
+                    (Action::Query(plan), Some(schema))
+                }
+                SqlStatement::StartTransaction { .. } => (Action::Tag("BEGIN"), None),
+                SqlStatement::Commit { .. } => (Action::Tag("COMMIT"), None),
+                SqlStatement::Rollback { .. } => (Action::Tag("ROLLBACK"), None),
+                other => {
+                    return Err(SqlError::NotSupported(format!(
+                        "statement {}",
+                        statement_kind(&other)
+                    )));
+                }
+            },
+            other => (Action::Statement(other), None),
+        };
+        let param_types = match &action {
+            Action::Query(plan) => param_types(plan)?,
+            Action::Insert { source, .. } => param_types(source)?,
+            _ => Vec::new(),
+        };
+        Ok(Prepared {
+            action,
+            param_types,
+            schema,
+        })
+    }
+
+    /// Runs a prepared statement with values for its parameters.
+    pub async fn execute_prepared(
+        &self,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult> {
+        if params.len() != prepared.param_types.len() {
+            return Err(SqlError::Syntax(format!(
+                "bind message supplies {} parameters, but prepared statement requires {}",
+                params.len(),
+                prepared.param_types.len()
+            )));
+        }
+        match &prepared.action {
+            Action::Query(plan) => {
+                let plan = bind(plan, params)?;
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                Ok(QueryResult::Rows(df.execute_stream().await?))
+            }
+            Action::Insert {
+                stream,
+                targets,
+                source,
+            } => {
+                let source = bind(source, params)?;
+                self.run_insert(stream, targets, source).await
+            }
+            Action::Tag(tag) => Ok(QueryResult::command(*tag)),
+            Action::Statement(stmt) => self.run_statement(stmt.clone()).await,
+        }
+    }
+
+    async fn run_statement(&self, stmt: Statement) -> Result<QueryResult> {
         match stmt {
             Statement::CreateStream(c) => self.create_stream(c).await,
             Statement::DropStream { names, if_exists } => {
@@ -148,26 +313,8 @@ impl Database {
             }
             Statement::ShowStreams => self.show_streams().await,
             Statement::Describe { name } => self.describe(&name).await,
-            Statement::Sql(stmt) => self.sql(*stmt).await,
-        }
-    }
-
-    async fn sql(&self, stmt: SqlStatement) -> Result<QueryResult> {
-        match stmt {
-            SqlStatement::Insert(insert) => self.insert(insert).await,
-            SqlStatement::StartTransaction { .. } => Ok(QueryResult::command("BEGIN")),
-            SqlStatement::Commit { .. } => Ok(QueryResult::command("COMMIT")),
-            SqlStatement::Rollback { .. } => Ok(QueryResult::command("ROLLBACK")),
-            SqlStatement::CreateTable(_) => Err(SqlError::NotSupported(
-                "CREATE TABLE: StreamHouse stores streams; use CREATE STREAM".into(),
-            )),
-            stmt @ (SqlStatement::Query(_) | SqlStatement::Explain { .. }) => {
-                let plan = self.plan(stmt).await?;
-                let df = self.ctx.execute_logical_plan(plan).await?;
-                Ok(QueryResult::Rows(df.execute_stream().await?))
-            }
-            other => Err(SqlError::NotSupported(format!(
-                "statement {}",
+            Statement::Sql(other) => Err(SqlError::Internal(format!(
+                "unprepared statement {}",
                 statement_kind(&other)
             ))),
         }
@@ -281,12 +428,7 @@ impl Database {
             }
             (!parts.is_empty()).then(|| parts.join("; "))
         };
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("column_name", DataType::Utf8, false),
-            Field::new("data_type", DataType::Utf8, false),
-            Field::new("is_nullable", DataType::Utf8, false),
-            Field::new("note", DataType::Utf8, true),
-        ]));
+        let schema = describe_schema();
         let fields = read.fields();
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
@@ -305,7 +447,7 @@ impl Database {
         QueryResult::rows(RecordBatch::try_new(schema, cols)?)
     }
 
-    async fn insert(&self, insert: Insert) -> Result<QueryResult> {
+    async fn prepare_insert(&self, insert: Insert) -> Result<Action> {
         let TableObject::TableName(target) = &insert.table else {
             return Err(SqlError::NotSupported(
                 "INSERT INTO a table function".into(),
@@ -323,33 +465,43 @@ impl Database {
                 "INSERT without VALUES or a query".into(),
             ));
         };
-        let declared = info.spec.schema.clone();
         let targets = target_columns(&info, &insert.columns)?;
-        let plan = self.plan(SqlStatement::Query(source)).await?;
-        let df = self.ctx.execute_logical_plan(plan).await?;
-        let batches = df.collect().await?;
-        let source_width = batches
-            .first()
-            .map(|b| b.num_columns())
-            .unwrap_or(targets.len());
-        if source_width > targets.len() {
+        let source = self.plan(SqlStatement::Query(source)).await?;
+        let width = source.schema().fields().len();
+        if width > targets.len() {
             return Err(SqlError::Syntax(
                 "INSERT has more expressions than target columns".into(),
             ));
         }
-        if source_width < targets.len() && !insert.columns.is_empty() {
+        if width < targets.len() && !insert.columns.is_empty() {
             return Err(SqlError::Syntax(
                 "INSERT has more target columns than expressions".into(),
             ));
         }
-        let targets = &targets[..source_width];
+        Ok(Action::Insert {
+            stream: name,
+            targets: targets[..width].to_vec(),
+            source,
+        })
+    }
+
+    async fn run_insert(
+        &self,
+        name: &str,
+        targets: &[usize],
+        source: LogicalPlan,
+    ) -> Result<QueryResult> {
+        let info = self.log.stream(name).await?;
+        let declared = info.spec.schema.clone();
+        let df = self.ctx.execute_logical_plan(source).await?;
+        let batches = df.collect().await?;
         let mut out = Vec::with_capacity(batches.len());
         for b in &batches {
-            out.push(conform_insert(&name, &declared, targets, b)?);
+            out.push(conform_insert(name, &declared, targets, b)?);
         }
         let ack = self
             .log
-            .append_batches(&name, out, AppendOptions::default())
+            .append_batches(name, out, AppendOptions::default())
             .await?;
         Ok(QueryResult::Command {
             tag: format!("INSERT 0 {}", ack.rows()),

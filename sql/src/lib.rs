@@ -19,5 +19,5 @@ pub mod rewrite;
 pub mod table;
 pub mod types;
 
-pub use database::{Database, QueryResult};
+pub use database::{Database, Prepared, QueryResult};
 pub use error::{Result, SqlError};

@@ -421,3 +421,76 @@ async fn errors_carry_sqlstates() {
     let t = table(&e.db, "SELECT count(*) AS n FROM orders").await;
     assert!(t.contains("| 0 |"), "{t}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_bind_parameters() {
+    use datafusion::common::ScalarValue;
+    let e = env().await;
+    e.db.execute(ORDERS).await.unwrap();
+    let ins =
+        e.db.prepare("INSERT INTO orders (order_id, user_id, amount) VALUES ($1, $2, $3)")
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(ins.param_types.len(), 3);
+    assert!(ins.schema.is_none());
+    for (id, user, amount) in [(1i64, "a", 1.5f64), (2, "b", 2.5), (3, "a", 3.5)] {
+        let params = vec![
+            ScalarValue::Int64(Some(id)),
+            ScalarValue::Utf8(Some(user.into())),
+            ScalarValue::Float64(Some(amount)),
+        ];
+        match e.db.execute_prepared(&ins, params).await.unwrap() {
+            QueryResult::Command { tag, .. } => assert_eq!(tag, "INSERT 0 1"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let q = e
+        .db
+        .prepare("SELECT order_id, amount FROM orders WHERE user_id = $1 AND amount > $2 ORDER BY order_id")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        q.param_types,
+        [
+            Some(arrow::datatypes::DataType::Utf8),
+            Some(arrow::datatypes::DataType::Float64)
+        ]
+    );
+    let names: Vec<String> = q
+        .schema
+        .as_ref()
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["order_id", "amount"]);
+    // The same prepared statement, run twice with different values.
+    for (user, min, want) in [
+        ("a", 0.0, "| 1        | 1.5    |"),
+        ("a", 2.0, "| 3        | 3.5    |"),
+    ] {
+        let r =
+            e.db.execute_prepared(
+                &q,
+                vec![
+                    ScalarValue::Utf8(Some(user.into())),
+                    ScalarValue::Float64(Some(min)),
+                ],
+            )
+            .await
+            .unwrap();
+        let QueryResult::Rows(s) = r else { panic!() };
+        let t = pretty_format_batches(&s.try_collect::<Vec<_>>().await.unwrap())
+            .unwrap()
+            .to_string();
+        assert!(t.contains(want), "{t}");
+    }
+    let e2 = e.db.execute_prepared(&q, vec![]).await.unwrap_err();
+    assert_eq!(e2.sqlstate(), "42601");
+    let e3 = e.db.prepare("SELECT 1; SELECT 2").await.unwrap_err();
+    assert_eq!(e3.sqlstate(), "42601");
+    assert!(e.db.prepare(" ; ").await.unwrap().is_none());
+}
