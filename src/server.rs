@@ -2,16 +2,19 @@
 //!
 //! Start-up order: lock the data directory, bind the HTTP admin listener (so
 //! `/live` answers during recovery), open the object store and the metadata
-//! store, start the log, then report ready. Shutdown order, on SIGINT or
-//! SIGTERM: stop advertising readiness, stop accepting HTTP requests, flush
-//! the log (every buffered append is committed or failed), close the
-//! metadata store, exit 0.
+//! store, start the log and the SQL catalog, bind the PostgreSQL listener,
+//! then report ready. Shutdown order, on SIGINT or SIGTERM: stop advertising
+//! readiness, stop accepting PostgreSQL connections and let open sessions
+//! finish (briefly), stop accepting HTTP requests, flush the log (every
+//! buffered append is committed or failed), close the metadata store, exit 0.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use streamhouse_log::{DataDir, Log, LogConfig, SqliteMetadata, Store, SystemClock};
+use streamhouse_pgwire::PgConfig;
+use streamhouse_sql::Database;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -68,13 +71,37 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         log_config,
         Arc::new(SystemClock),
     ));
+    let db = Arc::new(
+        Database::open(log.clone())
+            .await
+            .context("cannot open the SQL catalog")?,
+    );
+    let pg = TcpListener::bind(config.pg_addr)
+        .await
+        .with_context(|| format!("cannot bind PostgreSQL address {}", config.pg_addr))?;
+    let pg_addr = pg.local_addr()?;
+    warn_if_exposed("PostgreSQL", pg_addr);
+    let (stop_pg, pg_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pg_task = tokio::spawn(streamhouse_pgwire::serve(
+        pg,
+        db,
+        PgConfig::default(),
+        async move {
+            let _ = pg_stopped.await;
+        },
+    ));
+
     state.set_ready(log.clone());
-    info!(http = %http_addr, "ready");
-    print_banner(&config, &data_dir, http_addr);
+    info!(http = %http_addr, pg = %pg_addr, "ready");
+    print_banner(&config, &data_dir, http_addr, pg_addr);
 
     shutdown.recv().await;
     info!("shutting down");
     state.set_draining();
+    let _ = stop_pg.send(());
+    if let Err(e) = pg_task.await {
+        warn!(error = %e, "PostgreSQL task failed");
+    }
     let _ = stop_http.send(());
     match http_task.await {
         Ok(Err(e)) => warn!(error = %e, "HTTP admin server ended with an error"),
@@ -88,7 +115,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 }
 
 /// What the user needs to connect, printed once everything is bound.
-fn print_banner(config: &ServerConfig, data_dir: &DataDir, http: SocketAddr) {
+fn print_banner(config: &ServerConfig, data_dir: &DataDir, http: SocketAddr, pg: SocketAddr) {
     let meta = match &config.metadata {
         MetadataUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
         MetadataUrl::Postgres(u) => u.clone(),
@@ -98,10 +125,7 @@ fn print_banner(config: &ServerConfig, data_dir: &DataDir, http: SocketAddr) {
     println!("  object store    {}", config.object_store);
     println!("  metadata        {meta}");
     println!("  HTTP admin      http://{http}  (/health /ready /live /v1/streams)");
-    println!(
-        "  PostgreSQL      {} (configured; this version does not serve the protocol yet)",
-        config.pg_addr
-    );
+    println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse\"");
     println!(
         "  Flight          grpc://{} (configured; this version does not serve it yet)",
         config.flight_addr

@@ -24,6 +24,7 @@ use tracing::debug;
 
 use crate::dialect::{self, CreateStream, Statement, object_name};
 use crate::error::{Result, SqlError};
+use crate::names::output_names;
 use crate::rewrite::hide_system_columns;
 use crate::table::StreamTable;
 use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
@@ -111,6 +112,38 @@ fn bind(plan: &LogicalPlan, params: Vec<ScalarValue>) -> Result<LogicalPlan> {
         return Ok(plan.clone());
     }
     Ok(plan.clone().with_param_values(params)?)
+}
+
+/// `schema` with the PostgreSQL names where `names` has one.
+fn rename(schema: &Schema, names: Option<&[Option<String>]>) -> SchemaRef {
+    let Some(names) = names.filter(|n| n.len() == schema.fields().len()) else {
+        return Arc::new(schema.clone());
+    };
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, n)| match n {
+            Some(n) => f.as_ref().clone().with_name(n),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Re-labels a result stream's columns (same types, new names).
+fn with_schema(stream: SendableRecordBatchStream, schema: SchemaRef) -> SendableRecordBatchStream {
+    use futures::StreamExt;
+    let s = schema.clone();
+    let mapped = stream.map(move |b| {
+        let b = b?;
+        Ok(RecordBatch::try_new_with_options(
+            s.clone(),
+            b.columns().to_vec(),
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+        )?)
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, mapped))
 }
 
 /// Columns of `SHOW STREAMS`.
@@ -238,8 +271,12 @@ impl Database {
                     ));
                 }
                 q @ (SqlStatement::Query(_) | SqlStatement::Explain { .. }) => {
+                    let names = match &q {
+                        SqlStatement::Query(query) => output_names(query),
+                        _ => None,
+                    };
                     let plan = self.plan(q).await?;
-                    let schema = Arc::new(plan.schema().as_arrow().clone());
+                    let schema = rename(plan.schema().as_arrow(), names.as_deref());
                     (Action::Query(plan), Some(schema))
                 }
                 SqlStatement::StartTransaction { .. } => (Action::Tag("BEGIN"), None),
@@ -283,7 +320,13 @@ impl Database {
             Action::Query(plan) => {
                 let plan = bind(plan, params)?;
                 let df = self.ctx.execute_logical_plan(plan).await?;
-                Ok(QueryResult::Rows(df.execute_stream().await?))
+                let stream = df.execute_stream().await?;
+                Ok(QueryResult::Rows(match &prepared.schema {
+                    Some(schema) if schema.fields().len() == stream.schema().fields().len() => {
+                        with_schema(stream, schema.clone())
+                    }
+                    _ => stream,
+                }))
             }
             Action::Insert {
                 stream,

@@ -211,12 +211,10 @@ impl From<DataFusionError> for SqlError {
 /// Plan errors come as text; the few a client must tell apart get a class.
 fn classify_plan(m: String) -> SqlError {
     if m.contains("table") && m.contains("not found") {
-        SqlError::UndefinedTable(
-            m.split('\'')
-                .nth(1)
-                .map(str::to_string)
-                .unwrap_or_else(|| m.clone()),
-        )
+        // "table 'catalog.schema.name' not found": PostgreSQL names the
+        // relation as the user wrote it, unqualified here.
+        let name = m.split('\'').nth(1).unwrap_or(&m);
+        SqlError::UndefinedTable(name.rsplit('.').next().unwrap_or(name).to_string())
     } else if m.contains("Invalid function") || m.contains("function") && m.contains("not found") {
         SqlError::UndefinedFunction(m)
     } else if m.contains("No field named") {

@@ -14,10 +14,12 @@
 pub mod database;
 pub mod dialect;
 pub mod error;
+pub mod names;
 pub mod prune;
 pub mod rewrite;
 pub mod table;
 pub mod types;
 
 pub use database::{Database, Prepared, QueryResult};
+pub use datafusion::common::ScalarValue;
 pub use error::{Result, SqlError};

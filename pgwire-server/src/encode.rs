@@ -1,0 +1,279 @@
+//! Arrow to the PostgreSQL wire: column types and data rows.
+//!
+//! This is where rows become rows: everything before it is columnar. Each
+//! batch gets one typed accessor per column, chosen once; the row loop only
+//! reads values and hands them to pgwire, which writes text or binary per the
+//! client's requested format.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::datatypes::*;
+use arrow::temporal_conversions::{as_date, as_datetime, as_time};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{DataRowEncoder, FieldInfo};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use streamhouse_sql::types::SQL_TYPE_KEY;
+
+/// The PostgreSQL type a column is sent as.
+pub fn pg_type(field: &Field) -> Type {
+    match field.metadata().get(SQL_TYPE_KEY).map(String::as_str) {
+        Some("json") => return Type::JSON,
+        Some("jsonb") => return Type::JSONB,
+        _ => {}
+    }
+    pg_type_of(field.data_type())
+}
+
+/// The PostgreSQL type of an Arrow type.
+pub fn pg_type_of(t: &DataType) -> Type {
+    match t {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 => Type::INT8,
+        DataType::UInt64 | DataType::Decimal32(_, _) | DataType::Decimal64(_, _) => Type::NUMERIC,
+        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => Type::NUMERIC,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
+        _ => Type::TEXT,
+    }
+}
+
+/// Row description of a schema, in the requested formats.
+pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f),
+                format.format_for(i),
+            )
+        })
+        .collect()
+}
+
+/// Typed access to one column of a batch.
+enum Col<'a> {
+    Bool(&'a BooleanArray),
+    I16(ArrayRef),
+    I32(ArrayRef),
+    I64(ArrayRef),
+    F32(ArrayRef),
+    F64(&'a Float64Array),
+    Str(ArrayRef),
+    Bytes(ArrayRef),
+    Date(ArrayRef),
+    Time(ArrayRef),
+    Ts(ArrayRef),
+    TsTz(ArrayRef),
+    /// Anything else, sent as its text rendering.
+    Text(&'a dyn Array, ArrayFormatter<'a>),
+}
+
+fn cast(a: &ArrayRef, t: &DataType) -> PgWireResult<ArrayRef> {
+    arrow::compute::cast(a, t).map_err(|e| PgWireError::ApiError(Box::new(e)))
+}
+
+impl<'a> Col<'a> {
+    fn new(a: &'a ArrayRef, opts: &'a FormatOptions<'a>) -> PgWireResult<Col<'a>> {
+        let us = DataType::Timestamp(TimeUnit::Microsecond, None);
+        Ok(match a.data_type() {
+            DataType::Boolean => Col::Bool(a.as_boolean()),
+            DataType::Int8 | DataType::Int16 | DataType::UInt8 => {
+                Col::I16(cast(a, &DataType::Int16)?)
+            }
+            DataType::Int32 | DataType::UInt16 => Col::I32(cast(a, &DataType::Int32)?),
+            DataType::Int64 | DataType::UInt32 => Col::I64(cast(a, &DataType::Int64)?),
+            DataType::Float16 | DataType::Float32 => Col::F32(cast(a, &DataType::Float32)?),
+            DataType::Float64 => Col::F64(a.as_primitive::<Float64Type>()),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                Col::Str(cast(a, &DataType::Utf8)?)
+            }
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                Col::Bytes(cast(a, &DataType::Binary)?)
+            }
+            DataType::Date32 | DataType::Date64 => Col::Date(cast(a, &DataType::Date32)?),
+            DataType::Time32(_) | DataType::Time64(_) => {
+                Col::Time(cast(a, &DataType::Time64(TimeUnit::Microsecond))?)
+            }
+            DataType::Timestamp(_, None) => Col::Ts(cast(a, &us)?),
+            // Instants in UTC: drop the zone name, keep the instant.
+            DataType::Timestamp(_, Some(_)) => Col::TsTz(cast(a, &us)?),
+            _ => Col::Text(
+                a.as_ref(),
+                ArrayFormatter::try_new(a.as_ref(), opts)
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?,
+            ),
+        })
+    }
+
+    /// Encodes one value; `text` selects PostgreSQL's text output, which
+    /// this module writes itself where pgwire's differs from PostgreSQL's.
+    fn encode(&self, row: usize, text: bool, enc: &mut DataRowEncoder) -> PgWireResult<()> {
+        macro_rules! prim {
+            ($arr:expr, $t:ty) => {{
+                let a = $arr.as_primitive::<$t>();
+                enc.encode_field(&(a.is_valid(row).then(|| a.value(row))))
+            }};
+        }
+        match self {
+            Col::Bool(a) => enc.encode_field(&(a.is_valid(row).then(|| a.value(row)))),
+            Col::I16(a) => prim!(a, Int16Type),
+            Col::I32(a) => prim!(a, Int32Type),
+            Col::I64(a) => prim!(a, Int64Type),
+            Col::F32(a) if text => {
+                let a = a.as_primitive::<Float32Type>();
+                enc.encode_field(&(a.is_valid(row).then(|| float_text(a.value(row) as f64))))
+            }
+            Col::F32(a) => prim!(a, Float32Type),
+            Col::F64(a) if text => {
+                enc.encode_field(&(a.is_valid(row).then(|| float_text(a.value(row)))))
+            }
+            Col::F64(a) => enc.encode_field(&(a.is_valid(row).then(|| a.value(row)))),
+            Col::Str(a) => {
+                let a = a.as_string::<i32>();
+                enc.encode_field(&(a.is_valid(row).then(|| a.value(row))))
+            }
+            Col::Bytes(a) => {
+                let a = a.as_binary::<i32>();
+                enc.encode_field(&(a.is_valid(row).then(|| a.value(row))))
+            }
+            Col::Date(a) => {
+                let a = a.as_primitive::<Date32Type>();
+                let v: Option<NaiveDate> = a
+                    .is_valid(row)
+                    .then(|| as_date::<Date32Type>(a.value(row) as i64))
+                    .flatten();
+                enc.encode_field(&v)
+            }
+            Col::Time(a) => {
+                let a = a.as_primitive::<Time64MicrosecondType>();
+                let v: Option<NaiveTime> = a
+                    .is_valid(row)
+                    .then(|| as_time::<Time64MicrosecondType>(a.value(row)))
+                    .flatten();
+                enc.encode_field(&v)
+            }
+            Col::Ts(a) => {
+                let a = a.as_primitive::<TimestampMicrosecondType>();
+                let v: Option<NaiveDateTime> = a
+                    .is_valid(row)
+                    .then(|| as_datetime::<TimestampMicrosecondType>(a.value(row)))
+                    .flatten();
+                if text {
+                    enc.encode_field(&v.map(|d| timestamp_text(&d, false)))
+                } else {
+                    enc.encode_field(&v)
+                }
+            }
+            Col::TsTz(a) => {
+                let a = a.as_primitive::<TimestampMicrosecondType>();
+                let v: Option<DateTime<Utc>> = a
+                    .is_valid(row)
+                    .then(|| as_datetime::<TimestampMicrosecondType>(a.value(row)))
+                    .flatten()
+                    .map(|d| d.and_utc());
+                if text {
+                    enc.encode_field(&v.map(|d| timestamp_text(&d.naive_utc(), true)))
+                } else {
+                    enc.encode_field(&v)
+                }
+            }
+            Col::Text(a, f) => {
+                let v = a.is_valid(row).then(|| f.value(row).to_string());
+                enc.encode_field(&v)
+            }
+        }
+    }
+}
+
+/// PostgreSQL's float output: shortest round-trip digits, `NaN`,
+/// `Infinity`, no trailing `.0`.
+fn float_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// PostgreSQL's ISO timestamp output: fractional seconds only when non-zero,
+/// trailing zeros trimmed; `+00` for timestamptz (the session zone is UTC).
+fn timestamp_text(d: &NaiveDateTime, tz: bool) -> String {
+    use chrono::Timelike;
+    let mut s = d.format("%Y-%m-%d %H:%M:%S").to_string();
+    let micros = d.nanosecond() / 1_000;
+    if micros > 0 {
+        let frac = format!("{micros:06}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    if tz {
+        s.push_str("+00");
+    }
+    s
+}
+
+/// Encodes every row of `batch` for a row description.
+pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+    let opts = FormatOptions::default().with_null("");
+    let cols = batch
+        .columns()
+        .iter()
+        .map(|c| Col::new(c, &opts))
+        .collect::<PgWireResult<Vec<_>>>()?;
+    let text: Vec<bool> = fields
+        .iter()
+        .map(|f| f.format() == pgwire::api::results::FieldFormat::Text)
+        .collect();
+    let mut enc = DataRowEncoder::new(fields.clone());
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for (c, &t) in cols.iter().zip(&text) {
+            c.encode(row, t, &mut enc)?;
+        }
+        out.push(enc.take_row());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Timelike;
+
+    #[test]
+    fn text_output_matches_postgres() {
+        assert_eq!(float_text(20.0), "20");
+        assert_eq!(float_text(10.5), "10.5");
+        assert_eq!(float_text(f64::NAN), "NaN");
+        assert_eq!(float_text(f64::NEG_INFINITY), "-Infinity");
+        let d = NaiveDate::from_ymd_opt(2026, 1, 2)
+            .unwrap()
+            .and_hms_micro_opt(3, 4, 5, 120_000)
+            .unwrap();
+        assert_eq!(timestamp_text(&d, false), "2026-01-02 03:04:05.12");
+        assert_eq!(
+            timestamp_text(&d.with_nanosecond(0).unwrap(), true),
+            "2026-01-02 03:04:05+00"
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The PostgreSQL door with the real `psql`: scripts run against a live
+//! server and their exact output is compared with what PostgreSQL prints.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::Server;
+
+/// Runs a psql script; returns (exit code, stdout, stderr).
+fn psql(server: &Server, script: &str) -> (i32, String, String) {
+    let mut child = Command::new("psql")
+        .args(["-X", "--no-psqlrc", "-v", "ON_ERROR_STOP=0", "-f", "-"])
+        .arg(server.pg_url())
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql is installed (apt: postgresql-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn trimmed(s: &str) -> String {
+    s.trim()
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn create_insert_select_round_trip_with_exact_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let (code, out, err) = psql(
+        &server,
+        "CREATE STREAM orders (order_id BIGINT NOT NULL, user_id TEXT, amount DOUBLE PRECISION, ts TIMESTAMP) \
+           WITH (partitions = 4, key = 'user_id');
+         INSERT INTO orders VALUES (1, 'ann', 10.5, '2026-01-01 10:00:00'),
+           (2, 'bob', 20, '2026-01-01 10:00:01.25'), (3, 'ann', 7.25, NULL);
+         SELECT * FROM orders ORDER BY order_id;
+         SELECT user_id, count(*), sum(amount) FROM orders GROUP BY user_id ORDER BY user_id;
+         SELECT count(DISTINCT _partition) AS partitions, max(_offset) AS last_offset FROM orders WHERE user_id = 'ann';
+        ",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "");
+    assert_eq!(
+        trimmed(&out),
+        trimmed(
+            "
+CREATE STREAM
+INSERT 0 3
+ order_id | user_id | amount |           ts
+----------+---------+--------+------------------------
+        1 | ann     |   10.5 | 2026-01-01 10:00:00
+        2 | bob     |     20 | 2026-01-01 10:00:01.25
+        3 | ann     |   7.25 |
+(3 rows)
+
+ user_id | count |  sum
+---------+-------+-------
+ ann     |     2 | 17.75
+ bob     |     1 |    20
+(2 rows)
+
+ partitions | last_offset
+------------+-------------
+          1 |           1
+(1 row)
+"
+        )
+    );
+}
+
+#[test]
+fn errors_have_sqlstates_and_the_session_survives_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let (code, out, err) = psql(
+        &server,
+        "\\set VERBOSITY verbose
+         SELECT * FROM nope;
+         SELEC 1;
+         CREATE STREAM s (a INT NOT NULL);
+         CREATE STREAM s (a INT);
+         INSERT INTO s VALUES (NULL);
+         INSERT INTO s VALUES ('x');
+         SELECT 1/0;
+         SELECT count(*) AS still_here FROM s;
+        ",
+    );
+    assert_eq!(code, 0);
+    let codes: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split("ERROR:  ").nth(1))
+        .map(|l| &l[..5])
+        .collect();
+    assert_eq!(
+        codes,
+        ["42P01", "42601", "42P07", "23502", "22P02", "22012"],
+        "{err}"
+    );
+    assert!(err.contains("relation \"nope\" does not exist"), "{err}");
+    assert!(
+        out.contains(" still_here \n------------\n          0\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn many_statements_in_one_query_and_ssl_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    // One simple-query message with several statements.
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT 1 AS a; SELECT 'two' AS b; SHOW STREAMS",
+        ])
+        .arg(server.pg_url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\ntwo\n");
+    // sslmode=require must fail (no TLS yet), sslmode=prefer falls back.
+    let url = server.pg_url();
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "SELECT 42"])
+        .arg(format!("{url}?sslmode=require"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not support SSL"));
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "SELECT 42"])
+        .arg(format!("{url}?sslmode=prefer"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
+}
+
+#[test]
+fn rows_written_through_psql_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[], &[]);
+    let (code, _, err) = psql(
+        &server,
+        "CREATE STREAM t (id BIGINT) WITH (partitions = 2);
+         INSERT INTO t SELECT * FROM generate_series(1, 1000);",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.signal(libc::SIGKILL).code(), None);
+    let server = Server::start(dir.path(), &[], &[]);
+    let (_, out, err) = psql(&server, "SELECT count(*), sum(id) FROM t;");
+    assert!(out.contains("  1000 | 500500"), "{out}{err}");
+}
