@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, RecordBatch,
+};
 use arrow::datatypes::*;
 use arrow::temporal_conversions::{as_date, as_datetime, as_time};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -82,6 +84,8 @@ enum Col<'a> {
     Time(ArrayRef),
     Ts(ArrayRef),
     TsTz(ArrayRef),
+    /// NUMERIC that fits rust_decimal (scale ≤ 28): text or binary.
+    Dec(&'a Decimal128Array, u32),
     /// Anything else, sent as its text rendering.
     Text(&'a dyn Array, ArrayFormatter<'a>),
 }
@@ -111,6 +115,9 @@ impl<'a> Col<'a> {
             DataType::Date32 | DataType::Date64 => Col::Date(cast(a, &DataType::Date32)?),
             DataType::Time32(_) | DataType::Time64(_) => {
                 Col::Time(cast(a, &DataType::Time64(TimeUnit::Microsecond))?)
+            }
+            DataType::Decimal128(_, s) if (0..=28).contains(s) => {
+                Col::Dec(a.as_primitive::<Decimal128Type>(), *s as u32)
             }
             DataType::Timestamp(_, None) => Col::Ts(cast(a, &us)?),
             // Instants in UTC: drop the zone name, keep the instant.
@@ -191,6 +198,18 @@ impl<'a> Col<'a> {
                     .map(|d| d.and_utc());
                 if text {
                     enc.encode_field(&v.map(|d| timestamp_text(&d.naive_utc(), true)))
+                } else {
+                    enc.encode_field(&v)
+                }
+            }
+            Col::Dec(a, scale) => {
+                let v = a
+                    .is_valid(row)
+                    .then(|| rust_decimal::Decimal::try_from_i128_with_scale(a.value(row), *scale))
+                    .transpose()
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                if text {
+                    enc.encode_field(&v.map(|d| d.to_string()))
                 } else {
                     enc.encode_field(&v)
                 }

@@ -63,6 +63,10 @@ fn binary<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> PgWireResult<Scal
         Type::FLOAT4 => ScalarValue::Float32(portal.parameter::<f32>(i, t)?),
         Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(i, t)?),
         Type::BYTEA => ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, t)?),
+        Type::NUMERIC => match portal.parameter::<rust_decimal::Decimal>(i, t)? {
+            Some(d) => ScalarValue::Decimal128(Some(d.mantissa()), 38, d.scale() as i8),
+            None => ScalarValue::Decimal128(None, 38, 0),
+        },
         Type::DATE => ScalarValue::Date32(portal.parameter::<NaiveDate>(i, t)?.map(|d| {
             (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
         })),

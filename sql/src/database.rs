@@ -82,9 +82,32 @@ enum Action {
         stream: String,
         targets: Vec<usize>,
         source: LogicalPlan,
+        /// (parameter number, type) of bare `$n` cells of a VALUES list.
+        param_hints: Vec<(usize, DataType)>,
     },
     Tag(&'static str),
     Statement(Statement),
+}
+
+/// (column position, parameter number) of every VALUES cell that is a bare
+/// `$n` placeholder.
+fn values_placeholders(q: &sqlparser::ast::Query) -> Vec<(usize, usize)> {
+    let sqlparser::ast::SetExpr::Values(values) = q.body.as_ref() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for row in &values.rows {
+        for (col, e) in row.iter().enumerate() {
+            if let sqlparser::ast::Expr::Value(v) = e
+                && let sqlparser::ast::Value::Placeholder(p) = &v.value
+                && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+                && n > 0
+            {
+                out.push((col, n));
+            }
+        }
+    }
+    out
 }
 
 /// `$1…$n` in order, with their inferred types.
@@ -293,7 +316,19 @@ impl Database {
         };
         let param_types = match &action {
             Action::Query(plan) => param_types(plan)?,
-            Action::Insert { source, .. } => param_types(source)?,
+            Action::Insert {
+                source,
+                param_hints,
+                ..
+            } => {
+                let mut types = param_types(source)?;
+                for (n, t) in param_hints {
+                    if let Some(slot @ None) = types.get_mut(n - 1) {
+                        *slot = Some(t.clone());
+                    }
+                }
+                types
+            }
             _ => Vec::new(),
         };
         Ok(Prepared {
@@ -332,6 +367,7 @@ impl Database {
                 stream,
                 targets,
                 source,
+                ..
             } => {
                 let source = bind(source, params)?;
                 self.run_insert(stream, targets, source).await
@@ -509,6 +545,7 @@ impl Database {
             ));
         };
         let targets = target_columns(&info, &insert.columns)?;
+        let value_params = values_placeholders(&source);
         let source = self.plan(SqlStatement::Query(source)).await?;
         let width = source.schema().fields().len();
         if width > targets.len() {
@@ -521,10 +558,18 @@ impl Database {
                 "INSERT has more target columns than expressions".into(),
             ));
         }
+        // `VALUES ($1, $2)` gives the planner no types; the target columns do.
+        let mut param_hints = Vec::new();
+        for (col, n) in value_params {
+            if let Some(&t) = targets.get(col) {
+                param_hints.push((n, info.spec.schema.field(t).data_type().clone()));
+            }
+        }
         Ok(Action::Insert {
             stream: name,
             targets: targets[..width].to_vec(),
             source,
+            param_hints,
         })
     }
 

@@ -432,7 +432,15 @@ async fn prepared_statements_bind_parameters() {
             .await
             .unwrap()
             .unwrap();
-    assert_eq!(ins.param_types.len(), 3);
+    // Typed from the target columns, since VALUES alone gives no types.
+    assert_eq!(
+        ins.param_types,
+        [
+            Some(arrow::datatypes::DataType::Int64),
+            Some(arrow::datatypes::DataType::Utf8),
+            Some(arrow::datatypes::DataType::Float64)
+        ]
+    );
     assert!(ins.schema.is_none());
     for (id, user, amount) in [(1i64, "a", 1.5f64), (2, "b", 2.5), (3, "a", 3.5)] {
         let params = vec![

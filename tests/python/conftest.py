@@ -1,0 +1,67 @@
+"""Fixtures for client tests: a real `streamhouse server` on loopback.
+
+The binary comes from STREAMHOUSE_BIN (./scripts/test builds it and sets
+it); each test module gets a fresh server and data directory, stopped with
+SIGTERM afterwards (which must exit 0).
+"""
+
+import os
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+
+def _binary() -> str:
+    path = os.environ.get("STREAMHOUSE_BIN")
+    if not path or not os.path.exists(path):
+        pytest.fail(
+            "STREAMHOUSE_BIN must name a built streamhouse binary: "
+            "run the suite with ./scripts/test"
+        )
+    return path
+
+
+class Server:
+    def __init__(self, data_dir: str):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")}
+        self.proc = subprocess.Popen(
+            [
+                _binary(), "server",
+                "--data-dir", data_dir,
+                "--http-addr", "127.0.0.1:0",
+                "--pg-addr", "127.0.0.1:0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.dsn = None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("PostgreSQL"):
+                self.dsn = line.split('"')[1]
+            if line.startswith("Press Ctrl-C"):
+                break
+        if self.dsn is None:
+            self.proc.kill()
+            pytest.fail("server did not report a PostgreSQL address")
+        hostport = self.dsn.split("@")[1].split("/")[0]
+        self.host, port = hostport.rsplit(":", 1)
+        self.port = int(port)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(d)
+        try:
+            yield s
+        finally:
+            assert s.stop() == 0, "SIGTERM must stop the server cleanly"

@@ -1,0 +1,54 @@
+"""asyncpg against StreamHouse: it uses the extended protocol with binary
+formats for parameters and results."""
+
+import asyncio
+import datetime as dt
+from decimal import Decimal
+
+import asyncpg
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_binary_round_trip_and_parameters(server):
+    async def go():
+        conn = await asyncpg.connect(host=server.host, port=server.port, user="streamhouse", database="streamhouse")
+        try:
+            await conn.execute(
+                "CREATE STREAM IF NOT EXISTS a (id BIGINT, name TEXT, score DOUBLE PRECISION, "
+                "n NUMERIC(10, 2), ok BOOLEAN, d DATE, ts TIMESTAMP) WITH (partitions = 2)"
+            )
+            ts = dt.datetime(2026, 1, 2, 3, 4, 5, 600000)
+            await conn.execute(
+                "INSERT INTO a VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                7, "seven", 7.5, Decimal("7.25"), True, dt.date(2026, 1, 2), ts,
+            )
+            row = await conn.fetchrow("SELECT * FROM a WHERE id = $1", 7)
+            assert tuple(row) == (7, "seven", 7.5, Decimal("7.25"), True, dt.date(2026, 1, 2), ts)
+            assert await conn.fetchval("SELECT count(*) FROM a WHERE score > $1", 1.0) == 1
+            stmt = await conn.prepare("SELECT name FROM a WHERE id = $1")
+            for _ in range(3):
+                assert await stmt.fetchval(7) == "seven"
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+def test_errors_map_to_asyncpg_exceptions(server):
+    async def go():
+        conn = await asyncpg.connect(host=server.host, port=server.port, user="streamhouse")
+        try:
+            try:
+                await conn.fetch("SELECT * FROM missing")
+            except asyncpg.UndefinedTableError as e:
+                assert e.sqlstate == "42P01"
+            else:
+                raise AssertionError("expected UndefinedTableError")
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+
+    run(go())

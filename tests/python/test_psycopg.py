@@ -1,0 +1,76 @@
+"""psycopg 3 against StreamHouse: typed round trips, parameters, prepared
+statement reuse, transactions and SQLSTATEs."""
+
+import datetime as dt
+from decimal import Decimal
+
+import psycopg
+import pytest
+from psycopg import errors
+
+
+@pytest.fixture
+def conn(server):
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        yield c
+
+
+def test_every_type_round_trips(conn):
+    conn.execute(
+        """CREATE STREAM IF NOT EXISTS types (
+             b BOOLEAN, i2 SMALLINT, i4 INT, i8 BIGINT, f4 REAL, f8 DOUBLE PRECISION,
+             n NUMERIC(12, 3), t TEXT, v VARCHAR(10), by BYTEA, d DATE,
+             ts TIMESTAMP, tz TIMESTAMPTZ)"""
+    )
+    row = (
+        True, 12, 34_000, 5_000_000_000, 1.5, 2.25, Decimal("12345.678"),
+        "héllo", "v", b"\x00\x01\xff", dt.date(2026, 11, 26),
+        dt.datetime(2026, 11, 26, 12, 30, 15, 250000),
+        dt.datetime(2026, 11, 26, 12, 30, 15, tzinfo=dt.timezone.utc),
+    )
+    conn.execute(
+        "INSERT INTO types VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", row
+    )
+    conn.execute("INSERT INTO types (t) VALUES (NULL)")
+    got = conn.execute("SELECT * FROM types WHERE b").fetchone()
+    assert got == row
+    nulls = conn.execute("SELECT * FROM types WHERE b IS NULL").fetchone()
+    assert nulls == (None,) * 13
+
+
+def test_parameters_and_prepared_statement_reuse(conn):
+    conn.execute("CREATE STREAM IF NOT EXISTS events (id BIGINT, kind TEXT) WITH (partitions = 3, key = 'kind')")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO events VALUES (%s, %s)",
+            [(i, ["click", "view", "buy"][i % 3]) for i in range(30)],
+        )
+    # Past psycopg's prepare threshold (5): the server-side statement is reused.
+    for i in range(10):
+        n = conn.execute(
+            "SELECT count(*) FROM events WHERE kind = %s AND id >= %s", ("view", i), prepare=True
+        ).fetchone()[0]
+        assert n == len([x for x in range(i, 30) if x % 3 == 1])
+    cols = conn.execute("SELECT _partition, _offset, id FROM events WHERE id = %s", (4,)).fetchone()
+    assert cols[2] == 4 and cols[0] in (0, 1, 2) and cols[1] >= 0
+
+
+def test_errors_carry_sqlstate_and_the_connection_survives(conn):
+    with pytest.raises(errors.UndefinedTable) as e:
+        conn.execute("SELECT * FROM no_such_stream")
+    assert e.value.sqlstate == "42P01"
+    with pytest.raises(errors.SyntaxError):
+        conn.execute("SELEC 1")
+    with pytest.raises(errors.UndefinedColumn):
+        conn.execute("SELECT nope FROM events")
+    with pytest.raises(errors.DivisionByZero):
+        conn.execute("SELECT 1 / 0")
+    assert conn.execute("SELECT 41 + %s", (1,)).fetchone() == (42,)
+
+
+def test_transactions_are_accepted(server):
+    with psycopg.connect(server.dsn) as c:  # not autocommit: BEGIN is sent
+        c.execute("CREATE STREAM IF NOT EXISTS tx (a INT)")
+        c.execute("INSERT INTO tx VALUES (1)")
+        c.commit()
+        assert c.execute("SELECT count(*) FROM tx").fetchone() == (1,)
