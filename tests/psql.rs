@@ -175,3 +175,57 @@ fn rows_written_through_psql_survive_a_restart() {
     let (_, out, err) = psql(&server, "SELECT count(*), sum(id) FROM t;");
     assert!(out.contains("  1000 | 500500"), "{out}{err}");
 }
+
+#[test]
+fn copy_in_and_out_in_text_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let (code, out, err) = psql(
+        &server,
+        "CREATE STREAM c (id BIGINT NOT NULL, name TEXT, amount DOUBLE PRECISION) WITH (partitions = 2);
+COPY c FROM STDIN WITH (FORMAT csv, HEADER);
+id,name,amount
+1,ann,1.5
+2,\"b,ob\",
+\\.
+COPY c (id, name) FROM STDIN;
+3\ttab\\there
+4\t\\N
+\\.
+SELECT * FROM c ORDER BY id;
+COPY (SELECT id, name FROM c ORDER BY id) TO STDOUT;
+COPY c FROM STDIN WITH (FORMAT csv);
+5,x,not-a-number
+\\.
+SELECT count(*) FROM c;
+",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("invalid COPY data"), "{err}");
+    assert_eq!(
+        trimmed(&out),
+        trimmed(
+            "
+CREATE STREAM
+COPY 2
+COPY 2
+ id |     name     | amount
+----+--------------+--------
+  1 | ann          |    1.5
+  2 | b,ob         |
+  3 | tab     here |
+  4 |              |
+(4 rows)
+
+1\tann
+2\tb,ob
+3\ttab\\there
+4\t\\N
+ count
+-------
+     4
+(1 row)
+"
+        )
+    );
+}

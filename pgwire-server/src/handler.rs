@@ -1,22 +1,27 @@
 //! The protocol handlers: simple query, extended query (parse, bind,
 //! describe, execute) and start-up, all translating to `Database` calls.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::{Sink, SinkExt, TryStreamExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::startup::ParameterStatus;
-use streamhouse_sql::{Database, Prepared, QueryResult, dialect};
+use streamhouse_sql::copy::CopyIn;
+use streamhouse_sql::{Database, Prepared, QueryResult, SqlError, dialect};
 
 use crate::encode;
 use crate::error::pg_error;
@@ -25,10 +30,21 @@ use crate::error::pg_error;
 /// it), then ours.
 pub const SERVER_VERSION: &str = concat!("16.6 (StreamHouse ", env!("CARGO_PKG_VERSION"), ")");
 
+/// Copy-ins in progress, by connection.
+type Copies = Arc<Mutex<HashMap<SocketAddr, CopyState>>>;
+
+enum CopyState {
+    Active(Box<CopyIn>),
+    /// Bad data arrived: the rest is ignored until CopyDone or CopyFail,
+    /// which report this error (as PostgreSQL does).
+    Failed(SqlError),
+}
+
 /// Handlers of every connection, sharing one `Database`.
 pub struct Handlers {
     db: Arc<Database>,
     parser: Arc<Parser>,
+    copies: Copies,
 }
 
 impl Handlers {
@@ -36,7 +52,16 @@ impl Handlers {
         Arc::new(Self {
             parser: Arc::new(Parser { db: db.clone() }),
             db,
+            copies: Arc::default(),
         })
+    }
+
+    /// Drops what a finished connection left behind.
+    pub fn forget(&self, peer: SocketAddr) {
+        self.copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
     }
 }
 
@@ -44,6 +69,14 @@ impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
         Arc::new(Simple {
             db: self.db.clone(),
+            copies: self.copies.clone(),
+        })
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::new(Copy {
+            db: self.db.clone(),
+            copies: self.copies.clone(),
         })
     }
 
@@ -96,9 +129,33 @@ impl NoopStartupHandler for Startup {
     }
 }
 
-/// Turns a statement's result into a wire response.
-async fn respond(result: QueryResult, format: &Format) -> PgWireResult<Response> {
+/// Turns a statement's result into a wire response; a copy-in is parked
+/// for the copy handler under the client's address.
+async fn respond(
+    result: QueryResult,
+    format: &Format,
+    peer: SocketAddr,
+    copies: Option<&Copies>,
+) -> PgWireResult<Response> {
     Ok(match result {
+        QueryResult::CopyIn(copy) => {
+            let Some(copies) = copies else {
+                return Err(pg_error(SqlError::NotSupported(
+                    "COPY FROM STDIN in the extended protocol".into(),
+                )));
+            };
+            let columns = copy.columns();
+            copies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(peer, CopyState::Active(copy));
+            Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))
+        }
+        QueryResult::CopyOut { columns, data } => Response::CopyOut(CopyResponse::new(
+            0,
+            columns,
+            data.map_ok(CopyData::new).map_err(pg_error),
+        )),
         QueryResult::Command { tag, rows } => {
             let word = tag.split_whitespace().next().unwrap_or("OK").to_string();
             match word.as_str() {
@@ -130,14 +187,16 @@ async fn respond(result: QueryResult, format: &Format) -> PgWireResult<Response>
 
 struct Simple {
     db: Arc<Database>,
+    copies: Copies,
 }
 
 #[async_trait]
 impl SimpleQueryHandler for Simple {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let peer = client.socket_addr();
         let stmts = match dialect::parse(query) {
             Ok(s) => s,
             Err(e) => {
@@ -152,7 +211,15 @@ impl SimpleQueryHandler for Simple {
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in stmts {
             match self.db.execute_statement(stmt).await {
-                Ok(r) => out.push(respond(r, &Format::UnifiedText).await?),
+                Ok(r) => {
+                    let copying = matches!(r, QueryResult::CopyIn(_));
+                    out.push(respond(r, &Format::UnifiedText, peer, Some(&self.copies)).await?);
+                    if copying {
+                        // The rest of the string waits for the copy to end;
+                        // PostgreSQL does not run it either.
+                        break;
+                    }
+                }
                 Err(e) => {
                     // Like PostgreSQL: report the error, skip the rest.
                     out.push(Response::Error(Box::new(crate::error::error_info(&e))));
@@ -224,7 +291,7 @@ impl ExtendedQueryHandler for Extended {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Self::Statement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -234,8 +301,69 @@ impl ExtendedQueryHandler for Extended {
         let prepared = &portal.statement.statement;
         let params = crate::params::decode(portal, &prepared.param_types)?;
         match self.db.execute_prepared(prepared, params).await {
-            Ok(r) => respond(r, &portal.result_column_format).await,
+            Ok(r) => respond(r, &portal.result_column_format, client.socket_addr(), None).await,
             Err(e) => Err(pg_error(e)),
         }
+    }
+}
+
+/// The COPY sub-protocol: data in, then done (or fail).
+struct Copy {
+    db: Arc<Database>,
+    copies: Copies,
+}
+
+#[async_trait]
+impl CopyHandler for Copy {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        let peer = client.socket_addr();
+        if let Some(CopyState::Active(copy)) = copies.get_mut(&peer)
+            && let Err(e) = copy.feed(&copy_data.data)
+        {
+            copies.insert(peer, CopyState::Failed(e));
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let state = self
+            .copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&client.socket_addr());
+        let rows = match state {
+            Some(CopyState::Active(copy)) => self.db.finish_copy(copy).await.map_err(pg_error)?,
+            Some(CopyState::Failed(e)) => return Err(pg_error(e)),
+            None => return Err(pg_error(SqlError::Internal("no COPY in progress".into()))),
+        };
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&client.socket_addr());
+        crate::error::protocol_error("57014", format!("COPY from stdin failed: {}", fail.message))
     }
 }

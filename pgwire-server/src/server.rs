@@ -68,9 +68,11 @@ pub async fn serve(
         let span = info_span!("pg_session", %peer);
         sessions.spawn(
             async move {
-                if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers.clone()).await
+                {
                     debug!(error = %e, "session ended with an error");
                 }
+                handlers.forget(peer);
                 drop(permit);
             }
             .instrument(span),

@@ -11,17 +11,23 @@ use std::sync::{Arc, RwLock};
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
 use datafusion::common::{ScalarValue, TableReference};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use sqlparser::ast::{Insert, ObjectName, Statement as SqlStatement, TableObject};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlparser::ast::{
+    CopySource, CopyTarget, Insert, ObjectName, Statement as SqlStatement, TableObject,
+};
 use streamhouse_log::stream::is_system_column;
 use streamhouse_log::{AppendOptions, Log, StreamInfo, StreamSpec};
 use tracing::debug;
 
+use crate::copy::{CopyFormat, CopyIn, copy_out};
 use crate::dialect::{self, CreateStream, Statement, object_name};
 use crate::error::{Result, SqlError};
 use crate::names::output_names;
@@ -36,6 +42,14 @@ pub enum QueryResult {
     /// A command's completion: the PostgreSQL command tag and, for INSERT,
     /// the rows it wrote.
     Command { tag: String, rows: Option<u64> },
+    /// `COPY … FROM STDIN`: feed the client's data, then
+    /// [`Database::finish_copy`].
+    CopyIn(Box<CopyIn>),
+    /// `COPY … TO STDOUT`: the encoded data, a chunk at a time.
+    CopyOut {
+        columns: usize,
+        data: BoxStream<'static, Result<Bytes>>,
+    },
 }
 
 impl std::fmt::Debug for QueryResult {
@@ -43,6 +57,8 @@ impl std::fmt::Debug for QueryResult {
         match self {
             QueryResult::Rows(s) => write!(f, "Rows({:?})", s.schema()),
             QueryResult::Command { tag, .. } => write!(f, "Command({tag})"),
+            QueryResult::CopyIn(c) => write!(f, "{c:?}"),
+            QueryResult::CopyOut { columns, .. } => write!(f, "CopyOut({columns} columns)"),
         }
     }
 }
@@ -86,6 +102,7 @@ enum Action {
         param_hints: Vec<(usize, DataType)>,
     },
     Tag(&'static str),
+    Copy(Box<SqlStatement>),
     Statement(Statement),
 }
 
@@ -156,7 +173,6 @@ fn rename(schema: &Schema, names: Option<&[Option<String>]>) -> SchemaRef {
 
 /// Re-labels a result stream's columns (same types, new names).
 fn with_schema(stream: SendableRecordBatchStream, schema: SchemaRef) -> SendableRecordBatchStream {
-    use futures::StreamExt;
     let s = schema.clone();
     let mapped = stream.map(move |b| {
         let b = b?;
@@ -302,6 +318,7 @@ impl Database {
                     let schema = rename(plan.schema().as_arrow(), names.as_deref());
                     (Action::Query(plan), Some(schema))
                 }
+                copy @ SqlStatement::Copy { .. } => (Action::Copy(Box::new(copy)), None),
                 SqlStatement::StartTransaction { .. } => (Action::Tag("BEGIN"), None),
                 SqlStatement::Commit { .. } => (Action::Tag("COMMIT"), None),
                 SqlStatement::Rollback { .. } => (Action::Tag("ROLLBACK"), None),
@@ -373,6 +390,7 @@ impl Database {
                 self.run_insert(stream, targets, source).await
             }
             Action::Tag(tag) => Ok(QueryResult::command(*tag)),
+            Action::Copy(stmt) => self.copy(stmt.as_ref().clone()).await,
             Action::Statement(stmt) => self.run_statement(stmt.clone()).await,
         }
     }
@@ -410,6 +428,101 @@ impl Database {
         Ok(state
             .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
             .await?)
+    }
+
+    async fn copy(&self, stmt: SqlStatement) -> Result<QueryResult> {
+        let SqlStatement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            values,
+        } = stmt
+        else {
+            return Err(SqlError::Internal("not a COPY".into()));
+        };
+        let format = CopyFormat::from_options(&options, &legacy_options)?;
+        if !to {
+            if target != CopyTarget::Stdin {
+                return Err(SqlError::NotSupported(
+                    "COPY FROM a file or program: use COPY … FROM STDIN (psql: \\copy)".into(),
+                ));
+            }
+            if !values.is_empty() {
+                return Err(SqlError::NotSupported(
+                    "COPY data inline in the statement".into(),
+                ));
+            }
+            let CopySource::Table {
+                table_name,
+                columns,
+            } = source
+            else {
+                return Err(SqlError::Syntax("COPY FROM needs a stream name".into()));
+            };
+            let name = object_name(&table_name)?;
+            let info = self.log.stream(&name).await?;
+            let cols: Vec<ObjectName> = columns.into_iter().map(ObjectName::from).collect();
+            let targets = target_columns(&info, &cols)?;
+            let copy = CopyIn::new(name, info.spec.schema.clone(), targets, format)?;
+            return Ok(QueryResult::CopyIn(Box::new(copy)));
+        }
+        if target != CopyTarget::Stdout {
+            return Err(SqlError::NotSupported(
+                "COPY TO a file or program: use COPY … TO STDOUT (psql: \\copy)".into(),
+            ));
+        }
+        let stream = match source {
+            CopySource::Query(q) => {
+                let plan = self.plan(SqlStatement::Query(q)).await?;
+                self.ctx
+                    .execute_logical_plan(plan)
+                    .await?
+                    .execute_stream()
+                    .await?
+            }
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let name = object_name(&table_name)?;
+                let info = self.log.stream(&name).await?;
+                let cols: Vec<String> = if columns.is_empty() {
+                    info.spec
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect()
+                } else {
+                    columns.iter().map(dialect::normalize).collect()
+                };
+                let df = self.ctx.table(TableReference::bare(name)).await?;
+                let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+                df.select_columns(&cols)?.execute_stream().await?
+            }
+        };
+        let columns = stream.schema().fields().len();
+        Ok(QueryResult::CopyOut {
+            columns,
+            data: copy_out(stream, format).boxed(),
+        })
+    }
+
+    /// Ends a copy-in: appends every row it decoded, in one atomic append.
+    /// Returns the row count.
+    pub async fn finish_copy(&self, copy: Box<CopyIn>) -> Result<u64> {
+        let d = copy.finish()?;
+        let mut out = Vec::with_capacity(d.batches.len());
+        for b in &d.batches {
+            out.push(conform_insert(&d.stream, &d.declared, &d.targets, b)?);
+        }
+        let ack = self
+            .log
+            .append_batches(&d.stream, out, AppendOptions::default())
+            .await?;
+        Ok(ack.rows())
     }
 
     async fn create_stream(&self, c: CreateStream) -> Result<QueryResult> {

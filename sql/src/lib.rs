@@ -11,6 +11,7 @@
 //! Every door (pgwire, Flight, HTTP, CLI) calls this crate; business logic
 //! lives here, not in the adapters.
 
+pub mod copy;
 pub mod database;
 pub mod dialect;
 pub mod error;

@@ -49,7 +49,7 @@ async fn rows(db: &Database, sql: &str) -> Vec<RecordBatch> {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     match results.pop().expect("a statement") {
         QueryResult::Rows(s) => s.try_collect().await.unwrap(),
-        QueryResult::Command { tag, .. } => panic!("{sql}: expected rows, got {tag}"),
+        other => panic!("{sql}: expected rows, got {other:?}"),
     }
 }
 

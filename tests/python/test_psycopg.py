@@ -74,3 +74,17 @@ def test_transactions_are_accepted(server):
         c.execute("INSERT INTO tx VALUES (1)")
         c.commit()
         assert c.execute("SELECT count(*) FROM tx").fetchone() == (1,)
+
+
+def test_copy_in_and_out(conn):
+    conn.execute("CREATE STREAM IF NOT EXISTS bulk (id BIGINT, name TEXT, score DOUBLE PRECISION) WITH (partitions = 4)")
+    with conn.cursor() as cur:
+        with cur.copy("COPY bulk FROM STDIN") as copy:
+            for i in range(10_000):
+                copy.write_row((i, f"name-{i}", i * 0.5))
+        assert cur.rowcount == 10_000
+    assert conn.execute("SELECT count(*), sum(id), max(score) FROM bulk").fetchone() == (10_000, 49_995_000, 4999.5)
+    with conn.cursor() as cur:
+        with cur.copy("COPY (SELECT id, name FROM bulk WHERE id < 3 ORDER BY id) TO STDOUT") as copy:
+            rows = list(copy.rows())
+    assert rows == [("0", "name-0"), ("1", "name-1"), ("2", "name-2")]
