@@ -229,3 +229,48 @@ COPY 2
         )
     );
 }
+
+#[test]
+fn session_settings_and_identity_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let (code, out, err) = psql(
+        &server,
+        "\\pset format unaligned
+\\pset tuples_only on
+SELECT version() LIKE 'PostgreSQL 16.%', current_schema(), current_database(), current_setting('server_version_num');
+SHOW server_version;
+SHOW standard_conforming_strings;
+SET DateStyle = 'ISO, DMY';
+SHOW datestyle;
+RESET ALL;
+SHOW DateStyle;
+SHOW transaction isolation level;
+SHOW no_such_setting;
+SET server_version = '1';
+",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        trimmed(&out),
+        trimmed(
+            "Output format is unaligned.
+t|public|streamhouse|160006
+16.6 (StreamHouse 0.1.0)
+on
+SET
+ISO, DMY
+RESET
+ISO, MDY
+read committed"
+        )
+    );
+    assert!(
+        err.contains("unrecognized configuration parameter \"no_such_setting\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("parameter \"server_version\" cannot be changed"),
+        "{err}"
+    );
+}

@@ -21,17 +21,32 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::startup::ParameterStatus;
 use streamhouse_sql::copy::CopyIn;
-use streamhouse_sql::{Database, Prepared, QueryResult, SqlError, dialect};
+use streamhouse_sql::{Database, Prepared, QueryResult, Session, SqlError, dialect};
 
 use crate::encode;
 use crate::error::pg_error;
 
 /// The `server_version` clients see: PostgreSQL's major line (drivers parse
 /// it), then ours.
-pub const SERVER_VERSION: &str = concat!("16.6 (StreamHouse ", env!("CARGO_PKG_VERSION"), ")");
+pub use streamhouse_sql::session::SERVER_VERSION;
 
 /// Copy-ins in progress, by connection.
 type Copies = Arc<Mutex<HashMap<SocketAddr, CopyState>>>;
+
+/// Each connection's settings, by connection.
+#[derive(Default)]
+struct Sessions(Mutex<HashMap<SocketAddr, Arc<Session>>>);
+
+impl Sessions {
+    fn of(&self, peer: SocketAddr) -> Arc<Session> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer)
+            .or_default()
+            .clone()
+    }
+}
 
 enum CopyState {
     Active(Box<CopyIn>),
@@ -45,6 +60,7 @@ pub struct Handlers {
     db: Arc<Database>,
     parser: Arc<Parser>,
     copies: Copies,
+    sessions: Arc<Sessions>,
 }
 
 impl Handlers {
@@ -53,6 +69,7 @@ impl Handlers {
             parser: Arc::new(Parser { db: db.clone() }),
             db,
             copies: Arc::default(),
+            sessions: Arc::default(),
         })
     }
 
@@ -70,6 +87,7 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(Simple {
             db: self.db.clone(),
             copies: self.copies.clone(),
+            sessions: self.sessions.clone(),
         })
     }
 
@@ -84,6 +102,7 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(Extended {
             db: self.db.clone(),
             parser: self.parser.clone(),
+            sessions: self.sessions.clone(),
         })
     }
 
@@ -188,6 +207,7 @@ async fn respond(
 struct Simple {
     db: Arc<Database>,
     copies: Copies,
+    sessions: Arc<Sessions>,
 }
 
 #[async_trait]
@@ -197,6 +217,7 @@ impl SimpleQueryHandler for Simple {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let peer = client.socket_addr();
+        let session = self.sessions.of(peer);
         let stmts = match dialect::parse(query) {
             Ok(s) => s,
             Err(e) => {
@@ -210,7 +231,7 @@ impl SimpleQueryHandler for Simple {
         }
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in stmts {
-            match self.db.execute_statement(stmt).await {
+            match self.db.execute_statement(&session, stmt).await {
                 Ok(r) => {
                     let copying = matches!(r, QueryResult::CopyIn(_));
                     out.push(respond(r, &Format::UnifiedText, peer, Some(&self.copies)).await?);
@@ -278,6 +299,7 @@ impl QueryParser for Parser {
 struct Extended {
     db: Arc<Database>,
     parser: Arc<Parser>,
+    sessions: Arc<Sessions>,
 }
 
 #[async_trait]
@@ -300,7 +322,8 @@ impl ExtendedQueryHandler for Extended {
     {
         let prepared = &portal.statement.statement;
         let params = crate::params::decode(portal, &prepared.param_types)?;
-        match self.db.execute_prepared(prepared, params).await {
+        let session = self.sessions.of(client.socket_addr());
+        match self.db.execute_prepared(&session, prepared, params).await {
             Ok(r) => respond(r, &portal.result_column_format, client.socket_addr(), None).await,
             Err(e) => Err(pg_error(e)),
         }

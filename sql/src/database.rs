@@ -30,8 +30,10 @@ use tracing::debug;
 use crate::copy::{CopyFormat, CopyIn, copy_out};
 use crate::dialect::{self, CreateStream, Statement, object_name};
 use crate::error::{Result, SqlError};
+use crate::functions;
 use crate::names::output_names;
 use crate::rewrite::hide_system_columns;
+use crate::session::Session;
 use crate::table::StreamTable;
 use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
 
@@ -102,6 +104,10 @@ enum Action {
         param_hints: Vec<(usize, DataType)>,
     },
     Tag(&'static str),
+    /// (setting, value); `None` resets to the default (`SET x TO DEFAULT`).
+    Set(Vec<(String, Option<String>)>),
+    Reset(Option<String>),
+    Show(String),
     Copy(Box<SqlStatement>),
     Statement(Statement),
 }
@@ -185,6 +191,91 @@ fn with_schema(stream: SendableRecordBatchStream, schema: SchemaRef) -> Sendable
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, mapped))
 }
 
+/// The setting a `SHOW a b c` names (`transaction isolation level` is
+/// `transaction_isolation`, `time zone` is `TimeZone`).
+fn setting_name(words: &[sqlparser::ast::Ident]) -> String {
+    let joined = words
+        .iter()
+        .map(|w| w.value.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match joined.as_str() {
+        "transaction isolation level" => "transaction_isolation".into(),
+        "time zone" => "timezone".into(),
+        _ => joined.replace(' ', "_"),
+    }
+}
+
+/// `SET` assignments as (name, value) pairs.
+fn assignments(set: sqlparser::ast::Set) -> Result<Vec<(String, Option<String>)>> {
+    use sqlparser::ast::{Expr, Set, Value};
+    let text = |e: &Expr| -> Option<String> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+                Value::Number(n, _) => Some(n.clone()),
+                Value::Boolean(b) => Some(if *b { "on" } else { "off" }.into()),
+                other => Some(other.to_string()),
+            },
+            Expr::Identifier(i) if i.value.eq_ignore_ascii_case("default") => None,
+            Expr::Identifier(i) => Some(i.value.clone()),
+            other => Some(other.to_string()),
+        }
+    };
+    Ok(match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => {
+            let vals: Vec<Option<String>> = values.iter().map(text).collect();
+            let value = if vals.iter().any(Option::is_none) {
+                None
+            } else {
+                Some(vals.into_iter().flatten().collect::<Vec<_>>().join(", "))
+            };
+            vec![(variable.to_string(), value)]
+        }
+        Set::SetTimeZone { value, .. } => vec![("TimeZone".into(), text(&value))],
+        // SET SESSION CHARACTERISTICS, SET ROLE, SET NAMES …: accepted, no effect
+        // (one role, one encoding, autocommit).
+        _ => Vec::new(),
+    })
+}
+
+fn show_schema(session: &Session, name: &str) -> SchemaRef {
+    if name == "all" {
+        return Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ]));
+    }
+    let col = session
+        .get(name)
+        .map(|(n, _)| n)
+        .unwrap_or_else(|| name.to_string());
+    Arc::new(Schema::new(vec![Field::new(col, DataType::Utf8, false)]))
+}
+
+fn show(session: &Session, name: &str) -> Result<QueryResult> {
+    let schema = show_schema(session, name);
+    let cols: Vec<ArrayRef> = if name == "all" {
+        let all = session.all();
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                all.iter().map(|(n, _)| n.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                all.iter().map(|(_, v)| v.as_str()),
+            )),
+        ]
+    } else {
+        let (_, v) = session.get(name).ok_or_else(|| {
+            SqlError::UndefinedObject(format!("unrecognized configuration parameter \"{name}\""))
+        })?;
+        vec![Arc::new(StringArray::from(vec![v]))]
+    };
+    QueryResult::rows(RecordBatch::try_new(schema, cols)?)
+}
+
 /// Columns of `SHOW STREAMS`.
 pub fn show_streams_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -214,6 +305,8 @@ pub struct Database {
     ctx: SessionContext,
     /// Names of the streams registered as tables (for the `*` rewrite).
     streams: RwLock<HashSet<String>>,
+    /// Settings used by [`Database::execute`] (embedded use, tests).
+    default_session: Session,
 }
 
 impl std::fmt::Debug for Database {
@@ -232,7 +325,9 @@ impl Database {
             log,
             ctx: SessionContext::new_with_config(config),
             streams: RwLock::new(HashSet::new()),
+            default_session: Session::default(),
         };
+        functions::register(&db.ctx);
         for info in db.log.streams().await? {
             db.register(info)?;
         }
@@ -266,20 +361,25 @@ impl Database {
         Ok(())
     }
 
-    /// Runs every statement of `sql` in order. Statements run one after the
-    /// other; a failing statement stops the rest.
+    /// Runs every statement of `sql` in order, in the database's own
+    /// session. Statements run one after the other; a failing statement
+    /// stops the rest.
     pub async fn execute(&self, sql: &str) -> Result<Vec<QueryResult>> {
         let mut out = Vec::new();
         for stmt in dialect::parse(sql)? {
-            out.push(self.execute_statement(stmt).await?);
+            out.push(self.execute_statement(&self.default_session, stmt).await?);
         }
         Ok(out)
     }
 
-    /// Runs one parsed statement without parameters.
-    pub async fn execute_statement(&self, stmt: Statement) -> Result<QueryResult> {
+    /// Runs one parsed statement without parameters in `session`.
+    pub async fn execute_statement(
+        &self,
+        session: &Session,
+        stmt: Statement,
+    ) -> Result<QueryResult> {
         let prepared = self.prepare_statement(stmt).await?;
-        self.execute_prepared(&prepared, Vec::new()).await
+        self.execute_prepared(session, &prepared, Vec::new()).await
     }
 
     /// Parses and plans one statement with `$n` parameters, for the
@@ -319,6 +419,19 @@ impl Database {
                     (Action::Query(plan), Some(schema))
                 }
                 copy @ SqlStatement::Copy { .. } => (Action::Copy(Box::new(copy)), None),
+                SqlStatement::Set(set) => (Action::Set(assignments(set)?), None),
+                SqlStatement::Reset(r) => (
+                    Action::Reset(match r.reset {
+                        sqlparser::ast::Reset::ALL => None,
+                        sqlparser::ast::Reset::ConfigurationParameter(n) => Some(n.to_string()),
+                    }),
+                    None,
+                ),
+                SqlStatement::ShowVariable { variable } => {
+                    let name = setting_name(&variable);
+                    let schema = show_schema(&self.default_session, &name);
+                    (Action::Show(name), Some(schema))
+                }
                 SqlStatement::StartTransaction { .. } => (Action::Tag("BEGIN"), None),
                 SqlStatement::Commit { .. } => (Action::Tag("COMMIT"), None),
                 SqlStatement::Rollback { .. } => (Action::Tag("ROLLBACK"), None),
@@ -358,6 +471,7 @@ impl Database {
     /// Runs a prepared statement with values for its parameters.
     pub async fn execute_prepared(
         &self,
+        session: &Session,
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult> {
@@ -390,6 +504,22 @@ impl Database {
                 self.run_insert(stream, targets, source).await
             }
             Action::Tag(tag) => Ok(QueryResult::command(*tag)),
+            Action::Set(assignments) => {
+                for (name, value) in assignments {
+                    match value {
+                        Some(v) => session
+                            .set(name, v.clone())
+                            .map_err(SqlError::InvalidInput)?,
+                        None => session.reset(Some(name)),
+                    }
+                }
+                Ok(QueryResult::command("SET"))
+            }
+            Action::Reset(name) => {
+                session.reset(name.as_deref());
+                Ok(QueryResult::command("RESET"))
+            }
+            Action::Show(name) => show(session, name),
             Action::Copy(stmt) => self.copy(stmt.as_ref().clone()).await,
             Action::Statement(stmt) => self.run_statement(stmt.clone()).await,
         }

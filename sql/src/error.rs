@@ -30,6 +30,10 @@ pub enum SqlError {
     #[error("{0}")]
     UndefinedFunction(String),
 
+    /// A named object (a setting) that does not exist.
+    #[error("{0}")]
+    UndefinedObject(String),
+
     /// A stream or view of that name exists already.
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
@@ -91,6 +95,7 @@ impl SqlError {
             SqlError::UndefinedTable(_) => "42P01",
             SqlError::UndefinedColumn(_) => "42703",
             SqlError::UndefinedFunction(_) => "42883",
+            SqlError::UndefinedObject(_) => "42704",
             SqlError::DuplicateTable(_) => "42P07",
             SqlError::InvalidInput(_) => "22P02",
             SqlError::DatatypeMismatch(_) => "42804",

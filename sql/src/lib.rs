@@ -15,12 +15,15 @@ pub mod copy;
 pub mod database;
 pub mod dialect;
 pub mod error;
+pub mod functions;
 pub mod names;
 pub mod prune;
 pub mod rewrite;
+pub mod session;
 pub mod table;
 pub mod types;
 
 pub use database::{Database, Prepared, QueryResult};
 pub use datafusion::common::ScalarValue;
 pub use error::{Result, SqlError};
+pub use session::Session;

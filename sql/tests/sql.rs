@@ -426,6 +426,7 @@ async fn errors_carry_sqlstates() {
 async fn prepared_statements_bind_parameters() {
     use datafusion::common::ScalarValue;
     let e = env().await;
+    let session = streamhouse_sql::Session::default();
     e.db.execute(ORDERS).await.unwrap();
     let ins =
         e.db.prepare("INSERT INTO orders (order_id, user_id, amount) VALUES ($1, $2, $3)")
@@ -448,7 +449,7 @@ async fn prepared_statements_bind_parameters() {
             ScalarValue::Utf8(Some(user.into())),
             ScalarValue::Float64(Some(amount)),
         ];
-        match e.db.execute_prepared(&ins, params).await.unwrap() {
+        match e.db.execute_prepared(&session, &ins, params).await.unwrap() {
             QueryResult::Command { tag, .. } => assert_eq!(tag, "INSERT 0 1"),
             other => panic!("{other:?}"),
         }
@@ -482,6 +483,7 @@ async fn prepared_statements_bind_parameters() {
     ] {
         let r =
             e.db.execute_prepared(
+                &session,
                 &q,
                 vec![
                     ScalarValue::Utf8(Some(user.into())),
@@ -496,7 +498,10 @@ async fn prepared_statements_bind_parameters() {
             .to_string();
         assert!(t.contains(want), "{t}");
     }
-    let e2 = e.db.execute_prepared(&q, vec![]).await.unwrap_err();
+    let e2 =
+        e.db.execute_prepared(&session, &q, vec![])
+            .await
+            .unwrap_err();
     assert_eq!(e2.sqlstate(), "42601");
     let e3 = e.db.prepare("SELECT 1; SELECT 2").await.unwrap_err();
     assert_eq!(e3.sqlstate(), "42601");
