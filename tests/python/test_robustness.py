@@ -1,0 +1,123 @@
+"""Bad clients must not hurt the server: broken protocol messages, huge
+lengths, clients that vanish mid-statement, and many connections at once.
+After each, the server still answers and nothing acknowledged is lost."""
+
+import asyncio
+import socket
+import struct
+
+import asyncpg
+import psycopg
+
+
+def alive(server) -> int:
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        return c.execute("SELECT 1").fetchone()[0]
+
+
+def raw(server) -> socket.socket:
+    s = socket.create_connection((server.host, server.port), timeout=10)
+    return s
+
+
+def read_all(s: socket.socket) -> bytes:
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return out
+
+
+def test_malformed_startup_packets(server):
+    # Garbage instead of a startup packet.
+    s = raw(server)
+    s.sendall(b"\x00\x00\x00\x08garbage!")
+    read_all(s)
+    s.close()
+    # A length field that claims a gigabyte.
+    s = raw(server)
+    s.sendall(struct.pack("!I", 1 << 30) + b"\x00\x03\x00\x00")
+    s.close()
+    # A truncated packet, then silence and disconnect.
+    s = raw(server)
+    s.sendall(b"\x00\x00")
+    s.close()
+    assert alive(server) == 1
+
+
+def startup(s: socket.socket):
+    params = b"user\x00streamhouse\x00database\x00streamhouse\x00\x00"
+    body = struct.pack("!I", 196608) + params
+    s.sendall(struct.pack("!I", len(body) + 4) + body)
+    buf = b""
+    while b"Z\x00\x00\x00\x05" not in buf:  # ReadyForQuery
+        chunk = s.recv(4096)
+        assert chunk, "server closed during startup"
+        buf += chunk
+
+
+def test_oversized_and_unknown_messages_after_startup(server):
+    s = raw(server)
+    startup(s)
+    # A Query message claiming 1 GiB: refused, the connection is closed.
+    s.sendall(b"Q" + struct.pack("!I", 1 << 30) + b"SELECT 1")
+    read_all(s)
+    s.close()
+    s = raw(server)
+    startup(s)
+    # An unknown message type.
+    s.sendall(b"\x7f" + struct.pack("!I", 4))
+    read_all(s)
+    s.close()
+    assert alive(server) == 1
+
+
+def test_client_vanishing_mid_copy_loses_nothing_acknowledged(server):
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        c.execute("CREATE STREAM IF NOT EXISTS vanish (id BIGINT) WITH (partitions = 2)")
+        with c.cursor() as cur:
+            with cur.copy("COPY vanish FROM STDIN") as copy:
+                for i in range(1000):
+                    copy.write_row((i,))
+    # Start another COPY and drop the connection in the middle of it.
+    s = raw(server)
+    startup(s)
+    q = b"COPY vanish FROM STDIN\x00"
+    s.sendall(b"Q" + struct.pack("!I", len(q) + 4) + q)
+    data = b"".join(b"%d\n" % i for i in range(1000, 2000))
+    s.sendall(b"d" + struct.pack("!I", len(data) + 4) + data)
+    s.close()  # no CopyDone: nothing of it may be written
+    # And one that vanishes in the middle of a query's results.
+    s = raw(server)
+    startup(s)
+    q = b"SELECT * FROM vanish, generate_series(1, 100)\x00"
+    s.sendall(b"Q" + struct.pack("!I", len(q) + 4) + q)
+    s.recv(100)
+    s.close()
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        assert c.execute("SELECT count(*), sum(id) FROM vanish").fetchone() == (1000, 499500)
+
+
+def test_a_hundred_concurrent_connections(server):
+    async def worker(i: int):
+        conn = await asyncpg.connect(host=server.host, port=server.port, user="streamhouse")
+        try:
+            await conn.execute(
+                "INSERT INTO many VALUES ($1, $2)", i, f"worker-{i}"
+            )
+            return await conn.fetchval("SELECT count(*) FROM many WHERE id = $1", i)
+        finally:
+            await conn.close()
+
+    async def go():
+        conn = await asyncpg.connect(host=server.host, port=server.port, user="streamhouse")
+        await conn.execute("CREATE STREAM IF NOT EXISTS many (id BIGINT, who TEXT) WITH (partitions = 4)")
+        results = await asyncio.gather(*(worker(i) for i in range(100)))
+        assert results == [1] * 100
+        assert await conn.fetchval("SELECT count(DISTINCT id) FROM many") == 100
+        await conn.close()
+
+    asyncio.run(go())
+    assert alive(server) == 1
