@@ -8,7 +8,9 @@
 //! Scenarios: append throughput and acknowledgement latency (batches of
 //! 1,000 and 10,000 rows, several concurrent producers), then sequential
 //! reads of everything appended, from a cold cache (ranged GETs + decode)
-//! and from the writer's warm cache.
+//! and from the writer's warm cache; then the PostgreSQL door with a real
+//! client over loopback: multi-row INSERT statements (1,000 rows each) and
+//! `COPY … FROM STDIN` in CSV.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -247,6 +249,9 @@ async fn run(args: Args) {
             log.shutdown().await;
         }
     }
+    if wanted("pgwire") {
+        table.extend(pgwire_scenarios(&args).await);
+    }
     print_table(&table);
     println!("* MB/s of Arrow in-memory data (buffer sizes), not of compressed bytes.");
     println!(
@@ -255,6 +260,135 @@ async fn run(args: Args) {
             .map(|n| n.get())
             .unwrap_or(0)
     );
+}
+
+/// A server (log + SQL + PostgreSQL protocol) in this process, on loopback.
+async fn pg_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
+    let dd = DataDir::open(dir).expect("data dir");
+    let log = Arc::new(dd.open_log().await.expect("log"));
+    let db = Arc::new(streamhouse_sql::Database::open(log.clone()).await.expect("database"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(streamhouse_pgwire::serve(
+        listener,
+        db,
+        streamhouse_pgwire::PgConfig::default(),
+        std::future::pending(),
+    ));
+    let url = format!("host={} port={} user=streamhouse", addr.ip(), addr.port());
+    (dd, log, url)
+}
+
+async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+const PG_STREAM: &str = "CREATE STREAM bench (id BIGINT, ts TIMESTAMP, \"user\" TEXT, item TEXT, \
+                         amount DOUBLE PRECISION) WITH (partitions = 4)";
+
+fn csv_row(out: &mut String, i: usize) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "{i},2026-01-01 00:00:{:02},user-{:06}@example.org,sku-{:08}-{:04}-blue-large,{}",
+        i % 60,
+        i * 7919 % 50_000,
+        i * 104_729 % 1_000_000,
+        i % 977,
+        (i % 10_000) as f64 * 0.01
+    );
+}
+
+async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
+    let mut rows = Vec::new();
+    // Multi-row INSERT: statements of 1,000 rows, two connections.
+    {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (_dd, log, url) = pg_server(tmp.path()).await;
+        pg_client(&url).await.batch_execute(PG_STREAM).await.expect("create");
+        let statements = (args.rows / 10 / 1000).max(10);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..2 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let client = pg_client(&url).await;
+                let mut k = c;
+                while k < statements {
+                    let mut sql = String::from("INSERT INTO bench VALUES ");
+                    for r in 0..1000 {
+                        let i = k * 1000 + r;
+                        if r > 0 {
+                            sql.push(',');
+                        }
+                        sql.push_str(&format!(
+                            "({i},'2026-01-01 00:00:00','user-{:06}@example.org','sku-{:08}-blue-large',{})",
+                            i * 7919 % 50_000,
+                            i * 104_729 % 1_000_000,
+                            (i % 10_000) as f64 * 0.01
+                        ));
+                    }
+                    client.batch_execute(&sql).await.expect("insert");
+                    k += 2;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("inserter");
+        }
+        rows.push(Row {
+            scenario: "pgwire INSERT 1000-row statements x2".into(),
+            rows: (statements * 1000) as u64,
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: 0,
+            latency: None,
+        });
+        log.shutdown().await;
+    }
+    // COPY FROM STDIN (CSV), one connection, data generated up front.
+    {
+        use futures::SinkExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (_dd, log, url) = pg_server(tmp.path()).await;
+        let client = pg_client(&url).await;
+        client.batch_execute(PG_STREAM).await.expect("create");
+        let n = args.rows / 2;
+        let chunks: Vec<bytes::Bytes> = (0..n)
+            .step_by(10_000)
+            .map(|start| {
+                let mut s = String::with_capacity(10_000 * 100);
+                for i in start..(start + 10_000).min(n) {
+                    csv_row(&mut s, i);
+                }
+                bytes::Bytes::from(s)
+            })
+            .collect();
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        let started = Instant::now();
+        let sink = client
+            .copy_in::<_, bytes::Bytes>("COPY bench FROM STDIN WITH (FORMAT csv)")
+            .await
+            .expect("copy in");
+        futures::pin_mut!(sink);
+        for c in chunks {
+            sink.send(c).await.expect("copy data");
+        }
+        let copied = sink.finish().await.expect("copy done");
+        assert_eq!(copied as usize, n);
+        rows.push(Row {
+            scenario: "pgwire COPY FROM STDIN csv".into(),
+            rows: copied,
+            seconds: started.elapsed().as_secs_f64(),
+            bytes: total as u64,
+            latency: None,
+        });
+        log.shutdown().await;
+    }
+    rows
 }
 
 fn main() {
