@@ -266,8 +266,14 @@ async fn run(args: Args) {
 async fn pg_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
     let dd = DataDir::open(dir).expect("data dir");
     let log = Arc::new(dd.open_log().await.expect("log"));
-    let db = Arc::new(streamhouse_sql::Database::open(log.clone()).await.expect("database"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let db = Arc::new(
+        streamhouse_sql::Database::open(log.clone())
+            .await
+            .expect("database"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(streamhouse_pgwire::serve(
         listener,
@@ -303,37 +309,49 @@ fn csv_row(out: &mut String, i: usize) {
     );
 }
 
+/// `INSERT` of rows `k*1000 .. k*1000+1000`, as a client would send it.
+fn insert_statement(k: usize) -> String {
+    let mut sql = String::from("INSERT INTO bench VALUES ");
+    for r in 0..1000 {
+        let i = k * 1000 + r;
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "({i},'2026-01-01 00:00:00','user-{:06}@example.org','sku-{:08}-blue-large',{})",
+            i * 7919 % 50_000,
+            i * 104_729 % 1_000_000,
+            (i % 10_000) as f64 * 0.01
+        ));
+    }
+    sql
+}
+
 async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
     let mut rows = Vec::new();
-    // Multi-row INSERT: statements of 1,000 rows, two connections.
-    {
+    // Multi-row INSERT: statements of 1,000 rows, over 2 and 4 connections.
+    for conns in [2usize, 4] {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (_dd, log, url) = pg_server(tmp.path()).await;
-        pg_client(&url).await.batch_execute(PG_STREAM).await.expect("create");
+        pg_client(&url)
+            .await
+            .batch_execute(PG_STREAM)
+            .await
+            .expect("create");
         let statements = (args.rows / 10 / 1000).max(10);
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for c in 0..2 {
+        for c in 0..conns {
             let url = url.clone();
             tasks.push(tokio::spawn(async move {
                 let client = pg_client(&url).await;
                 let mut k = c;
                 while k < statements {
-                    let mut sql = String::from("INSERT INTO bench VALUES ");
-                    for r in 0..1000 {
-                        let i = k * 1000 + r;
-                        if r > 0 {
-                            sql.push(',');
-                        }
-                        sql.push_str(&format!(
-                            "({i},'2026-01-01 00:00:00','user-{:06}@example.org','sku-{:08}-blue-large',{})",
-                            i * 7919 % 50_000,
-                            i * 104_729 % 1_000_000,
-                            (i % 10_000) as f64 * 0.01
-                        ));
-                    }
-                    client.batch_execute(&sql).await.expect("insert");
-                    k += 2;
+                    client
+                        .batch_execute(&insert_statement(k))
+                        .await
+                        .expect("insert");
+                    k += conns;
                 }
             }));
         }
@@ -341,7 +359,7 @@ async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
             t.await.expect("inserter");
         }
         rows.push(Row {
-            scenario: "pgwire INSERT 1000-row statements x2".into(),
+            scenario: format!("pgwire INSERT 1000-row statements x{conns}"),
             rows: (statements * 1000) as u64,
             seconds: started.elapsed().as_secs_f64(),
             bytes: 0,

@@ -103,6 +103,7 @@ impl PgWireServerHandlers for Handlers {
             db: self.db.clone(),
             parser: self.parser.clone(),
             sessions: self.sessions.clone(),
+            copies: self.copies.clone(),
         })
     }
 
@@ -154,15 +155,10 @@ async fn respond(
     result: QueryResult,
     format: &Format,
     peer: SocketAddr,
-    copies: Option<&Copies>,
+    copies: &Copies,
 ) -> PgWireResult<Response> {
     Ok(match result {
         QueryResult::CopyIn(copy) => {
-            let Some(copies) = copies else {
-                return Err(pg_error(SqlError::NotSupported(
-                    "COPY FROM STDIN in the extended protocol".into(),
-                )));
-            };
             let columns = copy.columns();
             copies
                 .lock()
@@ -234,7 +230,7 @@ impl SimpleQueryHandler for Simple {
             match self.db.execute_statement(&session, stmt).await {
                 Ok(r) => {
                     let copying = matches!(r, QueryResult::CopyIn(_));
-                    out.push(respond(r, &Format::UnifiedText, peer, Some(&self.copies)).await?);
+                    out.push(respond(r, &Format::UnifiedText, peer, &self.copies).await?);
                     if copying {
                         // The rest of the string waits for the copy to end;
                         // PostgreSQL does not run it either.
@@ -300,6 +296,7 @@ struct Extended {
     db: Arc<Database>,
     parser: Arc<Parser>,
     sessions: Arc<Sessions>,
+    copies: Copies,
 }
 
 #[async_trait]
@@ -324,7 +321,10 @@ impl ExtendedQueryHandler for Extended {
         let params = crate::params::decode(portal, &prepared.param_types)?;
         let session = self.sessions.of(client.socket_addr());
         match self.db.execute_prepared(&session, prepared, params).await {
-            Ok(r) => respond(r, &portal.result_column_format, client.socket_addr(), None).await,
+            Ok(r) => {
+                let peer = client.socket_addr();
+                respond(r, &portal.result_column_format, peer, &self.copies).await
+            }
             Err(e) => Err(pg_error(e)),
         }
     }

@@ -103,6 +103,13 @@ enum Action {
         /// (parameter number, type) of bare `$n` cells of a VALUES list.
         param_hints: Vec<(usize, DataType)>,
     },
+    /// `INSERT … VALUES` of literals only: the rows, as text columns, cast
+    /// to the stream's types at execution (no planner involved).
+    InsertRows {
+        stream: String,
+        targets: Vec<usize>,
+        rows: RecordBatch,
+    },
     Tag(&'static str),
     /// (setting, value); `None` resets to the default (`SET x TO DEFAULT`).
     Set(Vec<(String, Option<String>)>),
@@ -110,6 +117,75 @@ enum Action {
     Show(String),
     Copy(Box<SqlStatement>),
     Statement(Statement),
+}
+
+/// PostgreSQL's arity rules for INSERT.
+fn check_arity(width: usize, targets: usize, explicit_columns: bool) -> Result<()> {
+    if width > targets {
+        return Err(SqlError::Syntax(
+            "INSERT has more expressions than target columns".into(),
+        ));
+    }
+    if width < targets && explicit_columns {
+        return Err(SqlError::Syntax(
+            "INSERT has more target columns than expressions".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The rows of a `VALUES` list whose every cell is a literal (number,
+/// string, boolean, NULL, or a negated number), as one text column per
+/// position; `None` when any cell needs the planner. Text is what a
+/// PostgreSQL literal is until it meets its column's type, and casting each
+/// column once is far cheaper than planning thousands of expressions.
+fn literal_values(q: &sqlparser::ast::Query) -> Result<Option<Vec<ArrayRef>>> {
+    use sqlparser::ast::{Expr, SetExpr, UnaryOperator, Value};
+    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() {
+        return Ok(None);
+    }
+    let SetExpr::Values(values) = q.body.as_ref() else {
+        return Ok(None);
+    };
+    let width = values.rows.first().map(|r| r.len()).unwrap_or(0);
+    let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(values.rows.len()); width];
+    for row in &values.rows {
+        if row.len() != width {
+            return Err(SqlError::Syntax(
+                "VALUES lists must all be the same length".into(),
+            ));
+        }
+        for (col, e) in cols.iter_mut().zip(row.iter()) {
+            let v = match e {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => Some(n.clone()),
+                    Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => {
+                        Some(s.clone())
+                    }
+                    Value::Boolean(b) => Some(b.to_string()),
+                    Value::Null => None,
+                    _ => return Ok(None),
+                },
+                Expr::UnaryOp {
+                    op: UnaryOperator::Minus,
+                    expr,
+                } => match expr.as_ref() {
+                    Expr::Value(v) => match &v.value {
+                        Value::Number(n, _) => Some(format!("-{n}")),
+                        _ => return Ok(None),
+                    },
+                    _ => return Ok(None),
+                },
+                _ => return Ok(None),
+            };
+            col.push(v);
+        }
+    }
+    Ok(Some(
+        cols.into_iter()
+            .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+            .collect(),
+    ))
 }
 
 /// (column position, parameter number) of every VALUES cell that is a bare
@@ -503,6 +579,25 @@ impl Database {
                 let source = bind(source, params)?;
                 self.run_insert(stream, targets, source).await
             }
+            Action::InsertRows {
+                stream,
+                targets,
+                rows,
+            } => {
+                let info = self.log.stream(stream).await?;
+                let n = self
+                    .append_rows(
+                        stream,
+                        &info.spec.schema,
+                        targets,
+                        std::slice::from_ref(rows),
+                    )
+                    .await?;
+                Ok(QueryResult::Command {
+                    tag: format!("INSERT 0 {n}"),
+                    rows: Some(n),
+                })
+            }
             Action::Tag(tag) => Ok(QueryResult::command(*tag)),
             Action::Set(assignments) => {
                 for (name, value) in assignments {
@@ -644,13 +739,27 @@ impl Database {
     /// Returns the row count.
     pub async fn finish_copy(&self, copy: Box<CopyIn>) -> Result<u64> {
         let d = copy.finish()?;
-        let mut out = Vec::with_capacity(d.batches.len());
-        for b in &d.batches {
-            out.push(conform_insert(&d.stream, &d.declared, &d.targets, b)?);
-        }
+        self.append_rows(&d.stream, &d.declared, &d.targets, &d.batches)
+            .await
+    }
+
+    /// Casts rows to the stream's columns (`targets` say where each source
+    /// column goes) and appends them all in one atomic append. The shared
+    /// end of INSERT and COPY.
+    async fn append_rows(
+        &self,
+        stream: &str,
+        declared: &SchemaRef,
+        targets: &[usize],
+        batches: &[RecordBatch],
+    ) -> Result<u64> {
+        let rows = batches
+            .iter()
+            .map(|b| conform_insert(stream, declared, targets, b))
+            .collect::<Result<Vec<_>>>()?;
         let ack = self
             .log
-            .append_batches(&d.stream, out, AppendOptions::default())
+            .append_batches(stream, rows, AppendOptions::default())
             .await?;
         Ok(ack.rows())
     }
@@ -695,15 +804,7 @@ impl Database {
         }
         let human =
             |d: Option<std::time::Duration>| d.map(|d| humantime::format_duration(d).to_string());
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("partitions", DataType::Int32, false),
-            Field::new("key", DataType::Utf8, true),
-            Field::new("event_time", DataType::Utf8, true),
-            Field::new("watermark_delay", DataType::Utf8, true),
-            Field::new("retention", DataType::Utf8, true),
-            Field::new("rows", DataType::Int64, false),
-        ]));
+        let schema = show_streams_schema();
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 streams.iter().map(|s| s.name()),
@@ -788,19 +889,22 @@ impl Database {
             ));
         };
         let targets = target_columns(&info, &insert.columns)?;
+        if let Some(columns) = literal_values(&source)? {
+            check_arity(columns.len(), targets.len(), !insert.columns.is_empty())?;
+            let fields: Vec<Field> = (0..columns.len())
+                .map(|i| Field::new(format!("column{}", i + 1), DataType::Utf8, true))
+                .collect();
+            let rows = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+            return Ok(Action::InsertRows {
+                stream: name,
+                targets: targets[..rows.num_columns()].to_vec(),
+                rows,
+            });
+        }
         let value_params = values_placeholders(&source);
         let source = self.plan(SqlStatement::Query(source)).await?;
         let width = source.schema().fields().len();
-        if width > targets.len() {
-            return Err(SqlError::Syntax(
-                "INSERT has more expressions than target columns".into(),
-            ));
-        }
-        if width < targets.len() && !insert.columns.is_empty() {
-            return Err(SqlError::Syntax(
-                "INSERT has more target columns than expressions".into(),
-            ));
-        }
+        check_arity(width, targets.len(), !insert.columns.is_empty())?;
         // `VALUES ($1, $2)` gives the planner no types; the target columns do.
         let mut param_hints = Vec::new();
         for (col, n) in value_params {
@@ -826,17 +930,10 @@ impl Database {
         let declared = info.spec.schema.clone();
         let df = self.ctx.execute_logical_plan(source).await?;
         let batches = df.collect().await?;
-        let mut out = Vec::with_capacity(batches.len());
-        for b in &batches {
-            out.push(conform_insert(name, &declared, targets, b)?);
-        }
-        let ack = self
-            .log
-            .append_batches(name, out, AppendOptions::default())
-            .await?;
+        let rows = self.append_rows(name, &declared, targets, &batches).await?;
         Ok(QueryResult::Command {
-            tag: format!("INSERT 0 {}", ack.rows()),
-            rows: Some(ack.rows()),
+            tag: format!("INSERT 0 {rows}"),
+            rows: Some(rows),
         })
     }
 }
