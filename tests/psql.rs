@@ -274,3 +274,33 @@ read committed"
         "{err}"
     );
 }
+
+#[test]
+fn a_failed_transaction_block_refuses_statements_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let (code, out, err) = psql(
+        &server,
+        "\\set VERBOSITY verbose
+BEGIN;
+SELECT 1 AS inside;
+SELECT 1/0;
+SELECT 2 AS refused;
+COMMIT;
+SELECT 3 AS after;
+",
+    );
+    assert_eq!(code, 0);
+    let codes: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split("ERROR:  ").nth(1))
+        .map(|l| &l[..5])
+        .collect();
+    assert_eq!(codes, ["22012", "25P02"], "{err}");
+    assert!(out.contains("BEGIN"), "{out}");
+    assert!(out.contains(" inside"), "{out}");
+    assert!(!out.contains("refused"), "{out}");
+    // COMMIT of a failed block rolls back, as in PostgreSQL.
+    assert!(out.contains("ROLLBACK"), "{out}");
+    assert!(out.contains(" after"), "{out}");
+}

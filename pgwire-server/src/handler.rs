@@ -19,6 +19,7 @@ use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use streamhouse_sql::copy::CopyIn;
 use streamhouse_sql::{Database, Prepared, QueryResult, Session, SqlError, dialect};
@@ -226,7 +227,21 @@ impl SimpleQueryHandler for Simple {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut out = Vec::with_capacity(stmts.len());
+        let mut aborted = client.transaction_status() == TransactionStatus::Error;
         for stmt in stmts {
+            if aborted {
+                // PostgreSQL: in a failed block only COMMIT/ROLLBACK run, and
+                // either one rolls back.
+                if stmt.ends_transaction() {
+                    out.push(Response::TransactionEnd(Tag::new("ROLLBACK")));
+                    aborted = false;
+                    continue;
+                }
+                out.push(Response::Error(Box::new(crate::error::error_info(
+                    &SqlError::InFailedTransaction,
+                ))));
+                break;
+            }
             match self.db.execute_statement(&session, stmt).await {
                 Ok(r) => {
                     let copying = matches!(r, QueryResult::CopyIn(_));
@@ -318,6 +333,12 @@ impl ExtendedQueryHandler for Extended {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let prepared = &portal.statement.statement;
+        if client.transaction_status() == TransactionStatus::Error {
+            if prepared.ends_transaction() {
+                return Ok(Response::TransactionEnd(Tag::new("ROLLBACK")));
+            }
+            return Err(pg_error(SqlError::InFailedTransaction));
+        }
         let params = crate::params::decode(portal, &prepared.param_types)?;
         let session = self.sessions.of(client.socket_addr());
         match self.db.execute_prepared(&session, prepared, params).await {

@@ -209,6 +209,13 @@ fn values_placeholders(q: &sqlparser::ast::Query) -> Vec<(usize, usize)> {
     out
 }
 
+impl Prepared {
+    /// `COMMIT` or `ROLLBACK`: allowed in a failed transaction block.
+    pub fn ends_transaction(&self) -> bool {
+        matches!(self.action, Action::Tag("COMMIT" | "ROLLBACK"))
+    }
+}
+
 /// `$1…$n` in order, with their inferred types.
 fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     let types = plan.get_parameter_types()?;

@@ -34,6 +34,15 @@ pub enum Statement {
     Sql(Box<SqlStatement>),
 }
 
+impl Statement {
+    /// `COMMIT`/`END` or `ROLLBACK`/`ABORT`: what may run in a failed
+    /// transaction block.
+    pub fn ends_transaction(&self) -> bool {
+        matches!(self, Statement::Sql(s)
+            if matches!(s.as_ref(), SqlStatement::Commit { .. } | SqlStatement::Rollback { .. }))
+    }
+}
+
 /// `CREATE STREAM name (columns…, WATERMARK FOR col AS col - INTERVAL '…') WITH (…)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateStream {

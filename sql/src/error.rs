@@ -70,6 +70,10 @@ pub enum SqlError {
     #[error("{0}")]
     DataCorrupted(String),
 
+    /// A statement inside a transaction block that already failed.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+
     /// The statement was cancelled.
     #[error("canceling statement due to user request")]
     Cancelled,
@@ -105,6 +109,7 @@ impl SqlError {
             SqlError::Plan(_) => "42000",
             SqlError::Unavailable(_) => "58000",
             SqlError::DataCorrupted(_) => "XX001",
+            SqlError::InFailedTransaction => "25P02",
             SqlError::Cancelled => "57014",
             SqlError::ShuttingDown => "57P01",
             SqlError::DivisionByZero(_) => "22012",

@@ -88,3 +88,14 @@ def test_copy_in_and_out(conn):
         with cur.copy("COPY (SELECT id, name FROM bulk WHERE id < 3 ORDER BY id) TO STDOUT") as copy:
             rows = list(copy.rows())
     assert rows == [("0", "name-0"), ("1", "name-1"), ("2", "name-2")]
+
+
+def test_failed_transaction_reports_in_failed_sql_transaction(server):
+    with psycopg.connect(server.dsn) as c:
+        with pytest.raises(errors.DivisionByZero):
+            c.execute("SELECT 1 / 0")
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(errors.InFailedSqlTransaction):
+            c.execute("SELECT 1")
+        c.rollback()
+        assert c.execute("SELECT 1").fetchone() == (1,)
