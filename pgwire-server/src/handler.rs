@@ -7,15 +7,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures::{Sink, SinkExt, TryStreamExt};
+use futures::{Sink, SinkExt, StreamExt, TryStreamExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -62,6 +63,8 @@ pub struct Handlers {
     parser: Arc<Parser>,
     copies: Copies,
     sessions: Arc<Sessions>,
+    /// Running connections by (pid, secret key), for cancel requests.
+    connections: Arc<ConnectionManager>,
 }
 
 impl Handlers {
@@ -71,6 +74,7 @@ impl Handlers {
             db,
             copies: Arc::default(),
             sessions: Arc::default(),
+            connections: Arc::new(ConnectionManager::new()),
         })
     }
 
@@ -109,15 +113,28 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Startup)
+        Arc::new(Startup {
+            connections: self.connections.clone(),
+        })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.connections.clone()))
     }
 }
 
-/// Trust authentication (loopback by default); announces our settings.
-struct Startup;
+/// Trust authentication (loopback by default); announces our settings and
+/// registers the connection so that a CancelRequest can find it.
+struct Startup {
+    connections: Arc<ConnectionManager>,
+}
 
 #[async_trait]
 impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+
     async fn post_startup<C>(
         &self,
         client: &mut C,
@@ -185,8 +202,13 @@ async fn respond(
                 _ => Response::Execution(Tag::new(&tag)),
             }
         }
-        QueryResult::Rows(stream) => {
-            let fields = Arc::new(encode::fields(&stream.schema(), format));
+        QueryResult::Rows(mut stream) => {
+            // Compute the first batch here: aggregates and sorts do their
+            // work before it, and this future is what a CancelRequest stops.
+            let first = stream.next().await;
+            let schema = stream.schema();
+            let stream = futures::stream::iter(first).chain(stream);
+            let fields = Arc::new(encode::fields(&schema, format));
             let f = fields.clone();
             let rows = stream
                 .map_err(|e| pg_error(e.into()))

@@ -99,3 +99,20 @@ def test_failed_transaction_reports_in_failed_sql_transaction(server):
             c.execute("SELECT 1")
         c.rollback()
         assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_cancel_stops_a_running_query(conn):
+    import threading
+    import time
+
+    timer = threading.Timer(0.5, conn.cancel_safe)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(errors.QueryCanceled) as e:
+        # Minutes of work if not cancelled.
+        conn.execute("SELECT count(*) FROM generate_series(1, 20000000000) AS t(v) WHERE v % 7 = 3")
+    assert e.value.sqlstate == "57014"
+    assert time.monotonic() - started < 10
+    timer.join()
+    # The connection is usable afterwards.
+    assert conn.execute("SELECT 1").fetchone() == (1,)
