@@ -32,10 +32,11 @@ use crate::dialect::{self, CreateStream, Statement, object_name};
 use crate::error::{Result, SqlError};
 use crate::functions;
 use crate::names::output_names;
-use crate::rewrite::hide_system_columns;
+use crate::rewrite::{fold_table_function_names, hide_system_columns};
 use crate::session::Session;
 use crate::table::StreamTable;
 use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
+use crate::window::{Kind, Tables, WindowFunction};
 
 /// What a statement produced.
 pub enum QueryResult {
@@ -388,6 +389,8 @@ pub struct Database {
     ctx: SessionContext,
     /// Names of the streams registered as tables (for the `*` rewrite).
     streams: RwLock<HashSet<String>>,
+    /// The same tables, for the window table functions.
+    tables: Tables,
     /// Settings used by [`Database::execute`] (embedded use, tests).
     default_session: Session,
 }
@@ -408,9 +411,18 @@ impl Database {
             log,
             ctx: SessionContext::new_with_config(config),
             streams: RwLock::new(HashSet::new()),
+            tables: Tables::default(),
             default_session: Session::default(),
         };
         functions::register(&db.ctx);
+        db.ctx.register_udtf(
+            "tumble",
+            Arc::new(WindowFunction::new(Kind::Tumble, db.tables.clone())),
+        );
+        db.ctx.register_udtf(
+            "hop",
+            Arc::new(WindowFunction::new(Kind::Hop, db.tables.clone())),
+        );
         for info in db.log.streams().await? {
             db.register(info)?;
         }
@@ -424,10 +436,13 @@ impl Database {
 
     fn register(&self, info: Arc<StreamInfo>) -> Result<()> {
         let name = info.name().to_string();
-        self.ctx.register_table(
-            TableReference::bare(name.clone()),
-            Arc::new(StreamTable::new(self.log.clone(), info)),
-        )?;
+        let table = Arc::new(StreamTable::new(self.log.clone(), info));
+        self.ctx
+            .register_table(TableReference::bare(name.clone()), table.clone())?;
+        self.tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), table);
         self.streams
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -437,6 +452,10 @@ impl Database {
 
     fn deregister(&self, name: &str) -> Result<()> {
         self.ctx.deregister_table(TableReference::bare(name))?;
+        self.tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         self.streams
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -654,6 +673,7 @@ impl Database {
         {
             let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
             hide_system_columns(&mut stmt, &streams);
+            fold_table_function_names(&mut stmt);
         }
         debug!(sql = %stmt, "planning");
         let state = self.ctx.state();

@@ -22,6 +22,7 @@ pub mod rewrite;
 pub mod session;
 pub mod table;
 pub mod types;
+pub mod window;
 
 pub use database::{Database, Prepared, QueryResult};
 pub use datafusion::common::ScalarValue;

@@ -23,6 +23,34 @@ use crate::dialect::normalize;
 
 const SYSTEM: [&str; 3] = [PARTITION_COLUMN, OFFSET_COLUMN, TIMESTAMP_COLUMN];
 
+/// Folds unquoted table-function names to lower case, as PostgreSQL folds
+/// every unquoted name (DataFusion looks table functions up verbatim, so
+/// `TUMBLE(…)` would not find `tumble`).
+pub fn fold_table_function_names(stmt: &mut Statement) {
+    struct Folder;
+    impl VisitorMut for Folder {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } = t
+            {
+                for part in name.0.iter_mut() {
+                    if let sqlparser::ast::ObjectNamePart::Identifier(i) = part
+                        && i.quote_style.is_none()
+                    {
+                        i.value = i.value.to_lowercase();
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Folder);
+}
+
 /// Rewrites every wildcard of `stmt` that would expose system columns.
 pub fn hide_system_columns(stmt: &mut Statement, streams: &HashSet<String>) {
     let mut v = Hider {

@@ -507,3 +507,110 @@ async fn prepared_statements_bind_parameters() {
     assert_eq!(e3.sqlstate(), "42601");
     assert!(e.db.prepare(" ; ").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tumble_and_hop_windows() {
+    let e = env().await;
+    e.db.execute(
+        "CREATE STREAM clicks (user_id TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '5 seconds') \
+         WITH (partitions = 2, key = 'user_id')",
+    )
+    .await
+    .unwrap();
+    e.db.execute(
+        "INSERT INTO clicks VALUES ('a', '2026-01-01 10:00:05'), ('a', '2026-01-01 10:00:55'), \
+         ('b', '2026-01-01 10:01:10'), ('a', '2026-01-01 10:02:30'), ('b', '2026-01-01 10:02:59')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        lines(
+            &table(
+                &e.db,
+                "SELECT window_start, window_end, user_id, count(*) AS n \
+                 FROM TUMBLE(clicks, ts, INTERVAL '1 minute') \
+                 GROUP BY window_start, window_end, user_id ORDER BY window_start, user_id"
+            )
+            .await
+        ),
+        lines(
+            "
++---------------------+---------------------+---------+---+
+| window_start        | window_end          | user_id | n |
++---------------------+---------------------+---------+---+
+| 2026-01-01T10:00:00 | 2026-01-01T10:01:00 | a       | 2 |
+| 2026-01-01T10:01:00 | 2026-01-01T10:02:00 | b       | 1 |
+| 2026-01-01T10:02:00 | 2026-01-01T10:03:00 | a       | 1 |
+| 2026-01-01T10:02:00 | 2026-01-01T10:03:00 | b       | 1 |
++---------------------+---------------------+---------+---+"
+        )
+    );
+    // Two-minute windows sliding every minute: each row is in two windows.
+    assert_eq!(
+        lines(
+            &table(
+                &e.db,
+                "SELECT window_start, window_end, count(*) AS n \
+                 FROM HOP(clicks, ts, INTERVAL '1 minute', INTERVAL '2 minutes') \
+                 GROUP BY window_start, window_end ORDER BY window_start"
+            )
+            .await
+        ),
+        lines(
+            "
++---------------------+---------------------+---+
+| window_start        | window_end          | n |
++---------------------+---------------------+---+
+| 2026-01-01T09:59:00 | 2026-01-01T10:01:00 | 2 |
+| 2026-01-01T10:00:00 | 2026-01-01T10:02:00 | 3 |
+| 2026-01-01T10:01:00 | 2026-01-01T10:03:00 | 3 |
+| 2026-01-01T10:02:00 | 2026-01-01T10:04:00 | 2 |
++---------------------+---------------------+---+"
+        )
+    );
+    // `*` shows the declared columns and the window, not system columns.
+    let b = rows(
+        &e.db,
+        "SELECT * FROM TUMBLE(clicks, ts, INTERVAL '1 hour') LIMIT 1",
+    )
+    .await;
+    let names: Vec<String> = b[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["user_id", "ts", "window_start", "window_end"]);
+    // Filters still reach the stream scan through the view.
+    let plan = table(
+        &e.db,
+        "EXPLAIN SELECT count(*) FROM TUMBLE(clicks, ts, INTERVAL '1 minute') \
+         WHERE ts >= TIMESTAMP '2026-01-01 10:02:00'",
+    )
+    .await;
+    assert!(
+        plan.contains("StreamScanExec: stream=clicks") && plan.contains("event_time="),
+        "{plan}"
+    );
+    for (sql, code) in [
+        (
+            "SELECT * FROM TUMBLE(nope, ts, INTERVAL '1 minute')",
+            "42P01",
+        ),
+        (
+            "SELECT * FROM TUMBLE(clicks, user_id, INTERVAL '1 minute')",
+            "42000",
+        ),
+        ("SELECT * FROM TUMBLE(clicks, ts)", "42000"),
+        (
+            "SELECT * FROM HOP(clicks, ts, INTERVAL '2 minutes', INTERVAL '3 minutes')",
+            "42000",
+        ),
+        (
+            "SELECT * FROM TUMBLE(clicks, ts, INTERVAL '1 month')",
+            "42000",
+        ),
+    ] {
+        assert_eq!(err(&e.db, sql).await.0, code, "{sql}");
+    }
+}
