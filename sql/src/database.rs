@@ -534,6 +534,14 @@ impl Database {
                     let schema = show_schema(&self.default_session, &name);
                     (Action::Show(name), Some(schema))
                 }
+                // Statements are durable when they return (autocommit), so a
+                // savepoint marks nothing to undo; accepted for drivers that
+                // wrap probes in one.
+                SqlStatement::Savepoint { .. } => (Action::Tag("SAVEPOINT"), None),
+                SqlStatement::ReleaseSavepoint { .. } => (Action::Tag("RELEASE"), None),
+                SqlStatement::Rollback {
+                    savepoint: Some(_), ..
+                } => (Action::Tag("ROLLBACK TO SAVEPOINT"), None),
                 SqlStatement::StartTransaction { .. } => (Action::Tag("BEGIN"), None),
                 SqlStatement::Commit { .. } => (Action::Tag("COMMIT"), None),
                 SqlStatement::Rollback { .. } => (Action::Tag("ROLLBACK"), None),

@@ -1,6 +1,7 @@
 //! PostgreSQL's identity and settings functions, as DataFusion UDFs:
 //! `version()`, `current_schema()`, `current_database()`, `current_user`,
-//! `session_user`, `pg_backend_pid()` and `current_setting(name)`.
+//! `session_user`, `pg_backend_pid()` and `current_setting(name)`, each also
+//! as `pg_catalog.<name>`.
 //!
 //! `current_setting` reads the server defaults (the catalog is shared by
 //! every session; per-session values are what `SHOW` reports).
@@ -16,61 +17,84 @@ use datafusion::prelude::SessionContext;
 
 use crate::session::{VERSION, default_of};
 
-fn constant(ctx: &SessionContext, name: &str, value: ScalarValue) {
+fn constant(ctx: &SessionContext, name: &str, qualified: &'static str, value: ScalarValue) {
     let ret = value.data_type();
-    ctx.register_udf(create_udf(
-        name,
-        vec![],
-        ret,
-        Volatility::Stable,
-        Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()))),
-    ));
+    ctx.register_udf(
+        create_udf(
+            name,
+            vec![],
+            ret,
+            Volatility::Stable,
+            Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()))),
+        )
+        .with_aliases([qualified]),
+    );
 }
 
 /// Registers the functions on a session context.
 pub fn register(ctx: &SessionContext) {
     let text = |s: &str| ScalarValue::Utf8(Some(s.to_string()));
-    constant(ctx, "version", text(VERSION));
-    constant(ctx, "current_schema", text("public"));
-    constant(ctx, "current_database", text("streamhouse"));
-    constant(ctx, "current_user", text("streamhouse"));
-    constant(ctx, "session_user", text("streamhouse"));
+    constant(ctx, "version", "pg_catalog.version", text(VERSION));
     constant(
         ctx,
-        "pg_backend_pid",
-        ScalarValue::Int32(Some(std::process::id() as i32)),
+        "current_schema",
+        "pg_catalog.current_schema",
+        text("public"),
     );
-    ctx.register_udf(create_udf(
-        "current_setting",
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let lookup = |name: &str| {
-                default_of(name).map(|(_, v)| v.to_string()).ok_or_else(|| {
-                    DataFusionError::Execution(format!(
-                        "unrecognized configuration parameter \"{name}\""
-                    ))
-                })
-            };
-            match &args[0] {
-                ColumnarValue::Scalar(ScalarValue::Utf8(Some(n))) => {
-                    Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(lookup(n)?))))
+    constant(
+        ctx,
+        "current_database",
+        "pg_catalog.current_database",
+        text("streamhouse"),
+    );
+    constant(
+        ctx,
+        "current_user",
+        "pg_catalog.current_user",
+        text("streamhouse"),
+    );
+    constant(
+        ctx,
+        "session_user",
+        "pg_catalog.session_user",
+        text("streamhouse"),
+    );
+    let pid = ScalarValue::Int32(Some(std::process::id() as i32));
+    constant(ctx, "pg_backend_pid", "pg_catalog.pg_backend_pid", pid);
+    ctx.register_udf(
+        create_udf(
+            "current_setting",
+            vec![DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let lookup = |name: &str| {
+                    default_of(name).map(|(_, v)| v.to_string()).ok_or_else(|| {
+                        DataFusionError::Execution(format!(
+                            "unrecognized configuration parameter \"{name}\""
+                        ))
+                    })
+                };
+                match &args[0] {
+                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(n))) => {
+                        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(lookup(n)?))))
+                    }
+                    ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
+                    ColumnarValue::Array(a) => {
+                        let names = a.as_string::<i32>();
+                        let out = (0..names.len())
+                            .map(|i| {
+                                names
+                                    .is_valid(i)
+                                    .then(|| lookup(names.value(i)))
+                                    .transpose()
+                            })
+                            .collect::<Result<StringArray, _>>()?;
+                        Ok(ColumnarValue::Array(Arc::new(out)))
+                    }
                 }
-                ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
-                ColumnarValue::Array(a) => {
-                    let names = a.as_string::<i32>();
-                    let out = (0..names.len())
-                        .map(|i| {
-                            names
-                                .is_valid(i)
-                                .then(|| lookup(names.value(i)))
-                                .transpose()
-                        })
-                        .collect::<Result<StringArray, _>>()?;
-                    Ok(ColumnarValue::Array(Arc::new(out)))
-                }
-            }
-        }),
-    ));
+            }),
+        )
+        .with_aliases(["pg_catalog.current_setting"]),
+    );
 }
