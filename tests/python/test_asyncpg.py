@@ -52,3 +52,23 @@ def test_errors_map_to_asyncpg_exceptions(server):
             await conn.close()
 
     run(go())
+
+
+def test_cursors_fetch_in_chunks(server):
+    """Execute with a row limit suspends the portal; later Executes resume it."""
+
+    async def go():
+        conn = await asyncpg.connect(host=server.host, port=server.port, user="streamhouse")
+        try:
+            await conn.execute("CREATE STREAM IF NOT EXISTS cur (id BIGINT)")
+            await conn.execute("INSERT INTO cur SELECT * FROM generate_series(1, 1000)")
+            async with conn.transaction():
+                cur = await conn.cursor("SELECT id FROM cur ORDER BY id")
+                assert [r[0] for r in await cur.fetch(10)] == list(range(1, 11))
+                assert [r[0] for r in await cur.fetch(5)] == list(range(11, 16))
+                seen = [r[0] async for r in conn.cursor("SELECT id FROM cur ORDER BY id", prefetch=100)]
+                assert seen == list(range(1, 1001))
+        finally:
+            await conn.close()
+
+    run(go())
