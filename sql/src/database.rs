@@ -5,7 +5,7 @@
 //! hands every query to DataFusion over a catalog in which each stream is a
 //! table. Results are a stream of Arrow batches or a command tag.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, new_null_array};
@@ -217,9 +217,39 @@ impl Prepared {
     }
 }
 
+/// Types of placeholders that appear directly under a cast (`$1::bigint`),
+/// which the planner leaves untyped and PostgreSQL types by the cast.
+fn cast_placeholder_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    let mut found = HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                let (inner, to) = match e {
+                    Expr::Cast(Cast { expr, field }) => (expr.as_ref(), field.data_type()),
+                    Expr::TryCast(TryCast { expr, field }) => (expr.as_ref(), field.data_type()),
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                if let Expr::Placeholder(p) = inner {
+                    found.entry(p.id.clone()).or_insert_with(|| to.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 /// `$1…$n` in order, with their inferred types.
 fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
-    let types = plan.get_parameter_types()?;
+    let mut types = plan.get_parameter_types()?;
+    for (id, t) in cast_placeholder_types(plan) {
+        if let Some(slot @ None) = types.get_mut(&id) {
+            *slot = Some(t);
+        }
+    }
     let mut out = vec![None; types.len()];
     for (name, t) in types {
         let i: usize = name
@@ -542,6 +572,19 @@ impl Database {
                 SqlStatement::Rollback {
                     savepoint: Some(_), ..
                 } => (Action::Tag("ROLLBACK TO SAVEPOINT"), None),
+                // What connection pools send when a connection is returned
+                // (asyncpg: CLOSE ALL; UNLISTEN *; RESET ALL): there are no
+                // SQL cursors or notification channels to release.
+                SqlStatement::Close {
+                    cursor: sqlparser::ast::CloseCursor::All,
+                } => (Action::Tag("CLOSE CURSOR ALL"), None),
+                SqlStatement::Close { cursor } => {
+                    return Err(SqlError::InvalidCursor(format!(
+                        "cursor \"{cursor}\" does not exist"
+                    )));
+                }
+                SqlStatement::UNLISTEN { .. } => (Action::Tag("UNLISTEN"), None),
+                SqlStatement::Discard { .. } => (Action::Reset(None), None),
                 SqlStatement::StartTransaction { .. } => (Action::Tag("BEGIN"), None),
                 SqlStatement::Commit { .. } => (Action::Tag("COMMIT"), None),
                 SqlStatement::Rollback { .. } => (Action::Tag("ROLLBACK"), None),

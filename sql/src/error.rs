@@ -34,6 +34,10 @@ pub enum SqlError {
     #[error("{0}")]
     UndefinedObject(String),
 
+    /// A cursor that does not exist.
+    #[error("{0}")]
+    InvalidCursor(String),
+
     /// A stream or view of that name exists already.
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
@@ -100,6 +104,7 @@ impl SqlError {
             SqlError::UndefinedColumn(_) => "42703",
             SqlError::UndefinedFunction(_) => "42883",
             SqlError::UndefinedObject(_) => "42704",
+            SqlError::InvalidCursor(_) => "34000",
             SqlError::DuplicateTable(_) => "42P07",
             SqlError::InvalidInput(_) => "22P02",
             SqlError::DatatypeMismatch(_) => "42804",

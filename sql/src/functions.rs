@@ -1,7 +1,7 @@
 //! PostgreSQL's identity and settings functions, as DataFusion UDFs:
 //! `version()`, `current_schema()`, `current_database()`, `current_user`,
-//! `session_user`, `pg_backend_pid()` and `current_setting(name)`, each also
-//! as `pg_catalog.<name>`.
+//! `session_user`, `pg_backend_pid()`, `pg_advisory_unlock_all()` and
+//! `current_setting(name)`, each also as `pg_catalog.<name>`.
 //!
 //! `current_setting` reads the server defaults (the catalog is shared by
 //! every session; per-session values are what `SHOW` reports).
@@ -58,6 +58,13 @@ pub fn register(ctx: &SessionContext) {
         "session_user",
         "pg_catalog.session_user",
         text("streamhouse"),
+    );
+    // No advisory locks are ever taken, so none are held to release.
+    constant(
+        ctx,
+        "pg_advisory_unlock_all",
+        "pg_catalog.pg_advisory_unlock_all",
+        ScalarValue::Null,
     );
     let pid = ScalarValue::Int32(Some(std::process::id() as i32));
     constant(ctx, "pg_backend_pid", "pg_catalog.pg_backend_pid", pid);

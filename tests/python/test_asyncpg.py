@@ -72,3 +72,24 @@ def test_cursors_fetch_in_chunks(server):
             await conn.close()
 
     run(go())
+
+
+def test_pooled_connections_are_reset_and_reused(server):
+    """A pool resets each connection it takes back (pg_advisory_unlock_all,
+    CLOSE ALL, UNLISTEN *, RESET ALL) before handing it out again."""
+
+    async def go():
+        pool = await asyncpg.create_pool(
+            host=server.host, port=server.port, user="streamhouse", min_size=2, max_size=2
+        )
+        try:
+            async with pool.acquire() as c:
+                await c.execute("SET application_name = 'pooled'")
+            for _ in range(5):
+                async with pool.acquire() as c:
+                    assert await c.fetchval("SELECT 40 + $1::BIGINT", 2) == 42
+                    assert await c.fetchval("SHOW application_name") == ""
+        finally:
+            await pool.close()
+
+    run(go())
