@@ -304,3 +304,28 @@ SELECT 3 AS after;
     assert!(out.contains("ROLLBACK"), "{out}");
     assert!(out.contains(" after"), "{out}");
 }
+
+#[test]
+fn sigterm_with_a_connected_client_still_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[], &[]);
+    // An interactive session that stays connected (its stdin stays open).
+    let mut client = Command::new("psql")
+        .args(["-X", "-q"])
+        .arg(server.pg_url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"SELECT 1;\n").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert_eq!(server.signal(libc::SIGTERM).code(), Some(0));
+    // Open sessions get a short drain window, then are closed.
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    drop(stdin);
+    let _ = client.wait();
+}
