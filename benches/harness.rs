@@ -30,6 +30,9 @@ struct Args {
     /// Partitions of the benchmark stream.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
+    /// Rows of the GROUP BY scenario.
+    #[arg(long, default_value_t = 10_000_000)]
+    group_rows: usize,
     /// Only run scenarios whose name contains this.
     #[arg(long)]
     filter: Option<String>,
@@ -93,17 +96,17 @@ struct Row {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<34} {:>11} {:>8} {:>13} {:>9} {:>8} {:>8}",
+        "{:<42} {:>11} {:>8} {:>13} {:>9} {:>8} {:>8}",
         "scenario", "rows", "seconds", "rows/s", "MB/s*", "p50 ms", "p99 ms"
     );
-    println!("{}", "-".repeat(97));
+    println!("{}", "-".repeat(105));
     for r in rows {
         let (p50, p99) = match r.latency {
             Some((a, b)) => (format!("{a:.2}"), format!("{b:.2}")),
             None => ("-".into(), "-".into()),
         };
         println!(
-            "{:<34} {:>11} {:>8.2} {:>13.0} {:>9.1} {:>8} {:>8}",
+            "{:<42} {:>11} {:>8.2} {:>13.0} {:>9.1} {:>8} {:>8}",
             r.scenario,
             r.rows,
             r.seconds,
@@ -251,6 +254,9 @@ async fn run(args: Args) {
     }
     if wanted("pgwire") {
         table.extend(pgwire_scenarios(&args).await);
+    }
+    if wanted("group by") {
+        table.extend(group_by_scenario(&args).await);
     }
     print_table(&table);
     println!("* MB/s of Arrow in-memory data (buffer sizes), not of compressed bytes.");
@@ -405,6 +411,165 @@ async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
             latency: None,
         });
         log.shutdown().await;
+    }
+    rows
+}
+
+/// `SELECT k, count(*), sum(x) … GROUP BY k` over rows in the log, and the
+/// same query by DuckDB over the same rows in a Parquet file (when the
+/// Python in STREAMHOUSE_BENCH_PYTHON, default the test venv's, has duckdb:
+/// `pip install -r scripts/requirements-bench.txt`). Best of three runs each.
+async fn group_by_scenario(args: &Args) -> Vec<Row> {
+    use arrow::array::Float64Array;
+    let n = args.group_rows;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("x", DataType::Float64, false),
+    ]));
+    let batches: Vec<RecordBatch> = (0..n)
+        .step_by(100_000)
+        .map(|start| {
+            let ids = start as i64..(start + 100_000).min(n) as i64;
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(ids.clone().map(|i| i % 1000))),
+                    Arc::new(Float64Array::from_iter_values(ids.map(|i| i as f64 * 0.5))),
+                ],
+            )
+            .expect("batch")
+        })
+        .collect();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut dd = Some(DataDir::open(&tmp.path().join("data")).expect("data dir"));
+    let log = Arc::new(dd.as_ref().expect("open").open_log().await.expect("log"));
+    log.create_stream(StreamSpec::new("agg", schema.clone()).with_partitions(4))
+        .await
+        .expect("create");
+    for chunk in batches.chunks(4) {
+        let mut tasks = Vec::new();
+        for b in chunk {
+            let (log, b) = (log.clone(), b.clone());
+            tasks.push(tokio::spawn(async move {
+                log.append("agg", b, AppendOptions::default())
+                    .await
+                    .expect("append")
+            }));
+        }
+        for t in tasks {
+            t.await.expect("appender");
+        }
+    }
+    let sql = "SELECT k, count(*), sum(x) FROM agg GROUP BY k";
+    let mut rows = Vec::new();
+    for cold in [false, true] {
+        let (log, _dd) = if cold {
+            // A new log over the same directory: no cached chunks; the query's
+            // projection is not cached either, so every run fetches and decodes.
+            log.shutdown().await;
+            drop(dd.take());
+            let dd = DataDir::open(&tmp.path().join("data")).expect("data dir");
+            (Arc::new(dd.open_log().await.expect("log")), Some(dd))
+        } else {
+            (log.clone(), None)
+        };
+        let db = streamhouse_sql::Database::open(log.clone())
+            .await
+            .expect("database");
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let mut res = db.execute(sql).await.expect("query");
+            let Some(streamhouse_sql::QueryResult::Rows(s)) = res.pop() else {
+                panic!("rows expected")
+            };
+            let out: Vec<RecordBatch> = s.try_collect().await.expect("rows");
+            best = best.min(started.elapsed().as_secs_f64());
+            let groups: usize = out.iter().map(RecordBatch::num_rows).sum();
+            let counted: i64 = out
+                .iter()
+                .map(|b| {
+                    b.column(1)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("count column")
+                        .values()
+                        .iter()
+                        .sum::<i64>()
+                })
+                .sum();
+            assert_eq!(
+                (groups, counted as usize),
+                (1000, n),
+                "wrong GROUP BY result"
+            );
+        }
+        rows.push(Row {
+            scenario: format!(
+                "SQL GROUP BY k over the log, {}",
+                if cold { "cold" } else { "warm cache" }
+            ),
+            rows: n as u64,
+            seconds: best,
+            bytes: 0,
+            latency: None,
+        });
+        log.shutdown().await;
+        if cold {
+            break;
+        }
+    }
+
+    // DuckDB over the same rows in Parquet.
+    let parquet = tmp.path().join("agg.parquet");
+    {
+        let file = std::fs::File::create(&parquet).expect("parquet file");
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).expect("writer");
+        for b in &batches {
+            w.write(b).expect("write");
+        }
+        w.close().expect("close");
+    }
+    let python = std::env::var("STREAMHOUSE_BENCH_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/streamhouse/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let script = format!(
+        "import duckdb, time\n\
+         c = duckdb.connect()\n\
+         q = \"SELECT k, count(*), sum(x) FROM read_parquet('{}') GROUP BY k\"\n\
+         best = 1e9\n\
+         for _ in range(3):\n\
+         \x20   t = time.perf_counter(); r = c.execute(q).fetchall(); best = min(best, time.perf_counter() - t)\n\
+         \x20   assert len(r) == 1000\n\
+         print(best)\n",
+        parquet.display()
+    );
+    match std::process::Command::new(&python)
+        .arg("-c")
+        .arg(&script)
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let secs: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(f64::NAN);
+            rows.push(Row {
+                scenario: "DuckDB GROUP BY k over Parquet".into(),
+                rows: n as u64,
+                seconds: secs,
+                bytes: 0,
+                latency: None,
+            });
+        }
+        _ => eprintln!(
+            "DuckDB comparison skipped: {python} cannot import duckdb \
+             (pip install -r scripts/requirements-bench.txt)"
+        ),
     }
     rows
 }
