@@ -33,6 +33,15 @@ fn psql(server: &Server, script: &str) -> (i32, String, String) {
     )
 }
 
+/// The SQLSTATEs of the errors psql printed (with `\set VERBOSITY verbose`).
+fn sqlstates(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split("ERROR:  ").nth(1))
+        .map(|l| &l[..5])
+        .collect()
+}
+
 fn trimmed(s: &str) -> String {
     s.trim()
         .lines()
@@ -104,11 +113,7 @@ fn errors_have_sqlstates_and_the_session_survives_them() {
         ",
     );
     assert_eq!(code, 0);
-    let codes: Vec<&str> = err
-        .lines()
-        .filter_map(|l| l.split("ERROR:  ").nth(1))
-        .map(|l| &l[..5])
-        .collect();
+    let codes = sqlstates(&err);
     assert_eq!(
         codes,
         ["42P01", "42601", "42P07", "23502", "22P02", "22012"],
@@ -291,11 +296,7 @@ SELECT 3 AS after;
 ",
     );
     assert_eq!(code, 0);
-    let codes: Vec<&str> = err
-        .lines()
-        .filter_map(|l| l.split("ERROR:  ").nth(1))
-        .map(|l| &l[..5])
-        .collect();
+    let codes = sqlstates(&err);
     assert_eq!(codes, ["22012", "25P02"], "{err}");
     assert!(out.contains("BEGIN"), "{out}");
     assert!(out.contains(" inside"), "{out}");

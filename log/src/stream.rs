@@ -202,34 +202,29 @@ impl StreamInfo {
 
 /// The declared schema followed by the three system columns.
 pub fn read_schema(declared: &Schema) -> SchemaRef {
-    let mut fields: Vec<Arc<Field>> = declared.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(
-        PARTITION_COLUMN,
-        DataType::Int32,
-        false,
-    )));
-    fields.push(Arc::new(Field::new(OFFSET_COLUMN, DataType::Int64, false)));
-    fields.push(Arc::new(Field::new(
-        TIMESTAMP_COLUMN,
-        timestamp_type(),
-        false,
-    )));
-    Arc::new(Schema::new_with_metadata(
-        fields,
-        declared.metadata().clone(),
-    ))
+    with_columns(
+        declared,
+        [
+            Field::new(PARTITION_COLUMN, DataType::Int32, false),
+            Field::new(OFFSET_COLUMN, DataType::Int64, false),
+            Field::new(TIMESTAMP_COLUMN, timestamp_type(), false),
+        ],
+    )
 }
 
 /// Schema of a stored chunk: the declared columns followed by `_timestamp`
 /// (append time is fixed when a row is accepted; offsets are not, since they
 /// are assigned at commit, after the bytes are written).
 pub fn chunk_schema(declared: &Schema) -> SchemaRef {
+    with_columns(
+        declared,
+        [Field::new(TIMESTAMP_COLUMN, timestamp_type(), false)],
+    )
+}
+
+fn with_columns<const N: usize>(declared: &Schema, extra: [Field; N]) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = declared.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(
-        TIMESTAMP_COLUMN,
-        timestamp_type(),
-        false,
-    )));
+    fields.extend(extra.into_iter().map(Arc::new));
     Arc::new(Schema::new_with_metadata(
         fields,
         declared.metadata().clone(),
