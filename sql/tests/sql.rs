@@ -53,6 +53,16 @@ async fn rows(db: &Database, sql: &str) -> Vec<RecordBatch> {
     }
 }
 
+/// Output column names of a query.
+async fn column_names(db: &Database, sql: &str) -> Vec<String> {
+    let b = rows(db, sql).await;
+    b[0].schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 async fn table(db: &Database, sql: &str) -> String {
     pretty_format_batches(&rows(db, sql).await)
         .unwrap()
@@ -297,17 +307,11 @@ async fn the_whole_of_datafusion_sql_works_over_streams() {
         )
     );
     // `*` over a join shows each side's declared columns only.
-    let b = rows(
+    let names = column_names(
         &e.db,
         "SELECT * FROM orders o JOIN users u ON o.user_id = u.user_id LIMIT 1",
     )
     .await;
-    let names: Vec<String> = b[0]
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
     assert_eq!(
         names,
         ["order_id", "user_id", "amount", "ts", "user_id", "country"]
@@ -575,17 +579,11 @@ async fn tumble_and_hop_windows() {
         )
     );
     // `*` shows the declared columns and the window, not system columns.
-    let b = rows(
+    let names = column_names(
         &e.db,
         "SELECT * FROM TUMBLE(clicks, ts, INTERVAL '1 hour') LIMIT 1",
     )
     .await;
-    let names: Vec<String> = b[0]
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
     assert_eq!(names, ["user_id", "ts", "window_start", "window_end"]);
     // Filters still reach the stream scan through the view.
     let plan = table(
