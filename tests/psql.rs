@@ -330,3 +330,75 @@ fn sigterm_with_a_connected_client_still_exits_zero() {
     drop(stdin);
     let _ = client.wait();
 }
+
+#[test]
+fn psql_describes_streams_schemas_databases_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let (code, out, err) = psql(
+        &server,
+        "CREATE STREAM orders (id BIGINT NOT NULL, name TEXT, amount DOUBLE PRECISION) WITH (partitions = 2);
+         CREATE STREAM clicks (url TEXT);
+         \\dt
+         \\d orders
+         \\dn
+         \\du
+         \\df
+        ",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "");
+    assert_eq!(
+        trimmed(&out),
+        trimmed(
+            "
+CREATE STREAM
+CREATE STREAM
+           List of relations
+ Schema |  Name  | Type  |    Owner
+--------+--------+-------+-------------
+ public | clicks | table | streamhouse
+ public | orders | table | streamhouse
+(2 rows)
+
+                         Table \"public.orders\"
+   Column   |           Type           | Collation | Nullable | Default
+------------+--------------------------+-----------+----------+---------
+ id         | bigint                   |           | not null |
+ name       | text                     |           |          |
+ amount     | double precision         |           |          |
+ _partition | integer                  |           | not null |
+ _offset    | bigint                   |           | not null |
+ _timestamp | timestamp with time zone |           | not null |
+
+   List of schemas
+  Name  |    Owner
+--------+-------------
+ public | streamhouse
+(1 row)
+
+            List of roles
+  Role name  | Attributes | Member of
+-------------+------------+-----------
+ streamhouse | Superuser  |
+
+                       List of functions
+ Schema | Name | Result data type | Argument data types | Type
+--------+------+------------------+---------------------+------
+(0 rows)
+"
+        )
+    );
+    // \l lists the database the banner names.
+    let (code, out, err) = psql(&server, "\\l");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("streamhouse | streamhouse")),
+        "{out}"
+    );
+    // A dropped stream leaves the catalog.
+    let (code, out, err) = psql(&server, "DROP STREAM clicks;\n\\dt");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("orders") && !out.contains("clicks"), "{out}");
+}

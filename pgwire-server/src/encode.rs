@@ -37,7 +37,9 @@ pub fn pg_type_of(t: &DataType) -> Type {
         DataType::Boolean => Type::BOOL,
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
         DataType::Int32 | DataType::UInt16 => Type::INT4,
-        DataType::Int64 | DataType::UInt32 => Type::INT8,
+        DataType::Int64 => Type::INT8,
+        // Only `oid` plans as UInt32.
+        DataType::UInt32 => Type::OID,
         DataType::UInt64 | DataType::Decimal32(_, _) | DataType::Decimal64(_, _) => Type::NUMERIC,
         DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => Type::NUMERIC,
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
@@ -48,7 +50,34 @@ pub fn pg_type_of(t: &DataType) -> Type {
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            match element_type(f.data_type()) {
+                DataType::Boolean => Type::BOOL_ARRAY,
+                DataType::Int16 => Type::INT2_ARRAY,
+                DataType::Int32 => Type::INT4_ARRAY,
+                DataType::Int64 => Type::INT8_ARRAY,
+                DataType::UInt32 => Type::OID_ARRAY,
+                DataType::Float32 => Type::FLOAT4_ARRAY,
+                DataType::Float64 => Type::FLOAT8_ARRAY,
+                _ => Type::TEXT_ARRAY,
+            }
+        }
         _ => Type::TEXT,
+    }
+}
+
+/// The Arrow type an array's elements are sent as: the element types with
+/// a PostgreSQL array type of their own, else text.
+fn element_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Boolean => DataType::Boolean,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => DataType::Int16,
+        DataType::Int32 | DataType::UInt16 => DataType::Int32,
+        DataType::Int64 => DataType::Int64,
+        DataType::UInt32 => DataType::UInt32,
+        DataType::Float16 | DataType::Float32 => DataType::Float32,
+        DataType::Float64 => DataType::Float64,
+        _ => DataType::Utf8,
     }
 }
 
@@ -86,6 +115,12 @@ enum Col<'a> {
     TsTz(ArrayRef),
     /// NUMERIC that fits rust_decimal (scale ≤ 28): text or binary.
     Dec(&'a Decimal128Array, u32),
+    /// `oid`.
+    Oid(&'a arrow::array::UInt32Array),
+    /// The NULL type: every value is NULL.
+    Null,
+    /// An array (Arrow list) of [`element_type`] elements.
+    List(ArrayRef),
     /// Anything else, sent as its text rendering.
     Text(&'a dyn Array, ArrayFormatter<'a>),
 }
@@ -98,12 +133,18 @@ impl<'a> Col<'a> {
     fn new(a: &'a ArrayRef, opts: &'a FormatOptions<'a>) -> PgWireResult<Col<'a>> {
         let us = DataType::Timestamp(TimeUnit::Microsecond, None);
         Ok(match a.data_type() {
+            DataType::Null => Col::Null,
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                let element = Field::new("item", element_type(f.data_type()), true);
+                Col::List(cast(a, &DataType::List(Arc::new(element)))?)
+            }
             DataType::Boolean => Col::Bool(a.as_boolean()),
             DataType::Int8 | DataType::Int16 | DataType::UInt8 => {
                 Col::I16(cast(a, &DataType::Int16)?)
             }
             DataType::Int32 | DataType::UInt16 => Col::I32(cast(a, &DataType::Int32)?),
-            DataType::Int64 | DataType::UInt32 => Col::I64(cast(a, &DataType::Int64)?),
+            DataType::Int64 => Col::I64(cast(a, &DataType::Int64)?),
+            DataType::UInt32 => Col::Oid(a.as_primitive::<UInt32Type>()),
             DataType::Float16 | DataType::Float32 => Col::F32(cast(a, &DataType::Float32)?),
             DataType::Float64 => Col::F64(a.as_primitive::<Float64Type>()),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
@@ -212,6 +253,42 @@ impl<'a> Col<'a> {
                     enc.encode_field(&v.map(|d| d.to_string()))
                 } else {
                     enc.encode_field(&v)
+                }
+            }
+            Col::Null => enc.encode_field(&None::<&str>),
+            Col::Oid(a) => enc.encode_field(&(a.is_valid(row).then(|| a.value(row)))),
+            Col::List(a) => {
+                let lists = a.as_list::<i32>();
+                if lists.is_null(row) {
+                    return enc.encode_field(&None::<Vec<Option<i32>>>);
+                }
+                let v = lists.value(row);
+                match v.data_type() {
+                    DataType::Boolean => {
+                        enc.encode_field(&v.as_boolean().iter().collect::<Vec<_>>())
+                    }
+                    DataType::Int16 => {
+                        enc.encode_field(&v.as_primitive::<Int16Type>().iter().collect::<Vec<_>>())
+                    }
+                    DataType::Int32 => {
+                        enc.encode_field(&v.as_primitive::<Int32Type>().iter().collect::<Vec<_>>())
+                    }
+                    DataType::Int64 => {
+                        enc.encode_field(&v.as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
+                    }
+                    DataType::UInt32 => {
+                        enc.encode_field(&v.as_primitive::<UInt32Type>().iter().collect::<Vec<_>>())
+                    }
+                    DataType::Float32 => enc
+                        .encode_field(&v.as_primitive::<Float32Type>().iter().collect::<Vec<_>>()),
+                    DataType::Float64 => enc
+                        .encode_field(&v.as_primitive::<Float64Type>().iter().collect::<Vec<_>>()),
+                    _ => enc.encode_field(
+                        &v.as_string::<i32>()
+                            .iter()
+                            .map(|s| s.map(str::to_string))
+                            .collect::<Vec<_>>(),
+                    ),
                 }
             }
             Col::Text(a, f) => {

@@ -23,7 +23,7 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use streamhouse_sql::copy::CopyIn;
-use streamhouse_sql::{Database, Prepared, QueryResult, Session, SqlError, dialect};
+use streamhouse_sql::{Database, Prepared, QueryResult, Session, SqlError};
 
 use crate::encode;
 use crate::error::pg_error;
@@ -237,7 +237,7 @@ impl SimpleQueryHandler for Simple {
     {
         let peer = client.socket_addr();
         let session = self.sessions.of(peer);
-        let stmts = match dialect::parse(query) {
+        let stmts = match self.db.parse(query) {
             Ok(s) => s,
             Err(e) => {
                 return Ok(vec![Response::Error(Box::new(crate::error::error_info(

@@ -30,7 +30,15 @@ pub fn decode<S: Clone>(
                 let text = std::str::from_utf8(bytes).map_err(|_| {
                     protocol_error("22021", format!("parameter ${} is not valid UTF-8", i + 1))
                 })?;
-                ScalarValue::Utf8(Some(text.to_string()))
+                match &want {
+                    Some(DataType::List(f)) => array_text(text, f.data_type()).map_err(|e| {
+                        protocol_error(
+                            "22P02",
+                            format!("malformed array literal for parameter ${}: {e}", i + 1),
+                        )
+                    })?,
+                    _ => ScalarValue::Utf8(Some(text.to_string())),
+                }
             }
             Some(_) => {
                 let t = declared
@@ -82,6 +90,47 @@ fn binary<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> PgWireResult<Scal
                 .map(|d| d.timestamp_micros()),
             Some("UTC".into()),
         ),
+        Type::OID => ScalarValue::UInt32(portal.parameter::<u32>(i, t)?),
+        Type::BOOL_ARRAY => list(
+            portal.parameter::<Vec<Option<bool>>>(i, t)?,
+            ScalarValue::Boolean,
+            DataType::Boolean,
+        ),
+        Type::INT2_ARRAY => list(
+            portal.parameter::<Vec<Option<i16>>>(i, t)?,
+            ScalarValue::Int16,
+            DataType::Int16,
+        ),
+        Type::INT4_ARRAY => list(
+            portal.parameter::<Vec<Option<i32>>>(i, t)?,
+            ScalarValue::Int32,
+            DataType::Int32,
+        ),
+        Type::INT8_ARRAY => list(
+            portal.parameter::<Vec<Option<i64>>>(i, t)?,
+            ScalarValue::Int64,
+            DataType::Int64,
+        ),
+        Type::OID_ARRAY => list(
+            portal.parameter::<Vec<Option<u32>>>(i, t)?,
+            ScalarValue::UInt32,
+            DataType::UInt32,
+        ),
+        Type::FLOAT4_ARRAY => list(
+            portal.parameter::<Vec<Option<f32>>>(i, t)?,
+            ScalarValue::Float32,
+            DataType::Float32,
+        ),
+        Type::FLOAT8_ARRAY => list(
+            portal.parameter::<Vec<Option<f64>>>(i, t)?,
+            ScalarValue::Float64,
+            DataType::Float64,
+        ),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => list(
+            portal.parameter::<Vec<Option<String>>>(i, t)?,
+            ScalarValue::Utf8,
+            DataType::Utf8,
+        ),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => {
             ScalarValue::Utf8(portal.parameter::<String>(i, t)?)
         }
@@ -94,4 +143,117 @@ fn binary<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> PgWireResult<Scal
             ));
         }
     })
+}
+
+/// A decoded binary array as a list value.
+fn list<T>(
+    v: Option<Vec<Option<T>>>,
+    scalar: impl Fn(Option<T>) -> ScalarValue,
+    element: DataType,
+) -> ScalarValue {
+    match v {
+        None => {
+            ScalarValue::try_from(&DataType::new_list(element, true)).unwrap_or(ScalarValue::Null)
+        }
+        Some(items) => {
+            let values: Vec<ScalarValue> = items.into_iter().map(scalar).collect();
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &element))
+        }
+    }
+}
+
+/// A one-dimensional array in PostgreSQL's text form (`{1,2,NULL}`,
+/// `{"a b","c\"d"}`), its elements cast to `element`.
+fn array_text(text: &str, element: &DataType) -> Result<ScalarValue, String> {
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(|| format!("\"{text}\": array value must start with \"{{\""))?;
+    let mut items: Vec<Option<String>> = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut item = String::new();
+        let mut quoted = false;
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.extend(chars.next()),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(format!("\"{text}\": unterminated quoted element")),
+                }
+            }
+            while chars.peek().is_some_and(|c| *c != ',') {
+                chars.next();
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c == ',' {
+                    break;
+                }
+                if c == '{' {
+                    return Err("multidimensional arrays are not supported".into());
+                }
+                item.push(c);
+                chars.next();
+            }
+            item = item.trim().to_string();
+        }
+        chars.next(); // the comma
+        if !quoted && item.eq_ignore_ascii_case("null") {
+            items.push(None);
+        } else {
+            items.push(Some(item));
+        }
+    }
+    let values = items
+        .into_iter()
+        .map(|v| {
+            ScalarValue::Utf8(v)
+                .cast_to(element)
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &values, element,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(v: &[Option<i32>]) -> ScalarValue {
+        let values: Vec<_> = v.iter().map(|x| ScalarValue::Int32(*x)).collect();
+        ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Int32))
+    }
+
+    fn texts(v: &[Option<&str>]) -> ScalarValue {
+        let values: Vec<_> = v
+            .iter()
+            .map(|x| ScalarValue::Utf8(x.map(str::to_string)))
+            .collect();
+        ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
+    }
+
+    #[test]
+    fn array_text_parses_postgres_literals() {
+        assert_eq!(
+            array_text("{1, 2,NULL}", &DataType::Int32).unwrap(),
+            ints(&[Some(1), Some(2), None])
+        );
+        assert_eq!(
+            array_text(r#"{"a b","c\"d",null,"NULL"}"#, &DataType::Utf8).unwrap(),
+            texts(&[Some("a b"), Some("c\"d"), None, Some("NULL")])
+        );
+        assert_eq!(array_text("{}", &DataType::Int32).unwrap(), ints(&[]));
+        assert!(array_text("1,2", &DataType::Int32).is_err());
+        assert!(array_text("{x}", &DataType::Int32).is_err());
+    }
 }

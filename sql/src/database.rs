@@ -27,6 +27,7 @@ use streamhouse_log::stream::is_system_column;
 use streamhouse_log::{AppendOptions, Log, StreamInfo, StreamSpec};
 use tracing::debug;
 
+use crate::catalog::{self, Compat};
 use crate::copy::{CopyFormat, CopyIn, copy_out};
 use crate::dialect::{self, CreateStream, Statement, object_name};
 use crate::error::{Result, SqlError};
@@ -250,18 +251,20 @@ fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
             *slot = Some(t);
         }
     }
-    let mut out = vec![None; types.len()];
+    // A parameter the statement no longer reads (a catalog rewrite can drop
+    // one) keeps its place, with no type.
+    let mut numbered = Vec::with_capacity(types.len());
     for (name, t) in types {
         let i: usize = name
             .trim_start_matches('$')
             .parse()
-            .map_err(|_| SqlError::NotSupported(format!("parameter {name}: use $1, $2, …")))?;
-        if i == 0 || i > out.len() {
-            return Err(SqlError::Syntax(format!(
-                "parameters must be numbered $1 to ${} without gaps, got {name}",
-                out.len()
-            )));
-        }
+            .ok()
+            .filter(|i| *i > 0)
+            .ok_or_else(|| SqlError::NotSupported(format!("parameter {name}: use $1, $2, …")))?;
+        numbered.push((i, t));
+    }
+    let mut out = vec![None; numbered.iter().map(|(i, _)| *i).max().unwrap_or(0)];
+    for (i, t) in numbered {
         out[i - 1] = t;
     }
     Ok(out)
@@ -423,6 +426,8 @@ pub struct Database {
     tables: Tables,
     /// Settings used by [`Database::execute`] (embedded use, tests).
     default_session: Session,
+    /// Rewrites of client catalog queries.
+    compat: Compat,
 }
 
 impl std::fmt::Debug for Database {
@@ -437,12 +442,15 @@ impl Database {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("streamhouse", "public");
+        let ctx = SessionContext::new_with_config(config);
+        let compat = catalog::install(&ctx, crate::session::DATABASE).await?;
         let db = Database {
             log,
-            ctx: SessionContext::new_with_config(config),
+            ctx,
             streams: RwLock::new(HashSet::new()),
             tables: Tables::default(),
             default_session: Session::default(),
+            compat,
         };
         functions::register(&db.ctx);
         db.ctx.register_udtf(
@@ -498,10 +506,16 @@ impl Database {
     /// stops the rest.
     pub async fn execute(&self, sql: &str) -> Result<Vec<QueryResult>> {
         let mut out = Vec::new();
-        for stmt in dialect::parse(sql)? {
+        for stmt in self.parse(sql)? {
             out.push(self.execute_statement(&self.default_session, stmt).await?);
         }
         Ok(out)
+    }
+
+    /// The statements of a query string: our dialect, with client catalog
+    /// queries made plannable ([`Compat`]).
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        self.compat.parse(sql)
     }
 
     /// Runs one parsed statement without parameters in `session`.
@@ -517,7 +531,7 @@ impl Database {
     /// Parses and plans one statement with `$n` parameters, for the
     /// extended protocols. `None` for an empty string.
     pub async fn prepare(&self, sql: &str) -> Result<Option<Prepared>> {
-        let mut stmts = dialect::parse(sql)?;
+        let mut stmts = self.parse(sql)?;
         if stmts.len() > 1 {
             return Err(SqlError::Syntax(
                 "cannot insert multiple commands into a prepared statement".into(),

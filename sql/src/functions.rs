@@ -15,7 +15,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 
-use crate::session::{VERSION, default_of};
+use crate::session::{DATABASE, USER, VERSION, default_of};
 
 fn constant(ctx: &SessionContext, name: &str, qualified: &'static str, value: ScalarValue) {
     let ret = value.data_type();
@@ -45,20 +45,10 @@ pub fn register(ctx: &SessionContext) {
         ctx,
         "current_database",
         "pg_catalog.current_database",
-        text("streamhouse"),
+        text(DATABASE),
     );
-    constant(
-        ctx,
-        "current_user",
-        "pg_catalog.current_user",
-        text("streamhouse"),
-    );
-    constant(
-        ctx,
-        "session_user",
-        "pg_catalog.session_user",
-        text("streamhouse"),
-    );
+    constant(ctx, "current_user", "pg_catalog.current_user", text(USER));
+    constant(ctx, "session_user", "pg_catalog.session_user", text(USER));
     // No advisory locks are ever taken, so none are held to release.
     constant(
         ctx,

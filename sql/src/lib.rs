@@ -5,12 +5,14 @@
 //! - [`table`]: each stream as a DataFusion table whose scan prunes chunks
 //!   by `_partition`, `_offset`, event time and append time ([`prune`]).
 //! - [`rewrite`]: `SELECT *` hides the system columns.
+//! - [`catalog`]: `pg_catalog` for clients that introspect it.
 //! - [`database`]: statement dispatch; INSERT appends through the log.
 //! - [`error`]: one error type, one SQLSTATE table.
 //!
 //! Every door (pgwire, Flight, HTTP, CLI) calls this crate; business logic
 //! lives here, not in the adapters.
 
+pub mod catalog;
 pub mod copy;
 pub mod database;
 pub mod dialect;

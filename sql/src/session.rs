@@ -21,6 +21,11 @@ pub const VERSION: &str = concat!(
     ") on x86_64-pc-linux-gnu, compiled by rustc, 64-bit"
 );
 
+/// The one role: every session's user and the owner of every object.
+pub const USER: &str = "streamhouse";
+/// The one database (the DataFusion catalog).
+pub const DATABASE: &str = "streamhouse";
+
 /// (PostgreSQL spelling, default) of every built-in setting.
 pub const DEFAULTS: &[(&str, &str)] = &[
     ("application_name", ""),
@@ -33,6 +38,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("integer_datetimes", "on"),
     ("IntervalStyle", "postgres"),
     ("is_superuser", "on"),
+    ("jit", "off"),
     ("lc_collate", "C.UTF-8"),
     ("lc_ctype", "C.UTF-8"),
     ("lock_timeout", "0"),
@@ -41,7 +47,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("server_encoding", "UTF8"),
     ("server_version", SERVER_VERSION),
     ("server_version_num", SERVER_VERSION_NUM),
-    ("session_authorization", "streamhouse"),
+    ("session_authorization", USER),
     ("standard_conforming_strings", "on"),
     ("statement_timeout", "0"),
     ("TimeZone", "UTC"),

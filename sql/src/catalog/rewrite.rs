@@ -1,0 +1,700 @@
+//! Rewrites that make client catalog queries plannable by DataFusion, each
+//! a PostgreSQL construct turned into an equivalent DataFusion has.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion_pg_catalog::pg_catalog::PG_CATALOG_TABLES;
+use sqlparser::ast::{
+    Expr, FunctionArguments, Ident, ObjectName, Query, SelectItem, SetExpr,
+    Statement as SqlStatement, TableFactor, TableWithJoins, Visit, VisitMut, Visitor, VisitorMut,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::dialect::{self, Statement};
+
+/// `x LIKE p ESCAPE '/'`: DataFusion's LIKE knows only the backslash as
+/// escape, so the pattern is translated: backslashes are doubled, `//`
+/// becomes a literal `/`, `/%` and `/_` become `\%` and `\_`.
+pub(super) fn like_escapes(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let (Expr::Like {
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                pattern,
+                escape_char,
+                ..
+            }) = e
+            else {
+                return ControlFlow::Continue(());
+            };
+            let Some(esc) = escape_char
+                .as_ref()
+                .and_then(|v| v.value.clone().into_string())
+            else {
+                return ControlFlow::Continue(());
+            };
+            if esc == "\\" {
+                return ControlFlow::Continue(());
+            }
+            let Some(c) = esc.chars().next().filter(|_| esc.chars().count() == 1) else {
+                return ControlFlow::Continue(());
+            };
+            let q = |s: String| format!("'{}'", s.replace('\'', "''"));
+            let translated = format!(
+                "replace(replace(replace(replace(replace({pattern}, '\\', '\\\\'), {}, chr(1)), \
+                 {}, '\\%'), {}, '\\_'), chr(1), {})",
+                q(format!("{c}{c}")),
+                q(format!("{c}%")),
+                q(format!("{c}_")),
+                q(c.to_string()),
+            );
+            if let Ok(p) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&translated)
+                .and_then(|mut p| p.parse_expr())
+            {
+                **pattern = p;
+                *escape_char = None;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+/// Does `stmt` read the system catalog?
+pub fn is_catalog_query(stmt: &SqlStatement) -> bool {
+    struct Finder {
+        found: bool,
+        tables: HashSet<&'static str>,
+    }
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident())
+                .map(dialect::normalize)
+                .collect();
+            let hit = match parts.as_slice() {
+                [.., schema, _] => schema == "pg_catalog" || schema == "information_schema",
+                [table] => self.tables.contains(table.as_str()),
+                [] => false,
+            };
+            if hit {
+                self.found = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Cast { data_type, .. } = e {
+                let name = data_type.to_string().to_ascii_lowercase();
+                let name = name.rsplit('.').next().unwrap_or(&name);
+                if name.starts_with("reg") {
+                    self.found = true;
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    if !matches!(stmt, SqlStatement::Query(_)) {
+        return false;
+    }
+    let mut f = Finder {
+        found: false,
+        tables: PG_CATALOG_TABLES.iter().copied().collect(),
+    };
+    let _ = stmt.visit(&mut f);
+    f.found
+}
+
+/// `ARRAY(SELECT x …)` becomes `(SELECT array_agg(x) FROM (SELECT x …))`:
+/// PostgreSQL's array constructor over a subquery, which DataFusion lacks.
+pub(super) fn array_subqueries(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            let is_array = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("array"));
+            if !is_array {
+                return ControlFlow::Continue(());
+            }
+            let FunctionArguments::Subquery(q) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            *e = Expr::Subquery(Box::new(array_agg_over(q.as_ref().clone())));
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+/// `(SELECT e FROM t WHERE outer.flag AND t.k = outer.k)`: conjuncts that
+/// test only the outer row move out of the subquery, giving
+/// `CASE WHEN outer.flag THEN (SELECT e FROM t WHERE t.k = outer.k) END`
+/// (the same value: no row is NULL either way). DataFusion decorrelates
+/// equality predicates only; catalog clients guard lookups with flags like
+/// `pg_attribute.atthasdef`.
+pub(super) fn hoist_outer_predicates(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Subquery(q) = e else {
+                return ControlFlow::Continue(());
+            };
+            let SetExpr::Select(s) = q.body.as_mut() else {
+                return ControlFlow::Continue(());
+            };
+            let Some(selection) = s.selection.take() else {
+                return ControlFlow::Continue(());
+            };
+            let inner = relation_names(&s.from);
+            let (outer, kept): (Vec<Expr>, Vec<Expr>) = conjuncts(selection)
+                .into_iter()
+                .partition(|c| only_outer(c, &inner));
+            s.selection = conjoin(kept);
+            if let Some(guard) = conjoin(outer) {
+                let case = format!("CASE WHEN {guard} THEN ({q}) END");
+                if let Ok(c) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&case)
+                    .and_then(|mut p| p.parse_expr())
+                {
+                    *e = c;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+/// A scalar subquery whose select list reads the outer row (SQLAlchemy's
+/// identity-column probe builds a JSON object from `pg_attribute` inside a
+/// lookup on `pg_sequence`) is beyond DataFusion's decorrelation. In a
+/// catalog query such a subquery describes something StreamHouse has none
+/// of (identity columns, sequences), so its value is NULL.
+pub(super) fn null_outer_projections(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Subquery(q) = e else {
+                return ControlFlow::Continue(());
+            };
+            let SetExpr::Select(s) = q.body.as_ref() else {
+                return ControlFlow::Continue(());
+            };
+            let inner = relation_names(&s.from);
+            let outer = s.projection.iter().any(|item| match item {
+                SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
+                    reads_outer(x, &inner)
+                }
+                _ => false,
+            });
+            if outer {
+                *e = Expr::Value(sqlparser::ast::Value::Null.into());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+/// Does `e` name a column qualified by a relation other than `inner`'s
+/// (not looking into nested subqueries)?
+fn reads_outer(e: &Expr, inner: &HashSet<String>) -> bool {
+    struct Check<'a>(&'a HashSet<String>, bool, usize);
+    impl Visitor for Check<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => self.2 += 1,
+                Expr::CompoundIdentifier(parts)
+                    if self.2 == 0
+                        && parts.len() >= 2
+                        && !self
+                            .0
+                            .contains(&dialect::normalize(&parts[parts.len() - 2])) =>
+                {
+                    self.1 = true;
+                    return ControlFlow::Break(());
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if matches!(
+                e,
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+            ) {
+                self.2 -= 1;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Check(inner, false, 0);
+    let _ = e.visit(&mut c);
+    c.1
+}
+
+/// The names a FROM list's relations are referred to by (alias, else the
+/// table's own name).
+fn relation_names(from: &[TableWithJoins]) -> HashSet<String> {
+    let mut names = HashSet::new();
+    let mut add = |t: &TableFactor| match t {
+        TableFactor::Table { name, alias, .. } => {
+            let n = match alias {
+                Some(a) => Some(dialect::normalize(&a.name)),
+                None => name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(dialect::normalize),
+            };
+            names.extend(n);
+        }
+        TableFactor::Derived { alias: Some(a), .. } => {
+            names.insert(dialect::normalize(&a.name));
+        }
+        _ => {}
+    };
+    for t in from {
+        add(&t.relation);
+        for j in &t.joins {
+            add(&j.relation);
+        }
+    }
+    names
+}
+
+fn conjuncts(e: Expr) -> Vec<Expr> {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: sqlparser::ast::BinaryOperator::And,
+            right,
+        } => {
+            let mut v = conjuncts(*left);
+            v.extend(conjuncts(*right));
+            v
+        }
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: sqlparser::ast::BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(*inner)
+        }
+        other => vec![other],
+    }
+}
+
+fn conjoin(parts: Vec<Expr>) -> Option<Expr> {
+    parts.into_iter().reduce(|l, r| Expr::BinaryOp {
+        left: Box::new(l),
+        op: sqlparser::ast::BinaryOperator::And,
+        right: Box::new(r),
+    })
+}
+
+/// Does `e` read columns of the outer query only (every column qualified
+/// by a relation that is not one of `inner`, no subquery)?
+fn only_outer(e: &Expr, inner: &HashSet<String>) -> bool {
+    struct Check<'a> {
+        inner: &'a HashSet<String>,
+        columns: usize,
+        ok: bool,
+    }
+    impl Visitor for Check<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Identifier(_)
+                | Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::InSubquery { .. } => {
+                    self.ok = false;
+                    return ControlFlow::Break(());
+                }
+                Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                    let qualifier = dialect::normalize(&parts[parts.len() - 2]);
+                    if self.inner.contains(&qualifier) {
+                        self.ok = false;
+                        return ControlFlow::Break(());
+                    }
+                    self.columns += 1;
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Check {
+        inner,
+        columns: 0,
+        ok: true,
+    };
+    let _ = e.visit(&mut c);
+    c.ok && c.columns > 0
+}
+
+/// `generate_subscripts(a, d)` (a set-returning function) becomes
+/// `unnest(generate_series(1, array_length(a, d)))`, which DataFusion
+/// zips with the other `unnest`s of the select list as PostgreSQL does.
+pub(super) fn generate_subscripts(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            let named = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_subscripts"));
+            let FunctionArguments::List(list) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            if !named || list.args.len() != 2 {
+                return ControlFlow::Continue(());
+            }
+            let (a, d) = (&list.args[0], &list.args[1]);
+            let sql = format!("unnest(generate_series(1, array_length({a}, {d})))");
+            if let Ok(x) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *e = x;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+/// `array_agg(a.atttypid …)` over an `oid` column of the catalog is an
+/// `oid[]` in PostgreSQL; the catalog holds oids as int4, so the aggregate
+/// is cast. (asyncpg decodes `oid[]` before it can introspect any other
+/// array type; an `int4[]` there would send it looking up `int4[]` with
+/// the very query that returns one.)
+pub(super) fn oid_arrays(stmt: &mut SqlStatement, oid_columns: &HashSet<String>) {
+    struct Rewriter<'a>(&'a HashSet<String>);
+    impl VisitorMut for Rewriter<'_> {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            let is_agg = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("array_agg"));
+            let FunctionArguments::List(list) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            let column = match list.args.first() {
+                Some(sqlparser::ast::FunctionArg::Unnamed(
+                    sqlparser::ast::FunctionArgExpr::Expr(Expr::Identifier(i)),
+                )) => Some(i),
+                Some(sqlparser::ast::FunctionArg::Unnamed(
+                    sqlparser::ast::FunctionArgExpr::Expr(Expr::CompoundIdentifier(p)),
+                )) => p.last(),
+                _ => None,
+            };
+            if is_agg
+                && list.args.len() == 1
+                && column.is_some_and(|c| self.0.contains(&dialect::normalize(c)))
+            {
+                let sql = format!("CAST({e} AS oid[])");
+                if let Ok(x) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&sql)
+                    .and_then(|mut p| p.parse_expr())
+                {
+                    *e = x;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter(oid_columns));
+}
+
+/// Aggregates that make a subquery return at most one row.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+];
+
+/// `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid = t.typrelid)`:
+/// catalog clients look rows up by key in scalar subqueries, which
+/// PostgreSQL checks at run time to return at most one row and DataFusion
+/// refuses to decorrelate unless aggregated. Over a key the one row's value
+/// is its `max`, so the select item is wrapped in `max(…)`.
+pub(super) fn aggregate_scalar_subqueries(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Subquery(q) = e else {
+                return ControlFlow::Continue(());
+            };
+            if q.limit_clause.is_some() || q.fetch.is_some() {
+                return ControlFlow::Continue(());
+            }
+            let SetExpr::Select(s) = q.body.as_mut() else {
+                return ControlFlow::Continue(());
+            };
+            let grouped = !matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty());
+            if grouped || s.distinct.is_some() || s.having.is_some() {
+                return ControlFlow::Continue(());
+            }
+            let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+                s.projection.as_mut_slice()
+            else {
+                return ControlFlow::Continue(());
+            };
+            if contains_aggregate(item) {
+                return ControlFlow::Continue(());
+            }
+            let wrapped = format!("max({item})");
+            if let Ok(w) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&wrapped)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *item = w;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+fn contains_aggregate(e: &Expr) -> bool {
+    struct Finder(bool);
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Subquery(_) = e {
+                // An aggregate inside a nested subquery does not count.
+                return ControlFlow::Continue(());
+            }
+            if let Expr::Function(f) = e
+                && let Some(name) = f.name.0.last().and_then(|p| p.as_ident())
+                && AGGREGATES.contains(&name.value.to_ascii_lowercase().as_str())
+            {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Finder(false);
+    let _ = e.visit(&mut f);
+    f.0
+}
+
+fn array_agg_over(mut inner: Query) -> Query {
+    if aggregate_in_place(&mut inner) {
+        inner
+    } else {
+        aggregate_derived(inner)
+    }
+}
+
+/// `SELECT x FROM … WHERE … ORDER BY y` becomes
+/// `SELECT array_agg(x ORDER BY y) FROM … WHERE …`, which stays a
+/// (possibly correlated) scalar subquery DataFusion can decorrelate.
+/// Leaves the query untouched (false) when its shape does not allow it.
+fn aggregate_in_place(q: &mut Query) -> bool {
+    let simple = q.limit_clause.is_none() && q.fetch.is_none() && q.with.is_none();
+    let SetExpr::Select(s) = q.body.as_mut() else {
+        return false;
+    };
+    let grouped =
+        !matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty());
+    if !simple || grouped || s.distinct.is_some() || s.having.is_some() {
+        return false;
+    }
+    let [SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }] =
+        s.projection.as_slice()
+    else {
+        return false;
+    };
+    let element = e.clone();
+    let mut order = String::new();
+    if let Some(ob) = &q.order_by
+        && let sqlparser::ast::OrderByKind::Expressions(items) = &ob.kind
+    {
+        let mut parts = Vec::new();
+        for item in items {
+            // `ORDER BY 1` names the only output column.
+            let by = match &item.expr {
+                Expr::Value(v) if v.to_string() == "1" => element.to_string(),
+                other => other.to_string(),
+            };
+            parts.push(format!("{by}{}", item.options));
+        }
+        order = format!(" ORDER BY {}", parts.join(", "));
+    }
+    let agg = format!("array_agg({element}{order})");
+    let Ok(agg) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&agg)
+        .and_then(|mut p| p.parse_expr())
+    else {
+        return false;
+    };
+    if let SetExpr::Select(s) = q.body.as_mut() {
+        s.projection = vec![SelectItem::UnnamedExpr(agg)];
+    }
+    q.order_by = None;
+    true
+}
+
+/// The general form: aggregate the subquery's only column from outside.
+fn aggregate_derived(inner: Query) -> Query {
+    let column = Ident::new("_array_element");
+    let inner = alias_single_column(inner, &column);
+    let mut outer =
+        match dialect::parse("SELECT array_agg(_array_element) FROM (SELECT 1) AS _array")
+            .ok()
+            .and_then(|mut v| v.pop())
+        {
+            Some(Statement::Sql(s)) => match *s {
+                SqlStatement::Query(q) => *q,
+                _ => unreachable!("the template is a query"),
+            },
+            _ => unreachable!("the template parses"),
+        };
+    if let SetExpr::Select(s) = outer.body.as_mut()
+        && let Some(TableWithJoins {
+            relation: TableFactor::Derived { subquery, .. },
+            ..
+        }) = s.from.first_mut()
+    {
+        **subquery = inner;
+    }
+    outer
+}
+
+fn alias_single_column(mut q: Query, column: &Ident) -> Query {
+    if let SetExpr::Select(s) = q.body.as_mut()
+        && let [item] = s.projection.as_mut_slice()
+    {
+        let expr = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+            _ => return q,
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: column.clone(),
+        };
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> SqlStatement {
+        match dialect::parse(sql).unwrap().pop().unwrap() {
+            Statement::Sql(s) => *s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_catalog_queries_qualify() {
+        assert!(is_catalog_query(&one(
+            "SELECT relname FROM pg_catalog.pg_class"
+        )));
+        assert!(is_catalog_query(&one("SELECT * FROM pg_type")));
+        assert!(is_catalog_query(&one(
+            "SELECT table_name FROM information_schema.tables"
+        )));
+        assert!(is_catalog_query(&one("SELECT 'orders'::regclass")));
+        assert!(!is_catalog_query(&one(
+            "SELECT a, (SELECT count(*) FROM b WHERE b.k = a.k) FROM a"
+        )));
+        assert!(!is_catalog_query(&one("INSERT INTO s SELECT * FROM t")));
+    }
+
+    #[test]
+    fn like_escape_becomes_backslash() {
+        let mut s = one("SELECT 'pg_x' LIKE 'pg/_%' ESCAPE '/'");
+        like_escapes(&mut s);
+        assert_eq!(
+            s.to_string(),
+            "SELECT 'pg_x' LIKE replace(replace(replace(replace(replace('pg/_%', '\\', '\\\\'), \
+             '//', chr(1)), '/%', '\\%'), '/_', '\\_'), chr(1), '/')"
+        );
+    }
+
+    #[test]
+    fn outer_only_conjuncts_leave_the_subquery() {
+        let mut s = one(
+            "SELECT (SELECT d.x FROM pg_attrdef AS d WHERE a.atthasdef AND d.adrelid = a.attrelid) \
+             FROM pg_attribute AS a",
+        );
+        hoist_outer_predicates(&mut s);
+        assert_eq!(
+            s.to_string(),
+            "SELECT CASE WHEN a.atthasdef THEN (SELECT d.x FROM pg_attrdef AS d \
+             WHERE d.adrelid = a.attrelid) END FROM pg_attribute AS a"
+        );
+    }
+
+    #[test]
+    fn array_of_a_subquery_becomes_array_agg() {
+        let mut s = one("SELECT array(SELECT rolname FROM pg_roles ORDER BY 1)");
+        array_subqueries(&mut s);
+        assert_eq!(
+            s.to_string(),
+            "SELECT (SELECT array_agg(rolname ORDER BY rolname) FROM pg_roles)"
+        );
+        let mut s = one("SELECT array(SELECT DISTINCT rolname FROM pg_roles)");
+        array_subqueries(&mut s);
+        assert_eq!(
+            s.to_string(),
+            "SELECT (SELECT array_agg(_array_element) FROM \
+             (SELECT DISTINCT rolname AS _array_element FROM pg_roles) AS _array)"
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! The `pg_catalog` schema as installed: the catalog crate's tables, with
+//! array-typed columns made arrays, PostgreSQL 16 columns the crate lacks
+//! added, our one role, and `oid` planned as an unsigned 32-bit number.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::{ViewTable, provider_as_source};
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::logical_expr::planner::TypePlanner;
+use datafusion::prelude::SessionContext;
+use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
+use datafusion_pg_catalog::pg_catalog::oid_field::OID_ALIAS_KEY;
+use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
+
+use crate::error::{Result, SqlError};
+use crate::session::USER;
+
+/// Names of the catalog's columns of type `oid` (and its aliases).
+pub(super) async fn oid_columns(ctx: &SessionContext, catalog: &str) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    let Some(schema) = ctx.catalog(catalog).and_then(|c| c.schema("pg_catalog")) else {
+        return Ok(out);
+    };
+    for name in schema.table_names() {
+        if let Some(t) = schema.table(&name).await? {
+            for f in t.schema().fields() {
+                if f.metadata().contains_key(OID_ALIAS_KEY) {
+                    out.insert(f.name().clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Columns PostgreSQL types as arrays (`int2vector`, `oidvector`, `int2[]`)
+/// that the bundled catalog rows hold as text; clients `unnest` them.
+const ARRAY_COLUMNS: &[(&str, &[(&str, DataType)])] = &[
+    (
+        "pg_index",
+        &[
+            ("indkey", DataType::Int16),
+            ("indclass", DataType::Int32),
+            ("indoption", DataType::Int16),
+            ("indcollation", DataType::Int32),
+        ],
+    ),
+    (
+        "pg_constraint",
+        &[
+            ("conkey", DataType::Int16),
+            ("confkey", DataType::Int16),
+            ("conpfeqop", DataType::Int32),
+            ("conppeqop", DataType::Int32),
+            ("conffeqop", DataType::Int32),
+            ("conexclop", DataType::Int32),
+        ],
+    ),
+];
+
+/// PostgreSQL 16 columns the bundled tables lack, always NULL here.
+const MISSING_COLUMNS: &[(&str, &[(&str, DataType)])] = &[(
+    "pg_class",
+    &[("relacl", DataType::Utf8), ("reloptions", DataType::Utf8)],
+)];
+
+/// Replaces `pg_catalog` with a schema in which the [`ARRAY_COLUMNS`] are
+/// arrays of numbers (the tables are fixed rows, converted once).
+pub(super) async fn with_array_columns(ctx: &SessionContext, catalog: &str) -> Result<()> {
+    let cat = ctx
+        .catalog(catalog)
+        .ok_or_else(|| SqlError::Internal(format!("no catalog {catalog}")))?;
+    let inner = cat
+        .schema("pg_catalog")
+        .ok_or_else(|| SqlError::Internal("no pg_catalog schema".into()))?;
+    let mut overrides = HashMap::new();
+    for (table, columns) in ARRAY_COLUMNS {
+        let Some(provider) = inner.table(table).await? else {
+            continue;
+        };
+        let batches = ctx.read_table(provider)?.collect().await?;
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .ok_or_else(|| SqlError::Internal(format!("{table}: no rows")))?;
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match columns.iter().find(|(c, _)| c == f.name()) {
+                Some((_, t)) if f.data_type() == &DataType::Utf8 => {
+                    Field::new(f.name(), DataType::new_list(t.clone(), true), true)
+                }
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let converted = Arc::new(Schema::new(fields));
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(converted.fields())
+                .map(|(c, f)| match f.data_type() {
+                    DataType::List(item) if c.data_type() == &DataType::Utf8 => {
+                        numbers_list(c.as_string::<i32>(), item.data_type())
+                    }
+                    _ => Ok(c.clone()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push(RecordBatch::try_new(converted.clone(), cols)?);
+        }
+        let mem = MemTable::try_new(converted, vec![out])?;
+        overrides.insert(table.to_string(), Arc::new(mem) as Arc<dyn TableProvider>);
+    }
+    for (table, columns) in MISSING_COLUMNS {
+        let Some(provider) = inner.table(table).await? else {
+            continue;
+        };
+        let mut exprs: Vec<datafusion::prelude::Expr> = provider
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                datafusion::prelude::col(datafusion::common::Column::new_unqualified(f.name()))
+            })
+            .collect();
+        for (name, t) in *columns {
+            let null = ScalarValue::try_from(t)?;
+            exprs.push(datafusion::prelude::lit(null).alias(*name));
+        }
+        let plan = LogicalPlanBuilder::scan(*table, provider_as_source(provider), None)?
+            .project(exprs)?
+            .build()?;
+        let view = ViewTable::new(plan, None);
+        overrides.insert(table.to_string(), Arc::new(view) as Arc<dyn TableProvider>);
+    }
+    cat.register_schema("pg_catalog", Arc::new(Overridden { inner, overrides }))?;
+    Ok(())
+}
+
+/// `"1 2"` (a vector's text) or `"{1,2}"` (an array's) as a list of numbers.
+fn numbers_list(text: &StringArray, item: &DataType) -> Result<ArrayRef> {
+    let mut values: Vec<ScalarValue> = Vec::new();
+    let mut lists = Vec::with_capacity(text.len());
+    for v in text.iter() {
+        let Some(v) = v else {
+            lists.push(None);
+            continue;
+        };
+        values.clear();
+        for n in v
+            .trim_matches(|c| matches!(c, '{' | '}' | '[' | ']'))
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|n| !n.is_empty())
+        {
+            let parsed = ScalarValue::try_from_string(n.to_string(), item)?;
+            values.push(parsed);
+        }
+        lists.push(Some(ScalarValue::new_list_nullable(&values, item)));
+    }
+    let arrays: Vec<ArrayRef> = lists
+        .into_iter()
+        .map(|l| match l {
+            Some(l) => l as ArrayRef,
+            None => arrow::array::new_null_array(&DataType::new_list(item.clone(), true), 1),
+        })
+        .collect();
+    let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+    if refs.is_empty() {
+        return Ok(arrow::array::new_empty_array(&DataType::new_list(
+            item.clone(),
+            true,
+        )));
+    }
+    Ok(arrow::compute::concat(&refs)?)
+}
+
+/// `pg_catalog` with some tables replaced.
+#[derive(Debug)]
+struct Overridden {
+    inner: Arc<dyn SchemaProvider>,
+    overrides: HashMap<String, Arc<dyn TableProvider>>,
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for Overridden {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        match self.overrides.get(&name.to_ascii_lowercase()) {
+            Some(t) => Ok(Some(t.clone())),
+            None => self.inner.table(name).await,
+        }
+    }
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// `oid` is an unsigned 32-bit number (`UInt32`, sent to clients as
+/// PostgreSQL's `oid`): asyncpg's type introspection binds `$1::oid[]` and
+/// decodes only `oid[]` without introspecting first. The other
+/// object-identifier types (`regclass` …) are planned by the catalog crate.
+#[derive(Debug)]
+pub(super) struct OidTypes;
+
+impl TypePlanner for OidTypes {
+    fn plan_type_field(
+        &self,
+        sql_type: &sqlparser::ast::DataType,
+    ) -> datafusion::error::Result<Option<FieldRef>> {
+        if let sqlparser::ast::DataType::Custom(name, args) = sql_type
+            && args.is_empty()
+            && name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("oid"))
+        {
+            return Ok(Some(Arc::new(Field::new("", DataType::UInt32, true))));
+        }
+        PgOidTypePlanner.plan_type_field(sql_type)
+    }
+}
+
+/// The roles `pg_roles` lists: the one role every session uses.
+#[derive(Debug, Clone)]
+pub(super) struct Roles;
+
+#[async_trait::async_trait]
+impl PgCatalogContextProvider for Roles {
+    async fn roles(&self) -> Vec<String> {
+        vec![USER.to_string()]
+    }
+
+    async fn role(&self, name: &str) -> Option<Role> {
+        (name == USER).then(|| Role {
+            name: USER.to_string(),
+            is_superuser: true,
+            can_login: true,
+            can_create_db: false,
+            can_create_role: false,
+            can_create_user: false,
+            can_replication: false,
+            grants: Vec::new(),
+            inherited_roles: Vec::new(),
+        })
+    }
+}
