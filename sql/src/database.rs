@@ -33,7 +33,7 @@ use crate::dialect::{self, CreateStream, Statement, object_name};
 use crate::error::{Result, SqlError};
 use crate::functions;
 use crate::names::output_names;
-use crate::rewrite::{fold_table_function_names, hide_system_columns};
+use crate::rewrite::{fold_table_function_names, hide_system_columns, integer_literals};
 use crate::session::Session;
 use crate::table::StreamTable;
 use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
@@ -439,9 +439,11 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// A database over `log`, with every existing stream registered.
     pub async fn open(log: Arc<Log>) -> Result<Database> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("streamhouse", "public");
+        // `now()` is a `timestamptz` in UTC, as the TimeZone setting says.
+        config.options_mut().execution.time_zone = Some("UTC".into());
         let ctx = SessionContext::new_with_config(config);
         let compat = catalog::install(&ctx, crate::session::DATABASE).await?;
         let db = Database {
@@ -739,6 +741,7 @@ impl Database {
             let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
             hide_system_columns(&mut stmt, &streams);
             fold_table_function_names(&mut stmt);
+            integer_literals(&mut stmt);
         }
         debug!(sql = %stmt, "planning");
         let state = self.ctx.state();

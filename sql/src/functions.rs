@@ -1,7 +1,8 @@
 //! PostgreSQL's identity and settings functions, as DataFusion UDFs:
 //! `version()`, `current_schema()`, `current_database()`, `current_user`,
 //! `session_user`, `pg_backend_pid()`, `pg_advisory_unlock_all()` and
-//! `current_setting(name)`, each also as `pg_catalog.<name>`.
+//! `current_setting(name)` and `pg_typeof(x)`, each also as
+//! `pg_catalog.<name>`.
 //!
 //! `current_setting` reads the server defaults (the catalog is shared by
 //! every session; per-session values are what `SHOW` reports).
@@ -12,10 +13,13 @@ use arrow::array::{Array, AsArray, StringArray};
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
 use datafusion::prelude::SessionContext;
 
 use crate::session::{DATABASE, USER, VERSION, default_of};
+use crate::types::sql_type_name;
 
 fn constant(ctx: &SessionContext, name: &str, qualified: &'static str, value: ScalarValue) {
     let ret = value.data_type();
@@ -31,8 +35,48 @@ fn constant(ctx: &SessionContext, name: &str, qualified: &'static str, value: Sc
     );
 }
 
+/// `pg_typeof(x)`: the PostgreSQL name of the argument's type, spelled as
+/// PostgreSQL's `format_type` spells it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof {
+    signature: Signature,
+    aliases: Vec<String>,
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let name = match sql_type_name(&args.arg_fields[0]).as_str() {
+            "timestamptz" => "timestamp with time zone".to_string(),
+            "timestamp" => "timestamp without time zone".to_string(),
+            "time" => "time without time zone".to_string(),
+            n if n.starts_with("numeric(") => "numeric".to_string(),
+            n => n.to_string(),
+        };
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name))))
+    }
+}
+
 /// Registers the functions on a session context.
 pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(ScalarUDF::new_from_impl(PgTypeof {
+        signature: Signature::any(1, Volatility::Immutable),
+        aliases: vec!["pg_catalog.pg_typeof".to_string()],
+    }));
     let text = |s: &str| ScalarValue::Utf8(Some(s.to_string()));
     constant(ctx, "version", "pg_catalog.version", text(VERSION));
     constant(

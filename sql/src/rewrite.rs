@@ -13,9 +13,9 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    ExcludeSelectItem, Ident, ObjectName, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, VisitMut, VisitorMut,
-    WildcardAdditionalOptions,
+    CastKind, DataType, ExcludeSelectItem, Expr, Ident, ObjectName, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, UnaryOperator, Value,
+    VisitMut, VisitorMut, WildcardAdditionalOptions,
 };
 use streamhouse_log::stream::{OFFSET_COLUMN, PARTITION_COLUMN, TIMESTAMP_COLUMN};
 
@@ -49,6 +49,70 @@ pub fn fold_table_function_names(stmt: &mut Statement) {
         }
     }
     let _ = stmt.visit(&mut Folder);
+}
+
+/// PostgreSQL types an integer literal that fits 32 bits as `integer`;
+/// DataFusion makes every integer literal `Int64`. A literal that is itself
+/// a select-list value (`SELECT 1`, `CASE … THEN 1 ELSE 0 END`) is cast to
+/// `INT`, so clients see the column type PostgreSQL would send. Operands of
+/// arithmetic stay `Int64`: DataFusion's 32-bit arithmetic wraps where
+/// PostgreSQL raises "integer out of range", and a wider exact result beats
+/// a wrapped one.
+pub fn integer_literals(stmt: &mut Statement) {
+    struct Caster;
+    impl VisitorMut for Caster {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(s) = q.body.as_mut() {
+                for item in s.projection.iter_mut() {
+                    if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } =
+                        item
+                    {
+                        cast_int_literals(e);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Caster);
+}
+
+fn cast_int_literals(e: &mut Expr) {
+    match e {
+        Expr::Value(v) => {
+            if let Value::Number(n, _) = &v.value
+                && n.parse::<i32>().is_ok()
+            {
+                let literal = e.clone();
+                *e = Expr::Cast {
+                    kind: CastKind::Cast,
+                    expr: Box::new(literal),
+                    data_type: DataType::Int(None),
+                    array: false,
+                    format: None,
+                };
+            }
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        }
+        | Expr::Nested(expr) => cast_int_literals(expr),
+        Expr::Case {
+            conditions,
+            else_result,
+            ..
+        } => {
+            for c in conditions {
+                cast_int_literals(&mut c.result);
+            }
+            if let Some(e) = else_result {
+                cast_int_literals(e);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Rewrites every wildcard of `stmt` that would expose system columns.

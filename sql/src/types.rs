@@ -106,7 +106,9 @@ fn sql_name(t: &DataType) -> String {
         DataType::Boolean => "boolean".into(),
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
         DataType::Int32 | DataType::UInt16 => "integer".into(),
-        DataType::Int64 | DataType::UInt32 => "bigint".into(),
+        DataType::Int64 => "bigint".into(),
+        // Only `oid` plans as UInt32.
+        DataType::UInt32 => "oid".into(),
         DataType::UInt64 => "numeric(20,0)".into(),
         DataType::Float16 | DataType::Float32 => "real".into(),
         DataType::Float64 => "double precision".into(),
