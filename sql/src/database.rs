@@ -439,8 +439,10 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// A database over `log`, with every existing stream registered.
     pub async fn open(log: Arc<Log>) -> Result<Database> {
+        // `information_schema` is PostgreSQL's (views over pg_catalog), not
+        // DataFusion's.
         let mut config = SessionConfig::new()
-            .with_information_schema(true)
+            .with_information_schema(false)
             .with_default_catalog_and_schema("streamhouse", "public");
         // `now()` is a `timestamptz` in UTC, as the TimeZone setting says.
         config.options_mut().execution.time_zone = Some("UTC".into());

@@ -48,6 +48,7 @@ pub async fn install(ctx: &SessionContext, catalog: &str) -> Result<Compat> {
         *state.write() = new_state;
     }
     functions::register(ctx);
+    tables::information_schema(ctx, catalog).await?;
     Ok(Compat {
         parser: PostgresCompatibilityParser::new(),
         oid_columns: tables::oid_columns(ctx, catalog).await?,
@@ -95,10 +96,16 @@ impl Compat {
                 continue;
             }
             let Statement::Sql(s) = stmt else { continue };
+            // Grafana's table list reads the search path with
+            // `string_to_array` in FROM; the compatibility parser answers
+            // that with an empty list, these rewrites answer it properly.
             let mut rewritten = match &replaced {
-                Some(r) => r[i].clone(),
-                None => self.parser.rewrite(s.as_ref().clone()),
+                Some(r) if !rewrite::scalar_functions_in_from(s) => r[i].clone(),
+                _ => self.parser.rewrite(s.as_ref().clone()),
             };
+            rewrite::user_keyword(&mut rewritten);
+            rewrite::table_visibility(&mut rewritten);
+            rewrite::scalar_functions_as_relations(&mut rewritten);
             rewrite::like_escapes(&mut rewritten);
             rewrite::array_subqueries(&mut rewritten);
             rewrite::hoist_outer_predicates(&mut rewritten);

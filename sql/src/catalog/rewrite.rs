@@ -448,6 +448,182 @@ pub(super) fn oid_arrays(stmt: &mut SqlStatement, oid_columns: &HashSet<String>)
     let _ = stmt.visit(&mut Rewriter(oid_columns));
 }
 
+/// Scalar functions PostgreSQL lets a FROM clause call (one row, one
+/// column named after the alias).
+const SCALAR_IN_FROM: &[&str] = &[
+    "string_to_array",
+    "regexp_split_to_array",
+    "current_schemas",
+];
+
+fn scalar_function_name(t: &TableFactor) -> Option<String> {
+    match t {
+        TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_ascii_lowercase())
+            .filter(|n| SCALAR_IN_FROM.contains(&n.as_str())),
+        _ => None,
+    }
+}
+
+/// Does `stmt` call one of [`SCALAR_IN_FROM`] as a relation?
+pub(super) fn scalar_functions_in_from(stmt: &SqlStatement) -> bool {
+    struct Finder(bool);
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            if scalar_function_name(t).is_some() {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Finder(false);
+    let _ = stmt.visit(&mut f);
+    f.0
+}
+
+/// `FROM string_to_array(x, ',') s` becomes
+/// `FROM (SELECT string_to_array(x, ',') AS s) AS s`, and a single-column
+/// table function with a bare alias (`generate_series(…) AS i`) names its
+/// column after the alias, as PostgreSQL does.
+pub(super) fn scalar_functions_as_relations(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+            if let Some(name) = scalar_function_name(t)
+                && let TableFactor::Table {
+                    args: Some(args),
+                    alias,
+                    ..
+                } = t
+            {
+                let column = alias
+                    .as_ref()
+                    .map(|a| a.name.to_string())
+                    .unwrap_or_else(|| name.clone());
+                let args: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
+                let sql = format!(
+                    "SELECT * FROM (SELECT {name}({}) AS {column}) AS {column}",
+                    args.join(", ")
+                );
+                if let Ok(Some(Statement::Sql(q))) = dialect::parse(&sql).map(|mut v| v.pop())
+                    && let SqlStatement::Query(q) = *q
+                    && let SetExpr::Select(sel) = *q.body
+                    && let Some(from) = sel.from.into_iter().next()
+                {
+                    *t = from.relation;
+                }
+                return ControlFlow::Continue(());
+            }
+            if let TableFactor::Table {
+                name,
+                args: Some(_),
+                alias: Some(alias),
+                ..
+            } = t
+                && alias.columns.is_empty()
+                && name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series"))
+            {
+                alias
+                    .columns
+                    .push(sqlparser::ast::TableAliasColumnDef::from_name(
+                        alias.name.value.clone(),
+                    ));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+/// `pg_table_is_visible(oid)`: the relation's schema is on the search path
+/// (`public`, and `pg_catalog`, always searched). The catalog crate's
+/// version answers true for every relation, which lists
+/// `information_schema`'s views among a user's.
+pub(super) fn table_visibility(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            let named = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_table_is_visible"));
+            let FunctionArguments::List(list) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            if !named || list.args.len() != 1 {
+                return ControlFlow::Continue(());
+            }
+            let sql = format!(
+                "{} IN (SELECT _vc.oid FROM pg_catalog.pg_class AS _vc \
+                 JOIN pg_catalog.pg_namespace AS _vn ON _vn.oid = _vc.relnamespace \
+                 WHERE _vn.nspname IN ('public', 'pg_catalog'))",
+                list.args[0]
+            );
+            if let Ok(x) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *e = x;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+/// PostgreSQL's `user` (a bare keyword, the same as `current_user`).
+pub(super) fn user_keyword(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            // sqlparser reads it as an argument-less function call.
+            let is_user = match e {
+                Expr::Identifier(i) => {
+                    i.quote_style.is_none() && i.value.eq_ignore_ascii_case("user")
+                }
+                Expr::Function(f) => {
+                    matches!(f.args, FunctionArguments::None)
+                        && f.name.0.len() == 1
+                        && f.name.0[0].as_ident().is_some_and(|i| {
+                            i.quote_style.is_none() && i.value.eq_ignore_ascii_case("user")
+                        })
+                }
+                _ => false,
+            };
+            if is_user
+                && let Ok(x) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql("pg_catalog.current_user()")
+                    .and_then(|mut p| p.parse_expr())
+            {
+                *e = x;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
 /// Aggregates that make a subquery return at most one row.
 const AGGREGATES: &[&str] = &[
     "count",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
-use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::catalog::{MemTable, MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::logical_expr::LogicalPlanBuilder;
@@ -227,6 +227,109 @@ impl TypePlanner for OidTypes {
         }
         PgOidTypePlanner.plan_type_field(sql_type)
     }
+}
+
+/// `information_schema` as PostgreSQL defines it: views over `pg_catalog`,
+/// so type names are PostgreSQL's (`bigint`, `double precision` …).
+const INFORMATION_SCHEMA: &[(&str, &str)] = &[
+    (
+        "schemata",
+        "SELECT current_database() AS catalog_name, n.nspname AS schema_name,
+                pg_get_userbyid(n.nspowner) AS schema_owner,
+                CAST(NULL AS VARCHAR) AS default_character_set_catalog,
+                CAST(NULL AS VARCHAR) AS default_character_set_schema,
+                CAST(NULL AS VARCHAR) AS default_character_set_name,
+                CAST(NULL AS VARCHAR) AS sql_path
+         FROM pg_catalog.pg_namespace n",
+    ),
+    (
+        "tables",
+        "SELECT current_database() AS table_catalog, n.nspname AS table_schema,
+                c.relname AS table_name,
+                CASE WHEN n.nspname IN ('pg_catalog', 'information_schema') AND c.relkind = 'r'
+                       THEN 'BASE TABLE'
+                     WHEN c.relkind IN ('r', 'p') THEN 'BASE TABLE'
+                     WHEN c.relkind IN ('v', 'm') THEN 'VIEW'
+                     WHEN c.relkind = 'f' THEN 'FOREIGN'
+                     ELSE 'LOCAL TEMPORARY' END AS table_type,
+                CAST(NULL AS VARCHAR) AS self_referencing_column_name,
+                CAST(NULL AS VARCHAR) AS reference_generation,
+                CAST(NULL AS VARCHAR) AS user_defined_type_catalog,
+                CAST(NULL AS VARCHAR) AS user_defined_type_schema,
+                CAST(NULL AS VARCHAR) AS user_defined_type_name,
+                CASE WHEN c.relkind IN ('r', 'p') THEN 'YES' ELSE 'NO' END AS is_insertable_into,
+                'NO' AS is_typed,
+                CAST(NULL AS VARCHAR) AS commit_action
+         FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+    ),
+    (
+        "columns",
+        "SELECT current_database() AS table_catalog, n.nspname AS table_schema,
+                c.relname AS table_name, a.attname AS column_name,
+                CAST(a.attnum AS INT) AS ordinal_position,
+                CAST(NULL AS VARCHAR) AS column_default,
+                CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END AS is_nullable,
+                format_type(a.atttypid, NULL) AS data_type,
+                CAST(NULL AS INT) AS character_maximum_length,
+                CAST(NULL AS INT) AS numeric_precision,
+                CAST(NULL AS INT) AS numeric_scale,
+                CAST(NULL AS INT) AS datetime_precision,
+                format_type(a.atttypid, NULL) AS udt_name,
+                'NO' AS is_identity,
+                'NEVER' AS is_generated,
+                CASE WHEN c.relkind IN ('r', 'p') THEN 'YES' ELSE 'NO' END AS is_updatable
+         FROM pg_catalog.pg_attribute a
+         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+    ),
+    (
+        "views",
+        "SELECT current_database() AS table_catalog, n.nspname AS table_schema,
+                c.relname AS table_name, CAST(NULL AS VARCHAR) AS view_definition,
+                'NONE' AS check_option, 'NO' AS is_updatable, 'NO' AS is_insertable_into
+         FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'v'",
+    ),
+    // Streams have no keys or constraints.
+    (
+        "table_constraints",
+        "SELECT CAST(NULL AS VARCHAR) AS constraint_catalog,
+                CAST(NULL AS VARCHAR) AS constraint_schema,
+                CAST(NULL AS VARCHAR) AS constraint_name,
+                CAST(NULL AS VARCHAR) AS table_catalog, CAST(NULL AS VARCHAR) AS table_schema,
+                CAST(NULL AS VARCHAR) AS table_name, CAST(NULL AS VARCHAR) AS constraint_type,
+                CAST(NULL AS VARCHAR) AS is_deferrable, CAST(NULL AS VARCHAR) AS initially_deferred
+         WHERE false",
+    ),
+    (
+        "key_column_usage",
+        "SELECT CAST(NULL AS VARCHAR) AS constraint_catalog,
+                CAST(NULL AS VARCHAR) AS constraint_schema,
+                CAST(NULL AS VARCHAR) AS constraint_name,
+                CAST(NULL AS VARCHAR) AS table_catalog, CAST(NULL AS VARCHAR) AS table_schema,
+                CAST(NULL AS VARCHAR) AS table_name, CAST(NULL AS VARCHAR) AS column_name,
+                CAST(NULL AS INT) AS ordinal_position,
+                CAST(NULL AS INT) AS position_in_unique_constraint
+         WHERE false",
+    ),
+];
+
+/// Registers [`INFORMATION_SCHEMA`] in `catalog`.
+pub(super) async fn information_schema(ctx: &SessionContext, catalog: &str) -> Result<()> {
+    let cat = ctx
+        .catalog(catalog)
+        .ok_or_else(|| SqlError::Internal(format!("no catalog {catalog}")))?;
+    let schema = Arc::new(MemorySchemaProvider::new());
+    for (name, sql) in INFORMATION_SCHEMA {
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        schema.register_table(name.to_string(), Arc::new(ViewTable::new(plan, None)))?;
+    }
+    cat.register_schema("information_schema", schema)?;
+    Ok(())
 }
 
 /// The roles `pg_roles` lists: the one role every session uses.
