@@ -183,17 +183,36 @@ async fn respond(
     Ok(match result {
         QueryResult::CopyIn(copy) => {
             let columns = copy.columns();
+            let format = i8::from(copy.binary());
             copies
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(peer, CopyState::Active(copy));
-            Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))
+            Response::CopyIn(CopyResponse::new(format, columns, futures::stream::empty()))
         }
-        QueryResult::CopyOut { columns, data } => Response::CopyOut(CopyResponse::new(
-            0,
+        QueryResult::CopyOut {
             columns,
-            data.map_ok(CopyData::new).map_err(pg_error),
-        )),
+            binary,
+            data,
+        } => {
+            // pgwire ends a binary copy with the trailer itself.
+            let trailer = streamhouse_sql::copy_binary::trailer();
+            let data = data.map_ok(move |mut chunk| {
+                if binary && chunk.ends_with(&trailer) {
+                    let header_only =
+                        chunk.len() == streamhouse_sql::copy_binary::header().len() + 2;
+                    if chunk.len() == 2 || header_only {
+                        chunk.truncate(chunk.len() - 2);
+                    }
+                }
+                CopyData::new(chunk)
+            });
+            Response::CopyOut(CopyResponse::new(
+                i8::from(binary),
+                columns,
+                data.map_err(pg_error),
+            ))
+        }
         QueryResult::Command { tag, rows } => {
             let word = tag.split_whitespace().next().unwrap_or("OK").to_string();
             match word.as_str() {

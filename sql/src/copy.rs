@@ -1,5 +1,5 @@
-//! `COPY … FROM STDIN` and `COPY … TO STDOUT`, in PostgreSQL's text and CSV
-//! formats.
+//! `COPY … FROM STDIN` and `COPY … TO STDOUT`, in PostgreSQL's text, CSV
+//! and binary ([`crate::copy_binary`]) formats.
 //!
 //! Copy-in decodes bytes into Arrow batches as they arrive (arrow-csv's
 //! incremental decoder, straight into the stream's column types), keeps the
@@ -19,12 +19,15 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt};
 use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 
+use crate::copy_binary::{self, BinaryIn};
 use crate::error::{Result, SqlError};
 
 /// A COPY data format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyFormat {
     pub csv: bool,
+    /// PostgreSQL's binary format ([`crate::copy_binary`]).
+    pub binary: bool,
     pub header: bool,
     pub delimiter: u8,
     pub quote: u8,
@@ -35,7 +38,7 @@ pub struct CopyFormat {
 impl CopyFormat {
     /// PostgreSQL's defaults, then the statement's options.
     pub fn from_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Self> {
-        let mut csv = false;
+        let (mut csv, mut binary) = (false, false);
         let (mut header, mut delimiter, mut quote, mut null) = (false, None, b'"', None);
         let byte = |c: char, what: &str| -> Result<u8> {
             u8::try_from(c).ok().filter(u8::is_ascii).ok_or_else(|| {
@@ -45,8 +48,9 @@ impl CopyFormat {
         for o in options {
             match o {
                 CopyOption::Format(f) => match f.value.to_lowercase().as_str() {
-                    "csv" => csv = true,
-                    "text" => csv = false,
+                    "csv" => (csv, binary) = (true, false),
+                    "text" => (csv, binary) = (false, false),
+                    "binary" => (csv, binary) = (false, true),
                     other => {
                         return Err(SqlError::NotSupported(format!("COPY format {other}")));
                     }
@@ -76,11 +80,18 @@ impl CopyFormat {
                 CopyLegacyOption::Delimiter(c) => delimiter = Some(byte(*c, "delimiter")?),
                 CopyLegacyOption::Null(s) => null = Some(s.clone()),
                 CopyLegacyOption::Header => header = true,
+                CopyLegacyOption::Binary => binary = true,
                 other => return Err(SqlError::NotSupported(format!("COPY option {other}"))),
             }
         }
+        if binary && (header || delimiter.is_some() || null.is_some()) {
+            return Err(SqlError::Syntax(
+                "cannot specify HEADER, DELIMITER or NULL in BINARY mode".into(),
+            ));
+        }
         Ok(CopyFormat {
             csv,
+            binary,
             header,
             delimiter: delimiter.unwrap_or(if csv { b',' } else { b'\t' }),
             quote,
@@ -105,6 +116,8 @@ pub struct CopyIn {
     pub(crate) declared: SchemaRef,
     format: CopyFormat,
     decoder: Decoder,
+    /// The binary-format decoder, for `FORMAT binary`.
+    binary: Option<BinaryIn>,
     batches: Vec<RecordBatch>,
     /// Bytes of an unfinished line (held back until its newline arrives).
     partial: Vec<u8>,
@@ -135,6 +148,10 @@ impl CopyIn {
             .map(|&i| declared.field(i).as_ref().clone().with_nullable(true))
             .collect();
         let schema = Arc::new(Schema::new(fields));
+        let binary = format
+            .binary
+            .then(|| BinaryIn::new(schema.clone()))
+            .transpose()?;
         let mut builder = ReaderBuilder::new(schema)
             .with_batch_size(64 * 1024)
             .with_header(format.header && format.csv);
@@ -152,6 +169,7 @@ impl CopyIn {
             targets,
             declared,
             decoder: builder.build_decoder(),
+            binary,
             format,
             batches: Vec::new(),
             partial: Vec::new(),
@@ -165,9 +183,17 @@ impl CopyIn {
         self.targets.len()
     }
 
+    /// Whether the data is in the binary format.
+    pub fn binary(&self) -> bool {
+        self.format.binary
+    }
+
     /// Decodes a chunk of copy data. Complete lines are decoded at once; an
     /// unfinished last line waits for the next chunk.
     pub fn feed(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(b) = self.binary.as_mut() {
+            return b.feed(data);
+        }
         if self.ended {
             return Ok(());
         }
@@ -215,6 +241,10 @@ impl CopyIn {
 
     /// Finishes decoding; the batches to append, in the declared schema.
     pub(crate) fn finish(mut self: Box<Self>) -> Result<Decoded> {
+        if let Some(mut b) = self.binary.take() {
+            b.finish()?;
+            self.batches = std::mem::take(&mut b.batches);
+        }
         if !self.partial.is_empty() {
             let mut last = std::mem::take(&mut self.partial);
             if end_marker(&last) != Some(0) {
@@ -308,7 +338,10 @@ fn text_to_csv(lines: &[u8], delimiter: u8, null: &str) -> Result<Vec<u8>> {
 pub fn copy_out(
     stream: SendableRecordBatchStream,
     format: CopyFormat,
-) -> impl Stream<Item = Result<Bytes>> + Send {
+) -> futures::stream::BoxStream<'static, Result<Bytes>> {
+    if format.binary {
+        return copy_out_binary(stream).boxed();
+    }
     let header = format.csv && format.header;
     let names: Vec<String> = stream
         .schema()
@@ -345,7 +378,42 @@ pub fn copy_out(
             Ok(rows) => futures::stream::iter(rows),
             Err(e) => futures::stream::iter(vec![Err(e)]),
         });
-    futures::stream::iter(head).chain(rows)
+    futures::stream::iter(head).chain(rows).boxed()
+}
+
+/// [`copy_out`] in the binary format.
+fn copy_out_binary(stream: SendableRecordBatchStream) -> impl Stream<Item = Result<Bytes>> + Send {
+    let rows = stream
+        .map(|batch| -> Result<Vec<Result<Bytes>>> {
+            let (buf, ends) = copy_binary::encode_rows(&batch?)?;
+            let buf = Bytes::from(buf);
+            let mut start = 0;
+            Ok(ends
+                .into_iter()
+                .map(|end| {
+                    let row = buf.slice(start..end);
+                    start = end;
+                    Ok(row)
+                })
+                .collect())
+        })
+        .flat_map(|r| match r {
+            Ok(rows) => futures::stream::iter(rows),
+            Err(e) => futures::stream::iter(vec![Err(e)]),
+        });
+    // As PostgreSQL does, the header goes out with the first row (or with
+    // the trailer when there are none): clients expect a row after it.
+    let mut header = Some(copy_binary::header());
+    rows.chain(futures::stream::once(async {
+        Ok(Bytes::from(copy_binary::trailer()))
+    }))
+    .map(move |chunk| match (header.take(), chunk) {
+        (Some(mut h), Ok(c)) => {
+            h.extend_from_slice(&c);
+            Ok(Bytes::from(h))
+        }
+        (_, other) => other,
+    })
 }
 
 const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";

@@ -52,6 +52,8 @@ pub enum QueryResult {
     /// `COPY … TO STDOUT`: the encoded data, a chunk at a time.
     CopyOut {
         columns: usize,
+        /// The data is in the binary format.
+        binary: bool,
         data: BoxStream<'static, Result<Bytes>>,
     },
 }
@@ -826,9 +828,11 @@ impl Database {
             }
         };
         let columns = stream.schema().fields().len();
+        let binary = format.binary;
         Ok(QueryResult::CopyOut {
             columns,
-            data: copy_out(stream, format).boxed(),
+            binary,
+            data: copy_out(stream, format),
         })
     }
 

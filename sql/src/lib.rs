@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod copy;
+pub mod copy_binary;
 pub mod database;
 pub mod dialect;
 pub mod error;
