@@ -8,7 +8,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, new_null_array};
+use arrow::array::{
+    ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray, new_null_array,
+};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
@@ -36,7 +38,7 @@ use crate::names::output_names;
 use crate::rewrite::{fold_table_function_names, hide_system_columns, integer_literals};
 use crate::session::Session;
 use crate::table::StreamTable;
-use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
+use crate::types::{SQL_TYPE_KEY, arrow_type, bytea_from_text, sql_type_name};
 use crate::window::{Kind, Tables, WindowFunction};
 
 /// What a statement produced.
@@ -1092,6 +1094,15 @@ fn conform_insert(
         let col = batch.column(src);
         cols[t] = if col.data_type() == field.data_type() {
             col.clone()
+        } else if field.data_type() == &DataType::Binary && col.data_type() == &DataType::Utf8 {
+            // bytea literals: '\x00ff' is two bytes, not six characters.
+            let text = col.as_string::<i32>();
+            let bytes = text
+                .iter()
+                .map(|v| v.map(bytea_from_text).transpose())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(SqlError::InvalidInput)?;
+            Arc::new(arrow::array::BinaryArray::from_iter(bytes))
         } else {
             cast_with_options(col, field.data_type(), &opts).map_err(|e| {
                 SqlError::InvalidInput(format!(

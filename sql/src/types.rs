@@ -125,8 +125,68 @@ fn sql_name(t: &DataType) -> String {
     }
 }
 
+/// `bytea` input as PostgreSQL reads it: `\x` followed by hex digits, or
+/// the escape format (`\\` for a backslash, `\ooo` octal, anything else
+/// as is).
+pub fn bytea_from_text(text: &str) -> Result<Vec<u8>, String> {
+    if let Some(hex) = text.strip_prefix("\\x") {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if !digits.len().is_multiple_of(2) {
+            return Err(format!(
+                "invalid hexadecimal data: odd number of digits in \"{text}\""
+            ));
+        }
+        return digits
+            .chunks(2)
+            .map(|p| {
+                std::str::from_utf8(p)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("invalid hexadecimal digit in \"{text}\""))
+            })
+            .collect();
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+        } else if b.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else if b.len() >= i + 4 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') as u16 * 64
+                + (b[i + 2] - b'0') as u16 * 8
+                + (b[i + 3] - b'0') as u16;
+            out.push(
+                u8::try_from(v)
+                    .map_err(|_| format!("invalid input syntax for type bytea: \"{text}\""))?,
+            );
+            i += 4;
+        } else {
+            return Err(format!("invalid input syntax for type bytea: \"{text}\""));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bytea_text_forms() {
+        use super::bytea_from_text;
+        assert_eq!(bytea_from_text("\\x00ff10").unwrap(), vec![0, 255, 16]);
+        assert_eq!(
+            bytea_from_text("ab\\\\c\\001").unwrap(),
+            b"ab\\c\x01".to_vec()
+        );
+        assert!(bytea_from_text("\\x0").is_err());
+        assert!(bytea_from_text("\\xzz").is_err());
+        assert!(bytea_from_text("bad\\q").is_err());
+    }
+
     use super::*;
     use sqlparser::dialect::PostgreSqlDialect;
     use sqlparser::parser::Parser;
