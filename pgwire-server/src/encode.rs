@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, RecordBatch,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
 use arrow::datatypes::*;
 use arrow::temporal_conversions::{as_date, as_datetime, as_time};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -40,8 +38,14 @@ pub fn pg_type_of(t: &DataType) -> Type {
         DataType::Int64 => Type::INT8,
         // Only `oid` plans as UInt32.
         DataType::UInt32 => Type::OID,
-        DataType::UInt64 | DataType::Decimal32(_, _) | DataType::Decimal64(_, _) => Type::NUMERIC,
-        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => Type::NUMERIC,
+        DataType::UInt64 => Type::NUMERIC,
+        // NUMERIC where rust_decimal can carry the value (binary format);
+        // wider decimals are sent as text.
+        DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s)
+            if (0..=28).contains(s) =>
+        {
+            Type::NUMERIC
+        }
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
@@ -114,7 +118,7 @@ enum Col<'a> {
     Ts(ArrayRef),
     TsTz(ArrayRef),
     /// NUMERIC that fits rust_decimal (scale ≤ 28): text or binary.
-    Dec(&'a Decimal128Array, u32),
+    Dec(ArrayRef, u32),
     /// `oid`.
     Oid(&'a arrow::array::UInt32Array),
     /// The NULL type: every value is NULL.
@@ -157,9 +161,12 @@ impl<'a> Col<'a> {
             DataType::Time32(_) | DataType::Time64(_) => {
                 Col::Time(cast(a, &DataType::Time64(TimeUnit::Microsecond))?)
             }
-            DataType::Decimal128(_, s) if (0..=28).contains(s) => {
-                Col::Dec(a.as_primitive::<Decimal128Type>(), *s as u32)
+            DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s)
+                if (0..=28).contains(s) =>
+            {
+                Col::Dec(cast(a, &DataType::Decimal128(38, *s))?, *s as u32)
             }
+            DataType::UInt64 => Col::Dec(cast(a, &DataType::Decimal128(20, 0))?, 0),
             DataType::Timestamp(_, None) => Col::Ts(cast(a, &us)?),
             // Instants in UTC: drop the zone name, keep the instant.
             DataType::Timestamp(_, Some(_)) => Col::TsTz(cast(a, &us)?),
@@ -244,6 +251,7 @@ impl<'a> Col<'a> {
                 }
             }
             Col::Dec(a, scale) => {
+                let a = a.as_primitive::<Decimal128Type>();
                 let v = a
                     .is_valid(row)
                     .then(|| rust_decimal::Decimal::try_from_i128_with_scale(a.value(row), *scale))

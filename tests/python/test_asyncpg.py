@@ -93,3 +93,31 @@ def test_pooled_connections_are_reset_and_reused(server):
             await pool.close()
 
     run(go())
+
+
+def test_arrays_in_results_and_parameters(server):
+    """Array types make asyncpg introspect them through pg_catalog (its
+    recursive type query) before it can decode or encode them."""
+
+    async def go():
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            assert await conn.fetchval("SELECT make_array(1, 2, 3)") == [1, 2, 3]
+            assert await conn.fetchval("SELECT make_array('a b', NULL, 'c\"d')") == [
+                "a b", None, 'c"d'
+            ]
+            assert await conn.fetchval("SELECT make_array(1.5::float8, 2.25)") == [1.5, 2.25]
+            assert await conn.fetchval("SELECT $1::int[]", [4, None, 6]) == [4, None, 6]
+            assert await conn.fetchval(
+                "SELECT array_length($1::text[], 1)", ["x", "y"]
+            ) == 2
+            await conn.execute("CREATE STREAM arr (k TEXT, v BIGINT)")
+            await conn.execute("INSERT INTO arr VALUES ('a', 1), ('a', 2), ('b', 3)")
+            rows = await conn.fetch(
+                "SELECT k, array_agg(v ORDER BY v) AS vs FROM arr GROUP BY k ORDER BY k"
+            )
+            assert [(r["k"], r["vs"]) for r in rows] == [("a", [1, 2]), ("b", [3])]
+        finally:
+            await conn.close()
+
+    run(go())

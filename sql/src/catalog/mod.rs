@@ -110,6 +110,7 @@ impl Compat {
             rewrite::array_subqueries(&mut rewritten);
             rewrite::hoist_outer_predicates(&mut rewritten);
             rewrite::null_outer_projections(&mut rewritten);
+            rewrite::null_recursive_lookups(&mut rewritten);
             rewrite::generate_subscripts(&mut rewritten);
             rewrite::oid_arrays(&mut rewritten, &self.oid_columns);
             rewrite::aggregate_scalar_subqueries(&mut rewritten);

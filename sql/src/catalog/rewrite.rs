@@ -219,6 +219,71 @@ pub(super) fn null_outer_projections(stmt: &mut SqlStatement) {
     let _ = stmt.visit(&mut Rewriter);
 }
 
+/// A correlated scalar subquery around a recursive CTE (asyncpg walks a
+/// domain's base types that way) is beyond DataFusion's decorrelation. It
+/// only ever finds domains, which StreamHouse has none of, so in a catalog
+/// query its value is NULL.
+pub(super) fn null_recursive_lookups(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Subquery(q) = e else {
+                return ControlFlow::Continue(());
+            };
+            if q.with.as_ref().is_some_and(|w| w.recursive) && correlated(q) {
+                *e = Expr::Value(sqlparser::ast::Value::Null.into());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
+/// Does `q` name a column of a relation it does not itself define?
+fn correlated(q: &Query) -> bool {
+    struct Names(HashSet<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            self.0.extend(relation_names(&[TableWithJoins {
+                relation: t.clone(),
+                joins: vec![],
+            }]));
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(w) = &q.with {
+                for cte in &w.cte_tables {
+                    self.0.insert(dialect::normalize(&cte.alias.name));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Outer<'a>(&'a HashSet<String>, bool);
+    impl Visitor for Outer<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::CompoundIdentifier(parts) = e
+                && parts.len() >= 2
+                && !self
+                    .0
+                    .contains(&dialect::normalize(&parts[parts.len() - 2]))
+            {
+                self.1 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names(HashSet::new());
+    let _ = q.visit(&mut names);
+    let mut outer = Outer(&names.0, false);
+    let _ = q.visit(&mut outer);
+    outer.1
+}
+
 /// Does `e` name a column qualified by a relation other than `inner`'s
 /// (not looking into nested subqueries)?
 fn reads_outer(e: &Expr, inner: &HashSet<String>) -> bool {
