@@ -194,7 +194,7 @@ impl<'a> Col<'a> {
             Col::I64(a) => prim!(a, Int64Type),
             Col::F32(a) if text => {
                 let a = a.as_primitive::<Float32Type>();
-                enc.encode_field(&(a.is_valid(row).then(|| float_text(a.value(row) as f64))))
+                enc.encode_field(&(a.is_valid(row).then(|| float4_text(a.value(row)))))
             }
             Col::F32(a) => prim!(a, Float32Type),
             Col::F64(a) if text => {
@@ -307,15 +307,51 @@ impl<'a> Col<'a> {
     }
 }
 
-/// PostgreSQL's float output: shortest round-trip digits, `NaN`,
-/// `Infinity`, no trailing `.0`.
+/// PostgreSQL's float8 output: the shortest digits that round-trip, in
+/// exponent form when the decimal exponent is below -4 or at least 15
+/// (`1e+20`, `1.5e-07`), `NaN`, `Infinity`.
 fn float_text(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
         if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
     } else {
-        format!("{v}")
+        pg_float(&format!("{v:e}"), 15)
+    }
+}
+
+/// float4's: the same, with the exponent form from 6 digits on.
+fn float4_text(v: f32) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        pg_float(&format!("{v:e}"), 6)
+    }
+}
+
+/// Lays out Rust's shortest scientific form (`1.5e-7`) as PostgreSQL does.
+fn pg_float(sci: &str, max_exp: i32) -> String {
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    if exp < -4 || exp >= max_exp {
+        let e_sign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{mantissa}e{e_sign}{:02}", exp.abs());
+    }
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if exp < 0 {
+        return format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize));
+    }
+    let int_len = exp as usize + 1;
+    if digits.len() <= int_len {
+        format!("{sign}{digits}{}", "0".repeat(int_len - digits.len()))
+    } else {
+        format!("{sign}{}.{}", &digits[..int_len], &digits[int_len..])
     }
 }
 
@@ -367,6 +403,17 @@ mod tests {
     #[test]
     fn text_output_matches_postgres() {
         assert_eq!(float_text(20.0), "20");
+        assert_eq!(float_text(1e20), "1e+20");
+        assert_eq!(float_text(1e15), "1e+15");
+        assert_eq!(float_text(123456789012345.0), "123456789012345");
+        assert_eq!(float_text(1.5e-7), "1.5e-07");
+        assert_eq!(float_text(0.0001), "0.0001");
+        assert_eq!(float_text(-0.00123), "-0.00123");
+        assert_eq!(float_text(0.0), "0");
+        assert_eq!(float_text(-2.5), "-2.5");
+        assert_eq!(float4_text(1.1), "1.1");
+        assert_eq!(float4_text(1e6), "1e+06");
+        assert_eq!(float4_text(123456.0), "123456");
         assert_eq!(float_text(10.5), "10.5");
         assert_eq!(float_text(f64::NAN), "NaN");
         assert_eq!(float_text(f64::NEG_INFINITY), "-Infinity");

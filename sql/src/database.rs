@@ -274,6 +274,32 @@ fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     Ok(out)
 }
 
+/// `current_setting('name')` with a literal name answers from `session`
+/// (what `SET` changed there); the function itself knows only the server
+/// defaults, since the planner is shared by every session.
+fn with_session_settings(plan: LogicalPlan, session: &Session) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::Expr;
+    let replaced = plan.transform_up_with_subqueries(|p| {
+        p.map_expressions(|e| {
+            e.transform_up(|e| {
+                if let Expr::ScalarFunction(f) = &e
+                    && f.name() == "current_setting"
+                    && let [Expr::Literal(ScalarValue::Utf8(Some(name)), _)] = f.args.as_slice()
+                    && let Some((_, value)) = session.get(name)
+                {
+                    return Ok(Transformed::yes(Expr::Literal(
+                        ScalarValue::Utf8(Some(value)),
+                        None,
+                    )));
+                }
+                Ok(Transformed::no(e))
+            })
+        })
+    })?;
+    Ok(replaced.data)
+}
+
 fn bind(plan: &LogicalPlan, params: Vec<ScalarValue>) -> Result<LogicalPlan> {
     if params.is_empty() {
         return Ok(plan.clone());
@@ -659,7 +685,7 @@ impl Database {
         }
         match &prepared.action {
             Action::Query(plan) => {
-                let plan = bind(plan, params)?;
+                let plan = with_session_settings(bind(plan, params)?, session)?;
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 let stream = df.execute_stream().await?;
                 Ok(QueryResult::Rows(match &prepared.schema {
