@@ -495,6 +495,10 @@ impl Database {
             "hop",
             Arc::new(WindowFunction::new(Kind::Hop, db.tables.clone())),
         );
+        db.ctx.register_udtf(
+            "session",
+            Arc::new(WindowFunction::new(Kind::Session, db.tables.clone())),
+        );
         for info in db.log.streams().await? {
             db.register(info)?;
         }

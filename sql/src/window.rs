@@ -1,15 +1,17 @@
-//! `TUMBLE(stream, time_col, size)` and `HOP(stream, time_col, slide, size)`:
-//! table functions that add `window_start` and `window_end` to a stream's
-//! rows, for bounded queries now and as the window vocabulary continuous
-//! queries reuse.
+//! `TUMBLE(stream, time_col, size)`, `HOP(stream, time_col, slide, size)`
+//! and `SESSION(stream, time_col, gap [, key_col …])`: table functions that
+//! add `window_start` and `window_end` to a stream's rows, for bounded
+//! queries now and as the window vocabulary continuous queries reuse.
 //!
 //! Each call returns a view over the stream (a DataFusion `ViewTable`), so
 //! filters and projections still reach the stream's scan and prune chunks.
 //! Windows are aligned to the Unix epoch: `window_start = date_bin(slide,
 //! time_col)`. A HOP row belongs to `size / slide` windows, produced as that
 //! many shifted copies under a UNION ALL; `size` must be a multiple of
-//! `slide`. The view shows the declared columns (not the system columns)
-//! followed by `window_start` and `window_end`.
+//! `slide`. SESSION windows come from window functions over the rows in
+//! time order (per key): a gap longer than `gap` starts a new session. The
+//! view shows the declared columns (not the system columns) followed by
+//! `window_start` and `window_end`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -33,6 +35,7 @@ pub type Tables = Arc<RwLock<HashMap<String, Arc<StreamTable>>>>;
 pub enum Kind {
     Tumble,
     Hop,
+    Session,
 }
 
 /// The table function of one window kind.
@@ -51,6 +54,7 @@ impl WindowFunction {
         match self.kind {
             Kind::Tumble => "TUMBLE",
             Kind::Hop => "HOP",
+            Kind::Session => "SESSION",
         }
     }
 }
@@ -104,28 +108,146 @@ fn interval(n: i64) -> Expr {
     )))
 }
 
+/// The stream behind a window function's first argument, and its time
+/// column (which must be a timestamp).
+fn stream_and_time(
+    tables: &Tables,
+    f: &str,
+    exprs: &[Expr],
+) -> Result<(Arc<StreamTable>, String, String, DataType)> {
+    let stream = ident(&exprs[0], "a stream", f)?;
+    let time = ident(&exprs[1], "a time column", f)?;
+    let table = tables
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&stream)
+        .cloned();
+    let Some(table) = table else {
+        return plan_err!("table '{stream}' not found");
+    };
+    let read = table.info().read_schema();
+    let t = match read.field_with_name(&time) {
+        Ok(field) => field.data_type().clone(),
+        Err(_) => return plan_err!("{f}: No field named {time} in stream {stream}"),
+    };
+    if !matches!(t, DataType::Timestamp(_, _)) {
+        return plan_err!("{f}: the time column {time} must be a TIMESTAMP, not {t}");
+    }
+    Ok((table, stream, time, t))
+}
+
+/// An aggregate function used as a window function.
+fn over(f: Arc<datafusion::logical_expr::AggregateUDF>, arg: Expr) -> Expr {
+    Expr::from(datafusion::logical_expr::expr::WindowFunction::new(
+        datafusion::logical_expr::WindowFunctionDefinition::AggregateUDF(f),
+        vec![arg],
+    ))
+}
+
+/// `SESSION(stream, time_col, gap [, key_col …])`: rows (per key) whose
+/// times are at most `gap` apart form one session; `window_start` is its
+/// first time and `window_end` its last time plus `gap`. Rows with no time
+/// belong to no session and are left out.
+fn session(tables: &Tables, exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+    use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+    use datafusion::functions_aggregate::sum::sum_udaf;
+    use datafusion::functions_window::expr_fn::lag;
+    use datafusion::logical_expr::{ExprFunctionExt, WindowFrame, WindowFrameBound, when};
+    const F: &str = "SESSION";
+    if exprs.len() < 3 {
+        return plan_err!(
+            "SESSION(stream, time_column, gap [, key_column …]) takes at least 3 arguments"
+        );
+    }
+    let (table, stream, time, _) = stream_and_time(tables, F, exprs)?;
+    let gap = interval(nanos(&exprs[2], F)?);
+    let keys = exprs[3..]
+        .iter()
+        .map(|e| ident(e, "a key column", F).map(|k| col(datafusion::common::Column::from_name(k))))
+        .collect::<Result<Vec<_>>>()?;
+    let t = || col(datafusion::common::Column::from_name(&time));
+    let declared: Vec<Expr> = table
+        .info()
+        .spec
+        .schema
+        .fields()
+        .iter()
+        .map(|f| col(datafusion::common::Column::from_name(f.name())))
+        .collect();
+    let by_time = vec![t().sort(true, true)];
+    // 1. Each row's previous time (per key).
+    let prev = lag(t(), Some(1), None)
+        .partition_by(keys.clone())
+        .order_by(by_time.clone())
+        .build()?
+        .alias("_session_prev");
+    // 2. A row starts a session when it is the first or the gap has passed.
+    let starts = when(
+        col("_session_prev")
+            .is_null()
+            .or((col("_session_prev") + gap.clone()).lt(t())),
+        lit(1i64),
+    )
+    .otherwise(lit(0i64))?;
+    // 3. Running count of starts = the session's number.
+    let running = WindowFrame::new_bounds(
+        datafusion::logical_expr::WindowFrameUnits::Rows,
+        WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
+        WindowFrameBound::CurrentRow,
+    );
+    let number = over(sum_udaf(), col("_session_start"))
+        .partition_by(keys.clone())
+        .order_by(by_time)
+        .window_frame(running)
+        .build()?
+        .alias("_session");
+    let mut per_session = keys.clone();
+    per_session.push(col("_session"));
+    let first = over(min_udaf(), t())
+        .partition_by(per_session.clone())
+        .build()?
+        .alias("window_start");
+    let last = over(max_udaf(), t())
+        .partition_by(per_session)
+        .build()?
+        .alias("_session_last");
+    let mut with_start = declared.clone();
+    with_start.push(col("_session_prev"));
+    with_start.push(starts.alias("_session_start"));
+    let mut out = declared;
+    out.push(col("window_start"));
+    out.push((col("_session_last") + gap).alias("window_end"));
+    let plan = LogicalPlanBuilder::scan(stream.as_str(), provider_as_source(table), None)?
+        .filter(t().is_not_null())?
+        .window(vec![prev])?
+        .project(with_start)?
+        .window(vec![number])?
+        .window(vec![first, last])?
+        .project(out)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
 impl TableFunctionImpl for WindowFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let f = self.name();
         let exprs = args.exprs();
-        let want = match self.kind {
-            Kind::Tumble => 3,
-            Kind::Hop => 4,
-        };
+        if self.kind == Kind::Session {
+            return session(&self.tables, exprs);
+        }
+        let want = if self.kind == Kind::Hop { 4 } else { 3 };
         if exprs.len() != want {
             return match self.kind {
-                Kind::Tumble => plan_err!("TUMBLE(stream, time_column, size) takes 3 arguments"),
                 Kind::Hop => plan_err!("HOP(stream, time_column, slide, size) takes 4 arguments"),
+                _ => plan_err!("TUMBLE(stream, time_column, size) takes 3 arguments"),
             };
         }
-        let stream = ident(&exprs[0], "a stream", f)?;
-        let time = ident(&exprs[1], "a time column", f)?;
         let (slide, size) = match self.kind {
-            Kind::Tumble => {
+            Kind::Hop => (nanos(&exprs[2], f)?, nanos(&exprs[3], f)?),
+            _ => {
                 let s = nanos(&exprs[2], f)?;
                 (s, s)
             }
-            Kind::Hop => (nanos(&exprs[2], f)?, nanos(&exprs[3], f)?),
         };
         if size % slide != 0 {
             return plan_err!("{f}: the size must be a multiple of the slide");
@@ -134,27 +256,11 @@ impl TableFunctionImpl for WindowFunction {
         if hops > MAX_HOPS {
             return plan_err!("{f}: a row would belong to {hops} windows (at most {MAX_HOPS})");
         }
-        let table = self
-            .tables
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&stream)
-            .cloned();
-        let Some(table) = table else {
-            return plan_err!("table '{stream}' not found");
+        let (table, stream, time, time_type) = stream_and_time(&self.tables, f, exprs)?;
+        let DataType::Timestamp(unit, tz) = &time_type else {
+            return plan_err!("{f}: the time column {time} must be a TIMESTAMP");
         };
         let info = table.info().clone();
-        let read = info.read_schema();
-        let time_field = match read.field_with_name(&time) {
-            Ok(f) => f.clone(),
-            Err(_) => return plan_err!("{f}: No field named {time} in stream {stream}"),
-        };
-        let DataType::Timestamp(unit, tz) = time_field.data_type() else {
-            return plan_err!(
-                "{f}: the time column {time} must be a TIMESTAMP, not {}",
-                time_field.data_type()
-            );
-        };
         let origin = epoch(unit, tz.clone());
         let declared: Vec<Expr> = info
             .spec
