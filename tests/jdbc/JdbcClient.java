@@ -99,6 +99,105 @@ public class JdbcClient {
                 }
             }
 
+            // Every column type CREATE STREAM accepts, through setters and getters.
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE STREAM jdbc_types (b BOOLEAN, i2 SMALLINT, i4 INT, i8 BIGINT, "
+                        + "f4 REAL, f8 DOUBLE PRECISION, n NUMERIC(12,3), t TEXT, v VARCHAR(10), "
+                        + "by BYTEA, d DATE, ts TIMESTAMP, tz TIMESTAMPTZ)");
+            }
+            java.time.LocalDate day = java.time.LocalDate.of(2026, 11, 26);
+            java.time.LocalDateTime local = java.time.LocalDateTime.of(2026, 11, 26, 12, 30, 15, 250_000_000);
+            byte[] bytes = {0, 1, (byte) 255};
+            try (PreparedStatement ps = c.prepareStatement(
+                    "INSERT INTO jdbc_types VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")) {
+                ps.setBoolean(1, true);
+                ps.setShort(2, (short) 12);
+                ps.setInt(3, 34000);
+                ps.setLong(4, 5_000_000_000L);
+                ps.setFloat(5, 1.5f);
+                ps.setDouble(6, 2.25);
+                ps.setBigDecimal(7, new BigDecimal("12345.678"));
+                ps.setString(8, "héllo");
+                ps.setString(9, "v");
+                ps.setBytes(10, bytes);
+                ps.setObject(11, day);
+                ps.setObject(12, local);
+                ps.setObject(13, placed);
+                checkEq(ps.executeUpdate(), 1, "typed insert");
+                for (int i = 1; i <= 13; i++) {
+                    ps.setNull(i, Types.NULL);
+                }
+                checkEq(ps.executeUpdate(), 1, "all-NULL insert");
+            }
+            try (Statement s = c.createStatement();
+                    ResultSet rs = s.executeQuery("SELECT * FROM jdbc_types ORDER BY i4 NULLS LAST")) {
+                check(rs.next(), "typed row");
+                checkEq(rs.getBoolean(1), true, "bool");
+                checkEq(rs.getShort(2), (short) 12, "int2");
+                checkEq(rs.getInt(3), 34000, "int4");
+                checkEq(rs.getLong(4), 5_000_000_000L, "int8");
+                checkEq(rs.getFloat(5), 1.5f, "float4");
+                checkEq(rs.getDouble(6), 2.25, "float8");
+                checkEq(rs.getBigDecimal(7), new BigDecimal("12345.678"), "numeric");
+                checkEq(rs.getString(8), "héllo", "text");
+                checkEq(rs.getString(9), "v", "varchar");
+                check(java.util.Arrays.equals(rs.getBytes(10), bytes), "bytea");
+                checkEq(rs.getObject(11, java.time.LocalDate.class), day, "date");
+                checkEq(rs.getObject(12, java.time.LocalDateTime.class), local, "timestamp");
+                checkEq(rs.getObject(13, OffsetDateTime.class), placed, "timestamptz");
+                check(rs.next(), "NULL row");
+                for (int i = 1; i <= 13; i++) {
+                    rs.getObject(i);
+                    check(rs.wasNull(), "column " + i + " NULL");
+                }
+            }
+
+            // A cursor-style fetch: with autocommit off pgjdbc executes the
+            // portal 10 rows at a time (PortalSuspended between batches).
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE STREAM jdbc_many (id BIGINT)");
+                s.execute("INSERT INTO jdbc_many SELECT value FROM generate_series(1, 1000)");
+            }
+            c.setAutoCommit(false);
+            try (Statement s = c.createStatement()) {
+                s.setFetchSize(10);
+                try (ResultSet rs = s.executeQuery("SELECT id FROM jdbc_many ORDER BY id")) {
+                    long expect = 1;
+                    while (rs.next()) {
+                        checkEq(rs.getLong(1), expect, "fetched id");
+                        expect++;
+                    }
+                    checkEq(expect, 1001L, "rows fetched in batches");
+                }
+            }
+            c.commit();
+            c.setAutoCommit(true);
+
+            // Statement.cancel() sends a CancelRequest; the query stops with 57014.
+            try (Statement s = c.createStatement()) {
+                Thread canceller = new Thread(() -> {
+                    try {
+                        Thread.sleep(500);
+                        s.cancel();
+                    } catch (Exception e) {
+                        throw new RuntimeException(e);
+                    }
+                });
+                canceller.start();
+                long started = System.nanoTime();
+                try {
+                    s.executeQuery("SELECT count(*) FROM generate_series(1, 20000000000) AS t(v) WHERE v % 7 = 3");
+                    throw new AssertionError("expected the query to be cancelled");
+                } catch (SQLException e) {
+                    checkEq(e.getSQLState(), "57014", "cancelled");
+                }
+                canceller.join();
+                check(System.nanoTime() - started < 10_000_000_000L, "cancel took too long");
+                try (ResultSet rs = s.executeQuery("SELECT 1")) {
+                    check(rs.next(), "usable after cancel");
+                }
+            }
+
             // Metadata through pg_catalog: the stream as a table, its columns.
             try (ResultSet rs = md.getTables(null, "public", "jdbc_orders", new String[] {"TABLE"})) {
                 check(rs.next(), "getTables finds the stream");

@@ -105,6 +105,54 @@ test("literals and aggregates have PostgreSQL's types", async () => {
   );
 });
 
+test("every stream column type round-trips", async () => {
+  await client.query(
+    `CREATE STREAM node_types (b BOOLEAN, i2 SMALLINT, i4 INT, i8 BIGINT, f4 REAL,
+       f8 DOUBLE PRECISION, n NUMERIC(12, 3), t TEXT, v VARCHAR(10), by BYTEA, d DATE,
+       ts TIMESTAMP, tz TIMESTAMPTZ, j JSON)`,
+  );
+  const row = [
+    true, 12, 34000, "5000000000", 1.5, 2.25, "12345.678", "héllo", "v",
+    Buffer.from([0, 1, 255]), "2026-11-26", new Date("2026-11-26T12:30:15.250Z"),
+    new Date("2026-11-26T12:30:15Z"), { a: 1, b: ["x"] },
+  ];
+  await client.query(
+    "INSERT INTO node_types VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    row,
+  );
+  await client.query("INSERT INTO node_types (t) VALUES (NULL)");
+  const got = await client.query({
+    text: "SELECT * FROM node_types WHERE b",
+    rowMode: "array",
+    // DATE as its text, not a local-midnight Date.
+    types: { getTypeParser: (oid, fmt) => (oid === 1082 ? (v) => v : pg.types.getTypeParser(oid, fmt)) },
+  });
+  assert.deepEqual(got.rows[0], row);
+  const nulls = await client.query({ text: "SELECT * FROM node_types WHERE b IS NULL", rowMode: "array" });
+  assert.deepEqual(nulls.rows[0], Array(14).fill(null));
+});
+
+test("cancel stops a running query", async () => {
+  const started = Date.now();
+  const query = new pg.Query(
+    "SELECT count(*) FROM generate_series(1, 20000000000) AS t(v) WHERE v % 7 = 3",
+  );
+  const running = new Promise((resolve, reject) => {
+    query.on("error", reject);
+    query.on("end", resolve);
+  });
+  client.query(query);
+  const canceller = new pg.Client({ connectionString: dsn });
+  setTimeout(() => canceller.cancel(client, query), 500);
+  await assert.rejects(running, (e) => {
+    assert.equal(e.code, "57014");
+    return true;
+  });
+  assert.ok(Date.now() - started < 10000);
+  const r = await client.query("SELECT 2 AS two");
+  assert.deepEqual(r.rows, [{ two: 2 }]);
+});
+
 test("server settings drivers read", async () => {
   const r = await client.query("SHOW server_version");
   assert.match(r.rows[0].server_version, /^16\./);

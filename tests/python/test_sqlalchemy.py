@@ -81,3 +81,28 @@ def test_autoloaded_table_selects_with_expressions(engine):
         # startswith() escapes with LIKE … ESCAPE '/'
         q = sa.select(t.c.id).where(t.c.customer.startswith("b", autoescape=True))
         assert c.execute(q).scalars().all() == [2]
+
+
+def test_every_type_round_trips_through_core(engine):
+    import decimal
+
+    with engine.connect() as c:
+        c.execute(sa.text(
+            "CREATE STREAM sa_types (b BOOLEAN, i2 SMALLINT, i4 INT, i8 BIGINT, f4 REAL, "
+            "f8 DOUBLE PRECISION, n NUMERIC(12, 3), t TEXT, v VARCHAR(10), by BYTEA, d DATE, "
+            "ts TIMESTAMP, tz TIMESTAMPTZ)"
+        ))
+        t = sa.Table("sa_types", sa.MetaData(), autoload_with=c)
+        row = {
+            "b": True, "i2": 12, "i4": 34000, "i8": 5_000_000_000, "f4": 1.5, "f8": 2.25,
+            "n": decimal.Decimal("12345.678"), "t": "héllo", "v": "v", "by": b"\x00\x01\xff",
+            "d": dt.date(2026, 11, 26), "ts": dt.datetime(2026, 11, 26, 12, 30, 15, 250000),
+            "tz": dt.datetime(2026, 11, 26, 12, 30, 15, tzinfo=dt.timezone.utc),
+        }
+        c.execute(t.insert(), [row])
+        c.execute(t.insert(), [{k: None for k in row}])
+        cols = [t.c[k] for k in row]
+        got = c.execute(sa.select(*cols).where(t.c.b.is_(True))).one()
+        assert got._asdict() == row
+        nulls = c.execute(sa.select(*cols).where(t.c.b.is_(None))).one()
+        assert tuple(nulls) == (None,) * len(row)
