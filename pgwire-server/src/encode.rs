@@ -119,6 +119,8 @@ enum Col<'a> {
     TsTz(ArrayRef),
     /// NUMERIC that fits rust_decimal (scale ≤ 28): text or binary.
     Dec(ArrayRef, u32),
+    /// `interval`, as months, days and nanoseconds.
+    Interval(ArrayRef),
     /// `oid`.
     Oid(&'a arrow::array::UInt32Array),
     /// The NULL type: every value is NULL.
@@ -138,6 +140,9 @@ impl<'a> Col<'a> {
         let us = DataType::Timestamp(TimeUnit::Microsecond, None);
         Ok(match a.data_type() {
             DataType::Null => Col::Null,
+            DataType::Interval(_) | DataType::Duration(_) => {
+                Col::Interval(cast(a, &DataType::Interval(IntervalUnit::MonthDayNano))?)
+            }
             DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
                 let element = Field::new("item", element_type(f.data_type()), true);
                 Col::List(cast(a, &DataType::List(Arc::new(element)))?)
@@ -264,6 +269,14 @@ impl<'a> Col<'a> {
                 }
             }
             Col::Null => enc.encode_field(&None::<&str>),
+            Col::Interval(a) => {
+                let a = a.as_primitive::<IntervalMonthDayNanoType>();
+                let v = a.is_valid(row).then(|| {
+                    let v = a.value(row);
+                    pg_interval::Interval::new(v.months, v.days, v.nanoseconds / 1_000)
+                });
+                enc.encode_field(&v)
+            }
             Col::Oid(a) => enc.encode_field(&(a.is_valid(row).then(|| a.value(row)))),
             Col::List(a) => {
                 let lists = a.as_list::<i32>();
@@ -384,10 +397,29 @@ pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<V
         .iter()
         .map(|f| f.format() == pgwire::api::results::FieldFormat::Text)
         .collect();
+    // jsonb's binary format is a version byte, then the text.
+    let jsonb: Vec<bool> = fields
+        .iter()
+        .map(|f| f.datatype() == &Type::JSONB)
+        .collect();
     let mut enc = DataRowEncoder::new(fields.clone());
     let mut out = Vec::with_capacity(batch.num_rows());
+    let mut buf = Vec::new();
     for row in 0..batch.num_rows() {
-        for (c, &t) in cols.iter().zip(&text) {
+        for ((c, &t), &j) in cols.iter().zip(&text).zip(&jsonb) {
+            if j && !t
+                && let Col::Str(a) = c
+            {
+                let a = a.as_string::<i32>();
+                let v = a.is_valid(row).then(|| {
+                    buf.clear();
+                    buf.push(1u8);
+                    buf.extend_from_slice(a.value(row).as_bytes());
+                    buf.as_slice()
+                });
+                enc.encode_field(&v)?;
+                continue;
+            }
             c.encode(row, t, &mut enc)?;
         }
         out.push(enc.take_row());

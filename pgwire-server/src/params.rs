@@ -91,6 +91,30 @@ fn binary<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> PgWireResult<Scal
             Some("UTC".into()),
         ),
         Type::OID => ScalarValue::UInt32(portal.parameter::<u32>(i, t)?),
+        // jsonb's binary format: version 1, then the JSON text.
+        Type::JSONB => match portal.parameters.get(i).cloned().flatten() {
+            None => ScalarValue::Utf8(None),
+            Some(b) if b.first() == Some(&1) => {
+                ScalarValue::Utf8(Some(String::from_utf8(b[1..].to_vec()).map_err(|_| {
+                    protocol_error("22021", format!("parameter ${} is not valid UTF-8", i + 1))
+                })?))
+            }
+            Some(_) => {
+                return Err(protocol_error(
+                    "22P03",
+                    format!("parameter ${}: unsupported jsonb version", i + 1),
+                ));
+            }
+        },
+        Type::INTERVAL => ScalarValue::IntervalMonthDayNano(
+            portal.parameter::<pg_interval::Interval>(i, t)?.map(|v| {
+                arrow::datatypes::IntervalMonthDayNano::new(
+                    v.months,
+                    v.days,
+                    v.microseconds * 1_000,
+                )
+            }),
+        ),
         Type::BOOL_ARRAY => list(
             portal.parameter::<Vec<Option<bool>>>(i, t)?,
             ScalarValue::Boolean,

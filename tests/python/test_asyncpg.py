@@ -121,3 +121,29 @@ def test_arrays_in_results_and_parameters(server):
             await conn.close()
 
     run(go())
+
+
+def test_interval_json_and_array_columns(server):
+    import datetime as dt
+    import json
+
+    async def go():
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            await conn.execute(
+                "CREATE STREAM ij (d INTERVAL, j JSON, jb JSONB, a INT[], t TEXT[])"
+            )
+            # asyncpg's default json/jsonb codecs take and give text.
+            row = (
+                dt.timedelta(days=3, seconds=5), json.dumps({"a": [1, 2]}),
+                json.dumps({"b": None}), [1, None, 3], ["x", "y z"],
+            )
+            await conn.execute("INSERT INTO ij VALUES ($1, $2, $3, $4, $5)", *row)
+            got = await conn.fetchrow("SELECT * FROM ij")
+            assert (got[0], json.loads(got[1]), json.loads(got[2]), got[3], got[4]) == (
+                row[0], {"a": [1, 2]}, {"b": None}, row[3], row[4]
+            )
+        finally:
+            await conn.close()
+
+    run(go())

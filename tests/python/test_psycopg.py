@@ -116,3 +116,25 @@ def test_cancel_stops_a_running_query(conn):
     timer.join()
     # The connection is usable afterwards.
     assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_interval_json_and_array_columns(server, binary):
+    from psycopg.types.json import Jsonb
+
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        name = f"ija_{int(binary)}"
+        c.execute(f"CREATE STREAM {name} (d INTERVAL, a INT[], t TEXT[], j JSONB)")
+        c.execute(
+            f"INSERT INTO {name} VALUES (INTERVAL '1 day 2 hours', make_array(1, 2), "
+            "make_array('x', 'y'), '{\"a\": 1}')"
+        )
+        c.execute(
+            f"INSERT INTO {name} VALUES (%s, %s, %s, %s)",
+            (dt.timedelta(days=3, seconds=5), [3, None], ["p q"], Jsonb({"b": [2]})),
+        )
+        got = c.cursor(binary=binary).execute(f"SELECT * FROM {name}").fetchall()
+        assert sorted(got, key=lambda r: r[0]) == [
+            (dt.timedelta(days=1, seconds=7200), [1, 2], ["x", "y"], {"a": 1}),
+            (dt.timedelta(days=3, seconds=5), [3, None], ["p q"], {"b": [2]}),
+        ]
