@@ -123,6 +123,8 @@ pub struct CopyIn {
     partial: Vec<u8>,
     /// The `\.` end-of-data line was seen: later data is ignored.
     ended: bool,
+    /// CSV: the data so far ends inside a quoted field.
+    in_quotes: bool,
     rows: u64,
 }
 
@@ -159,10 +161,10 @@ impl CopyIn {
             builder = builder
                 .with_delimiter(format.delimiter)
                 .with_quote(format.quote);
-            if !format.null.is_empty() {
-                builder = builder.with_null_regex(null_regex(&format.null)?);
-            }
         }
+        // NULLs reach the decoder as a marker (see `mark_csv_nulls`), so an
+        // empty string stays an empty string.
+        builder = builder.with_null_regex(null_regex()?);
         // Text format is re-encoded as CSV line by line (see `feed_text`).
         Ok(CopyIn {
             stream,
@@ -174,6 +176,7 @@ impl CopyIn {
             batches: Vec::new(),
             partial: Vec::new(),
             ended: false,
+            in_quotes: false,
             rows: 0,
         })
     }
@@ -213,7 +216,8 @@ impl CopyIn {
 
     fn decode_lines(&mut self, lines: &[u8]) -> Result<()> {
         if self.format.csv {
-            self.decode(lines)
+            let marked = mark_csv_nulls(lines, &self.format, &mut self.in_quotes);
+            self.decode(&marked)
         } else {
             let csv = text_to_csv(lines, self.format.delimiter, &self.format.null)?;
             self.decode(&csv)
@@ -282,13 +286,61 @@ fn bad_data(e: arrow::error::ArrowError) -> SqlError {
     SqlError::InvalidInput(format!("invalid COPY data: {e}"))
 }
 
-fn null_regex(null: &str) -> Result<regex::Regex> {
-    regex::Regex::new(&format!("^{}$", regex::escape(null)))
-        .map_err(|e| SqlError::InvalidInput(format!("COPY NULL string: {e}")))
+/// What a NULL field becomes before the CSV decoder sees it: a NUL byte
+/// cannot occur in PostgreSQL text, so no real value looks like it.
+const NULL_MARK: &[u8] = b"\0N";
+
+fn null_regex() -> Result<regex::Regex> {
+    regex::Regex::new("^\\x00N$").map_err(|e| SqlError::Internal(format!("COPY NULL marker: {e}")))
 }
 
-/// Rewrites text-format lines as CSV records: NULL markers become empty
-/// unquoted fields, every other value is unescaped and quoted.
+/// PostgreSQL's CSV rule: a field is NULL when it is unquoted and equals
+/// the NULL string (empty by default); a quoted field never is, so `""` is
+/// an empty string. Rewrites NULL fields as [`NULL_MARK`]; `in_quotes`
+/// carries the quoting state from one chunk to the next.
+fn mark_csv_nulls(data: &[u8], format: &CopyFormat, in_quotes: &mut bool) -> Vec<u8> {
+    let null = format.null.as_bytes();
+    let mut out = Vec::with_capacity(data.len() + data.len() / 8);
+    let mut field_start = 0;
+    let mut quoted = false;
+    let end_field = |out: &mut Vec<u8>, start: usize, quoted: bool| {
+        let field = &out[start..];
+        let field = field.strip_suffix(b"\r").unwrap_or(field);
+        if !quoted && field == null {
+            let cr = out[start..].ends_with(b"\r");
+            out.truncate(start);
+            out.extend_from_slice(NULL_MARK);
+            if cr {
+                out.push(b'\r');
+            }
+        }
+    };
+    for &b in data {
+        if *in_quotes {
+            if b == format.quote {
+                *in_quotes = false;
+            }
+            out.push(b);
+            continue;
+        }
+        if b == format.quote {
+            *in_quotes = true;
+            quoted = true;
+            out.push(b);
+        } else if b == format.delimiter || b == b'\n' {
+            end_field(&mut out, field_start, quoted);
+            out.push(b);
+            field_start = out.len();
+            quoted = false;
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Rewrites text-format lines as CSV records: NULLs become [`NULL_MARK`],
+/// every other value is unescaped and quoted.
 fn text_to_csv(lines: &[u8], delimiter: u8, null: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(lines.len() + lines.len() / 4);
     for line in lines.split(|&b| b == b'\n') {
@@ -301,6 +353,7 @@ fn text_to_csv(lines: &[u8], delimiter: u8, null: &str) -> Result<Vec<u8>> {
                 out.push(b',');
             }
             if field == null.as_bytes() {
+                out.extend_from_slice(NULL_MARK);
                 continue;
             }
             out.push(b'"');
@@ -528,8 +581,24 @@ mod tests {
         let csv = text_to_csv(&text, b'\t', "\\N").unwrap();
         assert_eq!(
             String::from_utf8(csv).unwrap(),
-            "\"1\",\"a\tb\\c\nd\"\n,\"\"\n"
+            "\"1\",\"a\tb\\c\nd\"\n\0N,\"\"\n"
         );
+    }
+
+    #[test]
+    fn csv_nulls_are_unquoted_null_strings() {
+        let f = CopyFormat::from_options(
+            &[CopyOption::Format(sqlparser::ast::Ident::new("csv"))],
+            &[],
+        )
+        .unwrap();
+        let mut q = false;
+        let out = mark_csv_nulls(b"1,,\"\"\r\n2,\"a,\n", &f, &mut q);
+        assert_eq!(out, b"1,\0N,\"\"\r\n2,\"a,\n".to_vec());
+        assert!(q, "a quoted field continues into the next chunk");
+        let out = mark_csv_nulls(b"b\",\n", &f, &mut q);
+        assert_eq!(out, b"b\",\0N\n".to_vec());
+        assert!(!q);
     }
 
     #[test]
@@ -545,7 +614,7 @@ mod tests {
         let csv = text_to_csv(b"1\tann\t\\N\n2\ta\\tb \"q\"\t3.5\n\\.\n", b'\t', "\\N").unwrap();
         assert_eq!(
             String::from_utf8(csv).unwrap(),
-            "\"1\",\"ann\",\n\"2\",\"a\tb \"\"q\"\"\",\"3.5\"\n"
+            "\"1\",\"ann\",\0N\n\"2\",\"a\tb \"\"q\"\"\",\"3.5\"\n"
         );
     }
 }

@@ -138,3 +138,17 @@ def test_interval_json_and_array_columns(server, binary):
             (dt.timedelta(days=1, seconds=7200), [1, 2], ["x", "y"], {"a": 1}),
             (dt.timedelta(days=3, seconds=5), [3, None], ["p q"], {"b": [2]}),
         ]
+
+
+def test_csv_copy_tells_empty_strings_from_nulls(conn):
+    conn.execute("CREATE STREAM csv_nulls (id INT, a TEXT, b TEXT)")
+    with conn.cursor().copy("COPY csv_nulls FROM STDIN (FORMAT csv)") as cp:
+        cp.write(b'1,,""\r\n2,"x,y",\n3,"","NULL"\n')
+    with conn.cursor().copy("COPY csv_nulls FROM STDIN (FORMAT csv, NULL 'NULL')") as cp:
+        cp.write(b'4,NULL,"NULL"\n')
+    with conn.cursor().copy("COPY csv_nulls FROM STDIN") as cp:  # text: \N is NULL
+        cp.write(b"5\t\\N\t\n")
+    rows = conn.execute("SELECT id, a, b FROM csv_nulls ORDER BY id").fetchall()
+    assert rows == [
+        (1, None, ""), (2, "x,y", None), (3, "", "NULL"), (4, None, "NULL"), (5, None, ""),
+    ]
