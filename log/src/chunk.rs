@@ -8,13 +8,16 @@
 //! stored, because they are assigned by the metadata commit after the bytes
 //! are written, and are recomputed on read from the chunk's base offset.
 
-use std::io::Cursor;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::buffer::Buffer;
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 use arrow::ipc::CompressionType;
-use arrow::ipc::reader::StreamReader;
+use arrow::ipc::MessageHeader;
+use arrow::ipc::reader::RecordBatchDecoder;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use bytes::Bytes;
 
@@ -97,17 +100,108 @@ pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], zstd_level: i32) -> R
 /// Decodes a chunk fetched from `object`. `projection` selects columns of
 /// the chunk schema (declared columns, then `_timestamp`); unprojected
 /// buffers are not decompressed.
+///
+/// The messages are framed here rather than by arrow's `StreamReader`,
+/// which copies every message body into a fresh zeroed buffer: bodies are
+/// decoded straight out of the fetched bytes.
 pub fn decode(
     object: &str,
     bytes: Bytes,
     projection: Option<Vec<usize>>,
 ) -> Result<Vec<RecordBatch>> {
-    let corrupt = |e: arrow::error::ArrowError| LogError::CorruptChunk {
+    // arrow's decoder panics on some malformed buffer layouts (a length
+    // past the body); a corrupt object is an error, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_messages(object, bytes, projection)
+    }))
+    .unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "undecodable".into());
+        Err(LogError::CorruptChunk {
+            object: object.to_string(),
+            detail,
+        })
+    })
+}
+
+fn decode_messages(
+    object: &str,
+    bytes: Bytes,
+    projection: Option<Vec<usize>>,
+) -> Result<Vec<RecordBatch>> {
+    let corrupt = |detail: String| LogError::CorruptChunk {
         object: object.to_string(),
-        detail: e.to_string(),
+        detail,
     };
-    let reader = StreamReader::try_new(Cursor::new(bytes), projection).map_err(corrupt)?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+    let buf = Buffer::from(bytes);
+    let no_dictionaries = HashMap::new();
+    let mut schema: Option<SchemaRef> = None;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let word = |at: usize| -> Option<u32> {
+        buf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    while at < buf.len() {
+        // Encapsulated message: 0xFFFFFFFF, metadata length, metadata, body.
+        let mut meta_len = word(at).ok_or_else(|| corrupt("truncated message".into()))?;
+        at += 4;
+        if meta_len == u32::MAX {
+            meta_len = word(at).ok_or_else(|| corrupt("truncated message".into()))?;
+            at += 4;
+        }
+        if meta_len == 0 {
+            break; // end of stream
+        }
+        let meta = buf
+            .get(at..at + meta_len as usize)
+            .ok_or_else(|| corrupt("truncated message metadata".into()))?;
+        let message =
+            arrow::ipc::root_as_message(meta).map_err(|e| corrupt(format!("bad message: {e}")))?;
+        at += meta_len as usize;
+        let body_len = usize::try_from(message.bodyLength())
+            .map_err(|_| corrupt("negative body length".into()))?;
+        if at + body_len > buf.len() {
+            return Err(corrupt("truncated message body".into()));
+        }
+        let body = buf.slice_with_length(at, body_len);
+        at += body_len;
+        match message.header_type() {
+            MessageHeader::Schema => {
+                let fb = message
+                    .header_as_schema()
+                    .ok_or_else(|| corrupt("unreadable schema".into()))?;
+                schema = Some(Arc::new(arrow::ipc::convert::fb_to_schema(fb)));
+            }
+            MessageHeader::RecordBatch => {
+                let fb = message
+                    .header_as_record_batch()
+                    .ok_or_else(|| corrupt("unreadable record batch".into()))?;
+                let schema = schema
+                    .clone()
+                    .ok_or_else(|| corrupt("record batch before the schema".into()))?;
+                let batch = RecordBatchDecoder::try_new(
+                    &body,
+                    fb,
+                    schema,
+                    &no_dictionaries,
+                    &message.version(),
+                )
+                .and_then(|d| {
+                    d.with_projection(projection.as_deref())
+                        .with_require_alignment(false)
+                        .read_record_batch()
+                })
+                .map_err(|e| corrupt(e.to_string()))?;
+                out.push(batch);
+            }
+            other => return Err(corrupt(format!("unexpected {other:?} message"))),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -154,6 +248,32 @@ mod tests {
     fn corrupt_bytes_are_a_typed_error() {
         let err = decode("obj", Bytes::from_static(b"not arrow at all"), None).unwrap_err();
         assert!(matches!(err, LogError::CorruptChunk { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_truncation_and_corruption_is_an_error_not_a_panic() {
+        let parts = [batch(5000), batch(5000)];
+        let bytes = encode(&parts[0].schema(), &parts, FLUSH_ZSTD_LEVEL).unwrap();
+        let whole = decode("x", Bytes::from(bytes.clone()), None).unwrap();
+        assert_eq!(
+            whole.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            10_000
+        );
+        for cut in (0..bytes.len()).step_by(97) {
+            // A prefix either decodes (it ends on a message boundary) or is
+            // refused as corrupt.
+            match decode("x", Bytes::from(bytes[..cut].to_vec()), None) {
+                Ok(b) => assert!(b.iter().map(RecordBatch::num_rows).sum::<usize>() <= 10_000),
+                Err(e) => assert!(matches!(e, LogError::CorruptChunk { .. }), "{e}"),
+            }
+        }
+        for at in (0..bytes.len()).step_by(131) {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x5a;
+            if let Err(e) = decode("x", Bytes::from(flipped), None) {
+                assert!(matches!(e, LogError::CorruptChunk { .. }), "{e}");
+            }
+        }
     }
 
     #[test]
