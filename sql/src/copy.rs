@@ -315,26 +315,40 @@ fn mark_csv_nulls(data: &[u8], format: &CopyFormat, in_quotes: &mut bool) -> Vec
             }
         }
     };
-    for &b in data {
+    let mut i = 0;
+    while i < data.len() {
+        let rest = &data[i..];
         if *in_quotes {
-            if b == format.quote {
-                *in_quotes = false;
+            // Inside quotes only the quote matters (`""` reopens them).
+            match memchr::memchr(format.quote, rest) {
+                Some(j) => {
+                    out.extend_from_slice(&rest[..=j]);
+                    i += j + 1;
+                    *in_quotes = false;
+                }
+                None => {
+                    out.extend_from_slice(rest);
+                    break;
+                }
             }
-            out.push(b);
             continue;
         }
+        let Some(j) = memchr::memchr3(format.quote, format.delimiter, b'\n', rest) else {
+            out.extend_from_slice(rest);
+            break;
+        };
+        out.extend_from_slice(&rest[..j]);
+        let b = rest[j];
+        i += j + 1;
         if b == format.quote {
             *in_quotes = true;
             quoted = true;
-            out.push(b);
-        } else if b == format.delimiter || b == b'\n' {
-            end_field(&mut out, field_start, quoted);
-            out.push(b);
-            field_start = out.len();
-            quoted = false;
         } else {
-            out.push(b);
+            end_field(&mut out, field_start, quoted);
+            field_start = out.len() + 1;
+            quoted = false;
         }
+        out.push(b);
     }
     out
 }
