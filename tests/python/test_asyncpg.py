@@ -147,3 +147,27 @@ def test_interval_json_and_array_columns(server):
             await conn.close()
 
     run(go())
+
+
+def test_cancel_on_timeout_stops_the_query(server):
+    """asyncpg sends a CancelRequest when a call times out."""
+    import time
+
+    async def go():
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            started = time.monotonic()
+            try:
+                await conn.fetchval(
+                    "SELECT count(*) FROM generate_series(1, 20000000000) AS t(v) WHERE v % 7 = 3",
+                    timeout=0.5,
+                )
+                raise AssertionError("expected a timeout")
+            except asyncio.TimeoutError:
+                pass
+            assert time.monotonic() - started < 10
+            assert await conn.fetchval("SELECT 7") == 7
+        finally:
+            await conn.close()
+
+    run(go())

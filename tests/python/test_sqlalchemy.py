@@ -106,3 +106,20 @@ def test_every_type_round_trips_through_core(engine):
         assert got._asdict() == row
         nulls = c.execute(sa.select(*cols).where(t.c.b.is_(None))).one()
         assert tuple(nulls) == (None,) * len(row)
+
+
+def test_errors_carry_sqlstates(engine):
+    from sqlalchemy import exc
+
+    with engine.connect() as c:
+        for sql, code in [
+            ("SELECT * FROM no_such_stream", "42P01"),
+            ("SELECT nope FROM sa_orders", "42703"),
+            ("SELEC 1", "42601"),
+        ]:
+            try:
+                c.execute(sa.text(sql))
+                raise AssertionError(f"{sql} should fail")
+            except exc.DBAPIError as e:
+                assert e.orig.sqlstate == code, (sql, e.orig.sqlstate)
+        assert c.execute(sa.text("SELECT 1")).scalar() == 1

@@ -656,6 +656,60 @@ pub(super) fn table_visibility(stmt: &mut SqlStatement) {
     let _ = stmt.visit(&mut Rewriter);
 }
 
+/// Catalog columns of type `regproc`, which the bundled rows hold as the
+/// function's name (`-` for none) rather than its oid.
+const REGPROC_COLUMNS: &[&str] = &[
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+    "typsubscript",
+    "aggfnoid",
+    "aggtransfn",
+    "aggfinalfn",
+    "oprcode",
+    "oprrest",
+    "oprjoin",
+];
+
+/// `typreceive != 0` (ADBC's type probe): a `regproc` compared with oid 0
+/// asks whether there is a function; with names, that is `<> '-'`.
+pub(super) fn regproc_zero(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            use sqlparser::ast::BinaryOperator as B;
+            let Expr::BinaryOp { left, op, right } = e else {
+                return ControlFlow::Continue(());
+            };
+            if !matches!(op, B::Eq | B::NotEq) {
+                return ControlFlow::Continue(());
+            }
+            let is_regproc = |x: &Expr| {
+                let name = match x {
+                    Expr::Identifier(i) => Some(i),
+                    Expr::CompoundIdentifier(p) => p.last(),
+                    _ => None,
+                };
+                name.is_some_and(|i| REGPROC_COLUMNS.contains(&dialect::normalize(i).as_str()))
+            };
+            let is_zero = |x: &Expr| matches!(x, Expr::Value(v) if matches!(&v.value, sqlparser::ast::Value::Number(n, _) if n == "0"));
+            let dash = Expr::Value(sqlparser::ast::Value::SingleQuotedString("-".into()).into());
+            if is_regproc(left) && is_zero(right) {
+                **right = dash;
+            } else if is_regproc(right) && is_zero(left) {
+                **left = dash;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
+}
+
 /// PostgreSQL's `user` (a bare keyword, the same as `current_user`).
 pub(super) fn user_keyword(stmt: &mut SqlStatement) {
     struct Rewriter;
