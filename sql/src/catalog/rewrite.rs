@@ -935,6 +935,75 @@ mod tests {
         }
     }
 
+    fn rewritten(sql: &str, rule: fn(&mut SqlStatement)) -> String {
+        let mut s = one(sql);
+        rule(&mut s);
+        s.to_string()
+    }
+
+    #[test]
+    fn regproc_compared_with_zero_asks_for_a_function() {
+        assert_eq!(
+            rewritten(
+                "SELECT oid FROM pg_type WHERE typreceive != 0 AND 0 = t.typsend AND typlen = 0",
+                regproc_zero
+            ),
+            "SELECT oid FROM pg_type WHERE typreceive <> '-' AND '-' = t.typsend AND typlen = 0"
+        );
+    }
+
+    #[test]
+    fn scalar_functions_in_from_become_one_row_relations() {
+        assert_eq!(
+            rewritten(
+                "SELECT s[i] FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') s",
+                scalar_functions_as_relations
+            ),
+            "SELECT s[i] FROM generate_series(1, 2) AS i (i), \
+             (SELECT string_to_array('a,b', ',') AS s) AS s"
+        );
+    }
+
+    #[test]
+    fn bare_user_is_the_current_user() {
+        assert_eq!(
+            rewritten("SELECT user, \"user\" FROM t", user_keyword),
+            // sqlparser prints the argument-less call without parentheses.
+            "SELECT pg_catalog.current_user, \"user\" FROM t"
+        );
+    }
+
+    #[test]
+    fn visibility_means_on_the_search_path() {
+        let out = rewritten(
+            "SELECT relname FROM pg_class c WHERE pg_table_is_visible(c.oid)",
+            table_visibility,
+        );
+        assert!(
+            out.contains("c.oid IN (SELECT _vc.oid FROM pg_catalog.pg_class"),
+            "{out}"
+        );
+        assert!(
+            out.contains("_vn.nspname IN ('public', 'pg_catalog')"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn correlated_recursive_lookups_are_null() {
+        let sql = "SELECT t.oid, (WITH RECURSIVE b(oid) AS (SELECT t2.typbasetype FROM pg_type t2 \
+                   WHERE t2.oid = t.oid UNION ALL SELECT t3.typbasetype FROM pg_type t3, b \
+                   WHERE b.oid = t3.oid) SELECT oid FROM b LIMIT 1) FROM pg_type t";
+        assert_eq!(
+            rewritten(sql, null_recursive_lookups),
+            "SELECT t.oid, NULL FROM pg_type t"
+        );
+        // Uncorrelated: left alone.
+        let sql = "SELECT (WITH RECURSIVE b(n) AS (SELECT 1 UNION ALL SELECT b.n + 1 FROM b \
+                   WHERE b.n < 3) SELECT max(n) FROM b)";
+        assert!(rewritten(sql, null_recursive_lookups).contains("WITH RECURSIVE"));
+    }
+
     #[test]
     fn only_catalog_queries_qualify() {
         assert!(is_catalog_query(&one(
