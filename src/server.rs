@@ -84,23 +84,38 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (stop_pg, pg_stopped) = tokio::sync::oneshot::channel::<()>();
     let pg_task = tokio::spawn(streamhouse_pgwire::serve(
         pg,
-        db,
+        db.clone(),
         PgConfig::default(),
         async move {
             let _ = pg_stopped.await;
         },
     ));
+    let flight = TcpListener::bind(config.flight_addr)
+        .await
+        .with_context(|| format!("cannot bind Flight address {}", config.flight_addr))?;
+    let flight_addr = flight.local_addr()?;
+    warn_if_exposed("Flight", flight_addr);
+    let (stop_flight, flight_stopped) = tokio::sync::oneshot::channel::<()>();
+    let flight_task = tokio::spawn(streamhouse_flight::serve(flight, db, async move {
+        let _ = flight_stopped.await;
+    }));
 
     state.set_ready(log.clone());
-    info!(http = %http_addr, pg = %pg_addr, "ready");
-    print_banner(&config, &data_dir, http_addr, pg_addr);
+    info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
+    print_banner(&config, &data_dir, http_addr, pg_addr, flight_addr);
 
     shutdown.recv().await;
     info!("shutting down");
     state.set_draining();
     let _ = stop_pg.send(());
+    let _ = stop_flight.send(());
     if let Err(e) = pg_task.await {
         warn!(error = %e, "PostgreSQL task failed");
+    }
+    match flight_task.await {
+        Ok(Err(e)) => warn!(error = %e, "Flight server ended with an error"),
+        Err(e) => warn!(error = %e, "Flight task failed"),
+        Ok(Ok(())) => {}
     }
     let _ = stop_http.send(());
     match http_task.await {
@@ -115,7 +130,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 }
 
 /// What the user needs to connect, printed once everything is bound.
-fn print_banner(config: &ServerConfig, data_dir: &DataDir, http: SocketAddr, pg: SocketAddr) {
+fn print_banner(
+    config: &ServerConfig,
+    data_dir: &DataDir,
+    http: SocketAddr,
+    pg: SocketAddr,
+    flight: SocketAddr,
+) {
     let meta = match &config.metadata {
         MetadataUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
         MetadataUrl::Postgres(u) => u.clone(),
@@ -126,10 +147,7 @@ fn print_banner(config: &ServerConfig, data_dir: &DataDir, http: SocketAddr, pg:
     println!("  metadata        {meta}");
     println!("  HTTP admin      http://{http}  (/health /ready /live /v1/streams)");
     println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse\"");
-    println!(
-        "  Flight          grpc://{} (configured; this version does not serve it yet)",
-        config.flight_addr
-    );
+    println!("  Flight          grpc://{flight}  (Flight SQL)");
     println!("Press Ctrl-C to stop.");
 }
 

@@ -11,7 +11,8 @@ use common::{BIN, Server, get};
 #[test]
 fn starts_with_embedded_defaults_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[], &[]);
+    // The only test on the default Flight port.
+    let mut server = Server::start_with_flight_as_given(dir.path(), &[], &[]);
     let data = dir.path().join("streamhouse-data").canonicalize().unwrap();
     assert_eq!(server.line("data directory"), data.display().to_string());
     assert_eq!(
@@ -82,7 +83,7 @@ fn flags_override_environment_override_config_file() {
     .unwrap();
     let cfg = ["--config", "sh.toml"];
 
-    let s = Server::start(dir.path(), &cfg, &[]);
+    let s = Server::start_with_flight_as_given(dir.path(), &cfg, &[]);
     assert!(s.line("data directory").ends_with("/from-file"));
     assert!(s.line("Flight").starts_with("grpc://127.0.0.1:6001"));
     drop(s);
@@ -93,7 +94,11 @@ fn flags_override_environment_override_config_file() {
 
     let mut args = cfg.to_vec();
     args.extend(["--data-dir", "from-flag", "--flight-addr", "127.0.0.1:6002"]);
-    let s = Server::start(dir.path(), &args, &[("STREAMHOUSE_DATA_DIR", "from-env")]);
+    let s = Server::start_with_flight_as_given(
+        dir.path(),
+        &args,
+        &[("STREAMHOUSE_DATA_DIR", "from-env")],
+    );
     assert!(s.line("data directory").ends_with("/from-flag"));
     assert!(s.line("Flight").starts_with("grpc://127.0.0.1:6002"));
 }

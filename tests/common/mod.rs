@@ -16,7 +16,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server on free ports (HTTP, PostgreSQL and Flight).
     pub fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut all = vec!["--flight-addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start_with_flight_as_given(dir, &all, envs)
+    }
+
+    /// A server on free HTTP and PostgreSQL ports, its Flight address from
+    /// `args`, the environment, a config file or the default.
+    pub fn start_with_flight_as_given(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(dir)
             .arg("server")

@@ -32,6 +32,7 @@ class Server:
                 "--data-dir", data_dir,
                 "--http-addr", "127.0.0.1:0",
                 "--pg-addr", "127.0.0.1:0",
+                "--flight-addr", "127.0.0.1:0",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -39,10 +40,13 @@ class Server:
             env=env,
         )
         self.dsn = None
+        self.flight = None
         for line in self.proc.stdout:
             line = line.strip()
             if line.startswith("PostgreSQL"):
                 self.dsn = line.split('"')[1]
+            if line.startswith("Flight"):
+                self.flight = line.split()[1]
             if line.startswith("Press Ctrl-C"):
                 break
         if self.dsn is None:

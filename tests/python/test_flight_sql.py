@@ -1,0 +1,59 @@
+"""Arrow Flight SQL through ADBC's Flight SQL driver: statements (queries,
+DDL and INSERT sent through execute()), Arrow results, and errors mapped to
+gRPC status codes with the PostgreSQL door's messages."""
+
+import warnings
+
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+import pyarrow as pa
+import pytest
+
+
+@pytest.fixture
+def conn(server):
+    with warnings.catch_warnings():
+        # ADBC warns that autocommit cannot be turned off: every statement
+        # is durable when it returns.
+        warnings.simplefilter("ignore")
+        c = flightsql.connect(server.flight)
+    yield c
+    c.close()
+
+
+def test_statements_and_arrow_results(conn):
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE STREAM fs_orders (id BIGINT NOT NULL, customer TEXT, amount DOUBLE PRECISION, "
+            "placed TIMESTAMPTZ) WITH (partitions = 2)"
+        )
+        cur.execute(
+            "INSERT INTO fs_orders VALUES (1, 'ann', 10.5, '2026-11-26 10:00:00+00'), "
+            "(2, 'bob', 20, NULL), (3, 'ann', 7.25, NULL)"
+        )
+        cur.execute(
+            "SELECT customer, count(*) AS n, sum(amount) AS total FROM fs_orders "
+            "GROUP BY customer ORDER BY customer"
+        )
+        table = cur.fetch_arrow_table()
+        assert table.schema.field("n").type == pa.int64()
+        assert table.to_pylist() == [
+            {"customer": "ann", "n": 2, "total": 17.75},
+            {"customer": "bob", "n": 1, "total": 20.0},
+        ]
+        cur.execute("SELECT placed FROM fs_orders WHERE id = 1")
+        t = cur.fetch_arrow_table()
+        assert t.schema.field("placed").type == pa.timestamp("us", tz="UTC")
+
+
+def test_errors_carry_status_codes_and_sqlstates(conn):
+    with conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.ProgrammingError) as e:
+            cur.execute("SELECT * FROM no_such_stream")
+        assert "NOT_FOUND" in str(e.value) and "42P01" in str(e.value)
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.execute("SELEC 1")
+        assert "INVALID_ARGUMENT" in str(e.value) and "42601" in str(e.value)
+        # The connection is still good.
+        cur.execute("SELECT 1 AS one")
+        assert cur.fetchall() == [(1,)]
