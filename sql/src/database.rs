@@ -505,6 +505,36 @@ impl Database {
         Ok(db)
     }
 
+    /// Every table a client can list: (schema, name, type, columns).
+    /// Streams are `TABLE`s in `public`; the catalog's own tables are
+    /// `SYSTEM TABLE`s (`pg_catalog`) and `VIEW`s (`information_schema`).
+    pub async fn tables(&self) -> Result<Vec<(String, String, &'static str, SchemaRef)>> {
+        let mut out = Vec::new();
+        let Some(catalog) = self.ctx.catalog(crate::session::DATABASE) else {
+            return Ok(out);
+        };
+        let mut schemas = catalog.schema_names();
+        schemas.sort();
+        for schema_name in schemas {
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            let kind = match schema_name.as_str() {
+                "pg_catalog" => "SYSTEM TABLE",
+                "information_schema" => "VIEW",
+                _ => "TABLE",
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for name in names {
+                if let Some(t) = schema.table(&name).await? {
+                    out.push((schema_name.clone(), name, kind, t.schema()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The log underneath.
     pub fn log(&self) -> &Arc<Log> {
         &self.log

@@ -57,3 +57,20 @@ def test_errors_carry_status_codes_and_sqlstates(conn):
         # The connection is still good.
         cur.execute("SELECT 1 AS one")
         assert cur.fetchall() == [(1,)]
+
+
+def test_catalog_commands_list_streams_with_their_schemas(conn):
+    with conn.cursor() as cur:
+        cur.execute("CREATE STREAM fs_meta (id BIGINT NOT NULL, note TEXT)")
+    info = conn.adbc_get_info()
+    assert info["vendor_name"] == "StreamHouse"
+    assert set(conn.adbc_get_table_types()) == {"TABLE", "VIEW", "SYSTEM TABLE"}
+    objects = conn.adbc_get_objects(depth="all", db_schema_filter="public").read_all().to_pylist()
+    assert [c["catalog_name"] for c in objects] == ["streamhouse"]
+    (public,) = objects[0]["catalog_db_schemas"]
+    tables = {t["table_name"]: t for t in public["db_schema_tables"]}
+    assert tables["fs_meta"]["table_type"] == "TABLE"
+    assert [c["column_name"] for c in tables["fs_meta"]["table_columns"]][:2] == ["id", "note"]
+    schema = conn.adbc_get_table_schema("fs_meta", db_schema_filter="public")
+    assert schema.field("id").type == pa.int64() and not schema.field("id").nullable
+    assert schema.field("note").type == pa.string()
