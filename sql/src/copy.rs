@@ -427,9 +427,19 @@ pub fn copy_out(
         line.push(b'\n');
         Ok(Bytes::from(line))
     });
-    let rows = stream
+    let rows = row_chunks(stream, move |b| encode_rows(b, &format));
+    futures::stream::iter(head).chain(rows).boxed()
+}
+
+/// Batches encoded by `encode` (one buffer per batch and where each row
+/// ends), as one chunk per row sliced out of that buffer without copying.
+fn row_chunks(
+    stream: SendableRecordBatchStream,
+    encode: impl Fn(&RecordBatch) -> Result<(Vec<u8>, Vec<usize>)> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes>> + Send {
+    stream
         .map(move |batch| -> Result<Vec<Result<Bytes>>> {
-            let (buf, ends) = encode_rows(&batch?, &format)?;
+            let (buf, ends) = encode(&batch?)?;
             let buf = Bytes::from(buf);
             let mut start = 0;
             Ok(ends
@@ -444,30 +454,12 @@ pub fn copy_out(
         .flat_map(|r| match r {
             Ok(rows) => futures::stream::iter(rows),
             Err(e) => futures::stream::iter(vec![Err(e)]),
-        });
-    futures::stream::iter(head).chain(rows).boxed()
+        })
 }
 
 /// [`copy_out`] in the binary format.
 fn copy_out_binary(stream: SendableRecordBatchStream) -> impl Stream<Item = Result<Bytes>> + Send {
-    let rows = stream
-        .map(|batch| -> Result<Vec<Result<Bytes>>> {
-            let (buf, ends) = copy_binary::encode_rows(&batch?)?;
-            let buf = Bytes::from(buf);
-            let mut start = 0;
-            Ok(ends
-                .into_iter()
-                .map(|end| {
-                    let row = buf.slice(start..end);
-                    start = end;
-                    Ok(row)
-                })
-                .collect())
-        })
-        .flat_map(|r| match r {
-            Ok(rows) => futures::stream::iter(rows),
-            Err(e) => futures::stream::iter(vec![Err(e)]),
-        });
+    let rows = row_chunks(stream, copy_binary::encode_rows);
     // As PostgreSQL does, the header goes out with the first row (or with
     // the trailer when there are none): clients expect a row after it.
     let mut header = Some(copy_binary::header());

@@ -136,6 +136,18 @@ fn stream_and_time(
     Ok((table, stream, time, t))
 }
 
+/// The stream's declared columns (the view shows no system columns).
+fn declared_columns(table: &StreamTable) -> Vec<Expr> {
+    table
+        .info()
+        .spec
+        .schema
+        .fields()
+        .iter()
+        .map(|f| col(datafusion::common::Column::from_name(f.name())))
+        .collect()
+}
+
 /// An aggregate function used as a window function.
 fn over(f: Arc<datafusion::logical_expr::AggregateUDF>, arg: Expr) -> Expr {
     Expr::from(datafusion::logical_expr::expr::WindowFunction::new(
@@ -166,14 +178,7 @@ fn session(tables: &Tables, exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
         .map(|e| ident(e, "a key column", F).map(|k| col(datafusion::common::Column::from_name(k))))
         .collect::<Result<Vec<_>>>()?;
     let t = || col(datafusion::common::Column::from_name(&time));
-    let declared: Vec<Expr> = table
-        .info()
-        .spec
-        .schema
-        .fields()
-        .iter()
-        .map(|f| col(datafusion::common::Column::from_name(f.name())))
-        .collect();
+    let declared = declared_columns(&table);
     let by_time = vec![t().sort(true, true)];
     // 1. Each row's previous time (per key).
     let prev = lag(t(), Some(1), None)
@@ -260,15 +265,8 @@ impl TableFunctionImpl for WindowFunction {
         let DataType::Timestamp(unit, tz) = &time_type else {
             return plan_err!("{f}: the time column {time} must be a TIMESTAMP");
         };
-        let info = table.info().clone();
         let origin = epoch(unit, tz.clone());
-        let declared: Vec<Expr> = info
-            .spec
-            .schema
-            .fields()
-            .iter()
-            .map(|f| col(datafusion::common::Column::from_name(f.name())))
-            .collect();
+        let declared = declared_columns(&table);
         let mut plan: Option<LogicalPlanBuilder> = None;
         for i in 0..hops {
             let start = date_bin(

@@ -56,10 +56,7 @@ pub(super) fn like_escapes(stmt: &mut SqlStatement) {
                 q(format!("{c}_")),
                 q(c.to_string()),
             );
-            if let Ok(p) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&translated)
-                .and_then(|mut p| p.parse_expr())
-            {
+            if let Ok(p) = parse_expr(&translated) {
                 **pattern = p;
                 *escape_char = None;
             }
@@ -128,12 +125,7 @@ pub(super) fn array_subqueries(stmt: &mut SqlStatement) {
             let Expr::Function(f) = e else {
                 return ControlFlow::Continue(());
             };
-            let is_array = f
-                .name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("array"));
+            let is_array = named(&f.name, "array");
             if !is_array {
                 return ControlFlow::Continue(());
             }
@@ -174,10 +166,7 @@ pub(super) fn hoist_outer_predicates(stmt: &mut SqlStatement) {
             s.selection = conjoin(kept);
             if let Some(guard) = conjoin(outer) {
                 let case = format!("CASE WHEN {guard} THEN ({q}) END");
-                if let Ok(c) = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&case)
-                    .and_then(|mut p| p.parse_expr())
-                {
+                if let Ok(c) = parse_expr(&case) {
                     *e = c;
                 }
             }
@@ -438,24 +427,16 @@ pub(super) fn generate_subscripts(stmt: &mut SqlStatement) {
             let Expr::Function(f) = e else {
                 return ControlFlow::Continue(());
             };
-            let named = f
-                .name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_subscripts"));
+            let is_it = named(&f.name, "generate_subscripts");
             let FunctionArguments::List(list) = &f.args else {
                 return ControlFlow::Continue(());
             };
-            if !named || list.args.len() != 2 {
+            if !is_it || list.args.len() != 2 {
                 return ControlFlow::Continue(());
             }
             let (a, d) = (&list.args[0], &list.args[1]);
             let sql = format!("unnest(generate_series(1, array_length({a}, {d})))");
-            if let Ok(x) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&sql)
-                .and_then(|mut p| p.parse_expr())
-            {
+            if let Ok(x) = parse_expr(&sql) {
                 *e = x;
             }
             ControlFlow::Continue(())
@@ -477,12 +458,7 @@ pub(super) fn oid_arrays(stmt: &mut SqlStatement, oid_columns: &HashSet<String>)
             let Expr::Function(f) = e else {
                 return ControlFlow::Continue(());
             };
-            let is_agg = f
-                .name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("array_agg"));
+            let is_agg = named(&f.name, "array_agg");
             let FunctionArguments::List(list) = &f.args else {
                 return ControlFlow::Continue(());
             };
@@ -500,10 +476,7 @@ pub(super) fn oid_arrays(stmt: &mut SqlStatement, oid_columns: &HashSet<String>)
                 && column.is_some_and(|c| self.0.contains(&dialect::normalize(c)))
             {
                 let sql = format!("CAST({e} AS oid[])");
-                if let Ok(x) = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&sql)
-                    .and_then(|mut p| p.parse_expr())
-                {
+                if let Ok(x) = parse_expr(&sql) {
                     *e = x;
                 }
             }
@@ -596,11 +569,7 @@ pub(super) fn scalar_functions_as_relations(stmt: &mut SqlStatement) {
                 ..
             } = t
                 && alias.columns.is_empty()
-                && name
-                    .0
-                    .last()
-                    .and_then(|p| p.as_ident())
-                    .is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series"))
+                && named(name, "generate_series")
             {
                 alias
                     .columns
@@ -626,16 +595,11 @@ pub(super) fn table_visibility(stmt: &mut SqlStatement) {
             let Expr::Function(f) = e else {
                 return ControlFlow::Continue(());
             };
-            let named = f
-                .name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_table_is_visible"));
+            let is_it = named(&f.name, "pg_table_is_visible");
             let FunctionArguments::List(list) = &f.args else {
                 return ControlFlow::Continue(());
             };
-            if !named || list.args.len() != 1 {
+            if !is_it || list.args.len() != 1 {
                 return ControlFlow::Continue(());
             }
             let sql = format!(
@@ -644,16 +608,29 @@ pub(super) fn table_visibility(stmt: &mut SqlStatement) {
                  WHERE _vn.nspname IN ('public', 'pg_catalog'))",
                 list.args[0]
             );
-            if let Ok(x) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&sql)
-                .and_then(|mut p| p.parse_expr())
-            {
+            if let Ok(x) = parse_expr(&sql) {
                 *e = x;
             }
             ControlFlow::Continue(())
         }
     }
     let _ = stmt.visit(&mut Rewriter);
+}
+
+/// An expression parsed from SQL text a rule composed (an error leaves
+/// the statement as it was).
+fn parse_expr(sql: &str) -> std::result::Result<Expr, sqlparser::parser::ParserError> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+}
+
+/// Is the (possibly qualified) name `name`, case-insensitively?
+fn named(name: &ObjectName, wanted: &str) -> bool {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case(wanted))
 }
 
 /// Catalog columns of type `regproc`, which the bundled rows hold as the
@@ -730,11 +707,7 @@ pub(super) fn user_keyword(stmt: &mut SqlStatement) {
                 }
                 _ => false,
             };
-            if is_user
-                && let Ok(x) = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql("pg_catalog.current_user()")
-                    .and_then(|mut p| p.parse_expr())
-            {
+            if is_user && let Ok(x) = parse_expr("pg_catalog.current_user()") {
                 *e = x;
             }
             ControlFlow::Continue(())
@@ -789,10 +762,7 @@ pub(super) fn aggregate_scalar_subqueries(stmt: &mut SqlStatement) {
                 return ControlFlow::Continue(());
             }
             let wrapped = format!("max({item})");
-            if let Ok(w) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&wrapped)
-                .and_then(|mut p| p.parse_expr())
-            {
+            if let Ok(w) = parse_expr(&wrapped) {
                 *item = w;
             }
             ControlFlow::Continue(())
@@ -869,10 +839,7 @@ fn aggregate_in_place(q: &mut Query) -> bool {
         order = format!(" ORDER BY {}", parts.join(", "));
     }
     let agg = format!("array_agg({element}{order})");
-    let Ok(agg) = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&agg)
-        .and_then(|mut p| p.parse_expr())
-    else {
+    let Ok(agg) = parse_expr(&agg) else {
         return false;
     };
     if let SetExpr::Select(s) = q.body.as_mut() {
