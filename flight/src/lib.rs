@@ -4,17 +4,42 @@
 //!
 //! A thin adapter over `sql` and `log`: it translates, it does not decide.
 
+pub mod consume;
+pub mod groups;
+pub mod prepared;
+pub mod produce;
+pub mod router;
 pub mod sql;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use streamhouse_log::LogError;
 use streamhouse_sql::Database;
 use tokio::net::TcpListener;
 use tokio_stream_shim::Incoming;
 
+pub use router::Router;
 pub use sql::FlightSql;
+
+/// A gRPC status for an error of the producer/consumer API: the log's own
+/// message (it names streams, partitions and groups), coded by its kind.
+pub fn log_status(e: LogError) -> tonic::Status {
+    use streamhouse_log::ErrorKind;
+    use tonic::Status;
+    let message = e.to_string();
+    match (&e, e.kind()) {
+        (LogError::PartitionOutOfRange { .. }, _) => Status::out_of_range(message),
+        (_, ErrorKind::NotFound) => Status::not_found(message),
+        (_, ErrorKind::AlreadyExists) => Status::already_exists(message),
+        (_, ErrorKind::InvalidArgument) => Status::invalid_argument(message),
+        (_, ErrorKind::Unavailable | ErrorKind::ShuttingDown) => Status::unavailable(message),
+        (_, ErrorKind::DataCorruption) => Status::data_loss(message),
+        (_, ErrorKind::Conflict) => Status::failed_precondition(message),
+        (_, ErrorKind::Internal) => Status::internal(message),
+    }
+}
 
 mod tokio_stream_shim {
     //! A `TcpListener` as the stream of connections tonic serves.
@@ -37,16 +62,37 @@ mod tokio_stream_shim {
     }
 }
 
-/// Serves Flight SQL on `listener` until `shutdown` resolves.
+/// How long open calls (following reads, uploads) may take to finish
+/// after shutdown begins.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves Flight on `listener` until `shutdown` resolves; then following
+/// reads end with UNAVAILABLE, and calls still open after a short drain are
+/// cut.
 pub async fn serve(
     listener: TcpListener,
     db: Arc<Database>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, "Flight SQL serving");
-    tonic::transport::Server::builder()
-        .add_service(FlightServiceServer::new(FlightSql::new(db)))
-        .serve_with_incoming_shutdown(Incoming(listener), shutdown)
-        .await
+    tracing::debug!(?addr, "Flight serving");
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let mut drained = closing.clone();
+    let signal = async move {
+        shutdown.await;
+        let _ = closing_tx.send(true);
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(FlightServiceServer::new(Router::new(db, closing)))
+        .serve_with_incoming_shutdown(Incoming(listener), signal);
+    tokio::select! {
+        r = server => r,
+        _ = async move {
+            let _ = drained.wait_for(|c| *c).await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!("Flight calls still open after the drain; closing them");
+            Ok(())
+        }
+    }
 }

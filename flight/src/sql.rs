@@ -5,11 +5,20 @@
 //! the result schema come back at once) and answers one endpoint whose
 //! ticket carries the SQL; `DoGet` on that ticket runs it and streams the
 //! batches. A command sent that way (DDL, INSERT) runs at once and answers
-//! an empty schema with no endpoints. `DoPut(CommandStatementUpdate)` runs INSERT and DDL and answers
-//! the row count. GetSqlInfo, GetCatalogs, GetDbSchemas, GetTables (with
-//! each table's Arrow schema) and GetTableTypes describe the catalog the
-//! PostgreSQL door shows. Calls not offered answer UNIMPLEMENTED, which
-//! clients such as ADBC take as "not supported" and carry on.
+//! an empty schema with no endpoints. `DoPut(CommandStatementUpdate)` runs
+//! INSERT and DDL and answers the row count.
+//!
+//! Prepared statements (see [`crate::prepared`]) take `?` or `$n`
+//! placeholders, answer their exact result schema (empty for commands) and
+//! parameter schema, take parameter rows by `DoPut`, and run once per row.
+//! `DoPut(CommandStatementIngest)` appends a whole upload as one append.
+//!
+//! GetSqlInfo, GetCatalogs, GetDbSchemas, GetTables (with each table's
+//! Arrow schema) and GetTableTypes describe the catalog the PostgreSQL door
+//! shows. Calls not offered answer UNIMPLEMENTED, which clients such as
+//! ADBC take as "not supported" and carry on. `DoPut` on a stream path and
+//! the consumer-group actions fall through to [`crate::produce`] and
+//! [`crate::groups`].
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -18,33 +27,46 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, SqlInfo,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
     TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
+use streamhouse_sql::dialect::numbered_placeholders;
 use streamhouse_sql::session::DATABASE;
-use streamhouse_sql::{Database, QueryResult, Session, SqlError};
+use streamhouse_sql::{Database, IfExists, IngestMode, QueryResult, Session, SqlError};
+
+use crate::prepared::Statements;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Flight SQL over a [`Database`].
 #[derive(Clone)]
 pub struct FlightSql {
     db: Arc<Database>,
+    statements: Arc<Statements>,
 }
 
 impl FlightSql {
     pub fn new(db: Arc<Database>) -> Self {
-        FlightSql { db }
+        FlightSql {
+            db,
+            statements: Arc::new(Statements::default()),
+        }
     }
 }
 
@@ -58,6 +80,8 @@ pub fn status(e: SqlError) -> Status {
         "42P07" => Status::already_exists(message),
         "0A000" => Status::unimplemented(message),
         "57014" => Status::cancelled(message),
+        "55000" => Status::failed_precondition(message),
+        "58000" | "57P01" => Status::unavailable(message),
         s if s.starts_with("42") || s.starts_with("22") || s.starts_with("23") => {
             Status::invalid_argument(message)
         }
@@ -112,6 +136,49 @@ fn flight_info_for(
         .with_endpoint(endpoint)
         .with_descriptor(request.into_inner());
     Ok(Response::new(info))
+}
+
+/// The batches of a `DoPut` upload, and their schema.
+pub(crate) async fn uploaded(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+    let mut stream = FlightRecordBatchStream::new_from_flight_data(
+        request.into_inner().map_err(FlightError::from),
+    );
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.map_err(Status::from)?);
+    }
+    let schema = stream
+        .schema()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Schema::empty()));
+    Ok((schema, batches))
+}
+
+/// An Arrow schema as the IPC bytes Flight SQL messages carry.
+fn ipc_schema(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// The rows of a statement's result (a command's result is no rows).
+async fn drain_rows(result: QueryResult) -> Result<i64, Status> {
+    match result {
+        QueryResult::Command { rows, .. } => Ok(rows.unwrap_or(0) as i64),
+        QueryResult::Rows(s) => {
+            // A query sent as an update runs, and counts nothing.
+            s.try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| status(SqlError::from(e)))?;
+            Ok(0)
+        }
+        QueryResult::CopyIn(_) | QueryResult::CopyOut { .. } => Err(Status::unimplemented(
+            "COPY is a PostgreSQL-protocol statement; use DoPut on a stream",
+        )),
+    }
 }
 
 /// One batch as a DoGet response.
@@ -228,21 +295,211 @@ impl FlightSqlService for FlightSql {
     ) -> Result<i64, Status> {
         let mut rows = 0i64;
         for result in self.db.execute(&command.query).await.map_err(status)? {
-            match result {
-                QueryResult::Command { rows: Some(n), .. } => rows += n as i64,
-                QueryResult::Command { .. } => {}
-                QueryResult::Rows(s) => {
-                    // A query sent as an update runs, and counts nothing.
-                    let _ = s.try_collect::<Vec<_>>().await;
-                }
-                QueryResult::CopyIn(_) | QueryResult::CopyOut { .. } => {
-                    return Err(Status::unimplemented(
-                        "COPY is a PostgreSQL-protocol statement; use DoPut on a stream",
-                    ));
-                }
-            }
+            rows += drain_rows(result).await?;
         }
         Ok(rows)
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
+        if command.temporary {
+            return Err(Status::unimplemented(
+                "temporary tables: StreamHouse stores streams; ingest into a stream",
+            ));
+        }
+        if command.transaction_id.is_some() {
+            return Err(Status::unimplemented(
+                "transactions: each statement and each ingest is atomic on its own",
+            ));
+        }
+        let options = command.table_definition_options.unwrap_or_default();
+        let create = options.if_not_exist == TableNotExistOption::Create as i32;
+        let if_exists = match TableExistsOption::try_from(options.if_exists) {
+            Ok(TableExistsOption::Append) => IfExists::Append,
+            Ok(TableExistsOption::Replace) => IfExists::Replace,
+            Ok(TableExistsOption::Fail) => IfExists::Fail,
+            // Unspecified: append when the stream is there (ADBC's default
+            // "create" mode sets Fail explicitly).
+            _ => IfExists::Append,
+        };
+        let (schema, batches) = uploaded(request).await?;
+        let rows = self
+            .db
+            .ingest(
+                &command.table.to_lowercase(),
+                schema,
+                batches,
+                IngestMode { create, if_exists },
+            )
+            .await
+            .map_err(status)?;
+        Ok(rows as i64)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        if query.transaction_id.is_some() {
+            return Err(Status::unimplemented(
+                "transactions: each statement is atomic on its own",
+            ));
+        }
+        let sql = numbered_placeholders(&query.query).map_err(status)?;
+        let prepared = self
+            .db
+            .prepare(&sql)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::invalid_argument("empty statement"))?;
+        let dataset_schema = ipc_schema(prepared.schema.as_deref().unwrap_or(&Schema::empty()))?;
+        let parameter_schema = ipc_schema(&prepared.param_schema())?;
+        let handle = self.statements.add(prepared)?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle,
+            dataset_schema,
+            parameter_schema,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.statements.close(&query.prepared_statement_handle)
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let statement = self.statements.get(&query.prepared_statement_handle)?;
+        let (schema, batches) = uploaded(request).await?;
+        statement.bind(schema, batches)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let statement = self.statements.get(&query.prepared_statement_handle)?;
+        let (schema, batches) = uploaded(request).await?;
+        if !batches.is_empty() {
+            statement.bind(schema, batches)?;
+        }
+        let mut rows = 0;
+        for params in statement.param_rows()? {
+            let result = self
+                .db
+                .execute_prepared(&Session::default(), &statement.prepared, params)
+                .await
+                .map_err(status)?;
+            rows += drain_rows(result).await?;
+        }
+        Ok(rows)
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let statement = self.statements.get(&query.prepared_statement_handle)?;
+        let Some(schema) = statement.prepared.schema.clone() else {
+            // A command run through the query path (ADBC's execute with
+            // parameters): it runs now, once per parameter row.
+            let mut rows = 0;
+            for params in statement.param_rows()? {
+                let result = self
+                    .db
+                    .execute_prepared(&Session::default(), &statement.prepared, params)
+                    .await
+                    .map_err(status)?;
+                rows += drain_rows(result).await?;
+            }
+            let info = FlightInfo::new()
+                .try_with_schema(&Schema::empty())
+                .map_err(|e| Status::internal(e.to_string()))?
+                .with_total_records(rows)
+                .with_descriptor(request.into_inner());
+            return Ok(Response::new(info));
+        };
+        // Parameters are checked now, so a wrong binding fails here and not
+        // halfway through DoGet.
+        statement.param_rows()?;
+        flight_info_for(query.as_any().encode_to_vec(), &schema, request)
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let statement = self.statements.get(&query.prepared_statement_handle)?;
+        let schema = statement
+            .prepared
+            .schema
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the statement returns no rows"))?;
+        let db = self.db.clone();
+        let runs = statement.param_rows()?;
+        let batches =
+            futures::stream::iter(runs)
+                .then(move |params| {
+                    let db = db.clone();
+                    let statement = statement.clone();
+                    async move {
+                        match db
+                            .execute_prepared(&Session::default(), &statement.prepared, params)
+                            .await
+                        {
+                            Ok(QueryResult::Rows(rows)) => Ok(rows
+                                .map_err(|e| FlightError::from(arrow::error::ArrowError::from(e)))),
+                            Ok(_) => Err(FlightError::ProtocolError(
+                                "the statement returns no rows".into(),
+                            )),
+                            Err(e) => Err(FlightError::Tonic(Box::new(status(e)))),
+                        }
+                    }
+                })
+                .try_flatten();
+        let stream: DoGetStream = Box::pin(
+            FlightDataEncoderBuilder::new()
+                .with_schema(schema)
+                .build(batches)
+                .map_err(Status::from),
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn do_put_fallback(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        crate::produce::do_put(self.db.clone(), request, message).await
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        crate::groups::do_action(self.db.log(), request.into_inner()).await
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(crate::groups::action_types().into_iter().map(Ok).collect())
     }
 
     async fn get_flight_info_sql_info(

@@ -25,6 +25,9 @@ pub enum ErrorKind {
     DataCorruption,
     /// The log is shutting down and takes no more work.
     ShuttingDown,
+    /// The caller's view is stale (a consumer-group member that was
+    /// rebalanced away or expired); refresh and retry.
+    Conflict,
     /// A bug or an unexpected state.
     Internal,
 }
@@ -87,6 +90,14 @@ pub enum LogError {
     #[error("flush failed: {0}")]
     FlushFailed(#[source] Arc<LogError>),
 
+    #[error(
+        "member \"{member}\" is not in consumer group \"{group}\" (expired or never joined; join again)"
+    )]
+    NotMember { group: String, member: String },
+
+    #[error("{0}")]
+    Fenced(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -109,6 +120,7 @@ impl LogError {
             | LogError::DataDirLocked { .. } => ErrorKind::Unavailable,
             LogError::CorruptChunk { .. } => ErrorKind::DataCorruption,
             LogError::ShuttingDown => ErrorKind::ShuttingDown,
+            LogError::NotMember { .. } | LogError::Fenced(_) => ErrorKind::Conflict,
             LogError::FlushFailed(inner) => inner.kind(),
             LogError::Migration(_) | LogError::Arrow(_) | LogError::Internal(_) => {
                 ErrorKind::Internal

@@ -16,8 +16,9 @@ use arrow::array::RecordBatch;
 use tokio::sync::RwLock;
 
 use crate::cache::ChunkCache;
-use crate::clock::{ClockRef, SystemClock};
+use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::error::{LogError, Result};
+use crate::groups::Groups;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{MetadataStore, ProducerSeq, TimeFilter};
 use crate::partitioner;
@@ -25,7 +26,7 @@ use crate::reader::{self, BatchStream, PartitionRead, RowFilter};
 use crate::store::Store;
 use crate::stream::{StreamInfo, StreamSpec};
 use crate::tail::Tail;
-use crate::writer::{AppendAck, FlushConfig, Writer};
+use crate::writer::{AppendAck, FlushConfig, Submitted, Writer};
 
 /// Tunables of a [`Log`].
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +77,7 @@ pub struct Log {
     tail: Arc<Tail>,
     streams: RwLock<HashMap<String, Arc<StreamInfo>>>,
     round_robin: AtomicU32,
+    groups: Groups,
 }
 
 impl std::fmt::Debug for Log {
@@ -112,6 +114,7 @@ impl Log {
             tail,
             streams: RwLock::new(HashMap::new()),
             round_robin: AtomicU32::new(0),
+            groups: Groups::default(),
         }
     }
 
@@ -150,6 +153,7 @@ impl Log {
         let info = self.meta.drop_stream(name).await?;
         self.streams.write().await.remove(name);
         self.tail.forget(info.id);
+        self.groups.forget_stream(name);
         Ok(())
     }
 
@@ -207,6 +211,25 @@ impl Log {
         batches: Vec<RecordBatch>,
         options: AppendOptions,
     ) -> Result<AppendAck> {
+        match self.submit(stream, batches, options).await? {
+            Some(submitted) => submitted.durable().await,
+            None => Ok(AppendAck {
+                parts: Vec::new(),
+                duplicate: false,
+            }),
+        }
+    }
+
+    /// Validates and buffers an append like [`Log::append_batches`], and
+    /// returns once it is buffered (waiting only for buffer space): appends
+    /// submitted one after another from one task get offsets in that order,
+    /// while their durability is awaited concurrently. `None`: no rows.
+    pub async fn submit(
+        &self,
+        stream: &str,
+        batches: Vec<RecordBatch>,
+        options: AppendOptions,
+    ) -> Result<Option<Submitted>> {
         let info = self.stream(stream).await?;
         let n = info.spec.partitions;
         if let Some(p) = options.partition
@@ -238,12 +261,12 @@ impl Log {
             }
         }
         if parts.is_empty() {
-            return Ok(AppendAck {
-                parts: Vec::new(),
-                duplicate: false,
-            });
+            return Ok(None);
         }
-        self.writer.append(info, parts, options.producer).await
+        self.writer
+            .submit(info, parts, options.producer)
+            .await
+            .map(Some)
     }
 
     fn check_partition(info: &StreamInfo, partition: u32) -> Result<()> {
@@ -341,6 +364,111 @@ impl Log {
                 .await
                 .map_err(|_| LogError::UnknownStream(stream.to_string()))?;
         }
+    }
+
+    /// The first offset of a partition appended at or after `at` (µs since
+    /// the epoch); the partition's end when nothing is that recent.
+    pub async fn offset_for_time(&self, stream: &str, partition: u32, at: Micros) -> Result<u64> {
+        let info = self.stream(stream).await?;
+        Self::check_partition(&info, partition)?;
+        let end = self.partition_end(&info, partition).await?;
+        let filter = TimeFilter {
+            event_time: None,
+            append_time: Some(at..Micros::MAX),
+        };
+        let offset_col = info.spec.schema.fields().len() + 1;
+        let mut rows = self
+            .read_time(stream, partition, 0..end, filter, Some(vec![offset_col]))
+            .await?;
+        use futures::StreamExt;
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            if batch.num_rows() > 0 {
+                let offsets = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .ok_or_else(|| LogError::Internal("_offset is not Int64".into()))?;
+                return Ok(offsets.value(0) as u64);
+            }
+        }
+        Ok(end)
+    }
+
+    async fn partition_end(&self, info: &StreamInfo, partition: u32) -> Result<u64> {
+        self.meta
+            .partition_ends(info.id)
+            .await?
+            .get(partition as usize)
+            .copied()
+            .ok_or_else(|| LogError::UnknownStream(info.name().to_string()))
+    }
+
+    /// The consumer groups of this agent (membership and assignment).
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// Commits a group's next offsets for partitions of a stream. With a
+    /// member, the commit is refused unless that member owns the partitions
+    /// (in `generation`, when given): a member rebalanced away cannot move
+    /// offsets it no longer owns.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        stream: &str,
+        member: Option<(&str, Option<u64>)>,
+        offsets: &[(u32, u64)],
+    ) -> Result<()> {
+        let info = self.stream(stream).await?;
+        let ends = self.meta.partition_ends(info.id).await?;
+        for &(p, o) in offsets {
+            Self::check_partition(&info, p)?;
+            if o > ends[p as usize] {
+                return Err(LogError::InvalidArgument(format!(
+                    "offset {o} is beyond the end ({}) of partition {p} of stream \"{stream}\"",
+                    ends[p as usize]
+                )));
+            }
+        }
+        if let Some((member, generation)) = member {
+            let parts: Vec<u32> = offsets.iter().map(|(p, _)| *p).collect();
+            self.groups.check_owner(group, member, generation, &parts)?;
+        }
+        self.meta
+            .commit_group_offsets(group, info.id, offsets, self.clock.now_micros())
+            .await
+    }
+
+    /// A group's committed next offset for each partition of a stream
+    /// (`None`: never committed).
+    pub async fn committed_offsets(&self, group: &str, stream: &str) -> Result<Vec<Option<u64>>> {
+        let info = self.stream(stream).await?;
+        let mut out = vec![None; info.spec.partitions as usize];
+        for (p, o) in self.meta.group_offsets(group, info.id).await? {
+            if let Some(slot) = out.get_mut(p as usize) {
+                *slot = Some(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every (group, stream name) with committed offsets.
+    pub async fn committed_groups(&self) -> Result<Vec<(String, String)>> {
+        let streams: HashMap<_, _> = self
+            .meta
+            .streams()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.spec.name))
+            .collect();
+        Ok(self
+            .meta
+            .groups()
+            .await?
+            .into_iter()
+            .filter_map(|(g, id)| streams.get(&id).map(|n| (g, n.clone())))
+            .collect())
     }
 
     /// Stops taking appends and flushes what is buffered.

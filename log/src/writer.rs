@@ -87,6 +87,17 @@ impl AppendAck {
 
 type Waiter = oneshot::Sender<Result<AppendAck>>;
 
+/// A buffered append; [`Submitted::durable`] waits for its acknowledgement.
+#[derive(Debug)]
+pub struct Submitted(oneshot::Receiver<Result<AppendAck>>);
+
+impl Submitted {
+    /// Resolves once the append is durable and has offsets.
+    pub async fn durable(self) -> Result<AppendAck> {
+        self.0.await.map_err(|_| LogError::ShuttingDown)?
+    }
+}
+
 /// One append, waiting in the buffer.
 struct Pending {
     stream: Arc<StreamInfo>,
@@ -170,6 +181,18 @@ impl Writer {
         parts: Vec<(u32, RecordBatch)>,
         producer: Option<ProducerSeq>,
     ) -> Result<AppendAck> {
+        self.submit(stream, parts, producer).await?.durable().await
+    }
+
+    /// Buffers rows (waiting for buffer space) and returns at once: the rows
+    /// of appends submitted one after another get offsets in that order.
+    /// The returned [`Submitted`] resolves when they are durable.
+    pub async fn submit(
+        &self,
+        stream: Arc<StreamInfo>,
+        parts: Vec<(u32, RecordBatch)>,
+        producer: Option<ProducerSeq>,
+    ) -> Result<Submitted> {
         let s = &self.shared;
         if s.closing.load(Ordering::Acquire) {
             return Err(LogError::ShuttingDown);
@@ -231,7 +254,7 @@ impl Writer {
         if wake {
             s.wake.notify_one();
         }
-        rx.await.map_err(|_| LogError::ShuttingDown)?
+        Ok(Submitted(rx))
     }
 
     /// Stops accepting appends, flushes what is buffered, and waits for the

@@ -540,7 +540,7 @@ impl Database {
         &self.log
     }
 
-    fn register(&self, info: Arc<StreamInfo>) -> Result<()> {
+    pub(crate) fn register(&self, info: Arc<StreamInfo>) -> Result<()> {
         let name = info.name().to_string();
         let table = Arc::new(StreamTable::new(self.log.clone(), info));
         self.ctx
@@ -556,7 +556,7 @@ impl Database {
         Ok(())
     }
 
-    fn deregister(&self, name: &str) -> Result<()> {
+    pub(crate) fn deregister(&self, name: &str) -> Result<()> {
         self.ctx.deregister_table(TableReference::bare(name))?;
         self.tables
             .write()
@@ -1133,7 +1133,7 @@ fn target_columns(info: &StreamInfo, columns: &[ObjectName]) -> Result<Vec<usize
 
 /// Casts an INSERT's source batch to the stream's declared columns; columns
 /// not written are NULL.
-fn conform_insert(
+pub(crate) fn conform_insert(
     stream: &str,
     declared: &SchemaRef,
     targets: &[usize],

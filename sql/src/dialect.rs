@@ -94,6 +94,46 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     Ok(out)
 }
 
+/// Rewrites JDBC/ODBC-style `?` placeholders (which ADBC and the Flight SQL
+/// JDBC driver send) to `$1…$n` in order of appearance. `?` inside strings,
+/// quoted names and comments is left alone; so is a statement without any.
+pub fn numbered_placeholders(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
+    use sqlparser::tokenizer::Tokenizer;
+    if !sql.contains('?') {
+        return Ok(std::borrow::Cow::Borrowed(sql));
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Syntax(e.to_string()))?;
+    // Byte offset of each line start, to turn (line, char column) into bytes.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let byte_at = |line: u64, column: u64| -> usize {
+        let start = line_starts[(line as usize).saturating_sub(1).min(line_starts.len() - 1)];
+        sql[start..]
+            .char_indices()
+            .nth((column as usize).saturating_sub(1))
+            .map_or(sql.len(), |(i, _)| start + i)
+    };
+    let mut out = String::with_capacity(sql.len() + 8);
+    let (mut copied, mut n) = (0, 0);
+    for t in tokens {
+        if t.token == Token::Question {
+            let at = byte_at(t.span.start.line, t.span.start.column);
+            n += 1;
+            out.push_str(&sql[copied..at]);
+            out.push_str(&format!("${n}"));
+            copied = at + 1;
+        }
+    }
+    if n == 0 {
+        return Ok(std::borrow::Cow::Borrowed(sql));
+    }
+    out.push_str(&sql[copied..]);
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 /// Consumes the next token if it is the (non-keyword) word `w`.
 fn parse_word(p: &mut Parser, w: &str) -> bool {
     if let Token::Word(word) = &p.peek_token_ref().token
@@ -369,6 +409,26 @@ mod tests {
             SqlError::NotSupported(_)
         ));
         assert!(matches!(e("SELECT 1 SELECT 2"), SqlError::Syntax(_)));
+    }
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        let cases = [
+            ("SELECT 1", "SELECT 1"),
+            (
+                "SELECT * FROM t WHERE a = ? AND b IN (?, ?)",
+                "SELECT * FROM t WHERE a = $1 AND b IN ($2, $3)",
+            ),
+            (
+                "INSERT INTO t VALUES (?, 'wh?t', \"c?\") -- really?\n, (?)",
+                "INSERT INTO t VALUES ($1, 'wh?t', \"c?\") -- really?\n, ($2)",
+            ),
+            ("SELECT 'é', ?", "SELECT 'é', $1"),
+            ("SELECT 'it''s ?'", "SELECT 'it''s ?'"),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(numbered_placeholders(sql).unwrap(), want, "{sql}");
+        }
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub enum SqlError {
     #[error("{0}")]
     DivisionByZero(String),
 
+    /// The caller acted on a stale view (a fenced consumer-group member).
+    #[error("{0}")]
+    Conflict(String),
+
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -118,6 +122,7 @@ impl SqlError {
             SqlError::Cancelled => "57014",
             SqlError::ShuttingDown => "57P01",
             SqlError::DivisionByZero(_) => "22012",
+            SqlError::Conflict(_) => "55000",
             SqlError::Internal(_) => "XX000",
         }
     }
@@ -135,6 +140,7 @@ impl From<LogError> for SqlError {
             (_, ErrorKind::Unavailable) => SqlError::Unavailable(e.to_string()),
             (_, ErrorKind::DataCorruption) => SqlError::DataCorrupted(e.to_string()),
             (_, ErrorKind::ShuttingDown) => SqlError::ShuttingDown,
+            (_, ErrorKind::Conflict) => SqlError::Conflict(e.to_string()),
             (_, ErrorKind::Internal) => SqlError::Internal(e.to_string()),
         }
     }

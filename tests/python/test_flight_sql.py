@@ -74,3 +74,67 @@ def test_catalog_commands_list_streams_with_their_schemas(conn):
     schema = conn.adbc_get_table_schema("fs_meta", db_schema_filter="public")
     assert schema.field("id").type == pa.int64() and not schema.field("id").nullable
     assert schema.field("note").type == pa.string()
+
+
+def test_parameters_with_question_marks_and_numbers(conn):
+    with conn.cursor() as cur:
+        cur.execute("CREATE STREAM fs_params (id BIGINT NOT NULL, name TEXT, score DOUBLE PRECISION)")
+        cur.execute("INSERT INTO fs_params (id, name, score) VALUES (?, ?, ?)", (1, "ann", 0.5))
+        assert cur.rowcount == 1
+        cur.executemany(
+            "INSERT INTO fs_params VALUES ($1, $2, $3)", [(2, "bob", 1.5), (3, "cy", 2.5)]
+        )
+        cur.execute("SELECT id, name FROM fs_params WHERE score > ? AND name <> ? ORDER BY id", (1.0, "cy"))
+        assert cur.fetch_arrow_table().to_pylist() == [{"id": 2, "name": "bob"}]
+        # A '?' inside a string literal is text, not a placeholder.
+        cur.execute("SELECT 'why?' AS q, $1::bigint + 1 AS n", (41,))
+        assert cur.fetchall() == [("why?", 42)]
+        # The same prepared statement, run again with new values.
+        for i in (1, 3):
+            cur.execute("SELECT name FROM fs_params WHERE id = ?", (i,))
+            assert cur.fetchall() == [({1: "ann", 3: "cy"}[i],)]
+        # Parameter types are inferred at prepare time.
+        params = cur.adbc_prepare("SELECT id, score FROM fs_params WHERE id = ? AND name = ?")
+        assert params.types == [pa.int64(), pa.string()]
+        # Wrong parameter count and type errors are clean errors.
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.execute("SELECT name FROM fs_params WHERE id = ?", (1, 2))
+        assert "INVALID_ARGUMENT" in str(e.value)
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.execute("SELECT name FROM fs_params WHERE id = ?", ("not a number",))
+        assert "INVALID_ARGUMENT" in str(e.value)
+        cur.execute("SELECT count(*) FROM fs_params")
+        assert cur.fetchall() == [(3,)]
+
+
+def test_adbc_ingest_creates_appends_and_is_atomic(conn):
+    data = pa.table({
+        "id": pa.array(range(1000), pa.int64()),
+        "name": pa.array([f"n{i}" for i in range(1000)], pa.large_string()),
+        "at": pa.array([1_700_000_000_000_000 + i for i in range(1000)], pa.timestamp("us", tz="UTC")),
+    })
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest("fs_ingest", data, mode="create") == 1000
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.adbc_ingest("fs_ingest", data, mode="create")
+        assert "ALREADY_EXISTS" in str(e.value)
+        assert cur.adbc_ingest("fs_ingest", data.slice(0, 10), mode="append") == 10
+        # Columns are matched by name, in any order, and cast like INSERT.
+        reordered = pa.table({"name": ["x"], "id": pa.array([5000], pa.int32()), "at": data["at"][:1]})
+        assert cur.adbc_ingest("fs_ingest", reordered, mode="append") == 1
+        # A bad value anywhere refuses the whole upload.
+        bad = pa.table({"id": pa.array(["1", "oops"]), "name": ["a", "b"], "at": data["at"][:2]})
+        with pytest.raises(adbc_driver_manager.Error):
+            cur.adbc_ingest("fs_ingest", bad, mode="append")
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.adbc_ingest("fs_missing", data, mode="append")
+        assert "NOT_FOUND" in str(e.value)
+        cur.execute("SELECT count(*), count(DISTINCT id), max(id) FROM fs_ingest")
+        assert cur.fetchall() == [(1011, 1001, 5000)]
+        cur.execute("SELECT name, at FROM fs_ingest WHERE id = 999 LIMIT 1")
+        t = cur.fetch_arrow_table()
+        assert t.schema.field("name").type == pa.string()
+        assert t.to_pylist()[0]["name"] == "n999"
+        assert cur.adbc_ingest("fs_ingest", data.slice(0, 3), mode="replace") == 3
+        cur.execute("SELECT count(*) FROM fs_ingest")
+        assert cur.fetchall() == [(3,)]

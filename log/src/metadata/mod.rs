@@ -152,4 +152,20 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         partition: u32,
         filter: &TimeFilter,
     ) -> Result<Vec<ChunkRecord>>;
+
+    /// Records a consumer group's next offsets for some partitions of a
+    /// stream, in one transaction.
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        stream_id: StreamId,
+        offsets: &[(u32, u64)],
+        committed_at: Micros,
+    ) -> Result<()>;
+
+    /// A group's committed next offsets for a stream, by partition.
+    async fn group_offsets(&self, group: &str, stream_id: StreamId) -> Result<Vec<(u32, u64)>>;
+
+    /// Every (group, stream) pair with committed offsets, by group.
+    async fn groups(&self) -> Result<Vec<(String, StreamId)>>;
 }

@@ -232,7 +232,7 @@ impl MetadataStore for SqliteMetadata {
             .ok_or_else(|| LogError::UnknownStream(name.to_string()))?;
         // Children first: the cascade would do it, but explicit deletes keep
         // the PostgreSQL sibling's behaviour identical without relying on it.
-        for table in ["chunks", "partitions", "producers"] {
+        for table in ["chunks", "partitions", "producers", "group_offsets"] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE stream_id = ?"
             )))
@@ -480,6 +480,65 @@ impl MetadataStore for SqliteMetadata {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(chunk_from_row).collect()
+    }
+
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        stream_id: StreamId,
+        offsets: &[(u32, u64)],
+        committed_at: Micros,
+    ) -> Result<()> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for &(partition, offset) in offsets {
+            sqlx::query(
+                "INSERT INTO group_offsets \
+                 (group_id, stream_id, partition_no, next_offset, committed_at_us) \
+                 VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (group_id, stream_id, partition_no) DO UPDATE SET \
+                 next_offset = excluded.next_offset, committed_at_us = excluded.committed_at_us",
+            )
+            .bind(group)
+            .bind(stream_id)
+            .bind(partition as i64)
+            .bind(u(offset))
+            .bind(committed_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn group_offsets(&self, group: &str, stream_id: StreamId) -> Result<Vec<(u32, u64)>> {
+        let rows = sqlx::query(
+            "SELECT partition_no, next_offset FROM group_offsets \
+             WHERE group_id = ? AND stream_id = ? ORDER BY partition_no",
+        )
+        .bind(group)
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("partition_no")? as u32,
+                    r.try_get::<i64, _>("next_offset")? as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn groups(&self) -> Result<Vec<(String, StreamId)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT group_id, stream_id FROM group_offsets ORDER BY group_id, stream_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("group_id")?, r.try_get("stream_id")?)))
+            .collect()
     }
 }
 

@@ -1,0 +1,308 @@
+//! Consumer-group actions (`DoAction`). Bodies and results are JSON; each
+//! action answers one result.
+//!
+//! | type             | body                                                                 | result |
+//! |------------------|----------------------------------------------------------------------|--------|
+//! | `join_group`     | `{"group", "stream", "member"?, "strategy"?, "session_timeout_ms"?}` | assignment |
+//! | `heartbeat`      | `{"group", "member"}`                                                | assignment |
+//! | `leave_group`    | `{"group", "member"}`                                                | `{}` |
+//! | `commit_offsets` | `{"group", "stream", "offsets": {"0": 120}, "member"?, "generation"?}` | `{}` |
+//! | `list_groups`    | `{}`                                                                 | `[{"group", "stream", "generation", "members"}]` |
+//! | `describe_group` | `{"group"}`                                                          | members, assignment, committed offsets and lag |
+//! | `reset_offsets`  | `{"group", "stream", "to": "earliest"\|"latest"\|offset\|time}`       | `{"offsets": {…}}` |
+//!
+//! An assignment is `{"group", "stream", "member", "generation",
+//! "partitions": [...]}`. Offsets are the next offset to read. A commit that
+//! names its member is refused (FAILED_PRECONDITION) unless the member owns
+//! those partitions — in `generation`, when given.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::{Action, ActionType};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use streamhouse_log::Log;
+use streamhouse_log::groups::{JoinRequest, Strategy};
+use tonic::{Response, Status};
+
+use crate::consume::{Position, Start};
+use crate::log_status;
+
+type ActionStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::Result, Status>> + Send>>;
+
+const ACTIONS: [(&str, &str); 7] = [
+    (
+        "join_group",
+        "Joins a consumer group: {\"group\", \"stream\", \"member\"?, \"strategy\"?, \"session_timeout_ms\"?} -> assignment",
+    ),
+    (
+        "heartbeat",
+        "Keeps a member alive: {\"group\", \"member\"} -> assignment",
+    ),
+    (
+        "leave_group",
+        "Leaves a consumer group: {\"group\", \"member\"}",
+    ),
+    (
+        "commit_offsets",
+        "Commits next offsets: {\"group\", \"stream\", \"offsets\": {\"0\": 120}, \"member\"?, \"generation\"?}",
+    ),
+    (
+        "list_groups",
+        "Lists consumer groups: {} -> [{\"group\", \"stream\", ...}]",
+    ),
+    (
+        "describe_group",
+        "Describes a group: {\"group\"} -> members, assignment, committed offsets, lag",
+    ),
+    (
+        "reset_offsets",
+        "Moves a group's offsets: {\"group\", \"stream\", \"to\": \"earliest\"|\"latest\"|offset|time}",
+    ),
+];
+
+/// The actions this module answers, for `ListActions`.
+pub fn action_types() -> Vec<ActionType> {
+    ACTIONS
+        .iter()
+        .map(|(t, d)| ActionType {
+            r#type: t.to_string(),
+            description: d.to_string(),
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Join {
+    group: String,
+    stream: String,
+    member: Option<String>,
+    strategy: Option<Strategy>,
+    session_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberRef {
+    group: String,
+    member: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Commit {
+    group: String,
+    stream: String,
+    offsets: BTreeMap<u32, u64>,
+    member: Option<String>,
+    generation: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRef {
+    group: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reset {
+    group: String,
+    stream: String,
+    to: Start,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// One partition of a described group.
+#[derive(Serialize)]
+struct PartitionLag {
+    partition: u32,
+    committed: Option<u64>,
+    end: u64,
+    lag: u64,
+    member: Option<String>,
+}
+
+fn body<T: for<'de> Deserialize<'de> + Default>(action: &Action) -> Result<T, Status> {
+    if action.body.is_empty() {
+        return Ok(T::default());
+    }
+    parse(action)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(action: &Action) -> Result<T, Status> {
+    serde_json::from_slice(&action.body).map_err(|e| {
+        Status::invalid_argument(format!("bad body for action \"{}\": {e}", action.r#type))
+    })
+}
+
+fn reply(value: impl Serialize) -> Result<Response<ActionStream>, Status> {
+    let json = serde_json::to_vec(&value).map_err(|e| Status::internal(e.to_string()))?;
+    let result = arrow_flight::Result { body: json.into() };
+    Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+}
+
+/// Answers a group action; any other type is INVALID_ARGUMENT naming the
+/// known ones.
+pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<ActionStream>, Status> {
+    match action.r#type.as_str() {
+        "join_group" => {
+            let j: Join = parse(&action)?;
+            let info = log.stream(&j.stream).await.map_err(log_status)?;
+            let a = log
+                .groups()
+                .join(JoinRequest {
+                    group: j.group,
+                    stream: j.stream,
+                    partitions: info.spec.partitions,
+                    member: j.member,
+                    strategy: j.strategy.unwrap_or_default(),
+                    session_timeout: j.session_timeout_ms.map(Duration::from_millis),
+                })
+                .map_err(log_status)?;
+            reply(a)
+        }
+        "heartbeat" => {
+            let m: MemberRef = parse(&action)?;
+            reply(
+                log.groups()
+                    .heartbeat(&m.group, &m.member)
+                    .map_err(log_status)?,
+            )
+        }
+        "leave_group" => {
+            let m: MemberRef = parse(&action)?;
+            log.groups()
+                .leave(&m.group, &m.member)
+                .map_err(log_status)?;
+            reply(json!({}))
+        }
+        "commit_offsets" => {
+            let c: Commit = parse(&action)?;
+            let offsets: Vec<(u32, u64)> = c.offsets.into_iter().collect();
+            let member = c.member.as_deref().map(|m| (m, c.generation));
+            log.commit_offsets(&c.group, &c.stream, member, &offsets)
+                .await
+                .map_err(log_status)?;
+            reply(json!({}))
+        }
+        "list_groups" => {
+            let _: Empty = body(&action)?;
+            let mut out: BTreeMap<(String, String), Value> = BTreeMap::new();
+            for (group, stream) in log.committed_groups().await.map_err(log_status)? {
+                out.insert(
+                    (group.clone(), stream.clone()),
+                    json!({"group": group, "stream": stream, "generation": null, "members": 0}),
+                );
+            }
+            for g in log.groups().list() {
+                out.insert(
+                    (g.group.clone(), g.stream.clone()),
+                    json!({"group": g.group, "stream": g.stream, "generation": g.generation,
+                           "members": g.members.len()}),
+                );
+            }
+            reply(out.into_values().collect::<Vec<_>>())
+        }
+        "describe_group" => {
+            let g: GroupRef = parse(&action)?;
+            reply(describe(log, &g.group).await?)
+        }
+        "reset_offsets" => {
+            let r: Reset = parse(&action)?;
+            if let Some(live) = log.groups().describe(&r.group)
+                && !live.members.is_empty()
+            {
+                return Err(Status::failed_precondition(format!(
+                    "consumer group \"{}\" has {} live members; stop them before resetting its offsets",
+                    r.group,
+                    live.members.len()
+                )));
+            }
+            let to = match &r.to {
+                Start::Offset(n) => Position::Offset(*n),
+                Start::Named(s) => Position::parse(s)?,
+            };
+            let ends = log.partition_ends(&r.stream).await.map_err(log_status)?;
+            let mut offsets = Vec::with_capacity(ends.len());
+            for (p, end) in ends.iter().enumerate() {
+                let o = to.resolve(log, &r.stream, p as u32, *end).await?;
+                offsets.push((p as u32, o.min(*end)));
+            }
+            log.commit_offsets(&r.group, &r.stream, None, &offsets)
+                .await
+                .map_err(log_status)?;
+            let map: BTreeMap<String, u64> =
+                offsets.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+            reply(json!({ "offsets": map }))
+        }
+        other => Err(Status::invalid_argument(format!(
+            "unknown action \"{other}\"; this server answers the Flight SQL actions and {}",
+            ACTIONS.map(|(t, _)| t).join(", ")
+        ))),
+    }
+}
+
+/// A group's members, their partitions, and per partition the committed
+/// offset, the end and the lag.
+async fn describe(log: &Arc<Log>, group: &str) -> Result<Value, Status> {
+    let live = log.groups().describe(group);
+    let stream = match &live {
+        Some(g) => Some(g.stream.clone()),
+        None => log
+            .committed_groups()
+            .await
+            .map_err(log_status)?
+            .into_iter()
+            .find(|(g, _)| g == group)
+            .map(|(_, s)| s),
+    };
+    let Some(stream) = stream else {
+        return Err(Status::not_found(format!(
+            "consumer group \"{group}\" does not exist"
+        )));
+    };
+    let ends = log.partition_ends(&stream).await.map_err(log_status)?;
+    let committed = log
+        .committed_offsets(group, &stream)
+        .await
+        .map_err(log_status)?;
+    let owner = |p: u32| {
+        live.as_ref().and_then(|g| {
+            g.members
+                .iter()
+                .find(|m| m.partitions.contains(&p))
+                .map(|m| m.member.clone())
+        })
+    };
+    let partitions: Vec<PartitionLag> = ends
+        .iter()
+        .enumerate()
+        .map(|(p, &end)| {
+            let c = committed.get(p).copied().flatten();
+            PartitionLag {
+                partition: p as u32,
+                committed: c,
+                end,
+                lag: end - c.unwrap_or(0).min(end),
+                member: owner(p as u32),
+            }
+        })
+        .collect();
+    Ok(json!({
+        "group": group,
+        "stream": stream,
+        "generation": live.as_ref().map(|g| g.generation),
+        "strategy": live.as_ref().map(|g| g.strategy),
+        "members": live.map(|g| g.members).unwrap_or_default(),
+        "partitions": partitions,
+    }))
+}

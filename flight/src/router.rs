@@ -1,0 +1,129 @@
+//! The Flight service on the port: consumer tickets (JSON) go to
+//! [`crate::consume`]; everything else — Flight SQL, the producer path,
+//! group actions — to [`FlightSql`], whose dispatch decodes protobuf
+//! commands and falls back to the producer and group handlers.
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::stream::BoxStream;
+use streamhouse_sql::Database;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::sql::FlightSql;
+
+/// Routes Flight calls to Flight SQL or the consumer API.
+#[derive(Clone)]
+pub struct Router {
+    db: Arc<Database>,
+    sql: FlightSql,
+    /// Turns true when the server begins to shut down.
+    closing: watch::Receiver<bool>,
+}
+
+impl Router {
+    pub fn new(db: Arc<Database>, closing: watch::Receiver<bool>) -> Self {
+        Router {
+            sql: FlightSql::new(db.clone()),
+            db,
+            closing,
+        }
+    }
+}
+
+type Stream<T> = BoxStream<'static, Result<T, Status>>;
+
+#[tonic::async_trait]
+impl FlightService for Router {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+    type DoExchangeStream = Stream<FlightData>;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        self.sql.handshake(request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.sql.list_flights(request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.sql.get_flight_info(request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        self.sql.poll_flight_info(request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        self.sql.get_schema(request).await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        if crate::consume::is_consumer_ticket(&request.get_ref().ticket) {
+            let stream = crate::consume::do_get(
+                self.db.log().clone(),
+                &request.get_ref().ticket,
+                self.closing.clone(),
+            )
+            .await?;
+            return Ok(Response::new(stream));
+        }
+        self.sql.do_get(request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.sql.do_put(request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        self.sql.do_action(request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.sql.list_actions(request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.sql.do_exchange(request).await
+    }
+}

@@ -1,0 +1,174 @@
+//! Bulk ingest of Arrow batches into a stream (Flight SQL's
+//! `CommandStatementIngest`, ADBC's `adbc_ingest`), and binding Arrow
+//! parameter rows to prepared statements.
+//!
+//! Ingest matches columns by name, casts them to the stream's types like
+//! INSERT does, and appends everything as one atomic append: all rows become
+//! visible together, or none do.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use streamhouse_log::{AppendOptions, LogError, StreamSpec};
+
+use crate::database::{Database, Prepared, conform_insert};
+use crate::error::{Result, SqlError};
+
+/// What ingest does when the stream exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    Fail,
+    Append,
+    /// Drop it and create it anew from the incoming schema.
+    Replace,
+}
+
+/// How an ingest treats the target stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestMode {
+    /// Create the stream from the incoming schema when it does not exist.
+    pub create: bool,
+    pub if_exists: IfExists,
+}
+
+/// The Arrow type a created stream stores for an incoming column type.
+fn stored_type(t: &DataType) -> DataType {
+    match t {
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        DataType::Dictionary(_, v) => stored_type(v),
+        other => other.clone(),
+    }
+}
+
+impl Database {
+    /// Appends `batches` (all of `schema`) to `stream` as one append and
+    /// returns the rows written.
+    pub async fn ingest(
+        &self,
+        stream: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        mode: IngestMode,
+    ) -> Result<u64> {
+        let exists = match self.log().stream(stream).await {
+            Ok(_) => true,
+            Err(LogError::UnknownStream(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        match (exists, mode.if_exists) {
+            (true, IfExists::Fail) => {
+                return Err(SqlError::DuplicateTable(format!(
+                    "stream \"{stream}\" already exists"
+                )));
+            }
+            (true, IfExists::Replace) => {
+                self.log().drop_stream(stream).await?;
+                self.deregister(stream)?;
+                self.create_from_schema(stream, &schema).await?;
+            }
+            (true, IfExists::Append) => {}
+            (false, _) if mode.create => self.create_from_schema(stream, &schema).await?,
+            (false, _) => {
+                return Err(SqlError::UndefinedTable(format!(
+                    "stream \"{stream}\" does not exist"
+                )));
+            }
+        }
+        let info = self.log().stream(stream).await?;
+        let declared = &info.spec.schema;
+        let targets = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                declared
+                    .index_of(f.name())
+                    .or_else(|_| declared.index_of(&f.name().to_lowercase()))
+                    .map_err(|_| {
+                        SqlError::UndefinedColumn(format!(
+                            "column \"{}\" of stream \"{stream}\" does not exist",
+                            f.name()
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows = batches
+            .iter()
+            .map(|b| conform_insert(stream, declared, &targets, b))
+            .collect::<Result<Vec<_>>>()?;
+        let ack = self
+            .log()
+            .append_batches(stream, rows, AppendOptions::default())
+            .await?;
+        Ok(ack.rows())
+    }
+
+    async fn create_from_schema(&self, stream: &str, schema: &Schema) -> Result<()> {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), stored_type(f.data_type()), f.is_nullable()))
+            .collect();
+        let info = self
+            .log()
+            .create_stream(StreamSpec::new(
+                stream.to_string(),
+                Arc::new(Schema::new(fields)),
+            ))
+            .await?;
+        self.register(info)
+    }
+}
+
+impl Prepared {
+    /// Row `row` of an Arrow parameter batch as this statement's parameter
+    /// values, cast to the inferred parameter types.
+    pub fn params_from_row(&self, batch: &RecordBatch, row: usize) -> Result<Vec<ScalarValue>> {
+        if batch.num_columns() != self.param_types.len() {
+            return Err(SqlError::Syntax(format!(
+                "{} parameters were bound, but the prepared statement requires {}",
+                batch.num_columns(),
+                self.param_types.len()
+            )));
+        }
+        batch
+            .columns()
+            .iter()
+            .zip(&self.param_types)
+            .enumerate()
+            .map(|(i, (col, want))| {
+                let v = ScalarValue::try_from_array(col, row)?;
+                match want {
+                    Some(t) if &v.data_type() != t => v.cast_to(t).map_err(|e| {
+                        SqlError::InvalidInput(format!(
+                            "parameter ${} ({}) cannot be used as {t}: {e}",
+                            i + 1,
+                            v.data_type()
+                        ))
+                    }),
+                    _ => Ok(v),
+                }
+            })
+            .collect()
+    }
+
+    /// The parameters as an Arrow schema (`$1…$n`; text where the type
+    /// could not be inferred).
+    pub fn param_schema(&self) -> Schema {
+        Schema::new(
+            self.param_types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    Field::new(
+                        format!("${}", i + 1),
+                        t.clone().unwrap_or(DataType::Utf8),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+}
