@@ -10,7 +10,11 @@
 //! reads of everything appended, from a cold cache (ranged GETs + decode)
 //! and from the writer's warm cache; then the PostgreSQL door with a real
 //! client over loopback: multi-row INSERT statements (1,000 rows each) and
-//! `COPY … FROM STDIN` in CSV.
+//! `COPY … FROM STDIN` in CSV; then the Flight producer/consumer API (see
+//! `harness/flight.rs`).
+
+#[path = "harness/flight.rs"]
+mod flight;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -258,6 +262,9 @@ async fn run(args: Args) {
     }
     if wanted("pgwire") {
         table.extend(pgwire_scenarios(&args).await);
+    }
+    if wanted("flight") {
+        table.extend(flight::scenarios(&args).await);
     }
     if wanted("group by") {
         table.extend(group_by_scenario(&args).await);

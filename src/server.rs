@@ -147,7 +147,7 @@ fn print_banner(
     println!("  metadata        {meta}");
     println!("  HTTP admin      http://{http}  (/health /ready /live /v1/streams)");
     println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse\"");
-    println!("  Flight          grpc://{flight}  (Flight SQL)");
+    println!("  Flight          grpc://{flight}  (Flight SQL, produce/consume)");
     println!("Press Ctrl-C to stop.");
 }
 

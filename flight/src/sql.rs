@@ -142,9 +142,13 @@ fn flight_info_for(
 pub(crate) async fn uploaded(
     request: Request<PeekableFlightDataStream>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
-    let mut stream = FlightRecordBatchStream::new_from_flight_data(
-        request.into_inner().map_err(FlightError::from),
-    );
+    // A message with only a descriptor (how clients send "no parameters")
+    // carries no IPC header; it is not data.
+    let data = request
+        .into_inner()
+        .try_filter(|d| std::future::ready(!d.data_header.is_empty()))
+        .map_err(FlightError::from);
+    let mut stream = FlightRecordBatchStream::new_from_flight_data(data);
     let mut batches = Vec::new();
     while let Some(batch) = stream.next().await {
         batches.push(batch.map_err(Status::from)?);

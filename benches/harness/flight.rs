@@ -1,0 +1,214 @@
+//! Flight scenarios: the producer API (`DoPut` on `["streams", name]`),
+//! the consumer API (`DoGet` with a JSON ticket), and the latency from a
+//! produce call to a following consumer receiving the rows — all through
+//! arrow-flight's client against a server in this process on loopback.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use streamhouse_log::{DataDir, Log};
+use tonic::transport::Channel;
+
+use crate::{Args, Row, batch, schema};
+
+async fn flight_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
+    let dd = DataDir::open(dir).expect("data dir");
+    let log = Arc::new(dd.open_log().await.expect("log"));
+    let db = Arc::new(
+        streamhouse_sql::Database::open(log.clone())
+            .await
+            .expect("database"),
+    );
+    db.execute(crate::PG_STREAM).await.expect("create stream");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(streamhouse_flight::serve(
+        listener,
+        db,
+        std::future::pending(),
+    ));
+    (dd, log, format!("http://{addr}"))
+}
+
+async fn client(uri: &str) -> FlightClient {
+    let channel = Channel::from_shared(uri.to_string())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    FlightClient::new(channel)
+}
+
+fn descriptor() -> Option<FlightDescriptor> {
+    Some(FlightDescriptor::new_path(vec![
+        "streams".into(),
+        "bench".into(),
+    ]))
+}
+
+/// The Flight scenarios, on one fresh data directory.
+pub async fn scenarios(args: &Args) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_dd, log, uri) = flight_server(tmp.path()).await;
+    let batch_rows = 10_000usize;
+    let bytes_per_row = batch(0, batch_rows).get_array_memory_size() as u64 / batch_rows as u64;
+
+    // DoPut ingest: 2 producers, each one DoPut call streaming batches of
+    // 10,000 rows, acknowledged per batch once durable.
+    let producers = 2usize;
+    let per_producer = args.rows / producers / batch_rows;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let uri = uri.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(&uri).await;
+            let first = (p * per_producer * batch_rows) as i64;
+            let batches = futures::stream::iter(0..per_producer)
+                .map(move |k| Ok(batch(first + (k * batch_rows) as i64, batch_rows)));
+            let data = FlightDataEncoderBuilder::new()
+                .with_schema(schema())
+                .with_flight_descriptor(descriptor())
+                .build(batches);
+            let acks: Vec<_> = c
+                .do_put(data)
+                .await
+                .expect("do_put")
+                .try_collect()
+                .await
+                .expect("acks");
+            assert_eq!(acks.len(), per_producer);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("producer");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = (producers * per_producer * batch_rows) as u64;
+    eprintln!("flight DoPut: {:.0} rows/s", n as f64 / secs);
+    rows.push(Row {
+        scenario: format!("flight DoPut {batch_rows}-row batches x{producers}"),
+        rows: n,
+        seconds: secs,
+        bytes: n * bytes_per_row,
+        latency: None,
+    });
+
+    // DoGet consume: every partition from the earliest offset, one call.
+    for label in [
+        "flight DoGet consume, all partitions",
+        "flight DoGet consume, again",
+    ] {
+        let mut c = client(&uri).await;
+        let start = Instant::now();
+        let mut got = 0u64;
+        let mut s = c
+            .do_get(Ticket::new(r#"{"stream": "bench", "from": "earliest"}"#))
+            .await
+            .expect("do_get");
+        while let Some(b) = s.next().await {
+            got += b.expect("batch").num_rows() as u64;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(got, n);
+        eprintln!("{label}: {:.0} rows/s", got as f64 / secs);
+        rows.push(Row {
+            scenario: label.into(),
+            rows: got,
+            seconds: secs,
+            bytes: got * bytes_per_row,
+            latency: None,
+        });
+    }
+
+    // Produce → consume latency: a follower from the tail; a producer sends
+    // 100-row batches every 5 ms; latency is from the producer's send to the
+    // follower's receipt of that batch's rows.
+    let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let mut follower = client(&uri).await;
+    let mut tail = follower
+        .do_get(Ticket::new(
+            r#"{"stream": "bench", "from": "latest", "follow": true}"#,
+        ))
+        .await
+        .expect("follow");
+    let batches = 1_000usize;
+    let small = 100usize;
+    let base = 1_000_000_000i64;
+    let producer = {
+        let uri = uri.clone();
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut c = client(&uri).await;
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            let data = FlightDataEncoderBuilder::new()
+                .with_schema(schema())
+                .with_flight_descriptor(descriptor())
+                .build(rx);
+            let acks = tokio::spawn(async move {
+                c.do_put(data)
+                    .await
+                    .expect("do_put")
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .expect("acks")
+                    .len()
+            });
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for k in 0..batches {
+                tick.tick().await;
+                let first = base + (k * small) as i64;
+                sent.lock().unwrap().insert(first, Instant::now());
+                tx.unbounded_send(Ok(batch(first, small))).expect("send");
+            }
+            drop(tx);
+            acks.await.expect("acks")
+        })
+    };
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let start = Instant::now();
+    let mut seen = 0usize;
+    while seen < batches * small {
+        let b = tail.next().await.expect("tail ended").expect("batch");
+        let now = Instant::now();
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        for i in 0..ids.len() {
+            let id = ids.value(i);
+            if (id - base) % small as i64 == 0
+                && let Some(t) = sent.lock().unwrap().get(&id)
+            {
+                hist.record(now.duration_since(*t).as_micros() as u64)
+                    .expect("record");
+            }
+        }
+        seen += b.num_rows();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(producer.await.expect("producer"), batches);
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    eprintln!(
+        "flight produce->consume latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(0.5),
+        ms(0.99),
+        hist.max() as f64 / 1000.0
+    );
+    rows.push(Row {
+        scenario: "flight produce->follow latency (100 rows/5ms)".into(),
+        rows: (batches * small) as u64,
+        seconds: secs,
+        bytes: (batches * small) as u64 * bytes_per_row,
+        latency: Some((ms(0.5), ms(0.99))),
+    });
+    log.shutdown().await;
+    rows
+}
