@@ -188,6 +188,24 @@ async fn flight_sql_statements_and_prepared_statements() {
         .unwrap_err();
     assert_eq!(code(&e), Code::NotFound);
     assert!(e.to_string().contains("42P01"), "{e}");
+    // The type table (JDBC's getTypeInfo), whole and filtered by type.
+    for (filter, want) in [(None, 16), (Some(-5), 1)] {
+        let info = sql
+            .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: filter })
+            .await
+            .unwrap();
+        let got: Vec<RecordBatch> = sql
+            .do_get(info.endpoint[0].ticket.clone().unwrap())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let names = got[0].column(0).as_string::<i32>();
+        assert_eq!(names.len(), want);
+        assert!(names.iter().any(|n| n == Some("bigint")));
+    }
+
     let e = sql
         .prepare("INSERT INTO t VALUES (?, ?, ?, ?)".into(), None)
         .await

@@ -10,6 +10,7 @@ pub mod prepared;
 pub mod produce;
 pub mod router;
 pub mod sql;
+pub mod xdbc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

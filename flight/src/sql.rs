@@ -14,8 +14,8 @@
 //! `DoPut(CommandStatementIngest)` appends a whole upload as one append.
 //!
 //! GetSqlInfo, GetCatalogs, GetDbSchemas, GetTables (with each table's
-//! Arrow schema) and GetTableTypes describe the catalog the PostgreSQL door
-//! shows. Calls not offered answer UNIMPLEMENTED, which clients such as
+//! Arrow schema), GetTableTypes and GetXdbcTypeInfo describe the catalog the
+//! PostgreSQL door shows. Calls not offered answer UNIMPLEMENTED, which clients such as
 //! ADBC take as "not supported" and carry on. `DoPut` on a stream path and
 //! the consumer-group actions fall through to [`crate::produce`] and
 //! [`crate::groups`].
@@ -36,10 +36,10 @@ use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -521,6 +521,24 @@ impl FlightSqlService for FlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let builder = query.into_builder(sql_info());
+        one_batch(builder.schema(), builder.build())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(crate::xdbc::type_info()).schema();
+        flight_info_for(query.as_any().encode_to_vec(), &schema, request)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let builder = query.into_builder(crate::xdbc::type_info());
         one_batch(builder.schema(), builder.build())
     }
 

@@ -41,6 +41,9 @@ pub enum LogError {
     #[error("stream \"{0}\" already exists")]
     StreamExists(String),
 
+    #[error("materialized view \"{0}\" already exists")]
+    ViewExists(String),
+
     #[error(
         "partition {partition} is out of range for stream \"{stream}\" ({partitions} partitions)"
     )]
@@ -108,7 +111,7 @@ impl LogError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             LogError::UnknownStream(_) => ErrorKind::NotFound,
-            LogError::StreamExists(_) => ErrorKind::AlreadyExists,
+            LogError::StreamExists(_) | LogError::ViewExists(_) => ErrorKind::AlreadyExists,
             LogError::PartitionOutOfRange { .. }
             | LogError::SchemaMismatch { .. }
             | LogError::InvalidSpec(_)

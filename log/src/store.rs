@@ -169,6 +169,20 @@ impl Store {
     pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
         Ok(self.inner.get_range(path, range).await?)
     }
+
+    /// Reads a whole object.
+    pub async fn get(&self, path: &Path) -> Result<Bytes> {
+        Ok(self.inner.get(path).await?.bytes().await?)
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, path: &Path) -> Result<bool> {
+        match self.inner.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 fn sync_file_and_dir(file: &FsPath) -> std::io::Result<()> {

@@ -72,14 +72,14 @@ impl std::fmt::Debug for QueryResult {
 }
 
 impl QueryResult {
-    fn command(tag: impl Into<String>) -> Self {
+    pub(crate) fn command(tag: impl Into<String>) -> Self {
         QueryResult::Command {
             tag: tag.into(),
             rows: None,
         }
     }
 
-    fn rows(batch: RecordBatch) -> Result<Self> {
+    pub(crate) fn rows(batch: RecordBatch) -> Result<Self> {
         let schema = batch.schema();
         Ok(QueryResult::Rows(Box::pin(MemoryStream::try_new(
             vec![batch],
@@ -308,7 +308,7 @@ fn bind(plan: &LogicalPlan, params: Vec<ScalarValue>) -> Result<LogicalPlan> {
 }
 
 /// `schema` with the PostgreSQL names where `names` has one.
-fn rename(schema: &Schema, names: Option<&[Option<String>]>) -> SchemaRef {
+pub(crate) fn rename(schema: &Schema, names: Option<&[Option<String>]>) -> SchemaRef {
     let Some(names) = names.filter(|n| n.len() == schema.fields().len()) else {
         return Arc::new(schema.clone());
     };
@@ -449,7 +449,9 @@ pub fn describe_schema() -> SchemaRef {
 /// The SQL engine over the log.
 pub struct Database {
     log: Arc<Log>,
-    ctx: SessionContext,
+    pub(crate) ctx: SessionContext,
+    /// Materialized views, by name.
+    pub(crate) views: RwLock<HashMap<String, Arc<crate::matview::MatView>>>,
     /// Names of the streams registered as tables (for the `*` rewrite).
     streams: RwLock<HashSet<String>>,
     /// The same tables, for the window table functions.
@@ -485,6 +487,7 @@ impl Database {
             tables: Tables::default(),
             default_session: Session::default(),
             compat,
+            views: RwLock::new(HashMap::new()),
         };
         functions::register(&db.ctx);
         db.ctx.register_udtf(
@@ -502,6 +505,7 @@ impl Database {
         for info in db.log.streams().await? {
             db.register(info)?;
         }
+        db.load_views().await?;
         Ok(db)
     }
 
@@ -528,6 +532,10 @@ impl Database {
             names.sort();
             for name in names {
                 if let Some(t) = schema.table(&name).await? {
+                    let kind = match t.table_type() {
+                        datafusion::datasource::TableType::View if kind == "TABLE" => "VIEW",
+                        _ => kind,
+                    };
                     out.push((schema_name.clone(), name, kind, t.schema()));
                 }
             }
@@ -615,6 +623,10 @@ impl Database {
     pub async fn prepare_statement(&self, stmt: Statement) -> Result<Prepared> {
         let (action, schema) = match stmt {
             Statement::ShowStreams => (Action::Statement(stmt), Some(show_streams_schema())),
+            Statement::ShowMaterializedViews => (
+                Action::Statement(stmt),
+                Some(crate::views::show_views_schema()),
+            ),
             Statement::Describe { .. } => (Action::Statement(stmt), Some(describe_schema())),
             Statement::Sql(sql) => match *sql {
                 SqlStatement::Insert(insert) => (self.prepare_insert(insert).await?, None),
@@ -794,6 +806,18 @@ impl Database {
             }
             Statement::ShowStreams => self.show_streams().await,
             Statement::Describe { name } => self.describe(&name).await,
+            Statement::CreateMaterializedView {
+                name,
+                if_not_exists,
+                query,
+            } => {
+                self.create_materialized_view(name, if_not_exists, *query)
+                    .await
+            }
+            Statement::DropMaterializedView { names, if_exists } => {
+                self.drop_materialized_views(names, if_exists).await
+            }
+            Statement::ShowMaterializedViews => self.show_materialized_views().await,
             Statement::Sql(other) => Err(SqlError::Internal(format!(
                 "unprepared statement {}",
                 statement_kind(&other)

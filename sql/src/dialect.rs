@@ -30,6 +30,17 @@ pub enum Statement {
     Describe {
         name: String,
     },
+    /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name AS query`.
+    CreateMaterializedView {
+        name: String,
+        if_not_exists: bool,
+        query: Box<sqlparser::ast::Query>,
+    },
+    DropMaterializedView {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    ShowMaterializedViews,
     /// Anything else, for DataFusion (or for `INSERT` into a stream).
     Sql(Box<SqlStatement>),
 }
@@ -159,9 +170,35 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
             .collect::<Result<_>>()?;
         return Ok(Statement::DropStream { names, if_exists });
     }
+    if p.parse_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW]) {
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = object_name(&p.parse_object_name(false)?)?;
+        p.expect_keyword(Keyword::AS)?;
+        let query = p.parse_query()?;
+        return Ok(Statement::CreateMaterializedView {
+            name,
+            if_not_exists,
+            query,
+        });
+    }
+    if p.parse_keywords(&[Keyword::DROP, Keyword::MATERIALIZED, Keyword::VIEW]) {
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let names = p
+            .parse_comma_separated(|p| p.parse_object_name(false))?
+            .iter()
+            .map(object_name)
+            .collect::<Result<_>>()?;
+        return Ok(Statement::DropMaterializedView { names, if_exists });
+    }
     if p.parse_keyword(Keyword::SHOW) {
         if parse_word(p, "STREAMS") {
             return Ok(Statement::ShowStreams);
+        }
+        if p.parse_keyword(Keyword::MATERIALIZED) {
+            if parse_word(p, "VIEWS") {
+                return Ok(Statement::ShowMaterializedViews);
+            }
+            p.prev_token();
         }
         if p.parse_keyword(Keyword::COLUMNS) {
             if !p.parse_keyword(Keyword::FROM) {

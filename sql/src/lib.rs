@@ -20,12 +20,14 @@ pub mod dialect;
 pub mod error;
 pub mod functions;
 pub mod ingest;
+pub mod matview;
 pub mod names;
 pub mod prune;
 pub mod rewrite;
 pub mod session;
 pub mod table;
 pub mod types;
+pub mod views;
 pub mod window;
 
 pub use database::{Database, Prepared, QueryResult};

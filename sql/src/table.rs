@@ -30,18 +30,43 @@ use streamhouse_log::{Log, StreamInfo, TimeFilter};
 
 use crate::prune::ScanBounds;
 
+/// Offset ranges to read, one per partition (`start..end`); see
+/// [`StreamTable::delta`].
+pub type Ranges = Arc<std::sync::Mutex<Vec<std::ops::Range<u64>>>>;
+
 /// A stream, readable with SQL.
 #[derive(Debug)]
 pub struct StreamTable {
     log: Arc<Log>,
     info: Arc<StreamInfo>,
     schema: SchemaRef,
+    /// When set, scans read exactly these offsets of each partition instead
+    /// of everything up to the partitions' ends.
+    delta: Option<Ranges>,
 }
 
 impl StreamTable {
     pub fn new(log: Arc<Log>, info: Arc<StreamInfo>) -> Self {
         let schema = info.read_schema();
-        Self { log, info, schema }
+        Self {
+            log,
+            info,
+            schema,
+            delta: None,
+        }
+    }
+
+    /// The same stream, but each scan reads only the offset ranges in
+    /// `ranges` at the time of the scan: how a continuous query runs its
+    /// plan over just the rows that arrived since its last step.
+    pub fn delta(log: Arc<Log>, info: Arc<StreamInfo>, ranges: Ranges) -> Self {
+        let schema = info.read_schema();
+        Self {
+            log,
+            info,
+            schema,
+            delta: Some(ranges),
+        }
     }
 
     /// The stream behind the table.
@@ -86,19 +111,28 @@ impl TableProvider for StreamTable {
             .as_ref()
             .map(|e| e.column.as_str());
         let bounds = ScanBounds::from_filters(filters, et);
-        let ends = self
-            .log
-            .metadata()
-            .partition_ends(self.info.id)
-            .await
-            .map_err(external)?;
-        let partitions: Vec<(u32, u64)> = if bounds.is_empty() {
+        let ranges: Vec<std::ops::Range<u64>> = match &self.delta {
+            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => self
+                .log
+                .metadata()
+                .partition_ends(self.info.id)
+                .await
+                .map_err(external)?
+                .into_iter()
+                .map(|end| bounds.offsets.start..end)
+                .collect(),
+        };
+        let partitions: Vec<(u32, std::ops::Range<u64>)> = if bounds.is_empty() {
             Vec::new()
         } else {
             (0..self.info.spec.partitions)
                 .filter(|p| bounds.partitions.as_ref().is_none_or(|s| s.contains(p)))
-                .map(|p| (p, ends.get(p as usize).copied().unwrap_or(0)))
-                .filter(|&(_, end)| end > bounds.offsets.start)
+                .filter_map(|p| {
+                    let r = ranges.get(p as usize)?;
+                    let r = r.start.max(bounds.offsets.start)..r.end;
+                    (r.end > r.start).then_some((p, r))
+                })
                 .collect()
         };
         let schema = match projection {
@@ -130,8 +164,9 @@ pub struct StreamScanExec {
     info: Arc<StreamInfo>,
     projection: Option<Vec<usize>>,
     bounds: ScanBounds,
-    /// (partition, end offset at planning time).
-    partitions: Vec<(u32, u64)>,
+    /// (partition, offsets to read: from the lower bound to the end at
+    /// planning time).
+    partitions: Vec<(u32, std::ops::Range<u64>)>,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
 }
@@ -226,7 +261,7 @@ impl ExecutionPlan for StreamScanExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.schema.clone();
-        let Some(&(p, end)) = self.partitions.get(partition) else {
+        let Some((p, range)) = self.partitions.get(partition).cloned() else {
             // Nothing can match: the plan still has one (empty) partition.
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 schema,
@@ -238,7 +273,7 @@ impl ExecutionPlan for StreamScanExec {
         let projection = self.projection.clone();
         let bounds = self.bounds.clone();
         let open = async move {
-            let offsets = bounds.offsets.start..bounds.offsets.end.min(end);
+            let offsets = range.start..bounds.offsets.end.min(range.end);
             let stream = if bounds.event_time.is_some() || bounds.append_time.is_some() {
                 let filter = TimeFilter {
                     event_time: bounds.event_time.clone(),

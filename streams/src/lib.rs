@@ -5,3 +5,9 @@
 //!
 //! It executes dataflow descriptions that `sql` compiles from DataFusion
 //! plans; it never parses SQL. It sits on `log` and nothing above it.
+
+pub mod error;
+pub mod state;
+
+pub use error::{Result, StreamsError};
+pub use state::StateStore;

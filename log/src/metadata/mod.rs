@@ -168,4 +168,14 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 
     /// Every (group, stream) pair with committed offsets, by group.
     async fn groups(&self) -> Result<Vec<(String, StreamId)>>;
+
+    /// Records a materialized view's definition; `ViewExists` if the name
+    /// is taken by a view.
+    async fn create_view(&self, name: &str, definition: &str, created_at: Micros) -> Result<()>;
+
+    /// Removes a view's definition; `false` if there was none.
+    async fn drop_view(&self, name: &str) -> Result<bool>;
+
+    /// Every view as (name, definition), by name.
+    async fn views(&self) -> Result<Vec<(String, String)>>;
 }

@@ -530,6 +530,41 @@ impl MetadataStore for SqliteMetadata {
             .collect()
     }
 
+    async fn create_view(&self, name: &str, definition: &str, created_at: Micros) -> Result<()> {
+        let _w = self.write.lock().await;
+        let done = sqlx::query(
+            "INSERT INTO views (name, definition, created_at_us) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(definition)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(LogError::ViewExists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn drop_view(&self, name: &str) -> Result<bool> {
+        let _w = self.write.lock().await;
+        let done = sqlx::query("DELETE FROM views WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn views(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT name, definition FROM views ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("definition")?)))
+            .collect()
+    }
+
     async fn groups(&self) -> Result<Vec<(String, StreamId)>> {
         let rows = sqlx::query(
             "SELECT DISTINCT group_id, stream_id FROM group_offsets ORDER BY group_id, stream_id",
