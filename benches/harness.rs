@@ -15,6 +15,8 @@
 
 #[path = "harness/flight.rs"]
 mod flight;
+#[path = "harness/views.rs"]
+mod views;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -265,6 +267,9 @@ async fn run(args: Args) {
     }
     if wanted("flight") {
         table.extend(flight::scenarios(&args).await);
+    }
+    if wanted("view") {
+        table.extend(views::scenarios(&args).await);
     }
     if wanted("group by") {
         table.extend(group_by_scenario(&args).await);

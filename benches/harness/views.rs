@@ -1,0 +1,159 @@
+//! Materialized-view scenarios: a tumbling-window `count(*), sum(x) GROUP
+//! BY key, window` view over 10 M events with 10,000 keys (events/s of the
+//! view catching up with the log, CPU time included), and freshness — from
+//! an acknowledged INSERT to the row being counted by a `count(*)` view.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use futures::TryStreamExt;
+use hdrhistogram::Histogram;
+use streamhouse_log::{AppendOptions, DataDir};
+use streamhouse_sql::{Database, QueryResult};
+
+use crate::{Args, Row};
+
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct we pass.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    // SAFETY: initialised by getrusage (or zeroed).
+    let u = unsafe { usage.assume_init() };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+async fn count(db: &Database, sql: &str) -> i64 {
+    let mut r = db.execute(sql).await.expect("query");
+    let QueryResult::Rows(s) = r.pop().expect("result") else {
+        panic!("no rows")
+    };
+    let b: Vec<RecordBatch> = s.try_collect().await.expect("rows");
+    b.first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0)
+}
+
+pub async fn scenarios(args: &Args) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let n = args.group_rows;
+    let keys = 10_000i64;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dd = DataDir::open(tmp.path()).expect("data dir");
+    let log = Arc::new(dd.open_log().await.expect("log"));
+    let db = Database::open(log.clone()).await.expect("database");
+    db.execute(
+        "CREATE STREAM ev (k BIGINT NOT NULL, x DOUBLE PRECISION NOT NULL, ts TIMESTAMP NOT NULL, \
+         WATERMARK FOR ts AS ts - INTERVAL '4 seconds') WITH (partitions = 4)",
+    )
+    .await
+    .expect("create stream");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("x", DataType::Float64, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+    ]));
+    // 10 M events, 1,000 per second of event time (so ~167 one-minute
+    // windows), keys spread over 10,000.
+    let chunk = 100_000usize;
+    let mut tasks = Vec::new();
+    for start in (0..n).step_by(chunk) {
+        let ids = start as i64..(start + chunk).min(n) as i64;
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids.clone().map(|i| i * 7919 % keys))),
+                Arc::new(Float64Array::from_iter_values(ids.clone().map(|i| (i % 100) as f64))),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    ids.map(|i| 1_767_225_600_000_000 + i * 1_000),
+                )),
+            ],
+        )
+        .expect("batch");
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            log.append("ev", b, AppendOptions::default()).await.expect("append")
+        }));
+        if tasks.len() == 8 {
+            for t in tasks.drain(..) {
+                t.await.expect("append task");
+            }
+        }
+    }
+    for t in tasks {
+        t.await.expect("append task");
+    }
+
+    let (cpu0, start) = (cpu_seconds(), Instant::now());
+    db.execute(
+        "CREATE MATERIALIZED VIEW per_minute AS SELECT window_start, k, count(*) AS n, sum(x) AS s \
+         FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, k",
+    )
+    .await
+    .expect("create view");
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let total = count(&db, "SELECT sum(n) FROM per_minute").await;
+    assert_eq!(total as usize, n);
+    eprintln!(
+        "view over {n} events: {:.0} events/s, {:.0} events/s per CPU-second",
+        n as f64 / secs,
+        n as f64 / cpu
+    );
+    rows.push(Row {
+        scenario: format!("view: tumble count+sum, {keys} keys (cpu {cpu:.1}s)"),
+        rows: n as u64,
+        seconds: secs,
+        bytes: n as u64 * 24,
+        latency: None,
+    });
+
+    // Freshness: INSERT one row (acknowledged = durable), then poll a
+    // count(*) view until it counts it.
+    db.execute("CREATE MATERIALIZED VIEW total AS SELECT count(*) AS n FROM ev")
+        .await
+        .expect("create count view");
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut expected = count(&db, "SELECT n FROM total").await;
+    let probes = 200;
+    let start = Instant::now();
+    for i in 0..probes {
+        let t0 = Instant::now();
+        db.execute(&format!(
+            "INSERT INTO ev VALUES ({i}, 1.0, TIMESTAMP '2026-06-01 00:00:00')"
+        ))
+        .await
+        .expect("insert");
+        expected += 1;
+        loop {
+            if count(&db, "SELECT n FROM total").await >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        hist.record(t0.elapsed().as_micros() as u64).expect("record");
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    eprintln!(
+        "view freshness (INSERT acknowledged -> counted): p50 {:.2} ms, p99 {:.2} ms",
+        ms(0.5),
+        ms(0.99)
+    );
+    rows.push(Row {
+        scenario: "view freshness: INSERT -> count(*) view".into(),
+        rows: probes,
+        seconds: start.elapsed().as_secs_f64(),
+        bytes: 0,
+        latency: Some((ms(0.5), ms(0.99))),
+    });
+    log.shutdown().await;
+    rows
+}
