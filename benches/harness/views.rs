@@ -59,7 +59,11 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("x", DataType::Float64, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
     ]));
     // 10 M events, 1,000 per second of event time (so ~167 one-minute
     // windows), keys spread over 10,000.
@@ -70,8 +74,12 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         let b = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(Int64Array::from_iter_values(ids.clone().map(|i| i * 7919 % keys))),
-                Arc::new(Float64Array::from_iter_values(ids.clone().map(|i| (i % 100) as f64))),
+                Arc::new(Int64Array::from_iter_values(
+                    ids.clone().map(|i| i * 7919 % keys),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    ids.clone().map(|i| (i % 100) as f64),
+                )),
                 Arc::new(TimestampMicrosecondArray::from_iter_values(
                     ids.map(|i| 1_767_225_600_000_000 + i * 1_000),
                 )),
@@ -80,7 +88,9 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         .expect("batch");
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
-            log.append("ev", b, AppendOptions::default()).await.expect("append")
+            log.append("ev", b, AppendOptions::default())
+                .await
+                .expect("append")
         }));
         if tasks.len() == 8 {
             for t in tasks.drain(..) {
@@ -139,7 +149,8 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        hist.record(t0.elapsed().as_micros() as u64).expect("record");
+        hist.record(t0.elapsed().as_micros() as u64)
+            .expect("record");
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     eprintln!(

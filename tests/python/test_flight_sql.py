@@ -138,3 +138,32 @@ def test_adbc_ingest_creates_appends_and_is_atomic(conn):
         assert cur.adbc_ingest("fs_ingest", data.slice(0, 3), mode="replace") == 3
         cur.execute("SELECT count(*) FROM fs_ingest")
         assert cur.fetchall() == [(3,)]
+
+
+def test_materialized_view_is_a_table_for_both_doors(server, conn):
+    import time
+
+    import psycopg
+
+    with conn.cursor() as cur:
+        cur.execute("CREATE STREAM fs_clicks (page TEXT, ms BIGINT)")
+        cur.execute("INSERT INTO fs_clicks VALUES ('a', 10), ('b', 20), ('a', 30)")
+        cur.execute("CREATE MATERIALIZED VIEW fs_pages AS "
+                    "SELECT page, count(*) AS hits, sum(ms) AS total FROM fs_clicks GROUP BY page")
+        cur.execute("SELECT * FROM fs_pages ORDER BY page")
+        assert cur.fetch_arrow_table().to_pylist() == [
+            {"page": "a", "hits": 2, "total": 40},
+            {"page": "b", "hits": 1, "total": 20},
+        ]
+        cur.execute("INSERT INTO fs_clicks VALUES ('c', 5)")
+    with psycopg.connect(server.dsn, autocommit=True) as pg:
+        deadline = time.time() + 10
+        while True:
+            rows = pg.execute("SELECT page, hits, total FROM fs_pages ORDER BY page").fetchall()
+            if rows == [("a", 2, 40), ("b", 1, 20), ("c", 1, 5)] or time.time() > deadline:
+                break
+            time.sleep(0.02)
+        assert rows == [("a", 2, 40), ("b", 1, 20), ("c", 1, 5)]
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            pg.execute("CREATE MATERIALIZED VIEW fs_bad AS SELECT x.page FROM fs_clicks x "
+                       "JOIN fs_clicks y ON x.page = y.page")
