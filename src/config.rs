@@ -46,6 +46,12 @@ pub struct ServerArgs {
     #[arg(long, env = "STREAMHOUSE_METADATA", value_name = "URL")]
     pub metadata: Option<String>,
 
+    /// How often a materialized view whose state changed is checkpointed
+    /// (recovery replays at most about this much input) [default: 2s]
+    #[arg(long, env = "STREAMHOUSE_CHECKPOINT_INTERVAL", value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Option<Duration>,
+
     /// TOML configuration file; flags and environment variables override it
     #[arg(long, env = "STREAMHOUSE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -64,6 +70,15 @@ pub struct LogSection {
     pub cache_bytes: Option<u64>,
 }
 
+/// The `[views]` table of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsSection {
+    /// How often a changing view is checkpointed, e.g. "2s".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub checkpoint_interval: Option<Duration>,
+}
+
 /// The config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +91,8 @@ pub struct FileConfig {
     pub metadata: Option<String>,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub views: ViewsSection,
 }
 
 mod humantime_serde_opt {
@@ -106,6 +123,7 @@ pub struct ServerConfig {
     pub object_store: String,
     pub metadata: MetadataUrl,
     pub log: LogSection,
+    pub checkpoint_interval: Duration,
 }
 
 impl ServerConfig {
@@ -141,6 +159,10 @@ impl ServerConfig {
             object_store,
             metadata,
             log: file.log,
+            checkpoint_interval: args
+                .checkpoint_interval
+                .or(file.views.checkpoint_interval)
+                .unwrap_or(Duration::from_secs(2)),
         })
     }
 }

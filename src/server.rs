@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use streamhouse_log::{DataDir, Log, LogConfig, SqliteMetadata, Store, SystemClock};
 use streamhouse_pgwire::PgConfig;
-use streamhouse_sql::Database;
+use streamhouse_sql::{Database, DatabaseOptions};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -72,9 +72,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         Arc::new(SystemClock),
     ));
     let db = Arc::new(
-        Database::open(log.clone())
-            .await
-            .context("cannot open the SQL catalog")?,
+        Database::open_with(
+            log.clone(),
+            DatabaseOptions {
+                state_dir: data_dir.path().join("state"),
+                checkpoint_interval: config.checkpoint_interval,
+            },
+        )
+        .await
+        .context("cannot open the SQL catalog")?,
     );
     let pg = TcpListener::bind(config.pg_addr)
         .await

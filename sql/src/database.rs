@@ -452,6 +452,7 @@ pub struct Database {
     pub(crate) ctx: SessionContext,
     /// Materialized views, by name.
     pub(crate) views: RwLock<HashMap<String, Arc<crate::matview::MatView>>>,
+    pub(crate) options: DatabaseOptions,
     /// Names of the streams registered as tables (for the `*` rewrite).
     streams: RwLock<HashSet<String>>,
     /// The same tables, for the window table functions.
@@ -468,9 +469,34 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// Settings of a [`Database`].
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    /// Local directory for the state of materialized views (a cache of
+    /// what their checkpoints hold in the object store).
+    pub state_dir: std::path::PathBuf,
+    /// How often a changing view is checkpointed.
+    pub checkpoint_interval: std::time::Duration,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        Self {
+            state_dir: std::env::temp_dir()
+                .join(format!("streamhouse-state-{}", std::process::id())),
+            checkpoint_interval: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
 impl Database {
     /// A database over `log`, with every existing stream registered.
     pub async fn open(log: Arc<Log>) -> Result<Database> {
+        Self::open_with(log, DatabaseOptions::default()).await
+    }
+
+    /// [`Database::open`] with settings.
+    pub async fn open_with(log: Arc<Log>, options: DatabaseOptions) -> Result<Database> {
         // `information_schema` is PostgreSQL's (views over pg_catalog), not
         // DataFusion's.
         let mut config = SessionConfig::new()
@@ -488,6 +514,7 @@ impl Database {
             default_session: Session::default(),
             compat,
             views: RwLock::new(HashMap::new()),
+            options,
         };
         functions::register(&db.ctx);
         db.ctx.register_udtf(

@@ -128,6 +128,17 @@ impl SqlError {
     }
 }
 
+impl From<streamhouse_streams::StreamsError> for SqlError {
+    fn from(e: streamhouse_streams::StreamsError) -> Self {
+        use streamhouse_streams::StreamsError as E;
+        match e {
+            E::Log(l) => l.into(),
+            E::State(_) | E::Io(_) => SqlError::Unavailable(e.to_string()),
+            E::Internal(_) => SqlError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<LogError> for SqlError {
     fn from(e: LogError) -> Self {
         match (&e, e.kind()) {

@@ -30,7 +30,7 @@ pub mod types;
 pub mod views;
 pub mod window;
 
-pub use database::{Database, Prepared, QueryResult};
+pub use database::{Database, DatabaseOptions, Prepared, QueryResult};
 pub use datafusion::common::ScalarValue;
 pub use error::{Result, SqlError};
 pub use ingest::{IfExists, IngestMode};

@@ -27,15 +27,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session as CatalogSession;
+use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::{
     MemTable, TableProvider, TableType, ViewTable, provider_as_source, source_as_provider,
 };
@@ -48,33 +49,12 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
-use streamhouse_log::{Log, StreamInfo};
+use streamhouse_log::{Log, StreamInfo, ViewCheckpoint};
+use streamhouse_streams::{AggregateState, Final, Merge, StateStore};
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, SqlError};
 use crate::table::{Ranges, StreamTable};
-
-/// How a component merges with the same component of another step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Merge {
-    Sum,
-    Min,
-    Max,
-}
-
-/// How one aggregate's value comes from the components.
-#[derive(Debug, Clone, Copy)]
-enum Final {
-    /// The component as is; a `count` is 0 for a group of no rows.
-    Same {
-        component: usize,
-        is_count: bool,
-    },
-    Avg {
-        sum: usize,
-        count: usize,
-    },
-}
 
 /// A stream a view reads, and how far it has read it.
 struct Input {
@@ -102,18 +82,35 @@ impl fmt::Display for Status {
 /// The incremental part of an aggregate view.
 struct Aggregation {
     delta: LogicalPlan,
-    groups: usize,
-    merges: Vec<Merge>,
-    finals: Vec<Final>,
-    /// Columns `c0…` with the types of the aggregate's output.
-    schema: SchemaRef,
-    state: RwLock<HashMap<Vec<ScalarValue>, Vec<ScalarValue>>>,
+    state: AggregateState,
+}
+
+/// Where a view's state lives, and what to restore it from.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// Local directory of its state store.
+    pub dir: PathBuf,
+    /// This incarnation's id (names its state objects).
+    pub dataflow: String,
+    /// The checkpoint to resume from; none: start from the beginning.
+    pub restore: Option<ViewCheckpoint>,
+    /// How often the state is checkpointed while it changes.
+    pub checkpoint_interval: Duration,
 }
 
 /// One materialized view.
 pub struct MatView {
     pub name: String,
     pub definition: String,
+    pub dataflow: String,
+    dir: PathBuf,
+    checkpoint_interval: Duration,
+    /// Number of the last checkpoint recorded.
+    checkpoint_no: AtomicU64,
+    /// State changed since the last checkpoint.
+    dirty: AtomicBool,
+    /// Where its state came from when this process started it.
+    origin: RwLock<String>,
     inputs: Mutex<Vec<Input>>,
     aggregation: Option<Arc<Aggregation>>,
     /// What reading the view runs.
@@ -292,11 +289,12 @@ fn decompose(aggr: &[Expr]) -> Result<(Vec<Expr>, Vec<Merge>, Vec<Final>)> {
 impl MatView {
     /// Compiles a planned view query. Fails with 0A000 on shapes a view
     /// cannot maintain.
-    pub fn compile(
+    pub async fn compile(
         log: &Arc<Log>,
         name: &str,
         definition: String,
         plan: LogicalPlan,
+        placement: Placement,
     ) -> Result<Arc<MatView>> {
         let plan = inline_views(plan)?;
         let mut aggregates = Vec::new();
@@ -315,6 +313,12 @@ impl MatView {
             return Ok(Arc::new(MatView {
                 name: name.to_string(),
                 definition,
+                dataflow: placement.dataflow,
+                dir: placement.dir,
+                checkpoint_interval: placement.checkpoint_interval,
+                checkpoint_no: AtomicU64::new(0),
+                dirty: AtomicBool::new(false),
+                origin: RwLock::new("the log".into()),
                 inputs: Mutex::new(inputs(&streams)),
                 aggregation: None,
                 read_plan: plan,
@@ -326,7 +330,7 @@ impl MatView {
         if streams.is_empty() {
             return Err(unsupported("an aggregate over no stream"));
         }
-        let ins = inputs(&streams);
+        let mut ins = inputs(&streams);
         if agg
             .group_expr
             .iter()
@@ -370,15 +374,29 @@ impl MatView {
                 .collect::<Vec<_>>(),
         ));
         let groups = agg.group_expr.len();
-        let aggregation = Aggregation {
-            delta,
-            groups,
-            merges,
-            finals,
-            schema: schema.clone(),
-            state: RwLock::new(HashMap::new()),
+        let component_types: Vec<DataType> = delta.schema().fields()[groups..]
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let (store, checkpoint_no) = match &placement.restore {
+            Some(cp) => {
+                restore_offsets(&mut ins, &cp.input_offsets)?;
+                let store = StateStore::restore(
+                    log.store(),
+                    &cp.state_key,
+                    &run_dir(&placement.dir)?,
+                    &placement.dataflow,
+                )
+                .await?;
+                (store, cp.number)
+            }
+            None => (
+                StateStore::open(&run_dir(&placement.dir)?, &placement.dataflow)?,
+                0,
+            ),
         };
-        let aggregation = Arc::new(aggregation);
+        let state = AggregateState::new(store, schema, groups, component_types, merges, finals)?;
+        let aggregation = Arc::new(Aggregation { delta, state });
         let provider = Arc::new(StateTable {
             aggregation: aggregation.clone(),
         });
@@ -386,6 +404,15 @@ impl MatView {
         Ok(Arc::new(MatView {
             name: name.to_string(),
             definition,
+            dataflow: placement.dataflow,
+            dir: placement.dir,
+            checkpoint_interval: placement.checkpoint_interval,
+            checkpoint_no: AtomicU64::new(checkpoint_no),
+            dirty: AtomicBool::new(false),
+            origin: RwLock::new(match checkpoint_no {
+                0 => "the log".to_string(),
+                n => format!("checkpoint {n}"),
+            }),
             inputs: Mutex::new(ins),
             aggregation: Some(aggregation),
             read_plan,
@@ -409,25 +436,44 @@ impl MatView {
         Ok(())
     }
 
-    /// Starts maintaining the view in the background.
+    /// Starts maintaining the view in the background: steps as rows
+    /// arrive, and a checkpoint once the state has changed and the interval
+    /// has passed.
     pub fn start(self: &Arc<Self>, log: Arc<Log>, ctx: SessionContext) {
         if self.aggregation.is_none() {
             return;
         }
         let weak = Arc::downgrade(self);
         let handle = tokio::spawn(async move {
+            let mut last_checkpoint = tokio::time::Instant::now();
             loop {
                 let Some(view) = weak.upgrade() else { return };
-                let waits = match view.step(&log, &ctx).await {
-                    Ok(true) => continue,
-                    Ok(false) => view.waits(&log),
-                    Err(e) => {
-                        tracing::warn!(view = %view.name, error = %e, "materialized view stopped");
-                        *view.status.write().unwrap_or_else(|p| p.into_inner()) =
-                            Status::Failed(e.to_string());
-                        return;
+                let mut progressed = false;
+                let outcome = async {
+                    progressed = view.step(&log, &ctx).await?;
+                    if view.dirty.load(Ordering::Acquire)
+                        && last_checkpoint.elapsed() >= view.checkpoint_interval
+                    {
+                        view.checkpoint(&log).await?;
+                        last_checkpoint = tokio::time::Instant::now();
                     }
-                };
+                    Ok::<_, SqlError>(())
+                }
+                .await;
+                if let Err(e) = outcome {
+                    tracing::warn!(view = %view.name, error = %e, "materialized view stopped");
+                    *view.status.write().unwrap_or_else(|p| p.into_inner()) =
+                        Status::Failed(e.to_string());
+                    return;
+                }
+                if progressed {
+                    continue;
+                }
+                let mut waits = view.waits(&log);
+                if view.dirty.load(Ordering::Acquire) {
+                    let due = last_checkpoint + view.checkpoint_interval;
+                    waits.push(Box::pin(tokio::time::sleep_until(due)));
+                }
                 drop(view);
                 if waits.is_empty() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -437,6 +483,66 @@ impl MatView {
             }
         });
         *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// Records a checkpoint: a snapshot of the state and, in one metadata
+    /// transaction, the input offsets it reflects. Must not run
+    /// concurrently with a step.
+    pub async fn checkpoint(&self, log: &Arc<Log>) -> Result<()> {
+        let Some(agg) = &self.aggregation else {
+            return Ok(());
+        };
+        let number = self.checkpoint_no.load(Ordering::Acquire) + 1;
+        let input_offsets = {
+            let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+            let map: HashMap<String, Vec<u64>> = inputs
+                .iter()
+                .map(|i| (i.info.id.to_string(), i.consumed.clone()))
+                .collect();
+            serde_json::to_string(&map).map_err(|e| SqlError::Internal(e.to_string()))?
+        };
+        let state_key = agg.state.snapshot(log.store(), number).await?;
+        log.metadata()
+            .commit_view_checkpoint(
+                &self.name,
+                &self.dataflow,
+                &ViewCheckpoint {
+                    number,
+                    input_offsets,
+                    state_key,
+                },
+                now_micros(),
+            )
+            .await?;
+        self.checkpoint_no.store(number, Ordering::Release);
+        self.dirty.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Number of the last checkpoint (0: none).
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoint_no.load(Ordering::Acquire)
+    }
+
+    /// Where the state came from at start: "the log" or "checkpoint N".
+    pub fn origin(&self) -> String {
+        self.origin
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A view rebuilt from the log although it had checkpoints: its next
+    /// checkpoint numbers continue after `number`.
+    pub fn rebuilt_after(&self, number: u64, why: &str) {
+        self.checkpoint_no.store(number, Ordering::Release);
+        *self.origin.write().unwrap_or_else(|p| p.into_inner()) =
+            format!("the log (checkpoint {number} not restored: {why})");
+    }
+
+    /// Removes the local state directory (after DROP).
+    pub fn remove_local_state(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     /// Stops maintaining the view.
@@ -504,7 +610,10 @@ impl MatView {
             .await?
             .collect()
             .await?;
-        agg.merge(&batches)?;
+        for b in &batches {
+            agg.state.merge(b)?;
+        }
+        self.dirty.store(true, Ordering::Release);
         let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
         for (input, e) in inputs.iter_mut().zip(ends) {
             input.consumed = e;
@@ -600,121 +709,53 @@ fn read_plan(
         .data)
 }
 
-impl Aggregation {
-    /// Merges a step's partial results into the state.
-    fn merge(&self, batches: &[RecordBatch]) -> Result<()> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        for b in batches {
-            for row in 0..b.num_rows() {
-                let mut key = Vec::with_capacity(self.groups);
-                for c in 0..self.groups {
-                    key.push(ScalarValue::try_from_array(b.column(c), row)?);
-                }
-                let mut parts = Vec::with_capacity(self.merges.len());
-                for c in 0..self.merges.len() {
-                    parts.push(ScalarValue::try_from_array(b.column(self.groups + c), row)?);
-                }
-                match state.get_mut(&key) {
-                    None => {
-                        state.insert(key, parts);
-                    }
-                    Some(acc) => {
-                        for ((a, b), m) in acc.iter_mut().zip(parts).zip(&self.merges) {
-                            merge(*m, a, b)?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The current contents: group columns, then each aggregate's value.
-    fn snapshot(&self) -> Result<RecordBatch> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let mut rows: Vec<Vec<ScalarValue>> = Vec::with_capacity(state.len().max(1));
-        for (k, parts) in state.iter() {
-            let mut row = k.clone();
-            row.extend(self.finals.iter().map(|f| final_value(f, parts)));
-            rows.push(row);
-        }
-        if rows.is_empty() && self.groups == 0 {
-            // A global aggregate over no rows is one row (count 0).
-            let empty: Vec<ScalarValue> = self.merges.iter().map(|_| ScalarValue::Null).collect();
-            rows.push(self.finals.iter().map(|f| final_value(f, &empty)).collect());
-        }
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
-        for (i, field) in self.schema.fields().iter().enumerate() {
-            let values = rows.iter().map(|r| {
-                let v = r[i].clone();
-                if v.is_null() {
-                    ScalarValue::try_from(field.data_type()).unwrap_or(ScalarValue::Null)
-                } else if &v.data_type() != field.data_type() {
-                    v.cast_to(field.data_type()).unwrap_or(v)
-                } else {
-                    v
-                }
-            });
-            columns.push(if rows.is_empty() {
-                arrow::array::new_empty_array(field.data_type())
-            } else {
-                ScalarValue::iter_to_array(values)?
-            });
-        }
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
-    }
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
-fn merge(m: Merge, acc: &mut ScalarValue, v: ScalarValue) -> Result<()> {
-    if v.is_null() {
-        return Ok(());
-    }
-    if acc.is_null() {
-        *acc = v;
-        return Ok(());
-    }
-    match m {
-        Merge::Sum => *acc = acc.add_checked(&v)?,
-        Merge::Min => {
-            if v.partial_cmp(acc) == Some(std::cmp::Ordering::Less) {
-                *acc = v;
-            }
+/// A fresh local directory for this run of a view's state, under its
+/// dataflow's directory; earlier runs' directories (a cache of what the
+/// checkpoints hold) are removed.
+fn run_dir(dataflow_dir: &std::path::Path) -> Result<PathBuf> {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    if let Ok(entries) = std::fs::read_dir(dataflow_dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_dir_all(e.path());
         }
-        Merge::Max => {
-            if v.partial_cmp(acc) == Some(std::cmp::Ordering::Greater) {
-                *acc = v;
-            }
+    }
+    let run = dataflow_dir.join(format!(
+        "run-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&run)
+        .map_err(|e| SqlError::Unavailable(format!("state directory {}: {e}", run.display())))?;
+    Ok(run)
+}
+
+/// Sets each input's consumed offsets from a checkpoint's record.
+fn restore_offsets(inputs: &mut [Input], json: &str) -> Result<()> {
+    let map: HashMap<String, Vec<u64>> = serde_json::from_str(json)
+        .map_err(|e| SqlError::Internal(format!("checkpoint offsets: {e}")))?;
+    for input in inputs.iter_mut() {
+        let Some(offsets) = map.get(&input.info.id.to_string()) else {
+            return Err(SqlError::Conflict(format!(
+                "stream \"{}\" was created again since the view's checkpoint",
+                input.info.name()
+            )));
+        };
+        if offsets.len() != input.consumed.len() {
+            return Err(SqlError::Conflict(format!(
+                "stream \"{}\" has another partition count than at the view's checkpoint",
+                input.info.name()
+            )));
         }
+        input.consumed = offsets.clone();
     }
     Ok(())
-}
-
-fn final_value(f: &Final, parts: &[ScalarValue]) -> ScalarValue {
-    match *f {
-        Final::Same {
-            component,
-            is_count,
-        } => {
-            let v = parts[component].clone();
-            if is_count && v.is_null() {
-                ScalarValue::Int64(Some(0))
-            } else {
-                v
-            }
-        }
-        Final::Avg { sum, count } => {
-            let n = match &parts[count] {
-                ScalarValue::Int64(Some(n)) => *n,
-                _ => 0,
-            };
-            match (&parts[sum], n) {
-                (ScalarValue::Float64(Some(s)), n) if n > 0 => {
-                    ScalarValue::Float64(Some(s / n as f64))
-                }
-                _ => ScalarValue::Float64(None),
-            }
-        }
-    }
 }
 
 /// The state of an aggregate view as a table (read by the view's read
@@ -732,7 +773,7 @@ impl fmt::Debug for StateTable {
 #[async_trait]
 impl TableProvider for StateTable {
     fn schema(&self) -> SchemaRef {
-        self.aggregation.schema.clone()
+        self.aggregation.state.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -748,7 +789,8 @@ impl TableProvider for StateTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let batch = self
             .aggregation
-            .snapshot()
+            .state
+            .contents()
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         MemTable::try_new(self.schema(), vec![vec![batch]])?
             .scan(state, projection, filters, limit)

@@ -12,8 +12,9 @@ use sqlparser::ast::{Query, Statement as SqlStatement};
 use crate::database::{Database, QueryResult};
 use crate::dialect::{self, Statement};
 use crate::error::{Result, SqlError};
-use crate::matview::MatView;
+use crate::matview::{MatView, Placement};
 use crate::names::output_names;
+use streamhouse_log::{ViewCheckpoint, ViewRecord};
 
 /// Columns of `SHOW MATERIALIZED VIEWS`.
 pub fn show_views_schema() -> SchemaRef {
@@ -21,6 +22,8 @@ pub fn show_views_schema() -> SchemaRef {
         Field::new("name", DataType::Utf8, false),
         Field::new("status", DataType::Utf8, false),
         Field::new("lag_rows", DataType::Int64, false),
+        Field::new("checkpoint", DataType::Int64, false),
+        Field::new("restored_from", DataType::Utf8, false),
         Field::new("inputs", DataType::Utf8, false),
         Field::new("definition", DataType::Utf8, false),
     ]))
@@ -58,14 +61,28 @@ fn with_output_names(plan: LogicalPlan, query: &Query) -> Result<LogicalPlan> {
 }
 
 impl Database {
+    fn placement(&self, dataflow: &str, restore: Option<ViewCheckpoint>) -> Placement {
+        Placement {
+            dir: self.options.state_dir.join(dataflow),
+            dataflow: dataflow.to_string(),
+            restore,
+            checkpoint_interval: self.options.checkpoint_interval,
+        }
+    }
+
     /// Plans and compiles a view definition.
-    async fn compile_view(&self, name: &str, query: Query) -> Result<Arc<MatView>> {
+    async fn compile_view(
+        &self,
+        name: &str,
+        query: Query,
+        placement: Placement,
+    ) -> Result<Arc<MatView>> {
         let definition = query.to_string();
         let plan = self
             .plan(SqlStatement::Query(Box::new(query.clone())))
             .await?;
         let plan = with_output_names(plan, &query)?;
-        MatView::compile(self.log(), name, definition, plan)
+        MatView::compile(self.log(), name, definition, plan, placement).await
     }
 
     fn install_view(&self, view: Arc<MatView>) -> Result<()> {
@@ -103,14 +120,29 @@ impl Database {
                 "a stream named \"{name}\" already exists"
             )));
         }
-        let view = self.compile_view(&name, query).await?;
-        // Like a CREATE INDEX, the statement returns once the view holds
-        // everything its inputs held when it started.
-        view.backfill(self.log(), &self.ctx).await?;
-        self.log()
-            .metadata()
-            .create_view(&name, &view.definition, now_micros())
+        let dataflow = format!("{name}-{:x}", now_micros());
+        let view = self
+            .compile_view(&name, query, self.placement(&dataflow, None))
             .await?;
+        // Like a CREATE INDEX, the statement returns once the view holds
+        // everything its inputs held when it started, checkpointed.
+        view.backfill(self.log(), &self.ctx).await?;
+        let record = ViewRecord {
+            name: name.clone(),
+            dataflow,
+            definition: view.definition.clone(),
+            checkpoint: None,
+        };
+        if let Err(e) = self
+            .log()
+            .metadata()
+            .create_view(&record, now_micros())
+            .await
+        {
+            view.remove_local_state();
+            return Err(e.into());
+        }
+        view.checkpoint(self.log()).await?;
         self.install_view(view)?;
         Ok(QueryResult::command("CREATE MATERIALIZED VIEW"))
     }
@@ -165,6 +197,12 @@ impl Database {
             )),
             Arc::new(StringArray::from(status)),
             Arc::new(Int64Array::from(lag)),
+            Arc::new(Int64Array::from_iter_values(
+                views.iter().map(|v| v.checkpoints() as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                views.iter().map(|v| v.origin()),
+            )),
             Arc::new(StringArray::from_iter_values(
                 views.iter().map(|v| v.input_names().join(", ")),
             )),
@@ -175,10 +213,13 @@ impl Database {
         QueryResult::rows(RecordBatch::try_new(show_views_schema(), cols)?)
     }
 
-    /// Brings back every stored view (each rebuilds from the log).
+    /// Brings back every stored view: from its last checkpoint, or — when
+    /// it has none, or it cannot be restored — from the beginning of its
+    /// inputs (the result is the same; only the time differs).
     pub(crate) async fn load_views(&self) -> Result<()> {
-        for (name, definition) in self.log().metadata().views().await? {
-            let query = match dialect::parse(&definition)?.pop() {
+        for record in self.log().metadata().views().await? {
+            let name = record.name.clone();
+            let query = match dialect::parse(&record.definition)?.pop() {
                 Some(Statement::Sql(s)) => match *s {
                     SqlStatement::Query(q) => *q,
                     other => {
@@ -188,7 +229,28 @@ impl Database {
                 },
                 _ => continue,
             };
-            match self.compile_view(&name, query).await {
+            let restored = self
+                .compile_view(
+                    &name,
+                    query.clone(),
+                    self.placement(&record.dataflow, record.checkpoint.clone()),
+                )
+                .await;
+            let view = match (restored, &record.checkpoint) {
+                (Ok(v), _) => Ok(v),
+                (Err(e), Some(cp)) => {
+                    tracing::warn!(view = %name, error = %e, "checkpoint not restored; rebuilding from the log");
+                    let v = self
+                        .compile_view(&name, query, self.placement(&record.dataflow, None))
+                        .await;
+                    if let Ok(v) = &v {
+                        v.rebuilt_after(cp.number, &e.to_string());
+                    }
+                    v
+                }
+                (Err(e), None) => Err(e),
+            };
+            match view {
                 Ok(view) => self.install_view(view)?,
                 Err(e) => {
                     tracing::warn!(view = %name, error = %e, "materialized view not restored")

@@ -269,3 +269,77 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
     assert_eq!(lines(&e.db, "SELECT * FROM counts").await.len(), 2);
     e.db.execute("INSERT INTO b VALUES (1, 'x')").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_resume_from_checkpoints_even_without_local_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let options = || streamhouse_sql::DatabaseOptions {
+        state_dir: state.path().join("views"),
+        checkpoint_interval: Duration::from_millis(50),
+    };
+    let open = |dir: &std::path::Path| {
+        let dd = DataDir::open(dir).unwrap();
+        let opts = options();
+        async move {
+            let log = Arc::new(dd.open_log().await.unwrap());
+            let db = Database::open_with(log.clone(), opts).await.unwrap();
+            (dd, log, db)
+        }
+    };
+    let (dd, log, db) = open(dir.path()).await;
+    db.execute(
+        "CREATE STREAM events (id BIGINT NOT NULL, user_id BIGINT, kind TEXT, amount DOUBLE PRECISION, \
+         ts TIMESTAMP) WITH (partitions = 3, key = 'user_id')",
+    )
+    .await
+    .unwrap();
+    insert(&db, 0, 300).await;
+    let (name, sql) = SHAPES[0];
+    db.execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))
+        .await
+        .unwrap();
+    insert(&db, 300, 300).await;
+    converges(&db, name, sql).await;
+    // Wait for a checkpoint that covers everything.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let b = rows(&db, "SHOW MATERIALIZED VIEWS").await;
+        let lag = b[0]
+            .column(2)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        let cp = b[0]
+            .column(3)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        if lag == 0 && cp >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    log.shutdown().await;
+    drop((db, log, dd));
+    // A fresh machine: the local state is gone; the object store and the
+    // metadata store hold everything.
+    std::fs::remove_dir_all(state.path().join("views")).unwrap();
+    let (_dd, _log, db) = open(dir.path()).await;
+    let b = rows(&db, "SHOW MATERIALIZED VIEWS").await;
+    let origin = b[0]
+        .column(4)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
+    assert!(origin.starts_with("checkpoint "), "{origin}");
+    converges(&db, name, sql).await;
+    insert(&db, 600, 100).await;
+    converges(&db, name, sql).await;
+}

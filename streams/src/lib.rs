@@ -6,8 +6,10 @@
 //! It executes dataflow descriptions that `sql` compiles from DataFusion
 //! plans; it never parses SQL. It sits on `log` and nothing above it.
 
+pub mod aggregate;
 pub mod error;
 pub mod state;
 
+pub use aggregate::{AggregateState, Final, Merge};
 pub use error::{Result, StreamsError};
 pub use state::StateStore;

@@ -23,6 +23,9 @@ use streamhouse_log::Store;
 
 use crate::error::{Result, StreamsError};
 
+/// A stored (key, value).
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// A dataflow's state database.
 pub struct StateStore {
     db: DB,
@@ -69,6 +72,18 @@ impl StateStore {
         Ok(self.db.get(key)?)
     }
 
+    /// Several values at once (one lookup per key, batched).
+    pub fn multi_get<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .multi_get(keys)
+            .into_iter()
+            .map(|r| r.map_err(StreamsError::from))
+            .collect()
+    }
+
     /// Applies puts and deletes atomically.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut opts = rocksdb::WriteOptions::default();
@@ -77,7 +92,7 @@ impl StateStore {
     }
 
     /// Every (key, value) whose key starts with `prefix`, in key order.
-    pub fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+    pub fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Entry>> + '_ {
         let prefix = prefix.to_vec();
         self.db
             .iterator(IteratorMode::From(&prefix, Direction::Forward))

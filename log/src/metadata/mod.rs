@@ -108,6 +108,26 @@ pub enum CommitOutcome {
     Rejected { rejections: Vec<(usize, Rejection)> },
 }
 
+/// A materialized view as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewRecord {
+    pub name: String,
+    /// This incarnation's id (names its state objects).
+    pub dataflow: String,
+    pub definition: String,
+    pub checkpoint: Option<ViewCheckpoint>,
+}
+
+/// A view's checkpoint: what it has read, and where its state is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewCheckpoint {
+    pub number: u64,
+    /// JSON: {"<stream id>": [next offset per partition]}.
+    pub input_offsets: String,
+    /// Object key of the state snapshot's manifest.
+    pub state_key: String,
+}
+
 /// Which chunks a time-range read wants. Bounds are half-open, in µs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TimeFilter {
@@ -169,13 +189,24 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Every (group, stream) pair with committed offsets, by group.
     async fn groups(&self) -> Result<Vec<(String, StreamId)>>;
 
-    /// Records a materialized view's definition; `ViewExists` if the name
-    /// is taken by a view.
-    async fn create_view(&self, name: &str, definition: &str, created_at: Micros) -> Result<()>;
+    /// Records a materialized view; `ViewExists` if the name is taken.
+    async fn create_view(&self, view: &ViewRecord, created_at: Micros) -> Result<()>;
 
-    /// Removes a view's definition; `false` if there was none.
+    /// Removes a view; `false` if there was none.
     async fn drop_view(&self, name: &str) -> Result<bool>;
 
-    /// Every view as (name, definition), by name.
-    async fn views(&self) -> Result<Vec<(String, String)>>;
+    /// Every view, by name, with its last checkpoint.
+    async fn views(&self) -> Result<Vec<ViewRecord>>;
+
+    /// Records a view's checkpoint in one transaction: the input offsets
+    /// its state reflects and the snapshot that holds that state. Refused
+    /// (`Fenced`) unless `dataflow` is still the view's and the number is
+    /// newer than the recorded one.
+    async fn commit_view_checkpoint(
+        &self,
+        name: &str,
+        dataflow: &str,
+        checkpoint: &ViewCheckpoint,
+        at: Micros,
+    ) -> Result<()>;
 }

@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 
 use super::{
     AckPart, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, Rejection, TimeFilter,
+    ViewCheckpoint, ViewRecord,
 };
 use crate::chunk::TimeBounds;
 use crate::clock::Micros;
@@ -530,19 +531,20 @@ impl MetadataStore for SqliteMetadata {
             .collect()
     }
 
-    async fn create_view(&self, name: &str, definition: &str, created_at: Micros) -> Result<()> {
+    async fn create_view(&self, view: &ViewRecord, created_at: Micros) -> Result<()> {
         let _w = self.write.lock().await;
         let done = sqlx::query(
-            "INSERT INTO views (name, definition, created_at_us) VALUES (?, ?, ?) \
+            "INSERT INTO views (name, dataflow, definition, created_at_us) VALUES (?, ?, ?, ?) \
              ON CONFLICT (name) DO NOTHING",
         )
-        .bind(name)
-        .bind(definition)
+        .bind(&view.name)
+        .bind(&view.dataflow)
+        .bind(&view.definition)
         .bind(created_at)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(LogError::ViewExists(name.to_string()));
+            return Err(LogError::ViewExists(view.name.clone()));
         }
         Ok(())
     }
@@ -556,13 +558,63 @@ impl MetadataStore for SqliteMetadata {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn views(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT name, definition FROM views ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+    async fn views(&self) -> Result<Vec<ViewRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, dataflow, definition, checkpoint_no, input_offsets, state_key \
+             FROM views ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("name")?, r.try_get("definition")?)))
+            .map(|r| {
+                let number: Option<i64> = r.try_get("checkpoint_no")?;
+                let checkpoint = match number {
+                    Some(n) => Some(ViewCheckpoint {
+                        number: n as u64,
+                        input_offsets: r.try_get("input_offsets")?,
+                        state_key: r.try_get("state_key")?,
+                    }),
+                    None => None,
+                };
+                Ok(ViewRecord {
+                    name: r.try_get("name")?,
+                    dataflow: r.try_get("dataflow")?,
+                    definition: r.try_get("definition")?,
+                    checkpoint,
+                })
+            })
             .collect()
+    }
+
+    async fn commit_view_checkpoint(
+        &self,
+        name: &str,
+        dataflow: &str,
+        checkpoint: &ViewCheckpoint,
+        at: Micros,
+    ) -> Result<()> {
+        let _w = self.write.lock().await;
+        let done = sqlx::query(
+            "UPDATE views SET checkpoint_no = ?, input_offsets = ?, state_key = ?, \
+             checkpointed_at_us = ? \
+             WHERE name = ? AND dataflow = ? AND (checkpoint_no IS NULL OR checkpoint_no < ?)",
+        )
+        .bind(u(checkpoint.number))
+        .bind(&checkpoint.input_offsets)
+        .bind(&checkpoint.state_key)
+        .bind(at)
+        .bind(name)
+        .bind(dataflow)
+        .bind(u(checkpoint.number))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(LogError::Fenced(format!(
+                "checkpoint {} of view \"{name}\" ({dataflow}) is stale or the view is gone",
+                checkpoint.number
+            )));
+        }
+        Ok(())
     }
 
     async fn groups(&self) -> Result<Vec<(String, StreamId)>> {
