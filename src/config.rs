@@ -196,7 +196,8 @@ mod tests {
         let file = dir.path().join("sh.toml");
         std::fs::write(
             &file,
-            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9999\"\n[log]\nflush_interval = \"20ms\"\n",
+            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9999\"\n[log]\nflush_interval = \"20ms\"\n\
+             [views]\ncheckpoint_interval = \"750ms\"\n",
         )
         .unwrap();
         let args = ServerArgs {
@@ -210,11 +211,18 @@ mod tests {
         assert_eq!(c.pg_addr.port(), 5433);
         assert_eq!(c.flight_addr.port(), 50051);
         assert_eq!(c.log.flush_interval, Some(Duration::from_millis(20)));
+        assert_eq!(c.checkpoint_interval, Duration::from_millis(750));
         assert_eq!(c.object_store, "/from/file/objects");
         assert_eq!(
             c.metadata,
             MetadataUrl::Sqlite("/from/file/metadata.db".into())
         );
+    }
+
+    #[test]
+    fn checkpoint_interval_defaults_to_two_seconds() {
+        let c = ServerConfig::resolve(&ServerArgs::default()).unwrap();
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(2));
     }
 
     #[test]

@@ -610,9 +610,7 @@ impl MatView {
             .await?
             .collect()
             .await?;
-        for b in &batches {
-            agg.state.merge(b)?;
-        }
+        agg.state.merge(&batches)?;
         self.dirty.store(true, Ordering::Release);
         let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
         for (input, e) in inputs.iter_mut().zip(ends) {

@@ -110,8 +110,20 @@ impl AggregateState {
     }
 
     /// Merges one step's partial results (group columns, then components;
-    /// each group at most once per batch).
-    pub fn merge(&self, batch: &RecordBatch) -> Result<()> {
+    /// each group at most once in the whole step) in one atomic write, so
+    /// a reader sees the state before the step or after it.
+    pub fn merge(&self, batches: &[RecordBatch]) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        for b in batches {
+            self.merge_into(b, &mut wb)?;
+        }
+        if wb.is_empty() {
+            return Ok(());
+        }
+        self.store.write(wb)
+    }
+
+    fn merge_into(&self, batch: &RecordBatch, wb: &mut WriteBatch) -> Result<()> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
@@ -162,11 +174,10 @@ impl AggregateState {
             .map(|((o, d), m)| merge(*m, o, d))
             .collect::<Result<Vec<_>>>()?;
         let rows = self.values.convert_columns(&merged).map_err(arrow_err)?;
-        let mut wb = WriteBatch::default();
         for i in 0..n {
             wb.put(key(i), rows.row(i).data());
         }
-        self.store.write(wb)
+        Ok(())
     }
 
     /// The current contents: group columns, then each aggregate's value.
@@ -374,7 +385,7 @@ mod tests {
     fn merges_steps_like_one_aggregate() {
         let dir = tempfile::tempdir().unwrap();
         let s = state(dir.path(), 1);
-        s.merge(&step(
+        s.merge(&[step(
             Some(vec!["a", "b"]),
             [
                 vec![Some(2.0), Some(1.0)],
@@ -384,9 +395,9 @@ mod tests {
                 vec![Some(5.5), None],
                 vec![Some(2.0), Some(0.0)],
             ],
-        ))
+        )])
         .unwrap();
-        s.merge(&step(
+        s.merge(&[step(
             Some(vec!["b", "a"]),
             [
                 vec![Some(3.0), Some(1.0)],
@@ -396,7 +407,7 @@ mod tests {
                 vec![Some(9.0), Some(0.5)],
                 vec![Some(3.0), Some(1.0)],
             ],
-        ))
+        )])
         .unwrap();
         let text = pretty_format_batches(&[s.contents().unwrap()])
             .unwrap()
@@ -420,7 +431,7 @@ mod tests {
         assert_eq!(empty.num_rows(), 1);
         assert_eq!(empty.column(0).as_primitive::<Int64Type>().value(0), 0);
         assert!(empty.column(1).is_null(0));
-        s.merge(&step(
+        s.merge(&[step(
             None,
             [
                 vec![Some(2.0)],
@@ -430,7 +441,7 @@ mod tests {
                 vec![Some(3.0)],
                 vec![Some(2.0)],
             ],
-        ))
+        )])
         .unwrap();
         let one = s.contents().unwrap();
         assert_eq!(one.num_rows(), 1);
