@@ -131,7 +131,8 @@ impl Position {
 }
 
 impl Start {
-    fn position(&self) -> Result<Position, Status> {
+    /// The position this start names.
+    pub fn position(&self) -> Result<Position, Status> {
         match self {
             Start::Offset(n) => Ok(Position::Offset(*n)),
             Start::Named(s) => Position::parse(s),

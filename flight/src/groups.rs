@@ -29,7 +29,7 @@ use streamhouse_log::Log;
 use streamhouse_log::groups::{JoinRequest, Strategy};
 use tonic::{Response, Status};
 
-use crate::consume::{Position, Start};
+use crate::consume::Start;
 use crate::log_status;
 
 type ActionStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::Result, Status>> + Send>>;
@@ -227,10 +227,7 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
                     live.members.len()
                 )));
             }
-            let to = match &r.to {
-                Start::Offset(n) => Position::Offset(*n),
-                Start::Named(s) => Position::parse(s)?,
-            };
+            let to = r.to.position()?;
             let ends = log.partition_ends(&r.stream).await.map_err(log_status)?;
             let mut offsets = Vec::with_capacity(ends.len());
             for (p, end) in ends.iter().enumerate() {

@@ -70,6 +70,23 @@ impl FlightSql {
     }
 }
 
+impl FlightSql {
+    /// Runs a prepared command once per bound parameter row; the rows it
+    /// wrote, summed.
+    async fn run_command(&self, statement: &crate::prepared::Statement) -> Result<i64, Status> {
+        let mut rows = 0;
+        for params in statement.param_rows()? {
+            let result = self
+                .db
+                .execute_prepared(&Session::default(), &statement.prepared, params)
+                .await
+                .map_err(status)?;
+            rows += drain_rows(result).await?;
+        }
+        Ok(rows)
+    }
+}
+
 /// A gRPC status for a SQL error: the code by SQLSTATE class, the message
 /// as the PostgreSQL door words it, with the SQLSTATE.
 pub fn status(e: SqlError) -> Status {
@@ -402,16 +419,7 @@ impl FlightSqlService for FlightSql {
         if !batches.is_empty() {
             statement.bind(schema, batches)?;
         }
-        let mut rows = 0;
-        for params in statement.param_rows()? {
-            let result = self
-                .db
-                .execute_prepared(&Session::default(), &statement.prepared, params)
-                .await
-                .map_err(status)?;
-            rows += drain_rows(result).await?;
-        }
-        Ok(rows)
+        self.run_command(&statement).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -423,15 +431,7 @@ impl FlightSqlService for FlightSql {
         let Some(schema) = statement.prepared.schema.clone() else {
             // A command run through the query path (ADBC's execute with
             // parameters): it runs now, once per parameter row.
-            let mut rows = 0;
-            for params in statement.param_rows()? {
-                let result = self
-                    .db
-                    .execute_prepared(&Session::default(), &statement.prepared, params)
-                    .await
-                    .map_err(status)?;
-                rows += drain_rows(result).await?;
-            }
+            let rows = self.run_command(&statement).await?;
             let info = FlightInfo::new()
                 .try_with_schema(&Schema::empty())
                 .map_err(|e| Status::internal(e.to_string()))?

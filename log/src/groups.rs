@@ -181,6 +181,20 @@ fn unknown_member(group: &str, member: &str) -> LogError {
     }
 }
 
+/// A group, with its expired members dropped.
+fn live<'a>(
+    groups: &'a mut HashMap<String, Group>,
+    group: &str,
+    member: &str,
+    now: Instant,
+) -> Result<&'a mut Group> {
+    let g = groups
+        .get_mut(group)
+        .ok_or_else(|| unknown_member(group, member))?;
+    g.expire(now);
+    Ok(g)
+}
+
 impl Groups {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
@@ -246,10 +260,7 @@ impl Groups {
     pub fn heartbeat(&self, group: &str, member: &str) -> Result<Assignment> {
         let now = Instant::now();
         let mut groups = self.lock();
-        let g = groups
-            .get_mut(group)
-            .ok_or_else(|| unknown_member(group, member))?;
-        g.expire(now);
+        let g = live(&mut groups, group, member, now)?;
         let m = g
             .members
             .get_mut(member)
@@ -280,12 +291,8 @@ impl Groups {
         generation: Option<u64>,
         partitions: &[u32],
     ) -> Result<()> {
-        let now = Instant::now();
         let mut groups = self.lock();
-        let g = groups
-            .get_mut(group)
-            .ok_or_else(|| unknown_member(group, member))?;
-        g.expire(now);
+        let g = live(&mut groups, group, member, Instant::now())?;
         let a = g
             .assignment(group, member)
             .ok_or_else(|| unknown_member(group, member))?;

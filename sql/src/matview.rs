@@ -707,7 +707,8 @@ fn read_plan(
         .data)
 }
 
-fn now_micros() -> i64 {
+/// Now, in µs since the Unix epoch.
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)

@@ -12,7 +12,7 @@ use sqlparser::ast::{Query, Statement as SqlStatement};
 use crate::database::{Database, QueryResult};
 use crate::dialect::{self, Statement};
 use crate::error::{Result, SqlError};
-use crate::matview::{MatView, Placement};
+use crate::matview::{MatView, Placement, now_micros};
 use crate::names::output_names;
 use streamhouse_log::{ViewCheckpoint, ViewRecord};
 
@@ -27,13 +27,6 @@ pub fn show_views_schema() -> SchemaRef {
         Field::new("inputs", DataType::Utf8, false),
         Field::new("definition", DataType::Utf8, false),
     ]))
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// The plan with its output columns named as PostgreSQL names them
