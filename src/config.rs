@@ -52,6 +52,12 @@ pub struct ServerArgs {
           value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Option<Duration>,
 
+    /// After this long without rows, a stream partition stops holding back
+    /// the watermark of the views reading it [default: 5s]
+    #[arg(long, env = "STREAMHOUSE_IDLE_TIMEOUT", value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
     /// TOML configuration file; flags and environment variables override it
     #[arg(long, env = "STREAMHOUSE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -77,6 +83,9 @@ pub struct ViewsSection {
     /// How often a changing view is checkpointed, e.g. "2s".
     #[serde(default, with = "humantime_serde_opt")]
     pub checkpoint_interval: Option<Duration>,
+    /// When an idle partition stops holding the watermark back, e.g. "5s".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The config file.
@@ -124,6 +133,7 @@ pub struct ServerConfig {
     pub metadata: MetadataUrl,
     pub log: LogSection,
     pub checkpoint_interval: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -163,6 +173,10 @@ impl ServerConfig {
                 .checkpoint_interval
                 .or(file.views.checkpoint_interval)
                 .unwrap_or(Duration::from_secs(2)),
+            idle_timeout: args
+                .idle_timeout
+                .or(file.views.idle_timeout)
+                .unwrap_or(Duration::from_secs(5)),
         })
     }
 }

@@ -77,6 +77,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             DatabaseOptions {
                 state_dir: data_dir.path().join("state"),
                 checkpoint_interval: config.checkpoint_interval,
+                idle_timeout: config.idle_timeout,
             },
         )
         .await

@@ -152,10 +152,13 @@ pub fn is_consumer_ticket(ticket: &[u8]) -> bool {
 pub type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>;
 
 /// Answers a consumer ticket.
+/// `changelog_of` names the changelog stream of a materialized view, so a
+/// ticket may name a view to consume its changes.
 pub async fn do_get(
     log: Arc<Log>,
     ticket: &[u8],
     closing: watch::Receiver<bool>,
+    changelog_of: impl Fn(&str) -> Option<String>,
 ) -> Result<DoGetStream, Status> {
     let t: ConsumeTicket = serde_json::from_slice(ticket).map_err(|e| {
         Status::invalid_argument(format!(
@@ -163,7 +166,11 @@ pub async fn do_get(
              {{\"stream\": \"orders\", \"partition\": 0, \"from\": \"earliest\"}}"
         ))
     })?;
-    let info = log.stream(&t.stream).await.map_err(log_status)?;
+    let info = match changelog_of(&t.stream) {
+        Some(changelog) => log.stream(&changelog).await,
+        None => log.stream(&t.stream).await,
+    }
+    .map_err(log_status)?;
     let n = info.spec.partitions;
     let start = t.from.as_ref().map(Start::position).transpose()?;
     let mut partitions: Vec<u32> = match &t.partition {

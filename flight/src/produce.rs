@@ -61,6 +61,7 @@ impl BatchOptions {
             (Some(producer_id), Some(sequence)) => Some(ProducerSeq {
                 producer_id,
                 sequence,
+                progress: None,
             }),
             (None, None) => None,
             _ => {

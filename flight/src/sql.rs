@@ -189,6 +189,9 @@ fn ipc_schema(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
 async fn drain_rows(result: QueryResult) -> Result<i64, Status> {
     match result {
         QueryResult::Command { rows, .. } => Ok(rows.unwrap_or(0) as i64),
+        QueryResult::Subscription(_) => Err(Status::invalid_argument(
+            "a push query returns rows; run it with GetFlightInfo and DoGet",
+        )),
         QueryResult::Rows(s) => {
             // A query sent as an update runs, and counts nothing.
             s.try_collect::<Vec<_>>()
@@ -295,7 +298,7 @@ impl FlightSqlService for FlightSql {
             .execute_statement(&Session::default(), stmt)
             .await
             .map_err(status)?;
-        let QueryResult::Rows(rows) = result else {
+        let (QueryResult::Rows(rows) | QueryResult::Subscription(rows)) = result else {
             return Err(Status::invalid_argument("the statement returns no rows"));
         };
         let schema = rows.schema();
@@ -458,26 +461,27 @@ impl FlightSqlService for FlightSql {
             .ok_or_else(|| Status::invalid_argument("the statement returns no rows"))?;
         let db = self.db.clone();
         let runs = statement.param_rows()?;
-        let batches =
-            futures::stream::iter(runs)
-                .then(move |params| {
-                    let db = db.clone();
-                    let statement = statement.clone();
-                    async move {
-                        match db
-                            .execute_prepared(&Session::default(), &statement.prepared, params)
-                            .await
-                        {
-                            Ok(QueryResult::Rows(rows)) => Ok(rows
-                                .map_err(|e| FlightError::from(arrow::error::ArrowError::from(e)))),
-                            Ok(_) => Err(FlightError::ProtocolError(
-                                "the statement returns no rows".into(),
-                            )),
-                            Err(e) => Err(FlightError::Tonic(Box::new(status(e)))),
+        let batches = futures::stream::iter(runs)
+            .then(move |params| {
+                let db = db.clone();
+                let statement = statement.clone();
+                async move {
+                    match db
+                        .execute_prepared(&Session::default(), &statement.prepared, params)
+                        .await
+                    {
+                        Ok(QueryResult::Rows(rows) | QueryResult::Subscription(rows)) => {
+                            Ok(rows
+                                .map_err(|e| FlightError::from(arrow::error::ArrowError::from(e))))
                         }
+                        Ok(_) => Err(FlightError::ProtocolError(
+                            "the statement returns no rows".into(),
+                        )),
+                        Err(e) => Err(FlightError::Tonic(Box::new(status(e)))),
                     }
-                })
-                .try_flatten();
+                }
+            })
+            .try_flatten();
         let stream: DoGetStream = Box::pin(
             FlightDataEncoderBuilder::new()
                 .with_schema(schema)

@@ -308,6 +308,26 @@ impl Log {
         reader::read_chunks(self.store.clone(), self.cache.clone(), read, chunks)
     }
 
+    /// The latest event time among the chunks holding offsets `range` of a
+    /// partition (from the index alone; exact when the range starts and
+    /// ends at commit boundaries, as the ends of a partition always do).
+    /// `None`: no rows, or the stream has no event-time column.
+    pub async fn max_event_time(
+        &self,
+        info: &StreamInfo,
+        partition: u32,
+        range: Range<u64>,
+    ) -> Result<Option<Micros>> {
+        if range.is_empty() || info.spec.event_time.is_none() {
+            return Ok(None);
+        }
+        let chunks = self
+            .meta
+            .chunks_by_offset(info.id, partition, range)
+            .await?;
+        Ok(chunks.iter().filter_map(|c| c.event_time.max).max())
+    }
+
     /// Reads the rows of a partition within `offsets` whose event time
     /// and/or append time fall in the filter's half-open ranges. Chunks whose
     /// bounds miss the ranges are never fetched.

@@ -319,6 +319,7 @@ async fn idempotent_producer_retries_are_not_written_twice(b: Backend) {
         producer: Some(ProducerSeq {
             producer_id: "p-1".into(),
             sequence: seq,
+            progress: None,
         }),
     };
     let first = f

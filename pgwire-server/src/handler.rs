@@ -172,6 +172,40 @@ impl NoopStartupHandler for Startup {
     }
 }
 
+/// Sends a push query's rows to the client as they come, each batch
+/// flushed at once, until the query ends, fails or the client goes away.
+/// `describe`: send the row description first (the simple protocol).
+async fn push<C>(
+    client: &mut C,
+    mut stream: streamhouse_sql::SendableRecordBatchStream,
+    format: &Format,
+    describe: bool,
+) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let fields = Arc::new(encode::fields(&stream.schema(), format));
+    if describe {
+        let desc =
+            pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect());
+        client
+            .send(PgWireBackendMessage::RowDescription(desc))
+            .await?;
+    }
+    let mut sent = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| pg_error(e.into()))?;
+        for row in encode::rows(&batch, &fields)? {
+            client.feed(PgWireBackendMessage::DataRow(row)).await?;
+            sent += 1;
+        }
+        client.flush().await?;
+    }
+    Ok(Response::Execution(Tag::new("SUBSCRIBE").with_rows(sent)))
+}
+
 /// Turns a statement's result into a wire response; a copy-in is parked
 /// for the copy handler under the client's address.
 async fn respond(
@@ -226,6 +260,11 @@ async fn respond(
                 _ => Response::Execution(Tag::new(&tag)),
             }
         }
+        QueryResult::Subscription(_) => {
+            return Err(pg_error(SqlError::Internal(
+                "a push query must be sent by the connection".into(),
+            )));
+        }
         QueryResult::Rows(mut stream) => {
             // Compute the first batch here: aggregates and sorts do their
             // work before it, and this future is what a CancelRequest stops.
@@ -257,7 +296,9 @@ struct Simple {
 impl SimpleQueryHandler for Simple {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let peer = client.socket_addr();
         let session = self.sessions.of(peer);
@@ -289,6 +330,16 @@ impl SimpleQueryHandler for Simple {
                 break;
             }
             match self.db.execute_statement(&session, stmt).await {
+                Ok(QueryResult::Subscription(rows)) => {
+                    match push(client, rows, &Format::UnifiedText, true).await {
+                        Ok(r) => out.push(r),
+                        Err(PgWireError::UserError(e)) => {
+                            out.push(Response::Error(e));
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 Ok(r) => {
                     let copying = matches!(r, QueryResult::CopyIn(_));
                     out.push(respond(r, &Format::UnifiedText, peer, &self.copies).await?);
@@ -408,7 +459,9 @@ impl ExtendedQueryHandler for Extended {
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
         if client.transaction_status() == TransactionStatus::Error {
@@ -420,6 +473,9 @@ impl ExtendedQueryHandler for Extended {
         let params = crate::params::decode(portal, &prepared.param_types)?;
         let session = self.sessions.of(client.socket_addr());
         match self.db.execute_prepared(&session, prepared, params).await {
+            Ok(QueryResult::Subscription(rows)) => {
+                push(client, rows, &portal.result_column_format, false).await
+            }
             Ok(r) => {
                 let peer = client.socket_addr();
                 respond(r, &portal.result_column_format, peer, &self.copies).await

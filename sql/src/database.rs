@@ -45,6 +45,9 @@ use crate::window::{Kind, Tables, WindowFunction};
 pub enum QueryResult {
     /// Rows, produced lazily as the stream is polled.
     Rows(SendableRecordBatchStream),
+    /// A push query's rows: each batch as soon as it is produced (a door
+    /// sends it at once), until the client goes away.
+    Subscription(SendableRecordBatchStream),
     /// A command's completion: the PostgreSQL command tag and, for INSERT,
     /// the rows it wrote.
     Command { tag: String, rows: Option<u64> },
@@ -64,6 +67,7 @@ impl std::fmt::Debug for QueryResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QueryResult::Rows(s) => write!(f, "Rows({:?})", s.schema()),
+            QueryResult::Subscription(s) => write!(f, "Subscription({:?})", s.schema()),
             QueryResult::Command { tag, .. } => write!(f, "Command({tag})"),
             QueryResult::CopyIn(c) => write!(f, "{c:?}"),
             QueryResult::CopyOut { columns, .. } => write!(f, "CopyOut({columns} columns)"),
@@ -446,6 +450,11 @@ pub fn describe_schema() -> SchemaRef {
     ]))
 }
 
+/// Streams that are not tables: views' changelogs.
+pub(crate) fn is_hidden(stream: &str) -> bool {
+    stream.starts_with(crate::matview::changes::CHANGELOG_PREFIX)
+}
+
 /// The SQL engine over the log.
 pub struct Database {
     log: Arc<Log>,
@@ -457,6 +466,10 @@ pub struct Database {
     streams: RwLock<HashSet<String>>,
     /// The same tables, for the window table functions.
     tables: Tables,
+    /// Views' changelogs as tables, by view name (for `changes(view)`).
+    pub(crate) changelogs: Tables,
+    /// Stored views that could not be brought back: (definition, error).
+    pub(crate) failed_views: RwLock<HashMap<String, (String, String)>>,
     /// Settings used by [`Database::execute`] (embedded use, tests).
     default_session: Session,
     /// Rewrites of client catalog queries.
@@ -477,6 +490,9 @@ pub struct DatabaseOptions {
     pub state_dir: std::path::PathBuf,
     /// How often a changing view is checkpointed.
     pub checkpoint_interval: std::time::Duration,
+    /// After this long without rows, an input partition stops holding a
+    /// view's watermark back (a view's `idle_timeout` option overrides it).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for DatabaseOptions {
@@ -485,6 +501,7 @@ impl Default for DatabaseOptions {
             state_dir: std::env::temp_dir()
                 .join(format!("streamhouse-state-{}", std::process::id())),
             checkpoint_interval: std::time::Duration::from_secs(2),
+            idle_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -511,6 +528,8 @@ impl Database {
             ctx,
             streams: RwLock::new(HashSet::new()),
             tables: Tables::default(),
+            changelogs: Tables::default(),
+            failed_views: RwLock::new(HashMap::new()),
             default_session: Session::default(),
             compat,
             views: RwLock::new(HashMap::new()),
@@ -529,8 +548,16 @@ impl Database {
             "session",
             Arc::new(WindowFunction::new(Kind::Session, db.tables.clone())),
         );
+        db.ctx.register_udtf(
+            "changes",
+            Arc::new(crate::matview::changes::ChangesFunction::new(
+                db.changelogs.clone(),
+            )),
+        );
         for info in db.log.streams().await? {
-            db.register(info)?;
+            if !is_hidden(info.name()) {
+                db.register(info)?;
+            }
         }
         db.load_views().await?;
         Ok(db)
@@ -655,6 +682,10 @@ impl Database {
                 Some(crate::views::show_views_schema()),
             ),
             Statement::Describe { .. } => (Action::Statement(stmt), Some(describe_schema())),
+            Statement::Subscribe(ref s) => {
+                let schema = self.subscription_schema(s).await?;
+                (Action::Statement(stmt), Some(schema))
+            }
             Statement::Sql(sql) => match *sql {
                 SqlStatement::Insert(insert) => (self.prepare_insert(insert).await?, None),
                 SqlStatement::CreateTable(_) => {
@@ -836,11 +867,13 @@ impl Database {
             Statement::CreateMaterializedView {
                 name,
                 if_not_exists,
+                options,
                 query,
             } => {
-                self.create_materialized_view(name, if_not_exists, *query)
+                self.create_materialized_view(name, if_not_exists, options, *query)
                     .await
             }
+            Statement::Subscribe(s) => self.subscribe(s).await,
             Statement::DropMaterializedView { names, if_exists } => {
                 self.drop_materialized_views(names, if_exists).await
             }
@@ -1010,7 +1043,8 @@ impl Database {
     }
 
     async fn show_streams(&self) -> Result<QueryResult> {
-        let streams = self.log.streams().await?;
+        let mut streams = self.log.streams().await?;
+        streams.retain(|s| !is_hidden(s.name()));
         let mut rows = Vec::with_capacity(streams.len());
         for s in &streams {
             let ends = self.log.metadata().partition_ends(s.id).await?;

@@ -30,12 +30,16 @@ pub enum Statement {
     Describe {
         name: String,
     },
-    /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name AS query`.
+    /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name [WITH (…)] AS query`.
     CreateMaterializedView {
         name: String,
         if_not_exists: bool,
+        options: ViewOptions,
         query: Box<sqlparser::ast::Query>,
     },
+    /// `SUBSCRIBE [TO] view [WITH (snapshot = false)]`, or
+    /// `SELECT … EMIT CHANGES`: a push query.
+    Subscribe(Subscribe),
     DropMaterializedView {
         names: Vec<String>,
         if_exists: bool,
@@ -51,6 +55,96 @@ impl Statement {
     pub fn ends_transaction(&self) -> bool {
         matches!(self, Statement::Sql(s)
             if matches!(s.as_ref(), SqlStatement::Commit { .. } | SqlStatement::Rollback { .. }))
+    }
+}
+
+/// What a push query follows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subscribe {
+    /// A materialized view's changelog; `snapshot`: from its beginning
+    /// (everything that made the current contents), else from now.
+    View { name: String, snapshot: bool },
+    /// A one-off query maintained for as long as the client reads.
+    Query(Box<sqlparser::ast::Query>),
+}
+
+/// When a windowed view emits a window's row into its changelog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// Once, when the watermark passes the window's end.
+    OnClose,
+    /// At every change, as a retraction of the old row and the new row.
+    OnUpdate,
+}
+
+/// `WITH (…)` options of a materialized view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewOptions {
+    /// `emit = 'on_close' | 'on_update'`; default: on close for windowed
+    /// views over streams with watermarks, else on update.
+    pub emit: Option<Emit>,
+    /// `idle_timeout = '5 seconds'`: after this long without rows a
+    /// partition stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl ViewOptions {
+    fn parse(p: &mut Parser) -> Result<ViewOptions> {
+        let mut o = ViewOptions::default();
+        if !p.peek_keyword(Keyword::WITH) {
+            return Ok(o);
+        }
+        for opt in p.parse_options(Keyword::WITH)? {
+            let SqlOption::KeyValue { key, value } = opt else {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "expected key = value in WITH, got {opt}"
+                )));
+            };
+            let bad = |what: &str| {
+                SqlError::InvalidDefinition(format!("invalid value for {}: {what}", key.value))
+            };
+            match key.value.to_lowercase().as_str() {
+                "emit" => {
+                    let text = match literal(&value) {
+                        Some(Value::SingleQuotedString(t)) => t.to_lowercase(),
+                        _ => String::new(),
+                    };
+                    o.emit = Some(match text.as_str() {
+                        "on_close" | "on close" => Emit::OnClose,
+                        "on_update" | "on update" => Emit::OnUpdate,
+                        _ => return Err(bad("expected 'on_close' or 'on_update'")),
+                    });
+                }
+                "idle_timeout" => o.idle_timeout = Some(duration(&value).map_err(|e| bad(&e))?),
+                other => {
+                    return Err(SqlError::InvalidDefinition(format!(
+                        "unknown materialized view option \"{other}\" (known: emit, idle_timeout)"
+                    )));
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// The options as a `WITH (…)` clause ("" when all are defaults).
+    pub fn to_sql(&self) -> String {
+        let mut parts = Vec::new();
+        match self.emit {
+            Some(Emit::OnClose) => parts.push("emit = 'on_close'".to_string()),
+            Some(Emit::OnUpdate) => parts.push("emit = 'on_update'".to_string()),
+            None => {}
+        }
+        if let Some(d) = self.idle_timeout {
+            parts.push(format!(
+                "idle_timeout = '{}'",
+                humantime::format_duration(d)
+            ));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("WITH ({}) ", parts.join(", "))
+        }
     }
 }
 
@@ -146,6 +240,36 @@ pub fn numbered_placeholders(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
 }
 
 /// Consumes the next token if it is the (non-keyword) word `w`.
+/// Removes an unquoted alias `emit` from the query's last table, if it has
+/// one.
+fn take_emit_alias(q: &mut sqlparser::ast::Query) -> bool {
+    use sqlparser::ast::{SetExpr, TableFactor};
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return false;
+    };
+    let Some(from) = select.from.last_mut() else {
+        return false;
+    };
+    let factor = match from.joins.last_mut() {
+        Some(j) => &mut j.relation,
+        None => &mut from.relation,
+    };
+    let alias = match factor {
+        TableFactor::Table { alias, .. }
+        | TableFactor::Derived { alias, .. }
+        | TableFactor::Function { alias, .. } => alias,
+        _ => return false,
+    };
+    if alias
+        .as_ref()
+        .is_some_and(|a| a.name.quote_style.is_none() && a.name.value.eq_ignore_ascii_case("emit"))
+    {
+        *alias = None;
+        return true;
+    }
+    false
+}
+
 fn parse_word(p: &mut Parser, w: &str) -> bool {
     if let Token::Word(word) = &p.peek_token_ref().token
         && word.quote_style.is_none()
@@ -173,13 +297,47 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
     if p.parse_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW]) {
         let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let name = object_name(&p.parse_object_name(false)?)?;
+        let options = ViewOptions::parse(p)?;
         p.expect_keyword(Keyword::AS)?;
         let query = p.parse_query()?;
         return Ok(Statement::CreateMaterializedView {
             name,
             if_not_exists,
+            options,
             query,
         });
+    }
+    if parse_word(p, "SUBSCRIBE") {
+        let _ = p.parse_keyword(Keyword::TO);
+        let name = object_name(&p.parse_object_name(false)?)?;
+        let mut snapshot = true;
+        if p.peek_keyword(Keyword::WITH) {
+            for opt in p.parse_options(Keyword::WITH)? {
+                match opt {
+                    SqlOption::KeyValue { key, value }
+                        if key.value.eq_ignore_ascii_case("snapshot") =>
+                    {
+                        snapshot = match literal(&value) {
+                            Some(Value::Boolean(b)) => *b,
+                            Some(Value::SingleQuotedString(s)) => {
+                                !matches!(s.to_lowercase().as_str(), "false" | "off" | "no")
+                            }
+                            _ => {
+                                return Err(SqlError::InvalidDefinition(
+                                    "snapshot: expected true or false".into(),
+                                ));
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(SqlError::InvalidDefinition(format!(
+                            "unknown SUBSCRIBE option {other} (known: snapshot)"
+                        )));
+                    }
+                }
+            }
+        }
+        return Ok(Statement::Subscribe(Subscribe::View { name, snapshot }));
     }
     if p.parse_keywords(&[Keyword::DROP, Keyword::MATERIALIZED, Keyword::VIEW]) {
         let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
@@ -213,7 +371,24 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         let name = object_name(&p.parse_object_name(false)?)?;
         return Ok(Statement::Describe { name });
     }
-    Ok(Statement::Sql(Box::new(p.parse_statement()?)))
+    let stmt = p.parse_statement()?;
+    if let SqlStatement::Query(mut q) = stmt {
+        // `FROM s EMIT CHANGES` parses `EMIT` as the table's alias.
+        if matches!(&p.peek_token_ref().token, Token::Word(w) if w.value.eq_ignore_ascii_case("CHANGES"))
+            && take_emit_alias(&mut q)
+        {
+            p.next_token();
+            return Ok(Statement::Subscribe(Subscribe::Query(q)));
+        }
+        if parse_word(p, "EMIT") {
+            if !parse_word(p, "CHANGES") {
+                return Err(SqlError::Syntax("expected CHANGES after EMIT".into()));
+            }
+            return Ok(Statement::Subscribe(Subscribe::Query(q)));
+        }
+        return Ok(Statement::Sql(Box::new(SqlStatement::Query(q))));
+    }
+    Ok(Statement::Sql(Box::new(stmt)))
 }
 
 fn parse_create_stream(p: &mut Parser) -> Result<CreateStream> {
@@ -466,6 +641,41 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(numbered_placeholders(sql).unwrap(), want, "{sql}");
         }
+    }
+
+    #[test]
+    fn subscriptions_and_view_options() {
+        let s = parse(
+            "SUBSCRIBE TO v; SUBSCRIBE v WITH (snapshot = false); SELECT a FROM s EMIT CHANGES; \
+             CREATE MATERIALIZED VIEW m WITH (emit = 'on_update', idle_timeout = '2s') AS SELECT 1",
+        )
+        .unwrap();
+        assert_eq!(
+            s[0],
+            Statement::Subscribe(Subscribe::View {
+                name: "v".into(),
+                snapshot: true
+            })
+        );
+        assert_eq!(
+            s[1],
+            Statement::Subscribe(Subscribe::View {
+                name: "v".into(),
+                snapshot: false
+            })
+        );
+        assert!(matches!(&s[2], Statement::Subscribe(Subscribe::Query(_))));
+        let Statement::CreateMaterializedView { options, .. } = &s[3] else {
+            panic!("{:?}", s[3]);
+        };
+        assert_eq!(options.emit, Some(Emit::OnUpdate));
+        assert_eq!(options.idle_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(
+            options.to_sql(),
+            "WITH (emit = 'on_update', idle_timeout = '2s') "
+        );
+        assert!(parse("CREATE MATERIALIZED VIEW m WITH (emit = 'x') AS SELECT 1").is_err());
+        assert!(parse("SELECT a FROM s WHERE a > 1 EMIT").is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod window;
 
 pub use database::{Database, DatabaseOptions, Prepared, QueryResult};
 pub use datafusion::common::ScalarValue;
+pub use datafusion::physical_plan::SendableRecordBatchStream;
 pub use error::{Result, SqlError};
 pub use ingest::{IfExists, IngestMode};
 pub use session::Session;

@@ -1,5 +1,6 @@
 //! `CREATE MATERIALIZED VIEW`, `DROP MATERIALIZED VIEW`, `SHOW MATERIALIZED
-//! VIEWS`, and bringing views back at start-up (see [`crate::matview`]).
+//! VIEWS`, push queries (`SUBSCRIBE`, `… EMIT CHANGES`), and bringing views
+//! back at start-up (see [`crate::matview`]).
 
 use std::sync::Arc;
 
@@ -9,12 +10,17 @@ use datafusion::common::TableReference;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use sqlparser::ast::{Query, Statement as SqlStatement};
 
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+
 use crate::database::{Database, QueryResult};
-use crate::dialect::{self, Statement};
+use crate::dialect::{self, Emit, Statement, Subscribe, ViewOptions};
 use crate::error::{Result, SqlError};
-use crate::matview::{MatView, Placement, now_micros};
+use crate::matview::changes::{self, CHANGELOG_PREFIX};
+use crate::matview::{MatView, Output, Placement, now_micros};
 use crate::names::output_names;
-use streamhouse_log::{ViewCheckpoint, ViewRecord};
+use crate::table::StreamTable;
+use streamhouse_log::{StreamInfo, StreamSpec, ViewCheckpoint, ViewRecord};
 
 /// Columns of `SHOW MATERIALIZED VIEWS`.
 pub fn show_views_schema() -> SchemaRef {
@@ -25,6 +31,9 @@ pub fn show_views_schema() -> SchemaRef {
         Field::new("checkpoint", DataType::Int64, false),
         Field::new("restored_from", DataType::Utf8, false),
         Field::new("inputs", DataType::Utf8, false),
+        Field::new("emit", DataType::Utf8, false),
+        Field::new("watermark", DataType::Utf8, true),
+        Field::new("late_rows", DataType::Int64, false),
         Field::new("definition", DataType::Utf8, false),
     ]))
 }
@@ -53,35 +62,97 @@ fn with_output_names(plan: LogicalPlan, query: &Query) -> Result<LogicalPlan> {
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }
 
+/// Stream name of a view incarnation's changelog.
+fn changelog_name(dataflow: &str) -> String {
+    format!("{CHANGELOG_PREFIX}{dataflow}")
+}
+
+/// The statement stored for a view: enough to compile it again.
+fn stored_definition(name: &str, options: &ViewOptions, query: &Query) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW \"{}\" {}AS {query}",
+        name.replace('"', "\"\""),
+        options.to_sql()
+    )
+}
+
+/// A stored definition: the statement, or (older records) the query alone.
+fn parse_stored(definition: &str) -> Result<(ViewOptions, Query)> {
+    match dialect::parse(definition)?.pop() {
+        Some(Statement::CreateMaterializedView { options, query, .. }) => Ok((options, *query)),
+        Some(Statement::Sql(s)) => match *s {
+            SqlStatement::Query(q) => Ok((ViewOptions::default(), *q)),
+            other => Err(SqlError::Internal(format!(
+                "stored view is not a query: {other}"
+            ))),
+        },
+        _ => Err(SqlError::Internal(
+            "stored view definition unreadable".into(),
+        )),
+    }
+}
+
 impl Database {
-    fn placement(&self, dataflow: &str, restore: Option<ViewCheckpoint>) -> Placement {
+    fn placement(
+        &self,
+        dataflow: &str,
+        restore: Option<ViewCheckpoint>,
+        output: Option<Output>,
+    ) -> Placement {
         Placement {
             dir: self.options.state_dir.join(dataflow),
             dataflow: dataflow.to_string(),
             restore,
             checkpoint_interval: self.options.checkpoint_interval,
+            idle_timeout: self.options.idle_timeout,
+            output,
         }
     }
 
-    /// Plans and compiles a view definition.
-    async fn compile_view(
-        &self,
-        name: &str,
-        query: Query,
-        placement: Placement,
-    ) -> Result<Arc<MatView>> {
-        let definition = query.to_string();
+    /// Plans a view's query, its columns named as PostgreSQL names them.
+    async fn plan_view(&self, query: &Query) -> Result<LogicalPlan> {
         let plan = self
             .plan(SqlStatement::Query(Box::new(query.clone())))
             .await?;
-        let plan = with_output_names(plan, &query)?;
-        MatView::compile(self.log(), name, definition, plan, placement).await
+        with_output_names(plan, query)
+    }
+
+    /// The changelog stream of a view incarnation (created if missing).
+    async fn changelog_stream(
+        &self,
+        dataflow: &str,
+        plan: &LogicalPlan,
+    ) -> Result<Arc<StreamInfo>> {
+        let name = changelog_name(dataflow);
+        match self.log().stream(&name).await {
+            Ok(info) => Ok(info),
+            Err(_) => {
+                let schema = changes::changes_schema(plan.schema().as_arrow())?;
+                Ok(self
+                    .log()
+                    .create_stream(StreamSpec::new(name, schema))
+                    .await?)
+            }
+        }
     }
 
     fn install_view(&self, view: Arc<MatView>) -> Result<()> {
         self.ctx
             .register_table(TableReference::bare(view.name.clone()), view.table())?;
+        if let Some(info) = view.changelog() {
+            self.changelogs
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    view.name.clone(),
+                    Arc::new(StreamTable::new(self.log().clone(), info.clone())),
+                );
+        }
         view.start(self.log().clone(), self.ctx.clone());
+        self.failed_views
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&view.name);
         self.views
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -93,13 +164,19 @@ impl Database {
         &self,
         name: String,
         if_not_exists: bool,
+        options: ViewOptions,
         query: Query,
     ) -> Result<QueryResult> {
         let exists = self
             .views
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&name);
+            .contains_key(&name)
+            || self
+                .failed_views
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&name);
         if exists {
             if if_not_exists {
                 return Ok(QueryResult::command("CREATE MATERIALIZED VIEW"));
@@ -114,27 +191,46 @@ impl Database {
             )));
         }
         let dataflow = format!("{name}-{:x}", now_micros());
-        let view = self
-            .compile_view(&name, query, self.placement(&dataflow, None))
+        let plan = self.plan_view(&query).await?;
+        let changelog = self.changelog_stream(&dataflow, &plan).await?;
+        let created = async {
+            let view = MatView::compile(
+                self.log(),
+                &name,
+                query.to_string(),
+                options.clone(),
+                plan,
+                self.placement(&dataflow, None, Some(Output::Changelog(changelog.clone()))),
+            )
             .await?;
-        // Like a CREATE INDEX, the statement returns once the view holds
-        // everything its inputs held when it started, checkpointed.
-        view.backfill(self.log(), &self.ctx).await?;
-        let record = ViewRecord {
-            name: name.clone(),
-            dataflow,
-            definition: view.definition.clone(),
-            checkpoint: None,
-        };
-        if let Err(e) = self
-            .log()
-            .metadata()
-            .create_view(&record, now_micros())
-            .await
-        {
-            view.remove_local_state();
-            return Err(e.into());
+            // Like a CREATE INDEX, the statement returns once the view holds
+            // everything its inputs held when it started, checkpointed.
+            view.backfill(self.log(), &self.ctx).await?;
+            let record = ViewRecord {
+                name: name.clone(),
+                dataflow: dataflow.clone(),
+                definition: stored_definition(&name, &options, &query),
+                checkpoint: None,
+            };
+            if let Err(e) = self
+                .log()
+                .metadata()
+                .create_view(&record, now_micros())
+                .await
+            {
+                view.remove_local_state();
+                return Err(e.into());
+            }
+            Ok(view)
         }
+        .await;
+        let view = match created {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.log().drop_stream(changelog.name()).await;
+                return Err(e);
+            }
+        };
         view.checkpoint(self.log()).await?;
         self.install_view(view)?;
         Ok(QueryResult::command("CREATE MATERIALIZED VIEW"))
@@ -151,15 +247,33 @@ impl Database {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name);
-            match view {
-                Some(v) => {
+            let failed = self
+                .failed_views
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            match (view, failed) {
+                (Some(v), _) => {
                     v.stop();
                     self.ctx
                         .deregister_table(TableReference::bare(name.clone()))?;
+                    self.changelogs
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&name);
                     self.log().metadata().drop_view(&name).await?;
+                    let _ = self.log().drop_stream(&changelog_name(&v.dataflow)).await;
+                    v.remove_local_state();
                 }
-                None if if_exists => {}
-                None => {
+                (None, Some(_)) => {
+                    let records = self.log().metadata().views().await?;
+                    self.log().metadata().drop_view(&name).await?;
+                    if let Some(r) = records.iter().find(|r| r.name == name) {
+                        let _ = self.log().drop_stream(&changelog_name(&r.dataflow)).await;
+                    }
+                }
+                (None, None) if if_exists => {}
+                (None, None) => {
                     return Err(SqlError::UndefinedTable(format!(
                         "materialized view \"{name}\" does not exist"
                     )));
@@ -178,29 +292,64 @@ impl Database {
             .cloned()
             .collect();
         views.sort_by(|a, b| a.name.cmp(&b.name));
-        let (mut status, mut lag) = (Vec::new(), Vec::new());
+        let mut rows: Vec<ShowRow> = Vec::new();
         for v in &views {
-            let (s, l) = v.progress(self.log()).await;
-            status.push(s.to_string());
-            lag.push(l);
+            let (status, lag) = v.progress(self.log()).await;
+            rows.push(ShowRow {
+                name: v.name.clone(),
+                status: status.to_string(),
+                lag,
+                checkpoint: v.checkpoints() as i64,
+                origin: v.origin(),
+                inputs: v.input_names().join(", "),
+                emit: match v.emit() {
+                    Emit::OnClose => "on_close",
+                    Emit::OnUpdate => "on_update",
+                }
+                .into(),
+                watermark: v.watermark().map(format_micros),
+                late_rows: v.late_rows() as i64,
+                definition: format!("{}{}", v.options.to_sql(), v.definition),
+            });
         }
+        for (name, (definition, error)) in self
+            .failed_views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            rows.push(ShowRow {
+                name: name.clone(),
+                status: format!("failed: {error}"),
+                definition: definition.clone(),
+                ..ShowRow::default()
+            });
+        }
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
         let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.name))),
             Arc::new(StringArray::from_iter_values(
-                views.iter().map(|v| v.name.as_str()),
+                rows.iter().map(|r| &r.status),
             )),
-            Arc::new(StringArray::from(status)),
-            Arc::new(Int64Array::from(lag)),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.lag))),
             Arc::new(Int64Array::from_iter_values(
-                views.iter().map(|v| v.checkpoints() as i64),
+                rows.iter().map(|r| r.checkpoint),
             )),
             Arc::new(StringArray::from_iter_values(
-                views.iter().map(|v| v.origin()),
+                rows.iter().map(|r| &r.origin),
             )),
             Arc::new(StringArray::from_iter_values(
-                views.iter().map(|v| v.input_names().join(", ")),
+                rows.iter().map(|r| &r.inputs),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.emit))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.watermark.clone()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.late_rows),
             )),
             Arc::new(StringArray::from_iter_values(
-                views.iter().map(|v| v.definition.as_str()),
+                rows.iter().map(|r| &r.definition),
             )),
         ];
         QueryResult::rows(RecordBatch::try_new(show_views_schema(), cols)?)
@@ -208,48 +357,174 @@ impl Database {
 
     /// Brings back every stored view: from its last checkpoint, or — when
     /// it has none, or it cannot be restored — from the beginning of its
-    /// inputs (the result is the same; only the time differs).
+    /// inputs (the result is the same; only the time differs). A view that
+    /// cannot be compiled at all (an input was dropped) is listed as failed.
     pub(crate) async fn load_views(&self) -> Result<()> {
-        for record in self.log().metadata().views().await? {
+        let records = self.log().metadata().views().await?;
+        // Changelogs of views that no longer exist (a CREATE that crashed).
+        let live: std::collections::HashSet<String> = records
+            .iter()
+            .map(|r| changelog_name(&r.dataflow))
+            .collect();
+        for s in self.log().streams().await? {
+            if s.name().starts_with(CHANGELOG_PREFIX) && !live.contains(s.name()) {
+                let _ = self.log().drop_stream(s.name()).await;
+            }
+        }
+        for record in records {
             let name = record.name.clone();
-            let query = match dialect::parse(&record.definition)?.pop() {
-                Some(Statement::Sql(s)) => match *s {
-                    SqlStatement::Query(q) => *q,
-                    other => {
-                        tracing::warn!(view = %name, statement = %other, "stored view is not a query");
-                        continue;
-                    }
-                },
-                _ => continue,
-            };
-            let restored = self
-                .compile_view(
-                    &name,
-                    query.clone(),
-                    self.placement(&record.dataflow, record.checkpoint.clone()),
-                )
-                .await;
-            let view = match (restored, &record.checkpoint) {
-                (Ok(v), _) => Ok(v),
-                (Err(e), Some(cp)) => {
-                    tracing::warn!(view = %name, error = %e, "checkpoint not restored; rebuilding from the log");
-                    let v = self
-                        .compile_view(&name, query, self.placement(&record.dataflow, None))
-                        .await;
-                    if let Ok(v) = &v {
-                        v.rebuilt_after(cp.number, &e.to_string());
-                    }
-                    v
-                }
-                (Err(e), None) => Err(e),
-            };
-            match view {
-                Ok(view) => self.install_view(view)?,
-                Err(e) => {
-                    tracing::warn!(view = %name, error = %e, "materialized view not restored")
-                }
+            if let Err(e) = self.load_view(&record).await {
+                tracing::warn!(view = %name, error = %e, "materialized view not restored");
+                self.failed_views
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name, (record.definition.clone(), e.to_string()));
             }
         }
         Ok(())
     }
+
+    async fn load_view(&self, record: &ViewRecord) -> Result<()> {
+        let name = &record.name;
+        let (options, query) = parse_stored(&record.definition)?;
+        let plan = self.plan_view(&query).await?;
+        let changelog = self.changelog_stream(&record.dataflow, &plan).await?;
+        let compile = |restore: Option<ViewCheckpoint>| {
+            let placement = self.placement(
+                &record.dataflow,
+                restore,
+                Some(Output::Changelog(changelog.clone())),
+            );
+            MatView::compile(
+                self.log(),
+                name,
+                query.to_string(),
+                options.clone(),
+                plan.clone(),
+                placement,
+            )
+        };
+        let view = match (compile(record.checkpoint.clone()).await, &record.checkpoint) {
+            (Ok(v), _) => v,
+            (Err(e), Some(cp)) => {
+                tracing::warn!(view = %name, error = %e, "checkpoint not restored; rebuilding from the log");
+                let v = compile(None).await?;
+                v.rebuilt_after(cp.number, &e.to_string());
+                v
+            }
+            (Err(e), None) => return Err(e),
+        };
+        view.recover(self.log(), &self.ctx).await?;
+        self.install_view(view)
+    }
+
+    /// The columns a push query returns.
+    pub(crate) async fn subscription_schema(&self, s: &Subscribe) -> Result<SchemaRef> {
+        match s {
+            Subscribe::View { name, .. } => Ok(self.view(name)?.changes_schema()),
+            Subscribe::Query(q) => {
+                let plan = self.plan_view(q).await?;
+                changes::changes_schema(plan.schema().as_arrow())
+            }
+        }
+    }
+
+    fn view(&self, name: &str) -> Result<Arc<MatView>> {
+        self.views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                SqlError::UndefinedTable(format!("materialized view \"{name}\" does not exist"))
+            })
+    }
+
+    /// The changelog stream of view `name`, if there is such a view.
+    pub fn changelog_of(&self, name: &str) -> Option<String> {
+        let view = self.view(name).ok()?;
+        view.changelog().map(|i| i.name().to_string())
+    }
+
+    /// `SUBSCRIBE TO view` follows its changelog; `SELECT … EMIT CHANGES`
+    /// maintains the query as a view of its own for as long as the client
+    /// reads.
+    pub(crate) async fn subscribe(&self, s: Subscribe) -> Result<QueryResult> {
+        match s {
+            Subscribe::View { name, snapshot } => {
+                let view = self.view(&name)?;
+                let info = view.changelog().cloned().ok_or_else(|| {
+                    SqlError::Internal(format!("view \"{name}\" has no changelog"))
+                })?;
+                let from = if snapshot {
+                    0
+                } else {
+                    self.log().partition_ends(info.name()).await?[0]
+                };
+                Ok(QueryResult::Subscription(changes::follow(
+                    self.log().clone(),
+                    info,
+                    from,
+                )))
+            }
+            Subscribe::Query(q) => {
+                let plan = self.plan_view(&q).await?;
+                let schema = changes::changes_schema(plan.schema().as_arrow())?;
+                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                let dataflow = format!("push-{:x}", now_micros());
+                let view = MatView::compile(
+                    self.log(),
+                    &dataflow,
+                    q.to_string(),
+                    ViewOptions::default(),
+                    plan,
+                    self.placement(&dataflow, None, Some(Output::Channel(tx))),
+                )
+                .await?;
+                view.start(self.log().clone(), self.ctx.clone());
+                // The stream owns the query: when the client goes away it is
+                // dropped, and with it the query and its local state.
+                let guard = PushQuery(view);
+                let first = futures::stream::iter([Ok(RecordBatch::new_empty(schema.clone()))]);
+                let rest = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+                    rx.recv().await.map(|b| (Ok(b), (rx, guard)))
+                });
+                Ok(QueryResult::Subscription(Box::pin(
+                    RecordBatchStreamAdapter::new(schema, first.chain(rest)),
+                )))
+            }
+        }
+    }
+}
+
+/// A push query's view, removed when its stream is dropped.
+struct PushQuery(Arc<MatView>);
+
+impl Drop for PushQuery {
+    fn drop(&mut self) {
+        self.0.stop();
+        self.0.remove_local_state();
+    }
+}
+
+/// One row of SHOW MATERIALIZED VIEWS.
+#[derive(Default)]
+struct ShowRow {
+    name: String,
+    status: String,
+    lag: i64,
+    checkpoint: i64,
+    origin: String,
+    inputs: String,
+    emit: String,
+    watermark: Option<String>,
+    late_rows: i64,
+    definition: String,
+}
+
+/// µs since the epoch as a timestamp (UTC).
+fn format_micros(us: i64) -> String {
+    arrow::temporal_conversions::timestamp_us_to_datetime(us)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| us.to_string())
 }

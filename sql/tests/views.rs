@@ -277,6 +277,7 @@ async fn views_resume_from_checkpoints_even_without_local_state() {
     let options = || streamhouse_sql::DatabaseOptions {
         state_dir: state.path().join("views"),
         checkpoint_interval: Duration::from_millis(50),
+        ..Default::default()
     };
     let open = |dir: &std::path::Path| {
         let dd = DataDir::open(dir).unwrap();

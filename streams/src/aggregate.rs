@@ -10,6 +10,13 @@
 //! back in one batch. Reading turns every entry into the aggregate's
 //! output: group columns, then each aggregate's value.
 //!
+//! Windowed aggregates also keep an index by window end (`w` + end + group
+//! key), so the windows a watermark closes are found by one range scan, and
+//! a step's rows for windows already closed are dropped as late.
+//!
+//! A step can report what it changed — each touched group's output row
+//! before and after — which is what a view's changelog is made of.
+//!
 //! State lives on local disk (memory holds only RocksDB's caches), and
 //! [`AggregateState::snapshot`] puts a consistent copy in the object store.
 
@@ -19,8 +26,8 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, new_null_array,
 };
 use arrow::compute::kernels::{cmp, numeric, zip::zip};
-use arrow::compute::{cast, is_null};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use arrow::compute::{cast, filter_record_batch, is_null};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use rocksdb::WriteBatch;
 use streamhouse_log::Store;
@@ -45,8 +52,41 @@ pub enum Final {
     Avg { sum: usize, count: usize },
 }
 
-/// The key of the one group of an aggregate without GROUP BY.
-const GLOBAL_KEY: &[u8] = b"\x00";
+/// Prefix of group entries.
+const GROUP: u8 = b'g';
+/// Prefix of the window-end index.
+const WINDOW: u8 = b'w';
+
+/// What a step changed: the output rows of the groups it touched, before
+/// (groups that existed) and after.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    pub before: RecordBatch,
+    pub after: RecordBatch,
+}
+
+/// What [`AggregateState::merge`] did.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Rows dropped because their window had closed.
+    pub late_rows: u64,
+    /// Present when asked for.
+    pub changes: Option<Changes>,
+}
+
+/// Windowing of an aggregate: which group column is the window end, and
+/// which component counts a group's rows (to count late ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windowing {
+    pub end_column: usize,
+    pub rows_component: usize,
+}
+
+/// A window end as an index key part: big-endian with the sign flipped, so
+/// byte order is time order.
+fn end_key(micros: i64) -> [u8; 8] {
+    ((micros as u64) ^ (1 << 63)).to_be_bytes()
+}
 
 /// A grouped aggregate's state.
 pub struct AggregateState {
@@ -60,6 +100,7 @@ pub struct AggregateState {
     /// Group columns, then one column per aggregate.
     output: SchemaRef,
     groups: usize,
+    windowing: Option<Windowing>,
 }
 
 fn arrow_err(e: arrow::error::ArrowError) -> StreamsError {
@@ -76,6 +117,7 @@ impl AggregateState {
         component_types: Vec<DataType>,
         merges: Vec<Merge>,
         finals: Vec<Final>,
+        windowing: Option<Windowing>,
     ) -> Result<AggregateState> {
         let keys = if groups == 0 {
             None
@@ -106,27 +148,102 @@ impl AggregateState {
             finals,
             output,
             groups,
+            windowing,
         })
     }
 
     /// Merges one step's partial results (group columns, then components;
     /// each group at most once in the whole step) in one atomic write, so
-    /// a reader sees the state before the step or after it.
-    pub fn merge(&self, batches: &[RecordBatch]) -> Result<()> {
+    /// a reader sees the state before the step or after it. Rows of windows
+    /// that end at or before `closed_until` (µs) are dropped as late.
+    pub fn merge(
+        &self,
+        batches: &[RecordBatch],
+        closed_until: Option<i64>,
+        want_changes: bool,
+    ) -> Result<Merged> {
         let mut wb = WriteBatch::default();
+        let mut merged = Merged::default();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
         for b in batches {
-            self.merge_into(b, &mut wb)?;
+            let b = self.drop_late(b, closed_until, &mut merged.late_rows)?;
+            if let Some((old, new)) = self.merge_into(&b, &mut wb, want_changes)? {
+                before.push(old);
+                after.push(new);
+            }
         }
-        if wb.is_empty() {
-            return Ok(());
+        if want_changes {
+            let concat = |v: Vec<RecordBatch>| {
+                arrow::compute::concat_batches(&self.output, &v).map_err(arrow_err)
+            };
+            merged.changes = Some(Changes {
+                before: concat(before)?,
+                after: concat(after)?,
+            });
         }
-        self.store.write(wb)
+        if !wb.is_empty() {
+            self.store.write(wb)?;
+        }
+        Ok(merged)
     }
 
-    fn merge_into(&self, batch: &RecordBatch, wb: &mut WriteBatch) -> Result<()> {
+    /// The window ends of a batch's rows, in µs.
+    fn window_ends(&self, batch: &RecordBatch, w: Windowing) -> Result<Int64Array> {
+        let col = batch.column(w.end_column);
+        let micros =
+            cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(arrow_err)?;
+        let ends = cast(&micros, &DataType::Int64).map_err(arrow_err)?;
+        Ok(ends.as_primitive::<Int64Type>().clone())
+    }
+
+    fn drop_late(
+        &self,
+        batch: &RecordBatch,
+        closed_until: Option<i64>,
+        late_rows: &mut u64,
+    ) -> Result<RecordBatch> {
+        let (Some(w), Some(until)) = (self.windowing, closed_until) else {
+            return Ok(batch.clone());
+        };
+        let ends = self.window_ends(batch, w)?;
+        let open: BooleanArray = ends
+            .iter()
+            .map(|e| Some(e.is_none_or(|e| e > until)))
+            .collect();
+        if open.true_count() == batch.num_rows() {
+            return Ok(batch.clone());
+        }
+        let rows = cast(
+            batch.column(self.groups + w.rows_component),
+            &DataType::Int64,
+        )
+        .map_err(arrow_err)?;
+        let rows = rows.as_primitive::<Int64Type>();
+        for (i, o) in open.iter().enumerate() {
+            if o == Some(false) {
+                *late_rows += rows.value(i).max(0) as u64;
+            }
+        }
+        filter_record_batch(batch, &open).map_err(arrow_err)
+    }
+
+    fn group_key(&self, rows: &Option<arrow::row::Rows>, i: usize) -> Vec<u8> {
+        let mut k = vec![GROUP];
+        if let Some(rows) = rows {
+            k.extend_from_slice(rows.row(i).data());
+        }
+        k
+    }
+
+    fn merge_into(
+        &self,
+        batch: &RecordBatch,
+        wb: &mut WriteBatch,
+        want_changes: bool,
+    ) -> Result<Option<(RecordBatch, RecordBatch)>> {
         let n = batch.num_rows();
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let cols = batch.columns();
         let (group_cols, delta) = cols.split_at(self.groups);
@@ -145,13 +262,8 @@ impl AggregateState {
             Some(k) => Some(k.convert_columns(group_cols).map_err(arrow_err)?),
             None => None,
         };
-        let key = |i: usize| -> &[u8] {
-            match &key_rows {
-                Some(rows) => rows.row(i).data(),
-                None => GLOBAL_KEY,
-            }
-        };
-        let old_bytes = self.store.multi_get((0..n).map(key))?;
+        let keys: Vec<Vec<u8>> = (0..n).map(|i| self.group_key(&key_rows, i)).collect();
+        let old_bytes = self.store.multi_get(keys.iter().map(|k| k.as_slice()))?;
         // Groups never seen decode from an all-null row.
         let nulls: Vec<ArrayRef> = self
             .component_types
@@ -174,44 +286,43 @@ impl AggregateState {
             .map(|((o, d), m)| merge(*m, o, d))
             .collect::<Result<Vec<_>>>()?;
         let rows = self.values.convert_columns(&merged).map_err(arrow_err)?;
-        for i in 0..n {
-            wb.put(key(i), rows.row(i).data());
+        for (i, k) in keys.iter().enumerate() {
+            wb.put(k, rows.row(i).data());
         }
-        Ok(())
+        if let Some(w) = self.windowing {
+            // New groups of a window join the window-end index.
+            let ends = self.window_ends(batch, w)?;
+            for (i, k) in keys.iter().enumerate() {
+                if old_bytes[i].is_none()
+                    && let Some(end) = ends.iter().nth(i).flatten()
+                {
+                    let mut ik = vec![WINDOW];
+                    ik.extend_from_slice(&end_key(end));
+                    ik.extend_from_slice(&k[1..]);
+                    wb.put(ik, b"");
+                }
+            }
+        }
+        if !want_changes {
+            return Ok(None);
+        }
+        let existed: BooleanArray = old_bytes.iter().map(|b| Some(b.is_some())).collect();
+        let group_cols = group_cols.to_vec();
+        let before = filter_record_batch(&self.output_rows(group_cols.clone(), &old)?, &existed)
+            .map_err(arrow_err)?;
+        let after = self.output_rows(group_cols, &merged)?;
+        Ok(Some((before, after)))
     }
 
-    /// The current contents: group columns, then each aggregate's value.
-    pub fn contents(&self) -> Result<RecordBatch> {
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for kv in self.store.scan(b"") {
-            let (k, v) = kv?;
-            keys.push(k);
-            values.push(v);
-        }
-        let global_empty = self.groups == 0 && values.is_empty();
-        let components: Vec<ArrayRef> = if global_empty {
-            // A global aggregate over no rows is one row (count 0).
-            self.component_types
-                .iter()
-                .map(|t| new_null_array(t, 1))
-                .collect()
-        } else {
-            let parser = self.values.parser();
-            self.values
-                .convert_rows(values.iter().map(|v| parser.parse(v)))
-                .map_err(arrow_err)?
-        };
-        let mut columns: Vec<ArrayRef> = match &self.keys {
-            Some(k) => {
-                let parser = k.parser();
-                k.convert_rows(keys.iter().map(|key| parser.parse(key)))
-                    .map_err(arrow_err)?
-            }
-            None => Vec::new(),
-        };
+    /// Output rows (group columns, then each aggregate's value) from group
+    /// columns and components.
+    fn output_rows(
+        &self,
+        mut columns: Vec<ArrayRef>,
+        components: &[ArrayRef],
+    ) -> Result<RecordBatch> {
         for (f, field) in self.finals.iter().zip(&self.output.fields()[self.groups..]) {
-            let v = final_value(*f, &components)?;
+            let v = final_value(*f, components)?;
             columns.push(if v.data_type() == field.data_type() {
                 v
             } else {
@@ -219,6 +330,87 @@ impl AggregateState {
             });
         }
         RecordBatch::try_new(self.output.clone(), columns).map_err(arrow_err)
+    }
+
+    /// Output rows of the groups whose window ends at or before `until`
+    /// (µs) and was not closed before; they leave the window-end index.
+    pub fn close_windows(&self, until: i64) -> Result<RecordBatch> {
+        let mut index_keys = Vec::new();
+        let mut group_keys = Vec::new();
+        let bound = end_key(until);
+        for kv in self.store.scan(&[WINDOW]) {
+            let (k, _) = kv?;
+            if k[1..9] > bound[..] {
+                break;
+            }
+            let mut g = vec![GROUP];
+            g.extend_from_slice(&k[9..]);
+            group_keys.push(g);
+            index_keys.push(k);
+        }
+        if index_keys.is_empty() {
+            return Ok(RecordBatch::new_empty(self.output.clone()));
+        }
+        let values = self
+            .store
+            .multi_get(group_keys.iter().map(|k| k.as_slice()))?;
+        let (mut keys, mut vals) = (Vec::new(), Vec::new());
+        for (k, v) in group_keys.iter().zip(values) {
+            if let Some(v) = v {
+                keys.push(k.clone());
+                vals.push(v);
+            }
+        }
+        let batch = self.decode(&keys, &vals)?;
+        let mut wb = WriteBatch::default();
+        for k in index_keys {
+            wb.delete(k);
+        }
+        self.store.write(wb)?;
+        Ok(batch)
+    }
+
+    /// Output rows from stored group entries.
+    fn decode<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        values: &[V],
+    ) -> Result<RecordBatch> {
+        let parser = self.values.parser();
+        let components = self
+            .values
+            .convert_rows(values.iter().map(|v| parser.parse(v.as_ref())))
+            .map_err(arrow_err)?;
+        let columns: Vec<ArrayRef> = match &self.keys {
+            Some(k) => {
+                let parser = k.parser();
+                k.convert_rows(keys.iter().map(|key| parser.parse(&key.as_ref()[1..])))
+                    .map_err(arrow_err)?
+            }
+            None => Vec::new(),
+        };
+        self.output_rows(columns, &components)
+    }
+
+    /// The current contents: group columns, then each aggregate's value.
+    pub fn contents(&self) -> Result<RecordBatch> {
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for kv in self.store.scan(&[GROUP]) {
+            let (k, v) = kv?;
+            keys.push(k);
+            values.push(v);
+        }
+        if self.groups == 0 && values.is_empty() {
+            // A global aggregate over no rows is one row (count 0).
+            let nulls: Vec<ArrayRef> = self
+                .component_types
+                .iter()
+                .map(|t| new_null_array(t, 1))
+                .collect();
+            return self.output_rows(Vec::new(), &nulls);
+        }
+        self.decode(&keys, &values)
     }
 
     /// Group columns, then one column per aggregate.
@@ -348,6 +540,7 @@ mod tests {
                 },
                 Final::Avg { sum: 4, count: 5 },
             ],
+            None,
         )
         .unwrap()
     }
@@ -385,29 +578,37 @@ mod tests {
     fn merges_steps_like_one_aggregate() {
         let dir = tempfile::tempdir().unwrap();
         let s = state(dir.path(), 1);
-        s.merge(&[step(
-            Some(vec!["a", "b"]),
-            [
-                vec![Some(2.0), Some(1.0)],
-                vec![Some(10.0), None],
-                vec![Some(1.5), None],
-                vec![Some(4.0), None],
-                vec![Some(5.5), None],
-                vec![Some(2.0), Some(0.0)],
-            ],
-        )])
+        s.merge(
+            &[step(
+                Some(vec!["a", "b"]),
+                [
+                    vec![Some(2.0), Some(1.0)],
+                    vec![Some(10.0), None],
+                    vec![Some(1.5), None],
+                    vec![Some(4.0), None],
+                    vec![Some(5.5), None],
+                    vec![Some(2.0), Some(0.0)],
+                ],
+            )],
+            None,
+            false,
+        )
         .unwrap();
-        s.merge(&[step(
-            Some(vec!["b", "a"]),
-            [
-                vec![Some(3.0), Some(1.0)],
-                vec![Some(7.0), Some(-1.0)],
-                vec![Some(2.0), Some(0.5)],
-                vec![Some(9.0), Some(3.0)],
-                vec![Some(9.0), Some(0.5)],
-                vec![Some(3.0), Some(1.0)],
-            ],
-        )])
+        s.merge(
+            &[step(
+                Some(vec!["b", "a"]),
+                [
+                    vec![Some(3.0), Some(1.0)],
+                    vec![Some(7.0), Some(-1.0)],
+                    vec![Some(2.0), Some(0.5)],
+                    vec![Some(9.0), Some(3.0)],
+                    vec![Some(9.0), Some(0.5)],
+                    vec![Some(3.0), Some(1.0)],
+                ],
+            )],
+            None,
+            false,
+        )
         .unwrap();
         let text = pretty_format_batches(&[s.contents().unwrap()])
             .unwrap()
@@ -431,20 +632,109 @@ mod tests {
         assert_eq!(empty.num_rows(), 1);
         assert_eq!(empty.column(0).as_primitive::<Int64Type>().value(0), 0);
         assert!(empty.column(1).is_null(0));
-        s.merge(&[step(
+        s.merge(
+            &[step(
+                None,
+                [
+                    vec![Some(2.0)],
+                    vec![Some(3.0)],
+                    vec![Some(1.0)],
+                    vec![Some(2.0)],
+                    vec![Some(3.0)],
+                    vec![Some(2.0)],
+                ],
+            )],
             None,
-            [
-                vec![Some(2.0)],
-                vec![Some(3.0)],
-                vec![Some(1.0)],
-                vec![Some(2.0)],
-                vec![Some(3.0)],
-                vec![Some(2.0)],
-            ],
-        )])
+            false,
+        )
         .unwrap();
         let one = s.contents().unwrap();
         assert_eq!(one.num_rows(), 1);
         assert_eq!(one.column(0).as_primitive::<Int64Type>().value(0), 2);
+    }
+
+    fn windowed(dir: &std::path::Path) -> AggregateState {
+        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None);
+        AggregateState::new(
+            StateStore::open(dir, "w").unwrap(),
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("window_end", ts.clone(), true),
+                Field::new("n", DataType::Int64, true),
+            ])),
+            2,
+            vec![DataType::Int64],
+            vec![Merge::Sum],
+            vec![Final::Same {
+                component: 0,
+                is_count: true,
+            }],
+            Some(Windowing {
+                end_column: 1,
+                rows_component: 0,
+            }),
+        )
+        .unwrap()
+    }
+
+    fn window_step(rows: &[(&str, i64, i64)]) -> RecordBatch {
+        use arrow::array::{StringArray, TimestampMicrosecondArray};
+        RecordBatch::try_from_iter(vec![
+            (
+                "k",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            (
+                "e",
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn windows_close_once_and_late_rows_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = windowed(dir.path());
+        let m = s
+            .merge(
+                &[window_step(&[("a", 10, 2), ("b", 20, 1), ("a", 20, 5)])],
+                None,
+                true,
+            )
+            .unwrap();
+        let ch = m.changes.unwrap();
+        assert_eq!(ch.before.num_rows(), 0);
+        assert_eq!(ch.after.num_rows(), 3);
+        let closed = s.close_windows(10).unwrap();
+        assert_eq!(closed.num_rows(), 1);
+        assert_eq!(closed.column(2).as_primitive::<Int64Type>().value(0), 2);
+        assert_eq!(s.close_windows(10).unwrap().num_rows(), 0, "closed once");
+        // A row for the closed window is late; one for an open window merges.
+        let m = s
+            .merge(
+                &[window_step(&[("a", 10, 4), ("a", 20, 1)])],
+                Some(10),
+                true,
+            )
+            .unwrap();
+        assert_eq!(m.late_rows, 4);
+        let ch = m.changes.unwrap();
+        assert_eq!(ch.before.num_rows(), 1);
+        assert_eq!(ch.before.column(2).as_primitive::<Int64Type>().value(0), 5);
+        assert_eq!(ch.after.column(2).as_primitive::<Int64Type>().value(0), 6);
+        let closed = s.close_windows(20).unwrap();
+        assert_eq!(closed.num_rows(), 2);
+        assert_eq!(
+            s.contents().unwrap().num_rows(),
+            3,
+            "closed windows stay readable"
+        );
     }
 }

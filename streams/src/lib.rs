@@ -9,7 +9,9 @@
 pub mod aggregate;
 pub mod error;
 pub mod state;
+pub mod watermark;
 
-pub use aggregate::{AggregateState, Final, Merge};
+pub use aggregate::{AggregateState, Changes, Final, Merge, Merged, Windowing};
 pub use error::{Result, StreamsError};
 pub use state::StateStore;
+pub use watermark::Watermarks;

@@ -59,6 +59,10 @@ pub struct NewChunk {
 pub struct ProducerSeq {
     pub producer_id: String,
     pub sequence: u64,
+    /// Opaque progress recorded with the append, in the same transaction
+    /// (a dataflow's input offsets; see [`MetadataStore::producer_progress`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// Where one append's rows sit inside a flush's chunks.
@@ -198,7 +202,15 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Every view, by name, with its last checkpoint.
     async fn views(&self) -> Result<Vec<ViewRecord>>;
 
-    /// Records a view's checkpoint in one transaction: the input offsets
+    /// An idempotent producer's latest committed sequence on a stream and
+    /// the progress recorded with it.
+    async fn producer_progress(
+        &self,
+        producer_id: &str,
+        stream_id: StreamId,
+    ) -> Result<Option<(u64, Option<String>)>>;
+
+    /// Records a view's checkpoint: in one transaction, the input offsets
     /// its state reflects and the snapshot that holds that state. Refused
     /// (`Fenced`) unless `dataflow` is still the view's and the number is
     /// newer than the recorded one.

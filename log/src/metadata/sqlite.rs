@@ -412,14 +412,16 @@ impl MetadataStore for SqliteMetadata {
             let ack = serde_json::to_string(&ack)
                 .map_err(|e| LogError::Internal(format!("encode ack: {e}")))?;
             sqlx::query(
-                "INSERT INTO producers (producer_id, stream_id, last_sequence, last_ack) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (producer_id, stream_id) DO UPDATE \
-                 SET last_sequence = excluded.last_sequence, last_ack = excluded.last_ack",
+                "INSERT INTO producers (producer_id, stream_id, last_sequence, last_ack, progress) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (producer_id, stream_id) DO UPDATE \
+                 SET last_sequence = excluded.last_sequence, last_ack = excluded.last_ack, \
+                 progress = excluded.progress",
             )
             .bind(&p.producer_id)
             .bind(a.stream_id)
             .bind(u(p.sequence))
             .bind(ack)
+            .bind(&p.progress)
             .execute(&mut *tx)
             .await?;
         }
@@ -427,6 +429,27 @@ impl MetadataStore for SqliteMetadata {
         Ok(CommitOutcome::Committed {
             chunk_base_offsets: bases,
         })
+    }
+
+    async fn producer_progress(
+        &self,
+        producer_id: &str,
+        stream_id: StreamId,
+    ) -> Result<Option<(u64, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT last_sequence, progress FROM producers WHERE producer_id = ? AND stream_id = ?",
+        )
+        .bind(producer_id)
+        .bind(stream_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get::<i64, _>("last_sequence")? as u64,
+                r.try_get::<Option<String>, _>("progress")?,
+            ))
+        })
+        .transpose()
     }
 
     async fn chunks_by_offset(

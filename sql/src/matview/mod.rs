@@ -1,5 +1,4 @@
-//! Materialized views, first stage: incremental `GROUP BY` aggregates over
-//! streams.
+//! Materialized views: queries over streams maintained incrementally.
 //!
 //! A view's query is planned by DataFusion and split at its one
 //! `Aggregate`:
@@ -11,24 +10,30 @@
 //!   mode, by offset ranges), never over the whole input again;
 //! - the **state**: per group, mergeable components of each aggregate
 //!   (`count` and `sum` add, `min`/`max` compare, `avg` is a sum and a
-//!   count), merged with each step's partial results;
+//!   count), merged with each step's partial results (RocksDB, see
+//!   `streamhouse_streams::AggregateState`);
 //! - **above** it (`HAVING`, expressions over aggregates, renames, ORDER
 //!   BY), evaluated when the view is read, over the state.
 //!
 //! A view without an aggregate is a stateless pipeline over the log: the log
 //! is its storage, and reading it runs the pipeline. Anything else (joins,
 //! window functions, nested aggregates, `DISTINCT` aggregates, aggregates
-//! without mergeable state) is refused at CREATE with 0A000 naming the part.
+//! without mergeable state, `LIMIT`) is refused at CREATE with 0A000 naming
+//! the part.
 //!
-//! Definitions are kept in the metadata store; after a restart each view is
-//! rebuilt by running its steps over the log from the beginning. State in
-//! RocksDB with checkpoints, changelogs and subscriptions build on this.
+//! Every view also has a changelog (see [`changes`] and [`run`]): what each
+//! step changed, as `delete`/`insert` rows, written to a hidden stream with
+//! the step's progress in the same metadata transaction — the basis of
+//! exactly-once output across crashes — or, for a push query, sent to its
+//! client.
+
+pub mod changes;
+mod run;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -47,11 +52,12 @@ use datafusion::logical_expr::{
     Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, SubqueryAlias, TableScan, cast,
 };
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionContext;
-use futures::future::BoxFuture;
 use streamhouse_log::{Log, StreamInfo, ViewCheckpoint};
-use streamhouse_streams::{AggregateState, Final, Merge, StateStore};
+use streamhouse_streams::{AggregateState, Final, Merge, StateStore, Watermarks, Windowing};
 use tokio::task::JoinHandle;
+
+use crate::dialect::{Emit, ViewOptions};
+use run::Run;
 
 use crate::error::{Result, SqlError};
 use crate::table::{Ranges, StreamTable};
@@ -83,10 +89,32 @@ impl fmt::Display for Status {
 struct Aggregation {
     delta: LogicalPlan,
     state: AggregateState,
+    /// Grouped by a window (has a `window_end` group column).
+    windowed: bool,
+    /// The view's query and its aggregate: state rows become view rows by
+    /// running the query with the aggregate replaced by those rows.
+    plan: LogicalPlan,
+    agg: Aggregate,
+}
+
+/// What a step runs.
+enum Body {
+    /// A view without aggregate: the query with its scans in delta mode.
+    Pipeline {
+        delta: LogicalPlan,
+    },
+    Aggregate(Arc<Aggregation>),
+}
+
+/// Where a view's changes go.
+pub enum Output {
+    /// The view's changelog stream (stored views).
+    Changelog(Arc<StreamInfo>),
+    /// A push query's client; a closed channel ends the query.
+    Channel(tokio::sync::mpsc::Sender<arrow::array::RecordBatch>),
 }
 
 /// Where a view's state lives, and what to restore it from.
-#[derive(Debug, Clone)]
 pub struct Placement {
     /// Local directory of its state store.
     pub dir: PathBuf,
@@ -96,15 +124,26 @@ pub struct Placement {
     pub restore: Option<ViewCheckpoint>,
     /// How often the state is checkpointed while it changes.
     pub checkpoint_interval: Duration,
+    /// Idle timeout of input partitions when the view sets none.
+    pub idle_timeout: Duration,
+    /// Where changes go; none: nowhere (the view is only read).
+    pub output: Option<Output>,
 }
 
 /// One materialized view.
 pub struct MatView {
     pub name: String,
+    /// The query, as stored.
     pub definition: String,
+    pub options: ViewOptions,
     pub dataflow: String,
     dir: PathBuf,
     checkpoint_interval: Duration,
+    /// When changes are emitted.
+    emit: Emit,
+    /// `op`, then the view's columns.
+    changes_schema: SchemaRef,
+    output: Option<Output>,
     /// Number of the last checkpoint recorded.
     checkpoint_no: AtomicU64,
     /// State changed since the last checkpoint.
@@ -112,11 +151,18 @@ pub struct MatView {
     /// Where its state came from when this process started it.
     origin: RwLock<String>,
     inputs: Mutex<Vec<Input>>,
-    aggregation: Option<Arc<Aggregation>>,
+    body: Body,
     /// What reading the view runs.
     read_plan: LogicalPlan,
     status: RwLock<Status>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Step state (watermarks, steps since the checkpoint, output
+    /// sequence); held for a whole step or checkpoint.
+    run: tokio::sync::Mutex<Run>,
+    /// Rows dropped because their window had closed.
+    late_rows: AtomicU64,
+    /// The watermark, µs (`i64::MIN`: none yet).
+    watermark: AtomicI64,
 }
 
 impl fmt::Debug for MatView {
@@ -135,7 +181,7 @@ fn unsupported(what: impl fmt::Display) -> SqlError {
     SqlError::NotSupported(format!(
         "{what} in a materialized view (supported: projection, WHERE, scalar functions, \
          TUMBLE/HOP windows, UNION ALL of streams, one GROUP BY with count, sum, min, max, avg, \
-         and HAVING)"
+         HAVING and ORDER BY)"
     ))
 }
 
@@ -286,6 +332,52 @@ fn decompose(aggr: &[Expr]) -> Result<(Vec<Expr>, Vec<Merge>, Vec<Final>)> {
     Ok((components, merges, finals))
 }
 
+/// The column of an aggregate's group key that is a window's end.
+fn window_end_column(agg: &Aggregate) -> Option<usize> {
+    agg.group_expr
+        .iter()
+        .position(|g| matches!(g, Expr::Column(c) if c.name == "window_end"))
+}
+
+/// The watermarks of a view's input partitions, when every input has an
+/// event-time column.
+fn watermarks(inputs: &[Input], idle_timeout: Duration) -> Option<Watermarks> {
+    let mut delays = Vec::new();
+    for i in inputs {
+        let et = i.info.spec.event_time.as_ref()?;
+        let delay = et.watermark_delay.as_micros() as i64;
+        delays.extend(std::iter::repeat_n(delay, i.consumed.len()));
+    }
+    Some(Watermarks::new(
+        delays,
+        idle_timeout,
+        std::time::Instant::now(),
+    ))
+}
+
+/// The plan with its stream scans in delta mode (reading the ranges in
+/// `inputs`).
+fn delta_scans(log: &Arc<Log>, plan: &LogicalPlan, inputs: &[Input]) -> Result<LogicalPlan> {
+    let by_id: HashMap<i64, Ranges> = inputs
+        .iter()
+        .map(|i| (i.info.id, i.ranges.clone()))
+        .collect();
+    Ok(plan
+        .clone()
+        .transform_up(|node| {
+            if let LogicalPlan::TableScan(scan) = &node
+                && let Some(info) = stream_of(scan)
+            {
+                let table = StreamTable::delta(log.clone(), info.clone(), by_id[&info.id].clone());
+                let mut scan = scan.clone();
+                scan.source = provider_as_source(Arc::new(table));
+                return Ok(Transformed::yes(LogicalPlan::TableScan(scan)));
+            }
+            Ok(Transformed::no(node))
+        })?
+        .data)
+}
+
 impl MatView {
     /// Compiles a planned view query. Fails with 0A000 on shapes a view
     /// cannot maintain.
@@ -293,6 +385,7 @@ impl MatView {
         log: &Arc<Log>,
         name: &str,
         definition: String,
+        options: ViewOptions,
         plan: LogicalPlan,
         placement: Placement,
     ) -> Result<Arc<MatView>> {
@@ -307,25 +400,41 @@ impl MatView {
         if aggregates.len() > 1 {
             return Err(unsupported("more than one GROUP BY level"));
         }
+        let idle_timeout = options.idle_timeout.unwrap_or(placement.idle_timeout);
+        let changes_schema = changes::changes_schema(plan.schema().as_arrow())?;
         let Some(agg) = aggregates.pop() else {
-            // Stateless: the view reads the pipeline over the log.
+            // Stateless: the view reads the pipeline over the log; steps
+            // run it over new rows for the changelog.
             let streams = check_pipeline(&plan)?;
-            return Ok(Arc::new(MatView {
-                name: name.to_string(),
+            if options.emit == Some(Emit::OnClose) {
+                return Err(unsupported("emit = 'on_close' without a windowed GROUP BY"));
+            }
+            let mut ins = inputs(&streams);
+            let checkpoint_no = restore_progress(&mut ins, placement.restore.as_ref())?;
+            let delta = delta_scans(log, &plan, &ins)?;
+            let run = Run::new(watermarks(&ins, idle_timeout), placement.restore.as_ref())?;
+            return Ok(Arc::new(MatView::assemble(
+                name,
                 definition,
-                dataflow: placement.dataflow,
-                dir: placement.dir,
-                checkpoint_interval: placement.checkpoint_interval,
-                checkpoint_no: AtomicU64::new(0),
-                dirty: AtomicBool::new(false),
-                origin: RwLock::new("the log".into()),
-                inputs: Mutex::new(inputs(&streams)),
-                aggregation: None,
-                read_plan: plan,
-                status: RwLock::new(Status::Running),
-                task: Mutex::new(None),
-            }));
+                options,
+                placement,
+                Emit::OnUpdate,
+                changes_schema,
+                checkpoint_no,
+                ins,
+                Body::Pipeline { delta },
+                plan,
+                run,
+            )));
         };
+        let mut limited = false;
+        plan.apply(|n| {
+            limited |= matches!(n, LogicalPlan::Limit(_));
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if limited {
+            return Err(unsupported("LIMIT (top-N)"));
+        }
         let streams = check_pipeline(&agg.input)?;
         if streams.is_empty() {
             return Err(unsupported("an aggregate over no stream"));
@@ -338,28 +447,39 @@ impl MatView {
         {
             return Err(unsupported("GROUPING SETS, CUBE or ROLLUP"));
         }
-        let (components, merges, finals) = decompose(&agg.aggr_expr)?;
+        let (mut components, mut merges, finals) = decompose(&agg.aggr_expr)?;
+        let wm = watermarks(&ins, idle_timeout);
+        let end_column = window_end_column(&agg);
+        let windowing = match end_column {
+            Some(end_column) if wm.is_some() => {
+                // A hidden row count per group counts late rows.
+                let rows_component = components.len();
+                components.push(
+                    count(datafusion::logical_expr::lit(1i64))
+                        .alias(format!("__component{rows_component}")),
+                );
+                merges.push(Merge::Sum);
+                Some(Windowing {
+                    end_column,
+                    rows_component,
+                })
+            }
+            _ => None,
+        };
+        let emit = match (options.emit, windowing) {
+            (Some(Emit::OnClose), None) => {
+                return Err(unsupported(
+                    "emit = 'on_close' without a TUMBLE/HOP window over streams with \
+                     WATERMARK FOR",
+                ));
+            }
+            (Some(e), _) => e,
+            (None, Some(_)) => Emit::OnClose,
+            (None, None) => Emit::OnUpdate,
+        };
 
         // The delta plan: the same pipeline, its stream scans in delta mode.
-        let by_id: HashMap<i64, Ranges> =
-            ins.iter().map(|i| (i.info.id, i.ranges.clone())).collect();
-        let delta_input = agg
-            .input
-            .as_ref()
-            .clone()
-            .transform_up(|node| {
-                if let LogicalPlan::TableScan(scan) = &node
-                    && let Some(info) = stream_of(scan)
-                {
-                    let table =
-                        StreamTable::delta(log.clone(), info.clone(), by_id[&info.id].clone());
-                    let mut scan = scan.clone();
-                    scan.source = provider_as_source(Arc::new(table));
-                    return Ok(Transformed::yes(LogicalPlan::TableScan(scan)));
-                }
-                Ok(Transformed::no(node))
-            })?
-            .data;
+        let delta_input = delta_scans(log, agg.input.as_ref(), &ins)?;
         let delta = LogicalPlanBuilder::from(delta_input)
             .aggregate(agg.group_expr.clone(), components)?
             .build()?;
@@ -378,47 +498,92 @@ impl MatView {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let (store, checkpoint_no) = match &placement.restore {
-            Some(cp) => {
-                restore_offsets(&mut ins, &cp.input_offsets)?;
-                let store = StateStore::restore(
-                    log.store(),
-                    &cp.state_key,
-                    &run_dir(&placement.dir)?,
-                    &placement.dataflow,
-                )
-                .await?;
-                (store, cp.number)
+        let checkpoint_no = restore_progress(&mut ins, placement.restore.as_ref())?;
+        let run_dir = run_dir(&placement.dir)?;
+        let store = match &placement.restore {
+            Some(cp) if !cp.state_key.is_empty() => {
+                StateStore::restore(log.store(), &cp.state_key, &run_dir, &placement.dataflow)
+                    .await?
             }
-            None => (
-                StateStore::open(&run_dir(&placement.dir)?, &placement.dataflow)?,
-                0,
-            ),
+            _ => StateStore::open(&run_dir, &placement.dataflow)?,
         };
-        let state = AggregateState::new(store, schema, groups, component_types, merges, finals)?;
-        let aggregation = Arc::new(Aggregation { delta, state });
+        let state = AggregateState::new(
+            store,
+            schema,
+            groups,
+            component_types,
+            merges,
+            finals,
+            windowing,
+        )?;
+        let aggregation = Arc::new(Aggregation {
+            delta,
+            state,
+            windowed: windowing.is_some(),
+            plan: plan.clone(),
+            agg: agg.clone(),
+        });
         let provider = Arc::new(StateTable {
             aggregation: aggregation.clone(),
         });
         let read_plan = read_plan(&plan, &agg, provider)?;
-        Ok(Arc::new(MatView {
+        let run = Run::new(wm, placement.restore.as_ref())?;
+        Ok(Arc::new(MatView::assemble(
+            name,
+            definition,
+            options,
+            placement,
+            emit,
+            changes_schema,
+            checkpoint_no,
+            ins,
+            Body::Aggregate(aggregation),
+            read_plan,
+            run,
+        )))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        name: &str,
+        definition: String,
+        options: ViewOptions,
+        placement: Placement,
+        emit: Emit,
+        changes_schema: SchemaRef,
+        checkpoint_no: u64,
+        inputs: Vec<Input>,
+        body: Body,
+        read_plan: LogicalPlan,
+        run: Run,
+    ) -> MatView {
+        let watermark = run.watermark().unwrap_or(i64::MIN);
+        let late_rows = run.restored_late_rows();
+        MatView {
             name: name.to_string(),
             definition,
+            options,
             dataflow: placement.dataflow,
             dir: placement.dir,
             checkpoint_interval: placement.checkpoint_interval,
+            emit,
+            changes_schema,
+            output: placement.output,
             checkpoint_no: AtomicU64::new(checkpoint_no),
             dirty: AtomicBool::new(false),
             origin: RwLock::new(match checkpoint_no {
                 0 => "the log".to_string(),
                 n => format!("checkpoint {n}"),
             }),
-            inputs: Mutex::new(ins),
-            aggregation: Some(aggregation),
+            inputs: Mutex::new(inputs),
+            body,
             read_plan,
             status: RwLock::new(Status::Running),
             task: Mutex::new(None),
-        }))
+            run: tokio::sync::Mutex::new(run),
+            late_rows: AtomicU64::new(late_rows),
+            watermark: AtomicI64::new(watermark),
+        }
     }
 
     /// What `SELECT … FROM view` reads.
@@ -429,94 +594,35 @@ impl MatView {
         ))
     }
 
-    /// Brings the view up to date with everything its inputs hold now
-    /// (before [`MatView::start`]: steps must not run concurrently).
-    pub async fn backfill(&self, log: &Arc<Log>, ctx: &SessionContext) -> Result<()> {
-        while self.step(log, ctx).await? {}
-        Ok(())
+    /// The changelog's schema: `op`, then the view's columns.
+    pub fn changes_schema(&self) -> SchemaRef {
+        self.changes_schema.clone()
     }
 
-    /// Starts maintaining the view in the background: steps as rows
-    /// arrive, and a checkpoint once the state has changed and the interval
-    /// has passed.
-    pub fn start(self: &Arc<Self>, log: Arc<Log>, ctx: SessionContext) {
-        if self.aggregation.is_none() {
-            return;
+    /// The stream holding the changelog, for stored views.
+    pub fn changelog(&self) -> Option<&Arc<StreamInfo>> {
+        match &self.output {
+            Some(Output::Changelog(info)) => Some(info),
+            _ => None,
         }
-        let weak = Arc::downgrade(self);
-        let handle = tokio::spawn(async move {
-            let mut last_checkpoint = tokio::time::Instant::now();
-            loop {
-                let Some(view) = weak.upgrade() else { return };
-                let mut progressed = false;
-                let outcome = async {
-                    progressed = view.step(&log, &ctx).await?;
-                    if view.dirty.load(Ordering::Acquire)
-                        && last_checkpoint.elapsed() >= view.checkpoint_interval
-                    {
-                        view.checkpoint(&log).await?;
-                        last_checkpoint = tokio::time::Instant::now();
-                    }
-                    Ok::<_, SqlError>(())
-                }
-                .await;
-                if let Err(e) = outcome {
-                    tracing::warn!(view = %view.name, error = %e, "materialized view stopped");
-                    *view.status.write().unwrap_or_else(|p| p.into_inner()) =
-                        Status::Failed(e.to_string());
-                    return;
-                }
-                if progressed {
-                    continue;
-                }
-                let mut waits = view.waits(&log);
-                if view.dirty.load(Ordering::Acquire) {
-                    let due = last_checkpoint + view.checkpoint_interval;
-                    waits.push(Box::pin(tokio::time::sleep_until(due)));
-                }
-                drop(view);
-                if waits.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                } else {
-                    let _ = futures::future::select_all(waits).await;
-                }
-            }
-        });
-        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     }
 
-    /// Records a checkpoint: a snapshot of the state and, in one metadata
-    /// transaction, the input offsets it reflects. Must not run
-    /// concurrently with a step.
-    pub async fn checkpoint(&self, log: &Arc<Log>) -> Result<()> {
-        let Some(agg) = &self.aggregation else {
-            return Ok(());
-        };
-        let number = self.checkpoint_no.load(Ordering::Acquire) + 1;
-        let input_offsets = {
-            let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
-            let map: HashMap<String, Vec<u64>> = inputs
-                .iter()
-                .map(|i| (i.info.id.to_string(), i.consumed.clone()))
-                .collect();
-            serde_json::to_string(&map).map_err(|e| SqlError::Internal(e.to_string()))?
-        };
-        let state_key = agg.state.snapshot(log.store(), number).await?;
-        log.metadata()
-            .commit_view_checkpoint(
-                &self.name,
-                &self.dataflow,
-                &ViewCheckpoint {
-                    number,
-                    input_offsets,
-                    state_key,
-                },
-                now_micros(),
-            )
-            .await?;
-        self.checkpoint_no.store(number, Ordering::Release);
-        self.dirty.store(false, Ordering::Release);
-        Ok(())
+    /// When changes are emitted.
+    pub fn emit(&self) -> Emit {
+        self.emit
+    }
+
+    /// Rows dropped as late.
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows.load(Ordering::Relaxed)
+    }
+
+    /// The watermark (µs), once there is one.
+    pub fn watermark(&self) -> Option<i64> {
+        match self.watermark.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            w => Some(w),
+        }
     }
 
     /// Number of the last checkpoint (0: none).
@@ -552,103 +658,6 @@ impl MatView {
         }
     }
 
-    /// Futures that resolve when any input partition grows past what the
-    /// view consumed.
-    fn waits(&self, log: &Arc<Log>) -> Vec<BoxFuture<'static, ()>> {
-        let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<BoxFuture<'static, ()>> = Vec::new();
-        for input in inputs.iter() {
-            for (p, &offset) in input.consumed.iter().enumerate() {
-                let log = log.clone();
-                let name = input.info.name().to_string();
-                out.push(Box::pin(async move {
-                    if log.wait_for(&name, p as u32, offset).await.is_err() {
-                        // The stream is gone: the next step reports it.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }));
-            }
-        }
-        out
-    }
-
-    /// Runs one step over what arrived since the last one; `false` when
-    /// nothing had.
-    async fn step(&self, log: &Arc<Log>, ctx: &SessionContext) -> Result<bool> {
-        let Some(agg) = &self.aggregation else {
-            return Ok(false);
-        };
-        let mut ends = Vec::new();
-        {
-            let names: Vec<(String, Ranges, Vec<u64>)> = {
-                let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
-                inputs
-                    .iter()
-                    .map(|i| {
-                        (
-                            i.info.name().to_string(),
-                            i.ranges.clone(),
-                            i.consumed.clone(),
-                        )
-                    })
-                    .collect()
-            };
-            let mut any = false;
-            for (name, ranges, consumed) in names {
-                let e = log.partition_ends(&name).await?;
-                let r: Vec<Range<u64>> = consumed.iter().zip(&e).map(|(&c, &e)| c..e).collect();
-                any |= r.iter().any(|r| r.end > r.start);
-                *ranges.lock().unwrap_or_else(|p| p.into_inner()) = r;
-                ends.push(e);
-            }
-            if !any {
-                return Ok(false);
-            }
-        }
-        let batches = ctx
-            .execute_logical_plan(agg.delta.clone())
-            .await?
-            .collect()
-            .await?;
-        agg.state.merge(&batches)?;
-        self.dirty.store(true, Ordering::Release);
-        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
-        for (input, e) in inputs.iter_mut().zip(ends) {
-            input.consumed = e;
-        }
-        Ok(true)
-    }
-
-    /// Status and rows not yet reflected, for SHOW MATERIALIZED VIEWS.
-    pub async fn progress(&self, log: &Arc<Log>) -> (Status, i64) {
-        let status = self
-            .status
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if self.aggregation.is_none() {
-            return (status, 0);
-        }
-        let inputs: Vec<(String, Vec<u64>)> = {
-            let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
-            inputs
-                .iter()
-                .map(|i| (i.info.name().to_string(), i.consumed.clone()))
-                .collect()
-        };
-        let mut lag = 0i64;
-        for (name, consumed) in inputs {
-            if let Ok(ends) = log.partition_ends(&name).await {
-                lag += ends
-                    .iter()
-                    .zip(&consumed)
-                    .map(|(e, c)| e.saturating_sub(*c) as i64)
-                    .sum::<i64>();
-            }
-        }
-        (status, lag)
-    }
-
     /// The streams this view reads.
     pub fn input_names(&self) -> Vec<String> {
         self.inputs
@@ -657,6 +666,11 @@ impl MatView {
             .iter()
             .map(|i| i.info.name().to_string())
             .collect()
+    }
+
+    fn fail(&self, e: &SqlError) {
+        tracing::warn!(view = %self.name, error = %e, "materialized view stopped");
+        *self.status.write().unwrap_or_else(|p| p.into_inner()) = Status::Failed(e.to_string());
     }
 }
 
@@ -681,7 +695,7 @@ fn inputs(streams: &[Arc<StreamInfo>]) -> Vec<Input> {
 fn read_plan(
     plan: &LogicalPlan,
     agg: &Aggregate,
-    provider: Arc<StateTable>,
+    provider: Arc<dyn TableProvider>,
 ) -> DfResult<LogicalPlan> {
     let out = agg.schema.clone();
     let scan = LogicalPlanBuilder::scan("__state", provider_as_source(provider), None)?.build()?;
@@ -735,12 +749,13 @@ fn run_dir(dataflow_dir: &std::path::Path) -> Result<PathBuf> {
     Ok(run)
 }
 
-/// Sets each input's consumed offsets from a checkpoint's record.
-fn restore_offsets(inputs: &mut [Input], json: &str) -> Result<()> {
-    let map: HashMap<String, Vec<u64>> = serde_json::from_str(json)
-        .map_err(|e| SqlError::Internal(format!("checkpoint offsets: {e}")))?;
+/// Sets each input's consumed offsets from a checkpoint's record; returns
+/// the checkpoint's number (0: none).
+fn restore_progress(inputs: &mut [Input], cp: Option<&ViewCheckpoint>) -> Result<u64> {
+    let Some(cp) = cp else { return Ok(0) };
+    let record = run::CheckpointRecord::parse(&cp.input_offsets)?;
     for input in inputs.iter_mut() {
-        let Some(offsets) = map.get(&input.info.id.to_string()) else {
+        let Some(offsets) = record.inputs.get(&input.info.id.to_string()) else {
             return Err(SqlError::Conflict(format!(
                 "stream \"{}\" was created again since the view's checkpoint",
                 input.info.name()
@@ -754,7 +769,7 @@ fn restore_offsets(inputs: &mut [Input], json: &str) -> Result<()> {
         }
         input.consumed = offsets.clone();
     }
-    Ok(())
+    Ok(cp.number)
 }
 
 /// The state of an aggregate view as a table (read by the view's read

@@ -1,0 +1,171 @@
+//! A view's changes: the changelog's rows (`op` — `insert` or `delete` —
+//! then the view's columns), how a step's before/after rows become them,
+//! and push queries that follow a changelog (`SUBSCRIBE`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::plan_err;
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+use streamhouse_log::{Log, StreamInfo};
+
+use crate::error::{Result, SqlError};
+use crate::window::Tables;
+
+/// Name of the changelog's operation column.
+pub const OP: &str = "op";
+pub const INSERT: &str = "insert";
+pub const DELETE: &str = "delete";
+
+/// Prefix of the (hidden) streams that hold views' changelogs.
+pub const CHANGELOG_PREFIX: &str = "__changelog__";
+
+/// The changelog schema of a view with columns `view`.
+pub fn changes_schema(view: &Schema) -> Result<SchemaRef> {
+    let mut fields = vec![Field::new(OP, DataType::Utf8, false)];
+    for f in view.fields() {
+        if f.name() == OP {
+            return Err(SqlError::NotSupported(format!(
+                "a materialized view column named \"{OP}\" (the changelog's operation column); \
+                 rename it"
+            )));
+        }
+        fields.push(Field::new(f.name(), f.data_type().clone(), true));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// `rows` (view columns) as changelog rows of operation `op`.
+pub fn with_op(schema: &SchemaRef, op: &str, rows: &RecordBatch) -> Result<RecordBatch> {
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+        std::iter::repeat_n(op, rows.num_rows()),
+    ))];
+    cols.extend(rows.columns().iter().cloned());
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Deletes of `before` and inserts of `after`, less the rows present in
+/// both (a group whose visible row did not change emits nothing).
+pub fn consolidate(
+    schema: &SchemaRef,
+    before: &RecordBatch,
+    after: &RecordBatch,
+) -> Result<Option<RecordBatch>> {
+    let (mut keep_before, mut keep_after) =
+        (vec![true; before.num_rows()], vec![true; after.num_rows()]);
+    if before.num_rows() > 0 && after.num_rows() > 0 {
+        let conv = RowConverter::new(
+            before
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        let b = conv.convert_columns(before.columns())?;
+        let a = conv.convert_columns(after.columns())?;
+        let mut deleted: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for i in 0..b.num_rows() {
+            deleted.entry(b.row(i).data()).or_default().push(i);
+        }
+        for (j, keep) in keep_after.iter_mut().enumerate() {
+            if let Some(i) = deleted.get_mut(a.row(j).data()).and_then(Vec::pop) {
+                keep_before[i] = false;
+                *keep = false;
+            }
+        }
+    }
+    let before = filter_record_batch(before, &BooleanArray::from(keep_before))?;
+    let after = filter_record_batch(after, &BooleanArray::from(keep_after))?;
+    if before.num_rows() + after.num_rows() == 0 {
+        return Ok(None);
+    }
+    let parts = [
+        with_op(schema, DELETE, &before)?,
+        with_op(schema, INSERT, &after)?,
+    ];
+    Ok(Some(concat_batches(schema, &parts)?))
+}
+
+/// Follows partition 0 of a changelog stream from offset `from`: yields an
+/// empty batch at once (so a door can describe the result), then every
+/// committed batch, waiting for more, until the reader goes away.
+pub fn follow(log: Arc<Log>, info: Arc<StreamInfo>, from: u64) -> SendableRecordBatchStream {
+    let schema = info.spec.schema.clone();
+    let declared: Vec<usize> = (0..schema.fields().len()).collect();
+    let name = info.name().to_string();
+    let first = futures::stream::iter([Ok(RecordBatch::new_empty(schema.clone()))]);
+    let rest = futures::stream::unfold(Some(from), move |offset| {
+        let (log, name, declared) = (log.clone(), name.clone(), declared.clone());
+        async move {
+            let offset = offset?;
+            let step = async {
+                let end = log.wait_for(&name, 0, offset).await?;
+                let batches: Vec<RecordBatch> = log
+                    .read(&name, 0, offset..end, Some(declared))
+                    .await?
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .collect::<std::result::Result<_, _>>()?;
+                Ok::<_, streamhouse_log::LogError>((batches, end))
+            };
+            match step.await {
+                Ok((batches, end)) => Some((
+                    futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                    Some(end),
+                )),
+                Err(e) => Some((
+                    futures::stream::iter([Err(DataFusionError::External(Box::new(e)))]).boxed(),
+                    None,
+                )),
+            }
+        }
+    })
+    .flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, first.chain(rest)))
+}
+
+/// `changes(view)`: a view's changelog as a table (`op`, the view's
+/// columns, and the stream's system columns).
+#[derive(Debug)]
+pub struct ChangesFunction {
+    changelogs: Tables,
+}
+
+impl ChangesFunction {
+    pub fn new(changelogs: Tables) -> Self {
+        Self { changelogs }
+    }
+}
+
+impl TableFunctionImpl for ChangesFunction {
+    fn call_with_args(
+        &self,
+        args: TableFunctionArgs,
+    ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let name = match args.exprs() {
+            [datafusion::logical_expr::Expr::Column(c)] => c.name.clone(),
+            [
+                datafusion::logical_expr::Expr::Literal(
+                    datafusion::common::ScalarValue::Utf8(Some(s)),
+                    _,
+                ),
+            ] => s.clone(),
+            _ => return plan_err!("changes(view): expected the name of a materialized view"),
+        };
+        let tables = self.changelogs.read().unwrap_or_else(|p| p.into_inner());
+        match tables.get(&name) {
+            Some(t) => Ok(t.clone()),
+            None => plan_err!("changes({name}): no materialized view named \"{name}\""),
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! Running a view: steps, checkpoints, recovery and the background loop.
+//!
+//! A **step** reads what its inputs gained since the last step (offset
+//! ranges ending at the partitions' current ends), merges it into the state
+//! and turns what changed into changelog rows: retractions and inserts of
+//! the view's rows (`emit = 'on_update'`), or each window's row once the
+//! watermark passes its end (`on_close`). Rows of windows already closed
+//! are dropped as late before they reach the state.
+//!
+//! **Exactly-once output.** A step's changelog rows are appended as an
+//! idempotent producer (the view's dataflow id, a sequence number per
+//! append) whose progress — every step since the last checkpoint, with the
+//! offsets it ended at and the watermarks it used — is committed in the
+//! same metadata transaction as the rows. A **checkpoint** uploads a
+//! snapshot of the state and records, in one transaction, the input
+//! offsets, watermark and output sequence it reflects. Recovery restores
+//! the checkpoint, then replays the recorded steps after it with the same
+//! boundaries and watermarks and their output suppressed (it is already in
+//! the changelog); the next step continues the changelog as a run that
+//! never crashed would have.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use streamhouse_log::{AppendOptions, Log, ProducerSeq, ViewCheckpoint};
+use streamhouse_streams::Watermarks;
+
+use super::changes::{self, INSERT};
+use super::{Aggregation, Body, MatView, Output, Status, now_micros, read_plan};
+use crate::dialect::Emit;
+use crate::error::{Result, SqlError};
+
+/// One step as recorded for replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StepRecord {
+    /// Offsets the step read up to, per input (in the view's input order),
+    /// per partition.
+    ends: Vec<Vec<u64>>,
+    /// Watermark before the step (rows of windows ending at or before it
+    /// were late) and after it.
+    before: Option<i64>,
+    after: Option<i64>,
+}
+
+/// Progress committed with each changelog append.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    /// The checkpoint the steps follow.
+    checkpoint: u64,
+    steps: Vec<StepRecord>,
+}
+
+/// What a checkpoint records besides the snapshot's key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct CheckpointRecord {
+    /// {"<stream id>": [next offset per partition]}.
+    pub inputs: HashMap<String, Vec<u64>>,
+    /// Last changelog sequence written.
+    #[serde(default)]
+    pub sequence: u64,
+    /// Latest event time seen per input partition.
+    #[serde(default)]
+    pub maxima: Vec<Option<i64>>,
+    #[serde(default)]
+    pub watermark: Option<i64>,
+    #[serde(default)]
+    pub late_rows: u64,
+}
+
+impl CheckpointRecord {
+    pub(crate) fn parse(json: &str) -> Result<CheckpointRecord> {
+        serde_json::from_str::<CheckpointRecord>(json)
+            .or_else(|_| {
+                // Checkpoints that recorded only the input offsets.
+                serde_json::from_str::<HashMap<String, Vec<u64>>>(json).map(|inputs| {
+                    CheckpointRecord {
+                        inputs,
+                        ..CheckpointRecord::default()
+                    }
+                })
+            })
+            .map_err(|e| SqlError::Internal(format!("checkpoint record: {e}")))
+    }
+}
+
+/// A view's step state.
+pub(crate) struct Run {
+    watermarks: Option<Watermarks>,
+    /// Steps since the last checkpoint.
+    steps: Vec<StepRecord>,
+    /// Last changelog sequence written.
+    sequence: u64,
+    /// Recorded steps to run again, output suppressed.
+    replay: VecDeque<StepRecord>,
+    restored_late_rows: u64,
+}
+
+impl Run {
+    pub(crate) fn new(
+        mut watermarks: Option<Watermarks>,
+        restore: Option<&ViewCheckpoint>,
+    ) -> Result<Run> {
+        let mut run = Run {
+            watermarks: None,
+            steps: Vec::new(),
+            sequence: 0,
+            replay: VecDeque::new(),
+            restored_late_rows: 0,
+        };
+        if let Some(cp) = restore {
+            let r = CheckpointRecord::parse(&cp.input_offsets)?;
+            if let Some(w) = &mut watermarks {
+                w.restore(&r.maxima, r.watermark);
+            }
+            run.sequence = r.sequence;
+            run.restored_late_rows = r.late_rows;
+        }
+        run.watermarks = watermarks;
+        Ok(run)
+    }
+
+    pub(crate) fn watermark(&self) -> Option<i64> {
+        self.watermarks.as_ref().and_then(Watermarks::current)
+    }
+
+    pub(crate) fn restored_late_rows(&self) -> u64 {
+        self.restored_late_rows
+    }
+}
+
+/// Concatenates batches of one schema (`None` when there are no rows).
+fn concat(schema: &arrow::datatypes::SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    Ok(concat_batches(schema, batches)?)
+}
+
+impl MatView {
+    /// The producer id of the view's changelog appends.
+    fn producer_id(&self) -> String {
+        format!("view:{}", self.dataflow)
+    }
+
+    /// Brings the view up to date with everything its inputs hold now
+    /// (before [`MatView::start`]).
+    pub async fn backfill(&self, log: &Arc<Log>, ctx: &SessionContext) -> Result<()> {
+        while self.step(log, ctx).await? {}
+        Ok(())
+    }
+
+    /// After a restore: replays the steps recorded after the checkpoint
+    /// whose output is already in the changelog, without writing it again.
+    pub async fn recover(&self, log: &Arc<Log>, ctx: &SessionContext) -> Result<()> {
+        let Some(Output::Changelog(info)) = &self.output else {
+            return Ok(());
+        };
+        let Some((last, progress)) = log
+            .metadata()
+            .producer_progress(&self.producer_id(), info.id)
+            .await?
+        else {
+            return Ok(());
+        };
+        {
+            let mut run = self.run.lock().await;
+            if last <= run.sequence {
+                return Ok(());
+            }
+            let progress: Progress = match progress.as_deref().map(serde_json::from_str) {
+                Some(Ok(p)) => p,
+                _ => {
+                    return Err(SqlError::Internal(format!(
+                        "view \"{}\": changelog progress unreadable",
+                        self.name
+                    )));
+                }
+            };
+            let consumed: Vec<Vec<u64>> = self
+                .inputs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|i| i.consumed.clone())
+                .collect();
+            // Steps after what the state holds (earlier ones are in it).
+            let ahead = |s: &StepRecord| {
+                s.ends.len() == consumed.len()
+                    && s.ends
+                        .iter()
+                        .zip(&consumed)
+                        .all(|(e, c)| e.len() == c.len() && e.iter().zip(c).all(|(e, c)| e >= c))
+                    && s.ends != consumed
+            };
+            run.replay = progress.steps.into_iter().filter(ahead).collect();
+            run.sequence = last;
+        }
+        tracing::info!(view = %self.name, steps = self.run.lock().await.replay.len(), "replaying steps after the checkpoint");
+        while !self.run.lock().await.replay.is_empty() {
+            self.step(log, ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts maintaining the view in the background: steps as rows
+    /// arrive (or as idle partitions let the watermark move), and a
+    /// checkpoint once the state has changed and the interval has passed.
+    pub fn start(self: &Arc<Self>, log: Arc<Log>, ctx: SessionContext) {
+        let weak = Arc::downgrade(self);
+        let handle = tokio::spawn(async move {
+            let mut last_checkpoint = tokio::time::Instant::now();
+            loop {
+                let Some(view) = weak.upgrade() else { return };
+                let mut progressed = false;
+                let outcome = async {
+                    progressed = view.step(&log, &ctx).await?;
+                    if view.dirty.load(Ordering::Acquire)
+                        && last_checkpoint.elapsed() >= view.checkpoint_interval
+                    {
+                        view.checkpoint(&log).await?;
+                        last_checkpoint = tokio::time::Instant::now();
+                    }
+                    Ok::<_, SqlError>(())
+                }
+                .await;
+                if let Err(e) = outcome {
+                    if !matches!(e, SqlError::Cancelled) {
+                        view.fail(&e);
+                    }
+                    return;
+                }
+                if progressed {
+                    continue;
+                }
+                let mut waits = view.waits(&log);
+                if view.dirty.load(Ordering::Acquire) && view.checkpoint_interval > Duration::ZERO {
+                    let due = last_checkpoint + view.checkpoint_interval;
+                    waits.push(Box::pin(tokio::time::sleep_until(due)));
+                }
+                if view.emit == Emit::OnClose {
+                    // Idle partitions stop holding the watermark back
+                    // without any row arriving.
+                    waits.push(Box::pin(tokio::time::sleep(Duration::from_millis(500))));
+                }
+                drop(view);
+                if waits.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                } else {
+                    let _ = futures::future::select_all(waits).await;
+                }
+            }
+        });
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// Records a checkpoint: a snapshot of the state and, in one metadata
+    /// transaction, the input offsets, watermark and output sequence it
+    /// reflects.
+    pub async fn checkpoint(&self, log: &Arc<Log>) -> Result<()> {
+        if matches!(self.output, Some(Output::Channel(_))) {
+            return Ok(()); // a push query is not recovered
+        }
+        let mut run = self.run.lock().await;
+        let number = self.checkpoint_no.load(Ordering::Acquire) + 1;
+        let record = CheckpointRecord {
+            inputs: self
+                .inputs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|i| (i.info.id.to_string(), i.consumed.clone()))
+                .collect(),
+            sequence: run.sequence,
+            maxima: run
+                .watermarks
+                .as_ref()
+                .map(Watermarks::maxima)
+                .unwrap_or_default(),
+            watermark: run.watermark(),
+            late_rows: self.late_rows(),
+        };
+        let input_offsets =
+            serde_json::to_string(&record).map_err(|e| SqlError::Internal(e.to_string()))?;
+        let state_key = match &self.body {
+            Body::Aggregate(a) => a.state.snapshot(log.store(), number).await?,
+            Body::Pipeline { .. } => String::new(),
+        };
+        log.metadata()
+            .commit_view_checkpoint(
+                &self.name,
+                &self.dataflow,
+                &ViewCheckpoint {
+                    number,
+                    input_offsets,
+                    state_key,
+                },
+                now_micros(),
+            )
+            .await?;
+        run.steps.clear();
+        self.checkpoint_no.store(number, Ordering::Release);
+        self.dirty.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Futures that resolve when any input partition grows past what the
+    /// view consumed.
+    fn waits(&self, log: &Arc<Log>) -> Vec<BoxFuture<'static, ()>> {
+        let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<BoxFuture<'static, ()>> = Vec::new();
+        for input in inputs.iter() {
+            for (p, &offset) in input.consumed.iter().enumerate() {
+                let log = log.clone();
+                let name = input.info.name().to_string();
+                out.push(Box::pin(async move {
+                    if log.wait_for(&name, p as u32, offset).await.is_err() {
+                        // The stream is gone: the next step reports it.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }));
+            }
+        }
+        out
+    }
+
+    /// Runs one step over what arrived since the last one (or the next
+    /// recorded step, when replaying); `false` when nothing had and the
+    /// watermark did not move.
+    async fn step(&self, log: &Arc<Log>, ctx: &SessionContext) -> Result<bool> {
+        let mut run = self.run.lock().await;
+        let replaying = run.replay.pop_front();
+        let inputs: Vec<(Arc<streamhouse_log::StreamInfo>, super::Ranges, Vec<u64>)> = {
+            let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+            inputs
+                .iter()
+                .map(|i| (i.info.clone(), i.ranges.clone(), i.consumed.clone()))
+                .collect()
+        };
+        let mut ends = Vec::with_capacity(inputs.len());
+        for (i, (info, _, _)) in inputs.iter().enumerate() {
+            ends.push(match &replaying {
+                Some(r) => r.ends[i].clone(),
+                None => log.partition_ends(info.name()).await?,
+            });
+        }
+        let mut any = false;
+        for ((_, ranges, consumed), e) in inputs.iter().zip(&ends) {
+            let r: Vec<Range<u64>> = consumed.iter().zip(e).map(|(&c, &e)| c..e).collect();
+            any |= r.iter().any(|r| r.end > r.start);
+            *ranges.lock().unwrap_or_else(|p| p.into_inner()) = r;
+        }
+        let now = Instant::now();
+        let before = match &replaying {
+            Some(r) => r.before,
+            None => run.watermark(),
+        };
+        // Event times of the new rows move the watermark.
+        if any && let Some(w) = run.watermarks.as_mut() {
+            let mut idx = 0;
+            for ((info, _, consumed), e) in inputs.iter().zip(&ends) {
+                for (p, (&c, &e)) in consumed.iter().zip(e).enumerate() {
+                    if e > c {
+                        let t = log.max_event_time(info, p as u32, c..e).await?;
+                        w.observe(idx, t, now);
+                    }
+                    idx += 1;
+                }
+            }
+        }
+        let after = match (&replaying, run.watermarks.as_mut()) {
+            (Some(r), Some(w)) => {
+                w.set(r.after);
+                r.after
+            }
+            (None, Some(w)) => w.advance(now),
+            (_, None) => None,
+        };
+        let closes = self.emit == Emit::OnClose && after.is_some() && after != before;
+        if !any && !closes {
+            return Ok(false);
+        }
+        let changes = match &self.body {
+            Body::Pipeline { delta } => {
+                let batches = ctx
+                    .execute_logical_plan(delta.clone())
+                    .await?
+                    .collect()
+                    .await?;
+                let rows = concat(&delta.schema().inner().clone(), &batches)?;
+                (rows.num_rows() > 0)
+                    .then(|| changes::with_op(&self.changes_schema, INSERT, &rows))
+                    .transpose()?
+            }
+            Body::Aggregate(a) => self.aggregate_step(a, ctx, any, before, after).await?,
+        };
+        if let Some(w) = after {
+            self.watermark.store(w, Ordering::Relaxed);
+        }
+        run.steps.push(StepRecord {
+            ends: ends.clone(),
+            before,
+            after,
+        });
+        if let Some(batch) = changes
+            && replaying.is_none()
+        {
+            self.write_changes(log, &mut run, batch).await?;
+        }
+        self.dirty.store(true, Ordering::Release);
+        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        for (input, e) in inputs.iter_mut().zip(ends) {
+            input.consumed = e;
+        }
+        Ok(true)
+    }
+
+    /// Merges a step into an aggregate's state; returns its changelog rows.
+    async fn aggregate_step(
+        &self,
+        a: &Aggregation,
+        ctx: &SessionContext,
+        any: bool,
+        before: Option<i64>,
+        after: Option<i64>,
+    ) -> Result<Option<RecordBatch>> {
+        let batches = if any {
+            ctx.execute_logical_plan(a.delta.clone())
+                .await?
+                .collect()
+                .await?
+        } else {
+            Vec::new()
+        };
+        let on_update = self.emit == Emit::OnUpdate && self.output.is_some();
+        let merged = a
+            .state
+            .merge(&batches, before.filter(|_| a.windowed), on_update)?;
+        self.late_rows
+            .fetch_add(merged.late_rows, Ordering::Relaxed);
+        if let Some(ch) = merged.changes {
+            let old = self.view_rows(a, ctx, ch.before).await?;
+            let new = self.view_rows(a, ctx, ch.after).await?;
+            return changes::consolidate(&self.changes_schema, &old, &new);
+        }
+        if self.emit == Emit::OnClose
+            && let Some(w) = after
+            && after != before
+        {
+            let closed = a.state.close_windows(w)?;
+            if closed.num_rows() > 0 && self.output.is_some() {
+                let rows = self.view_rows(a, ctx, closed).await?;
+                if rows.num_rows() > 0 {
+                    return Ok(Some(changes::with_op(&self.changes_schema, INSERT, &rows)?));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The view's rows for state rows: the part of the query above the
+    /// aggregate, run over them.
+    async fn view_rows(
+        &self,
+        a: &Aggregation,
+        ctx: &SessionContext,
+        rows: RecordBatch,
+    ) -> Result<RecordBatch> {
+        let view_schema = self.read_plan.schema().inner().clone();
+        if rows.num_rows() == 0 {
+            return Ok(RecordBatch::new_empty(view_schema));
+        }
+        let table = MemTable::try_new(rows.schema(), vec![vec![rows]])?;
+        let plan = read_plan(&a.plan, &a.agg, Arc::new(table))?;
+        let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+        let out = concat(&view_schema, &batches)?;
+        Ok(out)
+    }
+
+    /// Writes a step's changes where they go.
+    async fn write_changes(&self, log: &Arc<Log>, run: &mut Run, batch: RecordBatch) -> Result<()> {
+        match &self.output {
+            Some(Output::Changelog(info)) => {
+                run.sequence += 1;
+                let progress = Progress {
+                    checkpoint: self.checkpoint_no.load(Ordering::Acquire),
+                    steps: run.steps.clone(),
+                };
+                let options = AppendOptions {
+                    partition: Some(0),
+                    producer: Some(ProducerSeq {
+                        producer_id: self.producer_id(),
+                        sequence: run.sequence,
+                        progress: Some(
+                            serde_json::to_string(&progress)
+                                .map_err(|e| SqlError::Internal(e.to_string()))?,
+                        ),
+                    }),
+                };
+                if let Some(s) = log.submit(info.name(), vec![batch], options).await? {
+                    s.durable().await?;
+                }
+                Ok(())
+            }
+            Some(Output::Channel(tx)) => {
+                tx.send(batch).await.map_err(|_| SqlError::Cancelled)?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Status and rows not yet reflected, for SHOW MATERIALIZED VIEWS.
+    pub async fn progress(&self, log: &Arc<Log>) -> (Status, i64) {
+        let status = self
+            .status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let inputs: Vec<(String, Vec<u64>)> = {
+            let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+            inputs
+                .iter()
+                .map(|i| (i.info.name().to_string(), i.consumed.clone()))
+                .collect()
+        };
+        let mut lag = 0i64;
+        for (name, consumed) in inputs {
+            if let Ok(ends) = log.partition_ends(&name).await {
+                lag += ends
+                    .iter()
+                    .zip(&consumed)
+                    .map(|(e, c)| e.saturating_sub(*c) as i64)
+                    .sum::<i64>();
+            }
+        }
+        (status, lag)
+    }
+}
