@@ -268,6 +268,157 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
     // The last contents stay readable, and everything else still works.
     assert_eq!(lines(&e.db, "SELECT * FROM counts").await.len(), 2);
     e.db.execute("INSERT INTO b VALUES (1, 'x')").await.unwrap();
+
+    // After a restart the view cannot be compiled: it is listed as failed,
+    // and can be dropped.
+    e.log.shutdown().await;
+    let Env { dir, db, log, _dd } = e;
+    drop((db, log, _dd));
+    let e = open_in(dir).await;
+    let shown = lines(&e.db, "SHOW MATERIALIZED VIEWS").await;
+    assert_eq!(shown.len(), 1);
+    assert!(shown[0].contains("failed") && shown[0].contains("counts"), "{shown:?}");
+    e.db.execute("DROP MATERIALIZED VIEW counts").await.unwrap();
+    assert!(lines(&e.db, "SHOW MATERIALIZED VIEWS").await.is_empty());
+}
+
+/// A changelog applied in order (each delete removes a row an earlier insert
+/// added), as sorted `op`-less lines.
+async fn applied(db: &Database, view: &str, columns: &str) -> Vec<String> {
+    let b = rows(
+        db,
+        &format!("SELECT op, {columns} FROM changes({view}) ORDER BY _offset"),
+    )
+    .await;
+    let text = pretty_format_batches(&b).unwrap().to_string();
+    let mut live: Vec<String> = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with('|')).skip(1) {
+        let (op, row) = l[1..].split_once('|').unwrap();
+        let row = format!("|{row}");
+        match op.trim() {
+            "insert" => live.push(row),
+            "delete" => {
+                let i = live
+                    .iter()
+                    .position(|r| *r == row)
+                    .unwrap_or_else(|| panic!("{view}: delete of a row not present: {row}"));
+                live.swap_remove(i);
+            }
+            other => panic!("bad op {other}"),
+        }
+    }
+    live.sort();
+    live
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_close_with_the_watermark_and_changelogs_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let dd = DataDir::open(dir.path()).unwrap();
+    let log = Arc::new(dd.open_log().await.unwrap());
+    let options = streamhouse_sql::DatabaseOptions {
+        state_dir: dir.path().join("state"),
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let db = Database::open_with(log.clone(), options).await.unwrap();
+    db.execute(
+        "CREATE STREAM events (id BIGINT NOT NULL, user_id BIGINT, kind TEXT, amount DOUBLE PRECISION, \
+         ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '10 seconds') \
+         WITH (partitions = 3, key = 'user_id')",
+    )
+    .await
+    .unwrap();
+    let windowed = "SELECT user_id, window_start, window_end, count(*) AS n, sum(amount) AS total \
+                    FROM TUMBLE(events, ts, INTERVAL '1 minute') \
+                    GROUP BY user_id, window_start, window_end";
+    db.execute(&format!("CREATE MATERIALIZED VIEW on_close AS {windowed}"))
+        .await
+        .unwrap();
+    db.execute(&format!(
+        "CREATE MATERIALIZED VIEW on_update WITH (emit = 'on_update') AS {windowed}"
+    ))
+    .await
+    .unwrap();
+    db.execute(
+        "CREATE MATERIALIZED VIEW totals AS SELECT kind, count(*) AS n, max(amount) AS top \
+         FROM events GROUP BY kind HAVING count(*) > 10",
+    )
+    .await
+    .unwrap();
+    let err = db
+        .execute("CREATE MATERIALIZED VIEW bad WITH (emit = 'on_close') AS SELECT kind, count(*) FROM events GROUP BY kind")
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "0A000", "{err}");
+    // Events out of order by up to 4 s (within the 10 s delay), in many
+    // statements while the views run.
+    for k in 0..12 {
+        insert(&db, k * 50, 50).await;
+    }
+    for v in ["on_close", "on_update"] {
+        converges(&db, v, windowed).await;
+    }
+    let totals = "SELECT kind, count(*) AS n, max(amount) AS top FROM events GROUP BY kind \
+                  HAVING count(*) > 10";
+    converges(&db, "totals", totals).await;
+
+    // A row far ahead moves the watermark once the other partitions idle:
+    // every earlier window closes and is emitted once, with final values.
+    db.execute("INSERT INTO events VALUES (100000, 0, 'buy', 1, TIMESTAMP '2026-01-02 00:00:00')")
+        .await
+        .unwrap();
+    let closed = lines(
+        &db,
+        &format!("SELECT * FROM ({windowed}) WHERE window_start < TIMESTAMP '2026-01-02 00:00:00'"),
+    )
+    .await;
+    let cols = "user_id, window_start, window_end, n, total";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let emitted = applied(&db, "on_close", cols).await;
+        if emitted == closed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "on_close emitted {} of {} windows",
+            emitted.len(),
+            closed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deletes = lines(&db, "SELECT count(*) AS c FROM changes(on_close) WHERE op = 'delete'").await;
+    assert_eq!(deletes, vec!["| 0 |"]);
+    // on_update: every change as retraction + insert, adding up to the view.
+    converges(&db, "on_update", windowed).await;
+    let contents = lines(&db, &format!("SELECT {cols} FROM on_update")).await;
+    assert_eq!(applied(&db, "on_update", cols).await, contents);
+    let retractions =
+        lines(&db, "SELECT count(*) > 0 AS c FROM changes(on_update) WHERE op = 'delete'").await;
+    assert_eq!(retractions, vec!["| true |"]);
+    converges(&db, "totals", totals).await;
+    let contents = lines(&db, "SELECT kind, n, top FROM totals").await;
+    assert_eq!(applied(&db, "totals", "kind, n, top").await, contents);
+
+    // A row for a closed window is late: dropped and counted.
+    let before = lines(&db, "SELECT * FROM on_close").await;
+    db.execute("INSERT INTO events VALUES (100001, 1, 'buy', 5, TIMESTAMP '2026-01-01 00:00:30')")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let b = rows(&db, "SHOW MATERIALIZED VIEWS").await;
+        let names = b[0].column(0).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        let late = b[0].column(8).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+        let i = (0..b[0].num_rows()).find(|&i| names.value(i) == "on_close").unwrap();
+        if late.value(i) == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "late row not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines(&db, "SELECT * FROM on_close").await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
