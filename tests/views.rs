@@ -218,10 +218,7 @@ async fn views_equal_the_bounded_query_after_repeated_sigkill() {
     let c = connect(&server).await;
     let shown = lines(&c, "SHOW MATERIALIZED VIEWS").await;
     assert_eq!(shown.len(), VIEWS.len());
-    assert!(
-        shown.iter().all(|l| l.contains("|running|")),
-        "{shown:?}"
-    );
+    assert!(shown.iter().all(|l| l.contains("|running|")), "{shown:?}");
     // psql's \d lists views as views.
     let kinds = lines(
         &c,

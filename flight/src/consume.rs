@@ -160,17 +160,16 @@ pub async fn do_get(
     closing: watch::Receiver<bool>,
     changelog_of: impl Fn(&str) -> Option<String>,
 ) -> Result<DoGetStream, Status> {
-    let t: ConsumeTicket = serde_json::from_slice(ticket).map_err(|e| {
+    let mut t: ConsumeTicket = serde_json::from_slice(ticket).map_err(|e| {
         Status::invalid_argument(format!(
             "bad consumer ticket ({e}); expected JSON like \
              {{\"stream\": \"orders\", \"partition\": 0, \"from\": \"earliest\"}}"
         ))
     })?;
-    let info = match changelog_of(&t.stream) {
-        Some(changelog) => log.stream(&changelog).await,
-        None => log.stream(&t.stream).await,
+    if let Some(changelog) = changelog_of(&t.stream) {
+        t.stream = changelog;
     }
-    .map_err(log_status)?;
+    let info = log.stream(&t.stream).await.map_err(log_status)?;
     let n = info.spec.partitions;
     let start = t.from.as_ref().map(Start::position).transpose()?;
     let mut partitions: Vec<u32> = match &t.partition {

@@ -277,7 +277,10 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
     let e = open_in(dir).await;
     let shown = lines(&e.db, "SHOW MATERIALIZED VIEWS").await;
     assert_eq!(shown.len(), 1);
-    assert!(shown[0].contains("failed") && shown[0].contains("counts"), "{shown:?}");
+    assert!(
+        shown[0].contains("failed") && shown[0].contains("counts"),
+        "{shown:?}"
+    );
     e.db.execute("DROP MATERIALIZED VIEW counts").await.unwrap();
     assert!(lines(&e.db, "SHOW MATERIALIZED VIEWS").await.is_empty());
 }
@@ -388,14 +391,21 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let deletes = lines(&db, "SELECT count(*) AS c FROM changes(on_close) WHERE op = 'delete'").await;
+    let deletes = lines(
+        &db,
+        "SELECT count(*) AS c FROM changes(on_close) WHERE op = 'delete'",
+    )
+    .await;
     assert_eq!(deletes, vec!["| 0 |"]);
     // on_update: every change as retraction + insert, adding up to the view.
     converges(&db, "on_update", windowed).await;
     let contents = lines(&db, &format!("SELECT {cols} FROM on_update")).await;
     assert_eq!(applied(&db, "on_update", cols).await, contents);
-    let retractions =
-        lines(&db, "SELECT count(*) > 0 AS c FROM changes(on_update) WHERE op = 'delete'").await;
+    let retractions = lines(
+        &db,
+        "SELECT count(*) > 0 AS c FROM changes(on_update) WHERE op = 'delete'",
+    )
+    .await;
     assert_eq!(retractions, vec!["| true |"]);
     converges(&db, "totals", totals).await;
     let contents = lines(&db, "SELECT kind, n, top FROM totals").await;
@@ -409,9 +419,19 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let b = rows(&db, "SHOW MATERIALIZED VIEWS").await;
-        let names = b[0].column(0).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
-        let late = b[0].column(8).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
-        let i = (0..b[0].num_rows()).find(|&i| names.value(i) == "on_close").unwrap();
+        let names = b[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        let late = b[0]
+            .column(8)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        let i = (0..b[0].num_rows())
+            .find(|&i| names.value(i) == "on_close")
+            .unwrap();
         if late.value(i) == 1 {
             break;
         }
