@@ -268,7 +268,12 @@ async fn run(args: Args) {
     if wanted("flight") {
         table.extend(flight::scenarios(&args).await);
     }
-    if wanted("view") {
+    if wanted("view")
+        || args
+            .filter
+            .as_deref()
+            .is_some_and(|f| f.starts_with("view"))
+    {
         table.extend(views::scenarios(&args).await);
     }
     if wanted("group by") {

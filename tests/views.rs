@@ -130,6 +130,10 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT count(*) AS n, sum(amount) AS total FROM pay",
     ),
     (
+        "distinct_amounts",
+        "SELECT user_id % 3 AS g, count(DISTINCT amount) AS amounts FROM pay GROUP BY user_id % 3",
+    ),
+    (
         "closed_windows",
         "SELECT user_id, window_start, window_end, count(*) AS n, sum(amount) AS total \
          FROM TUMBLE(pay, ts, INTERVAL '30 seconds') GROUP BY user_id, window_start, window_end",
@@ -138,7 +142,7 @@ const VIEWS: &[(&str, &str)] = &[
 
 /// Views whose changelog holds every change (the others emit windows once
 /// they close).
-const ON_UPDATE: &[&str] = &["per_user", "per_minute", "everything"];
+const ON_UPDATE: &[&str] = &["per_user", "per_minute", "everything", "distinct_amounts"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_equal_the_bounded_query_after_repeated_sigkill() {

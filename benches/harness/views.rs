@@ -1,7 +1,9 @@
 //! Materialized-view scenarios: a tumbling-window `count(*), sum(x) GROUP
-//! BY key, window` view over 10 M events with 10,000 keys (events/s of the
-//! view catching up with the log, CPU time included), and freshness — from
-//! an acknowledged INSERT to the row being counted by a `count(*)` view.
+//! BY key, window` view over 10 M events with 10,000 keys — catching up
+//! with events already in the log, and keeping up with them while they are
+//! ingested (events/s, CPU time included); freshness — from an acknowledged
+//! INSERT to the row being counted by a `count(*)` view; and a view with
+//! 10 M distinct groups (peak resident memory while it is built).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,20 +44,12 @@ async fn count(db: &Database, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
-pub async fn scenarios(args: &Args) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let n = args.group_rows;
-    let keys = 10_000i64;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dd = DataDir::open(tmp.path()).expect("data dir");
-    let log = Arc::new(dd.open_log().await.expect("log"));
-    let db = Database::open(log.clone()).await.expect("database");
-    db.execute(
-        "CREATE STREAM ev (k BIGINT NOT NULL, x DOUBLE PRECISION NOT NULL, ts TIMESTAMP NOT NULL, \
-         WATERMARK FOR ts AS ts - INTERVAL '4 seconds') WITH (partitions = 4)",
-    )
-    .await
-    .expect("create stream");
+const STREAM: &str = "(k BIGINT NOT NULL, x DOUBLE PRECISION NOT NULL, ts TIMESTAMP NOT NULL, \
+     WATERMARK FOR ts AS ts - INTERVAL '4 seconds') WITH (partitions = 4)";
+
+/// Appends `n` events to `stream`: 1,000 per second of event time, keys
+/// `i * 7919 % keys`, in 100,000-row appends, 8 in flight.
+async fn ingest(log: &Arc<streamhouse_log::Log>, stream: &str, n: usize, keys: i64) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("x", DataType::Float64, false),
@@ -87,8 +81,9 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         )
         .expect("batch");
         let log = log.clone();
+        let stream = stream.to_string();
         tasks.push(tokio::spawn(async move {
-            log.append("ev", b, AppendOptions::default())
+            log.append(&stream, b, AppendOptions::default())
                 .await
                 .expect("append")
         }));
@@ -101,6 +96,46 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
     for t in tasks {
         t.await.expect("append task");
     }
+}
+
+/// Current and peak resident memory of this process, in MiB.
+fn resident_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub async fn scenarios(args: &Args) -> Vec<Row> {
+    let wanted = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut rows = Vec::new();
+    let n = args.group_rows;
+    let keys = 10_000i64;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dd = DataDir::open(tmp.path()).expect("data dir");
+    let log = Arc::new(dd.open_log().await.expect("log"));
+    let db = Database::open(log.clone()).await.expect("database");
+    if wanted("view live") {
+        rows.push(live(&db, &log, n, keys).await);
+    }
+    if wanted("view distinct") {
+        rows.push(distinct_keys(&db, &log, n).await);
+    }
+    if !wanted("view catch-up") && !wanted("view freshness") {
+        log.shutdown().await;
+        return rows;
+    }
+    db.execute(&format!("CREATE STREAM ev {STREAM}"))
+        .await
+        .expect("create stream");
+    ingest(&log, "ev", n, keys).await;
 
     let (cpu0, start) = (cpu_seconds(), Instant::now());
     db.execute(
@@ -119,7 +154,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         n as f64 / cpu
     );
     rows.push(Row {
-        scenario: format!("view: tumble count+sum, {keys} keys (cpu {cpu:.1}s)"),
+        scenario: format!("view catch-up: tumble count+sum, {keys} keys (cpu {cpu:.1}s)"),
         rows: n as u64,
         seconds: secs,
         bytes: n as u64 * 24,
@@ -167,4 +202,72 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
     });
     log.shutdown().await;
     rows
+}
+
+/// The view exists first; 10 M events are ingested while it runs. Events/s
+/// from the first append until the view has counted every event.
+async fn live(db: &Database, log: &Arc<streamhouse_log::Log>, n: usize, keys: i64) -> Row {
+    db.execute(&format!("CREATE STREAM live {STREAM}"))
+        .await
+        .expect("create stream");
+    db.execute(
+        "CREATE MATERIALIZED VIEW live_minute AS SELECT window_start, window_end, k, count(*) AS n, \
+         sum(x) AS s FROM TUMBLE(live, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, k",
+    )
+    .await
+    .expect("create view");
+    let (cpu0, start) = (cpu_seconds(), Instant::now());
+    ingest(log, "live", n, keys).await;
+    let ingested = start.elapsed().as_secs_f64();
+    while (count(db, "SELECT sum(n) FROM live_minute").await as usize) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    eprintln!(
+        "view live: {n} events ingested in {ingested:.2}s, counted by the view after {secs:.2}s: \
+         {:.0} events/s ({cpu:.1} CPU-s for ingest and view)",
+        n as f64 / secs
+    );
+    Row {
+        scenario: format!("view live: ingest + tumble view, {keys} keys (cpu {cpu:.1}s)"),
+        rows: n as u64,
+        seconds: secs,
+        bytes: n as u64 * 24,
+        latency: None,
+    }
+}
+
+/// A view with `n` distinct groups over events already in the log; the
+/// peak resident memory while it is built (the peak is reset after the
+/// ingest).
+async fn distinct_keys(db: &Database, log: &Arc<streamhouse_log::Log>, n: usize) -> Row {
+    db.execute(&format!("CREATE STREAM wide {STREAM}"))
+        .await
+        .expect("create stream");
+    ingest(log, "wide", n, i64::MAX).await;
+    // Writing 5 to clear_refs resets the peak resident size (VmHWM).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (cpu0, start) = (cpu_seconds(), Instant::now());
+    db.execute(
+        "CREATE MATERIALIZED VIEW per_key AS SELECT k, count(*) AS n, sum(x) AS s FROM wide GROUP BY k",
+    )
+    .await
+    .expect("create view");
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let groups = count(db, "SELECT count(*) FROM per_key").await;
+    assert_eq!(groups as usize, n);
+    let (rss, peak) = resident_mib();
+    eprintln!(
+        "view distinct: {n} groups in {secs:.1}s ({cpu:.1} CPU-s); resident {rss:.0} MiB, \
+         peak while building {peak:.0} MiB"
+    );
+    Row {
+        scenario: format!("view distinct: {n} groups, peak RSS {peak:.0} MiB"),
+        rows: n as u64,
+        seconds: secs,
+        bytes: n as u64 * 24,
+        latency: None,
+    }
 }

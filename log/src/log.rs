@@ -308,24 +308,43 @@ impl Log {
         reader::read_chunks(self.store.clone(), self.cache.clone(), read, chunks)
     }
 
-    /// The latest event time among the chunks holding offsets `range` of a
-    /// partition (from the index alone; exact when the range starts and
-    /// ends at commit boundaries, as the ends of a partition always do).
-    /// `None`: no rows, or the stream has no event-time column.
-    pub async fn max_event_time(
+    /// Where a bounded read of a partition from `from` (a commit boundary)
+    /// should end: at the last commit boundary within `max_rows` of it (at
+    /// least one chunk), never past `end`; and the latest event time of the
+    /// rows it covers (from the index alone, exact because both ends are
+    /// commit boundaries; `None` without rows or event-time column).
+    pub async fn bounded_read(
         &self,
         info: &StreamInfo,
         partition: u32,
-        range: Range<u64>,
-    ) -> Result<Option<Micros>> {
-        if range.is_empty() || info.spec.event_time.is_none() {
-            return Ok(None);
+        from: u64,
+        end: u64,
+        max_rows: u64,
+    ) -> Result<(u64, Option<Micros>)> {
+        if end <= from {
+            return Ok((from, None));
         }
+        let want = end.min(from.saturating_add(max_rows));
         let chunks = self
             .meta
-            .chunks_by_offset(info.id, partition, range)
+            .chunks_by_offset(info.id, partition, from..want.max(from + 1))
             .await?;
-        Ok(chunks.iter().filter_map(|c| c.event_time.max).max())
+        if chunks.is_empty() {
+            return Ok((end, None));
+        }
+        let mut stop = from;
+        let mut max_event = None;
+        for c in &chunks {
+            if c.end_offset > want && stop > from {
+                break;
+            }
+            stop = c.end_offset.min(end);
+            max_event = max_event.max(c.event_time.max);
+        }
+        if info.spec.event_time.is_none() {
+            max_event = None;
+        }
+        Ok((stop.max(from), max_event))
     }
 
     /// Reads the rows of a partition within `offsets` whose event time

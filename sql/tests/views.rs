@@ -106,6 +106,16 @@ const SHAPES: &[(&str, &str)] = &[
          count(amount) AS counted FROM events GROUP BY upper(kind), user_id % 3",
     ),
     (
+        "distinct_kinds",
+        "SELECT user_id % 4 AS bucket, count(DISTINCT kind) AS kinds, count(DISTINCT amount) AS amounts, \
+         count(*) AS n FROM events GROUP BY user_id % 4",
+    ),
+    (
+        "distinct_per_minute",
+        "SELECT window_start, window_end, count(DISTINCT user_id) AS users \
+         FROM TUMBLE(events, ts, INTERVAL '1 minute') GROUP BY window_start, window_end",
+    ),
+    (
         "big_spenders",
         "SELECT user_id, amount, kind FROM events WHERE amount > 90",
     ),
@@ -217,8 +227,8 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
             "a join",
         ),
         (
-            "SELECT k, count(DISTINCT v) FROM a GROUP BY k",
-            "count(DISTINCT",
+            "SELECT k, sum(DISTINCT v) FROM a GROUP BY k",
+            "sum(DISTINCT",
         ),
         ("SELECT k, median(v) FROM a GROUP BY k", "median"),
         (

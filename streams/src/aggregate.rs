@@ -56,6 +56,16 @@ pub enum Final {
 const GROUP: u8 = b'g';
 /// Prefix of the window-end index.
 const WINDOW: u8 = b'w';
+/// Prefix of the values seen per group by a `count(DISTINCT …)` (then the
+/// distinct aggregate's number, then group columns and value).
+const SEEN: u8 = b'd';
+
+/// A `count(DISTINCT value)`: the component it fills, and the value's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distinct {
+    pub component: usize,
+    pub value_type: DataType,
+}
 
 /// What a step changed: the output rows of the groups it touched, before
 /// (groups that existed) and after.
@@ -101,6 +111,11 @@ pub struct AggregateState {
     output: SchemaRef,
     groups: usize,
     windowing: Option<Windowing>,
+    /// `count(DISTINCT …)` aggregates, each with the converter of its
+    /// (group columns, value) pairs.
+    distinct: Vec<(Distinct, RowConverter)>,
+    /// Windows ending up to here (µs) were closed by this process.
+    closed_until: std::sync::atomic::AtomicI64,
 }
 
 fn arrow_err(e: arrow::error::ArrowError) -> StreamsError {
@@ -149,24 +164,142 @@ impl AggregateState {
             output,
             groups,
             windowing,
+            distinct: Vec::new(),
+            closed_until: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// Adds `count(DISTINCT …)` aggregates: their components are the
+    /// number of values each group had not seen before.
+    pub fn with_distinct(mut self, specs: Vec<Distinct>) -> Result<AggregateState> {
+        for d in specs {
+            let mut fields: Vec<SortField> = self.output.fields()[..self.groups]
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect();
+            fields.push(SortField::new(d.value_type.clone()));
+            let conv = RowConverter::new(fields).map_err(arrow_err)?;
+            self.distinct.push((d, conv));
+        }
+        Ok(self)
+    }
+
+    /// For each distinct aggregate, the values new to their group in this
+    /// step (recorded in `wb`), counted per group key.
+    fn new_distinct(
+        &self,
+        pairs: &[Vec<RecordBatch>],
+        closed_until: Option<i64>,
+        wb: &mut WriteBatch,
+    ) -> Result<Vec<std::collections::HashMap<Vec<u8>, i64>>> {
+        let mut out = Vec::with_capacity(self.distinct.len());
+        for (i, (_, conv)) in self.distinct.iter().enumerate() {
+            let mut counts = std::collections::HashMap::new();
+            for b in pairs.get(i).map(Vec::as_slice).unwrap_or_default() {
+                let b = self.drop_late_pairs(b, closed_until)?;
+                let value = b.column(self.groups);
+                let valid: BooleanArray =
+                    (0..b.num_rows()).map(|r| Some(value.is_valid(r))).collect();
+                let b = filter_record_batch(&b, &valid).map_err(arrow_err)?;
+                if b.num_rows() == 0 {
+                    continue;
+                }
+                let rows = conv.convert_columns(b.columns()).map_err(arrow_err)?;
+                let keys: Vec<Vec<u8>> = (0..b.num_rows())
+                    .map(|r| {
+                        let mut k = vec![SEEN, i as u8];
+                        k.extend_from_slice(rows.row(r).data());
+                        k
+                    })
+                    .collect();
+                let seen = self.store.multi_get(keys.iter().map(|k| k.as_slice()))?;
+                let group_rows = match &self.keys {
+                    Some(k) => Some(
+                        k.convert_columns(&b.columns()[..self.groups])
+                            .map_err(arrow_err)?,
+                    ),
+                    None => None,
+                };
+                for (r, (k, s)) in keys.iter().zip(seen).enumerate() {
+                    if s.is_none() {
+                        wb.put(k, b"");
+                        *counts.entry(self.group_key(&group_rows, r)).or_insert(0) += 1;
+                    }
+                }
+            }
+            out.push(counts);
+        }
+        Ok(out)
+    }
+
+    /// A step's partial batch with each distinct component set to the
+    /// group's count of new values.
+    fn with_distinct_counts(
+        &self,
+        batch: RecordBatch,
+        counts: &[std::collections::HashMap<Vec<u8>, i64>],
+    ) -> Result<RecordBatch> {
+        if self.distinct.is_empty() || batch.num_rows() == 0 {
+            return Ok(batch);
+        }
+        let group_rows = match &self.keys {
+            Some(k) => Some(
+                k.convert_columns(&batch.columns()[..self.groups])
+                    .map_err(arrow_err)?,
+            ),
+            None => None,
+        };
+        let mut cols = batch.columns().to_vec();
+        for ((d, _), counts) in self.distinct.iter().zip(counts) {
+            let values: Int64Array = (0..batch.num_rows())
+                .map(|r| {
+                    Some(
+                        counts
+                            .get(&self.group_key(&group_rows, r))
+                            .copied()
+                            .unwrap_or(0),
+                    )
+                })
+                .collect();
+            cols[self.groups + d.component] = Arc::new(values);
+        }
+        let fields: Vec<arrow::datatypes::FieldRef> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(&cols)
+            .map(|(f, c)| {
+                Arc::new(arrow::datatypes::Field::new(
+                    f.name(),
+                    c.data_type().clone(),
+                    true,
+                ))
+            })
+            .collect();
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)
+            .map_err(arrow_err)
     }
 
     /// Merges one step's partial results (group columns, then components;
     /// each group at most once in the whole step) in one atomic write, so
     /// a reader sees the state before the step or after it. Rows of windows
     /// that end at or before `closed_until` (µs) are dropped as late.
+    /// `distinct`: per `count(DISTINCT …)`, the step's distinct (group
+    /// columns, value) pairs.
     pub fn merge(
         &self,
         batches: &[RecordBatch],
+        distinct: &[Vec<RecordBatch>],
         closed_until: Option<i64>,
         want_changes: bool,
     ) -> Result<Merged> {
         let mut wb = WriteBatch::default();
         let mut merged = Merged::default();
         let (mut before, mut after) = (Vec::new(), Vec::new());
+        let counts = self.new_distinct(distinct, closed_until, &mut wb)?;
         for b in batches {
             let b = self.drop_late(b, closed_until, &mut merged.late_rows)?;
+            let b = self.with_distinct_counts(b, &counts)?;
             if let Some((old, new)) = self.merge_into(&b, &mut wb, want_changes)? {
                 before.push(old);
                 after.push(new);
@@ -194,6 +327,23 @@ impl AggregateState {
             cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(arrow_err)?;
         let ends = cast(&micros, &DataType::Int64).map_err(arrow_err)?;
         Ok(ends.as_primitive::<Int64Type>().clone())
+    }
+
+    /// Drops (group, value) pairs of closed windows.
+    fn drop_late_pairs(
+        &self,
+        batch: &RecordBatch,
+        closed_until: Option<i64>,
+    ) -> Result<RecordBatch> {
+        let (Some(w), Some(until)) = (self.windowing, closed_until) else {
+            return Ok(batch.clone());
+        };
+        let ends = self.window_ends(batch, w)?;
+        let open: BooleanArray = ends
+            .iter()
+            .map(|e| Some(e.is_none_or(|e| e > until)))
+            .collect();
+        filter_record_batch(batch, &open).map_err(arrow_err)
     }
 
     fn drop_late(
@@ -338,7 +488,14 @@ impl AggregateState {
         let mut index_keys = Vec::new();
         let mut group_keys = Vec::new();
         let bound = end_key(until);
-        for kv in self.store.scan(&[WINDOW]) {
+        // Entries up to the last bound were deleted; start past their
+        // tombstones.
+        let mut from = vec![WINDOW];
+        let last = self.closed_until.load(std::sync::atomic::Ordering::Relaxed);
+        if last != i64::MIN {
+            from.extend_from_slice(&end_key(last.saturating_add(1)));
+        }
+        for kv in self.store.scan_from(&[WINDOW], &from) {
             let (k, _) = kv?;
             if k[1..9] > bound[..] {
                 break;
@@ -349,6 +506,8 @@ impl AggregateState {
             index_keys.push(k);
         }
         if index_keys.is_empty() {
+            self.closed_until
+                .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
             return Ok(RecordBatch::new_empty(self.output.clone()));
         }
         let values = self
@@ -367,6 +526,8 @@ impl AggregateState {
             wb.delete(k);
         }
         self.store.write(wb)?;
+        self.closed_until
+            .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
         Ok(batch)
     }
 
@@ -394,23 +555,50 @@ impl AggregateState {
 
     /// The current contents: group columns, then each aggregate's value.
     pub fn contents(&self) -> Result<RecordBatch> {
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
+        let mut pages = Vec::new();
+        self.contents_pages(64 * 1024, |b| {
+            pages.push(b);
+            true
+        })?;
+        arrow::compute::concat_batches(&self.output, &pages).map_err(arrow_err)
+    }
+
+    /// The current contents, `page_rows` groups at a time, from one
+    /// consistent view of the state; `emit` returns `false` to stop.
+    /// Memory holds one page, whatever the number of groups.
+    pub fn contents_pages(
+        &self,
+        page_rows: usize,
+        mut emit: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<()> {
+        let mut keys = Vec::with_capacity(page_rows);
+        let mut values = Vec::with_capacity(page_rows);
+        let mut any = false;
         for kv in self.store.scan(&[GROUP]) {
             let (k, v) = kv?;
             keys.push(k);
             values.push(v);
+            any = true;
+            if keys.len() == page_rows {
+                if !emit(self.decode(&keys, &values)?) {
+                    return Ok(());
+                }
+                keys.clear();
+                values.clear();
+            }
         }
-        if self.groups == 0 && values.is_empty() {
+        if self.groups == 0 && !any {
             // A global aggregate over no rows is one row (count 0).
             let nulls: Vec<ArrayRef> = self
                 .component_types
                 .iter()
                 .map(|t| new_null_array(t, 1))
                 .collect();
-            return self.output_rows(Vec::new(), &nulls);
+            emit(self.output_rows(Vec::new(), &nulls)?);
+        } else if !keys.is_empty() {
+            emit(self.decode(&keys, &values)?);
         }
-        self.decode(&keys, &values)
+        Ok(())
     }
 
     /// Group columns, then one column per aggregate.
@@ -590,6 +778,7 @@ mod tests {
                     vec![Some(2.0), Some(0.0)],
                 ],
             )],
+            &[],
             None,
             false,
         )
@@ -606,6 +795,7 @@ mod tests {
                     vec![Some(3.0), Some(1.0)],
                 ],
             )],
+            &[],
             None,
             false,
         )
@@ -644,6 +834,7 @@ mod tests {
                     vec![Some(2.0)],
                 ],
             )],
+            &[],
             None,
             false,
         )
@@ -705,6 +896,7 @@ mod tests {
         let m = s
             .merge(
                 &[window_step(&[("a", 10, 2), ("b", 20, 1), ("a", 20, 5)])],
+                &[],
                 None,
                 true,
             )
@@ -720,6 +912,7 @@ mod tests {
         let m = s
             .merge(
                 &[window_step(&[("a", 10, 4), ("a", 20, 1)])],
+                &[],
                 Some(10),
                 true,
             )

@@ -93,9 +93,18 @@ impl StateStore {
 
     /// Every (key, value) whose key starts with `prefix`, in key order.
     pub fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Entry>> + '_ {
+        self.scan_from(prefix, prefix)
+    }
+
+    /// [`StateStore::scan`] starting at key `from` (at or after `prefix`).
+    pub fn scan_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> impl Iterator<Item = Result<Entry>> + '_ {
         let prefix = prefix.to_vec();
         self.db
-            .iterator(IteratorMode::From(&prefix, Direction::Forward))
+            .iterator(IteratorMode::From(from, Direction::Forward))
             .map(|r| r.map_err(StreamsError::from))
             .take_while(move |r| match r {
                 Ok((k, _)) => k.starts_with(&prefix),

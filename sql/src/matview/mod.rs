@@ -17,8 +17,9 @@
 //!
 //! A view without an aggregate is a stateless pipeline over the log: the log
 //! is its storage, and reading it runs the pipeline. Anything else (joins,
-//! window functions, nested aggregates, `DISTINCT` aggregates, aggregates
-//! without mergeable state, `LIMIT`) is refused at CREATE with 0A000 naming
+//! window functions, nested aggregates, `DISTINCT` aggregates other than
+//! `count(DISTINCT x)`, aggregates without mergeable state, `LIMIT`) is
+//! refused at CREATE with 0A000 naming
 //! the part.
 //!
 //! Every view also has a changelog (see [`changes`] and [`run`]): what each
@@ -43,17 +44,23 @@ use datafusion::catalog::Session as CatalogSession;
 use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{
-    MemTable, TableProvider, TableType, ViewTable, provider_as_source, source_as_provider,
+    TableProvider, TableType, ViewTable, provider_as_source, source_as_provider,
 };
 use datafusion::error::Result as DfResult;
+use datafusion::execution::TaskContext;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, SubqueryAlias, TableScan, cast,
 };
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use streamhouse_log::{Log, StreamInfo, ViewCheckpoint};
-use streamhouse_streams::{AggregateState, Final, Merge, StateStore, Watermarks, Windowing};
+use streamhouse_streams::{
+    AggregateState, Distinct, Final, Merge, StateStore, Watermarks, Windowing,
+};
 use tokio::task::JoinHandle;
 
 use crate::dialect::{Emit, ViewOptions};
@@ -88,6 +95,8 @@ impl fmt::Display for Status {
 /// The incremental part of an aggregate view.
 struct Aggregation {
     delta: LogicalPlan,
+    /// Per `count(DISTINCT …)`, the plan of the step's distinct pairs.
+    distinct: Vec<LogicalPlan>,
     state: AggregateState,
     /// Grouped by a window (has a `window_end` group column).
     windowed: bool,
@@ -273,8 +282,13 @@ fn stream_of(scan: &TableScan) -> Option<Arc<StreamInfo>> {
 }
 
 /// The aggregate's functions as mergeable components.
-fn decompose(aggr: &[Expr]) -> Result<(Vec<Expr>, Vec<Merge>, Vec<Final>)> {
+/// The aggregate's functions as mergeable components, and the
+/// `count(DISTINCT …)` among them: (component, argument).
+type Decomposed = (Vec<Expr>, Vec<Merge>, Vec<Final>, Vec<(usize, Expr)>);
+
+fn decompose(aggr: &[Expr]) -> Result<Decomposed> {
     let (mut components, mut merges, mut finals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut distinct = Vec::new();
     for e in aggr {
         let inner = match e {
             Expr::Alias(a) => a.expr.as_ref(),
@@ -283,9 +297,6 @@ fn decompose(aggr: &[Expr]) -> Result<(Vec<Expr>, Vec<Merge>, Vec<Final>)> {
         let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
             return Err(unsupported(format!("the aggregate {e}")));
         };
-        if params.distinct {
-            return Err(unsupported(format!("{}(DISTINCT …)", func.name())));
-        }
         if params.filter.is_some() || !params.order_by.is_empty() {
             return Err(unsupported(format!(
                 "{} with FILTER or ORDER BY",
@@ -293,6 +304,27 @@ fn decompose(aggr: &[Expr]) -> Result<(Vec<Expr>, Vec<Merge>, Vec<Final>)> {
             )));
         }
         let name = func.name().to_lowercase();
+        if params.distinct {
+            if name != "count" || params.args.len() != 1 {
+                return Err(unsupported(format!(
+                    "{}(DISTINCT …) (count(DISTINCT x) of one column is supported)",
+                    func.name()
+                )));
+            }
+            // The step counts values new to the group (kept in the state);
+            // the aggregate only holds the place (always 0).
+            finals.push(Final::Same {
+                component: components.len(),
+                is_count: true,
+            });
+            distinct.push((components.len(), params.args[0].clone()));
+            merges.push(Merge::Sum);
+            components.push(count(Expr::Literal(
+                datafusion::common::ScalarValue::Int64(None),
+                None,
+            )));
+            continue;
+        }
         match name.as_str() {
             "count" | "sum" | "min" | "max" => {
                 finals.push(Final::Same {
@@ -329,7 +361,7 @@ fn decompose(aggr: &[Expr]) -> Result<(Vec<Expr>, Vec<Merge>, Vec<Final>)> {
         .enumerate()
         .map(|(i, e)| e.alias(format!("__component{i}")))
         .collect();
-    Ok((components, merges, finals))
+    Ok((components, merges, finals, distinct))
 }
 
 /// The column of an aggregate's group key that is a window's end.
@@ -447,7 +479,7 @@ impl MatView {
         {
             return Err(unsupported("GROUPING SETS, CUBE or ROLLUP"));
         }
-        let (mut components, mut merges, finals) = decompose(&agg.aggr_expr)?;
+        let (mut components, mut merges, finals, distinct) = decompose(&agg.aggr_expr)?;
         let wm = watermarks(&ins, idle_timeout);
         let end_column = window_end_column(&agg);
         let windowing = match end_column {
@@ -480,6 +512,26 @@ impl MatView {
 
         // The delta plan: the same pipeline, its stream scans in delta mode.
         let delta_input = delta_scans(log, agg.input.as_ref(), &ins)?;
+        // Per count(DISTINCT x): the step's distinct (group, x) pairs.
+        let mut distinct_plans = Vec::new();
+        let mut distinct_specs = Vec::new();
+        for (component, arg) in &distinct {
+            let mut groups = agg.group_expr.clone();
+            groups.push(arg.clone().alias("__distinct_value"));
+            let plan = LogicalPlanBuilder::from(delta_input.clone())
+                .aggregate(groups, Vec::<Expr>::new())?
+                .build()?;
+            let value_type = plan
+                .schema()
+                .field(agg.group_expr.len())
+                .data_type()
+                .clone();
+            distinct_specs.push(Distinct {
+                component: *component,
+                value_type,
+            });
+            distinct_plans.push(plan);
+        }
         let delta = LogicalPlanBuilder::from(delta_input)
             .aggregate(agg.group_expr.clone(), components)?
             .build()?;
@@ -515,9 +567,11 @@ impl MatView {
             merges,
             finals,
             windowing,
-        )?;
+        )?
+        .with_distinct(distinct_specs)?;
         let aggregation = Arc::new(Aggregation {
             delta,
+            distinct: distinct_plans,
             state,
             windowed: windowing.is_some(),
             plan: plan.clone(),
@@ -796,18 +850,62 @@ impl TableProvider for StateTable {
 
     async fn scan(
         &self,
-        state: &dyn CatalogSession,
+        _state: &dyn CatalogSession,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
+        _filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self
-            .aggregation
-            .state
-            .contents()
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        MemTable::try_new(self.schema(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+        let partition: Arc<dyn PartitionStream> = Arc::new(StatePages {
+            aggregation: self.aggregation.clone(),
+            schema: self.schema(),
+        });
+        Ok(Arc::new(StreamingTableExec::try_new(
+            self.schema(),
+            vec![partition],
+            projection,
+            Vec::new(),
+            false,
+            limit,
+        )?))
+    }
+}
+
+/// The state read page by page on a blocking thread (one RocksDB iterator,
+/// so one consistent view), a bounded number of pages ahead of the reader.
+struct StatePages {
+    aggregation: Arc<Aggregation>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for StatePages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StatePages")
+    }
+}
+
+/// Groups per page of a state read.
+const PAGE_ROWS: usize = 64 * 1024;
+
+impl PartitionStream for StatePages {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<arrow::array::RecordBatch>>(2);
+        let aggregation = self.aggregation.clone();
+        tokio::task::spawn_blocking(move || {
+            let sent = aggregation
+                .state
+                .contents_pages(PAGE_ROWS, |b| tx.blocking_send(Ok(b)).is_ok());
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::External(
+                    Box::new(e),
+                )));
+            }
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }

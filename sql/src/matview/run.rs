@@ -39,6 +39,11 @@ use super::{Aggregation, Body, MatView, Output, Status, now_micros, read_plan};
 use crate::dialect::Emit;
 use crate::error::{Result, SqlError};
 
+/// Most rows one step reads (over all input partitions).
+const MAX_STEP_ROWS: u64 = 1_000_000;
+/// Least rows one step may read from a partition.
+const MIN_PARTITION_ROWS: u64 = 10_000;
+
 /// One step as recorded for replay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct StepRecord {
@@ -342,12 +347,25 @@ impl MatView {
                 .map(|i| (i.info.clone(), i.ranges.clone(), i.consumed.clone()))
                 .collect()
         };
+        // Each step reads a bounded slice of each partition, ending at a
+        // commit boundary (memory and latency stay bounded while catching
+        // up); a replayed step reads exactly what it read before.
+        let partitions: usize = inputs.iter().map(|(_, _, c)| c.len()).sum();
+        let budget = (MAX_STEP_ROWS / partitions.max(1) as u64).max(MIN_PARTITION_ROWS);
         let mut ends = Vec::with_capacity(inputs.len());
-        for (i, (info, _, _)) in inputs.iter().enumerate() {
-            ends.push(match &replaying {
-                Some(r) => r.ends[i].clone(),
-                None => log.partition_ends(info.name()).await?,
-            });
+        let mut maxima = Vec::with_capacity(partitions);
+        for (i, (info, _, consumed)) in inputs.iter().enumerate() {
+            let (limit, budget) = match &replaying {
+                Some(r) => (r.ends[i].clone(), u64::MAX),
+                None => (log.partition_ends(info.name()).await?, budget),
+            };
+            let mut e = Vec::with_capacity(consumed.len());
+            for (p, (&c, &l)) in consumed.iter().zip(&limit).enumerate() {
+                let (end, max) = log.bounded_read(info, p as u32, c, l, budget).await?;
+                e.push(end);
+                maxima.push(max);
+            }
+            ends.push(e);
         }
         let mut any = false;
         for ((_, ranges, consumed), e) in inputs.iter().zip(&ends) {
@@ -361,15 +379,12 @@ impl MatView {
             None => run.watermark(),
         };
         // Event times of the new rows move the watermark.
-        if any && let Some(w) = run.watermarks.as_mut() {
-            let mut idx = 0;
-            for ((info, _, consumed), e) in inputs.iter().zip(&ends) {
-                for (p, (&c, &e)) in consumed.iter().zip(e).enumerate() {
-                    if e > c {
-                        let t = log.max_event_time(info, p as u32, c..e).await?;
-                        w.observe(idx, t, now);
-                    }
-                    idx += 1;
+        if let Some(w) = run.watermarks.as_mut() {
+            let all_consumed = inputs.iter().flat_map(|(_, _, c)| c.iter());
+            let all_ends = ends.iter().flatten();
+            for (idx, ((c, e), t)) in all_consumed.zip(all_ends).zip(&maxima).enumerate() {
+                if e > c {
+                    w.observe(idx, *t, now);
                 }
             }
         }
@@ -429,18 +444,29 @@ impl MatView {
         before: Option<i64>,
         after: Option<i64>,
     ) -> Result<Option<RecordBatch>> {
-        let batches = if any {
-            ctx.execute_logical_plan(a.delta.clone())
+        let (mut batches, mut distinct) = (Vec::new(), Vec::new());
+        if any {
+            batches = ctx
+                .execute_logical_plan(a.delta.clone())
                 .await?
                 .collect()
-                .await?
-        } else {
-            Vec::new()
-        };
+                .await?;
+            for plan in &a.distinct {
+                distinct.push(
+                    ctx.execute_logical_plan(plan.clone())
+                        .await?
+                        .collect()
+                        .await?,
+                );
+            }
+        }
         let on_update = self.emit == Emit::OnUpdate && self.output.is_some();
-        let merged = a
-            .state
-            .merge(&batches, before.filter(|_| a.windowed), on_update)?;
+        let merged = a.state.merge(
+            &batches,
+            &distinct,
+            before.filter(|_| a.windowed),
+            on_update,
+        )?;
         self.late_rows
             .fetch_add(merged.late_rows, Ordering::Relaxed);
         if let Some(ch) = merged.changes {
