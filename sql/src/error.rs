@@ -90,6 +90,10 @@ pub enum SqlError {
     #[error("{0}")]
     DivisionByZero(String),
 
+    /// An object others depend on (a view read by another view).
+    #[error("{0}")]
+    DependentObjects(String),
+
     /// The caller acted on a stale view (a fenced consumer-group member).
     #[error("{0}")]
     Conflict(String),
@@ -123,6 +127,7 @@ impl SqlError {
             SqlError::ShuttingDown => "57P01",
             SqlError::DivisionByZero(_) => "22012",
             SqlError::Conflict(_) => "55000",
+            SqlError::DependentObjects(_) => "2BP01",
             SqlError::Internal(_) => "XX000",
         }
     }

@@ -252,6 +252,30 @@ impl Database {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name);
+            if let Some(v) = &view
+                && let Some(info) = v.changelog()
+            {
+                let dependents: Vec<String> = self
+                    .views
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|d| d.reads(info.name()))
+                    .map(|d| d.name.clone())
+                    .collect();
+                if !dependents.is_empty() {
+                    self.views
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone(), v.clone());
+                    return Err(SqlError::DependentObjects(format!(
+                        "cannot drop materialized view \"{name}\": {} read{} it; drop {} first",
+                        dependents.join(", "),
+                        if dependents.len() == 1 { "s" } else { "" },
+                        if dependents.len() == 1 { "it" } else { "them" },
+                    )));
+                }
+            }
             match (view, failed) {
                 (Some(v), _) => {
                     v.stop();
@@ -371,17 +395,31 @@ impl Database {
                 let _ = self.log().drop_stream(s.name()).await;
             }
         }
-        for record in records {
-            let name = record.name.clone();
-            if let Err(e) = self.load_view(&record).await {
-                tracing::warn!(view = %name, error = %e, "materialized view not restored");
-                self.failed_views
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name, (record.definition.clone(), e.to_string()));
+        // Views over views need theirs first: retry while any comes back.
+        let mut pending = records;
+        loop {
+            let mut failed = Vec::new();
+            let before = pending.len();
+            for record in pending {
+                if let Err(e) = self.load_view(&record).await {
+                    failed.push((record, e));
+                }
             }
+            if failed.is_empty() || failed.len() == before {
+                for (record, e) in failed {
+                    tracing::warn!(view = %record.name, error = %e, "materialized view not restored");
+                    self.failed_views
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            record.name.clone(),
+                            (record.definition.clone(), e.to_string()),
+                        );
+                }
+                return Ok(());
+            }
+            pending = failed.into_iter().map(|(r, _)| r).collect();
         }
-        Ok(())
     }
 
     async fn load_view(&self, record: &ViewRecord) -> Result<()> {

@@ -421,6 +421,43 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
     let contents = lines(&db, "SELECT kind, n, top FROM totals").await;
     assert_eq!(applied(&db, "totals", "kind, n, top").await, contents);
 
+    // A view over a view: its closed windows (insert-only) roll up. A view
+    // whose changelog has updates cannot be read by another.
+    db.execute(
+        "CREATE MATERIALIZED VIEW per_user_total AS SELECT user_id, count(*) AS windows, \
+         sum(n) AS n FROM on_close GROUP BY user_id",
+    )
+    .await
+    .unwrap();
+    converges(
+        &db,
+        "per_user_total",
+        &format!(
+            "SELECT user_id, count(*) AS windows, sum(n) AS n FROM ({windowed}) \
+             WHERE window_start < TIMESTAMP '2026-01-02 00:00:00' GROUP BY user_id"
+        ),
+    )
+    .await;
+    let err = db
+        .execute("CREATE MATERIALIZED VIEW over_updates AS SELECT count(*) AS c FROM on_update")
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "0A000", "{err}");
+    assert!(err.to_string().contains("on_update"), "{err}");
+    let err = db
+        .execute("DROP MATERIALIZED VIEW on_close")
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "2BP01", "{err}");
+    assert!(err.to_string().contains("per_user_total"), "{err}");
+    let shown = lines(&db, "SHOW MATERIALIZED VIEWS").await;
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.contains("per_user_total") && l.contains("changes(on_close)")),
+        "{shown:#?}"
+    );
+
     // A row for a closed window is late: dropped and counted.
     let before = lines(&db, "SELECT * FROM on_close").await;
     db.execute("INSERT INTO events VALUES (100001, 1, 'buy', 5, TIMESTAMP '2026-01-01 00:00:30')")

@@ -194,6 +194,92 @@ fn unsupported(what: impl fmt::Display) -> SqlError {
     ))
 }
 
+/// A materialized view as a table.
+struct MatViewTable {
+    name: String,
+    inner: ViewTable,
+    /// The changelog, when it only inserts (another view may read it).
+    inserts_only: Option<Arc<StreamInfo>>,
+}
+
+impl fmt::Debug for MatViewTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MatViewTable({})", self.name)
+    }
+}
+
+#[async_trait]
+impl TableProvider for MatViewTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.inner.get_table_definition()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+}
+
+/// Replaces scans of materialized views with scans of their changelogs
+/// (insert-only ones), so a view over a view is a view over a stream.
+fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<LogicalPlan> {
+    let mut refused: Option<SqlError> = None;
+    let plan = plan
+        .transform_up(|node| {
+            let LogicalPlan::TableScan(scan) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let Ok(provider) = source_as_provider(&scan.source) else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(view) = provider.downcast_ref::<MatViewTable>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(info) = &view.inserts_only else {
+                refused = Some(unsupported(format!(
+                    "reading the view \"{}\", whose changelog has updates (a view can read a \
+                     view that only inserts: a windowed view emitting on close, or one without \
+                     aggregation)",
+                    view.name
+                )));
+                return Ok(Transformed::no(node));
+            };
+            let table = StreamTable::new(log.clone(), info.clone());
+            let columns: Vec<Expr> = scan
+                .projected_schema
+                .fields()
+                .iter()
+                .map(|f| Expr::Column(Column::new(Some(scan.table_name.clone()), f.name())))
+                .collect();
+            let replaced = LogicalPlanBuilder::scan(
+                scan.table_name.clone(),
+                provider_as_source(Arc::new(table)),
+                None,
+            )?
+            .project(columns)?
+            .build()?;
+            Ok(Transformed::yes(replaced))
+        })?
+        .data;
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(recompute_schemas(plan)?),
+    }
+}
+
 /// Replaces scans of `ViewTable`s (the window table functions) with their
 /// plans, so that the streams under them are visible.
 fn inline_views(plan: LogicalPlan) -> Result<LogicalPlan> {
@@ -421,7 +507,7 @@ impl MatView {
         plan: LogicalPlan,
         placement: Placement,
     ) -> Result<Arc<MatView>> {
-        let plan = inline_views(plan)?;
+        let plan = inline_views(views_as_changelogs(log, plan)?)?;
         let mut aggregates = Vec::new();
         plan.apply(|n| {
             if let LogicalPlan::Aggregate(a) = n {
@@ -640,12 +726,23 @@ impl MatView {
         }
     }
 
-    /// What `SELECT … FROM view` reads.
+    /// What `SELECT … FROM view` reads (and what another view reading
+    /// this one reads instead: its changelog, when that only inserts).
     pub fn table(&self) -> Arc<dyn TableProvider> {
-        Arc::new(ViewTable::new(
-            self.read_plan.clone(),
-            Some(self.definition.clone()),
-        ))
+        Arc::new(MatViewTable {
+            name: self.name.clone(),
+            inner: ViewTable::new(self.read_plan.clone(), Some(self.definition.clone())),
+            inserts_only: self
+                .inserts_only()
+                .then(|| self.changelog().cloned())
+                .flatten(),
+        })
+    }
+
+    /// The changelog only ever inserts: windows emitted once on close, or
+    /// a view without aggregation.
+    pub fn inserts_only(&self) -> bool {
+        matches!(self.body, Body::Pipeline { .. }) || self.emit == Emit::OnClose
     }
 
     /// The changelog's schema: `op`, then the view's columns.
@@ -712,14 +809,32 @@ impl MatView {
         }
     }
 
-    /// The streams this view reads.
+    /// The streams this view reads (a view's changelog as `changes(v)`).
     pub fn input_names(&self) -> Vec<String> {
         self.inputs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|i| i.info.name().to_string())
+            .map(|i| {
+                let name = i.info.name();
+                match name.strip_prefix(changes::CHANGELOG_PREFIX) {
+                    Some(dataflow) => {
+                        let view = dataflow.rsplit_once('-').map_or(dataflow, |(v, _)| v);
+                        format!("changes({view})")
+                    }
+                    None => name.to_string(),
+                }
+            })
             .collect()
+    }
+
+    /// Whether this view reads the changelog stream `stream`.
+    pub fn reads(&self, stream: &str) -> bool {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|i| i.info.name() == stream)
     }
 
     fn fail(&self, e: &SqlError) {
@@ -762,7 +877,7 @@ fn read_plan(
         })
         .collect();
     let replacement = LogicalPlanBuilder::from(scan).project(exprs)?.build()?;
-    Ok(plan
+    let replaced = plan
         .clone()
         .transform_up(|node| {
             if let LogicalPlan::Aggregate(a) = &node
@@ -772,6 +887,15 @@ fn read_plan(
             }
             Ok(Transformed::no(node))
         })?
+        .data;
+    recompute_schemas(replaced)
+}
+
+/// Recomputes every node's schema bottom-up (nodes cache theirs, e.g. the
+/// nullability of a replaced child's columns).
+fn recompute_schemas(plan: LogicalPlan) -> DfResult<LogicalPlan> {
+    Ok(plan
+        .transform_up(|node| Ok(Transformed::yes(node.recompute_schema()?)))?
         .data)
 }
 
