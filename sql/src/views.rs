@@ -21,6 +21,7 @@ use crate::matview::{MatView, Output, Placement, now_micros};
 use crate::names::output_names;
 use crate::table::StreamTable;
 use streamhouse_log::{StreamInfo, StreamSpec, ViewCheckpoint, ViewRecord};
+use streamhouse_streams::StateStore;
 
 /// Columns of `SHOW MATERIALIZED VIEWS`.
 pub fn show_views_schema() -> SchemaRef {
@@ -288,12 +289,14 @@ impl Database {
                     self.log().metadata().drop_view(&name).await?;
                     let _ = self.log().drop_stream(&changelog_name(&v.dataflow)).await;
                     v.remove_local_state();
+                    self.delete_snapshots(&v.dataflow).await;
                 }
                 (None, Some(_)) => {
                     let records = self.log().metadata().views().await?;
                     self.log().metadata().drop_view(&name).await?;
                     if let Some(r) = records.iter().find(|r| r.name == name) {
                         let _ = self.log().drop_stream(&changelog_name(&r.dataflow)).await;
+                        self.delete_snapshots(&r.dataflow).await;
                     }
                 }
                 (None, None) if if_exists => {}
@@ -454,6 +457,14 @@ impl Database {
         };
         view.recover(self.log(), &self.ctx).await?;
         self.install_view(view)
+    }
+
+    /// Deletes a dropped view's state snapshots from the object store (a
+    /// failure only leaves garbage behind, which is logged).
+    async fn delete_snapshots(&self, dataflow: &str) {
+        if let Err(e) = StateStore::delete_snapshots(self.log().store(), dataflow).await {
+            tracing::warn!(dataflow, error = %e, "state snapshots of a dropped view not deleted");
+        }
     }
 
     /// The columns a push query returns.

@@ -486,6 +486,31 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(lines(&db, "SELECT * FROM on_close").await, before);
+
+    // DROP frees the state: the snapshots in the object store, the
+    // changelog, the local directory.
+    let state_objects = || {
+        fn count(p: &std::path::Path) -> usize {
+            std::fs::read_dir(p).map_or(0, |d| {
+                d.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(&dd.objects().join("state"))
+    };
+    assert!(state_objects() > 0);
+    db.execute("DROP MATERIALIZED VIEW per_user_total, on_close, on_update, totals")
+        .await
+        .unwrap();
+    assert_eq!(state_objects(), 0);
+    assert!(db.execute("SELECT * FROM changes(on_close)").await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,13 +561,24 @@ async fn views_resume_from_checkpoints_even_without_local_state() {
             .downcast_ref::<arrow::array::Int64Array>()
             .unwrap()
             .value(0);
-        if lag == 0 && cp >= 2 {
+        if lag == 0 && cp >= 5 {
             break;
         }
         assert!(Instant::now() < deadline, "no checkpoint");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // More rows, so the state keeps changing and checkpoints keep coming.
+        if cp < 5 {
+            insert(&db, 10_000 + cp * 1000 + (lag % 1000), 5).await;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Superseded snapshots are pruned: the last two remain.
+    let snaps: usize = std::fs::read_dir(dir.path().join("objects/state"))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path().join("snap")).map_or(0, |s| s.count()))
+        .sum();
+    assert!((1..=3).contains(&snaps), "{snaps} snapshots kept");
     log.shutdown().await;
     drop((db, log, dd));
     // A fresh machine: the local state is gone; the object store and the

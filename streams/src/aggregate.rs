@@ -610,6 +610,11 @@ impl AggregateState {
     pub async fn snapshot(&self, store: &Store, id: u64) -> Result<String> {
         self.store.snapshot(store, id).await
     }
+
+    /// Drops superseded snapshots; see [`StateStore::prune`].
+    pub async fn prune(&self, store: &Store, keep_from: u64) -> Result<u64> {
+        self.store.prune(store, keep_from).await
+    }
 }
 
 /// Merges stored components `old` with a step's `delta`, row by row; a

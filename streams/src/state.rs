@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -168,6 +169,88 @@ impl StateStore {
             .put_durable(&ObjectPath::from(manifest.clone()), Bytes::from(json))
             .await?;
         Ok(manifest)
+    }
+
+    /// Deletes the snapshots older than `keep_from` (an id; a newer
+    /// checkpoint has superseded them) and the SST files no kept snapshot
+    /// references. Only after the checkpoint of `keep_from` committed.
+    pub async fn prune(&self, store: &Store, keep_from: u64) -> Result<u64> {
+        use futures::TryStreamExt;
+        let list = |prefix: String| {
+            let prefix = ObjectPath::from(prefix);
+            async move {
+                store
+                    .object_store()
+                    .list(Some(&prefix))
+                    .map_ok(|m| m.location)
+                    .try_collect::<Vec<ObjectPath>>()
+                    .await
+                    .map_err(|e| StreamsError::Internal(format!("list {prefix}: {e}")))
+            }
+        };
+        let snap_root = format!("{}/snap/", self.prefix);
+        let mut doomed = Vec::new();
+        let mut referenced = HashSet::new();
+        for path in list(format!("{}/snap", self.prefix)).await? {
+            let rest = path.as_ref().strip_prefix(&snap_root).unwrap_or_default();
+            let Some(id) = rest.split('/').next().and_then(|i| i.parse::<u64>().ok()) else {
+                continue;
+            };
+            if id < keep_from {
+                doomed.push(path);
+            } else if path.as_ref().ends_with("MANIFEST.json") {
+                let bytes = store.get(&path).await?;
+                let m: Manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| StreamsError::Internal(format!("manifest {path}: {e}")))?;
+                referenced.extend(m.files.into_iter().map(|(key, _)| key));
+            }
+        }
+        if referenced.is_empty() {
+            return Ok(0); // nothing kept to check against: keep everything
+        }
+        let mut gone_ssts = Vec::new();
+        for path in list(format!("{}/sst", self.prefix)).await? {
+            if !referenced.contains(path.as_ref()) {
+                if let Some(name) = path.filename() {
+                    gone_ssts.push(name.to_string());
+                }
+                doomed.push(path);
+            }
+        }
+        {
+            let mut uploaded = self.uploaded.lock().unwrap_or_else(|p| p.into_inner());
+            for name in &gone_ssts {
+                uploaded.remove(name);
+            }
+        }
+        for path in &doomed {
+            match store.object_store().delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(StreamsError::Internal(format!("delete {path}: {e}"))),
+            }
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    /// Deletes every snapshot object of a dataflow (after its view is
+    /// dropped); returns how many objects went.
+    pub async fn delete_snapshots(store: &Store, dataflow: &str) -> Result<u64> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from(format!("state/{dataflow}"));
+        let objects: Vec<ObjectPath> = store
+            .object_store()
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| StreamsError::Internal(format!("list {prefix}: {e}")))?;
+        for path in &objects {
+            match store.object_store().delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(StreamsError::Internal(format!("delete {path}: {e}"))),
+            }
+        }
+        Ok(objects.len() as u64)
     }
 
     /// Replaces whatever is in `dir` with the snapshot `manifest` and opens

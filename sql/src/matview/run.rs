@@ -311,6 +311,14 @@ impl MatView {
         run.steps.clear();
         self.checkpoint_no.store(number, Ordering::Release);
         self.dirty.store(false, Ordering::Release);
+        drop(run);
+        // The previous checkpoint stays as a margin; older ones go.
+        if let Body::Aggregate(a) = &self.body
+            && number > 2
+            && let Err(e) = a.state.prune(log.store(), number - 1).await
+        {
+            tracing::warn!(view = %self.name, error = %e, "old state snapshots not pruned");
+        }
         Ok(())
     }
 
