@@ -88,9 +88,10 @@ async fn changelog_converges(c: &Client, view: &str, want: &[String]) {
             let got = got.unwrap_or_default();
             let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).take(5).collect();
             let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).take(5).collect();
+            let shown = lines(c, "SHOW MATERIALIZED VIEWS").await;
             panic!(
                 "changelog of {view} did not converge ({} rows, want {}): missing {missing:?}, \
-                 extra {extra:?}",
+                 extra {extra:?}; views: {shown:#?}",
                 got.len(),
                 want.len()
             );

@@ -10,9 +10,10 @@
 //! back in one batch. Reading turns every entry into the aggregate's
 //! output: group columns, then each aggregate's value.
 //!
-//! Windowed aggregates also keep an index by window end (`w` + end + group
-//! key), so the windows a watermark closes are found by one range scan, and
-//! a step's rows for windows already closed are dropped as late.
+//! A windowed aggregate's key starts with the window's end (the other
+//! group columns follow), so the windows a watermark closes are one range
+//! scan from where the last close stopped, and a step's rows for windows
+//! already closed are dropped as late.
 //!
 //! A step can report what it changed — each touched group's output row
 //! before and after — which is what a view's changelog is made of.
@@ -54,8 +55,6 @@ pub enum Final {
 
 /// Prefix of group entries.
 const GROUP: u8 = b'g';
-/// Prefix of the window-end index.
-const WINDOW: u8 = b'w';
 /// Prefix of the values seen per group by a `count(DISTINCT …)` (then the
 /// distinct aggregate's number, then group columns and value).
 const SEEN: u8 = b'd';
@@ -92,17 +91,13 @@ pub struct Windowing {
     pub rows_component: usize,
 }
 
-/// A window end as an index key part: big-endian with the sign flipped, so
-/// byte order is time order.
-fn end_key(micros: i64) -> [u8; 8] {
-    ((micros as u64) ^ (1 << 63)).to_be_bytes()
-}
-
 /// A grouped aggregate's state.
 pub struct AggregateState {
     store: StateStore,
-    /// Group columns (none for a global aggregate).
+    /// Group columns in key order (none for a global aggregate).
     keys: Option<RowConverter>,
+    /// The group column of each key position (a window's end first).
+    key_order: Vec<usize>,
     values: RowConverter,
     component_types: Vec<DataType>,
     merges: Vec<Merge>,
@@ -134,14 +129,19 @@ impl AggregateState {
         finals: Vec<Final>,
         windowing: Option<Windowing>,
     ) -> Result<AggregateState> {
+        let mut key_order: Vec<usize> = (0..groups).collect();
+        if let Some(w) = windowing {
+            key_order.retain(|&c| c != w.end_column);
+            key_order.insert(0, w.end_column);
+        }
         let keys = if groups == 0 {
             None
         } else {
             Some(
                 RowConverter::new(
-                    output.fields()[..groups]
+                    key_order
                         .iter()
-                        .map(|f| SortField::new(f.data_type().clone()))
+                        .map(|&c| SortField::new(output.field(c).data_type().clone()))
                         .collect(),
                 )
                 .map_err(arrow_err)?,
@@ -163,6 +163,7 @@ impl AggregateState {
             finals,
             output,
             groups,
+            key_order,
             windowing,
             distinct: Vec::new(),
             closed_until: std::sync::atomic::AtomicI64::new(i64::MIN),
@@ -213,13 +214,7 @@ impl AggregateState {
                     })
                     .collect();
                 let seen = self.store.multi_get(keys.iter().map(|k| k.as_slice()))?;
-                let group_rows = match &self.keys {
-                    Some(k) => Some(
-                        k.convert_columns(&b.columns()[..self.groups])
-                            .map_err(arrow_err)?,
-                    ),
-                    None => None,
-                };
+                let group_rows = self.key_rows(&b.columns()[..self.groups])?;
                 for (r, (k, s)) in keys.iter().zip(seen).enumerate() {
                     if s.is_none() {
                         wb.put(k, b"");
@@ -242,13 +237,7 @@ impl AggregateState {
         if self.distinct.is_empty() || batch.num_rows() == 0 {
             return Ok(batch);
         }
-        let group_rows = match &self.keys {
-            Some(k) => Some(
-                k.convert_columns(&batch.columns()[..self.groups])
-                    .map_err(arrow_err)?,
-            ),
-            None => None,
-        };
+        let group_rows = self.key_rows(&batch.columns()[..self.groups])?;
         let mut cols = batch.columns().to_vec();
         for ((d, _), counts) in self.distinct.iter().zip(counts) {
             let values: Int64Array = (0..batch.num_rows())
@@ -377,6 +366,53 @@ impl AggregateState {
         filter_record_batch(batch, &open).map_err(arrow_err)
     }
 
+    /// Group columns (in output order) as keys.
+    fn key_rows(&self, group_cols: &[ArrayRef]) -> Result<Option<arrow::row::Rows>> {
+        let Some(k) = &self.keys else { return Ok(None) };
+        let ordered: Vec<ArrayRef> = self
+            .key_order
+            .iter()
+            .map(|&c| group_cols[c].clone())
+            .collect();
+        Ok(Some(k.convert_columns(&ordered).map_err(arrow_err)?))
+    }
+
+    /// Group columns (in output order) from stored keys.
+    fn key_columns<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<ArrayRef>> {
+        let Some(k) = &self.keys else {
+            return Ok(Vec::new());
+        };
+        let parser = k.parser();
+        let ordered = k
+            .convert_rows(keys.iter().map(|key| parser.parse(&key.as_ref()[1..])))
+            .map_err(arrow_err)?;
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.groups];
+        for (pos, col) in self.key_order.iter().zip(ordered) {
+            columns[*pos] = Some(col);
+        }
+        Ok(columns.into_iter().flatten().collect())
+    }
+
+    /// The key prefix of windows ending at `micros` (the row format of
+    /// the window-end column alone).
+    fn end_prefix(&self, w: Windowing, micros: i64) -> Result<Vec<u8>> {
+        let t = self.output.field(w.end_column).data_type().clone();
+        let at: ArrayRef = Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![micros]));
+        let at = cast(&at, &t).map_err(arrow_err)?;
+        let conv = RowConverter::new(vec![SortField::new(t)]).map_err(arrow_err)?;
+        let rows = conv.convert_columns(&[at]).map_err(arrow_err)?;
+        let mut k = vec![GROUP];
+        k.extend_from_slice(rows.row(0).data());
+        Ok(k)
+    }
+
+    /// Windows ending at or before `micros` count as closed already (a
+    /// restored state: the checkpoint's watermark had closed them).
+    pub fn set_closed_until(&self, micros: i64) {
+        self.closed_until
+            .fetch_max(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn group_key(&self, rows: &Option<arrow::row::Rows>, i: usize) -> Vec<u8> {
         let mut k = vec![GROUP];
         if let Some(rows) = rows {
@@ -408,10 +444,7 @@ impl AggregateState {
                 }
             })
             .collect::<Result<_>>()?;
-        let key_rows = match &self.keys {
-            Some(k) => Some(k.convert_columns(group_cols).map_err(arrow_err)?),
-            None => None,
-        };
+        let key_rows = self.key_rows(group_cols)?;
         let keys: Vec<Vec<u8>> = (0..n).map(|i| self.group_key(&key_rows, i)).collect();
         let old_bytes = self.store.multi_get(keys.iter().map(|k| k.as_slice()))?;
         // Groups never seen decode from an all-null row.
@@ -438,20 +471,6 @@ impl AggregateState {
         let rows = self.values.convert_columns(&merged).map_err(arrow_err)?;
         for (i, k) in keys.iter().enumerate() {
             wb.put(k, rows.row(i).data());
-        }
-        if let Some(w) = self.windowing {
-            // New groups of a window join the window-end index.
-            let ends = self.window_ends(batch, w)?;
-            for (i, k) in keys.iter().enumerate() {
-                if old_bytes[i].is_none()
-                    && let Some(end) = ends.iter().nth(i).flatten()
-                {
-                    let mut ik = vec![WINDOW];
-                    ik.extend_from_slice(&end_key(end));
-                    ik.extend_from_slice(&k[1..]);
-                    wb.put(ik, b"");
-                }
-            }
         }
         if !want_changes {
             return Ok(None);
@@ -483,52 +502,36 @@ impl AggregateState {
     }
 
     /// Output rows of the groups whose window ends at or before `until`
-    /// (µs) and was not closed before; they leave the window-end index.
+    /// (µs) and after the previous close: one range scan over the keys,
+    /// which start with the window's end.
     pub fn close_windows(&self, until: i64) -> Result<RecordBatch> {
-        let mut index_keys = Vec::new();
-        let mut group_keys = Vec::new();
-        let bound = end_key(until);
-        // Entries up to the last bound were deleted; start past their
-        // tombstones.
-        let mut from = vec![WINDOW];
+        let Some(w) = self.windowing else {
+            return Ok(RecordBatch::new_empty(self.output.clone()));
+        };
         let last = self.closed_until.load(std::sync::atomic::Ordering::Relaxed);
-        if last != i64::MIN {
-            from.extend_from_slice(&end_key(last.saturating_add(1)));
-        }
-        for kv in self.store.scan_from(&[WINDOW], &from) {
-            let (k, _) = kv?;
-            if k[1..9] > bound[..] {
-                break;
-            }
-            let mut g = vec![GROUP];
-            g.extend_from_slice(&k[9..]);
-            group_keys.push(g);
-            index_keys.push(k);
-        }
-        if index_keys.is_empty() {
-            self.closed_until
-                .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+        if until <= last {
             return Ok(RecordBatch::new_empty(self.output.clone()));
         }
-        let values = self
-            .store
-            .multi_get(group_keys.iter().map(|k| k.as_slice()))?;
+        let bound = self.end_prefix(w, until.saturating_add(1))?;
+        let from = if last == i64::MIN {
+            vec![GROUP]
+        } else {
+            self.end_prefix(w, last.saturating_add(1))?
+        };
         let (mut keys, mut vals) = (Vec::new(), Vec::new());
-        for (k, v) in group_keys.iter().zip(values) {
-            if let Some(v) = v {
-                keys.push(k.clone());
-                vals.push(v);
+        for kv in self.store.scan_from(&[GROUP], &from) {
+            let (k, v) = kv?;
+            if k.len() >= bound.len() && k[..bound.len()] >= bound[..] {
+                break;
             }
+            keys.push(k);
+            vals.push(v);
         }
-        let batch = self.decode(&keys, &vals)?;
-        let mut wb = WriteBatch::default();
-        for k in index_keys {
-            wb.delete(k);
+        self.set_closed_until(until);
+        if keys.is_empty() {
+            return Ok(RecordBatch::new_empty(self.output.clone()));
         }
-        self.store.write(wb)?;
-        self.closed_until
-            .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
-        Ok(batch)
+        self.decode(&keys, &vals)
     }
 
     /// Output rows from stored group entries.
@@ -542,14 +545,7 @@ impl AggregateState {
             .values
             .convert_rows(values.iter().map(|v| parser.parse(v.as_ref())))
             .map_err(arrow_err)?;
-        let columns: Vec<ArrayRef> = match &self.keys {
-            Some(k) => {
-                let parser = k.parser();
-                k.convert_rows(keys.iter().map(|key| parser.parse(&key.as_ref()[1..])))
-                    .map_err(arrow_err)?
-            }
-            None => Vec::new(),
-        };
+        let columns = self.key_columns(keys)?;
         self.output_rows(columns, &components)
     }
 

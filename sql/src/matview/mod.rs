@@ -668,6 +668,12 @@ impl MatView {
         });
         let read_plan = read_plan(&plan, &agg, provider)?;
         let run = Run::new(wm, placement.restore.as_ref())?;
+        if windowing.is_some()
+            && let Some(w) = run.watermark()
+        {
+            // The restored state's windows up to its watermark were closed.
+            aggregation.state.set_closed_until(w);
+        }
         Ok(Arc::new(MatView::assemble(
             name,
             definition,
