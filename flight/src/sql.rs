@@ -503,7 +503,18 @@ impl FlightSqlService for FlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        crate::groups::do_action(self.db.log(), request.into_inner()).await
+        let mut action = request.into_inner();
+        // A view's name stands for its changelog stream.
+        if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&action.body)
+            && let Some(name) = body.get("stream").and_then(|s| s.as_str())
+            && let Some(changelog) = self.db.changelog_of(name)
+        {
+            body["stream"] = serde_json::Value::String(changelog);
+            action.body = serde_json::to_vec(&body)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into();
+        }
+        crate::groups::do_action(self.db.log(), action).await
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {

@@ -161,5 +161,16 @@ def test_a_views_changelog_through_the_flight_consumer_api(server, orders):
         assert got[0]["op"] == "insert" and got[0]["customer"] == "dan"
         t.join()
         reader.cancel()
+
+        # A consumer group on the view: commit, then a group read resumes.
+        def action(kind, body):
+            return [json.loads(r.body.to_pybytes()) for r in
+                    client.do_action(flight.Action(kind, json.dumps(body).encode()))]
+        action("commit_offsets", {"group": "vg", "stream": "push_totals", "offsets": {"0": 2}})
+        (d,) = action("describe_group", {"group": "vg"})
+        assert [(p["partition"], p["committed"]) for p in d["partitions"]] == [(0, 2)]
+        rest = client.do_get(flight.Ticket(json.dumps(
+            {"stream": "push_totals", "group": "vg"}).encode())).read_all()
+        assert rest.column("_offset").to_pylist()[0] == 2
     finally:
         client.close()
