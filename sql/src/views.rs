@@ -279,7 +279,7 @@ impl Database {
             }
             match (view, failed) {
                 (Some(v), _) => {
-                    v.stop();
+                    v.shutdown().await;
                     self.ctx
                         .deregister_table(TableReference::bare(name.clone()))?;
                     self.changelogs

@@ -165,6 +165,9 @@ pub struct MatView {
     read_plan: LogicalPlan,
     status: RwLock<Status>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Asks the background loop to end after its current step.
+    stopping: AtomicBool,
+    wake: Arc<tokio::sync::Notify>,
     /// Step state (watermarks, steps since the checkpoint, output
     /// sequence); held for a whole step or checkpoint.
     run: tokio::sync::Mutex<Run>,
@@ -726,6 +729,8 @@ impl MatView {
             read_plan,
             status: RwLock::new(Status::Running),
             task: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            wake: Arc::new(tokio::sync::Notify::new()),
             run: tokio::sync::Mutex::new(run),
             late_rows: AtomicU64::new(late_rows),
             watermark: AtomicI64::new(watermark),
@@ -808,7 +813,23 @@ impl MatView {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
-    /// Stops maintaining the view.
+    /// Stops maintaining the view and waits for a step or checkpoint in
+    /// progress to finish (nothing of it is written afterwards).
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        // A permit if the loop is not waiting yet: it wakes at once.
+        self.wake.notify_one();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = task
+            && tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .is_err()
+        {
+            tracing::warn!(view = %self.name, "materialized view did not stop within 30 s");
+        }
+    }
+
+    /// Stops maintaining the view at once (aborting a step in progress).
     pub fn stop(&self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();

@@ -222,6 +222,9 @@ impl MatView {
             let mut last_checkpoint = tokio::time::Instant::now();
             loop {
                 let Some(view) = weak.upgrade() else { return };
+                if view.stopping.load(Ordering::Acquire) {
+                    return;
+                }
                 let mut progressed = false;
                 let outcome = async {
                     progressed = view.step(&log, &ctx).await?;
@@ -244,6 +247,8 @@ impl MatView {
                     continue;
                 }
                 let mut waits = view.waits(&log);
+                let wake = view.wake.clone();
+                waits.push(Box::pin(async move { wake.notified().await }));
                 if view.dirty.load(Ordering::Acquire) && view.checkpoint_interval > Duration::ZERO {
                     let due = last_checkpoint + view.checkpoint_interval;
                     waits.push(Box::pin(tokio::time::sleep_until(due)));
