@@ -336,3 +336,72 @@ async fn acknowledged_batches_survive_sigkill() {
     let offsets = all.iter().map(|b| b.column(4).len()).sum::<usize>();
     assert_eq!(offsets, 5000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_through_flight_sql_streams_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--data-dir", "data"], &[]);
+    let mut sql = FlightSqlServiceClient::new(channel(&server).await);
+    for stmt in [
+        "CREATE STREAM sub (id BIGINT NOT NULL, name TEXT, amount DOUBLE PRECISION)",
+        "INSERT INTO sub VALUES (1, 'a', 1), (2, 'b', 2), (3, 'a', 3)",
+        "CREATE MATERIALIZED VIEW by_name AS SELECT name, count(*) AS n FROM sub GROUP BY name",
+    ] {
+        sql.execute_update(stmt.into(), None).await.unwrap();
+    }
+    // The statement's schema comes first; its DoGet streams until dropped.
+    let info = sql
+        .execute("SUBSCRIBE TO by_name".into(), None)
+        .await
+        .unwrap();
+    let names: Vec<String> = info
+        .clone()
+        .try_decode_schema()
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["op", "name", "n"]);
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut rows = sql.do_get(ticket).await.unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let mut inserted = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < 4 {
+        let next = tokio::time::timeout_at(deadline, rows.next())
+            .await
+            .expect("changes within 20 s")
+            .expect("stream open")
+            .unwrap();
+        for i in 0..next.num_rows() {
+            seen.push(format!(
+                "{} {} {}",
+                next.column(0).as_string::<i32>().value(i),
+                next.column(1).as_string::<i32>().value(i),
+                next.column(2).as_primitive::<Int64Type>().value(i)
+            ));
+        }
+        if seen.len() >= 2 && !inserted {
+            // A change while the subscription is open.
+            let mut other = FlightSqlServiceClient::new(channel(&server).await);
+            other
+                .execute_update("INSERT INTO sub VALUES (4, 'b', 4)".into(), None)
+                .await
+                .unwrap();
+            inserted = true;
+        }
+    }
+    seen[..2].sort();
+    assert_eq!(
+        seen,
+        ["insert a 2", "insert b 1", "delete b 1", "insert b 2"]
+    );
+    drop(rows);
+    // The server goes on.
+    let info = sql
+        .execute("SELECT count(*) FROM sub".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 1);
+}
