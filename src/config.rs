@@ -211,7 +211,7 @@ mod tests {
         std::fs::write(
             &file,
             "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9999\"\n[log]\nflush_interval = \"20ms\"\n\
-             [views]\ncheckpoint_interval = \"750ms\"\n",
+             [views]\ncheckpoint_interval = \"750ms\"\nidle_timeout = \"3s\"\n",
         )
         .unwrap();
         let args = ServerArgs {
@@ -226,6 +226,7 @@ mod tests {
         assert_eq!(c.flight_addr.port(), 50051);
         assert_eq!(c.log.flush_interval, Some(Duration::from_millis(20)));
         assert_eq!(c.checkpoint_interval, Duration::from_millis(750));
+        assert_eq!(c.idle_timeout, Duration::from_secs(3));
         assert_eq!(c.object_store, "/from/file/objects");
         assert_eq!(
             c.metadata,
