@@ -95,15 +95,9 @@ impl ViewOptions {
             return Ok(o);
         }
         for opt in p.parse_options(Keyword::WITH)? {
-            let SqlOption::KeyValue { key, value } = opt else {
-                return Err(SqlError::InvalidDefinition(format!(
-                    "expected key = value in WITH, got {opt}"
-                )));
-            };
-            let bad = |what: &str| {
-                SqlError::InvalidDefinition(format!("invalid value for {}: {what}", key.value))
-            };
-            match key.value.to_lowercase().as_str() {
+            let (key, value) = key_value(opt)?;
+            let bad = |what: &str| bad_value(&key, what);
+            match key.as_str() {
                 "emit" => {
                     let text = match literal(&value) {
                         Some(Value::SingleQuotedString(t)) => t.to_lowercase(),
@@ -313,28 +307,19 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         let mut snapshot = true;
         if p.peek_keyword(Keyword::WITH) {
             for opt in p.parse_options(Keyword::WITH)? {
-                match opt {
-                    SqlOption::KeyValue { key, value }
-                        if key.value.eq_ignore_ascii_case("snapshot") =>
-                    {
-                        snapshot = match literal(&value) {
-                            Some(Value::Boolean(b)) => *b,
-                            Some(Value::SingleQuotedString(s)) => {
-                                !matches!(s.to_lowercase().as_str(), "false" | "off" | "no")
-                            }
-                            _ => {
-                                return Err(SqlError::InvalidDefinition(
-                                    "snapshot: expected true or false".into(),
-                                ));
-                            }
-                        }
-                    }
-                    other => {
-                        return Err(SqlError::InvalidDefinition(format!(
-                            "unknown SUBSCRIBE option {other} (known: snapshot)"
-                        )));
-                    }
+                let (key, value) = key_value(opt)?;
+                if key != "snapshot" {
+                    return Err(SqlError::InvalidDefinition(format!(
+                        "unknown SUBSCRIBE option \"{key}\" (known: snapshot)"
+                    )));
                 }
+                snapshot = match literal(&value) {
+                    Some(Value::Boolean(b)) => *b,
+                    Some(Value::SingleQuotedString(s)) => {
+                        !matches!(s.to_lowercase().as_str(), "false" | "off" | "no")
+                    }
+                    _ => return Err(bad_value(&key, "expected true or false")),
+                };
             }
         }
         return Ok(Statement::Subscribe(Subscribe::View { name, snapshot }));
@@ -449,16 +434,24 @@ fn parse_create_stream(p: &mut Parser) -> Result<CreateStream> {
     Ok(stream)
 }
 
+/// A `WITH (key = value)` option: its key (lower case) and value.
+fn key_value(opt: SqlOption) -> Result<(String, Expr)> {
+    match opt {
+        SqlOption::KeyValue { key, value } => Ok((key.value.to_lowercase(), value)),
+        other => Err(SqlError::InvalidDefinition(format!(
+            "expected key = value in WITH, got {other}"
+        ))),
+    }
+}
+
+fn bad_value(key: &str, what: &str) -> SqlError {
+    SqlError::InvalidDefinition(format!("invalid value for {key}: {what}"))
+}
+
 fn apply_option(s: &mut CreateStream, opt: SqlOption) -> Result<()> {
-    let SqlOption::KeyValue { key, value } = opt else {
-        return Err(SqlError::InvalidDefinition(format!(
-            "expected key = value in WITH, got {opt}"
-        )));
-    };
-    let bad = |what: &str| {
-        SqlError::InvalidDefinition(format!("invalid value for {}: {what}", key.value))
-    };
-    match key.value.to_lowercase().as_str() {
+    let (key, value) = key_value(opt)?;
+    let bad = |what: &str| bad_value(&key, what);
+    match key.as_str() {
         "partitions" => {
             let n = match literal(&value) {
                 Some(Value::Number(n, _)) => n.parse::<u32>().ok(),

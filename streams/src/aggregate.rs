@@ -318,37 +318,47 @@ impl AggregateState {
         Ok(ends.as_primitive::<Int64Type>().clone())
     }
 
+    /// Which rows of a step's batch belong to windows still open; `None`
+    /// when nothing can be late (not windowed, or no watermark yet).
+    fn open_rows(
+        &self,
+        batch: &RecordBatch,
+        closed_until: Option<i64>,
+    ) -> Result<Option<(Windowing, BooleanArray)>> {
+        let (Some(w), Some(until)) = (self.windowing, closed_until) else {
+            return Ok(None);
+        };
+        let ends = self.window_ends(batch, w)?;
+        let open = ends
+            .iter()
+            .map(|e| Some(e.is_none_or(|e| e > until)))
+            .collect();
+        Ok(Some((w, open)))
+    }
+
     /// Drops (group, value) pairs of closed windows.
     fn drop_late_pairs(
         &self,
         batch: &RecordBatch,
         closed_until: Option<i64>,
     ) -> Result<RecordBatch> {
-        let (Some(w), Some(until)) = (self.windowing, closed_until) else {
-            return Ok(batch.clone());
-        };
-        let ends = self.window_ends(batch, w)?;
-        let open: BooleanArray = ends
-            .iter()
-            .map(|e| Some(e.is_none_or(|e| e > until)))
-            .collect();
-        filter_record_batch(batch, &open).map_err(arrow_err)
+        match self.open_rows(batch, closed_until)? {
+            Some((_, open)) => filter_record_batch(batch, &open).map_err(arrow_err),
+            None => Ok(batch.clone()),
+        }
     }
 
+    /// Drops rows of closed windows, adding how many they were to
+    /// `late_rows`.
     fn drop_late(
         &self,
         batch: &RecordBatch,
         closed_until: Option<i64>,
         late_rows: &mut u64,
     ) -> Result<RecordBatch> {
-        let (Some(w), Some(until)) = (self.windowing, closed_until) else {
+        let Some((w, open)) = self.open_rows(batch, closed_until)? else {
             return Ok(batch.clone());
         };
-        let ends = self.window_ends(batch, w)?;
-        let open: BooleanArray = ends
-            .iter()
-            .map(|e| Some(e.is_none_or(|e| e > until)))
-            .collect();
         if open.true_count() == batch.num_rows() {
             return Ok(batch.clone());
         }
