@@ -116,6 +116,17 @@ const SHAPES: &[(&str, &str)] = &[
          FROM TUMBLE(events, ts, INTERVAL '1 minute') GROUP BY window_start, window_end",
     ),
     (
+        "statistics",
+        "SELECT user_id % 5 AS bucket, median(amount) AS med, approx_distinct(kind) AS kinds, \
+         bool_and(amount > 5) AS all_big, bit_xor(id) AS x, round(stddev(amount), 6) AS sd, \
+         round(corr(amount, id), 6) AS r, round(var_pop(amount), 6) AS v FROM events GROUP BY user_id % 5",
+    ),
+    (
+        "statistics_per_minute",
+        "SELECT window_end, median(amount) AS med, max(amount) - min(amount) AS spread, \
+         approx_distinct(user_id) AS users FROM TUMBLE(events, ts, INTERVAL '1 minute') GROUP BY window_end",
+    ),
+    (
         "big_spenders",
         "SELECT user_id, amount, kind FROM events WHERE amount > 90",
     ),
@@ -230,7 +241,10 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
             "SELECT k, sum(DISTINCT v) FROM a GROUP BY k",
             "sum(DISTINCT",
         ),
-        ("SELECT k, median(v) FROM a GROUP BY k", "median"),
+        (
+            "SELECT k, array_agg(v ORDER BY ts) FROM a GROUP BY k",
+            "ORDER BY",
+        ),
         (
             "SELECT n, count(*) FROM (SELECT k, count(*) AS n FROM a GROUP BY k) GROUP BY n",
             "GROUP BY",

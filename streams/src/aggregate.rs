@@ -4,7 +4,8 @@
 //! row format (compact and order-preserving), the value the group's
 //! aggregate *components* in the same format. Components are what merges
 //! across steps: a `count` or `sum` adds, `min`/`max` compare (an average
-//! is a sum and a count). Each step's partial results — one row per group
+//! is a sum and a count), and any other aggregate function merges its own
+//! partial state ([`PartialState`]). Each step's partial results — one row per group
 //! touched — are merged column-wise with Arrow kernels against the stored
 //! components of those groups, fetched with one `multi_get`, and written
 //! back in one batch. Reading turns every entry into the aggregate's
@@ -36,21 +37,39 @@ use streamhouse_log::Store;
 use crate::error::{Result, StreamsError};
 use crate::state::StateStore;
 
+/// An aggregate's partial state as one component, merged and finished by
+/// the aggregate function itself (the query engine provides it): for
+/// aggregates whose state is not a plain sum, minimum or maximum.
+pub trait PartialState: Send + Sync + std::fmt::Debug {
+    /// Row by row, `old` (NULL: the group had no state yet) merged with
+    /// `delta` (a step's partial state of the same group).
+    fn merge(&self, old: &ArrayRef, delta: &ArrayRef) -> Result<ArrayRef>;
+    /// The aggregate's value of each row's state (NULL: no rows).
+    fn finish(&self, state: &ArrayRef) -> Result<ArrayRef>;
+}
+
 /// How a component merges with the same component of another step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Merge {
     Sum,
     Min,
     Max,
+    /// By the aggregate function whose partial state the component is.
+    Partial(Arc<dyn PartialState>),
 }
 
 /// How one aggregate's value comes from the components.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Final {
     /// The component as is; a `count` is 0 for a group of no rows.
     Same { component: usize, is_count: bool },
     /// `sum / count` as a double.
     Avg { sum: usize, count: usize },
+    /// The aggregate function's value of its partial state.
+    Partial {
+        component: usize,
+        state: Arc<dyn PartialState>,
+    },
 }
 
 /// Prefix of group entries.
@@ -476,7 +495,7 @@ impl AggregateState {
             .iter()
             .zip(&delta)
             .zip(&self.merges)
-            .map(|((o, d), m)| merge(*m, o, d))
+            .map(|((o, d), m)| merge(m, o, d))
             .collect::<Result<Vec<_>>>()?;
         let rows = self.values.convert_columns(&merged).map_err(arrow_err)?;
         for (i, k) in keys.iter().enumerate() {
@@ -501,7 +520,7 @@ impl AggregateState {
         components: &[ArrayRef],
     ) -> Result<RecordBatch> {
         for (f, field) in self.finals.iter().zip(&self.output.fields()[self.groups..]) {
-            let v = final_value(*f, components)?;
+            let v = final_value(f, components)?;
             columns.push(if v.data_type() == field.data_type() {
                 v
             } else {
@@ -625,13 +644,17 @@ impl AggregateState {
 
 /// Merges stored components `old` with a step's `delta`, row by row; a
 /// NULL on either side leaves the other.
-fn merge(m: Merge, old: &ArrayRef, delta: &ArrayRef) -> Result<ArrayRef> {
+fn merge(m: &Merge, old: &ArrayRef, delta: &ArrayRef) -> Result<ArrayRef> {
+    if let Merge::Partial(state) = m {
+        return state.merge(old, delta);
+    }
     let old_null = is_null(old).map_err(arrow_err)?;
     let delta_null = is_null(delta).map_err(arrow_err)?;
     let combined: ArrayRef = match m {
         Merge::Sum => numeric::add(old, delta).map_err(arrow_err)?,
+        Merge::Partial(_) => unreachable!("merged above"),
         Merge::Min | Merge::Max => {
-            let better = if m == Merge::Min {
+            let better = if matches!(m, Merge::Min) {
                 cmp::lt(delta, old)
             } else {
                 cmp::gt(delta, old)
@@ -646,14 +669,14 @@ fn merge(m: Merge, old: &ArrayRef, delta: &ArrayRef) -> Result<ArrayRef> {
     zip(&old_null, delta, &otherwise).map_err(arrow_err)
 }
 
-fn final_value(f: Final, components: &[ArrayRef]) -> Result<ArrayRef> {
+fn final_value(f: &Final, components: &[ArrayRef]) -> Result<ArrayRef> {
     Ok(match f {
         Final::Same {
             component,
             is_count,
         } => {
-            let c = components[component].clone();
-            if is_count {
+            let c = components[*component].clone();
+            if *is_count {
                 let c = cast(&c, &DataType::Int64).map_err(arrow_err)?;
                 let counts: Int64Array = c
                     .as_primitive::<Int64Type>()
@@ -666,8 +689,8 @@ fn final_value(f: Final, components: &[ArrayRef]) -> Result<ArrayRef> {
             }
         }
         Final::Avg { sum, count } => {
-            let s = cast(&components[sum], &DataType::Float64).map_err(arrow_err)?;
-            let n = cast(&components[count], &DataType::Int64).map_err(arrow_err)?;
+            let s = cast(&components[*sum], &DataType::Float64).map_err(arrow_err)?;
+            let n = cast(&components[*count], &DataType::Int64).map_err(arrow_err)?;
             let avg: Float64Array = s
                 .as_primitive::<Float64Type>()
                 .iter()
@@ -679,6 +702,7 @@ fn final_value(f: Final, components: &[ArrayRef]) -> Result<ArrayRef> {
                 .collect();
             Arc::new(avg)
         }
+        Final::Partial { component, state } => state.finish(&components[*component])?,
     })
 }
 

@@ -11,7 +11,9 @@ pub mod error;
 pub mod state;
 pub mod watermark;
 
-pub use aggregate::{AggregateState, Changes, Distinct, Final, Merge, Merged, Windowing};
+pub use aggregate::{
+    AggregateState, Changes, Distinct, Final, Merge, Merged, PartialState, Windowing,
+};
 pub use error::{Result, StreamsError};
 pub use state::StateStore;
 pub use watermark::Watermarks;

@@ -29,6 +29,7 @@
 //! client.
 
 pub mod changes;
+mod partial;
 mod run;
 
 use std::collections::HashMap;
@@ -41,8 +42,8 @@ use std::time::Duration;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session as CatalogSession;
-use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::{
     TableProvider, TableType, ViewTable, provider_as_source, source_as_provider,
 };
@@ -375,7 +376,7 @@ fn stream_of(scan: &TableScan) -> Option<Arc<StreamInfo>> {
 /// `count(DISTINCT …)` among them: (component, argument).
 type Decomposed = (Vec<Expr>, Vec<Merge>, Vec<Final>, Vec<(usize, Expr)>);
 
-fn decompose(aggr: &[Expr]) -> Result<Decomposed> {
+fn decompose(aggr: &[Expr], input: &DFSchema) -> Result<Decomposed> {
     let (mut components, mut merges, mut finals) = (Vec::new(), Vec::new(), Vec::new());
     let mut distinct = Vec::new();
     for e in aggr {
@@ -383,9 +384,10 @@ fn decompose(aggr: &[Expr]) -> Result<Decomposed> {
             Expr::Alias(a) => a.expr.as_ref(),
             other => other,
         };
-        let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+        let Expr::AggregateFunction(function) = inner else {
             return Err(unsupported(format!("the aggregate {e}")));
         };
+        let AggregateFunction { func, params } = function;
         if params.filter.is_some() || !params.order_by.is_empty() {
             return Err(unsupported(format!(
                 "{} with FILTER or ORDER BY",
@@ -441,7 +443,16 @@ fn decompose(aggr: &[Expr]) -> Result<Decomposed> {
                 components.push(count(arg));
                 merges.extend([Merge::Sum, Merge::Sum]);
             }
-            other => return Err(unsupported(format!("the aggregate {other}()"))),
+            _ => {
+                // Any other function keeps its own partial state.
+                let (state, merger) = partial::partial_state(function, input)?;
+                finals.push(Final::Partial {
+                    component: components.len(),
+                    state: merger.clone(),
+                });
+                merges.push(Merge::Partial(merger));
+                components.push(state);
+            }
         }
     }
     // Name the components so the delta plan's schema is unambiguous.
@@ -568,7 +579,8 @@ impl MatView {
         {
             return Err(unsupported("GROUPING SETS, CUBE or ROLLUP"));
         }
-        let (mut components, mut merges, finals, distinct) = decompose(&agg.aggr_expr)?;
+        let (mut components, mut merges, finals, distinct) =
+            decompose(&agg.aggr_expr, agg.input.schema())?;
         let wm = watermarks(&ins, idle_timeout);
         let end_column = window_end_column(&agg);
         let windowing = match end_column {
