@@ -143,7 +143,16 @@ const VIEWS: &[(&str, &str)] = &[
 
 /// Views whose changelog holds every change (the others emit windows once
 /// they close).
-const ON_UPDATE: &[&str] = &["per_user", "per_minute", "everything", "distinct_amounts"];
+const ON_UPDATE: &[&str] = &[
+    "per_user",
+    "per_minute",
+    "everything",
+    "distinct_amounts",
+    "a_histogram",
+];
+
+/// How many users have made n payments, over the `per_user` view.
+const HISTOGRAM: &str = "SELECT n, count(*) AS users, sum(total) AS money FROM per_user GROUP BY n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_equal_the_bounded_query_after_repeated_sigkill() {
@@ -170,6 +179,14 @@ async fn views_equal_the_bounded_query_after_repeated_sigkill() {
     )
     .await
     .unwrap();
+    // A view over a view with updates: per_user's deletes take back.
+    c.batch_execute(&format!(
+        "CREATE MATERIALIZED VIEW a_histogram AS {HISTOGRAM}"
+    ))
+    .await
+    .unwrap();
+    let histogram_reference =
+        HISTOGRAM.replace("FROM per_user", &format!("FROM ({}) per_user", VIEWS[0].1));
     let mut next = 0i64;
     for round in 0..3 {
         let c = connect(&server).await;
@@ -201,6 +218,7 @@ async fn views_equal_the_bounded_query_after_repeated_sigkill() {
         for (name, sql) in VIEWS {
             converges(&c, name, sql).await;
         }
+        converges(&c, "a_histogram", &histogram_reference).await;
         for name in ON_UPDATE {
             let contents = lines(&c, &format!("SELECT * FROM {name}")).await;
             changelog_converges(&c, name, &contents).await;
@@ -237,7 +255,7 @@ async fn views_equal_the_bounded_query_after_repeated_sigkill() {
     .await;
     let c = connect(&server).await;
     let shown = lines(&c, "SHOW MATERIALIZED VIEWS").await;
-    assert_eq!(shown.len(), VIEWS.len() + 1);
+    assert_eq!(shown.len(), VIEWS.len() + 2);
     assert!(shown.iter().all(|l| l.contains("|running|")), "{shown:?}");
     // psql's \d lists views as views.
     let kinds = lines(

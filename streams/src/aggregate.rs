@@ -65,6 +65,9 @@ pub enum Final {
     Same { component: usize, is_count: bool },
     /// `sum / count` as a double.
     Avg { sum: usize, count: usize },
+    /// A sum that retractions can bring back to no value: NULL where the
+    /// count of the summed non-NULL values is 0.
+    SumIfAny { sum: usize, count: usize },
     /// The aggregate function's value of its partial state.
     Partial {
         component: usize,
@@ -128,6 +131,9 @@ pub struct AggregateState {
     /// `count(DISTINCT …)` aggregates, each with the converter of its
     /// (group columns, value) pairs.
     distinct: Vec<(Distinct, RowConverter)>,
+    /// For inputs with retractions: the component counting a group's rows
+    /// (inserts less deletes); a group whose count falls to zero is gone.
+    retraction: Option<usize>,
     /// Windows ending up to here (µs) were closed by this process.
     closed_until: std::sync::atomic::AtomicI64,
 }
@@ -185,8 +191,17 @@ impl AggregateState {
             key_order,
             windowing,
             distinct: Vec::new(),
+            retraction: None,
             closed_until: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// Steps may retract rows (negative counts): component `rows` counts
+    /// each group's rows, and a group left with none is removed (a global
+    /// aggregate keeps its one row).
+    pub fn with_retraction(mut self, rows: usize) -> AggregateState {
+        self.retraction = Some(rows);
+        self
     }
 
     /// Adds `count(DISTINCT …)` aggregates: their components are the
@@ -498,8 +513,13 @@ impl AggregateState {
             .map(|((o, d), m)| merge(m, o, d))
             .collect::<Result<Vec<_>>>()?;
         let rows = self.values.convert_columns(&merged).map_err(arrow_err)?;
+        let remains = self.remaining_groups(&merged)?;
         for (i, k) in keys.iter().enumerate() {
-            wb.put(k, rows.row(i).data());
+            if remains.value(i) {
+                wb.put(k, rows.row(i).data());
+            } else {
+                wb.delete(k);
+            }
         }
         if !want_changes {
             return Ok(None);
@@ -508,8 +528,24 @@ impl AggregateState {
         let group_cols = group_cols.to_vec();
         let before = filter_record_batch(&self.output_rows(group_cols.clone(), &old)?, &existed)
             .map_err(arrow_err)?;
-        let after = self.output_rows(group_cols, &merged)?;
+        let after = filter_record_batch(&self.output_rows(group_cols, &merged)?, &remains)
+            .map_err(arrow_err)?;
         Ok(Some((before, after)))
+    }
+
+    /// Which merged groups still have rows (all, without retractions; a
+    /// global aggregate's one group always remains).
+    fn remaining_groups(&self, merged: &[ArrayRef]) -> Result<BooleanArray> {
+        let n = merged.first().map_or(0, |c| c.len());
+        let Some(rows) = self.retraction.filter(|_| self.groups > 0) else {
+            return Ok(BooleanArray::from(vec![true; n]));
+        };
+        let rows = cast(&merged[rows], &DataType::Int64).map_err(arrow_err)?;
+        Ok(rows
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|r| Some(r.unwrap_or(0) != 0))
+            .collect())
     }
 
     /// Output rows (group columns, then each aggregate's value) from group
@@ -701,6 +737,16 @@ fn final_value(f: &Final, components: &[ArrayRef]) -> Result<ArrayRef> {
                 })
                 .collect();
             Arc::new(avg)
+        }
+        Final::SumIfAny { sum, count } => {
+            let n = cast(&components[*count], &DataType::Int64).map_err(arrow_err)?;
+            let none: BooleanArray = n
+                .as_primitive::<Int64Type>()
+                .iter()
+                .map(|n| Some(n.unwrap_or(0) == 0))
+                .collect();
+            let s = &components[*sum];
+            zip(&none, &new_null_array(s.data_type(), s.len()), s).map_err(arrow_err)?
         }
         Final::Partial { component, state } => state.finish(&components[*component])?,
     })

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
@@ -49,6 +49,21 @@ pub fn with_op(schema: &SchemaRef, op: &str, rows: &RecordBatch) -> Result<Recor
         std::iter::repeat_n(op, rows.num_rows()),
     ))];
     cols.extend(rows.columns().iter().cloned());
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Rows that end with a sign (1: insert, -1: delete), as changelog rows
+/// (a view without aggregate over a view with updates).
+pub fn with_signs(schema: &SchemaRef, rows: &RecordBatch) -> Result<RecordBatch> {
+    let last = rows.num_columns() - 1;
+    let sign = arrow::compute::cast(rows.column(last), &DataType::Int64)?;
+    let ops: StringArray = sign
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .iter()
+        .map(|s| Some(if s.unwrap_or(1) < 0 { DELETE } else { INSERT }))
+        .collect();
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(ops)];
+    cols.extend(rows.columns()[..last].iter().cloned());
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 

@@ -10,7 +10,8 @@
 //!   mode, by offset ranges), never over the whole input again;
 //! - the **state**: per group, mergeable components of each aggregate
 //!   (`count` and `sum` add, `min`/`max` compare, `avg` is a sum and a
-//!   count), merged with each step's partial results (RocksDB, see
+//!   count, any other function keeps its partial state, see `partial`),
+//!   merged with each step's partial results (RocksDB, see
 //!   `streamhouse_streams::AggregateState`);
 //! - **above** it (`HAVING`, expressions over aggregates, renames, ORDER
 //!   BY), evaluated when the view is read, over the state.
@@ -18,11 +19,14 @@
 //! A view without an aggregate is a stateless pipeline over the log: the log
 //! is its storage, and reading it runs the pipeline. Anything else (joins,
 //! window functions, nested aggregates, `DISTINCT` aggregates other than
-//! `count(DISTINCT x)`, aggregates without mergeable state, `LIMIT`) is
-//! refused at CREATE with 0A000 naming
+//! `count(DISTINCT x)`, `LIMIT`) is refused at CREATE with 0A000 naming
 //! the part.
 //!
-//! Every view also has a changelog (see [`changes`] and [`run`]): what each
+//! A view over another view reads that view's changelog; when it has
+//! updates, input rows carry a sign (deletes retract) up to the aggregate,
+//! which weights counts and sums by it and drops groups left empty.
+//!
+//! Every view also has a changelog (see [`changes`] and `run`): what each
 //! step changed, as `delete`/`insert` rows, written to a hidden stream with
 //! the step's progress in the same metadata transaction — the basis of
 //! exactly-once output across crashes — or, for a push query, sent to its
@@ -42,6 +46,7 @@ use std::time::Duration;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session as CatalogSession;
+use datafusion::common::TableReference;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::{
@@ -50,9 +55,10 @@ use datafusion::datasource::{
 use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
 use datafusion::logical_expr::{
-    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, SubqueryAlias, TableScan, cast,
+    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias, TableScan, cast,
+    lit, when,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -112,6 +118,8 @@ enum Body {
     /// A view without aggregate: the query with its scans in delta mode.
     Pipeline {
         delta: LogicalPlan,
+        /// Its rows end with a [`SIGN`] (it reads a view with updates).
+        signed: bool,
     },
     Aggregate(Arc<Aggregation>),
 }
@@ -202,8 +210,10 @@ fn unsupported(what: impl fmt::Display) -> SqlError {
 struct MatViewTable {
     name: String,
     inner: ViewTable,
-    /// The changelog, when it only inserts (another view may read it).
-    inserts_only: Option<Arc<StreamInfo>>,
+    /// The changelog (another view reads it instead of the view).
+    changelog: Option<Arc<StreamInfo>>,
+    /// The changelog only inserts.
+    inserts_only: bool,
 }
 
 impl fmt::Debug for MatViewTable {
@@ -237,51 +247,117 @@ impl TableProvider for MatViewTable {
     }
 }
 
-/// Replaces scans of materialized views with scans of their changelogs
-/// (insert-only ones), so a view over a view is a view over a stream.
-fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<LogicalPlan> {
+/// Name of the column that carries each input row's weight through the
+/// pipeline of a view over a view with updates: 1 for an insert, -1 for a
+/// delete.
+const SIGN: &str = "__sign";
+
+fn mat_view_of(scan: &TableScan) -> Option<Arc<dyn TableProvider>> {
+    let provider = source_as_provider(&scan.source).ok()?;
+    provider.downcast_ref::<MatViewTable>()?;
+    Some(provider)
+}
+
+/// Replaces scans of materialized views with scans of their changelogs, so
+/// a view over a view is a view over a stream. When one of them has
+/// updates, every input row gets a [`SIGN`] (deletes retract) that the
+/// pipeline carries up to the aggregate, or to the output of a view
+/// without one; the second value says so.
+fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<(LogicalPlan, bool)> {
+    let mut signed = false;
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Some(p) = mat_view_of(scan)
+            && p.downcast_ref::<MatViewTable>()
+                .is_some_and(|v| !v.inserts_only)
+        {
+            signed = true;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
     let mut refused: Option<SqlError> = None;
     let plan = plan
         .transform_up(|node| {
             let LogicalPlan::TableScan(scan) = &node else {
                 return Ok(Transformed::no(node));
             };
-            let Ok(provider) = source_as_provider(&scan.source) else {
+            let columns = |q: &TableReference| -> Vec<Expr> {
+                scan.projected_schema
+                    .fields()
+                    .iter()
+                    .map(|f| Expr::Column(Column::new(Some(q.clone()), f.name())))
+                    .collect()
+            };
+            let q = scan.table_name.clone();
+            let (input, sign) = if let Some(provider) = mat_view_of(scan) {
+                let view = provider
+                    .downcast_ref::<MatViewTable>()
+                    .expect("a materialized view");
+                let Some(info) = &view.changelog else {
+                    refused = Some(unsupported(format!(
+                        "reading the view \"{}\", which has no changelog",
+                        view.name
+                    )));
+                    return Ok(Transformed::no(node));
+                };
+                let table = StreamTable::new(log.clone(), info.clone());
+                let input =
+                    LogicalPlanBuilder::scan(q.clone(), provider_as_source(Arc::new(table)), None)?
+                        .build()?;
+                let sign = if view.inserts_only {
+                    lit(1i64)
+                } else {
+                    when(
+                        Expr::Column(Column::new(Some(q.clone()), changes::OP))
+                            .eq(lit(changes::DELETE)),
+                        lit(-1i64),
+                    )
+                    .otherwise(lit(1i64))?
+                };
+                (input, sign)
+            } else if signed && stream_of(scan).is_some() {
+                (node.clone(), lit(1i64))
+            } else {
                 return Ok(Transformed::no(node));
             };
-            let Some(view) = provider.downcast_ref::<MatViewTable>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(info) = &view.inserts_only else {
-                refused = Some(unsupported(format!(
-                    "reading the view \"{}\", whose changelog has updates (a view can read a \
-                     view that only inserts: a windowed view emitting on close, or one without \
-                     aggregation)",
-                    view.name
-                )));
-                return Ok(Transformed::no(node));
-            };
-            let table = StreamTable::new(log.clone(), info.clone());
-            let columns: Vec<Expr> = scan
-                .projected_schema
-                .fields()
-                .iter()
-                .map(|f| Expr::Column(Column::new(Some(scan.table_name.clone()), f.name())))
-                .collect();
-            let replaced = LogicalPlanBuilder::scan(
-                scan.table_name.clone(),
-                provider_as_source(Arc::new(table)),
-                None,
-            )?
-            .project(columns)?
-            .build()?;
+            let mut exprs = columns(&q);
+            if signed {
+                exprs.push(sign.alias(SIGN));
+            }
+            let replaced = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
             Ok(Transformed::yes(replaced))
         })?
         .data;
-    match refused {
-        Some(e) => Err(e),
-        None => Ok(recompute_schemas(plan)?),
+    if let Some(e) = refused {
+        return Err(e);
     }
+    let plan = if signed { carry_sign(plan)? } else { plan };
+    Ok((recompute_schemas(plan)?, signed))
+}
+
+/// Adds the [`SIGN`] column to every projection whose input has it (up to
+/// the aggregate, which consumes it).
+fn carry_sign(plan: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up(|node| {
+            let LogicalPlan::Projection(p) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let input = p.input.schema();
+            let Some(i) = input.fields().iter().position(|f| f.name() == SIGN) else {
+                return Ok(Transformed::no(node));
+            };
+            if p.schema.fields().iter().any(|f| f.name() == SIGN) {
+                return Ok(Transformed::no(node));
+            }
+            let (q, f) = input.qualified_field(i);
+            let mut exprs = p.expr.clone();
+            exprs.push(Expr::Column(Column::new(q.cloned(), f.name())));
+            Ok(Transformed::yes(LogicalPlan::Projection(
+                Projection::try_new(exprs, p.input.clone())?,
+            )))
+        })?
+        .data)
 }
 
 /// Replaces scans of `ViewTable`s (the window table functions) with their
@@ -372,13 +448,21 @@ fn stream_of(scan: &TableScan) -> Option<Arc<StreamInfo>> {
 }
 
 /// The aggregate's functions as mergeable components.
-/// The aggregate's functions as mergeable components, and the
-/// `count(DISTINCT …)` among them: (component, argument).
-type Decomposed = (Vec<Expr>, Vec<Merge>, Vec<Final>, Vec<(usize, Expr)>);
+#[derive(Default)]
+struct Decomposed {
+    components: Vec<Expr>,
+    merges: Vec<Merge>,
+    finals: Vec<Final>,
+    /// The `count(DISTINCT …)` among them: (component, argument).
+    distinct: Vec<(usize, Expr)>,
+    /// Over rows with a [`SIGN`]: the component counting a group's rows.
+    rows: Option<usize>,
+}
 
-fn decompose(aggr: &[Expr], input: &DFSchema) -> Result<Decomposed> {
-    let (mut components, mut merges, mut finals) = (Vec::new(), Vec::new(), Vec::new());
-    let mut distinct = Vec::new();
+/// `signed`: the input rows carry a [`SIGN`] (deletes retract); only
+/// aggregates that can subtract are possible then.
+fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result<Decomposed> {
+    let mut d = Decomposed::default();
     for e in aggr {
         let inner = match e {
             Expr::Alias(a) => a.expr.as_ref(),
@@ -395,6 +479,17 @@ fn decompose(aggr: &[Expr], input: &DFSchema) -> Result<Decomposed> {
             )));
         }
         let name = func.name().to_lowercase();
+        if signed {
+            d.retracting(&name, params)?;
+            continue;
+        }
+        let Decomposed {
+            components,
+            merges,
+            finals,
+            distinct,
+            ..
+        } = &mut d;
         if params.distinct {
             if name != "count" || params.args.len() != 1 {
                 return Err(unsupported(format!(
@@ -455,13 +550,83 @@ fn decompose(aggr: &[Expr], input: &DFSchema) -> Result<Decomposed> {
             }
         }
     }
+    if signed {
+        d.rows = Some(d.components.len());
+        d.components
+            .push(sum(Expr::Column(Column::from_name(SIGN))));
+        d.merges.push(Merge::Sum);
+    }
     // Name the components so the delta plan's schema is unambiguous.
-    let components = components
+    d.components = std::mem::take(&mut d.components)
         .into_iter()
         .enumerate()
         .map(|(i, e)| e.alias(format!("__component{i}")))
         .collect();
-    Ok((components, merges, finals, distinct))
+    Ok(d)
+}
+
+impl Decomposed {
+    /// An aggregate over rows with a [`SIGN`]: counts and sums weighted by
+    /// it, so that a delete takes back what its insert added.
+    fn retracting(&mut self, name: &str, params: &AggregateFunctionParams) -> Result<()> {
+        let sign = Expr::Column(Column::from_name(SIGN));
+        let refuse = || {
+            unsupported(format!(
+                "{name}{} over a view whose changelog has updates (count, sum and avg \
+                 can take back deleted rows)",
+                if params.distinct {
+                    "(DISTINCT …)"
+                } else {
+                    "()"
+                }
+            ))
+        };
+        if params.distinct || params.args.len() > 1 {
+            return Err(refuse());
+        }
+        // How many non-NULL values (rows, for count(*)).
+        let counted = match params.args.first() {
+            Some(arg) => when(arg.clone().is_null(), lit(0i64)).otherwise(sign.clone())?,
+            None => sign.clone(),
+        };
+        let at = self.components.len();
+        match name {
+            "count" => {
+                self.finals.push(Final::Same {
+                    component: at,
+                    is_count: true,
+                });
+                self.components.push(sum(counted));
+                self.merges.push(Merge::Sum);
+            }
+            "sum" | "avg" | "mean" => {
+                let arg = params.args[0].clone();
+                let (value, last) = if name == "sum" {
+                    (
+                        arg,
+                        Final::SumIfAny {
+                            sum: at,
+                            count: at + 1,
+                        },
+                    )
+                } else {
+                    (
+                        cast(arg, DataType::Float64),
+                        Final::Avg {
+                            sum: at,
+                            count: at + 1,
+                        },
+                    )
+                };
+                self.finals.push(last);
+                self.components.push(sum(value * sign));
+                self.components.push(sum(counted));
+                self.merges.extend([Merge::Sum, Merge::Sum]);
+            }
+            _ => return Err(refuse()),
+        }
+        Ok(())
+    }
 }
 
 /// The column of an aggregate's group key that is a window's end.
@@ -521,7 +686,10 @@ impl MatView {
         plan: LogicalPlan,
         placement: Placement,
     ) -> Result<Arc<MatView>> {
-        let plan = inline_views(views_as_changelogs(log, plan)?)?;
+        // The query as planned is what a view without aggregate over a
+        // view with updates reads; its steps read the changelogs.
+        let original = inline_views(plan)?;
+        let (plan, signed) = views_as_changelogs(log, original.clone())?;
         let mut aggregates = Vec::new();
         plan.apply(|n| {
             if let LogicalPlan::Aggregate(a) = n {
@@ -533,7 +701,7 @@ impl MatView {
             return Err(unsupported("more than one GROUP BY level"));
         }
         let idle_timeout = options.idle_timeout.unwrap_or(placement.idle_timeout);
-        let changes_schema = changes::changes_schema(plan.schema().as_arrow())?;
+        let changes_schema = changes::changes_schema(original.schema().as_arrow())?;
         let Some(agg) = aggregates.pop() else {
             // Stateless: the view reads the pipeline over the log; steps
             // run it over new rows for the changelog.
@@ -545,6 +713,7 @@ impl MatView {
             let checkpoint_no = restore_progress(&mut ins, placement.restore.as_ref())?;
             let delta = delta_scans(log, &plan, &ins)?;
             let run = Run::new(watermarks(&ins, idle_timeout), placement.restore.as_ref())?;
+            let read = if signed { original } else { plan };
             return Ok(Arc::new(MatView::assemble(
                 name,
                 definition,
@@ -554,8 +723,8 @@ impl MatView {
                 changes_schema,
                 checkpoint_no,
                 ins,
-                Body::Pipeline { delta },
-                plan,
+                Body::Pipeline { delta, signed },
+                read,
                 run,
             )));
         };
@@ -579,8 +748,13 @@ impl MatView {
         {
             return Err(unsupported("GROUPING SETS, CUBE or ROLLUP"));
         }
-        let (mut components, mut merges, finals, distinct) =
-            decompose(&agg.aggr_expr, agg.input.schema())?;
+        let Decomposed {
+            mut components,
+            mut merges,
+            finals,
+            distinct,
+            rows,
+        } = decompose(&agg.aggr_expr, agg.input.schema(), signed)?;
         let wm = watermarks(&ins, idle_timeout);
         let end_column = window_end_column(&agg);
         let windowing = match end_column {
@@ -670,6 +844,10 @@ impl MatView {
             windowing,
         )?
         .with_distinct(distinct_specs)?;
+        let state = match rows {
+            Some(rows) => state.with_retraction(rows),
+            None => state,
+        };
         let aggregation = Arc::new(Aggregation {
             delta,
             distinct: distinct_plans,
@@ -755,17 +933,15 @@ impl MatView {
         Arc::new(MatViewTable {
             name: self.name.clone(),
             inner: ViewTable::new(self.read_plan.clone(), Some(self.definition.clone())),
-            inserts_only: self
-                .inserts_only()
-                .then(|| self.changelog().cloned())
-                .flatten(),
+            changelog: self.changelog().cloned(),
+            inserts_only: self.inserts_only(),
         })
     }
 
     /// The changelog only ever inserts: windows emitted once on close, or
     /// a view without aggregation.
     pub fn inserts_only(&self) -> bool {
-        matches!(self.body, Body::Pipeline { .. }) || self.emit == Emit::OnClose
+        matches!(self.body, Body::Pipeline { signed: false, .. }) || self.emit == Emit::OnClose
     }
 
     /// The changelog's schema: `op`, then the view's columns.

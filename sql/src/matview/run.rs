@@ -414,7 +414,7 @@ impl MatView {
             return Ok(false);
         }
         let changes = match &self.body {
-            Body::Pipeline { delta } => {
+            Body::Pipeline { delta, signed } => {
                 let batches = ctx
                     .execute_logical_plan(delta.clone())
                     .await?
@@ -422,7 +422,10 @@ impl MatView {
                     .await?;
                 let rows = concat(&delta.schema().inner().clone(), &batches)?;
                 (rows.num_rows() > 0)
-                    .then(|| changes::with_op(&self.changes_schema, INSERT, &rows))
+                    .then(|| match signed {
+                        true => changes::with_signs(&self.changes_schema, &rows),
+                        false => changes::with_op(&self.changes_schema, INSERT, &rows),
+                    })
                     .transpose()?
             }
             Body::Aggregate(a) => self.aggregate_step(a, ctx, any, before, after).await?,
