@@ -17,12 +17,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use arrow::datatypes::{DataType, IntervalMonthDayNano};
+use datafusion::catalog::Session;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, plan_err};
+use datafusion::datasource::TableType;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::Result;
 use datafusion::functions::expr_fn::date_bin;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, lit};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, lit};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::col;
 
 use crate::table::StreamTable;
@@ -230,7 +233,51 @@ fn session(tables: &Tables, exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
         .window(vec![first, last])?
         .project(out)?
         .build()?;
-    Ok(Arc::new(ViewTable::new(plan, None)))
+    Ok(Arc::new(SessionTable {
+        view: ViewTable::new(plan, None),
+        keys: exprs[3..]
+            .iter()
+            .map(|e| ident(e, "a key column", F))
+            .collect::<Result<_>>()?,
+    }))
+}
+
+/// What `SESSION(…)` returns: the windowed rows as a view, and the key
+/// columns sessions are formed per (a materialized view needs them). Not
+/// inlined into the query's plan when planned (it offers no logical
+/// plan), so that a materialized view sees the window as such.
+#[derive(Debug)]
+pub struct SessionTable {
+    pub view: ViewTable,
+    pub keys: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for SessionTable {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.view.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.view.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.view.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.view.scan(state, projection, filters, limit).await
+    }
 }
 
 impl TableFunctionImpl for WindowFunction {

@@ -127,6 +127,18 @@ const SHAPES: &[(&str, &str)] = &[
          approx_distinct(user_id) AS users FROM TUMBLE(events, ts, INTERVAL '1 minute') GROUP BY window_end",
     ),
     (
+        "sessions",
+        "SELECT user_id, window_start, window_end, count(*) AS n, sum(amount) AS total, \
+         max(amount) AS biggest FROM SESSION(events, ts, INTERVAL '27 seconds', user_id) \
+         GROUP BY user_id, window_start, window_end",
+    ),
+    (
+        "busy_periods",
+        "SELECT window_start, window_end, count(*) AS n, median(amount) AS med \
+         FROM SESSION(events, ts, INTERVAL '3 seconds') GROUP BY window_start, window_end \
+         HAVING count(*) > 1",
+    ),
+    (
         "big_spenders",
         "SELECT user_id, amount, kind FROM events WHERE amount > 90",
     ),
@@ -254,6 +266,14 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
             "window function",
         ),
         ("SELECT k, v FROM a ORDER BY v LIMIT 3", "LIMIT"),
+        (
+            "SELECT k, count(*) FROM SESSION(a, ts, INTERVAL '1 minute', k) GROUP BY k",
+            "group by exactly its key columns k, window_start and window_end",
+        ),
+        (
+            "SELECT k, v, window_end FROM SESSION(a, ts, INTERVAL '1 minute', k)",
+            "a SESSION window without a GROUP BY",
+        ),
     ] {
         let err =
             e.db.execute(&format!("CREATE MATERIALIZED VIEW bad AS {sql}"))
@@ -367,6 +387,21 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
     ))
     .await
     .unwrap();
+    // Session windows (per user, a gap of 27 s: users' events are 22–30 s
+    // apart, so sessions form, and merge as rows arrive).
+    let sessioned = "SELECT user_id, window_start, window_end, count(*) AS n, sum(amount) AS total \
+                     FROM SESSION(events, ts, INTERVAL '27 seconds', user_id) \
+                     GROUP BY user_id, window_start, window_end";
+    db.execute(&format!(
+        "CREATE MATERIALIZED VIEW sessions_on_close AS {sessioned}"
+    ))
+    .await
+    .unwrap();
+    db.execute(&format!(
+        "CREATE MATERIALIZED VIEW sessions_on_update WITH (emit = 'on_update') AS {sessioned}"
+    ))
+    .await
+    .unwrap();
     db.execute(
         "CREATE MATERIALIZED VIEW totals AS SELECT kind, count(*) AS n, max(amount) AS top \
          FROM events GROUP BY kind HAVING count(*) > 10",
@@ -385,6 +420,7 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
     }
     for v in ["on_close", "on_update"] {
         converges(&db, v, windowed).await;
+        converges(&db, &format!("sessions_{v}"), sessioned).await;
     }
     let totals = "SELECT kind, count(*) AS n, max(amount) AS top FROM events GROUP BY kind \
                   HAVING count(*) > 10";
@@ -400,37 +436,51 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
         &format!("SELECT * FROM ({windowed}) WHERE window_start < TIMESTAMP '2026-01-02 00:00:00'"),
     )
     .await;
+    let closed_sessions = lines(
+        &db,
+        &format!(
+            "SELECT * FROM ({sessioned}) WHERE window_start < TIMESTAMP '2026-01-02 00:00:00'"
+        ),
+    )
+    .await;
     let cols = "user_id, window_start, window_end, n, total";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let emitted = applied(&db, "on_close", cols).await;
-        if emitted == closed {
-            break;
+    for (view, want) in [
+        ("on_close", &closed),
+        ("sessions_on_close", &closed_sessions),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let emitted = applied(&db, view, cols).await;
+            if emitted == *want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{view} emitted {} of {} windows",
+                emitted.len(),
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "on_close emitted {} of {} windows",
-            emitted.len(),
-            closed.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let deletes = lines(
+            &db,
+            &format!("SELECT count(*) AS c FROM changes({view}) WHERE op = 'delete'"),
+        )
+        .await;
+        assert_eq!(deletes, vec!["| 0 |"]);
     }
-    let deletes = lines(
-        &db,
-        "SELECT count(*) AS c FROM changes(on_close) WHERE op = 'delete'",
-    )
-    .await;
-    assert_eq!(deletes, vec!["| 0 |"]);
     // on_update: every change as retraction + insert, adding up to the view.
-    converges(&db, "on_update", windowed).await;
-    let contents = lines(&db, &format!("SELECT {cols} FROM on_update")).await;
-    assert_eq!(applied(&db, "on_update", cols).await, contents);
-    let retractions = lines(
-        &db,
-        "SELECT count(*) > 0 AS c FROM changes(on_update) WHERE op = 'delete'",
-    )
-    .await;
-    assert_eq!(retractions, vec!["| true |"]);
+    for (view, query) in [("on_update", windowed), ("sessions_on_update", sessioned)] {
+        converges(&db, view, query).await;
+        let contents = lines(&db, &format!("SELECT {cols} FROM {view}")).await;
+        assert_eq!(applied(&db, view, cols).await, contents);
+        let retractions = lines(
+            &db,
+            &format!("SELECT count(*) > 0 AS c FROM changes({view}) WHERE op = 'delete'"),
+        )
+        .await;
+        assert_eq!(retractions, vec!["| true |"]);
+    }
     converges(&db, "totals", totals).await;
     let contents = lines(&db, "SELECT kind, n, top FROM totals").await;
     assert_eq!(applied(&db, "totals", "kind, n, top").await, contents);
@@ -525,9 +575,12 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
         count(&dd.objects().join("state"))
     };
     assert!(state_objects() > 0);
-    db.execute("DROP MATERIALIZED VIEW per_user_total, over_updates, on_close, on_update, totals")
-        .await
-        .unwrap();
+    db.execute(
+        "DROP MATERIALIZED VIEW per_user_total, over_updates, on_close, on_update, totals, \
+         sessions_on_close, sessions_on_update",
+    )
+    .await
+    .unwrap();
     assert_eq!(state_objects(), 0);
     assert!(db.execute("SELECT * FROM changes(on_close)").await.is_err());
 }

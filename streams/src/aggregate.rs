@@ -37,6 +37,9 @@ use streamhouse_log::Store;
 use crate::error::{Result, StreamsError};
 use crate::state::StateStore;
 
+mod sessions;
+pub use sessions::Sessions;
+
 /// An aggregate's partial state as one component, merged and finished by
 /// the aggregate function itself (the query engine provides it): for
 /// aggregates whose state is not a plain sum, minimum or maximum.
@@ -134,6 +137,9 @@ pub struct AggregateState {
     /// For inputs with retractions: the component counting a group's rows
     /// (inserts less deletes); a group whose count falls to zero is gone.
     retraction: Option<usize>,
+    /// Session windows: step sessions merge with the stored ones they
+    /// overlap.
+    sessions: Option<sessions::SessionLayout>,
     /// Windows ending up to here (µs) were closed by this process.
     closed_until: std::sync::atomic::AtomicI64,
 }
@@ -192,6 +198,7 @@ impl AggregateState {
             windowing,
             distinct: Vec::new(),
             retraction: None,
+            sessions: None,
             closed_until: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
@@ -202,6 +209,12 @@ impl AggregateState {
     pub fn with_retraction(mut self, rows: usize) -> AggregateState {
         self.retraction = Some(rows);
         self
+    }
+
+    /// Groups are session windows (see [`Sessions`]).
+    pub fn with_sessions(mut self, spec: Sessions) -> Result<AggregateState> {
+        self.sessions = Some(sessions::SessionLayout::new(spec, &self.output)?);
+        Ok(self)
     }
 
     /// Adds `count(DISTINCT …)` aggregates: their components are the
@@ -319,8 +332,23 @@ impl AggregateState {
         let mut wb = WriteBatch::default();
         let mut merged = Merged::default();
         let (mut before, mut after) = (Vec::new(), Vec::new());
+        if let Some(layout) = &self.sessions {
+            // A key's step sessions must merge together: one batch.
+            let all = arrow::compute::concat_batches(
+                &batches.first().map_or(self.output.clone(), |b| b.schema()),
+                batches,
+            )
+            .map_err(arrow_err)?;
+            let b = self.drop_late(&all, closed_until, &mut merged.late_rows)?;
+            let m = self.merge_sessions(layout, &b, closed_until, &mut wb, want_changes)?;
+            merged.late_rows += m.late_rows;
+            if let Some((old, new)) = m.changes {
+                before.push(old);
+                after.push(new);
+            }
+        }
         let counts = self.new_distinct(distinct, closed_until, &mut wb)?;
-        for b in batches {
+        for b in batches.iter().filter(|_| self.sessions.is_none()) {
             let b = self.drop_late(b, closed_until, &mut merged.late_rows)?;
             let b = self.with_distinct_counts(b, &counts)?;
             if let Some((old, new)) = self.merge_into(&b, &mut wb, want_changes)? {
@@ -477,17 +505,7 @@ impl AggregateState {
         }
         let cols = batch.columns();
         let (group_cols, delta) = cols.split_at(self.groups);
-        let delta: Vec<ArrayRef> = delta
-            .iter()
-            .zip(&self.component_types)
-            .map(|(c, t)| {
-                if c.data_type() == t {
-                    Ok(c.clone())
-                } else {
-                    cast(c, t).map_err(arrow_err)
-                }
-            })
-            .collect::<Result<_>>()?;
+        let delta = self.components_of(delta)?;
         let key_rows = self.key_rows(group_cols)?;
         let keys: Vec<Vec<u8>> = (0..n).map(|i| self.group_key(&key_rows, i)).collect();
         let old_bytes = self.store.multi_get(keys.iter().map(|k| k.as_slice()))?;
@@ -531,6 +549,21 @@ impl AggregateState {
         let after = filter_record_batch(&self.output_rows(group_cols, &merged)?, &remains)
             .map_err(arrow_err)?;
         Ok(Some((before, after)))
+    }
+
+    /// A step's component columns in the stored types.
+    fn components_of(&self, delta: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+        delta
+            .iter()
+            .zip(&self.component_types)
+            .map(|(c, t)| {
+                if c.data_type() == t {
+                    Ok(c.clone())
+                } else {
+                    cast(c, t).map_err(arrow_err)
+                }
+            })
+            .collect()
     }
 
     /// Which merged groups still have rows (all, without retractions; a

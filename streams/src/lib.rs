@@ -12,7 +12,7 @@ pub mod state;
 pub mod watermark;
 
 pub use aggregate::{
-    AggregateState, Changes, Distinct, Final, Merge, Merged, PartialState, Windowing,
+    AggregateState, Changes, Distinct, Final, Merge, Merged, PartialState, Sessions, Windowing,
 };
 pub use error::{Result, StreamsError};
 pub use state::StateStore;

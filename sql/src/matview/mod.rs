@@ -4,7 +4,9 @@
 //! `Aggregate`:
 //!
 //! - **below** it, a stateless pipeline (projection, filter, scalar
-//!   functions, `TUMBLE`/`HOP` window columns, `UNION ALL`) over streams.
+//!   functions, `TUMBLE`/`HOP` window columns, `UNION ALL`) over streams;
+//!   a `SESSION` window's functions find the sessions among a step's rows,
+//!   which the state merges with the stored sessions they overlap.
 //!   Each step runs that pipeline and a *partial* aggregate over only the
 //!   rows that arrived since the last step (the streams are scanned in delta
 //!   mode, by offset ranges), never over the whole input again;
@@ -66,11 +68,12 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use streamhouse_log::{Log, StreamInfo, ViewCheckpoint};
 use streamhouse_streams::{
-    AggregateState, Distinct, Final, Merge, StateStore, Watermarks, Windowing,
+    AggregateState, Distinct, Final, Merge, Sessions, StateStore, Watermarks, Windowing,
 };
 use tokio::task::JoinHandle;
 
 use crate::dialect::{Emit, ViewOptions};
+use crate::window::SessionTable;
 use run::Run;
 
 use crate::error::{Result, SqlError};
@@ -201,8 +204,8 @@ impl Drop for MatView {
 fn unsupported(what: impl fmt::Display) -> SqlError {
     SqlError::NotSupported(format!(
         "{what} in a materialized view (supported: projection, WHERE, scalar functions, \
-         TUMBLE/HOP windows, UNION ALL of streams, one GROUP BY with count, sum, min, max, avg, \
-         HAVING and ORDER BY)"
+         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, one GROUP BY with \
+         aggregate functions, HAVING and ORDER BY)"
     ))
 }
 
@@ -361,27 +364,47 @@ fn carry_sign(plan: LogicalPlan) -> Result<LogicalPlan> {
 }
 
 /// Replaces scans of `ViewTable`s (the window table functions) with their
-/// plans, so that the streams under them are visible.
-fn inline_views(plan: LogicalPlan) -> Result<LogicalPlan> {
-    Ok(plan
+/// plans, so that the streams under them are visible. The key columns of
+/// each `SESSION` window inlined are added to `sessions`.
+fn inline_views(plan: LogicalPlan, sessions: &mut Vec<Vec<String>>) -> Result<LogicalPlan> {
+    let mut found = Vec::new();
+    let plan = plan
         .transform_up(|node| {
-            if let LogicalPlan::TableScan(scan) = &node
-                && let Ok(provider) = source_as_provider(&scan.source)
-                && let Some(view) = provider.downcast_ref::<ViewTable>()
-            {
-                let inner = inline_views(view.logical_plan().clone())
-                    .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
-                let aliased = SubqueryAlias::try_new(Arc::new(inner), scan.table_name.clone())?;
-                return Ok(Transformed::yes(LogicalPlan::SubqueryAlias(aliased)));
-            }
-            Ok(Transformed::no(node))
+            let LogicalPlan::TableScan(scan) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let Ok(provider) = source_as_provider(&scan.source) else {
+                return Ok(Transformed::no(node));
+            };
+            let view = if let Some(s) = provider.downcast_ref::<SessionTable>() {
+                found.push(s.keys.clone());
+                &s.view
+            } else if let Some(v) = provider.downcast_ref::<ViewTable>() {
+                v
+            } else {
+                return Ok(Transformed::no(node));
+            };
+            let inner = inline_views(view.logical_plan().clone(), &mut found)
+                .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+            let aliased = SubqueryAlias::try_new(Arc::new(inner), scan.table_name.clone())?;
+            Ok(Transformed::yes(LogicalPlan::SubqueryAlias(aliased)))
         })?
-        .data)
+        .data;
+    sessions.extend(found);
+    Ok(plan)
+}
+
+/// The window functions a `SESSION` window is computed with (over each
+/// step's rows, they find the step's own sessions).
+fn is_session_window(w: &datafusion::logical_expr::Window) -> bool {
+    w.window_expr.iter().all(|e| {
+        matches!(e, Expr::Alias(a) if a.name.starts_with("_session") || a.name == "window_start")
+    })
 }
 
 /// Checks that a plan below the aggregate is a stateless pipeline over
 /// streams, and returns the streams it scans.
-fn check_pipeline(plan: &LogicalPlan) -> Result<Vec<Arc<StreamInfo>>> {
+fn check_pipeline(plan: &LogicalPlan, sessions: bool) -> Result<Vec<Arc<StreamInfo>>> {
     let mut streams = Vec::new();
     let mut bad: Option<SqlError> = None;
     plan.apply(|node| {
@@ -407,9 +430,8 @@ fn check_pipeline(plan: &LogicalPlan) -> Result<Vec<Arc<StreamInfo>>> {
                 }
             },
             LogicalPlan::Join(_) => bad = Some(unsupported("a join")),
-            LogicalPlan::Window(_) => {
-                bad = Some(unsupported("a window function (or SESSION window)"))
-            }
+            LogicalPlan::Window(w) if sessions && is_session_window(w) => {}
+            LogicalPlan::Window(_) => bad = Some(unsupported("a window function")),
             LogicalPlan::Aggregate(_) => bad = Some(unsupported("a GROUP BY over a GROUP BY")),
             LogicalPlan::Distinct(_) => bad = Some(unsupported("SELECT DISTINCT")),
             LogicalPlan::Sort(_) => bad = Some(unsupported("ORDER BY below the aggregate")),
@@ -629,6 +651,48 @@ impl Decomposed {
     }
 }
 
+/// For an aggregate over a `SESSION` window: which group columns are the
+/// session's keys, start and end. The groups must be exactly those (a
+/// session is one group).
+fn session_groups(agg: &Aggregate, sessions: &[Vec<String>]) -> Result<Option<Sessions>> {
+    let keys = match sessions {
+        [] => return Ok(None),
+        [keys] => keys,
+        _ => return Err(unsupported("more than one SESSION window")),
+    };
+    let position = |name: &str| {
+        agg.group_expr
+            .iter()
+            .position(|g| matches!(g, Expr::Column(c) if c.name == name))
+    };
+    let refuse = || {
+        unsupported(format!(
+            "this GROUP BY over a SESSION window (group by exactly {}window_start and \
+             window_end)",
+            match keys.as_slice() {
+                [] => String::new(),
+                _ => format!("its key columns {}, ", keys.join(", ")),
+            }
+        ))
+    };
+    let (Some(start_column), Some(end_column)) = (position("window_start"), position("window_end"))
+    else {
+        return Err(refuse());
+    };
+    let keys = keys
+        .iter()
+        .map(|k| position(k).ok_or_else(refuse))
+        .collect::<Result<Vec<_>>>()?;
+    if agg.group_expr.len() != keys.len() + 2 {
+        return Err(refuse());
+    }
+    Ok(Some(Sessions {
+        keys,
+        start_column,
+        end_column,
+    }))
+}
+
 /// The column of an aggregate's group key that is a window's end.
 fn window_end_column(agg: &Aggregate) -> Option<usize> {
     agg.group_expr
@@ -688,7 +752,8 @@ impl MatView {
     ) -> Result<Arc<MatView>> {
         // The query as planned is what a view without aggregate over a
         // view with updates reads; its steps read the changelogs.
-        let original = inline_views(plan)?;
+        let mut sessions = Vec::new();
+        let original = inline_views(plan, &mut sessions)?;
         let (plan, signed) = views_as_changelogs(log, original.clone())?;
         let mut aggregates = Vec::new();
         plan.apply(|n| {
@@ -705,7 +770,10 @@ impl MatView {
         let Some(agg) = aggregates.pop() else {
             // Stateless: the view reads the pipeline over the log; steps
             // run it over new rows for the changelog.
-            let streams = check_pipeline(&plan)?;
+            if !sessions.is_empty() {
+                return Err(unsupported("a SESSION window without a GROUP BY over it"));
+            }
+            let streams = check_pipeline(&plan, false)?;
             if options.emit == Some(Emit::OnClose) {
                 return Err(unsupported("emit = 'on_close' without a windowed GROUP BY"));
             }
@@ -736,7 +804,8 @@ impl MatView {
         if limited {
             return Err(unsupported("LIMIT (top-N)"));
         }
-        let streams = check_pipeline(&agg.input)?;
+        let session_spec = session_groups(&agg, &sessions)?;
+        let streams = check_pipeline(&agg.input, session_spec.is_some())?;
         if streams.is_empty() {
             return Err(unsupported("an aggregate over no stream"));
         }
@@ -755,6 +824,9 @@ impl MatView {
             distinct,
             rows,
         } = decompose(&agg.aggr_expr, agg.input.schema(), signed)?;
+        if session_spec.is_some() && !distinct.is_empty() {
+            return Err(unsupported("count(DISTINCT …) over SESSION windows"));
+        }
         let wm = watermarks(&ins, idle_timeout);
         let end_column = window_end_column(&agg);
         let windowing = match end_column {
@@ -776,7 +848,7 @@ impl MatView {
         let emit = match (options.emit, windowing) {
             (Some(Emit::OnClose), None) => {
                 return Err(unsupported(
-                    "emit = 'on_close' without a TUMBLE/HOP window over streams with \
+                    "emit = 'on_close' without a TUMBLE/HOP/SESSION window over streams with \
                      WATERMARK FOR",
                 ));
             }
@@ -846,6 +918,10 @@ impl MatView {
         .with_distinct(distinct_specs)?;
         let state = match rows {
             Some(rows) => state.with_retraction(rows),
+            None => state,
+        };
+        let state = match session_spec {
+            Some(spec) => state.with_sessions(spec)?,
             None => state,
         };
         let aggregation = Arc::new(Aggregation {
