@@ -1,9 +1,13 @@
-//! The HTTP admin server: liveness, readiness, health, and a small REST API.
+//! The HTTP admin server: liveness, readiness, health, Prometheus metrics
+//! and a small REST API.
 //!
 //! `/live` answers as soon as the process serves HTTP; `/ready` only once
-//! the log is open (metadata and object store reached, recovery done) and
-//! until shutdown begins; `/health` reports both in JSON. The REST API reads
-//! through the same `Log` every other door uses.
+//! the log is open and the views are recovered (metadata and object store
+//! reached, recovery done) and until shutdown begins; `/health` reports
+//! both in JSON. `/metrics` is the Prometheus exposition: counters and
+//! histograms recorded as things happen, and gauges of views and consumer
+//! groups refreshed at each scrape. The REST API reads through the same
+//! `Log` every other door uses.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,19 +17,32 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use streamhouse_log::Log;
+use streamhouse_sql::Database;
 
 /// What the admin endpoints observe.
-#[derive(Default)]
 pub struct AdminState {
     log: OnceLock<Arc<Log>>,
+    db: OnceLock<Arc<Database>>,
     draining: AtomicBool,
+    metrics: PrometheusHandle,
 }
 
 impl AdminState {
-    /// The log is open: the server is ready.
-    pub fn set_ready(&self, log: Arc<Log>) {
+    pub fn new(metrics: PrometheusHandle) -> AdminState {
+        AdminState {
+            log: OnceLock::new(),
+            db: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// The log is open and the views recovered: the server is ready.
+    pub fn set_ready(&self, log: Arc<Log>, db: Arc<Database>) {
+        let _ = self.db.set(db);
         let _ = self.log.set(log);
     }
 
@@ -48,6 +65,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/streams", get(streams))
         .with_state(state)
 }
@@ -57,6 +75,23 @@ async fn ready(State(s): State<Arc<AdminState>>) -> Response {
         Some(_) => (StatusCode::OK, "ready\n").into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
     }
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    if let Some(db) = s.db.get()
+        && let Err(e) = db.refresh_metrics().await
+    {
+        tracing::warn!(error = %e, "view and consumer gauges not refreshed");
+    }
+    s.metrics.run_upkeep();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn health(State(s): State<Arc<AdminState>>) -> Response {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod metrics;
 mod server;
 
 use std::process::ExitCode;

@@ -32,7 +32,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind HTTP admin address {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
     warn_if_exposed("HTTP admin", http_addr);
-    let state = Arc::new(AdminState::default());
+    let state = Arc::new(AdminState::new(crate::metrics::install()?));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(
         axum::serve(http, admin::router(state.clone()))
@@ -75,7 +75,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         Database::open_with(
             log.clone(),
             DatabaseOptions {
-                state_dir: data_dir.path().join("state"),
+                state_dir: Some(data_dir.path().join("state")),
                 checkpoint_interval: config.checkpoint_interval,
                 idle_timeout: config.idle_timeout,
             },
@@ -103,11 +103,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let flight_addr = flight.local_addr()?;
     warn_if_exposed("Flight", flight_addr);
     let (stop_flight, flight_stopped) = tokio::sync::oneshot::channel::<()>();
-    let flight_task = tokio::spawn(streamhouse_flight::serve(flight, db, async move {
+    let flight_task = tokio::spawn(streamhouse_flight::serve(flight, db.clone(), async move {
         let _ = flight_stopped.await;
     }));
 
-    state.set_ready(log.clone());
+    state.set_ready(log.clone(), db);
     info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
     print_banner(&config, &data_dir, http_addr, pg_addr, flight_addr);
 
@@ -152,7 +152,7 @@ fn print_banner(
     println!("  data directory  {}", data_dir.path().display());
     println!("  object store    {}", config.object_store);
     println!("  metadata        {meta}");
-    println!("  HTTP admin      http://{http}  (/health /ready /live /v1/streams)");
+    println!("  HTTP admin      http://{http}  (/health /ready /live /metrics /v1/streams)");
     println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse\"");
     println!("  Flight          grpc://{flight}  (Flight SQL, produce/consume)");
     println!("Press Ctrl-C to stop.");

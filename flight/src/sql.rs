@@ -70,6 +70,11 @@ impl FlightSql {
     }
 }
 
+/// A session of a Flight SQL client (labels its metrics).
+fn session() -> Session {
+    Session::for_door("flight")
+}
+
 impl FlightSql {
     /// Runs a prepared command once per bound parameter row; the rows it
     /// wrote, summed.
@@ -78,7 +83,7 @@ impl FlightSql {
         for params in statement.param_rows()? {
             let result = self
                 .db
-                .execute_prepared(&Session::default(), &statement.prepared, params)
+                .execute_prepared(&session(), &statement.prepared, params)
                 .await
                 .map_err(status)?;
             rows += drain_rows(result).await?;
@@ -253,7 +258,7 @@ impl FlightSqlService for FlightSql {
             // does that: it runs now, and its result is no rows.
             let rows = match self
                 .db
-                .execute_prepared(&Session::default(), &prepared, Vec::new())
+                .execute_prepared(&session(), &prepared, Vec::new())
                 .await
                 .map_err(status)?
             {
@@ -295,7 +300,7 @@ impl FlightSqlService for FlightSql {
             .ok_or_else(|| Status::invalid_argument("empty statement"))?;
         let result = self
             .db
-            .execute_statement(&Session::default(), stmt)
+            .execute_statement(&session(), stmt)
             .await
             .map_err(status)?;
         let (QueryResult::Rows(rows) | QueryResult::Subscription(rows)) = result else {
@@ -467,7 +472,7 @@ impl FlightSqlService for FlightSql {
                 let statement = statement.clone();
                 async move {
                     match db
-                        .execute_prepared(&Session::default(), &statement.prepared, params)
+                        .execute_prepared(&session(), &statement.prepared, params)
                         .await
                     {
                         Ok(QueryResult::Rows(rows) | QueryResult::Subscription(rows)) => {

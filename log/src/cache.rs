@@ -54,7 +54,12 @@ impl ChunkCache {
 
     /// The decoded chunk, if cached.
     pub fn get(&self, key: &ChunkKey) -> Option<CachedChunk> {
-        self.cache.get(key)
+        let hit = self.cache.get(key);
+        match hit {
+            Some(_) => metrics::counter!(crate::metrics::CACHE_HITS).increment(1),
+            None => metrics::counter!(crate::metrics::CACHE_MISSES).increment(1),
+        }
+        hit
     }
 
     /// Caches a decoded chunk.

@@ -18,6 +18,7 @@ pub mod error;
 pub mod groups;
 mod log;
 pub mod metadata;
+pub mod metrics;
 pub mod partitioner;
 pub mod path;
 pub mod reader;
@@ -28,7 +29,7 @@ pub mod writer;
 
 pub use clock::{Clock, ClockRef, ManualClock, Micros, SystemClock};
 pub use error::{ErrorKind, LogError, Result};
-pub use log::{AppendOptions, DataDir, Log, LogConfig};
+pub use log::{AppendOptions, DataDir, GroupLag, Log, LogConfig};
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{AckPart, MetadataStore, ProducerSeq, TimeFilter, ViewCheckpoint, ViewRecord};
 pub use reader::BatchStream;

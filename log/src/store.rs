@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -243,10 +244,12 @@ impl ObjectStore for CountingStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.stats.puts.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .put_bytes
-            .fetch_add(payload.content_length() as u64, Ordering::Relaxed);
-        self.inner.put_opts(location, payload, opts).await
+        let bytes = payload.content_length() as u64;
+        self.stats.put_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let started = Instant::now();
+        let r = self.inner.put_opts(location, payload, opts).await;
+        crate::metrics::store_request("put", bytes, started.elapsed());
+        r
     }
 
     async fn put_multipart_opts(
@@ -264,10 +267,11 @@ impl ObjectStore for CountingStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let r = self.inner.get_opts(location, options).await?;
-        self.stats
-            .get_bytes
-            .fetch_add(r.range.end - r.range.start, Ordering::Relaxed);
+        let bytes = r.range.end - r.range.start;
+        self.stats.get_bytes.fetch_add(bytes, Ordering::Relaxed);
+        crate::metrics::store_request("get", bytes, started.elapsed());
         Ok(r)
     }
 
@@ -281,7 +285,15 @@ impl ObjectStore for CountingStore {
             .fetch_add(ranges.len() as u64, Ordering::Relaxed);
         let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         self.stats.get_bytes.fetch_add(n, Ordering::Relaxed);
-        self.inner.get_ranges(location, ranges).await
+        let started = Instant::now();
+        let r = self.inner.get_ranges(location, ranges).await;
+        // One latency for the batch, counted per range.
+        metrics::counter!(crate::metrics::STORE_REQUESTS, "op" => "get")
+            .increment(ranges.len() as u64);
+        metrics::counter!(crate::metrics::STORE_BYTES, "op" => "get").increment(n);
+        metrics::histogram!(crate::metrics::STORE_SECONDS, "op" => "get")
+            .record(started.elapsed().as_secs_f64());
+        r
     }
 
     fn delete_stream(

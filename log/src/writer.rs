@@ -481,7 +481,11 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
             })
             .collect(),
     };
-    let bases = match s.meta.commit_flush(&commit).await? {
+    let committing = std::time::Instant::now();
+    let outcome = s.meta.commit_flush(&commit).await;
+    metrics::histogram!(crate::metrics::METADATA_COMMIT_SECONDS)
+        .record(committing.elapsed().as_secs_f64());
+    let bases = match outcome? {
         CommitOutcome::Committed { chunk_base_offsets } => chunk_base_offsets,
         CommitOutcome::Rejected { rejections } => {
             debug!(object = %path, rejected = rejections.len(), "flush rejected, retrying");
@@ -489,6 +493,16 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
         }
     };
 
+    metrics::histogram!(crate::metrics::FLUSH_BYTES).record(object_size as f64);
+    metrics::histogram!(crate::metrics::FLUSH_ROWS)
+        .record(commit.chunks.iter().map(|c| c.rows).sum::<u64>() as f64);
+    for (c, nc) in chunks.iter().zip(&commit.chunks) {
+        let stream = c.stream.name().to_string();
+        metrics::counter!(crate::metrics::APPENDED_ROWS, "stream" => stream.clone())
+            .increment(nc.rows);
+        metrics::counter!(crate::metrics::APPENDED_BYTES, "stream" => stream)
+            .increment(nc.byte_range.end - nc.byte_range.start);
+    }
     let object_key: Arc<str> = Arc::from(path.as_str());
     for ((c, nc), base) in chunks.into_iter().zip(&commit.chunks).zip(&bases) {
         s.cache.insert(

@@ -37,6 +37,9 @@ use crate::error::pg_error;
 /// it), then ours.
 pub use streamhouse_sql::session::SERVER_VERSION;
 
+/// This door's name in metrics.
+pub(crate) const DOOR: &str = "pgwire";
+
 /// Copy-ins in progress, by connection.
 type Copies = Arc<Mutex<HashMap<SocketAddr, CopyState>>>;
 
@@ -50,7 +53,7 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(peer)
-            .or_default()
+            .or_insert_with(|| Arc::new(Session::for_door(DOOR)))
             .clone()
     }
 }
@@ -305,6 +308,7 @@ impl SimpleQueryHandler for Simple {
         let stmts = match self.db.parse(query) {
             Ok(s) => s,
             Err(e) => {
+                streamhouse_sql::metrics::query_done(DOOR, std::time::Duration::ZERO, Some(&e));
                 return Ok(vec![Response::Error(Box::new(crate::error::error_info(
                     &e,
                 )))]);

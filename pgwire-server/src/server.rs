@@ -68,6 +68,7 @@ pub async fn serve(
         let span = info_span!("pg_session", %peer);
         sessions.spawn(
             async move {
+                let _open = streamhouse_sql::metrics::ConnectionGauge::open(crate::handler::DOOR);
                 if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers.clone()).await
                 {
                     debug!(error = %e, "session ended with an error");

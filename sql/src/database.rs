@@ -462,6 +462,10 @@ pub struct Database {
     /// Materialized views, by name.
     pub(crate) views: RwLock<HashMap<String, Arc<crate::matview::MatView>>>,
     pub(crate) options: DatabaseOptions,
+    /// Where views keep local state.
+    pub(crate) state_dir: std::path::PathBuf,
+    /// The temporary state directory, when none was given.
+    _temp_state: Option<tempfile::TempDir>,
     /// Names of the streams registered as tables (for the `*` rewrite).
     streams: RwLock<HashSet<String>>,
     /// The same tables, for the window table functions.
@@ -486,8 +490,9 @@ impl std::fmt::Debug for Database {
 #[derive(Debug, Clone)]
 pub struct DatabaseOptions {
     /// Local directory for the state of materialized views (a cache of
-    /// what their checkpoints hold in the object store).
-    pub state_dir: std::path::PathBuf,
+    /// what their checkpoints hold in the object store); none: a temporary
+    /// directory removed with the database.
+    pub state_dir: Option<std::path::PathBuf>,
     /// How often a changing view is checkpointed.
     pub checkpoint_interval: std::time::Duration,
     /// After this long without rows, an input partition stops holding a
@@ -498,8 +503,7 @@ pub struct DatabaseOptions {
 impl Default for DatabaseOptions {
     fn default() -> Self {
         Self {
-            state_dir: std::env::temp_dir()
-                .join(format!("streamhouse-state-{}", std::process::id())),
+            state_dir: None,
             checkpoint_interval: std::time::Duration::from_secs(2),
             idle_timeout: std::time::Duration::from_secs(5),
         }
@@ -523,6 +527,18 @@ impl Database {
         config.options_mut().execution.time_zone = Some("UTC".into());
         let ctx = SessionContext::new_with_config(config);
         let compat = catalog::install(&ctx, crate::session::DATABASE).await?;
+        let (state_dir, temp_state) = match &options.state_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("streamhouse-state-")
+                    .tempdir()
+                    .map_err(|e| {
+                        SqlError::Unavailable(format!("temporary state directory: {e}"))
+                    })?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
         let db = Database {
             log,
             ctx,
@@ -534,6 +550,8 @@ impl Database {
             compat,
             views: RwLock::new(HashMap::new()),
             options,
+            state_dir,
+            _temp_state: temp_state,
         };
         functions::register(&db.ctx);
         db.ctx.register_udtf(
@@ -654,8 +672,14 @@ impl Database {
         session: &Session,
         stmt: Statement,
     ) -> Result<QueryResult> {
-        let prepared = self.prepare_statement(stmt).await?;
-        self.execute_prepared(session, &prepared, Vec::new()).await
+        let started = std::time::Instant::now();
+        match self.prepare_statement(stmt).await {
+            Ok(prepared) => self.execute_prepared(session, &prepared, Vec::new()).await,
+            Err(e) => {
+                crate::metrics::query_done(session.door(), started.elapsed(), Some(&e));
+                Err(e)
+            }
+        }
     }
 
     /// Parses and plans one statement with `$n` parameters, for the
@@ -773,8 +797,21 @@ impl Database {
         })
     }
 
-    /// Runs a prepared statement with values for its parameters.
+    /// Runs a prepared statement with values for its parameters (counted
+    /// in the metrics of the session's door).
     pub async fn execute_prepared(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult> {
+        let started = std::time::Instant::now();
+        let result = self.run_prepared(session, prepared, params).await;
+        crate::metrics::query_done(session.door(), started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    async fn run_prepared(
         &self,
         session: &Session,
         prepared: &Prepared,

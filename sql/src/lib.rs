@@ -21,6 +21,7 @@ pub mod error;
 pub mod functions;
 pub mod ingest;
 pub mod matview;
+pub mod metrics;
 pub mod names;
 pub mod prune;
 pub mod rewrite;

@@ -68,10 +68,33 @@ const READ_ONLY: &[&str] = &[
 ];
 
 /// One session's settings.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Session {
     /// Lower-case name → value, for settings changed from their default.
     changed: Mutex<BTreeMap<String, String>>,
+    /// The door the session came through (labels its metrics).
+    door: &'static str,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::for_door("embedded")
+    }
+}
+
+impl Session {
+    /// A session of a client of `door` (`pgwire`, `flight`).
+    pub fn for_door(door: &'static str) -> Session {
+        Session {
+            changed: Mutex::new(BTreeMap::new()),
+            door,
+        }
+    }
+
+    /// The door the session came through.
+    pub fn door(&self) -> &'static str {
+        self.door
+    }
 }
 
 /// The default of a built-in setting, by case-insensitive name.

@@ -17,7 +17,7 @@ use crate::database::{Database, QueryResult};
 use crate::dialect::{self, Emit, Statement, Subscribe, ViewOptions};
 use crate::error::{Result, SqlError};
 use crate::matview::changes::{self, CHANGELOG_PREFIX};
-use crate::matview::{MatView, Output, Placement, now_micros};
+use crate::matview::{MatView, Output, Placement, Status, now_micros};
 use crate::names::output_names;
 use crate::table::StreamTable;
 use streamhouse_log::{StreamInfo, StreamSpec, ViewCheckpoint, ViewRecord};
@@ -101,7 +101,7 @@ impl Database {
         output: Option<Output>,
     ) -> Placement {
         Placement {
-            dir: self.options.state_dir.join(dataflow),
+            dir: self.state_dir.join(dataflow),
             dataflow: dataflow.to_string(),
             restore,
             checkpoint_interval: self.options.checkpoint_interval,
@@ -308,6 +308,53 @@ impl Database {
             }
         }
         Ok(QueryResult::command("DROP MATERIALIZED VIEW"))
+    }
+
+    /// Sets the gauges that describe views and consumer groups now (lag,
+    /// freshness, state size, watermark, late rows); called when metrics
+    /// are scraped.
+    pub async fn refresh_metrics(&self) -> Result<()> {
+        use crate::metrics as m;
+        let views: Vec<Arc<MatView>> = self
+            .views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for v in views {
+            let (status, lag) = v.progress(self.log()).await;
+            let view = v.name.clone();
+            metrics::gauge!(m::VIEW_LAG_ROWS, "view" => view.clone()).set(lag as f64);
+            metrics::gauge!(m::VIEW_FRESHNESS_SECONDS, "view" => view.clone())
+                .set(v.freshness(lag));
+            metrics::gauge!(m::VIEW_STATE_BYTES, "view" => view.clone())
+                .set(v.state_bytes() as f64);
+            metrics::gauge!(m::VIEW_RUNNING, "view" => view.clone())
+                .set(if status == Status::Running { 1.0 } else { 0.0 });
+            metrics::counter!(m::VIEW_LATE_ROWS, "view" => view.clone()).absolute(v.late_rows());
+            if let Some(w) = v.watermark() {
+                metrics::gauge!(m::VIEW_WATERMARK_SECONDS, "view" => view).set(w as f64 / 1e6);
+            }
+        }
+        for name in self
+            .failed_views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+        {
+            metrics::gauge!(m::VIEW_RUNNING, "view" => name.clone()).set(0.0);
+        }
+        for g in self.log().group_lags().await? {
+            metrics::gauge!(
+                m::CONSUMER_LAG_ROWS,
+                "group" => g.group,
+                "stream" => g.stream,
+                "partition" => g.partition.to_string()
+            )
+            .set(g.lag as f64);
+        }
+        Ok(())
     }
 
     pub(crate) async fn show_materialized_views(&self) -> Result<QueryResult> {

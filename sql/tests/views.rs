@@ -364,7 +364,7 @@ async fn windows_close_with_the_watermark_and_changelogs_add_up() {
     let dd = DataDir::open(dir.path()).unwrap();
     let log = Arc::new(dd.open_log().await.unwrap());
     let options = streamhouse_sql::DatabaseOptions {
-        state_dir: dir.path().join("state"),
+        state_dir: Some(dir.path().join("state")),
         idle_timeout: Duration::from_millis(300),
         ..Default::default()
     };
@@ -590,7 +590,7 @@ async fn views_resume_from_checkpoints_even_without_local_state() {
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let options = || streamhouse_sql::DatabaseOptions {
-        state_dir: state.path().join("views"),
+        state_dir: Some(state.path().join("views")),
         checkpoint_interval: Duration::from_millis(50),
         ..Default::default()
     };

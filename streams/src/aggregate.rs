@@ -695,6 +695,11 @@ impl AggregateState {
         Ok(())
     }
 
+    /// Bytes of the state on local disk and in memory.
+    pub fn size_bytes(&self) -> u64 {
+        self.store.size_bytes()
+    }
+
     /// Group columns, then one column per aggregate.
     pub fn schema(&self) -> SchemaRef {
         self.output.clone()

@@ -92,6 +92,17 @@ impl StateStore {
         Ok(self.db.write_opt(batch, &opts)?)
     }
 
+    /// Bytes on local disk and in memory: SST files plus memtables.
+    pub fn size_bytes(&self) -> u64 {
+        [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ]
+        .iter()
+        .filter_map(|&p| self.db.property_int_value(p).ok().flatten())
+        .sum()
+    }
+
     /// Every (key, value) whose key starts with `prefix`, in key order.
     pub fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Entry>> + '_ {
         self.scan_from(prefix, prefix)

@@ -41,8 +41,11 @@ class Server:
         )
         self.dsn = None
         self.flight = None
+        self.http = None
         for line in self.proc.stdout:
             line = line.strip()
+            if line.startswith("HTTP admin"):
+                self.http = line.split()[2].removeprefix("http://")
             if line.startswith("PostgreSQL"):
                 self.dsn = line.split('"')[1]
             if line.startswith("Flight"):

@@ -187,6 +187,8 @@ pub struct MatView {
     late_rows: AtomicU64,
     /// The watermark, µs (`i64::MIN`: none yet).
     watermark: AtomicI64,
+    /// When the view last reflected every row committed to its inputs.
+    caught_up: Mutex<Option<std::time::Instant>>,
 }
 
 impl fmt::Debug for MatView {
@@ -1000,6 +1002,7 @@ impl MatView {
             run: tokio::sync::Mutex::new(run),
             late_rows: AtomicU64::new(late_rows),
             watermark: AtomicI64::new(watermark),
+            caught_up: Mutex::new(None),
         }
     }
 

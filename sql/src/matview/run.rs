@@ -276,6 +276,7 @@ impl MatView {
         if matches!(self.output, Some(Output::Channel(_))) {
             return Ok(()); // a push query is not recovered
         }
+        let started = Instant::now();
         let mut run = self.run.lock().await;
         let number = self.checkpoint_no.load(Ordering::Acquire) + 1;
         let record = CheckpointRecord {
@@ -317,6 +318,8 @@ impl MatView {
         self.checkpoint_no.store(number, Ordering::Release);
         self.dirty.store(false, Ordering::Release);
         drop(run);
+        metrics::histogram!(crate::metrics::VIEW_CHECKPOINT_SECONDS, "view" => self.name.clone())
+            .record(started.elapsed().as_secs_f64());
         // The previous checkpoint stays as a margin; older ones go.
         if let Body::Aggregate(a) = &self.body
             && number > 2
@@ -367,6 +370,9 @@ impl MatView {
         let budget = (MAX_STEP_ROWS / partitions.max(1) as u64).max(MIN_PARTITION_ROWS);
         let mut ends = Vec::with_capacity(inputs.len());
         let mut maxima = Vec::with_capacity(partitions);
+        // Whether this step reaches every end observed at its start.
+        let observed = Instant::now();
+        let mut complete = replaying.is_none();
         for (i, (info, _, consumed)) in inputs.iter().enumerate() {
             let (limit, budget) = match &replaying {
                 Some(r) => (r.ends[i].clone(), u64::MAX),
@@ -375,6 +381,7 @@ impl MatView {
             let mut e = Vec::with_capacity(consumed.len());
             for (p, (&c, &l)) in consumed.iter().zip(&limit).enumerate() {
                 let (end, max) = log.bounded_read(info, p as u32, c, l, budget).await?;
+                complete &= end >= l;
                 e.push(end);
                 maxima.push(max);
             }
@@ -411,6 +418,7 @@ impl MatView {
         };
         let closes = self.emit == Emit::OnClose && after.is_some() && after != before;
         if !any && !closes {
+            self.caught_up(complete, observed);
             return Ok(false);
         }
         let changes = match &self.body {
@@ -448,7 +456,37 @@ impl MatView {
         for (input, e) in inputs.iter_mut().zip(ends) {
             input.consumed = e;
         }
+        drop(inputs);
+        self.caught_up(complete, observed);
         Ok(true)
+    }
+
+    /// A step that reached every end observed at `observed` makes the view
+    /// reflect everything committed before then.
+    fn caught_up(&self, complete: bool, observed: Instant) {
+        if complete {
+            *self.caught_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(observed);
+        }
+    }
+
+    /// Seconds since the view last reflected everything committed to its
+    /// inputs, given its current lag (0 without lag).
+    pub fn freshness(&self, lag: i64) -> f64 {
+        if lag <= 0 {
+            return 0.0;
+        }
+        match *self.caught_up.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(at) => at.elapsed().as_secs_f64(),
+            None => f64::NAN,
+        }
+    }
+
+    /// Bytes of local state (0 for a view without aggregate).
+    pub fn state_bytes(&self) -> u64 {
+        match &self.body {
+            Body::Aggregate(a) => a.state.size_bytes(),
+            Body::Pipeline { .. } => 0,
+        }
     }
 
     /// Merges a step into an aggregate's state; returns its changelog rows.
