@@ -2,6 +2,7 @@
 //! commands that talk to a running server come with the protocols they use.
 
 mod admin;
+mod cli;
 mod config;
 mod metrics;
 mod server;
@@ -51,6 +52,41 @@ enum Command {
     /// Precedence: flags > STREAMHOUSE_* environment > --config file > defaults.
     /// Example: streamhouse server --data-dir /var/lib/streamhouse --http-addr 127.0.0.1:0
     Server(config::ServerArgs),
+
+    /// Create, list, describe and delete streams
+    #[command(subcommand)]
+    Streams(cli::StreamsCommand),
+
+    /// Append rows read from standard input or a file (JSON lines or CSV)
+    ///
+    /// Example: echo '{"id":1,"user":"ann","amount":9.5}' | streamhouse produce orders
+    ///
+    /// Example: streamhouse produce orders --format csv --file orders.csv
+    Produce(cli::ProduceArgs),
+
+    /// Print a stream's rows (or a view's changes); with --follow, as they arrive
+    ///
+    /// Example: streamhouse consume orders --from latest --follow --format json
+    ///
+    /// Example: streamhouse consume orders --group billing
+    Consume(cli::ConsumeArgs),
+
+    /// List, describe and reset consumer groups
+    #[command(subcommand)]
+    Groups(cli::GroupsCommand),
+
+    /// An SQL shell (or run -c "statements" and exit)
+    ///
+    /// Example: streamhouse sql -c "SELECT count(*) FROM orders"
+    Sql(cli::SqlArgs),
+
+    /// Print a shell completion script
+    ///
+    /// Example: streamhouse completions bash > /etc/bash_completion.d/streamhouse
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_tracing(level: Option<&str>, format: LogFormat) {
@@ -67,16 +103,55 @@ fn init_tracing(level: Option<&str>, format: LogFormat) {
     }
 }
 
+/// Runs a client command on a small runtime.
+fn client<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_level.as_deref(), cli.log_format);
+    let is_server = matches!(cli.command, Command::Server(_));
+    #[cfg(unix)]
+    if !is_server {
+        // `streamhouse consume … | head` ends quietly, like other tools.
+        // SAFETY: restoring the default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    // Client commands only log warnings unless told otherwise.
+    let level = cli
+        .log_level
+        .as_deref()
+        .or((!is_server && std::env::var_os("RUST_LOG").is_none()).then_some("warn"));
+    init_tracing(level, cli.log_format);
     let result = match cli.command {
         Command::Server(args) => config::ServerConfig::resolve(&args).and_then(|config| {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // Planning deep queries recurses; 2 MiB is not always enough.
+                .thread_stack_size(8 << 20)
                 .build()?
                 .block_on(server::run(config))
         }),
+        Command::Streams(cmd) => client(cli::streams(cmd)),
+        Command::Produce(args) => client(cli::produce(args)),
+        Command::Consume(args) => client(cli::consume(args)),
+        Command::Groups(cmd) => client(cli::groups(cmd)),
+        Command::Sql(args) => client(cli::sql(args)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "streamhouse",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

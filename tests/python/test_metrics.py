@@ -8,6 +8,7 @@ once, so that reads go to the object store and miss the cache."""
 import json
 import re
 import tempfile
+from pathlib import Path
 import time
 import urllib.request
 import warnings
@@ -18,6 +19,7 @@ import pyarrow.flight as flight
 
 from conftest import Server
 
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -177,10 +179,28 @@ def workload(server):
     # Consumer lag per group and partition.
     assert value(after, "streamhouse_consumer_lag_rows",
                  group="billing", stream="orders", partition="0") == end0 - 1
+    # Every metric a dashboard uses exists.
+    used = dashboard_metrics()
+    assert len(used) >= 20, used
+    assert used <= {name for (name, _) in after}, used - {name for (name, _) in after}
     conn.close()
     # A closed connection is no longer counted.
     eventually(lambda: _assert(
         value(scrape(server), "streamhouse_connections", door="pgwire") == 0))
+
+
+def dashboard_metrics():
+    """The metric names the Grafana dashboards' queries and variables use."""
+    names = set()
+    files = sorted(DASHBOARDS.glob("*.json"))
+    assert len(files) == 4, files
+    for f in files:
+        d = json.loads(f.read_text())
+        texts = [t["expr"] for p in d["panels"] for t in p["targets"]]
+        texts += [v.get("definition", "") for v in d["templating"]["list"]]
+        for t in texts:
+            names |= set(re.findall(r"streamhouse_[a-z_]+", t))
+    return names
 
 
 def _assert(condition):
