@@ -47,6 +47,9 @@ impl ChunkCache {
     pub fn new(capacity_bytes: u64) -> Self {
         // Estimated item count only sizes internal tables.
         let items = (capacity_bytes / (256 * 1024)).clamp(16, 1 << 16) as usize;
+        // Both series exist from the start (a ratio needs both).
+        metrics::counter!(crate::metrics::CACHE_HITS).increment(0);
+        metrics::counter!(crate::metrics::CACHE_MISSES).increment(0);
         Self {
             cache: Cache::with_weighter(items, capacity_bytes.max(1), ByBytes),
         }

@@ -31,7 +31,9 @@ pub use clock::{Clock, ClockRef, ManualClock, Micros, SystemClock};
 pub use error::{ErrorKind, LogError, Result};
 pub use log::{AppendOptions, DataDir, GroupLag, Log, LogConfig};
 pub use metadata::sqlite::SqliteMetadata;
-pub use metadata::{AckPart, MetadataStore, ProducerSeq, TimeFilter, ViewCheckpoint, ViewRecord};
+pub use metadata::{
+    AckPart, MetadataStore, PartitionStats, ProducerSeq, TimeFilter, ViewCheckpoint, ViewRecord,
+};
 pub use reader::BatchStream;
 pub use store::{Store, StoreKind};
 pub use stream::{StreamId, StreamInfo, StreamSpec};

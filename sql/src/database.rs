@@ -18,6 +18,7 @@ use datafusion::common::{ScalarValue, TableReference};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
@@ -101,6 +102,8 @@ pub struct Prepared {
     pub param_types: Vec<Option<DataType>>,
     /// Columns of the rows it returns; `None` for commands.
     pub schema: Option<SchemaRef>,
+    /// The statement as text.
+    pub text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -460,7 +463,7 @@ pub struct Database {
     log: Arc<Log>,
     pub(crate) ctx: SessionContext,
     /// Materialized views, by name.
-    pub(crate) views: RwLock<HashMap<String, Arc<crate::matview::MatView>>>,
+    pub(crate) views: Arc<RwLock<HashMap<String, Arc<crate::matview::MatView>>>>,
     pub(crate) options: DatabaseOptions,
     /// Where views keep local state.
     pub(crate) state_dir: std::path::PathBuf,
@@ -473,7 +476,9 @@ pub struct Database {
     /// Views' changelogs as tables, by view name (for `changes(view)`).
     pub(crate) changelogs: Tables,
     /// Stored views that could not be brought back: (definition, error).
-    pub(crate) failed_views: RwLock<HashMap<String, (String, String)>>,
+    pub(crate) failed_views: Arc<RwLock<HashMap<String, (String, String)>>>,
+    /// Statements running now.
+    pub(crate) running: Arc<crate::system::Running>,
     /// Settings used by [`Database::execute`] (embedded use, tests).
     default_session: Session,
     /// Rewrites of client catalog queries.
@@ -484,6 +489,21 @@ impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database").field("log", &self.log).finish()
     }
+}
+
+/// `rows`, keeping `guard` until they have been read or dropped.
+fn hold_while_read(
+    rows: SendableRecordBatchStream,
+    guard: crate::system::RunningGuard,
+) -> SendableRecordBatchStream {
+    let schema = rows.schema();
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        rows.map(move |b| {
+            let _ = &guard;
+            b
+        }),
+    ))
 }
 
 /// Settings of a [`Database`].
@@ -545,15 +565,29 @@ impl Database {
             streams: RwLock::new(HashSet::new()),
             tables: Tables::default(),
             changelogs: Tables::default(),
-            failed_views: RwLock::new(HashMap::new()),
+            failed_views: Arc::new(RwLock::new(HashMap::new())),
+            running: Arc::default(),
             default_session: Session::default(),
             compat,
-            views: RwLock::new(HashMap::new()),
+            views: Arc::new(RwLock::new(HashMap::new())),
             options,
             state_dir,
             _temp_state: temp_state,
         };
         functions::register(&db.ctx);
+        let sources = Arc::new(crate::system::Sources {
+            log: db.log.clone(),
+            views: db.views.clone(),
+            failed_views: db.failed_views.clone(),
+            running: db.running.clone(),
+            started_at: crate::matview::now_micros(),
+        });
+        if let Some(catalog) = db.ctx.catalog(crate::session::DATABASE) {
+            catalog.register_schema(
+                crate::system::SCHEMA,
+                crate::system::schema(crate::system::tables(sources))?,
+            )?;
+        }
         db.ctx.register_udtf(
             "tumble",
             Arc::new(WindowFunction::new(Kind::Tumble, db.tables.clone())),
@@ -699,6 +733,7 @@ impl Database {
 
     /// Plans a parsed statement: its parameter types and result schema.
     pub async fn prepare_statement(&self, stmt: Statement) -> Result<Prepared> {
+        let text = stmt.text();
         let (action, schema) = match stmt {
             Statement::ShowStreams => (Action::Statement(stmt), Some(show_streams_schema())),
             Statement::ShowMaterializedViews => (
@@ -791,6 +826,7 @@ impl Database {
             _ => Vec::new(),
         };
         Ok(Prepared {
+            text,
             action,
             param_types,
             schema,
@@ -806,9 +842,21 @@ impl Database {
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult> {
         let started = std::time::Instant::now();
-        let result = self.run_prepared(session, prepared, params).await;
+        let running = self.running.begin(session.door(), prepared.text.clone());
+        let span = tracing::debug_span!("query", door = session.door(), query = %prepared.text);
+        let result =
+            tracing::Instrument::instrument(self.run_prepared(session, prepared, params), span)
+                .await;
         crate::metrics::query_done(session.door(), started.elapsed(), result.as_ref().err());
-        result
+        // A statement whose rows stream runs until they are read.
+        Ok(match result? {
+            QueryResult::Rows(rows) => QueryResult::Rows(hold_while_read(rows, running)),
+            QueryResult::Subscription(rows) => {
+                self.running.subscription(&running);
+                QueryResult::Subscription(hold_while_read(rows, running))
+            }
+            other => other,
+        })
     }
 
     async fn run_prepared(

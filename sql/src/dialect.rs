@@ -50,6 +50,26 @@ pub enum Statement {
 }
 
 impl Statement {
+    /// The statement as text (for lists of running queries).
+    pub fn text(&self) -> String {
+        match self {
+            Statement::CreateStream(c) => format!("CREATE STREAM {}", c.name),
+            Statement::DropStream { names, .. } => format!("DROP STREAM {}", names.join(", ")),
+            Statement::ShowStreams => "SHOW STREAMS".into(),
+            Statement::Describe { name } => format!("DESCRIBE {name}"),
+            Statement::CreateMaterializedView { name, query, .. } => {
+                format!("CREATE MATERIALIZED VIEW {name} AS {query}")
+            }
+            Statement::Subscribe(Subscribe::View { name, .. }) => format!("SUBSCRIBE TO {name}"),
+            Statement::Subscribe(Subscribe::Query(q)) => format!("{q} EMIT CHANGES"),
+            Statement::DropMaterializedView { names, .. } => {
+                format!("DROP MATERIALIZED VIEW {}", names.join(", "))
+            }
+            Statement::ShowMaterializedViews => "SHOW MATERIALIZED VIEWS".into(),
+            Statement::Sql(s) => s.to_string(),
+        }
+    }
+
     /// `COMMIT`/`END` or `ROLLBACK`/`ABORT`: what may run in a failed
     /// transaction block.
     pub fn ends_transaction(&self) -> bool {

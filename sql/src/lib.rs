@@ -26,6 +26,7 @@ pub mod names;
 pub mod prune;
 pub mod rewrite;
 pub mod session;
+pub mod system;
 pub mod table;
 pub mod types;
 pub mod views;

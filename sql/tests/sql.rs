@@ -618,3 +618,113 @@ async fn tumble_and_hop_windows() {
         assert_eq!(err(&e.db, sql).await.0, code, "{sql}");
     }
 }
+
+/// The `streamhouse` schema's system tables, from any query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_tables_describe_streams_views_groups_queries_and_agents() {
+    let e = env().await;
+    e.db.execute(
+        "CREATE STREAM orders (id BIGINT NOT NULL, customer TEXT, amount DOUBLE PRECISION) \
+         WITH (partitions = 3, key = 'customer')",
+    )
+    .await
+    .unwrap();
+    for k in 0..4 {
+        let values: Vec<String> = (0..25)
+            .map(|i| format!("({}, 'c{}', {i}.5)", k * 25 + i, i % 6))
+            .collect();
+        e.db.execute(&format!("INSERT INTO orders VALUES {}", values.join(",")))
+            .await
+            .unwrap();
+    }
+    e.db.execute(
+        "CREATE MATERIALIZED VIEW per_customer AS SELECT customer, count(*) AS n FROM orders GROUP BY customer",
+    )
+    .await
+    .unwrap();
+
+    let streams = table(
+        &e.db,
+        "SELECT name, partitions, key, rows, high_watermark, bytes > 0 AS has_bytes, chunks >= 3 AS chunked, \
+         last_append IS NOT NULL AS appended FROM streamhouse.streams WHERE name = 'orders'",
+    )
+    .await;
+    assert!(
+        streams.contains("| orders | 3          | customer | 100  | 100            | true      | true    | true     |"),
+        "{streams}"
+    );
+    // Partitions add up to the stream.
+    let sums = table(
+        &e.db,
+        "SELECT count(*) AS partitions, sum(rows) AS rows, sum(high_watermark) AS hw, min(start_offset) AS first \
+         FROM streamhouse.partitions WHERE stream = 'orders'",
+    )
+    .await;
+    assert!(
+        sums.contains("| 3          | 100  | 100 | 0     |"),
+        "{sums}"
+    );
+
+    // Views: status, lag, checkpoint.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let views = table(
+            &e.db,
+            "SELECT name, status, lag_rows, last_checkpoint >= 1 AS checkpointed, emit, state_bytes > 0 AS stateful \
+             FROM streamhouse.views",
+        )
+        .await;
+        if views
+            .contains("| per_customer | running | 0        | true         | on_update | true     |")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{views}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Consumer groups with their lag per partition.
+    e.log
+        .commit_offsets("billing", "orders", None, &[(0, 1)])
+        .await
+        .unwrap();
+    let groups = table(
+        &e.db,
+        "SELECT g.partition, g.committed, g.lag = p.high_watermark - coalesce(g.committed, 0) AS lag_ok \
+         FROM streamhouse.consumer_groups g JOIN streamhouse.partitions p \
+         ON g.stream = p.stream AND g.partition = p.partition WHERE g.\"group\" = 'billing' ORDER BY 1",
+    )
+    .await;
+    assert!(
+        groups.contains("| 0         | 1         | true   |"),
+        "{groups}"
+    );
+    assert_eq!(groups.matches("| true   |").count(), 3, "{groups}");
+
+    // A query sees itself running; a query whose rows are not read yet
+    // is still running.
+    let pending = e.db.execute("SELECT * FROM orders").await.unwrap();
+    let queries = table(
+        &e.db,
+        "SELECT door, kind, query FROM streamhouse.queries ORDER BY id",
+    )
+    .await;
+    assert!(
+        queries.contains("| embedded | statement | SELECT * FROM orders "),
+        "{queries}"
+    );
+    assert!(queries.contains("FROM streamhouse.queries"), "{queries}");
+    drop(pending);
+    let queries = table(&e.db, "SELECT query FROM streamhouse.queries").await;
+    assert!(!queries.contains("SELECT * FROM orders"), "{queries}");
+
+    let agents = table(
+        &e.db,
+        "SELECT agent, alive, views, started_at <= now() AS started FROM streamhouse.agents",
+    )
+    .await;
+    assert!(
+        agents.contains("| local | true  | 1     | true    |"),
+        "{agents}"
+    );
+}

@@ -122,6 +122,22 @@ pub struct ViewRecord {
     pub checkpoint: Option<ViewCheckpoint>,
 }
 
+/// What one partition holds (for system tables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub partition: u32,
+    /// The next offset (high watermark).
+    pub next_offset: u64,
+    /// The first offset still held (none: no chunk, e.g. all expired).
+    pub first_offset: Option<u64>,
+    pub rows: u64,
+    /// Encoded bytes of its chunks.
+    pub bytes: u64,
+    pub chunks: u64,
+    /// When its newest row was appended (µs).
+    pub last_append: Option<i64>,
+}
+
 /// A view's checkpoint: what it has read, and where its state is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewCheckpoint {
@@ -157,6 +173,9 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 
     /// Next offset of each partition of a stream (its high watermark).
     async fn partition_ends(&self, stream_id: StreamId) -> Result<Vec<u64>>;
+
+    /// What each partition of a stream holds, by partition.
+    async fn partition_stats(&self, stream_id: StreamId) -> Result<Vec<PartitionStats>>;
 
     /// Commits a flushed object in one transaction; see the module doc.
     async fn commit_flush(&self, commit: &FlushCommit) -> Result<CommitOutcome>;

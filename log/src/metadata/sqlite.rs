@@ -21,8 +21,8 @@ use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction
 use tokio::sync::Mutex;
 
 use super::{
-    AckPart, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, Rejection, TimeFilter,
-    ViewCheckpoint, ViewRecord,
+    AckPart, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats, Rejection,
+    TimeFilter, ViewCheckpoint, ViewRecord,
 };
 use crate::chunk::TimeBounds;
 use crate::clock::Micros;
@@ -277,6 +277,36 @@ impl MetadataStore for SqliteMetadata {
         .await?;
         rows.iter()
             .map(|r| Ok(r.try_get::<i64, _>("next_offset")? as u64))
+            .collect()
+    }
+
+    async fn partition_stats(&self, stream_id: StreamId) -> Result<Vec<PartitionStats>> {
+        let rows = sqlx::query(
+            "SELECT p.partition_no, p.next_offset, min(c.base_offset) AS first_offset, \
+                    coalesce(sum(c.end_offset - c.base_offset), 0) AS rows_held, \
+                    coalesce(sum(c.byte_len), 0) AS bytes, count(c.base_offset) AS chunks, \
+                    max(c.max_append_time_us) AS last_append \
+             FROM partitions p LEFT JOIN chunks c \
+               ON c.stream_id = p.stream_id AND c.partition_no = p.partition_no \
+             WHERE p.stream_id = ? GROUP BY p.partition_no, p.next_offset ORDER BY p.partition_no",
+        )
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PartitionStats {
+                    partition: r.try_get::<i64, _>("partition_no")? as u32,
+                    next_offset: r.try_get::<i64, _>("next_offset")? as u64,
+                    first_offset: r
+                        .try_get::<Option<i64>, _>("first_offset")?
+                        .map(|o| o as u64),
+                    rows: r.try_get::<i64, _>("rows_held")? as u64,
+                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    chunks: r.try_get::<i64, _>("chunks")? as u64,
+                    last_append: r.try_get::<Option<i64>, _>("last_append")?,
+                })
+            })
             .collect()
     }
 

@@ -1,0 +1,494 @@
+//! The `streamhouse` schema: system tables any door can query —
+//! `streams`, `partitions`, `views`, `consumer_groups`, `queries` (running
+//! statements and subscriptions) and `agents`. Each is computed when it is
+//! scanned, from the log's metadata and the server's own state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session};
+use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use futures::future::BoxFuture;
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use streamhouse_log::Log;
+
+use crate::error::Result;
+use crate::matview::MatView;
+
+/// Name of the schema.
+pub const SCHEMA: &str = "streamhouse";
+
+/// Builds a table's rows when it is scanned.
+pub type Fill = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<ArrayRef>>> + Send + Sync>;
+
+/// One system table.
+pub struct SystemTable {
+    schema: SchemaRef,
+    fill: Fill,
+}
+
+impl fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SystemTable({:?})", self.schema)
+    }
+}
+
+impl SystemTable {
+    pub fn new(columns: Vec<(&str, DataType)>, fill: Fill) -> Arc<SystemTable> {
+        let fields: Vec<Field> = columns
+            .into_iter()
+            .map(|(n, t)| Field::new(n, t, true))
+            .collect();
+        Arc::new(SystemTable {
+            schema: Arc::new(Schema::new(fields)),
+            fill,
+        })
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let columns = (self.fill)()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        MemTable::try_new(self.schema.clone(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+/// A schema holding `tables`.
+pub fn schema(tables: Vec<(&str, Arc<SystemTable>)>) -> DfResult<Arc<dyn SchemaProvider>> {
+    let schema = MemorySchemaProvider::new();
+    for (name, table) in tables {
+        schema.register_table(name.to_string(), table)?;
+    }
+    Ok(Arc::new(schema))
+}
+
+/// Column builders for the fills.
+pub fn text<S: AsRef<str>>(v: impl IntoIterator<Item = Option<S>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<StringArray>())
+}
+pub fn int(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<Int64Array>())
+}
+pub fn float(v: impl IntoIterator<Item = Option<f64>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<Float64Array>())
+}
+pub fn boolean(v: impl IntoIterator<Item = Option<bool>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<BooleanArray>())
+}
+/// Microseconds since the epoch, as `timestamptz`.
+pub fn time(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(
+        v.into_iter()
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC"),
+    )
+}
+/// `timestamptz`, the type [`time`] builds.
+pub fn time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Statements running now, for `streamhouse.queries`.
+#[derive(Default)]
+pub struct Running {
+    next: AtomicU64,
+    entries: Mutex<BTreeMap<u64, RunningQuery>>,
+}
+
+/// One running statement.
+#[derive(Debug, Clone)]
+pub struct RunningQuery {
+    pub id: u64,
+    pub door: &'static str,
+    pub text: String,
+    /// `statement` or `subscription`.
+    pub kind: &'static str,
+    pub started_at: i64,
+    pub started: Instant,
+}
+
+/// Removes its statement from [`Running`] when dropped.
+pub struct RunningGuard {
+    running: Arc<Running>,
+    id: u64,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.running
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Running {
+    /// Registers a statement until the guard is dropped.
+    pub fn begin(self: &Arc<Self>, door: &'static str, text: String) -> RunningGuard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                RunningQuery {
+                    id,
+                    door,
+                    text,
+                    kind: "statement",
+                    started_at: crate::matview::now_micros(),
+                    started: Instant::now(),
+                },
+            );
+        RunningGuard {
+            running: self.clone(),
+            id,
+        }
+    }
+
+    /// Marks a running statement as a subscription.
+    pub fn subscription(&self, guard: &RunningGuard) {
+        if let Some(e) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&guard.id)
+        {
+            e.kind = "subscription";
+        }
+    }
+
+    /// What runs now.
+    pub fn list(&self) -> Vec<RunningQuery> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// What the tables read.
+pub(crate) struct Sources {
+    pub log: Arc<Log>,
+    pub views: Arc<RwLock<HashMap<String, Arc<MatView>>>>,
+    pub failed_views: Arc<RwLock<HashMap<String, (String, String)>>>,
+    pub running: Arc<Running>,
+    /// When this server started (µs).
+    pub started_at: i64,
+}
+
+fn fill<F, Fut>(sources: &Arc<Sources>, f: F) -> Fill
+where
+    F: Fn(Arc<Sources>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<ArrayRef>>> + Send + 'static,
+{
+    let sources = sources.clone();
+    Arc::new(move || Box::pin(f(sources.clone())))
+}
+
+/// The tables of the `streamhouse` schema.
+pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTable>)> {
+    use DataType::{Boolean, Float64, Int64, Utf8};
+    vec![
+        (
+            "streams",
+            SystemTable::new(
+                vec![
+                    ("name", Utf8),
+                    ("partitions", Int64),
+                    ("key", Utf8),
+                    ("event_time", Utf8),
+                    ("rows", Int64),
+                    ("bytes", Int64),
+                    ("chunks", Int64),
+                    ("high_watermark", Int64),
+                    ("last_append", time_type()),
+                ],
+                fill(&sources, |s| async move {
+                    let mut rows = Vec::new();
+                    for info in s.log.streams().await? {
+                        let stats = s.log.metadata().partition_stats(info.id).await?;
+                        rows.push((info, stats));
+                    }
+                    let sum = |f: fn(&streamhouse_log::PartitionStats) -> u64| {
+                        int(rows
+                            .iter()
+                            .map(|(_, st)| Some(st.iter().map(f).sum::<u64>() as i64)))
+                    };
+                    Ok(vec![
+                        text(rows.iter().map(|(i, _)| Some(i.name()))),
+                        int(rows.iter().map(|(i, _)| Some(i.spec.partitions as i64))),
+                        text(
+                            rows.iter().map(|(i, _)| {
+                                Some(i.spec.key.join(", ")).filter(|k| !k.is_empty())
+                            }),
+                        ),
+                        text(
+                            rows.iter()
+                                .map(|(i, _)| i.spec.event_time.as_ref().map(|e| e.column.clone())),
+                        ),
+                        sum(|p| p.rows),
+                        sum(|p| p.bytes),
+                        sum(|p| p.chunks),
+                        sum(|p| p.next_offset),
+                        time(
+                            rows.iter()
+                                .map(|(_, st)| st.iter().filter_map(|p| p.last_append).max()),
+                        ),
+                    ])
+                }),
+            ),
+        ),
+        (
+            "partitions",
+            SystemTable::new(
+                vec![
+                    ("stream", Utf8),
+                    ("partition", Int64),
+                    ("start_offset", Int64),
+                    ("high_watermark", Int64),
+                    ("rows", Int64),
+                    ("bytes", Int64),
+                    ("chunks", Int64),
+                    ("last_append", time_type()),
+                ],
+                fill(&sources, |s| async move {
+                    let mut rows = Vec::new();
+                    for info in s.log.streams().await? {
+                        for p in s.log.metadata().partition_stats(info.id).await? {
+                            rows.push((info.name().to_string(), p));
+                        }
+                    }
+                    Ok(vec![
+                        text(rows.iter().map(|r| Some(r.0.clone()))),
+                        int(rows.iter().map(|r| Some(r.1.partition as i64))),
+                        int(rows
+                            .iter()
+                            .map(|r| Some(r.1.first_offset.unwrap_or(r.1.next_offset) as i64))),
+                        int(rows.iter().map(|r| Some(r.1.next_offset as i64))),
+                        int(rows.iter().map(|r| Some(r.1.rows as i64))),
+                        int(rows.iter().map(|r| Some(r.1.bytes as i64))),
+                        int(rows.iter().map(|r| Some(r.1.chunks as i64))),
+                        time(rows.iter().map(|r| r.1.last_append)),
+                    ])
+                }),
+            ),
+        ),
+        (
+            "views",
+            SystemTable::new(
+                vec![
+                    ("name", Utf8),
+                    ("status", Utf8),
+                    ("lag_rows", Int64),
+                    ("freshness_seconds", Float64),
+                    ("last_checkpoint", Int64),
+                    ("restored_from", Utf8),
+                    ("emit", Utf8),
+                    ("watermark", time_type()),
+                    ("late_rows", Int64),
+                    ("state_bytes", Int64),
+                    ("inputs", Utf8),
+                    ("definition", Utf8),
+                ],
+                fill(&sources, |s| async move { views(&s).await }),
+            ),
+        ),
+        (
+            "consumer_groups",
+            SystemTable::new(
+                vec![
+                    ("group", Utf8),
+                    ("stream", Utf8),
+                    ("partition", Int64),
+                    ("committed", Int64),
+                    ("high_watermark", Int64),
+                    ("lag", Int64),
+                    ("member", Utf8),
+                    ("generation", Int64),
+                ],
+                fill(&sources, |s| async move {
+                    let lags = s.log.group_lags().await?;
+                    let live: HashMap<String, streamhouse_log::groups::GroupState> = lags
+                        .iter()
+                        .filter_map(|l| s.log.groups().describe(&l.group))
+                        .map(|g| (g.group.clone(), g))
+                        .collect();
+                    let member = |g: &str, p: u32| {
+                        live.get(g).and_then(|g| {
+                            g.members
+                                .iter()
+                                .find(|m| m.partitions.contains(&p))
+                                .map(|m| m.member.clone())
+                        })
+                    };
+                    Ok(vec![
+                        text(lags.iter().map(|l| Some(l.group.clone()))),
+                        text(lags.iter().map(|l| Some(l.stream.clone()))),
+                        int(lags.iter().map(|l| Some(l.partition as i64))),
+                        int(lags.iter().map(|l| l.committed.map(|c| c as i64))),
+                        int(lags.iter().map(|l| Some(l.end as i64))),
+                        int(lags.iter().map(|l| Some(l.lag as i64))),
+                        text(lags.iter().map(|l| member(&l.group, l.partition))),
+                        int(lags
+                            .iter()
+                            .map(|l| live.get(&l.group).map(|g| g.generation as i64))),
+                    ])
+                }),
+            ),
+        ),
+        (
+            "queries",
+            SystemTable::new(
+                vec![
+                    ("id", Int64),
+                    ("door", Utf8),
+                    ("kind", Utf8),
+                    ("query", Utf8),
+                    ("started_at", time_type()),
+                    ("running_seconds", Float64),
+                ],
+                fill(&sources, |s| async move {
+                    let q = s.running.list();
+                    Ok(vec![
+                        int(q.iter().map(|q| Some(q.id as i64))),
+                        text(q.iter().map(|q| Some(q.door))),
+                        text(q.iter().map(|q| Some(q.kind))),
+                        text(q.iter().map(|q| Some(q.text.clone()))),
+                        time(q.iter().map(|q| Some(q.started_at))),
+                        float(q.iter().map(|q| Some(q.started.elapsed().as_secs_f64()))),
+                    ])
+                }),
+            ),
+        ),
+        (
+            "agents",
+            SystemTable::new(
+                vec![
+                    ("agent", Utf8),
+                    ("pid", Int64),
+                    ("version", Utf8),
+                    ("started_at", time_type()),
+                    ("alive", Boolean),
+                    ("views", Int64),
+                ],
+                fill(&sources, |s| async move {
+                    let views = s.views.read().unwrap_or_else(|p| p.into_inner()).len();
+                    Ok(vec![
+                        text([Some("local")]),
+                        int([Some(std::process::id() as i64)]),
+                        text([Some(env!("CARGO_PKG_VERSION"))]),
+                        time([Some(s.started_at)]),
+                        boolean([Some(true)]),
+                        int([Some(views as i64)]),
+                    ])
+                }),
+            ),
+        ),
+    ]
+}
+
+async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
+    let mut list: Vec<Arc<MatView>> = s
+        .views
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut rows = Vec::new();
+    for v in &list {
+        let (status, lag) = v.progress(&s.log).await;
+        rows.push((
+            v.name.clone(),
+            status.to_string(),
+            Some(lag),
+            Some(v.freshness(lag)),
+            Some(v.checkpoints() as i64),
+            Some(v.origin()),
+            Some(match v.emit() {
+                crate::dialect::Emit::OnClose => "on_close",
+                crate::dialect::Emit::OnUpdate => "on_update",
+            }),
+            v.watermark(),
+            Some(v.late_rows() as i64),
+            Some(v.state_bytes() as i64),
+            Some(v.input_names().join(", ")),
+            format!("{}{}", v.options.to_sql(), v.definition),
+        ));
+    }
+    for (name, (definition, error)) in s
+        .failed_views
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        rows.push((
+            name.clone(),
+            format!("failed: {error}"),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            definition.clone(),
+        ));
+    }
+    Ok(vec![
+        text(rows.iter().map(|r| Some(r.0.clone()))),
+        text(rows.iter().map(|r| Some(r.1.clone()))),
+        int(rows.iter().map(|r| r.2)),
+        float(rows.iter().map(|r| r.3)),
+        int(rows.iter().map(|r| r.4)),
+        text(rows.iter().map(|r| r.5.clone())),
+        text(rows.iter().map(|r| r.6)),
+        time(rows.iter().map(|r| r.7)),
+        int(rows.iter().map(|r| r.8)),
+        int(rows.iter().map(|r| r.9)),
+        text(rows.iter().map(|r| r.10.clone())),
+        text(rows.iter().map(|r| Some(r.11.clone()))),
+    ])
+}
