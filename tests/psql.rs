@@ -371,11 +371,12 @@ CREATE STREAM
  _offset    | bigint                   |           | not null |
  _timestamp | timestamp with time zone |           | not null |
 
-   List of schemas
-  Name  |    Owner
---------+-------------
- public | streamhouse
-(1 row)
+      List of schemas
+    Name     |    Owner
+-------------+-------------
+ public      | streamhouse
+ streamhouse | streamhouse
+(2 rows)
 
             List of roles
   Role name  | Attributes | Member of

@@ -265,3 +265,85 @@ async fn views_equal_the_bounded_query_after_repeated_sigkill() {
     .await;
     assert_eq!(kinds.len(), 2, "{kinds:?}");
 }
+
+/// `GET path` on `addr`: the status, or `None` while nothing listens.
+fn try_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    resp.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `/ready` answers 503 while views recover at start-up (`/live` already
+/// answers 200), and 200 once they have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_after_views_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = format!("127.0.0.1:{port}");
+    // No checkpoint after the view's first: a restart replays every step.
+    let args = ["--data-dir", "data", "--checkpoint-interval", "1h"];
+    let mut server = Server::start(dir.path(), &args, &[]);
+    let c = connect(&server).await;
+    c.batch_execute(
+        "CREATE STREAM r (k BIGINT, v DOUBLE PRECISION) WITH (partitions = 2); \
+         CREATE MATERIALIZED VIEW r_totals AS SELECT k % 1000 AS g, count(*) AS n, sum(v) AS s FROM r GROUP BY k % 1000",
+    )
+    .await
+    .unwrap();
+    for round in 0..20 {
+        c.batch_execute(&format!(
+            "INSERT INTO r SELECT value + {}, value * 0.5 FROM generate_series(1, 20000)",
+            round * 20000
+        ))
+        .await
+        .unwrap();
+    }
+    converges(
+        &c,
+        "r_totals",
+        "SELECT k % 1000 AS g, count(*) AS n, sum(v) AS s FROM r GROUP BY k % 1000",
+    )
+    .await;
+    drop(c);
+    server.signal(libc::SIGKILL);
+
+    // Start again and watch the admin endpoints from the first moment.
+    let mut child = std::process::Command::new(common::BIN)
+        .current_dir(dir.path())
+        .arg("server")
+        .args(args)
+        .args(["--http-addr", http.as_str()])
+        .args(["--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut not_ready_while_live = 0;
+    loop {
+        let live = try_status(&http, "/live");
+        let ready = try_status(&http, "/ready");
+        if ready == Some(200) {
+            break;
+        }
+        if live == Some(200) && ready == Some(503) {
+            not_ready_while_live += 1;
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("/ready said 503 {not_ready_while_live} times while /live said 200");
+    assert!(
+        not_ready_while_live > 0,
+        "/ready never said 503 during recovery"
+    );
+}

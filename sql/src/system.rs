@@ -427,14 +427,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
 }
 
 async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
-    let mut list: Vec<Arc<MatView>> = s
-        .views
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let list = crate::views::by_name(&s.views);
     let mut rows = Vec::new();
     for v in &list {
         let (status, lag) = v.progress(&s.log).await;

@@ -2,6 +2,7 @@
 //! VIEWS`, push queries (`SUBSCRIBE`, `… EMIT CHANGES`), and bringing views
 //! back at start-up (see [`crate::matview`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -315,14 +316,7 @@ impl Database {
     /// are scraped.
     pub async fn refresh_metrics(&self) -> Result<()> {
         use crate::metrics as m;
-        let views: Vec<Arc<MatView>> = self
-            .views
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for v in views {
+        for v in by_name(&self.views) {
             let (status, lag) = v.progress(self.log()).await;
             let view = v.name.clone();
             metrics::gauge!(m::VIEW_LAG_ROWS, "view" => view.clone()).set(lag as f64);
@@ -358,16 +352,8 @@ impl Database {
     }
 
     pub(crate) async fn show_materialized_views(&self) -> Result<QueryResult> {
-        let mut views: Vec<Arc<MatView>> = self
-            .views
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        views.sort_by(|a, b| a.name.cmp(&b.name));
         let mut rows: Vec<ShowRow> = Vec::new();
-        for v in &views {
+        for v in &by_name(&self.views) {
             let (status, lag) = v.progress(self.log()).await;
             rows.push(ShowRow {
                 name: v.name.clone(),
@@ -601,6 +587,20 @@ impl Drop for PushQuery {
         self.0.stop();
         self.0.remove_local_state();
     }
+}
+
+/// The running views, by name.
+pub(crate) fn by_name(
+    views: &std::sync::RwLock<HashMap<String, Arc<MatView>>>,
+) -> Vec<Arc<MatView>> {
+    let mut list: Vec<Arc<MatView>> = views
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    list
 }
 
 /// One row of SHOW MATERIALIZED VIEWS.

@@ -275,12 +275,7 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
             "a SESSION window without a GROUP BY",
         ),
     ] {
-        let err =
-            e.db.execute(&format!("CREATE MATERIALIZED VIEW bad AS {sql}"))
-                .await
-                .unwrap_err();
-        assert_eq!(err.sqlstate(), "0A000", "{sql}: {err}");
-        assert!(err.to_string().contains(words), "{sql}: {err}");
+        refused(&e.db, sql, words).await;
     }
     let err =
         e.db.execute("CREATE MATERIALIZED VIEW a AS SELECT k FROM b")
@@ -327,6 +322,16 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
     );
     e.db.execute("DROP MATERIALIZED VIEW counts").await.unwrap();
     assert!(lines(&e.db, "SHOW MATERIALIZED VIEWS").await.is_empty());
+}
+
+/// `CREATE MATERIALIZED VIEW … AS sql` is refused with 0A000 naming `words`.
+async fn refused(db: &Database, sql: &str, words: &str) {
+    let err = db
+        .execute(&format!("CREATE MATERIALIZED VIEW bad AS {sql}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "0A000", "{sql}: {err}");
+    assert!(err.to_string().contains(words), "{sql}: {err}");
 }
 
 /// A changelog applied in order (each delete removes a row an earlier insert
@@ -741,12 +746,7 @@ async fn views_over_a_view_with_updates_take_back_deleted_rows() {
             "median()",
         ),
     ] {
-        let err =
-            e.db.execute(&format!("CREATE MATERIALIZED VIEW bad AS {sql}"))
-                .await
-                .unwrap_err();
-        assert_eq!(err.sqlstate(), "0A000", "{sql}: {err}");
-        assert!(err.to_string().contains(words), "{sql}: {err}");
+        refused(&e.db, sql, words).await;
     }
 
     // After a restart the views continue from their checkpoints.

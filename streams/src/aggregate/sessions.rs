@@ -58,6 +58,19 @@ impl SessionLayout {
         };
         Ok(SessionLayout { spec, keys })
     }
+
+    /// The session keys of rows with group columns `group_cols`, in row
+    /// format (none for sessions without keys).
+    fn key_rows(&self, group_cols: &[ArrayRef]) -> Result<Option<arrow::row::Rows>> {
+        let Some(k) = &self.keys else { return Ok(None) };
+        let cols: Vec<ArrayRef> = self
+            .spec
+            .keys
+            .iter()
+            .map(|&c| group_cols[c].clone())
+            .collect();
+        Ok(Some(k.convert_columns(&cols).map_err(arrow_err)?))
+    }
 }
 
 /// An order-preserving encoding of a time in µs.
@@ -123,19 +136,7 @@ impl AggregateState {
         let starts = micros(&group_cols[spec.start_column])?;
         let ends = micros(&group_cols[spec.end_column])?;
         // The step's sessions by key.
-        let key_rows = match &layout.keys {
-            Some(k) => Some(
-                k.convert_columns(
-                    &spec
-                        .keys
-                        .iter()
-                        .map(|&c| group_cols[c].clone())
-                        .collect::<Vec<_>>(),
-                )
-                .map_err(arrow_err)?,
-            ),
-            None => None,
-        };
+        let key_rows = layout.key_rows(group_cols)?;
         let mut by_key: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
         for i in 0..n {
             if starts.is_null(i) || ends.is_null(i) {
@@ -345,19 +346,7 @@ impl AggregateState {
         }
         let key_rows = self.key_rows(&columns)?;
         let values = self.values.convert_columns(&acc).map_err(arrow_err)?;
-        let session_keys = match &layout.keys {
-            Some(k) => Some(
-                k.convert_columns(
-                    &spec
-                        .keys
-                        .iter()
-                        .map(|&c| columns[c].clone())
-                        .collect::<Vec<_>>(),
-                )
-                .map_err(arrow_err)?,
-            ),
-            None => None,
-        };
+        let session_keys = layout.key_rows(&columns)?;
         for (j, (start, end, _)) in bounds.iter().enumerate() {
             let group_key = self.group_key(&key_rows, j);
             wb.put(&group_key, values.row(j).data());
