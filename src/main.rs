@@ -61,7 +61,7 @@ enum Command {
     ///
     /// Example: echo '{"id":1,"user":"ann","amount":9.5}' | streamhouse produce orders
     ///
-    /// Example: streamhouse produce orders --format csv --file orders.csv
+    /// Example: streamhouse produce orders --format csv --file orders.csv --key user
     Produce(cli::ProduceArgs),
 
     /// Print a stream's rows (or a view's changes); with --follow, as they arrive

@@ -254,6 +254,42 @@ fn the_command_line_drives_a_running_server() {
     follow.kill().unwrap();
     let _ = follow.wait();
 
+    // --key partitions a keyless stream's rows by a column: each device's
+    // rows in one partition, the devices spread over several.
+    ok(
+        s,
+        &[
+            "streams",
+            "create",
+            "events",
+            "--partitions",
+            "4",
+            "--schema",
+            "id bigint, device text",
+        ],
+        "",
+    );
+    let rows: String = (0..40)
+        .map(|i| format!("{{\"id\":{i},\"device\":\"d{}\"}}\n", i % 8))
+        .collect();
+    ok(s, &["produce", "events", "--key", "device"], &rows);
+    let mut partition_of = std::collections::HashMap::new();
+    for line in ok(s, &["consume", "events", "--format", "json"], "").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let device = v["device"].as_str().unwrap().to_string();
+        let p = v["_partition"].as_i64().unwrap();
+        assert_eq!(*partition_of.entry(device).or_insert(p), p, "{line}");
+    }
+    assert_eq!(partition_of.len(), 8);
+    let used: std::collections::HashSet<_> = partition_of.values().collect();
+    assert!(used.len() > 1, "{partition_of:?}");
+    fails(
+        s,
+        &["produce", "events", "--key", "nope"],
+        "{\"id\":1}\n",
+        "no column \"nope\"",
+    );
+
     // Delete.
     ok(s, &["streams", "delete", "orders"], "");
     fails(s, &["consume", "orders"], "", "\"orders\" does not exist");

@@ -9,7 +9,8 @@
 //! `{"rows": 3, "partitions": [{"partition": 0, "base_offset": 42, "rows": 3}], "duplicate": false}`.
 //!
 //! A batch's own `app_metadata` may carry JSON options:
-//! `{"partition": 2}` (a fixed partition), and `{"producer_id": "p1",
+//! `{"partition": 2}` (a fixed partition), `{"key": ["user"]}` (partition
+//! rows by these columns instead of the stream's key), and `{"producer_id": "p1",
 //! "sequence": 7}` for idempotent retries (a retried sequence is not written
 //! twice; its answer says `"duplicate": true`).
 
@@ -43,6 +44,7 @@ type PutStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send>>;
 #[serde(deny_unknown_fields)]
 struct BatchOptions {
     partition: Option<u32>,
+    key: Option<Vec<String>>,
     producer_id: Option<String>,
     sequence: Option<u64>,
 }
@@ -73,6 +75,7 @@ impl BatchOptions {
         Ok(AppendOptions {
             partition: o.partition,
             producer,
+            key: o.key,
         })
     }
 }

@@ -55,6 +55,8 @@ pub struct AppendOptions {
     /// Idempotent producer identity; a retried append with the same sequence
     /// is not written twice.
     pub producer: Option<ProducerSeq>,
+    /// Partition rows by these columns instead of the stream's key.
+    pub key: Option<Vec<String>>,
 }
 
 impl AppendOptions {
@@ -241,12 +243,14 @@ impl Log {
                 partitions: n,
             });
         }
+        let key = match &options.key {
+            Some(columns) => key_indices(&info, columns)?,
+            None => info.key_indices(),
+        };
         // Without a key, a whole append goes to one partition (round-robin
         // between appends), so its rows stay together and in order.
         let fixed = options.partition.or_else(|| {
-            info.spec
-                .key
-                .is_empty()
+            key.is_empty()
                 .then(|| self.round_robin.fetch_add(1, Ordering::Relaxed) % n)
         });
         let mut parts = Vec::new();
@@ -257,7 +261,7 @@ impl Log {
             }
             match fixed {
                 Some(p) => parts.push((p, batch)),
-                None => parts.extend(partitioner::split_by_key(&batch, &info.key_indices(), n)?),
+                None => parts.extend(partitioner::split_by_key(&batch, &key, n)?),
             }
         }
         if parts.is_empty() {
@@ -633,6 +637,28 @@ impl DataDir {
         let config = LogConfig::for_store(&store);
         Ok(Log::open(store, meta, config, Arc::new(SystemClock)))
     }
+}
+
+/// The positions of `columns` in a stream, for partitioning an append.
+fn key_indices(info: &StreamInfo, columns: &[String]) -> Result<Vec<usize>> {
+    columns
+        .iter()
+        .map(|c| {
+            let i = info.spec.schema.index_of(c).map_err(|_| {
+                LogError::InvalidArgument(format!(
+                    "stream \"{}\" has no column \"{c}\" to partition by",
+                    info.name()
+                ))
+            })?;
+            let t = info.spec.schema.field(i).data_type();
+            if !partitioner::is_hashable(t) {
+                return Err(LogError::InvalidArgument(format!(
+                    "column \"{c}\" of type {t} cannot be a partitioning key"
+                )));
+            }
+            Ok(i)
+        })
+        .collect()
 }
 
 /// How far a consumer group is behind on one partition.

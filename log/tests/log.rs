@@ -316,6 +316,7 @@ async fn idempotent_producer_retries_are_not_written_twice(b: Backend) {
     f.log.create_stream(spec("i", 3)).await.unwrap();
     let producer = |seq| AppendOptions {
         partition: None,
+        key: None,
         producer: Some(ProducerSeq {
             producer_id: "p-1".into(),
             sequence: seq,

@@ -133,12 +133,14 @@ impl Client {
         Ok(serde_json::from_slice(&first)?)
     }
 
-    /// Appends batches to `stream` through the producer API; the rows
+    /// Appends batches to `stream` through the producer API, each with the
+    /// producer options `options` (JSON, e.g. `{"key": ["user"]}`); the rows
     /// acknowledged (durable), reported to `progress` as they are.
     pub async fn produce(
         &self,
         stream: &str,
         batches: impl Stream<Item = anyhow::Result<RecordBatch>> + Send + 'static,
+        options: Option<Value>,
         mut progress: impl FnMut(u64),
     ) -> anyhow::Result<u64> {
         use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -162,9 +164,21 @@ impl Client {
                 futures::future::ready(ok)
             })
             .map(|b| b.map_err(|e| arrow_flight::error::FlightError::ExternalError(e.into())));
+        let options = bytes::Bytes::from(options.map(|o| o.to_string()).unwrap_or_default());
+        // The first message is the schema; the batches after it carry the
+        // options.
         let data = FlightDataEncoderBuilder::new()
             .with_flight_descriptor(Some(descriptor))
-            .build(input);
+            .build(input)
+            .enumerate()
+            .map(move |(i, d)| {
+                d.map(|mut d| {
+                    if i > 0 {
+                        d.app_metadata = options.clone();
+                    }
+                    d
+                })
+            });
         let mut rows = 0u64;
         let sent = async {
             let mut acks = self.flight().do_put(data).await.map_err(flight_error)?;

@@ -95,6 +95,10 @@ pub struct ProduceArgs {
     /// Rows per append
     #[arg(long, default_value_t = 8192)]
     pub batch_rows: usize,
+    /// Partition rows by this column (repeat for several) instead of the
+    /// stream's key
+    #[arg(long)]
+    pub key: Vec<String>,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -338,9 +342,10 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             }
         }
     });
+    let options = (!args.key.is_empty()).then(|| json!({ "key": args.key }));
     let started = Instant::now();
     let rows = client
-        .produce(&args.stream, tokio_stream_of(rx), |rows| {
+        .produce(&args.stream, tokio_stream_of(rx), options, |rows| {
             if let Some(b) = &bar {
                 b.set_message(format!("{rows} rows"));
             }

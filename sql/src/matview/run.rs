@@ -581,6 +581,7 @@ impl MatView {
                                 .map_err(|e| SqlError::Internal(e.to_string()))?,
                         ),
                     }),
+                    key: None,
                 };
                 if let Some(s) = log.submit(info.name(), vec![batch], options).await? {
                     s.durable().await?;
