@@ -43,22 +43,81 @@ pub fn log_status(e: LogError) -> tonic::Status {
 }
 
 mod tokio_stream_shim {
-    //! A `TcpListener` as the stream of connections tonic serves.
+    //! A `TcpListener` as the stream of connections tonic serves, each
+    //! counted as an open connection of this door while it lives.
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
+    use streamhouse_sql::metrics::ConnectionGauge;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
+    use tonic::transport::server::{Connected, TcpConnectInfo};
 
     pub struct Incoming(pub TcpListener);
 
     impl futures::Stream for Incoming {
-        type Item = std::io::Result<TcpStream>;
+        type Item = std::io::Result<Counted>;
         fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             match self.0.poll_accept(cx) {
-                Poll::Ready(Ok((s, _))) => Poll::Ready(Some(Ok(s))),
+                Poll::Ready(Ok((s, _))) => Poll::Ready(Some(Ok(Counted {
+                    inner: s,
+                    _open: ConnectionGauge::open("flight"),
+                }))),
                 Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
                 Poll::Pending => Poll::Pending,
             }
+        }
+    }
+
+    /// A connection, counted while it is open.
+    pub struct Counted {
+        inner: TcpStream,
+        _open: ConnectionGauge,
+    }
+
+    impl Connected for Counted {
+        type ConnectInfo = TcpConnectInfo;
+        fn connect_info(&self) -> Self::ConnectInfo {
+            self.inner.connect_info()
+        }
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
         }
     }
 }
@@ -84,6 +143,14 @@ pub async fn serve(
         let _ = closing_tx.send(true);
     };
     let server = tonic::transport::Server::builder()
+        // A span per call (a connection carries many): its method and peer.
+        .trace_fn(|request| {
+            let peer = request
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|i| i.remote_addr());
+            tracing::info_span!("flight_call", method = %request.uri().path(), peer = ?peer)
+        })
         .add_service(FlightServiceServer::new(Router::new(db, closing)))
         .serve_with_incoming_shutdown(Incoming(listener), signal);
     tokio::select! {

@@ -134,6 +134,8 @@ def workload(server):
         {"group": "billing", "stream": "orders", "offsets": {"0": 1}}).encode())))
     end0 = conn.execute(
         "SELECT count(*) FROM orders WHERE _partition = 0").fetchone()[0]
+    # The open Flight connection is counted.
+    assert value(scrape(server), "streamhouse_connections", door="flight") >= 1
     client.close()
 
     def settled():
