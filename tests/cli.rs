@@ -230,6 +230,17 @@ fn the_command_line_drives_a_running_server() {
     );
     assert_eq!(out, "customer,n\nc0,10\nc1,10\nc2,10\nc3,10\nc4,10\n");
 
+    // The shell: statements over several lines, an error that does not
+    // end it, \q.
+    let out = ok(
+        s,
+        &["sql"],
+        "SELECT count(*) AS n\n FROM orders;\nSELEC 1;\nSELECT 'after' AS s;\n\\q\n",
+    );
+    assert!(out.contains("| 1050 |"), "{out}");
+    assert!(out.contains("ERROR: syntax error"), "{out}");
+    assert!(out.contains("| after |"), "{out}");
+
     // Following: a row produced later shows up on an open read.
     let mut follow = Command::new(BIN)
         .args([
