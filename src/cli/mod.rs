@@ -249,9 +249,9 @@ pub async fn streams(cmd: StreamsCommand) -> anyhow::Result<()> {
             )?;
             show(
                 c.run(&format!(
-                    "SELECT _partition AS partition, count(*) AS rows, max(_offset) + 1 AS end_offset \
-                     FROM {} GROUP BY _partition ORDER BY _partition",
-                    ident(&name)
+                    "SELECT partition, rows, high_watermark, start_offset, bytes, last_append \
+                     FROM streamhouse.partitions WHERE stream = {} ORDER BY partition",
+                    literal(&name)
                 ))
                 .await?,
                 Format::Table,
