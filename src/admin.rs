@@ -67,6 +67,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/streams", get(streams))
+        .route("/v1/agents", get(agents))
         .with_state(state)
 }
 
@@ -108,6 +109,34 @@ async fn health(State(s): State<Arc<AdminState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
     });
     (code, Json(body)).into_response()
+}
+
+/// The agents sharing this agent's metadata store, with their state.
+async fn agents(State(s): State<Arc<AdminState>>) -> Response {
+    let Some(log) = s.ready_log() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let me = log.agent().id();
+    match log.agents().await {
+        Ok(agents) => Json(json!({
+            "agents": agents.iter().map(|(a, state)| json!({
+                "id": a.id,
+                "state": state.as_str(),
+                "this": a.id == me,
+                "version": a.version,
+                "addresses": a.addresses,
+                "started_at_us": a.started_at,
+                "heartbeat_at_us": a.heartbeat_at,
+                "stopped_at_us": a.stopped_at,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
 }
 
 async fn streams(State(s): State<Arc<AdminState>>) -> Response {

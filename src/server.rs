@@ -11,8 +11,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use streamhouse_log::{DataDir, Log, LogConfig, SqliteMetadata, Store, SystemClock};
+use anyhow::Context;
+use streamhouse_log::{
+    DataDir, Log, LogConfig, MetadataStore, PostgresMetadata, SqliteMetadata, Store, SystemClock,
+};
 use streamhouse_pgwire::PgConfig;
 use streamhouse_sql::{Database, DatabaseOptions};
 use tokio::net::TcpListener;
@@ -44,16 +46,26 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     let store = Store::open(&config.object_store)
         .with_context(|| format!("cannot open object store {}", config.object_store))?;
-    let meta = match &config.metadata {
+    let meta: Arc<dyn MetadataStore> = match &config.metadata {
         MetadataUrl::Sqlite(path) => Arc::new(
             SqliteMetadata::open(path)
                 .await
                 .with_context(|| format!("cannot open metadata store {}", path.display()))?,
         ),
-        MetadataUrl::Postgres(_) => bail!(
-            "the PostgreSQL metadata store is not available in this version; \
-             use the embedded default or --metadata sqlite://PATH"
-        ),
+        MetadataUrl::Postgres(url) => {
+            if store.kind() == streamhouse_log::StoreKind::Local {
+                warn!(
+                    "the object store is a local directory: other agents can read what this \
+                     one writes only if that directory is shared; a cluster wants \
+                     --object-store s3://…"
+                );
+            }
+            Arc::new(
+                PostgresMetadata::connect(url)
+                    .await
+                    .with_context(|| format!("cannot open metadata store {}", redact(url)))?,
+            )
+        }
     };
     let mut log_config = LogConfig::for_store(&store);
     if let Some(v) = config.log.flush_interval {
@@ -107,6 +119,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         let _ = flight_stopped.await;
     }));
 
+    let addresses = [
+        ("pgwire", pg_addr),
+        ("flight", flight_addr),
+        ("http", http_addr),
+    ]
+    .into_iter()
+    .map(|(k, a)| (k.to_string(), a.to_string()))
+    .collect();
+    if let Err(e) = log.agent().set_addresses(addresses).await {
+        warn!(error = %e, "cannot register this agent's addresses");
+    }
     state.set_ready(log.clone(), db);
     info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
     print_banner(&config, &data_dir, http_addr, pg_addr, flight_addr);
@@ -136,6 +159,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A connection URL without its password.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// What the user needs to connect, printed once everything is bound.
 fn print_banner(
     config: &ServerConfig,
@@ -146,7 +180,7 @@ fn print_banner(
 ) {
     let meta = match &config.metadata {
         MetadataUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
-        MetadataUrl::Postgres(u) => u.clone(),
+        MetadataUrl::Postgres(u) => redact(u),
     };
     println!("StreamHouse {} ready", env!("CARGO_PKG_VERSION"));
     println!("  data directory  {}", data_dir.path().display());

@@ -11,6 +11,7 @@
 //!   columns `_partition`, `_offset`, `_timestamp` are added.
 //! - [`Log`] is the API other crates call. No SQL and no DataFusion here.
 
+pub mod agent;
 pub mod cache;
 pub mod chunk;
 pub mod clock;
@@ -27,12 +28,15 @@ pub mod stream;
 pub mod tail;
 pub mod writer;
 
+pub use agent::{Agent, AgentState};
 pub use clock::{Clock, ClockRef, ManualClock, Micros, SystemClock};
 pub use error::{ErrorKind, LogError, Result};
 pub use log::{AppendOptions, DataDir, GroupLag, Log, LogConfig};
+pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{
-    AckPart, MetadataStore, PartitionStats, ProducerSeq, TimeFilter, ViewCheckpoint, ViewRecord,
+    AckPart, AgentRecord, Change, MetadataStore, PartitionStats, ProducerSeq, TimeFilter,
+    ViewCheckpoint, ViewRecord,
 };
 pub use reader::BatchStream;
 pub use store::{Store, StoreKind};

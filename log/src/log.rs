@@ -2,7 +2,9 @@
 //!
 //! It owns the writer (buffer + flush loop), the chunk cache, the tail
 //! notifier and an in-memory map of stream definitions (filled from the
-//! metadata store on first use). It validates every append before anything
+//! metadata store on first use). When the metadata store is shared with other
+//! agents, a follower task applies what they commit: new partition ends wake
+//! this agent's tail readers, dropped streams leave the map. It validates every append before anything
 //! is buffered, so a bad batch is refused whole and nothing of it is written.
 
 use std::collections::HashMap;
@@ -11,16 +13,18 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use tokio::sync::RwLock;
 
+use crate::agent::{Agent, AgentState};
 use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::error::{LogError, Result};
 use crate::groups::Groups;
 use crate::metadata::sqlite::SqliteMetadata;
-use crate::metadata::{MetadataStore, ProducerSeq, TimeFilter};
+use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
 use crate::partitioner;
 use crate::reader::{self, BatchStream, PartitionRead, RowFilter};
 use crate::store::Store;
@@ -34,6 +38,14 @@ pub struct LogConfig {
     pub flush: FlushConfig,
     /// Bytes of decoded chunks kept in memory.
     pub cache_bytes: u64,
+    /// How often a tail reader re-reads its partition's end even without a
+    /// commit announcement (the fallback when announcements from other
+    /// agents are late or lost).
+    pub tail_poll: Duration,
+    /// How often this agent records its heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How old a heartbeat may be before its agent counts as dead.
+    pub agent_timeout: Duration,
 }
 
 impl LogConfig {
@@ -42,6 +54,9 @@ impl LogConfig {
         Self {
             flush: FlushConfig::for_store(store.kind()),
             cache_bytes: 256 << 20,
+            tail_poll: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(2),
+            agent_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -77,9 +92,51 @@ pub struct Log {
     writer: Writer,
     cache: Arc<ChunkCache>,
     tail: Arc<Tail>,
-    streams: RwLock<HashMap<String, Arc<StreamInfo>>>,
+    tail_poll: Duration,
+    streams: StreamMap,
     round_robin: AtomicU32,
     groups: Groups,
+    follower: tokio::task::JoinHandle<()>,
+    agent: Arc<Agent>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+type StreamMap = Arc<RwLock<HashMap<String, Arc<StreamInfo>>>>;
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.follower.abort();
+        self.heartbeat.abort();
+    }
+}
+
+/// Applies changes other agents commit (see the module doc) until the
+/// announcements end.
+async fn follow_changes(meta: Arc<dyn MetadataStore>, tail: Arc<Tail>, streams: StreamMap) {
+    let mut rx = loop {
+        match meta.changes().await {
+            Ok(Some(rx)) => break rx,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the metadata store's changes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    while let Some(change) = rx.recv().await {
+        match change {
+            Change::Ends(ends) => {
+                for (stream, partition, end) in ends {
+                    tail.publish(stream, partition, end);
+                }
+            }
+            Change::StreamDropped(id) => {
+                streams.write().await.retain(|_, s| s.id != id);
+                tail.forget(id);
+            }
+            Change::Resync => streams.write().await.clear(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Log {
@@ -107,6 +164,14 @@ impl Log {
             tail.clone(),
             clock.clone(),
         );
+        let streams = StreamMap::default();
+        let follower = tokio::spawn(follow_changes(meta.clone(), tail.clone(), streams.clone()));
+        let agent = Arc::new(Agent::new(
+            meta.clone(),
+            clock.clone(),
+            config.agent_timeout,
+        ));
+        let heartbeat = tokio::spawn(agent.clone().run(config.heartbeat_interval));
         Log {
             meta,
             store,
@@ -114,9 +179,13 @@ impl Log {
             writer,
             cache,
             tail,
-            streams: RwLock::new(HashMap::new()),
+            tail_poll: config.tail_poll,
+            streams,
             round_robin: AtomicU32::new(0),
             groups: Groups::default(),
+            follower,
+            agent,
+            heartbeat,
         }
     }
 
@@ -383,7 +452,9 @@ impl Log {
 
     /// Waits until the partition holds an offset at or beyond `offset` (its
     /// end exceeds `offset`) and returns the end. Sleeps on commit
-    /// notifications; never polls.
+    /// notifications (this agent's, and other agents' as the metadata store
+    /// announces them); re-reads the end every `tail_poll` in case an
+    /// announcement was lost.
     pub async fn wait_for(&self, stream: &str, partition: u32, offset: u64) -> Result<u64> {
         let info = self.stream(stream).await?;
         Self::check_partition(&info, partition)?;
@@ -403,9 +474,18 @@ impl Log {
             if end > offset {
                 return Ok(end);
             }
-            rx.changed()
-                .await
-                .map_err(|_| LogError::UnknownStream(stream.to_string()))?;
+            match tokio::time::timeout(self.tail_poll, rx.changed()).await {
+                Ok(changed) => changed.map_err(|_| LogError::UnknownStream(stream.to_string()))?,
+                Err(_) => match self.meta.partition_ends(info.id).await {
+                    Ok(ends) => match ends.get(partition as usize) {
+                        Some(&end) if end > offset => return Ok(end),
+                        Some(_) => {}
+                        None => return Err(LogError::UnknownStream(stream.to_string())),
+                    },
+                    // The store is unreachable for now: keep waiting.
+                    Err(e) => tracing::debug!(error = %e, "tail poll failed"),
+                },
+            }
         }
     }
 
@@ -536,9 +616,38 @@ impl Log {
             .collect())
     }
 
-    /// Stops taking appends and flushes what is buffered.
+    /// This process's registration as an agent.
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    /// Every registered agent and what its heartbeat says of it now.
+    pub async fn agents(&self) -> Result<Vec<(AgentRecord, AgentState)>> {
+        let now = self.clock.now_micros();
+        let timeout = self.agent.timeout();
+        let mut agents = self.meta.agents().await?;
+        // Just started: this agent's first heartbeat may not be recorded yet.
+        let me = self.agent.record();
+        if !agents.iter().any(|a| a.id == me.id) {
+            agents.push(me);
+        }
+        Ok(agents
+            .into_iter()
+            .map(|a| {
+                let state = AgentState::of(&a, now, timeout);
+                (a, state)
+            })
+            .collect())
+    }
+
+    /// Stops taking appends, flushes what is buffered, and marks this agent
+    /// stopped.
     pub async fn shutdown(&self) {
         self.writer.shutdown().await;
+        self.heartbeat.abort();
+        if let Err(e) = self.agent.stop().await {
+            tracing::warn!(error = %e, "cannot record this agent's stop");
+        }
     }
 }
 

@@ -580,7 +580,6 @@ impl Database {
             views: db.views.clone(),
             failed_views: db.failed_views.clone(),
             running: db.running.clone(),
-            started_at: crate::matview::now_micros(),
         });
         if let Some(catalog) = db.ctx.catalog(crate::session::DATABASE) {
             catalog.register_schema(
@@ -731,8 +730,55 @@ impl Database {
         }
     }
 
-    /// Plans a parsed statement: its parameter types and result schema.
+    /// Plans a parsed statement: its parameter types and result schema. A
+    /// name not found is looked up again after the catalog catches up with
+    /// streams other agents created.
     pub async fn prepare_statement(&self, stmt: Statement) -> Result<Prepared> {
+        match self.plan_statement(stmt.clone()).await {
+            Err(SqlError::UndefinedTable(_)) if self.sync_streams().await? => {
+                self.plan_statement(stmt).await
+            }
+            planned => planned,
+        }
+    }
+
+    /// Brings the registered stream tables in line with the metadata store
+    /// (streams created or dropped through other agents); whether anything
+    /// changed.
+    pub async fn sync_streams(&self) -> Result<bool> {
+        let current: HashMap<String, Arc<StreamInfo>> = self
+            .log
+            .streams()
+            .await?
+            .into_iter()
+            .filter(|s| !is_hidden(s.name()))
+            .map(|s| (s.name().to_string(), s))
+            .collect();
+        let registered: HashMap<String, i64> = {
+            let names = self.streams.read().unwrap_or_else(|p| p.into_inner());
+            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+            names
+                .iter()
+                .filter_map(|n| tables.get(n).map(|t| (n.clone(), t.info().id)))
+                .collect()
+        };
+        let mut changed = false;
+        for (name, id) in &registered {
+            if current.get(name).map(|s| s.id) != Some(*id) {
+                self.deregister(name)?;
+                changed = true;
+            }
+        }
+        for (name, info) in current {
+            if registered.get(&name) != Some(&info.id) {
+                self.register(info)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn plan_statement(&self, stmt: Statement) -> Result<Prepared> {
         let text = stmt.text();
         let (action, schema) = match stmt {
             Statement::ShowStreams => (Action::Statement(stmt), Some(show_streams_schema())),

@@ -211,8 +211,6 @@ pub(crate) struct Sources {
     pub views: Arc<RwLock<HashMap<String, Arc<MatView>>>>,
     pub failed_views: Arc<RwLock<HashMap<String, (String, String)>>>,
     pub running: Arc<Running>,
-    /// When this server started (µs).
-    pub started_at: i64,
 }
 
 fn fill<F, Fut>(sources: &Arc<Sources>, f: F) -> Fill
@@ -404,21 +402,37 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
             SystemTable::new(
                 vec![
                     ("agent", Utf8),
-                    ("pid", Int64),
+                    ("state", Utf8),
+                    ("this", Boolean),
                     ("version", Utf8),
                     ("started_at", time_type()),
-                    ("alive", Boolean),
+                    ("heartbeat_at", time_type()),
+                    ("pgwire", Utf8),
+                    ("flight", Utf8),
+                    ("http", Utf8),
                     ("views", Int64),
                 ],
                 fill(&sources, |s| async move {
+                    let me = s.log.agent().id();
                     let views = s.views.read().unwrap_or_else(|p| p.into_inner()).len();
+                    let agents = s.log.agents().await?;
+                    let addr = |door: &str| -> ArrayRef {
+                        text(agents.iter().map(|(a, _)| a.addresses.get(door).cloned()))
+                    };
                     Ok(vec![
-                        text([Some("local")]),
-                        int([Some(std::process::id() as i64)]),
-                        text([Some(env!("CARGO_PKG_VERSION"))]),
-                        time([Some(s.started_at)]),
-                        boolean([Some(true)]),
-                        int([Some(views as i64)]),
+                        text(agents.iter().map(|(a, _)| Some(a.id.clone()))),
+                        text(agents.iter().map(|(_, st)| Some(st.as_str()))),
+                        boolean(agents.iter().map(|(a, _)| Some(a.id == me))),
+                        text(agents.iter().map(|(a, _)| Some(a.version.clone()))),
+                        time(agents.iter().map(|(a, _)| Some(a.started_at))),
+                        time(agents.iter().map(|(a, _)| Some(a.heartbeat_at))),
+                        addr("pgwire"),
+                        addr("flight"),
+                        addr("http"),
+                        // Views run on the agent that created them.
+                        int(agents
+                            .iter()
+                            .map(|(a, _)| (a.id == me).then_some(views as i64))),
                     ])
                 }),
             ),

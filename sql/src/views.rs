@@ -169,6 +169,14 @@ impl Database {
         options: ViewOptions,
         query: Query,
     ) -> Result<QueryResult> {
+        if self.log().metadata().is_shared() {
+            return Err(SqlError::NotSupported(
+                "materialized views are not available yet when agents share a PostgreSQL \
+                 metadata store (each view must run on one agent at a time); use the \
+                 embedded metadata store for views, or SUBSCRIBE"
+                    .into(),
+            ));
+        }
         let exists = self
             .views
             .read()

@@ -720,11 +720,12 @@ async fn system_tables_describe_streams_views_groups_queries_and_agents() {
 
     let agents = table(
         &e.db,
-        "SELECT agent, alive, views, started_at <= now() AS started FROM streamhouse.agents",
+        "SELECT state, views, started_at <= now() AS started, length(agent) AS id_len \
+         FROM streamhouse.agents WHERE this",
     )
     .await;
     assert!(
-        agents.contains("| local | true  | 1     | true    |"),
+        agents.contains("| live  | 1     | true    | 26     |"),
         "{agents}"
     );
 }

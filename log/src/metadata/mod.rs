@@ -7,10 +7,15 @@
 //! all of a flush becomes visible or none of it does, and offsets are dense
 //! because they are read and bumped inside that transaction.
 //!
-//! One trait, several implementations with the same schema: SQLite (embedded,
-//! the default) here; PostgreSQL (clusters) beside it later.
+//! One trait, two implementations with the same schema: SQLite (embedded,
+//! the default; one process) and PostgreSQL (clusters: several agents share
+//! it, and it tells each agent what the others committed).
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
+
+use std::collections::BTreeMap;
 
 use std::ops::Range;
 
@@ -148,6 +153,34 @@ pub struct ViewCheckpoint {
     pub state_key: String,
 }
 
+/// An agent (a server process) as registered in the metadata store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// Unique per process start.
+    pub id: String,
+    /// Where it listens, by door ("pgwire", "flight", "http").
+    pub addresses: BTreeMap<String, String>,
+    pub version: String,
+    pub started_at: Micros,
+    /// Its latest heartbeat.
+    pub heartbeat_at: Micros,
+    /// Set when it stopped cleanly.
+    pub stopped_at: Option<Micros>,
+}
+
+/// A change committed by some agent, as the metadata store announces it to
+/// every agent (see [`MetadataStore::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Partitions' new ends (next offsets) after a commit.
+    Ends(Vec<(StreamId, u32, u64)>),
+    /// A stream was dropped.
+    StreamDropped(StreamId),
+    /// Announcements may have been missed (the listening connection was
+    /// lost): whoever caches state should re-read it.
+    Resync,
+}
+
 /// Which chunks a time-range read wants. Bounds are half-open, in µs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TimeFilter {
@@ -240,4 +273,29 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         checkpoint: &ViewCheckpoint,
         at: Micros,
     ) -> Result<()>;
+
+    /// Records an agent (inserted, or its row replaced: a heartbeat, a
+    /// clean stop).
+    async fn register_agent(&self, agent: &AgentRecord) -> Result<()>;
+
+    /// Every registered agent, by start time.
+    async fn agents(&self) -> Result<Vec<AgentRecord>>;
+
+    /// Forgets agents whose last heartbeat is older than `before`.
+    async fn forget_agents(&self, before: Micros) -> Result<()>;
+
+    /// Closes connections, waiting for those in use.
+    async fn close(&self) {}
+
+    /// Whether other agents may share this store (a cluster).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Changes committed by any agent sharing this store, as they commit
+    /// (`None`: the store is private to this process, so nothing else
+    /// commits to it).
+    async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Change>>> {
+        Ok(None)
+    }
 }

@@ -14,20 +14,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::Mutex;
 
+use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
 use super::{
-    AckPart, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats, Rejection,
+    AgentRecord, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats, Rejection,
     TimeFilter, ViewCheckpoint, ViewRecord,
 };
-use crate::chunk::TimeBounds;
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
-use crate::stream::{EventTime, StreamId, StreamInfo, StreamSpec, decode_schema, encode_schema};
+use crate::stream::{StreamId, StreamInfo, StreamSpec, encode_schema};
 
 /// SQLite-backed [`MetadataStore`].
 #[derive(Debug)]
@@ -66,6 +65,20 @@ impl SqliteMetadata {
 
     async fn connect_file(opts: SqliteConnectOptions) -> Result<Self> {
         let opts = base_options(opts);
+        // Openers of one file migrate one at a time (SQLite's migrator takes
+        // no lock of its own): an exclusive lock on a file beside it.
+        let lock_path = {
+            let mut p = opts.get_filename().as_os_str().to_owned();
+            p.push(".migrate-lock");
+            std::path::PathBuf::from(p)
+        };
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let f = std::fs::File::create(&lock_path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| LogError::Internal(format!("migration lock: {e}")))??;
         // One bootstrap connection switches the file to WAL (a persistent
         // setting) and migrates. Pooled connections never set the journal
         // mode: doing so takes an exclusive lock that busy_timeout cannot
@@ -73,18 +86,16 @@ impl SqliteMetadata {
         let mut boot =
             SqliteConnection::connect_with(&opts.clone().journal_mode(SqliteJournalMode::Wal))
                 .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&mut boot).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run_direct(None, &mut boot, false)
+            .await?;
         boot.close().await?;
+        drop(lock);
         let pool = pool_options(4).connect_with(opts).await?;
         Ok(Self {
             pool,
             write: Mutex::new(()),
         })
-    }
-
-    /// Closes the pool, waiting for connections to finish.
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
@@ -107,66 +118,6 @@ fn u(v: u64) -> i64 {
     v as i64
 }
 
-fn stream_from_row(row: &SqliteRow) -> Result<StreamInfo> {
-    let schema = decode_schema(&row.try_get::<Vec<u8>, _>("schema_ipc")?)?;
-    let key: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("key_columns")?)
-        .map_err(|e| LogError::Internal(format!("bad key_columns: {e}")))?;
-    let event_time = row
-        .try_get::<Option<String>, _>("event_time_column")?
-        .map(|column| -> Result<EventTime> {
-            let delay: i64 = row
-                .try_get::<Option<i64>, _>("watermark_delay_us")?
-                .unwrap_or(0);
-            Ok(EventTime {
-                column,
-                watermark_delay: Duration::from_micros(delay.max(0) as u64),
-            })
-        })
-        .transpose()?;
-    let retention = row
-        .try_get::<Option<i64>, _>("retention_us")?
-        .map(|r| Duration::from_micros(r.max(0) as u64));
-    Ok(StreamInfo {
-        id: row.try_get("id")?,
-        created_at: row.try_get("created_at_us")?,
-        spec: StreamSpec {
-            name: row.try_get("name")?,
-            schema,
-            partitions: row.try_get::<i64, _>("partitions")? as u32,
-            key,
-            event_time,
-            retention,
-        },
-    })
-}
-
-fn chunk_from_row(row: &SqliteRow) -> Result<ChunkRecord> {
-    let start: i64 = row.try_get("byte_start")?;
-    let len: i64 = row.try_get("byte_len")?;
-    Ok(ChunkRecord {
-        stream_id: row.try_get("stream_id")?,
-        partition: row.try_get::<i64, _>("partition_no")? as u32,
-        base_offset: row.try_get::<i64, _>("base_offset")? as u64,
-        end_offset: row.try_get::<i64, _>("end_offset")? as u64,
-        object: row.try_get("object_key")?,
-        byte_range: start as u64..(start + len) as u64,
-        event_time: TimeBounds {
-            min: row.try_get("min_event_time_us")?,
-            max: row.try_get("max_event_time_us")?,
-        },
-        append_time: TimeBounds {
-            min: row.try_get("min_append_time_us")?,
-            max: row.try_get("max_append_time_us")?,
-        },
-    })
-}
-
-const STREAM_COLUMNS: &str = "id, name, schema_ipc, partitions, key_columns, event_time_column, \
-     watermark_delay_us, retention_us, created_at_us";
-const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, end_offset, object_key, \
-     byte_start, byte_len, min_event_time_us, max_event_time_us, min_append_time_us, \
-     max_append_time_us";
-
 async fn stream_in_tx(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Option<StreamInfo>> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {STREAM_COLUMNS} FROM streams WHERE name = ?"
@@ -174,7 +125,7 @@ async fn stream_in_tx(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Op
     .bind(name)
     .fetch_optional(&mut **tx)
     .await?;
-    row.as_ref().map(stream_from_row).transpose()
+    row.as_ref().map(rows::stream).transpose()
 }
 
 #[async_trait]
@@ -256,7 +207,7 @@ impl MetadataStore for SqliteMetadata {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(stream_from_row).transpose()
+        row.as_ref().map(rows::stream).transpose()
     }
 
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
@@ -265,7 +216,7 @@ impl MetadataStore for SqliteMetadata {
         )))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(stream_from_row).collect()
+        rows.iter().map(rows::stream).collect()
     }
 
     async fn partition_ends(&self, stream_id: StreamId) -> Result<Vec<u64>> {
@@ -293,21 +244,7 @@ impl MetadataStore for SqliteMetadata {
         .bind(stream_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PartitionStats {
-                    partition: r.try_get::<i64, _>("partition_no")? as u32,
-                    next_offset: r.try_get::<i64, _>("next_offset")? as u64,
-                    first_offset: r
-                        .try_get::<Option<i64>, _>("first_offset")?
-                        .map(|o| o as u64),
-                    rows: r.try_get::<i64, _>("rows_held")? as u64,
-                    bytes: r.try_get::<i64, _>("bytes")? as u64,
-                    chunks: r.try_get::<i64, _>("chunks")? as u64,
-                    last_append: r.try_get::<Option<i64>, _>("last_append")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::partition_stats).collect()
     }
 
     async fn commit_flush(&self, c: &FlushCommit) -> Result<CommitOutcome> {
@@ -362,19 +299,7 @@ impl MetadataStore for SqliteMetadata {
                     let last = row.try_get::<i64, _>("last_sequence")? as u64;
                     if p.sequence <= last {
                         let previous = if p.sequence == last {
-                            let ack: String = row.try_get("last_ack")?;
-                            let parts: Vec<(u32, u64, u64)> = serde_json::from_str(&ack)
-                                .map_err(|e| LogError::Internal(format!("bad last_ack: {e}")))?;
-                            Some(
-                                parts
-                                    .into_iter()
-                                    .map(|(partition, base_offset, rows)| AckPart {
-                                        partition,
-                                        base_offset,
-                                        rows,
-                                    })
-                                    .collect(),
-                            )
+                            Some(rows::decode_ack(&row.try_get::<String, _>("last_ack")?)?)
                         } else {
                             None
                         };
@@ -434,13 +359,7 @@ impl MetadataStore for SqliteMetadata {
         }
         for a in &c.appends {
             let Some(p) = &a.producer else { continue };
-            let ack: Vec<(u32, u64, u64)> = a
-                .slices
-                .iter()
-                .map(|&(ci, first, rows)| (c.chunks[ci].partition, bases[ci] + first, rows))
-                .collect();
-            let ack = serde_json::to_string(&ack)
-                .map_err(|e| LogError::Internal(format!("encode ack: {e}")))?;
+            let ack = rows::encode_ack(c, a, &bases);
             sqlx::query(
                 "INSERT INTO producers (producer_id, stream_id, last_sequence, last_ack, progress) \
                  VALUES (?, ?, ?, ?, ?) ON CONFLICT (producer_id, stream_id) DO UPDATE \
@@ -498,7 +417,7 @@ impl MetadataStore for SqliteMetadata {
         .bind(u(range.end.min(i64::MAX as u64)))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(chunk_from_row).collect()
+        rows.iter().map(rows::chunk).collect()
     }
 
     async fn chunks_by_time(
@@ -533,7 +452,7 @@ impl MetadataStore for SqliteMetadata {
         .bind(ae)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(chunk_from_row).collect()
+        rows.iter().map(rows::chunk).collect()
     }
 
     async fn commit_group_offsets(
@@ -612,31 +531,12 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn views(&self) -> Result<Vec<ViewRecord>> {
-        let rows = sqlx::query(
-            "SELECT name, dataflow, definition, checkpoint_no, input_offsets, state_key \
-             FROM views ORDER BY name",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {VIEW_COLUMNS} FROM views ORDER BY name"
+        )))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let number: Option<i64> = r.try_get("checkpoint_no")?;
-                let checkpoint = match number {
-                    Some(n) => Some(ViewCheckpoint {
-                        number: n as u64,
-                        input_offsets: r.try_get("input_offsets")?,
-                        state_key: r.try_get("state_key")?,
-                    }),
-                    None => None,
-                };
-                Ok(ViewRecord {
-                    name: r.try_get("name")?,
-                    dataflow: r.try_get("dataflow")?,
-                    definition: r.try_get("definition")?,
-                    checkpoint,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::view).collect()
     }
 
     async fn commit_view_checkpoint(
@@ -679,6 +579,46 @@ impl MetadataStore for SqliteMetadata {
         rows.iter()
             .map(|r| Ok((r.try_get("group_id")?, r.try_get("stream_id")?)))
             .collect()
+    }
+
+    async fn register_agent(&self, a: &AgentRecord) -> Result<()> {
+        let _w = self.write.lock().await;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (agent_id) DO UPDATE SET addresses = excluded.addresses, \
+             version = excluded.version, heartbeat_at_us = excluded.heartbeat_at_us, \
+             stopped_at_us = excluded.stopped_at_us"
+        )))
+        .bind(&a.id)
+        .bind(rows::encode_addresses(&a.addresses))
+        .bind(&a.version)
+        .bind(a.started_at)
+        .bind(a.heartbeat_at)
+        .bind(a.stopped_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AGENT_COLUMNS} FROM agents ORDER BY started_at_us, agent_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::agent).collect()
+    }
+
+    async fn forget_agents(&self, before: Micros) -> Result<()> {
+        sqlx::query("DELETE FROM agents WHERE heartbeat_at_us < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }
 

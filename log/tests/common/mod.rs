@@ -42,6 +42,27 @@ pub fn s3_url() -> String {
     format!("s3://{bucket}/{}", ulid::Ulid::new())
 }
 
+/// A fresh, empty database on the test PostgreSQL server (from the
+/// environment the test command sets up), as a `postgres://` URL.
+pub async fn postgres_url() -> String {
+    use sqlx::Connection;
+    let server = std::env::var("STREAMHOUSE_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "STREAMHOUSE_TEST_POSTGRES is not set: run the suite with ./scripts/test, \
+             which starts a local PostgreSQL server and sets it"
+        )
+    });
+    let name = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    format!("{server}/{name}")
+}
+
 /// A log under test with what the test needs to reach around it.
 pub struct Fixture {
     pub log: Log,

@@ -1,0 +1,563 @@
+//! The metadata store's contract, checked against both implementations:
+//! embedded SQLite and a real PostgreSQL server. Where it matters, two
+//! handles on the same store stand for two agents committing at once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamhouse_log::metadata::{
+    ChunkRecord, CommitOutcome, FlushCommit, NewAppend, NewChunk, Rejection,
+};
+use streamhouse_log::{
+    AgentRecord, Change, ErrorKind, Log, LogConfig, LogError, MetadataStore, PostgresMetadata,
+    ProducerSeq, SqliteMetadata, Store, StreamSpec, SystemClock, TimeFilter, ViewCheckpoint,
+    ViewRecord,
+};
+use tempfile::TempDir;
+
+const T0: i64 = 1_700_000_000_000_000;
+
+/// Which metadata store a test runs against.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A store under test; `handle` opens another connection to the same one.
+struct Stores {
+    kind: Kind,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Stores {
+    async fn new(kind: Kind) -> Stores {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match kind {
+            Kind::Sqlite => format!("sqlite://{}", dir.path().join("m.db").display()),
+            Kind::Postgres => common::postgres_url().await,
+        };
+        Stores {
+            kind,
+            url,
+            _dir: dir,
+        }
+    }
+
+    async fn handle(&self) -> Arc<dyn MetadataStore> {
+        match self.kind {
+            Kind::Sqlite => Arc::new(SqliteMetadata::open_url(&self.url).await.unwrap()),
+            Kind::Postgres => Arc::new(PostgresMetadata::connect(&self.url).await.unwrap()),
+        }
+    }
+}
+
+fn spec(name: &str, partitions: u32) -> StreamSpec {
+    StreamSpec::new(name, common::orders_schema())
+        .with_partitions(partitions)
+        .with_key(["user"])
+        .with_event_time("ts", Duration::from_secs(5))
+}
+
+/// A flush of one chunk per `(partition, rows)`, each with event times
+/// `t..t+rows`, and one append covering all of them.
+fn flush(stream: i64, parts: &[(u32, u64)], t: i64, producer: Option<ProducerSeq>) -> FlushCommit {
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    for &(partition, rows) in parts {
+        chunks.push(NewChunk {
+            stream_id: stream,
+            partition,
+            byte_range: at..at + rows * 10,
+            rows,
+            event_time: streamhouse_log::chunk::TimeBounds {
+                min: Some(t),
+                max: Some(t + rows as i64 - 1),
+            },
+            append_time: streamhouse_log::chunk::TimeBounds {
+                min: Some(t),
+                max: Some(t),
+            },
+        });
+        at += rows * 10;
+    }
+    let slices = (0..chunks.len()).map(|i| (i, 0, chunks[i].rows)).collect();
+    FlushCommit {
+        object: format!("data/{}", ulid::Ulid::new()),
+        object_size: at,
+        created_at: t,
+        chunks,
+        appends: vec![NewAppend {
+            stream_id: stream,
+            producer,
+            slices,
+        }],
+    }
+}
+
+fn producer(id: &str, sequence: u64) -> Option<ProducerSeq> {
+    Some(ProducerSeq {
+        producer_id: id.into(),
+        sequence,
+        progress: Some(format!("p{sequence}")),
+    })
+}
+
+fn committed(o: CommitOutcome) -> Vec<u64> {
+    match o {
+        CommitOutcome::Committed { chunk_base_offsets } => chunk_base_offsets,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+async fn all_chunks(m: &dyn MetadataStore, stream: i64, partition: u32) -> Vec<ChunkRecord> {
+    m.chunks_by_offset(stream, partition, 0..u64::MAX)
+        .await
+        .unwrap()
+}
+
+/// Agents starting together on a fresh store apply the schema once and all
+/// come up.
+async fn handles_opened_together_migrate_once(kind: Kind) {
+    let s = Arc::new(Stores::new(kind).await);
+    let opens = (0..4).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move { s.handle().await.streams().await.unwrap().len() })
+    });
+    for n in futures::future::join_all(opens).await {
+        assert_eq!(n.unwrap(), 0);
+    }
+}
+
+async fn streams_are_created_listed_and_dropped(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let a = m.create_stream(&spec("a", 3), T0).await.unwrap();
+    let b = m.create_stream(&spec("b", 1), T0 + 1).await.unwrap();
+    assert_ne!(a.id, b.id);
+    let e = m.create_stream(&spec("a", 2), T0).await.unwrap_err();
+    assert!(
+        matches!(e, LogError::StreamExists(ref n) if n == "a"),
+        "{e}"
+    );
+
+    // Another handle (agent) sees them exactly as declared.
+    let other = s.handle().await;
+    let got = other.stream("a").await.unwrap().unwrap();
+    assert_eq!(got, a);
+    assert_eq!(got.spec.retention, None);
+    let names: Vec<String> = other
+        .streams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.spec.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(other.partition_ends(a.id).await.unwrap(), vec![0, 0, 0]);
+
+    committed(
+        m.commit_flush(&flush(a.id, &[(0, 5)], T0, None))
+            .await
+            .unwrap(),
+    );
+    let dropped = other.drop_stream("a").await.unwrap();
+    assert_eq!(dropped.id, a.id);
+    assert!(m.stream("a").await.unwrap().is_none());
+    assert!(m.partition_ends(a.id).await.unwrap().is_empty());
+    assert!(all_chunks(&*m, a.id, 0).await.is_empty());
+    assert_eq!(
+        m.drop_stream("a").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    // A name dropped can be created again, with a new id.
+    let again = m.create_stream(&spec("a", 1), T0 + 2).await.unwrap();
+    assert!(again.id > b.id);
+}
+
+/// Several committers on two handles: every flush gets offsets that follow
+/// the previous one's in each partition, none overlapping, none skipped.
+async fn concurrent_commits_get_dense_offsets(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let handles = [s.handle().await, s.handle().await];
+    let info = handles[0].create_stream(&spec("o", 4), T0).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..6u64 {
+        let m = handles[w as usize % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rows = 0;
+            for i in 0..25u64 {
+                let parts: Vec<(u32, u64)> = (0..4)
+                    .filter(|p| !(w + i + *p as u64).is_multiple_of(3))
+                    .map(|p| (p, 1 + (w * 7 + i * 3 + p as u64) % 11))
+                    .collect();
+                rows += parts.iter().map(|p| p.1).sum::<u64>();
+                committed(
+                    m.commit_flush(&flush(info.id, &parts, T0 + i as i64, None))
+                        .await
+                        .unwrap(),
+                );
+            }
+            rows
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let ends = handles[1].partition_ends(info.id).await.unwrap();
+    assert_eq!(ends.iter().sum::<u64>(), total);
+    for p in 0..4 {
+        let chunks = all_chunks(&*handles[0], info.id, p).await;
+        let mut next = 0;
+        for c in &chunks {
+            assert_eq!(c.base_offset, next, "partition {p}: gap or overlap");
+            next = c.end_offset;
+        }
+        assert_eq!(next, ends[p as usize]);
+    }
+}
+
+async fn idempotent_producers_commit_each_sequence_once(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let info = m.create_stream(&spec("o", 2), T0).await.unwrap();
+    let first = committed(
+        m.commit_flush(&flush(info.id, &[(0, 3), (1, 2)], T0, producer("p", 1)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first, vec![0, 0]);
+    assert_eq!(
+        m.producer_progress("p", info.id).await.unwrap(),
+        Some((1, Some("p1".into())))
+    );
+    // The latest sequence again: refused, with the offsets it received.
+    match m
+        .commit_flush(&flush(info.id, &[(0, 3), (1, 2)], T0, producer("p", 1)))
+        .await
+        .unwrap()
+    {
+        CommitOutcome::Rejected { rejections } => {
+            let [
+                (
+                    0,
+                    Rejection::Duplicate {
+                        previous: Some(ack),
+                    },
+                ),
+            ] = &rejections[..]
+            else {
+                panic!("{rejections:?}")
+            };
+            let ack: Vec<(u32, u64, u64)> = ack
+                .iter()
+                .map(|a| (a.partition, a.base_offset, a.rows))
+                .collect();
+            assert_eq!(ack, [(0, 0, 3), (1, 0, 2)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    committed(
+        m.commit_flush(&flush(info.id, &[(0, 1)], T0, producer("p", 2)))
+            .await
+            .unwrap(),
+    );
+    // An older sequence: refused without offsets.
+    assert_eq!(
+        m.commit_flush(&flush(info.id, &[(0, 1)], T0, producer("p", 1)))
+            .await
+            .unwrap(),
+        CommitOutcome::Rejected {
+            rejections: vec![(0, Rejection::Duplicate { previous: None })]
+        }
+    );
+    assert_eq!(m.partition_ends(info.id).await.unwrap(), vec![4, 2]);
+
+    // The same sequence from two agents at once: exactly one commits.
+    let other = s.handle().await;
+    for seq in 3..13 {
+        let fa = flush(info.id, &[(1, 1)], T0, producer("q", seq));
+        let fb = flush(info.id, &[(1, 1)], T0, producer("q", seq));
+        let (a, b) = tokio::join!(m.commit_flush(&fa), other.commit_flush(&fb));
+        let wins = [a.unwrap(), b.unwrap()]
+            .iter()
+            .filter(|o| matches!(o, CommitOutcome::Committed { .. }))
+            .count();
+        assert_eq!(wins, 1, "sequence {seq}");
+    }
+    assert_eq!(m.partition_ends(info.id).await.unwrap(), vec![4, 12]);
+}
+
+async fn a_dropped_stream_rejects_its_flush(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let info = m.create_stream(&spec("o", 1), T0).await.unwrap();
+    s.handle().await.drop_stream("o").await.unwrap();
+    assert_eq!(
+        m.commit_flush(&flush(info.id, &[(0, 3)], T0, None))
+            .await
+            .unwrap(),
+        CommitOutcome::Rejected {
+            rejections: vec![(0, Rejection::StreamGone)]
+        }
+    );
+}
+
+async fn chunks_are_found_by_offset_and_time(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let info = m.create_stream(&spec("o", 1), T0).await.unwrap();
+    // Chunks of 10 rows, event times 100 µs apart.
+    for i in 0..5 {
+        committed(
+            m.commit_flush(&flush(info.id, &[(0, 10)], T0 + i * 100, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let bases = |c: Vec<ChunkRecord>| c.iter().map(|c| c.base_offset).collect::<Vec<_>>();
+    let by_offset = |r: Range<u64>| m.chunks_by_offset(info.id, 0, r);
+    assert_eq!(bases(by_offset(15..25).await.unwrap()), [10, 20]);
+    assert_eq!(bases(by_offset(20..21).await.unwrap()), [20]);
+    assert!(by_offset(50..60).await.unwrap().is_empty());
+    let filter = TimeFilter {
+        event_time: Some(T0 + 105..T0 + 201),
+        append_time: None,
+    };
+    assert_eq!(
+        bases(m.chunks_by_time(info.id, 0, &filter).await.unwrap()),
+        [10, 20]
+    );
+    let filter = TimeFilter {
+        event_time: None,
+        append_time: Some(T0 + 400..T0 + 1000),
+    };
+    assert_eq!(
+        bases(m.chunks_by_time(info.id, 0, &filter).await.unwrap()),
+        [40]
+    );
+    let chunk = &by_offset(0..1).await.unwrap()[0];
+    assert_eq!(chunk.byte_range, 0..100);
+    assert_eq!(chunk.event_time.min, Some(T0));
+    assert_eq!(chunk.event_time.max, Some(T0 + 9));
+
+    let stats = m.partition_stats(info.id).await.unwrap();
+    assert_eq!(stats.len(), 1);
+    let st = &stats[0];
+    assert_eq!(
+        (
+            st.next_offset,
+            st.first_offset,
+            st.rows,
+            st.bytes,
+            st.chunks
+        ),
+        (50, Some(0), 50, 500, 5)
+    );
+    assert_eq!(st.last_append, Some(T0 + 400));
+}
+
+async fn group_offsets_are_kept_per_partition(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let info = m.create_stream(&spec("o", 3), T0).await.unwrap();
+    m.commit_group_offsets("g", info.id, &[(0, 5), (2, 7)], T0)
+        .await
+        .unwrap();
+    m.commit_group_offsets("g", info.id, &[(2, 9)], T0 + 1)
+        .await
+        .unwrap();
+    m.commit_group_offsets("h", info.id, &[(1, 1)], T0)
+        .await
+        .unwrap();
+    let other = s.handle().await;
+    assert_eq!(
+        other.group_offsets("g", info.id).await.unwrap(),
+        [(0, 5), (2, 9)]
+    );
+    assert_eq!(
+        other.groups().await.unwrap(),
+        [("g".to_string(), info.id), ("h".to_string(), info.id)]
+    );
+    other.drop_stream("o").await.unwrap();
+    assert!(m.groups().await.unwrap().is_empty());
+}
+
+async fn view_checkpoints_are_fenced(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let view = ViewRecord {
+        name: "v".into(),
+        dataflow: "df1".into(),
+        definition: "SELECT 1".into(),
+        checkpoint: None,
+    };
+    m.create_view(&view, T0).await.unwrap();
+    assert_eq!(
+        m.create_view(&view, T0).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    let cp = |number| ViewCheckpoint {
+        number,
+        input_offsets: format!("{{\"1\":[{number}]}}"),
+        state_key: format!("state/df1/{number}"),
+    };
+    m.commit_view_checkpoint("v", "df1", &cp(2), T0)
+        .await
+        .unwrap();
+    let other = s.handle().await;
+    // Not newer, or another incarnation's: refused.
+    for (dataflow, n) in [("df1", 2), ("df1", 1), ("df0", 3)] {
+        let e = other
+            .commit_view_checkpoint("v", dataflow, &cp(n), T0)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{dataflow} {n}: {e}");
+    }
+    other
+        .commit_view_checkpoint("v", "df1", &cp(3), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        m.views().await.unwrap(),
+        [ViewRecord {
+            checkpoint: Some(cp(3)),
+            ..view.clone()
+        }]
+    );
+    assert!(other.drop_view("v").await.unwrap());
+    assert!(!m.drop_view("v").await.unwrap());
+    assert!(m.views().await.unwrap().is_empty());
+}
+
+async fn agents_register_and_heartbeat(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let mut a = AgentRecord {
+        id: "a1".into(),
+        addresses: BTreeMap::from([("pgwire".to_string(), "127.0.0.1:5433".to_string())]),
+        version: "0.1.0".into(),
+        started_at: T0,
+        heartbeat_at: T0,
+        stopped_at: None,
+    };
+    m.register_agent(&a).await.unwrap();
+    let b = AgentRecord {
+        id: "b2".into(),
+        started_at: T0 + 5,
+        heartbeat_at: T0 + 5,
+        ..a.clone()
+    };
+    s.handle().await.register_agent(&b).await.unwrap();
+    a.heartbeat_at = T0 + 10;
+    a.stopped_at = Some(T0 + 11);
+    m.register_agent(&a).await.unwrap();
+    assert_eq!(s.handle().await.agents().await.unwrap(), [a, b]);
+}
+
+/// What one agent commits, another is told (PostgreSQL); the embedded
+/// store has no other agents to tell.
+async fn commits_are_announced_to_other_agents(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let other = s.handle().await;
+    let rx = other.changes().await.unwrap();
+    let Kind::Postgres = kind else {
+        assert!(rx.is_none());
+        return;
+    };
+    let mut rx = rx.unwrap();
+    let info = m.create_stream(&spec("o", 2), T0).await.unwrap();
+    committed(
+        m.commit_flush(&flush(info.id, &[(0, 3), (1, 4)], T0, None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        recv(&mut rx).await,
+        Change::Ends(vec![(info.id, 0, 3), (info.id, 1, 4)])
+    );
+    m.drop_stream("o").await.unwrap();
+    assert_eq!(recv(&mut rx).await, Change::StreamDropped(info.id));
+}
+
+async fn recv(rx: &mut tokio::sync::mpsc::Receiver<Change>) -> Change {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an announcement")
+        .unwrap()
+}
+
+/// Two logs (agents) over one object store and one metadata store: an
+/// append through one is read through the other, and a tail reader on the
+/// other wakes on the commit without polling.
+async fn a_tail_reader_wakes_on_another_agents_commit(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let objects: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::memory::InMemory::new());
+    let open = |meta: Arc<dyn MetadataStore>| {
+        let store = Store::from_parts(objects.clone(), streamhouse_log::StoreKind::Memory, None);
+        let mut config = LogConfig::for_store(&store);
+        config.tail_poll = Duration::from_secs(3600);
+        Log::open(store, meta, config, Arc::new(SystemClock))
+    };
+    let a = open(s.handle().await);
+    let b = open(s.handle().await);
+    a.create_stream(spec("o", 1)).await.unwrap();
+    let Kind::Postgres = kind else {
+        // One process per embedded store: its own log tells its own readers.
+        return;
+    };
+    let waiter = tokio::spawn(async move {
+        let end = b.wait_for("o", 0, 0).await.unwrap();
+        let rows = common::collect(b.read("o", 0, 0..end, None).await.unwrap()).await;
+        common::i64s(&rows, "id")
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.append(
+        "o",
+        common::orders(0..10, 3, T0),
+        streamhouse_log::AppendOptions::to_partition(0),
+    )
+    .await
+    .unwrap();
+    let ids = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the announcement, not the hour-long poll")
+        .unwrap();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>());
+}
+
+macro_rules! per_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Sqlite).await }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Postgres).await }
+        )* }
+    };
+}
+
+per_store!(
+    handles_opened_together_migrate_once,
+    streams_are_created_listed_and_dropped,
+    concurrent_commits_get_dense_offsets,
+    idempotent_producers_commit_each_sequence_once,
+    a_dropped_stream_rejects_its_flush,
+    chunks_are_found_by_offset_and_time,
+    group_offsets_are_kept_per_partition,
+    view_checkpoints_are_fenced,
+    agents_register_and_heartbeat,
+    commits_are_announced_to_other_agents,
+    a_tail_reader_wakes_on_another_agents_commit,
+);
