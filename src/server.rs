@@ -90,6 +90,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                 state_dir: Some(data_dir.path().join("state")),
                 checkpoint_interval: config.checkpoint_interval,
                 idle_timeout: config.idle_timeout,
+                ..DatabaseOptions::default()
             },
         )
         .await
@@ -130,7 +131,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Err(e) = log.agent().set_addresses(addresses).await {
         warn!(error = %e, "cannot register this agent's addresses");
     }
-    state.set_ready(log.clone(), db);
+    let leases = tokio::spawn(db.clone().maintain_views());
+    state.set_ready(log.clone(), db.clone());
     info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
     print_banner(&config, &data_dir, http_addr, pg_addr, flight_addr);
 
@@ -153,6 +155,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         Err(e) => warn!(error = %e, "HTTP admin task failed"),
         Ok(Ok(())) => {}
     }
+    // Views stop here and their leases go to other agents at once.
+    leases.abort();
+    db.release_views().await;
     log.shutdown().await;
     meta.close().await;
     info!("stopped");

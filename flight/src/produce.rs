@@ -64,6 +64,7 @@ impl BatchOptions {
                 producer_id,
                 sequence,
                 progress: None,
+                epoch: None,
             }),
             (None, None) => None,
             _ => {

@@ -36,7 +36,7 @@ pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{
     AckPart, AgentRecord, Change, MetadataStore, PartitionStats, ProducerSeq, TimeFilter,
-    ViewCheckpoint, ViewRecord,
+    ViewCheckpoint, ViewLease, ViewRecord,
 };
 pub use reader::BatchStream;
 pub use store::{Store, StoreKind};

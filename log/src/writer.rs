@@ -342,6 +342,13 @@ async fn flush(s: &Shared, mut appends: Vec<Pending>) {
                             parts: previous.clone().unwrap_or_default(),
                             duplicate: true,
                         }),
+                        Some(Rejection::Fenced { epoch, current }) => {
+                            Err(LogError::Fenced(format!(
+                                "producer epoch {epoch} of stream \"{}\" is superseded by \
+                                 epoch {current}",
+                                p.stream.name()
+                            )))
+                        }
                     };
                     for w in p.waiters {
                         let _ = w.send(outcome.as_ref().map_err(clone_error).cloned());

@@ -321,6 +321,7 @@ async fn idempotent_producer_retries_are_not_written_twice(b: Backend) {
             producer_id: "p-1".into(),
             sequence: seq,
             progress: None,
+            epoch: None,
         }),
     };
     let first = f

@@ -15,7 +15,7 @@ use streamhouse_log::metadata::{
 use streamhouse_log::{
     AgentRecord, Change, ErrorKind, Log, LogConfig, LogError, MetadataStore, PostgresMetadata,
     ProducerSeq, SqliteMetadata, Store, StreamSpec, SystemClock, TimeFilter, ViewCheckpoint,
-    ViewRecord,
+    ViewLease, ViewRecord,
 };
 use tempfile::TempDir;
 
@@ -105,6 +105,7 @@ fn producer(id: &str, sequence: u64) -> Option<ProducerSeq> {
         producer_id: id.into(),
         sequence,
         progress: Some(format!("p{sequence}")),
+        epoch: None,
     })
 }
 
@@ -398,6 +399,11 @@ async fn view_checkpoints_are_fenced(kind: Kind) {
         dataflow: "df1".into(),
         definition: "SELECT 1".into(),
         checkpoint: None,
+        lease: ViewLease {
+            owner: Some("a1".into()),
+            epoch: 1,
+            until: Some(T0 + 10),
+        },
     };
     m.create_view(&view, T0).await.unwrap();
     assert_eq!(
@@ -409,20 +415,20 @@ async fn view_checkpoints_are_fenced(kind: Kind) {
         input_offsets: format!("{{\"1\":[{number}]}}"),
         state_key: format!("state/df1/{number}"),
     };
-    m.commit_view_checkpoint("v", "df1", &cp(2), T0)
+    m.commit_view_checkpoint("v", "df1", 1, &cp(2), T0)
         .await
         .unwrap();
     let other = s.handle().await;
-    // Not newer, or another incarnation's: refused.
-    for (dataflow, n) in [("df1", 2), ("df1", 1), ("df0", 3)] {
+    // Not newer, another incarnation's, or another epoch's: refused.
+    for (dataflow, epoch, n) in [("df1", 1, 2), ("df1", 1, 1), ("df0", 1, 3), ("df1", 0, 3)] {
         let e = other
-            .commit_view_checkpoint("v", dataflow, &cp(n), T0)
+            .commit_view_checkpoint("v", dataflow, epoch, &cp(n), T0)
             .await
             .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Conflict, "{dataflow} {n}: {e}");
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{dataflow} {epoch} {n}: {e}");
     }
     other
-        .commit_view_checkpoint("v", "df1", &cp(3), T0)
+        .commit_view_checkpoint("v", "df1", 1, &cp(3), T0)
         .await
         .unwrap();
     assert_eq!(
@@ -435,6 +441,135 @@ async fn view_checkpoints_are_fenced(kind: Kind) {
     assert!(other.drop_view("v").await.unwrap());
     assert!(!m.drop_view("v").await.unwrap());
     assert!(m.views().await.unwrap().is_empty());
+}
+
+/// A view's lease: taken only when free or expired (or stolen where no
+/// other process shares the store), each taking bumps the epoch, a
+/// superseded owner can neither renew nor checkpoint, and its producer is
+/// fenced.
+async fn view_leases_move_with_epochs_and_fence_the_old_owner(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let a = s.handle().await;
+    let b = s.handle().await;
+    let view = ViewRecord {
+        name: "v".into(),
+        dataflow: "df".into(),
+        definition: "SELECT 1".into(),
+        checkpoint: None,
+        lease: ViewLease {
+            owner: Some("a".into()),
+            epoch: 1,
+            until: Some(T0 + 100),
+        },
+    };
+    a.create_view(&view, T0).await.unwrap();
+    // Held and not expired: refused.
+    assert_eq!(
+        b.acquire_view_lease("v", "b", T0 + 50, T0 + 150, false)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(a.renew_view_lease("v", "a", 1, T0 + 200).await.unwrap());
+    // Expired: taken, epoch 2.
+    assert_eq!(
+        b.acquire_view_lease("v", "b", T0 + 201, T0 + 300, false)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert!(!a.renew_view_lease("v", "a", 1, T0 + 400).await.unwrap());
+    let cp = ViewCheckpoint {
+        number: 1,
+        input_offsets: "{}".into(),
+        state_key: "k".into(),
+    };
+    let e = a
+        .commit_view_checkpoint("v", "df", 1, &cp, T0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    b.commit_view_checkpoint("v", "df", 2, &cp, T0)
+        .await
+        .unwrap();
+    // Released: free for anyone at once.
+    a.release_view_lease("v", "a", 1).await.unwrap(); // not a's: no effect
+    assert_eq!(
+        a.acquire_view_lease("v", "a", T0 + 250, T0 + 350, false)
+            .await
+            .unwrap(),
+        None
+    );
+    b.release_view_lease("v", "b", 2).await.unwrap();
+    assert_eq!(
+        a.acquire_view_lease("v", "a", T0 + 250, T0 + 350, false)
+            .await
+            .unwrap(),
+        Some(3)
+    );
+    assert_eq!(
+        b.acquire_view_lease("v", "b", T0 + 260, T0 + 360, true)
+            .await
+            .unwrap(),
+        Some(4)
+    );
+    assert_eq!(
+        a.acquire_view_lease("nope", "a", T0, T0 + 1, true)
+            .await
+            .unwrap(),
+        None
+    );
+    let lease = &a.views().await.unwrap()[0].lease;
+    assert_eq!(
+        (lease.owner.as_deref(), lease.epoch, lease.until),
+        (Some("b"), 4, Some(T0 + 360))
+    );
+
+    // The producer of the view's output: an append in epoch 3 after the
+    // fence to 4 is refused; epoch 4 goes through; unfenced producers are
+    // not judged by epoch.
+    let info = a.create_stream(&spec("out", 1), T0).await.unwrap();
+    let with_epoch = |seq, epoch| {
+        let mut p = producer("view:df", seq).unwrap();
+        p.epoch = Some(epoch);
+        Some(p)
+    };
+    committed(
+        a.commit_flush(&flush(info.id, &[(0, 2)], T0, with_epoch(1, 3)))
+            .await
+            .unwrap(),
+    );
+    b.fence_producer("view:df", info.id, 4).await.unwrap();
+    assert_eq!(
+        b.producer_progress("view:df", info.id).await.unwrap(),
+        Some((1, Some("p1".into())))
+    );
+    assert_eq!(
+        a.commit_flush(&flush(info.id, &[(0, 2)], T0, with_epoch(2, 3)))
+            .await
+            .unwrap(),
+        CommitOutcome::Rejected {
+            rejections: vec![(
+                0,
+                Rejection::Fenced {
+                    epoch: 3,
+                    current: 4
+                }
+            )]
+        }
+    );
+    committed(
+        b.commit_flush(&flush(info.id, &[(0, 2)], T0, with_epoch(2, 4)))
+            .await
+            .unwrap(),
+    );
+    // Fencing a producer that never wrote starts it at sequence 0.
+    b.fence_producer("view:new", info.id, 7).await.unwrap();
+    assert_eq!(
+        b.producer_progress("view:new", info.id).await.unwrap(),
+        Some((0, None))
+    );
+    assert_eq!(a.partition_ends(info.id).await.unwrap(), vec![4]);
 }
 
 async fn agents_register_and_heartbeat(kind: Kind) {
@@ -557,6 +692,7 @@ per_store!(
     chunks_are_found_by_offset_and_time,
     group_offsets_are_kept_per_partition,
     view_checkpoints_are_fenced,
+    view_leases_move_with_epochs_and_fence_the_old_owner,
     agents_register_and_heartbeat,
     commits_are_announced_to_other_agents,
     a_tail_reader_wakes_on_another_agents_commit,

@@ -477,6 +477,8 @@ pub struct Database {
     pub(crate) changelogs: Tables,
     /// Stored views that could not be brought back: (definition, error).
     pub(crate) failed_views: Arc<RwLock<HashMap<String, (String, String)>>>,
+    /// Views other agents maintain, by name.
+    pub(crate) remote_views: Arc<RwLock<HashMap<String, crate::ownership::RemoteView>>>,
     /// Statements running now.
     pub(crate) running: Arc<crate::system::Running>,
     /// Settings used by [`Database::execute`] (embedded use, tests).
@@ -518,6 +520,9 @@ pub struct DatabaseOptions {
     /// After this long without rows, an input partition stops holding a
     /// view's watermark back (a view's `idle_timeout` option overrides it).
     pub idle_timeout: std::time::Duration,
+    /// How long a view's lease lasts unless renewed: an agent that stops
+    /// renewing (killed, paused) loses its views to others after this.
+    pub lease_duration: std::time::Duration,
 }
 
 impl Default for DatabaseOptions {
@@ -526,6 +531,7 @@ impl Default for DatabaseOptions {
             state_dir: None,
             checkpoint_interval: std::time::Duration::from_secs(2),
             idle_timeout: std::time::Duration::from_secs(5),
+            lease_duration: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -566,6 +572,7 @@ impl Database {
             tables: Tables::default(),
             changelogs: Tables::default(),
             failed_views: Arc::new(RwLock::new(HashMap::new())),
+            remote_views: Arc::new(RwLock::new(HashMap::new())),
             running: Arc::default(),
             default_session: Session::default(),
             compat,
@@ -579,6 +586,7 @@ impl Database {
             log: db.log.clone(),
             views: db.views.clone(),
             failed_views: db.failed_views.clone(),
+            remote_views: db.remote_views.clone(),
             running: db.running.clone(),
         });
         if let Some(catalog) = db.ctx.catalog(crate::session::DATABASE) {
@@ -735,11 +743,19 @@ impl Database {
     /// streams other agents created.
     pub async fn prepare_statement(&self, stmt: Statement) -> Result<Prepared> {
         match self.plan_statement(stmt.clone()).await {
-            Err(SqlError::UndefinedTable(_)) if self.sync_streams().await? => {
+            Err(SqlError::UndefinedTable(_)) if self.sync_catalog().await? => {
                 self.plan_statement(stmt).await
             }
             planned => planned,
         }
+    }
+
+    /// Learns streams and views created (or dropped) through other agents;
+    /// whether anything changed.
+    pub async fn sync_catalog(&self) -> Result<bool> {
+        let streams = self.sync_streams().await?;
+        let views = self.learn_views().await?;
+        Ok(streams || views)
     }
 
     /// Brings the registered stream tables in line with the metadata store

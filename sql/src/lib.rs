@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod matview;
 pub mod metrics;
 pub mod names;
+mod ownership;
 pub mod prune;
 pub mod rewrite;
 pub mod session;

@@ -210,6 +210,7 @@ pub(crate) struct Sources {
     pub log: Arc<Log>,
     pub views: Arc<RwLock<HashMap<String, Arc<MatView>>>>,
     pub failed_views: Arc<RwLock<HashMap<String, (String, String)>>>,
+    pub remote_views: Arc<RwLock<HashMap<String, crate::ownership::RemoteView>>>,
     pub running: Arc<Running>,
 }
 
@@ -484,6 +485,12 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
             definition.clone(),
         ));
     }
+    for (name, status, definition) in crate::views::remote_rows(&s.remote_views) {
+        rows.push((
+            name, status, None, None, None, None, None, None, None, None, None, definition,
+        ));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(vec![
         text(rows.iter().map(|r| Some(r.0.clone()))),
         text(rows.iter().map(|r| Some(r.1.clone()))),

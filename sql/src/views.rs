@@ -21,7 +21,7 @@ use crate::matview::changes::{self, CHANGELOG_PREFIX};
 use crate::matview::{MatView, Output, Placement, Status, now_micros};
 use crate::names::output_names;
 use crate::table::StreamTable;
-use streamhouse_log::{StreamInfo, StreamSpec, ViewCheckpoint, ViewRecord};
+use streamhouse_log::{StreamInfo, StreamSpec, ViewCheckpoint, ViewLease, ViewRecord};
 use streamhouse_streams::StateStore;
 
 /// Columns of `SHOW MATERIALIZED VIEWS`.
@@ -62,6 +62,24 @@ fn with_output_names(plan: LogicalPlan, query: &Query) -> Result<LogicalPlan> {
         })
         .collect();
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}
+
+/// (name, status, definition) of the views other agents maintain.
+pub(crate) fn remote_rows(
+    remote: &std::sync::RwLock<HashMap<String, crate::ownership::RemoteView>>,
+) -> Vec<(String, String, String)> {
+    remote
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .map(|r| {
+            let status = match &r.record.lease.owner {
+                Some(agent) => format!("running on agent {agent}"),
+                None => "waiting for an agent".to_string(),
+            };
+            (r.record.name.clone(), status, r.record.definition.clone())
+        })
+        .collect()
 }
 
 /// Stream name of a view incarnation's changelog.
@@ -108,6 +126,7 @@ impl Database {
             checkpoint_interval: self.options.checkpoint_interval,
             idle_timeout: self.options.idle_timeout,
             output,
+            epoch: 0,
         }
     }
 
@@ -169,14 +188,6 @@ impl Database {
         options: ViewOptions,
         query: Query,
     ) -> Result<QueryResult> {
-        if self.log().metadata().is_shared() {
-            return Err(SqlError::NotSupported(
-                "materialized views are not available yet when agents share a PostgreSQL \
-                 metadata store (each view must run on one agent at a time); use the \
-                 embedded metadata store for views, or SUBSCRIBE"
-                    .into(),
-            ));
-        }
         let exists = self
             .views
             .read()
@@ -184,6 +195,11 @@ impl Database {
             .contains_key(&name)
             || self
                 .failed_views
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&name)
+            || self
+                .remote_views
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&name);
@@ -203,6 +219,10 @@ impl Database {
         let dataflow = format!("{name}-{:x}", now_micros());
         let plan = self.plan_view(&query).await?;
         let changelog = self.changelog_stream(&dataflow, &plan).await?;
+        // The creating agent holds the view's first lease.
+        let mut placement =
+            self.placement(&dataflow, None, Some(Output::Changelog(changelog.clone())));
+        placement.epoch = 1;
         let created = async {
             let view = MatView::compile(
                 self.log(),
@@ -210,7 +230,7 @@ impl Database {
                 query.to_string(),
                 options.clone(),
                 plan,
-                self.placement(&dataflow, None, Some(Output::Changelog(changelog.clone()))),
+                placement,
             )
             .await?;
             // Like a CREATE INDEX, the statement returns once the view holds
@@ -221,6 +241,11 @@ impl Database {
                 dataflow: dataflow.clone(),
                 definition: stored_definition(&name, &options, &query),
                 checkpoint: None,
+                lease: ViewLease {
+                    owner: Some(self.log().agent().id()),
+                    epoch: 1,
+                    until: Some(now_micros() + self.options.lease_duration.as_micros() as i64),
+                },
             };
             if let Err(e) = self
                 .log()
@@ -299,6 +324,30 @@ impl Database {
                     let _ = self.log().drop_stream(&changelog_name(&v.dataflow)).await;
                     v.remove_local_state();
                     self.delete_snapshots(&v.dataflow).await;
+                }
+                (None, _)
+                    if self
+                        .remote_views
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains_key(&name) =>
+                {
+                    // Its owner notices the record is gone and stops it.
+                    let remote = self
+                        .remote_views
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&name)
+                        .cloned();
+                    self.forget_remote(&name)?;
+                    self.log().metadata().drop_view(&name).await?;
+                    if let Some(r) = remote {
+                        let _ = self
+                            .log()
+                            .drop_stream(&changelog_name(&r.record.dataflow))
+                            .await;
+                        self.delete_snapshots(&r.record.dataflow).await;
+                    }
                 }
                 (None, Some(_)) => {
                     let records = self.log().metadata().views().await?;
@@ -393,6 +442,14 @@ impl Database {
                 ..ShowRow::default()
             });
         }
+        for (name, status, definition) in remote_rows(&self.remote_views) {
+            rows.push(ShowRow {
+                name,
+                status,
+                definition,
+                ..ShowRow::default()
+            });
+        }
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.name))),
@@ -429,6 +486,16 @@ impl Database {
     /// cannot be compiled at all (an input was dropped) is listed as failed.
     pub(crate) async fn load_views(&self) -> Result<()> {
         let records = self.log().metadata().views().await?;
+        if self.log().metadata().is_shared() {
+            // Which agent runs which view is settled by the lease upkeep
+            // ([`Database::maintain_views`]); until then all are remote.
+            for r in &records {
+                if let Err(e) = self.know_remote(r).await {
+                    tracing::warn!(view = %r.name, error = %e, "view not known");
+                }
+            }
+            return Ok(());
+        }
         // Changelogs of views that no longer exist (a CREATE that crashed).
         let live: std::collections::HashSet<String> = records
             .iter()
@@ -445,7 +512,7 @@ impl Database {
             let mut failed = Vec::new();
             let before = pending.len();
             for record in pending {
-                if let Err(e) = self.load_view(&record).await {
+                if let Err(e) = self.take_view(&record.name).await {
                     failed.push((record, e));
                 }
             }
@@ -466,17 +533,31 @@ impl Database {
         }
     }
 
-    async fn load_view(&self, record: &ViewRecord) -> Result<()> {
+    /// The changelog stream of a stored view (created if missing).
+    pub(crate) async fn changelog_stream_of(&self, record: &ViewRecord) -> Result<Arc<StreamInfo>> {
+        if let Ok(info) = self.log().stream(&changelog_name(&record.dataflow)).await {
+            return Ok(info);
+        }
+        let (_, query) = parse_stored(&record.definition)?;
+        let plan = self.plan_view(&query).await?;
+        self.changelog_stream(&record.dataflow, &plan).await
+    }
+
+    /// Compiles a stored view from its checkpoint (or the log, when the
+    /// checkpoint cannot be restored), replays what it wrote after the
+    /// checkpoint, and starts it, under lease epoch `epoch`.
+    pub(crate) async fn load_view(&self, record: &ViewRecord, epoch: u64) -> Result<()> {
         let name = &record.name;
         let (options, query) = parse_stored(&record.definition)?;
         let plan = self.plan_view(&query).await?;
         let changelog = self.changelog_stream(&record.dataflow, &plan).await?;
         let compile = |restore: Option<ViewCheckpoint>| {
-            let placement = self.placement(
+            let mut placement = self.placement(
                 &record.dataflow,
                 restore,
                 Some(Output::Changelog(changelog.clone())),
             );
+            placement.epoch = epoch;
             MatView::compile(
                 self.log(),
                 name,
@@ -511,7 +592,7 @@ impl Database {
     /// The columns a push query returns.
     pub(crate) async fn subscription_schema(&self, s: &Subscribe) -> Result<SchemaRef> {
         match s {
-            Subscribe::View { name, .. } => Ok(self.view(name)?.changes_schema()),
+            Subscribe::View { name, .. } => Ok(self.view_changelog(name).await?.read_schema()),
             Subscribe::Query(q) => {
                 let plan = self.plan_view(q).await?;
                 changes::changes_schema(plan.schema().as_arrow())
@@ -530,10 +611,33 @@ impl Database {
             })
     }
 
-    /// The changelog stream of view `name`, if there is such a view.
+    /// The changelog stream of view `name`, if there is such a view (here
+    /// or on another agent).
     pub fn changelog_of(&self, name: &str) -> Option<String> {
-        let view = self.view(name).ok()?;
-        view.changelog().map(|i| i.name().to_string())
+        if let Ok(view) = self.view(name) {
+            return view.changelog().map(|i| i.name().to_string());
+        }
+        self.remote_views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|r| changelog_name(&r.record.dataflow))
+    }
+
+    /// The changelog stream of view `name`, wherever it runs.
+    async fn view_changelog(&self, name: &str) -> Result<Arc<StreamInfo>> {
+        if let Ok(view) = self.view(name) {
+            return view
+                .changelog()
+                .cloned()
+                .ok_or_else(|| SqlError::Internal(format!("view \"{name}\" has no changelog")));
+        }
+        match self.changelog_of(name) {
+            Some(changelog) => Ok(self.log().stream(&changelog).await?),
+            None => Err(SqlError::UndefinedTable(format!(
+                "materialized view \"{name}\" does not exist"
+            ))),
+        }
     }
 
     /// `SUBSCRIBE TO view` follows its changelog; `SELECT … EMIT CHANGES`
@@ -542,10 +646,7 @@ impl Database {
     pub(crate) async fn subscribe(&self, s: Subscribe) -> Result<QueryResult> {
         match s {
             Subscribe::View { name, snapshot } => {
-                let view = self.view(&name)?;
-                let info = view.changelog().cloned().ok_or_else(|| {
-                    SqlError::Internal(format!("view \"{name}\" has no changelog"))
-                })?;
+                let info = self.view_changelog(&name).await?;
                 let from = if snapshot {
                     0
                 } else {

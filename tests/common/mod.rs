@@ -26,13 +26,30 @@ impl Server {
     /// A server on free HTTP and PostgreSQL ports, its Flight address from
     /// `args`, the environment, a config file or the default.
     pub fn start_with_flight_as_given(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::spawn(dir, args, envs, Stdio::piped())
+    }
+
+    /// A server on free ports whose log goes to `log` (appended), for
+    /// long runs whose log would fill a pipe nobody reads.
+    pub fn start_logged(dir: &Path, args: &[&str], envs: &[(&str, &str)], log: &Path) -> Server {
+        let mut all = vec!["--flight-addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Server::spawn(dir, &all, envs, Stdio::from(file))
+    }
+
+    fn spawn(dir: &Path, args: &[&str], envs: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(dir)
             .arg("server")
             .args(["--http-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(stderr);
         // Only what the test sets: no STREAMHOUSE_* from the caller's shell.
         for (k, _) in std::env::vars() {
             if k.starts_with("STREAMHOUSE_") {
@@ -55,7 +72,9 @@ impl Server {
         }
         if !banner.iter().any(|l| l.contains(" ready")) {
             let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
             panic!("no ready banner: {banner:?}\nstderr: {err}");
         }
         Server { child, banner }

@@ -68,6 +68,10 @@ pub struct ProducerSeq {
     /// (a dataflow's input offsets; see [`MetadataStore::producer_progress`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// The producer's epoch: refused once the producer has been fenced to a
+    /// newer one ([`MetadataStore::fence_producer`]). None: not fenced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Where one append's rows sit inside a flush's chunks.
@@ -105,6 +109,9 @@ pub enum Rejection {
     /// Its producer sequence is already committed. `previous` holds that
     /// commit's offsets when the sequence is the producer's latest.
     Duplicate { previous: Option<Vec<AckPart>> },
+    /// Its producer epoch is older than the one the producer is fenced to
+    /// (another agent has taken the producer over).
+    Fenced { epoch: u64, current: u64 },
 }
 
 /// Result of [`MetadataStore::commit_flush`].
@@ -125,6 +132,18 @@ pub struct ViewRecord {
     pub dataflow: String,
     pub definition: String,
     pub checkpoint: Option<ViewCheckpoint>,
+    /// Who maintains it, under which epoch, until when.
+    pub lease: ViewLease,
+}
+
+/// A view's lease: the agent maintaining the view, the epoch of that
+/// ownership (bumped by every acquisition, so a superseded owner can be
+/// told apart), and when the lease expires unless renewed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewLease {
+    pub owner: Option<String>,
+    pub epoch: u64,
+    pub until: Option<Micros>,
 }
 
 /// What one partition holds (for system tables).
@@ -245,8 +264,45 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Every (group, stream) pair with committed offsets, by group.
     async fn groups(&self) -> Result<Vec<(String, StreamId)>>;
 
-    /// Records a materialized view; `ViewExists` if the name is taken.
+    /// Records a materialized view with its lease; `ViewExists` if the
+    /// name is taken.
     async fn create_view(&self, view: &ViewRecord, created_at: Micros) -> Result<()>;
+
+    /// Takes a view's lease for `agent` until `until` if it is free or
+    /// expired at `now` (or whoever holds it, with `steal`: for a store no
+    /// other process shares), bumping its epoch; the new epoch, or `None`
+    /// when another agent holds it (or the view is gone).
+    async fn acquire_view_lease(
+        &self,
+        name: &str,
+        agent: &str,
+        now: Micros,
+        until: Micros,
+        steal: bool,
+    ) -> Result<Option<u64>>;
+
+    /// Extends a lease `agent` holds in `epoch`; `false` when it no longer
+    /// does (superseded, or the view is gone).
+    async fn renew_view_lease(
+        &self,
+        name: &str,
+        agent: &str,
+        epoch: u64,
+        until: Micros,
+    ) -> Result<bool>;
+
+    /// Gives up a lease `agent` holds in `epoch` (a clean stop), so another
+    /// agent can take the view at once.
+    async fn release_view_lease(&self, name: &str, agent: &str, epoch: u64) -> Result<()>;
+
+    /// Fences a producer on a stream to `epoch`: from now on its appends
+    /// carrying an older epoch are refused ([`Rejection::Fenced`]).
+    async fn fence_producer(
+        &self,
+        producer_id: &str,
+        stream_id: StreamId,
+        epoch: u64,
+    ) -> Result<()>;
 
     /// Removes a view; `false` if there was none.
     async fn drop_view(&self, name: &str) -> Result<bool>;
@@ -264,12 +320,13 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 
     /// Records a view's checkpoint: in one transaction, the input offsets
     /// its state reflects and the snapshot that holds that state. Refused
-    /// (`Fenced`) unless `dataflow` is still the view's and the number is
-    /// newer than the recorded one.
+    /// (`Fenced`) unless `dataflow` is still the view's, `epoch` is still
+    /// its lease's, and the number is newer than the recorded one.
     async fn commit_view_checkpoint(
         &self,
         name: &str,
         dataflow: &str,
+        epoch: u64,
         checkpoint: &ViewCheckpoint,
         at: Micros,
     ) -> Result<()>;

@@ -298,7 +298,7 @@ impl MetadataStore for PostgresMetadata {
                     .map(|p| (p.producer_id.clone(), a.stream_id))
             })
             .collect();
-        let mut last: BTreeMap<(String, StreamId), (u64, String)> = BTreeMap::new();
+        let mut last: BTreeMap<(String, StreamId), rows::StoredProducer> = BTreeMap::new();
         if !producers.is_empty() {
             let (pp, ps): (Vec<String>, Vec<i64>) = producers.iter().cloned().unzip();
             let lock_keys: Vec<String> =
@@ -312,7 +312,7 @@ impl MetadataStore for PostgresMetadata {
             .execute(&mut *tx)
             .await?;
             let rows = sqlx::query(
-                "SELECT producer_id, stream_id, last_sequence, last_ack FROM producers \
+                "SELECT producer_id, stream_id, last_sequence, last_ack, epoch FROM producers \
                  JOIN unnest($1::text[], $2::bigint[]) AS k(p, s) \
                    ON producer_id = k.p AND stream_id = k.s",
             )
@@ -323,10 +323,7 @@ impl MetadataStore for PostgresMetadata {
             for r in &rows {
                 last.insert(
                     (r.try_get("producer_id")?, r.try_get("stream_id")?),
-                    (
-                        r.try_get::<i64, _>("last_sequence")? as u64,
-                        r.try_get("last_ack")?,
-                    ),
+                    rows::stored_producer(r)?,
                 );
             }
         }
@@ -343,15 +340,9 @@ impl MetadataStore for PostgresMetadata {
                 continue;
             }
             let Some(p) = &a.producer else { continue };
-            if let Some((seq, ack)) = last.get(&(p.producer_id.clone(), a.stream_id))
-                && p.sequence <= *seq
-            {
-                let previous = if p.sequence == *seq {
-                    Some(rows::decode_ack(ack)?)
-                } else {
-                    None
-                };
-                rejections.push((i, Rejection::Duplicate { previous }));
+            let stored = last.get(&(p.producer_id.clone(), a.stream_id));
+            if let Some(r) = rows::producer_rejection(p, stored)? {
+                rejections.push((i, r));
             }
         }
         if !rejections.is_empty() {
@@ -433,8 +424,8 @@ impl MetadataStore for PostgresMetadata {
         .await?;
 
         // Producer state: the flush's latest append per producer and stream.
-        let mut latest: BTreeMap<(String, StreamId), (i64, String, Option<String>)> =
-            BTreeMap::new();
+        type Latest = (i64, String, Option<String>, i64);
+        let mut latest: BTreeMap<(String, StreamId), Latest> = BTreeMap::new();
         for a in &c.appends {
             let Some(p) = &a.producer else { continue };
             latest.insert(
@@ -443,6 +434,7 @@ impl MetadataStore for PostgresMetadata {
                     u(p.sequence),
                     rows::encode_ack(c, a, &bases),
                     p.progress.clone(),
+                    u(p.epoch.unwrap_or(0)),
                 ),
             );
         }
@@ -452,26 +444,30 @@ impl MetadataStore for PostgresMetadata {
             let mut seqs = Vec::new();
             let mut acks = Vec::new();
             let mut progress = Vec::new();
-            for ((id, sid), (seq, ack, prog)) in latest {
+            let mut epochs = Vec::new();
+            for ((id, sid), (seq, ack, prog, epoch)) in latest {
                 ids.push(id);
                 sids.push(sid);
                 seqs.push(seq);
                 acks.push(ack);
                 progress.push(prog);
+                epochs.push(epoch);
             }
             sqlx::query(
-                "INSERT INTO producers (producer_id, stream_id, last_sequence, last_ack, progress) \
+                "INSERT INTO producers \
+                 (producer_id, stream_id, last_sequence, last_ack, progress, epoch) \
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
-                                      $5::text[]) \
+                                      $5::text[], $6::bigint[]) \
                  ON CONFLICT (producer_id, stream_id) DO UPDATE \
                  SET last_sequence = excluded.last_sequence, last_ack = excluded.last_ack, \
-                 progress = excluded.progress",
+                 progress = excluded.progress, epoch = GREATEST(producers.epoch, excluded.epoch)",
             )
             .bind(ids)
             .bind(sids)
             .bind(seqs)
             .bind(acks)
             .bind(progress)
+            .bind(epochs)
             .execute(&mut *tx)
             .await?;
         }
@@ -623,13 +619,17 @@ impl MetadataStore for PostgresMetadata {
 
     async fn create_view(&self, view: &ViewRecord, created_at: Micros) -> Result<()> {
         let done = sqlx::query(
-            "INSERT INTO views (name, dataflow, definition, created_at_us) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO views \
+             (name, dataflow, definition, created_at_us, owner, epoch, lease_until_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&view.name)
         .bind(&view.dataflow)
         .bind(&view.definition)
         .bind(created_at)
+        .bind(&view.lease.owner)
+        .bind(u(view.lease.epoch))
+        .bind(view.lease.until)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -659,13 +659,15 @@ impl MetadataStore for PostgresMetadata {
         &self,
         name: &str,
         dataflow: &str,
+        epoch: u64,
         checkpoint: &ViewCheckpoint,
         at: Micros,
     ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE views SET checkpoint_no = $1, input_offsets = $2, state_key = $3, \
              checkpointed_at_us = $4 \
-             WHERE name = $5 AND dataflow = $6 AND (checkpoint_no IS NULL OR checkpoint_no < $1)",
+             WHERE name = $5 AND dataflow = $6 AND epoch = $7 \
+             AND (checkpoint_no IS NULL OR checkpoint_no < $1)",
         )
         .bind(u(checkpoint.number))
         .bind(&checkpoint.input_offsets)
@@ -673,14 +675,99 @@ impl MetadataStore for PostgresMetadata {
         .bind(at)
         .bind(name)
         .bind(dataflow)
+        .bind(u(epoch))
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
             return Err(LogError::Fenced(format!(
-                "checkpoint {} of view \"{name}\" ({dataflow}) is stale or the view is gone",
+                "checkpoint {} of view \"{name}\" ({dataflow}, epoch {epoch}) is stale, \
+                 its lease was taken over, or the view is gone",
                 checkpoint.number
             )));
         }
+        Ok(())
+    }
+
+    async fn acquire_view_lease(
+        &self,
+        name: &str,
+        agent: &str,
+        now: Micros,
+        until: Micros,
+        steal: bool,
+    ) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "UPDATE views SET owner = $1, epoch = epoch + 1, lease_until_us = $2 \
+             WHERE name = $3 AND ($4 OR owner IS NULL OR lease_until_us IS NULL \
+                                  OR lease_until_us < $5) \
+             RETURNING epoch",
+        )
+        .bind(agent)
+        .bind(until)
+        .bind(name)
+        .bind(steal)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get::<i64, _>("epoch")? as u64))
+            .transpose()
+    }
+
+    async fn renew_view_lease(
+        &self,
+        name: &str,
+        agent: &str,
+        epoch: u64,
+        until: Micros,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE views SET lease_until_us = $1 WHERE name = $2 AND owner = $3 AND epoch = $4",
+        )
+        .bind(until)
+        .bind(name)
+        .bind(agent)
+        .bind(u(epoch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_view_lease(&self, name: &str, agent: &str, epoch: u64) -> Result<()> {
+        sqlx::query(
+            "UPDATE views SET owner = NULL, lease_until_us = NULL \
+             WHERE name = $1 AND owner = $2 AND epoch = $3",
+        )
+        .bind(name)
+        .bind(agent)
+        .bind(u(epoch))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fence_producer(
+        &self,
+        producer_id: &str,
+        stream_id: StreamId,
+        epoch: u64,
+    ) -> Result<()> {
+        // Under the producer's lock, as commits take it.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{stream_id}:{producer_id}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO producers (producer_id, stream_id, last_sequence, last_ack, epoch) \
+             VALUES ($1, $2, 0, '[]', $3) ON CONFLICT (producer_id, stream_id) DO UPDATE \
+             SET epoch = GREATEST(producers.epoch, excluded.epoch)",
+        )
+        .bind(producer_id)
+        .bind(stream_id)
+        .bind(u(epoch))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -51,8 +51,8 @@ pub(super) const STREAM_COLUMNS: &str = "id, name, schema_ipc, partitions, key_c
 pub(super) const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, end_offset, \
      object_key, byte_start, byte_len, min_event_time_us, max_event_time_us, \
      min_append_time_us, max_append_time_us";
-pub(super) const VIEW_COLUMNS: &str =
-    "name, dataflow, definition, checkpoint_no, input_offsets, state_key";
+pub(super) const VIEW_COLUMNS: &str = "name, dataflow, definition, checkpoint_no, \
+     input_offsets, state_key, owner, epoch, lease_until_us";
 pub(super) const AGENT_COLUMNS: &str =
     "agent_id, addresses, version, started_at_us, heartbeat_at_us, stopped_at_us";
 
@@ -136,6 +136,11 @@ pub(super) fn view(row: &impl MetaRow) -> Result<ViewRecord> {
         dataflow: row.text("dataflow")?,
         definition: row.text("definition")?,
         checkpoint,
+        lease: super::ViewLease {
+            owner: row.opt_text("owner")?,
+            epoch: row.int("epoch")? as u64,
+            until: row.opt_int("lease_until_us")?,
+        },
     })
 }
 
@@ -179,4 +184,45 @@ pub(super) fn encode_ack(c: &super::FlushCommit, a: &super::NewAppend, bases: &[
 /// An agent's addresses as stored (a JSON object).
 pub(super) fn encode_addresses(a: &std::collections::BTreeMap<String, String>) -> String {
     serde_json::to_string(a).expect("strings encode")
+}
+
+/// A producer's committed state, as both stores read it.
+pub(super) struct StoredProducer {
+    pub last_sequence: u64,
+    pub last_ack: String,
+    pub epoch: u64,
+}
+
+/// Why an append by producer `p` cannot be committed over its `stored`
+/// state, if it cannot: a fenced epoch, or a sequence already committed.
+pub(super) fn producer_rejection(
+    p: &super::ProducerSeq,
+    stored: Option<&StoredProducer>,
+) -> Result<Option<super::Rejection>> {
+    let Some(s) = stored else { return Ok(None) };
+    if let Some(epoch) = p.epoch
+        && epoch < s.epoch
+    {
+        return Ok(Some(super::Rejection::Fenced {
+            epoch,
+            current: s.epoch,
+        }));
+    }
+    if p.sequence > s.last_sequence {
+        return Ok(None);
+    }
+    let previous = if p.sequence == s.last_sequence {
+        Some(decode_ack(&s.last_ack)?)
+    } else {
+        None
+    };
+    Ok(Some(super::Rejection::Duplicate { previous }))
+}
+
+pub(super) fn stored_producer(row: &impl MetaRow) -> Result<StoredProducer> {
+    Ok(StoredProducer {
+        last_sequence: row.int("last_sequence")? as u64,
+        last_ack: row.text("last_ack")?,
+        epoch: row.int("epoch")? as u64,
+    })
 }

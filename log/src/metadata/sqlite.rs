@@ -288,23 +288,16 @@ impl MetadataStore for SqliteMetadata {
             }
             if let Some(p) = &a.producer {
                 let row = sqlx::query(
-                    "SELECT last_sequence, last_ack FROM producers \
+                    "SELECT last_sequence, last_ack, epoch FROM producers \
                      WHERE producer_id = ? AND stream_id = ?",
                 )
                 .bind(&p.producer_id)
                 .bind(a.stream_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some(row) = row {
-                    let last = row.try_get::<i64, _>("last_sequence")? as u64;
-                    if p.sequence <= last {
-                        let previous = if p.sequence == last {
-                            Some(rows::decode_ack(&row.try_get::<String, _>("last_ack")?)?)
-                        } else {
-                            None
-                        };
-                        rejections.push((i, Rejection::Duplicate { previous }));
-                    }
+                let stored = row.as_ref().map(rows::stored_producer).transpose()?;
+                if let Some(r) = rows::producer_rejection(p, stored.as_ref())? {
+                    rejections.push((i, r));
                 }
             }
         }
@@ -361,16 +354,18 @@ impl MetadataStore for SqliteMetadata {
             let Some(p) = &a.producer else { continue };
             let ack = rows::encode_ack(c, a, &bases);
             sqlx::query(
-                "INSERT INTO producers (producer_id, stream_id, last_sequence, last_ack, progress) \
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (producer_id, stream_id) DO UPDATE \
+                "INSERT INTO producers \
+                 (producer_id, stream_id, last_sequence, last_ack, progress, epoch) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (producer_id, stream_id) DO UPDATE \
                  SET last_sequence = excluded.last_sequence, last_ack = excluded.last_ack, \
-                 progress = excluded.progress",
+                 progress = excluded.progress, epoch = max(producers.epoch, excluded.epoch)",
             )
             .bind(&p.producer_id)
             .bind(a.stream_id)
             .bind(u(p.sequence))
             .bind(ack)
             .bind(&p.progress)
+            .bind(u(p.epoch.unwrap_or(0)))
             .execute(&mut *tx)
             .await?;
         }
@@ -506,13 +501,17 @@ impl MetadataStore for SqliteMetadata {
     async fn create_view(&self, view: &ViewRecord, created_at: Micros) -> Result<()> {
         let _w = self.write.lock().await;
         let done = sqlx::query(
-            "INSERT INTO views (name, dataflow, definition, created_at_us) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO views \
+             (name, dataflow, definition, created_at_us, owner, epoch, lease_until_us) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&view.name)
         .bind(&view.dataflow)
         .bind(&view.definition)
         .bind(created_at)
+        .bind(&view.lease.owner)
+        .bind(u(view.lease.epoch))
+        .bind(view.lease.until)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -543,6 +542,7 @@ impl MetadataStore for SqliteMetadata {
         &self,
         name: &str,
         dataflow: &str,
+        epoch: u64,
         checkpoint: &ViewCheckpoint,
         at: Micros,
     ) -> Result<()> {
@@ -550,7 +550,8 @@ impl MetadataStore for SqliteMetadata {
         let done = sqlx::query(
             "UPDATE views SET checkpoint_no = ?, input_offsets = ?, state_key = ?, \
              checkpointed_at_us = ? \
-             WHERE name = ? AND dataflow = ? AND (checkpoint_no IS NULL OR checkpoint_no < ?)",
+             WHERE name = ? AND dataflow = ? AND epoch = ? \
+             AND (checkpoint_no IS NULL OR checkpoint_no < ?)",
         )
         .bind(u(checkpoint.number))
         .bind(&checkpoint.input_offsets)
@@ -558,12 +559,14 @@ impl MetadataStore for SqliteMetadata {
         .bind(at)
         .bind(name)
         .bind(dataflow)
+        .bind(u(epoch))
         .bind(u(checkpoint.number))
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
             return Err(LogError::Fenced(format!(
-                "checkpoint {} of view \"{name}\" ({dataflow}) is stale or the view is gone",
+                "checkpoint {} of view \"{name}\" ({dataflow}, epoch {epoch}) is stale, \
+                 its lease was taken over, or the view is gone",
                 checkpoint.number
             )));
         }
@@ -579,6 +582,86 @@ impl MetadataStore for SqliteMetadata {
         rows.iter()
             .map(|r| Ok((r.try_get("group_id")?, r.try_get("stream_id")?)))
             .collect()
+    }
+
+    async fn acquire_view_lease(
+        &self,
+        name: &str,
+        agent: &str,
+        now: Micros,
+        until: Micros,
+        steal: bool,
+    ) -> Result<Option<u64>> {
+        let _w = self.write.lock().await;
+        let row = sqlx::query(
+            "UPDATE views SET owner = ?, epoch = epoch + 1, lease_until_us = ? \
+             WHERE name = ? AND (? OR owner IS NULL OR lease_until_us IS NULL \
+                                 OR lease_until_us < ?) \
+             RETURNING epoch",
+        )
+        .bind(agent)
+        .bind(until)
+        .bind(name)
+        .bind(steal)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get::<i64, _>("epoch")? as u64))
+            .transpose()
+    }
+
+    async fn renew_view_lease(
+        &self,
+        name: &str,
+        agent: &str,
+        epoch: u64,
+        until: Micros,
+    ) -> Result<bool> {
+        let _w = self.write.lock().await;
+        let done = sqlx::query(
+            "UPDATE views SET lease_until_us = ? WHERE name = ? AND owner = ? AND epoch = ?",
+        )
+        .bind(until)
+        .bind(name)
+        .bind(agent)
+        .bind(u(epoch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_view_lease(&self, name: &str, agent: &str, epoch: u64) -> Result<()> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "UPDATE views SET owner = NULL, lease_until_us = NULL \
+             WHERE name = ? AND owner = ? AND epoch = ?",
+        )
+        .bind(name)
+        .bind(agent)
+        .bind(u(epoch))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fence_producer(
+        &self,
+        producer_id: &str,
+        stream_id: StreamId,
+        epoch: u64,
+    ) -> Result<()> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO producers (producer_id, stream_id, last_sequence, last_ack, epoch) \
+             VALUES (?, ?, 0, '[]', ?) ON CONFLICT (producer_id, stream_id) DO UPDATE \
+             SET epoch = max(producers.epoch, excluded.epoch)",
+        )
+        .bind(producer_id)
+        .bind(stream_id)
+        .bind(u(epoch))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn register_agent(&self, a: &AgentRecord) -> Result<()> {

@@ -149,6 +149,9 @@ pub struct Placement {
     pub idle_timeout: Duration,
     /// Where changes go; none: nowhere (the view is only read).
     pub output: Option<Output>,
+    /// The epoch of this agent's lease on the view: its checkpoints and
+    /// changelog appends carry it, and are refused once it is superseded.
+    pub epoch: u64,
 }
 
 /// One materialized view.
@@ -167,6 +170,8 @@ pub struct MatView {
     output: Option<Output>,
     /// Number of the last checkpoint recorded.
     checkpoint_no: AtomicU64,
+    /// The lease epoch this incarnation runs under (see [`Placement`]).
+    pub(crate) epoch: u64,
     /// State changed since the last checkpoint.
     dirty: AtomicBool,
     /// Where its state came from when this process started it.
@@ -986,6 +991,7 @@ impl MatView {
             emit,
             changes_schema,
             output: placement.output,
+            epoch: placement.epoch,
             checkpoint_no: AtomicU64::new(checkpoint_no),
             dirty: AtomicBool::new(false),
             origin: RwLock::new(match checkpoint_no {

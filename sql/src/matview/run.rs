@@ -149,8 +149,8 @@ fn concat(schema: &arrow::datatypes::SchemaRef, batches: &[RecordBatch]) -> Resu
 
 impl MatView {
     /// The producer id of the view's changelog appends.
-    fn producer_id(&self) -> String {
-        format!("view:{}", self.dataflow)
+    pub(crate) fn producer_id(&self) -> String {
+        crate::ownership::producer_id(&self.dataflow)
     }
 
     /// Brings the view up to date with everything its inputs hold now
@@ -206,7 +206,8 @@ impl MatView {
             run.replay = progress.steps.into_iter().filter(ahead).collect();
             run.sequence = last;
         }
-        tracing::info!(view = %self.name, steps = self.run.lock().await.replay.len(), "replaying steps after the checkpoint");
+        let steps = self.run.lock().await.replay.len();
+        tracing::info!(view = %self.name, steps, "replaying steps after the checkpoint");
         while !self.run.lock().await.replay.is_empty() {
             self.step(log, ctx).await?;
         }
@@ -306,6 +307,7 @@ impl MatView {
             .commit_view_checkpoint(
                 &self.name,
                 &self.dataflow,
+                self.epoch,
                 &ViewCheckpoint {
                     number,
                     input_offsets,
@@ -580,6 +582,7 @@ impl MatView {
                             serde_json::to_string(&progress)
                                 .map_err(|e| SqlError::Internal(e.to_string()))?,
                         ),
+                        epoch: Some(self.epoch),
                     }),
                     key: None,
                 };

@@ -1,0 +1,385 @@
+//! Which agent maintains each materialized view: leases with epochs.
+//!
+//! Every view has one lease in the metadata store. The agent holding it
+//! runs the view; every other agent knows the view as *remote*: its table
+//! reads the view's changelog folded into rows, and subscriptions follow
+//! that changelog. An agent takes a lease when it is free or expired, which
+//! bumps its epoch; it then fences the view's changelog producer to that
+//! epoch and restores the latest checkpoint. The superseded owner (paused,
+//! partitioned, or killed mid-checkpoint) can neither commit a checkpoint
+//! nor append to the changelog in its old epoch, so the view continues
+//! exactly-once under its new owner.
+//!
+//! [`Database::maintain_views`] runs the cluster side every
+//! `lease_duration / 5`: renew owned leases (stop a view whose lease is
+//! lost), pick up views created or dropped through other agents, take
+//! views whose lease expired while this agent holds less than its share of
+//! the live agents' views, and hand one view back when it holds more.
+//! With the embedded store one process owns everything: leases are taken
+//! unconditionally at start-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::common::{Column, TableReference};
+use datafusion::datasource::ViewTable;
+use datafusion::functions_aggregate::expr_fn::sum;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit, when};
+use streamhouse_log::{AgentState, StreamInfo, ViewRecord};
+
+use crate::database::Database;
+use crate::error::{Result, SqlError};
+use crate::matview::changes::{DELETE, OP};
+use crate::matview::now_micros;
+use crate::table::StreamTable;
+
+/// A view another agent maintains.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteView {
+    pub record: ViewRecord,
+}
+
+/// The producer id of a view incarnation's changelog appends.
+pub(crate) fn producer_id(dataflow: &str) -> String {
+    format!("view:{dataflow}")
+}
+
+impl Database {
+    fn lease_until(&self) -> i64 {
+        now_micros() + self.options.lease_duration.as_micros() as i64
+    }
+
+    /// Takes view `name`'s lease (see the module doc) and starts the view
+    /// from its latest checkpoint; `false` when another agent holds it.
+    pub(crate) async fn take_view(&self, name: &str) -> Result<bool> {
+        let meta = self.log().metadata().clone();
+        let me = self.log().agent().id();
+        let steal = !meta.is_shared();
+        let Some(epoch) = meta
+            .acquire_view_lease(name, &me, now_micros(), self.lease_until(), steal)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let taken = async {
+            // Read after taking: the previous owner can no longer checkpoint.
+            let Some(record) = meta.views().await?.into_iter().find(|r| r.name == name) else {
+                return Ok(false);
+            };
+            let changelog = self.changelog_stream_of(&record).await?;
+            meta.fence_producer(&producer_id(&record.dataflow), changelog.id, epoch)
+                .await?;
+            // Its inputs may be streams created through other agents.
+            if steal {
+                self.forget_remote(name)?;
+                self.load_view(&record, epoch).await?;
+            } else {
+                self.sync_streams().await?;
+                self.forget_remote(name)?;
+                if let Err(e) = self.load_view(&record, epoch).await {
+                    self.know_remote(&record).await?;
+                    return Err(e);
+                }
+            }
+            tracing::info!(view = %name, epoch, "maintaining materialized view");
+            Ok::<_, SqlError>(true)
+        }
+        .await;
+        if !matches!(taken, Ok(true)) {
+            let _ = meta.release_view_lease(name, &me, epoch).await;
+        }
+        taken
+    }
+
+    /// Knows view `record` as maintained by another agent: a table over its
+    /// changelog, and its changelog for subscriptions.
+    pub(crate) async fn know_remote(&self, record: &ViewRecord) -> Result<()> {
+        let changelog = self.changelog_stream_of(record).await?;
+        let table = Arc::new(StreamTable::new(self.log().clone(), changelog.clone()));
+        let contents = folded(table.clone(), &changelog)?;
+        self.ctx
+            .register_table(TableReference::bare(record.name.clone()), contents)?;
+        self.changelogs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.name.clone(), table);
+        self.remote_views
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                record.name.clone(),
+                RemoteView {
+                    record: record.clone(),
+                },
+            );
+        Ok(())
+    }
+
+    /// Knows the views of the metadata store this agent has not heard of
+    /// (created through other agents); whether there were any.
+    pub(crate) async fn learn_views(&self) -> Result<bool> {
+        let mut learned = false;
+        for r in self.log().metadata().views().await? {
+            let known = self
+                .views
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&r.name)
+                || self
+                    .remote_views
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&r.name);
+            if !known {
+                self.know_remote(&r).await?;
+                learned = true;
+            }
+        }
+        Ok(learned)
+    }
+
+    /// Forgets a remote view (taken over here, or dropped).
+    pub(crate) fn forget_remote(&self, name: &str) -> Result<()> {
+        let was = self
+            .remote_views
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if was.is_some() {
+            self.ctx.deregister_table(TableReference::bare(name))?;
+            self.changelogs
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+        }
+        Ok(())
+    }
+
+    /// Stops running view `name` here without touching its lease or state
+    /// objects (the lease was lost, or is handed over by the caller).
+    async fn stop_view(&self, name: &str) -> Option<Arc<crate::matview::MatView>> {
+        let view = self
+            .views
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)?;
+        view.shutdown().await;
+        let _ = self.ctx.deregister_table(TableReference::bare(name));
+        self.changelogs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        view.remove_local_state();
+        Some(view)
+    }
+
+    /// Keeps this agent's share of the views (see the module doc) until
+    /// the database is dropped. Spawned by the server.
+    pub async fn maintain_views(self: Arc<Self>) {
+        let tick = self.options.lease_duration / 5;
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        loop {
+            tokio::time::sleep(tick).await;
+            let Some(db) = weak.upgrade() else { return };
+            if let Err(e) = db.balance_views().await {
+                tracing::warn!(error = %e, "cannot maintain view leases");
+            }
+        }
+    }
+
+    /// One round of lease upkeep.
+    async fn balance_views(&self) -> Result<()> {
+        let meta = self.log().metadata().clone();
+        let me = self.log().agent().id();
+        let records: HashMap<String, ViewRecord> = meta
+            .views()
+            .await?
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+
+        // Renew what runs here; stop what was lost or dropped.
+        let running: Vec<(String, u64)> = crate::views::by_name(&self.views)
+            .iter()
+            .map(|v| (v.name.clone(), v.epoch))
+            .collect();
+        let mut owned = 0;
+        for (name, epoch) in running {
+            let kept = records.contains_key(&name)
+                && meta
+                    .renew_view_lease(&name, &me, epoch, self.lease_until())
+                    .await?;
+            if kept {
+                owned += 1;
+                continue;
+            }
+            tracing::warn!(view = %name, epoch, "lease on materialized view lost; stopping it here");
+            self.stop_view(&name).await;
+            if let Some(r) = records.get(&name) {
+                self.know_remote(r).await?;
+            }
+        }
+
+        // Views dropped elsewhere; views created elsewhere.
+        let remote: Vec<String> = self
+            .remote_views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for name in remote {
+            if !records.contains_key(&name) {
+                self.forget_remote(&name)?;
+            }
+        }
+        for r in records.values() {
+            let running = self
+                .views
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&r.name);
+            if running {
+                continue;
+            }
+            // Known: refresh who runs it. Unknown: learn it.
+            let refreshed = match self
+                .remote_views
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&r.name)
+            {
+                Some(known) => {
+                    known.record = r.clone();
+                    true
+                }
+                None => false,
+            };
+            if !refreshed && let Err(e) = self.know_remote(r).await {
+                tracing::debug!(view = %r.name, error = %e, "view not known yet");
+            }
+        }
+
+        // This agent's share: views over live agents, rounded up.
+        let live = self
+            .log()
+            .agents()
+            .await?
+            .iter()
+            .filter(|(_, s)| *s == AgentState::Live)
+            .count()
+            .max(1);
+        let share = records.len().div_ceil(live);
+        let now = now_micros();
+        let mut free: Vec<&ViewRecord> = records
+            .values()
+            .filter(|r| {
+                r.lease.owner.as_deref() != Some(me.as_str())
+                    && (r.lease.owner.is_none() || r.lease.until.is_none_or(|u| u < now))
+            })
+            .collect();
+        free.sort_by(|a, b| a.name.cmp(&b.name));
+        for r in free {
+            if owned >= share {
+                break;
+            }
+            match self.take_view(&r.name).await {
+                Ok(true) => owned += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(view = %r.name, error = %e, "cannot take over view"),
+            }
+        }
+        // Hand one back when holding more than the share (an agent joined).
+        if owned > share
+            && let Some(v) = crate::views::by_name(&self.views).last().cloned()
+        {
+            self.hand_over(&v.name, v.epoch).await?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints view `name` if it runs here, so whoever takes it next
+    /// replays little (a failure only means more replay).
+    async fn checkpoint_view(&self, name: &str) {
+        let view = self
+            .views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        if let Some(v) = view
+            && let Err(e) = v.checkpoint(self.log()).await
+        {
+            tracing::debug!(view = %name, error = %e, "no checkpoint before handing over");
+        }
+    }
+
+    /// Stops a view here cleanly and frees its lease for another agent.
+    async fn hand_over(&self, name: &str, epoch: u64) -> Result<()> {
+        let meta = self.log().metadata().clone();
+        self.checkpoint_view(name).await;
+        self.stop_view(name).await;
+        meta.release_view_lease(name, &self.log().agent().id(), epoch)
+            .await?;
+        if let Some(r) = meta.views().await?.into_iter().find(|r| r.name == name) {
+            self.know_remote(&r).await?;
+        }
+        tracing::info!(view = %name, "handed materialized view over");
+        Ok(())
+    }
+
+    /// Stops every view running here and frees their leases (a clean
+    /// shutdown: other agents take the views at once).
+    pub async fn release_views(&self) {
+        let running: Vec<(String, u64)> = crate::views::by_name(&self.views)
+            .iter()
+            .map(|v| (v.name.clone(), v.epoch))
+            .collect();
+        for (name, epoch) in running {
+            self.checkpoint_view(&name).await;
+            let view = self
+                .views
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            if let Some(v) = view {
+                v.shutdown().await;
+            }
+            let me = self.log().agent().id();
+            if let Err(e) = self
+                .log()
+                .metadata()
+                .release_view_lease(&name, &me, epoch)
+                .await
+            {
+                tracing::warn!(view = %name, error = %e, "lease not released");
+            }
+        }
+    }
+}
+
+/// A view's contents from its changelog: rows inserted and not deleted
+/// since (a row inserted twice and deleted once counts once).
+fn folded(table: Arc<StreamTable>, changelog: &StreamInfo) -> Result<Arc<dyn TableProvider>> {
+    let columns: Vec<Expr> = changelog
+        .spec
+        .schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != OP)
+        .map(|f| Expr::Column(Column::new_unqualified(f.name())))
+        .collect();
+    let weight = when(col(OP).eq(lit(DELETE)), lit(-1i64)).otherwise(lit(1i64))?;
+    let plan = LogicalPlanBuilder::scan(
+        "changelog",
+        datafusion::datasource::provider_as_source(table),
+        None,
+    )?
+    .aggregate(columns.clone(), vec![sum(weight).alias("__weight")])?
+    .filter(col("__weight").gt(lit(0i64)))?
+    .project(columns)?
+    .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
