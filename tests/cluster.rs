@@ -7,6 +7,8 @@
 //!   equals the bounded query on every agent.
 //! - An agent paused (SIGSTOP) past its lease loses the view to another
 //!   agent and, resumed, writes neither changelog nor checkpoint.
+//! - PostgreSQL restarted during ingest: appends fail while it is down,
+//!   none acknowledged is lost, and ingest resumes by itself.
 
 mod common;
 
@@ -419,4 +421,218 @@ async fn an_agent_paused_past_its_lease_cannot_write_the_view() {
     );
     converges(&ca, "totals", REFERENCE, Duration::from_secs(10)).await;
     converges(&cb, "totals", REFERENCE, Duration::from_secs(10)).await;
+}
+
+/// A private PostgreSQL server this test may stop and start (the shared
+/// one serves the other tests). As root, it runs as the postgres user.
+struct PrivatePg {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+    as_root: bool,
+}
+
+impl PrivatePg {
+    fn new() -> PrivatePg {
+        let bin = std::path::PathBuf::from(std::env::var("STREAMHOUSE_TEST_PG_BIN").unwrap_or_else(
+            |_| panic!("STREAMHOUSE_TEST_PG_BIN is not set: run the suite with ./scripts/test"),
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: getuid(2) has no preconditions.
+        let as_root = unsafe { libc::getuid() } == 0;
+        let data = dir.path().join("data");
+        if as_root {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePg {
+            _dir: dir,
+            data,
+            bin,
+            port,
+            as_root,
+        };
+        let out = pg
+            .command("initdb")
+            .args(["-D", pg.data.to_str().unwrap(), "-A", "trust", "-U", "streamhouse"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        pg.start();
+        pg
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        let path = self.bin.join(program);
+        if self.as_root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://streamhouse@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn start(&self) {
+        let opts = format!("-h 127.0.0.1 -p {} -k {}", self.port, self.data.display());
+        let out = self
+            .command("pg_ctl")
+            .args(["-D", self.data.to_str().unwrap(), "-o", &opts, "-w", "-l"])
+            .arg(self.data.join("log"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server the hard way (no shutdown checkpoint): what a crash
+    /// of the database machine looks like to its clients.
+    fn crash(&self) {
+        let out = self
+            .command("pg_ctl")
+            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_survives_a_postgres_restart() {
+    let pg = PrivatePg::new();
+    let root = tempfile::tempdir().unwrap();
+    let agent = Agent::start(root.path(), 0, &pg.url(), &object_store_url());
+    let c = connect(agent.server()).await;
+    lines(
+        &c,
+        "CREATE STREAM events (id BIGINT NOT NULL, k BIGINT, v BIGINT) WITH (partitions = 2)",
+    )
+    .await;
+
+    // One writer inserting batches of 20 rows, reconnecting after errors.
+    let url = agent.server().pg_url();
+    let acked = Arc::new(Mutex::new(Vec::<(Instant, i64)>::new()));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (acked, errors, stop) = (acked.clone(), errors.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut next = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((c, conn)) = tokio_postgres::connect(&url, NoTls).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                tokio::spawn(conn);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let ids: Vec<i64> = (next..next + 20).collect();
+                    next += 20;
+                    let values: Vec<String> =
+                        ids.iter().map(|i| format!("({i}, {}, {i})", i % 5)).collect();
+                    let sql = format!("INSERT INTO events VALUES {}", values.join(", "));
+                    match c.simple_query(&sql).await {
+                        Ok(_) => {
+                            let now = Instant::now();
+                            acked.lock().unwrap().extend(ids.iter().map(|&i| (now, i)));
+                        }
+                        Err(e) => {
+                            errors.lock().unwrap().push(match e.as_db_error() {
+                                Some(d) => format!("{}: {}", d.code().code(), d.message()),
+                                None => e.to_string(),
+                            });
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            if c.is_closed() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.crash();
+    let down = Instant::now();
+    // Longer than an append waits for the metadata store (10 s): appends
+    // in flight fail rather than wait.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    pg.start();
+    let up = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    let errors = errors.lock().unwrap().clone();
+    let log = std::fs::read_to_string(agent.dir.join("server.log")).unwrap_or_default();
+    for l in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+        eprintln!("agent: {l}");
+    }
+    eprintln!(
+        "acknowledged {} rows, {} errors while PostgreSQL was down; first: {:?}",
+        acked.len(),
+        errors.len(),
+        errors.first()
+    );
+    // Appends failed while the metadata store was down, with a clear error.
+    assert!(!errors.is_empty(), "no append failed while PostgreSQL was down");
+    assert!(
+        errors.iter().all(|e| e.contains("metadata")),
+        "unclear errors: {errors:?}"
+    );
+    // Nothing acknowledged while it was down; ingest resumed by itself.
+    assert!(
+        !acked.iter().any(|(t, _)| *t > down + Duration::from_millis(500) && *t < up),
+        "an append was acknowledged while PostgreSQL was down"
+    );
+    let after: Vec<_> = acked.iter().filter(|(t, _)| *t > up).collect();
+    assert!(after.len() > 100, "ingest did not resume: {} rows after the restart", after.len());
+
+    // Every acknowledged row is there exactly once, offsets dense.
+    let c = connect(agent.server()).await;
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let present: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(present.len(), ids.len(), "a row is present twice");
+    let lost: Vec<i64> = acked
+        .iter()
+        .map(|(_, i)| *i)
+        .filter(|i| !present.contains(i))
+        .take(5)
+        .collect();
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    for row in lines(
+        &c,
+        "SELECT _partition, count(*), min(_offset), max(_offset) FROM events GROUP BY _partition",
+    )
+    .await
+    {
+        let f: Vec<i64> = row.split('|').map(|x| x.parse().unwrap()).collect();
+        assert_eq!((f[2], f[3] + 1), (0, f[1]), "partition {}: offsets not dense", f[0]);
+    }
 }
