@@ -435,9 +435,10 @@ struct PrivatePg {
 
 impl PrivatePg {
     fn new() -> PrivatePg {
-        let bin = std::path::PathBuf::from(std::env::var("STREAMHOUSE_TEST_PG_BIN").unwrap_or_else(
-            |_| panic!("STREAMHOUSE_TEST_PG_BIN is not set: run the suite with ./scripts/test"),
-        ));
+        let bin =
+            std::path::PathBuf::from(std::env::var("STREAMHOUSE_TEST_PG_BIN").unwrap_or_else(
+                |_| panic!("STREAMHOUSE_TEST_PG_BIN is not set: run the suite with ./scripts/test"),
+            ));
         let dir = tempfile::tempdir().unwrap();
         // SAFETY: getuid(2) has no preconditions.
         let as_root = unsafe { libc::getuid() } == 0;
@@ -460,10 +461,21 @@ impl PrivatePg {
         };
         let out = pg
             .command("initdb")
-            .args(["-D", pg.data.to_str().unwrap(), "-A", "trust", "-U", "streamhouse"])
+            .args([
+                "-D",
+                pg.data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "streamhouse",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         pg.start();
         pg
     }
@@ -492,7 +504,11 @@ impl PrivatePg {
             .arg("start")
             .output()
             .unwrap();
-        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops the server the hard way (no shutdown checkpoint): what a crash
@@ -500,10 +516,21 @@ impl PrivatePg {
     fn crash(&self) {
         let out = self
             .command("pg_ctl")
-            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+            .args([
+                "-D",
+                self.data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -546,8 +573,10 @@ async fn ingest_survives_a_postgres_restart() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let ids: Vec<i64> = (next..next + 20).collect();
                     next += 20;
-                    let values: Vec<String> =
-                        ids.iter().map(|i| format!("({i}, {}, {i})", i % 5)).collect();
+                    let values: Vec<String> = ids
+                        .iter()
+                        .map(|i| format!("({i}, {}, {i})", i % 5))
+                        .collect();
                     let sql = format!("INSERT INTO events VALUES {}", values.join(", "));
                     match c.simple_query(&sql).await {
                         Ok(_) => {
@@ -585,7 +614,10 @@ async fn ingest_survives_a_postgres_restart() {
     let acked = acked.lock().unwrap().clone();
     let errors = errors.lock().unwrap().clone();
     let log = std::fs::read_to_string(agent.dir.join("server.log")).unwrap_or_default();
-    for l in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+    for l in log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
         eprintln!("agent: {l}");
     }
     eprintln!(
@@ -595,18 +627,27 @@ async fn ingest_survives_a_postgres_restart() {
         errors.first()
     );
     // Appends failed while the metadata store was down, with a clear error.
-    assert!(!errors.is_empty(), "no append failed while PostgreSQL was down");
+    assert!(
+        !errors.is_empty(),
+        "no append failed while PostgreSQL was down"
+    );
     assert!(
         errors.iter().all(|e| e.contains("metadata")),
         "unclear errors: {errors:?}"
     );
     // Nothing acknowledged while it was down; ingest resumed by itself.
     assert!(
-        !acked.iter().any(|(t, _)| *t > down + Duration::from_millis(500) && *t < up),
+        !acked
+            .iter()
+            .any(|(t, _)| *t > down + Duration::from_millis(500) && *t < up),
         "an append was acknowledged while PostgreSQL was down"
     );
     let after: Vec<_> = acked.iter().filter(|(t, _)| *t > up).collect();
-    assert!(after.len() > 100, "ingest did not resume: {} rows after the restart", after.len());
+    assert!(
+        after.len() > 100,
+        "ingest did not resume: {} rows after the restart",
+        after.len()
+    );
 
     // Every acknowledged row is there exactly once, offsets dense.
     let c = connect(agent.server()).await;
@@ -633,6 +674,11 @@ async fn ingest_survives_a_postgres_restart() {
     .await
     {
         let f: Vec<i64> = row.split('|').map(|x| x.parse().unwrap()).collect();
-        assert_eq!((f[2], f[3] + 1), (0, f[1]), "partition {}: offsets not dense", f[0]);
+        assert_eq!(
+            (f[2], f[3] + 1),
+            (0, f[1]),
+            "partition {}: offsets not dense",
+            f[0]
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -60,6 +60,32 @@ impl fmt::Debug for Store {
     }
 }
 
+/// How S3 requests are retried: transient failures (connection errors,
+/// throttling, server errors) again with exponential backoff from 100 ms up
+/// to 5 s between tries, giving up after `retry_timeout` (default 30 s; the
+/// URL's `?retry_timeout=10s` sets it) with the last error.
+fn s3_retry(url: &url::Url) -> std::result::Result<object_store::RetryConfig, String> {
+    let mut retry_timeout = Duration::from_secs(30);
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "retry_timeout" => {
+                retry_timeout =
+                    humantime::parse_duration(&v).map_err(|e| format!("retry_timeout={v}: {e}"))?;
+            }
+            other => return Err(format!("unknown option {other:?} (known: retry_timeout)")),
+        }
+    }
+    Ok(object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 20,
+        retry_timeout,
+    })
+}
+
 impl Store {
     /// Opens the store a URL names. `base_dir` resolves relative paths.
     pub fn open(url: &str) -> Result<Store> {
@@ -82,8 +108,10 @@ impl Store {
             let bucket = parsed
                 .host_str()
                 .ok_or_else(|| bad("missing bucket".into()))?;
+            let retry = s3_retry(&parsed).map_err(bad)?;
             let s3 = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
+                .with_retry(retry)
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
             let prefix = parsed.path().trim_matches('/');
