@@ -195,11 +195,11 @@ pub async fn do_get(
                 .join(JoinRequest {
                     group: group.clone(),
                     stream: t.stream.clone(),
-                    partitions: n,
                     member: Some(member.clone()),
                     strategy: t.strategy.unwrap_or_default(),
                     session_timeout: t.session_timeout_ms.map(Duration::from_millis),
                 })
+                .await
                 .map_err(log_status)?;
             partitions = a.partitions.clone();
             Some(a)
@@ -319,7 +319,7 @@ async fn pump(
             }
             _ = tick.tick(), if membership.is_some() => {
                 let m = membership.as_ref().expect("guarded");
-                match log.groups().heartbeat(&m.group, &m.member) {
+                match log.groups().heartbeat(&m.group, &m.member).await {
                     Ok(now) if now.generation == m.generation => {}
                     // Rebalanced: this read is over; the client reads again
                     // (from the committed offsets) and gets its new partitions.

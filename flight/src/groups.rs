@@ -156,17 +156,16 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
     match action.r#type.as_str() {
         "join_group" => {
             let j: Join = parse(&action)?;
-            let info = log.stream(&j.stream).await.map_err(log_status)?;
             let a = log
                 .groups()
                 .join(JoinRequest {
                     group: j.group,
                     stream: j.stream,
-                    partitions: info.spec.partitions,
                     member: j.member,
                     strategy: j.strategy.unwrap_or_default(),
                     session_timeout: j.session_timeout_ms.map(Duration::from_millis),
                 })
+                .await
                 .map_err(log_status)?;
             reply(a)
         }
@@ -175,6 +174,7 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
             reply(
                 log.groups()
                     .heartbeat(&m.group, &m.member)
+                    .await
                     .map_err(log_status)?,
             )
         }
@@ -182,6 +182,7 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
             let m: MemberRef = parse(&action)?;
             log.groups()
                 .leave(&m.group, &m.member)
+                .await
                 .map_err(log_status)?;
             reply(json!({}))
         }
@@ -203,7 +204,7 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
                     json!({"group": group, "stream": stream, "generation": null, "members": 0}),
                 );
             }
-            for g in log.groups().list() {
+            for g in log.groups().list().await.map_err(log_status)? {
                 out.insert(
                     (g.group.clone(), g.stream.clone()),
                     json!({"group": g.group, "stream": g.stream, "generation": g.generation,
@@ -218,7 +219,7 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
         }
         "reset_offsets" => {
             let r: Reset = parse(&action)?;
-            if let Some(live) = log.groups().describe(&r.group)
+            if let Some(live) = log.groups().describe(&r.group).await.map_err(log_status)?
                 && !live.members.is_empty()
             {
                 return Err(Status::failed_precondition(format!(
@@ -251,7 +252,7 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
 /// A group's members, their partitions, and per partition the committed
 /// offset, the end and the lag.
 async fn describe(log: &Arc<Log>, group: &str) -> Result<Value, Status> {
-    let live = log.groups().describe(group);
+    let live = log.groups().describe(group).await.map_err(log_status)?;
     let stream = match &live {
         Some(g) => Some(g.stream.clone()),
         None => log

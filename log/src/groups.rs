@@ -1,24 +1,31 @@
-//! Consumer groups: live membership and partition assignment.
+//! Consumer groups: membership and partition assignment, shared by every
+//! agent through the metadata store.
 //!
 //! A group reads one stream. Members join (or are joined by an open
 //! consumer read), keep themselves alive with heartbeats, and own the
 //! partitions the group's strategy gives them in the current generation.
 //! Every change of membership — a join, a leave, a member that missed its
-//! session timeout — starts a new generation with a fresh assignment.
-//! Committed offsets live in the metadata store (see
-//! [`crate::Log::commit_offsets`]); membership is held here, in the agent.
+//! session timeout — starts a new generation. The assignment is a pure
+//! function of the generation's members (sorted by id), the partition count
+//! and the strategy, so members connected to different agents agree on it.
 //!
-//! Expiry is evaluated whenever the group is touched (join, heartbeat,
-//! describe, commit), so a dead member is noticed by the next living one.
+//! Each operation is one metadata transaction over the group's stored state
+//! ([`MetadataStore::update_group`]): the store locks the group, this module
+//! computes the new state ([`apply`]), the store writes it back. Expiry is
+//! evaluated whenever the group is touched, so a dead member is noticed by
+//! the next living one. A commit of offsets by a member is checked against
+//! the assignment in the same transaction as the commit.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{ClockRef, Micros};
 use crate::error::{LogError, Result};
+use crate::metadata::MetadataStore;
+use crate::stream::StreamId;
 
 /// Default time a member stays in its group without a heartbeat.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,87 +98,74 @@ pub struct GroupState {
     pub members: Vec<MemberState>,
 }
 
-struct Member {
-    last_seen: Instant,
-    timeout: Duration,
-    partitions: Vec<u32>,
+/// A member as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMember {
+    pub heartbeat_at: Micros,
+    pub timeout: Duration,
 }
 
-struct Group {
-    stream: String,
-    partitions: u32,
-    strategy: Strategy,
-    generation: u64,
-    members: BTreeMap<String, Member>,
+/// A group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGroup {
+    pub stream_id: StreamId,
+    pub partitions: u32,
+    pub strategy: Strategy,
+    pub generation: u64,
+    /// By member id.
+    pub members: BTreeMap<String, StoredMember>,
 }
 
-impl Group {
-    /// Drops expired members; rebalances if any left.
-    fn expire(&mut self, now: Instant) {
+impl StoredGroup {
+    /// Drops members whose session timed out at `now`; whether any did.
+    fn expire(&mut self, now: Micros) -> bool {
         let before = self.members.len();
         self.members
-            .retain(|_, m| now.duration_since(m.last_seen) <= m.timeout);
-        if self.members.len() != before {
-            self.rebalance();
-        }
+            .retain(|_, m| now - m.heartbeat_at <= m.timeout.as_micros() as i64);
+        self.members.len() != before
     }
 
-    fn rebalance(&mut self) {
-        self.generation += 1;
+    /// Each member's partitions in the current generation.
+    pub fn assignment(&self) -> BTreeMap<&str, Vec<u32>> {
         let plan = self.strategy.assign(self.partitions, self.members.len());
-        for (m, parts) in self.members.values_mut().zip(plan) {
-            m.partitions = parts;
-        }
+        self.members.keys().map(String::as_str).zip(plan).collect()
     }
 
-    fn assignment(&self, group: &str, member: &str) -> Option<Assignment> {
-        self.members.get(member).map(|m| Assignment {
-            group: group.to_string(),
-            stream: self.stream.clone(),
-            member: member.to_string(),
-            generation: self.generation,
-            partitions: m.partitions.clone(),
-        })
-    }
-
-    fn state(&self, group: &str, now: Instant) -> GroupState {
-        GroupState {
-            group: group.to_string(),
-            stream: self.stream.clone(),
-            strategy: self.strategy,
-            generation: self.generation,
-            members: self
-                .members
-                .iter()
-                .map(|(id, m)| MemberState {
-                    member: id.clone(),
-                    partitions: m.partitions.clone(),
-                    idle_seconds: now.duration_since(m.last_seen).as_secs_f64(),
-                })
-                .collect(),
-        }
+    fn partitions_of(&self, member: &str) -> Option<Vec<u32>> {
+        self.assignment().remove(member)
     }
 }
 
-/// How a member joins.
-#[derive(Debug, Clone, Default)]
-pub struct JoinRequest {
-    pub group: String,
-    pub stream: String,
-    /// The stream's partition count.
-    pub partitions: u32,
-    /// Its id; a fresh one is made when absent.
-    pub member: Option<String>,
-    /// Used when the join creates the group; ignored otherwise.
-    pub strategy: Strategy,
-    pub session_timeout: Option<Duration>,
+/// What an operation does to a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOp {
+    /// Adds a member, or refreshes one already in.
+    Join {
+        member: String,
+        stream_id: StreamId,
+        stream: String,
+        partitions: u32,
+        /// Used when the join creates the group.
+        strategy: Strategy,
+        timeout: Duration,
+    },
+    Heartbeat {
+        member: String,
+    },
+    Leave {
+        member: String,
+    },
+    /// Only expires dead members.
+    Observe,
 }
 
-/// Every group of this agent.
-#[derive(Default)]
-pub struct Groups {
-    groups: Mutex<HashMap<String, Group>>,
-    next_member: AtomicU64,
+/// Which member commits, to be checked against the assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerCheck {
+    pub member: String,
+    /// The generation the member read in, when it says.
+    pub generation: Option<u64>,
+    pub partitions: Vec<u32>,
 }
 
 fn unknown_member(group: &str, member: &str) -> LogError {
@@ -181,164 +175,252 @@ fn unknown_member(group: &str, member: &str) -> LogError {
     }
 }
 
-/// A group, with its expired members dropped.
-fn live<'a>(
-    groups: &'a mut HashMap<String, Group>,
+/// The state of group `group` after `op` at `now`, from its stored state
+/// (`None`: no such group). `Ok(None)`: the group does not exist (and the
+/// operation does not create it).
+pub fn apply(
     group: &str,
-    member: &str,
-    now: Instant,
-) -> Result<&'a mut Group> {
-    let g = groups
-        .get_mut(group)
+    stored: Option<StoredGroup>,
+    op: &GroupOp,
+    now: Micros,
+) -> Result<Option<StoredGroup>> {
+    let mut g = match (stored, op) {
+        (Some(g), _) => g,
+        (
+            None,
+            GroupOp::Join {
+                stream_id,
+                partitions,
+                strategy,
+                ..
+            },
+        ) => StoredGroup {
+            stream_id: *stream_id,
+            partitions: *partitions,
+            strategy: *strategy,
+            generation: 0,
+            members: BTreeMap::new(),
+        },
+        (None, GroupOp::Heartbeat { member } | GroupOp::Leave { member }) => {
+            return Err(unknown_member(group, member));
+        }
+        (None, GroupOp::Observe) => return Ok(None),
+    };
+    let mut changed = g.expire(now);
+    match op {
+        GroupOp::Join {
+            member,
+            stream_id,
+            stream,
+            partitions,
+            timeout,
+            ..
+        } => {
+            if g.stream_id != *stream_id {
+                if !g.members.is_empty() {
+                    return Err(LogError::InvalidArgument(format!(
+                        "consumer group \"{group}\" reads another stream, not \"{stream}\""
+                    )));
+                }
+                g.stream_id = *stream_id;
+            }
+            changed |= g.partitions != *partitions;
+            g.partitions = *partitions;
+            let fresh = StoredMember {
+                heartbeat_at: now,
+                timeout: *timeout,
+            };
+            changed |= g.members.insert(member.clone(), fresh).is_none();
+        }
+        GroupOp::Heartbeat { member } => {
+            let m = g
+                .members
+                .get_mut(member)
+                .ok_or_else(|| unknown_member(group, member))?;
+            m.heartbeat_at = now;
+        }
+        GroupOp::Leave { member } => {
+            if g.members.remove(member).is_none() {
+                return Err(unknown_member(group, member));
+            }
+            changed = true;
+        }
+        GroupOp::Observe => {}
+    }
+    if changed {
+        g.generation += 1;
+    }
+    Ok(Some(g))
+}
+
+/// Checks that a committing member owns its partitions in its generation
+/// (a member rebalanced away must not move offsets it no longer owns).
+pub fn check_owner(group: &str, stored: Option<&StoredGroup>, check: &OwnerCheck) -> Result<()> {
+    let member = &check.member;
+    let g = stored.ok_or_else(|| unknown_member(group, member))?;
+    let owned = g
+        .partitions_of(member)
         .ok_or_else(|| unknown_member(group, member))?;
-    g.expire(now);
-    Ok(g)
+    if let Some(gen_) = check.generation
+        && gen_ != g.generation
+    {
+        return Err(LogError::Fenced(format!(
+            "generation {gen_} of group \"{group}\" is over (now {})",
+            g.generation
+        )));
+    }
+    if let Some(p) = check.partitions.iter().find(|p| !owned.contains(p)) {
+        return Err(LogError::Fenced(format!(
+            "partition {p} is not assigned to member \"{member}\" of group \"{group}\""
+        )));
+    }
+    Ok(())
+}
+
+/// How a member joins.
+#[derive(Debug, Clone, Default)]
+pub struct JoinRequest {
+    pub group: String,
+    pub stream: String,
+    /// Its id; a fresh one is made when absent.
+    pub member: Option<String>,
+    /// Used when the join creates the group; ignored otherwise.
+    pub strategy: Strategy,
+    pub session_timeout: Option<Duration>,
+}
+
+/// The groups of every agent, as this agent reaches them.
+pub struct Groups {
+    meta: Arc<dyn MetadataStore>,
+    clock: ClockRef,
 }
 
 impl Groups {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn new(meta: Arc<dyn MetadataStore>, clock: ClockRef) -> Groups {
+        Groups { meta, clock }
+    }
+
+    async fn update(&self, group: &str, op: GroupOp) -> Result<Option<StoredGroup>> {
+        self.meta
+            .update_group(group, &op, self.clock.now_micros())
+            .await
+    }
+
+    async fn stream_name(&self, id: StreamId) -> Result<String> {
+        Ok(self
+            .meta
+            .streams()
+            .await?
+            .into_iter()
+            .find(|s| s.id == id)
+            .map(|s| s.spec.name)
+            .unwrap_or_else(|| format!("#{id}")))
+    }
+
+    async fn assignment_of(
+        &self,
+        group: &str,
+        member: &str,
+        g: &StoredGroup,
+    ) -> Result<Assignment> {
+        Ok(Assignment {
+            group: group.to_string(),
+            stream: self.stream_name(g.stream_id).await?,
+            member: member.to_string(),
+            generation: g.generation,
+            partitions: g
+                .partitions_of(member)
+                .ok_or_else(|| unknown_member(group, member))?,
+        })
     }
 
     /// Adds a member (or refreshes one already in), rebalancing on a new
     /// member, and returns its assignment.
-    pub fn join(&self, req: JoinRequest) -> Result<Assignment> {
-        let now = Instant::now();
-        let member = req.member.clone().unwrap_or_else(|| {
-            format!(
-                "member-{}",
-                self.next_member.fetch_add(1, Ordering::Relaxed) + 1
-            )
-        });
-        let mut groups = self.lock();
-        let g = groups.entry(req.group.clone()).or_insert_with(|| Group {
+    pub async fn join(&self, req: JoinRequest) -> Result<Assignment> {
+        let info = self
+            .meta
+            .stream(&req.stream)
+            .await?
+            .ok_or_else(|| LogError::UnknownStream(req.stream.clone()))?;
+        let member = req
+            .member
+            .clone()
+            .unwrap_or_else(|| format!("member-{}", ulid::Ulid::new().to_string().to_lowercase()));
+        let op = GroupOp::Join {
+            member: member.clone(),
+            stream_id: info.id,
             stream: req.stream.clone(),
-            partitions: req.partitions,
+            partitions: info.spec.partitions,
             strategy: req.strategy,
-            generation: 0,
-            members: BTreeMap::new(),
-        });
-        if g.stream != req.stream {
-            if !g.members.is_empty() {
-                return Err(LogError::InvalidArgument(format!(
-                    "consumer group \"{}\" reads stream \"{}\", not \"{}\"",
-                    req.group, g.stream, req.stream
-                )));
-            }
-            g.stream = req.stream.clone();
-        }
-        g.expire(now);
-        let timeout = req.session_timeout.unwrap_or(DEFAULT_SESSION_TIMEOUT);
-        let changed = g.partitions != req.partitions;
-        g.partitions = req.partitions;
-        match g.members.get_mut(&member) {
-            Some(m) => {
-                m.last_seen = now;
-                m.timeout = timeout;
-                if changed {
-                    g.rebalance();
-                }
-            }
-            None => {
-                g.members.insert(
-                    member.clone(),
-                    Member {
-                        last_seen: now,
-                        timeout,
-                        partitions: Vec::new(),
-                    },
-                );
-                g.rebalance();
-            }
-        }
-        Ok(g.assignment(&req.group, &member)
-            .expect("member just joined"))
+            timeout: req.session_timeout.unwrap_or(DEFAULT_SESSION_TIMEOUT),
+        };
+        let g = self
+            .update(&req.group, op)
+            .await?
+            .expect("a join creates its group");
+        self.assignment_of(&req.group, &member, &g).await
     }
 
     /// Keeps a member alive; answers its current assignment (a new
     /// generation means: stop, then read the new partitions).
-    pub fn heartbeat(&self, group: &str, member: &str) -> Result<Assignment> {
-        let now = Instant::now();
-        let mut groups = self.lock();
-        let g = live(&mut groups, group, member, now)?;
-        let m = g
-            .members
-            .get_mut(member)
+    pub async fn heartbeat(&self, group: &str, member: &str) -> Result<Assignment> {
+        let op = GroupOp::Heartbeat {
+            member: member.to_string(),
+        };
+        let g = self
+            .update(group, op)
+            .await?
             .ok_or_else(|| unknown_member(group, member))?;
-        m.last_seen = now;
-        Ok(g.assignment(group, member).expect("member present"))
+        self.assignment_of(group, member, &g).await
     }
 
     /// Removes a member; the others are rebalanced at once.
-    pub fn leave(&self, group: &str, member: &str) -> Result<()> {
-        let mut groups = self.lock();
-        let g = groups
-            .get_mut(group)
-            .ok_or_else(|| unknown_member(group, member))?;
-        if g.members.remove(member).is_none() {
-            return Err(unknown_member(group, member));
-        }
-        g.rebalance();
+    pub async fn leave(&self, group: &str, member: &str) -> Result<()> {
+        let op = GroupOp::Leave {
+            member: member.to_string(),
+        };
+        self.update(group, op).await?;
         Ok(())
     }
 
-    /// Checks that `member` owns `partitions` in `generation` (when given):
-    /// a member that was rebalanced away must not commit.
-    pub fn check_owner(
-        &self,
-        group: &str,
-        member: &str,
-        generation: Option<u64>,
-        partitions: &[u32],
-    ) -> Result<()> {
-        let mut groups = self.lock();
-        let g = live(&mut groups, group, member, Instant::now())?;
-        let a = g
-            .assignment(group, member)
-            .ok_or_else(|| unknown_member(group, member))?;
-        if let Some(gen_) = generation
-            && gen_ != a.generation
-        {
-            return Err(LogError::Fenced(format!(
-                "generation {gen_} of group \"{group}\" is over (now {})",
-                a.generation
-            )));
+    fn state(&self, group: &str, stream: String, g: &StoredGroup) -> GroupState {
+        let now = self.clock.now_micros();
+        let plan = g.assignment();
+        GroupState {
+            group: group.to_string(),
+            stream,
+            strategy: g.strategy,
+            generation: g.generation,
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberState {
+                    member: id.clone(),
+                    partitions: plan.get(id.as_str()).cloned().unwrap_or_default(),
+                    idle_seconds: (now - m.heartbeat_at).max(0) as f64 / 1e6,
+                })
+                .collect(),
         }
-        if let Some(p) = partitions.iter().find(|p| !a.partitions.contains(p)) {
-            return Err(LogError::Fenced(format!(
-                "partition {p} is not assigned to member \"{member}\" of group \"{group}\""
-            )));
-        }
-        Ok(())
     }
 
     /// One group's live state (after expiring dead members).
-    pub fn describe(&self, group: &str) -> Option<GroupState> {
-        let now = Instant::now();
-        let mut groups = self.lock();
-        let g = groups.get_mut(group)?;
-        g.expire(now);
-        Some(g.state(group, now))
+    pub async fn describe(&self, group: &str) -> Result<Option<GroupState>> {
+        let Some(g) = self.update(group, GroupOp::Observe).await? else {
+            return Ok(None);
+        };
+        let stream = self.stream_name(g.stream_id).await?;
+        Ok(Some(self.state(group, stream, &g)))
     }
 
     /// Every group with live state, by name.
-    pub fn list(&self) -> Vec<GroupState> {
-        let now = Instant::now();
-        let mut groups = self.lock();
-        let mut out: Vec<GroupState> = groups
-            .iter_mut()
-            .map(|(name, g)| {
-                g.expire(now);
-                g.state(name, now)
-            })
-            .collect();
-        out.sort_by(|a, b| a.group.cmp(&b.group));
-        out
-    }
-
-    /// Forgets the groups of a dropped stream.
-    pub fn forget_stream(&self, stream: &str) {
-        self.lock().retain(|_, g| g.stream != stream);
+    pub async fn list(&self) -> Result<Vec<GroupState>> {
+        let mut out = Vec::new();
+        for name in self.meta.group_names().await? {
+            if let Some(g) = self.describe(&name).await? {
+                out.push(g);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -346,17 +428,15 @@ impl Groups {
 mod tests {
     use super::*;
 
-    fn join(groups: &Groups, member: &str, timeout_ms: u64) -> Assignment {
-        groups
-            .join(JoinRequest {
-                group: "g".into(),
-                stream: "s".into(),
-                partitions: 5,
-                member: Some(member.into()),
-                strategy: Strategy::Range,
-                session_timeout: Some(Duration::from_millis(timeout_ms)),
-            })
-            .unwrap()
+    fn join(member: &str, timeout_ms: u64) -> GroupOp {
+        GroupOp::Join {
+            member: member.into(),
+            stream_id: 1,
+            stream: "s".into(),
+            partitions: 5,
+            strategy: Strategy::Range,
+            timeout: Duration::from_millis(timeout_ms),
+        }
     }
 
     #[test]
@@ -381,34 +461,38 @@ mod tests {
 
     #[test]
     fn joins_leaves_and_expiry_rebalance() {
-        let groups = Groups::default();
-        let a = join(&groups, "a", 60_000);
-        assert_eq!(a.partitions, vec![0, 1, 2, 3, 4]);
-        let b = join(&groups, "b", 50);
-        assert_eq!(b.partitions, vec![3, 4]);
+        let ms = 1000;
+        let a = apply("g", None, &join("a", 60_000), 0).unwrap().unwrap();
+        assert_eq!(a.partitions_of("a").unwrap(), vec![0, 1, 2, 3, 4]);
+        let b = apply("g", Some(a.clone()), &join("b", 50), ms)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.partitions_of("b").unwrap(), vec![3, 4]);
         assert!(b.generation > a.generation);
-        let a2 = groups.heartbeat("g", "a").unwrap();
+        let hb = GroupOp::Heartbeat { member: "a".into() };
+        let a2 = apply("g", Some(b.clone()), &hb, 2 * ms).unwrap().unwrap();
         assert_eq!(
-            (a2.partitions.clone(), a2.generation),
+            (a2.partitions_of("a").unwrap(), a2.generation),
             (vec![0, 1, 2], b.generation)
         );
         // A commit from the old generation, or for a partition now elsewhere,
         // is fenced.
-        assert!(
-            groups
-                .check_owner("g", "a", Some(a.generation), &[0])
-                .is_err()
-        );
-        assert!(groups.check_owner("g", "a", None, &[4]).is_err());
-        groups
-            .check_owner("g", "a", Some(a2.generation), &[0, 2])
-            .unwrap();
+        let check = |generation, partitions: &[u32]| OwnerCheck {
+            member: "a".into(),
+            generation,
+            partitions: partitions.to_vec(),
+        };
+        assert!(check_owner("g", Some(&a2), &check(Some(a.generation), &[0])).is_err());
+        assert!(check_owner("g", Some(&a2), &check(None, &[4])).is_err());
+        check_owner("g", Some(&a2), &check(Some(a2.generation), &[0, 2])).unwrap();
         // b stops heartbeating: a gets everything back.
-        std::thread::sleep(Duration::from_millis(80));
-        let a3 = groups.heartbeat("g", "a").unwrap();
-        assert_eq!(a3.partitions, vec![0, 1, 2, 3, 4]);
-        assert!(groups.heartbeat("g", "b").is_err());
-        groups.leave("g", "a").unwrap();
-        assert!(groups.describe("g").unwrap().members.is_empty());
+        let a3 = apply("g", Some(a2), &hb, 80 * ms).unwrap().unwrap();
+        assert_eq!(a3.partitions_of("a").unwrap(), vec![0, 1, 2, 3, 4]);
+        let hb_b = GroupOp::Heartbeat { member: "b".into() };
+        assert!(apply("g", Some(a3.clone()), &hb_b, 80 * ms).is_err());
+        let leave = GroupOp::Leave { member: "a".into() };
+        let empty = apply("g", Some(a3), &leave, 80 * ms).unwrap().unwrap();
+        assert!(empty.members.is_empty());
+        assert_eq!(apply("g", None, &GroupOp::Observe, 0).unwrap(), None);
     }
 }

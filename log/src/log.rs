@@ -22,7 +22,7 @@ use crate::agent::{Agent, AgentState};
 use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::error::{LogError, Result};
-use crate::groups::Groups;
+use crate::groups::{Groups, OwnerCheck};
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
 use crate::partitioner;
@@ -172,6 +172,7 @@ impl Log {
             config.agent_timeout,
         ));
         let heartbeat = tokio::spawn(agent.clone().run(config.heartbeat_interval));
+        let groups = Groups::new(meta.clone(), clock.clone());
         Log {
             meta,
             store,
@@ -182,7 +183,7 @@ impl Log {
             tail_poll: config.tail_poll,
             streams,
             round_robin: AtomicU32::new(0),
-            groups: Groups::default(),
+            groups,
             follower,
             agent,
             heartbeat,
@@ -224,7 +225,6 @@ impl Log {
         let info = self.meta.drop_stream(name).await?;
         self.streams.write().await.remove(name);
         self.tail.forget(info.id);
-        self.groups.forget_stream(name);
         Ok(())
     }
 
@@ -554,12 +554,19 @@ impl Log {
                 )));
             }
         }
-        if let Some((member, generation)) = member {
-            let parts: Vec<u32> = offsets.iter().map(|(p, _)| *p).collect();
-            self.groups.check_owner(group, member, generation, &parts)?;
-        }
+        let owner = member.map(|(member, generation)| OwnerCheck {
+            member: member.to_string(),
+            generation,
+            partitions: offsets.iter().map(|(p, _)| *p).collect(),
+        });
         self.meta
-            .commit_group_offsets(group, info.id, offsets, self.clock.now_micros())
+            .commit_group_offsets(
+                group,
+                info.id,
+                offsets,
+                self.clock.now_micros(),
+                owner.as_ref(),
+            )
             .await
     }
 

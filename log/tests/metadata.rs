@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use streamhouse_log::groups::{GroupOp, OwnerCheck, Strategy};
 use streamhouse_log::metadata::{
     ChunkRecord, CommitOutcome, FlushCommit, NewAppend, NewChunk, Rejection,
 };
@@ -369,13 +370,13 @@ async fn group_offsets_are_kept_per_partition(kind: Kind) {
     let s = Stores::new(kind).await;
     let m = s.handle().await;
     let info = m.create_stream(&spec("o", 3), T0).await.unwrap();
-    m.commit_group_offsets("g", info.id, &[(0, 5), (2, 7)], T0)
+    m.commit_group_offsets("g", info.id, &[(0, 5), (2, 7)], T0, None)
         .await
         .unwrap();
-    m.commit_group_offsets("g", info.id, &[(2, 9)], T0 + 1)
+    m.commit_group_offsets("g", info.id, &[(2, 9)], T0 + 1, None)
         .await
         .unwrap();
-    m.commit_group_offsets("h", info.id, &[(1, 1)], T0)
+    m.commit_group_offsets("h", info.id, &[(1, 1)], T0, None)
         .await
         .unwrap();
     let other = s.handle().await;
@@ -389,6 +390,93 @@ async fn group_offsets_are_kept_per_partition(kind: Kind) {
     );
     other.drop_stream("o").await.unwrap();
     assert!(m.groups().await.unwrap().is_empty());
+}
+
+/// Members joining through different agents share one assignment; a
+/// member that times out is dropped by whoever touches the group next; a
+/// commit by a member that no longer owns the partition is refused in the
+/// same transaction.
+async fn group_membership_is_shared_and_fences_commits(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let a = s.handle().await;
+    let b = s.handle().await;
+    let info = a.create_stream(&spec("o", 4), T0).await.unwrap();
+    let join = |member: &str, timeout_ms| GroupOp::Join {
+        member: member.into(),
+        stream_id: info.id,
+        stream: "o".into(),
+        partitions: 4,
+        strategy: Strategy::Range,
+        timeout: Duration::from_millis(timeout_ms),
+    };
+    let g1 = a
+        .update_group("g", &join("m1", 10_000), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let g2 = b
+        .update_group("g", &join("m2", 1_000), T0 + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(g2.generation > g1.generation);
+    let plan = g2.assignment();
+    assert_eq!(plan["m1"], vec![0, 1]);
+    assert_eq!(plan["m2"], vec![2, 3]);
+    let owner = |member: &str, generation, partitions: Vec<u32>| OwnerCheck {
+        member: member.into(),
+        generation: Some(generation),
+        partitions,
+    };
+    a.commit_group_offsets(
+        "g",
+        info.id,
+        &[(2, 5)],
+        T0,
+        Some(&owner("m2", g2.generation, vec![2])),
+    )
+    .await
+    .unwrap();
+    // m1 may not commit m2's partition, nor an old generation.
+    for check in [
+        owner("m1", g2.generation, vec![2]),
+        owner("m1", g1.generation, vec![0]),
+    ] {
+        let e = b
+            .commit_group_offsets("g", info.id, &[(2, 1), (0, 1)], T0, Some(&check))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    }
+    assert_eq!(a.group_offsets("g", info.id).await.unwrap(), [(2, 5)]);
+    // m2 misses its heartbeats: the next touch drops it and m1 owns all.
+    let hb = GroupOp::Heartbeat {
+        member: "m1".into(),
+    };
+    let g3 = b
+        .update_group("g", &hb, T0 + 2_000_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(g3.generation > g2.generation);
+    assert_eq!(g3.assignment()["m1"], vec![0, 1, 2, 3]);
+    let hb2 = GroupOp::Heartbeat {
+        member: "m2".into(),
+    };
+    assert_eq!(
+        a.update_group("g", &hb2, T0 + 2_000_001)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(a.group_names().await.unwrap(), ["g"]);
+    assert_eq!(
+        a.update_group("nope", &GroupOp::Observe, T0).await.unwrap(),
+        None
+    );
+    b.drop_stream("o").await.unwrap();
+    assert!(a.group_names().await.unwrap().is_empty());
 }
 
 async fn view_checkpoints_are_fenced(kind: Kind) {
@@ -692,6 +780,7 @@ per_store!(
     chunks_are_found_by_offset_and_time,
     group_offsets_are_kept_per_partition,
     view_checkpoints_are_fenced,
+    group_membership_is_shared_and_fences_commits,
     view_leases_move_with_epochs_and_fence_the_old_owner,
     agents_register_and_heartbeat,
     commits_are_announced_to_other_agents,

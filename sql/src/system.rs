@@ -346,11 +346,15 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                 ],
                 fill(&sources, |s| async move {
                     let lags = s.log.group_lags().await?;
-                    let live: HashMap<String, streamhouse_log::groups::GroupState> = lags
-                        .iter()
-                        .filter_map(|l| s.log.groups().describe(&l.group))
-                        .map(|g| (g.group.clone(), g))
-                        .collect();
+                    let mut live: HashMap<String, streamhouse_log::groups::GroupState> =
+                        HashMap::new();
+                    for l in &lags {
+                        if !live.contains_key(&l.group)
+                            && let Some(g) = s.log.groups().describe(&l.group).await?
+                        {
+                            live.insert(l.group.clone(), g);
+                        }
+                    }
                     let member = |g: &str, p: u32| {
                         live.get(g).and_then(|g| {
                             g.members

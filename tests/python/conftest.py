@@ -24,7 +24,7 @@ def _binary() -> str:
 
 
 class Server:
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, extra_args=()):
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")}
         self.proc = subprocess.Popen(
             [
@@ -33,6 +33,7 @@ class Server:
                 "--http-addr", "127.0.0.1:0",
                 "--pg-addr", "127.0.0.1:0",
                 "--flight-addr", "127.0.0.1:0",
+                *extra_args,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

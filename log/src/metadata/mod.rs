@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::TimeBounds;
 use crate::clock::Micros;
 use crate::error::Result;
+use crate::groups::{GroupOp, OwnerCheck, StoredGroup};
 use crate::stream::{StreamId, StreamInfo, StreamSpec};
 
 /// A chunk as indexed: where its bytes are and which offsets they hold.
@@ -249,14 +250,29 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<ChunkRecord>>;
 
     /// Records a consumer group's next offsets for some partitions of a
-    /// stream, in one transaction.
+    /// stream, in one transaction; with `owner`, only if that member owns
+    /// those partitions then ([`crate::groups::check_owner`]).
     async fn commit_group_offsets(
         &self,
         group: &str,
         stream_id: StreamId,
         offsets: &[(u32, u64)],
         committed_at: Micros,
+        owner: Option<&OwnerCheck>,
     ) -> Result<()>;
+
+    /// Applies a membership operation to a group in one transaction (see
+    /// [`crate::groups::apply`]) and returns its new state (`None`: no such
+    /// group).
+    async fn update_group(
+        &self,
+        group: &str,
+        op: &GroupOp,
+        now: Micros,
+    ) -> Result<Option<StoredGroup>>;
+
+    /// Every group with membership state, by name.
+    async fn group_names(&self) -> Result<Vec<String>>;
 
     /// A group's committed next offsets for a stream, by partition.
     async fn group_offsets(&self, group: &str, stream_id: StreamId) -> Result<Vec<(u32, u64)>>;

@@ -27,6 +27,8 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::groups::{GroupOp, OwnerCheck, StoredGroup};
+
 use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
 use super::{
     AgentRecord, Change, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats,
@@ -133,6 +135,30 @@ fn parse_payload(payload: &str) -> Vec<Change> {
     out
 }
 
+/// A group's stored state, read inside a transaction that holds its lock.
+async fn load_group(
+    tx: &mut Transaction<'_, Postgres>,
+    group: &str,
+) -> Result<Option<StoredGroup>> {
+    let Some(row) = sqlx::query(
+        "SELECT stream_id, partitions, strategy, generation FROM consumer_groups \
+         WHERE group_id = $1 FOR UPDATE",
+    )
+    .bind(group)
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let members = sqlx::query(
+        "SELECT member_id, heartbeat_at_us, timeout_us FROM group_members WHERE group_id = $1",
+    )
+    .bind(group)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(Some(rows::stored_group(&row, &members)?))
+}
+
 #[async_trait]
 impl MetadataStore for PostgresMetadata {
     async fn create_stream(&self, spec: &StreamSpec, created_at: Micros) -> Result<StreamInfo> {
@@ -191,7 +217,13 @@ impl MetadataStore for PostgresMetadata {
         .bind(info.id)
         .execute(&mut *tx)
         .await?;
-        for table in ["chunks", "partitions", "producers", "group_offsets"] {
+        for table in [
+            "chunks",
+            "partitions",
+            "producers",
+            "group_offsets",
+            "consumer_groups",
+        ] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE stream_id = $1"
             )))
@@ -565,9 +597,15 @@ impl MetadataStore for PostgresMetadata {
         stream_id: StreamId,
         offsets: &[(u32, u64)],
         committed_at: Micros,
+        owner: Option<&OwnerCheck>,
     ) -> Result<()> {
         // Last write per partition wins, as in SQLite's statement-by-statement upsert.
         let by_partition: BTreeMap<u32, u64> = offsets.iter().copied().collect();
+        let mut tx = self.pool.begin().await?;
+        if let Some(check) = owner {
+            let stored = load_group(&mut tx, group).await?;
+            crate::groups::check_owner(group, stored.as_ref(), check)?;
+        }
         let (parts, offs): (Vec<i64>, Vec<i64>) =
             by_partition.iter().map(|(&p, &o)| (p as i64, u(o))).unzip();
         sqlx::query(
@@ -582,9 +620,69 @@ impl MetadataStore for PostgresMetadata {
         .bind(parts)
         .bind(offs)
         .bind(committed_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn update_group(
+        &self,
+        group: &str,
+        op: &GroupOp,
+        now: Micros,
+    ) -> Result<Option<StoredGroup>> {
+        let mut tx = self.pool.begin().await?;
+        // Serializes operations on the group, whether or not it exists yet.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
+        let stored = load_group(&mut tx, group).await?;
+        let Some(g) = crate::groups::apply(group, stored, op, now)? else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO consumer_groups (group_id, stream_id, partitions, strategy, generation) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_id) DO UPDATE SET \
+             stream_id = excluded.stream_id, partitions = excluded.partitions, \
+             generation = excluded.generation",
+        )
+        .bind(group)
+        .bind(g.stream_id)
+        .bind(g.partitions as i64)
+        .bind(rows::strategy_name(g.strategy))
+        .bind(u(g.generation))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
+        let (ids, (beats, timeouts)): (Vec<String>, (Vec<i64>, Vec<i64>)) = g
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), (m.heartbeat_at, m.timeout.as_micros() as i64)))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO group_members (group_id, member_id, heartbeat_at_us, timeout_us) \
+             SELECT $1, m, h, t FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS x(m, h, t)",
+        )
+        .bind(group)
+        .bind(ids)
+        .bind(beats)
+        .bind(timeouts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(g))
+    }
+
+    async fn group_names(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT group_id FROM consumer_groups ORDER BY group_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("group_id")?)).collect()
     }
 
     async fn group_offsets(&self, group: &str, stream_id: StreamId) -> Result<Vec<(u32, u64)>> {

@@ -226,3 +226,39 @@ pub(super) fn stored_producer(row: &impl MetaRow) -> Result<StoredProducer> {
         epoch: row.int("epoch")? as u64,
     })
 }
+
+/// A group's row and its members' rows, as both stores read them.
+pub(super) fn stored_group(
+    group: &impl MetaRow,
+    members: &[impl MetaRow],
+) -> Result<crate::groups::StoredGroup> {
+    use crate::groups::{StoredGroup, StoredMember, Strategy};
+    let strategy = match group.text("strategy")?.as_str() {
+        "round_robin" => Strategy::RoundRobin,
+        _ => Strategy::Range,
+    };
+    let mut out = StoredGroup {
+        stream_id: group.int("stream_id")?,
+        partitions: group.int("partitions")? as u32,
+        strategy,
+        generation: group.int("generation")? as u64,
+        members: Default::default(),
+    };
+    for m in members {
+        out.members.insert(
+            m.text("member_id")?,
+            StoredMember {
+                heartbeat_at: m.int("heartbeat_at_us")?,
+                timeout: std::time::Duration::from_micros(m.int("timeout_us")?.max(0) as u64),
+            },
+        );
+    }
+    Ok(out)
+}
+
+pub(super) fn strategy_name(s: crate::groups::Strategy) -> &'static str {
+    match s {
+        crate::groups::Strategy::Range => "range",
+        crate::groups::Strategy::RoundRobin => "round_robin",
+    }
+}

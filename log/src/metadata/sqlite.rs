@@ -20,6 +20,8 @@ use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction
 use tokio::sync::Mutex;
 
 use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
+use crate::groups::{GroupOp, OwnerCheck, StoredGroup};
+
 use super::{
     AgentRecord, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats, Rejection,
     TimeFilter, ViewCheckpoint, ViewRecord,
@@ -128,6 +130,27 @@ async fn stream_in_tx(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Op
     row.as_ref().map(rows::stream).transpose()
 }
 
+/// A group's stored state, read inside a write transaction.
+async fn load_group(tx: &mut Transaction<'_, Sqlite>, group: &str) -> Result<Option<StoredGroup>> {
+    let Some(row) = sqlx::query(
+        "SELECT stream_id, partitions, strategy, generation FROM consumer_groups \
+         WHERE group_id = ?",
+    )
+    .bind(group)
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let members = sqlx::query(
+        "SELECT member_id, heartbeat_at_us, timeout_us FROM group_members WHERE group_id = ?",
+    )
+    .bind(group)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(Some(rows::stored_group(&row, &members)?))
+}
+
 #[async_trait]
 impl MetadataStore for SqliteMetadata {
     async fn create_stream(&self, spec: &StreamSpec, created_at: Micros) -> Result<StreamInfo> {
@@ -184,7 +207,13 @@ impl MetadataStore for SqliteMetadata {
             .ok_or_else(|| LogError::UnknownStream(name.to_string()))?;
         // Children first: the cascade would do it, but explicit deletes keep
         // the PostgreSQL sibling's behaviour identical without relying on it.
-        for table in ["chunks", "partitions", "producers", "group_offsets"] {
+        for table in [
+            "chunks",
+            "partitions",
+            "producers",
+            "group_offsets",
+            "consumer_groups",
+        ] {
             sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE stream_id = ?"
             )))
@@ -456,9 +485,14 @@ impl MetadataStore for SqliteMetadata {
         stream_id: StreamId,
         offsets: &[(u32, u64)],
         committed_at: Micros,
+        owner: Option<&OwnerCheck>,
     ) -> Result<()> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(check) = owner {
+            let stored = load_group(&mut tx, group).await?;
+            crate::groups::check_owner(group, stored.as_ref(), check)?;
+        }
         for &(partition, offset) in offsets {
             sqlx::query(
                 "INSERT INTO group_offsets \
@@ -477,6 +511,58 @@ impl MetadataStore for SqliteMetadata {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn update_group(
+        &self,
+        group: &str,
+        op: &GroupOp,
+        now: Micros,
+    ) -> Result<Option<StoredGroup>> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let stored = load_group(&mut tx, group).await?;
+        let Some(g) = crate::groups::apply(group, stored, op, now)? else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO consumer_groups (group_id, stream_id, partitions, strategy, generation) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET \
+             stream_id = excluded.stream_id, partitions = excluded.partitions, \
+             generation = excluded.generation",
+        )
+        .bind(group)
+        .bind(g.stream_id)
+        .bind(g.partitions as i64)
+        .bind(rows::strategy_name(g.strategy))
+        .bind(u(g.generation))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = ?")
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
+        for (id, m) in &g.members {
+            sqlx::query(
+                "INSERT INTO group_members (group_id, member_id, heartbeat_at_us, timeout_us) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(group)
+            .bind(id)
+            .bind(m.heartbeat_at)
+            .bind(m.timeout.as_micros() as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(g))
+    }
+
+    async fn group_names(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT group_id FROM consumer_groups ORDER BY group_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("group_id")?)).collect()
     }
 
     async fn group_offsets(&self, group: &str, stream_id: StreamId) -> Result<Vec<(u32, u64)>> {
