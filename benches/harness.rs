@@ -11,8 +11,11 @@
 //! and from the writer's warm cache; then the PostgreSQL door with a real
 //! client over loopback: multi-row INSERT statements (1,000 rows each) and
 //! `COPY … FROM STDIN` in CSV; then the Flight producer/consumer API (see
-//! `harness/flight.rs`).
+//! `harness/flight.rs`). `--filter cluster` runs the cluster scenarios
+//! instead (`harness/cluster.rs`: S3 and PostgreSQL servers needed).
 
+#[path = "harness/cluster.rs"]
+mod cluster;
 #[path = "harness/flight.rs"]
 mod flight;
 #[path = "harness/views.rs"]
@@ -278,6 +281,13 @@ async fn run(args: Args) {
     }
     if wanted("group by") {
         table.extend(group_by_scenario(&args).await);
+    }
+    if args
+        .filter
+        .as_deref()
+        .is_some_and(|f| f.contains("cluster"))
+    {
+        table.extend(cluster::scenarios(&args).await);
     }
     print_table(&table);
     println!("* MB/s of Arrow in-memory data (buffer sizes), not of compressed bytes.");

@@ -132,6 +132,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         warn!(error = %e, "cannot register this agent's addresses");
     }
     let leases = tokio::spawn(db.clone().maintain_views());
+    let maintenance = log.start_maintenance();
     state.set_ready(log.clone(), db.clone());
     info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
     print_banner(&config, &data_dir, http_addr, pg_addr, flight_addr);
@@ -157,6 +158,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     // Views stop here and their leases go to other agents at once.
     leases.abort();
+    if let Some(m) = maintenance {
+        m.abort();
+    }
     db.release_views().await;
     log.shutdown().await;
     meta.close().await;

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod error;
 pub mod groups;
 mod log;
+pub mod maintenance;
 pub mod metadata;
 pub mod metrics;
 pub mod partitioner;
@@ -32,6 +33,7 @@ pub use agent::{Agent, AgentState};
 pub use clock::{Clock, ClockRef, ManualClock, Micros, SystemClock};
 pub use error::{ErrorKind, LogError, Result};
 pub use log::{AppendOptions, DataDir, GroupLag, Log, LogConfig};
+pub use maintenance::{MaintenanceConfig, MaintenanceReport};
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{

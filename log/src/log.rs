@@ -23,6 +23,7 @@ use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::error::{LogError, Result};
 use crate::groups::{Groups, OwnerCheck};
+use crate::maintenance::MaintenanceConfig;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
 use crate::partitioner;
@@ -46,6 +47,8 @@ pub struct LogConfig {
     pub heartbeat_interval: Duration,
     /// How old a heartbeat may be before its agent counts as dead.
     pub agent_timeout: Duration,
+    /// Retention, compaction and garbage collection.
+    pub maintenance: MaintenanceConfig,
 }
 
 impl LogConfig {
@@ -57,6 +60,7 @@ impl LogConfig {
             tail_poll: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(10),
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct Log {
     follower: tokio::task::JoinHandle<()>,
     agent: Arc<Agent>,
     heartbeat: tokio::task::JoinHandle<()>,
+    maintenance: MaintenanceConfig,
+    zstd_level: i32,
 }
 
 type StreamMap = Arc<RwLock<HashMap<String, Arc<StreamInfo>>>>;
@@ -156,6 +162,7 @@ impl Log {
     ) -> Log {
         let cache = Arc::new(ChunkCache::new(config.cache_bytes));
         let tail = Arc::new(Tail::default());
+        let zstd_level = config.flush.zstd_level;
         let writer = Writer::start(
             config.flush,
             store.clone(),
@@ -187,6 +194,8 @@ impl Log {
             follower,
             agent,
             heartbeat,
+            maintenance: config.maintenance,
+            zstd_level,
         }
     }
 
@@ -621,6 +630,20 @@ impl Log {
             .into_iter()
             .filter_map(|(g, id)| streams.get(&id).map(|n| (g, n.clone())))
             .collect())
+    }
+
+    /// Tunables of retention, compaction and garbage collection.
+    pub fn maintenance_config(&self) -> &MaintenanceConfig {
+        &self.maintenance
+    }
+
+    /// Now, by the log's clock (µs since the epoch).
+    pub fn now_micros(&self) -> Micros {
+        self.clock.now_micros()
+    }
+
+    pub(crate) fn zstd_level(&self) -> i32 {
+        self.zstd_level
     }
 
     /// This process's registration as an agent.

@@ -273,10 +273,19 @@ impl Database {
             .max(1);
         let share = records.len().div_ceil(live);
         let now = now_micros();
+        let failed: std::collections::HashSet<String> = self
+            .failed_views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         let mut free: Vec<&ViewRecord> = records
             .values()
             .filter(|r| {
-                r.lease.owner.as_deref() != Some(me.as_str())
+                // A view that failed here is not retried every round.
+                !failed.contains(&r.name)
+                    && r.lease.owner.as_deref() != Some(me.as_str())
                     && (r.lease.owner.is_none() || r.lease.until.is_none_or(|u| u < now))
             })
             .collect();

@@ -592,7 +592,10 @@ impl Database {
     /// The columns a push query returns.
     pub(crate) async fn subscription_schema(&self, s: &Subscribe) -> Result<SchemaRef> {
         match s {
-            Subscribe::View { name, .. } => Ok(self.view_changelog(name).await?.read_schema()),
+            // The changelog's declared columns: `op`, then the view's.
+            Subscribe::View { name, .. } => {
+                Ok(self.view_changelog(name).await?.spec.schema.clone())
+            }
             Subscribe::Query(q) => {
                 let plan = self.plan_view(q).await?;
                 changes::changes_schema(plan.schema().as_arrow())

@@ -274,6 +274,35 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Every group with membership state, by name.
     async fn group_names(&self) -> Result<Vec<String>>;
 
+    /// Retention: deletes the chunk rows of a stream's partitions up to the
+    /// first chunk holding a row appended at or after `before` (whole
+    /// chunks, oldest first, so each partition keeps a contiguous tail);
+    /// how many. Their objects become garbage for [`Self::orphaned_objects`].
+    async fn expire_chunks(&self, stream_id: StreamId, before: Micros) -> Result<u64>;
+
+    /// Garbage collection: notes at `now` the objects no chunk references,
+    /// and returns those noted before `cutoff` (past the grace period).
+    async fn orphaned_objects(&self, now: Micros, cutoff: Micros) -> Result<Vec<String>>;
+
+    /// Forgets an object whose bytes were deleted (unless a chunk
+    /// references it).
+    async fn forget_object(&self, key: &str) -> Result<()>;
+
+    /// Whether the index knows an object key (an object in the store it
+    /// does not know is left over from a flush whose commit failed).
+    async fn knows_object(&self, key: &str) -> Result<bool>;
+
+    /// Compaction: in one transaction, replaces `old` (consecutive chunks of
+    /// one partition) with `new`, held by the new object `object`; `false`
+    /// (and nothing changed) when they are no longer indexed as given.
+    async fn replace_chunks(
+        &self,
+        old: &[ChunkRecord],
+        new: &ChunkRecord,
+        object_size: u64,
+        created_at: Micros,
+    ) -> Result<bool>;
+
     /// A group's committed next offsets for a stream, by partition.
     async fn group_offsets(&self, group: &str, stream_id: StreamId) -> Result<Vec<(u32, u64)>>;
 

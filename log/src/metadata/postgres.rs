@@ -678,6 +678,115 @@ impl MetadataStore for PostgresMetadata {
         Ok(Some(g))
     }
 
+    async fn expire_chunks(&self, stream_id: StreamId, before: Micros) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM chunks WHERE stream_id = $1 AND end_offset <= (\
+               SELECT coalesce(min(c.base_offset), 9223372036854775807) FROM chunks c \
+               WHERE c.stream_id = chunks.stream_id AND c.partition_no = chunks.partition_no \
+               AND c.max_append_time_us >= $2)",
+        )
+        .bind(stream_id)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn orphaned_objects(&self, now: Micros, cutoff: Micros) -> Result<Vec<String>> {
+        sqlx::query(
+            "UPDATE objects SET orphaned_at_us = $1 WHERE orphaned_at_us IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT object_key FROM objects WHERE orphaned_at_us < $1 \
+             AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key) \
+             ORDER BY object_key",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("object_key")?)).collect()
+    }
+
+    async fn forget_object(&self, key: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM objects WHERE object_key = $1 \
+             AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key)",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn knows_object(&self, key: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM objects WHERE object_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    async fn replace_chunks(
+        &self,
+        old: &[ChunkRecord],
+        new: &ChunkRecord,
+        object_size: u64,
+        created_at: Micros,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let mut gone = 0;
+        for c in old {
+            gone += sqlx::query(
+                "DELETE FROM chunks WHERE stream_id = $1 AND partition_no = $2 \
+                 AND base_offset = $3 AND end_offset = $4 AND object_key = $5",
+            )
+            .bind(c.stream_id)
+            .bind(c.partition as i64)
+            .bind(u(c.base_offset))
+            .bind(u(c.end_offset))
+            .bind(&c.object)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        if gone != old.len() as u64 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO objects (object_key, size_bytes, created_at_us) VALUES ($1, $2, $3)",
+        )
+        .bind(&new.object)
+        .bind(u(object_size))
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO chunks ({CHUNK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        )))
+        .bind(new.stream_id)
+        .bind(new.partition as i64)
+        .bind(u(new.base_offset))
+        .bind(u(new.end_offset))
+        .bind(&new.object)
+        .bind(u(new.byte_range.start))
+        .bind(u(new.byte_range.end - new.byte_range.start))
+        .bind(new.event_time.min)
+        .bind(new.event_time.max)
+        .bind(new.append_time.min.unwrap_or(created_at))
+        .bind(new.append_time.max.unwrap_or(created_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn group_names(&self) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT group_id FROM consumer_groups ORDER BY group_id")
             .fetch_all(&self.pool)

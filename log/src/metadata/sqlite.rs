@@ -558,6 +558,117 @@ impl MetadataStore for SqliteMetadata {
         Ok(Some(g))
     }
 
+    async fn expire_chunks(&self, stream_id: StreamId, before: Micros) -> Result<u64> {
+        let _w = self.write.lock().await;
+        let done = sqlx::query(
+            "DELETE FROM chunks WHERE stream_id = ? AND end_offset <= (\
+               SELECT coalesce(min(c.base_offset), 9223372036854775807) FROM chunks c \
+               WHERE c.stream_id = chunks.stream_id AND c.partition_no = chunks.partition_no \
+               AND c.max_append_time_us >= ?)",
+        )
+        .bind(stream_id)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn orphaned_objects(&self, now: Micros, cutoff: Micros) -> Result<Vec<String>> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "UPDATE objects SET orphaned_at_us = ? WHERE orphaned_at_us IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT object_key FROM objects WHERE orphaned_at_us < ? \
+             AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key) \
+             ORDER BY object_key",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("object_key")?)).collect()
+    }
+
+    async fn forget_object(&self, key: &str) -> Result<()> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "DELETE FROM objects WHERE object_key = ? \
+             AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key)",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn knows_object(&self, key: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM objects WHERE object_key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    async fn replace_chunks(
+        &self,
+        old: &[ChunkRecord],
+        new: &ChunkRecord,
+        object_size: u64,
+        created_at: Micros,
+    ) -> Result<bool> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut gone = 0;
+        for c in old {
+            gone += sqlx::query(
+                "DELETE FROM chunks WHERE stream_id = ? AND partition_no = ? \
+                 AND base_offset = ? AND end_offset = ? AND object_key = ?",
+            )
+            .bind(c.stream_id)
+            .bind(c.partition as i64)
+            .bind(u(c.base_offset))
+            .bind(u(c.end_offset))
+            .bind(&c.object)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        if gone != old.len() as u64 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO objects (object_key, size_bytes, created_at_us) VALUES (?, ?, ?)")
+            .bind(&new.object)
+            .bind(u(object_size))
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO chunks ({CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(new.stream_id)
+        .bind(new.partition as i64)
+        .bind(u(new.base_offset))
+        .bind(u(new.end_offset))
+        .bind(&new.object)
+        .bind(u(new.byte_range.start))
+        .bind(u(new.byte_range.end - new.byte_range.start))
+        .bind(new.event_time.min)
+        .bind(new.event_time.max)
+        .bind(new.append_time.min.unwrap_or(created_at))
+        .bind(new.append_time.max.unwrap_or(created_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn group_names(&self) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT group_id FROM consumer_groups ORDER BY group_id")
             .fetch_all(&self.pool)

@@ -1,0 +1,242 @@
+//! Background upkeep of the log: retention, compaction and garbage
+//! collection. Each is safe with several agents running it at once: every
+//! change is one conditional metadata transaction, and deleting an object
+//! twice is harmless.
+//!
+//! - Retention deletes a stream's whole chunks older than its retention,
+//!   oldest first per partition.
+//! - Compaction rewrites runs of small chunks of one partition (each older
+//!   than `compact_after`, so the tail stays in the writer's cache) as one
+//!   chunk in a new per-partition object, then swaps the index rows in one
+//!   transaction that checks the old rows are still there; an agent that
+//!   loses the race leaves an object nobody references.
+//! - Garbage collection deletes objects no chunk references once they have
+//!   been unreferenced for the grace period (a reader that listed their
+//!   chunks just before can still fetch them), and objects the index never
+//!   knew (a flush whose commit failed) once they are older than the grace
+//!   period.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::chunk::{self, TimeBounds};
+use crate::error::Result;
+use crate::log::Log;
+use crate::metadata::ChunkRecord;
+use crate::path::DataObjectPath;
+use crate::stream::{StreamInfo, chunk_schema};
+
+/// Tunables of the upkeep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceConfig {
+    /// How often an agent runs it (zero: never on its own).
+    pub interval: Duration,
+    /// How long an unreferenced object is kept before it is deleted.
+    pub grace: Duration,
+    /// Chunks younger than this are left alone by compaction.
+    pub compact_after: Duration,
+    /// Chunks smaller than this are compacted...
+    pub small_chunk_bytes: u64,
+    /// ...into chunks of about this size...
+    pub target_chunk_bytes: u64,
+    /// ...when at least this many are in a row.
+    pub min_run: usize,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            grace: Duration::from_secs(600),
+            compact_after: Duration::from_secs(60),
+            small_chunk_bytes: 1 << 20,
+            target_chunk_bytes: 16 << 20,
+            min_run: 4,
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub expired_chunks: u64,
+    pub compacted_chunks: u64,
+    pub compactions: u64,
+    /// Compactions another agent got to first.
+    pub lost_races: u64,
+    pub deleted_objects: u64,
+    /// Objects deleted that the index never knew.
+    pub deleted_strays: u64,
+}
+
+impl Log {
+    /// Runs [`Log::maintain`] every `interval` while the log lives.
+    pub fn start_maintenance(self: &std::sync::Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let interval = self.maintenance_config().interval;
+        if interval.is_zero() {
+            return None;
+        }
+        let weak = std::sync::Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(log) = weak.upgrade() else { return };
+                if let Err(e) = log.maintain().await {
+                    tracing::warn!(error = %e, "log maintenance failed; retrying next round");
+                }
+            }
+        }))
+    }
+
+    /// One round of retention, compaction and garbage collection.
+    pub async fn maintain(&self) -> Result<MaintenanceReport> {
+        let config = self.maintenance_config().clone();
+        let now = self.now_micros();
+        let mut report = MaintenanceReport::default();
+        for info in self.streams().await? {
+            if let Some(retention) = info.spec.retention {
+                let before = now - retention.as_micros() as i64;
+                report.expired_chunks += self.metadata().expire_chunks(info.id, before).await?;
+            }
+            for partition in 0..info.spec.partitions {
+                self.compact_partition(&info, partition, &config, &mut report)
+                    .await?;
+            }
+        }
+        self.collect_garbage(&config, &mut report).await?;
+        if report != MaintenanceReport::default() {
+            tracing::info!(?report, "log maintenance");
+        }
+        Ok(report)
+    }
+
+    async fn compact_partition(
+        &self,
+        info: &StreamInfo,
+        partition: u32,
+        config: &MaintenanceConfig,
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        let old_enough = self.now_micros() - config.compact_after.as_micros() as i64;
+        let chunks = self
+            .metadata()
+            .chunks_by_offset(info.id, partition, 0..u64::MAX)
+            .await?;
+        let mut run: Vec<ChunkRecord> = Vec::new();
+        let mut bytes = 0;
+        for c in chunks {
+            let len = c.byte_range.end - c.byte_range.start;
+            let small =
+                len < config.small_chunk_bytes && c.append_time.max.is_some_and(|t| t < old_enough);
+            if small && bytes + len <= config.target_chunk_bytes {
+                bytes += len;
+                run.push(c);
+                continue;
+            }
+            self.compact_run(info, &mut run, config, report).await?;
+            bytes = 0;
+            if small {
+                bytes = len;
+                run.push(c);
+            }
+        }
+        self.compact_run(info, &mut run, config, report).await
+    }
+
+    /// Rewrites `run` as one chunk if it is long enough; empties it.
+    async fn compact_run(
+        &self,
+        info: &StreamInfo,
+        run: &mut Vec<ChunkRecord>,
+        config: &MaintenanceConfig,
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        let old = std::mem::take(run);
+        if old.len() < config.min_run.max(2) {
+            return Ok(());
+        }
+        let mut batches = Vec::new();
+        for c in &old {
+            let path = DataObjectPath::parse(&c.object);
+            let bytes: Bytes = self
+                .store()
+                .get_range(path.as_path(), c.byte_range.clone())
+                .await?;
+            batches.extend(chunk::decode(&c.object, bytes, None)?);
+        }
+        let schema = chunk_schema(&info.spec.schema);
+        let level = self.zstd_level();
+        let encoded = tokio::task::spawn_blocking(move || chunk::encode(&schema, &batches, level))
+            .await
+            .map_err(|e| crate::LogError::Internal(format!("encode task: {e}")))??;
+        let path = DataObjectPath::new_unique();
+        let size = encoded.len() as u64;
+        self.store()
+            .put_durable(path.as_path(), Bytes::from(encoded))
+            .await?;
+        let merge = |f: fn(&ChunkRecord) -> TimeBounds| TimeBounds {
+            min: old.iter().filter_map(|c| f(c).min).min(),
+            max: old.iter().filter_map(|c| f(c).max).max(),
+        };
+        let new = ChunkRecord {
+            stream_id: info.id,
+            partition: old[0].partition,
+            base_offset: old[0].base_offset,
+            end_offset: old[old.len() - 1].end_offset,
+            object: path.as_str().to_string(),
+            byte_range: 0..size,
+            event_time: merge(|c| c.event_time),
+            append_time: merge(|c| c.append_time),
+        };
+        if self
+            .metadata()
+            .replace_chunks(&old, &new, size, self.now_micros())
+            .await?
+        {
+            report.compactions += 1;
+            report.compacted_chunks += old.len() as u64;
+        } else {
+            // Another agent compacted these first: ours is garbage now.
+            report.lost_races += 1;
+            let _ = self.store().object_store().delete(path.as_path()).await;
+        }
+        Ok(())
+    }
+
+    async fn collect_garbage(
+        &self,
+        config: &MaintenanceConfig,
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        let now = self.now_micros();
+        let cutoff = now - config.grace.as_micros() as i64;
+        let store = self.store().object_store().clone();
+        for key in self.metadata().orphaned_objects(now, cutoff).await? {
+            delete(&store, &key).await?;
+            self.metadata().forget_object(&key).await?;
+            report.deleted_objects += 1;
+        }
+        // Objects of flushes whose commit failed: in the store, not indexed.
+        let prefix = object_store::path::Path::from(DataObjectPath::PREFIX);
+        let listed: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await?;
+        for meta in listed {
+            let old = meta.last_modified.timestamp_micros() < cutoff;
+            if old && !self.metadata().knows_object(meta.location.as_ref()).await? {
+                delete(&store, meta.location.as_ref()).await?;
+                report.deleted_strays += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deletes an object; one already gone is fine.
+async fn delete(store: &std::sync::Arc<dyn ObjectStore>, key: &str) -> Result<()> {
+    match store.delete(&object_store::path::Path::from(key)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

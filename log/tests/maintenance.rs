@@ -1,0 +1,195 @@
+//! Retention, compaction and garbage collection against every object-store
+//! backend, including two logs (agents) running them at once.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Backend, Fixture, collect, i64s, orders};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use streamhouse_log::path::DataObjectPath;
+use streamhouse_log::{AppendOptions, Log, LogConfig, MaintenanceReport, StreamSpec};
+
+const T0: i64 = 1_700_000_000_000_000;
+const MINUTE: i64 = 60_000_000;
+
+fn spec(name: &str, retention: Option<Duration>) -> StreamSpec {
+    let mut s = StreamSpec::new(name, common::orders_schema()).with_partitions(1);
+    s.retention = retention;
+    s
+}
+
+/// Appends `batches` batches of 10 rows, one flush (one chunk) each,
+/// `step` µs of the log's clock apart.
+async fn append_chunks(f: &Fixture, stream: &str, batches: i64, step: i64) {
+    for i in 0..batches {
+        f.log
+            .append(
+                stream,
+                orders(i * 10..i * 10 + 10, 3, T0),
+                AppendOptions::to_partition(0),
+            )
+            .await
+            .unwrap();
+        f.clock.advance(step);
+    }
+}
+
+async fn ids(log: &Log, stream: &str) -> Vec<i64> {
+    let rows = collect(log.read(stream, 0, 0..u64::MAX, None).await.unwrap()).await;
+    i64s(&rows, "id")
+}
+
+async fn data_objects(f: &Fixture) -> usize {
+    let prefix = object_store::path::Path::from(DataObjectPath::PREFIX);
+    f.objects
+        .list(Some(&prefix))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .len()
+}
+
+fn config(grace: Duration) -> impl FnOnce(&mut LogConfig) {
+    move |c: &mut LogConfig| {
+        c.maintenance.grace = grace;
+        c.maintenance.compact_after = Duration::from_secs(60);
+    }
+}
+
+async fn retention_deletes_old_chunks_oldest_first(b: Backend) {
+    let f = Fixture::with_config(b, config(Duration::ZERO)).await;
+    f.log
+        .create_stream(spec("o", Some(Duration::from_secs(3600))))
+        .await
+        .unwrap();
+    // Six chunks, 20 minutes apart: at T0 + 120 min the first three are
+    // older than an hour.
+    append_chunks(&f, "o", 6, 20 * MINUTE).await;
+    f.clock.set(T0 + 120 * MINUTE);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!(r.expired_chunks, 3, "{r:?}");
+    assert_eq!(ids(&f.log, "o").await, (30..60).collect::<Vec<_>>());
+    let stats = f
+        .log
+        .metadata()
+        .partition_stats(f.log.stream("o").await.unwrap().id);
+    let st = stats.await.unwrap();
+    assert_eq!((st[0].first_offset, st[0].next_offset), (Some(30), 60));
+    // The expired chunks' objects go with the next round (grace zero); by
+    // then the chunk appended at T0 + 60 min is past the hour too.
+    let before = data_objects(&f).await;
+    f.clock.advance(1);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!((r.expired_chunks, r.deleted_objects), (1, 3), "{r:?}");
+    assert_eq!(data_objects(&f).await, before - 3);
+    assert_eq!(ids(&f.log, "o").await, (40..60).collect::<Vec<_>>());
+}
+
+async fn compaction_merges_small_chunks_and_gc_deletes_the_old(b: Backend) {
+    let mut f = Fixture::with_config(b, config(Duration::from_secs(300))).await;
+    f.log.create_stream(spec("o", None)).await.unwrap();
+    append_chunks(&f, "o", 10, 1_000_000).await;
+    let info = f.log.stream("o").await.unwrap();
+    let before = f
+        .log
+        .metadata()
+        .chunks_by_offset(info.id, 0, 0..u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 10);
+    // Too young: left alone.
+    assert_eq!(
+        f.log.maintain().await.unwrap(),
+        MaintenanceReport::default()
+    );
+
+    f.clock.advance(2 * MINUTE);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!((r.compactions, r.compacted_chunks), (1, 10), "{r:?}");
+    let after = f
+        .log
+        .metadata()
+        .chunks_by_offset(info.id, 0, 0..u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!((after[0].base_offset, after[0].end_offset), (0, 100));
+    assert_eq!(after[0].event_time.min, before[0].event_time.min);
+    assert_eq!(after[0].append_time.max, before[9].append_time.max);
+    assert_eq!(ids(&f.log, "o").await, (0..100).collect::<Vec<_>>());
+    // A time-range read still finds its rows in the merged chunk.
+    let rows = collect(f.log.read("o", 0, 35..45, None).await.unwrap()).await;
+    assert_eq!(i64s(&rows, "_offset"), (35..45).collect::<Vec<_>>());
+
+    // The old objects stay through the grace period, then go.
+    let objects = data_objects(&f).await;
+    assert_eq!(f.log.maintain().await.unwrap().deleted_objects, 0);
+    f.clock.advance(10 * MINUTE);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!(r.deleted_objects, 10, "{r:?}");
+    assert_eq!(data_objects(&f).await, objects - 10);
+    f.reopen().await;
+    assert_eq!(ids(&f.log, "o").await, (0..100).collect::<Vec<_>>());
+}
+
+async fn two_agents_maintaining_at_once_lose_nothing(b: Backend) {
+    let f = Fixture::with_config(b, config(Duration::ZERO)).await;
+    f.log.create_stream(spec("o", None)).await.unwrap();
+    append_chunks(&f, "o", 12, 1_000_000).await;
+    f.clock.advance(2 * MINUTE);
+    // A second log over the same objects and metadata.
+    let meta = f.log.metadata().clone();
+    let mut config = LogConfig::for_store(&f.store);
+    config.maintenance.grace = Duration::ZERO;
+    let other = Arc::new(Log::open(f.store.clone(), meta, config, f.clock.clone()));
+    let (a, b2) = tokio::join!(f.log.maintain(), other.maintain());
+    let (a, b2) = (a.unwrap(), b2.unwrap());
+    assert_eq!(a.compactions + b2.compactions, 1, "{a:?} {b2:?}");
+    for _ in 0..2 {
+        f.clock.advance(1);
+        let (x, y) = tokio::join!(f.log.maintain(), other.maintain());
+        x.unwrap();
+        y.unwrap();
+    }
+    assert_eq!(ids(&f.log, "o").await, (0..120).collect::<Vec<_>>());
+    assert_eq!(ids(&other, "o").await, (0..120).collect::<Vec<_>>());
+    // Only the merged object is left (the loser's, if any, was deleted).
+    assert_eq!(data_objects(&f).await, 1);
+}
+
+async fn objects_of_failed_commits_are_collected_after_the_grace_period(b: Backend) {
+    let f = Fixture::with_config(b, config(Duration::from_secs(300))).await;
+    f.log.create_stream(spec("o", None)).await.unwrap();
+    append_chunks(&f, "o", 2, 1_000_000).await;
+    // An object a flush wrote before its commit failed.
+    let stray = DataObjectPath::new_unique();
+    f.objects
+        .put(
+            stray.as_path(),
+            bytes::Bytes::from_static(b"not indexed").into(),
+        )
+        .await
+        .unwrap();
+    // Written now (wall clock): young until the grace period has passed.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    f.clock.set(wall);
+    assert_eq!(f.log.maintain().await.unwrap().deleted_strays, 0);
+    f.clock.set(wall + 6 * MINUTE);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!(r.deleted_strays, 1, "{r:?}");
+    assert!(f.objects.head(stray.as_path()).await.is_err());
+    assert_eq!(ids(&f.log, "o").await, (0..20).collect::<Vec<_>>());
+}
+
+per_backend!(
+    retention_deletes_old_chunks_oldest_first,
+    compaction_merges_small_chunks_and_gc_deletes_the_old,
+    two_agents_maintaining_at_once_lose_nothing,
+    objects_of_failed_commits_are_collected_after_the_grace_period,
+);
