@@ -1,10 +1,12 @@
 //! Several agents over one S3-compatible bucket and one PostgreSQL
 //! metadata store (both real, on loopback, started by the test command).
 //!
-//! - Three agents take writes through all of them while the agent running
-//!   the view is SIGKILLed and restarted, repeatedly: afterwards every
-//!   acknowledged row is there exactly once with dense offsets, and the view
-//!   equals the bounded query on every agent.
+//! - Three agents take writes through all of them while a view and a
+//!   two-member consumer group run and the agent running the view is
+//!   SIGKILLed and restarted, repeatedly: afterwards every acknowledged row
+//!   is there exactly once with dense offsets, the view equals the bounded
+//!   query on every agent, and no committed group offset ever went back.
+//! - Views created on one agent spread over the agents.
 //! - An agent paused (SIGSTOP) past its lease loses the view to another
 //!   agent and, resumed, writes neither changelog nor checkpoint.
 //! - PostgreSQL restarted during ingest: appends fail while it is down,
@@ -17,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, assert_acknowledged_exactly_once, connect, lines};
 use tokio_postgres::{Client, NoTls};
 
 /// A fresh database on the test PostgreSQL server.
@@ -116,39 +118,6 @@ impl Agent {
     }
 }
 
-async fn connect(server: &Server) -> Client {
-    let (client, conn) = tokio_postgres::connect(&server.pg_url(), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-async fn try_lines(c: &Client, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
-    let mut out: Vec<String> = c
-        .simple_query(sql)
-        .await?
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-async fn lines(c: &Client, sql: &str) -> Vec<String> {
-    try_lines(c, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error()))
-}
-
 /// The view's status as an agent reports it.
 async fn view_status(c: &Client, view: &str) -> String {
     lines(
@@ -202,6 +171,111 @@ async fn converges(c: &Client, view: &str, reference: &str, within: Duration) {
 
 const VIEW: &str = "SELECT k, count(*) AS n, sum(v) AS total FROM events GROUP BY k";
 const REFERENCE: &str = "SELECT k, count(*) AS n, sum(v) AS total FROM events GROUP BY k";
+
+/// A Flight action on the agent at `flight` (`grpc://host:port`).
+async fn action(
+    flight: &str,
+    kind: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use futures::TryStreamExt;
+    let channel = tonic::transport::Channel::from_shared(flight.to_string())
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = arrow_flight::FlightClient::new(channel);
+    let mut results = client
+        .do_action(arrow_flight::Action::new(kind, body.to_string()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let first = results
+        .try_next()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no answer")?;
+    serde_json::from_slice(&first).map_err(|e| e.to_string())
+}
+
+/// One member of group `g` on stream `events`: (re)joins through the agents
+/// in turn, and commits, in its generation, the current end of each
+/// partition it owns (a reader that has read everything). Returns when
+/// `stop` is set.
+async fn group_member(
+    member: &'static str,
+    flights: Arc<Mutex<Vec<String>>>,
+    pg_urls: Arc<Mutex<Vec<String>>>,
+    first: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    let mut which = first;
+    let mut commits = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let flight = flights.lock().unwrap()[which % 3].clone();
+        let pg = pg_urls.lock().unwrap()[which % 3].clone();
+        let join = serde_json::json!({"group": "g", "stream": "events", "member": member,
+                                      "session_timeout_ms": 3000});
+        let Ok(a) = action(&flight, "join_group", join).await else {
+            which += 1;
+            continue;
+        };
+        let Ok((c, conn)) = tokio_postgres::connect(&pg, NoTls).await else {
+            which += 1;
+            continue;
+        };
+        tokio::spawn(conn);
+        let Ok(ends) = common::try_lines(
+            &c,
+            "SELECT _partition, max(_offset) + 1 FROM events GROUP BY _partition",
+        )
+        .await
+        else {
+            which += 1;
+            continue;
+        };
+        let owned: Vec<u64> = serde_json::from_value(a["partitions"].clone()).unwrap();
+        let offsets: serde_json::Map<String, serde_json::Value> = ends
+            .iter()
+            .filter_map(|l| {
+                let (p, end) = l.split_once('|')?;
+                let end: u64 = end.parse().ok()?;
+                owned
+                    .contains(&p.parse().ok()?)
+                    .then(|| (p.to_string(), serde_json::json!(end)))
+            })
+            .collect();
+        let commit = serde_json::json!({"group": "g", "stream": "events", "member": member,
+                                        "generation": a["generation"], "offsets": offsets});
+        match action(&flight, "commit_offsets", commit).await {
+            Ok(_) => commits += 1,
+            // Rebalanced meanwhile, or the agent went away: try again.
+            Err(_) => which += 1,
+        }
+    }
+    commits
+}
+
+/// The group's committed offset of each partition, from any agent.
+async fn committed(pg: &str) -> Option<Vec<(i64, i64)>> {
+    let (c, conn) = tokio_postgres::connect(pg, NoTls).await.ok()?;
+    tokio::spawn(conn);
+    let rows = common::try_lines(
+        &c,
+        "SELECT \"partition\", committed FROM streamhouse.consumer_groups \
+         WHERE \"group\" = 'g' AND committed IS NOT NULL",
+    )
+    .await
+    .ok()?;
+    Some(
+        rows.iter()
+            .map(|l| {
+                let (p, o) = l.split_once('|').unwrap();
+                (p.parse().unwrap(), o.parse().unwrap())
+            })
+            .collect(),
+    )
+}
 
 /// Inserts batches of 50 rows with ids from `ids` through whichever agent
 /// answers, recording the ids of acknowledged batches, until `stop`.
@@ -279,6 +353,59 @@ async fn three_agents_keep_every_acknowledged_row_and_the_view_exact_under_sigki
         })
         .collect();
 
+    // Two group members, each talking to its own agent (and to the next
+    // when that one dies); a watcher checks committed offsets only grow.
+    let flights = Arc::new(Mutex::new(
+        agents
+            .iter()
+            .map(|a| {
+                a.server()
+                    .line("Flight")
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let members: Vec<_> = ["m1", "m2"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            tokio::spawn(group_member(
+                m,
+                flights.clone(),
+                urls.clone(),
+                i,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let watcher = {
+        let (urls, stop) = (urls.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen: std::collections::BTreeMap<i64, i64> = Default::default();
+            let mut which = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let url = urls.lock().unwrap()[which % 3].clone();
+                let Some(now) = committed(&url).await else {
+                    which += 1;
+                    continue;
+                };
+                for (p, o) in now {
+                    let last = seen.entry(p).or_insert(o);
+                    assert!(
+                        o >= *last,
+                        "partition {p}: committed offset went back from {last} to {o}"
+                    );
+                    *last = o;
+                }
+            }
+            seen
+        })
+    };
+
     // Kill the agent running the view, three times; each time another
     // agent takes it over within 15 s.
     let mut takeovers = Vec::new();
@@ -303,43 +430,39 @@ async fn three_agents_keep_every_acknowledged_row_and_the_view_exact_under_sigki
         assert_ne!(new_owner, owner);
         agents[victim].restart();
         urls.lock().unwrap()[victim] = agents[victim].server().pg_url();
+        flights.lock().unwrap()[victim] = agents[victim]
+            .server()
+            .line("Flight")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for p in producers {
         p.await.unwrap();
     }
-    eprintln!("view takeovers after SIGKILL: {takeovers:?}");
+    let commits: Vec<usize> = futures::future::join_all(members)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let seen = watcher.await.unwrap();
+    eprintln!(
+        "view takeovers after SIGKILL: {takeovers:?}; group commits {commits:?}; offsets {seen:?}"
+    );
+    assert!(
+        commits.iter().all(|&n| n > 0),
+        "a member never committed: {commits:?}"
+    );
+    assert_eq!(seen.len(), 4, "not every partition was committed: {seen:?}");
 
     // Every acknowledged row exactly once; offsets dense per partition.
     let acked: HashSet<i64> = acked.lock().unwrap().iter().copied().collect();
     assert!(acked.len() > 1000, "only {} rows acknowledged", acked.len());
     let c = connect(agents[0].server()).await;
-    let ids = c
-        .query("SELECT id FROM events", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, i64>(0))
-        .collect::<Vec<_>>();
-    let unique: HashSet<i64> = ids.iter().copied().collect();
-    assert_eq!(unique.len(), ids.len(), "a row is present twice");
-    let missing: Vec<_> = acked.difference(&unique).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged rows missing: {missing:?}");
-    for row in lines(
-        &c,
-        "SELECT _partition, count(*), min(_offset), max(_offset) FROM events GROUP BY _partition",
-    )
-    .await
-    {
-        let f: Vec<i64> = row.split('|').map(|x| x.parse().unwrap()).collect();
-        assert_eq!(
-            (f[2], f[3] + 1),
-            (0, f[1]),
-            "partition {}: offsets not dense",
-            f[0]
-        );
-    }
+    assert_acknowledged_exactly_once(&c, "events", acked).await;
 
     // The view is exact, read through every agent (its owner's state and
     // the others' fold of its changelog).
@@ -651,34 +774,63 @@ async fn ingest_survives_a_postgres_restart() {
 
     // Every acknowledged row is there exactly once, offsets dense.
     let c = connect(agent.server()).await;
-    let ids: Vec<i64> = c
-        .query("SELECT id FROM events", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
+    assert_acknowledged_exactly_once(&c, "events", acked.iter().map(|(_, i)| *i)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_created_on_one_agent_spread_over_the_agents() {
+    let root = tempfile::tempdir().unwrap();
+    let metadata = metadata_url().await;
+    let objects = object_store_url();
+    let agents: Vec<Agent> = (0..2)
+        .map(|n| Agent::start(root.path(), n, &metadata, &objects))
         .collect();
-    let present: HashSet<i64> = ids.iter().copied().collect();
-    assert_eq!(present.len(), ids.len(), "a row is present twice");
-    let lost: Vec<i64> = acked
-        .iter()
-        .map(|(_, i)| *i)
-        .filter(|i| !present.contains(i))
-        .take(5)
-        .collect();
-    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
-    for row in lines(
+    let c = connect(agents[0].server()).await;
+    lines(
         &c,
-        "SELECT _partition, count(*), min(_offset), max(_offset) FROM events GROUP BY _partition",
+        "CREATE STREAM events (id BIGINT NOT NULL, k BIGINT, v BIGINT)",
     )
-    .await
-    {
-        let f: Vec<i64> = row.split('|').map(|x| x.parse().unwrap()).collect();
-        assert_eq!(
-            (f[2], f[3] + 1),
-            (0, f[1]),
-            "partition {}: offsets not dense",
-            f[0]
-        );
+    .await;
+    for i in 0..4 {
+        lines(
+            &c,
+            &format!("CREATE MATERIALIZED VIEW v{i} AS SELECT k, count(*) AS n FROM events WHERE k % 4 = {i} GROUP BY k"),
+        )
+        .await;
+    }
+    lines(
+        &c,
+        "INSERT INTO events SELECT x, x % 8, x + 0 FROM generate_series(1, 100) AS g(x)",
+    )
+    .await;
+    // The creator holds all four at first; each round it hands one back
+    // until both hold their share.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut running = Vec::new();
+        for a in &agents {
+            let c = connect(a.server()).await;
+            running.push(
+                lines(&c, "SELECT views FROM streamhouse.agents WHERE this").await[0].clone(),
+            );
+        }
+        if running == ["2", "2"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "views not spread: {running:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Every view reads the same through both agents.
+    for a in &agents {
+        let c = connect(a.server()).await;
+        for i in 0..4 {
+            converges(
+                &c,
+                &format!("v{i}"),
+                &format!("SELECT k, count(*) AS n FROM events WHERE k % 4 = {i} GROUP BY k"),
+                Duration::from_secs(15),
+            )
+            .await;
+        }
     }
 }

@@ -8,37 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, connect, lines};
 use tokio_postgres::{Client, NoTls};
-
-async fn connect(server: &Server) -> Client {
-    let (client, conn) = tokio_postgres::connect(&server.pg_url(), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-/// Rows as sorted text lines (simple protocol: every value as text).
-async fn lines(c: &Client, sql: &str) -> Vec<String> {
-    let mut out: Vec<String> = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error()))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 /// A view's changelog applied in order: each delete must remove a row an
 /// earlier insert added. Returns the rows left, sorted, or the first

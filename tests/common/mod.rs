@@ -142,3 +142,81 @@ impl Server {
         l.split('"').nth(1).expect("psql URL in banner").to_string()
     }
 }
+
+/// A PostgreSQL-protocol client of `server`.
+pub async fn connect(server: &Server) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&server.pg_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Rows as sorted `|`-joined text lines (simple protocol: every value as
+/// text, NULL as `NULL`).
+pub async fn try_lines(
+    c: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let mut out: Vec<String> = c
+        .simple_query(sql)
+        .await?
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// [`try_lines`], panicking with the statement on error.
+pub async fn lines(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    try_lines(c, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error()))
+}
+
+/// Checks stream `stream` (with an `id` column) after a run that recorded
+/// the ids of acknowledged rows: each is there exactly once, no row is
+/// there twice, and every partition's offsets are dense from 0.
+pub async fn assert_acknowledged_exactly_once(
+    c: &tokio_postgres::Client,
+    stream: &str,
+    acked: impl IntoIterator<Item = i64>,
+) {
+    use std::collections::HashSet;
+    let ids: Vec<i64> = c
+        .query(&format!("SELECT id FROM {stream}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let present: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(present.len(), ids.len(), "a row is present twice");
+    let lost: Vec<i64> = acked
+        .into_iter()
+        .filter(|i| !present.contains(i))
+        .take(5)
+        .collect();
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    let partitions = format!(
+        "SELECT _partition, count(*), min(_offset), max(_offset) FROM {stream} GROUP BY _partition"
+    );
+    for row in lines(c, &partitions).await {
+        let f: Vec<i64> = row.split('|').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(
+            (f[2], f[3] + 1),
+            (0, f[1]),
+            "partition {}: offsets not dense",
+            f[0]
+        );
+    }
+}
