@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Server, connect, lines};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// A view's changelog applied in order: each delete must remove a row an
 /// earlier insert added. Returns the rows left, sorted, or the first
