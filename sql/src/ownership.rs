@@ -21,11 +21,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, TableReference};
-use datafusion::datasource::ViewTable;
 use datafusion::functions_aggregate::expr_fn::sum;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit, when};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit, when};
 use streamhouse_log::{AgentState, StreamInfo, ViewRecord};
 
 use crate::database::Database;
@@ -98,8 +96,16 @@ impl Database {
         let changelog = self.changelog_stream_of(record).await?;
         let table = Arc::new(StreamTable::new(self.log().clone(), changelog.clone()));
         let contents = folded(table.clone(), &changelog)?;
+        let inserts_only = self.changelog_inserts_only(record, &changelog).await?;
+        let provider = crate::matview::MatView::remote_table(
+            &record.name,
+            &record.definition,
+            contents,
+            changelog.clone(),
+            inserts_only,
+        );
         self.ctx
-            .register_table(TableReference::bare(record.name.clone()), contents)?;
+            .register_table(TableReference::bare(record.name.clone()), provider)?;
         self.changelogs
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -371,7 +377,7 @@ impl Database {
 
 /// A view's contents from its changelog: rows inserted and not deleted
 /// since (a row inserted twice and deleted once counts once).
-fn folded(table: Arc<StreamTable>, changelog: &StreamInfo) -> Result<Arc<dyn TableProvider>> {
+fn folded(table: Arc<StreamTable>, changelog: &StreamInfo) -> Result<LogicalPlan> {
     let columns: Vec<Expr> = changelog
         .spec
         .schema
@@ -390,5 +396,5 @@ fn folded(table: Arc<StreamTable>, changelog: &StreamInfo) -> Result<Arc<dyn Tab
     .filter(col("__weight").gt(lit(0i64)))?
     .project(columns)?
     .build()?;
-    Ok(Arc::new(ViewTable::new(plan, None)))
+    Ok(plan)
 }

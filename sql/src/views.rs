@@ -533,6 +533,32 @@ impl Database {
         }
     }
 
+    /// Whether a stored view's changelog only inserts (decided as the view
+    /// decides it when running: compiled once, in a scratch directory, and
+    /// dropped), so views over it plan alike on every agent.
+    pub(crate) async fn changelog_inserts_only(
+        &self,
+        record: &ViewRecord,
+        changelog: &Arc<StreamInfo>,
+    ) -> Result<bool> {
+        let (options, query) = parse_stored(&record.definition)?;
+        let plan = self.plan_view(&query).await?;
+        let probe = format!("probe-{}-{:x}", record.dataflow, now_micros());
+        let placement = self.placement(&probe, None, Some(Output::Changelog(changelog.clone())));
+        let view = MatView::compile(
+            self.log(),
+            &record.name,
+            query.to_string(),
+            options,
+            plan,
+            placement,
+        )
+        .await?;
+        let inserts_only = view.inserts_only();
+        view.remove_local_state();
+        Ok(inserts_only)
+    }
+
     /// The changelog stream of a stored view (created if missing).
     pub(crate) async fn changelog_stream_of(&self, record: &ViewRecord) -> Result<Arc<StreamInfo>> {
         if let Ok(info) = self.log().stream(&changelog_name(&record.dataflow)).await {

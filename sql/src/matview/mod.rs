@@ -1023,6 +1023,24 @@ impl MatView {
         })
     }
 
+    /// What `SELECT … FROM view` reads on an agent that does not run the
+    /// view: `contents` (its changelog folded into rows); another view
+    /// reading it reads the changelog, as from a view running here.
+    pub fn remote_table(
+        name: &str,
+        definition: &str,
+        contents: LogicalPlan,
+        changelog: Arc<StreamInfo>,
+        inserts_only: bool,
+    ) -> Arc<dyn TableProvider> {
+        Arc::new(MatViewTable {
+            name: name.to_string(),
+            inner: ViewTable::new(contents, Some(definition.to_string())),
+            changelog: Some(changelog),
+            inserts_only,
+        })
+    }
+
     /// The changelog only ever inserts: windows emitted once on close, or
     /// a view without aggregation.
     pub fn inserts_only(&self) -> bool {
