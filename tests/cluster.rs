@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, assert_acknowledged_exactly_once, connect, lines};
+use common::{Server, assert_acknowledged_exactly_once, connect, converges, lines};
 use tokio_postgres::{Client, NoTls};
 
 /// A fresh database on the test PostgreSQL server.
@@ -148,22 +148,6 @@ async fn wait_for_owner(c: &Client, view: &str, not: &str, within: Duration) -> 
         assert!(
             started.elapsed() < within,
             "view {view} not taken over within {within:?} (status {status:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn converges(c: &Client, view: &str, reference: &str, within: Duration) {
-    let want = lines(c, reference).await;
-    let deadline = Instant::now() + within;
-    loop {
-        let got = lines(c, &format!("SELECT * FROM {view}")).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{view} did not converge:\n got {got:?}\nwant {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

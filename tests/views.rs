@@ -71,20 +71,9 @@ async fn changelog_converges(c: &Client, view: &str, want: &[String]) {
     }
 }
 
+/// [`common::converges`] within 30 s.
 async fn converges(c: &Client, view: &str, reference: &str) {
-    let want = lines(c, reference).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = lines(c, &format!("SELECT * FROM {view}")).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{view} did not converge:\n got {got:?}\nwant {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::converges(c, view, reference, Duration::from_secs(30)).await
 }
 
 const VIEWS: &[(&str, &str)] = &[

@@ -220,3 +220,21 @@ pub async fn assert_acknowledged_exactly_once(
         );
     }
 }
+
+/// Waits up to `within` until `SELECT * FROM view` returns the rows of
+/// `reference`; panics with both when it does not.
+pub async fn converges(c: &tokio_postgres::Client, view: &str, reference: &str, within: Duration) {
+    let want = lines(c, reference).await;
+    let deadline = Instant::now() + within;
+    loop {
+        let got = lines(c, &format!("SELECT * FROM {view}")).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{view} did not converge:\n got {got:?}\nwant {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
