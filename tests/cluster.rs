@@ -77,6 +77,8 @@ impl Agent {
             objects.to_string(),
             "--checkpoint-interval".to_string(),
             "500ms".to_string(),
+            "--log-level".to_string(),
+            "info,streamhouse_sql=debug".to_string(),
         ];
         let mut a = Agent {
             dir,
@@ -115,6 +117,21 @@ impl Agent {
     async fn id(&self) -> String {
         let c = connect(self.server()).await;
         lines(&c, "SELECT agent FROM streamhouse.agents WHERE this").await[0].clone()
+    }
+}
+
+/// A failing test shows the end of each agent's log.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        eprintln!("--- last lines of {}/server.log ---", self.dir.display());
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
+        }
     }
 }
 

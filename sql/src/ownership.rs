@@ -241,6 +241,7 @@ impl Database {
                 self.forget_remote(&name)?;
             }
         }
+        let mut synced = false;
         for r in records.values() {
             let running = self
                 .views
@@ -263,7 +264,15 @@ impl Database {
                 }
                 None => false,
             };
-            if !refreshed && let Err(e) = self.know_remote(r).await {
+            if refreshed {
+                continue;
+            }
+            // Its inputs may be streams created through other agents.
+            if !synced {
+                self.sync_streams().await?;
+                synced = true;
+            }
+            if let Err(e) = self.know_remote(r).await {
                 tracing::debug!(view = %r.name, error = %e, "view not known yet");
             }
         }
