@@ -106,6 +106,13 @@ const SHAPES: &[(&str, &str)] = &[
          count(amount) AS counted FROM events GROUP BY upper(kind), user_id % 3",
     ),
     (
+        "filtered_aggregates",
+        "SELECT user_id % 5 AS bucket, count(*) FILTER (WHERE amount < 30) AS small, \
+         sum(amount) FILTER (WHERE kind = 'refund') AS refunded, \
+         min(amount) FILTER (WHERE amount > 40) AS low, max(amount) FILTER (WHERE kind <> 'refund') AS high, \
+         avg(amount) FILTER (WHERE amount >= 10) AS mean FROM events GROUP BY user_id % 5",
+    ),
+    (
         "distinct_kinds",
         "SELECT user_id % 4 AS bucket, count(DISTINCT kind) AS kinds, count(DISTINCT amount) AS amounts, \
          count(*) AS n FROM events GROUP BY user_id % 4",

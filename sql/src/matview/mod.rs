@@ -501,13 +501,22 @@ fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result<Decomposed
             return Err(unsupported(format!("the aggregate {e}")));
         };
         let AggregateFunction { func, params } = function;
-        if params.filter.is_some() || !params.order_by.is_empty() {
+        let name = func.name().to_lowercase();
+        if !params.order_by.is_empty() {
+            return Err(unsupported(format!("{} with ORDER BY", func.name())));
+        }
+        // A FILTER applies to each step's rows, so the components of
+        // count, sum, min, max and avg carry it as they are.
+        let filterable = matches!(
+            name.as_str(),
+            "count" | "sum" | "min" | "max" | "avg" | "mean"
+        );
+        if params.filter.is_some() && (signed || params.distinct || !filterable) {
             return Err(unsupported(format!(
-                "{} with FILTER or ORDER BY",
+                "{} with FILTER (supported on count, sum, min, max and avg over streams)",
                 func.name()
             )));
         }
-        let name = func.name().to_lowercase();
         if signed {
             d.retracting(&name, params)?;
             continue;
@@ -563,8 +572,15 @@ fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result<Decomposed
                     sum: components.len(),
                     count: components.len() + 1,
                 });
-                components.push(sum(cast(arg.clone(), DataType::Float64)));
-                components.push(count(arg));
+                let filtered = |e: Expr| match e {
+                    Expr::AggregateFunction(mut f) => {
+                        f.params.filter = params.filter.clone();
+                        Expr::AggregateFunction(f)
+                    }
+                    other => other,
+                };
+                components.push(filtered(sum(cast(arg.clone(), DataType::Float64))));
+                components.push(filtered(count(arg)));
                 merges.extend([Merge::Sum, Merge::Sum]);
             }
             _ => {
