@@ -18,9 +18,13 @@
 //! - **above** it (`HAVING`, expressions over aggregates, renames, ORDER
 //!   BY), evaluated when the view is read, over the state.
 //!
+//! Inner equi-joins of insert-only inputs may appear below the aggregate
+//! (or make up a view without one): each keeps the rows of both sides it
+//! has seen, indexed by key, and a step joins only the new rows (`join`).
+//!
 //! A view without an aggregate is a stateless pipeline over the log: the log
-//! is its storage, and reading it runs the pipeline. Anything else (joins,
-//! window functions, nested aggregates, `DISTINCT` aggregates other than
+//! is its storage, and reading it runs the pipeline. Anything else (outer
+//! joins, window functions, nested aggregates, `DISTINCT` aggregates other than
 //! `count(DISTINCT x)`, `LIMIT`) is refused at CREATE with 0A000 naming
 //! the part.
 //!
@@ -35,6 +39,7 @@
 //! client.
 
 pub mod changes;
+mod join;
 mod partial;
 mod run;
 
@@ -436,7 +441,11 @@ fn check_pipeline(plan: &LogicalPlan, sessions: bool) -> Result<Vec<Arc<StreamIn
                     )))
                 }
             },
-            LogicalPlan::Join(_) => bad = Some(unsupported("a join")),
+            LogicalPlan::Join(j) => {
+                if let Err(e) = join::check(j) {
+                    bad = Some(e);
+                }
+            }
             LogicalPlan::Window(w) if sessions && is_session_window(w) => {}
             LogicalPlan::Window(_) => bad = Some(unsupported("a window function")),
             LogicalPlan::Aggregate(_) => bad = Some(unsupported("a GROUP BY over a GROUP BY")),
@@ -778,6 +787,17 @@ impl MatView {
         let mut sessions = Vec::new();
         let original = inline_views(plan, &mut sessions)?;
         let (plan, signed) = views_as_changelogs(log, original.clone())?;
+        let mut has_join = false;
+        plan.apply(|n| {
+            has_join |= matches!(n, LogicalPlan::Join(_));
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if has_join && signed {
+            return Err(unsupported(
+                "a join over a view whose changelog has updates (joins read streams and \
+                 insert-only views)",
+            ));
+        }
         let mut aggregates = Vec::new();
         plan.apply(|n| {
             if let LogicalPlan::Aggregate(a) = n {
@@ -802,7 +822,7 @@ impl MatView {
             }
             let mut ins = inputs(&streams);
             let checkpoint_no = restore_progress(&mut ins, placement.restore.as_ref())?;
-            let delta = delta_scans(log, &plan, &ins)?;
+            let (delta, _) = join::delta_joins(delta_scans(log, &plan, &ins)?)?;
             let run = Run::new(watermarks(&ins, idle_timeout), placement.restore.as_ref())?;
             let read = if signed { original } else { plan };
             return Ok(Arc::new(MatView::assemble(
@@ -881,7 +901,12 @@ impl MatView {
         };
 
         // The delta plan: the same pipeline, its stream scans in delta mode.
-        let delta_input = delta_scans(log, agg.input.as_ref(), &ins)?;
+        let (delta_input, joins) = join::delta_joins(delta_scans(log, agg.input.as_ref(), &ins)?)?;
+        if joins > 0 && (!distinct.is_empty() || session_spec.is_some()) {
+            return Err(unsupported(
+                "count(DISTINCT …) or a SESSION window over a join",
+            ));
+        }
         // Per count(DISTINCT x): the step's distinct (group, x) pairs.
         let mut distinct_plans = Vec::new();
         let mut distinct_specs = Vec::new();

@@ -163,6 +163,7 @@ impl MatView {
     /// After a restore: replays the steps recorded after the checkpoint
     /// whose output is already in the changelog, without writing it again.
     pub async fn recover(&self, log: &Arc<Log>, ctx: &SessionContext) -> Result<()> {
+        self.refill_joins(ctx).await?;
         let Some(Output::Changelog(info)) = &self.output else {
             return Ok(());
         };
@@ -210,6 +211,34 @@ impl MatView {
         tracing::info!(view = %self.name, steps, "replaying steps after the checkpoint");
         while !self.run.lock().await.replay.is_empty() {
             self.step(log, ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// Joins keep the rows of their sides in memory, not in the state
+    /// snapshot: a restored view runs its delta plan once over every input
+    /// row the state reflects (the output is already in the state) to
+    /// refill them.
+    async fn refill_joins(&self, ctx: &SessionContext) -> Result<()> {
+        let delta = match &self.body {
+            Body::Pipeline { delta, .. } => delta,
+            Body::Aggregate(a) => &a.delta,
+        };
+        if !super::join::contains(delta) {
+            return Ok(());
+        }
+        let mut any = false;
+        for input in self.inputs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            any |= input.consumed.iter().any(|&c| c > 0);
+            *input.ranges.lock().unwrap_or_else(|p| p.into_inner()) =
+                input.consumed.iter().map(|&c| 0..c).collect();
+        }
+        if any {
+            tracing::info!(view = %self.name, "refilling the rows its joins keep");
+            ctx.execute_logical_plan(delta.clone())
+                .await?
+                .collect()
+                .await?;
         }
         Ok(())
     }
