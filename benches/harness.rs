@@ -11,13 +11,19 @@
 //! and from the writer's warm cache; then the PostgreSQL door with a real
 //! client over loopback: multi-row INSERT statements (1,000 rows each) and
 //! `COPY … FROM STDIN` in CSV; then the Flight producer/consumer API (see
-//! `harness/flight.rs`). `--filter cluster` runs the cluster scenarios
-//! instead (`harness/cluster.rs`: S3 and PostgreSQL servers needed).
+//! `harness/flight.rs`), the materialized-view scenarios
+//! (`harness/views.rs`) and Nexmark as views (`harness/nexmark.rs`, the
+//! queries in `benches/nexmark/`). `--filter cluster` runs the cluster
+//! scenarios instead (`harness/cluster.rs`: S3 and PostgreSQL servers
+//! needed). The table also goes to a JSON file (`--json`, default
+//! `target/bench-results.json`) for tracking over time.
 
 #[path = "harness/cluster.rs"]
 mod cluster;
 #[path = "harness/flight.rs"]
 mod flight;
+#[path = "harness/nexmark.rs"]
+mod nexmark;
 #[path = "harness/views.rs"]
 mod views;
 
@@ -46,6 +52,15 @@ struct Args {
     /// Rows of the GROUP BY scenario.
     #[arg(long, default_value_t = 10_000_000)]
     group_rows: usize,
+    /// Nexmark events generated and ingested for the Nexmark queries.
+    #[arg(long, default_value_t = 10_000_000)]
+    nexmark_events: u64,
+    /// Nexmark events per second of event time.
+    #[arg(long, default_value_t = 10_000)]
+    nexmark_rate: u64,
+    /// Where the results go as JSON, for tracking them over time.
+    #[arg(long, default_value = "target/bench-results.json")]
+    json: std::path::PathBuf,
     /// Only run scenarios whose name contains this.
     #[arg(long)]
     filter: Option<String>,
@@ -98,36 +113,129 @@ fn batch(first: i64, n: usize) -> RecordBatch {
 }
 
 /// One line of the result table.
+#[derive(Default)]
 struct Row {
     scenario: String,
     rows: u64,
     seconds: f64,
     bytes: u64,
     latency: Option<(f64, f64)>,
+    /// CPU seconds the process used (user + system), when measured.
+    cpu: Option<f64>,
+    /// Peak resident memory of the process during the scenario, MiB.
+    peak_mib: Option<f64>,
+    /// Rows of the view the scenario built.
+    view_rows: Option<u64>,
+    /// How the result was checked, or why the scenario did not run.
+    note: Option<String>,
+}
+
+impl Row {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scenario": self.scenario,
+            "rows": self.rows,
+            "seconds": self.seconds,
+            "rows_per_second": self.per_second(),
+            "rows_per_cpu_second": self.cpu.map(|c| self.rows as f64 / c),
+            "mb_per_second": self.bytes as f64 / self.seconds / 1e6,
+            "p50_ms": self.latency.map(|l| l.0),
+            "p99_ms": self.latency.map(|l| l.1),
+            "cpu_seconds": self.cpu,
+            "peak_mib": self.peak_mib,
+            "view_rows": self.view_rows,
+            "note": self.note,
+        })
+    }
+
+    fn per_second(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| self.rows as f64 / self.seconds)
+    }
+}
+
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct we pass.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    // SAFETY: initialised by getrusage (or zeroed).
+    let u = unsafe { usage.assume_init() };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// Current and peak resident memory of this process, in MiB.
+fn resident_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Starts a new peak-memory measurement (the kernel's high-water mark
+/// falls back to the current resident size).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<42} {:>11} {:>8} {:>13} {:>9} {:>8} {:>8}",
-        "scenario", "rows", "seconds", "rows/s", "MB/s*", "p50 ms", "p99 ms"
+        "{:<46} {:>11} {:>8} {:>12} {:>12} {:>8} {:>8} {:>8} {:>9} {:>10}  note",
+        "scenario",
+        "rows",
+        "seconds",
+        "rows/s",
+        "rows/CPU-s",
+        "MB/s*",
+        "p50 ms",
+        "p99 ms",
+        "peak MiB",
+        "view rows"
     );
-    println!("{}", "-".repeat(105));
+    println!("{}", "-".repeat(150));
+    let opt = |v: Option<f64>, digits: usize| match v {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "-".into(),
+    };
     for r in rows {
-        let (p50, p99) = match r.latency {
-            Some((a, b)) => (format!("{a:.2}"), format!("{b:.2}")),
-            None => ("-".into(), "-".into()),
-        };
         println!(
-            "{:<42} {:>11} {:>8.2} {:>13.0} {:>9.1} {:>8} {:>8}",
+            "{:<46} {:>11} {:>8.2} {:>12} {:>12} {:>8} {:>8} {:>8} {:>9} {:>10}  {}",
             r.scenario,
             r.rows,
             r.seconds,
-            r.rows as f64 / r.seconds,
-            r.bytes as f64 / r.seconds / 1e6,
-            p50,
-            p99
+            opt(r.per_second(), 0),
+            opt(r.cpu.map(|c| r.rows as f64 / c), 0),
+            opt((r.bytes > 0).then(|| r.bytes as f64 / r.seconds / 1e6), 1),
+            opt(r.latency.map(|l| l.0), 2),
+            opt(r.latency.map(|l| l.1), 2),
+            opt(r.peak_mib, 0),
+            r.view_rows.map_or("-".into(), |v| v.to_string()),
+            r.note.as_deref().unwrap_or("")
         );
+    }
+}
+
+/// Writes the table as JSON (one object per row, plus the machine).
+fn write_json(path: &std::path::Path, rows: &[Row]) {
+    let doc = serde_json::json!({
+        "when": chrono::Utc::now().to_rfc3339(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+    });
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(path, serde_json::to_string_pretty(&doc).expect("json")) {
+        Ok(()) => println!("results written to {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
 }
 
@@ -182,6 +290,7 @@ async fn append(
             hist.value_at_quantile(0.5) as f64 / 1000.0,
             hist.value_at_quantile(0.99) as f64 / 1000.0,
         )),
+        ..Default::default()
     };
     (row, hist)
 }
@@ -214,6 +323,7 @@ async fn read_all(log: Arc<Log>, partitions: u32, label: &str) -> Row {
         seconds: started.elapsed().as_secs_f64(),
         bytes,
         latency: None,
+        ..Default::default()
     }
 }
 
@@ -289,7 +399,16 @@ async fn run(args: Args) {
     {
         table.extend(cluster::scenarios(&args).await);
     }
+    if wanted("nexmark")
+        || args
+            .filter
+            .as_deref()
+            .is_some_and(|f| f.starts_with("nexmark"))
+    {
+        table.extend(nexmark::scenarios(&args).await);
+    }
     print_table(&table);
+    write_json(&args.json, &table);
     println!("* MB/s of Arrow in-memory data (buffer sizes), not of compressed bytes.");
     println!(
         "machine: {} cores; local-directory store, SQLite metadata, default flush settings",
@@ -401,6 +520,7 @@ async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
             seconds: started.elapsed().as_secs_f64(),
             bytes: 0,
             latency: None,
+            ..Default::default()
         });
         log.shutdown().await;
     }
@@ -440,6 +560,7 @@ async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
             seconds: started.elapsed().as_secs_f64(),
             bytes: total as u64,
             latency: None,
+            ..Default::default()
         });
         log.shutdown().await;
     }
@@ -544,6 +665,7 @@ async fn group_by_scenario(args: &Args) -> Vec<Row> {
             seconds: best,
             bytes: 0,
             latency: None,
+            ..Default::default()
         });
         log.shutdown().await;
         if cold {
@@ -595,6 +717,7 @@ async fn group_by_scenario(args: &Args) -> Vec<Row> {
                 seconds: secs,
                 bytes: 0,
                 latency: None,
+                ..Default::default()
             });
         }
         _ => eprintln!(

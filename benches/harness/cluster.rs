@@ -184,6 +184,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
                 seconds: m.seconds,
                 bytes: m.rows * (pool_bytes_per_row() as u64),
                 latency: None,
+                ..Default::default()
             });
         }
     }

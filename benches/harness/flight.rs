@@ -102,6 +102,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         seconds: secs,
         bytes: n * bytes_per_row,
         latency: None,
+        ..Default::default()
     });
 
     // DoGet consume: every partition from the earliest offset, one call.
@@ -128,6 +129,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
             seconds: secs,
             bytes: got * bytes_per_row,
             latency: None,
+            ..Default::default()
         });
     }
 
@@ -208,6 +210,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         seconds: secs,
         bytes: (batches * small) as u64 * bytes_per_row,
         latency: Some((ms(0.5), ms(0.99))),
+        ..Default::default()
     });
     log.shutdown().await;
     rows

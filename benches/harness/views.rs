@@ -15,18 +15,7 @@ use hdrhistogram::Histogram;
 use streamhouse_log::{AppendOptions, DataDir};
 use streamhouse_sql::{Database, QueryResult};
 
-use crate::{Args, Row};
-
-/// CPU seconds this process has used (user + system).
-fn cpu_seconds() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct we pass.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    // SAFETY: initialised by getrusage (or zeroed).
-    let u = unsafe { usage.assume_init() };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
-}
+use crate::{Args, Row, cpu_seconds, resident_mib};
 
 async fn count(db: &Database, sql: &str) -> i64 {
     let mut r = db.execute(sql).await.expect("query");
@@ -99,7 +88,7 @@ async fn ingest(log: &Arc<streamhouse_log::Log>, stream: &str, n: usize, keys: i
 }
 
 /// Input rows a view has not consumed yet (SHOW MATERIALIZED VIEWS).
-async fn lag(db: &Database, view: &str) -> i64 {
+pub async fn lag(db: &Database, view: &str) -> i64 {
     let mut r = db.execute("SHOW MATERIALIZED VIEWS").await.expect("show");
     let QueryResult::Rows(s) = r.pop().expect("result") else {
         panic!("no rows")
@@ -121,21 +110,6 @@ async fn lag(db: &Database, view: &str) -> i64 {
         }
     }
     panic!("no view {view}")
-}
-
-/// Current and peak resident memory of this process, in MiB.
-fn resident_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 pub async fn scenarios(args: &Args) -> Vec<Row> {
@@ -184,6 +158,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         seconds: secs,
         bytes: n as u64 * 24,
         latency: None,
+        ..Default::default()
     });
 
     // Freshness: INSERT one row (acknowledged = durable), then poll a
@@ -224,6 +199,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         seconds: start.elapsed().as_secs_f64(),
         bytes: 0,
         latency: Some((ms(0.5), ms(0.99))),
+        ..Default::default()
     });
     log.shutdown().await;
     rows
@@ -266,6 +242,7 @@ async fn live(db: &Database, log: &Arc<streamhouse_log::Log>, n: usize, keys: i6
         seconds: secs,
         bytes: n as u64 * 24,
         latency: None,
+        ..Default::default()
     }
 }
 
@@ -301,5 +278,6 @@ async fn distinct_keys(db: &Database, log: &Arc<streamhouse_log::Log>, n: usize)
         seconds: secs,
         bytes: n as u64 * 24,
         latency: None,
+        ..Default::default()
     }
 }

@@ -1,0 +1,542 @@
+//! Nexmark as materialized views.
+//!
+//! On a fresh data directory, a server in this process (log, SQL, Flight
+//! on loopback): the `person`, `auction` and `bid` streams are created with
+//! SQL, `--nexmark-events` events (see `nexmark/generator.rs`) are produced
+//! into them through the Flight producer API (`DoPut`, one call per stream,
+//! 10,000-event blocks), and then each query of `benches/nexmark/q*.sql` is
+//! created as a materialized view over the events already in the log.
+//!
+//! Per query: the time `CREATE MATERIALIZED VIEW` takes (it returns once
+//! the view reflects everything its inputs held), the CPU time the process
+//! used meanwhile (from the OS), its peak resident memory, and the view's
+//! rows. Events/s count every Nexmark event ingested (persons, auctions and
+//! bids), whichever streams the query reads. Each view is checked against
+//! the same query run as a bounded batch query: its contents (aggregate
+//! views), and its changelog applied in order (views that announce every
+//! change); a query the views cannot run yet is reported with the reason.
+
+#[path = "nexmark/generator.rs"]
+mod generator;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightDescriptor};
+use futures::{SinkExt, TryStreamExt};
+use streamhouse_log::DataDir;
+use streamhouse_sql::{Database, QueryResult};
+use tonic::transport::Channel;
+
+use crate::{Args, Row, cpu_seconds, reset_peak_memory, resident_mib};
+use generator::{Generator, STREAMS};
+
+/// Event time of event 0: 2026-11-01 00:00:00 UTC.
+const BASE_US: i64 = 1_793_491_200_000_000;
+/// Events per generated block (and per `DoPut` message of the bid stream,
+/// roughly).
+const BLOCK: u64 = 10_000;
+
+/// The Nexmark scenarios: ingest, then every query of `benches/nexmark`.
+pub async fn scenarios(args: &Args) -> Vec<Row> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dd = DataDir::open(tmp.path()).expect("data dir");
+    let log = Arc::new(dd.open_log().await.expect("log"));
+    let db = Arc::new(Database::open(log.clone()).await.expect("database"));
+    for create in STREAMS {
+        db.execute(create).await.expect("create stream");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let uri = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(streamhouse_flight::serve(
+        listener,
+        db.clone(),
+        std::future::pending(),
+    ));
+
+    let mut rows = vec![ingest(&db, &uri, args).await];
+    let n = args.nexmark_events;
+    for (stream, share) in [("person", 1), ("auction", 3), ("bid", 46)] {
+        let have = count(&db, &format!("SELECT count(*) FROM {stream}")).await;
+        let want = (0..n)
+            .filter(|i| {
+                let o = i % 50;
+                match stream {
+                    "person" => o < 1,
+                    "auction" => (1..4).contains(&o),
+                    _ => o >= 4,
+                }
+            })
+            .count() as u64;
+        assert_eq!(have, want, "{stream}: {share}/50 of the events");
+    }
+
+    let wanted = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    for q in queries() {
+        let scenario = format!("nexmark {}", q.name);
+        if !wanted(&scenario) {
+            continue;
+        }
+        let row = query(&db, &scenario, &q, n).await;
+        eprintln!(
+            "{scenario}: {} events/s, {} events/CPU-s, {}",
+            row.per_second().map_or("-".into(), |v| format!("{v:.0}")),
+            row.cpu
+                .map_or("-".into(), |c| format!("{:.0}", n as f64 / c)),
+            row.note.as_deref().unwrap_or("")
+        );
+        rows.push(row);
+    }
+    log.shutdown().await;
+    rows
+}
+
+/// One query file: the query (also the bounded batch reference) and,
+/// when the views cannot run it as one view, the views that do.
+struct Query {
+    name: String,
+    reference: String,
+    /// `CREATE MATERIALIZED VIEW` statements, the last one `nexmark_<name>`
+    /// (none: the view is the reference query itself).
+    views: Vec<String>,
+}
+
+/// The query files, in query order. A file holds the query; after it, it
+/// may hold the views that compute it (views over views, where one view
+/// cannot hold the whole query).
+fn queries() -> Vec<Query> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/nexmark");
+    let mut out: Vec<(u32, Query)> = std::fs::read_dir(&dir)
+        .expect("benches/nexmark")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_stem()?.to_str()?.to_string();
+            let number: u32 = name.strip_prefix('q')?.parse().ok()?;
+            let text = std::fs::read_to_string(&path).ok()?;
+            let code = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let mut statements = code
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+            let reference = statements.next()?;
+            Some((
+                number,
+                Query {
+                    name,
+                    reference,
+                    views: statements.collect(),
+                },
+            ))
+        })
+        .collect();
+    out.sort_by_key(|(n, _)| *n);
+    out.into_iter().map(|(_, q)| q).collect()
+}
+
+/// Generates the events and produces them through `DoPut`, one call per
+/// stream, while generating (a thread of its own).
+async fn ingest(db: &Database, uri: &str, args: &Args) -> Row {
+    let schemas: [SchemaRef; 3] = {
+        let mut s = Vec::new();
+        for name in ["person", "auction", "bid"] {
+            s.push(
+                db.log()
+                    .stream(name)
+                    .await
+                    .expect("stream")
+                    .spec
+                    .schema
+                    .clone(),
+            );
+        }
+        s.try_into().expect("three schemas")
+    };
+    let (n, rate) = (args.nexmark_events, args.nexmark_rate);
+    let (mut txs, rxs): (Vec<_>, Vec<_>) = (0..3)
+        .map(|_| futures::channel::mpsc::channel::<RecordBatch>(16))
+        .unzip();
+    reset_peak_memory();
+    let (cpu0, start) = (cpu_seconds(), Instant::now());
+    let gen_schemas = schemas.clone();
+    let generator = std::thread::spawn(move || {
+        let mut g = Generator::new(42, rate, BASE_US, gen_schemas);
+        let mut bytes = 0u64;
+        let mut done = 0;
+        while done < n {
+            let k = BLOCK.min(n - done);
+            let b = g.block(k);
+            done += k;
+            for (tx, batch) in txs.iter_mut().zip([b.person, b.auction, b.bid]) {
+                bytes += batch.get_array_memory_size() as u64;
+                if batch.num_rows() > 0 {
+                    futures::executor::block_on(tx.send(batch)).expect("producer gone");
+                }
+            }
+        }
+        bytes
+    });
+    let mut calls = Vec::new();
+    for ((name, schema), rx) in ["person", "auction", "bid"]
+        .into_iter()
+        .zip(schemas)
+        .zip(rxs)
+    {
+        let uri = uri.to_string();
+        calls.push(tokio::spawn(async move {
+            let channel = Channel::from_shared(uri)
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect");
+            let mut client = FlightClient::new(channel);
+            let data = FlightDataEncoderBuilder::new()
+                .with_schema(schema)
+                .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
+                    "streams".into(),
+                    name.into(),
+                ])))
+                .build(futures::StreamExt::map(
+                    rx,
+                    Ok::<_, arrow_flight::error::FlightError>,
+                ));
+            let acks: Vec<_> = client
+                .do_put(data)
+                .await
+                .expect("do_put")
+                .try_collect()
+                .await
+                .expect("acknowledgements");
+            acks.len()
+        }));
+    }
+    for c in calls {
+        c.await.expect("producer");
+    }
+    let bytes = generator.join().expect("generator");
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    Row {
+        scenario: "nexmark generate + ingest (Flight DoPut)".into(),
+        rows: n,
+        seconds,
+        bytes,
+        cpu: Some(cpu),
+        peak_mib: Some(resident_mib().1),
+        note: Some(format!("{rate} events/s of event time")),
+        ..Default::default()
+    }
+}
+
+/// Creates the views of one query, measures them, checks the last one,
+/// drops them.
+async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
+    let view = format!("nexmark_{}", q.name);
+    let creates = if q.views.is_empty() {
+        vec![format!(
+            "CREATE MATERIALIZED VIEW {view} AS {}",
+            q.reference
+        )]
+    } else {
+        q.views.clone()
+    };
+    reset_peak_memory();
+    let (cpu0, start) = (cpu_seconds(), Instant::now());
+    let mut created = Vec::new();
+    let mut failure = None;
+    for c in &creates {
+        match db.execute(c).await {
+            Ok(_) => created.push(created_name(c)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    // CREATE returns once the view has caught up; the lag says so too.
+    if failure.is_none() {
+        for v in &created {
+            while crate::views::lag(db, v).await > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let peak = resident_mib().1;
+    if let Some(e) = failure {
+        drop_all(db, &created).await;
+        return Row {
+            scenario: scenario.to_string(),
+            note: Some(format!("not run: {e}")),
+            ..Default::default()
+        };
+    }
+    let view_rows = count(db, &format!("SELECT count(*) FROM {view}")).await;
+    let (emit, state_bytes, _) = describe(db, &view).await;
+    // Windows the watermark has not closed are not in a view emitting on
+    // close yet: a query over such views is compared up to the earliest
+    // of their watermarks (`{closed}` in the reference query).
+    let mut reference = q.reference.clone();
+    if reference.contains("{closed}") {
+        let mut closed: Option<String> = None;
+        for v in &created {
+            if let (_, _, Some(w)) = describe(db, v).await {
+                closed = Some(match closed {
+                    Some(c) if c < w => c,
+                    _ => w,
+                });
+            }
+        }
+        let closed = closed.expect("a view with a watermark");
+        reference = reference.replace("{closed}", &format!("TIMESTAMP '{closed}'"));
+    }
+    let reference = collect(db, &reference).await;
+    let mut checks = Vec::new();
+    if state_bytes > 0 {
+        // An aggregate view: its contents are its state.
+        let contents = collect(db, &format!("SELECT * FROM {view}")).await;
+        checks.push(("contents", same_rows(&contents, &reference)));
+    }
+    if emit == "on_update" {
+        // Every change is announced: the changelog applied in order is
+        // the result.
+        let columns = reference
+            .first()
+            .map(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| format!("\"{}\"", f.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let changes = collect(db, &format!("SELECT op, {columns} FROM changes({view})")).await;
+        checks.push(("changelog", folded_equal(&changes, &reference)));
+    }
+    drop_all(db, &created).await;
+    let failed: Vec<String> = checks
+        .iter()
+        .filter_map(|(what, r)| r.as_ref().err().map(|e| format!("{what}: {e}")))
+        .collect();
+    let mut note = if failed.is_empty() {
+        format!(
+            "= batch query ({})",
+            checks
+                .iter()
+                .map(|(w, _)| *w)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!("DIFFERS from batch query: {}", failed.join("; "))
+    };
+    if creates.len() > 1 {
+        note = format!("{} views; {note}", creates.len());
+    }
+    Row {
+        scenario: scenario.to_string(),
+        rows: events,
+        seconds,
+        cpu: Some(cpu),
+        peak_mib: Some(peak),
+        view_rows: Some(view_rows),
+        note: Some(note),
+        ..Default::default()
+    }
+}
+
+/// Drops views, the last created first.
+async fn drop_all(db: &Database, views: &[String]) {
+    for v in views.iter().rev() {
+        db.execute(&format!("DROP MATERIALIZED VIEW {v}"))
+            .await
+            .expect("drop view");
+    }
+}
+
+/// The view a `CREATE MATERIALIZED VIEW name …` statement creates.
+fn created_name(create: &str) -> String {
+    create
+        .split_whitespace()
+        .nth(3)
+        .expect("CREATE MATERIALIZED VIEW name")
+        .to_string()
+}
+
+/// The view's emit mode, state size and watermark (`streamhouse.views`).
+async fn describe(db: &Database, view: &str) -> (String, u64, Option<String>) {
+    let b = collect(
+        db,
+        &format!(
+            "SELECT emit, state_bytes, CAST(watermark AS TEXT) FROM streamhouse.views \
+             WHERE name = '{view}'"
+        ),
+    )
+    .await;
+    let b = b
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .expect("the view is listed");
+    let emit = text(b.column(0)).value(0).to_string();
+    let bytes = b.column(1).as_primitive::<Int64Type>().value(0);
+    let w = text(b.column(2));
+    let watermark = w.is_valid(0).then(|| w.value(0).to_string());
+    (emit, bytes.max(0) as u64, watermark)
+}
+
+/// A text column as `Utf8`, whichever string type it came as.
+fn text(c: &dyn Array) -> arrow::array::StringArray {
+    cast(c, &DataType::Utf8)
+        .expect("text")
+        .as_string::<i32>()
+        .clone()
+}
+
+async fn collect(db: &Database, sql: &str) -> Vec<RecordBatch> {
+    let mut r = db
+        .execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let QueryResult::Rows(s) = r.pop().expect("result") else {
+        panic!("no rows from {sql}")
+    };
+    s.try_collect().await.expect("rows")
+}
+
+async fn count(db: &Database, sql: &str) -> u64 {
+    collect(db, sql)
+        .await
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_primitive::<Int64Type>().value(0) as u64)
+        .unwrap_or(0)
+}
+
+/// Rows as comparable byte strings, typed like the reference's columns;
+/// floating-point values rounded to 9 significant digits (an incremental
+/// sum adds in another order than a batch one).
+fn keys(batches: &[RecordBatch], types: &[DataType], skip: usize) -> Vec<Vec<u8>> {
+    let fields: Vec<SortField> = types
+        .iter()
+        .map(|t| {
+            SortField::new(if is_float(t) {
+                DataType::Float64
+            } else {
+                t.clone()
+            })
+        })
+        .collect();
+    let converter = RowConverter::new(fields).expect("row converter");
+    let mut out = Vec::new();
+    for b in batches {
+        let columns: Vec<Arc<dyn Array>> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let c = b.column(i + skip);
+                if is_float(t) {
+                    let f = cast(c, &DataType::Float64).expect("cast to float");
+                    let rounded: arrow::array::Float64Array = f
+                        .as_primitive::<Float64Type>()
+                        .unary(|v| round_significant(v, 9));
+                    Arc::new(rounded) as Arc<dyn Array>
+                } else {
+                    cast(c, t).expect("cast to the reference's type")
+                }
+            })
+            .collect();
+        let rows = converter.convert_columns(&columns).expect("rows");
+        out.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+    }
+    out
+}
+
+fn is_float(t: &DataType) -> bool {
+    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+}
+
+fn round_significant(v: f64, digits: i32) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(digits - 1 - v.abs().log10().floor() as i32);
+    (v * scale).round() / scale
+}
+
+fn types_of(batches: &[RecordBatch]) -> Option<Vec<DataType>> {
+    batches.first().map(|b| {
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect()
+    })
+}
+
+/// `rows` and `reference` hold the same rows, as
+/// multisets.
+fn same_rows(rows: &[RecordBatch], reference: &[RecordBatch]) -> Result<(), String> {
+    let Some(types) = types_of(reference) else {
+        let n: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        return if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows, reference none"))
+        };
+    };
+    let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+    for k in keys(rows, &types, 0) {
+        *counts.entry(k).or_default() += 1;
+    }
+    compare(counts, reference, &types)
+}
+
+/// `changes` (`op` first) applied in order yields `reference`.
+fn folded_equal(changes: &[RecordBatch], reference: &[RecordBatch]) -> Result<(), String> {
+    let Some(types) = types_of(reference) else {
+        return Ok(());
+    };
+    let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+    for b in changes {
+        let ops = text(b.column(0));
+        let keys = keys(std::slice::from_ref(b), &types, 1);
+        for (i, k) in keys.into_iter().enumerate() {
+            *counts.entry(k).or_default() += if ops.value(i) == "delete" { -1 } else { 1 };
+        }
+    }
+    compare(counts, reference, &types)
+}
+
+fn compare(
+    mut counts: HashMap<Vec<u8>, i64>,
+    reference: &[RecordBatch],
+    types: &[DataType],
+) -> Result<(), String> {
+    let expected: usize = reference.iter().map(RecordBatch::num_rows).sum();
+    for k in keys(reference, types, 0) {
+        *counts.entry(k).or_default() -= 1;
+    }
+    let extra: i64 = counts.values().filter(|&&c| c > 0).sum();
+    let missing: i64 = -counts.values().filter(|&&c| c < 0).sum::<i64>();
+    if extra == 0 && missing == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{missing} of {expected} rows missing, {extra} rows extra"
+        ))
+    }
+}
