@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
@@ -53,17 +53,46 @@ pub fn with_op(schema: &SchemaRef, op: &str, rows: &RecordBatch) -> Result<Recor
 }
 
 /// Rows that end with a sign (1: insert, -1: delete), as changelog rows
-/// (a view without aggregate over a view with updates).
+/// (a view without aggregate over a view with updates). Equal rows net
+/// out within the step, and its deletes come before its inserts, so the
+/// changelog applied in order never deletes a row it does not hold.
 pub fn with_signs(schema: &SchemaRef, rows: &RecordBatch) -> Result<RecordBatch> {
     let last = rows.num_columns() - 1;
     let sign = arrow::compute::cast(rows.column(last), &DataType::Int64)?;
-    let ops: StringArray = sign
-        .as_primitive::<arrow::datatypes::Int64Type>()
-        .iter()
-        .map(|s| Some(if s.unwrap_or(1) < 0 { DELETE } else { INSERT }))
+    let sign = sign.as_primitive::<arrow::datatypes::Int64Type>();
+    let values = &rows.columns()[..last];
+    let conv = RowConverter::new(
+        values
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let keys = conv.convert_columns(values)?;
+    // Per distinct row: its net sign and where it first appears.
+    let mut net: HashMap<&[u8], (i64, u32)> = HashMap::new();
+    let mut order = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let s = if sign.is_valid(i) { sign.value(i) } else { 1 };
+        let e = net.entry(k.data()).or_insert_with(|| {
+            order.push(k.data());
+            (0, i as u32)
+        });
+        e.0 += s.signum();
+    }
+    let (mut deletes, mut inserts) = (Vec::new(), Vec::new());
+    for k in order {
+        let (n, at) = net[k];
+        let into = if n < 0 { &mut deletes } else { &mut inserts };
+        into.extend(std::iter::repeat_n(at, n.unsigned_abs() as usize));
+    }
+    let ops: StringArray = std::iter::repeat_n(Some(DELETE), deletes.len())
+        .chain(std::iter::repeat_n(Some(INSERT), inserts.len()))
         .collect();
+    let idx = arrow::array::UInt32Array::from([deletes, inserts].concat());
     let mut cols: Vec<ArrayRef> = vec![Arc::new(ops)];
-    cols.extend(rows.columns()[..last].iter().cloned());
+    for c in values {
+        cols.push(arrow::compute::take(c, &idx, None)?);
+    }
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 

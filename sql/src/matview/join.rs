@@ -1,5 +1,4 @@
-//! Incremental inner equi-joins of insert-only inputs (a symmetric hash
-//! join).
+//! Incremental inner equi-joins (a symmetric hash join).
 //!
 //! In a view's delta plan each `Join` becomes a scan of a [`DeltaJoin`]:
 //! planning a step's scan runs the join's two sides over the step's rows
@@ -8,6 +7,12 @@
 //! produced in earlier steps, kept here in memory with a hash index on the
 //! join key. A residual (non-equality) join condition filters the joined
 //! rows. Rows whose key has a NULL never match (an inner join).
+//!
+//! Over a view with updates the sides' rows carry a sign (a delete is a
+//! row with sign −1, kept like any other): the stored rows are then a
+//! multiset with signed counts, the join stays bilinear, and the plan above
+//! multiplies the two signs of each pair — a pair made with a deleted row
+//! is taken back.
 //!
 //! The state is not checkpointed: a view restored from a checkpoint runs
 //! its delta plan once over its inputs up to the checkpoint (discarding the

@@ -18,9 +18,10 @@
 //! - **above** it (`HAVING`, expressions over aggregates, renames, ORDER
 //!   BY), evaluated when the view is read, over the state.
 //!
-//! Inner equi-joins of insert-only inputs may appear below the aggregate
-//! (or make up a view without one): each keeps the rows of both sides it
-//! has seen, indexed by key, and a step joins only the new rows (`join`).
+//! Inner equi-joins may appear below the aggregate (or make up a view
+//! without one): each keeps the rows of both sides it has seen, indexed by
+//! key, and a step joins only the new rows (`join`); over views with
+//! updates, a pair's sign is the product of its rows' signs.
 //!
 //! A view without an aggregate is a stateless pipeline over the log: the log
 //! is its storage, and reading it runs the pipeline. Anything else (outer
@@ -351,10 +352,41 @@ fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<(LogicalPlan
 }
 
 /// Adds the [`SIGN`] column to every projection whose input has it (up to
-/// the aggregate, which consumes it).
+/// the aggregate, which consumes it). A join's rows get the product of its
+/// sides' signs (a pair made with a deleted row is taken back).
 fn carry_sign(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let mut joins = 0;
     Ok(plan
         .transform_up(|node| {
+            // The children gained the sign: this node's schema follows.
+            let node = node.recompute_schema()?;
+            if let LogicalPlan::Join(_) = &node {
+                let join = node;
+                let schema = join.schema().clone();
+                let signs: Vec<Expr> = schema
+                    .iter()
+                    .filter(|(_, f)| f.name() == SIGN)
+                    .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+                    .collect();
+                let [left, right] = signs.as_slice() else {
+                    return Ok(Transformed::yes(join));
+                };
+                let mut exprs: Vec<Expr> = schema
+                    .iter()
+                    .filter(|(_, f)| f.name() != SIGN)
+                    .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+                    .collect();
+                // Qualified, so a join above can tell it from its other
+                // side's sign.
+                joins += 1;
+                exprs.push(
+                    (left.clone() * right.clone())
+                        .alias_qualified(Some(format!("__signed{joins}")), SIGN),
+                );
+                return Ok(Transformed::yes(
+                    LogicalPlanBuilder::from(join).project(exprs)?.build()?,
+                ));
+            }
             let LogicalPlan::Projection(p) = &node else {
                 return Ok(Transformed::no(node));
             };
@@ -787,17 +819,6 @@ impl MatView {
         let mut sessions = Vec::new();
         let original = inline_views(plan, &mut sessions)?;
         let (plan, signed) = views_as_changelogs(log, original.clone())?;
-        let mut has_join = false;
-        plan.apply(|n| {
-            has_join |= matches!(n, LogicalPlan::Join(_));
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        if has_join && signed {
-            return Err(unsupported(
-                "a join over a view whose changelog has updates (joins read streams and \
-                 insert-only views)",
-            ));
-        }
         let mut aggregates = Vec::new();
         plan.apply(|n| {
             if let LogicalPlan::Aggregate(a) = n {

@@ -466,6 +466,7 @@ impl MatView {
                         false => changes::with_op(&self.changes_schema, INSERT, &rows),
                     })
                     .transpose()?
+                    .filter(|b| b.num_rows() > 0)
             }
             Body::Aggregate(a) => self.aggregate_step(a, ctx, any, before, after).await?,
         };
