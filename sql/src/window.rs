@@ -111,6 +111,32 @@ fn interval(n: i64) -> Expr {
     )))
 }
 
+/// `n` nanoseconds as a duration in the time column's unit, which a
+/// timestamp adds as one integer (an interval goes through calendar
+/// arithmetic per row); an interval when the unit cannot hold it exactly.
+fn span(n: i64, time_type: &DataType) -> Expr {
+    use arrow::datatypes::TimeUnit as U;
+    let DataType::Timestamp(unit, _) = time_type else {
+        return interval(n);
+    };
+    let per = match unit {
+        U::Second => 1_000_000_000,
+        U::Millisecond => 1_000_000,
+        U::Microsecond => 1_000,
+        U::Nanosecond => 1,
+    };
+    if n % per != 0 {
+        return interval(n);
+    }
+    let v = Some(n / per);
+    lit(match unit {
+        U::Second => ScalarValue::DurationSecond(v),
+        U::Millisecond => ScalarValue::DurationMillisecond(v),
+        U::Microsecond => ScalarValue::DurationMicrosecond(v),
+        U::Nanosecond => ScalarValue::DurationNanosecond(v),
+    })
+}
+
 /// The stream behind a window function's first argument, and its time
 /// column (which must be a timestamp).
 fn stream_and_time(
@@ -174,8 +200,8 @@ fn session(tables: &Tables, exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
             "SESSION(stream, time_column, gap [, key_column …]) takes at least 3 arguments"
         );
     }
-    let (table, stream, time, _) = stream_and_time(tables, F, exprs)?;
-    let gap = interval(nanos(&exprs[2], F)?);
+    let (table, stream, time, time_type) = stream_and_time(tables, F, exprs)?;
+    let gap = span(nanos(&exprs[2], F)?, &time_type);
     let keys = exprs[3..]
         .iter()
         .map(|e| ident(e, "a key column", F).map(|k| col(datafusion::common::Column::from_name(k))))
@@ -316,14 +342,18 @@ impl TableFunctionImpl for WindowFunction {
         let declared = declared_columns(&table);
         let mut plan: Option<LogicalPlanBuilder> = None;
         for i in 0..hops {
-            let start = date_bin(
+            let binned = date_bin(
                 interval(slide),
                 col(datafusion::common::Column::from_name(&time)),
                 lit(origin.clone()),
-            ) - interval(i * slide);
+            );
+            let start = match i {
+                0 => binned,
+                _ => binned - span(i * slide, &time_type),
+            };
             let mut exprs = declared.clone();
             exprs.push(start.clone().alias("window_start"));
-            exprs.push((start + interval(size)).alias("window_end"));
+            exprs.push((start + span(size, &time_type)).alias("window_end"));
             let branch =
                 LogicalPlanBuilder::scan(stream.as_str(), provider_as_source(table.clone()), None)?
                     .project(exprs)?;
