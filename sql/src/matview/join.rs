@@ -18,7 +18,6 @@
 //! its delta plan once over its inputs up to the checkpoint (discarding the
 //! output) to refill it — the log is the join's durable state.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -28,8 +27,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::Session as CatalogSession;
+use datafusion::common::hash_map::EntryRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchemaRef, JoinType, NullEquality};
+use datafusion::common::{Column, DFSchemaRef, HashMap, JoinType, NullEquality};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -165,7 +165,7 @@ struct Side {
     /// Per row, the previous row with the same key (`u32::MAX`: none).
     next: Vec<u32>,
     /// Per key, its latest row.
-    heads: HashMap<Box<[u8]>, u32>,
+    heads: HashMap<Vec<u8>, u32>,
 }
 
 impl Side {
@@ -180,8 +180,15 @@ impl Side {
             }
             let id = self.rows.len() as u32;
             self.rows.push((b, r));
-            let prev = self.heads.insert(key.as_ref().into(), id);
-            self.next.push(prev.unwrap_or(u32::MAX));
+            // A key seen before does not allocate again.
+            let prev = match self.heads.entry_ref(key.as_ref()) {
+                EntryRef::Occupied(mut o) => std::mem::replace(o.get_mut(), id),
+                EntryRef::Vacant(v) => {
+                    v.insert(id);
+                    u32::MAX
+                }
+            };
+            self.next.push(prev);
         }
         self.batches.push(batch);
     }
