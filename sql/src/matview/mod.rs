@@ -217,8 +217,8 @@ impl Drop for MatView {
 fn unsupported(what: impl fmt::Display) -> SqlError {
     SqlError::NotSupported(format!(
         "{what} in a materialized view (supported: projection, WHERE, scalar functions, \
-         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, one GROUP BY with \
-         aggregate functions, HAVING and ORDER BY)"
+         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, inner equi-joins, one \
+         GROUP BY with aggregate functions, HAVING and ORDER BY)"
     ))
 }
 
