@@ -39,7 +39,7 @@ async fn flight_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
     (dd, log, format!("http://{addr}"))
 }
 
-async fn client(uri: &str) -> FlightClient {
+pub async fn client(uri: &str) -> FlightClient {
     let channel = Channel::from_shared(uri.to_string())
         .expect("uri")
         .connect()
@@ -53,6 +53,31 @@ fn descriptor() -> Option<FlightDescriptor> {
         "streams".into(),
         "bench".into(),
     ]))
+}
+
+/// Produces `batches` into `stream` in one `DoPut` call; how many batches
+/// were acknowledged (each once durable).
+pub async fn put(
+    client: &mut FlightClient,
+    stream: &str,
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl futures::Stream<Item = arrow::array::RecordBatch> + Send + 'static,
+) -> usize {
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
+            "streams".into(),
+            stream.into(),
+        ])))
+        .build(batches.map(Ok));
+    let acks: Vec<_> = client
+        .do_put(data)
+        .await
+        .expect("do_put")
+        .try_collect()
+        .await
+        .expect("acknowledgements");
+    acks.len()
 }
 
 /// The Flight scenarios, on one fresh data directory.
@@ -75,19 +100,9 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
             let mut c = client(&uri).await;
             let first = (p * per_producer * batch_rows) as i64;
             let batches = futures::stream::iter(0..per_producer)
-                .map(move |k| Ok(batch(first + (k * batch_rows) as i64, batch_rows)));
-            let data = FlightDataEncoderBuilder::new()
-                .with_schema(schema())
-                .with_flight_descriptor(descriptor())
-                .build(batches);
-            let acks: Vec<_> = c
-                .do_put(data)
-                .await
-                .expect("do_put")
-                .try_collect()
-                .await
-                .expect("acks");
-            assert_eq!(acks.len(), per_producer);
+                .map(move |k| batch(first + (k * batch_rows) as i64, batch_rows));
+            let acks = put(&mut c, "bench", schema(), batches).await;
+            assert_eq!(acks, per_producer);
         }));
     }
     for t in tasks {

@@ -27,12 +27,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use arrow::row::{RowConverter, SortField};
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{FlightClient, FlightDescriptor};
 use futures::{SinkExt, TryStreamExt};
 use streamhouse_log::DataDir;
 use streamhouse_sql::{Database, QueryResult};
-use tonic::transport::Channel;
 
 use crate::{Args, Row, cpu_seconds, reset_peak_memory, resident_mib};
 use generator::{Generator, STREAMS};
@@ -196,30 +193,8 @@ async fn ingest(db: &Database, uri: &str, args: &Args) -> Row {
     {
         let uri = uri.to_string();
         calls.push(tokio::spawn(async move {
-            let channel = Channel::from_shared(uri)
-                .expect("uri")
-                .connect()
-                .await
-                .expect("connect");
-            let mut client = FlightClient::new(channel);
-            let data = FlightDataEncoderBuilder::new()
-                .with_schema(schema)
-                .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
-                    "streams".into(),
-                    name.into(),
-                ])))
-                .build(futures::StreamExt::map(
-                    rx,
-                    Ok::<_, arrow_flight::error::FlightError>,
-                ));
-            let acks: Vec<_> = client
-                .do_put(data)
-                .await
-                .expect("do_put")
-                .try_collect()
-                .await
-                .expect("acknowledgements");
-            acks.len()
+            let mut client = crate::flight::client(&uri).await;
+            crate::flight::put(&mut client, name, schema, rx).await
         }));
     }
     for c in calls {

@@ -34,6 +34,15 @@ async fn open_in(dir: TempDir) -> Env {
     }
 }
 
+/// Shuts the database down cleanly and opens it again on the same
+/// directory.
+async fn restart(e: Env) -> Env {
+    e.log.shutdown().await;
+    let Env { dir, db, log, _dd } = e;
+    drop((db, log, _dd));
+    open_in(dir).await
+}
+
 async fn rows(db: &Database, sql: &str) -> Vec<RecordBatch> {
     let mut results = db
         .execute(sql)
@@ -224,10 +233,7 @@ async fn views_equal_the_bounded_query_and_survive_restart() {
     assert!(shown.iter().all(|l| l.contains("running")), "{shown:#?}");
 
     // Restart: the views come back and catch up with rows written since.
-    e.log.shutdown().await;
-    let Env { dir, db, log, _dd } = e;
-    drop((db, log, _dd));
-    let e = open_in(dir).await;
+    let e = restart(e).await;
     insert(&e.db, 5000, 150).await;
     for (name, sql) in SHAPES {
         converges(&e.db, name, sql).await;
@@ -276,6 +282,17 @@ const JOINS: &[(&str, &str, Option<&str>)] = &[
         None,
     ),
 ];
+
+/// Waits until every join view (and the changelog of those without
+/// aggregate) equals its bounded query.
+async fn joins_converge(db: &Database) {
+    for (name, sql, changes) in JOINS {
+        converges(db, name, sql).await;
+        if let Some(c) = changes {
+            converges_to(db, c, sql).await;
+        }
+    }
+}
 
 async fn insert_join_rows(db: &Database, from: i64, n: i64) {
     // Users arrive interleaved with their orders: some orders come before
@@ -341,28 +358,15 @@ async fn joins_equal_the_bounded_query_and_survive_restart() {
     e.db.execute("INSERT INTO regions VALUES ('r2', 'east'), ('r3', 'west')")
         .await
         .unwrap();
-    for (name, sql, changes) in JOINS {
-        converges(&e.db, name, sql).await;
-        if let Some(c) = changes {
-            converges_to(&e.db, c, sql).await;
-        }
-    }
+    joins_converge(&e.db).await;
 
     // Restart: the joins refill from the log and go on where they were.
-    e.log.shutdown().await;
-    let Env { dir, db, log, _dd } = e;
-    drop((db, log, _dd));
-    let e = open_in(dir).await;
+    let e = restart(e).await;
     insert_join_rows(&e.db, 1000, 40).await;
     e.db.execute("INSERT INTO regions VALUES ('r0', 'polar')")
         .await
         .unwrap();
-    for (name, sql, changes) in JOINS {
-        converges(&e.db, name, sql).await;
-        if let Some(c) = changes {
-            converges_to(&e.db, c, sql).await;
-        }
-    }
+    joins_converge(&e.db).await;
 
     // Joins over a view with updates: a pair made with a row the view has
     // since replaced is taken back (the changelog deletes it; an aggregate
@@ -516,10 +520,7 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
 
     // After a restart the view cannot be compiled: it is listed as failed,
     // and can be dropped.
-    e.log.shutdown().await;
-    let Env { dir, db, log, _dd } = e;
-    drop((db, log, _dd));
-    let e = open_in(dir).await;
+    let e = restart(e).await;
     let shown = lines(&e.db, "SHOW MATERIALIZED VIEWS").await;
     assert_eq!(shown.len(), 1);
     assert!(
@@ -956,10 +957,7 @@ async fn views_over_a_view_with_updates_take_back_deleted_rows() {
     }
 
     // After a restart the views continue from their checkpoints.
-    e.log.shutdown().await;
-    let Env { dir, db, log, _dd } = e;
-    drop((db, log, _dd));
-    let e = open_in(dir).await;
+    let e = restart(e).await;
     insert(&e.db, 1000, 90).await;
     for (name, sql) in shapes {
         converges(&e.db, name, &sql.replace("{}", &inner)).await;

@@ -95,7 +95,7 @@ fn equalities(j: &Join) -> (Vec<(Expr, Expr)>, Option<Expr>) {
 }
 
 /// Replaces every join of a delta plan (whose scans are in delta mode) by
-/// a scan of its incremental state; the joins' states, for refilling.
+/// a scan of its incremental state; also how many joins there were.
 pub(super) fn delta_joins(plan: LogicalPlan) -> Result<(LogicalPlan, usize)> {
     let mut joins = 0;
     let plan = plan
