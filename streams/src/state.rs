@@ -141,7 +141,15 @@ impl StateStore {
             .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
             .collect::<Result<_>>()?;
         names.sort();
-        let snap = format!("{}/snap/{id:020}", self.prefix);
+        // Unique per attempt: an attempt killed before its checkpoint
+        // committed leaves objects under the same id, which create-only
+        // writes must not meet (nor may a fenced owner's attempt meet the
+        // new owner's).
+        let attempt = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let snap = format!("{}/snap/{id:020}-{attempt:x}", self.prefix);
         for name in names {
             let is_sst = name.ends_with(".sst");
             let key = if is_sst {
@@ -204,7 +212,8 @@ impl StateStore {
         let mut referenced = HashSet::new();
         for path in list(format!("{}/snap", self.prefix)).await? {
             let rest = path.as_ref().strip_prefix(&snap_root).unwrap_or_default();
-            let Some(id) = rest.split('/').next().and_then(|i| i.parse::<u64>().ok()) else {
+            let id = rest.split('/').next().and_then(|d| d.split('-').next());
+            let Some(id) = id.and_then(|i| i.parse::<u64>().ok()) else {
                 continue;
             };
             if id < keep_from {
@@ -364,6 +373,10 @@ mod tests {
             vec![("a/2".into(), "y".into()), ("a/3".into(), "w".into())]
         );
         assert_eq!(r2.get(b"b/1").unwrap().as_deref(), Some(&b"z"[..]));
+        // An attempt at the same id again (the first was killed before its
+        // checkpoint committed) does not meet the first one's objects.
+        let again = s.snapshot(&store, 2).await.unwrap();
+        assert_ne!(again, second);
         // And the restored store keeps working and snapshotting.
         put(&r2, &[("c/1", "q")]);
         let third = r2.snapshot(&store, 3).await.unwrap();
