@@ -212,8 +212,7 @@ fn values_placeholders(q: &sqlparser::ast::Query) -> Vec<(usize, usize)> {
         for (col, e) in row.iter().enumerate() {
             if let sqlparser::ast::Expr::Value(v) = e
                 && let sqlparser::ast::Value::Placeholder(p) = &v.value
-                && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
-                && n > 0
+                && let Ok(n) = parameter_number(p)
             {
                 out.push((col, n));
             }
@@ -254,6 +253,29 @@ fn cast_placeholder_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
     found
 }
 
+/// The most parameters a statement may have: a Bind message counts them in
+/// 16 bits, so no client can supply more (PostgreSQL's limit too).
+pub const MAX_PARAMETERS: usize = u16::MAX as usize;
+
+/// The number of a `$n` placeholder, 1 ≤ n ≤ [`MAX_PARAMETERS`]. Checked
+/// before anything is sized by it: `$99999999999` is a statement any client
+/// can send.
+fn parameter_number(name: &str) -> Result<usize> {
+    let digits = name.strip_prefix('$').unwrap_or(name);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SqlError::NotSupported(format!(
+            "parameter {name}: use $1, $2, …"
+        )));
+    }
+    match digits.parse::<u64>() {
+        Ok(0) => Err(SqlError::Syntax("there is no parameter $0".into())),
+        Ok(n) if n <= MAX_PARAMETERS as u64 => Ok(n as usize),
+        _ => Err(SqlError::Syntax(format!(
+            "parameter number too large: {name} (at most ${MAX_PARAMETERS})"
+        ))),
+    }
+}
+
 /// `$1…$n` in order, with their inferred types.
 fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     let mut types = plan.get_parameter_types()?;
@@ -266,13 +288,7 @@ fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     // one) keeps its place, with no type.
     let mut numbered = Vec::with_capacity(types.len());
     for (name, t) in types {
-        let i: usize = name
-            .trim_start_matches('$')
-            .parse()
-            .ok()
-            .filter(|i| *i > 0)
-            .ok_or_else(|| SqlError::NotSupported(format!("parameter {name}: use $1, $2, …")))?;
-        numbered.push((i, t));
+        numbered.push((parameter_number(&name)?, t));
     }
     let mut out = vec![None; numbered.iter().map(|(i, _)| *i).max().unwrap_or(0)];
     for (i, t) in numbered {

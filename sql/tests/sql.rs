@@ -518,6 +518,41 @@ async fn prepared_statements_bind_parameters() {
     assert!(e.db.prepare(" ; ").await.unwrap().is_none());
 }
 
+/// A placeholder number sizes the parameter list: one past the protocol's
+/// 16-bit count is refused before anything is allocated for it (it used to
+/// size a vector by `$99999999999` and abort the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_numbers_past_the_protocol_limit_are_refused() {
+    let e = env().await;
+    e.db.execute("CREATE STREAM p (a BIGINT)").await.unwrap();
+    for sql in [
+        "SELECT $99999999999",
+        "SELECT $65536",
+        "SELECT $18446744073709551616",
+        "INSERT INTO p VALUES ($99999999999)",
+        "SELECT a FROM p WHERE a = $4294967296::bigint",
+    ] {
+        let e = e.db.prepare(sql).await.unwrap_err();
+        assert_eq!(e.sqlstate(), "42601", "{sql}: {e}");
+        assert!(
+            e.to_string().contains("parameter number too large"),
+            "{sql}: {e}"
+        );
+    }
+    assert!(e.db.prepare("SELECT $0").await.is_err());
+    // The largest allowed number plans, with one slot per number below it.
+    let q =
+        e.db.prepare("SELECT $65535::bigint")
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(q.param_types.len(), 65_535);
+    // The database goes on.
+    let (_, msg) = err(&e.db, "SELECT $99999999999").await;
+    assert!(msg.contains("too large"), "{msg}");
+    assert_eq!(rows(&e.db, "SELECT count(*) FROM p").await[0].num_rows(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tumble_and_hop_windows() {
     let e = env().await;

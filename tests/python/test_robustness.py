@@ -47,6 +47,20 @@ def test_malformed_startup_packets(server):
     assert alive(server) == 1
 
 
+def test_huge_parameter_numbers_are_refused(server):
+    # A placeholder number used to size the parameter list: this statement
+    # aborted the whole server process.
+    for sql in ("SELECT $99999999999", "SELECT $65536::int"):
+        with psycopg.connect(server.dsn, autocommit=True) as c:
+            try:
+                c.execute(sql, prepare=True)
+                raise AssertionError(f"{sql}: expected an error")
+            except psycopg.errors.SyntaxError as e:
+                assert "parameter number too large" in str(e), e
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    assert alive(server) == 1
+
+
 def startup(s: socket.socket):
     params = b"user\x00streamhouse\x00database\x00streamhouse\x00\x00"
     body = struct.pack("!I", 196608) + params
