@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -139,16 +139,27 @@ async fn agents(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-async fn streams(State(s): State<Arc<AdminState>>) -> Response {
+/// `GET /v1/streams`: the users' streams; `?internal=true` adds the
+/// system's own (views' changelogs).
+async fn streams(State(s): State<Arc<AdminState>>, RawQuery(query): RawQuery) -> Response {
     let Some(log) = s.ready_log() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     };
+    let internal = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "internal=true"));
     let result = async {
         let mut out = Vec::new();
-        for info in log.streams().await? {
+        let listed = if internal {
+            log.all_streams().await?
+        } else {
+            log.streams().await?
+        };
+        for info in listed {
             let ends = log.metadata().partition_ends(info.id).await?;
             out.push(json!({
                 "name": info.name(),
+                "kind": streamhouse_log::StreamKind::of(info.name()).as_str(),
                 "partitions": info.spec.partitions,
                 "key": info.spec.key,
                 "event_time": info.spec.event_time.as_ref().map(|e| json!({

@@ -38,6 +38,7 @@ pub fn log_status(e: LogError) -> tonic::Status {
         (_, ErrorKind::Unavailable | ErrorKind::ShuttingDown) => Status::unavailable(message),
         (_, ErrorKind::DataCorruption) => Status::data_loss(message),
         (_, ErrorKind::Conflict) => Status::failed_precondition(message),
+        (_, ErrorKind::PermissionDenied) => Status::permission_denied(message),
         (_, ErrorKind::Internal) => Status::internal(message),
     }
 }

@@ -77,6 +77,7 @@ impl BatchOptions {
             partition: o.partition,
             producer,
             key: o.key,
+            ..AppendOptions::default()
         })
     }
 }

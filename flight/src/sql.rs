@@ -103,6 +103,7 @@ pub fn status(e: SqlError) -> Status {
         "0A000" => Status::unimplemented(message),
         "57014" => Status::cancelled(message),
         "55000" | "2BP01" => Status::failed_precondition(message),
+        "42501" | "42939" => Status::permission_denied(message),
         "58000" | "57P01" => Status::unavailable(message),
         s if s.starts_with("42") || s.starts_with("22") || s.starts_with("23") => {
             Status::invalid_argument(message)

@@ -28,6 +28,9 @@ pub enum ErrorKind {
     /// The caller's view is stale (a consumer-group member that was
     /// rebalanced away or expired); refresh and retry.
     Conflict,
+    /// The caller may not do this (write a system stream, take a reserved
+    /// name).
+    PermissionDenied,
     /// A bug or an unexpected state.
     Internal,
 }
@@ -55,6 +58,12 @@ pub enum LogError {
 
     #[error("batch does not match the schema of stream \"{stream}\": {detail}")]
     SchemaMismatch { stream: String, detail: String },
+
+    #[error("\"{0}\" is a reserved name: names beginning with \"__\" belong to the system")]
+    ReservedName(String),
+
+    #[error("stream \"{0}\" belongs to the system: only the system writes or drops it")]
+    InternalStream(String),
 
     #[error("invalid stream definition: {0}")]
     InvalidSpec(String),
@@ -124,6 +133,7 @@ impl LogError {
             LogError::CorruptChunk { .. } => ErrorKind::DataCorruption,
             LogError::ShuttingDown => ErrorKind::ShuttingDown,
             LogError::NotMember { .. } | LogError::Fenced(_) => ErrorKind::Conflict,
+            LogError::ReservedName(_) | LogError::InternalStream(_) => ErrorKind::PermissionDenied,
             LogError::FlushFailed(inner) => inner.kind(),
             LogError::Migration(_) | LogError::Arrow(_) | LogError::Internal(_) => {
                 ErrorKind::Internal

@@ -42,5 +42,5 @@ pub use metadata::{
 };
 pub use reader::BatchStream;
 pub use store::{Store, StoreKind};
-pub use stream::{StreamId, StreamInfo, StreamSpec};
+pub use stream::{CHANGELOG_PREFIX, RESERVED_PREFIX, StreamId, StreamInfo, StreamKind, StreamSpec};
 pub use writer::{AppendAck, FlushConfig, Submitted};

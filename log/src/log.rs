@@ -29,7 +29,7 @@ use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilte
 use crate::partitioner;
 use crate::reader::{self, BatchStream, PartitionRead, RowFilter};
 use crate::store::Store;
-use crate::stream::{StreamInfo, StreamSpec};
+use crate::stream::{StreamInfo, StreamKind, StreamSpec};
 use crate::tail::Tail;
 use crate::writer::{AppendAck, FlushConfig, Submitted, Writer};
 
@@ -76,6 +76,9 @@ pub struct AppendOptions {
     pub producer: Option<ProducerSeq>,
     /// Partition rows by these columns instead of the stream's key.
     pub key: Option<Vec<String>>,
+    /// Set by the system's own writers (a view appending its changelog):
+    /// without it, an append to an internal stream is refused.
+    pub internal: bool,
 }
 
 impl AppendOptions {
@@ -214,8 +217,31 @@ impl Log {
         self.cache.weight()
     }
 
-    /// Creates a stream.
+    /// Creates a user's stream; reserved names are refused.
     pub async fn create_stream(&self, spec: StreamSpec) -> Result<Arc<StreamInfo>> {
+        if StreamKind::of(&spec.name).is_internal() {
+            return Err(LogError::ReservedName(spec.name));
+        }
+        self.create(spec).await
+    }
+
+    /// Creates one of the system's own streams (`kind` names which, and
+    /// must be the kind of the spec's name).
+    pub async fn create_internal_stream(
+        &self,
+        kind: StreamKind,
+        spec: StreamSpec,
+    ) -> Result<Arc<StreamInfo>> {
+        if !kind.is_internal() || StreamKind::of(&spec.name) != kind {
+            return Err(LogError::Internal(format!(
+                "\"{}\" is not the name of a {kind:?} stream",
+                spec.name
+            )));
+        }
+        self.create(spec).await
+    }
+
+    async fn create(&self, spec: StreamSpec) -> Result<Arc<StreamInfo>> {
         spec.validate()?;
         let info = Arc::new(
             self.meta
@@ -229,8 +255,27 @@ impl Log {
         Ok(info)
     }
 
-    /// Drops a stream; buffered appends to it fail with `UnknownStream`.
+    /// Drops a user's stream; buffered appends to it fail with
+    /// `UnknownStream`. The system's streams are refused.
     pub async fn drop_stream(&self, name: &str) -> Result<()> {
+        if StreamKind::of(name).is_internal() {
+            return Err(LogError::InternalStream(name.to_string()));
+        }
+        self.drop_any(name).await
+    }
+
+    /// Drops one of the system's own streams (`kind` as in
+    /// [`Log::create_internal_stream`]).
+    pub async fn drop_internal_stream(&self, kind: StreamKind, name: &str) -> Result<()> {
+        if !kind.is_internal() || StreamKind::of(name) != kind {
+            return Err(LogError::Internal(format!(
+                "\"{name}\" is not the name of a {kind:?} stream"
+            )));
+        }
+        self.drop_any(name).await
+    }
+
+    async fn drop_any(&self, name: &str) -> Result<()> {
         let info = self.meta.drop_stream(name).await?;
         self.streams.write().await.remove(name);
         self.tail.forget(info.id);
@@ -255,8 +300,16 @@ impl Log {
         Ok(info)
     }
 
-    /// Every stream, by name.
+    /// Every user's stream, by name: what listings show. The system's own
+    /// streams are in [`Log::all_streams`].
     pub async fn streams(&self) -> Result<Vec<Arc<StreamInfo>>> {
+        let mut all = self.all_streams().await?;
+        all.retain(|s| !StreamKind::of(s.name()).is_internal());
+        Ok(all)
+    }
+
+    /// Every stream, the system's own included, by name.
+    pub async fn all_streams(&self) -> Result<Vec<Arc<StreamInfo>>> {
         Ok(self
             .meta
             .streams()
@@ -311,6 +364,9 @@ impl Log {
         options: AppendOptions,
     ) -> Result<Option<Submitted>> {
         let info = self.stream(stream).await?;
+        if StreamKind::of(stream).is_internal() && !options.internal {
+            return Err(LogError::InternalStream(stream.to_string()));
+        }
         let n = info.spec.partitions;
         if let Some(p) = options.partition
             && p >= n

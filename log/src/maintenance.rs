@@ -96,7 +96,7 @@ impl Log {
         let config = self.maintenance_config().clone();
         let now = self.now_micros();
         let mut report = MaintenanceReport::default();
-        for info in self.streams().await? {
+        for info in self.all_streams().await? {
             if let Some(retention) = info.spec.retention {
                 let before = now - retention.as_micros() as i64;
                 report.expired_chunks += self.metadata().expire_chunks(info.id, before).await?;

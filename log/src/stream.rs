@@ -39,6 +39,53 @@ pub fn is_system_column(name: &str) -> bool {
     matches!(name, PARTITION_COLUMN | OFFSET_COLUMN | TIMESTAMP_COLUMN)
 }
 
+/// Names beginning with this belong to the system: users can neither create
+/// nor write such a stream, whatever door they use.
+pub const RESERVED_PREFIX: &str = "__";
+
+/// Names of views' changelog streams begin with this.
+pub const CHANGELOG_PREFIX: &str = "__changelog__";
+
+/// Whose a stream is. The kind is a function of the name (internal streams
+/// live under [`RESERVED_PREFIX`], which users cannot create), so it needs
+/// no column of its own and cannot disagree with the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Created and written by users.
+    User,
+    /// A materialized view's changelog, written only by the view.
+    ViewChangelog,
+    /// Any other stream the system keeps for itself.
+    System,
+}
+
+impl StreamKind {
+    /// The kind of the stream called `name`.
+    pub fn of(name: &str) -> Self {
+        if name.starts_with(CHANGELOG_PREFIX) {
+            StreamKind::ViewChangelog
+        } else if name.starts_with(RESERVED_PREFIX) {
+            StreamKind::System
+        } else {
+            StreamKind::User
+        }
+    }
+
+    /// The kind's name in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::User => "user",
+            StreamKind::ViewChangelog => "view_changelog",
+            StreamKind::System => "system",
+        }
+    }
+
+    /// Whether streams of this kind belong to the system.
+    pub fn is_internal(self) -> bool {
+        !matches!(self, StreamKind::User)
+    }
+}
+
 /// A stream as a user defines it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamSpec {

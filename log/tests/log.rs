@@ -10,7 +10,9 @@ use std::time::Duration;
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use common::{Backend, Fixture, collect, i64s, orders, orders_schema};
-use streamhouse_log::{AppendOptions, ErrorKind, LogError, ProducerSeq, StreamSpec, TimeFilter};
+use streamhouse_log::{
+    AppendOptions, ErrorKind, LogError, ProducerSeq, StreamKind, StreamSpec, TimeFilter,
+};
 
 const T0: i64 = 1_700_000_000_000_000;
 
@@ -317,6 +319,7 @@ async fn idempotent_producer_retries_are_not_written_twice(b: Backend) {
     let producer = |seq| AppendOptions {
         partition: None,
         key: None,
+        internal: false,
         producer: Some(ProducerSeq {
             producer_id: "p-1".into(),
             sequence: seq,
@@ -534,6 +537,59 @@ async fn drop_stream_forgets_it(b: Backend) {
     assert_eq!(f.log.partition_ends("d").await.unwrap(), [0]);
 }
 
+/// Names under `__` belong to the system: a user can neither create nor
+/// write nor drop such a stream (a user stream called like a view's
+/// changelog used to be taken for an orphaned changelog and deleted at the
+/// next start-up, with its rows).
+async fn reserved_names_and_internal_streams(b: Backend) {
+    let f = Fixture::new(b).await;
+    for name in ["__changelog__x", "__x", "__"] {
+        let e = f.log.create_stream(spec(name, 1)).await.unwrap_err();
+        assert!(matches!(e, LogError::ReservedName(_)), "{name}: {e}");
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    }
+    assert!(f.log.streams().await.unwrap().is_empty());
+    // One underscore, or `__` inside a name, is a user's.
+    f.log.create_stream(spec("_x", 1)).await.unwrap();
+    f.log.create_stream(spec("a__b", 1)).await.unwrap();
+    assert_eq!(StreamKind::of("a__b"), StreamKind::User);
+    // The system creates its own; users may not write or drop them.
+    let name = "__changelog__v-1";
+    f.log
+        .create_internal_stream(StreamKind::ViewChangelog, spec(name, 1))
+        .await
+        .unwrap();
+    let wrong = f
+        .log
+        .create_internal_stream(StreamKind::ViewChangelog, spec("__y", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.kind(), ErrorKind::Internal, "{wrong}");
+    let e = f
+        .log
+        .append(name, orders(0..3, 1, T0), AppendOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::InternalStream(_)), "{e}");
+    assert_eq!(f.log.partition_ends(name).await.unwrap(), [0]);
+    let e = f.log.drop_stream(name).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let internal = AppendOptions {
+        internal: true,
+        ..AppendOptions::default()
+    };
+    f.log
+        .append(name, orders(0..3, 1, T0), internal)
+        .await
+        .unwrap();
+    assert_eq!(f.log.partition_ends(name).await.unwrap(), [3]);
+    f.log
+        .drop_internal_stream(StreamKind::ViewChangelog, name)
+        .await
+        .unwrap();
+    assert_eq!(f.log.streams().await.unwrap().len(), 2);
+}
+
 async fn shutdown_flushes_buffered_appends(b: Backend) {
     // A flush interval far beyond the test: only shutdown can flush.
     let mut f =
@@ -637,4 +693,5 @@ per_backend!(
     tail_waiters_wake_on_commit,
     reopen_keeps_data_and_continues_offsets,
     drop_stream_forgets_it,
+    reserved_names_and_internal_streams,
 );

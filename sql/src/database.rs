@@ -469,11 +469,6 @@ pub fn describe_schema() -> SchemaRef {
     ]))
 }
 
-/// Streams that are not tables: views' changelogs.
-pub(crate) fn is_hidden(stream: &str) -> bool {
-    stream.starts_with(crate::matview::changes::CHANGELOG_PREFIX)
-}
-
 /// The SQL engine over the log.
 pub struct Database {
     log: Arc<Log>,
@@ -630,9 +625,7 @@ impl Database {
             )),
         );
         for info in db.log.streams().await? {
-            if !is_hidden(info.name()) {
-                db.register(info)?;
-            }
+            db.register(info)?;
         }
         db.load_views().await?;
         Ok(db)
@@ -783,7 +776,6 @@ impl Database {
             .streams()
             .await?
             .into_iter()
-            .filter(|s| !is_hidden(s.name()))
             .map(|s| (s.name().to_string(), s))
             .collect();
         let registered: HashMap<String, i64> = {
@@ -1206,8 +1198,7 @@ impl Database {
     }
 
     async fn show_streams(&self) -> Result<QueryResult> {
-        let mut streams = self.log.streams().await?;
-        streams.retain(|s| !is_hidden(s.name()));
+        let streams = self.log.streams().await?;
         let mut rows = Vec::with_capacity(streams.len());
         for s in &streams {
             let ends = self.log.metadata().partition_ends(s.id).await?;

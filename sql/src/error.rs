@@ -98,6 +98,14 @@ pub enum SqlError {
     #[error("{0}")]
     Conflict(String),
 
+    /// A name that belongs to the system (streams beginning with `__`).
+    #[error("{0}")]
+    ReservedName(String),
+
+    /// The caller may not do this (write or drop a system stream).
+    #[error("{0}")]
+    InsufficientPrivilege(String),
+
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -128,6 +136,8 @@ impl SqlError {
             SqlError::DivisionByZero(_) => "22012",
             SqlError::Conflict(_) => "55000",
             SqlError::DependentObjects(_) => "2BP01",
+            SqlError::ReservedName(_) => "42939",
+            SqlError::InsufficientPrivilege(_) => "42501",
             SqlError::Internal(_) => "XX000",
         }
     }
@@ -150,6 +160,7 @@ impl From<LogError> for SqlError {
             (LogError::UnknownStream(name), _) => SqlError::UndefinedTable(name.clone()),
             (LogError::StreamExists(name), _) => SqlError::DuplicateTable(name.clone()),
             (LogError::SchemaMismatch { .. }, _) => SqlError::DatatypeMismatch(e.to_string()),
+            (LogError::ReservedName(_), _) => SqlError::ReservedName(e.to_string()),
             (_, ErrorKind::NotFound) => SqlError::UndefinedTable(e.to_string()),
             (_, ErrorKind::AlreadyExists) => SqlError::DuplicateTable(e.to_string()),
             (_, ErrorKind::InvalidArgument) => SqlError::InvalidDefinition(e.to_string()),
@@ -157,6 +168,7 @@ impl From<LogError> for SqlError {
             (_, ErrorKind::DataCorruption) => SqlError::DataCorrupted(e.to_string()),
             (_, ErrorKind::ShuttingDown) => SqlError::ShuttingDown,
             (_, ErrorKind::Conflict) => SqlError::Conflict(e.to_string()),
+            (_, ErrorKind::PermissionDenied) => SqlError::InsufficientPrivilege(e.to_string()),
             (_, ErrorKind::Internal) => SqlError::Internal(e.to_string()),
         }
     }

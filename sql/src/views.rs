@@ -21,7 +21,7 @@ use crate::matview::changes::{self, CHANGELOG_PREFIX};
 use crate::matview::{MatView, Output, Placement, Status, now_micros};
 use crate::names::output_names;
 use crate::table::StreamTable;
-use streamhouse_log::{StreamInfo, StreamSpec, ViewCheckpoint, ViewLease, ViewRecord};
+use streamhouse_log::{StreamInfo, StreamKind, StreamSpec, ViewCheckpoint, ViewLease, ViewRecord};
 use streamhouse_streams::StateStore;
 
 /// Columns of `SHOW MATERIALIZED VIEWS`.
@@ -151,7 +151,10 @@ impl Database {
                 let schema = changes::changes_schema(plan.schema().as_arrow())?;
                 Ok(self
                     .log()
-                    .create_stream(StreamSpec::new(name, schema))
+                    .create_internal_stream(
+                        StreamKind::ViewChangelog,
+                        StreamSpec::new(name, schema),
+                    )
                     .await?)
             }
         }
@@ -262,7 +265,10 @@ impl Database {
         let view = match created {
             Ok(v) => v,
             Err(e) => {
-                let _ = self.log().drop_stream(changelog.name()).await;
+                let _ = self
+                    .log()
+                    .drop_internal_stream(StreamKind::ViewChangelog, changelog.name())
+                    .await;
                 return Err(e);
             }
         };
@@ -321,7 +327,13 @@ impl Database {
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&name);
                     self.log().metadata().drop_view(&name).await?;
-                    let _ = self.log().drop_stream(&changelog_name(&v.dataflow)).await;
+                    let _ = self
+                        .log()
+                        .drop_internal_stream(
+                            StreamKind::ViewChangelog,
+                            &changelog_name(&v.dataflow),
+                        )
+                        .await;
                     v.remove_local_state();
                     self.delete_snapshots(&v.dataflow).await;
                 }
@@ -344,7 +356,10 @@ impl Database {
                     if let Some(r) = remote {
                         let _ = self
                             .log()
-                            .drop_stream(&changelog_name(&r.record.dataflow))
+                            .drop_internal_stream(
+                                StreamKind::ViewChangelog,
+                                &changelog_name(&r.record.dataflow),
+                            )
                             .await;
                         self.delete_snapshots(&r.record.dataflow).await;
                     }
@@ -353,7 +368,13 @@ impl Database {
                     let records = self.log().metadata().views().await?;
                     self.log().metadata().drop_view(&name).await?;
                     if let Some(r) = records.iter().find(|r| r.name == name) {
-                        let _ = self.log().drop_stream(&changelog_name(&r.dataflow)).await;
+                        let _ = self
+                            .log()
+                            .drop_internal_stream(
+                                StreamKind::ViewChangelog,
+                                &changelog_name(&r.dataflow),
+                            )
+                            .await;
                         self.delete_snapshots(&r.dataflow).await;
                     }
                 }
@@ -501,9 +522,12 @@ impl Database {
             .iter()
             .map(|r| changelog_name(&r.dataflow))
             .collect();
-        for s in self.log().streams().await? {
-            if s.name().starts_with(CHANGELOG_PREFIX) && !live.contains(s.name()) {
-                let _ = self.log().drop_stream(s.name()).await;
+        for s in self.log().all_streams().await? {
+            if StreamKind::of(s.name()) == StreamKind::ViewChangelog && !live.contains(s.name()) {
+                let _ = self
+                    .log()
+                    .drop_internal_stream(StreamKind::ViewChangelog, s.name())
+                    .await;
             }
         }
         // Views over views need theirs first: retry while any comes back.

@@ -518,6 +518,63 @@ async fn prepared_statements_bind_parameters() {
     assert!(e.db.prepare(" ; ").await.unwrap().is_none());
 }
 
+/// Stream names under `__` belong to the system. A user's
+/// `CREATE STREAM "__changelog__x"` used to be accepted and then deleted,
+/// rows and all, at the next start-up as an orphaned view changelog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_stream_names_are_refused_and_changelogs_are_not_writable() {
+    let e = env().await;
+    for name in ["__changelog__x", "__mine"] {
+        let (state, msg) = err(&e.db, &format!("CREATE STREAM \"{name}\" (a BIGINT)")).await;
+        assert_eq!(state, "42939", "{msg}");
+        assert!(msg.contains("reserved"), "{msg}");
+    }
+    e.db.execute("CREATE STREAM src (k BIGINT, v BIGINT)")
+        .await
+        .unwrap();
+    e.db.execute("INSERT INTO src VALUES (1, 10), (2, 20)")
+        .await
+        .unwrap();
+    e.db.execute("CREATE MATERIALIZED VIEW totals AS SELECT k, sum(v) AS s FROM src GROUP BY k")
+        .await
+        .unwrap();
+    // Listings hide the system's streams.
+    assert!(
+        e.log
+            .streams()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| !s.name().starts_with("__"))
+    );
+    let changelog = e
+        .log
+        .all_streams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name().to_string())
+        .find(|n| n.starts_with("__changelog__"))
+        .expect("the view's changelog");
+    let before = e.log.partition_ends(&changelog).await.unwrap();
+    let (state, msg) = err(
+        &e.db,
+        &format!("INSERT INTO \"{changelog}\" VALUES ('insert', 9, 9)"),
+    )
+    .await;
+    assert_eq!(state, "42501", "{msg}");
+    let (state, msg) = err(&e.db, &format!("DROP STREAM \"{changelog}\"")).await;
+    assert_eq!(state, "42501", "{msg}");
+    assert_eq!(e.log.partition_ends(&changelog).await.unwrap(), before);
+    // After a restart every user stream and the view are still there.
+    let e = reopen(e).await;
+    let t = pretty_format_batches(&rows(&e.db, "SELECT k, s FROM totals ORDER BY k").await)
+        .unwrap()
+        .to_string();
+    assert!(t.contains("| 1 | 10 |") && t.contains("| 2 | 20 |"), "{t}");
+    assert!(e.log.stream(&changelog).await.is_ok());
+}
+
 /// A placeholder number sizes the parameter list: one past the protocol's
 /// 16-bit count is refused before anything is allocated for it (it used to
 /// size a vector by `$99999999999` and abort the process).

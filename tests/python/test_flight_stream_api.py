@@ -291,3 +291,34 @@ def test_consumer_group_of_two_processes_splits_and_resumes(server, client, tmp_
     assert ids == sorted(p * 1000 + i for p in range(4) for i in range(100)), "lost or duplicated"
     (d,) = action(client, "describe_group", {"group": "cg"})
     assert all(p["lag"] == 0 for p in d["partitions"])
+
+
+def test_internal_streams_are_hidden_and_refuse_writes_from_every_door(server, client):
+    import urllib.request
+
+    sql(server, "CREATE STREAM api_src (id BIGINT NOT NULL, name TEXT, amount DOUBLE PRECISION)")
+    produce(client, "api_src", [batch([1, 2, 3])])
+    sql(server, "CREATE MATERIALIZED VIEW api_counts AS SELECT name, count(*) AS n "
+                "FROM api_src GROUP BY name")
+
+    def listed(path):
+        with urllib.request.urlopen(f"http://{server.http}{path}") as r:
+            return {s["name"]: s["kind"] for s in json.loads(r.read())["streams"]}
+
+    # Listings show users' streams; the changelog only when asked for.
+    assert "api_src" in listed("/v1/streams")
+    assert not [n for n in listed("/v1/streams") if n.startswith("__")]
+    internal = {n: k for n, k in listed("/v1/streams?internal=true").items()
+                if n.startswith("__changelog__api_counts")}
+    assert list(internal.values()) == ["view_changelog"], internal
+    (changelog,) = internal
+    names = [r[0] for r in sql(server, "SELECT name FROM streamhouse.streams")]
+    assert "api_src" in names and changelog not in names
+    # A producer cannot write into it, nor create a reserved name.
+    with pytest.raises(flight.FlightUnauthorizedError) as e:
+        produce(client, changelog, [batch([9])])
+    assert "belongs to the system" in str(e.value)
+    with pytest.raises(psycopg.errors.ReservedName):
+        sql(server, 'CREATE STREAM "__changelog__mine" (a BIGINT)')
+    # The view is untouched.
+    assert sql(server, "SELECT sum(n) FROM api_counts") == [(3,)]

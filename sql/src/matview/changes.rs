@@ -25,8 +25,7 @@ pub const OP: &str = "op";
 pub const INSERT: &str = "insert";
 pub const DELETE: &str = "delete";
 
-/// Prefix of the (hidden) streams that hold views' changelogs.
-pub const CHANGELOG_PREFIX: &str = "__changelog__";
+pub use streamhouse_log::CHANGELOG_PREFIX;
 
 /// The changelog schema of a view with columns `view`.
 pub fn changes_schema(view: &Schema) -> Result<SchemaRef> {

@@ -615,6 +615,7 @@ impl MatView {
                         epoch: Some(self.epoch),
                     }),
                     key: None,
+                    internal: true,
                 };
                 if let Some(s) = log.submit(info.name(), vec![batch], options).await? {
                     s.durable().await?;
