@@ -107,13 +107,20 @@ fn binary<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> PgWireResult<Scal
             }
         },
         Type::INTERVAL => ScalarValue::IntervalMonthDayNano(
-            portal.parameter::<pg_interval::Interval>(i, t)?.map(|v| {
-                arrow::datatypes::IntervalMonthDayNano::new(
-                    v.months,
-                    v.days,
-                    v.microseconds * 1_000,
-                )
-            }),
+            portal
+                .parameter::<pg_interval::Interval>(i, t)?
+                .map(|v| {
+                    let nanos = v.microseconds.checked_mul(1_000).ok_or_else(|| {
+                        protocol_error(
+                            "22008",
+                            format!("parameter ${}: interval out of range", i + 1),
+                        )
+                    })?;
+                    Ok::<_, pgwire::error::PgWireError>(
+                        arrow::datatypes::IntervalMonthDayNano::new(v.months, v.days, nanos),
+                    )
+                })
+                .transpose()?,
         ),
         Type::BOOL_ARRAY => list(
             portal.parameter::<Vec<Option<bool>>>(i, t)?,

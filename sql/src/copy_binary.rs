@@ -28,8 +28,12 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const BATCH_ROWS: usize = 64 * 1024;
 
 fn bad(msg: impl Into<String>) -> SqlError {
-    SqlError::InvalidInput(format!("invalid binary COPY data: {}", msg.into()))
+    SqlError::InvalidBinary(format!("invalid binary COPY data: {}", msg.into()))
 }
+
+/// The longest header extension taken: PostgreSQL writes none, and a
+/// length is a client's number.
+const MAX_HEADER_EXTENSION: usize = 1 << 20;
 
 /// Decodes a binary COPY stream into batches of `schema`.
 pub struct BinaryIn {
@@ -85,7 +89,10 @@ impl BinaryIn {
             if &self.buf[..SIGNATURE.len()] != SIGNATURE {
                 return Err(bad("missing PGCOPY signature"));
             }
-            let ext = i32_at(&self.buf, SIGNATURE.len() + 4) as usize;
+            let ext = usize::try_from(i32_at(&self.buf, SIGNATURE.len() + 4))
+                .ok()
+                .filter(|n| *n <= MAX_HEADER_EXTENSION)
+                .ok_or_else(|| bad("header extension length out of range"))?;
             let end = SIGNATURE.len() + 8 + ext;
             if self.buf.len() < end {
                 return Ok(());
@@ -164,7 +171,12 @@ impl BinaryIn {
             .zip(self.schema.fields())
             .map(|(b, f)| {
                 decode(&b.finish(), f.data_type()).map_err(|e| match e {
-                    SqlError::InvalidInput(m) => bad(format!("column {}: {m}", f.name())),
+                    SqlError::InvalidInput(m) | SqlError::InvalidBinary(m) => {
+                        bad(format!("column {}: {m}", f.name()))
+                    }
+                    SqlError::DatetimeOverflow(m) => {
+                        SqlError::DatetimeOverflow(format!("column {}: {m}", f.name()))
+                    }
                     other => other,
                 })
             })
@@ -264,14 +276,17 @@ fn decode(raw: &BinaryArray, t: &DataType) -> Result<ArrayRef> {
         DataType::Date32 => Arc::new(
             fixed::<4>(raw)?
                 .into_iter()
-                .map(|v| v.map(|b| i32::from_be_bytes(b) + PG_EPOCH_DAYS))
-                .collect::<Date32Array>(),
+                .map(|v| v.map(|b| date_from_pg(i32::from_be_bytes(b))).transpose())
+                .collect::<Result<Date32Array>>()?,
         ),
         DataType::Timestamp(TimeUnit::Microsecond, tz) => Arc::new(
             fixed::<8>(raw)?
                 .into_iter()
-                .map(|v| v.map(|b| i64::from_be_bytes(b) + PG_EPOCH_MICROS))
-                .collect::<TimestampMicrosecondArray>()
+                .map(|v| {
+                    v.map(|b| timestamp_from_pg(i64::from_be_bytes(b)))
+                        .transpose()
+                })
+                .collect::<Result<TimestampMicrosecondArray>>()?
                 .with_timezone_opt(tz.clone()),
         ),
         DataType::Utf8 => {
@@ -298,24 +313,63 @@ fn decode(raw: &BinaryArray, t: &DataType) -> Result<ArrayRef> {
     })
 }
 
+/// A binary `date` (days since 2000-01-01) as days since 1970-01-01.
+/// PostgreSQL sends `infinity` and `-infinity` as the extreme `i32`s; a
+/// date column here has no infinities, so they are refused, as is any day
+/// whose shift would not fit.
+fn date_from_pg(days: i32) -> Result<i32> {
+    if days == i32::MAX || days == i32::MIN {
+        return Err(SqlError::DatetimeOverflow(
+            "date out of range: infinite dates are not supported".into(),
+        ));
+    }
+    days.checked_add(PG_EPOCH_DAYS)
+        .ok_or_else(|| SqlError::DatetimeOverflow("date out of range".into()))
+}
+
+/// A binary `timestamp` (microseconds since 2000-01-01) as microseconds
+/// since 1970-01-01; infinities and shifts that would not fit are refused.
+fn timestamp_from_pg(micros: i64) -> Result<i64> {
+    if micros == i64::MAX || micros == i64::MIN {
+        return Err(SqlError::DatetimeOverflow(
+            "timestamp out of range: infinite timestamps are not supported".into(),
+        ));
+    }
+    micros
+        .checked_add(PG_EPOCH_MICROS)
+        .ok_or_else(|| SqlError::DatetimeOverflow("timestamp out of range".into()))
+}
+
 /// PostgreSQL's binary `numeric` (base-10000 digits with a weight) as an
 /// integer scaled by 10^`scale`.
 fn numeric_from_pg(b: &[u8], scale: i8) -> Result<i128> {
-    let bad = || SqlError::InvalidInput("malformed numeric".into());
+    let bad = |why: &str| SqlError::InvalidBinary(format!("malformed numeric: {why}"));
     if b.len() < 8 {
-        return Err(bad());
+        return Err(bad("shorter than its header"));
     }
     let word = |i: usize| i16::from_be_bytes([b[i], b[i + 1]]);
-    let ndigits = word(0) as usize;
+    let ndigits = usize::try_from(word(0)).map_err(|_| bad("negative digit count"))?;
     let weight = word(2) as i32;
     let sign = u16::from_be_bytes([b[4], b[5]]);
-    if sign == 0xC000 {
-        return Err(SqlError::InvalidInput(
-            "NaN does not fit a numeric column".into(),
-        ));
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => {
+            return Err(SqlError::InvalidInput(
+                "NaN does not fit a numeric column".into(),
+            ));
+        }
+        0xD000 | 0xF000 => {
+            return Err(SqlError::InvalidInput(
+                "infinity does not fit a numeric column".into(),
+            ));
+        }
+        _ => return Err(bad("invalid sign")),
     }
-    if b.len() < 8 + 2 * ndigits {
-        return Err(bad());
+    if b.len() != 8 + 2 * ndigits {
+        return Err(bad("length does not match its digit count"));
+    }
+    if (0..ndigits).any(|i| !(0..10_000).contains(&word(8 + 2 * i))) {
+        return Err(bad("a digit outside 0..9999"));
     }
     // value = Σ digit_i · 10000^(weight − i); scaled by 10^scale.
     let mut out: i128 = 0;
@@ -418,13 +472,17 @@ pub fn encode_rows(batch: &RecordBatch) -> Result<(Vec<u8>, Vec<usize>)> {
                         .to_be_bytes(),
                 ),
                 DataType::Date32 => value(
-                    &(c.as_primitive::<arrow::datatypes::Date32Type>().value(row) - PG_EPOCH_DAYS)
+                    &c.as_primitive::<arrow::datatypes::Date32Type>()
+                        .value(row)
+                        .checked_sub(PG_EPOCH_DAYS)
+                        .ok_or_else(|| SqlError::DatetimeOverflow("date out of range".into()))?
                         .to_be_bytes(),
                 ),
                 DataType::Timestamp(TimeUnit::Microsecond, _) => value(
-                    &(c.as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                    &c.as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
                         .value(row)
-                        - PG_EPOCH_MICROS)
+                        .checked_sub(PG_EPOCH_MICROS)
+                        .ok_or_else(|| SqlError::DatetimeOverflow("timestamp out of range".into()))?
                         .to_be_bytes(),
                 ),
                 DataType::Utf8 => value(c.as_string::<i32>().value(row).as_bytes()),
@@ -506,6 +564,73 @@ mod tests {
         // 12345.678 as PostgreSQL sends it: digits [1, 2345, 6780], weight 1.
         let pg = [0, 3, 0, 1, 0, 0, 0, 3, 0, 1, 9, 41, 26, 124];
         assert_eq!(numeric_from_pg(&pg, 3).unwrap(), 12_345_678);
+    }
+
+    /// Hostile values get typed errors, never a panic or a wrapped value.
+    #[test]
+    fn malformed_values_are_refused_with_their_sqlstate() {
+        // A negative digit count (it sized a loop by `usize::MAX`).
+        let neg = [0xff, 0xff, 0, 0, 0, 0, 0, 0];
+        assert_eq!(numeric_from_pg(&neg, 2).unwrap_err().sqlstate(), "22P03");
+        // A digit count past the bytes, a digit past 9999, a bad sign.
+        let short = [0, 2, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(numeric_from_pg(&short, 0).unwrap_err().sqlstate(), "22P03");
+        let big_digit = [0, 1, 0, 0, 0, 0, 0, 0, 0x27, 0x10];
+        assert_eq!(
+            numeric_from_pg(&big_digit, 0).unwrap_err().sqlstate(),
+            "22P03"
+        );
+        let sign = [0, 0, 0, 0, 0x12, 0x34, 0, 0];
+        assert_eq!(numeric_from_pg(&sign, 0).unwrap_err().sqlstate(), "22P03");
+        let inf = [0, 0, 0, 0, 0xD0, 0, 0, 0];
+        assert_eq!(numeric_from_pg(&inf, 0).unwrap_err().sqlstate(), "22P02");
+        // A huge weight overflows into an error.
+        let huge = [0, 1, 0x7f, 0xff, 0, 0, 0, 0, 0, 1];
+        assert_eq!(numeric_from_pg(&huge, 0).unwrap_err().sqlstate(), "22P02");
+        // Infinite dates and timestamps, and shifts past the range.
+        for d in [i32::MAX, i32::MIN, i32::MAX - 1] {
+            assert_eq!(date_from_pg(d).unwrap_err().sqlstate(), "22008", "{d}");
+        }
+        for t in [i64::MAX, i64::MIN, i64::MAX - 1] {
+            assert_eq!(timestamp_from_pg(t).unwrap_err().sqlstate(), "22008", "{t}");
+        }
+        assert_eq!(date_from_pg(0).unwrap(), PG_EPOCH_DAYS);
+    }
+
+    /// A whole COPY stream with an infinite timestamp, a negative header
+    /// extension, or a huge one: an error, and nothing decoded.
+    #[test]
+    fn hostile_streams_are_refused() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        )]));
+        let mut stream = header();
+        stream.extend(1i16.to_be_bytes());
+        stream.extend(8i32.to_be_bytes());
+        stream.extend(i64::MAX.to_be_bytes());
+        stream.extend(trailer());
+        let mut d = BinaryIn::new(schema.clone()).unwrap();
+        d.feed(&stream).unwrap();
+        let e = d.finish().unwrap_err();
+        assert_eq!(e.sqlstate(), "22008", "{e}");
+        assert!(e.to_string().contains("column ts"), "{e}");
+        for ext in [-1i32, i32::MAX] {
+            let mut h = SIGNATURE.to_vec();
+            h.extend(0i32.to_be_bytes());
+            h.extend(ext.to_be_bytes());
+            let mut d = BinaryIn::new(schema.clone()).unwrap();
+            let e = d.feed(&h).unwrap_err();
+            assert_eq!(e.sqlstate(), "22P03", "{ext}: {e}");
+        }
+        // A timestamp stored near the end of the range cannot be sent.
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(TimestampMicrosecondArray::from(vec![i64::MIN]))],
+        )
+        .unwrap();
+        assert_eq!(encode_rows(&batch).unwrap_err().sqlstate(), "22008");
     }
 
     #[test]

@@ -46,6 +46,15 @@ pub enum SqlError {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// Binary-format data (COPY BINARY, a binary parameter) that is not a
+    /// valid value of its type.
+    #[error("{0}")]
+    InvalidBinary(String),
+
+    /// A date, timestamp or interval outside the range a column holds.
+    #[error("{0}")]
+    DatetimeOverflow(String),
+
     /// A type mismatch in an expression or an INSERT.
     #[error("{0}")]
     DatatypeMismatch(String),
@@ -123,6 +132,8 @@ impl SqlError {
             SqlError::InvalidCursor(_) => "34000",
             SqlError::DuplicateTable(_) => "42P07",
             SqlError::InvalidInput(_) => "22P02",
+            SqlError::InvalidBinary(_) => "22P03",
+            SqlError::DatetimeOverflow(_) => "22008",
             SqlError::DatatypeMismatch(_) => "42804",
             SqlError::InvalidDefinition(_) => "42P16",
             SqlError::NotNullViolation(_) => "23502",

@@ -4,6 +4,7 @@ data refused with nothing written."""
 
 import asyncio
 import datetime as dt
+import struct
 from decimal import Decimal
 
 import asyncpg
@@ -69,10 +70,10 @@ def test_psycopg_binary_copy_both_ways(server):
 def test_malformed_binary_copy_writes_nothing(server):
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         conn.execute("CREATE STREAM bad_copy (id BIGINT, s TEXT)")
-        with pytest.raises(errors.InvalidTextRepresentation):
+        with pytest.raises(errors.InvalidBinaryRepresentation):
             with conn.cursor().copy("COPY bad_copy FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(b"this is not PGCOPY data")
-        with pytest.raises(errors.InvalidTextRepresentation):
+        with pytest.raises(errors.InvalidBinaryRepresentation):
             with conn.cursor().copy("COPY bad_copy FROM STDIN (FORMAT BINARY)") as cp:
                 # A valid row, then a row whose int8 is 4 bytes long.
                 cp.set_types(["int8", "text"])
@@ -81,3 +82,49 @@ def test_malformed_binary_copy_writes_nothing(server):
         assert conn.execute("SELECT count(*) FROM bad_copy").fetchone() == (0,)
         with pytest.raises(errors.SyntaxError):
             conn.execute("COPY bad_copy FROM STDIN (FORMAT BINARY, HEADER)")
+
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def test_hostile_binary_values_get_typed_errors(server):
+    # Each of these panicked the session (a negative NUMERIC digit count,
+    # an epoch shift past the range, a negative header-extension length)
+    # or stored a wrapped value; now each is refused with its SQLSTATE,
+    # nothing is written, and the connection goes on.
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE STREAM hostile_copy (n NUMERIC(12, 3), d DATE, ts TIMESTAMP)")
+        null = None
+        cases = [
+            # ndigits = -1
+            ((struct.pack("!hhHh", -1, 0, 0, 0), null, null), errors.InvalidBinaryRepresentation),
+            # a digit of 10000
+            ((struct.pack("!hhHhh", 1, 0, 0, 0, 10000), null, null),
+             errors.InvalidBinaryRepresentation),
+            # date 'infinity' and '-infinity' as PostgreSQL sends them
+            ((null, struct.pack("!i", 2**31 - 1), null), errors.DatetimeFieldOverflow),
+            ((null, struct.pack("!i", -(2**31)), null), errors.DatetimeFieldOverflow),
+            # timestamp 'infinity' and one whose shift would overflow
+            ((null, null, struct.pack("!q", 2**63 - 1)), errors.DatetimeFieldOverflow),
+            ((null, null, struct.pack("!q", 2**63 - 2)), errors.DatetimeFieldOverflow),
+        ]
+        for fields, error in cases:
+            raw = SIGNATURE + struct.pack("!ii", 0, 0) + struct.pack("!h", 3)
+            for f in fields:
+                raw += struct.pack("!i", -1) if f is None else struct.pack("!i", len(f)) + f
+            raw += struct.pack("!h", -1)
+            with pytest.raises(error):
+                with conn.cursor().copy("COPY hostile_copy FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.write(raw)
+            assert conn.execute("SELECT count(*) FROM hostile_copy").fetchone() == (0,)
+        # A negative header-extension length.
+        with pytest.raises(errors.InvalidBinaryRepresentation):
+            with conn.cursor().copy("COPY hostile_copy FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(SIGNATURE + struct.pack("!ii", 0, -1) + struct.pack("!h", -1))
+        # A good row still goes in on the same connection.
+        with conn.cursor().copy("COPY hostile_copy FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(["numeric", "date", "timestamp"])
+            cp.write_row((Decimal("1.5"), dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4, 5)))
+        assert conn.execute("SELECT n, d FROM hostile_copy").fetchall() == [
+            (Decimal("1.500"), dt.date(2026, 1, 2))
+        ]
