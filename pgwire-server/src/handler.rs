@@ -56,6 +56,18 @@ impl Sessions {
             .or_insert_with(|| Arc::new(Session::for_door(DOOR)))
             .clone()
     }
+
+    fn forget(&self, peer: SocketAddr) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 enum CopyState {
@@ -86,12 +98,15 @@ impl Handlers {
         })
     }
 
-    /// Drops what a finished connection left behind.
+    /// Drops what a finished connection left behind: its COPY and its
+    /// session (settings), so the maps hold live connections only and a
+    /// later connection from the same address starts afresh.
     pub fn forget(&self, peer: SocketAddr) {
         self.copies
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&peer);
+        self.sessions.forget(peer);
     }
 }
 
@@ -547,5 +562,26 @@ impl CopyHandler for Copy {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&client.socket_addr());
         crate::error::protocol_error("57014", format!("COPY from stdin failed: {}", fail.message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session ends with its connection: the map does not grow, and a
+    /// new connection from the same address does not inherit its `SET`s.
+    #[test]
+    fn sessions_end_with_their_connection() {
+        let sessions = Sessions::default();
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        sessions
+            .of(peer)
+            .set("application_name", "old".into())
+            .unwrap();
+        assert_eq!(sessions.of(peer).get("application_name").unwrap().1, "old");
+        sessions.forget(peer);
+        assert_eq!(sessions.len(), 0);
+        assert_ne!(sessions.of(peer).get("application_name").unwrap().1, "old");
     }
 }
