@@ -218,9 +218,17 @@ pub async fn do_get(
         None => vec![None; n as usize],
     };
     let mut reads = Vec::with_capacity(partitions.len());
+    // `ends` and `committed` are separate reads: a stream dropped and
+    // created again with fewer partitions in between leaves them shorter.
+    let changed = || {
+        Status::aborted(format!(
+            "stream \"{}\" changed while the read started; retry",
+            t.stream
+        ))
+    };
     for p in partitions {
-        let end = ends[p as usize];
-        let from = match committed[p as usize] {
+        let end = *ends.get(p as usize).ok_or_else(changed)?;
+        let from = match *committed.get(p as usize).ok_or_else(changed)? {
             Some(o) => o,
             None => {
                 start
