@@ -26,6 +26,11 @@ pub const OFFSET_COLUMN: &str = "_offset";
 /// Name of the append-time system column (TIMESTAMP WITH TIME ZONE).
 pub const TIMESTAMP_COLUMN: &str = "_timestamp";
 
+/// The longest retention or watermark delay: durations are stored as
+/// microseconds in an `i64`, and a longer one would wrap (a retention of
+/// 300,000 years read back as zero expired every chunk).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Most partitions a stream may have.
 pub const MAX_PARTITIONS: u32 = 4096;
 
@@ -205,6 +210,20 @@ impl StreamSpec {
                     field.data_type()
                 ));
             }
+            if et.watermark_delay > MAX_DURATION {
+                return invalid(format!(
+                    "a watermark delay must be at most {} days",
+                    MAX_DURATION.as_secs() / 86_400
+                ));
+            }
+        }
+        if let Some(r) = self.retention
+            && (r > MAX_DURATION || r.is_zero())
+        {
+            return invalid(format!(
+                "retention must be between 1 µs and {} days (leave it out to keep data forever)",
+                MAX_DURATION.as_secs() / 86_400
+            ));
         }
         Ok(())
     }

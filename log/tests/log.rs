@@ -226,6 +226,19 @@ async fn bad_input_gets_typed_errors_and_writes_nothing(b: Backend) {
     f.log.create_stream(spec("s", 2)).await.unwrap();
     let puts = f.store.stats().puts();
 
+    // Durations stored as i64 microseconds: one that would wrap (a
+    // retention of 300,000 years read back as 0 expired every chunk) or a
+    // zero retention is refused.
+    let ages = Duration::from_secs(300_000 * 365 * 86_400);
+    for bad in [
+        spec("r", 1).with_retention(ages),
+        spec("r", 1).with_retention(Duration::ZERO),
+        spec("r", 1).with_event_time("ts", ages),
+    ] {
+        let e = f.log.create_stream(bad).await.unwrap_err();
+        assert!(matches!(e, LogError::InvalidSpec(_)), "{e}");
+    }
+
     let e = f
         .log
         .append("nope", orders(0..1, 1, T0), AppendOptions::default())
