@@ -2,16 +2,21 @@
 //! its snapshots in the object store.
 //!
 //! Writes go in atomic batches. A snapshot is a RocksDB checkpoint (a
-//! consistent set of files) uploaded to the object store: SST files are
-//! immutable and uniquely numbered, so each is uploaded once under
-//! `state/<dataflow>/sst/` and shared by later snapshots; the small mutable
-//! files (MANIFEST, CURRENT, OPTIONS) go under the snapshot's own prefix
-//! with a manifest that lists everything. The snapshot's key is that
-//! manifest; a checkpoint records it in the metadata store, and a restore —
-//! after a crash, or on another machine with the local disk gone — fetches
-//! exactly those files and opens them.
+//! consistent set of files) uploaded to the object store. Every object key
+//! is built by [`StateKeys`], and every file is named by its content: an SST
+//! file (immutable) goes under `state/<dataflow>/sst/<hash>-<len>.sst` and is
+//! shared by every snapshot that holds it; the small mutable files
+//! (MANIFEST, CURRENT, OPTIONS) go under the snapshot's own prefix,
+//! `state/<dataflow>/snap/<id>-<hash of everything it holds>/`, with a
+//! manifest that lists every file. Because a key names its bytes, two runs
+//! of a dataflow — a restored one whose RocksDB hands out file numbers
+//! another run already used, or a fenced owner still running beside its
+//! successor — can never point at each other's different files under the
+//! same name. The snapshot's key is its manifest; a checkpoint records it in
+//! the metadata store, and a restore — after a crash, or on another machine
+//! with the local disk gone — fetches exactly those files and opens them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -21,6 +26,7 @@ use object_store::path::Path as ObjectPath;
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch};
 use serde::{Deserialize, Serialize};
 use streamhouse_log::Store;
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{Result, StreamsError};
 
@@ -31,10 +37,86 @@ pub type Entry = (Box<[u8]>, Box<[u8]>);
 pub struct StateStore {
     db: DB,
     dir: PathBuf,
-    /// Object-store prefix of this dataflow's state.
-    prefix: String,
-    /// SST files already in the object store.
-    uploaded: Mutex<HashSet<String>>,
+    /// Where this dataflow's state objects live.
+    keys: StateKeys,
+    /// Local SST name → its object key, for the SST files this database
+    /// has in the object store. Within one open database a file number
+    /// never names two contents, so the name is enough to skip a re-upload.
+    uploaded: Mutex<HashMap<String, String>>,
+}
+
+/// The object keys of one dataflow's state, built and parsed here only.
+#[derive(Debug, Clone)]
+pub struct StateKeys {
+    root: String,
+}
+
+impl StateKeys {
+    /// The keys of `dataflow`'s state.
+    pub fn new(dataflow: &str) -> Self {
+        StateKeys {
+            root: format!("state/{dataflow}"),
+        }
+    }
+
+    /// Everything of the dataflow's state lives under this prefix.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    fn sst_prefix(&self) -> String {
+        format!("{}/sst", self.root)
+    }
+
+    fn snap_prefix(&self) -> String {
+        format!("{}/snap", self.root)
+    }
+
+    /// An SST file, named by its content (128-bit hash and length).
+    fn sst(&self, content: &[u8]) -> String {
+        format!(
+            "{}/{:032x}-{}.sst",
+            self.sst_prefix(),
+            xxh3_128(content),
+            content.len()
+        )
+    }
+
+    /// The prefix of snapshot `id` holding files whose combined hash is
+    /// `tag`: another attempt at the same id with other contents gets
+    /// other keys, one with the same contents the same ones.
+    fn snapshot(&self, id: u64, tag: u128) -> String {
+        format!("{}/{id:020}-{tag:032x}", self.snap_prefix())
+    }
+
+    /// The manifest of a snapshot prefix.
+    fn manifest(snapshot: &str) -> String {
+        format!("{snapshot}/MANIFEST.json")
+    }
+
+    /// The snapshot id of an object under the snapshots' prefix.
+    fn snapshot_id(&self, key: &str) -> Option<u64> {
+        let rest = key.strip_prefix(&self.snap_prefix())?.strip_prefix('/')?;
+        let dir = rest.split('/').next()?;
+        dir.split('-').next()?.parse().ok()
+    }
+}
+
+/// Writes `bytes` under `key` unless it is there: keys name their content,
+/// so an object already there holds the same bytes.
+async fn put_once(store: &Store, key: &str, bytes: Bytes) -> Result<()> {
+    let path = ObjectPath::from(key);
+    if store.exists(&path).await? {
+        return Ok(());
+    }
+    match store.put_durable(&path, bytes).await {
+        Ok(()) => Ok(()),
+        // Written meanwhile by another attempt with the same content.
+        Err(streamhouse_log::LogError::ObjectStore(object_store::Error::AlreadyExists {
+            ..
+        })) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What a snapshot holds: object keys and the local names they restore to.
@@ -63,8 +145,8 @@ impl StateStore {
         Ok(StateStore {
             db,
             dir: dir.to_path_buf(),
-            prefix: format!("state/{dataflow}"),
-            uploaded: Mutex::new(HashSet::new()),
+            keys: StateKeys::new(dataflow),
+            uploaded: Mutex::new(HashMap::new()),
         })
     }
 
@@ -136,63 +218,73 @@ impl StateStore {
             std::fs::remove_dir_all(&local)?;
         }
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(&local)?;
-        let mut files = Vec::new();
         let mut names: Vec<String> = std::fs::read_dir(&local)?
             .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
             .collect::<Result<_>>()?;
         names.sort();
-        // Unique per attempt: an attempt killed before its checkpoint
-        // committed leaves objects under the same id, which create-only
-        // writes must not meet (nor may a fenced owner's attempt meet the
-        // new owner's).
-        let attempt = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let snap = format!("{}/snap/{id:020}-{attempt:x}", self.prefix);
+        // SST files first: their keys name their content, and the mutable
+        // files' prefix names the whole set.
+        let mut ssts = Vec::new();
+        let mut mutable = Vec::new();
         for name in names {
-            let is_sst = name.ends_with(".sst");
-            let key = if is_sst {
-                format!("{}/sst/{name}", self.prefix)
-            } else {
-                format!("{snap}/{name}")
-            };
-            let already = is_sst
-                && self
+            if name.ends_with(".sst") {
+                let known = self
                     .uploaded
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .contains(&name);
-            if !already {
+                    .get(&name)
+                    .cloned();
+                let key = match known {
+                    Some(key) => key,
+                    None => {
+                        let bytes = Bytes::from(std::fs::read(local.join(&name))?);
+                        let key = self.keys.sst(&bytes);
+                        put_once(store, &key, bytes).await?;
+                        self.uploaded
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(name.clone(), key.clone());
+                        key
+                    }
+                };
+                ssts.push((key, name));
+            } else {
                 let bytes = Bytes::from(std::fs::read(local.join(&name))?);
-                let path = ObjectPath::from(key.clone());
-                // A shared SST may be there already (uploaded before a
-                // restart); its content is the same by construction.
-                if !(is_sst && store.exists(&path).await?) {
-                    store.put_durable(&path, bytes).await?;
-                }
-                if is_sst {
-                    self.uploaded
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.clone());
-                }
+                mutable.push((name, bytes));
             }
+        }
+        let mut tag = Vec::new();
+        for (key, name) in &ssts {
+            tag.extend_from_slice(key.as_bytes());
+            tag.extend_from_slice(name.as_bytes());
+        }
+        for (name, bytes) in &mutable {
+            tag.extend_from_slice(name.as_bytes());
+            tag.extend_from_slice(&xxh3_128(bytes).to_be_bytes());
+        }
+        let snap = self.keys.snapshot(id, xxh3_128(&tag));
+        let mut files = ssts;
+        for (name, bytes) in mutable {
+            let key = format!("{snap}/{name}");
+            put_once(store, &key, bytes).await?;
             files.push((key, name));
         }
         std::fs::remove_dir_all(&local)?;
-        let manifest = format!("{snap}/MANIFEST.json");
+        let manifest = StateKeys::manifest(&snap);
         let json = serde_json::to_vec(&Manifest { files })
             .map_err(|e| StreamsError::Internal(e.to_string()))?;
-        store
-            .put_durable(&ObjectPath::from(manifest.clone()), Bytes::from(json))
-            .await?;
+        put_once(store, &manifest, Bytes::from(json)).await?;
         Ok(manifest)
     }
 
     /// Deletes the snapshots older than `keep_from` (an id; a newer
     /// checkpoint has superseded them) and the SST files no kept snapshot
     /// references. Only after the checkpoint of `keep_from` committed.
+    ///
+    /// An SST file is deleted only if it is also older than every kept
+    /// manifest: a successor's snapshot in progress (it restored from the
+    /// checkpoint just committed, so everything it uploads is newer) keeps
+    /// its files while its manifest is not written yet.
     pub async fn prune(&self, store: &Store, keep_from: u64) -> Result<u64> {
         use futures::TryStreamExt;
         let list = |prefix: String| {
@@ -201,48 +293,46 @@ impl StateStore {
                 store
                     .object_store()
                     .list(Some(&prefix))
-                    .map_ok(|m| m.location)
-                    .try_collect::<Vec<ObjectPath>>()
+                    .try_collect::<Vec<object_store::ObjectMeta>>()
                     .await
                     .map_err(|e| StreamsError::Internal(format!("list {prefix}: {e}")))
             }
         };
-        let snap_root = format!("{}/snap/", self.prefix);
         let mut doomed = Vec::new();
         let mut referenced = HashSet::new();
-        for path in list(format!("{}/snap", self.prefix)).await? {
-            let rest = path.as_ref().strip_prefix(&snap_root).unwrap_or_default();
-            let id = rest.split('/').next().and_then(|d| d.split('-').next());
-            let Some(id) = id.and_then(|i| i.parse::<u64>().ok()) else {
+        let mut oldest_kept = None;
+        for meta in list(self.keys.snap_prefix()).await? {
+            let path = meta.location;
+            let Some(id) = self.keys.snapshot_id(path.as_ref()) else {
                 continue;
             };
             if id < keep_from {
                 doomed.push(path);
-            } else if path.as_ref().ends_with("MANIFEST.json") {
+            } else if path.as_ref().ends_with("/MANIFEST.json") {
                 let bytes = store.get(&path).await?;
                 let m: Manifest = serde_json::from_slice(&bytes)
                     .map_err(|e| StreamsError::Internal(format!("manifest {path}: {e}")))?;
                 referenced.extend(m.files.into_iter().map(|(key, _)| key));
+                oldest_kept = Some(match oldest_kept {
+                    Some(t) if t < meta.last_modified => t,
+                    _ => meta.last_modified,
+                });
             }
         }
-        if referenced.is_empty() {
+        let Some(oldest_kept) = oldest_kept else {
             return Ok(0); // nothing kept to check against: keep everything
-        }
-        let mut gone_ssts = Vec::new();
-        for path in list(format!("{}/sst", self.prefix)).await? {
-            if !referenced.contains(path.as_ref()) {
-                if let Some(name) = path.filename() {
-                    gone_ssts.push(name.to_string());
-                }
-                doomed.push(path);
+        };
+        let mut gone = HashSet::new();
+        for meta in list(self.keys.sst_prefix()).await? {
+            if !referenced.contains(meta.location.as_ref()) && meta.last_modified < oldest_kept {
+                gone.insert(meta.location.to_string());
+                doomed.push(meta.location);
             }
         }
-        {
-            let mut uploaded = self.uploaded.lock().unwrap_or_else(|p| p.into_inner());
-            for name in &gone_ssts {
-                uploaded.remove(name);
-            }
-        }
+        self.uploaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, key| !gone.contains(key));
         for path in &doomed {
             match store.object_store().delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -256,7 +346,7 @@ impl StateStore {
     /// dropped); returns how many objects went.
     pub async fn delete_snapshots(store: &Store, dataflow: &str) -> Result<u64> {
         use futures::TryStreamExt;
-        let prefix = ObjectPath::from(format!("state/{dataflow}"));
+        let prefix = ObjectPath::from(StateKeys::new(dataflow).root());
         let objects: Vec<ObjectPath> = store
             .object_store()
             .list(Some(&prefix))
@@ -289,7 +379,7 @@ impl StateStore {
             std::fs::remove_dir_all(&db_dir)?;
         }
         std::fs::create_dir_all(&db_dir)?;
-        let mut ssts = HashSet::new();
+        let mut ssts = HashMap::new();
         for (key, name) in &m.files {
             if name.contains('/') || name.starts_with('.') {
                 return Err(StreamsError::Internal(format!(
@@ -299,14 +389,14 @@ impl StateStore {
             let data = store.get(&ObjectPath::from(key.as_str())).await?;
             std::fs::write(db_dir.join(name), &data)?;
             if name.ends_with(".sst") {
-                ssts.insert(name.clone());
+                ssts.insert(name.clone(), key.clone());
             }
         }
         let db = DB::open(&options(), &db_dir)?;
         Ok(StateStore {
             db,
             dir: dir.to_path_buf(),
-            prefix: format!("state/{dataflow}"),
+            keys: StateKeys::new(dataflow),
             uploaded: Mutex::new(ssts),
         })
     }
@@ -357,6 +447,7 @@ mod tests {
         // Restoring on a "new machine" (another directory) gives each
         // snapshot's exact contents.
         let elsewhere = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
         let r1 = StateStore::restore(&store, &first, elsewhere.path(), "v1")
             .await
             .unwrap();
@@ -374,9 +465,14 @@ mod tests {
         );
         assert_eq!(r2.get(b"b/1").unwrap().as_deref(), Some(&b"z"[..]));
         // An attempt at the same id again (the first was killed before its
-        // checkpoint committed) does not meet the first one's objects.
+        // checkpoint committed) writes over none of the first one's objects
+        // and restores the same state.
         let again = s.snapshot(&store, 2).await.unwrap();
-        assert_ne!(again, second);
+        let r2b = StateStore::restore(&store, &again, other.path(), "v1")
+            .await
+            .unwrap();
+        assert_eq!(all(&r2b, "a/"), all(&r2, "a/"));
+        drop(r2b);
         // And the restored store keeps working and snapshotting.
         put(&r2, &[("c/1", "q")]);
         let third = r2.snapshot(&store, 3).await.unwrap();
@@ -390,5 +486,87 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// Two runs of one dataflow whose RocksDB databases hand out the same
+    /// file numbers (a restored run and the run it replaced, or a fenced
+    /// owner beside its successor) with different contents: each snapshot
+    /// restores its own state. Named by file number, the second run's
+    /// manifest pointed at the first run's SST file.
+    #[tokio::test]
+    async fn runs_with_colliding_file_numbers_keep_their_own_snapshots() {
+        let objects = tempfile::tempdir().unwrap();
+        let store = Store::open_local(objects.path()).unwrap();
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = StateStore::open(a_dir.path(), "v").unwrap();
+        let b = StateStore::open(b_dir.path(), "v").unwrap();
+        put(&a, &[("k/1", "from a"), ("k/2", "a only")]);
+        put(&b, &[("k/1", "from b")]);
+        let snap_a = a.snapshot(&store, 7).await.unwrap();
+        let snap_b = b.snapshot(&store, 7).await.unwrap();
+        let ssts = |m: &str| {
+            let store = &store;
+            let m = m.to_string();
+            async move {
+                let bytes = store.get(&ObjectPath::from(m.as_str())).await.unwrap();
+                let m: Manifest = serde_json::from_slice(&bytes).unwrap();
+                m.files
+                    .into_iter()
+                    .filter(|(_, n)| n.ends_with(".sst"))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let (fa, fb) = (ssts(&snap_a).await, ssts(&snap_b).await);
+        // The same local file names, different objects.
+        assert_eq!(
+            fa.iter().map(|f| &f.1).collect::<Vec<_>>(),
+            fb.iter().map(|f| &f.1).collect::<Vec<_>>()
+        );
+        assert_ne!(fa, fb);
+        assert_ne!(snap_a, snap_b);
+        let restored = tempfile::tempdir().unwrap();
+        let ra = StateStore::restore(&store, &snap_a, restored.path(), "v")
+            .await
+            .unwrap();
+        assert_eq!(
+            all(&ra, "k/"),
+            vec![
+                ("k/1".into(), "from a".into()),
+                ("k/2".into(), "a only".into())
+            ]
+        );
+        drop(ra);
+        let rb = StateStore::restore(&store, &snap_b, restored.path(), "v")
+            .await
+            .unwrap();
+        assert_eq!(all(&rb, "k/"), vec![("k/1".into(), "from b".into())]);
+        // A later snapshot of the restored run, then pruning up to it: the
+        // kept snapshot still restores.
+        put(&rb, &[("k/3", "later")]);
+        let snap_8 = rb.snapshot(&store, 8).await.unwrap();
+        assert!(rb.prune(&store, 8).await.unwrap() > 0);
+        drop(rb);
+        let again = tempfile::tempdir().unwrap();
+        let r8 = StateStore::restore(&store, &snap_8, again.path(), "v")
+            .await
+            .unwrap();
+        assert_eq!(
+            all(&r8, "k/"),
+            vec![
+                ("k/1".into(), "from b".into()),
+                ("k/3".into(), "later".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_parse_back() {
+        let k = StateKeys::new("v-1f");
+        let snap = k.snapshot(42, 7);
+        assert_eq!(k.snapshot_id(&StateKeys::manifest(&snap)), Some(42));
+        assert_eq!(k.snapshot_id(&k.sst(b"x")), None);
+        assert_eq!(k.snapshot_id("state/v-1f/snapshots/1"), None);
+        assert!(k.sst(b"x").starts_with("state/v-1f/sst/"));
+        assert_ne!(k.sst(b"x"), k.sst(b"y"));
     }
 }
