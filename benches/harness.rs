@@ -18,6 +18,8 @@
 //! needed). The table also goes to a JSON file (`--json`, default
 //! `target/bench-results.json`) for tracking over time.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 #[path = "harness/cluster.rs"]
 mod cluster;
 #[path = "harness/flight.rs"]

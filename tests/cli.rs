@@ -3,6 +3,8 @@
 //! groups, the SQL command, completions, and one-line errors with a
 //! non-zero exit for bad arguments, unknown names and a missing server.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

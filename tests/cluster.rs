@@ -12,6 +12,8 @@
 //! - PostgreSQL restarted during ingest: appends fail while it is down,
 //!   none acknowledged is lost, and ingest resumes by itself.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 mod common;
 
 use std::collections::HashSet;

@@ -5,6 +5,8 @@
 //! acknowledged is lost, nothing is written twice, every object reads back,
 //! and ingest resumes by itself.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

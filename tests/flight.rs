@@ -3,6 +3,8 @@
 //! producer (DoPut on a stream path) and consumer (DoGet with JSON tickets)
 //! APIs, errors as gRPC codes, and acknowledged rows surviving SIGKILL.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 mod common;
 
 use std::sync::Arc;

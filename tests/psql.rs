@@ -1,6 +1,8 @@
 //! The PostgreSQL door with the real `psql`: scripts run against a live
 //! server and their exact output is compared with what PostgreSQL prints.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 mod common;
 
 use std::io::Write;

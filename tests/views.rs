@@ -4,6 +4,8 @@
 //! rows, and its changelog, applied in order, is exactly its contents (no
 //! change lost, none written twice).
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 mod common;
 
 use std::time::{Duration, Instant};

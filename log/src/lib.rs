@@ -30,7 +30,7 @@ pub mod tail;
 pub mod writer;
 
 pub use agent::{Agent, AgentState};
-pub use clock::{Clock, ClockRef, ManualClock, Micros, SystemClock};
+pub use clock::{Clock, ClockRef, ManualClock, Micros, Stopwatch, SystemClock, monotonic};
 pub use error::{ErrorKind, LogError, Result};
 pub use log::{AppendOptions, DataDir, GroupLag, Log, LogConfig};
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};

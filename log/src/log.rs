@@ -698,6 +698,11 @@ impl Log {
         self.clock.now_micros()
     }
 
+    /// The log's clock, for the layers above that need wall-clock time.
+    pub fn clock(&self) -> &ClockRef {
+        &self.clock
+    }
+
     pub(crate) fn zstd_level(&self) -> i32 {
         self.zstd_level
     }

@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -274,7 +274,7 @@ impl ObjectStore for CountingStore {
         self.stats.puts.fetch_add(1, Ordering::Relaxed);
         let bytes = payload.content_length() as u64;
         self.stats.put_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let r = self.inner.put_opts(location, payload, opts).await;
         crate::metrics::store_request("put", bytes, started.elapsed());
         r
@@ -295,7 +295,7 @@ impl ObjectStore for CountingStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.stats.gets.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let r = self.inner.get_opts(location, options).await?;
         let bytes = r.range.end - r.range.start;
         self.stats.get_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -313,7 +313,7 @@ impl ObjectStore for CountingStore {
             .fetch_add(ranges.len() as u64, Ordering::Relaxed);
         let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         self.stats.get_bytes.fetch_add(n, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let r = self.inner.get_ranges(location, ranges).await;
         // One latency for the batch, counted per range.
         metrics::counter!(crate::metrics::STORE_REQUESTS, "op" => "get")

@@ -239,7 +239,7 @@ impl Writer {
                     buf.producers.insert(key, idx);
                 }
                 buf.bytes += bytes;
-                buf.since.get_or_insert_with(Instant::now);
+                buf.since.get_or_insert_with(crate::clock::monotonic);
                 buf.appends.push(Pending {
                     stream,
                     producer,
@@ -290,7 +290,7 @@ async fn flush_loop(s: Arc<Shared>) {
             continue;
         }
         if !ready && !closing {
-            let deadline = deadline.unwrap_or_else(Instant::now);
+            let deadline = deadline.unwrap_or_else(crate::clock::monotonic);
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = s.wake.notified() => continue,
@@ -488,7 +488,7 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
             })
             .collect(),
     };
-    let committing = std::time::Instant::now();
+    let committing = crate::clock::Stopwatch::start();
     let outcome = s.meta.commit_flush(&commit).await;
     metrics::histogram!(crate::metrics::METADATA_COMMIT_SECONDS)
         .record(committing.elapsed().as_secs_f64());

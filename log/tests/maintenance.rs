@@ -1,6 +1,8 @@
 //! Retention, compaction and garbage collection against every object-store
 //! backend, including two logs (agents) running them at once.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 mod common;
 
 use std::sync::Arc;

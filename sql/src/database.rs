@@ -576,6 +576,7 @@ impl Database {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
+        let running = Arc::new(crate::system::Running::new(log.clock().clone()));
         let db = Database {
             log,
             ctx,
@@ -584,7 +585,7 @@ impl Database {
             changelogs: Tables::default(),
             failed_views: Arc::new(RwLock::new(HashMap::new())),
             remote_views: Arc::new(RwLock::new(HashMap::new())),
-            running: Arc::default(),
+            running,
             default_session: Session::default(),
             compat,
             views: Arc::new(RwLock::new(HashMap::new())),
@@ -722,7 +723,7 @@ impl Database {
         session: &Session,
         stmt: Statement,
     ) -> Result<QueryResult> {
-        let started = std::time::Instant::now();
+        let started = streamhouse_log::Stopwatch::start();
         match self.prepare_statement(stmt).await {
             Ok(prepared) => self.execute_prepared(session, &prepared, Vec::new()).await,
             Err(e) => {
@@ -911,7 +912,7 @@ impl Database {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult> {
-        let started = std::time::Instant::now();
+        let started = streamhouse_log::Stopwatch::start();
         let running = self.running.begin(session.door(), prepared.text.clone());
         let span = tracing::debug_span!("query", door = session.door(), query = %prepared.text);
         let result =

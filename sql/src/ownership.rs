@@ -29,7 +29,6 @@ use streamhouse_log::{AgentState, StreamInfo, ViewRecord};
 use crate::database::Database;
 use crate::error::{Result, SqlError};
 use crate::matview::changes::{DELETE, OP};
-use crate::matview::now_micros;
 use crate::table::StreamTable;
 
 /// A view another agent maintains.
@@ -45,7 +44,7 @@ pub(crate) fn producer_id(dataflow: &str) -> String {
 
 impl Database {
     fn lease_until(&self) -> i64 {
-        now_micros() + self.options.lease_duration.as_micros() as i64
+        self.log().now_micros() + self.options.lease_duration.as_micros() as i64
     }
 
     /// Takes view `name`'s lease (see the module doc) and starts the view
@@ -55,7 +54,13 @@ impl Database {
         let me = self.log().agent().id();
         let steal = !meta.is_shared();
         let Some(epoch) = meta
-            .acquire_view_lease(name, &me, now_micros(), self.lease_until(), steal)
+            .acquire_view_lease(
+                name,
+                &me,
+                self.log().now_micros(),
+                self.lease_until(),
+                steal,
+            )
             .await?
         else {
             return Ok(false);
@@ -287,7 +292,7 @@ impl Database {
             .count()
             .max(1);
         let share = records.len().div_ceil(live);
-        let now = now_micros();
+        let now = self.log().now_micros();
         let failed: std::collections::HashSet<String> = self
             .failed_views
             .read()

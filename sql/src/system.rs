@@ -124,10 +124,10 @@ pub fn time_type() -> DataType {
 }
 
 /// Statements running now, for `streamhouse.queries`.
-#[derive(Default)]
 pub struct Running {
     next: AtomicU64,
     entries: Mutex<BTreeMap<u64, RunningQuery>>,
+    clock: streamhouse_log::ClockRef,
 }
 
 /// One running statement.
@@ -159,6 +159,15 @@ impl Drop for RunningGuard {
 }
 
 impl Running {
+    /// An empty registry; start times by `clock`.
+    pub fn new(clock: streamhouse_log::ClockRef) -> Self {
+        Running {
+            next: AtomicU64::new(0),
+            entries: Mutex::new(BTreeMap::new()),
+            clock,
+        }
+    }
+
     /// Registers a statement until the guard is dropped.
     pub fn begin(self: &Arc<Self>, door: &'static str, text: String) -> RunningGuard {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -172,8 +181,8 @@ impl Running {
                     door,
                     text,
                     kind: "statement",
-                    started_at: crate::matview::now_micros(),
-                    started: Instant::now(),
+                    started_at: self.clock.now_micros(),
+                    started: streamhouse_log::monotonic().into_std(),
                 },
             );
         RunningGuard {

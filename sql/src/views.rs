@@ -18,7 +18,7 @@ use crate::database::{Database, QueryResult};
 use crate::dialect::{self, Emit, Statement, Subscribe, ViewOptions};
 use crate::error::{Result, SqlError};
 use crate::matview::changes::{self, CHANGELOG_PREFIX};
-use crate::matview::{MatView, Output, Placement, Status, now_micros};
+use crate::matview::{MatView, Output, Placement, Status};
 use crate::names::output_names;
 use crate::table::StreamTable;
 use streamhouse_log::{StreamInfo, StreamKind, StreamSpec, ViewCheckpoint, ViewLease, ViewRecord};
@@ -219,7 +219,7 @@ impl Database {
                 "a stream named \"{name}\" already exists"
             )));
         }
-        let dataflow = format!("{name}-{:x}", now_micros());
+        let dataflow = format!("{name}-{:x}", self.log().now_micros());
         let plan = self.plan_view(&query).await?;
         let changelog = self.changelog_stream(&dataflow, &plan).await?;
         // The creating agent holds the view's first lease.
@@ -247,13 +247,15 @@ impl Database {
                 lease: ViewLease {
                     owner: Some(self.log().agent().id()),
                     epoch: 1,
-                    until: Some(now_micros() + self.options.lease_duration.as_micros() as i64),
+                    until: Some(
+                        self.log().now_micros() + self.options.lease_duration.as_micros() as i64,
+                    ),
                 },
             };
             if let Err(e) = self
                 .log()
                 .metadata()
-                .create_view(&record, now_micros())
+                .create_view(&record, self.log().now_micros())
                 .await
             {
                 view.remove_local_state();
@@ -567,7 +569,7 @@ impl Database {
     ) -> Result<bool> {
         let (options, query) = parse_stored(&record.definition)?;
         let plan = self.plan_view(&query).await?;
-        let probe = format!("probe-{}-{:x}", record.dataflow, now_micros());
+        let probe = format!("probe-{}-{:x}", record.dataflow, self.log().now_micros());
         let placement = self.placement(&probe, None, Some(Output::Changelog(changelog.clone())));
         let view = MatView::compile(
             self.log(),
@@ -715,7 +717,7 @@ impl Database {
                 let plan = self.plan_view(&q).await?;
                 let schema = changes::changes_schema(plan.schema().as_arrow())?;
                 let (tx, rx) = tokio::sync::mpsc::channel(16);
-                let dataflow = format!("push-{:x}", now_micros());
+                let dataflow = format!("push-{:x}", self.log().now_micros());
                 let view = MatView::compile(
                     self.log(),
                     &dataflow,

@@ -1,6 +1,8 @@
 //! The SQL layer end to end over a real log (local directory + SQLite):
 //! DDL, INSERT, queries, system columns, pruning, and error classes.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;

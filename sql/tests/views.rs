@@ -5,6 +5,8 @@
 //! 0A000; views survive a restart; a view over a dropped stream fails
 //! without taking the server down.
 
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

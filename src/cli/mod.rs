@@ -6,7 +6,6 @@ mod client;
 mod output;
 mod shell;
 
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -343,7 +342,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
     });
     let options = (!args.key.is_empty()).then(|| json!({ "key": args.key }));
-    let started = Instant::now();
+    let started = streamhouse_log::Stopwatch::start();
     let rows = client
         .produce(&args.stream, tokio_stream_of(rx), options, |rows| {
             if let Some(b) = &bar {

@@ -84,7 +84,7 @@ pub async fn interactive(client: &Client, format: Format) -> anyhow::Result<()> 
                 }
                 let _ = editor.add_history_entry(buffer.trim());
                 for statement in split_statements(&buffer) {
-                    let started = std::time::Instant::now();
+                    let started = streamhouse_log::Stopwatch::start();
                     match client.run(&statement).await {
                         Ok(outcome) => {
                             show(outcome, format)?;

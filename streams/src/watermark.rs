@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn the_slowest_active_partition_sets_the_watermark() {
-        let t0 = Instant::now();
+        let t0 = streamhouse_log::monotonic().into_std();
         let mut w = Watermarks::new(vec![10, 10], Duration::from_secs(5), t0);
         w.observe(0, Some(100), t0);
         assert_eq!(w.advance(t0), None, "partition 1 has delivered nothing");
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn all_idle_uses_the_most_advanced() {
-        let t0 = Instant::now();
+        let t0 = streamhouse_log::monotonic().into_std();
         let mut w = Watermarks::new(vec![0, 0], Duration::from_secs(1), t0);
         w.observe(0, Some(100), t0);
         let later = t0 + Duration::from_secs(2);

@@ -1,4 +1,6 @@
 //! Starting the real `streamhouse` binary for end-to-end tests.
+
+#![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -776,7 +776,7 @@ fn watermarks(inputs: &[Input], idle_timeout: Duration) -> Option<Watermarks> {
     Some(Watermarks::new(
         delays,
         idle_timeout,
-        std::time::Instant::now(),
+        streamhouse_log::monotonic().into_std(),
     ))
 }
 
@@ -1277,14 +1277,6 @@ fn recompute_schemas(plan: LogicalPlan) -> DfResult<LogicalPlan> {
     Ok(plan
         .transform_up(|node| Ok(Transformed::yes(node.recompute_schema()?)))?
         .data)
-}
-
-/// Now, in µs since the Unix epoch.
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// A fresh local directory for this run of a view's state, under its

@@ -35,7 +35,7 @@ use streamhouse_log::{AppendOptions, Log, ProducerSeq, ViewCheckpoint};
 use streamhouse_streams::Watermarks;
 
 use super::changes::{self, INSERT};
-use super::{Aggregation, Body, MatView, Output, Status, now_micros, read_plan};
+use super::{Aggregation, Body, MatView, Output, Status, read_plan};
 use crate::dialect::Emit;
 use crate::error::{Result, SqlError};
 
@@ -249,7 +249,7 @@ impl MatView {
     pub fn start(self: &Arc<Self>, log: Arc<Log>, ctx: SessionContext) {
         let weak = Arc::downgrade(self);
         let handle = tokio::spawn(async move {
-            let mut last_checkpoint = tokio::time::Instant::now();
+            let mut last_checkpoint = streamhouse_log::monotonic();
             loop {
                 let Some(view) = weak.upgrade() else { return };
                 if view.stopping.load(Ordering::Acquire) {
@@ -262,7 +262,7 @@ impl MatView {
                         && last_checkpoint.elapsed() >= view.checkpoint_interval
                     {
                         view.checkpoint(&log).await?;
-                        last_checkpoint = tokio::time::Instant::now();
+                        last_checkpoint = streamhouse_log::monotonic();
                     }
                     Ok::<_, SqlError>(())
                 }
@@ -306,7 +306,7 @@ impl MatView {
         if matches!(self.output, Some(Output::Channel(_))) {
             return Ok(()); // a push query is not recovered
         }
-        let started = Instant::now();
+        let started = streamhouse_log::Stopwatch::start();
         let mut run = self.run.lock().await;
         let number = self.checkpoint_no.load(Ordering::Acquire) + 1;
         let record = CheckpointRecord {
@@ -342,7 +342,7 @@ impl MatView {
                     input_offsets,
                     state_key,
                 },
-                now_micros(),
+                log.now_micros(),
             )
             .await?;
         run.steps.clear();
@@ -402,7 +402,7 @@ impl MatView {
         let mut ends = Vec::with_capacity(inputs.len());
         let mut maxima = Vec::with_capacity(partitions);
         // Whether this step reaches every end observed at its start.
-        let observed = Instant::now();
+        let observed = streamhouse_log::monotonic().into_std();
         let mut complete = replaying.is_none();
         for (i, (info, _, consumed)) in inputs.iter().enumerate() {
             let (limit, budget) = match &replaying {
@@ -424,7 +424,7 @@ impl MatView {
             any |= r.iter().any(|r| r.end > r.start);
             *ranges.lock().unwrap_or_else(|p| p.into_inner()) = r;
         }
-        let now = Instant::now();
+        let now = streamhouse_log::monotonic().into_std();
         let before = match &replaying {
             Some(r) => r.before,
             None => run.watermark(),
