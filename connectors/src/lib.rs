@@ -1,3 +1,2 @@
-//! Sources and sinks that run inside the server over the log, declared in
-//! SQL: file import, Parquet export to object storage, PostgreSQL CDC.
-//! Sits on `log`; used by `sql`.
+//! The home of connectors (sources and sinks declared in SQL). It holds no
+//! code yet and has no dependencies; nothing uses it.

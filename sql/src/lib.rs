@@ -9,8 +9,8 @@
 //! - [`database`]: statement dispatch; INSERT appends through the log.
 //! - [`error`]: one error type, one SQLSTATE table.
 //!
-//! Every door (pgwire, Flight, HTTP, CLI) calls this crate; business logic
-//! lives here, not in the adapters.
+//! The PostgreSQL door and Flight SQL call this crate for statements; the
+//! Flight producer/consumer API and the HTTP admin call `log` directly.
 
 pub mod catalog;
 pub mod copy;

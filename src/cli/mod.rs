@@ -6,7 +6,6 @@ mod client;
 mod output;
 mod shell;
 
-
 use anyhow::{Context, bail};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, SchemaRef};

@@ -1,10 +1,13 @@
-//! Continuous dataflows: the incremental operators that maintain materialized
-//! views and subscriptions (filter, projection, windowed and plain
-//! aggregates, joins, top-N), event-time watermarks, operator state in
-//! RocksDB, and exactly-once checkpoints recorded in the metadata store.
+//! Building blocks of continuous queries, below SQL:
+//! - [`state`]: operator state in RocksDB and its snapshots in the object
+//!   store, every object named by its content.
+//! - [`aggregate`]: incremental aggregate state (plain and windowed,
+//!   sessions, `count(DISTINCT)`, retractions) merged a step at a time.
+//! - [`watermark`]: event-time watermarks per input partition.
 //!
-//! It executes dataflow descriptions that `sql` compiles from DataFusion
-//! plans; it never parses SQL. It sits on `log` and nothing above it.
+//! The loop that runs a view (steps, joins, changelog output, checkpoints,
+//! replay, leases) is in `sql` today (`sql/src/matview/`); see
+//! docs/architecture.md. This crate never parses SQL and sits on `log` only.
 
 pub mod aggregate;
 pub mod error;
