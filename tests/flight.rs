@@ -407,3 +407,103 @@ async fn subscribe_through_flight_sql_streams_changes() {
         .unwrap();
     assert_eq!(info.endpoint.len(), 1);
 }
+
+/// A compressed IPC buffer declares its uncompressed length, and the
+/// decoder allocated that much at once: a DoPut naming a terabyte reserved
+/// a terabyte (and answered INTERNAL), one naming 2^62 bytes panicked the
+/// call and broke the connection. Such messages, and one whose buffers lie
+/// past its body, are refused with INVALID_ARGUMENT; compressed batches that
+/// tell the truth still go in, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_ipc_buffers_are_refused_and_the_server_goes_on() {
+    use arrow::ipc::writer::IpcWriteOptions;
+    use arrow::ipc::{CompressionType, root_as_message};
+    use arrow_flight::FlightData;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--data-dir", "data"], &[]);
+    let mut sql = FlightSqlServiceClient::new(channel(&server).await);
+    sql.execute_update(
+        "CREATE STREAM z (id BIGINT NOT NULL, name TEXT, amount DOUBLE PRECISION)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let encode = |batches: Vec<RecordBatch>| async move {
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .unwrap();
+        FlightDataEncoderBuilder::new()
+            .with_options(options)
+            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
+                "streams".into(),
+                "z".into(),
+            ])))
+            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_collect::<Vec<FlightData>>()
+            .await
+            .unwrap()
+    };
+    // The first buffer of the batch message with at least 8 bytes.
+    let first_buffer = |d: &FlightData| {
+        let m = root_as_message(&d.data_header).ok()?;
+        let b = m.header_as_record_batch()?;
+        let found = b.buffers()?.iter().find(|b| b.length() >= 8)?;
+        Some((found.offset() as usize, found.length() as usize))
+    };
+    let mut client = FlightClient::new(channel(&server).await);
+    let tamper = |mut messages: Vec<FlightData>, how: &dyn Fn(&mut Vec<u8>, usize, usize)| {
+        for d in messages.iter_mut() {
+            if let Some((offset, length)) = first_buffer(d) {
+                let mut body = d.data_body.to_vec();
+                how(&mut body, offset, length);
+                d.data_body = body.into();
+            }
+        }
+        messages
+    };
+    let terabyte = tamper(encode(vec![batch(0..100)]).await, &|body, offset, _| {
+        body[offset..offset + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    });
+    let exabytes = tamper(encode(vec![batch(0..100)]).await, &|body, offset, _| {
+        body[offset..offset + 8].copy_from_slice(&(1i64 << 62).to_le_bytes());
+    });
+    let truncated = tamper(encode(vec![batch(0..100)]).await, &|body, offset, _| {
+        body.truncate(offset + 4);
+    });
+    for (what, messages) in [
+        ("terabyte", terabyte),
+        ("exabytes", exabytes),
+        ("truncated", truncated),
+    ] {
+        let e = async {
+            let acks: Vec<_> = client
+                .do_put(futures::stream::iter(messages.into_iter().map(Ok)))
+                .await?
+                .try_collect()
+                .await?;
+            Ok::<_, FlightError>(acks)
+        }
+        .await
+        .expect_err(what);
+        assert_eq!(code(&e), Code::InvalidArgument, "{what}: {e}");
+        assert!(
+            e.to_string().contains("bad Arrow IPC message"),
+            "{what}: {e}"
+        );
+    }
+    // Honest compressed batches are taken, and nothing of the others was.
+    let honest = encode(vec![batch(0..100), batch(100..150)]).await;
+    let acks: Vec<_> = client
+        .do_put(futures::stream::iter(honest.into_iter().map(Ok)))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(acks.len(), 2);
+    let all = consume(&mut client, serde_json::json!({"stream": "z"}))
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), (0..150).collect::<Vec<_>>());
+}

@@ -6,6 +6,7 @@
 
 pub mod consume;
 pub mod groups;
+pub mod ipc_guard;
 pub mod prepared;
 pub mod produce;
 pub mod router;

@@ -136,7 +136,10 @@ async fn produce(
     request: Request<PeekableFlightDataStream>,
 ) -> Result<Response<PutStream>, Status> {
     log.stream(&name).await.map_err(log_status)?;
-    let input = FlightDataDecoder::new(request.into_inner().map_err(FlightError::from));
+    let checked = request
+        .into_inner()
+        .map(|d| d.and_then(|d| crate::ipc_guard::check(&d).map(|()| d)));
+    let input = FlightDataDecoder::new(checked.map_err(FlightError::from));
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(run(log, name, input, tx));
     let out = futures::stream::unfold(rx, |mut rx| async move {

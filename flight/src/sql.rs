@@ -170,6 +170,7 @@ pub(crate) async fn uploaded(
     let data = request
         .into_inner()
         .try_filter(|d| std::future::ready(!d.data_header.is_empty()))
+        .map(|d| d.and_then(|d| crate::ipc_guard::check(&d).map(|()| d)))
         .map_err(FlightError::from);
     let mut stream = FlightRecordBatchStream::new_from_flight_data(data);
     let mut batches = Vec::new();
