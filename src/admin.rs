@@ -131,11 +131,7 @@ async fn agents(State(s): State<Arc<AdminState>>) -> Response {
             })).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => log_error(e),
     }
 }
 
@@ -145,9 +141,22 @@ async fn streams(State(s): State<Arc<AdminState>>, RawQuery(query): RawQuery) ->
     let Some(log) = s.ready_log() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     };
-    let internal = query
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "internal=true"));
+    let mut internal = false;
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            _ if pair.is_empty() => {}
+            Some(("internal", "true")) => internal = true,
+            Some(("internal", "false")) => internal = false,
+            _ => {
+                return client_error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown query parameter \"{pair}\"; /v1/streams takes internal=true|false"
+                    ),
+                );
+            }
+        }
+    }
     let result = async {
         let mut out = Vec::new();
         let listed = if internal {
@@ -181,10 +190,26 @@ async fn streams(State(s): State<Arc<AdminState>>, RawQuery(query): RawQuery) ->
     .await;
     match result {
         Ok(streams) => Json(json!({ "streams": streams })).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => log_error(e),
     }
+}
+
+/// A client error as JSON.
+fn client_error(code: StatusCode, message: String) -> Response {
+    (code, Json(json!({ "error": message }))).into_response()
+}
+
+/// A log error as JSON, with the HTTP status of its kind (one exhaustive
+/// match: a new kind must choose its status here).
+fn log_error(e: streamhouse_log::LogError) -> Response {
+    use streamhouse_log::ErrorKind;
+    let code = match e.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::Unavailable | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::DataCorruption | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, Json(json!({ "error": e.to_string() }))).into_response()
 }

@@ -34,6 +34,12 @@ fn starts_with_embedded_defaults_and_stops_cleanly_on_sigterm() {
     assert!(body.contains("\"ready\":true"), "{body}");
     let (code, body) = get(&http, "/v1/streams");
     assert_eq!((code, body.as_str()), (200, "{\"streams\":[]}"));
+    assert_eq!(get(&http, "/v1/streams?internal=true").0, 200);
+    // A client's mistake is a 4xx with a JSON error, not a 500.
+    let (code, body) = get(&http, "/v1/streams?internal=maybe");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("internal=true|false"), "{body}");
+    assert_eq!(get(&http, "/v1/streams?limit=3").0, 400);
     assert_eq!(get(&http, "/nope").0, 404);
 
     assert!(data.join("metadata.db").exists());

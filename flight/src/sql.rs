@@ -92,24 +92,40 @@ impl FlightSql {
     }
 }
 
-/// A gRPC status for a SQL error: the code by SQLSTATE class, the message
-/// as the PostgreSQL door words it, with the SQLSTATE.
+/// A gRPC status for a SQL error: the message as the PostgreSQL door
+/// words it, with the SQLSTATE, and the code by the error's kind — one
+/// exhaustive match, so a new kind of error must choose its code here.
 pub fn status(e: SqlError) -> Status {
-    let state = e.sqlstate();
-    let message = format!("{e} (SQLSTATE {state})");
-    match state {
-        "42P01" | "42703" | "42883" | "42704" | "34000" => Status::not_found(message),
-        "42P07" => Status::already_exists(message),
-        "0A000" => Status::unimplemented(message),
-        "57014" => Status::cancelled(message),
-        "55000" | "2BP01" => Status::failed_precondition(message),
-        "42501" | "42939" => Status::permission_denied(message),
-        "58000" | "57P01" => Status::unavailable(message),
-        s if s.starts_with("42") || s.starts_with("22") || s.starts_with("23") => {
-            Status::invalid_argument(message)
+    use tonic::Code;
+    let code = match &e {
+        SqlError::UndefinedTable(_)
+        | SqlError::UndefinedColumn(_)
+        | SqlError::UndefinedFunction(_)
+        | SqlError::UndefinedObject(_)
+        | SqlError::InvalidCursor(_) => Code::NotFound,
+        SqlError::DuplicateTable(_) => Code::AlreadyExists,
+        SqlError::Syntax(_)
+        | SqlError::InvalidInput(_)
+        | SqlError::InvalidBinary(_)
+        | SqlError::DatetimeOverflow(_)
+        | SqlError::DatatypeMismatch(_)
+        | SqlError::InvalidDefinition(_)
+        | SqlError::NotNullViolation(_)
+        | SqlError::Plan(_)
+        | SqlError::DivisionByZero(_)
+        | SqlError::NumericOutOfRange(_)
+        | SqlError::DataException(_) => Code::InvalidArgument,
+        SqlError::NotSupported(_) => Code::Unimplemented,
+        SqlError::Cancelled => Code::Cancelled,
+        SqlError::InFailedTransaction | SqlError::Conflict(_) | SqlError::DependentObjects(_) => {
+            Code::FailedPrecondition
         }
-        _ => Status::internal(message),
-    }
+        SqlError::ReservedName(_) | SqlError::InsufficientPrivilege(_) => Code::PermissionDenied,
+        SqlError::Unavailable(_) | SqlError::ShuttingDown => Code::Unavailable,
+        SqlError::DataCorrupted(_) => Code::DataLoss,
+        SqlError::Internal(_) => Code::Internal,
+    };
+    Status::new(code, format!("{e} (SQLSTATE {})", e.sqlstate()))
 }
 
 fn sql_of(bytes: &[u8]) -> Result<String, Status> {

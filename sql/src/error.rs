@@ -95,9 +95,18 @@ pub enum SqlError {
     #[error("the server is shutting down")]
     ShuttingDown,
 
-    /// Division by zero and other runtime arithmetic failures.
+    /// Division by zero.
     #[error("{0}")]
     DivisionByZero(String),
+
+    /// Arithmetic whose result does not fit its type.
+    #[error("{0}")]
+    NumericOutOfRange(String),
+
+    /// Any other failure of a value while a statement runs (a function's
+    /// bad argument, say).
+    #[error("{0}")]
+    DataException(String),
 
     /// An object others depend on (a view read by another view).
     #[error("{0}")]
@@ -145,6 +154,8 @@ impl SqlError {
             SqlError::Cancelled => "57014",
             SqlError::ShuttingDown => "57P01",
             SqlError::DivisionByZero(_) => "22012",
+            SqlError::NumericOutOfRange(_) => "22003",
+            SqlError::DataException(_) => "22000",
             SqlError::Conflict(_) => "55000",
             SqlError::DependentObjects(_) => "2BP01",
             SqlError::ReservedName(_) => "42939",
@@ -203,6 +214,7 @@ impl From<arrow::error::ArrowError> for SqlError {
         use arrow::error::ArrowError as A;
         match e {
             A::DivideByZero => SqlError::DivisionByZero("division by zero".into()),
+            A::ArithmeticOverflow(m) => SqlError::NumericOutOfRange(m),
             A::CastError(m) | A::ParseError(m) | A::InvalidArgumentError(m) => {
                 SqlError::InvalidInput(m)
             }
@@ -230,13 +242,7 @@ impl From<DataFusionError> for SqlError {
             }
             DataFusionError::NotImplemented(m) => SqlError::NotSupported(m),
             DataFusionError::ArrowError(a, _) => SqlError::from(*a),
-            DataFusionError::Execution(m) => {
-                if m.contains("Divide by zero") {
-                    SqlError::DivisionByZero(m)
-                } else {
-                    SqlError::InvalidInput(m)
-                }
-            }
+            DataFusionError::Execution(m) => classify_execution(m),
             DataFusionError::External(inner) => match inner.downcast::<LogError>() {
                 Ok(log) => SqlError::from(*log),
                 Err(other) => match other.downcast::<SqlError>() {
@@ -268,6 +274,21 @@ impl From<DataFusionError> for SqlError {
     }
 }
 
+/// Execution errors come as text: division by zero, overflow and values
+/// that do not parse or cast get their own SQLSTATE, the rest 22000.
+fn classify_execution(m: String) -> SqlError {
+    let lower = m.to_ascii_lowercase();
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
+        SqlError::DivisionByZero(m)
+    } else if lower.contains("overflow") || lower.contains("out of range") {
+        SqlError::NumericOutOfRange(m)
+    } else if lower.contains("cast") || lower.contains("parse") || lower.contains("invalid") {
+        SqlError::InvalidInput(m)
+    } else {
+        SqlError::DataException(m)
+    }
+}
+
 /// Plan errors come as text; the few a client must tell apart get a class.
 fn classify_plan(m: String) -> SqlError {
     if m.contains("table") && m.contains("not found") {
@@ -295,3 +316,25 @@ impl std::fmt::Display for SharedError {
 }
 
 impl std::error::Error for SharedError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_errors_get_their_class() {
+        let state = |m: &str| SqlError::from(DataFusionError::Execution(m.into())).sqlstate();
+        assert_eq!(state("Divide by zero error"), "22012");
+        assert_eq!(
+            state("Overflow happened on: 9223372036854775807 + 1"),
+            "22003"
+        );
+        assert_eq!(
+            state("Cannot cast string 'abc' to value of Int32 type"),
+            "22P02"
+        );
+        assert_eq!(state("regexp_match() requires a pattern"), "22000");
+        let overflow = arrow::error::ArrowError::ArithmeticOverflow("x".into());
+        assert_eq!(SqlError::from(overflow).sqlstate(), "22003");
+    }
+}
