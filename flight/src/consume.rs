@@ -1,4 +1,5 @@
-//! The consumer API: `DoGet` with a JSON ticket.
+//! The consumer API: `DoGet` with a JSON ticket, parsed here and read by
+//! the log's consumer rules (`streamhouse_log::consume`).
 //!
 //! ```json
 //! {"stream": "orders", "partition": 0, "from": "earliest", "follow": false}
@@ -29,17 +30,16 @@ use arrow::array::RecordBatch;
 use arrow_flight::FlightData;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
-use streamhouse_log::groups::{JoinRequest, Strategy};
-use streamhouse_log::{Log, LogError, StreamInfo};
+use streamhouse_log::Log;
+use streamhouse_log::consume::{ConsumeRequest, MemberJoin, Position};
+use streamhouse_log::groups::Strategy;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use crate::log_status;
-
-/// How often an open group read heartbeats and checks its assignment.
-const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// A consumer ticket.
 #[derive(Debug, Deserialize)]
@@ -78,64 +78,12 @@ pub enum Start {
     Named(String),
 }
 
-/// A position named by a client: `earliest`, `latest`, an offset, or a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
-    Earliest,
-    Latest,
-    Offset(u64),
-    /// µs since the epoch.
-    Time(i64),
-}
-
-impl Position {
-    /// Parses `earliest`, `latest`, an offset number, or an RFC 3339 time.
-    pub fn parse(s: &str) -> Result<Position, Status> {
-        match s {
-            "earliest" => Ok(Position::Earliest),
-            "latest" => Ok(Position::Latest),
-            s => {
-                if let Ok(n) = s.parse::<u64>() {
-                    return Ok(Position::Offset(n));
-                }
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .map(|t| Position::Time(t.timestamp_micros()))
-                    .map_err(|_| {
-                        Status::invalid_argument(format!(
-                            "\"{s}\" is not a position: use \"earliest\", \"latest\", an offset, \
-                             or an RFC 3339 time such as \"2026-01-31T12:00:00Z\""
-                        ))
-                    })
-            }
-        }
-    }
-
-    /// The offset this position names in one partition.
-    pub async fn resolve(
-        self,
-        log: &Log,
-        stream: &str,
-        partition: u32,
-        end: u64,
-    ) -> Result<u64, Status> {
-        match self {
-            Position::Earliest => Ok(0),
-            Position::Latest => Ok(end),
-            Position::Offset(n) => Ok(n),
-            Position::Time(t) => log
-                .offset_for_time(stream, partition, t)
-                .await
-                .map_err(log_status),
-        }
-    }
-}
-
 impl Start {
     /// The position this start names.
     pub fn position(&self) -> Result<Position, Status> {
         match self {
             Start::Offset(n) => Ok(Position::Offset(*n)),
-            Start::Named(s) => Position::parse(s),
+            Start::Named(s) => Position::parse(s).map_err(log_status),
         }
     }
 }
@@ -151,111 +99,46 @@ pub fn is_consumer_ticket(ticket: &[u8]) -> bool {
 
 pub type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>;
 
-/// Answers a consumer ticket.
-/// `changelog_of` names the changelog stream of a materialized view, so a
-/// ticket may name a view to consume its changes.
+/// Answers a consumer ticket: the ticket as a [`ConsumeRequest`], the
+/// read the log opens for it, encoded, and ended with UNAVAILABLE when the
+/// server shuts down. `changelog_of` names the changelog stream of a
+/// materialized view, so a ticket may name a view to consume its changes.
 pub async fn do_get(
     log: Arc<Log>,
     ticket: &[u8],
     closing: watch::Receiver<bool>,
     changelog_of: impl Fn(&str) -> Option<String>,
 ) -> Result<DoGetStream, Status> {
-    let mut t: ConsumeTicket = serde_json::from_slice(ticket).map_err(|e| {
+    let t: ConsumeTicket = serde_json::from_slice(ticket).map_err(|e| {
         Status::invalid_argument(format!(
             "bad consumer ticket ({e}); expected JSON like \
              {{\"stream\": \"orders\", \"partition\": 0, \"from\": \"earliest\"}}"
         ))
     })?;
-    if let Some(changelog) = changelog_of(&t.stream) {
-        t.stream = changelog;
-    }
-    let info = log.stream(&t.stream).await.map_err(log_status)?;
-    let n = info.spec.partitions;
-    let start = t.from.as_ref().map(Start::position).transpose()?;
-    let mut partitions: Vec<u32> = match &t.partition {
-        None => (0..n).collect(),
-        Some(Partitions::One(p)) => vec![*p],
-        Some(Partitions::Many(ps)) => ps.clone(),
+    let request = ConsumeRequest {
+        stream: changelog_of(&t.stream).unwrap_or(t.stream),
+        partitions: t.partition.map(|p| match p {
+            Partitions::One(p) => vec![p],
+            Partitions::Many(ps) => ps,
+        }),
+        from: t.from.as_ref().map(Start::position).transpose()?,
+        follow: t.follow,
+        group: t.group,
+        member: t.member.map(|member| MemberJoin {
+            member,
+            strategy: t.strategy.unwrap_or_default(),
+            session_timeout: t.session_timeout_ms.map(Duration::from_millis),
+        }),
     };
-    if let Some(p) = partitions.iter().find(|p| **p >= n) {
-        return Err(Status::out_of_range(format!(
-            "partition {p} is out of range for stream \"{}\" ({n} partitions)",
-            t.stream
-        )));
-    }
-    let membership = match (&t.group, &t.member) {
-        (Some(group), Some(member)) => {
-            if t.partition.is_some() {
-                return Err(Status::invalid_argument(
-                    "a group member reads the partitions assigned to it; leave out \"partition\"",
-                ));
-            }
-            let a = log
-                .groups()
-                .join(JoinRequest {
-                    group: group.clone(),
-                    stream: t.stream.clone(),
-                    member: Some(member.clone()),
-                    strategy: t.strategy.unwrap_or_default(),
-                    session_timeout: t.session_timeout_ms.map(Duration::from_millis),
-                })
-                .await
-                .map_err(log_status)?;
-            partitions = a.partitions.clone();
-            Some(a)
-        }
-        (None, Some(_)) => {
-            return Err(Status::invalid_argument("\"member\" needs a \"group\""));
-        }
-        _ => None,
-    };
-    let ends = log.partition_ends(&t.stream).await.map_err(log_status)?;
-    let committed = match &t.group {
-        Some(g) => log
-            .committed_offsets(g, &t.stream)
-            .await
-            .map_err(log_status)?,
-        None => vec![None; n as usize],
-    };
-    let mut reads = Vec::with_capacity(partitions.len());
-    // `ends` and `committed` are separate reads: a stream dropped and
-    // created again with fewer partitions in between leaves them shorter.
-    let changed = || {
-        Status::aborted(format!(
-            "stream \"{}\" changed while the read started; retry",
-            t.stream
-        ))
-    };
-    for p in partitions {
-        let end = *ends.get(p as usize).ok_or_else(changed)?;
-        let from = match *committed.get(p as usize).ok_or_else(changed)? {
-            Some(o) => o,
-            None => {
-                start
-                    .unwrap_or(Position::Earliest)
-                    .resolve(&log, &t.stream, p, end)
-                    .await?
-            }
-        };
-        reads.push(partition_rows(
-            log.clone(),
-            info.clone(),
-            p,
-            from,
-            end,
-            t.follow,
-        ));
-    }
-    let rows = futures::stream::select_all(reads);
-
-    // The rows go through a task, so that an open group read can heartbeat
-    // and end itself on a rebalance while waiting for new rows.
+    let read = log.consume(request).await.map_err(log_status)?;
+    let schema = read.info.read_schema();
+    // The rows go through a task, so that the read (and a member's
+    // heartbeats) goes on while the client is between batches.
     let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(4);
-    tokio::spawn(pump(log.clone(), rows, membership, tx, closing));
+    tokio::spawn(pump(read.rows, tx, closing));
     let batches = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let schema = info.read_schema();
     Ok(Box::pin(
         FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -264,58 +147,13 @@ pub async fn do_get(
     ))
 }
 
-type Rows = Pin<Box<dyn Stream<Item = Result<RecordBatch, LogError>> + Send>>;
-
-/// The rows of one partition from `from`: up to `end`, then (following)
-/// whatever is committed after, as it is committed.
-fn partition_rows(
-    log: Arc<Log>,
-    info: Arc<StreamInfo>,
-    partition: u32,
-    from: u64,
-    end: u64,
-    follow: bool,
-) -> Rows {
-    let name = info.name().to_string();
-    futures::stream::unfold(Some((from, end, true)), move |state| {
-        let log = log.clone();
-        let name = name.clone();
-        async move {
-            let (offset, mut end, first) = state?;
-            if !first || offset >= end {
-                if !follow {
-                    return None;
-                }
-                end = match log.wait_for(&name, partition, offset).await {
-                    Ok(e) => e,
-                    Err(e) => return Some((error_rows(e), None)),
-                };
-            }
-            match log.read(&name, partition, offset..end, None).await {
-                Ok(rows) => Some((Box::pin(rows) as Rows, Some((end, end, false)))),
-                Err(e) => Some((error_rows(e), None)),
-            }
-        }
-    })
-    .flatten()
-    .boxed()
-}
-
-fn error_rows(e: LogError) -> Rows {
-    Box::pin(futures::stream::once(async move { Err(e) }))
-}
-
-/// Forwards rows to the response; with a membership, heartbeats and stops
-/// when the member's assignment changes or it is no longer in the group.
+/// Forwards rows to the response until they end, the client goes, or the
+/// server shuts down.
 async fn pump(
-    log: Arc<Log>,
-    mut rows: futures::stream::SelectAll<Rows>,
-    membership: Option<streamhouse_log::groups::Assignment>,
+    mut rows: BoxStream<'static, streamhouse_log::Result<RecordBatch>>,
     tx: mpsc::Sender<Result<RecordBatch, FlightError>>,
     mut closing: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(HEARTBEAT);
-    tick.tick().await;
     loop {
         tokio::select! {
             item = rows.next() => {
@@ -323,26 +161,6 @@ async fn pump(
                 let item = item.map_err(|e| FlightError::Tonic(Box::new(log_status(e))));
                 if tx.send(item).await.is_err() {
                     return;
-                }
-            }
-            _ = tick.tick(), if membership.is_some() => {
-                let m = membership.as_ref().expect("guarded");
-                match log.groups().heartbeat(&m.group, &m.member).await {
-                    Ok(now) if now.generation == m.generation => {}
-                    // Rebalanced: this read is over; the client reads again
-                    // (from the committed offsets) and gets its new partitions.
-                    Ok(now) => {
-                        let status = Status::aborted(format!(
-                            "consumer group \"{}\" rebalanced (generation {}); read again",
-                            m.group, now.generation
-                        ));
-                        let _ = tx.send(Err(FlightError::Tonic(Box::new(status)))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(FlightError::Tonic(Box::new(log_status(e))))).await;
-                        return;
-                    }
                 }
             }
             _ = tx.closed() => return,

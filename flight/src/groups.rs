@@ -219,23 +219,8 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
         }
         "reset_offsets" => {
             let r: Reset = parse(&action)?;
-            if let Some(live) = log.groups().describe(&r.group).await.map_err(log_status)?
-                && !live.members.is_empty()
-            {
-                return Err(Status::failed_precondition(format!(
-                    "consumer group \"{}\" has {} live members; stop them before resetting its offsets",
-                    r.group,
-                    live.members.len()
-                )));
-            }
-            let to = r.to.position()?;
-            let ends = log.partition_ends(&r.stream).await.map_err(log_status)?;
-            let mut offsets = Vec::with_capacity(ends.len());
-            for (p, end) in ends.iter().enumerate() {
-                let o = to.resolve(log, &r.stream, p as u32, *end).await?;
-                offsets.push((p as u32, o.min(*end)));
-            }
-            log.commit_offsets(&r.group, &r.stream, None, &offsets)
+            let offsets = log
+                .reset_offsets(&r.group, &r.stream, r.to.position()?)
                 .await
                 .map_err(log_status)?;
             let map: BTreeMap<String, u64> =

@@ -33,6 +33,7 @@ pub fn log_status(e: LogError) -> tonic::Status {
     let message = e.to_string();
     match (&e, e.kind()) {
         (LogError::PartitionOutOfRange { .. }, _) => Status::out_of_range(message),
+        (LogError::Rebalanced { .. } | LogError::StreamChanged(_), _) => Status::aborted(message),
         (_, ErrorKind::NotFound) => Status::not_found(message),
         (_, ErrorKind::AlreadyExists) => Status::already_exists(message),
         (_, ErrorKind::InvalidArgument) => Status::invalid_argument(message),

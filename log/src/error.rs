@@ -110,6 +110,17 @@ pub enum LogError {
     #[error("{0}")]
     Fenced(String),
 
+    #[error("consumer group \"{group}\" rebalanced (generation {generation}); read again")]
+    Rebalanced { group: String, generation: u64 },
+
+    #[error(
+        "consumer group \"{group}\" has {members} live members; stop them before resetting its offsets"
+    )]
+    GroupActive { group: String, members: usize },
+
+    #[error("stream \"{0}\" changed while the read started; retry")]
+    StreamChanged(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -132,7 +143,11 @@ impl LogError {
             | LogError::DataDirLocked { .. } => ErrorKind::Unavailable,
             LogError::CorruptChunk { .. } => ErrorKind::DataCorruption,
             LogError::ShuttingDown => ErrorKind::ShuttingDown,
-            LogError::NotMember { .. } | LogError::Fenced(_) => ErrorKind::Conflict,
+            LogError::NotMember { .. }
+            | LogError::Fenced(_)
+            | LogError::Rebalanced { .. }
+            | LogError::GroupActive { .. }
+            | LogError::StreamChanged(_) => ErrorKind::Conflict,
             LogError::ReservedName(_) | LogError::InternalStream(_) => ErrorKind::PermissionDenied,
             LogError::FlushFailed(inner) => inner.kind(),
             LogError::Migration(_) | LogError::Arrow(_) | LogError::Internal(_) => {

@@ -15,6 +15,7 @@ pub mod agent;
 pub mod cache;
 pub mod chunk;
 pub mod clock;
+pub mod consume;
 pub mod error;
 pub mod groups;
 mod log;

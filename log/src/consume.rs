@@ -1,0 +1,319 @@
+//! Reading a stream as a consumer: the rules every consumer door shares.
+//!
+//! [`Log::consume`] takes a [`ConsumeRequest`] and decides where each
+//! partition starts (the group's committed offset where there is one, else
+//! the requested [`Position`]), joins the group for a member and reads only
+//! its partitions, and returns the rows from there — up to the ends seen at
+//! the start, or, following, as they are committed. A member's read
+//! heartbeats while it is read and ends with [`LogError::Rebalanced`] when
+//! the group's generation moves on: the client reads again, from the
+//! committed offsets, with its new partitions. [`Log::reset_offsets`] moves
+//! a group with no live members to a position.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+
+use crate::clock::Micros;
+use crate::error::{LogError, Result};
+use crate::groups::{Assignment, JoinRequest, Strategy};
+use crate::log::Log;
+use crate::stream::StreamInfo;
+
+/// How often an open member read heartbeats and checks its assignment.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// A position named by a client: `earliest`, `latest`, an offset, or a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Earliest,
+    Latest,
+    Offset(u64),
+    /// The first row appended at or after this time (µs since the epoch).
+    Time(Micros),
+}
+
+impl Position {
+    /// Parses `earliest`, `latest`, an offset number, or an RFC 3339 time.
+    pub fn parse(s: &str) -> Result<Position> {
+        match s {
+            "earliest" => Ok(Position::Earliest),
+            "latest" => Ok(Position::Latest),
+            s => {
+                if let Ok(n) = s.parse::<u64>() {
+                    return Ok(Position::Offset(n));
+                }
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| Position::Time(t.timestamp_micros()))
+                    .map_err(|_| {
+                        LogError::InvalidArgument(format!(
+                            "\"{s}\" is not a position: use \"earliest\", \"latest\", an offset, \
+                             or an RFC 3339 time such as \"2026-01-31T12:00:00Z\""
+                        ))
+                    })
+            }
+        }
+    }
+}
+
+/// A member joining as it reads.
+#[derive(Debug, Clone)]
+pub struct MemberJoin {
+    pub member: String,
+    /// Used when the read creates the group.
+    pub strategy: Strategy,
+    pub session_timeout: Option<Duration>,
+}
+
+/// What a consumer asks to read.
+#[derive(Debug, Clone)]
+pub struct ConsumeRequest {
+    pub stream: String,
+    /// These partitions; every one when absent. Not with a member, which
+    /// reads the partitions assigned to it.
+    pub partitions: Option<Vec<u32>>,
+    /// Where partitions without a committed offset start (earliest when
+    /// absent).
+    pub from: Option<Position>,
+    /// Keep reading as rows are committed.
+    pub follow: bool,
+    /// Start at this group's committed offsets.
+    pub group: Option<String>,
+    /// Join `group` as this member.
+    pub member: Option<MemberJoin>,
+}
+
+/// An open read.
+pub struct Consumption {
+    pub info: Arc<StreamInfo>,
+    /// The member's assignment, for a member read.
+    pub membership: Option<Assignment>,
+    /// The rows, with the stream's columns and `_partition`, `_offset`,
+    /// `_timestamp`; an error ends it.
+    pub rows: BoxStream<'static, Result<RecordBatch>>,
+}
+
+type Rows = BoxStream<'static, Result<RecordBatch>>;
+
+impl Log {
+    /// The offset `position` names in one partition whose end is `end`.
+    pub async fn resolve_position(
+        &self,
+        stream: &str,
+        partition: u32,
+        position: Position,
+        end: u64,
+    ) -> Result<u64> {
+        match position {
+            Position::Earliest => Ok(0),
+            Position::Latest => Ok(end),
+            Position::Offset(n) => Ok(n),
+            Position::Time(t) => self.offset_for_time(stream, partition, t).await,
+        }
+    }
+
+    /// Opens a read (see the module doc).
+    pub async fn consume(self: &Arc<Self>, req: ConsumeRequest) -> Result<Consumption> {
+        let info = self.stream(&req.stream).await?;
+        let n = info.spec.partitions;
+        let mut partitions: Vec<u32> = match &req.partitions {
+            None => (0..n).collect(),
+            Some(ps) => {
+                let mut ps = ps.clone();
+                ps.sort_unstable();
+                ps.dedup();
+                ps
+            }
+        };
+        if let Some(&p) = partitions.iter().find(|p| **p >= n) {
+            return Err(LogError::PartitionOutOfRange {
+                stream: req.stream.clone(),
+                partition: p,
+                partitions: n,
+            });
+        }
+        let membership = match (&req.group, &req.member) {
+            (Some(group), Some(m)) => {
+                if req.partitions.is_some() {
+                    return Err(LogError::InvalidArgument(
+                        "a group member reads the partitions assigned to it; leave out \"partition\""
+                            .into(),
+                    ));
+                }
+                let a = self
+                    .groups()
+                    .join(JoinRequest {
+                        group: group.clone(),
+                        stream: req.stream.clone(),
+                        member: Some(m.member.clone()),
+                        strategy: m.strategy,
+                        session_timeout: m.session_timeout,
+                    })
+                    .await?;
+                partitions = a.partitions.clone();
+                Some(a)
+            }
+            (None, Some(_)) => {
+                return Err(LogError::InvalidArgument(
+                    "\"member\" needs a \"group\"".into(),
+                ));
+            }
+            _ => None,
+        };
+        let ends = self.partition_ends(&req.stream).await?;
+        let committed = match &req.group {
+            Some(g) => self.committed_offsets(g, &req.stream).await?,
+            None => vec![None; n as usize],
+        };
+        // `ends` and `committed` are separate reads: a stream dropped and
+        // created again with fewer partitions in between leaves them shorter.
+        let changed = || LogError::StreamChanged(req.stream.clone());
+        let mut reads = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let end = *ends.get(p as usize).ok_or_else(changed)?;
+            let from = match *committed.get(p as usize).ok_or_else(changed)? {
+                Some(o) => o,
+                None => {
+                    let at = req.from.unwrap_or(Position::Earliest);
+                    self.resolve_position(&req.stream, p, at, end).await?
+                }
+            };
+            reads.push(partition_rows(
+                self.clone(),
+                info.clone(),
+                p,
+                from,
+                end,
+                req.follow,
+            ));
+        }
+        let rows = with_heartbeats(
+            self.clone(),
+            futures::stream::select_all(reads),
+            membership.clone(),
+        );
+        Ok(Consumption {
+            info,
+            membership,
+            rows,
+        })
+    }
+
+    /// Commits `to` as the offsets of every partition of `stream` for
+    /// `group`, which must have no live members; returns them.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        stream: &str,
+        to: Position,
+    ) -> Result<Vec<(u32, u64)>> {
+        if let Some(live) = self.groups().describe(group).await?
+            && !live.members.is_empty()
+        {
+            return Err(LogError::GroupActive {
+                group: group.to_string(),
+                members: live.members.len(),
+            });
+        }
+        let ends = self.partition_ends(stream).await?;
+        let mut offsets = Vec::with_capacity(ends.len());
+        for (p, end) in ends.iter().enumerate() {
+            let o = self.resolve_position(stream, p as u32, to, *end).await?;
+            offsets.push((p as u32, o.min(*end)));
+        }
+        self.commit_offsets(group, stream, None, &offsets).await?;
+        Ok(offsets)
+    }
+}
+
+/// The rows of one partition from `from`: up to `end`, then, following,
+/// whatever is committed after, as it is committed.
+fn partition_rows(
+    log: Arc<Log>,
+    info: Arc<StreamInfo>,
+    partition: u32,
+    from: u64,
+    end: u64,
+    follow: bool,
+) -> Rows {
+    let name = info.name().to_string();
+    futures::stream::unfold(Some((from, end, true)), move |state| {
+        let log = log.clone();
+        let name = name.clone();
+        async move {
+            let (offset, mut end, first) = state?;
+            if !first || offset >= end {
+                if !follow {
+                    return None;
+                }
+                end = match log.wait_for(&name, partition, offset).await {
+                    Ok(e) => e,
+                    Err(e) => return Some((error_rows(e), None)),
+                };
+            }
+            match log.read(&name, partition, offset..end, None).await {
+                Ok(rows) => Some((rows.boxed(), Some((end, end, false)))),
+                Err(e) => Some((error_rows(e), None)),
+            }
+        }
+    })
+    .flatten()
+    .boxed()
+}
+
+fn error_rows(e: LogError) -> Rows {
+    futures::stream::once(async move { Err(e) }).boxed()
+}
+
+/// The rows; for a member, a heartbeat every [`HEARTBEAT`] while they are
+/// read, and the end (with [`LogError::Rebalanced`]) when the member's
+/// generation is over. The first error ends the read.
+fn with_heartbeats(log: Arc<Log>, rows: SelectAll<Rows>, membership: Option<Assignment>) -> Rows {
+    struct State {
+        log: Arc<Log>,
+        rows: SelectAll<Rows>,
+        membership: Option<Assignment>,
+        tick: tokio::time::Interval,
+        done: bool,
+    }
+    let mut tick = tokio::time::interval_at(crate::clock::monotonic() + HEARTBEAT, HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = State {
+        log,
+        rows,
+        membership,
+        tick,
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                item = s.rows.next() => {
+                    let item = item?;
+                    s.done = item.is_err();
+                    return Some((item, s));
+                }
+                _ = s.tick.tick(), if s.membership.is_some() => {
+                    let Some(m) = s.membership.as_ref() else { continue };
+                    let outcome = match s.log.groups().heartbeat(&m.group, &m.member).await {
+                        Ok(now) if now.generation == m.generation => continue,
+                        Ok(now) => LogError::Rebalanced {
+                            group: m.group.clone(),
+                            generation: now.generation,
+                        },
+                        Err(e) => e,
+                    };
+                    s.done = true;
+                    return Some((Err(outcome), s));
+                }
+            }
+        }
+    });
+    stream.boxed()
+}
