@@ -16,6 +16,8 @@ use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
+
+use crate::error::protocol_error;
 use pgwire::messages::data::DataRow;
 use streamhouse_sql::types::SQL_TYPE_KEY;
 
@@ -85,9 +87,23 @@ fn element_type(t: &DataType) -> DataType {
     }
 }
 
-/// Row description of a schema, in the requested formats.
-pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
-    schema
+/// Row description of a schema, in the requested formats. A Bind names
+/// no format, one for every column, or one per column; any other count is
+/// the client's protocol error (08P01), not an index past the end.
+pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    let columns = schema.fields().len();
+    if let Format::Individual(codes) = format
+        && codes.len() != columns
+    {
+        return Err(protocol_error(
+            "08P01",
+            format!(
+                "bind message has {} result formats but query has {columns} columns",
+                codes.len()
+            ),
+        ));
+    }
+    Ok(schema
         .fields()
         .iter()
         .enumerate()
@@ -100,7 +116,7 @@ pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
                 format.format_for(i),
             )
         })
-        .collect()
+        .collect())
 }
 
 /// Typed access to one column of a batch.

@@ -204,7 +204,7 @@ where
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    let fields = Arc::new(encode::fields(&stream.schema(), format));
+    let fields = Arc::new(encode::fields(&stream.schema(), format)?);
     if describe {
         let desc =
             pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect());
@@ -289,7 +289,7 @@ async fn respond(
             let first = stream.next().await;
             let schema = stream.schema();
             let stream = futures::stream::iter(first).chain(stream);
-            let fields = Arc::new(encode::fields(&schema, format));
+            let fields = Arc::new(encode::fields(&schema, format)?);
             let f = fields.clone();
             let rows = stream
                 .map_err(|e| pg_error(e.into()))
@@ -417,7 +417,7 @@ impl QueryParser for Parser {
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(match &stmt.schema {
-            Some(s) => encode::fields(s, column_format.unwrap_or(&Format::UnifiedText)),
+            Some(s) => encode::fields(s, column_format.unwrap_or(&Format::UnifiedText))?,
             None => Vec::new(),
         })
     }

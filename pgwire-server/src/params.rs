@@ -19,6 +19,18 @@ pub fn decode<S: Clone>(
     portal: &Portal<S>,
     inferred: &[Option<DataType>],
 ) -> PgWireResult<Vec<ScalarValue>> {
+    if let pgwire::api::portal::Format::Individual(codes) = &portal.parameter_format
+        && codes.len() != portal.parameters.len()
+    {
+        return Err(protocol_error(
+            "08P01",
+            format!(
+                "bind message has {} parameter formats but {} parameters",
+                codes.len(),
+                portal.parameters.len()
+            ),
+        ));
+    }
     let mut out = Vec::with_capacity(portal.parameters.len());
     for (i, raw) in portal.parameters.iter().enumerate() {
         let want = inferred.get(i).cloned().flatten();

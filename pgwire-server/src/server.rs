@@ -69,11 +69,13 @@ pub async fn serve(
         sessions.spawn(
             async move {
                 let _open = streamhouse_sql::metrics::ConnectionGauge::open(crate::handler::DOOR);
+                // Whatever ends the session — its end, an error, or a
+                // panic unwinding the task — drops what it left behind.
+                let _forget = Forget(handlers.clone(), peer);
                 if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers.clone()).await
                 {
                     debug!(error = %e, "session ended with an error");
                 }
-                handlers.forget(peer);
                 drop(permit);
             }
             .instrument(span),
@@ -92,5 +94,14 @@ pub async fn serve(
             "closing PostgreSQL sessions still open at shutdown"
         );
         sessions.shutdown().await;
+    }
+}
+
+/// Forgets a connection's session and COPY when dropped.
+struct Forget(Arc<Handlers>, std::net::SocketAddr);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
     }
 }

@@ -135,3 +135,47 @@ def test_a_hundred_concurrent_connections(server):
 
     asyncio.run(go())
     assert alive(server) == 1
+
+
+def msg(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def until_ready(s: socket.socket) -> bytes:
+    """Reads up to and including ReadyForQuery."""
+    buf = b""
+    while not buf.endswith(b"Z\x00\x00\x00\x05I") and not buf.endswith(b"Z\x00\x00\x00\x05E"):
+        chunk = s.recv(65536)
+        assert chunk, f"server closed the connection; got {buf!r}"
+        buf += chunk
+    return buf
+
+
+def test_bind_format_counts_that_do_not_match_are_protocol_errors(server):
+    # A Bind's format codes are 0, 1, or one per parameter / column; other
+    # counts indexed past the end of the list and killed the session.
+    s = raw(server)
+    startup(s)
+    parse = msg(b"P", b"\x00SELECT $1::int, $2::int, $3::int\x00\x00\x00")
+    params = b"".join(struct.pack("!I", 1) + b"7" for _ in range(3))
+    cases = [
+        # two parameter formats for three parameters
+        struct.pack("!hhh", 2, 0, 0) + struct.pack("!h", 3) + params + struct.pack("!h", 0),
+        # two result formats for three columns
+        struct.pack("!h", 0) + struct.pack("!h", 3) + params + struct.pack("!hhh", 2, 0, 1),
+    ]
+    for bind_tail in cases:
+        s.sendall(parse + msg(b"B", b"\x00\x00" + bind_tail) + msg(b"D", b"P\x00")
+                  + msg(b"E", b"\x00\x00\x00\x00\x00") + msg(b"S", b""))
+        reply = until_ready(s)
+        assert b"C08P01" in reply, reply
+        assert b"formats but" in reply, reply
+    # The same connection still answers, with matching counts too.
+    bind = (struct.pack("!hh", 1, 0) + struct.pack("!h", 3) + params
+            + struct.pack("!hhhh", 3, 0, 0, 0))
+    s.sendall(parse + msg(b"B", b"\x00\x00" + bind) + msg(b"E", b"\x00\x00\x00\x00\x00")
+              + msg(b"S", b""))
+    reply = until_ready(s)
+    assert b"SELECT 1\x00" in reply and b"SERROR\x00" not in reply, reply
+    s.close()
+    assert alive(server) == 1
