@@ -31,17 +31,24 @@ pub fn arrow_type(t: &SqlType) -> Result<(DataType, Option<&'static str>)> {
         S::Float(ExactNumberInfo::Precision(p)) if *p <= 24 => DataType::Float32,
         S::Float(_) | S::Float8 | S::Double(_) | S::DoublePrecision => DataType::Float64,
         S::Numeric(info) | S::Decimal(info) | S::Dec(info) => {
+            // Checked before narrowing: NUMERIC(266, 2) used to become
+            // NUMERIC(10, 2).
             let (p, s) = match info {
-                ExactNumberInfo::None => DEFAULT_DECIMAL,
-                ExactNumberInfo::Precision(p) => (*p as u8, 0),
-                ExactNumberInfo::PrecisionAndScale(p, s) => (*p as u8, *s as i8),
+                ExactNumberInfo::None => (DEFAULT_DECIMAL.0 as u64, DEFAULT_DECIMAL.1 as i64),
+                ExactNumberInfo::Precision(p) => (*p, 0),
+                ExactNumberInfo::PrecisionAndScale(p, s) => (*p, *s),
             };
             if p == 0 || p > 38 {
                 return Err(SqlError::InvalidDefinition(format!(
                     "NUMERIC precision {p} must be between 1 and 38"
                 )));
             }
-            DataType::Decimal128(p, s)
+            if !(-38..=38).contains(&s) {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "NUMERIC scale {s} must be between -38 and 38"
+                )));
+            }
+            DataType::Decimal128(p as u8, s as i8)
         }
         S::Text
         | S::Varchar(_)

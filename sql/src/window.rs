@@ -87,7 +87,14 @@ fn nanos(e: &Expr, f: &str) -> Result<i64> {
     if v.months != 0 {
         return plan_err!("{f}: window sizes in months or years are not supported; use days");
     }
-    let n = v.days as i64 * 86_400_000_000_000 + v.nanoseconds;
+    // A client's number: checked, not wrapped (213,504 days wrapped to a
+    // few nanoseconds).
+    let Some(n) = (v.days as i64)
+        .checked_mul(86_400_000_000_000)
+        .and_then(|d| d.checked_add(v.nanoseconds))
+    else {
+        return plan_err!("{f}: the window size is out of range (at most about 106,000 days)");
+    };
     if n <= 0 {
         return plan_err!("{f}: the window size must be positive");
     }

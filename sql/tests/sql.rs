@@ -422,12 +422,26 @@ async fn errors_carry_sqlstates() {
         ("CREATE STREAM s (a INT) WITH (partitions = 0)", "42P16"),
         ("CREATE STREAM s (a INT, WATERMARK FOR a AS a)", "42P16"),
         ("CREATE STREAM s (g GEOMETRY)", "0A000"),
+        // Checked before narrowing (266 used to become 10).
+        ("CREATE STREAM s (n NUMERIC(266, 2))", "42P16"),
+        ("CREATE STREAM s (n NUMERIC(10, 300))", "42P16"),
+        // A window size past the range (it wrapped to a few nanoseconds).
+        (
+            "SELECT * FROM tumble(orders, ts, INTERVAL '213504 days')",
+            "42000",
+        ),
         ("CREATE TABLE t (a INT)", "0A000"),
         ("SELECT 1/0", "22012"),
     ];
     for (sql, code) in cases {
         let (got, msg) = err(&e.db, sql).await;
         assert_eq!(got, code, "{sql}: {msg}");
+        if sql.contains("213504 days") {
+            assert!(msg.contains("out of range"), "{msg}");
+        }
+        if sql.contains("NUMERIC(") {
+            assert!(msg.contains("must be between"), "{msg}");
+        }
     }
     // Nothing was written by any of them.
     let t = table(&e.db, "SELECT count(*) AS n FROM orders").await;
