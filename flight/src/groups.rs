@@ -24,7 +24,7 @@ use std::time::Duration;
 use arrow_flight::{Action, ActionType};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use streamhouse_log::Log;
 use streamhouse_log::groups::{JoinRequest, Strategy};
 use tonic::{Response, Status};
@@ -121,16 +121,6 @@ struct Reset {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-/// One partition of a described group.
-#[derive(Serialize)]
-struct PartitionLag {
-    partition: u32,
-    committed: Option<u64>,
-    end: u64,
-    lag: u64,
-    member: Option<String>,
-}
-
 fn body<T: for<'de> Deserialize<'de> + Default>(action: &Action) -> Result<T, Status> {
     if action.body.is_empty() {
         return Ok(T::default());
@@ -197,25 +187,11 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
         }
         "list_groups" => {
             let _: Empty = body(&action)?;
-            let mut out: BTreeMap<(String, String), Value> = BTreeMap::new();
-            for (group, stream) in log.committed_groups().await.map_err(log_status)? {
-                out.insert(
-                    (group.clone(), stream.clone()),
-                    json!({"group": group, "stream": stream, "generation": null, "members": 0}),
-                );
-            }
-            for g in log.groups().list().await.map_err(log_status)? {
-                out.insert(
-                    (g.group.clone(), g.stream.clone()),
-                    json!({"group": g.group, "stream": g.stream, "generation": g.generation,
-                           "members": g.members.len()}),
-                );
-            }
-            reply(out.into_values().collect::<Vec<_>>())
+            reply(log.list_groups().await.map_err(log_status)?)
         }
         "describe_group" => {
             let g: GroupRef = parse(&action)?;
-            reply(describe(log, &g.group).await?)
+            reply(log.describe_group(&g.group).await.map_err(log_status)?)
         }
         "reset_offsets" => {
             let r: Reset = parse(&action)?;
@@ -232,60 +208,4 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
             ACTIONS.map(|(t, _)| t).join(", ")
         ))),
     }
-}
-
-/// A group's members, their partitions, and per partition the committed
-/// offset, the end and the lag.
-async fn describe(log: &Arc<Log>, group: &str) -> Result<Value, Status> {
-    let live = log.groups().describe(group).await.map_err(log_status)?;
-    let stream = match &live {
-        Some(g) => Some(g.stream.clone()),
-        None => log
-            .committed_groups()
-            .await
-            .map_err(log_status)?
-            .into_iter()
-            .find(|(g, _)| g == group)
-            .map(|(_, s)| s),
-    };
-    let Some(stream) = stream else {
-        return Err(Status::not_found(format!(
-            "consumer group \"{group}\" does not exist"
-        )));
-    };
-    let ends = log.partition_ends(&stream).await.map_err(log_status)?;
-    let committed = log
-        .committed_offsets(group, &stream)
-        .await
-        .map_err(log_status)?;
-    let owner = |p: u32| {
-        live.as_ref().and_then(|g| {
-            g.members
-                .iter()
-                .find(|m| m.partitions.contains(&p))
-                .map(|m| m.member.clone())
-        })
-    };
-    let partitions: Vec<PartitionLag> = ends
-        .iter()
-        .enumerate()
-        .map(|(p, &end)| {
-            let c = committed.get(p).copied().flatten();
-            PartitionLag {
-                partition: p as u32,
-                committed: c,
-                end,
-                lag: end - c.unwrap_or(0).min(end),
-                member: owner(p as u32),
-            }
-        })
-        .collect();
-    Ok(json!({
-        "group": group,
-        "stream": stream,
-        "generation": live.as_ref().map(|g| g.generation),
-        "strategy": live.as_ref().map(|g| g.strategy),
-        "members": live.map(|g| g.members).unwrap_or_default(),
-        "partitions": partitions,
-    }))
 }

@@ -8,7 +8,8 @@
 //! heartbeats while it is read and ends with [`LogError::Rebalanced`] when
 //! the group's generation moves on: the client reads again, from the
 //! committed offsets, with its new partitions. [`Log::reset_offsets`] moves
-//! a group with no live members to a position.
+//! a group with no live members to a position. Groups are listed and
+//! described here too, with the one computation of lag.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use futures::stream::{BoxStream, SelectAll};
 
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
-use crate::groups::{Assignment, JoinRequest, Strategy};
+use crate::groups::{Assignment, JoinRequest, MemberState, Strategy};
 use crate::log::Log;
 use crate::stream::StreamInfo;
 
@@ -97,6 +98,65 @@ pub struct Consumption {
 }
 
 type Rows = BoxStream<'static, Result<RecordBatch>>;
+
+/// How far a consumer group is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    pub group: String,
+    pub stream: String,
+    pub partition: u32,
+    /// The next offset the group will read (none: never committed).
+    pub committed: Option<u64>,
+    /// The partition's end.
+    pub end: u64,
+    /// Rows between the two.
+    pub lag: u64,
+}
+
+/// A group as listed: live groups with their generation and member count,
+/// and groups that only have committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupSummary {
+    pub group: String,
+    pub stream: String,
+    pub generation: Option<u64>,
+    pub members: usize,
+}
+
+/// One partition of a described group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionLag {
+    pub partition: u32,
+    pub committed: Option<u64>,
+    pub end: u64,
+    pub lag: u64,
+    /// The live member it is assigned to.
+    pub member: Option<String>,
+}
+
+/// A group's members, their partitions, and per partition the committed
+/// offset, the end and the lag.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GroupDescription {
+    pub group: String,
+    pub stream: String,
+    pub generation: Option<u64>,
+    pub strategy: Option<Strategy>,
+    pub members: Vec<MemberState>,
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// Per partition: (partition, committed, end, lag) — the one place lag is
+/// computed.
+fn lags(
+    ends: &[u64],
+    committed: &[Option<u64>],
+) -> impl Iterator<Item = (u32, Option<u64>, u64, u64)> {
+    ends.iter().enumerate().map(|(p, &end)| {
+        let c = committed.get(p).copied().flatten();
+        (p as u32, c, end, end - c.unwrap_or(0).min(end))
+    })
+}
 
 impl Log {
     /// The offset `position` names in one partition whose end is `end`.
@@ -199,6 +259,93 @@ impl Log {
             info,
             membership,
             rows,
+        })
+    }
+
+    /// Per group with committed offsets, per partition of its stream: the
+    /// committed offset (none yet), the partition's end and the lag.
+    pub async fn group_lags(&self) -> Result<Vec<GroupLag>> {
+        let mut out = Vec::new();
+        for (group, stream) in self.committed_groups().await? {
+            let ends = self.partition_ends(&stream).await?;
+            let committed = self.committed_offsets(&group, &stream).await?;
+            out.extend(
+                lags(&ends, &committed).map(|(partition, committed, end, lag)| GroupLag {
+                    group: group.clone(),
+                    stream: stream.clone(),
+                    partition,
+                    committed,
+                    end,
+                    lag,
+                }),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every group: the live ones and those with only committed offsets.
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (group, stream) in self.committed_groups().await? {
+            let summary = GroupSummary {
+                group: group.clone(),
+                stream: stream.clone(),
+                generation: None,
+                members: 0,
+            };
+            out.insert((group, stream), summary);
+        }
+        for g in self.groups().list().await? {
+            let summary = GroupSummary {
+                group: g.group.clone(),
+                stream: g.stream.clone(),
+                generation: Some(g.generation),
+                members: g.members.len(),
+            };
+            out.insert((g.group, g.stream), summary);
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// One group, live or with only committed offsets.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let live = self.groups().describe(group).await?;
+        let stream = match &live {
+            Some(g) => Some(g.stream.clone()),
+            None => self
+                .committed_groups()
+                .await?
+                .into_iter()
+                .find(|(g, _)| g == group)
+                .map(|(_, s)| s),
+        };
+        let stream = stream.ok_or_else(|| LogError::UnknownGroup(group.to_string()))?;
+        let ends = self.partition_ends(&stream).await?;
+        let committed = self.committed_offsets(group, &stream).await?;
+        let owner = |p: u32| {
+            live.as_ref().and_then(|g| {
+                g.members
+                    .iter()
+                    .find(|m| m.partitions.contains(&p))
+                    .map(|m| m.member.clone())
+            })
+        };
+        let partitions = lags(&ends, &committed)
+            .map(|(partition, committed, end, lag)| PartitionLag {
+                partition,
+                committed,
+                end,
+                lag,
+                member: owner(partition),
+            })
+            .collect();
+        Ok(GroupDescription {
+            group: group.to_string(),
+            stream,
+            generation: live.as_ref().map(|g| g.generation),
+            strategy: live.as_ref().map(|g| g.strategy),
+            members: live.map(|g| g.members).unwrap_or_default(),
+            partitions,
         })
     }
 

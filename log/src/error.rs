@@ -41,6 +41,9 @@ pub enum LogError {
     #[error("stream \"{0}\" does not exist")]
     UnknownStream(String),
 
+    #[error("consumer group \"{0}\" does not exist")]
+    UnknownGroup(String),
+
     #[error("stream \"{0}\" already exists")]
     StreamExists(String),
 
@@ -130,7 +133,7 @@ impl LogError {
     /// choose its class here.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LogError::UnknownStream(_) => ErrorKind::NotFound,
+            LogError::UnknownStream(_) | LogError::UnknownGroup(_) => ErrorKind::NotFound,
             LogError::StreamExists(_) | LogError::ViewExists(_) => ErrorKind::AlreadyExists,
             LogError::PartitionOutOfRange { .. }
             | LogError::SchemaMismatch { .. }

@@ -32,8 +32,9 @@ pub mod writer;
 
 pub use agent::{Agent, AgentState};
 pub use clock::{Clock, ClockRef, ManualClock, Micros, Stopwatch, SystemClock, monotonic};
+pub use consume::GroupLag;
 pub use error::{ErrorKind, LogError, Result};
-pub use log::{AppendOptions, DataDir, GroupLag, Log, LogConfig};
+pub use log::{AppendOptions, DataDir, Log, LogConfig};
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;

@@ -648,28 +648,6 @@ impl Log {
         Ok(out)
     }
 
-    /// Per group with committed offsets, per partition of its stream: the
-    /// committed offset (none yet), the partition's end and the lag.
-    pub async fn group_lags(&self) -> Result<Vec<GroupLag>> {
-        let mut out = Vec::new();
-        for (group, stream) in self.committed_groups().await? {
-            let ends = self.partition_ends(&stream).await?;
-            let committed = self.committed_offsets(&group, &stream).await?;
-            for (p, &end) in ends.iter().enumerate() {
-                let c = committed.get(p).copied().flatten();
-                out.push(GroupLag {
-                    group: group.clone(),
-                    stream: stream.clone(),
-                    partition: p as u32,
-                    committed: c,
-                    end,
-                    lag: end - c.unwrap_or(0).min(end),
-                });
-            }
-        }
-        Ok(out)
-    }
-
     /// Every (group, stream name) with committed offsets.
     pub async fn committed_groups(&self) -> Result<Vec<(String, String)>> {
         let streams: HashMap<_, _> = self
@@ -859,18 +837,4 @@ fn key_indices(info: &StreamInfo, columns: &[String]) -> Result<Vec<usize>> {
             Ok(i)
         })
         .collect()
-}
-
-/// How far a consumer group is behind on one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupLag {
-    pub group: String,
-    pub stream: String,
-    pub partition: u32,
-    /// The next offset the group will read (none: never committed).
-    pub committed: Option<u64>,
-    /// The partition's end.
-    pub end: u64,
-    /// Rows between the two.
-    pub lag: u64,
 }

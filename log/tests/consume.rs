@@ -138,9 +138,33 @@ async fn a_member_read_ends_on_rebalance_and_resets_wait_for_an_empty_group() {
         .expect("with an error");
     assert!(matches!(end, Err(LogError::Rebalanced { .. })), "{end:?}");
     assert!(rows.next().await.is_none());
-    // Once both leave, a reset goes through.
+    // Described: both members, a partition each, lag from the start.
+    let d = log.describe_group("g").await.unwrap();
+    assert_eq!(d.members.len(), 2);
+    let lags: Vec<(u32, Option<u64>, u64, u64)> = d
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.committed, p.end, p.lag))
+        .collect();
+    assert_eq!(lags, vec![(0, None, 10, 10), (1, None, 10, 10)]);
+    assert!(d.partitions.iter().all(|p| p.member.is_some()));
+    // Once both leave, a reset goes through; the group is then listed
+    // with no members and no lag.
     log.groups().leave("g", "a").await.unwrap();
     log.groups().leave("g", "b").await.unwrap();
     let offsets = log.reset_offsets("g", "c", Position::Latest).await.unwrap();
     assert_eq!(offsets, vec![(0, 10), (1, 10)]);
+    let listed = log.list_groups().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].group.as_str(), listed[0].members), ("g", 0));
+    let d = log.describe_group("g").await.unwrap();
+    assert!(
+        d.partitions
+            .iter()
+            .all(|p| p.lag == 0 && p.member.is_none())
+    );
+    let lag = log.group_lags().await.unwrap();
+    assert_eq!(lag.iter().map(|l| l.lag).sum::<u64>(), 0);
+    let e = log.describe_group("nobody").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
