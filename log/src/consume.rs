@@ -20,7 +20,7 @@ use futures::stream::{BoxStream, SelectAll};
 
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
-use crate::groups::{Assignment, JoinRequest, MemberState, Strategy};
+use crate::groups::{Assignment, CommitCheck, JoinRequest, MemberState, Strategy};
 use crate::log::Log;
 use crate::stream::StreamInfo;
 
@@ -350,28 +350,25 @@ impl Log {
     }
 
     /// Commits `to` as the offsets of every partition of `stream` for
-    /// `group`, which must have no live members; returns them.
+    /// `group`, which must have no live members — checked in the commit's
+    /// transaction, so no member joins in between; returns them.
     pub async fn reset_offsets(
         &self,
         group: &str,
         stream: &str,
         to: Position,
     ) -> Result<Vec<(u32, u64)>> {
-        if let Some(live) = self.groups().describe(group).await?
-            && !live.members.is_empty()
-        {
-            return Err(LogError::GroupActive {
-                group: group.to_string(),
-                members: live.members.len(),
-            });
-        }
         let ends = self.partition_ends(stream).await?;
         let mut offsets = Vec::with_capacity(ends.len());
         for (p, end) in ends.iter().enumerate() {
             let o = self.resolve_position(stream, p as u32, to, *end).await?;
             offsets.push((p as u32, o.min(*end)));
         }
-        self.commit_offsets(group, stream, None, &offsets).await?;
+        let check = CommitCheck::NoLiveMembers {
+            now: self.now_micros(),
+        };
+        self.commit_checked(group, stream, &offsets, Some(check))
+            .await?;
         Ok(offsets)
     }
 }

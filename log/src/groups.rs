@@ -168,6 +168,37 @@ pub struct OwnerCheck {
     pub partitions: Vec<u32>,
 }
 
+/// What a commit of offsets checks, in its transaction.
+#[derive(Debug, Clone)]
+pub enum CommitCheck {
+    /// The committing member owns the partitions, in its generation.
+    Owner(OwnerCheck),
+    /// The group has no live member at this time (a reset): checked in the
+    /// same transaction as the commit, so no member can join in between.
+    NoLiveMembers { now: Micros },
+}
+
+/// Whether a commit may go ahead on group `group` as `stored`.
+pub fn check_commit(group: &str, stored: Option<&StoredGroup>, check: &CommitCheck) -> Result<()> {
+    match check {
+        CommitCheck::Owner(owner) => check_owner(group, stored, owner),
+        CommitCheck::NoLiveMembers { now } => {
+            let live = stored.map_or(0, |g| {
+                let mut g = g.clone();
+                g.expire(*now);
+                g.members.len()
+            });
+            if live > 0 {
+                return Err(LogError::GroupActive {
+                    group: group.to_string(),
+                    members: live,
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
 fn unknown_member(group: &str, member: &str) -> LogError {
     LogError::NotMember {
         group: group.to_string(),

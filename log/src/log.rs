@@ -22,7 +22,7 @@ use crate::agent::{Agent, AgentState};
 use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::error::{LogError, Result};
-use crate::groups::{Groups, OwnerCheck};
+use crate::groups::{CommitCheck, Groups, OwnerCheck};
 use crate::maintenance::MaintenanceConfig;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
@@ -608,29 +608,47 @@ impl Log {
         member: Option<(&str, Option<u64>)>,
         offsets: &[(u32, u64)],
     ) -> Result<()> {
+        let owner = member.map(|(member, generation)| {
+            CommitCheck::Owner(OwnerCheck {
+                member: member.to_string(),
+                generation,
+                partitions: offsets.iter().map(|(p, _)| *p).collect(),
+            })
+        });
+        self.commit_checked(group, stream, offsets, owner).await
+    }
+
+    /// Commits offsets after checking them against the partitions' ends,
+    /// and `check` in the commit's own transaction.
+    pub(crate) async fn commit_checked(
+        &self,
+        group: &str,
+        stream: &str,
+        offsets: &[(u32, u64)],
+        check: Option<CommitCheck>,
+    ) -> Result<()> {
         let info = self.stream(stream).await?;
         let ends = self.meta.partition_ends(info.id).await?;
         for &(p, o) in offsets {
             Self::check_partition(&info, p)?;
-            if o > ends[p as usize] {
+            // The cached stream may be older than the ends (created again
+            // elsewhere with fewer partitions).
+            let end = *ends
+                .get(p as usize)
+                .ok_or_else(|| LogError::StreamChanged(stream.to_string()))?;
+            if o > end {
                 return Err(LogError::InvalidArgument(format!(
-                    "offset {o} is beyond the end ({}) of partition {p} of stream \"{stream}\"",
-                    ends[p as usize]
+                    "offset {o} is beyond the end ({end}) of partition {p} of stream \"{stream}\""
                 )));
             }
         }
-        let owner = member.map(|(member, generation)| OwnerCheck {
-            member: member.to_string(),
-            generation,
-            partitions: offsets.iter().map(|(p, _)| *p).collect(),
-        });
         self.meta
             .commit_group_offsets(
                 group,
                 info.id,
                 offsets,
                 self.clock.now_micros(),
-                owner.as_ref(),
+                check.as_ref(),
             )
             .await
     }

@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamhouse_log::groups::{GroupOp, OwnerCheck, Strategy};
+use streamhouse_log::groups::{CommitCheck, GroupOp, OwnerCheck, Strategy};
 use streamhouse_log::metadata::{
     ChunkRecord, CommitOutcome, FlushCommit, NewAppend, NewChunk, Rejection,
 };
@@ -423,10 +423,12 @@ async fn group_membership_is_shared_and_fences_commits(kind: Kind) {
     let plan = g2.assignment();
     assert_eq!(plan["m1"], vec![0, 1]);
     assert_eq!(plan["m2"], vec![2, 3]);
-    let owner = |member: &str, generation, partitions: Vec<u32>| OwnerCheck {
-        member: member.into(),
-        generation: Some(generation),
-        partitions,
+    let owner = |member: &str, generation, partitions: Vec<u32>| {
+        CommitCheck::Owner(OwnerCheck {
+            member: member.into(),
+            generation: Some(generation),
+            partitions,
+        })
     };
     a.commit_group_offsets(
         "g",
@@ -448,6 +450,14 @@ async fn group_membership_is_shared_and_fences_commits(kind: Kind) {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     }
+    assert_eq!(a.group_offsets("g", info.id).await.unwrap(), [(2, 5)]);
+    // A reset needs a group with no live member, checked in its transaction.
+    let reset = CommitCheck::NoLiveMembers { now: T0 };
+    let e = b
+        .commit_group_offsets("g", info.id, &[(2, 0)], T0, Some(&reset))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::GroupActive { members: 2, .. }), "{e}");
     assert_eq!(a.group_offsets("g", info.id).await.unwrap(), [(2, 5)]);
     // m2 misses its heartbeats: the next touch drops it and m1 owns all.
     let hb = GroupOp::Heartbeat {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::TimeBounds;
 use crate::clock::Micros;
 use crate::error::Result;
-use crate::groups::{GroupOp, OwnerCheck, StoredGroup};
+use crate::groups::{CommitCheck, GroupOp, StoredGroup};
 use crate::stream::{StreamId, StreamInfo, StreamSpec};
 
 /// A chunk as indexed: where its bytes are and which offsets they hold.
@@ -250,15 +250,16 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<ChunkRecord>>;
 
     /// Records a consumer group's next offsets for some partitions of a
-    /// stream, in one transaction; with `owner`, only if that member owns
-    /// those partitions then ([`crate::groups::check_owner`]).
+    /// stream, in one transaction; with `check`, only if it holds in that
+    /// transaction ([`crate::groups::check_commit`]: the committing member
+    /// owns those partitions, or the group has no live member).
     async fn commit_group_offsets(
         &self,
         group: &str,
         stream_id: StreamId,
         offsets: &[(u32, u64)],
         committed_at: Micros,
-        owner: Option<&OwnerCheck>,
+        check: Option<&CommitCheck>,
     ) -> Result<()>;
 
     /// Applies a membership operation to a group in one transaction (see

@@ -27,7 +27,7 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::groups::{GroupOp, OwnerCheck, StoredGroup};
+use crate::groups::{CommitCheck, GroupOp, StoredGroup};
 
 use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
 use super::{
@@ -597,14 +597,14 @@ impl MetadataStore for PostgresMetadata {
         stream_id: StreamId,
         offsets: &[(u32, u64)],
         committed_at: Micros,
-        owner: Option<&OwnerCheck>,
+        check: Option<&CommitCheck>,
     ) -> Result<()> {
         // Last write per partition wins, as in SQLite's statement-by-statement upsert.
         let by_partition: BTreeMap<u32, u64> = offsets.iter().copied().collect();
         let mut tx = self.pool.begin().await?;
-        if let Some(check) = owner {
+        if let Some(check) = check {
             let stored = load_group(&mut tx, group).await?;
-            crate::groups::check_owner(group, stored.as_ref(), check)?;
+            crate::groups::check_commit(group, stored.as_ref(), check)?;
         }
         let (parts, offs): (Vec<i64>, Vec<i64>) =
             by_partition.iter().map(|(&p, &o)| (p as i64, u(o))).unzip();

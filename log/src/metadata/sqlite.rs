@@ -20,7 +20,7 @@ use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction
 use tokio::sync::Mutex;
 
 use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
-use crate::groups::{GroupOp, OwnerCheck, StoredGroup};
+use crate::groups::{CommitCheck, GroupOp, StoredGroup};
 
 use super::{
     AgentRecord, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats, Rejection,
@@ -485,13 +485,13 @@ impl MetadataStore for SqliteMetadata {
         stream_id: StreamId,
         offsets: &[(u32, u64)],
         committed_at: Micros,
-        owner: Option<&OwnerCheck>,
+        check: Option<&CommitCheck>,
     ) -> Result<()> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(check) = owner {
+        if let Some(check) = check {
             let stored = load_group(&mut tx, group).await?;
-            crate::groups::check_owner(group, stored.as_ref(), check)?;
+            crate::groups::check_commit(group, stored.as_ref(), check)?;
         }
         for &(partition, offset) in offsets {
             sqlx::query(
