@@ -227,6 +227,11 @@ pub async fn assert_acknowledged_exactly_once(
 /// `reference`; panics with both when it does not.
 pub async fn converges(c: &tokio_postgres::Client, view: &str, reference: &str, within: Duration) {
     let want = lines(c, reference).await;
+    // An empty reference would let an empty (or stuck) view pass.
+    assert!(
+        !want.is_empty(),
+        "the reference query returned no rows, so comparing {view} with it proves nothing: {reference}"
+    );
     let deadline = Instant::now() + within;
     loop {
         let got = lines(c, &format!("SELECT * FROM {view}")).await;
