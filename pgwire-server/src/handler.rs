@@ -518,13 +518,27 @@ impl CopyHandler for Copy {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let mut copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        // The connection's COPY is taken out of the shared map while its
+        // data decodes, so COPYs on other connections are not held up by
+        // the map's lock (a connection's messages arrive one at a time).
         let peer = client.socket_addr();
-        if let Some(CopyState::Active(copy)) = copies.get_mut(&peer)
-            && let Err(e) = copy.feed(&copy_data.data)
-        {
-            copies.insert(peer, CopyState::Failed(e));
-        }
+        let taken = self
+            .copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
+        let next = match taken {
+            Some(CopyState::Active(mut copy)) => match copy.feed(&copy_data.data) {
+                Ok(()) => CopyState::Active(copy),
+                Err(e) => CopyState::Failed(e),
+            },
+            Some(failed @ CopyState::Failed(_)) => failed,
+            None => return Ok(()),
+        };
+        self.copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, next);
         Ok(())
     }
 
