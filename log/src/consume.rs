@@ -8,9 +8,11 @@
 //! heartbeats while it is read and ends with [`LogError::Rebalanced`] when
 //! the group's generation moves on: the client reads again, from the
 //! committed offsets, with its new partitions. [`Log::reset_offsets`] moves
-//! a group with no live members to a position. Groups are listed and
-//! described here too, with the one computation of lag.
+//! a group with no live members to a position. Committing and reading a
+//! group's offsets, and listing and describing groups (with the one
+//! computation of lag), are here too.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use futures::stream::{BoxStream, SelectAll};
 
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
-use crate::groups::{Assignment, CommitCheck, JoinRequest, MemberState, Strategy};
+use crate::groups::{Assignment, CommitCheck, JoinRequest, MemberState, OwnerCheck, Strategy};
 use crate::log::Log;
 use crate::stream::StreamInfo;
 
@@ -260,6 +262,87 @@ impl Log {
             membership,
             rows,
         })
+    }
+
+    /// Commits a group's next offsets for partitions of a stream. With a
+    /// member, the commit is refused unless that member owns the partitions
+    /// (in `generation`, when given): a member rebalanced away cannot move
+    /// offsets it no longer owns.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        stream: &str,
+        member: Option<(&str, Option<u64>)>,
+        offsets: &[(u32, u64)],
+    ) -> Result<()> {
+        let owner = member.map(|(member, generation)| {
+            CommitCheck::Owner(OwnerCheck {
+                member: member.to_string(),
+                generation,
+                partitions: offsets.iter().map(|(p, _)| *p).collect(),
+            })
+        });
+        self.commit_checked(group, stream, offsets, owner).await
+    }
+
+    /// Commits offsets after checking them against the partitions' ends,
+    /// and `check` in the commit's own transaction.
+    pub(crate) async fn commit_checked(
+        &self,
+        group: &str,
+        stream: &str,
+        offsets: &[(u32, u64)],
+        check: Option<CommitCheck>,
+    ) -> Result<()> {
+        let info = self.stream(stream).await?;
+        let ends = self.metadata().partition_ends(info.id).await?;
+        for &(p, o) in offsets {
+            Self::check_partition(&info, p)?;
+            // The cached stream may be older than the ends (created again
+            // elsewhere with fewer partitions).
+            let end = *ends
+                .get(p as usize)
+                .ok_or_else(|| LogError::StreamChanged(stream.to_string()))?;
+            if o > end {
+                return Err(LogError::InvalidArgument(format!(
+                    "offset {o} is beyond the end ({end}) of partition {p} of stream \"{stream}\""
+                )));
+            }
+        }
+        self.metadata()
+            .commit_group_offsets(group, info.id, offsets, self.now_micros(), check.as_ref())
+            .await
+    }
+
+    /// A group's committed next offset for each partition of a stream
+    /// (`None`: never committed).
+    pub async fn committed_offsets(&self, group: &str, stream: &str) -> Result<Vec<Option<u64>>> {
+        let info = self.stream(stream).await?;
+        let mut out = vec![None; info.spec.partitions as usize];
+        for (p, o) in self.metadata().group_offsets(group, info.id).await? {
+            if let Some(slot) = out.get_mut(p as usize) {
+                *slot = Some(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every (group, stream name) with committed offsets.
+    pub async fn committed_groups(&self) -> Result<Vec<(String, String)>> {
+        let streams: HashMap<_, _> = self
+            .metadata()
+            .streams()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.spec.name))
+            .collect();
+        Ok(self
+            .metadata()
+            .groups()
+            .await?
+            .into_iter()
+            .filter_map(|(g, id)| streams.get(&id).map(|n| (g, n.clone())))
+            .collect())
     }
 
     /// Per group with committed offsets, per partition of its stream: the

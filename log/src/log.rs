@@ -22,7 +22,7 @@ use crate::agent::{Agent, AgentState};
 use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::error::{LogError, Result};
-use crate::groups::{CommitCheck, Groups, OwnerCheck};
+use crate::groups::Groups;
 use crate::maintenance::MaintenanceConfig;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
@@ -407,7 +407,7 @@ impl Log {
             .map(Some)
     }
 
-    fn check_partition(info: &StreamInfo, partition: u32) -> Result<()> {
+    pub(crate) fn check_partition(info: &StreamInfo, partition: u32) -> Result<()> {
         if partition >= info.spec.partitions {
             return Err(LogError::PartitionOutOfRange {
                 stream: info.name().to_string(),
@@ -595,93 +595,6 @@ impl Log {
     /// The consumer groups of this agent (membership and assignment).
     pub fn groups(&self) -> &Groups {
         &self.groups
-    }
-
-    /// Commits a group's next offsets for partitions of a stream. With a
-    /// member, the commit is refused unless that member owns the partitions
-    /// (in `generation`, when given): a member rebalanced away cannot move
-    /// offsets it no longer owns.
-    pub async fn commit_offsets(
-        &self,
-        group: &str,
-        stream: &str,
-        member: Option<(&str, Option<u64>)>,
-        offsets: &[(u32, u64)],
-    ) -> Result<()> {
-        let owner = member.map(|(member, generation)| {
-            CommitCheck::Owner(OwnerCheck {
-                member: member.to_string(),
-                generation,
-                partitions: offsets.iter().map(|(p, _)| *p).collect(),
-            })
-        });
-        self.commit_checked(group, stream, offsets, owner).await
-    }
-
-    /// Commits offsets after checking them against the partitions' ends,
-    /// and `check` in the commit's own transaction.
-    pub(crate) async fn commit_checked(
-        &self,
-        group: &str,
-        stream: &str,
-        offsets: &[(u32, u64)],
-        check: Option<CommitCheck>,
-    ) -> Result<()> {
-        let info = self.stream(stream).await?;
-        let ends = self.meta.partition_ends(info.id).await?;
-        for &(p, o) in offsets {
-            Self::check_partition(&info, p)?;
-            // The cached stream may be older than the ends (created again
-            // elsewhere with fewer partitions).
-            let end = *ends
-                .get(p as usize)
-                .ok_or_else(|| LogError::StreamChanged(stream.to_string()))?;
-            if o > end {
-                return Err(LogError::InvalidArgument(format!(
-                    "offset {o} is beyond the end ({end}) of partition {p} of stream \"{stream}\""
-                )));
-            }
-        }
-        self.meta
-            .commit_group_offsets(
-                group,
-                info.id,
-                offsets,
-                self.clock.now_micros(),
-                check.as_ref(),
-            )
-            .await
-    }
-
-    /// A group's committed next offset for each partition of a stream
-    /// (`None`: never committed).
-    pub async fn committed_offsets(&self, group: &str, stream: &str) -> Result<Vec<Option<u64>>> {
-        let info = self.stream(stream).await?;
-        let mut out = vec![None; info.spec.partitions as usize];
-        for (p, o) in self.meta.group_offsets(group, info.id).await? {
-            if let Some(slot) = out.get_mut(p as usize) {
-                *slot = Some(o);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every (group, stream name) with committed offsets.
-    pub async fn committed_groups(&self) -> Result<Vec<(String, String)>> {
-        let streams: HashMap<_, _> = self
-            .meta
-            .streams()
-            .await?
-            .into_iter()
-            .map(|s| (s.id, s.spec.name))
-            .collect();
-        Ok(self
-            .meta
-            .groups()
-            .await?
-            .into_iter()
-            .filter_map(|(g, id)| streams.get(&id).map(|n| (g, n.clone())))
-            .collect())
     }
 
     /// Tunables of retention, compaction and garbage collection.
