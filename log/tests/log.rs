@@ -221,6 +221,53 @@ async fn failed_put_fails_append_without_gap(b: Backend) {
     );
 }
 
+/// A create that landed but whose answer was lost is retried by the store
+/// client and answered "already exists": the append still succeeds, once.
+/// An object under the key with other bytes stays an error.
+async fn a_lost_put_answer_is_not_a_failed_append(b: Backend) {
+    let f = Fixture::new(b).await;
+    f.log.create_stream(spec("l", 1)).await.unwrap();
+    f.faults.lose_next_put_answers(1);
+    let ack = f
+        .log
+        .append("l", orders(0..100, 7, T0), AppendOptions::to_partition(0))
+        .await
+        .unwrap();
+    assert_eq!(ack.parts[0].base_offset, 0);
+    assert_eq!(f.log.partition_ends("l").await.unwrap(), [100]);
+    assert_eq!(
+        i64s(&read_all(&f, "l", 0).await, "id"),
+        (0..100).collect::<Vec<_>>()
+    );
+
+    let path = object_store::path::Path::from("elsewhere/one");
+    f.store
+        .put_durable(&path, bytes::Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    f.faults.lose_next_put_answers(1);
+    f.store
+        .put_durable(
+            &object_store::path::Path::from("elsewhere/two"),
+            bytes::Bytes::from_static(b"same"),
+        )
+        .await
+        .unwrap();
+    let err = f
+        .store
+        .put_durable(&path, bytes::Bytes::from_static(b"second"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::ObjectStore(object_store::Error::AlreadyExists { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(f.store.get(&path).await.unwrap(), &b"first"[..]);
+}
+
 async fn bad_input_gets_typed_errors_and_writes_nothing(b: Backend) {
     let f = Fixture::new(b).await;
     f.log.create_stream(spec("s", 2)).await.unwrap();
@@ -699,6 +746,7 @@ per_backend!(
     concurrent_appenders_get_dense_unique_offsets,
     one_put_per_flush,
     failed_put_fails_append_without_gap,
+    a_lost_put_answer_is_not_a_failed_append,
     bad_input_gets_typed_errors_and_writes_nothing,
     idempotent_producer_retries_are_not_written_twice,
     time_range_reads_fetch_only_matching_chunks,

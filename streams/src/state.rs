@@ -109,14 +109,9 @@ async fn put_once(store: &Store, key: &str, bytes: Bytes) -> Result<()> {
     if store.exists(&path).await? {
         return Ok(());
     }
-    match store.put_durable(&path, bytes).await {
-        Ok(()) => Ok(()),
-        // Written meanwhile by another attempt with the same content.
-        Err(streamhouse_log::LogError::ObjectStore(object_store::Error::AlreadyExists {
-            ..
-        })) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    // Written meanwhile by another attempt: `put_durable` accepts an object
+    // that holds the same bytes.
+    Ok(store.put_durable(&path, bytes).await?)
 }
 
 /// What a snapshot holds: object keys and the local names they restore to.

@@ -182,11 +182,18 @@ async fn open_log(
 pub struct Faults {
     /// Fail this many upcoming PUTs.
     pub fail_puts: AtomicU32,
+    /// Let this many upcoming PUTs land, then answer "already exists", as a
+    /// retried create whose first answer was lost is answered.
+    pub lose_put_answers: AtomicU32,
 }
 
 impl Faults {
     pub fn fail_next_puts(&self, n: u32) {
         self.fail_puts.store(n, Ordering::SeqCst);
+    }
+
+    pub fn lose_next_put_answers(&self, n: u32) {
+        self.lose_put_answers.store(n, Ordering::SeqCst);
     }
 }
 
@@ -225,7 +232,18 @@ impl ObjectStore for FaultyStore {
         if take.is_ok() {
             return Err(injected());
         }
-        self.inner.put_opts(location, payload, opts).await
+        let lose =
+            self.faults
+                .lose_put_answers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let result = self.inner.put_opts(location, payload, opts).await?;
+        if lose.is_ok() {
+            return Err(object_store::Error::AlreadyExists {
+                path: location.to_string(),
+                source: "injected: the create landed, its answer was lost".into(),
+            });
+        }
+        Ok(result)
     }
     async fn put_multipart_opts(
         &self,
