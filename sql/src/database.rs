@@ -38,9 +38,9 @@ use crate::functions;
 use crate::names::output_names;
 use crate::rewrite::{fold_table_function_names, hide_system_columns, integer_literals};
 use crate::session::Session;
-use crate::table::StreamTable;
 use crate::types::{SQL_TYPE_KEY, arrow_type, bytea_from_text, sql_type_name};
 use crate::window::{Kind, Tables, WindowFunction};
+use streamhouse_streams::scan::StreamTable;
 
 /// What a statement produced.
 pub enum QueryResult {

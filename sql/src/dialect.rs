@@ -88,14 +88,7 @@ pub enum Subscribe {
     Query(Box<sqlparser::ast::Query>),
 }
 
-/// When a windowed view emits a window's row into its changelog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Emit {
-    /// Once, when the watermark passes the window's end.
-    OnClose,
-    /// At every change, as a retraction of the old row and the new row.
-    OnUpdate,
-}
+pub use streamhouse_streams::Emit;
 
 /// `WITH (…)` options of a materialized view.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -170,7 +170,12 @@ impl From<streamhouse_streams::StreamsError> for SqlError {
         use streamhouse_streams::StreamsError as E;
         match e {
             E::Log(l) => l.into(),
+            E::DataFusion(d) => d.into(),
+            E::Arrow(a) => a.into(),
             E::State(_) | E::Io(_) => SqlError::Unavailable(e.to_string()),
+            E::NotSupported(m) => SqlError::NotSupported(m),
+            E::Conflict(m) => SqlError::Conflict(m),
+            E::Cancelled => SqlError::Cancelled,
             E::Internal(_) => SqlError::Internal(e.to_string()),
         }
     }
@@ -247,7 +252,10 @@ impl From<DataFusionError> for SqlError {
                 Ok(log) => SqlError::from(*log),
                 Err(other) => match other.downcast::<SqlError>() {
                     Ok(sql) => *sql,
-                    Err(other) => SqlError::Internal(other.to_string()),
+                    Err(other) => match other.downcast::<streamhouse_streams::StreamsError>() {
+                        Ok(streams) => SqlError::from(*streams),
+                        Err(other) => SqlError::Internal(other.to_string()),
+                    },
                 },
             },
             DataFusionError::Context(ctx, inner) => match SqlError::from(*inner) {

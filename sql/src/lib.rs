@@ -2,8 +2,9 @@
 //!
 //! - [`dialect`]: our statements (`CREATE STREAM`, `DROP STREAM`, `SHOW
 //!   STREAMS`, `DESCRIBE`) on sqlparser's PostgreSQL dialect.
-//! - [`table`]: each stream as a DataFusion table whose scan prunes chunks
-//!   by `_partition`, `_offset`, event time and append time ([`prune`]).
+//! - [`matview`]: materialized views compiled into dataflows that
+//!   `streamhouse_streams` runs (streams are DataFusion tables from
+//!   `streamhouse_streams::scan`).
 //! - [`rewrite`]: `SELECT *` hides the system columns.
 //! - [`catalog`]: `pg_catalog` for clients that introspect it.
 //! - [`database`]: statement dispatch; INSERT appends through the log.
@@ -24,11 +25,9 @@ pub mod matview;
 pub mod metrics;
 pub mod names;
 mod ownership;
-pub mod prune;
 pub mod rewrite;
 pub mod session;
 pub mod system;
-pub mod table;
 pub mod types;
 pub mod views;
 pub mod window;

@@ -28,18 +28,13 @@ use streamhouse_log::{AgentState, StreamInfo, ViewRecord};
 
 use crate::database::Database;
 use crate::error::{Result, SqlError};
-use crate::matview::changes::{DELETE, OP};
-use crate::table::StreamTable;
+use streamhouse_streams::dataflow::changes::{DELETE, OP};
+use streamhouse_streams::scan::StreamTable;
 
 /// A view another agent maintains.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteView {
     pub record: ViewRecord,
-}
-
-/// The producer id of a view incarnation's changelog appends.
-pub(crate) fn producer_id(dataflow: &str) -> String {
-    format!("view:{dataflow}")
 }
 
 impl Database {
@@ -71,8 +66,12 @@ impl Database {
                 return Ok(false);
             };
             let changelog = self.changelog_stream_of(&record).await?;
-            meta.fence_producer(&producer_id(&record.dataflow), changelog.id, epoch)
-                .await?;
+            meta.fence_producer(
+                &streamhouse_streams::dataflow::producer_id(&record.dataflow),
+                changelog.id,
+                epoch,
+            )
+            .await?;
             // Its inputs may be streams created through other agents.
             if steal {
                 self.forget_remote(name)?;

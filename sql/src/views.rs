@@ -17,12 +17,13 @@ use futures::StreamExt;
 use crate::database::{Database, QueryResult};
 use crate::dialect::{self, Emit, Statement, Subscribe, ViewOptions};
 use crate::error::{Result, SqlError};
-use crate::matview::changes::{self, CHANGELOG_PREFIX};
-use crate::matview::{MatView, Output, Placement, Status};
+use crate::matview::MatView;
 use crate::names::output_names;
-use crate::table::StreamTable;
 use streamhouse_log::{StreamInfo, StreamKind, StreamSpec, ViewCheckpoint, ViewLease, ViewRecord};
 use streamhouse_streams::StateStore;
+use streamhouse_streams::dataflow::changes::{self, CHANGELOG_PREFIX};
+use streamhouse_streams::scan::StreamTable;
+use streamhouse_streams::{Output, Placement, Status};
 
 /// Columns of `SHOW MATERIALIZED VIEWS`.
 pub fn show_views_schema() -> SchemaRef {
@@ -124,7 +125,6 @@ impl Database {
             dataflow: dataflow.to_string(),
             restore,
             checkpoint_interval: self.options.checkpoint_interval,
-            idle_timeout: self.options.idle_timeout,
             output,
             epoch: 0,
         }
@@ -172,7 +172,7 @@ impl Database {
                     Arc::new(StreamTable::new(self.log().clone(), info.clone())),
                 );
         }
-        view.start(self.log().clone(), self.ctx.clone());
+        view.flow.start(self.log().clone(), self.ctx.clone());
         self.failed_views
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -234,6 +234,7 @@ impl Database {
                 options.clone(),
                 plan,
                 placement,
+                self.options.idle_timeout,
             )
             .await?;
             // Like a CREATE INDEX, the statement returns once the view holds
@@ -578,6 +579,7 @@ impl Database {
             options,
             plan,
             placement,
+            self.options.idle_timeout,
         )
         .await?;
         let inserts_only = view.inserts_only();
@@ -617,6 +619,7 @@ impl Database {
                 options.clone(),
                 plan.clone(),
                 placement,
+                self.options.idle_timeout,
             )
         };
         let view = match (compile(record.checkpoint.clone()).await, &record.checkpoint) {
@@ -650,7 +653,7 @@ impl Database {
             }
             Subscribe::Query(q) => {
                 let plan = self.plan_view(q).await?;
-                changes::changes_schema(plan.schema().as_arrow())
+                Ok(changes::changes_schema(plan.schema().as_arrow())?)
             }
         }
     }
@@ -725,9 +728,10 @@ impl Database {
                     ViewOptions::default(),
                     plan,
                     self.placement(&dataflow, None, Some(Output::Channel(tx))),
+                    self.options.idle_timeout,
                 )
                 .await?;
-                view.start(self.log().clone(), self.ctx.clone());
+                view.flow.start(self.log().clone(), self.ctx.clone());
                 // The stream owns the query: when the client goes away it is
                 // dropped, and with it the query and its local state.
                 let guard = PushQuery(view);

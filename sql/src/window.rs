@@ -28,7 +28,7 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPush
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::col;
 
-use crate::table::StreamTable;
+use streamhouse_streams::scan::StreamTable;
 
 /// Tables the functions can window, by stream name.
 pub type Tables = Arc<RwLock<HashMap<String, Arc<StreamTable>>>>;

@@ -289,3 +289,11 @@ impl ExecutionPlan for StreamScanExec {
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }
+
+/// The stream a logical plan's scan reads, when it reads one.
+pub fn stream_of(scan: &datafusion::logical_expr::TableScan) -> Option<Arc<StreamInfo>> {
+    let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
+    provider
+        .downcast_ref::<StreamTable>()
+        .map(|t| t.info().clone())
+}

@@ -9,16 +9,13 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringAr
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::plan_err;
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use streamhouse_log::{Log, StreamInfo};
 
-use crate::error::{Result, SqlError};
-use crate::window::Tables;
+use crate::error::{Result, StreamsError};
 
 /// Name of the changelog's operation column.
 pub const OP: &str = "op";
@@ -27,12 +24,17 @@ pub const DELETE: &str = "delete";
 
 pub use streamhouse_log::CHANGELOG_PREFIX;
 
+/// Name of the column that carries each input row's weight through the
+/// pipeline of a dataflow over a changelog with updates: 1 for an insert,
+/// -1 for a delete. Signed rows end with it.
+pub const SIGN: &str = "__sign";
+
 /// The changelog schema of a view with columns `view`.
 pub fn changes_schema(view: &Schema) -> Result<SchemaRef> {
     let mut fields = vec![Field::new(OP, DataType::Utf8, false)];
     for f in view.fields() {
         if f.name() == OP {
-            return Err(SqlError::NotSupported(format!(
+            return Err(StreamsError::NotSupported(format!(
                 "a materialized view column named \"{OP}\" (the changelog's operation column); \
                  rename it"
             )));
@@ -175,40 +177,4 @@ pub fn follow(log: Arc<Log>, info: Arc<StreamInfo>, from: u64) -> SendableRecord
     })
     .flatten();
     Box::pin(RecordBatchStreamAdapter::new(schema, first.chain(rest)))
-}
-
-/// `changes(view)`: a view's changelog as a table (`op`, the view's
-/// columns, and the stream's system columns).
-#[derive(Debug)]
-pub struct ChangesFunction {
-    changelogs: Tables,
-}
-
-impl ChangesFunction {
-    pub fn new(changelogs: Tables) -> Self {
-        Self { changelogs }
-    }
-}
-
-impl TableFunctionImpl for ChangesFunction {
-    fn call_with_args(
-        &self,
-        args: TableFunctionArgs,
-    ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
-        let name = match args.exprs() {
-            [datafusion::logical_expr::Expr::Column(c)] => c.name.clone(),
-            [
-                datafusion::logical_expr::Expr::Literal(
-                    datafusion::common::ScalarValue::Utf8(Some(s)),
-                    _,
-                ),
-            ] => s.clone(),
-            _ => return plan_err!("changes(view): expected the name of a materialized view"),
-        };
-        let tables = self.changelogs.read().unwrap_or_else(|p| p.into_inner());
-        match tables.get(&name) {
-            Some(t) => Ok(t.clone()),
-            None => plan_err!("changes({name}): no materialized view named \"{name}\""),
-        }
-    }
 }

@@ -38,28 +38,26 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Join, LogicalPlan, LogicalPlanB
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::unsupported;
 use crate::error::Result;
 
-/// Checks a join a view can maintain: inner, with at least one equality
-/// between a column expression of each side.
-pub(super) fn check(j: &Join) -> Result<()> {
+/// What makes a join one a dataflow cannot maintain incrementally, if
+/// anything: only inner joins with at least one equality between a column
+/// expression of each side are.
+pub fn unsupported_join(j: &Join) -> Option<String> {
     if j.join_type != JoinType::Inner {
-        return Err(unsupported(format!(
+        return Some(format!(
             "a {} join (inner joins are supported)",
             j.join_type
-        )));
+        ));
     }
     if j.null_equality == NullEquality::NullEqualsNull {
-        return Err(unsupported("a join on IS NOT DISTINCT FROM"));
+        return Some("a join on IS NOT DISTINCT FROM".into());
     }
     let (on, _) = equalities(j);
     if on.is_empty() {
-        return Err(unsupported(
-            "a join without an equality between its two sides (a cross join)",
-        ));
+        return Some("a join without an equality between its two sides (a cross join)".into());
     }
-    Ok(())
+    None
 }
 
 /// The join's equality pairs (left, right) — its `on` and those in its

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::aggregate::PartialState;
+use crate::error::StreamsError;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StructArray, new_empty_array};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema};
 use datafusion::common::{DFSchema, Result as DfResult, ScalarValue};
@@ -20,7 +22,6 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
-use streamhouse_streams::{PartialState, StreamsError};
 
 /// `f(args)` rewritten so that its value is `f`'s partial state over the
 /// rows, plus the merger of such states. The coerced argument fields are
@@ -421,12 +422,12 @@ impl StateMerger {
 }
 
 impl PartialState for StateMerger {
-    fn merge(&self, old: &ArrayRef, delta: &ArrayRef) -> streamhouse_streams::Result<ArrayRef> {
+    fn merge(&self, old: &ArrayRef, delta: &ArrayRef) -> crate::error::Result<ArrayRef> {
         self.merge_states(&[old.as_struct(), delta.as_struct()])
             .map_err(streams_err)
     }
 
-    fn finish(&self, state: &ArrayRef) -> streamhouse_streams::Result<ArrayRef> {
+    fn finish(&self, state: &ArrayRef) -> crate::error::Result<ArrayRef> {
         self.finish_states(state.as_struct()).map_err(streams_err)
     }
 }

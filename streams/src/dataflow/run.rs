@@ -19,7 +19,6 @@
 //! the changelog); the next step continues the changelog as a run that
 //! never crashed would have.
 
-use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,127 +29,33 @@ use arrow::compute::concat_batches;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use streamhouse_log::{AppendOptions, Log, ProducerSeq, ViewCheckpoint};
-use streamhouse_streams::Watermarks;
 
 use super::changes::{self, INSERT};
-use super::{Aggregation, Body, MatView, Output, Status, read_plan};
-use crate::dialect::Emit;
-use crate::error::{Result, SqlError};
+use super::progress::{CheckpointRecord, Progress, Run, StepRecord, steps_to_replay};
+use super::state_table::read_plan;
+use super::{Aggregation, Body, Dataflow, Emit, Output, Status, producer_id};
+use crate::error::{Result, StreamsError};
+use crate::watermark::Watermarks;
 
 /// Most rows one step reads (over all input partitions).
 const MAX_STEP_ROWS: u64 = 1_000_000;
 /// Least rows one step may read from a partition.
 const MIN_PARTITION_ROWS: u64 = 10_000;
 
-/// One step as recorded for replay.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct StepRecord {
-    /// Offsets the step read up to, per input (in the view's input order),
-    /// per partition.
-    ends: Vec<Vec<u64>>,
-    /// Watermark before the step (rows of windows ending at or before it
-    /// were late) and after it.
-    before: Option<i64>,
-    after: Option<i64>,
-}
-
-/// Progress committed with each changelog append.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Progress {
-    /// The checkpoint the steps follow.
-    checkpoint: u64,
-    steps: Vec<StepRecord>,
-}
-
-/// What a checkpoint records besides the snapshot's key.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct CheckpointRecord {
-    /// {"<stream id>": [next offset per partition]}.
-    pub inputs: HashMap<String, Vec<u64>>,
-    /// Last changelog sequence written.
-    #[serde(default)]
-    pub sequence: u64,
-    /// Latest event time seen per input partition.
-    #[serde(default)]
-    pub maxima: Vec<Option<i64>>,
-    #[serde(default)]
-    pub watermark: Option<i64>,
-    #[serde(default)]
-    pub late_rows: u64,
-}
-
-impl CheckpointRecord {
-    pub(crate) fn parse(json: &str) -> Result<CheckpointRecord> {
-        serde_json::from_str::<CheckpointRecord>(json)
-            .or_else(|_| {
-                // Checkpoints that recorded only the input offsets.
-                serde_json::from_str::<HashMap<String, Vec<u64>>>(json).map(|inputs| {
-                    CheckpointRecord {
-                        inputs,
-                        ..CheckpointRecord::default()
-                    }
-                })
-            })
-            .map_err(|e| SqlError::Internal(format!("checkpoint record: {e}")))
-    }
-}
-
-/// A view's step state.
-pub(crate) struct Run {
-    watermarks: Option<Watermarks>,
-    /// Steps since the last checkpoint.
-    steps: Vec<StepRecord>,
-    /// Last changelog sequence written.
-    sequence: u64,
-    /// Recorded steps to run again, output suppressed.
-    replay: VecDeque<StepRecord>,
-    restored_late_rows: u64,
-}
-
-impl Run {
-    pub(crate) fn new(
-        mut watermarks: Option<Watermarks>,
-        restore: Option<&ViewCheckpoint>,
-    ) -> Result<Run> {
-        let mut run = Run {
-            watermarks: None,
-            steps: Vec::new(),
-            sequence: 0,
-            replay: VecDeque::new(),
-            restored_late_rows: 0,
-        };
-        if let Some(cp) = restore {
-            let r = CheckpointRecord::parse(&cp.input_offsets)?;
-            if let Some(w) = &mut watermarks {
-                w.restore(&r.maxima, r.watermark);
-            }
-            run.sequence = r.sequence;
-            run.restored_late_rows = r.late_rows;
-        }
-        run.watermarks = watermarks;
-        Ok(run)
-    }
-
-    pub(crate) fn watermark(&self) -> Option<i64> {
-        self.watermarks.as_ref().and_then(Watermarks::current)
-    }
-
-    pub(crate) fn restored_late_rows(&self) -> u64 {
-        self.restored_late_rows
-    }
-}
+/// Seconds a dataflow's checkpoints take (snapshot upload and metadata
+/// transaction), by `view`.
+pub const CHECKPOINT_SECONDS: &str = "streamhouse_view_checkpoint_seconds";
 
 /// Concatenates batches of one schema (`None` when there are no rows).
 fn concat(schema: &arrow::datatypes::SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
     Ok(concat_batches(schema, batches)?)
 }
 
-impl MatView {
-    /// The producer id of the view's changelog appends.
-    pub(crate) fn producer_id(&self) -> String {
-        crate::ownership::producer_id(&self.dataflow)
+impl Dataflow {
+    /// The producer id of the changelog appends.
+    pub fn producer_id(&self) -> String {
+        producer_id(&self.dataflow)
     }
 
     /// Brings the view up to date with everything its inputs hold now
@@ -182,7 +87,7 @@ impl MatView {
             let progress: Progress = match progress.as_deref().map(serde_json::from_str) {
                 Some(Ok(p)) => p,
                 _ => {
-                    return Err(SqlError::Internal(format!(
+                    return Err(StreamsError::Internal(format!(
                         "view \"{}\": changelog progress unreadable",
                         self.name
                     )));
@@ -196,15 +101,7 @@ impl MatView {
                 .map(|i| i.consumed.clone())
                 .collect();
             // Steps after what the state holds (earlier ones are in it).
-            let ahead = |s: &StepRecord| {
-                s.ends.len() == consumed.len()
-                    && s.ends
-                        .iter()
-                        .zip(&consumed)
-                        .all(|(e, c)| e.len() == c.len() && e.iter().zip(c).all(|(e, c)| e >= c))
-                    && s.ends != consumed
-            };
-            run.replay = progress.steps.into_iter().filter(ahead).collect();
+            run.replay = steps_to_replay(progress.steps, &consumed);
             run.sequence = last;
         }
         let steps = self.run.lock().await.replay.len();
@@ -264,11 +161,11 @@ impl MatView {
                         view.checkpoint(&log).await?;
                         last_checkpoint = streamhouse_log::monotonic();
                     }
-                    Ok::<_, SqlError>(())
+                    Ok::<_, StreamsError>(())
                 }
                 .await;
                 if let Err(e) = outcome {
-                    if !matches!(e, SqlError::Cancelled) {
+                    if !matches!(e, StreamsError::Cancelled) {
                         view.fail(&e);
                     }
                     return;
@@ -327,7 +224,7 @@ impl MatView {
             late_rows: self.late_rows(),
         };
         let input_offsets =
-            serde_json::to_string(&record).map_err(|e| SqlError::Internal(e.to_string()))?;
+            serde_json::to_string(&record).map_err(|e| StreamsError::Internal(e.to_string()))?;
         let state_key = match &self.body {
             Body::Aggregate(a) => a.state.snapshot(log.store(), number).await?,
             Body::Pipeline { .. } => String::new(),
@@ -349,7 +246,7 @@ impl MatView {
         self.checkpoint_no.store(number, Ordering::Release);
         self.dirty.store(false, Ordering::Release);
         drop(run);
-        metrics::histogram!(crate::metrics::VIEW_CHECKPOINT_SECONDS, "view" => self.name.clone())
+        metrics::histogram!(CHECKPOINT_SECONDS, "view" => self.name.clone())
             .record(started.elapsed().as_secs_f64());
         // The previous checkpoint stays as a margin; older ones go.
         if let Body::Aggregate(a) = &self.body
@@ -387,7 +284,11 @@ impl MatView {
     async fn step(&self, log: &Arc<Log>, ctx: &SessionContext) -> Result<bool> {
         let mut run = self.run.lock().await;
         let replaying = run.replay.pop_front();
-        let inputs: Vec<(Arc<streamhouse_log::StreamInfo>, super::Ranges, Vec<u64>)> = {
+        let inputs: Vec<(
+            Arc<streamhouse_log::StreamInfo>,
+            crate::scan::Ranges,
+            Vec<u64>,
+        )> = {
             let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
             inputs
                 .iter()
@@ -610,7 +511,7 @@ impl MatView {
                         sequence: run.sequence,
                         progress: Some(
                             serde_json::to_string(&progress)
-                                .map_err(|e| SqlError::Internal(e.to_string()))?,
+                                .map_err(|e| StreamsError::Internal(e.to_string()))?,
                         ),
                         epoch: Some(self.epoch),
                     }),
@@ -623,7 +524,7 @@ impl MatView {
                 Ok(())
             }
             Some(Output::Channel(tx)) => {
-                tx.send(batch).await.map_err(|_| SqlError::Cancelled)?;
+                tx.send(batch).await.map_err(|_| StreamsError::Cancelled)?;
                 Ok(())
             }
             None => Ok(()),

@@ -1,0 +1,216 @@
+//! An aggregate's functions as mergeable components: what each step
+//! computes per group, how it merges into the state and how the value
+//! comes out (count and sum add, min/max compare, avg is a sum and a count,
+//! any other function keeps its partial state). Over signed rows (a view
+//! over a view with updates) only functions that can take back a row are
+//! possible, weighted by the sign.
+
+use arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchema};
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
+use datafusion::logical_expr::{Expr, cast, lit, when};
+use streamhouse_streams::dataflow::changes::SIGN;
+use streamhouse_streams::dataflow::partial;
+use streamhouse_streams::{Final, Merge};
+
+use super::compile::unsupported;
+use crate::error::Result;
+
+/// The aggregate's functions as mergeable components.
+#[derive(Default)]
+pub(super) struct Decomposed {
+    pub components: Vec<Expr>,
+    pub merges: Vec<Merge>,
+    pub finals: Vec<Final>,
+    /// The `count(DISTINCT …)` among them: (component, argument).
+    pub distinct: Vec<(usize, Expr)>,
+    /// Over rows with a [`SIGN`]: the component counting a group's rows.
+    pub rows: Option<usize>,
+}
+
+/// `signed`: the input rows carry a [`SIGN`] (deletes retract); only
+/// aggregates that can subtract are possible then.
+pub(super) fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result<Decomposed> {
+    let mut d = Decomposed::default();
+    for e in aggr {
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(function) = inner else {
+            return Err(unsupported(format!("the aggregate {e}")));
+        };
+        let AggregateFunction { func, params } = function;
+        let name = func.name().to_lowercase();
+        if !params.order_by.is_empty() {
+            return Err(unsupported(format!("{} with ORDER BY", func.name())));
+        }
+        // A FILTER applies to each step's rows, so the components of
+        // count, sum, min, max and avg carry it as they are.
+        let filterable = matches!(
+            name.as_str(),
+            "count" | "sum" | "min" | "max" | "avg" | "mean"
+        );
+        if params.filter.is_some() && (signed || params.distinct || !filterable) {
+            return Err(unsupported(format!(
+                "{} with FILTER (supported on count, sum, min, max and avg over streams)",
+                func.name()
+            )));
+        }
+        if signed {
+            d.retracting(&name, params)?;
+            continue;
+        }
+        let Decomposed {
+            components,
+            merges,
+            finals,
+            distinct,
+            ..
+        } = &mut d;
+        if params.distinct {
+            if name != "count" || params.args.len() != 1 {
+                return Err(unsupported(format!(
+                    "{}(DISTINCT …) (count(DISTINCT x) of one column is supported)",
+                    func.name()
+                )));
+            }
+            // The step counts values new to the group (kept in the state);
+            // the aggregate only holds the place (always 0).
+            finals.push(Final::Same {
+                component: components.len(),
+                is_count: true,
+            });
+            distinct.push((components.len(), params.args[0].clone()));
+            merges.push(Merge::Sum);
+            components.push(count(Expr::Literal(
+                datafusion::common::ScalarValue::Int64(None),
+                None,
+            )));
+            continue;
+        }
+        match name.as_str() {
+            "count" | "sum" | "min" | "max" => {
+                finals.push(Final::Same {
+                    component: components.len(),
+                    is_count: name == "count",
+                });
+                merges.push(match name.as_str() {
+                    "min" => Merge::Min,
+                    "max" => Merge::Max,
+                    _ => Merge::Sum,
+                });
+                components.push(inner.clone());
+            }
+            "avg" | "mean" => {
+                let arg = params
+                    .args
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| unsupported("avg without an argument"))?;
+                finals.push(Final::Avg {
+                    sum: components.len(),
+                    count: components.len() + 1,
+                });
+                let filtered = |e: Expr| match e {
+                    Expr::AggregateFunction(mut f) => {
+                        f.params.filter = params.filter.clone();
+                        Expr::AggregateFunction(f)
+                    }
+                    other => other,
+                };
+                components.push(filtered(sum(cast(arg.clone(), DataType::Float64))));
+                components.push(filtered(count(arg)));
+                merges.extend([Merge::Sum, Merge::Sum]);
+            }
+            _ => {
+                // Any other function keeps its own partial state.
+                let (state, merger) = partial::partial_state(function, input)?;
+                finals.push(Final::Partial {
+                    component: components.len(),
+                    state: merger.clone(),
+                });
+                merges.push(Merge::Partial(merger));
+                components.push(state);
+            }
+        }
+    }
+    if signed {
+        d.rows = Some(d.components.len());
+        d.components
+            .push(sum(Expr::Column(Column::from_name(SIGN))));
+        d.merges.push(Merge::Sum);
+    }
+    // Name the components so the delta plan's schema is unambiguous.
+    d.components = std::mem::take(&mut d.components)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.alias(format!("__component{i}")))
+        .collect();
+    Ok(d)
+}
+
+impl Decomposed {
+    /// An aggregate over rows with a [`SIGN`]: counts and sums weighted by
+    /// it, so that a delete takes back what its insert added.
+    fn retracting(&mut self, name: &str, params: &AggregateFunctionParams) -> Result<()> {
+        let sign = Expr::Column(Column::from_name(SIGN));
+        let refuse = || {
+            unsupported(format!(
+                "{name}{} over a view whose changelog has updates (count, sum and avg \
+                 can take back deleted rows)",
+                if params.distinct {
+                    "(DISTINCT …)"
+                } else {
+                    "()"
+                }
+            ))
+        };
+        if params.distinct || params.args.len() > 1 {
+            return Err(refuse());
+        }
+        // How many non-NULL values (rows, for count(*)).
+        let counted = match params.args.first() {
+            Some(arg) => when(arg.clone().is_null(), lit(0i64)).otherwise(sign.clone())?,
+            None => sign.clone(),
+        };
+        let at = self.components.len();
+        match name {
+            "count" => {
+                self.finals.push(Final::Same {
+                    component: at,
+                    is_count: true,
+                });
+                self.components.push(sum(counted));
+                self.merges.push(Merge::Sum);
+            }
+            "sum" | "avg" | "mean" => {
+                let arg = params.args[0].clone();
+                let (value, last) = if name == "sum" {
+                    (
+                        arg,
+                        Final::SumIfAny {
+                            sum: at,
+                            count: at + 1,
+                        },
+                    )
+                } else {
+                    (
+                        cast(arg, DataType::Float64),
+                        Final::Avg {
+                            sum: at,
+                            count: at + 1,
+                        },
+                    )
+                };
+                self.finals.push(last);
+                self.components.push(sum(value * sign));
+                self.components.push(sum(counted));
+                self.merges.extend([Merge::Sum, Merge::Sum]);
+            }
+            _ => return Err(refuse()),
+        }
+        Ok(())
+    }
+}
