@@ -39,7 +39,7 @@ use streamhouse_log::groups::Strategy;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use crate::log_status;
+use crate::status::log_status;
 
 /// A consumer ticket.
 #[derive(Debug, Deserialize)]

@@ -30,7 +30,7 @@ use streamhouse_log::groups::{JoinRequest, Strategy};
 use tonic::{Response, Status};
 
 use crate::consume::Start;
-use crate::log_status;
+use crate::status::log_status;
 
 type ActionStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::Result, Status>> + Send>>;
 

@@ -11,39 +11,19 @@ pub mod prepared;
 pub mod produce;
 pub mod router;
 pub mod sql;
+pub mod status;
 pub mod xdbc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use streamhouse_log::LogError;
 use streamhouse_sql::Database;
 use tokio::net::TcpListener;
 use tokio_stream_shim::Incoming;
 
 pub use router::Router;
 pub use sql::FlightSql;
-
-/// A gRPC status for an error of the producer/consumer API: the log's own
-/// message (it names streams, partitions and groups), coded by its kind.
-pub fn log_status(e: LogError) -> tonic::Status {
-    use streamhouse_log::ErrorKind;
-    use tonic::Status;
-    let message = e.to_string();
-    match (&e, e.kind()) {
-        (LogError::PartitionOutOfRange { .. }, _) => Status::out_of_range(message),
-        (LogError::Rebalanced { .. } | LogError::StreamChanged(_), _) => Status::aborted(message),
-        (_, ErrorKind::NotFound) => Status::not_found(message),
-        (_, ErrorKind::AlreadyExists) => Status::already_exists(message),
-        (_, ErrorKind::InvalidArgument) => Status::invalid_argument(message),
-        (_, ErrorKind::Unavailable | ErrorKind::ShuttingDown) => Status::unavailable(message),
-        (_, ErrorKind::DataCorruption) => Status::data_loss(message),
-        (_, ErrorKind::Conflict) => Status::failed_precondition(message),
-        (_, ErrorKind::PermissionDenied) => Status::permission_denied(message),
-        (_, ErrorKind::Internal) => Status::internal(message),
-    }
-}
 
 mod tokio_stream_shim {
     //! A `TcpListener` as the stream of connections tonic serves, each

@@ -15,7 +15,7 @@ use prost::bytes::Bytes;
 use streamhouse_sql::{Prepared, ScalarValue};
 use tonic::Status;
 
-use crate::sql::status;
+use crate::status::sql_status;
 
 /// Prepared statements kept at most; past this the oldest is closed.
 const MAX_STATEMENTS: usize = 10_000;
@@ -53,7 +53,11 @@ impl Statement {
                 self.prepared.param_types.len()
             ))),
             Some(batch) => (0..batch.num_rows())
-                .map(|row| self.prepared.params_from_row(batch, row).map_err(status))
+                .map(|row| {
+                    self.prepared
+                        .params_from_row(batch, row)
+                        .map_err(sql_status)
+                })
                 .collect(),
         }
     }

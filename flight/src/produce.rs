@@ -32,7 +32,7 @@ use streamhouse_sql::Database;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::log_status;
+use crate::status::log_status;
 
 /// Appends awaiting durability per producer stream, at most.
 const MAX_IN_FLIGHT: usize = 256;

@@ -52,6 +52,7 @@ use streamhouse_sql::session::DATABASE;
 use streamhouse_sql::{Database, IfExists, IngestMode, QueryResult, Session, SqlError};
 
 use crate::prepared::Statements;
+use crate::status::sql_status;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Flight SQL over a [`Database`].
@@ -85,47 +86,11 @@ impl FlightSql {
                 .db
                 .execute_prepared(&session(), &statement.prepared, params)
                 .await
-                .map_err(status)?;
+                .map_err(sql_status)?;
             rows += drain_rows(result).await?;
         }
         Ok(rows)
     }
-}
-
-/// A gRPC status for a SQL error: the message as the PostgreSQL door
-/// words it, with the SQLSTATE, and the code by the error's kind — one
-/// exhaustive match, so a new kind of error must choose its code here.
-pub fn status(e: SqlError) -> Status {
-    use tonic::Code;
-    let code = match &e {
-        SqlError::UndefinedTable(_)
-        | SqlError::UndefinedColumn(_)
-        | SqlError::UndefinedFunction(_)
-        | SqlError::UndefinedObject(_)
-        | SqlError::InvalidCursor(_) => Code::NotFound,
-        SqlError::DuplicateTable(_) => Code::AlreadyExists,
-        SqlError::Syntax(_)
-        | SqlError::InvalidInput(_)
-        | SqlError::InvalidBinary(_)
-        | SqlError::DatetimeOverflow(_)
-        | SqlError::DatatypeMismatch(_)
-        | SqlError::InvalidDefinition(_)
-        | SqlError::NotNullViolation(_)
-        | SqlError::Plan(_)
-        | SqlError::DivisionByZero(_)
-        | SqlError::NumericOutOfRange(_)
-        | SqlError::DataException(_) => Code::InvalidArgument,
-        SqlError::NotSupported(_) => Code::Unimplemented,
-        SqlError::Cancelled => Code::Cancelled,
-        SqlError::InFailedTransaction | SqlError::Conflict(_) | SqlError::DependentObjects(_) => {
-            Code::FailedPrecondition
-        }
-        SqlError::ReservedName(_) | SqlError::InsufficientPrivilege(_) => Code::PermissionDenied,
-        SqlError::Unavailable(_) | SqlError::ShuttingDown => Code::Unavailable,
-        SqlError::DataCorrupted(_) => Code::DataLoss,
-        SqlError::Internal(_) => Code::Internal,
-    };
-    Status::new(code, format!("{e} (SQLSTATE {})", e.sqlstate()))
 }
 
 fn sql_of(bytes: &[u8]) -> Result<String, Status> {
@@ -219,7 +184,7 @@ async fn drain_rows(result: QueryResult) -> Result<i64, Status> {
             // A query sent as an update runs, and counts nothing.
             s.try_collect::<Vec<_>>()
                 .await
-                .map_err(|e| status(SqlError::from(e)))?;
+                .map_err(|e| sql_status(SqlError::from(e)))?;
             Ok(0)
         }
         QueryResult::CopyIn(_) | QueryResult::CopyOut { .. } => Err(Status::unimplemented(
@@ -269,7 +234,7 @@ impl FlightSqlService for FlightSql {
             .db
             .prepare(&query.query)
             .await
-            .map_err(status)?
+            .map_err(sql_status)?
             .ok_or_else(|| Status::invalid_argument("empty statement"))?;
         let Some(schema) = prepared.schema.clone() else {
             // A command (DDL, INSERT) sent as a query — ADBC's execute()
@@ -278,7 +243,7 @@ impl FlightSqlService for FlightSql {
                 .db
                 .execute_prepared(&session(), &prepared, Vec::new())
                 .await
-                .map_err(status)?
+                .map_err(sql_status)?
             {
                 QueryResult::Command { rows, .. } => rows.unwrap_or(0) as i64,
                 _ => 0,
@@ -313,14 +278,14 @@ impl FlightSqlService for FlightSql {
         let stmt = self
             .db
             .parse(&sql)
-            .map_err(status)?
+            .map_err(sql_status)?
             .pop()
             .ok_or_else(|| Status::invalid_argument("empty statement"))?;
         let result = self
             .db
             .execute_statement(&session(), stmt)
             .await
-            .map_err(status)?;
+            .map_err(sql_status)?;
         let (QueryResult::Rows(rows) | QueryResult::Subscription(rows)) = result else {
             return Err(Status::invalid_argument("the statement returns no rows"));
         };
@@ -341,7 +306,7 @@ impl FlightSqlService for FlightSql {
         _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let mut rows = 0i64;
-        for result in self.db.execute(&command.query).await.map_err(status)? {
+        for result in self.db.execute(&command.query).await.map_err(sql_status)? {
             rows += drain_rows(result).await?;
         }
         Ok(rows)
@@ -383,7 +348,7 @@ impl FlightSqlService for FlightSql {
                 IngestMode { create, if_exists },
             )
             .await
-            .map_err(status)?;
+            .map_err(sql_status)?;
         Ok(rows as i64)
     }
 
@@ -397,12 +362,12 @@ impl FlightSqlService for FlightSql {
                 "transactions: each statement is atomic on its own",
             ));
         }
-        let sql = numbered_placeholders(&query.query).map_err(status)?;
+        let sql = numbered_placeholders(&query.query).map_err(sql_status)?;
         let prepared = self
             .db
             .prepare(&sql)
             .await
-            .map_err(status)?
+            .map_err(sql_status)?
             .ok_or_else(|| Status::invalid_argument("empty statement"))?;
         let dataset_schema = ipc_schema(prepared.schema.as_deref().unwrap_or(&Schema::empty()))?;
         let parameter_schema = ipc_schema(&prepared.param_schema())?;
@@ -500,7 +465,7 @@ impl FlightSqlService for FlightSql {
                         Ok(_) => Err(FlightError::ProtocolError(
                             "the statement returns no rows".into(),
                         )),
-                        Err(e) => Err(FlightError::Tonic(Box::new(status(e)))),
+                        Err(e) => Err(FlightError::Tonic(Box::new(sql_status(e)))),
                     }
                 }
             })
@@ -617,7 +582,7 @@ impl FlightSqlService for FlightSql {
             .db
             .tables()
             .await
-            .map_err(status)?
+            .map_err(sql_status)?
             .into_iter()
             .map(|t| t.0)
             .collect();
@@ -643,7 +608,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let tables = self.db.tables().await.map_err(status)?;
+        let tables = self.db.tables().await.map_err(sql_status)?;
         let mut builder = query.into_builder();
         for (schema, name, kind, columns) in tables {
             builder

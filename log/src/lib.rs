@@ -15,6 +15,7 @@ pub mod agent;
 pub mod cache;
 pub mod chunk;
 pub mod clock;
+pub mod config;
 pub mod consume;
 pub mod error;
 pub mod groups;
@@ -32,10 +33,11 @@ pub mod writer;
 
 pub use agent::{Agent, AgentState};
 pub use clock::{Clock, ClockRef, ManualClock, Micros, Stopwatch, SystemClock, monotonic};
+pub use config::{LogConfig, MaintenanceConfig};
 pub use consume::GroupLag;
 pub use error::{ErrorKind, LogError, Result};
-pub use log::{AppendOptions, DataDir, Log, LogConfig};
-pub use maintenance::{MaintenanceConfig, MaintenanceReport};
+pub use log::{AppendOptions, DataDir, Log};
+pub use maintenance::MaintenanceReport;
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{

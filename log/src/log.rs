@@ -21,9 +21,9 @@ use tokio::sync::RwLock;
 use crate::agent::{Agent, AgentState};
 use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
+use crate::config::{LogConfig, MaintenanceConfig};
 use crate::error::{LogError, Result};
 use crate::groups::Groups;
-use crate::maintenance::MaintenanceConfig;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
 use crate::partitioner;
@@ -31,39 +31,7 @@ use crate::reader::{self, BatchStream, PartitionRead, RowFilter};
 use crate::store::Store;
 use crate::stream::{StreamInfo, StreamKind, StreamSpec};
 use crate::tail::Tail;
-use crate::writer::{AppendAck, FlushConfig, Submitted, Writer};
-
-/// Tunables of a [`Log`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogConfig {
-    pub flush: FlushConfig,
-    /// Bytes of decoded chunks kept in memory.
-    pub cache_bytes: u64,
-    /// How often a tail reader re-reads its partition's end even without a
-    /// commit announcement (the fallback when announcements from other
-    /// agents are late or lost).
-    pub tail_poll: Duration,
-    /// How often this agent records its heartbeat.
-    pub heartbeat_interval: Duration,
-    /// How old a heartbeat may be before its agent counts as dead.
-    pub agent_timeout: Duration,
-    /// Retention, compaction and garbage collection.
-    pub maintenance: MaintenanceConfig,
-}
-
-impl LogConfig {
-    /// Defaults for a store of this kind.
-    pub fn for_store(store: &Store) -> Self {
-        Self {
-            flush: FlushConfig::for_store(store.kind()),
-            cache_bytes: 256 << 20,
-            tail_poll: Duration::from_secs(1),
-            heartbeat_interval: Duration::from_secs(2),
-            agent_timeout: Duration::from_secs(10),
-            maintenance: MaintenanceConfig::default(),
-        }
-    }
-}
+use crate::writer::{AppendAck, Submitted, Writer};
 
 /// Where an append's rows go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

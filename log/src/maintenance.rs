@@ -16,48 +16,17 @@
 //!   knew (a flush whose commit failed) once they are older than the grace
 //!   period.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::chunk::{self, TimeBounds};
+use crate::config::MaintenanceConfig;
 use crate::error::Result;
 use crate::log::Log;
 use crate::metadata::ChunkRecord;
 use crate::path::DataObjectPath;
 use crate::stream::{StreamInfo, chunk_schema};
-
-/// Tunables of the upkeep.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MaintenanceConfig {
-    /// How often an agent runs it (zero: never on its own).
-    pub interval: Duration,
-    /// How long an unreferenced object is kept before it is deleted.
-    pub grace: Duration,
-    /// Chunks younger than this are left alone by compaction.
-    pub compact_after: Duration,
-    /// Chunks smaller than this are compacted...
-    pub small_chunk_bytes: u64,
-    /// ...into chunks of about this size...
-    pub target_chunk_bytes: u64,
-    /// ...when at least this many are in a row.
-    pub min_run: usize,
-}
-
-impl Default for MaintenanceConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(60),
-            grace: Duration::from_secs(600),
-            compact_after: Duration::from_secs(60),
-            small_chunk_bytes: 1 << 20,
-            target_chunk_bytes: 16 << 20,
-            min_run: 4,
-        }
-    }
-}
 
 /// What one round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

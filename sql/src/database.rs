@@ -36,6 +36,7 @@ use crate::dialect::{self, CreateStream, Statement, object_name};
 use crate::error::{Result, SqlError};
 use crate::functions;
 use crate::names::output_names;
+use crate::registry::Views;
 use crate::rewrite::{fold_table_function_names, hide_system_columns, integer_literals};
 use crate::session::Session;
 use crate::types::{SQL_TYPE_KEY, arrow_type, bytea_from_text, sql_type_name};
@@ -473,8 +474,8 @@ pub fn describe_schema() -> SchemaRef {
 pub struct Database {
     log: Arc<Log>,
     pub(crate) ctx: SessionContext,
-    /// Materialized views, by name.
-    pub(crate) views: Arc<RwLock<HashMap<String, Arc<crate::matview::MatView>>>>,
+    /// Materialized views: running here, elsewhere, or failed to load.
+    pub(crate) views: Arc<Views>,
     pub(crate) options: DatabaseOptions,
     /// Where views keep local state.
     pub(crate) state_dir: std::path::PathBuf,
@@ -486,10 +487,6 @@ pub struct Database {
     tables: Tables,
     /// Views' changelogs as tables, by view name (for `changes(view)`).
     pub(crate) changelogs: Tables,
-    /// Stored views that could not be brought back: (definition, error).
-    pub(crate) failed_views: Arc<RwLock<HashMap<String, (String, String)>>>,
-    /// Views other agents maintain, by name.
-    pub(crate) remote_views: Arc<RwLock<HashMap<String, crate::ownership::RemoteView>>>,
     /// Statements running now.
     pub(crate) running: Arc<crate::system::Running>,
     /// Settings used by [`Database::execute`] (embedded use, tests).
@@ -583,12 +580,10 @@ impl Database {
             streams: RwLock::new(HashSet::new()),
             tables: Tables::default(),
             changelogs: Tables::default(),
-            failed_views: Arc::new(RwLock::new(HashMap::new())),
-            remote_views: Arc::new(RwLock::new(HashMap::new())),
             running,
             default_session: Session::default(),
             compat,
-            views: Arc::new(RwLock::new(HashMap::new())),
+            views: Arc::new(Views::default()),
             options,
             state_dir,
             _temp_state: temp_state,
@@ -597,8 +592,6 @@ impl Database {
         let sources = Arc::new(crate::system::Sources {
             log: db.log.clone(),
             views: db.views.clone(),
-            failed_views: db.failed_views.clone(),
-            remote_views: db.remote_views.clone(),
             running: db.running.clone(),
         });
         if let Some(catalog) = db.ctx.catalog(crate::session::DATABASE) {
@@ -809,7 +802,7 @@ impl Database {
             Statement::ShowStreams => (Action::Statement(stmt), Some(show_streams_schema())),
             Statement::ShowMaterializedViews => (
                 Action::Statement(stmt),
-                Some(crate::views::show_views_schema()),
+                Some(crate::registry::show_views_schema()),
             ),
             Statement::Describe { .. } => (Action::Statement(stmt), Some(describe_schema())),
             Statement::Subscribe(ref s) => {

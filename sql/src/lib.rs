@@ -25,6 +25,7 @@ pub mod matview;
 pub mod metrics;
 pub mod names;
 mod ownership;
+pub mod registry;
 pub mod rewrite;
 pub mod session;
 pub mod system;

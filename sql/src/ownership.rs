@@ -28,14 +28,9 @@ use streamhouse_log::{AgentState, StreamInfo, ViewRecord};
 
 use crate::database::Database;
 use crate::error::{Result, SqlError};
+use crate::registry::RemoteView;
 use streamhouse_streams::dataflow::changes::{DELETE, OP};
 use streamhouse_streams::scan::StreamTable;
-
-/// A view another agent maintains.
-#[derive(Debug, Clone)]
-pub(crate) struct RemoteView {
-    pub record: ViewRecord,
-}
 
 impl Database {
     fn lease_until(&self) -> i64 {
@@ -114,7 +109,8 @@ impl Database {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(record.name.clone(), table);
-        self.remote_views
+        self.views
+            .remote
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
@@ -133,11 +129,13 @@ impl Database {
         for r in self.log().metadata().views().await? {
             let known = self
                 .views
+                .running
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&r.name)
                 || self
-                    .remote_views
+                    .views
+                    .remote
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .contains_key(&r.name);
@@ -152,7 +150,8 @@ impl Database {
     /// Forgets a remote view (taken over here, or dropped).
     pub(crate) fn forget_remote(&self, name: &str) -> Result<()> {
         let was = self
-            .remote_views
+            .views
+            .remote
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
@@ -171,6 +170,7 @@ impl Database {
     async fn stop_view(&self, name: &str) -> Option<Arc<crate::matview::MatView>> {
         let view = self
             .views
+            .running
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)?;
@@ -211,7 +211,9 @@ impl Database {
             .collect();
 
         // Renew what runs here; stop what was lost or dropped.
-        let running: Vec<(String, u64)> = crate::views::by_name(&self.views)
+        let running: Vec<(String, u64)> = self
+            .views
+            .by_name()
             .iter()
             .map(|v| (v.name.clone(), v.epoch))
             .collect();
@@ -234,7 +236,8 @@ impl Database {
 
         // Views dropped elsewhere; views created elsewhere.
         let remote: Vec<String> = self
-            .remote_views
+            .views
+            .remote
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
@@ -249,6 +252,7 @@ impl Database {
         for r in records.values() {
             let running = self
                 .views
+                .running
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&r.name);
@@ -257,7 +261,8 @@ impl Database {
             }
             // Known: refresh who runs it. Unknown: learn it.
             let refreshed = match self
-                .remote_views
+                .views
+                .remote
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_mut(&r.name)
@@ -293,7 +298,8 @@ impl Database {
         let share = records.len().div_ceil(live);
         let now = self.log().now_micros();
         let failed: std::collections::HashSet<String> = self
-            .failed_views
+            .views
+            .failed
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
@@ -321,7 +327,7 @@ impl Database {
         }
         // Hand one back when holding more than the share (an agent joined).
         if owned > share
-            && let Some(v) = crate::views::by_name(&self.views).last().cloned()
+            && let Some(v) = self.views.by_name().last().cloned()
         {
             self.hand_over(&v.name, v.epoch).await?;
         }
@@ -333,6 +339,7 @@ impl Database {
     async fn checkpoint_view(&self, name: &str) {
         let view = self
             .views
+            .running
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
@@ -361,7 +368,9 @@ impl Database {
     /// Stops every view running here and frees their leases (a clean
     /// shutdown: other agents take the views at once).
     pub async fn release_views(&self) {
-        let running: Vec<(String, u64)> = crate::views::by_name(&self.views)
+        let running: Vec<(String, u64)> = self
+            .views
+            .by_name()
             .iter()
             .map(|v| (v.name.clone(), v.epoch))
             .collect();
@@ -369,6 +378,7 @@ impl Database {
             self.checkpoint_view(&name).await;
             let view = self
                 .views
+                .running
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name);

@@ -23,12 +23,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 
 use streamhouse_log::Log;
 
 use crate::error::Result;
-use crate::matview::MatView;
 
 /// Name of the schema.
 pub const SCHEMA: &str = "streamhouse";
@@ -217,9 +215,7 @@ impl Running {
 /// What the tables read.
 pub(crate) struct Sources {
     pub log: Arc<Log>,
-    pub views: Arc<RwLock<HashMap<String, Arc<MatView>>>>,
-    pub failed_views: Arc<RwLock<HashMap<String, (String, String)>>>,
-    pub remote_views: Arc<RwLock<HashMap<String, crate::ownership::RemoteView>>>,
+    pub views: Arc<crate::registry::Views>,
     pub running: Arc<Running>,
 }
 
@@ -428,7 +424,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                 ],
                 fill(&sources, |s| async move {
                     let me = s.log.agent().id();
-                    let views = s.views.read().unwrap_or_else(|p| p.into_inner()).len();
+                    let views = s.views.running_count();
                     let agents = s.log.agents().await?;
                     let addr = |door: &str| -> ArrayRef {
                         text(agents.iter().map(|(a, _)| a.addresses.get(door).cloned()))
@@ -455,7 +451,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
 }
 
 async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
-    let list = crate::views::by_name(&s.views);
+    let list = s.views.by_name();
     let mut rows = Vec::new();
     for v in &list {
         let (status, lag) = v.progress(&s.log).await;
@@ -478,7 +474,8 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
         ));
     }
     for (name, (definition, error)) in s
-        .failed_views
+        .views
+        .failed
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
@@ -498,7 +495,7 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
             definition.clone(),
         ));
     }
-    for (name, status, definition) in crate::views::remote_rows(&s.remote_views) {
+    for (name, status, definition) in s.views.remote_rows() {
         rows.push((
             name, status, None, None, None, None, None, None, None, None, None, definition,
         ));

@@ -2,11 +2,10 @@
 //! VIEWS`, push queries (`SUBSCRIBE`, `… EMIT CHANGES`), and bringing views
 //! back at start-up (see [`crate::matview`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use sqlparser::ast::{Query, Statement as SqlStatement};
@@ -19,27 +18,12 @@ use crate::dialect::{self, Emit, Statement, Subscribe, ViewOptions};
 use crate::error::{Result, SqlError};
 use crate::matview::MatView;
 use crate::names::output_names;
+use crate::registry::show_views_schema;
 use streamhouse_log::{StreamInfo, StreamKind, StreamSpec, ViewCheckpoint, ViewLease, ViewRecord};
 use streamhouse_streams::StateStore;
 use streamhouse_streams::dataflow::changes::{self, CHANGELOG_PREFIX};
 use streamhouse_streams::scan::StreamTable;
 use streamhouse_streams::{Output, Placement, Status};
-
-/// Columns of `SHOW MATERIALIZED VIEWS`.
-pub fn show_views_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("name", DataType::Utf8, false),
-        Field::new("status", DataType::Utf8, false),
-        Field::new("lag_rows", DataType::Int64, false),
-        Field::new("checkpoint", DataType::Int64, false),
-        Field::new("restored_from", DataType::Utf8, false),
-        Field::new("inputs", DataType::Utf8, false),
-        Field::new("emit", DataType::Utf8, false),
-        Field::new("watermark", DataType::Utf8, true),
-        Field::new("late_rows", DataType::Int64, false),
-        Field::new("definition", DataType::Utf8, false),
-    ]))
-}
 
 /// The plan with its output columns named as PostgreSQL names them
 /// (`count`, `sum`, …), so the view's columns have those names.
@@ -63,24 +47,6 @@ fn with_output_names(plan: LogicalPlan, query: &Query) -> Result<LogicalPlan> {
         })
         .collect();
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
-}
-
-/// (name, status, definition) of the views other agents maintain.
-pub(crate) fn remote_rows(
-    remote: &std::sync::RwLock<HashMap<String, crate::ownership::RemoteView>>,
-) -> Vec<(String, String, String)> {
-    remote
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .map(|r| {
-            let status = match &r.record.lease.owner {
-                Some(agent) => format!("running on agent {agent}"),
-                None => "waiting for an agent".to_string(),
-            };
-            (r.record.name.clone(), status, r.record.definition.clone())
-        })
-        .collect()
 }
 
 /// Stream name of a view incarnation's changelog.
@@ -173,11 +139,13 @@ impl Database {
                 );
         }
         view.flow.start(self.log().clone(), self.ctx.clone());
-        self.failed_views
+        self.views
+            .failed
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&view.name);
         self.views
+            .running
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(view.name.clone(), view);
@@ -193,16 +161,19 @@ impl Database {
     ) -> Result<QueryResult> {
         let exists = self
             .views
+            .running
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&name)
             || self
-                .failed_views
+                .views
+                .failed
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&name)
             || self
-                .remote_views
+                .views
+                .remote
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&name);
@@ -288,11 +259,13 @@ impl Database {
         for name in names {
             let view = self
                 .views
+                .running
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name);
             let failed = self
-                .failed_views
+                .views
+                .failed
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name);
@@ -301,6 +274,7 @@ impl Database {
             {
                 let dependents: Vec<String> = self
                     .views
+                    .running
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .values()
@@ -309,6 +283,7 @@ impl Database {
                     .collect();
                 if !dependents.is_empty() {
                     self.views
+                        .running
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(name.clone(), v.clone());
@@ -342,14 +317,16 @@ impl Database {
                 }
                 (None, _)
                     if self
-                        .remote_views
+                        .views
+                        .remote
                         .read()
                         .unwrap_or_else(|p| p.into_inner())
                         .contains_key(&name) =>
                 {
                     // Its owner notices the record is gone and stops it.
                     let remote = self
-                        .remote_views
+                        .views
+                        .remote
                         .read()
                         .unwrap_or_else(|p| p.into_inner())
                         .get(&name)
@@ -397,7 +374,7 @@ impl Database {
     /// are scraped.
     pub async fn refresh_metrics(&self) -> Result<()> {
         use crate::metrics as m;
-        for v in by_name(&self.views) {
+        for v in self.views.by_name() {
             let (status, lag) = v.progress(self.log()).await;
             let view = v.name.clone();
             metrics::gauge!(m::VIEW_LAG_ROWS, "view" => view.clone()).set(lag as f64);
@@ -413,7 +390,8 @@ impl Database {
             }
         }
         for name in self
-            .failed_views
+            .views
+            .failed
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
@@ -434,7 +412,7 @@ impl Database {
 
     pub(crate) async fn show_materialized_views(&self) -> Result<QueryResult> {
         let mut rows: Vec<ShowRow> = Vec::new();
-        for v in &by_name(&self.views) {
+        for v in &self.views.by_name() {
             let (status, lag) = v.progress(self.log()).await;
             rows.push(ShowRow {
                 name: v.name.clone(),
@@ -454,7 +432,8 @@ impl Database {
             });
         }
         for (name, (definition, error)) in self
-            .failed_views
+            .views
+            .failed
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
@@ -466,7 +445,7 @@ impl Database {
                 ..ShowRow::default()
             });
         }
-        for (name, status, definition) in remote_rows(&self.remote_views) {
+        for (name, status, definition) in self.views.remote_rows() {
             rows.push(ShowRow {
                 name,
                 status,
@@ -546,7 +525,8 @@ impl Database {
             if failed.is_empty() || failed.len() == before {
                 for (record, e) in failed {
                     tracing::warn!(view = %record.name, error = %e, "materialized view not restored");
-                    self.failed_views
+                    self.views
+                        .failed
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(
@@ -660,6 +640,7 @@ impl Database {
 
     fn view(&self, name: &str) -> Result<Arc<MatView>> {
         self.views
+            .running
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
@@ -675,7 +656,8 @@ impl Database {
         if let Ok(view) = self.view(name) {
             return view.changelog().map(|i| i.name().to_string());
         }
-        self.remote_views
+        self.views
+            .remote
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
@@ -755,20 +737,6 @@ impl Drop for PushQuery {
         self.0.stop();
         self.0.remove_local_state();
     }
-}
-
-/// The running views, by name.
-pub(crate) fn by_name(
-    views: &std::sync::RwLock<HashMap<String, Arc<MatView>>>,
-) -> Vec<Arc<MatView>> {
-    let mut list: Vec<Arc<MatView>> = views
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    list.sort_by(|a, b| a.name.cmp(&b.name));
-    list
 }
 
 /// One row of SHOW MATERIALIZED VIEWS.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::TimeBounds;
 use crate::clock::Micros;
 use crate::error::Result;
-use crate::groups::{CommitCheck, GroupOp, StoredGroup};
+use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
 use crate::stream::{StreamId, StreamInfo, StreamSpec};
 
 /// A chunk as indexed: where its bytes are and which offsets they hold.
@@ -251,7 +251,7 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 
     /// Records a consumer group's next offsets for some partitions of a
     /// stream, in one transaction; with `check`, only if it holds in that
-    /// transaction ([`crate::groups::check_commit`]: the committing member
+    /// transaction ([`crate::groups::rules::check_commit`]: the committing member
     /// owns those partitions, or the group has no live member).
     async fn commit_group_offsets(
         &self,
@@ -263,7 +263,7 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
 
     /// Applies a membership operation to a group in one transaction (see
-    /// [`crate::groups::apply`]) and returns its new state (`None`: no such
+    /// [`crate::groups::rules::apply`]) and returns its new state (`None`: no such
     /// group).
     async fn update_group(
         &self,

@@ -27,7 +27,7 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::groups::{CommitCheck, GroupOp, StoredGroup};
+use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
 
 use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
 use super::{
@@ -604,7 +604,7 @@ impl MetadataStore for PostgresMetadata {
         let mut tx = self.pool.begin().await?;
         if let Some(check) = check {
             let stored = load_group(&mut tx, group).await?;
-            crate::groups::check_commit(group, stored.as_ref(), check)?;
+            crate::groups::rules::check_commit(group, stored.as_ref(), check)?;
         }
         let (parts, offs): (Vec<i64>, Vec<i64>) =
             by_partition.iter().map(|(&p, &o)| (p as i64, u(o))).unzip();
@@ -639,7 +639,7 @@ impl MetadataStore for PostgresMetadata {
             .execute(&mut *tx)
             .await?;
         let stored = load_group(&mut tx, group).await?;
-        let Some(g) = crate::groups::apply(group, stored, op, now)? else {
+        let Some(g) = crate::groups::rules::apply(group, stored, op, now)? else {
             return Ok(None);
         };
         sqlx::query(

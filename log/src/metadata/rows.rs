@@ -231,8 +231,8 @@ pub(super) fn stored_producer(row: &impl MetaRow) -> Result<StoredProducer> {
 pub(super) fn stored_group(
     group: &impl MetaRow,
     members: &[impl MetaRow],
-) -> Result<crate::groups::StoredGroup> {
-    use crate::groups::{StoredGroup, StoredMember, Strategy};
+) -> Result<crate::groups::rules::StoredGroup> {
+    use crate::groups::rules::{StoredGroup, StoredMember, Strategy};
     let strategy = match group.text("strategy")?.as_str() {
         "round_robin" => Strategy::RoundRobin,
         _ => Strategy::Range,
@@ -256,9 +256,9 @@ pub(super) fn stored_group(
     Ok(out)
 }
 
-pub(super) fn strategy_name(s: crate::groups::Strategy) -> &'static str {
+pub(super) fn strategy_name(s: crate::groups::rules::Strategy) -> &'static str {
     match s {
-        crate::groups::Strategy::Range => "range",
-        crate::groups::Strategy::RoundRobin => "round_robin",
+        crate::groups::rules::Strategy::Range => "range",
+        crate::groups::rules::Strategy::RoundRobin => "round_robin",
     }
 }

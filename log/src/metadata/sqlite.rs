@@ -20,7 +20,7 @@ use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction
 use tokio::sync::Mutex;
 
 use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
-use crate::groups::{CommitCheck, GroupOp, StoredGroup};
+use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
 
 use super::{
     AgentRecord, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats, Rejection,
@@ -491,7 +491,7 @@ impl MetadataStore for SqliteMetadata {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(check) = check {
             let stored = load_group(&mut tx, group).await?;
-            crate::groups::check_commit(group, stored.as_ref(), check)?;
+            crate::groups::rules::check_commit(group, stored.as_ref(), check)?;
         }
         for &(partition, offset) in offsets {
             sqlx::query(
@@ -522,7 +522,7 @@ impl MetadataStore for SqliteMetadata {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let stored = load_group(&mut tx, group).await?;
-        let Some(g) = crate::groups::apply(group, stored, op, now)? else {
+        let Some(g) = crate::groups::rules::apply(group, stored, op, now)? else {
             return Ok(None);
         };
         sqlx::query(

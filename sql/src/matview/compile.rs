@@ -24,18 +24,10 @@ use streamhouse_streams::scan::{StreamTable, stream_of};
 use streamhouse_streams::{Dataflow, Merge, Sessions, Windowing};
 
 use super::decompose::{Decomposed, decompose};
-use super::{MatView, MatViewTable};
+use super::{MatView, MatViewTable, unsupported};
 use crate::dialect::ViewOptions;
 use crate::error::{Result, SqlError};
 use crate::window::SessionTable;
-
-pub(super) fn unsupported(what: impl std::fmt::Display) -> SqlError {
-    SqlError::NotSupported(format!(
-        "{what} in a materialized view (supported: projection, WHERE, scalar functions, \
-         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, inner equi-joins, one \
-         GROUP BY with aggregate functions, HAVING and ORDER BY)"
-    ))
-}
 
 impl MatView {
     /// Compiles a planned view query and instantiates its dataflow at

@@ -14,7 +14,7 @@ use streamhouse_streams::dataflow::changes::SIGN;
 use streamhouse_streams::dataflow::partial;
 use streamhouse_streams::{Final, Merge};
 
-use super::compile::unsupported;
+use super::unsupported;
 use crate::error::Result;
 
 /// The aggregate's functions as mergeable components.

@@ -64,6 +64,16 @@ use streamhouse_log::StreamInfo;
 use streamhouse_streams::Dataflow;
 
 use crate::dialect::ViewOptions;
+use crate::error::SqlError;
+
+/// 0A000 naming the part of a query a view cannot maintain, and what it can.
+fn unsupported(what: impl fmt::Display) -> SqlError {
+    SqlError::NotSupported(format!(
+        "{what} in a materialized view (supported: projection, WHERE, scalar functions, \
+         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, inner equi-joins, one \
+         GROUP BY with aggregate functions, HAVING and ORDER BY)"
+    ))
+}
 
 /// One materialized view: its running dataflow and its SQL definition.
 pub struct MatView {

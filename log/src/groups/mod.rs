@@ -1,0 +1,179 @@
+//! Consumer groups: membership and partition assignment, shared by every
+//! agent through the metadata store.
+//!
+//! A group reads one stream. Members join (or are joined by an open
+//! consumer read), keep themselves alive with heartbeats, and own the
+//! partitions the group's strategy gives them in the current generation.
+//! Every change of membership — a join, a leave, a member that missed its
+//! session timeout — starts a new generation. The assignment is a pure
+//! function of the generation's members (sorted by id), the partition count
+//! and the strategy, so members connected to different agents agree on it.
+//!
+//! Each operation is one metadata transaction over the group's stored state
+//! ([`MetadataStore::update_group`]): the store locks the group, this module
+//! computes the new state ([`apply`]), the store writes it back. Expiry is
+//! evaluated whenever the group is touched, so a dead member is noticed by
+//! the next living one. A commit of offsets by a member is checked against
+//! the assignment in the same transaction as the commit.
+
+pub mod rules;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::ClockRef;
+use crate::error::{LogError, Result};
+use crate::metadata::MetadataStore;
+use crate::stream::StreamId;
+use rules::unknown_member;
+pub use rules::{
+    Assignment, CommitCheck, DEFAULT_SESSION_TIMEOUT, GroupOp, GroupState, MemberState, OwnerCheck,
+    StoredGroup, StoredMember, Strategy,
+};
+
+/// How a member joins.
+#[derive(Debug, Clone, Default)]
+pub struct JoinRequest {
+    pub group: String,
+    pub stream: String,
+    /// Its id; a fresh one is made when absent.
+    pub member: Option<String>,
+    /// Used when the join creates the group; ignored otherwise.
+    pub strategy: Strategy,
+    pub session_timeout: Option<Duration>,
+}
+
+/// The groups of every agent, as this agent reaches them.
+pub struct Groups {
+    meta: Arc<dyn MetadataStore>,
+    clock: ClockRef,
+}
+
+impl Groups {
+    pub(crate) fn new(meta: Arc<dyn MetadataStore>, clock: ClockRef) -> Groups {
+        Groups { meta, clock }
+    }
+
+    async fn update(&self, group: &str, op: GroupOp) -> Result<Option<StoredGroup>> {
+        self.meta
+            .update_group(group, &op, self.clock.now_micros())
+            .await
+    }
+
+    async fn stream_name(&self, id: StreamId) -> Result<String> {
+        Ok(self
+            .meta
+            .streams()
+            .await?
+            .into_iter()
+            .find(|s| s.id == id)
+            .map(|s| s.spec.name)
+            .unwrap_or_else(|| format!("#{id}")))
+    }
+
+    async fn assignment_of(
+        &self,
+        group: &str,
+        member: &str,
+        g: &StoredGroup,
+    ) -> Result<Assignment> {
+        Ok(Assignment {
+            group: group.to_string(),
+            stream: self.stream_name(g.stream_id).await?,
+            member: member.to_string(),
+            generation: g.generation,
+            partitions: g
+                .partitions_of(member)
+                .ok_or_else(|| unknown_member(group, member))?,
+        })
+    }
+
+    /// Adds a member (or refreshes one already in), rebalancing on a new
+    /// member, and returns its assignment.
+    pub async fn join(&self, req: JoinRequest) -> Result<Assignment> {
+        let info = self
+            .meta
+            .stream(&req.stream)
+            .await?
+            .ok_or_else(|| LogError::UnknownStream(req.stream.clone()))?;
+        let member = req
+            .member
+            .clone()
+            .unwrap_or_else(|| format!("member-{}", ulid::Ulid::new().to_string().to_lowercase()));
+        let op = GroupOp::Join {
+            member: member.clone(),
+            stream_id: info.id,
+            stream: req.stream.clone(),
+            partitions: info.spec.partitions,
+            strategy: req.strategy,
+            timeout: req.session_timeout.unwrap_or(DEFAULT_SESSION_TIMEOUT),
+        };
+        let g = self
+            .update(&req.group, op)
+            .await?
+            .expect("a join creates its group");
+        self.assignment_of(&req.group, &member, &g).await
+    }
+
+    /// Keeps a member alive; answers its current assignment (a new
+    /// generation means: stop, then read the new partitions).
+    pub async fn heartbeat(&self, group: &str, member: &str) -> Result<Assignment> {
+        let op = GroupOp::Heartbeat {
+            member: member.to_string(),
+        };
+        let g = self
+            .update(group, op)
+            .await?
+            .ok_or_else(|| unknown_member(group, member))?;
+        self.assignment_of(group, member, &g).await
+    }
+
+    /// Removes a member; the others are rebalanced at once.
+    pub async fn leave(&self, group: &str, member: &str) -> Result<()> {
+        let op = GroupOp::Leave {
+            member: member.to_string(),
+        };
+        self.update(group, op).await?;
+        Ok(())
+    }
+
+    fn state(&self, group: &str, stream: String, g: &StoredGroup) -> GroupState {
+        let now = self.clock.now_micros();
+        let plan = g.assignment();
+        GroupState {
+            group: group.to_string(),
+            stream,
+            strategy: g.strategy,
+            generation: g.generation,
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberState {
+                    member: id.clone(),
+                    partitions: plan.get(id.as_str()).cloned().unwrap_or_default(),
+                    idle_seconds: (now - m.heartbeat_at).max(0) as f64 / 1e6,
+                })
+                .collect(),
+        }
+    }
+
+    /// One group's live state (after expiring dead members).
+    pub async fn describe(&self, group: &str) -> Result<Option<GroupState>> {
+        let Some(g) = self.update(group, GroupOp::Observe).await? else {
+            return Ok(None);
+        };
+        let stream = self.stream_name(g.stream_id).await?;
+        Ok(Some(self.state(group, stream, &g)))
+    }
+
+    /// Every group with live state, by name.
+    pub async fn list(&self) -> Result<Vec<GroupState>> {
+        let mut out = Vec::new();
+        for name in self.meta.group_names().await? {
+            if let Some(g) = self.describe(&name).await? {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+}
