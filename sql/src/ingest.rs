@@ -13,8 +13,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use streamhouse_log::{AppendOptions, LogError, StreamSpec};
 
-use crate::database::{Database, Prepared, conform_insert};
+use crate::database::Database;
 use crate::error::{Result, SqlError};
+use crate::insert::conform_insert;
+use crate::prepared::Prepared;
 
 /// What ingest does when the stream exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,12 +13,13 @@ use sqlparser::ast::{Query, Statement as SqlStatement};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
-use crate::database::{Database, QueryResult};
+use crate::database::Database;
 use crate::dialect::{self, Emit, Statement, Subscribe, ViewOptions};
 use crate::error::{Result, SqlError};
 use crate::matview::MatView;
 use crate::names::output_names;
 use crate::registry::show_views_schema;
+use crate::result::QueryResult;
 use streamhouse_log::{StreamInfo, StreamKind, StreamSpec, ViewCheckpoint, ViewLease, ViewRecord};
 use streamhouse_streams::StateStore;
 use streamhouse_streams::dataflow::changes::{self, CHANGELOG_PREFIX};

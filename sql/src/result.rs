@@ -1,0 +1,107 @@
+//! What statements produce: [`QueryResult`] (rows, a command tag, a COPY
+//! in progress, a subscription), and the fixed result schemas of our own
+//! statements.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::memory::MemoryStream;
+use futures::stream::BoxStream;
+
+use crate::copy::CopyIn;
+use crate::error::Result;
+
+/// What a statement produced.
+pub enum QueryResult {
+    /// Rows, produced lazily as the stream is polled.
+    Rows(SendableRecordBatchStream),
+    /// A push query's rows: each batch as soon as it is produced (a door
+    /// sends it at once), until the client goes away.
+    Subscription(SendableRecordBatchStream),
+    /// A command's completion: the PostgreSQL command tag and, for INSERT,
+    /// the rows it wrote.
+    Command { tag: String, rows: Option<u64> },
+    /// `COPY … FROM STDIN`: feed the client's data, then
+    /// [`Database::finish_copy`].
+    CopyIn(Box<CopyIn>),
+    /// `COPY … TO STDOUT`: the encoded data, a chunk at a time.
+    CopyOut {
+        columns: usize,
+        /// The data is in the binary format.
+        binary: bool,
+        data: BoxStream<'static, Result<Bytes>>,
+    },
+}
+
+impl std::fmt::Debug for QueryResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryResult::Rows(s) => write!(f, "Rows({:?})", s.schema()),
+            QueryResult::Subscription(s) => write!(f, "Subscription({:?})", s.schema()),
+            QueryResult::Command { tag, .. } => write!(f, "Command({tag})"),
+            QueryResult::CopyIn(c) => write!(f, "{c:?}"),
+            QueryResult::CopyOut { columns, .. } => write!(f, "CopyOut({columns} columns)"),
+        }
+    }
+}
+
+impl QueryResult {
+    pub(crate) fn command(tag: impl Into<String>) -> Self {
+        QueryResult::Command {
+            tag: tag.into(),
+            rows: None,
+        }
+    }
+
+    pub(crate) fn rows(batch: RecordBatch) -> Result<Self> {
+        let schema = batch.schema();
+        Ok(QueryResult::Rows(Box::pin(MemoryStream::try_new(
+            vec![batch],
+            schema,
+            None,
+        )?)))
+    }
+}
+
+/// `schema` with the PostgreSQL names where `names` has one.
+pub(crate) fn rename(schema: &Schema, names: Option<&[Option<String>]>) -> SchemaRef {
+    let Some(names) = names.filter(|n| n.len() == schema.fields().len()) else {
+        return Arc::new(schema.clone());
+    };
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, n)| match n {
+            Some(n) => f.as_ref().clone().with_name(n),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Columns of `SHOW STREAMS`.
+pub fn show_streams_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("partitions", DataType::Int32, false),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("event_time", DataType::Utf8, true),
+        Field::new("watermark_delay", DataType::Utf8, true),
+        Field::new("retention", DataType::Utf8, true),
+        Field::new("rows", DataType::Int64, false),
+    ]))
+}
+
+/// Columns of `DESCRIBE`.
+pub fn describe_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("data_type", DataType::Utf8, false),
+        Field::new("is_nullable", DataType::Utf8, false),
+        Field::new("note", DataType::Utf8, true),
+    ]))
+}
