@@ -176,7 +176,7 @@ fn ipc_schema(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
 /// The rows of a statement's result (a command's result is no rows).
 async fn drain_rows(result: QueryResult) -> Result<i64, Status> {
     match result {
-        QueryResult::Command { rows, .. } => Ok(rows.unwrap_or(0) as i64),
+        QueryResult::Command(tag) => Ok(tag.rows().unwrap_or(0) as i64),
         QueryResult::Subscription(_) => Err(Status::invalid_argument(
             "a push query returns rows; run it with GetFlightInfo and DoGet",
         )),
@@ -245,7 +245,7 @@ impl FlightSqlService for FlightSql {
                 .await
                 .map_err(sql_status)?
             {
-                QueryResult::Command { rows, .. } => rows.unwrap_or(0) as i64,
+                QueryResult::Command(tag) => tag.rows().unwrap_or(0) as i64,
                 _ => 0,
             };
             let info = FlightInfo::new()

@@ -28,7 +28,7 @@ use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use streamhouse_sql::copy::CopyIn;
-use streamhouse_sql::{Database, Prepared, QueryResult, Session, SqlError};
+use streamhouse_sql::{CommandTag, Database, Prepared, QueryResult, Session, SqlError};
 
 use crate::encode;
 use crate::error::pg_error;
@@ -265,17 +265,15 @@ async fn respond(
                 data.map_err(pg_error),
             ))
         }
-        QueryResult::Command { tag, rows } => {
-            let word = tag.split_whitespace().next().unwrap_or("OK").to_string();
-            match word.as_str() {
-                "BEGIN" => Response::TransactionStart(Tag::new("BEGIN")),
-                "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(&word)),
-                "INSERT" => Response::Execution(
-                    Tag::new("INSERT")
-                        .with_oid(0)
-                        .with_rows(rows.unwrap_or(0) as usize),
-                ),
-                _ => Response::Execution(Tag::new(&tag)),
+        QueryResult::Command(command) => {
+            let tag = match command {
+                CommandTag::Insert(rows) => Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
+                other => Tag::new(&other.to_string()),
+            };
+            match command.transaction() {
+                Some(true) => Response::TransactionStart(tag),
+                Some(false) => Response::TransactionEnd(tag),
+                None => Response::Execution(tag),
             }
         }
         QueryResult::Subscription(_) => {
@@ -339,7 +337,9 @@ impl SimpleQueryHandler for Simple {
                 // PostgreSQL: in a failed block only COMMIT/ROLLBACK run, and
                 // either one rolls back.
                 if stmt.ends_transaction() {
-                    out.push(Response::TransactionEnd(Tag::new("ROLLBACK")));
+                    out.push(Response::TransactionEnd(Tag::new(
+                        CommandTag::Rollback.word(),
+                    )));
                     aborted = false;
                     continue;
                 }
@@ -485,7 +485,9 @@ impl ExtendedQueryHandler for Extended {
         let prepared = &portal.statement.statement;
         if client.transaction_status() == TransactionStatus::Error {
             if prepared.ends_transaction() {
-                return Ok(Response::TransactionEnd(Tag::new("ROLLBACK")));
+                return Ok(Response::TransactionEnd(Tag::new(
+                    CommandTag::Rollback.word(),
+                )));
             }
             return Err(pg_error(SqlError::InFailedTransaction));
         }

@@ -31,7 +31,7 @@ use crate::functions;
 use crate::names::output_names;
 use crate::prepared::{Action, Prepared, bind, param_types, with_session_settings};
 use crate::registry::Views;
-use crate::result::{QueryResult, describe_schema, rename, show_streams_schema};
+use crate::result::{CommandTag, QueryResult, describe_schema, rename, show_streams_schema};
 use crate::rewrite::{fold_table_function_names, hide_system_columns, integer_literals};
 use crate::session::Session;
 use crate::settings::{assignments, setting_name, show, show_schema};
@@ -424,27 +424,27 @@ impl Database {
                 // Statements are durable when they return (autocommit), so a
                 // savepoint marks nothing to undo; accepted for drivers that
                 // wrap probes in one.
-                SqlStatement::Savepoint { .. } => (Action::Tag("SAVEPOINT"), None),
-                SqlStatement::ReleaseSavepoint { .. } => (Action::Tag("RELEASE"), None),
+                SqlStatement::Savepoint { .. } => (Action::Tag(CommandTag::Savepoint), None),
+                SqlStatement::ReleaseSavepoint { .. } => (Action::Tag(CommandTag::Release), None),
                 SqlStatement::Rollback {
                     savepoint: Some(_), ..
-                } => (Action::Tag("ROLLBACK TO SAVEPOINT"), None),
+                } => (Action::Tag(CommandTag::RollbackToSavepoint), None),
                 // What connection pools send when a connection is returned
                 // (asyncpg: CLOSE ALL; UNLISTEN *; RESET ALL): there are no
                 // SQL cursors or notification channels to release.
                 SqlStatement::Close {
                     cursor: sqlparser::ast::CloseCursor::All,
-                } => (Action::Tag("CLOSE CURSOR ALL"), None),
+                } => (Action::Tag(CommandTag::CloseCursorAll), None),
                 SqlStatement::Close { cursor } => {
                     return Err(SqlError::InvalidCursor(format!(
                         "cursor \"{cursor}\" does not exist"
                     )));
                 }
-                SqlStatement::UNLISTEN { .. } => (Action::Tag("UNLISTEN"), None),
+                SqlStatement::UNLISTEN { .. } => (Action::Tag(CommandTag::Unlisten), None),
                 SqlStatement::Discard { .. } => (Action::Reset(None), None),
-                SqlStatement::StartTransaction { .. } => (Action::Tag("BEGIN"), None),
-                SqlStatement::Commit { .. } => (Action::Tag("COMMIT"), None),
-                SqlStatement::Rollback { .. } => (Action::Tag("ROLLBACK"), None),
+                SqlStatement::StartTransaction { .. } => (Action::Tag(CommandTag::Begin), None),
+                SqlStatement::Commit { .. } => (Action::Tag(CommandTag::Commit), None),
+                SqlStatement::Rollback { .. } => (Action::Tag(CommandTag::Rollback), None),
                 other => {
                     return Err(SqlError::NotSupported(format!(
                         "statement {}",
@@ -553,10 +553,7 @@ impl Database {
                         std::slice::from_ref(rows),
                     )
                     .await?;
-                Ok(QueryResult::Command {
-                    tag: format!("INSERT 0 {n}"),
-                    rows: Some(n),
-                })
+                Ok(QueryResult::command(CommandTag::Insert(n)))
             }
             Action::Tag(tag) => Ok(QueryResult::command(*tag)),
             Action::Set(assignments) => {
@@ -568,11 +565,11 @@ impl Database {
                         None => session.reset(Some(name)),
                     }
                 }
-                Ok(QueryResult::command("SET"))
+                Ok(QueryResult::command(CommandTag::Set))
             }
             Action::Reset(name) => {
                 session.reset(name.as_deref());
-                Ok(QueryResult::command("RESET"))
+                Ok(QueryResult::command(CommandTag::Reset))
             }
             Action::Show(name) => show(session, name),
             Action::Copy(stmt) => self.copy(stmt.as_ref().clone()).await,
@@ -591,7 +588,7 @@ impl Database {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Ok(QueryResult::command("DROP STREAM"))
+                Ok(QueryResult::command(CommandTag::DropStream))
             }
             Statement::ShowStreams => self.show_streams().await,
             Statement::Describe { name } => self.describe(&name).await,

@@ -22,7 +22,7 @@ use crate::types::{bytea_from_text, sql_type_name};
 
 use crate::database::Database;
 use crate::prepared::{Action, values_placeholders};
-use crate::result::QueryResult;
+use crate::result::{CommandTag, QueryResult};
 
 /// PostgreSQL's arity rules for INSERT.
 pub(crate) fn check_arity(width: usize, targets: usize, explicit_columns: bool) -> Result<()> {
@@ -349,9 +349,6 @@ impl Database {
         let df = self.ctx.execute_logical_plan(source).await?;
         let batches = df.collect().await?;
         let rows = self.append_rows(name, &declared, targets, &batches).await?;
-        Ok(QueryResult::Command {
-            tag: format!("INSERT 0 {rows}"),
-            rows: Some(rows),
-        })
+        Ok(QueryResult::command(CommandTag::Insert(rows)))
     }
 }

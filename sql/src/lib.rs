@@ -44,5 +44,5 @@ pub use datafusion::physical_plan::SendableRecordBatchStream;
 pub use error::{Result, SqlError};
 pub use ingest::{IfExists, IngestMode};
 pub use prepared::Prepared;
-pub use result::QueryResult;
+pub use result::{CommandTag, QueryResult};
 pub use session::Session;

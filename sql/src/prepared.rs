@@ -12,6 +12,7 @@ use sqlparser::ast::Statement as SqlStatement;
 
 use crate::dialect::Statement;
 use crate::error::{Result, SqlError};
+use crate::result::CommandTag;
 use crate::session::Session;
 
 /// A planned statement, ready to run with parameter values.
@@ -43,7 +44,7 @@ pub(crate) enum Action {
         targets: Vec<usize>,
         rows: RecordBatch,
     },
-    Tag(&'static str),
+    Tag(CommandTag),
     /// (setting, value); `None` resets to the default (`SET x TO DEFAULT`).
     Set(Vec<(String, Option<String>)>),
     Reset(Option<String>),
@@ -75,7 +76,10 @@ pub(crate) fn values_placeholders(q: &sqlparser::ast::Query) -> Vec<(usize, usiz
 impl Prepared {
     /// `COMMIT` or `ROLLBACK`: allowed in a failed transaction block.
     pub fn ends_transaction(&self) -> bool {
-        matches!(self.action, Action::Tag("COMMIT" | "ROLLBACK"))
+        matches!(
+            self.action,
+            Action::Tag(CommandTag::Commit | CommandTag::Rollback)
+        )
     }
 }
 

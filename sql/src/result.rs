@@ -2,6 +2,7 @@
 //! in progress, a subscription), and the fixed result schemas of our own
 //! statements.
 
+use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -14,6 +15,79 @@ use futures::stream::BoxStream;
 use crate::copy::CopyIn;
 use crate::error::Result;
 
+/// What a command did, as each door reports it (PostgreSQL's command tag
+/// through [`fmt::Display`], the affected rows for Flight SQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandTag {
+    /// Rows appended by INSERT.
+    Insert(u64),
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint,
+    Release,
+    RollbackToSavepoint,
+    Set,
+    Reset,
+    CloseCursorAll,
+    Unlisten,
+    CreateStream,
+    DropStream,
+    CreateMaterializedView,
+    DropMaterializedView,
+}
+
+impl CommandTag {
+    /// Rows the command wrote, for the commands that count them.
+    pub fn rows(&self) -> Option<u64> {
+        match self {
+            CommandTag::Insert(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// Whether the command starts (`Some(true)`) or ends (`Some(false)`) a
+    /// transaction block.
+    pub fn transaction(&self) -> Option<bool> {
+        match self {
+            CommandTag::Begin => Some(true),
+            CommandTag::Commit | CommandTag::Rollback => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The tag's first word(s), without a row count.
+    pub fn word(&self) -> &'static str {
+        match self {
+            CommandTag::Insert(_) => "INSERT",
+            CommandTag::Begin => "BEGIN",
+            CommandTag::Commit => "COMMIT",
+            CommandTag::Rollback => "ROLLBACK",
+            CommandTag::Savepoint => "SAVEPOINT",
+            CommandTag::Release => "RELEASE",
+            CommandTag::RollbackToSavepoint => "ROLLBACK TO SAVEPOINT",
+            CommandTag::Set => "SET",
+            CommandTag::Reset => "RESET",
+            CommandTag::CloseCursorAll => "CLOSE CURSOR ALL",
+            CommandTag::Unlisten => "UNLISTEN",
+            CommandTag::CreateStream => "CREATE STREAM",
+            CommandTag::DropStream => "DROP STREAM",
+            CommandTag::CreateMaterializedView => "CREATE MATERIALIZED VIEW",
+            CommandTag::DropMaterializedView => "DROP MATERIALIZED VIEW",
+        }
+    }
+}
+
+impl fmt::Display for CommandTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // PostgreSQL's INSERT tag carries an (always zero) oid.
+            CommandTag::Insert(n) => write!(f, "INSERT 0 {n}"),
+            other => f.write_str(other.word()),
+        }
+    }
+}
+
 /// What a statement produced.
 pub enum QueryResult {
     /// Rows, produced lazily as the stream is polled.
@@ -21,9 +95,8 @@ pub enum QueryResult {
     /// A push query's rows: each batch as soon as it is produced (a door
     /// sends it at once), until the client goes away.
     Subscription(SendableRecordBatchStream),
-    /// A command's completion: the PostgreSQL command tag and, for INSERT,
-    /// the rows it wrote.
-    Command { tag: String, rows: Option<u64> },
+    /// A command's completion.
+    Command(CommandTag),
     /// `COPY … FROM STDIN`: feed the client's data, then
     /// [`Database::finish_copy`].
     CopyIn(Box<CopyIn>),
@@ -41,7 +114,7 @@ impl std::fmt::Debug for QueryResult {
         match self {
             QueryResult::Rows(s) => write!(f, "Rows({:?})", s.schema()),
             QueryResult::Subscription(s) => write!(f, "Subscription({:?})", s.schema()),
-            QueryResult::Command { tag, .. } => write!(f, "Command({tag})"),
+            QueryResult::Command(tag) => write!(f, "Command({tag})"),
             QueryResult::CopyIn(c) => write!(f, "{c:?}"),
             QueryResult::CopyOut { columns, .. } => write!(f, "CopyOut({columns} columns)"),
         }
@@ -49,11 +122,8 @@ impl std::fmt::Debug for QueryResult {
 }
 
 impl QueryResult {
-    pub(crate) fn command(tag: impl Into<String>) -> Self {
-        QueryResult::Command {
-            tag: tag.into(),
-            rows: None,
-        }
+    pub(crate) fn command(tag: CommandTag) -> Self {
+        QueryResult::Command(tag)
     }
 
     pub(crate) fn rows(batch: RecordBatch) -> Result<Self> {

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
 
 use crate::database::Database;
-use crate::result::{QueryResult, describe_schema, show_streams_schema};
+use crate::result::{CommandTag, QueryResult, describe_schema, show_streams_schema};
 
 impl Database {
     pub(crate) async fn create_stream(&self, c: CreateStream) -> Result<QueryResult> {
@@ -43,7 +43,7 @@ impl Database {
             Err(streamhouse_log::LogError::StreamExists(_)) if c.if_not_exists => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(QueryResult::command("CREATE STREAM"))
+        Ok(QueryResult::command(CommandTag::CreateStream))
     }
 
     pub(crate) async fn show_streams(&self) -> Result<QueryResult> {

@@ -19,7 +19,7 @@ use crate::error::{Result, SqlError};
 use crate::matview::MatView;
 use crate::names::output_names;
 use crate::registry::show_views_schema;
-use crate::result::QueryResult;
+use crate::result::{CommandTag, QueryResult};
 use streamhouse_log::{StreamInfo, StreamKind, StreamSpec, ViewCheckpoint, ViewLease, ViewRecord};
 use streamhouse_streams::StateStore;
 use streamhouse_streams::dataflow::changes::{self, CHANGELOG_PREFIX};
@@ -180,7 +180,7 @@ impl Database {
                 .contains_key(&name);
         if exists {
             if if_not_exists {
-                return Ok(QueryResult::command("CREATE MATERIALIZED VIEW"));
+                return Ok(QueryResult::command(CommandTag::CreateMaterializedView));
             }
             return Err(SqlError::DuplicateTable(format!(
                 "materialized view \"{name}\" already exists"
@@ -249,7 +249,7 @@ impl Database {
         };
         view.checkpoint(self.log()).await?;
         self.install_view(view)?;
-        Ok(QueryResult::command("CREATE MATERIALIZED VIEW"))
+        Ok(QueryResult::command(CommandTag::CreateMaterializedView))
     }
 
     pub(crate) async fn drop_materialized_views(
@@ -367,7 +367,7 @@ impl Database {
                 }
             }
         }
-        Ok(QueryResult::command("DROP MATERIALIZED VIEW"))
+        Ok(QueryResult::command(CommandTag::DropMaterializedView))
     }
 
     /// Sets the gauges that describe views and consumer groups now (lag,

@@ -78,7 +78,7 @@ async fn tag(db: &Database, sql: &str) -> String {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .pop()
     {
-        Some(QueryResult::Command { tag, .. }) => tag,
+        Some(QueryResult::Command(tag)) => tag.to_string(),
         other => panic!("{sql}: expected a command, got {other:?}"),
     }
 }
@@ -476,7 +476,7 @@ async fn prepared_statements_bind_parameters() {
             ScalarValue::Float64(Some(amount)),
         ];
         match e.db.execute_prepared(&session, &ins, params).await.unwrap() {
-            QueryResult::Command { tag, .. } => assert_eq!(tag, "INSERT 0 1"),
+            QueryResult::Command(tag) => assert_eq!(tag.to_string(), "INSERT 0 1"),
             other => panic!("{other:?}"),
         }
     }
