@@ -11,6 +11,7 @@
 //! the default; one process) and PostgreSQL (clusters: several agents share
 //! it, and it tells each agent what the others committed).
 
+mod commit;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

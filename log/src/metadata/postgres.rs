@@ -16,7 +16,7 @@
 //! - Schema migrations run at start-up under the migrator's advisory lock:
 //!   agents starting together apply them once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,10 +29,11 @@ use tracing::{debug, warn};
 
 use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
 
+use super::commit;
 use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
 use super::{
     AgentRecord, Change, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats,
-    Rejection, TimeFilter, ViewCheckpoint, ViewRecord,
+    TimeFilter, ViewCheckpoint, ViewRecord,
 };
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
@@ -293,11 +294,7 @@ impl MetadataStore for PostgresMetadata {
 
         // Lock and read the partitions the flush advances, in key order; a
         // missing row means the stream was dropped meanwhile.
-        let keys: BTreeSet<(StreamId, u32)> = c
-            .chunks
-            .iter()
-            .map(|ch| (ch.stream_id, ch.partition))
-            .collect();
+        let keys = commit::partitions(c);
         let (ks, kp): (Vec<i64>, Vec<i64>) = keys.iter().map(|&(s, p)| (s, p as i64)).unzip();
         let locked = sqlx::query(
             "SELECT p.stream_id, p.partition_no, p.next_offset FROM partitions p \
@@ -321,15 +318,7 @@ impl MetadataStore for PostgresMetadata {
         }
 
         // One agent at a time per idempotent producer, then its state.
-        let producers: BTreeSet<(String, StreamId)> = c
-            .appends
-            .iter()
-            .filter_map(|a| {
-                a.producer
-                    .as_ref()
-                    .map(|p| (p.producer_id.clone(), a.stream_id))
-            })
-            .collect();
+        let producers = commit::producers(c);
         let mut last: BTreeMap<(String, StreamId), rows::StoredProducer> = BTreeMap::new();
         if !producers.is_empty() {
             let (pp, ps): (Vec<String>, Vec<i64>) = producers.iter().cloned().unzip();
@@ -360,27 +349,13 @@ impl MetadataStore for PostgresMetadata {
             }
         }
 
-        // Appends that cannot be committed.
-        let mut rejections = Vec::new();
-        for (i, a) in c.appends.iter().enumerate() {
-            let gone = a.slices.iter().any(|&(ci, _, _)| {
-                let ch = &c.chunks[ci];
-                !next.contains_key(&(ch.stream_id, ch.partition))
-            });
-            if gone {
-                rejections.push((i, Rejection::StreamGone));
-                continue;
+        let plan = match commit::plan(c, next, &last)? {
+            Ok(plan) => plan,
+            Err(rejections) => {
+                tx.rollback().await?;
+                return Ok(CommitOutcome::Rejected { rejections });
             }
-            let Some(p) = &a.producer else { continue };
-            let stored = last.get(&(p.producer_id.clone(), a.stream_id));
-            if let Some(r) = rows::producer_rejection(p, stored)? {
-                rejections.push((i, r));
-            }
-        }
-        if !rejections.is_empty() {
-            tx.rollback().await?;
-            return Ok(CommitOutcome::Rejected { rejections });
-        }
+        };
 
         sqlx::query(
             "INSERT INTO objects (object_key, size_bytes, created_at_us) VALUES ($1, $2, $3)",
@@ -391,19 +366,11 @@ impl MetadataStore for PostgresMetadata {
         .execute(&mut *tx)
         .await?;
 
-        // Offsets, then every chunk row in one statement.
-        let n = c.chunks.len();
-        let mut bases = Vec::with_capacity(n);
+        // Every chunk row in one statement, then the offsets.
         let mut cols: [Vec<i64>; 6] = Default::default();
         let mut times: [Vec<Option<i64>>; 2] = Default::default();
         let mut append_times: [Vec<i64>; 2] = Default::default();
-        for ch in &c.chunks {
-            let slot = next
-                .get_mut(&(ch.stream_id, ch.partition))
-                .ok_or_else(|| LogError::Internal("partition vanished in commit".into()))?;
-            let base = *slot;
-            *slot += ch.rows;
-            bases.push(base);
+        for (ch, &base) in c.chunks.iter().zip(&plan.bases) {
             cols[0].push(ch.stream_id);
             cols[1].push(ch.partition as i64);
             cols[2].push(u(base));
@@ -435,7 +402,7 @@ impl MetadataStore for PostgresMetadata {
         .bind(&append_times[1])
         .execute(&mut *tx)
         .await?;
-        let (us, up, un): (Vec<i64>, Vec<i64>, Vec<i64>) = next.iter().fold(
+        let (us, up, un): (Vec<i64>, Vec<i64>, Vec<i64>) = plan.next_offsets.iter().fold(
             (Vec::new(), Vec::new(), Vec::new()),
             |(mut s, mut p, mut e), (&(sid, part), &end)| {
                 s.push(sid);
@@ -455,35 +422,20 @@ impl MetadataStore for PostgresMetadata {
         .execute(&mut *tx)
         .await?;
 
-        // Producer state: the flush's latest append per producer and stream.
-        type Latest = (i64, String, Option<String>, i64);
-        let mut latest: BTreeMap<(String, StreamId), Latest> = BTreeMap::new();
-        for a in &c.appends {
-            let Some(p) = &a.producer else { continue };
-            latest.insert(
-                (p.producer_id.clone(), a.stream_id),
-                (
-                    u(p.sequence),
-                    rows::encode_ack(c, a, &bases),
-                    p.progress.clone(),
-                    u(p.epoch.unwrap_or(0)),
-                ),
-            );
-        }
-        if !latest.is_empty() {
+        if !plan.producers.is_empty() {
             let mut ids = Vec::new();
             let mut sids = Vec::new();
             let mut seqs = Vec::new();
             let mut acks = Vec::new();
             let mut progress = Vec::new();
             let mut epochs = Vec::new();
-            for ((id, sid), (seq, ack, prog, epoch)) in latest {
+            for ((id, sid), p) in plan.producers {
                 ids.push(id);
                 sids.push(sid);
-                seqs.push(seq);
-                acks.push(ack);
-                progress.push(prog);
-                epochs.push(epoch);
+                seqs.push(u(p.last_sequence));
+                acks.push(p.last_ack);
+                progress.push(p.progress);
+                epochs.push(u(p.epoch));
             }
             sqlx::query(
                 "INSERT INTO producers \
@@ -513,7 +465,7 @@ impl MetadataStore for PostgresMetadata {
         announce(&mut tx, &changes).await?;
         tx.commit().await?;
         Ok(CommitOutcome::Committed {
-            chunk_base_offsets: bases,
+            chunk_base_offsets: plan.bases,
         })
     }
 

@@ -6,7 +6,7 @@
 //! directory lock (see `crate::log`) keeps other processes out. Reads use the
 //! pool concurrently and see only committed state.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -19,11 +19,12 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::Mutex;
 
+use super::commit;
 use super::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
 use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
 
 use super::{
-    AgentRecord, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats, Rejection,
+    AgentRecord, ChunkRecord, CommitOutcome, FlushCommit, MetadataStore, PartitionStats,
     TimeFilter, ViewCheckpoint, ViewRecord,
 };
 use crate::clock::Micros;
@@ -280,60 +281,45 @@ impl MetadataStore for SqliteMetadata {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
 
-        // Current next offset of every partition the flush touches; a missing
-        // row means the stream was dropped meanwhile.
-        let mut next: HashMap<(StreamId, u32), Option<u64>> = HashMap::new();
-        for ch in &c.chunks {
-            let k = (ch.stream_id, ch.partition);
-            if next.contains_key(&k) {
-                continue;
-            }
+        // What the decision needs: the partitions' next offsets (a missing
+        // row: the stream was dropped meanwhile) and the producers' state.
+        let mut next = BTreeMap::new();
+        for (stream_id, partition) in commit::partitions(c) {
             let row = sqlx::query(
                 "SELECT next_offset FROM partitions WHERE stream_id = ? AND partition_no = ?",
             )
-            .bind(ch.stream_id)
-            .bind(ch.partition as i64)
+            .bind(stream_id)
+            .bind(partition as i64)
             .fetch_optional(&mut *tx)
             .await?;
-            let v = row
-                .map(|r| r.try_get::<i64, _>("next_offset").map(|v| v as u64))
-                .transpose()?;
-            next.insert(k, v);
-        }
-
-        // Appends that cannot be committed.
-        let mut rejections = Vec::new();
-        for (i, a) in c.appends.iter().enumerate() {
-            let gone = a.slices.iter().any(|&(ci, _, _)| {
-                let ch = &c.chunks[ci];
-                next.get(&(ch.stream_id, ch.partition))
-                    .copied()
-                    .flatten()
-                    .is_none()
-            });
-            if gone {
-                rejections.push((i, Rejection::StreamGone));
-                continue;
-            }
-            if let Some(p) = &a.producer {
-                let row = sqlx::query(
-                    "SELECT last_sequence, last_ack, epoch FROM producers \
-                     WHERE producer_id = ? AND stream_id = ?",
-                )
-                .bind(&p.producer_id)
-                .bind(a.stream_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let stored = row.as_ref().map(rows::stored_producer).transpose()?;
-                if let Some(r) = rows::producer_rejection(p, stored.as_ref())? {
-                    rejections.push((i, r));
-                }
+            if let Some(r) = row {
+                next.insert(
+                    (stream_id, partition),
+                    r.try_get::<i64, _>("next_offset")? as u64,
+                );
             }
         }
-        if !rejections.is_empty() {
-            tx.rollback().await?;
-            return Ok(CommitOutcome::Rejected { rejections });
+        let mut stored = BTreeMap::new();
+        for (producer_id, stream_id) in commit::producers(c) {
+            let row = sqlx::query(
+                "SELECT last_sequence, last_ack, epoch FROM producers \
+                 WHERE producer_id = ? AND stream_id = ?",
+            )
+            .bind(&producer_id)
+            .bind(stream_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(r) = row {
+                stored.insert((producer_id, stream_id), rows::stored_producer(&r)?);
+            }
         }
+        let plan = match commit::plan(c, next, &stored)? {
+            Ok(plan) => plan,
+            Err(rejections) => {
+                tx.rollback().await?;
+                return Ok(CommitOutcome::Rejected { rejections });
+            }
+        };
 
         sqlx::query("INSERT INTO objects (object_key, size_bytes, created_at_us) VALUES (?, ?, ?)")
             .bind(&c.object)
@@ -341,16 +327,7 @@ impl MetadataStore for SqliteMetadata {
             .bind(c.created_at)
             .execute(&mut *tx)
             .await?;
-
-        let mut bases = Vec::with_capacity(c.chunks.len());
-        for ch in &c.chunks {
-            let slot = next
-                .get_mut(&(ch.stream_id, ch.partition))
-                .and_then(Option::as_mut)
-                .ok_or_else(|| LogError::Internal("partition vanished in commit".into()))?;
-            let base = *slot;
-            *slot += ch.rows;
-            bases.push(base);
+        for (ch, &base) in c.chunks.iter().zip(&plan.bases) {
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO chunks ({CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )))
@@ -368,8 +345,7 @@ impl MetadataStore for SqliteMetadata {
             .execute(&mut *tx)
             .await?;
         }
-        for ((stream_id, partition), n) in &next {
-            let Some(n) = n else { continue };
+        for ((stream_id, partition), n) in &plan.next_offsets {
             sqlx::query(
                 "UPDATE partitions SET next_offset = ? WHERE stream_id = ? AND partition_no = ?",
             )
@@ -379,9 +355,7 @@ impl MetadataStore for SqliteMetadata {
             .execute(&mut *tx)
             .await?;
         }
-        for a in &c.appends {
-            let Some(p) = &a.producer else { continue };
-            let ack = rows::encode_ack(c, a, &bases);
+        for ((producer_id, stream_id), p) in &plan.producers {
             sqlx::query(
                 "INSERT INTO producers \
                  (producer_id, stream_id, last_sequence, last_ack, progress, epoch) \
@@ -389,18 +363,18 @@ impl MetadataStore for SqliteMetadata {
                  SET last_sequence = excluded.last_sequence, last_ack = excluded.last_ack, \
                  progress = excluded.progress, epoch = max(producers.epoch, excluded.epoch)",
             )
-            .bind(&p.producer_id)
-            .bind(a.stream_id)
-            .bind(u(p.sequence))
-            .bind(ack)
+            .bind(producer_id)
+            .bind(stream_id)
+            .bind(u(p.last_sequence))
+            .bind(&p.last_ack)
             .bind(&p.progress)
-            .bind(u(p.epoch.unwrap_or(0)))
+            .bind(u(p.epoch))
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(CommitOutcome::Committed {
-            chunk_base_offsets: bases,
+            chunk_base_offsets: plan.bases,
         })
     }
 

@@ -1,0 +1,270 @@
+//! The decisions of a flush commit, made once for both metadata stores.
+//!
+//! Inside its transaction a store reads (and locks) the partitions a flush
+//! advances ([`partitions`]) and the state of its idempotent producers
+//! ([`producers`]), then calls [`plan`]: which appends cannot be committed
+//! (stream dropped meanwhile, sequence already committed, epoch fenced),
+//! else the base offset of every chunk, the partitions' new next offsets
+//! and each producer's new state. The store writes the plan in its own SQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::rows::{StoredProducer, encode_ack, producer_rejection};
+use super::{FlushCommit, Rejection};
+use crate::error::{LogError, Result};
+use crate::stream::StreamId;
+
+/// A partition, as the commit keys it.
+pub(super) type PartitionKey = (StreamId, u32);
+
+/// A producer on a stream, as the commit keys it.
+pub(super) type ProducerKey = (String, StreamId);
+
+/// What a commit writes.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct CommitPlan {
+    /// The base offset of each chunk, in order.
+    pub bases: Vec<u64>,
+    /// Each partition's next offset after the commit.
+    pub next_offsets: BTreeMap<PartitionKey, u64>,
+    /// Each producer's state after the commit.
+    pub producers: BTreeMap<ProducerKey, ProducerState>,
+}
+
+/// A producer's state as a commit leaves it. The store keeps the greater of
+/// `epoch` and the stored epoch.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct ProducerState {
+    pub last_sequence: u64,
+    /// The offsets of its latest append (what a retry is answered with).
+    pub last_ack: String,
+    pub progress: Option<String>,
+    pub epoch: u64,
+}
+
+/// The partitions the flush advances, in key order (the order to lock them).
+pub(super) fn partitions(c: &FlushCommit) -> BTreeSet<PartitionKey> {
+    c.chunks
+        .iter()
+        .map(|ch| (ch.stream_id, ch.partition))
+        .collect()
+}
+
+/// The idempotent producers of the flush, in key order.
+pub(super) fn producers(c: &FlushCommit) -> BTreeSet<ProducerKey> {
+    c.appends
+        .iter()
+        .filter_map(|a| {
+            a.producer
+                .as_ref()
+                .map(|p| (p.producer_id.clone(), a.stream_id))
+        })
+        .collect()
+}
+
+/// Decides the commit of `c` over the partitions' current next offsets
+/// (`next`; a partition missing from it was dropped) and the producers'
+/// stored state: the rejected appends, by index, or what to write.
+pub(super) fn plan(
+    c: &FlushCommit,
+    mut next: BTreeMap<PartitionKey, u64>,
+    stored: &BTreeMap<ProducerKey, StoredProducer>,
+) -> Result<std::result::Result<CommitPlan, Vec<(usize, Rejection)>>> {
+    let mut rejections = Vec::new();
+    for (i, a) in c.appends.iter().enumerate() {
+        let gone = a.slices.iter().any(|&(ci, _, _)| {
+            let ch = &c.chunks[ci];
+            !next.contains_key(&(ch.stream_id, ch.partition))
+        });
+        if gone {
+            rejections.push((i, Rejection::StreamGone));
+            continue;
+        }
+        let Some(p) = &a.producer else { continue };
+        let key = (p.producer_id.clone(), a.stream_id);
+        if let Some(r) = producer_rejection(p, stored.get(&key))? {
+            rejections.push((i, r));
+        }
+    }
+    if !rejections.is_empty() {
+        return Ok(Err(rejections));
+    }
+    let mut bases = Vec::with_capacity(c.chunks.len());
+    for ch in &c.chunks {
+        let slot = next
+            .get_mut(&(ch.stream_id, ch.partition))
+            .ok_or_else(|| LogError::Internal("partition vanished in commit".into()))?;
+        let base = *slot;
+        *slot = base
+            .checked_add(ch.rows)
+            .ok_or_else(|| LogError::Internal("partition offset overflow".into()))?;
+        bases.push(base);
+    }
+    let mut producers: BTreeMap<ProducerKey, ProducerState> = BTreeMap::new();
+    for a in &c.appends {
+        let Some(p) = &a.producer else { continue };
+        let epoch = p.epoch.unwrap_or(0);
+        let state = ProducerState {
+            last_sequence: p.sequence,
+            last_ack: encode_ack(c, a, &bases),
+            progress: p.progress.clone(),
+            epoch,
+        };
+        producers
+            .entry((p.producer_id.clone(), a.stream_id))
+            .and_modify(|s| {
+                let epoch = s.epoch.max(epoch);
+                *s = ProducerState {
+                    epoch,
+                    last_sequence: state.last_sequence,
+                    last_ack: state.last_ack.clone(),
+                    progress: state.progress.clone(),
+                };
+            })
+            .or_insert(state);
+    }
+    Ok(Ok(CommitPlan {
+        bases,
+        next_offsets: next,
+        producers,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::TimeBounds;
+    use crate::metadata::{AckPart, NewAppend, NewChunk, ProducerSeq};
+
+    fn chunk(stream_id: StreamId, partition: u32, rows: u64) -> NewChunk {
+        NewChunk {
+            stream_id,
+            partition,
+            byte_range: 0..1,
+            rows,
+            event_time: TimeBounds::default(),
+            append_time: TimeBounds::default(),
+        }
+    }
+
+    fn producer(id: &str, sequence: u64, epoch: Option<u64>) -> Option<ProducerSeq> {
+        Some(ProducerSeq {
+            producer_id: id.into(),
+            sequence,
+            progress: Some(format!("p{sequence}")),
+            epoch,
+        })
+    }
+
+    fn flush(appends: Vec<NewAppend>) -> FlushCommit {
+        FlushCommit {
+            object: "o".into(),
+            object_size: 1,
+            created_at: 0,
+            chunks: vec![chunk(1, 0, 10), chunk(1, 1, 5), chunk(2, 0, 3)],
+            appends,
+        }
+    }
+
+    fn append(
+        stream_id: StreamId,
+        p: Option<ProducerSeq>,
+        slices: Vec<(usize, u64, u64)>,
+    ) -> NewAppend {
+        NewAppend {
+            stream_id,
+            producer: p,
+            slices,
+        }
+    }
+
+    #[test]
+    fn offsets_follow_each_partition_and_producers_keep_their_latest_append() {
+        let c = flush(vec![
+            append(1, producer("a", 1, Some(2)), vec![(0, 0, 4), (1, 0, 5)]),
+            append(1, producer("a", 2, Some(3)), vec![(0, 4, 6)]),
+            append(2, None, vec![(2, 0, 3)]),
+        ]);
+        assert_eq!(
+            partitions(&c).into_iter().collect::<Vec<_>>(),
+            [(1, 0), (1, 1), (2, 0)]
+        );
+        assert_eq!(producers(&c).len(), 1);
+        let next = BTreeMap::from([((1, 0), 100), ((1, 1), 7), ((2, 0), 0)]);
+        let plan = plan(&c, next, &BTreeMap::new()).unwrap().unwrap();
+        assert_eq!(plan.bases, [100, 7, 0]);
+        assert_eq!(
+            plan.next_offsets,
+            BTreeMap::from([((1, 0), 110), ((1, 1), 12), ((2, 0), 3)])
+        );
+        let a = &plan.producers[&("a".to_string(), 1)];
+        assert_eq!((a.last_sequence, a.epoch), (2, 3));
+        assert_eq!(a.progress.as_deref(), Some("p2"));
+        let ack: Vec<(u32, u64, u64)> = serde_json::from_str(&a.last_ack).unwrap();
+        assert_eq!(ack, [(0, 104, 6)]);
+    }
+
+    #[test]
+    fn dropped_streams_duplicates_and_fenced_producers_are_rejected() {
+        let c = flush(vec![
+            append(1, producer("a", 5, None), vec![(0, 0, 10)]),
+            append(1, producer("b", 9, Some(1)), vec![(1, 0, 5)]),
+            append(2, None, vec![(2, 0, 3)]),
+            append(1, producer("c", 3, None), vec![(0, 0, 1)]),
+        ]);
+        // Stream 2 was dropped; "a" already committed sequence 5, "b" was
+        // fenced to epoch 4, "c" committed up to 2.
+        let next = BTreeMap::from([((1, 0), 0), ((1, 1), 0)]);
+        let ack = serde_json::to_string(&[(0u32, 40u64, 10u64)]).unwrap();
+        let stored = BTreeMap::from([
+            (
+                ("a".to_string(), 1),
+                StoredProducer {
+                    last_sequence: 5,
+                    last_ack: ack,
+                    epoch: 0,
+                },
+            ),
+            (
+                ("b".to_string(), 1),
+                StoredProducer {
+                    last_sequence: 1,
+                    last_ack: "[]".into(),
+                    epoch: 4,
+                },
+            ),
+            (
+                ("c".to_string(), 1),
+                StoredProducer {
+                    last_sequence: 2,
+                    last_ack: "[]".into(),
+                    epoch: 0,
+                },
+            ),
+        ]);
+        let rejected = plan(&c, next, &stored).unwrap().unwrap_err();
+        assert_eq!(
+            rejected,
+            [
+                (
+                    0,
+                    Rejection::Duplicate {
+                        previous: Some(vec![AckPart {
+                            partition: 0,
+                            base_offset: 40,
+                            rows: 10
+                        }])
+                    }
+                ),
+                (
+                    1,
+                    Rejection::Fenced {
+                        epoch: 1,
+                        current: 4
+                    }
+                ),
+                (2, Rejection::StreamGone),
+            ]
+        );
+    }
+}
