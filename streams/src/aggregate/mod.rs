@@ -14,7 +14,8 @@
 //! A windowed aggregate's key starts with the window's end (the other
 //! group columns follow), so the windows a watermark closes are one range
 //! scan from where the last close stopped, and a step's rows for windows
-//! already closed are dropped as late.
+//! already closed are dropped as late (`windows`; session windows merge in
+//! `sessions`).
 //!
 //! A step can report what it changed — each touched group's output row
 //! before and after — which is what a view's changelog is made of.
@@ -29,7 +30,7 @@ use arrow::array::{
 };
 use arrow::compute::kernels::{cmp, numeric, zip::zip};
 use arrow::compute::{cast, filter_record_batch, is_null};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use rocksdb::WriteBatch;
 use streamhouse_log::Store;
@@ -38,6 +39,7 @@ use crate::error::{Result, StreamsError};
 use crate::state::StateStore;
 
 mod sessions;
+mod windows;
 pub use sessions::Sessions;
 
 /// An aggregate's partial state as one component, merged and finished by
@@ -371,73 +373,6 @@ impl AggregateState {
         Ok(merged)
     }
 
-    /// The window ends of a batch's rows, in µs.
-    fn window_ends(&self, batch: &RecordBatch, w: Windowing) -> Result<Int64Array> {
-        let col = batch.column(w.end_column);
-        let micros =
-            cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(arrow_err)?;
-        let ends = cast(&micros, &DataType::Int64).map_err(arrow_err)?;
-        Ok(ends.as_primitive::<Int64Type>().clone())
-    }
-
-    /// Which rows of a step's batch belong to windows still open; `None`
-    /// when nothing can be late (not windowed, or no watermark yet).
-    fn open_rows(
-        &self,
-        batch: &RecordBatch,
-        closed_until: Option<i64>,
-    ) -> Result<Option<(Windowing, BooleanArray)>> {
-        let (Some(w), Some(until)) = (self.windowing, closed_until) else {
-            return Ok(None);
-        };
-        let ends = self.window_ends(batch, w)?;
-        let open = ends
-            .iter()
-            .map(|e| Some(e.is_none_or(|e| e > until)))
-            .collect();
-        Ok(Some((w, open)))
-    }
-
-    /// Drops (group, value) pairs of closed windows.
-    fn drop_late_pairs(
-        &self,
-        batch: &RecordBatch,
-        closed_until: Option<i64>,
-    ) -> Result<RecordBatch> {
-        match self.open_rows(batch, closed_until)? {
-            Some((_, open)) => filter_record_batch(batch, &open).map_err(arrow_err),
-            None => Ok(batch.clone()),
-        }
-    }
-
-    /// Drops rows of closed windows, adding how many they were to
-    /// `late_rows`.
-    fn drop_late(
-        &self,
-        batch: &RecordBatch,
-        closed_until: Option<i64>,
-        late_rows: &mut u64,
-    ) -> Result<RecordBatch> {
-        let Some((w, open)) = self.open_rows(batch, closed_until)? else {
-            return Ok(batch.clone());
-        };
-        if open.true_count() == batch.num_rows() {
-            return Ok(batch.clone());
-        }
-        let rows = cast(
-            batch.column(self.groups + w.rows_component),
-            &DataType::Int64,
-        )
-        .map_err(arrow_err)?;
-        let rows = rows.as_primitive::<Int64Type>();
-        for (i, o) in open.iter().enumerate() {
-            if o == Some(false) {
-                *late_rows += rows.value(i).max(0) as u64;
-            }
-        }
-        filter_record_batch(batch, &open).map_err(arrow_err)
-    }
-
     /// Group columns (in output order) as keys.
     fn key_rows(&self, group_cols: &[ArrayRef]) -> Result<Option<arrow::row::Rows>> {
         let Some(k) = &self.keys else { return Ok(None) };
@@ -463,26 +398,6 @@ impl AggregateState {
             columns[*pos] = Some(col);
         }
         Ok(columns.into_iter().flatten().collect())
-    }
-
-    /// The key prefix of windows ending at `micros` (the row format of
-    /// the window-end column alone).
-    fn end_prefix(&self, w: Windowing, micros: i64) -> Result<Vec<u8>> {
-        let t = self.output.field(w.end_column).data_type().clone();
-        let at: ArrayRef = Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![micros]));
-        let at = cast(&at, &t).map_err(arrow_err)?;
-        let conv = RowConverter::new(vec![SortField::new(t)]).map_err(arrow_err)?;
-        let rows = conv.convert_columns(&[at]).map_err(arrow_err)?;
-        let mut k = vec![GROUP];
-        k.extend_from_slice(rows.row(0).data());
-        Ok(k)
-    }
-
-    /// Windows ending at or before `micros` count as closed already (a
-    /// restored state: the checkpoint's watermark had closed them).
-    pub fn set_closed_until(&self, micros: i64) {
-        self.closed_until
-            .fetch_max(micros, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn group_key(&self, rows: &Option<arrow::row::Rows>, i: usize) -> Vec<u8> {
@@ -597,39 +512,6 @@ impl AggregateState {
             });
         }
         RecordBatch::try_new(self.output.clone(), columns).map_err(arrow_err)
-    }
-
-    /// Output rows of the groups whose window ends at or before `until`
-    /// (µs) and after the previous close: one range scan over the keys,
-    /// which start with the window's end.
-    pub fn close_windows(&self, until: i64) -> Result<RecordBatch> {
-        let Some(w) = self.windowing else {
-            return Ok(RecordBatch::new_empty(self.output.clone()));
-        };
-        let last = self.closed_until.load(std::sync::atomic::Ordering::Relaxed);
-        if until <= last {
-            return Ok(RecordBatch::new_empty(self.output.clone()));
-        }
-        let bound = self.end_prefix(w, until.saturating_add(1))?;
-        let from = if last == i64::MIN {
-            vec![GROUP]
-        } else {
-            self.end_prefix(w, last.saturating_add(1))?
-        };
-        let (mut keys, mut vals) = (Vec::new(), Vec::new());
-        for kv in self.store.scan_from(&[GROUP], &from) {
-            let (k, v) = kv?;
-            if k.len() >= bound.len() && k[..bound.len()] >= bound[..] {
-                break;
-            }
-            keys.push(k);
-            vals.push(v);
-        }
-        self.set_closed_until(until);
-        if keys.is_empty() {
-            return Ok(RecordBatch::new_empty(self.output.clone()));
-        }
-        self.decode(&keys, &vals)
     }
 
     /// Output rows from stored group entries.
@@ -791,262 +673,4 @@ fn final_value(f: &Final, components: &[ArrayRef]) -> Result<ArrayRef> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::datatypes::{Field, Schema};
-    use arrow::util::pretty::pretty_format_batches;
-
-    fn state(dir: &std::path::Path, groups: usize) -> AggregateState {
-        let mut fields = Vec::new();
-        if groups == 1 {
-            fields.push(Field::new("k", DataType::Utf8, true));
-        }
-        fields.extend([
-            Field::new("n", DataType::Int64, true),
-            Field::new("s", DataType::Int64, true),
-            Field::new("lo", DataType::Float64, true),
-            Field::new("hi", DataType::Float64, true),
-            Field::new("mean", DataType::Float64, true),
-        ]);
-        AggregateState::new(
-            StateStore::open(dir, "t").unwrap(),
-            Arc::new(Schema::new(fields)),
-            groups,
-            vec![
-                DataType::Int64,
-                DataType::Int64,
-                DataType::Float64,
-                DataType::Float64,
-                DataType::Float64,
-                DataType::Int64,
-            ],
-            vec![
-                Merge::Sum,
-                Merge::Sum,
-                Merge::Min,
-                Merge::Max,
-                Merge::Sum,
-                Merge::Sum,
-            ],
-            vec![
-                Final::Same {
-                    component: 0,
-                    is_count: true,
-                },
-                Final::Same {
-                    component: 1,
-                    is_count: false,
-                },
-                Final::Same {
-                    component: 2,
-                    is_count: false,
-                },
-                Final::Same {
-                    component: 3,
-                    is_count: false,
-                },
-                Final::Avg { sum: 4, count: 5 },
-            ],
-            None,
-        )
-        .unwrap()
-    }
-
-    fn step(keys: Option<Vec<&str>>, cols: [Vec<Option<f64>>; 6]) -> RecordBatch {
-        let mut arrays: Vec<ArrayRef> = Vec::new();
-        let mut fields = Vec::new();
-        if let Some(k) = keys {
-            arrays.push(Arc::new(arrow::array::StringArray::from(k)));
-            fields.push(Field::new("k", DataType::Utf8, true));
-        }
-        for (i, c) in cols.into_iter().enumerate() {
-            let is_int = matches!(i, 0 | 1 | 5);
-            arrays.push(if is_int {
-                Arc::new(Int64Array::from_iter(
-                    c.into_iter().map(|v| v.map(|v| v as i64)),
-                ))
-            } else {
-                Arc::new(Float64Array::from(c))
-            });
-            fields.push(Field::new(
-                format!("c{i}"),
-                if is_int {
-                    DataType::Int64
-                } else {
-                    DataType::Float64
-                },
-                true,
-            ));
-        }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
-    }
-
-    #[test]
-    fn merges_steps_like_one_aggregate() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = state(dir.path(), 1);
-        s.merge(
-            &[step(
-                Some(vec!["a", "b"]),
-                [
-                    vec![Some(2.0), Some(1.0)],
-                    vec![Some(10.0), None],
-                    vec![Some(1.5), None],
-                    vec![Some(4.0), None],
-                    vec![Some(5.5), None],
-                    vec![Some(2.0), Some(0.0)],
-                ],
-            )],
-            &[],
-            None,
-            false,
-        )
-        .unwrap();
-        s.merge(
-            &[step(
-                Some(vec!["b", "a"]),
-                [
-                    vec![Some(3.0), Some(1.0)],
-                    vec![Some(7.0), Some(-1.0)],
-                    vec![Some(2.0), Some(0.5)],
-                    vec![Some(9.0), Some(3.0)],
-                    vec![Some(9.0), Some(0.5)],
-                    vec![Some(3.0), Some(1.0)],
-                ],
-            )],
-            &[],
-            None,
-            false,
-        )
-        .unwrap();
-        let text = pretty_format_batches(&[s.contents().unwrap()])
-            .unwrap()
-            .to_string();
-        assert_eq!(
-            text,
-            "+---+---+---+-----+-----+------+\n\
-             | k | n | s | lo  | hi  | mean |\n\
-             +---+---+---+-----+-----+------+\n\
-             | a | 3 | 9 | 0.5 | 4.0 | 2.0  |\n\
-             | b | 4 | 7 | 2.0 | 9.0 | 3.0  |\n\
-             +---+---+---+-----+-----+------+"
-        );
-    }
-
-    #[test]
-    fn a_global_aggregate_has_one_row_even_when_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = state(dir.path(), 0);
-        let empty = s.contents().unwrap();
-        assert_eq!(empty.num_rows(), 1);
-        assert_eq!(empty.column(0).as_primitive::<Int64Type>().value(0), 0);
-        assert!(empty.column(1).is_null(0));
-        s.merge(
-            &[step(
-                None,
-                [
-                    vec![Some(2.0)],
-                    vec![Some(3.0)],
-                    vec![Some(1.0)],
-                    vec![Some(2.0)],
-                    vec![Some(3.0)],
-                    vec![Some(2.0)],
-                ],
-            )],
-            &[],
-            None,
-            false,
-        )
-        .unwrap();
-        let one = s.contents().unwrap();
-        assert_eq!(one.num_rows(), 1);
-        assert_eq!(one.column(0).as_primitive::<Int64Type>().value(0), 2);
-    }
-
-    fn windowed(dir: &std::path::Path) -> AggregateState {
-        let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None);
-        AggregateState::new(
-            StateStore::open(dir, "w").unwrap(),
-            Arc::new(Schema::new(vec![
-                Field::new("k", DataType::Utf8, true),
-                Field::new("window_end", ts.clone(), true),
-                Field::new("n", DataType::Int64, true),
-            ])),
-            2,
-            vec![DataType::Int64],
-            vec![Merge::Sum],
-            vec![Final::Same {
-                component: 0,
-                is_count: true,
-            }],
-            Some(Windowing {
-                end_column: 1,
-                rows_component: 0,
-            }),
-        )
-        .unwrap()
-    }
-
-    fn window_step(rows: &[(&str, i64, i64)]) -> RecordBatch {
-        use arrow::array::{StringArray, TimestampMicrosecondArray};
-        RecordBatch::try_from_iter(vec![
-            (
-                "k",
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
-            ),
-            (
-                "e",
-                Arc::new(TimestampMicrosecondArray::from_iter_values(
-                    rows.iter().map(|r| r.1),
-                )),
-            ),
-            (
-                "n",
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
-            ),
-        ])
-        .unwrap()
-    }
-
-    #[test]
-    fn windows_close_once_and_late_rows_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = windowed(dir.path());
-        let m = s
-            .merge(
-                &[window_step(&[("a", 10, 2), ("b", 20, 1), ("a", 20, 5)])],
-                &[],
-                None,
-                true,
-            )
-            .unwrap();
-        let ch = m.changes.unwrap();
-        assert_eq!(ch.before.num_rows(), 0);
-        assert_eq!(ch.after.num_rows(), 3);
-        let closed = s.close_windows(10).unwrap();
-        assert_eq!(closed.num_rows(), 1);
-        assert_eq!(closed.column(2).as_primitive::<Int64Type>().value(0), 2);
-        assert_eq!(s.close_windows(10).unwrap().num_rows(), 0, "closed once");
-        // A row for the closed window is late; one for an open window merges.
-        let m = s
-            .merge(
-                &[window_step(&[("a", 10, 4), ("a", 20, 1)])],
-                &[],
-                Some(10),
-                true,
-            )
-            .unwrap();
-        assert_eq!(m.late_rows, 4);
-        let ch = m.changes.unwrap();
-        assert_eq!(ch.before.num_rows(), 1);
-        assert_eq!(ch.before.column(2).as_primitive::<Int64Type>().value(0), 5);
-        assert_eq!(ch.after.column(2).as_primitive::<Int64Type>().value(0), 6);
-        let closed = s.close_windows(20).unwrap();
-        assert_eq!(closed.num_rows(), 2);
-        assert_eq!(
-            s.contents().unwrap().num_rows(),
-            3,
-            "closed windows stay readable"
-        );
-    }
-}
+mod tests;
