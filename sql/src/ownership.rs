@@ -14,8 +14,10 @@
 //! `lease_duration / 5`: renew owned leases (stop a view whose lease is
 //! lost), pick up views created or dropped through other agents, take
 //! views whose lease expired while this agent holds less than its share of
-//! the live agents' views, and hand one view back when it holds more.
-//! With the embedded store one process owns everything: leases are taken
+//! the live agents' views, and hand one view back when it holds more. The
+//! choices (the share, the free views, handing back) are the pure
+//! functions of `streamhouse_streams::placement`; this module performs
+//! them. With the embedded store one process owns everything: leases are taken
 //! unconditionally at start-up.
 
 use std::collections::HashMap;
@@ -30,6 +32,7 @@ use crate::database::Database;
 use crate::error::{Result, SqlError};
 use crate::registry::RemoteView;
 use streamhouse_streams::dataflow::changes::{DELETE, OP};
+use streamhouse_streams::placement;
 use streamhouse_streams::scan::StreamTable;
 
 impl Database {
@@ -293,9 +296,8 @@ impl Database {
             .await?
             .iter()
             .filter(|(_, s)| *s == AgentState::Live)
-            .count()
-            .max(1);
-        let share = records.len().div_ceil(live);
+            .count();
+        let share = placement::share(records.len(), live);
         let now = self.log().now_micros();
         let failed: std::collections::HashSet<String> = self
             .views
@@ -305,16 +307,7 @@ impl Database {
             .keys()
             .cloned()
             .collect();
-        let mut free: Vec<&ViewRecord> = records
-            .values()
-            .filter(|r| {
-                // A view that failed here is not retried every round.
-                !failed.contains(&r.name)
-                    && r.lease.owner.as_deref() != Some(me.as_str())
-                    && (r.lease.owner.is_none() || r.lease.until.is_none_or(|u| u < now))
-            })
-            .collect();
-        free.sort_by(|a, b| a.name.cmp(&b.name));
+        let free = placement::free_views(records.values(), &me, &failed, now);
         for r in free {
             if owned >= share {
                 break;
@@ -326,7 +319,7 @@ impl Database {
             }
         }
         // Hand one back when holding more than the share (an agent joined).
-        if owned > share
+        if placement::hand_back(owned, share)
             && let Some(v) = self.views.by_name().last().cloned()
         {
             self.hand_over(&v.name, v.epoch).await?;

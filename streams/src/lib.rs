@@ -10,6 +10,8 @@
 //! - [`aggregate`]: incremental aggregate state (plain and windowed,
 //!   sessions, `count(DISTINCT)`, retractions) merged a step at a time.
 //! - [`watermark`]: event-time watermarks per input partition.
+//! - [`placement`]: which views an agent runs, as pure decisions over the
+//!   stored leases and the time.
 //!
 //! It executes DataFusion plans that the SQL layer compiled; it never
 //! parses SQL, and sits on `log` only.
@@ -17,6 +19,7 @@
 pub mod aggregate;
 pub mod dataflow;
 pub mod error;
+pub mod placement;
 pub mod prune;
 pub mod scan;
 pub mod state;
