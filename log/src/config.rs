@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::store::Store;
 use crate::writer::FlushConfig;
 
-/// Tunables of a [`Log`].
+/// Tunables of a [`Log`](crate::Log).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub flush: FlushConfig,

@@ -41,8 +41,9 @@ pub use maintenance::MaintenanceReport;
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{
-    AckPart, AgentRecord, Change, MetadataStore, PartitionStats, ProducerSeq, TimeFilter,
-    ViewCheckpoint, ViewLease, ViewRecord,
+    AckPart, AgentRecord, AgentStore, Change, ChunkStore, GroupStore, MetadataStore,
+    PartitionStats, ProducerSeq, StreamStore, TimeFilter, ViewCheckpoint, ViewLease, ViewRecord,
+    ViewStore,
 };
 pub use reader::BatchStream;
 pub use store::{Store, StoreKind};

@@ -10,8 +10,8 @@
 //! and the strategy, so members connected to different agents agree on it.
 //!
 //! Each operation is one metadata transaction over the group's stored state
-//! ([`MetadataStore::update_group`]): the store locks the group, this module
-//! computes the new state ([`apply`]), the store writes it back. Expiry is
+//! ([`GroupStore::update_group`](crate::metadata::GroupStore::update_group)): the store locks the group, this module
+//! computes the new state ([`rules::apply`]), the store writes it back. Expiry is
 //! evaluated whenever the group is touched, so a dead member is noticed by
 //! the next living one. A commit of offsets by a member is checked against
 //! the assignment in the same transaction as the commit.

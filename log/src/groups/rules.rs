@@ -20,10 +20,10 @@ pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
-    /// Contiguous ranges: with 5 partitions and 2 members, [0,1,2] and [3,4].
+    /// Contiguous ranges: with 5 partitions and 2 members, `[0,1,2]` and `[3,4]`.
     #[default]
     Range,
-    /// Dealt in turn: [0,2,4] and [1,3].
+    /// Dealt in turn: `[0,2,4]` and `[1,3]`.
     RoundRobin,
 }
 

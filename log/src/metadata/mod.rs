@@ -1,15 +1,19 @@
 //! The metadata store: order and ownership of the log.
 //!
 //! Object storage holds the bytes; this store holds which bytes exist and in
-//! what order. Its one critical operation is [`MetadataStore::commit_flush`]:
+//! what order. Its one critical operation is [`ChunkStore::commit_flush`]:
 //! a single transaction that assigns offsets to every chunk of a flushed
 //! object, records the chunks, and advances idempotent-producer state. Either
 //! all of a flush becomes visible or none of it does, and offsets are dense
 //! because they are read and bumped inside that transaction.
 //!
-//! One trait, two implementations with the same schema: SQLite (embedded,
-//! the default; one process) and PostgreSQL (clusters: several agents share
-//! it, and it tells each agent what the others committed).
+//! The operations come by topic — [`StreamStore`], [`ChunkStore`],
+//! [`GroupStore`], [`ViewStore`], [`AgentStore`] — and [`MetadataStore`] is
+//! all of them. Two implementations with the same schema, each split into
+//! a file per topic: SQLite (embedded, the default; one process) and
+//! PostgreSQL (clusters: several agents share it, and it tells each agent
+//! what the others committed). The decisions of a flush commit are shared
+//! (`commit`).
 
 mod commit;
 pub mod postgres;
@@ -67,11 +71,11 @@ pub struct ProducerSeq {
     pub producer_id: String,
     pub sequence: u64,
     /// Opaque progress recorded with the append, in the same transaction
-    /// (a dataflow's input offsets; see [`MetadataStore::producer_progress`]).
+    /// (a dataflow's input offsets; see [`ChunkStore::producer_progress`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
     /// The producer's epoch: refused once the producer has been fenced to a
-    /// newer one ([`MetadataStore::fence_producer`]). None: not fenced.
+    /// newer one ([`ChunkStore::fence_producer`]). None: not fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
 }
@@ -116,7 +120,7 @@ pub enum Rejection {
     Fenced { epoch: u64, current: u64 },
 }
 
-/// Result of [`MetadataStore::commit_flush`].
+/// Result of [`ChunkStore::commit_flush`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// Committed; the base offset of each chunk, in order.
@@ -209,9 +213,9 @@ pub struct TimeFilter {
     pub append_time: Option<Range<Micros>>,
 }
 
-/// The metadata store's operations.
+/// Streams and their partitions.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+pub trait StreamStore: Send + Sync {
     /// Creates a stream and its partitions (next offset 0).
     async fn create_stream(&self, spec: &StreamSpec, created_at: Micros) -> Result<StreamInfo>;
 
@@ -230,7 +234,11 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 
     /// What each partition of a stream holds, by partition.
     async fn partition_stats(&self, stream_id: StreamId) -> Result<Vec<PartitionStats>>;
+}
 
+/// The chunk index, data objects and idempotent producers: what flushes commit and reads, upkeep and recovery look up.
+#[async_trait]
+pub trait ChunkStore: Send + Sync {
     /// Commits a flushed object in one transaction; see the module doc.
     async fn commit_flush(&self, commit: &FlushCommit) -> Result<CommitOutcome>;
 
@@ -249,32 +257,6 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         partition: u32,
         filter: &TimeFilter,
     ) -> Result<Vec<ChunkRecord>>;
-
-    /// Records a consumer group's next offsets for some partitions of a
-    /// stream, in one transaction; with `check`, only if it holds in that
-    /// transaction ([`crate::groups::rules::check_commit`]: the committing member
-    /// owns those partitions, or the group has no live member).
-    async fn commit_group_offsets(
-        &self,
-        group: &str,
-        stream_id: StreamId,
-        offsets: &[(u32, u64)],
-        committed_at: Micros,
-        check: Option<&CommitCheck>,
-    ) -> Result<()>;
-
-    /// Applies a membership operation to a group in one transaction (see
-    /// [`crate::groups::rules::apply`]) and returns its new state (`None`: no such
-    /// group).
-    async fn update_group(
-        &self,
-        group: &str,
-        op: &GroupOp,
-        now: Micros,
-    ) -> Result<Option<StoredGroup>>;
-
-    /// Every group with membership state, by name.
-    async fn group_names(&self) -> Result<Vec<String>>;
 
     /// Retention: deletes the chunk rows of a stream's partitions up to the
     /// first chunk holding a row appended at or after `before` (whole
@@ -305,12 +287,63 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         created_at: Micros,
     ) -> Result<bool>;
 
+    /// Fences a producer on a stream to `epoch`: from now on its appends
+    /// carrying an older epoch are refused ([`Rejection::Fenced`]).
+    async fn fence_producer(
+        &self,
+        producer_id: &str,
+        stream_id: StreamId,
+        epoch: u64,
+    ) -> Result<()>;
+
+    /// An idempotent producer's latest committed sequence on a stream and
+    /// the progress recorded with it.
+    async fn producer_progress(
+        &self,
+        producer_id: &str,
+        stream_id: StreamId,
+    ) -> Result<Option<(u64, Option<String>)>>;
+}
+
+/// Consumer groups: membership transactions and committed offsets.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    /// Records a consumer group's next offsets for some partitions of a
+    /// stream, in one transaction; with `check`, only if it holds in that
+    /// transaction ([`crate::groups::rules::check_commit`]: the committing member
+    /// owns those partitions, or the group has no live member).
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        stream_id: StreamId,
+        offsets: &[(u32, u64)],
+        committed_at: Micros,
+        check: Option<&CommitCheck>,
+    ) -> Result<()>;
+
+    /// Applies a membership operation to a group in one transaction (see
+    /// [`crate::groups::rules::apply`]) and returns its new state (`None`: no such
+    /// group).
+    async fn update_group(
+        &self,
+        group: &str,
+        op: &GroupOp,
+        now: Micros,
+    ) -> Result<Option<StoredGroup>>;
+
+    /// Every group with membership state, by name.
+    async fn group_names(&self) -> Result<Vec<String>>;
+
     /// A group's committed next offsets for a stream, by partition.
     async fn group_offsets(&self, group: &str, stream_id: StreamId) -> Result<Vec<(u32, u64)>>;
 
     /// Every (group, stream) pair with committed offsets, by group.
     async fn groups(&self) -> Result<Vec<(String, StreamId)>>;
+}
 
+/// Materialized views: records, leases and checkpoints.
+#[async_trait]
+pub trait ViewStore: Send + Sync {
     /// Records a materialized view with its lease; `ViewExists` if the
     /// name is taken.
     async fn create_view(&self, view: &ViewRecord, created_at: Micros) -> Result<()>;
@@ -342,28 +375,11 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// agent can take the view at once.
     async fn release_view_lease(&self, name: &str, agent: &str, epoch: u64) -> Result<()>;
 
-    /// Fences a producer on a stream to `epoch`: from now on its appends
-    /// carrying an older epoch are refused ([`Rejection::Fenced`]).
-    async fn fence_producer(
-        &self,
-        producer_id: &str,
-        stream_id: StreamId,
-        epoch: u64,
-    ) -> Result<()>;
-
     /// Removes a view; `false` if there was none.
     async fn drop_view(&self, name: &str) -> Result<bool>;
 
     /// Every view, by name, with its last checkpoint.
     async fn views(&self) -> Result<Vec<ViewRecord>>;
-
-    /// An idempotent producer's latest committed sequence on a stream and
-    /// the progress recorded with it.
-    async fn producer_progress(
-        &self,
-        producer_id: &str,
-        stream_id: StreamId,
-    ) -> Result<Option<(u64, Option<String>)>>;
 
     /// Records a view's checkpoint: in one transaction, the input offsets
     /// its state reflects and the snapshot that holds that state. Refused
@@ -377,7 +393,11 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         checkpoint: &ViewCheckpoint,
         at: Micros,
     ) -> Result<()>;
+}
 
+/// The agents sharing the store.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
     /// Records an agent (inserted, or its row replaced: a heartbeat, a
     /// clean stop).
     async fn register_agent(&self, agent: &AgentRecord) -> Result<()>;
@@ -387,7 +407,14 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 
     /// Forgets agents whose last heartbeat is older than `before`.
     async fn forget_agents(&self, before: Micros) -> Result<()>;
+}
 
+/// The metadata store: every topic's operations, and how the store is
+/// shared and closed.
+#[async_trait]
+pub trait MetadataStore:
+    StreamStore + ChunkStore + GroupStore + ViewStore + AgentStore + std::fmt::Debug
+{
     /// Closes connections, waiting for those in use.
     async fn close(&self) {}
 

@@ -1,0 +1,130 @@
+//! Consumer groups: membership transactions and committed offsets, in PostgreSQL.
+
+use super::*;
+
+#[async_trait]
+impl GroupStore for PostgresMetadata {
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        stream_id: StreamId,
+        offsets: &[(u32, u64)],
+        committed_at: Micros,
+        check: Option<&CommitCheck>,
+    ) -> Result<()> {
+        // Last write per partition wins, as in SQLite's statement-by-statement upsert.
+        let by_partition: BTreeMap<u32, u64> = offsets.iter().copied().collect();
+        let mut tx = self.pool.begin().await?;
+        if let Some(check) = check {
+            let stored = load_group(&mut tx, group).await?;
+            crate::groups::rules::check_commit(group, stored.as_ref(), check)?;
+        }
+        let (parts, offs): (Vec<i64>, Vec<i64>) =
+            by_partition.iter().map(|(&p, &o)| (p as i64, u(o))).unzip();
+        sqlx::query(
+            "INSERT INTO group_offsets \
+             (group_id, stream_id, partition_no, next_offset, committed_at_us) \
+             SELECT $1, $2, p, o, $5 FROM unnest($3::bigint[], $4::bigint[]) AS t(p, o) \
+             ON CONFLICT (group_id, stream_id, partition_no) DO UPDATE SET \
+             next_offset = excluded.next_offset, committed_at_us = excluded.committed_at_us",
+        )
+        .bind(group)
+        .bind(stream_id)
+        .bind(parts)
+        .bind(offs)
+        .bind(committed_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_group(
+        &self,
+        group: &str,
+        op: &GroupOp,
+        now: Micros,
+    ) -> Result<Option<StoredGroup>> {
+        let mut tx = self.pool.begin().await?;
+        // Serializes operations on the group, whether or not it exists yet.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
+        let stored = load_group(&mut tx, group).await?;
+        let Some(g) = crate::groups::rules::apply(group, stored, op, now)? else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO consumer_groups (group_id, stream_id, partitions, strategy, generation) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_id) DO UPDATE SET \
+             stream_id = excluded.stream_id, partitions = excluded.partitions, \
+             generation = excluded.generation",
+        )
+        .bind(group)
+        .bind(g.stream_id)
+        .bind(g.partitions as i64)
+        .bind(rows::strategy_name(g.strategy))
+        .bind(u(g.generation))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
+        let (ids, (beats, timeouts)): (Vec<String>, (Vec<i64>, Vec<i64>)) = g
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), (m.heartbeat_at, m.timeout.as_micros() as i64)))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO group_members (group_id, member_id, heartbeat_at_us, timeout_us) \
+             SELECT $1, m, h, t FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS x(m, h, t)",
+        )
+        .bind(group)
+        .bind(ids)
+        .bind(beats)
+        .bind(timeouts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(g))
+    }
+
+    async fn group_names(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT group_id FROM consumer_groups ORDER BY group_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("group_id")?)).collect()
+    }
+
+    async fn group_offsets(&self, group: &str, stream_id: StreamId) -> Result<Vec<(u32, u64)>> {
+        let rows = sqlx::query(
+            "SELECT partition_no, next_offset FROM group_offsets \
+             WHERE group_id = $1 AND stream_id = $2 ORDER BY partition_no",
+        )
+        .bind(group)
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("partition_no")? as u32,
+                    r.try_get::<i64, _>("next_offset")? as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn groups(&self) -> Result<Vec<(String, StreamId)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT group_id, stream_id FROM group_offsets ORDER BY group_id, stream_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("group_id")?, r.try_get("stream_id")?)))
+            .collect()
+    }
+}
