@@ -172,7 +172,7 @@ pub struct PartitionStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewCheckpoint {
     pub number: u64,
-    /// JSON: {"<stream id>": [next offset per partition]}.
+    /// JSON: `{"<stream id>": [next offset per partition]}`.
     pub input_offsets: String,
     /// Object key of the state snapshot's manifest.
     pub state_key: String,
