@@ -109,12 +109,12 @@ impl Compat {
             rewrite::scalar_functions_as_relations(&mut rewritten);
             rewrite::like_escapes(&mut rewritten);
             rewrite::array_subqueries(&mut rewritten);
-            rewrite::hoist_outer_predicates(&mut rewritten);
-            rewrite::null_outer_projections(&mut rewritten);
-            rewrite::null_recursive_lookups(&mut rewritten);
+            rewrite::subqueries::hoist_outer_predicates(&mut rewritten);
+            rewrite::subqueries::null_outer_projections(&mut rewritten);
+            rewrite::subqueries::null_recursive_lookups(&mut rewritten);
             rewrite::generate_subscripts(&mut rewritten);
             rewrite::oid_arrays(&mut rewritten, &self.oid_columns);
-            rewrite::aggregate_scalar_subqueries(&mut rewritten);
+            rewrite::subqueries::aggregate_scalar_subqueries(&mut rewritten);
             **s = rewritten;
         }
         Ok(stmts)
