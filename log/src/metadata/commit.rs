@@ -103,25 +103,19 @@ pub(super) fn plan(
     let mut producers: BTreeMap<ProducerKey, ProducerState> = BTreeMap::new();
     for a in &c.appends {
         let Some(p) = &a.producer else { continue };
-        let epoch = p.epoch.unwrap_or(0);
+        let key = (p.producer_id.clone(), a.stream_id);
+        // The latest append's sequence and offsets, the greatest epoch.
+        let epoch = producers
+            .get(&key)
+            .map_or(0, |s: &ProducerState| s.epoch)
+            .max(p.epoch.unwrap_or(0));
         let state = ProducerState {
             last_sequence: p.sequence,
             last_ack: encode_ack(c, a, &bases),
             progress: p.progress.clone(),
             epoch,
         };
-        producers
-            .entry((p.producer_id.clone(), a.stream_id))
-            .and_modify(|s| {
-                let epoch = s.epoch.max(epoch);
-                *s = ProducerState {
-                    epoch,
-                    last_sequence: state.last_sequence,
-                    last_ack: state.last_ack.clone(),
-                    progress: state.progress.clone(),
-                };
-            })
-            .or_insert(state);
+        producers.insert(key, state);
     }
     Ok(Ok(CommitPlan {
         bases,
