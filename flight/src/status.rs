@@ -31,9 +31,13 @@ pub fn sql_status(e: SqlError) -> Status {
         | SqlError::DataException(_) => Code::InvalidArgument,
         SqlError::NotSupported(_) => Code::Unimplemented,
         SqlError::Cancelled => Code::Cancelled,
-        SqlError::InFailedTransaction | SqlError::Conflict(_) | SqlError::DependentObjects(_) => {
-            Code::FailedPrecondition
-        }
+        SqlError::InFailedTransaction
+        | SqlError::ActiveTransaction(_)
+        | SqlError::NoActiveTransaction(_)
+        | SqlError::InvalidSavepoint(_)
+        | SqlError::Conflict(_)
+        | SqlError::DependentObjects(_) => Code::FailedPrecondition,
+        SqlError::ProgramLimitExceeded(_) => Code::ResourceExhausted,
         SqlError::ReservedName(_) | SqlError::InsufficientPrivilege(_) => Code::PermissionDenied,
         SqlError::Unavailable(_) | SqlError::ShuttingDown => Code::Unavailable,
         SqlError::DataCorrupted(_) => Code::DataLoss,

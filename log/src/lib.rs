@@ -36,7 +36,7 @@ pub use clock::{Clock, ClockRef, ManualClock, Micros, Stopwatch, SystemClock, mo
 pub use config::{LogConfig, MaintenanceConfig};
 pub use consume::GroupLag;
 pub use error::{ErrorKind, LogError, Result};
-pub use log::{AppendOptions, DataDir, Log};
+pub use log::{AppendOptions, DataDir, Log, StagedAppend};
 pub use maintenance::MaintenanceReport;
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;

@@ -49,6 +49,39 @@ pub struct AppendOptions {
     pub internal: bool,
 }
 
+/// Rows checked against a stream and split by partition, not yet appended
+/// ([`Log::stage`]); [`Log::append_staged`] appends them.
+#[derive(Debug, Clone)]
+pub struct StagedAppend {
+    info: Arc<StreamInfo>,
+    parts: Vec<(u32, RecordBatch)>,
+}
+
+impl StagedAppend {
+    /// The stream the rows go to.
+    pub fn stream(&self) -> &Arc<StreamInfo> {
+        &self.info
+    }
+
+    /// The rows, by the partition they go to (declared columns).
+    pub fn parts(&self) -> &[(u32, RecordBatch)] {
+        &self.parts
+    }
+
+    /// Rows staged.
+    pub fn rows(&self) -> u64 {
+        self.parts.iter().map(|(_, b)| b.num_rows() as u64).sum()
+    }
+
+    /// Memory the rows take.
+    pub fn bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|(_, b)| b.get_array_memory_size())
+            .sum()
+    }
+}
+
 impl AppendOptions {
     /// Rows go to `partition`.
     pub fn to_partition(partition: u32) -> Self {
@@ -331,6 +364,27 @@ impl Log {
         batches: Vec<RecordBatch>,
         options: AppendOptions,
     ) -> Result<Option<Submitted>> {
+        let producer = options.producer.clone();
+        match self.stage(stream, batches, &options).await? {
+            Some(staged) => self
+                .writer
+                .submit(staged.info, staged.parts, producer)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks rows against a stream and splits them by partition, without
+    /// appending them: what a transaction holds until it commits (see
+    /// [`Log::append_staged`]). `None`: no rows. The producer of `options`
+    /// is not used.
+    pub async fn stage(
+        &self,
+        stream: &str,
+        batches: Vec<RecordBatch>,
+        options: &AppendOptions,
+    ) -> Result<Option<StagedAppend>> {
         let info = self.stream(stream).await?;
         if StreamKind::of(stream).is_internal() && !options.internal {
             return Err(LogError::InternalStream(stream.to_string()));
@@ -369,10 +423,26 @@ impl Log {
         if parts.is_empty() {
             return Ok(None);
         }
-        self.writer
-            .submit(info, parts, options.producer)
-            .await
-            .map(Some)
+        Ok(Some(StagedAppend { info, parts }))
+    }
+
+    /// Appends staged rows of any number of streams as one append: every
+    /// row becomes visible in the same metadata commit, or none does (a
+    /// stream dropped in between fails them all). Resolves once durable,
+    /// with one acknowledgement per staged append.
+    pub async fn append_staged(&self, staged: Vec<StagedAppend>) -> Result<Vec<AppendAck>> {
+        if staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let submitted = self
+            .writer
+            .submit_group(staged.into_iter().map(|s| (s.info, s.parts)).collect())
+            .await?;
+        let mut acks = Vec::with_capacity(submitted.len());
+        for s in submitted {
+            acks.push(s.durable().await?);
+        }
+        Ok(acks)
     }
 
     pub(crate) fn check_partition(info: &StreamInfo, partition: u32) -> Result<()> {

@@ -12,10 +12,14 @@
 //! arrival order within it, so rows appended in sequence to a partition get
 //! increasing offsets. While a flush is in flight the next buffer fills,
 //! which makes flushes grow with load (group commit).
+//!
+//! Groups: appends submitted together with [`Writer::submit_group`] (a
+//! transaction's writes to several streams) enter the same flush and are
+//! committed or rejected together.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::{RecordBatch, TimestampMicrosecondArray};
@@ -87,6 +91,9 @@ impl AppendAck {
 
 type Waiter = oneshot::Sender<Result<AppendAck>>;
 
+/// Rows by the partition they go to.
+pub type Parts = Vec<(u32, RecordBatch)>;
+
 /// A buffered append; [`Submitted::durable`] waits for its acknowledgement.
 #[derive(Debug)]
 pub struct Submitted(oneshot::Receiver<Result<AppendAck>>);
@@ -106,7 +113,9 @@ struct Pending {
     parts: Vec<(u32, RecordBatch)>,
     append_time: i64,
     waiters: Vec<Waiter>,
-    _permit: OwnedSemaphorePermit,
+    /// Appends of one group commit together or not at all.
+    group: Option<u64>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 #[derive(Default)]
@@ -130,6 +139,8 @@ struct Shared {
     cache: Arc<ChunkCache>,
     tail: Arc<Tail>,
     clock: ClockRef,
+    /// The last group number given out.
+    groups: AtomicU64,
 }
 
 /// Accepts appends and runs the flush loop.
@@ -141,6 +152,46 @@ pub struct Writer {
 /// Budget unit: the semaphore counts KiB so that it fits in u32 permits.
 fn kib(bytes: usize) -> u32 {
     bytes.div_ceil(1024).clamp(1, u32::MAX as usize) as u32
+}
+
+impl Shared {
+    /// Waits for buffer space for `bytes` (at most the whole budget, so one
+    /// large append still fits).
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit> {
+        let want = kib(bytes).min(kib(self.config.max_buffered_bytes));
+        self.budget
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| LogError::ShuttingDown)
+    }
+}
+
+impl Buffer {
+    fn push(&mut self, pending: Pending, bytes: usize) {
+        self.bytes += bytes;
+        self.since.get_or_insert_with(crate::clock::monotonic);
+        self.appends.push(pending);
+    }
+}
+
+/// Rows in chunk schema: the declared columns and the append time.
+fn with_append_time(
+    stream: &StreamInfo,
+    parts: Vec<(u32, RecordBatch)>,
+    append_time: i64,
+) -> Result<Vec<(u32, RecordBatch)>> {
+    let schema = chunk_schema(&stream.spec.schema);
+    parts
+        .into_iter()
+        .map(|(p, b)| {
+            let ts = TimestampMicrosecondArray::from_value(append_time, b.num_rows())
+                .with_timezone("UTC");
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(ts));
+            Ok((p, RecordBatch::try_new(schema.clone(), cols)?))
+        })
+        .collect()
 }
 
 impl Writer {
@@ -165,6 +216,7 @@ impl Writer {
             cache,
             tail,
             clock,
+            groups: AtomicU64::new(0),
         });
         let flusher = tokio::spawn(flush_loop(shared.clone()));
         Self {
@@ -198,26 +250,9 @@ impl Writer {
             return Err(LogError::ShuttingDown);
         }
         let bytes: usize = parts.iter().map(|(_, b)| b.get_array_memory_size()).sum();
-        let want = kib(bytes).min(kib(s.config.max_buffered_bytes));
-        let permit = s
-            .budget
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .map_err(|_| LogError::ShuttingDown)?;
-
+        let permit = s.reserve(bytes).await?;
         let append_time = s.clock.now_micros();
-        let schema = chunk_schema(&stream.spec.schema);
-        let parts = parts
-            .into_iter()
-            .map(|(p, b)| {
-                let ts = TimestampMicrosecondArray::from_value(append_time, b.num_rows())
-                    .with_timezone("UTC");
-                let mut cols = b.columns().to_vec();
-                cols.push(Arc::new(ts));
-                Ok((p, RecordBatch::try_new(schema.clone(), cols)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let parts = with_append_time(&stream, parts, append_time)?;
 
         let (tx, rx) = oneshot::channel();
         let wake = {
@@ -238,16 +273,18 @@ impl Writer {
                     let idx = buf.appends.len();
                     buf.producers.insert(key, idx);
                 }
-                buf.bytes += bytes;
-                buf.since.get_or_insert_with(crate::clock::monotonic);
-                buf.appends.push(Pending {
-                    stream,
-                    producer,
-                    parts,
-                    append_time,
-                    waiters: vec![tx],
-                    _permit: permit,
-                });
+                buf.push(
+                    Pending {
+                        stream,
+                        producer,
+                        parts,
+                        append_time,
+                        waiters: vec![tx],
+                        group: None,
+                        _permit: Some(permit),
+                    },
+                    bytes,
+                );
                 buf.bytes >= s.config.flush_bytes || buf.appends.len() == 1
             }
         };
@@ -255,6 +292,59 @@ impl Writer {
             s.wake.notify_one();
         }
         Ok(Submitted(rx))
+    }
+
+    /// Buffers appends to several streams as one group: they enter the same
+    /// flush and commit in the same metadata transaction, and if one of them
+    /// cannot commit (its stream was dropped) none does. One [`Submitted`]
+    /// per append, in order.
+    pub async fn submit_group(
+        &self,
+        appends: Vec<(Arc<StreamInfo>, Parts)>,
+    ) -> Result<Vec<Submitted>> {
+        let s = &self.shared;
+        if s.closing.load(Ordering::Acquire) {
+            return Err(LogError::ShuttingDown);
+        }
+        let sizes: Vec<usize> = appends
+            .iter()
+            .map(|(_, parts)| parts.iter().map(|(_, b)| b.get_array_memory_size()).sum())
+            .collect();
+        let permit = s.reserve(sizes.iter().sum()).await?;
+        let append_time = s.clock.now_micros();
+        let group = s.groups.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut pending = Vec::with_capacity(appends.len());
+        let mut submitted = Vec::with_capacity(appends.len());
+        let mut permit = Some(permit);
+        for (stream, parts) in appends {
+            let parts = with_append_time(&stream, parts, append_time)?;
+            let (tx, rx) = oneshot::channel();
+            submitted.push(Submitted(rx));
+            pending.push(Pending {
+                stream,
+                producer: None,
+                parts,
+                append_time,
+                waiters: vec![tx],
+                group: Some(group),
+                _permit: permit.take(),
+            });
+        }
+        let wake = {
+            let mut buf = s.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            if s.closing.load(Ordering::Acquire) {
+                return Err(LogError::ShuttingDown);
+            }
+            let first = buf.appends.is_empty();
+            for (p, bytes) in pending.into_iter().zip(sizes) {
+                buf.push(p, bytes);
+            }
+            first || buf.bytes >= s.config.flush_bytes
+        };
+        if wake {
+            s.wake.notify_one();
+        }
+        Ok(submitted)
     }
 
     /// Stops accepting appends, flushes what is buffered, and waits for the
@@ -326,8 +416,21 @@ async fn flush(s: &Shared, mut appends: Vec<Pending>) {
                 return;
             }
             Ok(FlushResult::Rejected(rejections)) => {
-                // Settle the rejected appends, then flush the others again.
-                let rejected: HashMap<usize, Rejection> = rejections.into_iter().collect();
+                // Settle the rejected appends, and every append of a group
+                // one of them belongs to, then flush the others again.
+                let mut rejected: HashMap<usize, (Rejection, String)> = rejections
+                    .into_iter()
+                    .map(|(i, r)| (i, (r, appends[i].stream.name().to_string())))
+                    .collect();
+                let failed_groups: HashMap<u64, (Rejection, String)> = rejected
+                    .iter()
+                    .filter_map(|(i, r)| appends[*i].group.map(|g| (g, r.clone())))
+                    .collect();
+                for (i, p) in appends.iter().enumerate() {
+                    if let Some(r) = p.group.and_then(|g| failed_groups.get(&g)) {
+                        rejected.entry(i).or_insert_with(|| r.clone());
+                    }
+                }
                 let mut keep = Vec::with_capacity(appends.len());
                 for (i, p) in appends.into_iter().enumerate() {
                     let outcome = match rejected.get(&i) {
@@ -335,18 +438,17 @@ async fn flush(s: &Shared, mut appends: Vec<Pending>) {
                             keep.push(p);
                             continue;
                         }
-                        Some(Rejection::StreamGone) => {
-                            Err(LogError::UnknownStream(p.stream.name().to_string()))
+                        Some((Rejection::StreamGone, stream)) => {
+                            Err(LogError::UnknownStream(stream.clone()))
                         }
-                        Some(Rejection::Duplicate { previous }) => Ok(AppendAck {
+                        Some((Rejection::Duplicate { previous }, _)) => Ok(AppendAck {
                             parts: previous.clone().unwrap_or_default(),
                             duplicate: true,
                         }),
-                        Some(Rejection::Fenced { epoch, current }) => {
+                        Some((Rejection::Fenced { epoch, current }, stream)) => {
                             Err(LogError::Fenced(format!(
-                                "producer epoch {epoch} of stream \"{}\" is superseded by \
-                                 epoch {current}",
-                                p.stream.name()
+                                "producer epoch {epoch} of stream \"{stream}\" is superseded by \
+                                 epoch {current}"
                             )))
                         }
                     };

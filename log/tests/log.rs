@@ -739,7 +739,85 @@ async fn append_batches_is_one_atomic_append(b: Backend) {
     assert_eq!(total, 100);
 }
 
+async fn total(f: &Fixture, stream: &str) -> u64 {
+    f.log.partition_ends(stream).await.unwrap().iter().sum()
+}
+
+/// A transaction's writes: rows staged for several streams become visible
+/// in one commit, or none do.
+async fn staged_appends_to_several_streams_commit_together(b: Backend) {
+    let f = Fixture::new(b).await;
+    f.log.create_stream(spec("a", 2)).await.unwrap();
+    f.log.create_stream(spec("b", 3)).await.unwrap();
+    let opts = AppendOptions::default();
+    let a = f
+        .log
+        .stage("a", vec![orders(0..30, 4, T0)], &opts)
+        .await
+        .unwrap()
+        .unwrap();
+    let b1 = f
+        .log
+        .stage("b", vec![orders(0..20, 4, T0)], &opts)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.rows(), b1.rows()), (30, 20));
+    assert_eq!(
+        (total(&f, "a").await, total(&f, "b").await),
+        (0, 0),
+        "staging writes nothing"
+    );
+    let acks = f.log.append_staged(vec![a, b1]).await.unwrap();
+    assert_eq!(acks.iter().map(|a| a.rows()).collect::<Vec<_>>(), [30, 20]);
+    assert_eq!((total(&f, "a").await, total(&f, "b").await), (30, 20));
+
+    // A failed flush commits neither.
+    let a = f
+        .log
+        .stage("a", vec![orders(30..40, 4, T0)], &opts)
+        .await
+        .unwrap()
+        .unwrap();
+    let b1 = f
+        .log
+        .stage("b", vec![orders(20..25, 4, T0)], &opts)
+        .await
+        .unwrap()
+        .unwrap();
+    f.faults.fail_next_puts(1);
+    let e = f.log.append_staged(vec![a, b1]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!((total(&f, "a").await, total(&f, "b").await), (30, 20));
+
+    // One stream dropped before the commit: the other's rows are not
+    // written either, and the error names the dropped one.
+    let a = f
+        .log
+        .stage("a", vec![orders(40..50, 4, T0)], &opts)
+        .await
+        .unwrap()
+        .unwrap();
+    let b1 = f
+        .log
+        .stage("b", vec![orders(25..30, 4, T0)], &opts)
+        .await
+        .unwrap()
+        .unwrap();
+    f.log.drop_stream("b").await.unwrap();
+    let e = f.log.append_staged(vec![a, b1]).await.unwrap_err();
+    assert!(matches!(&e, LogError::UnknownStream(s) if s == "b"), "{e}");
+    assert_eq!(total(&f, "a").await, 30);
+    // The log goes on.
+    f.log
+        .append("a", orders(50..51, 1, T0), AppendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(total(&f, "a").await, 31);
+}
+
 per_backend!(
+    staged_appends_to_several_streams_commit_together,
     append_batches_is_one_atomic_append,
     shutdown_flushes_buffered_appends,
     round_trip_by_key,

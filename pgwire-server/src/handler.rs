@@ -24,10 +24,12 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
-use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::extendedquery::{Describe, Sync as PgSync, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::ParameterStatus;
 use streamhouse_sql::copy::CopyIn;
+use streamhouse_sql::transaction::BlockState;
 use streamhouse_sql::{CommandTag, Database, Prepared, QueryResult, Session, SqlError};
 
 use crate::encode;
@@ -89,11 +91,15 @@ pub struct Handlers {
 
 impl Handlers {
     pub fn new(db: Arc<Database>) -> Arc<Self> {
+        let sessions: Arc<Sessions> = Arc::default();
         Arc::new(Self {
-            parser: Arc::new(Parser { db: db.clone() }),
+            parser: Arc::new(Parser {
+                db: db.clone(),
+                sessions: sessions.clone(),
+            }),
             db,
             copies: Arc::default(),
-            sessions: Arc::default(),
+            sessions,
             connections: Arc::new(ConnectionManager::new()),
         })
     }
@@ -123,6 +129,7 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(Copy {
             db: self.db.clone(),
             copies: self.copies.clone(),
+            sessions: self.sessions.clone(),
         })
     }
 
@@ -308,8 +315,32 @@ struct Simple {
     sessions: Arc<Sessions>,
 }
 
+/// The status ReadyForQuery reports: where the session's transaction block
+/// stands. pgwire infers one from the responses, which cannot tell a
+/// refusal that leaves the block usable (25001) from one that fails it, nor
+/// see ROLLBACK TO revive a failed block.
+fn block_status(session: &Session) -> TransactionStatus {
+    match session.transaction().state() {
+        BlockState::Idle => TransactionStatus::Idle,
+        BlockState::Open => TransactionStatus::Transaction,
+        BlockState::Failed => TransactionStatus::Error,
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Simple {
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = self.sessions.of(client.socket_addr());
+        client.set_transaction_status(block_status(&session));
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -331,23 +362,7 @@ impl SimpleQueryHandler for Simple {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut out = Vec::with_capacity(stmts.len());
-        let mut aborted = client.transaction_status() == TransactionStatus::Error;
         for stmt in stmts {
-            if aborted {
-                // PostgreSQL: in a failed block only COMMIT/ROLLBACK run, and
-                // either one rolls back.
-                if stmt.ends_transaction() {
-                    out.push(Response::TransactionEnd(Tag::new(
-                        CommandTag::Rollback.word(),
-                    )));
-                    aborted = false;
-                    continue;
-                }
-                out.push(Response::Error(Box::new(crate::error::error_info(
-                    &SqlError::InFailedTransaction,
-                ))));
-                break;
-            }
             match self.db.execute_statement(&session, stmt).await {
                 Ok(QueryResult::Subscription(rows)) => {
                     match push(client, rows, &Format::UnifiedText, true).await {
@@ -382,6 +397,7 @@ impl SimpleQueryHandler for Simple {
 /// Parses and plans statements for the extended protocol.
 pub struct Parser {
     db: Arc<Database>,
+    sessions: Arc<Sessions>,
 }
 
 #[async_trait]
@@ -390,7 +406,7 @@ impl QueryParser for Parser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
@@ -399,7 +415,12 @@ impl QueryParser for Parser {
     {
         match self.db.prepare(sql).await {
             Ok(p) => Ok(p.map(Arc::new)),
-            Err(e) => Err(pg_error(e)),
+            Err(e) => {
+                // A statement that does not parse fails the block, as
+                // PostgreSQL's does.
+                self.sessions.of(client.socket_addr()).transaction().fail();
+                Err(pg_error(e))
+            }
         }
     }
 
@@ -437,6 +458,25 @@ impl ExtendedQueryHandler for Extended {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let status = block_status(&self.sessions.of(client.socket_addr()));
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        client.flush().await?;
+        Ok(())
     }
 
     /// Describing a statement that returns no rows (INSERT, DDL …) answers
@@ -483,16 +523,14 @@ impl ExtendedQueryHandler for Extended {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
-        if client.transaction_status() == TransactionStatus::Error {
-            if prepared.ends_transaction() {
-                return Ok(Response::TransactionEnd(Tag::new(
-                    CommandTag::Rollback.word(),
-                )));
-            }
-            return Err(pg_error(SqlError::InFailedTransaction));
-        }
-        let params = crate::params::decode(portal, &prepared.param_types)?;
         let session = self.sessions.of(client.socket_addr());
+        let params = match crate::params::decode(portal, &prepared.param_types) {
+            Ok(p) => p,
+            Err(e) => {
+                session.transaction().fail();
+                return Err(e);
+            }
+        };
         match self.db.execute_prepared(&session, prepared, params).await {
             Ok(QueryResult::Subscription(rows)) => {
                 push(client, rows, &portal.result_column_format, false).await
@@ -510,6 +548,7 @@ impl ExtendedQueryHandler for Extended {
 struct Copy {
     db: Arc<Database>,
     copies: Copies,
+    sessions: Arc<Sessions>,
 }
 
 #[async_trait]
@@ -555,9 +594,17 @@ impl CopyHandler for Copy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&client.socket_addr());
+        let session = self.sessions.of(client.socket_addr());
         let rows = match state {
-            Some(CopyState::Active(copy)) => self.db.finish_copy(copy).await.map_err(pg_error)?,
-            Some(CopyState::Failed(e)) => return Err(pg_error(e)),
+            Some(CopyState::Active(copy)) => self
+                .db
+                .finish_copy(&session, copy)
+                .await
+                .map_err(pg_error)?,
+            Some(CopyState::Failed(e)) => {
+                session.transaction().fail();
+                return Err(pg_error(e));
+            }
             None => return Err(pg_error(SqlError::Internal("no COPY in progress".into()))),
         };
         let tag = Tag::new("COPY").with_rows(rows as usize);
@@ -577,6 +624,7 @@ impl CopyHandler for Copy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&client.socket_addr());
+        self.sessions.of(client.socket_addr()).transaction().fail();
         crate::error::protocol_error("57014", format!("COPY from stdin failed: {}", fail.message))
     }
 }

@@ -25,7 +25,7 @@ use streamhouse_log::{Log, StreamInfo};
 use tracing::debug;
 
 use crate::catalog::{self, Compat};
-use crate::dialect::Statement;
+use crate::dialect::{self, Statement};
 use crate::error::{Result, SqlError};
 use crate::functions;
 use crate::names::output_names;
@@ -35,6 +35,8 @@ use crate::result::{CommandTag, QueryResult, describe_schema, rename, show_strea
 use crate::rewrite::{fold_table_function_names, hide_system_columns, integer_literals};
 use crate::session::Session;
 use crate::settings::{assignments, setting_name, show, show_schema};
+use crate::transaction::overlay::with_own_writes;
+use crate::transaction::{BlockState, Control, Ending};
 use crate::window::{Kind, Tables, WindowFunction};
 use streamhouse_streams::scan::StreamTable;
 
@@ -94,6 +96,23 @@ fn hold_while_read(
         rows.map(move |b| {
             let _ = &guard;
             b
+        }),
+    ))
+}
+
+/// `rows`, failing block `id` of `transaction` if reading them fails.
+fn fail_block_on_error(
+    rows: SendableRecordBatchStream,
+    transaction: crate::transaction::Transaction,
+    id: u64,
+) -> SendableRecordBatchStream {
+    let schema = rows.schema();
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        rows.inspect(move |b| {
+            if b.is_err() {
+                transaction.fail_block(id);
+            }
         }),
     ))
 }
@@ -299,9 +318,16 @@ impl Database {
         stmt: Statement,
     ) -> Result<QueryResult> {
         let started = streamhouse_log::Stopwatch::start();
-        match self.prepare_statement(stmt).await {
+        let planned = match session.transaction().state() {
+            BlockState::Failed if !stmt.runs_in_failed_block() => {
+                Err(SqlError::InFailedTransaction)
+            }
+            _ => self.prepare_statement(stmt).await,
+        };
+        match planned {
             Ok(prepared) => self.execute_prepared(session, &prepared, Vec::new()).await,
             Err(e) => {
+                session.transaction().fail();
                 crate::metrics::query_done(session.door(), started.elapsed(), Some(&e));
                 Err(e)
             }
@@ -421,14 +447,21 @@ impl Database {
                     let schema = show_schema(&self.default_session, &name);
                     (Action::Show(name), Some(schema))
                 }
-                // Statements are durable when they return (autocommit), so a
-                // savepoint marks nothing to undo; accepted for drivers that
-                // wrap probes in one.
-                SqlStatement::Savepoint { .. } => (Action::Tag(CommandTag::Savepoint), None),
-                SqlStatement::ReleaseSavepoint { .. } => (Action::Tag(CommandTag::Release), None),
+                SqlStatement::Savepoint { name } => (
+                    Action::Transaction(Control::Savepoint(dialect::normalize(&name))),
+                    None,
+                ),
+                SqlStatement::ReleaseSavepoint { name } => (
+                    Action::Transaction(Control::Release(dialect::normalize(&name))),
+                    None,
+                ),
                 SqlStatement::Rollback {
-                    savepoint: Some(_), ..
-                } => (Action::Tag(CommandTag::RollbackToSavepoint), None),
+                    savepoint: Some(name),
+                    ..
+                } => (
+                    Action::Transaction(Control::RollbackTo(dialect::normalize(&name))),
+                    None,
+                ),
                 // What connection pools send when a connection is returned
                 // (asyncpg: CLOSE ALL; UNLISTEN *; RESET ALL): there are no
                 // SQL cursors or notification channels to release.
@@ -441,10 +474,25 @@ impl Database {
                     )));
                 }
                 SqlStatement::UNLISTEN { .. } => (Action::Tag(CommandTag::Unlisten), None),
+                // What psycopg sends after a rollback to forget the statements
+                // it prepared. Prepared statements live in the door's
+                // per-connection store, named by the client, and end with
+                // the connection; a client that deallocates makes fresh
+                // names afterwards, so there is nothing to do here.
+                SqlStatement::Deallocate { name, .. } => (
+                    Action::Tag(if name.value.eq_ignore_ascii_case("all") {
+                        CommandTag::DeallocateAll
+                    } else {
+                        CommandTag::Deallocate
+                    }),
+                    None,
+                ),
                 SqlStatement::Discard { .. } => (Action::Reset(None), None),
-                SqlStatement::StartTransaction { .. } => (Action::Tag(CommandTag::Begin), None),
-                SqlStatement::Commit { .. } => (Action::Tag(CommandTag::Commit), None),
-                SqlStatement::Rollback { .. } => (Action::Tag(CommandTag::Rollback), None),
+                SqlStatement::StartTransaction { .. } => {
+                    (Action::Transaction(Control::Begin), None)
+                }
+                SqlStatement::Commit { .. } => (Action::Transaction(Control::Commit), None),
+                SqlStatement::Rollback { .. } => (Action::Transaction(Control::Rollback), None),
                 other => {
                     return Err(SqlError::NotSupported(format!(
                         "statement {}",
@@ -494,9 +542,15 @@ impl Database {
             tracing::Instrument::instrument(self.run_prepared(session, prepared, params), span)
                 .await;
         crate::metrics::query_done(session.door(), started.elapsed(), result.as_ref().err());
-        // A statement whose rows stream runs until they are read.
+        // A statement whose rows stream runs until they are read; an error
+        // while they are read fails the block it ran in.
+        let block = session.transaction().block_id();
+        let rows_of = |rows| match block {
+            Some(id) => fail_block_on_error(rows, session.transaction().clone(), id),
+            None => rows,
+        };
         Ok(match result? {
-            QueryResult::Rows(rows) => QueryResult::Rows(hold_while_read(rows, running)),
+            QueryResult::Rows(rows) => QueryResult::Rows(hold_while_read(rows_of(rows), running)),
             QueryResult::Subscription(rows) => {
                 self.running.subscription(&running);
                 QueryResult::Subscription(hold_while_read(rows, running))
@@ -518,9 +572,43 @@ impl Database {
                 prepared.param_types.len()
             )));
         }
+        let block = session.transaction().state();
+        match (&prepared.action, block) {
+            (Action::Transaction(control), _) => {
+                let result = self.control(session, control).await;
+                if result.is_err() && *control != Control::Commit {
+                    session.transaction().fail();
+                }
+                return result;
+            }
+            (_, BlockState::Failed) => return Err(SqlError::InFailedTransaction),
+            (action, BlockState::Open) if !action.may_run_in_block() => {
+                return Err(SqlError::ActiveTransaction(format!(
+                    "{} cannot run inside a transaction block: it could not be rolled back; \
+                     COMMIT or ROLLBACK first",
+                    action.name()
+                )));
+            }
+            _ => {}
+        }
+        let result = self.run_action(session, prepared, params).await;
+        if result.is_err() {
+            session.transaction().fail();
+        }
+        result
+    }
+
+    async fn run_action(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult> {
         match &prepared.action {
+            Action::Transaction(control) => self.control(session, control).await,
             Action::Query(plan) => {
                 let plan = with_session_settings(bind(plan, params)?, session)?;
+                let plan = with_own_writes(plan, session.transaction())?;
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 let stream = df.execute_stream().await?;
                 Ok(QueryResult::Rows(match &prepared.schema {
@@ -537,7 +625,8 @@ impl Database {
                 ..
             } => {
                 let source = bind(source, params)?;
-                self.run_insert(stream, targets, source).await
+                let source = with_own_writes(source, session.transaction())?;
+                self.run_insert(session, stream, targets, source).await
             }
             Action::InsertRows {
                 stream,
@@ -547,6 +636,7 @@ impl Database {
                 let info = self.log.stream(stream).await?;
                 let n = self
                     .append_rows(
+                        session,
                         stream,
                         &info.spec.schema,
                         targets,
@@ -575,6 +665,46 @@ impl Database {
             Action::Copy(stmt) => self.copy(stmt.as_ref().clone()).await,
             Action::Statement(stmt) => self.run_statement(stmt.clone()).await,
         }
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK and savepoints (see [`crate::transaction`]).
+    async fn control(&self, session: &Session, control: &Control) -> Result<QueryResult> {
+        let block = session.transaction();
+        let tag = match control {
+            Control::Begin => {
+                if !block.begin() {
+                    debug!("BEGIN inside a transaction block: the block goes on");
+                }
+                CommandTag::Begin
+            }
+            Control::Commit => match block.end() {
+                Ending::NoBlock => CommandTag::Commit,
+                Ending::RolledBack => CommandTag::Rollback,
+                Ending::Commit(writes) => {
+                    self.log
+                        .append_staged(writes.into_iter().map(|w| w.staged).collect())
+                        .await?;
+                    CommandTag::Commit
+                }
+            },
+            Control::Rollback => {
+                block.rollback();
+                CommandTag::Rollback
+            }
+            Control::Savepoint(name) => {
+                block.savepoint(name)?;
+                CommandTag::Savepoint
+            }
+            Control::Release(name) => {
+                block.release(name)?;
+                CommandTag::Release
+            }
+            Control::RollbackTo(name) => {
+                block.rollback_to(name)?;
+                CommandTag::RollbackToSavepoint
+            }
+        };
+        Ok(QueryResult::command(tag))
     }
 
     async fn run_statement(&self, stmt: Statement) -> Result<QueryResult> {

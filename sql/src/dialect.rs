@@ -70,9 +70,9 @@ impl Statement {
         }
     }
 
-    /// `COMMIT`/`END` or `ROLLBACK`/`ABORT`: what may run in a failed
-    /// transaction block.
-    pub fn ends_transaction(&self) -> bool {
+    /// `COMMIT`/`END`, `ROLLBACK`/`ABORT` or `ROLLBACK TO SAVEPOINT`: what
+    /// may run in a failed transaction block.
+    pub fn runs_in_failed_block(&self) -> bool {
         matches!(self, Statement::Sql(s)
             if matches!(s.as_ref(), SqlStatement::Commit { .. } | SqlStatement::Rollback { .. }))
     }

@@ -87,6 +87,24 @@ pub enum SqlError {
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,
 
+    /// A statement that cannot run inside a transaction block (DDL: it
+    /// could not be undone); the block goes on.
+    #[error("{0}")]
+    ActiveTransaction(String),
+
+    /// A savepoint command outside a transaction block.
+    #[error("{0}")]
+    NoActiveTransaction(String),
+
+    /// A savepoint that does not exist.
+    #[error("{0}")]
+    InvalidSavepoint(String),
+
+    /// A statement over a limit (a transaction's buffered writes, a
+    /// value's size).
+    #[error("{0}")]
+    ProgramLimitExceeded(String),
+
     /// The statement was cancelled.
     #[error("canceling statement due to user request")]
     Cancelled,
@@ -151,6 +169,10 @@ impl SqlError {
             SqlError::Unavailable(_) => "58000",
             SqlError::DataCorrupted(_) => "XX001",
             SqlError::InFailedTransaction => "25P02",
+            SqlError::ActiveTransaction(_) => "25001",
+            SqlError::NoActiveTransaction(_) => "25P01",
+            SqlError::InvalidSavepoint(_) => "3B001",
+            SqlError::ProgramLimitExceeded(_) => "54000",
             SqlError::Cancelled => "57014",
             SqlError::ShuttingDown => "57P01",
             SqlError::DivisionByZero(_) => "22012",

@@ -23,6 +23,8 @@ use crate::types::{bytea_from_text, sql_type_name};
 use crate::database::Database;
 use crate::prepared::{Action, values_placeholders};
 use crate::result::{CommandTag, QueryResult};
+use crate::session::Session;
+use crate::transaction::{BlockState, Write};
 
 /// PostgreSQL's arity rules for INSERT.
 pub(crate) fn check_arity(width: usize, targets: usize, explicit_columns: bool) -> Result<()> {
@@ -261,17 +263,28 @@ impl Database {
 
     /// Ends a copy-in: appends every row it decoded, in one atomic append.
     /// Returns the row count.
-    pub async fn finish_copy(&self, copy: Box<CopyIn>) -> Result<u64> {
-        let d = copy.finish()?;
-        self.append_rows(&d.stream, &d.declared, &d.targets, &d.batches)
-            .await
+    /// In a transaction block the rows are held until COMMIT.
+    pub async fn finish_copy(&self, session: &Session, copy: Box<CopyIn>) -> Result<u64> {
+        let result = match copy.finish() {
+            Ok(d) => {
+                self.append_rows(session, &d.stream, &d.declared, &d.targets, &d.batches)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            session.transaction().fail();
+        }
+        result
     }
 
     /// Casts rows to the stream's columns (`targets` say where each source
-    /// column goes) and appends them all in one atomic append. The shared
-    /// end of INSERT and COPY.
+    /// column goes) and appends them all in one atomic append, or, inside a
+    /// transaction block, holds them for its COMMIT. The shared end of
+    /// INSERT and COPY.
     pub(crate) async fn append_rows(
         &self,
+        session: &Session,
         stream: &str,
         declared: &SchemaRef,
         targets: &[usize],
@@ -281,11 +294,29 @@ impl Database {
             .iter()
             .map(|b| conform_insert(stream, declared, targets, b))
             .collect::<Result<Vec<_>>>()?;
-        let ack = self
+        if session.transaction().state() == BlockState::Idle {
+            let ack = self
+                .log
+                .append_batches(stream, rows, AppendOptions::default())
+                .await?;
+            return Ok(ack.rows());
+        }
+        let Some(staged) = self
             .log
-            .append_batches(stream, rows, AppendOptions::default())
-            .await?;
-        Ok(ack.rows())
+            .stage(stream, rows, &AppendOptions::default())
+            .await?
+        else {
+            return Ok(0);
+        };
+        let n = staged.rows();
+        let write = Write {
+            staged,
+            at: self.log.now_micros(),
+        };
+        session
+            .transaction()
+            .stage(write, session.transaction_buffer_size())?;
+        Ok(n)
     }
 
     pub(crate) async fn prepare_insert(&self, insert: Insert) -> Result<Action> {
@@ -340,6 +371,7 @@ impl Database {
 
     pub(crate) async fn run_insert(
         &self,
+        session: &Session,
         name: &str,
         targets: &[usize],
         source: LogicalPlan,
@@ -348,7 +380,9 @@ impl Database {
         let declared = info.spec.schema.clone();
         let df = self.ctx.execute_logical_plan(source).await?;
         let batches = df.collect().await?;
-        let rows = self.append_rows(name, &declared, targets, &batches).await?;
+        let rows = self
+            .append_rows(session, name, &declared, targets, &batches)
+            .await?;
         Ok(QueryResult::command(CommandTag::Insert(rows)))
     }
 }

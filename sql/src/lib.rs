@@ -34,6 +34,7 @@ pub mod session;
 mod settings;
 mod stream_ddl;
 pub mod system;
+pub mod transaction;
 pub mod types;
 pub mod views;
 pub mod window;

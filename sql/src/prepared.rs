@@ -14,6 +14,7 @@ use crate::dialect::Statement;
 use crate::error::{Result, SqlError};
 use crate::result::CommandTag;
 use crate::session::Session;
+use crate::transaction::Control;
 
 /// A planned statement, ready to run with parameter values.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub(crate) enum Action {
         rows: RecordBatch,
     },
     Tag(CommandTag),
+    /// BEGIN, COMMIT, ROLLBACK and savepoints.
+    Transaction(Control),
     /// (setting, value); `None` resets to the default (`SET x TO DEFAULT`).
     Set(Vec<(String, Option<String>)>),
     Reset(Option<String>),
@@ -73,12 +76,56 @@ pub(crate) fn values_placeholders(q: &sqlparser::ast::Query) -> Vec<(usize, usiz
     out
 }
 
+impl Action {
+    /// Whether the statement may run inside a transaction block: reads,
+    /// writes (held until COMMIT) and settings may; what could not be
+    /// rolled back (creating or dropping streams and views) may not.
+    pub(crate) fn may_run_in_block(&self) -> bool {
+        match self {
+            Action::Query(_)
+            | Action::Insert { .. }
+            | Action::InsertRows { .. }
+            | Action::Tag(_)
+            | Action::Transaction(_)
+            | Action::Set(_)
+            | Action::Reset(_)
+            | Action::Show(_)
+            | Action::Copy(_) => true,
+            Action::Statement(s) => match s {
+                Statement::ShowStreams
+                | Statement::ShowMaterializedViews
+                | Statement::Describe { .. }
+                | Statement::Subscribe(_) => true,
+                Statement::CreateStream(_)
+                | Statement::DropStream { .. }
+                | Statement::CreateMaterializedView { .. }
+                | Statement::DropMaterializedView { .. }
+                | Statement::Sql(_) => false,
+            },
+        }
+    }
+
+    /// What the statement is, for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Action::Statement(Statement::CreateStream(_)) => "CREATE STREAM",
+            Action::Statement(Statement::DropStream { .. }) => "DROP STREAM",
+            Action::Statement(Statement::CreateMaterializedView { .. }) => {
+                "CREATE MATERIALIZED VIEW"
+            }
+            Action::Statement(Statement::DropMaterializedView { .. }) => "DROP MATERIALIZED VIEW",
+            _ => "this statement",
+        }
+    }
+}
+
 impl Prepared {
-    /// `COMMIT` or `ROLLBACK`: allowed in a failed transaction block.
-    pub fn ends_transaction(&self) -> bool {
+    /// `COMMIT`, `ROLLBACK` or `ROLLBACK TO SAVEPOINT`: what may run in a
+    /// failed transaction block.
+    pub fn runs_in_failed_block(&self) -> bool {
         matches!(
             self.action,
-            Action::Tag(CommandTag::Commit | CommandTag::Rollback)
+            Action::Transaction(Control::Commit | Control::Rollback | Control::RollbackTo(_))
         )
     }
 }

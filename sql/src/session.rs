@@ -1,4 +1,5 @@
-//! A client session's settings: what `SET` changes and `SHOW` reports.
+//! A client session: its settings (what `SET` changes and `SHOW` reports)
+//! and its transaction block.
 //!
 //! Defaults are what drivers expect from a PostgreSQL 16 server (pgjdbc
 //! disconnects if `client_encoding`, `DateStyle`, `integer_datetimes` or
@@ -9,6 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+
+use crate::transaction::{Transaction, parse_size};
 
 /// `server_version`: PostgreSQL's major line first (drivers parse it), then ours.
 pub const SERVER_VERSION: &str = concat!("16.6 (StreamHouse ", env!("CARGO_PKG_VERSION"), ")");
@@ -51,6 +54,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("standard_conforming_strings", "on"),
     ("statement_timeout", "0"),
     ("TimeZone", "UTC"),
+    ("transaction_buffer_size", "256MB"),
     ("transaction_isolation", "read committed"),
     ("transaction_read_only", "off"),
 ];
@@ -74,6 +78,8 @@ pub struct Session {
     changed: Mutex<BTreeMap<String, String>>,
     /// The door the session came through (labels its metrics).
     door: &'static str,
+    /// The open transaction block, if any.
+    transaction: Transaction,
 }
 
 impl Default for Session {
@@ -88,12 +94,25 @@ impl Session {
         Session {
             changed: Mutex::new(BTreeMap::new()),
             door,
+            transaction: Transaction::default(),
         }
     }
 
     /// The door the session came through.
     pub fn door(&self) -> &'static str {
         self.door
+    }
+
+    /// The session's transaction block.
+    pub fn transaction(&self) -> &Transaction {
+        &self.transaction
+    }
+
+    /// The most bytes of writes a transaction block may hold.
+    pub fn transaction_buffer_size(&self) -> usize {
+        self.get("transaction_buffer_size")
+            .and_then(|(_, v)| parse_size(&v).ok())
+            .unwrap_or(256 << 20)
     }
 }
 
@@ -136,6 +155,10 @@ impl Session {
                 return Err(format!(
                     "client encoding \"{value}\" is not supported: use UTF8"
                 ));
+            }
+            "transaction_buffer_size" => {
+                parse_size(&value)?;
+                value
             }
             _ => value,
         };

@@ -258,12 +258,6 @@ async fn show_describe_drop() {
 +-------------+------------------+-------------+--------------------------+"
         )
     );
-    assert_eq!(tag(&e.db, "SAVEPOINT s1").await, "SAVEPOINT");
-    assert_eq!(tag(&e.db, "RELEASE SAVEPOINT s1").await, "RELEASE");
-    assert_eq!(
-        tag(&e.db, "ROLLBACK TO SAVEPOINT s1").await,
-        "ROLLBACK TO SAVEPOINT"
-    );
     assert_eq!(tag(&e.db, "DROP STREAM orders").await, "DROP STREAM");
     assert_eq!(err(&e.db, "SELECT * FROM orders").await.0, "42P01");
     assert_eq!(

@@ -14,6 +14,14 @@ public class JdbcClient {
         }
     }
 
+    static long count(Connection c, String stream) throws SQLException {
+        try (Statement s = c.createStatement();
+             ResultSet rs = s.executeQuery("SELECT count(*) FROM " + stream)) {
+            check(rs.next(), "a count");
+            return rs.getLong(1);
+        }
+    }
+
     static void checkEq(Object got, Object want, String what) {
         if (got == null ? want != null : !got.equals(want)) {
             throw new AssertionError(what + ": got " + got + ", want " + want);
@@ -172,6 +180,39 @@ public class JdbcClient {
             }
             c.commit();
             c.setAutoCommit(true);
+
+            // Transactions: with autocommit off, writes wait for commit();
+            // rollback() discards them; reads in the block see them.
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE STREAM jdbc_tx (id BIGINT)");
+            }
+            c.setAutoCommit(false);
+            try (PreparedStatement ps = c.prepareStatement("INSERT INTO jdbc_tx VALUES (?)")) {
+                for (long i = 1; i <= 3; i++) {
+                    ps.setLong(1, i);
+                    checkEq(ps.executeUpdate(), 1, "insert in a block");
+                }
+            }
+            checkEq(count(c, "jdbc_tx"), 3L, "own writes visible in the block");
+            try (Connection other = DriverManager.getConnection(url, "streamhouse", "")) {
+                checkEq(count(other, "jdbc_tx"), 0L, "others see nothing before commit");
+            }
+            c.rollback();
+            checkEq(count(c, "jdbc_tx"), 0L, "rolled back");
+            try (Statement s = c.createStatement()) {
+                s.executeUpdate("INSERT INTO jdbc_tx VALUES (10), (20)");
+                try {
+                    s.execute("CREATE STREAM jdbc_tx2 (id BIGINT)");
+                    throw new AssertionError("DDL in a transaction block was accepted");
+                } catch (SQLException e) {
+                    checkEq(e.getSQLState(), "25001", "DDL in a block");
+                }
+            }
+            c.commit();
+            c.setAutoCommit(true);
+            try (Connection other = DriverManager.getConnection(url, "streamhouse", "")) {
+                checkEq(count(other, "jdbc_tx"), 2L, "committed");
+            }
 
             // Statement.cancel() sends a CancelRequest; the query stops with 57014.
             try (Statement s = c.createStatement()) {

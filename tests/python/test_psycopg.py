@@ -1,5 +1,6 @@
 """psycopg 3 against StreamHouse: typed round trips, parameters, prepared
-statement reuse, transactions and SQLSTATEs."""
+statement reuse, failed transaction blocks and SQLSTATEs (transaction
+blocks in full: test_transactions.py)."""
 
 import datetime as dt
 from decimal import Decimal
@@ -66,14 +67,6 @@ def test_errors_carry_sqlstate_and_the_connection_survives(conn):
     with pytest.raises(errors.DivisionByZero):
         conn.execute("SELECT 1 / 0")
     assert conn.execute("SELECT 41 + %s", (1,)).fetchone() == (42,)
-
-
-def test_transactions_are_accepted(server):
-    with psycopg.connect(server.dsn) as c:  # not autocommit: BEGIN is sent
-        c.execute("CREATE STREAM IF NOT EXISTS tx (a INT)")
-        c.execute("INSERT INTO tx VALUES (1)")
-        c.commit()
-        assert c.execute("SELECT count(*) FROM tx").fetchone() == (1,)
 
 
 def test_copy_in_and_out(conn):
