@@ -1,7 +1,8 @@
 //! End to end through arrow-flight's own clients against the real binary:
 //! Flight SQL statements and prepared statements with parameters, the
 //! producer (DoPut on a stream path) and consumer (DoGet with JSON tickets)
-//! APIs, errors as gRPC codes, and acknowledged rows surviving SIGKILL.
+//! APIs, Flight SQL transactions, errors as gRPC codes, and acknowledged
+//! rows surviving SIGKILL.
 
 #![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
 
@@ -16,6 +17,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use bytes::Bytes;
 use common::Server;
 use futures::{StreamExt, TryStreamExt};
 use tonic::Code;
@@ -213,6 +215,115 @@ async fn flight_sql_statements_and_prepared_statements() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
+}
+
+/// `SELECT count(*) FROM stream` through Flight SQL, in a transaction or not.
+async fn flight_count(
+    sql: &mut FlightSqlServiceClient<Channel>,
+    stream: &str,
+    transaction: Option<Bytes>,
+) -> i64 {
+    let info = sql
+        .execute(format!("SELECT count(*) FROM {stream}"), transaction)
+        .await
+        .unwrap();
+    let got: Vec<RecordBatch> = sql
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    got[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_transactions_span_statements_and_ingest() {
+    use arrow_flight::sql::{
+        CommandStatementIngest, EndTransaction, TableDefinitionOptions, TableExistsOption,
+        TableNotExistOption,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--data-dir", "data"], &[]);
+    let mut sql = FlightSqlServiceClient::new(channel(&server).await);
+    sql.execute_update(
+        "CREATE STREAM t (id BIGINT NOT NULL, name TEXT, amount DOUBLE PRECISION)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    sql.execute_update(
+        "CREATE STREAM u (id BIGINT NOT NULL, name TEXT, amount DOUBLE PRECISION)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let ingest = |txn: Bytes| CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: TableNotExistOption::Fail as i32,
+            if_exists: TableExistsOption::Append as i32,
+        }),
+        table: "u".into(),
+        transaction_id: Some(txn),
+        ..Default::default()
+    };
+
+    let txn = sql.begin_transaction().await.unwrap();
+    let n = sql
+        .execute_update(
+            "INSERT INTO t VALUES (1, 'a', 1.0), (2, 'b', 2.0)".into(),
+            Some(txn.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let rows = futures::stream::iter([Ok(batch(0..3))]);
+    assert_eq!(
+        sql.execute_ingest(ingest(txn.clone()), rows).await.unwrap(),
+        3
+    );
+    // The transaction sees its writes; others do not, until it commits.
+    assert_eq!(flight_count(&mut sql, "t", Some(txn.clone())).await, 2);
+    assert_eq!(flight_count(&mut sql, "u", Some(txn.clone())).await, 3);
+    assert_eq!(flight_count(&mut sql, "t", None).await, 0);
+    assert_eq!(flight_count(&mut sql, "u", None).await, 0);
+    let e = sql
+        .execute_update("DROP STREAM u".into(), Some(txn.clone()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("25001"), "{e}");
+    sql.end_transaction(txn.clone(), EndTransaction::Commit)
+        .await
+        .unwrap();
+    assert_eq!(flight_count(&mut sql, "t", None).await, 2);
+    assert_eq!(flight_count(&mut sql, "u", None).await, 3);
+    // Ended: the id is gone.
+    let e = sql
+        .end_transaction(txn.clone(), EndTransaction::Commit)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::NotFound);
+    let e = sql
+        .execute_update("INSERT INTO t VALUES (9, 'z', 0)".into(), Some(txn))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::NotFound);
+
+    // Rolled back: nothing of it.
+    let txn = sql.begin_transaction().await.unwrap();
+    sql.execute_update(
+        "INSERT INTO t VALUES (3, 'c', 3.0)".into(),
+        Some(txn.clone()),
+    )
+    .await
+    .unwrap();
+    let rows = futures::stream::iter([Ok(batch(10..12))]);
+    sql.execute_ingest(ingest(txn.clone()), rows).await.unwrap();
+    sql.end_transaction(txn, EndTransaction::Rollback)
+        .await
+        .unwrap();
+    assert_eq!(flight_count(&mut sql, "t", None).await, 2);
+    assert_eq!(flight_count(&mut sql, "u", None).await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

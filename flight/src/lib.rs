@@ -12,6 +12,7 @@ pub mod produce;
 pub mod router;
 pub mod sql;
 pub mod status;
+pub mod transactions;
 pub mod xdbc;
 
 use std::net::SocketAddr;

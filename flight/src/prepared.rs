@@ -23,6 +23,8 @@ const MAX_STATEMENTS: usize = 10_000;
 /// One prepared statement.
 pub struct Statement {
     pub prepared: Prepared,
+    /// The transaction it runs in, if it was prepared in one.
+    pub transaction: Option<Vec<u8>>,
     params: Mutex<Option<RecordBatch>>,
 }
 
@@ -79,7 +81,7 @@ fn handle_id(handle: &[u8]) -> Result<u64, Status> {
 
 impl Statements {
     /// Keeps a prepared statement and returns its handle.
-    pub fn add(&self, prepared: Prepared) -> Result<Bytes, Status> {
+    pub fn add(&self, prepared: Prepared, transaction: Option<Vec<u8>>) -> Result<Bytes, Status> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.len() >= MAX_STATEMENTS {
@@ -89,6 +91,7 @@ impl Statements {
             id,
             Arc::new(Statement {
                 prepared,
+                transaction,
                 params: Mutex::new(None),
             }),
         );

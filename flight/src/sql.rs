@@ -13,6 +13,11 @@
 //! parameter schema, take parameter rows by `DoPut`, and run once per row.
 //! `DoPut(CommandStatementIngest)` appends a whole upload as one append.
 //!
+//! Transactions (see [`crate::transactions`]): `BeginTransaction` answers
+//! an id; every statement, prepared statement and ingest that names it runs
+//! in the transaction's session, and its writes become visible together at
+//! `EndTransaction(commit)`, or never.
+//!
 //! GetSqlInfo, GetCatalogs, GetDbSchemas, GetTables (with each table's
 //! Arrow schema), GetTableTypes and GetXdbcTypeInfo describe the catalog the
 //! PostgreSQL door shows. Calls not offered answer UNIMPLEMENTED, which clients such as
@@ -34,12 +39,13 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
+    ActionBeginTransactionRequest, ActionBeginTransactionResult,
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
-    SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, ActionEndTransactionRequest, Any, CommandGetCatalogs,
+    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -49,10 +55,12 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use streamhouse_sql::dialect::numbered_placeholders;
 use streamhouse_sql::session::DATABASE;
+use streamhouse_sql::transaction::BlockState;
 use streamhouse_sql::{Database, IfExists, IngestMode, QueryResult, Session, SqlError};
 
 use crate::prepared::Statements;
 use crate::status::sql_status;
+use crate::transactions::{Transactions, parse_ticket_handle, ticket_handle};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Flight SQL over a [`Database`].
@@ -60,6 +68,7 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct FlightSql {
     db: Arc<Database>,
     statements: Arc<Statements>,
+    transactions: Arc<Transactions>,
 }
 
 impl FlightSql {
@@ -67,6 +76,7 @@ impl FlightSql {
         FlightSql {
             db,
             statements: Arc::new(Statements::default()),
+            transactions: Arc::new(Transactions::default()),
         }
     }
 }
@@ -77,25 +87,48 @@ fn session() -> Session {
 }
 
 impl FlightSql {
-    /// Runs a prepared command once per bound parameter row; the rows it
-    /// wrote, summed.
-    async fn run_command(&self, statement: &crate::prepared::Statement) -> Result<i64, Status> {
-        let mut rows = 0;
-        for params in statement.param_rows()? {
+    /// The session a call runs in: its transaction's, or a fresh one when it
+    /// names none (every statement then commits on its own).
+    fn session_of(&self, transaction: Option<&[u8]>) -> Result<Arc<Session>, Status> {
+        match transaction {
+            Some(id) if !id.is_empty() => self.transactions.get(id),
+            _ => Ok(Arc::new(session())),
+        }
+    }
+
+    /// Runs every statement of `sql` in `session`, stopping at the first
+    /// error; the rows they wrote, summed.
+    async fn run_all(&self, session: &Session, sql: &str) -> Result<i64, Status> {
+        let mut rows = 0i64;
+        for stmt in self.db.parse(sql).map_err(|e| {
+            session.transaction().fail();
+            sql_status(e)
+        })? {
             let result = self
                 .db
-                .execute_prepared(&session(), &statement.prepared, params)
+                .execute_statement(session, stmt)
                 .await
                 .map_err(sql_status)?;
             rows += drain_rows(result).await?;
         }
         Ok(rows)
     }
-}
 
-fn sql_of(bytes: &[u8]) -> Result<String, Status> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8 SQL"))
+    /// Runs a prepared command once per bound parameter row; the rows it
+    /// wrote, summed.
+    async fn run_command(&self, statement: &crate::prepared::Statement) -> Result<i64, Status> {
+        let session = self.session_of(statement.transaction.as_deref())?;
+        let mut rows = 0;
+        for params in statement.param_rows()? {
+            let result = self
+                .db
+                .execute_prepared(&session, &statement.prepared, params)
+                .await
+                .map_err(sql_status)?;
+            rows += drain_rows(result).await?;
+        }
+        Ok(rows)
+    }
 }
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
@@ -111,7 +144,10 @@ fn sql_info() -> &'static SqlInfoData {
         b.append(SqlInfo::FlightSqlServerReadOnly, false);
         b.append(SqlInfo::FlightSqlServerSql, true);
         b.append(SqlInfo::FlightSqlServerSubstrait, false);
-        b.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+        // SQL_SUPPORTED_TRANSACTION_TRANSACTION: transactions, no savepoints
+        // through Flight (they are SQL statements in a transaction).
+        b.append(SqlInfo::FlightSqlServerTransaction, 1i32);
+        b.append(SqlInfo::SqlTransactionsSupported, true);
         b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         b.build().expect("static SqlInfo")
     })
@@ -230,18 +266,22 @@ impl FlightSqlService for FlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let prepared = self
-            .db
-            .prepare(&query.query)
-            .await
-            .map_err(sql_status)?
-            .ok_or_else(|| Status::invalid_argument("empty statement"))?;
+        let transaction = query.transaction_id.as_deref().filter(|t| !t.is_empty());
+        let session = self.session_of(transaction)?;
+        let prepared = match self.db.prepare(&query.query).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(Status::invalid_argument("empty statement")),
+            Err(e) => {
+                session.transaction().fail();
+                return Err(sql_status(e));
+            }
+        };
         let Some(schema) = prepared.schema.clone() else {
             // A command (DDL, INSERT) sent as a query — ADBC's execute()
             // does that: it runs now, and its result is no rows.
             let rows = match self
                 .db
-                .execute_prepared(&session(), &prepared, Vec::new())
+                .execute_prepared(&session, &prepared, Vec::new())
                 .await
                 .map_err(sql_status)?
             {
@@ -256,7 +296,7 @@ impl FlightSqlService for FlightSql {
             return Ok(Response::new(info));
         };
         let ticket = TicketStatementQuery {
-            statement_handle: query.query.into_bytes().into(),
+            statement_handle: ticket_handle(transaction, &query.query).into(),
         };
         let endpoint = FlightEndpoint::new().with_ticket(Ticket {
             ticket: ticket.as_any().encode_to_vec().into(),
@@ -274,7 +314,8 @@ impl FlightSqlService for FlightSql {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let sql = sql_of(&ticket.statement_handle)?;
+        let (transaction, sql) = parse_ticket_handle(&ticket.statement_handle)?;
+        let session = self.session_of(transaction)?;
         let stmt = self
             .db
             .parse(&sql)
@@ -283,7 +324,7 @@ impl FlightSqlService for FlightSql {
             .ok_or_else(|| Status::invalid_argument("empty statement"))?;
         let result = self
             .db
-            .execute_statement(&session(), stmt)
+            .execute_statement(&session, stmt)
             .await
             .map_err(sql_status)?;
         let (QueryResult::Rows(rows) | QueryResult::Subscription(rows)) = result else {
@@ -305,11 +346,8 @@ impl FlightSqlService for FlightSql {
         command: CommandStatementUpdate,
         _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let mut rows = 0i64;
-        for result in self.db.execute(&command.query).await.map_err(sql_status)? {
-            rows += drain_rows(result).await?;
-        }
-        Ok(rows)
+        let session = self.session_of(command.transaction_id.as_deref())?;
+        self.run_all(&session, &command.query).await
     }
 
     async fn do_put_statement_ingest(
@@ -323,11 +361,6 @@ impl FlightSqlService for FlightSql {
                 "temporary tables: StreamHouse stores streams; ingest into a stream",
             ));
         }
-        if command.transaction_id.is_some() {
-            return Err(Status::unimplemented(
-                "transactions: each statement and each ingest is atomic on its own",
-            ));
-        }
         let options = command.table_definition_options.unwrap_or_default();
         let create = options.if_not_exist == TableNotExistOption::Create as i32;
         let if_exists = match TableExistsOption::try_from(options.if_exists) {
@@ -338,10 +371,12 @@ impl FlightSqlService for FlightSql {
             // "create" mode sets Fail explicitly).
             _ => IfExists::Append,
         };
+        let session = self.session_of(command.transaction_id.as_deref())?;
         let (schema, batches) = uploaded(request).await?;
         let rows = self
             .db
             .ingest(
+                &session,
                 &command.table.to_lowercase(),
                 schema,
                 batches,
@@ -357,21 +392,23 @@ impl FlightSqlService for FlightSql {
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        if query.transaction_id.is_some() {
-            return Err(Status::unimplemented(
-                "transactions: each statement is atomic on its own",
-            ));
-        }
+        let transaction = query
+            .transaction_id
+            .filter(|t| !t.is_empty())
+            .map(|t| t.to_vec());
+        let session = self.session_of(transaction.as_deref())?;
         let sql = numbered_placeholders(&query.query).map_err(sql_status)?;
-        let prepared = self
-            .db
-            .prepare(&sql)
-            .await
-            .map_err(sql_status)?
-            .ok_or_else(|| Status::invalid_argument("empty statement"))?;
+        let prepared = match self.db.prepare(&sql).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(Status::invalid_argument("empty statement")),
+            Err(e) => {
+                session.transaction().fail();
+                return Err(sql_status(e));
+            }
+        };
         let dataset_schema = ipc_schema(prepared.schema.as_deref().unwrap_or(&Schema::empty()))?;
         let parameter_schema = ipc_schema(&prepared.param_schema())?;
-        let handle = self.statements.add(prepared)?;
+        let handle = self.statements.add(prepared, transaction)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle,
             dataset_schema,
@@ -448,14 +485,16 @@ impl FlightSqlService for FlightSql {
             .clone()
             .ok_or_else(|| Status::invalid_argument("the statement returns no rows"))?;
         let db = self.db.clone();
+        let session = self.session_of(statement.transaction.as_deref())?;
         let runs = statement.param_rows()?;
         let batches = futures::stream::iter(runs)
             .then(move |params| {
                 let db = db.clone();
                 let statement = statement.clone();
+                let session = session.clone();
                 async move {
                     match db
-                        .execute_prepared(&session(), &statement.prepared, params)
+                        .execute_prepared(&session, &statement.prepared, params)
                         .await
                     {
                         Ok(QueryResult::Rows(rows) | QueryResult::Subscription(rows)) => {
@@ -503,6 +542,46 @@ impl FlightSqlService for FlightSql {
                 .into();
         }
         crate::groups::do_action(self.db.log(), action).await
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        let session = Arc::new(session());
+        self.run_all(&session, "BEGIN").await?;
+        let id = self.transactions.add(session)?;
+        Ok(ActionBeginTransactionResult {
+            transaction_id: id.into(),
+        })
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        query: ActionEndTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        use arrow_flight::sql::EndTransaction;
+        let end = EndTransaction::try_from(query.action)
+            .ok()
+            .filter(|e| *e != EndTransaction::Unspecified)
+            .ok_or_else(|| Status::invalid_argument("EndTransaction: say commit or rollback"))?;
+        let session = self.transactions.take(&query.transaction_id)?;
+        if end == EndTransaction::Rollback {
+            self.run_all(&session, "ROLLBACK").await?;
+            return Ok(());
+        }
+        let failed = session.transaction().state() == BlockState::Failed;
+        self.run_all(&session, "COMMIT").await?;
+        if failed {
+            // PostgreSQL answers such a COMMIT with ROLLBACK; a Flight client
+            // has only the status to tell.
+            return Err(Status::aborted(
+                "the transaction failed earlier and was rolled back: nothing of it was written",
+            ));
+        }
+        Ok(())
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {

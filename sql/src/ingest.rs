@@ -11,12 +11,14 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use streamhouse_log::{AppendOptions, LogError, StreamSpec};
+use streamhouse_log::{LogError, StreamSpec};
 
 use crate::database::Database;
 use crate::error::{Result, SqlError};
 use crate::insert::conform_insert;
 use crate::prepared::Prepared;
+use crate::session::Session;
+use crate::transaction::BlockState;
 
 /// What ingest does when the stream exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,19 +49,56 @@ fn stored_type(t: &DataType) -> DataType {
 
 impl Database {
     /// Appends `batches` (all of `schema`) to `stream` as one append and
-    /// returns the rows written.
+    /// returns the rows written. In a transaction block the rows wait for
+    /// its COMMIT, and creating or replacing the stream is refused (25001).
     pub async fn ingest(
         &self,
+        session: &Session,
         stream: &str,
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
         mode: IngestMode,
     ) -> Result<u64> {
+        let result = self
+            .ingest_rows(session, stream, schema, batches, mode)
+            .await;
+        if let Err(e) = &result
+            && !matches!(e, SqlError::ActiveTransaction(_))
+        {
+            session.transaction().fail();
+        }
+        result
+    }
+
+    async fn ingest_rows(
+        &self,
+        session: &Session,
+        stream: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        mode: IngestMode,
+    ) -> Result<u64> {
+        if session.transaction().state() == BlockState::Failed {
+            return Err(SqlError::InFailedTransaction);
+        }
         let exists = match self.log().stream(stream).await {
             Ok(_) => true,
             Err(LogError::UnknownStream(_)) => false,
             Err(e) => return Err(e.into()),
         };
+        let in_block = session.transaction().state() != BlockState::Idle;
+        let creates = match (exists, mode.if_exists) {
+            (true, IfExists::Replace) => true,
+            (false, _) => mode.create,
+            _ => false,
+        };
+        if in_block && creates {
+            return Err(SqlError::ActiveTransaction(
+                "an ingest that creates or replaces a stream cannot run inside a transaction \
+                 block: it could not be rolled back"
+                    .into(),
+            ));
+        }
         match (exists, mode.if_exists) {
             (true, IfExists::Fail) => {
                 return Err(SqlError::DuplicateTable(format!(
@@ -100,11 +139,7 @@ impl Database {
             .iter()
             .map(|b| conform_insert(stream, declared, &targets, b))
             .collect::<Result<Vec<_>>>()?;
-        let ack = self
-            .log()
-            .append_batches(stream, rows, AppendOptions::default())
-            .await?;
-        Ok(ack.rows())
+        self.write(session, stream, rows).await
     }
 
     async fn create_from_schema(&self, stream: &str, schema: &Schema) -> Result<()> {

@@ -294,6 +294,17 @@ impl Database {
             .iter()
             .map(|b| conform_insert(stream, declared, targets, b))
             .collect::<Result<Vec<_>>>()?;
+        self.write(session, stream, rows).await
+    }
+
+    /// Appends rows already in the stream's columns in one atomic append,
+    /// or, inside a transaction block, holds them for its COMMIT.
+    pub(crate) async fn write(
+        &self,
+        session: &Session,
+        stream: &str,
+        rows: Vec<RecordBatch>,
+    ) -> Result<u64> {
         if session.transaction().state() == BlockState::Idle {
             let ack = self
                 .log

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 
 def test_adbc_queries_come_back_as_arrow(server):
-    with adbc.connect(server.dsn) as conn:
+    with adbc.connect(server.dsn, autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.execute(
                 "CREATE STREAM adbc_t (id BIGINT NOT NULL, s TEXT, f DOUBLE PRECISION, "

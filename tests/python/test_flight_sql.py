@@ -1,6 +1,7 @@
 """Arrow Flight SQL through ADBC's Flight SQL driver: statements (queries,
-DDL and INSERT sent through execute()), Arrow results, and errors mapped to
-gRPC status codes with the PostgreSQL door's messages."""
+DDL and INSERT sent through execute()), Arrow results, errors mapped to
+gRPC status codes with the PostgreSQL door's messages, and transactions
+(ADBC with autocommit off)."""
 
 import warnings
 
@@ -12,11 +13,7 @@ import pytest
 
 @pytest.fixture
 def conn(server):
-    with warnings.catch_warnings():
-        # ADBC warns that autocommit cannot be turned off: every statement
-        # is durable when it returns.
-        warnings.simplefilter("ignore")
-        c = flightsql.connect(server.flight)
+    c = flightsql.connect(server.flight, autocommit=True)
     yield c
     c.close()
 
@@ -172,3 +169,49 @@ def test_materialized_view_is_a_table_for_both_doors(server, conn):
                    "FROM fs_clicks x JOIN fs_clicks y ON x.page = y.page GROUP BY x.page")
         assert pg.execute("SELECT page, n FROM fs_pairs ORDER BY page").fetchall() == [
             ("a", 4), ("b", 1), ("c", 1)]
+
+
+def test_transactions_with_autocommit_off(server, conn):
+    with conn.cursor() as cur:
+        cur.execute("CREATE STREAM fs_tx (id BIGINT, s TEXT)")
+        cur.execute("CREATE STREAM fs_tx2 (id BIGINT)")
+
+    def count(c, stream):
+        with c.cursor() as cur:
+            cur.execute(f"SELECT count(*) AS n FROM {stream}")
+            return cur.fetchone()[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # transactions are supported: no warning
+        tx = flightsql.connect(server.flight)
+    try:
+        with tx.cursor() as cur:
+            cur.execute("INSERT INTO fs_tx VALUES (1, 'a'), (2, 'b')")
+            cur.execute("INSERT INTO fs_tx2 VALUES (10)")
+            # Statements of the transaction see its writes; nobody else does.
+            assert count(tx, "fs_tx") == 2
+            assert count(conn, "fs_tx") == 0
+            with pytest.raises(adbc_driver_manager.Error) as e:
+                cur.execute("CREATE STREAM fs_never (id BIGINT)")
+            assert "25001" in str(e.value)
+        tx.rollback()
+        assert count(tx, "fs_tx") == 0
+        with tx.cursor() as cur:
+            cur.execute("INSERT INTO fs_tx VALUES (3, 'c')")
+            cur.execute("INSERT INTO fs_tx2 VALUES (30)")
+            assert count(conn, "fs_tx") == 0
+        tx.commit()
+        assert count(conn, "fs_tx") == 1
+        assert count(conn, "fs_tx2") == 1
+        # A failed statement fails the transaction: its commit reports that
+        # nothing was written.
+        with tx.cursor() as cur:
+            cur.execute("INSERT INTO fs_tx VALUES (6, 'f')")
+            with pytest.raises(adbc_driver_manager.Error):
+                cur.execute("SELECT * FROM no_such_stream")
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            tx.commit()
+        assert "rolled back" in str(e.value)
+        assert count(conn, "fs_tx") == 1
+    finally:
+        tx.close()
