@@ -31,6 +31,8 @@ pub fn sql_status(e: SqlError) -> Status {
         | SqlError::DataException(_) => Code::InvalidArgument,
         SqlError::NotSupported(_) => Code::Unimplemented,
         SqlError::Cancelled => Code::Cancelled,
+        SqlError::StatementTimeout => Code::DeadlineExceeded,
+        SqlError::OutOfMemory(_) => Code::ResourceExhausted,
         SqlError::InFailedTransaction
         | SqlError::ActiveTransaction(_)
         | SqlError::NoActiveTransaction(_)

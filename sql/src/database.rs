@@ -28,6 +28,7 @@ use crate::catalog::{self, Compat};
 use crate::dialect::{self, Statement};
 use crate::error::{Result, SqlError};
 use crate::functions;
+use crate::limits;
 use crate::names::output_names;
 use crate::prepared::{Action, Prepared, bind, param_types, with_session_settings};
 use crate::registry::Views;
@@ -190,6 +191,7 @@ impl Database {
             _temp_state: temp_state,
         };
         functions::register(&db.ctx);
+        crate::bounded::register(&db.ctx)?;
         let sources = Arc::new(crate::system::Sources {
             log: db.log.clone(),
             views: db.views.clone(),
@@ -538,16 +540,27 @@ impl Database {
         let started = streamhouse_log::Stopwatch::start();
         let running = self.running.begin(session.door(), prepared.text.clone());
         let span = tracing::debug_span!("query", door = session.door(), query = %prepared.text);
-        let result =
-            tracing::Instrument::instrument(self.run_prepared(session, prepared, params), span)
-                .await;
+        let deadline = session
+            .statement_timeout()
+            .map(|t| streamhouse_log::monotonic() + t);
+        let result = tracing::Instrument::instrument(
+            limits::within(deadline, self.run_prepared(session, prepared, params)),
+            span,
+        )
+        .await;
         crate::metrics::query_done(session.door(), started.elapsed(), result.as_ref().err());
         // A statement whose rows stream runs until they are read; an error
         // while they are read fails the block it ran in.
         let block = session.transaction().block_id();
-        let rows_of = |rows| match block {
-            Some(id) => fail_block_on_error(rows, session.transaction().clone(), id),
-            None => rows,
+        let rows_of = |rows| {
+            let rows = match deadline {
+                Some(d) => limits::until(rows, d),
+                None => rows,
+            };
+            match block {
+                Some(id) => fail_block_on_error(rows, session.transaction().clone(), id),
+                None => rows,
+            }
         };
         Ok(match result? {
             QueryResult::Rows(rows) => QueryResult::Rows(hold_while_read(rows_of(rows), running)),
@@ -609,7 +622,8 @@ impl Database {
             Action::Query(plan) => {
                 let plan = with_session_settings(bind(plan, params)?, session)?;
                 let plan = with_own_writes(plan, session.transaction())?;
-                let df = self.ctx.execute_logical_plan(plan).await?;
+                let ctx = limits::query_context(&self.ctx, session.query_memory_limit())?;
+                let df = ctx.execute_logical_plan(plan).await?;
                 let stream = df.execute_stream().await?;
                 Ok(QueryResult::Rows(match &prepared.schema {
                     Some(schema) if schema.fields().len() == stream.schema().fields().len() => {

@@ -105,6 +105,14 @@ pub enum SqlError {
     #[error("{0}")]
     ProgramLimitExceeded(String),
 
+    /// The statement ran past `statement_timeout`.
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
+
+    /// A query needed more memory than `query_memory_limit` allows.
+    #[error("{0}")]
+    OutOfMemory(String),
+
     /// The statement was cancelled.
     #[error("canceling statement due to user request")]
     Cancelled,
@@ -173,7 +181,8 @@ impl SqlError {
             SqlError::NoActiveTransaction(_) => "25P01",
             SqlError::InvalidSavepoint(_) => "3B001",
             SqlError::ProgramLimitExceeded(_) => "54000",
-            SqlError::Cancelled => "57014",
+            SqlError::Cancelled | SqlError::StatementTimeout => "57014",
+            SqlError::OutOfMemory(_) => "53200",
             SqlError::ShuttingDown => "57P01",
             SqlError::DivisionByZero(_) => "22012",
             SqlError::NumericOutOfRange(_) => "22003",
@@ -256,6 +265,13 @@ impl From<arrow::error::ArrowError> for SqlError {
 
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
+        // However deeply wrapped (shared by partitions, under context), a
+        // memory limit reached is the query's limit.
+        if let DataFusionError::ResourcesExhausted(m) = e.find_root() {
+            return SqlError::OutOfMemory(format!(
+                "out of memory: {m} (the query needs more than query_memory_limit allows)"
+            ));
+        }
         match e {
             DataFusionError::SQL(p, _) => SqlError::from(*p),
             DataFusionError::Plan(m) => classify_plan(m),
@@ -292,7 +308,9 @@ impl From<DataFusionError> for SqlError {
                 Some(first) => SqlError::from(first),
                 None => SqlError::Internal("empty error collection".into()),
             },
-            DataFusionError::ResourcesExhausted(m) => SqlError::Unavailable(m),
+            DataFusionError::ResourcesExhausted(m) => SqlError::OutOfMemory(format!(
+                "out of memory: {m} (the query needs more than query_memory_limit allows)"
+            )),
             DataFusionError::ExecutionJoin(e) => SqlError::Internal(e.to_string()),
             DataFusionError::ObjectStore(e) => SqlError::Unavailable(e.to_string()),
             DataFusionError::IoError(e) => SqlError::Unavailable(e.to_string()),

@@ -389,7 +389,8 @@ impl Database {
     ) -> Result<QueryResult> {
         let info = self.log.stream(name).await?;
         let declared = info.spec.schema.clone();
-        let df = self.ctx.execute_logical_plan(source).await?;
+        let ctx = crate::limits::query_context(&self.ctx, session.query_memory_limit())?;
+        let df = ctx.execute_logical_plan(source).await?;
         let batches = df.collect().await?;
         let rows = self
             .append_rows(session, name, &declared, targets, &batches)

@@ -13,6 +13,7 @@
 //! The PostgreSQL door and Flight SQL call this crate for statements; the
 //! Flight producer/consumer API and the HTTP admin call `log` directly.
 
+pub mod bounded;
 pub mod catalog;
 pub mod copy;
 pub mod copy_binary;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod functions;
 pub mod ingest;
 pub mod insert;
+mod limits;
 pub mod matview;
 pub mod metrics;
 pub mod names;

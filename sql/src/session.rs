@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::limits::parse_duration;
 use crate::transaction::{Transaction, parse_size};
 
 /// `server_version`: PostgreSQL's major line first (drivers parse it), then ours.
@@ -46,6 +47,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("lc_ctype", "C.UTF-8"),
     ("lock_timeout", "0"),
     ("max_identifier_length", "63"),
+    ("query_memory_limit", "1GB"),
     ("search_path", "public"),
     ("server_encoding", "UTF8"),
     ("server_version", SERVER_VERSION),
@@ -108,6 +110,21 @@ impl Session {
         &self.transaction
     }
 
+    /// How long a statement may run (`statement_timeout`); `None`: no
+    /// limit.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.get("statement_timeout")
+            .and_then(|(_, v)| parse_duration(&v).ok())
+            .flatten()
+    }
+
+    /// The memory a query's operators may reserve (`query_memory_limit`).
+    pub fn query_memory_limit(&self) -> usize {
+        self.get("query_memory_limit")
+            .and_then(|(_, v)| parse_size(&v).ok())
+            .unwrap_or(1 << 30)
+    }
+
     /// The most bytes of writes a transaction block may hold.
     pub fn transaction_buffer_size(&self) -> usize {
         self.get("transaction_buffer_size")
@@ -156,8 +173,12 @@ impl Session {
                     "client encoding \"{value}\" is not supported: use UTF8"
                 ));
             }
-            "transaction_buffer_size" => {
+            "transaction_buffer_size" | "query_memory_limit" => {
                 parse_size(&value)?;
+                value
+            }
+            "statement_timeout" => {
+                parse_duration(&value)?;
                 value
             }
             _ => value,

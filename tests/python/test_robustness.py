@@ -1,5 +1,6 @@
 """Bad clients must not hurt the server: broken protocol messages, huge
-lengths, clients that vanish mid-statement, and many connections at once.
+lengths, clients that vanish mid-statement, many connections at once, and
+statements past their limits (time, memory, result size).
 After each, the server still answers and nothing acknowledged is lost."""
 
 import asyncio
@@ -178,4 +179,26 @@ def test_bind_format_counts_that_do_not_match_are_protocol_errors(server):
     reply = until_ready(s)
     assert b"SELECT 1\x00" in reply and b"SERROR\x00" not in reply, reply
     s.close()
+    assert alive(server) == 1
+
+
+def test_limits_stop_a_statement_and_not_the_server(server):
+    from psycopg import errors
+    import pytest
+
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        c.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(errors.QueryCanceled) as e:
+            c.execute("SELECT count(*) FROM generate_series(1, 20000000000) AS t(v) WHERE v % 7 = 3")
+        assert "statement timeout" in str(e.value)
+        c.execute("SET statement_timeout = 0")
+        with pytest.raises(errors.ProgramLimitExceeded):
+            c.execute("SELECT repeat('x', 2000000000)")
+        c.execute("SET query_memory_limit = '4MB'")
+        with pytest.raises(errors.OutOfMemory):
+            c.execute(
+                "SELECT count(*) FROM generate_series(1, 2000000) AS a(v) "
+                "JOIN generate_series(1, 2000000) AS b(v) ON a.v = b.v"
+            )
+        assert c.execute("SELECT 41 + 1").fetchone() == (42,)
     assert alive(server) == 1

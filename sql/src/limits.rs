@@ -1,0 +1,124 @@
+//! Limits a statement runs under, from its session's settings:
+//! `statement_timeout` (57014 when it passes) and `query_memory_limit` (the
+//! memory a query's operators may reserve; 53200 past it, after what can
+//! spill to disk has spilled).
+//!
+//! Subscriptions (push queries) run until the client leaves and have no
+//! timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::error::{Result, SqlError};
+
+/// A duration setting as PostgreSQL writes one: milliseconds, or a number
+/// with a unit (`us`, `ms`, `s`, `min`, `h`, `d`). `0` means none.
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Option<Duration>, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("invalid duration \"{text}\": use a number with ms, s, min, h or d")
+    })?;
+    let micros_per = match unit.trim() {
+        "us" => 1,
+        "" | "ms" => 1_000,
+        "s" => 1_000_000,
+        "min" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        other => {
+            return Err(format!(
+                "invalid unit \"{other}\" in \"{text}\": valid units are us, ms, s, min, h and d"
+            ));
+        }
+    };
+    let micros = n
+        .checked_mul(micros_per)
+        .filter(|m| *m <= i32::MAX as u64 * 1_000)
+        .ok_or_else(|| format!("duration \"{text}\" is too large"))?;
+    Ok((micros > 0).then(|| Duration::from_micros(micros)))
+}
+
+/// `rows`, ended with a statement-timeout error at `deadline`.
+pub(crate) fn until(
+    rows: SendableRecordBatchStream,
+    deadline: Instant,
+) -> SendableRecordBatchStream {
+    let schema = rows.schema();
+    let sleep = Box::pin(tokio::time::sleep_until(deadline));
+    let stream = futures::stream::unfold(Some((rows, sleep)), |state| async move {
+        let (mut rows, mut sleep) = state?;
+        tokio::select! {
+            batch = rows.next() => batch.map(|b| (b, Some((rows, sleep)))),
+            () = &mut sleep => Some((
+                Err(DataFusionError::External(Box::new(SqlError::StatementTimeout))),
+                None,
+            )),
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+/// Runs `work`, failing with a statement timeout at `deadline`.
+pub(crate) async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        None => work.await,
+        Some(d) => tokio::time::timeout_at(d, work)
+            .await
+            .unwrap_or(Err(SqlError::StatementTimeout)),
+    }
+}
+
+/// A context for one query: `base`'s catalog, functions and settings, with
+/// a memory pool of its own of `limit` bytes.
+pub(crate) fn query_context(base: &SessionContext, limit: usize) -> Result<SessionContext> {
+    let state = base.state();
+    let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+        .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
+        .build_arc()?;
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_runtime_env(runtime)
+        .build();
+    Ok(SessionContext::new_with_state(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_postgresql_settings() {
+        assert_eq!(parse_duration("0").unwrap(), None);
+        assert_eq!(
+            parse_duration("250").unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_duration("2s").unwrap(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_duration(" 3 min").unwrap(),
+            Some(Duration::from_secs(180))
+        );
+        assert_eq!(
+            parse_duration("1h").unwrap(),
+            Some(Duration::from_secs(3600))
+        );
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+        assert!(parse_duration("99999999d").is_err());
+    }
+}
