@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod partitioner;
 pub mod path;
 pub mod reader;
+pub mod staged;
 pub mod store;
 pub mod stream;
 pub mod tail;
@@ -36,7 +37,7 @@ pub use clock::{Clock, ClockRef, ManualClock, Micros, Stopwatch, SystemClock, mo
 pub use config::{LogConfig, MaintenanceConfig};
 pub use consume::GroupLag;
 pub use error::{ErrorKind, LogError, Result};
-pub use log::{AppendOptions, DataDir, Log, StagedAppend};
+pub use log::{AppendOptions, DataDir, Log};
 pub use maintenance::MaintenanceReport;
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
@@ -46,6 +47,7 @@ pub use metadata::{
     ViewStore,
 };
 pub use reader::BatchStream;
+pub use staged::StagedAppend;
 pub use store::{Store, StoreKind};
 pub use stream::{CHANGELOG_PREFIX, RESERVED_PREFIX, StreamId, StreamInfo, StreamKind, StreamSpec};
 pub use writer::{AppendAck, FlushConfig, Submitted};

@@ -28,6 +28,7 @@ use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
 use crate::partitioner;
 use crate::reader::{self, BatchStream, PartitionRead, RowFilter};
+use crate::staged::StagedAppend;
 use crate::store::Store;
 use crate::stream::{StreamInfo, StreamKind, StreamSpec};
 use crate::tail::Tail;
@@ -47,39 +48,6 @@ pub struct AppendOptions {
     /// Set by the system's own writers (a view appending its changelog):
     /// without it, an append to an internal stream is refused.
     pub internal: bool,
-}
-
-/// Rows checked against a stream and split by partition, not yet appended
-/// ([`Log::stage`]); [`Log::append_staged`] appends them.
-#[derive(Debug, Clone)]
-pub struct StagedAppend {
-    info: Arc<StreamInfo>,
-    parts: Vec<(u32, RecordBatch)>,
-}
-
-impl StagedAppend {
-    /// The stream the rows go to.
-    pub fn stream(&self) -> &Arc<StreamInfo> {
-        &self.info
-    }
-
-    /// The rows, by the partition they go to (declared columns).
-    pub fn parts(&self) -> &[(u32, RecordBatch)] {
-        &self.parts
-    }
-
-    /// Rows staged.
-    pub fn rows(&self) -> u64 {
-        self.parts.iter().map(|(_, b)| b.num_rows() as u64).sum()
-    }
-
-    /// Memory the rows take.
-    pub fn bytes(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|(_, b)| b.get_array_memory_size())
-            .sum()
-    }
 }
 
 impl AppendOptions {

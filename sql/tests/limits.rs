@@ -101,5 +101,8 @@ async fn string_builders_refuse_results_over_a_gigabyte() {
         one(&db, &s, "SELECT length(repeat('ab', 1000))::bigint").await,
         2000
     );
-    assert_eq!(one(&db, &s, "SELECT length(lpad('x', 5, 'yz'))::bigint").await, 5);
+    assert_eq!(
+        one(&db, &s, "SELECT length(lpad('x', 5, 'yz'))::bigint").await,
+        5
+    );
 }
