@@ -540,8 +540,11 @@ impl Database {
         let started = streamhouse_log::Stopwatch::start();
         let running = self.running.begin(session.door(), prepared.text.clone());
         let span = tracing::debug_span!("query", door = session.door(), query = %prepared.text);
+        // A write is not cut short: once its append has begun it may land,
+        // and a timeout must not report a failure for rows that did.
         let deadline = session
             .statement_timeout()
+            .filter(|_| !prepared.action.writes())
             .map(|t| streamhouse_log::monotonic() + t);
         let result = tracing::Instrument::instrument(
             limits::within(deadline, self.run_prepared(session, prepared, params)),

@@ -4,7 +4,9 @@
 //! spill to disk has spilled).
 //!
 //! Subscriptions (push queries) run until the client leaves and have no
-//! timeout.
+//! timeout. Writes (INSERT, COPY, COMMIT) have none either: once an append
+//! has begun it may land, and a timeout must not report a failure for rows
+//! that did.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -105,6 +105,18 @@ impl Action {
         }
     }
 
+    /// Whether the statement appends to the log (INSERT, COPY FROM, or a
+    /// COMMIT that appends a block's writes).
+    pub(crate) fn writes(&self) -> bool {
+        matches!(
+            self,
+            Action::Insert { .. }
+                | Action::InsertRows { .. }
+                | Action::Copy(_)
+                | Action::Transaction(Control::Commit)
+        )
+    }
+
     /// What the statement is, for messages.
     pub(crate) fn name(&self) -> &'static str {
         match self {

@@ -60,7 +60,19 @@ async fn statement_timeout_cancels_a_long_query() {
         one(&db, &other, "SELECT count(*) FROM generate_series(1, 1000)").await,
         1000
     );
+    // A write is not cut short: an append once begun may land, so it is
+    // never reported failed by a timeout.
+    run(&db, &s, "CREATE STREAM w (v BIGINT)").await.unwrap();
+    run(&db, &s, "SET statement_timeout = '1ms'").await.unwrap();
+    run(
+        &db,
+        &s,
+        "INSERT INTO w SELECT value FROM generate_series(1, 200000) AS t(value)",
+    )
+    .await
+    .unwrap();
     run(&db, &s, "SET statement_timeout = 0").await.unwrap();
+    assert_eq!(one(&db, &s, "SELECT count(*) FROM w").await, 200_000);
     assert_eq!(
         one(&db, &s, "SELECT count(*) FROM generate_series(1, 1000)").await,
         1000
