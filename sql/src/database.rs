@@ -133,6 +133,9 @@ pub struct DatabaseOptions {
     /// How long a view's lease lasts unless renewed: an agent that stops
     /// renewing (killed, paused) loses its views to others after this.
     pub lease_duration: std::time::Duration,
+    /// The memory one query's operators may reserve unless its session sets
+    /// `query_memory_limit`; by default half of the machine's memory.
+    pub query_memory_limit: usize,
 }
 
 impl Default for DatabaseOptions {
@@ -142,6 +145,7 @@ impl Default for DatabaseOptions {
             checkpoint_interval: std::time::Duration::from_secs(2),
             idle_timeout: std::time::Duration::from_secs(5),
             lease_duration: std::time::Duration::from_secs(10),
+            query_memory_limit: limits::default_query_memory(),
         }
     }
 }
@@ -625,7 +629,7 @@ impl Database {
             Action::Query(plan) => {
                 let plan = with_session_settings(bind(plan, params)?, session)?;
                 let plan = with_own_writes(plan, session.transaction())?;
-                let ctx = limits::query_context(&self.ctx, session.query_memory_limit())?;
+                let ctx = limits::query_context(&self.ctx, self.memory_limit(session))?;
                 let df = ctx.execute_logical_plan(plan).await?;
                 let stream = df.execute_stream().await?;
                 Ok(QueryResult::Rows(match &prepared.schema {
@@ -682,6 +686,13 @@ impl Database {
             Action::Copy(stmt) => self.copy(stmt.as_ref().clone()).await,
             Action::Statement(stmt) => self.run_statement(stmt.clone()).await,
         }
+    }
+
+    /// The memory a query of `session` may reserve.
+    pub(crate) fn memory_limit(&self, session: &Session) -> usize {
+        session
+            .query_memory_limit()
+            .unwrap_or(self.options.query_memory_limit)
     }
 
     /// BEGIN, COMMIT, ROLLBACK and savepoints (see [`crate::transaction`]).

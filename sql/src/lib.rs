@@ -23,7 +23,7 @@ pub mod error;
 pub mod functions;
 pub mod ingest;
 pub mod insert;
-mod limits;
+pub mod limits;
 pub mod matview;
 pub mod metrics;
 pub mod names;

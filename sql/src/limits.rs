@@ -1,7 +1,7 @@
 //! Limits a statement runs under, from its session's settings:
 //! `statement_timeout` (57014 when it passes) and `query_memory_limit` (the
-//! memory a query's operators may reserve; 53200 past it, after what can
-//! spill to disk has spilled).
+//! memory a query's operators may reserve, half of the machine's by
+//! default; 53200 past it, after what can spill to disk has spilled).
 //!
 //! Subscriptions (push queries) run until the client leaves and have no
 //! timeout. Writes (INSERT, COPY, COMMIT) have none either: once an append
@@ -85,6 +85,20 @@ pub(crate) async fn within<T>(
     }
 }
 
+/// Half of the machine's memory (`MemTotal` in `/proc/meminfo`), or 4 GiB
+/// where that cannot be read.
+pub fn default_query_memory() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .and_then(|b| usize::try_from(b).ok());
+    total.map_or(4 << 30, |t| t / 2)
+}
+
 /// A context for one query: `base`'s catalog, functions and settings, with
 /// a memory pool of its own of `limit` bytes.
 pub(crate) fn query_context(base: &SessionContext, limit: usize) -> Result<SessionContext> {
@@ -101,6 +115,20 @@ pub(crate) fn query_context(base: &SessionContext, limit: usize) -> Result<Sessi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_memory_limit_is_half_the_machine() {
+        let limit = default_query_memory();
+        assert!(limit >= 64 << 20, "{limit}");
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib: usize = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|k| k.parse().ok())
+            .unwrap();
+        assert_eq!(limit, kib * 1024 / 2);
+    }
 
     #[test]
     fn durations_read_like_postgresql_settings() {

@@ -47,7 +47,6 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("lc_ctype", "C.UTF-8"),
     ("lock_timeout", "0"),
     ("max_identifier_length", "63"),
-    ("query_memory_limit", "1GB"),
     ("search_path", "public"),
     ("server_encoding", "UTF8"),
     ("server_version", SERVER_VERSION),
@@ -118,11 +117,11 @@ impl Session {
             .flatten()
     }
 
-    /// The memory a query's operators may reserve (`query_memory_limit`).
-    pub fn query_memory_limit(&self) -> usize {
+    /// The memory a query's operators may reserve, when the session set
+    /// `query_memory_limit` (otherwise the database's default applies).
+    pub fn query_memory_limit(&self) -> Option<usize> {
         self.get("query_memory_limit")
             .and_then(|(_, v)| parse_size(&v).ok())
-            .unwrap_or(1 << 30)
     }
 
     /// The most bytes of writes a transaction block may hold.
