@@ -174,18 +174,7 @@ async fn flight_sql_statements_and_prepared_statements() {
     assert_eq!(got[0].column(1).as_string::<i32>().value(0), "n3");
 
     // Plain statements, and errors as status codes with the SQLSTATE.
-    let info = sql
-        .execute("SELECT count(*) AS n FROM t".into(), None)
-        .await
-        .unwrap();
-    let got: Vec<RecordBatch> = sql
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(got[0].column(0).as_primitive::<Int64Type>().value(0), 5);
+    assert_eq!(flight_count(&mut sql, "t", None).await, 5);
     let e = sql
         .execute("SELECT * FROM missing".into(), None)
         .await

@@ -263,14 +263,19 @@ impl From<arrow::error::ArrowError> for SqlError {
     }
 }
 
+/// A query's memory pool was exhausted.
+fn out_of_memory(detail: &str) -> SqlError {
+    SqlError::OutOfMemory(format!(
+        "out of memory: {detail} (the query needs more than query_memory_limit allows)"
+    ))
+}
+
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
         // However deeply wrapped (shared by partitions, under context), a
         // memory limit reached is the query's limit.
         if let DataFusionError::ResourcesExhausted(m) = e.find_root() {
-            return SqlError::OutOfMemory(format!(
-                "out of memory: {m} (the query needs more than query_memory_limit allows)"
-            ));
+            return out_of_memory(m);
         }
         match e {
             DataFusionError::SQL(p, _) => SqlError::from(*p),
@@ -308,9 +313,7 @@ impl From<DataFusionError> for SqlError {
                 Some(first) => SqlError::from(first),
                 None => SqlError::Internal("empty error collection".into()),
             },
-            DataFusionError::ResourcesExhausted(m) => SqlError::OutOfMemory(format!(
-                "out of memory: {m} (the query needs more than query_memory_limit allows)"
-            )),
+            DataFusionError::ResourcesExhausted(m) => out_of_memory(&m),
             DataFusionError::ExecutionJoin(e) => SqlError::Internal(e.to_string()),
             DataFusionError::ObjectStore(e) => SqlError::Unavailable(e.to_string()),
             DataFusionError::IoError(e) => SqlError::Unavailable(e.to_string()),

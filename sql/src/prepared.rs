@@ -131,17 +131,6 @@ impl Action {
     }
 }
 
-impl Prepared {
-    /// `COMMIT`, `ROLLBACK` or `ROLLBACK TO SAVEPOINT`: what may run in a
-    /// failed transaction block.
-    pub fn runs_in_failed_block(&self) -> bool {
-        matches!(
-            self.action,
-            Action::Transaction(Control::Commit | Control::Rollback | Control::RollbackTo(_))
-        )
-    }
-}
-
 /// Types of placeholders that appear directly under a cast (`$1::bigint`),
 /// which the planner leaves untyped and PostgreSQL types by the cast.
 pub(crate) fn cast_placeholder_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
