@@ -208,6 +208,7 @@ fn log_error(e: streamhouse_log::LogError) -> Response {
         ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::DataCorruption | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };

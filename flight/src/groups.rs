@@ -17,22 +17,19 @@
 //! those partitions — in `generation`, when given.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::{Action, ActionType};
-use futures::Stream;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use streamhouse_log::Log;
 use streamhouse_log::groups::{JoinRequest, Strategy};
 use tonic::{Response, Status};
 
+use crate::action::{ActionStream, body, parse, reply};
 use crate::consume::Start;
 use crate::status::log_status;
-
-type ActionStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::Result, Status>> + Send>>;
 
 const ACTIONS: [(&str, &str); 7] = [
     (
@@ -121,27 +118,12 @@ struct Reset {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-fn body<T: for<'de> Deserialize<'de> + Default>(action: &Action) -> Result<T, Status> {
-    if action.body.is_empty() {
-        return Ok(T::default());
-    }
-    parse(action)
+/// Whether this module answers an action type.
+pub fn answers(kind: &str) -> bool {
+    ACTIONS.iter().any(|(t, _)| *t == kind)
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(action: &Action) -> Result<T, Status> {
-    serde_json::from_slice(&action.body).map_err(|e| {
-        Status::invalid_argument(format!("bad body for action \"{}\": {e}", action.r#type))
-    })
-}
-
-fn reply(value: impl Serialize) -> Result<Response<ActionStream>, Status> {
-    let json = serde_json::to_vec(&value).map_err(|e| Status::internal(e.to_string()))?;
-    let result = arrow_flight::Result { body: json.into() };
-    Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
-}
-
-/// Answers a group action; any other type is INVALID_ARGUMENT naming the
-/// known ones.
+/// Answers a group action (one [`answers`] is true for).
 pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<ActionStream>, Status> {
     match action.r#type.as_str() {
         "join_group" => {
@@ -203,9 +185,8 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
                 offsets.iter().map(|(p, o)| (p.to_string(), *o)).collect();
             reply(json!({ "offsets": map }))
         }
-        other => Err(Status::invalid_argument(format!(
-            "unknown action \"{other}\"; this server answers the Flight SQL actions and {}",
-            ACTIONS.map(|(t, _)| t).join(", ")
+        other => Err(Status::internal(format!(
+            "action \"{other}\" is not a group action"
         ))),
     }
 }

@@ -1,9 +1,11 @@
 //! Arrow Flight SQL (statements, prepared statements, catalog commands) and
 //! the producer/consumer API on the same port: `DoPut` appends to a stream,
-//! `DoGet` reads or tails it, `DoAction` manages consumer groups.
+//! `DoGet` reads or tails it, `DoAction` manages consumer groups and
+//! transactional producers.
 //!
 //! A thin adapter over `sql` and `log`: it translates, it does not decide.
 
+pub mod action;
 pub mod consume;
 pub mod groups;
 pub mod ipc_guard;
@@ -13,6 +15,7 @@ pub mod router;
 pub mod sql;
 pub mod status;
 pub mod transactions;
+pub mod txn_actions;
 pub mod xdbc;
 
 use std::net::SocketAddr;

@@ -10,9 +10,12 @@
 //!
 //! A batch's own `app_metadata` may carry JSON options:
 //! `{"partition": 2}` (a fixed partition), `{"key": ["user"]}` (partition
-//! rows by these columns instead of the stream's key), and `{"producer_id": "p1",
+//! rows by these columns instead of the stream's key), `{"producer_id": "p1",
 //! "sequence": 7}` for idempotent retries (a retried sequence is not written
-//! twice; its answer says `"duplicate": true`).
+//! twice; its answer says `"duplicate": true`), and `{"transactional_id":
+//! "t1", "epoch": 3}`: the batch is staged in the producer's open
+//! transaction (see `txn_actions`), answered once staged with `"staged":
+//! true` and no offsets, and written only by its commit.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -47,18 +50,44 @@ struct BatchOptions {
     key: Option<Vec<String>>,
     producer_id: Option<String>,
     sequence: Option<u64>,
+    transactional_id: Option<String>,
+    epoch: Option<u64>,
+}
+
+/// How a batch is written.
+struct Parsed {
+    options: AppendOptions,
+    /// The transactional producer and epoch it is staged for.
+    transaction: Option<(String, u64)>,
 }
 
 impl BatchOptions {
-    fn parse(meta: &[u8]) -> Result<AppendOptions, Status> {
+    fn parse(meta: &[u8]) -> Result<Parsed, Status> {
         if meta.is_empty() {
-            return Ok(AppendOptions::default());
+            return Ok(Parsed {
+                options: AppendOptions::default(),
+                transaction: None,
+            });
         }
         let o: BatchOptions = serde_json::from_slice(meta).map_err(|e| {
             Status::invalid_argument(format!(
                 "batch app_metadata must be JSON like {{\"producer_id\": \"p1\", \"sequence\": 1}}: {e}"
             ))
         })?;
+        let transaction = match (o.transactional_id, o.epoch) {
+            (Some(id), Some(epoch)) => Some((id, epoch)),
+            (None, None) => None,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a transactional batch needs both transactional_id and epoch",
+                ));
+            }
+        };
+        if transaction.is_some() && o.producer_id.is_some() {
+            return Err(Status::invalid_argument(
+                "a batch is either idempotent (producer_id) or transactional (transactional_id)",
+            ));
+        }
         let producer = match (o.producer_id, o.sequence) {
             (Some(producer_id), Some(sequence)) => Some(ProducerSeq {
                 producer_id,
@@ -73,11 +102,14 @@ impl BatchOptions {
                 ));
             }
         };
-        Ok(AppendOptions {
-            partition: o.partition,
-            producer,
-            key: o.key,
-            ..AppendOptions::default()
+        Ok(Parsed {
+            options: AppendOptions {
+                partition: o.partition,
+                producer,
+                key: o.key,
+                ..AppendOptions::default()
+            },
+            transaction,
         })
     }
 }
@@ -88,6 +120,9 @@ pub struct BatchAck {
     pub rows: u64,
     pub partitions: Vec<AckPart>,
     pub duplicate: bool,
+    /// Staged in a producer transaction, written by its commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
 }
 
 impl From<AppendAck> for BatchAck {
@@ -96,6 +131,7 @@ impl From<AppendAck> for BatchAck {
             rows: a.rows(),
             partitions: a.parts,
             duplicate: a.duplicate,
+            staged: false,
         }
     }
 }
@@ -182,19 +218,29 @@ async fn run(
                         let DecodedPayload::RecordBatch(batch) = data.payload else {
                             continue;
                         };
-                        let options = match BatchOptions::parse(&data.inner.app_metadata) {
-                            Ok(o) => o,
-                            Err(e) => {
-                                failure = Some(e);
-                                continue;
+                        let Parsed { options, transaction } =
+                            match BatchOptions::parse(&data.inner.app_metadata) {
+                                Ok(o) => o,
+                                Err(e) => {
+                                    failure = Some(e);
+                                    continue;
+                                }
+                            };
+                        if let Some((id, epoch)) = transaction {
+                            match log.stage_transactional(&id, epoch, &name, vec![batch], &options).await {
+                                Ok(rows) => pending.push_back(Box::pin(async move {
+                                    Ok(BatchAck { rows, partitions: Vec::new(), duplicate: false, staged: true })
+                                })),
+                                Err(e) => failure = Some(log_status(e)),
                             }
-                        };
+                            continue;
+                        }
                         match log.submit(&name, vec![batch], options).await {
                             Ok(Some(submitted)) => pending.push_back(Box::pin(async move {
                                 submitted.durable().await.map(BatchAck::from).map_err(log_status)
                             })),
                             Ok(None) => pending.push_back(Box::pin(async {
-                                Ok(BatchAck { rows: 0, partitions: Vec::new(), duplicate: false })
+                                Ok(BatchAck { rows: 0, partitions: Vec::new(), duplicate: false, staged: false })
                             })),
                             Err(e) => failure = Some(log_status(e)),
                         }

@@ -541,7 +541,22 @@ impl FlightSqlService for FlightSql {
                 .map_err(|e| Status::internal(e.to_string()))?
                 .into();
         }
-        crate::groups::do_action(self.db.log(), action).await
+        let kind = action.r#type.as_str();
+        if crate::groups::answers(kind) {
+            crate::groups::do_action(self.db.log(), action).await
+        } else if crate::txn_actions::answers(kind) {
+            crate::txn_actions::do_action(self.db.log(), action).await
+        } else {
+            let known: Vec<String> = crate::groups::action_types()
+                .into_iter()
+                .chain(crate::txn_actions::action_types())
+                .map(|a| a.r#type)
+                .collect();
+            Err(Status::invalid_argument(format!(
+                "unknown action \"{kind}\"; this server answers the Flight SQL actions and {}",
+                known.join(", ")
+            )))
+        }
     }
 
     async fn do_action_begin_transaction(
@@ -585,7 +600,13 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        Some(crate::groups::action_types().into_iter().map(Ok).collect())
+        Some(
+            crate::groups::action_types()
+                .into_iter()
+                .chain(crate::txn_actions::action_types())
+                .map(Ok)
+                .collect(),
+        )
     }
 
     async fn get_flight_info_sql_info(

@@ -55,7 +55,12 @@ pub fn log_status(e: LogError) -> tonic::Status {
     let message = e.to_string();
     match (&e, e.kind()) {
         (LogError::PartitionOutOfRange { .. }, _) => Status::out_of_range(message),
-        (LogError::Rebalanced { .. } | LogError::StreamChanged(_), _) => Status::aborted(message),
+        (
+            LogError::Rebalanced { .. }
+            | LogError::StreamChanged(_)
+            | LogError::TransactionAborted(_),
+            _,
+        ) => Status::aborted(message),
         (_, ErrorKind::NotFound) => Status::not_found(message),
         (_, ErrorKind::AlreadyExists) => Status::already_exists(message),
         (_, ErrorKind::InvalidArgument) => Status::invalid_argument(message),
@@ -63,6 +68,7 @@ pub fn log_status(e: LogError) -> tonic::Status {
         (_, ErrorKind::DataCorruption) => Status::data_loss(message),
         (_, ErrorKind::Conflict) => Status::failed_precondition(message),
         (_, ErrorKind::PermissionDenied) => Status::permission_denied(message),
+        (_, ErrorKind::ResourceExhausted) => Status::resource_exhausted(message),
         (_, ErrorKind::Internal) => Status::internal(message),
     }
 }

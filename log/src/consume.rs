@@ -285,15 +285,13 @@ impl Log {
         self.commit_checked(group, stream, offsets, owner).await
     }
 
-    /// Commits offsets after checking them against the partitions' ends,
-    /// and `check` in the commit's own transaction.
-    pub(crate) async fn commit_checked(
+    /// The stream, once offsets to commit for it are checked against its
+    /// partitions and their ends.
+    pub(crate) async fn checked_offsets(
         &self,
-        group: &str,
         stream: &str,
         offsets: &[(u32, u64)],
-        check: Option<CommitCheck>,
-    ) -> Result<()> {
+    ) -> Result<Arc<StreamInfo>> {
         let info = self.stream(stream).await?;
         let ends = self.metadata().partition_ends(info.id).await?;
         for &(p, o) in offsets {
@@ -309,6 +307,19 @@ impl Log {
                 )));
             }
         }
+        Ok(info)
+    }
+
+    /// Commits offsets after checking them against the partitions' ends,
+    /// and `check` in the commit's own transaction.
+    pub(crate) async fn commit_checked(
+        &self,
+        group: &str,
+        stream: &str,
+        offsets: &[(u32, u64)],
+        check: Option<CommitCheck>,
+    ) -> Result<()> {
+        let info = self.checked_offsets(stream, offsets).await?;
         self.metadata()
             .commit_group_offsets(group, info.id, offsets, self.now_micros(), check.as_ref())
             .await

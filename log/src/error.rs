@@ -31,6 +31,8 @@ pub enum ErrorKind {
     /// The caller may not do this (write a system stream, take a reserved
     /// name).
     PermissionDenied,
+    /// A bound the server keeps was reached; the request is refused whole.
+    ResourceExhausted,
     /// A bug or an unexpected state.
     Internal,
 }
@@ -124,6 +126,20 @@ pub enum LogError {
     #[error("stream \"{0}\" changed while the read started; retry")]
     StreamChanged(String),
 
+    /// A producer transaction was rolled back by the server (it ran past
+    /// its timeout, or grew past its limit); the producer begins again.
+    #[error("{0}")]
+    TransactionAborted(String),
+
+    #[error(
+        "transactional producer \"{0}\" was not started on this server in this epoch; call init_transactions"
+    )]
+    UnknownTransactionalProducer(String),
+
+    /// A bound the server keeps (open producers, staged bytes).
+    #[error("{0}")]
+    LimitExceeded(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -150,7 +166,10 @@ impl LogError {
             | LogError::Fenced(_)
             | LogError::Rebalanced { .. }
             | LogError::GroupActive { .. }
-            | LogError::StreamChanged(_) => ErrorKind::Conflict,
+            | LogError::StreamChanged(_)
+            | LogError::TransactionAborted(_)
+            | LogError::UnknownTransactionalProducer(_) => ErrorKind::Conflict,
+            LogError::LimitExceeded(_) => ErrorKind::ResourceExhausted,
             LogError::ReservedName(_) | LogError::InternalStream(_) => ErrorKind::PermissionDenied,
             LogError::FlushFailed(inner) => inner.kind(),
             LogError::Migration(_) | LogError::Arrow(_) | LogError::Internal(_) => {

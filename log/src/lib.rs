@@ -30,6 +30,7 @@ pub mod staged;
 pub mod store;
 pub mod stream;
 pub mod tail;
+pub mod transactional;
 pub mod writer;
 
 pub use agent::{Agent, AgentState};
@@ -42,12 +43,13 @@ pub use maintenance::MaintenanceReport;
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{
-    AckPart, AgentRecord, AgentStore, Change, ChunkStore, GroupStore, MetadataStore,
-    PartitionStats, ProducerSeq, StreamStore, TimeFilter, ViewCheckpoint, ViewLease, ViewRecord,
-    ViewStore,
+    AckPart, AgentRecord, AgentStore, Change, ChunkStore, GroupOffsets, GroupStore, MetadataStore,
+    PartitionStats, ProducerSeq, StreamStore, TimeFilter, TxnCommit, ViewCheckpoint, ViewLease,
+    ViewRecord, ViewStore,
 };
 pub use reader::BatchStream;
 pub use staged::StagedAppend;
 pub use store::{Store, StoreKind};
 pub use stream::{CHANGELOG_PREFIX, RESERVED_PREFIX, StreamId, StreamInfo, StreamKind, StreamSpec};
+pub use transactional::{CommittedAppend, GroupCommit};
 pub use writer::{AppendAck, FlushConfig, Submitted};

@@ -32,6 +32,7 @@ use crate::staged::StagedAppend;
 use crate::store::Store;
 use crate::stream::{StreamInfo, StreamKind, StreamSpec};
 use crate::tail::Tail;
+use crate::transactional::producers::TransactionalProducers;
 use crate::writer::{AppendAck, Submitted, Writer};
 
 /// Where an append's rows go.
@@ -77,6 +78,7 @@ pub struct Log {
     heartbeat: tokio::task::JoinHandle<()>,
     maintenance: MaintenanceConfig,
     zstd_level: i32,
+    pub(crate) transactional: TransactionalProducers,
 }
 
 type StreamMap = Arc<RwLock<HashMap<String, Arc<StreamInfo>>>>;
@@ -162,6 +164,7 @@ impl Log {
             tail_poll: config.tail_poll,
             streams,
             round_robin: AtomicU32::new(0),
+            transactional: TransactionalProducers::default(),
             groups,
             follower,
             agent,
@@ -404,13 +407,20 @@ impl Log {
         }
         let submitted = self
             .writer
-            .submit_group(staged.into_iter().map(|s| (s.info, s.parts)).collect())
+            .submit_group(
+                staged.into_iter().map(|s| (s.info, s.parts)).collect(),
+                None,
+            )
             .await?;
         let mut acks = Vec::with_capacity(submitted.len());
         for s in submitted {
             acks.push(s.durable().await?);
         }
         Ok(acks)
+    }
+
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     pub(crate) fn check_partition(info: &StreamInfo, partition: u32) -> Result<()> {

@@ -15,7 +15,8 @@
 //!
 //! Groups: appends submitted together with [`Writer::submit_group`] (a
 //! transaction's writes to several streams) enter the same flush and are
-//! committed or rejected together.
+//! committed or rejected together; a producer transaction's group also
+//! carries its epoch and consumer-group offsets into that commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -34,7 +35,8 @@ use crate::chunk::{self, TimeBounds};
 use crate::clock::ClockRef;
 use crate::error::{LogError, Result};
 use crate::metadata::{
-    AckPart, CommitOutcome, FlushCommit, MetadataStore, NewAppend, NewChunk, ProducerSeq, Rejection,
+    AckPart, CommitOutcome, FlushCommit, MetadataStore, NewAppend, NewChunk, ProducerSeq,
+    Rejection, TxnCommit, fenced_message,
 };
 use crate::path::DataObjectPath;
 use crate::store::{Store, StoreKind};
@@ -115,6 +117,9 @@ struct Pending {
     waiters: Vec<Waiter>,
     /// Appends of one group commit together or not at all.
     group: Option<u64>,
+    /// The producer transaction the group commits (its epoch is checked
+    /// and its group offsets written in the same metadata transaction).
+    transaction: Option<Arc<TxnCommit>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -281,6 +286,7 @@ impl Writer {
                         append_time,
                         waiters: vec![tx],
                         group: None,
+                        transaction: None,
                         _permit: Some(permit),
                     },
                     bytes,
@@ -296,12 +302,16 @@ impl Writer {
 
     /// Buffers appends to several streams as one group: they enter the same
     /// flush and commit in the same metadata transaction, and if one of them
-    /// cannot commit (its stream was dropped) none does. One [`Submitted`]
-    /// per append, in order.
+    /// cannot commit (its stream was dropped, its transaction is fenced)
+    /// none does. With `transaction`, the producer transaction's epoch is
+    /// checked and its group offsets written in that same metadata
+    /// transaction. One [`Submitted`] per append, in order.
     pub async fn submit_group(
         &self,
         appends: Vec<(Arc<StreamInfo>, Parts)>,
+        transaction: Option<TxnCommit>,
     ) -> Result<Vec<Submitted>> {
+        let transaction = transaction.map(Arc::new);
         let s = &self.shared;
         if s.closing.load(Ordering::Acquire) {
             return Err(LogError::ShuttingDown);
@@ -327,6 +337,7 @@ impl Writer {
                 append_time,
                 waiters: vec![tx],
                 group: Some(group),
+                transaction: transaction.clone(),
                 _permit: permit.take(),
             });
         }
@@ -451,6 +462,18 @@ async fn flush(s: &Shared, mut appends: Vec<Pending>) {
                                  epoch {current}"
                             )))
                         }
+                        Some((
+                            Rejection::TransactionFenced {
+                                transactional_id,
+                                epoch,
+                                current,
+                            },
+                            _,
+                        )) => Err(LogError::Fenced(fenced_message(
+                            transactional_id,
+                            *epoch,
+                            *current,
+                        ))),
                     };
                     for w in p.waiters {
                         let _ = w.send(outcome.as_ref().map_err(clone_error).cloned());
@@ -572,6 +595,20 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
         .put_durable(path.as_path(), Bytes::from(object))
         .await?;
 
+    // One entry per producer transaction, found by its group.
+    let mut transactions: Vec<TxnCommit> = Vec::new();
+    let mut txn_of_group: HashMap<u64, usize> = HashMap::new();
+    let txn_index: Vec<Option<usize>> = appends
+        .iter()
+        .map(|a| {
+            let (group, txn) = (a.group?, a.transaction.as_ref()?);
+            Some(*txn_of_group.entry(group).or_insert_with(|| {
+                transactions.push(TxnCommit::clone(txn));
+                transactions.len() - 1
+            }))
+        })
+        .collect();
+
     let commit = FlushCommit {
         object: path.as_str().to_string(),
         object_size,
@@ -580,15 +617,18 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
         appends: appends
             .iter()
             .zip(&slices)
-            .map(|(a, sl)| NewAppend {
+            .zip(txn_index)
+            .map(|((a, sl), transaction)| NewAppend {
                 stream_id: a.stream.id,
                 producer: a.producer.clone(),
+                transaction,
                 slices: sl
                     .iter()
                     .map(|(k, first, n)| (index[k], *first, *n))
                     .collect(),
             })
             .collect(),
+        transactions,
     };
     let committing = crate::clock::Stopwatch::start();
     let outcome = s.meta.commit_flush(&commit).await;

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use streamhouse_log::groups::{CommitCheck, GroupOp, OwnerCheck, Strategy};
 use streamhouse_log::metadata::{
-    ChunkRecord, CommitOutcome, FlushCommit, NewAppend, NewChunk, Rejection,
+    ChunkRecord, CommitOutcome, FlushCommit, GroupOffsets, NewAppend, NewChunk, Rejection,
+    TxnCommit,
 };
 use streamhouse_log::{
     AgentRecord, Change, ErrorKind, Log, LogConfig, LogError, MetadataStore, PostgresMetadata,
@@ -96,8 +97,10 @@ fn flush(stream: i64, parts: &[(u32, u64)], t: i64, producer: Option<ProducerSeq
         appends: vec![NewAppend {
             stream_id: stream,
             producer,
+            transaction: None,
             slices,
         }],
+        transactions: Vec::new(),
     }
 }
 
@@ -390,6 +393,75 @@ async fn group_offsets_are_kept_per_partition(kind: Kind) {
     );
     other.drop_stream("o").await.unwrap();
     assert!(m.groups().await.unwrap().is_empty());
+}
+
+/// A transactional producer's start bumps its epoch on every agent; a
+/// flush carrying its transaction commits the group offsets with the
+/// chunks, and is rejected whole once a newer instance has started (an
+/// offsets-only commit too).
+async fn transactions_commit_offsets_with_their_appends_in_their_epoch(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let (a, b) = (s.handle().await, s.handle().await);
+    let info = a.create_stream(&spec("t", 2), T0).await.unwrap();
+    assert_eq!(a.init_transactional_producer("tx", T0).await.unwrap(), 1);
+    assert_eq!(b.init_transactional_producer("other", T0).await.unwrap(), 1);
+    let txn = |epoch, offset| TxnCommit {
+        transactional_id: "tx".into(),
+        epoch,
+        offsets: vec![GroupOffsets {
+            group: "g".into(),
+            stream_id: info.id,
+            offsets: vec![(0, offset), (1, offset + 1)],
+        }],
+    };
+    let with_txn = |epoch, offset| {
+        let mut c = flush(info.id, &[(0, 4), (1, 2)], T0, None);
+        c.transactions = vec![txn(epoch, offset)];
+        c.appends[0].transaction = Some(0);
+        c
+    };
+    assert_eq!(
+        committed(a.commit_flush(&with_txn(1, 10)).await.unwrap()),
+        [0, 0]
+    );
+    assert_eq!(
+        b.group_offsets("g", info.id).await.unwrap(),
+        [(0, 10), (1, 11)]
+    );
+    // Started again on the other agent: the old epoch can commit nothing.
+    assert_eq!(b.init_transactional_producer("tx", T0).await.unwrap(), 2);
+    let fenced = Rejection::TransactionFenced {
+        transactional_id: "tx".into(),
+        epoch: 1,
+        current: Some(2),
+    };
+    assert_eq!(
+        a.commit_flush(&with_txn(1, 20)).await.unwrap(),
+        CommitOutcome::Rejected {
+            rejections: vec![(0, fenced)]
+        }
+    );
+    let e = a
+        .commit_transaction_offsets(&txn(1, 30), T0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(e.to_string().contains("fenced"), "{e}");
+    // An id never started commits nothing either.
+    let mut never = txn(1, 40);
+    never.transactional_id = "never".into();
+    assert!(a.commit_transaction_offsets(&never, T0).await.is_err());
+    assert_eq!(all_chunks(&*b, info.id, 0).await.len(), 1);
+    assert_eq!(
+        b.group_offsets("g", info.id).await.unwrap(),
+        [(0, 10), (1, 11)]
+    );
+    // The current epoch commits offsets alone.
+    a.commit_transaction_offsets(&txn(2, 50), T0).await.unwrap();
+    assert_eq!(
+        b.group_offsets("g", info.id).await.unwrap(),
+        [(0, 50), (1, 51)]
+    );
 }
 
 /// Members joining through different agents share one assignment; a
@@ -789,6 +861,7 @@ per_store!(
     a_dropped_stream_rejects_its_flush,
     chunks_are_found_by_offset_and_time,
     group_offsets_are_kept_per_partition,
+    transactions_commit_offsets_with_their_appends_in_their_epoch,
     view_checkpoints_are_fenced,
     group_membership_is_shared_and_fences_commits,
     view_leases_move_with_epochs_and_fence_the_old_owner,

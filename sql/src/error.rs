@@ -227,6 +227,7 @@ impl From<LogError> for SqlError {
             (_, ErrorKind::ShuttingDown) => SqlError::ShuttingDown,
             (_, ErrorKind::Conflict) => SqlError::Conflict(e.to_string()),
             (_, ErrorKind::PermissionDenied) => SqlError::InsufficientPrivilege(e.to_string()),
+            (_, ErrorKind::ResourceExhausted) => SqlError::ProgramLimitExceeded(e.to_string()),
             (_, ErrorKind::Internal) => SqlError::Internal(e.to_string()),
         }
     }

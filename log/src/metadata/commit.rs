@@ -1,16 +1,18 @@
 //! The decisions of a flush commit, made once for both metadata stores.
 //!
 //! Inside its transaction a store reads (and locks) the partitions a flush
-//! advances ([`partitions`]) and the state of its idempotent producers
-//! ([`producers`]), then calls [`plan`]: which appends cannot be committed
-//! (stream dropped meanwhile, sequence already committed, epoch fenced),
-//! else the base offset of every chunk, the partitions' new next offsets
-//! and each producer's new state. The store writes the plan in its own SQL.
+//! advances ([`partitions`]), the state of its idempotent producers
+//! ([`producers`]) and the epochs of its transactional producers
+//! ([`transactional_ids`]), then calls [`plan`]: which appends cannot be
+//! committed (stream dropped meanwhile, sequence already committed, epoch
+//! fenced), else the base offset of every chunk, the partitions' new next
+//! offsets and each producer's new state. The store writes the plan, and
+//! the transactions' group offsets, in its own SQL.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::rows::{StoredProducer, encode_ack, producer_rejection};
-use super::{FlushCommit, Rejection};
+use super::{FlushCommit, Rejection, TxnCommit};
 use crate::error::{LogError, Result};
 use crate::stream::StreamId;
 
@@ -62,16 +64,59 @@ pub(super) fn producers(c: &FlushCommit) -> BTreeSet<ProducerKey> {
         .collect()
 }
 
+/// The transactional producers of the flush, in key order (the order to
+/// lock them).
+pub(super) fn transactional_ids(c: &FlushCommit) -> BTreeSet<String> {
+    c.transactions
+        .iter()
+        .map(|t| t.transactional_id.clone())
+        .collect()
+}
+
+/// Why a transaction cannot commit over its producer's `current` epoch
+/// (`None`: never started), if it cannot.
+pub(super) fn transaction_rejection(txn: &TxnCommit, current: Option<u64>) -> Option<Rejection> {
+    (current != Some(txn.epoch)).then(|| Rejection::TransactionFenced {
+        transactional_id: txn.transactional_id.clone(),
+        epoch: txn.epoch,
+        current,
+    })
+}
+
+/// What a refused transaction is told.
+pub(crate) fn fenced_message(transactional_id: &str, epoch: u64, current: Option<u64>) -> String {
+    match current {
+        Some(current) => format!(
+            "transactional producer \"{transactional_id}\" epoch {epoch} is fenced: \
+             a newer instance started epoch {current}"
+        ),
+        None => format!("transactional producer \"{transactional_id}\" was never started"),
+    }
+}
+
 /// Decides the commit of `c` over the partitions' current next offsets
-/// (`next`; a partition missing from it was dropped) and the producers'
-/// stored state: the rejected appends, by index, or what to write.
+/// (`next`; a partition missing from it was dropped), the producers'
+/// stored state and the transactional producers' current `epochs`: the
+/// rejected appends, by index, or what to write.
 pub(super) fn plan(
     c: &FlushCommit,
     mut next: BTreeMap<PartitionKey, u64>,
     stored: &BTreeMap<ProducerKey, StoredProducer>,
+    epochs: &BTreeMap<String, u64>,
 ) -> Result<std::result::Result<CommitPlan, Vec<(usize, Rejection)>>> {
     let mut rejections = Vec::new();
     for (i, a) in c.appends.iter().enumerate() {
+        if let Some(t) = a.transaction {
+            let txn = c
+                .transactions
+                .get(t)
+                .ok_or_else(|| LogError::Internal("append names no transaction".into()))?;
+            let current = epochs.get(&txn.transactional_id).copied();
+            if let Some(r) = transaction_rejection(txn, current) {
+                rejections.push((i, r));
+                continue;
+            }
+        }
         let gone = a.slices.iter().any(|&(ci, _, _)| {
             let ch = &c.chunks[ci];
             !next.contains_key(&(ch.stream_id, ch.partition))
@@ -157,6 +202,7 @@ mod tests {
             created_at: 0,
             chunks: vec![chunk(1, 0, 10), chunk(1, 1, 5), chunk(2, 0, 3)],
             appends,
+            transactions: Vec::new(),
         }
     }
 
@@ -168,6 +214,7 @@ mod tests {
         NewAppend {
             stream_id,
             producer: p,
+            transaction: None,
             slices,
         }
     }
@@ -185,7 +232,9 @@ mod tests {
         );
         assert_eq!(producers(&c).len(), 1);
         let next = BTreeMap::from([((1, 0), 100), ((1, 1), 7), ((2, 0), 0)]);
-        let plan = plan(&c, next, &BTreeMap::new()).unwrap().unwrap();
+        let plan = plan(&c, next, &BTreeMap::new(), &BTreeMap::new())
+            .unwrap()
+            .unwrap();
         assert_eq!(plan.bases, [100, 7, 0]);
         assert_eq!(
             plan.next_offsets,
@@ -236,7 +285,9 @@ mod tests {
                 },
             ),
         ]);
-        let rejected = plan(&c, next, &stored).unwrap().unwrap_err();
+        let rejected = plan(&c, next, &stored, &BTreeMap::new())
+            .unwrap()
+            .unwrap_err();
         assert_eq!(
             rejected,
             [
@@ -258,6 +309,50 @@ mod tests {
                     }
                 ),
                 (2, Rejection::StreamGone),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transaction_commits_only_in_its_producers_current_epoch() {
+        let txn = |id: &str, epoch| TxnCommit {
+            transactional_id: id.into(),
+            epoch,
+            offsets: Vec::new(),
+        };
+        let mut c = flush(vec![
+            append(1, None, vec![(0, 0, 10)]),
+            append(2, None, vec![(2, 0, 3)]),
+            append(1, None, vec![(1, 0, 5)]),
+        ]);
+        c.transactions = vec![txn("t", 2), txn("new", 1)];
+        c.appends[0].transaction = Some(0);
+        c.appends[1].transaction = Some(0);
+        c.appends[2].transaction = Some(1);
+        assert_eq!(
+            transactional_ids(&c).into_iter().collect::<Vec<_>>(),
+            ["new", "t"]
+        );
+        let next = || BTreeMap::from([((1, 0), 0), ((1, 1), 0), ((2, 0), 0)]);
+        // Both current: committed.
+        let epochs = BTreeMap::from([("t".to_string(), 2), ("new".to_string(), 1)]);
+        assert!(plan(&c, next(), &BTreeMap::new(), &epochs).unwrap().is_ok());
+        // "t" was started again (epoch 3) and "new" never was.
+        let epochs = BTreeMap::from([("t".to_string(), 3)]);
+        let rejected = plan(&c, next(), &BTreeMap::new(), &epochs)
+            .unwrap()
+            .unwrap_err();
+        let fenced = |id: &str, epoch, current| Rejection::TransactionFenced {
+            transactional_id: id.into(),
+            epoch,
+            current,
+        };
+        assert_eq!(
+            rejected,
+            [
+                (0, fenced("t", 2, Some(3))),
+                (1, fenced("t", 2, Some(3))),
+                (2, fenced("new", 1, None)),
             ]
         );
     }

@@ -3,7 +3,9 @@
 //! Object storage holds the bytes; this store holds which bytes exist and in
 //! what order. Its one critical operation is [`ChunkStore::commit_flush`]:
 //! a single transaction that assigns offsets to every chunk of a flushed
-//! object, records the chunks, and advances idempotent-producer state. Either
+//! object, records the chunks, advances idempotent-producer state and
+//! writes the consumer-group offsets of the producer transactions it
+//! commits (after checking their epochs). Either
 //! all of a flush becomes visible or none of it does, and offsets are dense
 //! because they are read and bumped inside that transaction.
 //!
@@ -19,6 +21,8 @@ mod commit;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+
+pub(crate) use commit::fenced_message;
 
 use std::collections::BTreeMap;
 
@@ -80,11 +84,33 @@ pub struct ProducerSeq {
     pub epoch: Option<u64>,
 }
 
+/// A transactional producer's commit: who commits under which epoch, and
+/// the consumer-group offsets committed with its appends. Refused unless the
+/// epoch is still the producer's current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnCommit {
+    pub transactional_id: String,
+    pub epoch: u64,
+    pub offsets: Vec<GroupOffsets>,
+}
+
+/// A consumer group's next offsets for some partitions of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffsets {
+    pub group: String,
+    pub stream_id: StreamId,
+    /// (partition, next offset).
+    pub offsets: Vec<(u32, u64)>,
+}
+
 /// Where one append's rows sit inside a flush's chunks.
 #[derive(Debug, Clone)]
 pub struct NewAppend {
     pub stream_id: StreamId,
     pub producer: Option<ProducerSeq>,
+    /// The transaction it commits with (an index into
+    /// [`FlushCommit::transactions`]).
+    pub transaction: Option<usize>,
     /// (index into [`FlushCommit::chunks`], first row in that chunk, rows).
     pub slices: Vec<(usize, u64, u64)>,
 }
@@ -97,6 +123,8 @@ pub struct FlushCommit {
     pub created_at: Micros,
     pub chunks: Vec<NewChunk>,
     pub appends: Vec<NewAppend>,
+    /// Producer transactions committing with their appends.
+    pub transactions: Vec<TxnCommit>,
 }
 
 /// The offsets one append received in one partition.
@@ -118,6 +146,13 @@ pub enum Rejection {
     /// Its producer epoch is older than the one the producer is fenced to
     /// (another agent has taken the producer over).
     Fenced { epoch: u64, current: u64 },
+    /// Its transaction's epoch is not its transactional producer's current
+    /// one (`None`: the producer was never started).
+    TransactionFenced {
+        transactional_id: String,
+        epoch: u64,
+        current: Option<u64>,
+    },
 }
 
 /// Result of [`ChunkStore::commit_flush`].
@@ -295,6 +330,17 @@ pub trait ChunkStore: Send + Sync {
         stream_id: StreamId,
         epoch: u64,
     ) -> Result<()>;
+
+    /// Starts (or starts again) a transactional producer: bumps its epoch,
+    /// which fences every older instance of it; the new epoch (1 for a new
+    /// id).
+    async fn init_transactional_producer(&self, transactional_id: &str, now: Micros)
+    -> Result<u64>;
+
+    /// Commits a transaction that has consumer-group offsets and no
+    /// appends, in one transaction; `Fenced` unless its epoch is still the
+    /// producer's current one.
+    async fn commit_transaction_offsets(&self, txn: &TxnCommit, now: Micros) -> Result<()>;
 
     /// An idempotent producer's latest committed sequence on a stream and
     /// the progress recorded with it.

@@ -64,7 +64,13 @@ impl ChunkStore for PostgresMetadata {
             }
         }
 
-        let plan = match commit::plan(c, next, &last)? {
+        let ids: Vec<String> = commit::transactional_ids(c).into_iter().collect();
+        let epochs = if ids.is_empty() {
+            BTreeMap::new()
+        } else {
+            transactional_epochs(&mut tx, &ids).await?
+        };
+        let plan = match commit::plan(c, next, &last, &epochs)? {
             Ok(plan) => plan,
             Err(rejections) => {
                 tx.rollback().await?;
@@ -171,6 +177,13 @@ impl ChunkStore for PostgresMetadata {
             .await?;
         }
 
+        for t in &c.transactions {
+            for g in &t.offsets {
+                write_group_offsets(&mut tx, &g.group, g.stream_id, &g.offsets, c.created_at)
+                    .await?;
+            }
+        }
+
         let changes: Vec<String> = us
             .iter()
             .zip(&up)
@@ -182,6 +195,43 @@ impl ChunkStore for PostgresMetadata {
         Ok(CommitOutcome::Committed {
             chunk_base_offsets: plan.bases,
         })
+    }
+
+    async fn init_transactional_producer(
+        &self,
+        transactional_id: &str,
+        now: Micros,
+    ) -> Result<u64> {
+        let row = sqlx::query(
+            "INSERT INTO transactional_producers (transactional_id, epoch, updated_at_us) \
+             VALUES ($1, 1, $2) ON CONFLICT (transactional_id) DO UPDATE \
+             SET epoch = transactional_producers.epoch + 1, updated_at_us = excluded.updated_at_us \
+             RETURNING epoch",
+        )
+        .bind(transactional_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("epoch")? as u64)
+    }
+
+    async fn commit_transaction_offsets(&self, txn: &TxnCommit, now: Micros) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let epochs =
+            transactional_epochs(&mut tx, std::slice::from_ref(&txn.transactional_id)).await?;
+        let current = epochs.get(&txn.transactional_id).copied();
+        if commit::transaction_rejection(txn, current).is_some() {
+            return Err(LogError::Fenced(commit::fenced_message(
+                &txn.transactional_id,
+                txn.epoch,
+                current,
+            )));
+        }
+        for g in &txn.offsets {
+            write_group_offsets(&mut tx, &g.group, g.stream_id, &g.offsets, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn producer_progress(

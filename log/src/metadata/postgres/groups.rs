@@ -12,29 +12,12 @@ impl GroupStore for PostgresMetadata {
         committed_at: Micros,
         check: Option<&CommitCheck>,
     ) -> Result<()> {
-        // Last write per partition wins, as in SQLite's statement-by-statement upsert.
-        let by_partition: BTreeMap<u32, u64> = offsets.iter().copied().collect();
         let mut tx = self.pool.begin().await?;
         if let Some(check) = check {
             let stored = load_group(&mut tx, group).await?;
             crate::groups::rules::check_commit(group, stored.as_ref(), check)?;
         }
-        let (parts, offs): (Vec<i64>, Vec<i64>) =
-            by_partition.iter().map(|(&p, &o)| (p as i64, u(o))).unzip();
-        sqlx::query(
-            "INSERT INTO group_offsets \
-             (group_id, stream_id, partition_no, next_offset, committed_at_us) \
-             SELECT $1, $2, p, o, $5 FROM unnest($3::bigint[], $4::bigint[]) AS t(p, o) \
-             ON CONFLICT (group_id, stream_id, partition_no) DO UPDATE SET \
-             next_offset = excluded.next_offset, committed_at_us = excluded.committed_at_us",
-        )
-        .bind(group)
-        .bind(stream_id)
-        .bind(parts)
-        .bind(offs)
-        .bind(committed_at)
-        .execute(&mut *tx)
-        .await?;
+        write_group_offsets(&mut tx, group, stream_id, offsets, committed_at).await?;
         tx.commit().await?;
         Ok(())
     }

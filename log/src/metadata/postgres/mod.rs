@@ -6,7 +6,9 @@
 //!   (`FOR UPDATE`, in key order, so two flushes never deadlock on them),
 //!   then takes a transaction-scoped advisory lock per idempotent producer it
 //!   records (in lock-id order), so offsets stay dense and each producer's
-//!   sequence is checked and advanced by one agent at a time. A flush is one
+//!   sequence is checked and advanced by one agent at a time. It locks
+//!   the rows of the transactional producers it commits for (`FOR UPDATE`),
+//!   so no producer starts a new epoch while its old one commits. A flush is one
 //!   transaction of a fixed number of statements, however many chunks it has
 //!   (arrays are passed whole and `unnest`ed).
 //! - Commits announce what they changed with `pg_notify` inside the
@@ -40,8 +42,8 @@ use crate::metadata::commit;
 use crate::metadata::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
 use crate::metadata::{
     AgentRecord, AgentStore, Change, ChunkRecord, ChunkStore, CommitOutcome, FlushCommit,
-    GroupStore, MetadataStore, PartitionStats, StreamStore, TimeFilter, ViewCheckpoint, ViewRecord,
-    ViewStore,
+    GroupStore, MetadataStore, PartitionStats, StreamStore, TimeFilter, TxnCommit, ViewCheckpoint,
+    ViewRecord, ViewStore,
 };
 use crate::stream::{StreamId, StreamInfo, StreamSpec, encode_schema};
 
@@ -140,6 +142,60 @@ fn parse_payload(payload: &str) -> Vec<Change> {
         out.insert(0, Change::Ends(ends));
     }
     out
+}
+
+/// Upserts a group's next offsets for some partitions of a stream (the last
+/// of several for one partition wins, as in SQLite's statement-by-statement
+/// upsert).
+async fn write_group_offsets(
+    tx: &mut Transaction<'_, Postgres>,
+    group: &str,
+    stream_id: StreamId,
+    offsets: &[(u32, u64)],
+    committed_at: Micros,
+) -> Result<()> {
+    let by_partition: BTreeMap<u32, u64> = offsets.iter().copied().collect();
+    let (parts, offs): (Vec<i64>, Vec<i64>) =
+        by_partition.iter().map(|(&p, &o)| (p as i64, u(o))).unzip();
+    sqlx::query(
+        "INSERT INTO group_offsets \
+         (group_id, stream_id, partition_no, next_offset, committed_at_us) \
+         SELECT $1, $2, p, o, $5 FROM unnest($3::bigint[], $4::bigint[]) AS t(p, o) \
+         ON CONFLICT (group_id, stream_id, partition_no) DO UPDATE SET \
+         next_offset = excluded.next_offset, committed_at_us = excluded.committed_at_us",
+    )
+    .bind(group)
+    .bind(stream_id)
+    .bind(parts)
+    .bind(offs)
+    .bind(committed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The current epochs of some transactional producers (absent: never
+/// started), their rows locked until the transaction ends so that no
+/// producer starts again while a commit of its old epoch is deciding.
+async fn transactional_epochs(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[String],
+) -> Result<BTreeMap<String, u64>> {
+    let rows = sqlx::query(
+        "SELECT transactional_id, epoch FROM transactional_producers \
+         WHERE transactional_id = ANY($1) ORDER BY transactional_id FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut epochs = BTreeMap::new();
+    for r in &rows {
+        epochs.insert(
+            r.try_get("transactional_id")?,
+            r.try_get::<i64, _>("epoch")? as u64,
+        );
+    }
+    Ok(epochs)
 }
 
 /// A group's stored state, read inside a transaction that holds its lock.

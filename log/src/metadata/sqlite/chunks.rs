@@ -40,7 +40,8 @@ impl ChunkStore for SqliteMetadata {
                 stored.insert((producer_id, stream_id), rows::stored_producer(&r)?);
             }
         }
-        let plan = match commit::plan(c, next, &stored)? {
+        let epochs = transactional_epochs(&mut tx, commit::transactional_ids(c)).await?;
+        let plan = match commit::plan(c, next, &stored, &epochs)? {
             Ok(plan) => plan,
             Err(rejections) => {
                 tx.rollback().await?;
@@ -99,10 +100,54 @@ impl ChunkStore for SqliteMetadata {
             .execute(&mut *tx)
             .await?;
         }
+        for t in &c.transactions {
+            for g in &t.offsets {
+                write_group_offsets(&mut tx, &g.group, g.stream_id, &g.offsets, c.created_at)
+                    .await?;
+            }
+        }
         tx.commit().await?;
         Ok(CommitOutcome::Committed {
             chunk_base_offsets: plan.bases,
         })
+    }
+
+    async fn init_transactional_producer(
+        &self,
+        transactional_id: &str,
+        now: Micros,
+    ) -> Result<u64> {
+        let _w = self.write.lock().await;
+        let row = sqlx::query(
+            "INSERT INTO transactional_producers (transactional_id, epoch, updated_at_us) \
+             VALUES (?, 1, ?) ON CONFLICT (transactional_id) DO UPDATE \
+             SET epoch = transactional_producers.epoch + 1, updated_at_us = excluded.updated_at_us \
+             RETURNING epoch",
+        )
+        .bind(transactional_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("epoch")? as u64)
+    }
+
+    async fn commit_transaction_offsets(&self, txn: &TxnCommit, now: Micros) -> Result<()> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let epochs = transactional_epochs(&mut tx, [txn.transactional_id.clone()]).await?;
+        let current = epochs.get(&txn.transactional_id).copied();
+        if commit::transaction_rejection(txn, current).is_some() {
+            return Err(LogError::Fenced(commit::fenced_message(
+                &txn.transactional_id,
+                txn.epoch,
+                current,
+            )));
+        }
+        for g in &txn.offsets {
+            write_group_offsets(&mut tx, &g.group, g.stream_id, &g.offsets, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn producer_progress(

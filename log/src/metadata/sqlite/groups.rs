@@ -18,22 +18,7 @@ impl GroupStore for SqliteMetadata {
             let stored = load_group(&mut tx, group).await?;
             crate::groups::rules::check_commit(group, stored.as_ref(), check)?;
         }
-        for &(partition, offset) in offsets {
-            sqlx::query(
-                "INSERT INTO group_offsets \
-                 (group_id, stream_id, partition_no, next_offset, committed_at_us) \
-                 VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (group_id, stream_id, partition_no) DO UPDATE SET \
-                 next_offset = excluded.next_offset, committed_at_us = excluded.committed_at_us",
-            )
-            .bind(group)
-            .bind(stream_id)
-            .bind(partition as i64)
-            .bind(u(offset))
-            .bind(committed_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        write_group_offsets(&mut tx, group, stream_id, offsets, committed_at).await?;
         tx.commit().await?;
         Ok(())
     }

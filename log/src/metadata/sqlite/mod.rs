@@ -32,7 +32,8 @@ use crate::clock::Micros;
 use crate::error::{LogError, Result};
 use crate::metadata::{
     AgentRecord, AgentStore, ChunkRecord, ChunkStore, CommitOutcome, FlushCommit, GroupStore,
-    MetadataStore, PartitionStats, StreamStore, TimeFilter, ViewCheckpoint, ViewRecord, ViewStore,
+    MetadataStore, PartitionStats, StreamStore, TimeFilter, TxnCommit, ViewCheckpoint, ViewRecord,
+    ViewStore,
 };
 use crate::stream::{StreamId, StreamInfo, StreamSpec, encode_schema};
 
@@ -137,6 +138,53 @@ async fn stream_in_tx(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<Op
 }
 
 /// A group's stored state, read inside a write transaction.
+/// Upserts a group's next offsets for some partitions of a stream.
+async fn write_group_offsets(
+    tx: &mut Transaction<'_, Sqlite>,
+    group: &str,
+    stream_id: StreamId,
+    offsets: &[(u32, u64)],
+    committed_at: Micros,
+) -> Result<()> {
+    for &(partition, offset) in offsets {
+        sqlx::query(
+            "INSERT INTO group_offsets \
+             (group_id, stream_id, partition_no, next_offset, committed_at_us) \
+             VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (group_id, stream_id, partition_no) DO UPDATE SET \
+             next_offset = excluded.next_offset, committed_at_us = excluded.committed_at_us",
+        )
+        .bind(group)
+        .bind(stream_id)
+        .bind(partition as i64)
+        .bind(u(offset))
+        .bind(committed_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The current epochs of some transactional producers (absent: never
+/// started).
+async fn transactional_epochs(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, u64>> {
+    let mut epochs = BTreeMap::new();
+    for id in ids {
+        let row =
+            sqlx::query("SELECT epoch FROM transactional_producers WHERE transactional_id = ?")
+                .bind(&id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(r) = row {
+            epochs.insert(id, r.try_get::<i64, _>("epoch")? as u64);
+        }
+    }
+    Ok(epochs)
+}
+
 async fn load_group(tx: &mut Transaction<'_, Sqlite>, group: &str) -> Result<Option<StoredGroup>> {
     let Some(row) = sqlx::query(
         "SELECT stream_id, partitions, strategy, generation FROM consumer_groups \

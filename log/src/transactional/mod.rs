@@ -1,0 +1,239 @@
+//! Transactional producers: appends to several streams and a consumer
+//! group's offsets, visible together at commit or never (read, process,
+//! write, exactly once).
+//!
+//! A producer names itself with a transactional id and starts
+//! ([`Log::init_transactions`]): the metadata store bumps the id's epoch,
+//! which fences every older instance of it. It then stages batches
+//! ([`Log::stage_transactional`]) and commits ([`Log::commit_transaction`])
+//! or aborts ([`Log::abort_transaction`]); the next transaction begins with
+//! its next staged batch.
+//!
+//! Staged rows stay in this process, checked against their stream and split
+//! by partition ([`Log::stage`]); nothing is written before the commit. The
+//! commit is one group of the writer: one flush and one metadata
+//! transaction, which checks that the epoch is still the id's current one
+//! and writes the group offsets. So a crash or a vanished producer before
+//! the commit leaves nothing, and an older instance cannot commit once a
+//! newer one has started, on this agent or another.
+//!
+//! A producer's calls go to the agent it started on (its staged rows live
+//! there). Bounds: a transaction open longer than its timeout (default 60 s,
+//! at most 15 min) or whose staged rows pass 256 MiB is rolled back, as is
+//! one whose batch was refused; the producer is told at its next call and
+//! must abort (or commit, which is refused) before it goes on. At most
+//! 100,000 producers are known at once; one idle for 7 days is forgotten.
+
+pub(crate) mod producers;
+
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+
+use crate::clock::monotonic;
+use crate::error::{LogError, Result};
+use crate::log::{AppendOptions, Log};
+use crate::metadata::{GroupOffsets, TxnCommit};
+use crate::writer::AppendAck;
+
+use producers::Producer;
+
+/// How long a transaction may stay open unless its producer says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest timeout a producer may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Staged rows per transaction, at most (memory, as Arrow holds them).
+pub const MAX_STAGED_BYTES: usize = 256 << 20;
+/// Producers known to one process, at most.
+pub const MAX_PRODUCERS: usize = 100_000;
+/// The longest transactional id.
+const MAX_ID_BYTES: usize = 255;
+
+/// Offsets a transaction commits for a consumer group on a stream.
+#[derive(Debug, Clone)]
+pub struct GroupCommit {
+    pub group: String,
+    pub stream: String,
+    /// (partition, next offset to read).
+    pub offsets: Vec<(u32, u64)>,
+}
+
+/// What a commit appended to one stream.
+#[derive(Debug, Clone)]
+pub struct CommittedAppend {
+    pub stream: String,
+    pub ack: AppendAck,
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(LogError::InvalidArgument(format!(
+            "a transactional id has 1 to {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Starts (or starts again) the transactional producer `id`: a new
+    /// epoch that fences every older instance, whose open transaction is
+    /// rolled back. `timeout`: how long its transactions may stay open.
+    pub async fn init_transactions(&self, id: &str, timeout: Option<Duration>) -> Result<u64> {
+        check_id(id)?;
+        let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            return Err(LogError::InvalidArgument(format!(
+                "a transaction timeout is between 1 ms and {} ms",
+                MAX_TIMEOUT.as_millis()
+            )));
+        }
+        {
+            let mut inner = self.transactional.lock();
+            inner.sweep(monotonic());
+            if !inner.producers.contains_key(id) && inner.producers.len() >= MAX_PRODUCERS {
+                return Err(LogError::LimitExceeded(format!(
+                    "{MAX_PRODUCERS} transactional producers are open on this server"
+                )));
+            }
+        }
+        let epoch = self
+            .metadata()
+            .init_transactional_producer(id, self.now_micros())
+            .await?;
+        let now = monotonic();
+        let mut inner = self.transactional.lock();
+        // Two starts racing: the newer epoch stays.
+        if inner.producers.get(id).is_none_or(|p| p.epoch < epoch) {
+            inner
+                .producers
+                .insert(id.to_string(), Producer::new(epoch, timeout, now));
+        }
+        Ok(epoch)
+    }
+
+    /// Stages batches for the open transaction of producer `id` (beginning
+    /// one if none is open); nothing is written until the commit. The rows
+    /// staged. A batch refused (its schema, its size) rolls the transaction
+    /// back.
+    pub async fn stage_transactional(
+        &self,
+        id: &str,
+        epoch: u64,
+        stream: &str,
+        batches: Vec<RecordBatch>,
+        options: &AppendOptions,
+    ) -> Result<u64> {
+        {
+            let mut inner = self.transactional.lock();
+            let p = inner.producer(id, epoch, monotonic())?;
+            if let Some(why) = &p.failed {
+                return Err(LogError::TransactionAborted(why.clone()));
+            }
+        }
+        let staged = self.stage(stream, batches, options).await;
+        let mut inner = self.transactional.lock();
+        let now = monotonic();
+        let p = inner.producer(id, epoch, now)?;
+        if let Some(why) = &p.failed {
+            return Err(LogError::TransactionAborted(why.clone()));
+        }
+        let staged = match staged {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(0),
+            Err(e) => {
+                p.fail(format!(
+                    "the transaction of producer \"{id}\" was rolled back: a batch was refused \
+                     ({e}); abort it and begin again"
+                ));
+                return Err(e);
+            }
+        };
+        let bytes = staged.bytes();
+        if p.bytes.saturating_add(bytes) > MAX_STAGED_BYTES {
+            let why = format!(
+                "the transaction of producer \"{id}\" staged more than {} MiB and was rolled \
+                 back; abort it and commit smaller transactions",
+                MAX_STAGED_BYTES >> 20
+            );
+            p.fail(why.clone());
+            return Err(LogError::LimitExceeded(why));
+        }
+        let rows = staged.rows();
+        p.bytes += bytes;
+        p.began.get_or_insert(now);
+        p.staged.push(staged);
+        Ok(rows)
+    }
+
+    /// Commits the open transaction of producer `id`: its staged batches and
+    /// `offsets`, in one flush and one metadata transaction, or nothing
+    /// (`Fenced` when a newer instance has started). Answers once durable,
+    /// with what each staged batch received, in staging order.
+    pub async fn commit_transaction(
+        &self,
+        id: &str,
+        epoch: u64,
+        offsets: &[GroupCommit],
+    ) -> Result<Vec<CommittedAppend>> {
+        let mut groups = Vec::with_capacity(offsets.len());
+        for g in offsets {
+            if g.group.is_empty() {
+                return Err(LogError::InvalidArgument(
+                    "a consumer group needs a name".into(),
+                ));
+            }
+            let info = self.checked_offsets(&g.stream, &g.offsets).await?;
+            groups.push(GroupOffsets {
+                group: g.group.clone(),
+                stream_id: info.id,
+                offsets: g.offsets.clone(),
+            });
+        }
+        let staged = {
+            let mut inner = self.transactional.lock();
+            let p = inner.producer(id, epoch, monotonic())?;
+            if let Some(why) = p.failed.take() {
+                p.take();
+                return Err(LogError::TransactionAborted(why));
+            }
+            p.take()
+        };
+        let txn = TxnCommit {
+            transactional_id: id.to_string(),
+            epoch,
+            offsets: groups,
+        };
+        if staged.is_empty() {
+            if !txn.offsets.is_empty() {
+                self.metadata()
+                    .commit_transaction_offsets(&txn, self.now_micros())
+                    .await?;
+            }
+            return Ok(Vec::new());
+        }
+        let streams: Vec<String> = staged.iter().map(|s| s.info.name().to_string()).collect();
+        let submitted = self
+            .writer()
+            .submit_group(
+                staged.into_iter().map(|s| (s.info, s.parts)).collect(),
+                Some(txn),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(submitted.len());
+        for (stream, s) in streams.into_iter().zip(submitted) {
+            out.push(CommittedAppend {
+                stream,
+                ack: s.durable().await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rolls back the open transaction of producer `id`: nothing it staged
+    /// is written.
+    pub fn abort_transaction(&self, id: &str, epoch: u64) -> Result<()> {
+        let mut inner = self.transactional.lock();
+        inner.producer(id, epoch, monotonic())?.take();
+        Ok(())
+    }
+}
