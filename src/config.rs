@@ -58,6 +58,26 @@ pub struct ServerArgs {
           value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
 
+    /// PostgreSQL connections served at once; more are refused with 53300
+    /// [default: 1024]
+    #[arg(long, env = "STREAMHOUSE_PG_MAX_CONNECTIONS", value_name = "N")]
+    pub pg_max_connections: Option<usize>,
+
+    /// Flight connections served at once; more are closed at once, which
+    /// clients see as UNAVAILABLE [default: 1024]
+    #[arg(long, env = "STREAMHOUSE_FLIGHT_MAX_CONNECTIONS", value_name = "N")]
+    pub flight_max_connections: Option<usize>,
+
+    /// Largest gRPC message the Flight port accepts (one record batch of an
+    /// upload, one request); larger ones are RESOURCE_EXHAUSTED
+    /// [default: 64 MiB]
+    #[arg(
+        long,
+        env = "STREAMHOUSE_FLIGHT_MAX_MESSAGE_BYTES",
+        value_name = "BYTES"
+    )]
+    pub flight_max_message_bytes: Option<usize>,
+
     /// TOML configuration file; flags and environment variables override it
     #[arg(long, env = "STREAMHOUSE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -88,6 +108,23 @@ pub struct ViewsSection {
     pub idle_timeout: Option<Duration>,
 }
 
+/// The `[limits]` table of the config file: what each door accepts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub pg_max_connections: Option<usize>,
+    pub flight_max_connections: Option<usize>,
+    pub flight_max_message_bytes: Option<usize>,
+}
+
+/// What each door accepts, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub pg_max_connections: usize,
+    pub flight_max_connections: usize,
+    pub flight_max_message_bytes: usize,
+}
+
 /// The config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +139,8 @@ pub struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub views: ViewsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
 }
 
 mod humantime_serde_opt {
@@ -134,6 +173,7 @@ pub struct ServerConfig {
     pub log: LogSection,
     pub checkpoint_interval: Duration,
     pub idle_timeout: Duration,
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -177,8 +217,35 @@ impl ServerConfig {
                 .idle_timeout
                 .or(file.views.idle_timeout)
                 .unwrap_or(Duration::from_secs(5)),
+            limits: Limits {
+                pg_max_connections: positive(
+                    "pg_max_connections",
+                    args.pg_max_connections
+                        .or(file.limits.pg_max_connections)
+                        .unwrap_or(1024),
+                )?,
+                flight_max_connections: positive(
+                    "flight_max_connections",
+                    args.flight_max_connections
+                        .or(file.limits.flight_max_connections)
+                        .unwrap_or(1024),
+                )?,
+                flight_max_message_bytes: positive(
+                    "flight_max_message_bytes",
+                    args.flight_max_message_bytes
+                        .or(file.limits.flight_max_message_bytes)
+                        .unwrap_or(64 << 20),
+                )?,
+            },
         })
     }
+}
+
+fn positive(name: &str, n: usize) -> anyhow::Result<usize> {
+    if n == 0 {
+        bail!("{name} must be at least 1");
+    }
+    Ok(n)
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {

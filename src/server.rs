@@ -105,7 +105,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let pg_task = tokio::spawn(streamhouse_pgwire::serve(
         pg,
         db.clone(),
-        PgConfig::default(),
+        PgConfig {
+            max_connections: config.limits.pg_max_connections,
+            ..PgConfig::default()
+        },
         async move {
             let _ = pg_stopped.await;
         },
@@ -116,9 +119,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let flight_addr = flight.local_addr()?;
     warn_if_exposed("Flight", flight_addr);
     let (stop_flight, flight_stopped) = tokio::sync::oneshot::channel::<()>();
-    let flight_task = tokio::spawn(streamhouse_flight::serve(flight, db.clone(), async move {
-        let _ = flight_stopped.await;
-    }));
+    let flight_task = tokio::spawn(streamhouse_flight::serve(
+        flight,
+        db.clone(),
+        streamhouse_flight::FlightConfig {
+            max_connections: config.limits.flight_max_connections,
+            max_message_bytes: config.limits.flight_max_message_bytes,
+        },
+        async move {
+            let _ = flight_stopped.await;
+        },
+    ));
 
     let addresses = [
         ("pgwire", pg_addr),

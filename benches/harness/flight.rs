@@ -34,6 +34,7 @@ async fn flight_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
     tokio::spawn(streamhouse_flight::serve(
         listener,
         db,
+        streamhouse_flight::FlightConfig::default(),
         std::future::pending(),
     ));
     (dd, log, format!("http://{addr}"))

@@ -56,6 +56,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
     tokio::spawn(streamhouse_flight::serve(
         listener,
         db.clone(),
+        streamhouse_flight::FlightConfig::default(),
         std::future::pending(),
     ));
 

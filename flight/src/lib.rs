@@ -31,27 +31,51 @@ pub use sql::FlightSql;
 
 mod tokio_stream_shim {
     //! A `TcpListener` as the stream of connections tonic serves, each
-    //! counted as an open connection of this door while it lives.
+    //! counted as an open connection of this door while it lives, and
+    //! capped.
     use std::pin::Pin;
+    use std::sync::Arc;
     use std::task::{Context, Poll};
 
     use streamhouse_sql::metrics::ConnectionGauge;
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{OwnedSemaphorePermit, Semaphore};
     use tonic::transport::server::{Connected, TcpConnectInfo};
 
-    pub struct Incoming(pub TcpListener);
+    /// Accepted connections, at most `slots` open at once: past that a
+    /// connection is closed as soon as it is accepted (the client sees
+    /// UNAVAILABLE) and counted as refused.
+    pub struct Incoming {
+        pub listener: TcpListener,
+        pub slots: Arc<Semaphore>,
+    }
 
     impl futures::Stream for Incoming {
         type Item = std::io::Result<Counted>;
         fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            match self.0.poll_accept(cx) {
-                Poll::Ready(Ok((s, _))) => Poll::Ready(Some(Ok(Counted {
-                    inner: s,
-                    _open: ConnectionGauge::open("flight"),
-                }))),
-                Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-                Poll::Pending => Poll::Pending,
+            loop {
+                match self.listener.poll_accept(cx) {
+                    Poll::Ready(Ok((s, _))) => match self.slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            return Poll::Ready(Some(Ok(Counted {
+                                inner: s,
+                                _open: ConnectionGauge::open("flight"),
+                                _slot: slot,
+                            })));
+                        }
+                        Err(_) => {
+                            metrics::counter!(
+                                streamhouse_sql::metrics::CONNECTIONS_REFUSED,
+                                "door" => "flight"
+                            )
+                            .increment(1);
+                            drop(s);
+                        }
+                    },
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
         }
     }
@@ -60,6 +84,7 @@ mod tokio_stream_shim {
     pub struct Counted {
         inner: TcpStream,
         _open: ConnectionGauge,
+        _slot: OwnedSemaphorePermit,
     }
 
     impl Connected for Counted {
@@ -113,12 +138,31 @@ mod tokio_stream_shim {
 /// after shutdown begins.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Limits of the Flight port.
+#[derive(Debug, Clone)]
+pub struct FlightConfig {
+    /// Connections open at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// The largest gRPC message accepted (RESOURCE_EXHAUSTED past it).
+    pub max_message_bytes: usize,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        FlightConfig {
+            max_connections: 1024,
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
 /// Serves Flight on `listener` until `shutdown` resolves; then following
 /// reads end with UNAVAILABLE, and calls still open after a short drain are
 /// cut.
 pub async fn serve(
     listener: TcpListener,
     db: Arc<Database>,
+    config: FlightConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
@@ -138,8 +182,17 @@ pub async fn serve(
                 .and_then(|i| i.remote_addr());
             tracing::info_span!("flight_call", method = %request.uri().path(), peer = ?peer)
         })
-        .add_service(FlightServiceServer::new(Router::new(db, closing)))
-        .serve_with_incoming_shutdown(Incoming(listener), signal);
+        .add_service(
+            FlightServiceServer::new(Router::new(db, closing))
+                .max_decoding_message_size(config.max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(
+            Incoming {
+                listener,
+                slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            },
+            signal,
+        );
     tokio::select! {
         r = server => r,
         _ = async move {

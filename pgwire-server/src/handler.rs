@@ -20,7 +20,7 @@ use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, PgWireServerHandlers, Type,
 };
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
@@ -50,13 +50,27 @@ type Copies = Arc<Mutex<HashMap<SocketAddr, CopyState>>>;
 struct Sessions(Mutex<HashMap<SocketAddr, Arc<Session>>>);
 
 impl Sessions {
-    fn of(&self, peer: SocketAddr) -> Arc<Session> {
-        self.0
+    /// The connection's session, working until the guard is dropped (a
+    /// session with work in hand is not idle).
+    fn of(&self, peer: SocketAddr) -> Working {
+        let session = self
+            .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(peer)
             .or_insert_with(|| Arc::new(Session::for_door(DOOR)))
-            .clone()
+            .clone();
+        session.work_started();
+        Working(session)
+    }
+
+    /// The connection's session, if it has one, without touching it.
+    fn get(&self, peer: SocketAddr) -> Option<Arc<Session>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .cloned()
     }
 
     fn forget(&self, peer: SocketAddr) {
@@ -69,6 +83,23 @@ impl Sessions {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A session while one message of its connection is handled.
+struct Working(Arc<Session>);
+
+impl std::ops::Deref for Working {
+    type Target = Arc<Session>;
+
+    fn deref(&self) -> &Arc<Session> {
+        &self.0
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.work_ended();
     }
 }
 
@@ -87,6 +118,8 @@ pub struct Handlers {
     sessions: Arc<Sessions>,
     /// Running connections by (pid, secret key), for cancel requests.
     connections: Arc<ConnectionManager>,
+    /// Connections past the cap: their startup is answered 53300.
+    refused: Arc<Mutex<std::collections::HashSet<SocketAddr>>>,
 }
 
 impl Handlers {
@@ -101,6 +134,7 @@ impl Handlers {
             copies: Arc::default(),
             sessions,
             connections: Arc::new(ConnectionManager::new()),
+            refused: Arc::default(),
         })
     }
 
@@ -113,6 +147,24 @@ impl Handlers {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&peer);
         self.sessions.forget(peer);
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
+    }
+
+    /// Marks a connection past the cap: its startup is answered with
+    /// 53300 and the connection closed.
+    pub fn refuse(&self, peer: SocketAddr) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer);
+    }
+
+    /// A connection's session, if it has one.
+    pub fn session(&self, peer: SocketAddr) -> Option<Arc<Session>> {
+        self.sessions.get(peer)
     }
 }
 
@@ -145,6 +197,7 @@ impl PgWireServerHandlers for Handlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::new(Startup {
             connections: self.connections.clone(),
+            refused: self.refused.clone(),
         })
     }
 
@@ -154,9 +207,11 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Trust authentication (loopback by default); announces our settings and
-/// registers the connection so that a CancelRequest can find it.
+/// registers the connection so that a CancelRequest can find it. A
+/// connection past the cap is answered 53300 instead.
 struct Startup {
     connections: Arc<ConnectionManager>,
+    refused: Arc<Mutex<std::collections::HashSet<SocketAddr>>>,
 }
 
 #[async_trait]
@@ -175,6 +230,18 @@ impl NoopStartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&client.socket_addr());
+        if refused {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "53300".into(),
+                "sorry, too many clients already".into(),
+            ))));
+        }
         // Values drivers check; later ParameterStatus messages override the
         // defaults sent during authentication.
         for (name, value) in [

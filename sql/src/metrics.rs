@@ -18,6 +18,8 @@ pub const QUERY_SECONDS: &str = "streamhouse_query_seconds";
 pub const QUERY_ERRORS: &str = "streamhouse_query_errors_total";
 /// Open client connections, by `door`.
 pub const CONNECTIONS: &str = "streamhouse_connections";
+/// Counter: connections refused because the door was at its cap, by door.
+pub const CONNECTIONS_REFUSED: &str = "streamhouse_connections_refused_total";
 /// Rows of a view's inputs not reflected yet, by `view`.
 pub const VIEW_LAG_ROWS: &str = "streamhouse_view_lag_rows";
 /// How long since the view last reflected every row committed to its

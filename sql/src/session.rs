@@ -1,5 +1,6 @@
-//! A client session: its settings (what `SET` changes and `SHOW` reports)
-//! and its transaction block.
+//! A client session: its settings (what `SET` changes and `SHOW` reports),
+//! its transaction block, and whether it is working or idle (for
+//! `idle_in_transaction_session_timeout`).
 //!
 //! Defaults are what drivers expect from a PostgreSQL 16 server (pgjdbc
 //! disconnects if `client_encoding`, `DateStyle`, `integer_datetimes` or
@@ -10,6 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use streamhouse_log::monotonic;
+use tokio::time::Instant;
 
 use crate::limits::parse_duration;
 use crate::transaction::{Transaction, parse_size};
@@ -39,6 +44,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("default_transaction_isolation", "read committed"),
     ("default_transaction_read_only", "off"),
     ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "10min"),
     ("integer_datetimes", "on"),
     ("IntervalStyle", "postgres"),
     ("is_superuser", "on"),
@@ -81,6 +87,8 @@ pub struct Session {
     door: &'static str,
     /// The open transaction block, if any.
     transaction: Transaction,
+    /// Statements running now, and when the last one ended.
+    activity: Mutex<(usize, Instant)>,
 }
 
 impl Default for Session {
@@ -96,6 +104,7 @@ impl Session {
             changed: Mutex::new(BTreeMap::new()),
             door,
             transaction: Transaction::default(),
+            activity: Mutex::new((0, monotonic())),
         }
     }
 
@@ -115,6 +124,37 @@ impl Session {
         self.get("statement_timeout")
             .and_then(|(_, v)| parse_duration(&v).ok())
             .flatten()
+    }
+
+    /// How long the session may sit idle inside a transaction block
+    /// (`idle_in_transaction_session_timeout`); `None`: no limit.
+    pub fn idle_in_transaction_timeout(&self) -> Option<Duration> {
+        self.get("idle_in_transaction_session_timeout")
+            .and_then(|(_, v)| parse_duration(&v).ok())
+            .flatten()
+    }
+
+    /// A statement (or protocol message) of the session starts; pair with
+    /// [`Session::work_ended`].
+    pub fn work_started(&self) {
+        self.activity.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
+    }
+
+    /// A statement of the session ended.
+    pub fn work_ended(&self) {
+        let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        a.0 = a.0.saturating_sub(1);
+        a.1 = monotonic();
+    }
+
+    /// How long the session has been idle inside a transaction block (open
+    /// or failed) with nothing running; `None` when it is not.
+    pub fn idle_in_transaction(&self) -> Option<Duration> {
+        if self.transaction.state() == crate::transaction::BlockState::Idle {
+            return None;
+        }
+        let (running, since) = *self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        (running == 0).then(|| monotonic().duration_since(since))
     }
 
     /// The memory a query's operators may reserve, when the session set
@@ -176,7 +216,7 @@ impl Session {
                 parse_size(&value)?;
                 value
             }
-            "statement_timeout" => {
+            "statement_timeout" | "idle_in_transaction_session_timeout" => {
                 parse_duration(&value)?;
                 value
             }

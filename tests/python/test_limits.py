@@ -1,0 +1,127 @@
+"""The limits of each door, crossed on purpose: connection caps (PostgreSQL
+refuses with 53300, Flight closes the connection), the Flight port's
+largest message, and a session idle inside a transaction block past
+idle_in_transaction_session_timeout (ended with 25P03, nothing of its block
+written). After each, the other sessions go on."""
+
+import json
+import tempfile
+import time
+
+import psycopg
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from conftest import Server
+
+SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("pad", pa.string())])
+ERRORS = (flight.FlightError, pa.ArrowException)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A server with small caps."""
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(d, ["--pg-max-connections", "3", "--flight-max-connections", "2",
+                       "--flight-max-message-bytes", "1048576"])
+        try:
+            with psycopg.connect(s.dsn, autocommit=True) as c:
+                c.execute("CREATE STREAM lim (id BIGINT NOT NULL, pad TEXT)")
+            yield s
+        finally:
+            assert s.stop() == 0
+
+
+def put(client, rows, pad=""):
+    b = pa.record_batch([pa.array(rows, pa.int64()), pa.array([pad] * len(rows))], schema=SCHEMA)
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("streams", "lim"), SCHEMA)
+    writer.write_batch(b)
+    writer.done_writing()
+    acks = []
+    while (buf := reader.read()) is not None:
+        acks.append(json.loads(buf.to_pybytes()))
+    writer.close()
+    return acks
+
+
+def count(dsn):
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return c.execute("SELECT count(*) FROM lim").fetchone()[0]
+
+
+def test_postgres_connections_past_the_cap_are_refused_with_53300(small):
+    held = [psycopg.connect(small.dsn, autocommit=True) for _ in range(3)]
+    try:
+        with pytest.raises(psycopg.OperationalError) as e:
+            psycopg.connect(small.dsn, autocommit=True, connect_timeout=10)
+        assert "too many clients" in str(e.value)
+        # The connections in hand go on.
+        for c in held:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        # A freed slot is taken by the next client.
+        held.pop().close()
+        time.sleep(0.2)
+        held.append(psycopg.connect(small.dsn, autocommit=True))
+        assert held[-1].execute("SELECT 2").fetchone()[0] == 2
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_flight_connections_past_the_cap_are_closed(small):
+    a, b = flight.connect(small.flight), flight.connect(small.flight)
+    try:
+        assert put(a, [1])[0]["rows"] == 1
+        assert put(b, [2])[0]["rows"] == 1
+        c = flight.connect(small.flight)
+        with pytest.raises(ERRORS) as e:
+            put(c, [3])
+        assert "unavailable" in str(e.value).lower() or "connect" in str(e.value).lower(), e.value
+        c.close()
+        # The two in hand go on.
+        assert put(a, [4])[0]["rows"] == 1
+    finally:
+        a.close()
+        b.close()
+    time.sleep(0.2)
+    c = flight.connect(small.flight)
+    assert put(c, [5])[0]["rows"] == 1
+    c.close()
+
+
+def test_a_flight_message_past_the_limit_is_refused_and_the_port_goes_on(small):
+    before = count(small.dsn)
+    client = flight.connect(small.flight)
+    with pytest.raises(ERRORS) as e:
+        put(client, [10], pad="x" * (2 << 20))
+    assert "resource" in str(e.value).lower() or "too large" in str(e.value).lower(), e.value
+    client.close()
+    assert count(small.dsn) == before
+    client = flight.connect(small.flight)
+    assert put(client, [11], pad="y" * 1000)[0]["rows"] == 1
+    client.close()
+
+
+def test_a_session_idle_in_a_block_past_its_timeout_is_ended_with_25p03(small):
+    before = count(small.dsn)
+    idle = psycopg.connect(small.dsn)
+    idle.execute("SET idle_in_transaction_session_timeout = '500ms'")
+    idle.commit()
+    idle.execute("INSERT INTO lim VALUES (100, 'idle')")
+    # Working in the block for longer than the timeout is not idling.
+    for _ in range(4):
+        time.sleep(0.3)
+        idle.execute("SELECT count(*) FROM lim")
+    time.sleep(1.5)
+    with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout) as e:
+        idle.execute("SELECT 1")
+    assert "idle-in-transaction timeout" in str(e.value)
+    idle.close()
+    # Nothing of its block was written; the others go on.
+    assert count(small.dsn) == before
+    # Outside a block, idling is fine.
+    with psycopg.connect(small.dsn, autocommit=True) as c:
+        c.execute("SET idle_in_transaction_session_timeout = '200ms'")
+        time.sleep(0.6)
+        assert c.execute("SELECT 1").fetchone()[0] == 1
