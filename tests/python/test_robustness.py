@@ -89,6 +89,23 @@ def test_oversized_and_unknown_messages_after_startup(server):
     assert alive(server) == 1
 
 
+def test_a_message_body_shorter_than_its_fields_is_a_protocol_error(server):
+    # Parse whose body ends before its parameter-type count, Bind whose
+    # counts promise more than the body holds, Execute with no row limit:
+    # each read past its body (a panic, or the next message's bytes).
+    for body in (b"P" + struct.pack("!I", 4 + 3) + b"\x00x\x00",
+                 b"B" + struct.pack("!I", 4 + 4) + b"\x00\x00\x00\x05",
+                 b"E" + struct.pack("!I", 4 + 1) + b"\x00"):
+        s = raw(server)
+        startup(s)
+        s.sendall(body + b"S\x00\x00\x00\x04")
+        answer = read_all(s)
+        s.close()
+        assert answer.startswith(b"E"), answer
+        assert b"08P01" in answer, answer
+    assert alive(server) == 1
+
+
 def test_client_vanishing_mid_copy_loses_nothing_acknowledged(server):
     with psycopg.connect(server.dsn, autocommit=True) as c:
         c.execute("CREATE STREAM IF NOT EXISTS vanish (id BIGINT) WITH (partitions = 2)")
