@@ -19,6 +19,7 @@ use streamhouse_log::{Log, StreamInfo};
 use streamhouse_streams::dataflow::changes::{self, SIGN};
 use streamhouse_streams::dataflow::{
     AggregateDescription, Description, Emit, Placement, Shape, recompute_schemas, unsupported_join,
+    watermark_delays,
 };
 use streamhouse_streams::scan::{StreamTable, stream_of};
 use streamhouse_streams::{Dataflow, Merge, Sessions, Windowing};
@@ -126,8 +127,9 @@ fn describe(
     if session_spec.is_some() && !distinct.is_empty() {
         return Err(unsupported("count(DISTINCT …) over SESSION windows"));
     }
-    // Windows close with a watermark: every input needs an event time.
-    let watermarked = inputs.iter().all(|i| i.spec.event_time.is_some());
+    // Windows close with a watermark, which the engine builds when every
+    // input has an event time.
+    let watermarked = watermark_delays(&inputs).is_some();
     let windowing = match window_end_column(&agg) {
         Some(end_column) if watermarked => {
             // A hidden row count per group counts late rows.

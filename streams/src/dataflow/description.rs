@@ -22,6 +22,18 @@ pub enum Emit {
     OnUpdate,
 }
 
+/// The watermark delay of each input, in order, when every input has an
+/// event time; `None` otherwise. The one place that decides whether a
+/// dataflow over `inputs` has a watermark (and so whether its windows
+/// close): the SQL layer asks it before choosing windowed emission, the
+/// engine before building watermarks.
+pub fn watermark_delays(inputs: &[Arc<StreamInfo>]) -> Option<Vec<Duration>> {
+    inputs
+        .iter()
+        .map(|i| i.spec.event_time.as_ref().map(|et| et.watermark_delay))
+        .collect()
+}
+
 /// A continuous query, compiled.
 pub struct Description {
     /// The streams it reads, each once, in the order its progress records

@@ -39,7 +39,9 @@ use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder}
 use streamhouse_log::{Log, StreamInfo, ViewCheckpoint};
 use tokio::task::JoinHandle;
 
-pub use description::{AggregateDescription, Description, Emit, Output, Placement, Shape};
+pub use description::{
+    AggregateDescription, Description, Emit, Output, Placement, Shape, watermark_delays,
+};
 pub use join::unsupported_join;
 pub use state_table::recompute_schemas;
 
@@ -508,10 +510,10 @@ fn restore_progress(inputs: &mut [Input], cp: Option<&ViewCheckpoint>) -> Result
 /// The watermarks of the input partitions, when every input has an
 /// event-time column.
 fn watermarks(inputs: &[Input], idle_timeout: Duration) -> Option<Watermarks> {
+    let infos: Vec<Arc<StreamInfo>> = inputs.iter().map(|i| i.info.clone()).collect();
     let mut delays = Vec::new();
-    for i in inputs {
-        let et = i.info.spec.event_time.as_ref()?;
-        let delay = et.watermark_delay.as_micros() as i64;
+    for (i, delay) in inputs.iter().zip(description::watermark_delays(&infos)?) {
+        let delay = delay.as_micros() as i64;
         delays.extend(std::iter::repeat_n(delay, i.consumed.len()));
     }
     Some(Watermarks::new(
