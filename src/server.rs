@@ -26,6 +26,7 @@ use crate::config::{MetadataUrl, ServerConfig};
 /// Runs the server until a shutdown signal.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut shutdown = ShutdownSignal::install()?;
+    raise_open_file_limit();
     let data_dir = DataDir::open(&config.data_dir)
         .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
 
@@ -249,5 +250,35 @@ impl ShutdownSignal {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: each PostgreSQL
+/// connection holds two descriptors (one for its session, one to end it
+/// with a message), each Flight connection one, and the usual soft limit of
+/// 1024 would stop accepts below the connection caps.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && limit.rlim_cur < limit.rlim_max
+            && {
+                let want = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0
+            }
+    };
+    if raised {
+        tracing::debug!(
+            from = limit.rlim_cur,
+            to = limit.rlim_max,
+            "raised the open-file limit"
+        );
     }
 }

@@ -5,6 +5,8 @@ idle_in_transaction_session_timeout (ended with 25P03, nothing of its block
 written). After each, the other sessions go on."""
 
 import json
+import resource
+import subprocess
 import tempfile
 import time
 
@@ -13,7 +15,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from conftest import Server
+from conftest import Server, _binary
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("pad", pa.string())])
 ERRORS = (flight.FlightError, pa.ArrowException)
@@ -125,3 +127,27 @@ def test_a_session_idle_in_a_block_past_its_timeout_is_ended_with_25p03(small):
         c.execute("SET idle_in_transaction_session_timeout = '200ms'")
         time.sleep(0.6)
         assert c.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit():
+    """Each PostgreSQL connection holds two descriptors: a soft limit of 256
+    must not cap the server below its connection caps."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 256:
+        pytest.fail(f"this machine's hard open-file limit ({hard}) leaves nothing to raise")
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen(
+            [_binary(), "server", "--data-dir", d, "--http-addr", "127.0.0.1:0",
+             "--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+        try:
+            for line in proc.stdout:
+                if line.startswith("Press Ctrl-C"):
+                    break
+            with open(f"/proc/{proc.pid}/limits") as f:
+                row = next(l for l in f if l.startswith("Max open files"))
+            assert row.split()[3:5] == [str(hard), str(hard)], row
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=30) == 0
