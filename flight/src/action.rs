@@ -1,15 +1,31 @@
-//! What every JSON action of the producer/consumer API shares: parsing the
-//! body and answering one JSON result.
+//! What every JSON action of the producer/consumer API shares: listing the
+//! types, parsing the body and answering one JSON result.
 
 use std::pin::Pin;
 
-use arrow_flight::Action;
+use arrow_flight::{Action, ActionType};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tonic::{Response, Status};
 
 /// The answer stream of `DoAction`.
 pub type ActionStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::Result, Status>> + Send>>;
+
+/// `ListActions` entries for a module's (type, description) pairs.
+pub fn types(actions: &[(&str, &str)]) -> Vec<ActionType> {
+    actions
+        .iter()
+        .map(|(t, d)| ActionType {
+            r#type: t.to_string(),
+            description: d.to_string(),
+        })
+        .collect()
+}
+
+/// Whether `kind` is one of a module's action types.
+pub fn named(actions: &[(&str, &str)], kind: &str) -> bool {
+    actions.iter().any(|(t, _)| *t == kind)
+}
 
 /// The body as `T`; an empty body is `T::default()`.
 pub fn body<T: for<'de> Deserialize<'de> + Default>(action: &Action) -> Result<T, Status> {

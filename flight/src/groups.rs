@@ -64,13 +64,7 @@ const ACTIONS: [(&str, &str); 7] = [
 
 /// The actions this module answers, for `ListActions`.
 pub fn action_types() -> Vec<ActionType> {
-    ACTIONS
-        .iter()
-        .map(|(t, d)| ActionType {
-            r#type: t.to_string(),
-            description: d.to_string(),
-        })
-        .collect()
+    crate::action::types(&ACTIONS)
 }
 
 #[derive(Deserialize)]
@@ -120,7 +114,7 @@ struct Empty {}
 
 /// Whether this module answers an action type.
 pub fn answers(kind: &str) -> bool {
-    ACTIONS.iter().any(|(t, _)| *t == kind)
+    crate::action::named(&ACTIONS, kind)
 }
 
 /// Answers a group action (one [`answers`] is true for).

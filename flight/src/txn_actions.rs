@@ -41,18 +41,12 @@ const ACTIONS: [(&str, &str); 3] = [
 
 /// The actions this module answers, for `ListActions`.
 pub fn action_types() -> Vec<ActionType> {
-    ACTIONS
-        .iter()
-        .map(|(t, d)| ActionType {
-            r#type: t.to_string(),
-            description: d.to_string(),
-        })
-        .collect()
+    crate::action::types(&ACTIONS)
 }
 
 /// Whether this module answers an action type.
 pub fn answers(kind: &str) -> bool {
-    ACTIONS.iter().any(|(t, _)| *t == kind)
+    crate::action::named(&ACTIONS, kind)
 }
 
 #[derive(Deserialize)]

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from flight_api import action, produce
+
 SCHEMA = pa.schema([
     pa.field("id", pa.int64(), nullable=False),
     pa.field("name", pa.string()),
@@ -42,30 +44,6 @@ def batch(ids, name="x"):
         pa.array([f"{name}{i}" for i in ids]),
         pa.array([i / 2 for i in ids], pa.float64()),
     ], schema=SCHEMA)
-
-
-def produce(client, stream, batches, metadata=None):
-    """Writes batches; returns the decoded acknowledgement of each."""
-    writer, reader = client.do_put(flight.FlightDescriptor.for_path("streams", stream), SCHEMA)
-    acks = []
-    for i, b in enumerate(batches):
-        if metadata:
-            writer.write_with_metadata(b, pa.py_buffer(json.dumps(metadata[i]).encode()))
-        else:
-            writer.write_batch(b)
-    writer.done_writing()
-    while True:
-        buf = reader.read()
-        if buf is None:
-            break
-        acks.append(json.loads(buf.to_pybytes()))
-    writer.close()
-    return acks
-
-
-def action(client, kind, body):
-    return [json.loads(r.body.to_pybytes())
-            for r in client.do_action(flight.Action(kind, json.dumps(body).encode()))]
 
 
 def consume(client, **ticket):

@@ -4,7 +4,6 @@ largest message, and a session idle inside a transaction block past
 idle_in_transaction_session_timeout (ended with 25P03, nothing of its block
 written). After each, the other sessions go on."""
 
-import json
 import resource
 import subprocess
 import tempfile
@@ -16,6 +15,7 @@ import pyarrow.flight as flight
 import pytest
 
 from conftest import Server, _binary
+from flight_api import produce
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("pad", pa.string())])
 ERRORS = (flight.FlightError, pa.ArrowException)
@@ -37,14 +37,7 @@ def small():
 
 def put(client, rows, pad=""):
     b = pa.record_batch([pa.array(rows, pa.int64()), pa.array([pad] * len(rows))], schema=SCHEMA)
-    writer, reader = client.do_put(flight.FlightDescriptor.for_path("streams", "lim"), SCHEMA)
-    writer.write_batch(b)
-    writer.done_writing()
-    acks = []
-    while (buf := reader.read()) is not None:
-        acks.append(json.loads(buf.to_pybytes()))
-    writer.close()
-    return acks
+    return produce(client, "lim", [b])
 
 
 def count(dsn):

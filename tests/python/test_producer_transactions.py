@@ -17,6 +17,7 @@ import pyarrow.flight as flight
 import pytest
 
 from conftest import Server
+from flight_api import action, produce
 
 SCHEMA = pa.schema([
     pa.field("id", pa.int64(), nullable=False),
@@ -46,26 +47,6 @@ def batch(ids):
         pa.array([f"n{i}" for i in ids]),
         pa.array([i / 2 for i in ids], pa.float64()),
     ], schema=SCHEMA)
-
-
-def produce(client, stream, batches, metadata=None):
-    writer, reader = client.do_put(flight.FlightDescriptor.for_path("streams", stream), SCHEMA)
-    for b in batches:
-        if metadata is None:
-            writer.write_batch(b)
-        else:
-            writer.write_with_metadata(b, pa.py_buffer(json.dumps(metadata).encode()))
-    writer.done_writing()
-    acks = []
-    while (buf := reader.read()) is not None:
-        acks.append(json.loads(buf.to_pybytes()))
-    writer.close()
-    return acks
-
-
-def action(client, kind, body):
-    return [json.loads(r.body.to_pybytes())
-            for r in client.do_action(flight.Action(kind, json.dumps(body).encode()))]
 
 
 def ids(client, **ticket):
