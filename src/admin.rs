@@ -5,8 +5,8 @@
 //! the log is open and the views are recovered (metadata and object store
 //! reached, recovery done) and until shutdown begins; `/health` reports
 //! both in JSON. `/metrics` is the Prometheus exposition: counters and
-//! histograms recorded as things happen, and gauges of views and consumer
-//! groups refreshed at each scrape. The REST API reads through the same
+//! histograms recorded as things happen, and gauges of views, consumer
+//! groups and the allocator's memory refreshed at each scrape. The REST API reads through the same
 //! `Log` every other door uses.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,6 +84,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     {
         tracing::warn!(error = %e, "view and consumer gauges not refreshed");
     }
+    crate::metrics::record_allocator();
     s.metrics.run_upkeep();
     (
         [(

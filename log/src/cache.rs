@@ -17,15 +17,19 @@ pub type ChunkKey = (Arc<str>, u64);
 /// A decoded chunk, in chunk schema (declared columns + `_timestamp`).
 pub type CachedChunk = Arc<Vec<RecordBatch>>;
 
+/// What an entry costs beyond its arrays' buffers: its key, the cache's
+/// slot and the batch structs with their schema (an estimate; it keeps a
+/// cache of many tiny chunks from holding far more than its capacity).
+const ENTRY_OVERHEAD: u64 = 256;
+const BATCH_OVERHEAD: u64 = 512;
+
 #[derive(Clone)]
 struct ByBytes;
 
 impl Weighter<ChunkKey, CachedChunk> for ByBytes {
-    fn weight(&self, _key: &ChunkKey, val: &CachedChunk) -> u64 {
-        val.iter()
-            .map(|b| b.get_array_memory_size() as u64)
-            .sum::<u64>()
-            .max(1)
+    fn weight(&self, key: &ChunkKey, val: &CachedChunk) -> u64 {
+        let arrays: u64 = val.iter().map(|b| b.get_array_memory_size() as u64).sum();
+        arrays + ENTRY_OVERHEAD + key.0.len() as u64 + BATCH_OVERHEAD * val.len() as u64
     }
 }
 

@@ -73,16 +73,22 @@ pub fn batches_time_bounds(batches: &[RecordBatch], column: usize) -> Result<Tim
     })
 }
 
-/// Encodes `batches` (all of `schema`) as one IPC stream chunk.
-pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], zstd_level: i32) -> Result<Vec<u8>> {
+/// Merges `batches` (all of `schema`) into one when they are small on
+/// average, so a flush of many single-row INSERTs is one batch: one IPC
+/// message when encoded, one entry's worth of bookkeeping when cached.
+/// Larger batches are kept as they are, without a copy.
+pub fn coalesce(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let merged;
-    let batches = if batches.len() > 1 && rows / batches.len() < COALESCE_BELOW_ROWS {
-        merged = [concat_batches(schema, batches)?];
-        &merged[..]
+    if batches.len() > 1 && rows / batches.len() < COALESCE_BELOW_ROWS {
+        Ok(vec![concat_batches(schema, &batches)?])
     } else {
-        batches
-    };
+        Ok(batches)
+    }
+}
+
+/// Encodes `batches` (all of `schema`) as one IPC stream chunk, one message
+/// per batch ([`coalesce`] them first).
+pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], zstd_level: i32) -> Result<Vec<u8>> {
     let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
     let options = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::ZSTD))?
@@ -234,14 +240,32 @@ mod tests {
 
     #[test]
     fn round_trip_with_projection_and_coalescing() {
-        let parts = [batch(3), batch(5)];
-        let bytes = encode(&parts[0].schema(), &parts, FLUSH_ZSTD_LEVEL).unwrap();
+        let schema = batch(1).schema();
+        let parts = coalesce(&schema, vec![batch(3), batch(5)]).unwrap();
+        let bytes = encode(&schema, &parts, FLUSH_ZSTD_LEVEL).unwrap();
         let all = decode("x", Bytes::from(bytes.clone()), None).unwrap();
         assert_eq!(all.len(), 1, "small batches are coalesced");
         assert_eq!(all[0].num_rows(), 8);
         let proj = decode("x", Bytes::from(bytes), Some(vec![1])).unwrap();
         assert_eq!(proj[0].num_columns(), 1);
         assert_eq!(proj[0].column(0).as_string::<i32>().value(4), "n1");
+    }
+
+    #[test]
+    fn coalesce_merges_only_small_batches() {
+        let schema = batch(1).schema();
+        let small = coalesce(&schema, (0..100).map(|_| batch(10)).collect()).unwrap();
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0].num_rows(), 1000);
+        let large = vec![batch(5000), batch(6000)];
+        let first = large[0].column(0).to_data().buffers()[0].as_ptr();
+        let kept = coalesce(&schema, large).unwrap();
+        assert_eq!(kept.len(), 2, "large batches are kept as they are");
+        assert_eq!(
+            kept[0].column(0).to_data().buffers()[0].as_ptr(),
+            first,
+            "without a copy"
+        );
     }
 
     #[test]

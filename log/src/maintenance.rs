@@ -138,9 +138,11 @@ impl Log {
         }
         let schema = chunk_schema(&info.spec.schema);
         let level = self.zstd_level();
-        let encoded = tokio::task::spawn_blocking(move || chunk::encode(&schema, &batches, level))
-            .await
-            .map_err(|e| crate::LogError::Internal(format!("encode task: {e}")))??;
+        let encoded = tokio::task::spawn_blocking(move || {
+            chunk::encode(&schema, &chunk::coalesce(&schema, batches)?, level)
+        })
+        .await
+        .map_err(|e| crate::LogError::Internal(format!("encode task: {e}")))??;
         let path = DataObjectPath::new_unique();
         let size = encoded.len() as u64;
         self.store()

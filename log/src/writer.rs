@@ -545,26 +545,29 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
         }
         slices.push(mine);
     }
-    let chunks: Vec<PlannedChunk> = plan.into_values().collect();
+    let mut chunks: Vec<PlannedChunk> = plan.into_values().collect();
     let index: HashMap<(StreamId, u32), usize> = chunks
         .iter()
         .enumerate()
         .map(|(i, c)| ((c.stream.id, c.partition), i))
         .collect();
 
-    // Encode every chunk in parallel, off the async workers.
+    // Coalesce and encode every chunk in parallel, off the async workers.
+    // The coalesced batches are what the cache keeps: one batch per chunk
+    // instead of one per INSERT, each with its own arrays and schema.
     let level = s.config.zstd_level;
-    let encoded = futures::future::try_join_all(chunks.iter().map(|c| {
-        let batches = c.batches.clone();
+    let encoded = futures::future::try_join_all(chunks.iter_mut().map(|c| {
+        let batches = std::mem::take(&mut c.batches);
         let schema = chunk_schema(&c.stream.spec.schema);
         let et = c.stream.event_time_index();
-        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, TimeBounds)> {
+        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, TimeBounds, Vec<RecordBatch>)> {
+            let batches = chunk::coalesce(&schema, batches)?;
             let bytes = chunk::encode(&schema, &batches, level)?;
             let event_time = match et {
                 Some(i) => chunk::batches_time_bounds(&batches, i)?,
                 None => TimeBounds::default(),
             };
-            Ok((bytes, event_time))
+            Ok((bytes, event_time, batches))
         })
     }))
     .await
@@ -572,22 +575,23 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
 
-    let total: usize = encoded.iter().map(|(b, _)| b.len()).sum();
+    let total: usize = encoded.iter().map(|(b, _, _)| b.len()).sum();
     let mut object = Vec::with_capacity(total);
     let mut new_chunks = Vec::with_capacity(chunks.len());
-    for (c, (bytes, event_time)) in chunks.iter().zip(&encoded) {
+    let mut decoded = Vec::with_capacity(chunks.len());
+    for (c, (bytes, event_time, batches)) in chunks.iter().zip(encoded) {
         let start = object.len() as u64;
-        object.extend_from_slice(bytes);
+        object.extend_from_slice(&bytes);
         new_chunks.push(NewChunk {
             stream_id: c.stream.id,
             partition: c.partition,
             byte_range: start..object.len() as u64,
             rows: c.rows,
-            event_time: *event_time,
+            event_time,
             append_time: c.append_time,
         });
+        decoded.push(batches);
     }
-    drop(encoded);
 
     let path = DataObjectPath::new_unique();
     let object_size = object.len() as u64;
@@ -653,11 +657,9 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
             .increment(nc.byte_range.end - nc.byte_range.start);
     }
     let object_key: Arc<str> = Arc::from(path.as_str());
-    for ((c, nc), base) in chunks.into_iter().zip(&commit.chunks).zip(&bases) {
-        s.cache.insert(
-            (object_key.clone(), nc.byte_range.start),
-            Arc::new(c.batches),
-        );
+    for (((c, nc), base), batches) in chunks.iter().zip(&commit.chunks).zip(&bases).zip(decoded) {
+        s.cache
+            .insert((object_key.clone(), nc.byte_range.start), Arc::new(batches));
         s.tail.publish(c.stream.id, c.partition, base + c.rows);
     }
     let acks = commit

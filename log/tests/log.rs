@@ -684,6 +684,21 @@ async fn shutdown_flushes_buffered_appends(b: Backend) {
     );
 }
 
+async fn a_flush_of_small_batches_is_cached_as_one(b: Backend) {
+    let f = Fixture::new(b).await;
+    f.log.create_stream(spec("s", 1)).await.unwrap();
+    let batches: Vec<RecordBatch> = (0..50).map(|i| orders(i..i + 1, 1, T0)).collect();
+    f.log
+        .append_batches("s", batches, AppendOptions::default())
+        .await
+        .unwrap();
+    let gets = f.store.stats().gets();
+    let read = read_all(&f, "s", 0).await;
+    assert_eq!(f.store.stats().gets(), gets, "read from the writer's cache");
+    assert_eq!(i64s(&read, "id"), (0..50).collect::<Vec<_>>());
+    assert_eq!(read.len(), 1, "one batch for the chunk, not one per INSERT");
+}
+
 async fn append_batches_is_one_atomic_append(b: Backend) {
     let f = Fixture::new(b).await;
     f.log.create_stream(spec("m", 3)).await.unwrap();
@@ -819,6 +834,7 @@ async fn staged_appends_to_several_streams_commit_together(b: Backend) {
 per_backend!(
     staged_appends_to_several_streams_commit_together,
     append_batches_is_one_atomic_append,
+    a_flush_of_small_batches_is_cached_as_one,
     shutdown_flushes_buffered_appends,
     round_trip_by_key,
     concurrent_appenders_get_dense_unique_offsets,

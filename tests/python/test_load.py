@@ -18,6 +18,7 @@ import socket
 import struct
 import tempfile
 import time
+import urllib.request
 
 import asyncpg
 
@@ -33,6 +34,18 @@ def rss_bytes(pid: int, field: str = "VmRSS") -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def allocator_bytes(server) -> dict:
+    """The allocator's gauges from /metrics: kind -> bytes."""
+    with urllib.request.urlopen(f"http://{server.http}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("streamhouse_memory_bytes{"):
+            kind = line.split('kind="', 1)[1].split('"', 1)[0]
+            out[kind] = int(float(line.rsplit(" ", 1)[1]))
+    return out
 
 
 class Stats:
@@ -193,10 +206,13 @@ async def run(server, pid):
     workers = {"insert": insert_worker, "query": query_worker, "copy": copy_worker,
                "block": block_worker, "garbage": garbage_worker}
     samples = []
+    allocator = []
 
     async def sample():
         while time.monotonic() < stop:
             samples.append((time.monotonic(), rss_bytes(pid), rss_bytes(pid, "RssAnon")))
+            if len(samples) % 15 == 1:
+                allocator.append(await asyncio.to_thread(allocator_bytes, server))
             await asyncio.sleep(1)
 
     tasks = [asyncio.create_task(sample())]
@@ -206,7 +222,7 @@ async def run(server, pid):
             tasks.append(asyncio.create_task(workers[kind](server, w, stats, stop)))
             w += 1
     await asyncio.gather(*tasks)
-    return stats, samples
+    return stats, samples, allocator
 
 
 def percentile(values, p):
@@ -216,9 +232,18 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
+# A small chunk cache, full within seconds: what grows after that is the
+# server's own memory, not the cache filling up to its capacity (256 MiB by
+# default, which would take minutes at this rate).
+CACHE_BYTES = 32 << 20
+
+
 def test_five_hundred_connections_under_mixed_load():
     with tempfile.TemporaryDirectory() as d:
-        s = Server(d)
+        config = os.path.join(d, "streamhouse.toml")
+        with open(config, "w") as f:
+            f.write(f"[log]\ncache_bytes = {CACHE_BYTES}\n")
+        s = Server(os.path.join(d, "data"), extra_args=("--config", config))
         try:
             async def setup():
                 conn = await connect(s)
@@ -228,17 +253,20 @@ def test_five_hundred_connections_under_mixed_load():
                 await conn.close()
             asyncio.run(setup())
             started = time.monotonic()
-            stats, samples = asyncio.run(run(s, s.proc.pid))
+            stats, samples, allocator = asyncio.run(run(s, s.proc.pid))
             elapsed = time.monotonic() - started
+            # With every client gone: what the server still holds.
+            after = allocator_bytes(s)
 
             async def check():
                 conn = await connect(s)
                 a = await conn.fetchval("SELECT count(*) FROM load_a")
                 b = await conn.fetchval("SELECT count(*) FROM load_b")
                 vanished = await conn.fetchval("SELECT count(*) FROM load_b WHERE tag = 'vanished'")
+                chunks = await conn.fetchval("SELECT sum(chunks) FROM streamhouse.partitions")
                 await conn.close()
-                return a, b, vanished
-            a, b, vanished = asyncio.run(check())
+                return a, b, vanished, chunks
+            a, b, vanished, chunks = asyncio.run(check())
         finally:
             code = s.stop()
         assert code == 0
@@ -259,6 +287,11 @@ def test_five_hundred_connections_under_mixed_load():
                     "warm_min": min(warm) >> 20, "end": rss[-1] >> 20},
         "rss_mib_every_15s": [r >> 20 for r in rss[::15]],
         "anon_mib_every_15s": [a >> 20 for _, _, a in samples[::15]],
+        "allocator_mib_every_15s": {
+            kind: [m.get(kind, 0) >> 20 for m in allocator]
+            for kind in ("allocated", "active", "resident", "retained")},
+        "allocator_mib_after_load": {k: v >> 20 for k, v in after.items()},
+        "chunks": chunks,
     }
     print(json.dumps(report, indent=2))
     if os.environ.get("LOAD_REPORT"):
@@ -277,3 +310,5 @@ def test_five_hundred_connections_under_mixed_load():
     # (the end within 1.5x of the warm minimum), and stays under 2 GiB.
     assert rss[-1] <= 1.5 * min(warm) + (64 << 20), report["rss_mib"]
     assert max(rss) < 2 << 30, report["rss_mib"]
+    # The allocator's own account is exported and agrees it holds memory.
+    assert all(m.get("allocated", 0) > 0 for m in allocator), allocator
