@@ -78,6 +78,11 @@ pub struct ServerArgs {
     )]
     pub flight_max_message_bytes: Option<usize>,
 
+    /// Memory all running queries may reserve together; a query that would
+    /// cross it fails with 53200 [default: half of the machine's memory]
+    #[arg(long, env = "STREAMHOUSE_QUERY_MEMORY", value_name = "BYTES")]
+    pub query_memory: Option<usize>,
+
     /// TOML configuration file; flags and environment variables override it
     #[arg(long, env = "STREAMHOUSE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -115,6 +120,7 @@ pub struct LimitsSection {
     pub pg_max_connections: Option<usize>,
     pub flight_max_connections: Option<usize>,
     pub flight_max_message_bytes: Option<usize>,
+    pub query_memory: Option<usize>,
 }
 
 /// What each door accepts, resolved.
@@ -123,6 +129,7 @@ pub struct Limits {
     pub pg_max_connections: usize,
     pub flight_max_connections: usize,
     pub flight_max_message_bytes: usize,
+    pub query_memory: usize,
 }
 
 /// The config file.
@@ -235,6 +242,12 @@ impl ServerConfig {
                     args.flight_max_message_bytes
                         .or(file.limits.flight_max_message_bytes)
                         .unwrap_or(64 << 20),
+                )?,
+                query_memory: positive(
+                    "query_memory",
+                    args.query_memory
+                        .or(file.limits.query_memory)
+                        .unwrap_or_else(streamhouse_sql::limits::default_query_memory),
                 )?,
             },
         })

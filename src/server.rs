@@ -91,6 +91,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                 state_dir: Some(data_dir.path().join("state")),
                 checkpoint_interval: config.checkpoint_interval,
                 idle_timeout: config.idle_timeout,
+                server_query_memory: config.limits.query_memory,
                 ..DatabaseOptions::default()
             },
         )

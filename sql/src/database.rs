@@ -78,6 +78,8 @@ pub struct Database {
     default_session: Session,
     /// Rewrites of client catalog queries.
     compat: Compat,
+    /// The pool every query's memory is also reserved from.
+    pub(crate) query_memory: limits::ServerMemory,
 }
 
 impl std::fmt::Debug for Database {
@@ -136,6 +138,9 @@ pub struct DatabaseOptions {
     /// The memory one query's operators may reserve unless its session sets
     /// `query_memory_limit`; by default half of the machine's memory.
     pub query_memory_limit: usize,
+    /// The memory all running queries may reserve together; by default
+    /// half of the machine's memory.
+    pub server_query_memory: usize,
 }
 
 impl Default for DatabaseOptions {
@@ -146,6 +151,7 @@ impl Default for DatabaseOptions {
             idle_timeout: std::time::Duration::from_secs(5),
             lease_duration: std::time::Duration::from_secs(10),
             query_memory_limit: limits::default_query_memory(),
+            server_query_memory: limits::default_query_memory(),
         }
     }
 }
@@ -190,6 +196,7 @@ impl Database {
             default_session: Session::default(),
             compat,
             views: Arc::new(Views::default()),
+            query_memory: limits::ServerMemory::new(options.server_query_memory),
             options,
             state_dir,
             _temp_state: temp_state,
@@ -629,7 +636,11 @@ impl Database {
             Action::Query(plan) => {
                 let plan = with_session_settings(bind(plan, params)?, session)?;
                 let plan = with_own_writes(plan, session.transaction())?;
-                let ctx = limits::query_context(&self.ctx, self.memory_limit(session))?;
+                let ctx = limits::query_context(
+                    &self.ctx,
+                    self.memory_limit(session),
+                    &self.query_memory,
+                )?;
                 let df = ctx.execute_logical_plan(plan).await?;
                 let stream = df.execute_stream().await?;
                 Ok(QueryResult::Rows(match &prepared.schema {

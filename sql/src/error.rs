@@ -109,7 +109,8 @@ pub enum SqlError {
     #[error("canceling statement due to statement timeout")]
     StatementTimeout,
 
-    /// A query needed more memory than `query_memory_limit` allows.
+    /// A query needed more memory than its `query_memory_limit`, or the
+    /// server's query memory shared by all queries, allows.
     #[error("{0}")]
     OutOfMemory(String),
 
@@ -264,11 +265,10 @@ impl From<arrow::error::ArrowError> for SqlError {
     }
 }
 
-/// A query's memory pool was exhausted.
+/// A query's memory pool (its own `query_memory_limit`, or the server's
+/// pool all queries share) was exhausted; `detail` says which.
 fn out_of_memory(detail: &str) -> SqlError {
-    SqlError::OutOfMemory(format!(
-        "out of memory: {detail} (the query needs more than query_memory_limit allows)"
-    ))
+    SqlError::OutOfMemory(format!("out of memory: {detail}"))
 }
 
 impl From<DataFusionError> for SqlError {

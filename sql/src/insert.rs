@@ -389,7 +389,11 @@ impl Database {
     ) -> Result<QueryResult> {
         let info = self.log.stream(name).await?;
         let declared = info.spec.schema.clone();
-        let ctx = crate::limits::query_context(&self.ctx, self.memory_limit(session))?;
+        let ctx = crate::limits::query_context(
+            &self.ctx,
+            self.memory_limit(session),
+            &self.query_memory,
+        )?;
         let df = ctx.execute_logical_plan(source).await?;
         let batches = df.collect().await?;
         let rows = self

@@ -2,6 +2,10 @@
 //! `statement_timeout` (57014 when it passes) and `query_memory_limit` (the
 //! memory a query's operators may reserve, half of the machine's by
 //! default; 53200 past it, after what can spill to disk has spilled).
+//! Every query's reservations also come out of one pool for the whole
+//! server ([`ServerMemory`], half of the machine's by default), so queries
+//! running together cannot reserve more than it either: the one that would
+//! cross it fails with 53200 and the others go on.
 //!
 //! Subscriptions (push queries) run until the client leaves and have no
 //! timeout. Writes (INSERT, COPY, COMMIT) have none either: once an append
@@ -9,11 +13,14 @@
 //! that did.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::memory_pool::{
+    GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -99,12 +106,124 @@ pub fn default_query_memory() -> usize {
     total.map_or(4 << 30, |t| t / 2)
 }
 
+/// The memory all running queries of the server may reserve together.
+#[derive(Debug, Clone)]
+pub struct ServerMemory {
+    pool: Arc<GreedyMemoryPool>,
+    bytes: usize,
+}
+
+impl ServerMemory {
+    pub fn new(bytes: usize) -> ServerMemory {
+        ServerMemory {
+            pool: Arc::new(GreedyMemoryPool::new(bytes)),
+            bytes,
+        }
+    }
+
+    /// Bytes reserved by running queries now.
+    pub fn reserved(&self) -> usize {
+        self.pool.reserved()
+    }
+}
+
+/// One query's pool: at most `limit` bytes, each also reserved from the
+/// server's pool.
+#[derive(Debug)]
+struct QueryPool {
+    limit: usize,
+    used: AtomicUsize,
+    server: ServerMemory,
+}
+
+impl std::fmt::Display for QueryPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "query(used: {}, limit: {}, server: {})",
+            self.used.load(Ordering::Relaxed),
+            self.limit,
+            self.server.pool
+        )
+    }
+}
+
+impl MemoryPool for QueryPool {
+    fn name(&self) -> &str {
+        "query"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.server.pool.register(consumer)
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.server.pool.unregister(consumer)
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.used.fetch_add(additional, Ordering::Relaxed);
+        self.server.pool.grow(reservation, additional);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.used.fetch_sub(shrink, Ordering::Relaxed);
+        self.server.pool.shrink(reservation, shrink);
+    }
+
+    fn try_grow(
+        &self,
+        reservation: &MemoryReservation,
+        additional: usize,
+    ) -> datafusion::error::Result<()> {
+        let consumer = reservation.consumer().name();
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(additional).filter(|n| *n <= self.limit)
+            })
+            .map_err(|used| {
+                DataFusionError::ResourcesExhausted(format!(
+                    "{consumer} needed {additional} more bytes; the query holds {used} of \
+                     the {} bytes query_memory_limit allows",
+                    self.limit
+                ))
+            })?;
+        if self.server.pool.try_grow(reservation, additional).is_err() {
+            self.used.fetch_sub(additional, Ordering::Relaxed);
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "{consumer} needed {additional} more bytes; running queries hold {} of \
+                 the server's {} bytes of query memory",
+                self.server.reserved(),
+                self.server.bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        MemoryLimit::Finite(self.limit)
+    }
+}
+
 /// A context for one query: `base`'s catalog, functions and settings, with
-/// a memory pool of its own of `limit` bytes.
-pub(crate) fn query_context(base: &SessionContext, limit: usize) -> Result<SessionContext> {
+/// a memory pool of its own of `limit` bytes, drawn from `server`'s.
+pub(crate) fn query_context(
+    base: &SessionContext,
+    limit: usize,
+    server: &ServerMemory,
+) -> Result<SessionContext> {
     let state = base.state();
+    let pool = QueryPool {
+        limit,
+        used: AtomicUsize::new(0),
+        server: server.clone(),
+    };
     let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
-        .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
+        .with_memory_pool(Arc::new(pool))
         .build_arc()?;
     let state = SessionStateBuilder::new_from_existing(state)
         .with_runtime_env(runtime)
@@ -128,6 +247,35 @@ mod tests {
             .and_then(|k| k.parse().ok())
             .unwrap();
         assert_eq!(limit, kib * 1024 / 2);
+    }
+
+    #[test]
+    fn queries_share_the_server_pool_and_keep_their_own_limits() {
+        let server = ServerMemory::new(100);
+        let pool = |limit| -> Arc<dyn MemoryPool> {
+            Arc::new(QueryPool {
+                limit,
+                used: AtomicUsize::new(0),
+                server: server.clone(),
+            })
+        };
+        let (a, b) = (pool(80), pool(1000));
+        let ra = MemoryConsumer::new("a").register(&a);
+        let rb = MemoryConsumer::new("b").register(&b);
+        ra.try_grow(60).unwrap();
+        let e = rb.try_grow(60).unwrap_err().to_string();
+        assert!(e.contains("server's 100 bytes"), "{e}");
+        assert_eq!(server.reserved(), 60, "a refused reservation holds nothing");
+        rb.try_grow(40).unwrap();
+        assert_eq!(server.reserved(), 100);
+        rb.shrink(40);
+        let e = ra.try_grow(30).unwrap_err().to_string();
+        assert!(e.contains("query_memory_limit"), "{e}");
+        ra.try_grow(20).unwrap();
+        assert_eq!((a.reserved(), b.reserved(), server.reserved()), (80, 0, 80));
+        drop(ra);
+        drop(rb);
+        assert_eq!(server.reserved(), 0, "reservations end with their queries");
     }
 
     #[test]

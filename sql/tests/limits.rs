@@ -7,13 +7,17 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use futures::TryStreamExt;
 use streamhouse_log::DataDir;
-use streamhouse_sql::{Database, QueryResult, Session, SqlError};
+use streamhouse_sql::{Database, DatabaseOptions, QueryResult, Session, SqlError};
 
 async fn open() -> (Database, tempfile::TempDir, DataDir) {
+    open_with(DatabaseOptions::default()).await
+}
+
+async fn open_with(options: DatabaseOptions) -> (Database, tempfile::TempDir, DataDir) {
     let dir = tempfile::tempdir().unwrap();
     let dd = DataDir::open(dir.path()).unwrap();
     let log = Arc::new(dd.open_log().await.unwrap());
-    (Database::open(log).await.unwrap(), dir, dd)
+    (Database::open_with(log, options).await.unwrap(), dir, dd)
 }
 
 /// Runs one statement in `session` and reads all its rows.
@@ -94,6 +98,28 @@ async fn a_query_over_its_memory_limit_fails_with_53200() {
     assert!(e.to_string().contains("query_memory_limit"), "{e}");
     run(&db, &s, "RESET query_memory_limit").await.unwrap();
     assert_eq!(one(&db, &s, join).await, 2_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_together_stay_within_the_server_pool() {
+    let (db, _dir, _dd) = open_with(DatabaseOptions {
+        server_query_memory: 4 << 20,
+        ..DatabaseOptions::default()
+    })
+    .await;
+    let s = Session::default();
+    // The session's own limit (half the machine) would allow the join; the
+    // server's pool does not.
+    let join = "SELECT count(*) FROM generate_series(1, 2000000) AS a(v) \
+                JOIN generate_series(1, 2000000) AS b(v) ON a.v = b.v";
+    let e = run(&db, &s, join).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "53200", "{e}");
+    assert!(e.to_string().contains("server's"), "{e}");
+    // What fits still runs.
+    assert_eq!(
+        one(&db, &s, "SELECT count(*) FROM generate_series(1, 1000)").await,
+        1000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

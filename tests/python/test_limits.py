@@ -1,8 +1,9 @@
 """The limits of each door, crossed on purpose: connection caps (PostgreSQL
 refuses with 53300, Flight closes the connection), the Flight port's
-largest message, and a session idle inside a transaction block past
-idle_in_transaction_session_timeout (ended with 25P03, nothing of its block
-written). After each, the other sessions go on."""
+largest message, the server's query memory (53200), and a session idle
+inside a transaction block past idle_in_transaction_session_timeout (ended
+with 25P03, nothing of its block written). After each, the other sessions
+go on."""
 
 import resource
 import subprocess
@@ -26,7 +27,8 @@ def small():
     """A server with small caps."""
     with tempfile.TemporaryDirectory() as d:
         s = Server(d, ["--pg-max-connections", "3", "--flight-max-connections", "2",
-                       "--flight-max-message-bytes", "1048576"])
+                       "--flight-max-message-bytes", "1048576",
+                       "--query-memory", str(8 << 20)])
         try:
             with psycopg.connect(s.dsn, autocommit=True) as c:
                 c.execute("CREATE STREAM lim (id BIGINT NOT NULL, pad TEXT)")
@@ -62,6 +64,22 @@ def test_postgres_connections_past_the_cap_are_refused_with_53300(small):
     finally:
         for c in held:
             c.close()
+
+
+def test_a_query_past_the_servers_query_memory_fails_with_53200(small):
+    join = ("SELECT count(*) FROM generate_series(1, 2000000) AS a(v) "
+            "JOIN generate_series(1, 2000000) AS b(v) ON a.v = b.v")
+    with psycopg.connect(small.dsn, autocommit=True) as a, \
+            psycopg.connect(small.dsn, autocommit=True) as b:
+        # The session's own query_memory_limit (half the machine) allows it;
+        # the server's pool does not.
+        with pytest.raises(psycopg.errors.OutOfMemory) as e:
+            a.execute(join)
+        assert e.value.sqlstate == "53200"
+        assert "server's" in str(e.value)
+        # Both sessions go on.
+        assert a.execute("SELECT count(*) FROM generate_series(1, 1000)").fetchone()[0] == 1000
+        assert b.execute("SELECT 1").fetchone()[0] == 1
 
 
 def test_flight_connections_past_the_cap_are_closed(small):
