@@ -216,11 +216,12 @@ async fn drain_rows(result: QueryResult) -> Result<i64, Status> {
         QueryResult::Subscription(_) => Err(Status::invalid_argument(
             "a push query returns rows; run it with GetFlightInfo and DoGet",
         )),
-        QueryResult::Rows(s) => {
-            // A query sent as an update runs, and counts nothing.
-            s.try_collect::<Vec<_>>()
-                .await
-                .map_err(|e| sql_status(SqlError::from(e)))?;
+        QueryResult::Rows(mut s) => {
+            // A query sent as an update runs, and counts nothing: its rows
+            // are read and dropped one batch at a time, never held.
+            while let Some(batch) = s.next().await {
+                batch.map_err(|e| sql_status(SqlError::from(e)))?;
+            }
             Ok(0)
         }
         QueryResult::CopyIn(_) | QueryResult::CopyOut { .. } => Err(Status::unimplemented(

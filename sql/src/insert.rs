@@ -8,7 +8,9 @@ use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::TableReference;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::logical_expr::LogicalPlan;
+use futures::StreamExt;
 use sqlparser::ast::{
     CopySource, CopyTarget, Insert, ObjectName, Statement as SqlStatement, TableObject,
 };
@@ -395,7 +397,18 @@ impl Database {
             &self.query_memory,
         )?;
         let df = ctx.execute_logical_plan(source).await?;
-        let batches = df.collect().await?;
+        // The rows are held until one atomic append; they count against the
+        // query's memory like an operator's buffers, so an INSERT … SELECT
+        // of more than it may hold fails with 53200 instead of exhausting
+        // the machine.
+        let held = MemoryConsumer::new("INSERT rows").register(&ctx.runtime_env().memory_pool);
+        let mut rows_in = df.execute_stream().await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = rows_in.next().await {
+            let batch = batch?;
+            held.try_grow(batch.get_array_memory_size())?;
+            batches.push(batch);
+        }
         let rows = self
             .append_rows(session, name, &declared, targets, &batches)
             .await?;

@@ -101,6 +101,28 @@ async fn a_query_over_its_memory_limit_fails_with_53200() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_select_holds_its_rows_within_the_memory_limit() {
+    let (db, _dir, _dd) = open().await;
+    let s = Session::default();
+    run(&db, &s, "CREATE STREAM big (v BIGINT)").await.unwrap();
+    run(&db, &s, "SET query_memory_limit = '4MB'")
+        .await
+        .unwrap();
+    // 2 M rows of 8 bytes are held until the append: more than 4 MB.
+    let insert = "INSERT INTO big SELECT value FROM generate_series(1, 2000000) AS t(value)";
+    let e = run(&db, &s, insert).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "53200", "{e}");
+    assert_eq!(
+        one(&db, &s, "SELECT count(*) FROM big").await,
+        0,
+        "nothing written"
+    );
+    run(&db, &s, "RESET query_memory_limit").await.unwrap();
+    run(&db, &s, insert).await.unwrap();
+    assert_eq!(one(&db, &s, "SELECT count(*) FROM big").await, 2_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_together_stay_within_the_server_pool() {
     let (db, _dir, _dd) = open_with(DatabaseOptions {
         server_query_memory: 4 << 20,
