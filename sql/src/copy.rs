@@ -16,6 +16,7 @@ use arrow::csv::reader::Decoder;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use bytes::Bytes;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::MemoryReservation;
 use futures::{Stream, StreamExt};
 use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 
@@ -126,6 +127,13 @@ pub struct CopyIn {
     /// CSV: the data so far ends inside a quoted field.
     in_quotes: bool,
     rows: u64,
+    /// What the copy holds until its one append (decoded batches and
+    /// undecoded bytes), reserved from the session's query memory: past
+    /// it the COPY fails with 53200 instead of exhausting the machine.
+    memory: MemoryReservation,
+    /// Bytes of the decoded batches so far, and how many of them.
+    held: usize,
+    counted: usize,
 }
 
 impl std::fmt::Debug for CopyIn {
@@ -143,6 +151,7 @@ impl CopyIn {
         declared: SchemaRef,
         targets: Vec<usize>,
         format: CopyFormat,
+        memory: MemoryReservation,
     ) -> Result<Self> {
         // Parse straight into the target columns' types.
         let fields: Vec<Field> = targets
@@ -178,6 +187,9 @@ impl CopyIn {
             ended: false,
             in_quotes: false,
             rows: 0,
+            memory,
+            held: 0,
+            counted: 0,
         })
     }
 
@@ -194,6 +206,27 @@ impl CopyIn {
     /// Decodes a chunk of copy data. Complete lines are decoded at once; an
     /// unfinished last line waits for the next chunk.
     pub fn feed(&mut self, data: &[u8]) -> Result<()> {
+        self.feed_data(data)?;
+        self.reserve()
+    }
+
+    /// Reserves what the copy holds now: the batches decoded so far (each
+    /// counted once) and the bytes waiting to be decoded.
+    fn reserve(&mut self) -> Result<()> {
+        let (batches, waiting) = match &self.binary {
+            Some(b) => (&b.batches, b.buffered()),
+            None => (&self.batches, self.partial.len()),
+        };
+        self.held += batches[self.counted..]
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>();
+        self.counted = batches.len();
+        self.memory.try_resize(self.held.saturating_add(waiting))?;
+        Ok(())
+    }
+
+    fn feed_data(&mut self, data: &[u8]) -> Result<()> {
         if let Some(b) = self.binary.as_mut() {
             return b.feed(data);
         }

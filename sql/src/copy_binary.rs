@@ -160,6 +160,11 @@ impl BinaryIn {
         Ok(Some(p))
     }
 
+    /// Bytes received and not decoded into a batch yet.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Turns the rows so far into a batch.
     pub fn flush(&mut self) -> Result<()> {
         if self.rows == 0 {

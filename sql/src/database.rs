@@ -694,7 +694,7 @@ impl Database {
                 Ok(QueryResult::command(CommandTag::Reset))
             }
             Action::Show(name) => show(session, name),
-            Action::Copy(stmt) => self.copy(stmt.as_ref().clone()).await,
+            Action::Copy(stmt) => self.copy(session, stmt.as_ref().clone()).await,
             Action::Statement(stmt) => self.run_statement(stmt.clone()).await,
         }
     }

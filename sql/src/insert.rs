@@ -181,7 +181,7 @@ pub(crate) fn conform_insert(
 }
 
 impl Database {
-    pub(crate) async fn copy(&self, stmt: SqlStatement) -> Result<QueryResult> {
+    pub(crate) async fn copy(&self, session: &Session, stmt: SqlStatement) -> Result<QueryResult> {
         let SqlStatement::Copy {
             source,
             to,
@@ -216,7 +216,16 @@ impl Database {
             let info = self.log.stream(&name).await?;
             let cols: Vec<ObjectName> = columns.into_iter().map(ObjectName::from).collect();
             let targets = target_columns(&info, &cols)?;
-            let copy = CopyIn::new(name, info.spec.schema.clone(), targets, format)?;
+            let pool = crate::limits::query_context(
+                &self.ctx,
+                self.memory_limit(session),
+                &self.query_memory,
+            )?
+            .runtime_env()
+            .memory_pool
+            .clone();
+            let memory = MemoryConsumer::new("COPY rows").register(&pool);
+            let copy = CopyIn::new(name, info.spec.schema.clone(), targets, format, memory)?;
             return Ok(QueryResult::CopyIn(Box::new(copy)));
         }
         if target != CopyTarget::Stdout {

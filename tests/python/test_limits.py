@@ -82,6 +82,30 @@ def test_a_query_past_the_servers_query_memory_fails_with_53200(small):
         assert b.execute("SELECT 1").fetchone()[0] == 1
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_copy_past_the_memory_limit_fails_with_53200_and_writes_nothing(small, binary):
+    with psycopg.connect(small.dsn, autocommit=True) as c:
+        before = c.execute("SELECT count(*) FROM lim").fetchone()[0]
+        c.execute("SET query_memory_limit = '4MB'")
+        # A COPY is one append: its rows are held until the end, within
+        # the session's query memory.
+        with pytest.raises(psycopg.errors.OutOfMemory):
+            if binary:
+                with c.cursor().copy("COPY lim (id, pad) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["int8", "text"])
+                    for j in range(400_000):
+                        copy.write_row((j, f"padding-{j}"))
+            else:
+                with c.cursor().copy("COPY lim (id, pad) FROM STDIN") as copy:
+                    for i in range(0, 400_000, 10_000):
+                        copy.write("".join(f"{j}\tpadding-{j}\n" for j in range(i, i + 10_000)))
+        assert c.execute("SELECT count(*) FROM lim").fetchone()[0] == before
+        # The session goes on; within the limit a COPY lands.
+        with c.cursor().copy("COPY lim (id, pad) FROM STDIN") as copy:
+            copy.write("".join(f"{j}\tsmall\n" for j in range(1000)))
+        assert c.execute("SELECT count(*) FROM lim").fetchone()[0] == before + 1000
+
+
 def test_flight_connections_past_the_cap_are_closed(small):
     a, b = flight.connect(small.flight), flight.connect(small.flight)
     try:
