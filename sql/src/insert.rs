@@ -216,14 +216,7 @@ impl Database {
             let info = self.log.stream(&name).await?;
             let cols: Vec<ObjectName> = columns.into_iter().map(ObjectName::from).collect();
             let targets = target_columns(&info, &cols)?;
-            let pool = crate::limits::query_context(
-                &self.ctx,
-                self.memory_limit(session),
-                &self.query_memory,
-            )?
-            .runtime_env()
-            .memory_pool
-            .clone();
+            let pool = crate::limits::query_pool(self.memory_limit(session), &self.query_memory);
             let memory = MemoryConsumer::new("COPY rows").register(&pool);
             let copy = CopyIn::new(name, info.spec.schema.clone(), targets, format, memory)?;
             return Ok(QueryResult::CopyIn(Box::new(copy)));

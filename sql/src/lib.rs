@@ -27,6 +27,7 @@ pub mod limits;
 pub mod matview;
 pub mod metrics;
 pub mod names;
+pub mod options;
 mod ownership;
 mod prepared;
 pub mod registry;

@@ -209,6 +209,16 @@ impl MemoryPool for QueryPool {
     }
 }
 
+/// A memory pool for one query (or one COPY): `limit` bytes of its own,
+/// drawn from `server`'s.
+pub(crate) fn query_pool(limit: usize, server: &ServerMemory) -> Arc<dyn MemoryPool> {
+    Arc::new(QueryPool {
+        limit,
+        used: AtomicUsize::new(0),
+        server: server.clone(),
+    })
+}
+
 /// A context for one query: `base`'s catalog, functions and settings, with
 /// a memory pool of its own of `limit` bytes, drawn from `server`'s.
 pub(crate) fn query_context(
@@ -217,13 +227,8 @@ pub(crate) fn query_context(
     server: &ServerMemory,
 ) -> Result<SessionContext> {
     let state = base.state();
-    let pool = QueryPool {
-        limit,
-        used: AtomicUsize::new(0),
-        server: server.clone(),
-    };
     let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
-        .with_memory_pool(Arc::new(pool))
+        .with_memory_pool(query_pool(limit, server))
         .build_arc()?;
     let state = SessionStateBuilder::new_from_existing(state)
         .with_runtime_env(runtime)
@@ -252,14 +257,7 @@ mod tests {
     #[test]
     fn queries_share_the_server_pool_and_keep_their_own_limits() {
         let server = ServerMemory::new(100);
-        let pool = |limit| -> Arc<dyn MemoryPool> {
-            Arc::new(QueryPool {
-                limit,
-                used: AtomicUsize::new(0),
-                server: server.clone(),
-            })
-        };
-        let (a, b) = (pool(80), pool(1000));
+        let (a, b) = (query_pool(80, &server), query_pool(1000, &server));
         let ra = MemoryConsumer::new("a").register(&a);
         let rb = MemoryConsumer::new("b").register(&b);
         ra.try_grow(60).unwrap();
