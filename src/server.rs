@@ -144,7 +144,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Err(e) = log.agent().set_addresses(addresses).await {
         warn!(error = %e, "cannot register this agent's addresses");
     }
-    let leases = tokio::spawn(db.clone().maintain_views());
+    let leases = tokio::spawn(db.views().clone().maintain());
     let maintenance = log.start_maintenance();
     state.set_ready(log.clone(), db.clone());
     info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
@@ -174,7 +174,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(m) = maintenance {
         m.abort();
     }
-    db.release_views().await;
+    db.views().release().await;
     log.shutdown().await;
     meta.close().await;
     info!("stopped");

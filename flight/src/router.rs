@@ -92,7 +92,7 @@ impl FlightService for Router {
                 self.db.log().clone(),
                 &request.get_ref().ticket,
                 self.closing.clone(),
-                |name| self.db.changelog_of(name),
+                |name| self.db.views().changelog_of(name),
             )
             .await?;
             return Ok(Response::new(stream));

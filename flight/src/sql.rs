@@ -535,7 +535,7 @@ impl FlightSqlService for FlightSql {
         // A view's name stands for its changelog stream.
         if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&action.body)
             && let Some(name) = body.get("stream").and_then(|s| s.as_str())
-            && let Some(changelog) = self.db.changelog_of(name)
+            && let Some(changelog) = self.db.views().changelog_of(name)
         {
             body["stream"] = serde_json::Value::String(changelog);
             action.body = serde_json::to_vec(&body)

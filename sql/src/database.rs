@@ -1,27 +1,25 @@
 //! [`Database`]: the front door every adapter calls.
 //!
 //! It parses a query string into statements (our dialect on sqlparser),
-//! plans them ([`Prepared`]) and dispatches: queries go to DataFusion over a
-//! catalog in which each stream is a table; our own statements are run by
-//! their modules — `insert` (INSERT, COPY), `stream_ddl` (CREATE STREAM,
-//! SHOW STREAMS, DESCRIBE), `settings` (SET, SHOW), `views` (materialized
-//! views, SUBSCRIBE). Parameter typing and binding are in `prepared`;
-//! results are a [`QueryResult`].
+//! plans them ([`Prepared`]) and dispatches: queries go to DataFusion
+//! through the [`Planner`], in whose session each stream is a table; our
+//! own statements are run by their modules — `insert` (INSERT, COPY),
+//! `stream_ddl` (CREATE STREAM, SHOW STREAMS, DESCRIBE), `settings` (SET,
+//! SHOW), and the [`Views`] service (materialized views, SUBSCRIBE).
+//! Parameter typing and binding are in `prepared`; results are a
+//! [`QueryResult`].
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::common::{ScalarValue, TableReference};
+use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 use sqlparser::ast::Statement as SqlStatement;
-use streamhouse_log::{Log, StreamInfo};
+use streamhouse_log::Log;
 use tracing::debug;
 
 use crate::catalog::{self, Compat};
@@ -31,16 +29,15 @@ use crate::functions;
 use crate::limits;
 use crate::names::output_names;
 pub use crate::options::DatabaseOptions;
+use crate::planner::Planner;
 use crate::prepared::{Action, Prepared, bind, param_types, with_session_settings};
-use crate::registry::Views;
 use crate::result::{CommandTag, QueryResult, describe_schema, rename, show_streams_schema};
-use crate::rewrite::{fold_table_function_names, hide_system_columns, integer_literals};
 use crate::session::Session;
 use crate::settings::{assignments, setting_name, show, show_schema};
 use crate::transaction::overlay::with_own_writes;
 use crate::transaction::{BlockState, Control, Ending};
+use crate::views::{ViewTimings, Views};
 use crate::window::{Kind, Tables, WindowFunction};
-use streamhouse_streams::scan::StreamTable;
 
 /// Re-labels a result stream's columns (same types, new names).
 fn with_schema(stream: SendableRecordBatchStream, schema: SchemaRef) -> SendableRecordBatchStream {
@@ -59,20 +56,11 @@ fn with_schema(stream: SendableRecordBatchStream, schema: SchemaRef) -> Sendable
 /// The SQL engine over the log.
 pub struct Database {
     pub(crate) log: Arc<Log>,
-    pub(crate) ctx: SessionContext,
+    /// The session, with every stream registered as a table.
+    pub(crate) planner: Arc<Planner>,
     /// Materialized views: running here, elsewhere, or failed to load.
     pub(crate) views: Arc<Views>,
     pub(crate) options: DatabaseOptions,
-    /// Where views keep local state.
-    pub(crate) state_dir: std::path::PathBuf,
-    /// The temporary state directory, when none was given.
-    _temp_state: Option<tempfile::TempDir>,
-    /// Names of the streams registered as tables (for the `*` rewrite).
-    streams: RwLock<HashSet<String>>,
-    /// The same tables, for the window table functions.
-    tables: Tables,
-    /// Views' changelogs as tables, by view name (for `changes(view)`).
-    pub(crate) changelogs: Tables,
     /// Statements running now.
     pub(crate) running: Arc<crate::system::Running>,
     /// Settings used by [`Database::execute`] (embedded use, tests).
@@ -138,70 +126,65 @@ impl Database {
         config.options_mut().execution.time_zone = Some("UTC".into());
         let ctx = SessionContext::new_with_config(config);
         let compat = catalog::install(&ctx, crate::session::DATABASE).await?;
-        let (state_dir, temp_state) = match &options.state_dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("streamhouse-state-")
-                    .tempdir()
-                    .map_err(|e| {
-                        SqlError::Unavailable(format!("temporary state directory: {e}"))
-                    })?;
-                (temp.path().to_path_buf(), Some(temp))
-            }
-        };
+        functions::register(&ctx);
+        crate::bounded::register(&ctx)?;
+        let planner = Arc::new(Planner::new(log.clone(), ctx));
+        let changelogs = Tables::default();
+        let views = Arc::new(Views::new(
+            log.clone(),
+            planner.clone(),
+            changelogs.clone(),
+            options.state_dir.clone(),
+            ViewTimings {
+                checkpoint_interval: options.checkpoint_interval,
+                idle_timeout: options.idle_timeout,
+                lease_duration: options.lease_duration,
+            },
+        )?);
         let running = Arc::new(crate::system::Running::new(log.clock().clone()));
-        let db = Database {
-            log,
-            ctx,
-            streams: RwLock::new(HashSet::new()),
-            tables: Tables::default(),
-            changelogs: Tables::default(),
-            running,
-            default_session: Session::default(),
-            compat,
-            views: Arc::new(Views::default()),
-            query_memory: limits::ServerMemory::new(options.server_query_memory),
-            options,
-            state_dir,
-            _temp_state: temp_state,
-        };
-        functions::register(&db.ctx);
-        crate::bounded::register(&db.ctx)?;
         let sources = Arc::new(crate::system::Sources {
-            log: db.log.clone(),
-            views: db.views.clone(),
-            running: db.running.clone(),
+            log: log.clone(),
+            views: views.clone(),
+            running: running.clone(),
         });
-        if let Some(catalog) = db.ctx.catalog(crate::session::DATABASE) {
+        let ctx = &planner.ctx;
+        if let Some(catalog) = ctx.catalog(crate::session::DATABASE) {
             catalog.register_schema(
                 crate::system::SCHEMA,
                 crate::system::schema(crate::system::tables(sources))?,
             )?;
         }
-        db.ctx.register_udtf(
+        let tables = planner.tables();
+        ctx.register_udtf(
             "tumble",
-            Arc::new(WindowFunction::new(Kind::Tumble, db.tables.clone())),
+            Arc::new(WindowFunction::new(Kind::Tumble, tables.clone())),
         );
-        db.ctx.register_udtf(
+        ctx.register_udtf(
             "hop",
-            Arc::new(WindowFunction::new(Kind::Hop, db.tables.clone())),
+            Arc::new(WindowFunction::new(Kind::Hop, tables.clone())),
         );
-        db.ctx.register_udtf(
+        ctx.register_udtf(
             "session",
-            Arc::new(WindowFunction::new(Kind::Session, db.tables.clone())),
+            Arc::new(WindowFunction::new(Kind::Session, tables.clone())),
         );
-        db.ctx.register_udtf(
+        ctx.register_udtf(
             "changes",
-            Arc::new(crate::matview::changes::ChangesFunction::new(
-                db.changelogs.clone(),
-            )),
+            Arc::new(crate::matview::changes::ChangesFunction::new(changelogs)),
         );
-        for info in db.log.streams().await? {
-            db.register(info)?;
+        for info in log.streams().await? {
+            planner.register(info)?;
         }
-        db.load_views().await?;
-        Ok(db)
+        views.load().await?;
+        Ok(Database {
+            log,
+            planner,
+            running,
+            default_session: Session::default(),
+            compat,
+            views,
+            query_memory: limits::ServerMemory::new(options.server_query_memory),
+            options,
+        })
     }
 
     /// Every table a client can list: (schema, name, type, columns).
@@ -209,7 +192,7 @@ impl Database {
     /// `SYSTEM TABLE`s (`pg_catalog`) and `VIEW`s (`information_schema`).
     pub async fn tables(&self) -> Result<Vec<(String, String, &'static str, SchemaRef)>> {
         let mut out = Vec::new();
-        let Some(catalog) = self.ctx.catalog(crate::session::DATABASE) else {
+        let Some(catalog) = self.planner.ctx.catalog(crate::session::DATABASE) else {
             return Ok(out);
         };
         let mut schemas = catalog.schema_names();
@@ -243,32 +226,25 @@ impl Database {
         &self.log
     }
 
-    pub(crate) fn register(&self, info: Arc<StreamInfo>) -> Result<()> {
-        let name = info.name().to_string();
-        let table = Arc::new(StreamTable::new(self.log.clone(), info));
-        self.ctx
-            .register_table(TableReference::bare(name.clone()), table.clone())?;
-        self.tables
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), table);
-        self.streams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name);
-        Ok(())
+    /// The materialized views: the server keeps their leases
+    /// ([`Views::maintain`]) and releases them at shutdown.
+    pub fn views(&self) -> &Arc<Views> {
+        &self.views
     }
 
-    pub(crate) fn deregister(&self, name: &str) -> Result<()> {
-        self.ctx.deregister_table(TableReference::bare(name))?;
-        self.tables
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        self.streams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+    /// Sets the gauges that describe views and consumer groups now; called
+    /// when metrics are scraped.
+    pub async fn refresh_metrics(&self) -> Result<()> {
+        self.views.refresh_metrics().await;
+        for g in self.log.group_lags().await? {
+            metrics::gauge!(
+                crate::metrics::CONSUMER_LAG_ROWS,
+                "group" => g.group,
+                "stream" => g.stream,
+                "partition" => g.partition.to_string()
+            )
+            .set(g.lag as f64);
+        }
         Ok(())
     }
 
@@ -342,44 +318,9 @@ impl Database {
     /// Learns streams and views created (or dropped) through other agents;
     /// whether anything changed.
     pub async fn sync_catalog(&self) -> Result<bool> {
-        let streams = self.sync_streams().await?;
-        let views = self.learn_views().await?;
+        let streams = self.planner.sync_streams().await?;
+        let views = self.views.learn().await?;
         Ok(streams || views)
-    }
-
-    /// Brings the registered stream tables in line with the metadata store
-    /// (streams created or dropped through other agents); whether anything
-    /// changed.
-    pub async fn sync_streams(&self) -> Result<bool> {
-        let current: HashMap<String, Arc<StreamInfo>> = self
-            .log
-            .streams()
-            .await?
-            .into_iter()
-            .map(|s| (s.name().to_string(), s))
-            .collect();
-        let registered: HashMap<String, i64> = {
-            let names = self.streams.read().unwrap_or_else(|p| p.into_inner());
-            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
-            names
-                .iter()
-                .filter_map(|n| tables.get(n).map(|t| (n.clone(), t.info().id)))
-                .collect()
-        };
-        let mut changed = false;
-        for (name, id) in &registered {
-            if current.get(name).map(|s| s.id) != Some(*id) {
-                self.deregister(name)?;
-                changed = true;
-            }
-        }
-        for (name, info) in current {
-            if registered.get(&name) != Some(&info.id) {
-                self.register(info)?;
-                changed = true;
-            }
-        }
-        Ok(changed)
     }
 
     async fn plan_statement(&self, stmt: Statement) -> Result<Prepared> {
@@ -388,11 +329,11 @@ impl Database {
             Statement::ShowStreams => (Action::Statement(stmt), Some(show_streams_schema())),
             Statement::ShowMaterializedViews => (
                 Action::Statement(stmt),
-                Some(crate::registry::show_views_schema()),
+                Some(crate::views::show_views_schema()),
             ),
             Statement::Describe { .. } => (Action::Statement(stmt), Some(describe_schema())),
             Statement::Subscribe(ref s) => {
-                let schema = self.subscription_schema(s).await?;
+                let schema = self.views.subscription_schema(s).await?;
                 (Action::Statement(stmt), Some(schema))
             }
             Statement::Sql(sql) => match *sql {
@@ -407,7 +348,7 @@ impl Database {
                         SqlStatement::Query(query) => output_names(query),
                         _ => None,
                     };
-                    let plan = self.plan(q).await?;
+                    let plan = self.planner.plan(q).await?;
                     let schema = rename(plan.schema().as_arrow(), names.as_deref());
                     (Action::Query(plan), Some(schema))
                 }
@@ -602,7 +543,7 @@ impl Database {
                 let plan = with_session_settings(bind(plan, params)?, session)?;
                 let plan = with_own_writes(plan, session.transaction())?;
                 let ctx = limits::query_context(
-                    &self.ctx,
+                    &self.planner.ctx,
                     self.memory_limit(session),
                     &self.query_memory,
                 )?;
@@ -717,7 +658,7 @@ impl Database {
             Statement::DropStream { names, if_exists } => {
                 for name in names {
                     match self.log.drop_stream(&name).await {
-                        Ok(()) => self.deregister(&name)?,
+                        Ok(()) => self.planner.deregister(&name)?,
                         Err(streamhouse_log::LogError::UnknownStream(_)) if if_exists => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -732,34 +673,20 @@ impl Database {
                 options,
                 query,
             } => {
-                self.create_materialized_view(name, if_not_exists, options, *query)
+                self.views
+                    .create(name, if_not_exists, options, *query)
                     .await
             }
-            Statement::Subscribe(s) => self.subscribe(s).await,
+            Statement::Subscribe(s) => self.views.subscribe(s).await,
             Statement::DropMaterializedView { names, if_exists } => {
-                self.drop_materialized_views(names, if_exists).await
+                self.views.drop_views(names, if_exists).await
             }
-            Statement::ShowMaterializedViews => self.show_materialized_views().await,
+            Statement::ShowMaterializedViews => self.views.show().await,
             Statement::Sql(other) => Err(SqlError::Internal(format!(
                 "unprepared statement {}",
                 statement_kind(&other)
             ))),
         }
-    }
-
-    /// Plans a query (after hiding system columns from `*`).
-    pub async fn plan(&self, mut stmt: SqlStatement) -> Result<LogicalPlan> {
-        {
-            let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
-            hide_system_columns(&mut stmt, &streams);
-            fold_table_function_names(&mut stmt);
-            integer_literals(&mut stmt);
-        }
-        debug!(sql = %stmt, "planning");
-        let state = self.ctx.state();
-        Ok(state
-            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
-            .await?)
     }
 }
 

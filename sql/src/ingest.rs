@@ -107,7 +107,7 @@ impl Database {
             }
             (true, IfExists::Replace) => {
                 self.log().drop_stream(stream).await?;
-                self.deregister(stream)?;
+                self.planner.deregister(stream)?;
                 self.create_from_schema(stream, &schema).await?;
             }
             (true, IfExists::Append) => {}
@@ -155,7 +155,7 @@ impl Database {
                 Arc::new(Schema::new(fields)),
             ))
             .await?;
-        self.register(info)
+        self.planner.register(info)
     }
 }
 

@@ -228,8 +228,9 @@ impl Database {
         }
         let stream = match source {
             CopySource::Query(q) => {
-                let plan = self.plan(SqlStatement::Query(q)).await?;
-                self.ctx
+                let plan = self.planner.plan(SqlStatement::Query(q)).await?;
+                self.planner
+                    .ctx
                     .execute_logical_plan(plan)
                     .await?
                     .execute_stream()
@@ -251,7 +252,7 @@ impl Database {
                 } else {
                     columns.iter().map(dialect::normalize).collect()
                 };
-                let df = self.ctx.table(TableReference::bare(name)).await?;
+                let df = self.planner.ctx.table(TableReference::bare(name)).await?;
                 let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
                 df.select_columns(&cols)?.execute_stream().await?
             }
@@ -366,7 +367,7 @@ impl Database {
             });
         }
         let value_params = values_placeholders(&source);
-        let source = self.plan(SqlStatement::Query(source)).await?;
+        let source = self.planner.plan(SqlStatement::Query(source)).await?;
         let width = source.schema().fields().len();
         check_arity(width, targets.len(), !insert.columns.is_empty())?;
         // `VALUES ($1, $2)` gives the planner no types; the target columns do.
@@ -394,7 +395,7 @@ impl Database {
         let info = self.log.stream(name).await?;
         let declared = info.spec.schema.clone();
         let ctx = crate::limits::query_context(
-            &self.ctx,
+            &self.planner.ctx,
             self.memory_limit(session),
             &self.query_memory,
         )?;

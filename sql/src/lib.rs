@@ -8,6 +8,9 @@
 //! - [`rewrite`]: `SELECT *` hides the system columns.
 //! - [`catalog`]: `pg_catalog` for clients that introspect it.
 //! - [`database`]: statement dispatch; INSERT appends through the log.
+//! - [`planner`]: the session in which streams are tables; planning.
+//! - [`views`]: the service that owns the materialized views and runs
+//!   their statements.
 //! - [`error`]: one error type, one SQLSTATE table.
 //!
 //! The PostgreSQL door and Flight SQL call this crate for statements; the
@@ -28,9 +31,8 @@ pub mod matview;
 pub mod metrics;
 pub mod names;
 pub mod options;
-mod ownership;
+pub mod planner;
 mod prepared;
-pub mod registry;
 pub mod result;
 pub mod rewrite;
 pub mod session;

@@ -39,7 +39,7 @@ impl Database {
             spec = spec.with_retention(r);
         }
         match self.log.create_stream(spec).await {
-            Ok(info) => self.register(info)?,
+            Ok(info) => self.planner.register(info)?,
             Err(streamhouse_log::LogError::StreamExists(_)) if c.if_not_exists => {}
             Err(e) => return Err(e.into()),
         }

@@ -215,7 +215,7 @@ impl Running {
 /// What the tables read.
 pub(crate) struct Sources {
     pub log: Arc<Log>,
-    pub views: Arc<crate::registry::Views>,
+    pub views: Arc<crate::views::Views>,
     pub running: Arc<Running>,
 }
 
@@ -473,15 +473,9 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
             format!("{}{}", v.options.to_sql(), v.definition),
         ));
     }
-    for (name, (definition, error)) in s
-        .views
-        .failed
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-    {
+    for (name, definition, error) in s.views.failed_rows() {
         rows.push((
-            name.clone(),
+            name,
             format!("failed: {error}"),
             None,
             None,
@@ -492,7 +486,7 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
             None,
             None,
             None,
-            definition.clone(),
+            definition,
         ));
     }
     for (name, status, definition) in s.views.remote_rows() {

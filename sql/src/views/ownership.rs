@@ -10,7 +10,7 @@
 //! nor append to the changelog in its old epoch, so the view continues
 //! exactly-once under its new owner.
 //!
-//! [`Database::maintain_views`] runs the cluster side every
+//! [`Views::maintain`] runs the cluster side every
 //! `lease_duration / 5`: renew owned leases (stop a view whose lease is
 //! lost), pick up views created or dropped through other agents, take
 //! views whose lease expired while this agent holds less than its share of
@@ -28,32 +28,26 @@ use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit, when};
 use streamhouse_log::{AgentState, StreamInfo, ViewRecord};
 
-use crate::database::Database;
+use super::{RemoteView, Views};
 use crate::error::{Result, SqlError};
-use crate::registry::RemoteView;
+use crate::matview::MatView;
 use streamhouse_streams::dataflow::changes::{DELETE, OP};
 use streamhouse_streams::placement;
 use streamhouse_streams::scan::StreamTable;
 
-impl Database {
+impl Views {
     fn lease_until(&self) -> i64 {
-        self.log().now_micros() + self.options.lease_duration.as_micros() as i64
+        self.log.now_micros() + self.timings.lease_duration.as_micros() as i64
     }
 
     /// Takes view `name`'s lease (see the module doc) and starts the view
     /// from its latest checkpoint; `false` when another agent holds it.
-    pub(crate) async fn take_view(&self, name: &str) -> Result<bool> {
-        let meta = self.log().metadata().clone();
-        let me = self.log().agent().id();
+    pub(super) async fn take_view(&self, name: &str) -> Result<bool> {
+        let meta = self.log.metadata().clone();
+        let me = self.log.agent().id();
         let steal = !meta.is_shared();
         let Some(epoch) = meta
-            .acquire_view_lease(
-                name,
-                &me,
-                self.log().now_micros(),
-                self.lease_until(),
-                steal,
-            )
+            .acquire_view_lease(name, &me, self.log.now_micros(), self.lease_until(), steal)
             .await?
         else {
             return Ok(false);
@@ -75,7 +69,7 @@ impl Database {
                 self.forget_remote(name)?;
                 self.load_view(&record, epoch).await?;
             } else {
-                self.sync_streams().await?;
+                self.planner.sync_streams().await?;
                 self.forget_remote(name)?;
                 if let Err(e) = self.load_view(&record, epoch).await {
                     self.know_remote(&record).await?;
@@ -94,26 +88,26 @@ impl Database {
 
     /// Knows view `record` as maintained by another agent: a table over its
     /// changelog, and its changelog for subscriptions.
-    pub(crate) async fn know_remote(&self, record: &ViewRecord) -> Result<()> {
+    pub(super) async fn know_remote(&self, record: &ViewRecord) -> Result<()> {
         let changelog = self.changelog_stream_of(record).await?;
-        let table = Arc::new(StreamTable::new(self.log().clone(), changelog.clone()));
+        let table = Arc::new(StreamTable::new(self.log.clone(), changelog.clone()));
         let contents = folded(table.clone(), &changelog)?;
         let inserts_only = self.changelog_inserts_only(record, &changelog).await?;
-        let provider = crate::matview::MatView::remote_table(
+        let provider = MatView::remote_table(
             &record.name,
             &record.definition,
             contents,
             changelog.clone(),
             inserts_only,
         );
-        self.ctx
+        self.planner
+            .ctx
             .register_table(TableReference::bare(record.name.clone()), provider)?;
         self.changelogs
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(record.name.clone(), table);
-        self.views
-            .remote
+        self.remote
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
@@ -127,22 +121,10 @@ impl Database {
 
     /// Knows the views of the metadata store this agent has not heard of
     /// (created through other agents); whether there were any.
-    pub(crate) async fn learn_views(&self) -> Result<bool> {
+    pub(crate) async fn learn(&self) -> Result<bool> {
         let mut learned = false;
-        for r in self.log().metadata().views().await? {
-            let known = self
-                .views
-                .running
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&r.name)
-                || self
-                    .views
-                    .remote
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&r.name);
-            if !known {
+        for r in self.log.metadata().views().await? {
+            if self.running(&r.name).is_none() && !self.is_remote(&r.name) {
                 self.know_remote(&r).await?;
                 learned = true;
             }
@@ -150,62 +132,54 @@ impl Database {
         Ok(learned)
     }
 
-    /// Forgets a remote view (taken over here, or dropped).
-    pub(crate) fn forget_remote(&self, name: &str) -> Result<()> {
+    /// Forgets a remote view (taken over here, or dropped); what was
+    /// known of it.
+    pub(super) fn forget_remote(&self, name: &str) -> Result<Option<RemoteView>> {
         let was = self
-            .views
             .remote
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         if was.is_some() {
-            self.ctx.deregister_table(TableReference::bare(name))?;
+            self.planner
+                .ctx
+                .deregister_table(TableReference::bare(name))?;
             self.changelogs
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(name);
         }
-        Ok(())
+        Ok(was)
     }
 
     /// Stops running view `name` here without touching its lease or state
     /// objects (the lease was lost, or is handed over by the caller).
-    async fn stop_view(&self, name: &str) -> Option<Arc<crate::matview::MatView>> {
-        let view = self
-            .views
-            .running
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)?;
-        view.shutdown().await;
-        let _ = self.ctx.deregister_table(TableReference::bare(name));
-        self.changelogs
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        view.remove_local_state();
-        Some(view)
+    async fn stop_view(&self, name: &str) {
+        if let Some(view) = self.uninstall(name) {
+            view.shutdown().await;
+            view.remove_local_state();
+        }
     }
 
     /// Keeps this agent's share of the views (see the module doc) until
-    /// the database is dropped. Spawned by the server.
-    pub async fn maintain_views(self: Arc<Self>) {
-        let tick = self.options.lease_duration / 5;
+    /// the service is dropped. Spawned by the server.
+    pub async fn maintain(self: Arc<Self>) {
+        let tick = self.timings.lease_duration / 5;
         let weak = Arc::downgrade(&self);
         drop(self);
         loop {
             tokio::time::sleep(tick).await;
-            let Some(db) = weak.upgrade() else { return };
-            if let Err(e) = db.balance_views().await {
+            let Some(views) = weak.upgrade() else { return };
+            if let Err(e) = views.balance().await {
                 tracing::warn!(error = %e, "cannot maintain view leases");
             }
         }
     }
 
     /// One round of lease upkeep.
-    async fn balance_views(&self) -> Result<()> {
-        let meta = self.log().metadata().clone();
-        let me = self.log().agent().id();
+    async fn balance(&self) -> Result<()> {
+        let meta = self.log.metadata().clone();
+        let me = self.log.agent().id();
         let records: HashMap<String, ViewRecord> = meta
             .views()
             .await?
@@ -215,7 +189,6 @@ impl Database {
 
         // Renew what runs here; stop what was lost or dropped.
         let running: Vec<(String, u64)> = self
-            .views
             .by_name()
             .iter()
             .map(|v| (v.name.clone(), v.epoch))
@@ -239,7 +212,6 @@ impl Database {
 
         // Views dropped elsewhere; views created elsewhere.
         let remote: Vec<String> = self
-            .views
             .remote
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -253,18 +225,11 @@ impl Database {
         }
         let mut synced = false;
         for r in records.values() {
-            let running = self
-                .views
-                .running
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&r.name);
-            if running {
+            if self.running(&r.name).is_some() {
                 continue;
             }
             // Known: refresh who runs it. Unknown: learn it.
             let refreshed = match self
-                .views
                 .remote
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -281,7 +246,7 @@ impl Database {
             }
             // Its inputs may be streams created through other agents.
             if !synced {
-                self.sync_streams().await?;
+                self.planner.sync_streams().await?;
                 synced = true;
             }
             if let Err(e) = self.know_remote(r).await {
@@ -291,16 +256,15 @@ impl Database {
 
         // This agent's share: views over live agents, rounded up.
         let live = self
-            .log()
+            .log
             .agents()
             .await?
             .iter()
             .filter(|(_, s)| *s == AgentState::Live)
             .count();
         let share = placement::share(records.len(), live);
-        let now = self.log().now_micros();
+        let now = self.log.now_micros();
         let failed: std::collections::HashSet<String> = self
-            .views
             .failed
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -320,7 +284,7 @@ impl Database {
         }
         // Hand one back when holding more than the share (an agent joined).
         if placement::hand_back(owned, share)
-            && let Some(v) = self.views.by_name().last().cloned()
+            && let Some(v) = self.by_name().last().cloned()
         {
             self.hand_over(&v.name, v.epoch).await?;
         }
@@ -330,15 +294,8 @@ impl Database {
     /// Checkpoints view `name` if it runs here, so whoever takes it next
     /// replays little (a failure only means more replay).
     async fn checkpoint_view(&self, name: &str) {
-        let view = self
-            .views
-            .running
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned();
-        if let Some(v) = view
-            && let Err(e) = v.checkpoint(self.log()).await
+        if let Some(v) = self.running(name)
+            && let Err(e) = v.checkpoint(&self.log).await
         {
             tracing::debug!(view = %name, error = %e, "no checkpoint before handing over");
         }
@@ -346,10 +303,10 @@ impl Database {
 
     /// Stops a view here cleanly and frees its lease for another agent.
     async fn hand_over(&self, name: &str, epoch: u64) -> Result<()> {
-        let meta = self.log().metadata().clone();
+        let meta = self.log.metadata().clone();
         self.checkpoint_view(name).await;
         self.stop_view(name).await;
-        meta.release_view_lease(name, &self.log().agent().id(), epoch)
+        meta.release_view_lease(name, &self.log.agent().id(), epoch)
             .await?;
         if let Some(r) = meta.views().await?.into_iter().find(|r| r.name == name) {
             self.know_remote(&r).await?;
@@ -360,9 +317,8 @@ impl Database {
 
     /// Stops every view running here and frees their leases (a clean
     /// shutdown: other agents take the views at once).
-    pub async fn release_views(&self) {
+    pub async fn release(&self) {
         let running: Vec<(String, u64)> = self
-            .views
             .by_name()
             .iter()
             .map(|v| (v.name.clone(), v.epoch))
@@ -370,7 +326,6 @@ impl Database {
         for (name, epoch) in running {
             self.checkpoint_view(&name).await;
             let view = self
-                .views
                 .running
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -378,9 +333,9 @@ impl Database {
             if let Some(v) = view {
                 v.shutdown().await;
             }
-            let me = self.log().agent().id();
+            let me = self.log.agent().id();
             if let Err(e) = self
-                .log()
+                .log
                 .metadata()
                 .release_view_lease(&name, &me, epoch)
                 .await

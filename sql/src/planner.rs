@@ -1,0 +1,135 @@
+//! [`Planner`]: the DataFusion session in which every stream is a table,
+//! and the planning of queries over it.
+//!
+//! It registers streams as tables (and drops them when their stream goes),
+//! keeps that registration in line with the metadata store when other
+//! agents create or drop streams, and plans a query after the rewrites our
+//! dialect needs (`*` hides the system columns, table-function names fold
+//! to lower case, integer literals keep PostgreSQL's types). The front
+//! door ([`crate::Database`]) and the view service ([`crate::views`]) plan
+//! through it; neither reaches into the other for it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use datafusion::common::TableReference;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use sqlparser::ast::Statement as SqlStatement;
+use streamhouse_log::{Log, StreamInfo};
+use streamhouse_streams::scan::StreamTable;
+use tracing::debug;
+
+use crate::error::Result;
+use crate::rewrite::{fold_table_function_names, hide_system_columns, integer_literals};
+use crate::window::Tables;
+
+/// The session, and the streams registered in it as tables.
+pub struct Planner {
+    log: Arc<Log>,
+    /// The session every statement plans and runs in.
+    pub(crate) ctx: SessionContext,
+    /// Names of the streams registered as tables (for the `*` rewrite).
+    streams: RwLock<HashSet<String>>,
+    /// The same tables, for the window table functions.
+    tables: Tables,
+}
+
+impl Planner {
+    /// A planner over `ctx` with no stream registered yet.
+    pub(crate) fn new(log: Arc<Log>, ctx: SessionContext) -> Planner {
+        Planner {
+            log,
+            ctx,
+            streams: RwLock::new(HashSet::new()),
+            tables: Tables::default(),
+        }
+    }
+
+    /// The stream tables, by name (shared with the window functions).
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Registers stream `info` as a table of its name.
+    pub(crate) fn register(&self, info: Arc<StreamInfo>) -> Result<()> {
+        let name = info.name().to_string();
+        let table = Arc::new(StreamTable::new(self.log.clone(), info));
+        self.ctx
+            .register_table(TableReference::bare(name.clone()), table.clone())?;
+        self.tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), table);
+        self.streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name);
+        Ok(())
+    }
+
+    /// Drops the table of stream `name`.
+    pub(crate) fn deregister(&self, name: &str) -> Result<()> {
+        self.ctx.deregister_table(TableReference::bare(name))?;
+        self.tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(())
+    }
+
+    /// Brings the registered stream tables in line with the metadata store
+    /// (streams created or dropped through other agents); whether anything
+    /// changed.
+    pub async fn sync_streams(&self) -> Result<bool> {
+        let current: HashMap<String, Arc<StreamInfo>> = self
+            .log
+            .streams()
+            .await?
+            .into_iter()
+            .map(|s| (s.name().to_string(), s))
+            .collect();
+        let registered: HashMap<String, i64> = {
+            let names = self.streams.read().unwrap_or_else(|p| p.into_inner());
+            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+            names
+                .iter()
+                .filter_map(|n| tables.get(n).map(|t| (n.clone(), t.info().id)))
+                .collect()
+        };
+        let mut changed = false;
+        for (name, id) in &registered {
+            if current.get(name).map(|s| s.id) != Some(*id) {
+                self.deregister(name)?;
+                changed = true;
+            }
+        }
+        for (name, info) in current {
+            if registered.get(&name) != Some(&info.id) {
+                self.register(info)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Plans a query (after hiding system columns from `*`).
+    pub async fn plan(&self, mut stmt: SqlStatement) -> Result<LogicalPlan> {
+        {
+            let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+            hide_system_columns(&mut stmt, &streams);
+            fold_table_function_names(&mut stmt);
+            integer_literals(&mut stmt);
+        }
+        debug!(sql = %stmt, "planning");
+        let state = self.ctx.state();
+        Ok(state
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await?)
+    }
+}
