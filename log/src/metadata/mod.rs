@@ -11,15 +11,19 @@
 //!
 //! The operations come by topic — [`StreamStore`], [`ChunkStore`],
 //! [`GroupStore`], [`ViewStore`], [`AgentStore`] — and [`MetadataStore`] is
-//! all of them. Two implementations with the same schema, each split into
-//! a file per topic: SQLite (embedded, the default; one process) and
-//! PostgreSQL (clusters: several agents share it, and it tells each agent
-//! what the others committed). The decisions of a flush commit are shared
-//! (`commit`).
+//! all of them. Two stores with the same schema: SQLite (embedded, the
+//! default; one process) and PostgreSQL (clusters: several agents share
+//! it, and it tells each agent what the others committed). Each topic's
+//! operations are written once (`queries`, a file per topic) over a
+//! `sql::Backend`, the part where the two differ: how to reach the
+//! database, locks, announcements and the flush commit's statements. The
+//! decisions of a flush commit are shared too (`commit`).
 
 mod commit;
 pub mod postgres;
+mod queries;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 pub(crate) use commit::fenced_message;

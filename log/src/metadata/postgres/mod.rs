@@ -17,35 +17,30 @@
 //!   agent wakes on another agent's commit.
 //! - Schema migrations run at start-up under the migrator's advisory lock:
 //!   agents starting together apply them once.
+//!
+//! The store's operations are the shared ones (`super::queries`) over this
+//! [`Backend`], which adds the row and advisory locks, the announcements
+//! and the array statements; the flush commit is `flush`.
 
-mod agents;
-mod chunks;
-mod groups;
-mod views;
+mod flush;
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
-
 use crate::clock::Micros;
-use crate::error::{LogError, Result};
-use crate::metadata::commit;
-use crate::metadata::rows::{self, AGENT_COLUMNS, CHUNK_COLUMNS, STREAM_COLUMNS, VIEW_COLUMNS};
-use crate::metadata::{
-    AgentRecord, AgentStore, Change, ChunkRecord, ChunkStore, CommitOutcome, FlushCommit,
-    GroupStore, MetadataStore, PartitionStats, StreamStore, TimeFilter, TxnCommit, ViewCheckpoint,
-    ViewRecord, ViewStore,
-};
-use crate::stream::{StreamId, StreamInfo, StreamSpec, encode_schema};
+use crate::error::Result;
+use crate::groups::rules::StoredGroup;
+use crate::metadata::sql::Backend;
+use crate::metadata::{Change, CommitOutcome, FlushCommit, MetadataStore};
+use crate::stream::StreamId;
 
 /// The channel commits announce changes on.
 const CHANNEL: &str = "streamhouse_changes";
@@ -73,25 +68,8 @@ impl PostgresMetadata {
     }
 }
 
-fn u(v: u64) -> i64 {
-    v as i64
-}
-
-async fn stream_in_tx(
-    tx: &mut Transaction<'_, Postgres>,
-    name: &str,
-) -> Result<Option<StreamInfo>> {
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1 FOR UPDATE"
-    )))
-    .bind(name)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.as_ref().map(rows::stream).transpose()
-}
-
 /// Sends `changes` to every listening agent when `tx` commits.
-async fn announce(tx: &mut Transaction<'_, Postgres>, changes: &[String]) -> Result<()> {
+async fn announce(c: &mut PgConnection, changes: &[String]) -> Result<()> {
     let mut payload = String::new();
     let mut payloads = Vec::new();
     for c in changes {
@@ -112,7 +90,7 @@ async fn announce(tx: &mut Transaction<'_, Postgres>, changes: &[String]) -> Res
     sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
         .bind(CHANNEL)
         .bind(payloads)
-        .execute(&mut **tx)
+        .execute(&mut *c)
         .await?;
     Ok(())
 }
@@ -148,15 +126,17 @@ fn parse_payload(payload: &str) -> Vec<Change> {
 /// of several for one partition wins, as in SQLite's statement-by-statement
 /// upsert).
 async fn write_group_offsets(
-    tx: &mut Transaction<'_, Postgres>,
+    c: &mut PgConnection,
     group: &str,
     stream_id: StreamId,
     offsets: &[(u32, u64)],
     committed_at: Micros,
 ) -> Result<()> {
     let by_partition: BTreeMap<u32, u64> = offsets.iter().copied().collect();
-    let (parts, offs): (Vec<i64>, Vec<i64>) =
-        by_partition.iter().map(|(&p, &o)| (p as i64, u(o))).unzip();
+    let (parts, offs): (Vec<i64>, Vec<i64>) = by_partition
+        .iter()
+        .map(|(&p, &o)| (p as i64, o as i64))
+        .unzip();
     sqlx::query(
         "INSERT INTO group_offsets \
          (group_id, stream_id, partition_no, next_offset, committed_at_us) \
@@ -169,7 +149,7 @@ async fn write_group_offsets(
     .bind(parts)
     .bind(offs)
     .bind(committed_at)
-    .execute(&mut **tx)
+    .execute(&mut *c)
     .await?;
     Ok(())
 }
@@ -178,15 +158,18 @@ async fn write_group_offsets(
 /// started), their rows locked until the transaction ends so that no
 /// producer starts again while a commit of its old epoch is deciding.
 async fn transactional_epochs(
-    tx: &mut Transaction<'_, Postgres>,
+    c: &mut PgConnection,
     ids: &[String],
 ) -> Result<BTreeMap<String, u64>> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let rows = sqlx::query(
         "SELECT transactional_id, epoch FROM transactional_producers \
          WHERE transactional_id = ANY($1) ORDER BY transactional_id FOR UPDATE",
     )
     .bind(ids)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *c)
     .await?;
     let mut epochs = BTreeMap::new();
     for r in &rows {
@@ -198,157 +181,89 @@ async fn transactional_epochs(
     Ok(epochs)
 }
 
-/// A group's stored state, read inside a transaction that holds its lock.
-async fn load_group(
-    tx: &mut Transaction<'_, Postgres>,
-    group: &str,
-) -> Result<Option<StoredGroup>> {
-    let Some(row) = sqlx::query(
-        "SELECT stream_id, partitions, strategy, generation FROM consumer_groups \
-         WHERE group_id = $1 FOR UPDATE",
+/// Writes a group's members in one statement.
+async fn write_members(c: &mut PgConnection, group: &str, g: &StoredGroup) -> Result<()> {
+    let (ids, (beats, timeouts)): (Vec<String>, (Vec<i64>, Vec<i64>)) = g
+        .members
+        .iter()
+        .map(|(id, m)| (id.clone(), (m.heartbeat_at, m.timeout.as_micros() as i64)))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO group_members (group_id, member_id, heartbeat_at_us, timeout_us) \
+         SELECT $1, m, h, t FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS x(m, h, t)",
     )
     .bind(group)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let members = sqlx::query(
-        "SELECT member_id, heartbeat_at_us, timeout_us FROM group_members WHERE group_id = $1",
-    )
-    .bind(group)
-    .fetch_all(&mut **tx)
+    .bind(ids)
+    .bind(beats)
+    .bind(timeouts)
+    .execute(&mut *c)
     .await?;
-    Ok(Some(rows::stored_group(&row, &members)?))
+    Ok(())
 }
 
 #[async_trait]
-impl StreamStore for PostgresMetadata {
-    async fn create_stream(&self, spec: &StreamSpec, created_at: Micros) -> Result<StreamInfo> {
-        spec.validate()?;
-        let key = serde_json::to_string(&spec.key)
-            .map_err(|e| LogError::Internal(format!("encode key: {e}")))?;
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO streams (name, schema_ipc, partitions, key_columns, event_time_column, \
-             watermark_delay_us, retention_us, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id",
-        )
-        .bind(&spec.name)
-        .bind(encode_schema(&spec.schema)?)
-        .bind(spec.partitions as i64)
-        .bind(key)
-        .bind(spec.event_time.as_ref().map(|e| e.column.clone()))
-        .bind(
-            spec.event_time
-                .as_ref()
-                .map(|e| e.watermark_delay.as_micros() as i64),
-        )
-        .bind(spec.retention.map(|r| r.as_micros() as i64))
-        .bind(created_at)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(LogError::StreamExists(spec.name.clone()));
-        };
-        let id: i64 = row.try_get("id")?;
-        sqlx::query(
-            "INSERT INTO partitions (stream_id, partition_no, next_offset) \
-             SELECT $1, g, 0 FROM generate_series(0, $2 - 1) AS g",
-        )
-        .bind(id)
-        .bind(spec.partitions as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(StreamInfo {
-            id,
-            spec: spec.clone(),
-            created_at,
-        })
+impl Backend for PostgresMetadata {
+    type Conn = PgConnection;
+    type Reader = PoolConnection<Postgres>;
+    type Writer = Transaction<'static, Postgres>;
+    type Single = PoolConnection<Postgres>;
+
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const GREATEST: &'static str = "GREATEST";
+
+    async fn reader(&self) -> Result<Self::Reader> {
+        Ok(self.pool.acquire().await?)
     }
 
-    async fn drop_stream(&self, name: &str) -> Result<StreamInfo> {
-        let mut tx = self.pool.begin().await?;
-        let info = stream_in_tx(&mut tx, name)
-            .await?
-            .ok_or_else(|| LogError::UnknownStream(name.to_string()))?;
-        // Wait for flushes committing to it (they hold its partition rows).
-        sqlx::query(
-            "SELECT 1 FROM partitions WHERE stream_id = $1 ORDER BY partition_no FOR UPDATE",
-        )
-        .bind(info.id)
-        .execute(&mut *tx)
-        .await?;
-        for table in [
-            "chunks",
-            "partitions",
-            "producers",
-            "group_offsets",
-            "consumer_groups",
-        ] {
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE stream_id = $1"
-            )))
-            .bind(info.id)
-            .execute(&mut *tx)
+    async fn writer(&self) -> Result<Self::Writer> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn single(&self) -> Result<Self::Single> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn commit(w: Self::Writer) -> Result<()> {
+        Ok(w.commit().await?)
+    }
+
+    /// A transaction-scoped advisory lock on the key's hash.
+    async fn lock_key(c: &mut PgConnection, space: i64, key: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
+            .bind(key)
+            .bind(space)
+            .execute(&mut *c)
             .await?;
-        }
-        sqlx::query("DELETE FROM streams WHERE id = $1")
-            .bind(info.id)
-            .execute(&mut *tx)
-            .await?;
-        announce(&mut tx, &[format!("d:{}", info.id)]).await?;
-        tx.commit().await?;
-        Ok(info)
+        Ok(())
     }
 
-    async fn stream(&self, name: &str) -> Result<Option<StreamInfo>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1"
-        )))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(rows::stream).transpose()
+    async fn announce(c: &mut PgConnection, changes: &[String]) -> Result<()> {
+        announce(c, changes).await
     }
 
-    async fn streams(&self) -> Result<Vec<StreamInfo>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {STREAM_COLUMNS} FROM streams ORDER BY name"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::stream).collect()
+    async fn commit_chunks(&self, c: &FlushCommit) -> Result<CommitOutcome> {
+        flush::commit(self, c).await
     }
 
-    async fn partition_ends(&self, stream_id: StreamId) -> Result<Vec<u64>> {
-        let rows = sqlx::query(
-            "SELECT next_offset FROM partitions WHERE stream_id = $1 ORDER BY partition_no",
-        )
-        .bind(stream_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<i64, _>("next_offset")? as u64))
-            .collect()
+    async fn transactional_epochs(
+        c: &mut PgConnection,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, u64>> {
+        transactional_epochs(c, ids).await
     }
 
-    async fn partition_stats(&self, stream_id: StreamId) -> Result<Vec<PartitionStats>> {
-        let rows = sqlx::query(
-            "SELECT p.partition_no, p.next_offset, min(c.base_offset) AS first_offset, \
-                    coalesce(sum(c.end_offset - c.base_offset), 0)::bigint AS rows_held, \
-                    coalesce(sum(c.byte_len), 0)::bigint AS bytes, \
-                    count(c.base_offset) AS chunks, max(c.max_append_time_us) AS last_append \
-             FROM partitions p LEFT JOIN chunks c \
-               ON c.stream_id = p.stream_id AND c.partition_no = p.partition_no \
-             WHERE p.stream_id = $1 GROUP BY p.partition_no, p.next_offset \
-             ORDER BY p.partition_no",
-        )
-        .bind(stream_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::partition_stats).collect()
+    async fn write_group_offsets(
+        c: &mut PgConnection,
+        group: &str,
+        stream_id: StreamId,
+        offsets: &[(u32, u64)],
+        committed_at: Micros,
+    ) -> Result<()> {
+        write_group_offsets(c, group, stream_id, offsets, committed_at).await
+    }
+
+    async fn write_members(c: &mut PgConnection, group: &str, g: &StoredGroup) -> Result<()> {
+        write_members(c, group, g).await
     }
 }
 

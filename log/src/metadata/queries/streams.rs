@@ -1,0 +1,175 @@
+//! Streams and their partitions, for either store.
+
+use async_trait::async_trait;
+
+use super::super::rows::{self, MetaRow, STREAM_COLUMNS};
+use super::super::sql::{Backend, Sql, Statement};
+use super::super::{PartitionStats, StreamStore};
+use crate::clock::Micros;
+use crate::error::{LogError, Result};
+use crate::stream::{StreamId, StreamInfo, StreamSpec, encode_schema};
+
+/// Stream `name`, its row locked for the transaction.
+async fn locked_stream<B: Backend>(c: &mut B::Conn, name: &str) -> Result<Option<StreamInfo>> {
+    let row = c
+        .fetch_optional(
+            Statement::new(format!(
+                "SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1{}",
+                B::FOR_UPDATE
+            ))
+            .text(name),
+        )
+        .await?;
+    row.as_ref().map(rows::stream).transpose()
+}
+
+#[async_trait]
+impl<B: Backend> StreamStore for B {
+    async fn create_stream(&self, spec: &StreamSpec, created_at: Micros) -> Result<StreamInfo> {
+        spec.validate()?;
+        let key = serde_json::to_string(&spec.key)
+            .map_err(|e| LogError::Internal(format!("encode key: {e}")))?;
+        let mut w = self.writer().await?;
+        let row = w
+            .fetch_optional(
+                Statement::new(
+                    "INSERT INTO streams (name, schema_ipc, partitions, key_columns, \
+                     event_time_column, watermark_delay_us, retention_us, created_at_us) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (name) DO NOTHING RETURNING id",
+                )
+                .text(&spec.name)
+                .bytes(encode_schema(&spec.schema)?)
+                .int(spec.partitions as i64)
+                .text(key)
+                .opt_text(spec.event_time.as_ref().map(|e| e.column.clone()))
+                .opt_int(
+                    spec.event_time
+                        .as_ref()
+                        .map(|e| e.watermark_delay.as_micros() as i64),
+                )
+                .opt_int(spec.retention.map(|r| r.as_micros() as i64))
+                .int(created_at),
+            )
+            .await?;
+        let Some(row) = row else {
+            return Err(LogError::StreamExists(spec.name.clone()));
+        };
+        let id = row.int("id")?;
+        for p in 0..spec.partitions {
+            w.execute(
+                Statement::new(
+                    "INSERT INTO partitions (stream_id, partition_no, next_offset) \
+                     VALUES ($1, $2, 0)",
+                )
+                .int(id)
+                .int(p as i64),
+            )
+            .await?;
+        }
+        B::commit(w).await?;
+        Ok(StreamInfo {
+            id,
+            spec: spec.clone(),
+            created_at,
+        })
+    }
+
+    async fn drop_stream(&self, name: &str) -> Result<StreamInfo> {
+        let mut w = self.writer().await?;
+        let info = locked_stream::<B>(&mut w, name)
+            .await?
+            .ok_or_else(|| LogError::UnknownStream(name.to_string()))?;
+        // Wait for flushes committing to it (they hold its partition rows).
+        w.fetch_all(
+            Statement::new(format!(
+                "SELECT 1 AS one FROM partitions WHERE stream_id = $1 \
+                 ORDER BY partition_no{}",
+                B::FOR_UPDATE
+            ))
+            .int(info.id),
+        )
+        .await?;
+        // Children first, without relying on the schema's cascades.
+        for table in [
+            "chunks",
+            "partitions",
+            "producers",
+            "group_offsets",
+            "consumer_groups",
+        ] {
+            w.execute(
+                Statement::new(format!("DELETE FROM {table} WHERE stream_id = $1")).int(info.id),
+            )
+            .await?;
+        }
+        w.execute(Statement::new("DELETE FROM streams WHERE id = $1").int(info.id))
+            .await?;
+        B::announce(&mut w, &[format!("d:{}", info.id)]).await?;
+        B::commit(w).await?;
+        Ok(info)
+    }
+
+    async fn stream(&self, name: &str) -> Result<Option<StreamInfo>> {
+        let row = self
+            .reader()
+            .await?
+            .fetch_optional(
+                Statement::new(format!(
+                    "SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1"
+                ))
+                .text(name),
+            )
+            .await?;
+        row.as_ref().map(rows::stream).transpose()
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamInfo>> {
+        let rows = self
+            .reader()
+            .await?
+            .fetch_all(Statement::new(format!(
+                "SELECT {STREAM_COLUMNS} FROM streams ORDER BY name"
+            )))
+            .await?;
+        rows.iter().map(rows::stream).collect()
+    }
+
+    async fn partition_ends(&self, stream_id: StreamId) -> Result<Vec<u64>> {
+        let rows = self
+            .reader()
+            .await?
+            .fetch_all(
+                Statement::new(
+                    "SELECT next_offset FROM partitions WHERE stream_id = $1 \
+                     ORDER BY partition_no",
+                )
+                .int(stream_id),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.int("next_offset")? as u64))
+            .collect()
+    }
+
+    async fn partition_stats(&self, stream_id: StreamId) -> Result<Vec<PartitionStats>> {
+        let rows = self
+            .reader()
+            .await?
+            .fetch_all(
+                Statement::new(
+                    "SELECT p.partition_no, p.next_offset, min(c.base_offset) AS first_offset, \
+                     CAST(coalesce(sum(c.end_offset - c.base_offset), 0) AS BIGINT) AS rows_held, \
+                     CAST(coalesce(sum(c.byte_len), 0) AS BIGINT) AS bytes, \
+                     count(c.base_offset) AS chunks, max(c.max_append_time_us) AS last_append \
+                     FROM partitions p LEFT JOIN chunks c \
+                       ON c.stream_id = p.stream_id AND c.partition_no = p.partition_no \
+                     WHERE p.stream_id = $1 GROUP BY p.partition_no, p.next_offset \
+                     ORDER BY p.partition_no",
+                )
+                .int(stream_id),
+            )
+            .await?;
+        rows.iter().map(rows::partition_stats).collect()
+    }
+}
