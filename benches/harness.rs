@@ -433,10 +433,12 @@ async fn pg_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let config = streamhouse_pgwire::PgConfig::default();
+    let handlers = streamhouse_pgwire::handlers(db, &config).expect("pgwire handlers");
     tokio::spawn(streamhouse_pgwire::serve(
         listener,
-        db,
-        streamhouse_pgwire::PgConfig::default(),
+        handlers,
+        config,
         std::future::pending(),
     ));
     let url = format!("host={} port={} user=streamhouse", addr.ip(), addr.port());

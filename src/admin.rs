@@ -7,15 +7,17 @@
 //! both in JSON. `/metrics` is the Prometheus exposition: counters and
 //! histograms recorded as things happen, and gauges of views, consumer
 //! groups and the allocator's memory refreshed at each scrape. The REST API reads through the same
-//! `Log` every other door uses.
+//! `Log` every other door uses. With `--auth password` everything but the
+//! probes needs a bearer token (`POST /v1/login`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -28,15 +30,18 @@ pub struct AdminState {
     db: OnceLock<Arc<Database>>,
     draining: AtomicBool,
     metrics: PrometheusHandle,
+    /// Everything but the probes needs a bearer token.
+    require_token: bool,
 }
 
 impl AdminState {
-    pub fn new(metrics: PrometheusHandle) -> AdminState {
+    pub fn new(metrics: PrometheusHandle, require_token: bool) -> AdminState {
         AdminState {
             log: OnceLock::new(),
             db: OnceLock::new(),
             draining: AtomicBool::new(false),
             metrics,
+            require_token,
         }
     }
 
@@ -59,16 +64,98 @@ impl AdminState {
     }
 }
 
-/// The admin routes.
+/// The admin routes: the probes are always open; with passwords required
+/// the rest needs `Authorization: Bearer <token>`, from `POST /v1/login`
+/// with Basic credentials (or a Flight handshake).
 pub fn router(state: Arc<AdminState>) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/streams", get(streams))
+        .route("/v1/agents", get(agents))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorized));
     Router::new()
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/v1/streams", get(streams))
-        .route("/v1/agents", get(agents))
+        .route("/v1/login", post(login))
+        .merge(guarded)
         .with_state(state)
+}
+
+/// Lets a request through when passwords are not required, or when it
+/// carries a live bearer token; 401 otherwise.
+async fn authorized(State(s): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    if !s.require_token {
+        return next.run(request).await;
+    }
+    let Some(db) = s.db.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(t) if db.token_user(t.trim()).is_some() => next.run(request).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "authentication required: POST /v1/login with Basic credentials, then send Authorization: Bearer <token>"})),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /v1/login` with `Authorization: Basic …`: a bearer token.
+async fn login(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let Some(db) = s.db.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    };
+    let unauthorized = |message: String| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic")],
+            Json(json!({ "error": message })),
+        )
+            .into_response()
+    };
+    let Some((user, password)) = basic_credentials(&headers) else {
+        return unauthorized("send Authorization: Basic base64(user:password)".into());
+    };
+    match db.login(&user, &password).await {
+        Ok(token) => {
+            tracing::info!(target: "security", event = "login", user, door = "http", "authenticated");
+            Json(json!({
+                "token": token,
+                "expires_in": streamhouse_sql::roles::tokens::TOKEN_LIFETIME.as_secs(),
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(target: "security", event = "login_failed", user, door = "http", error = %e, "authentication failed");
+            unauthorized(e.to_string())
+        }
+    }
+}
+
+/// `(user, password)` from `Authorization: Basic …`.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    // Padded or not.
+    const BASE64: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = BASE64.decode(encoded.trim()).ok()?;
+    let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 async fn ready(State(s): State<Arc<AdminState>>) -> Response {

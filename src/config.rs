@@ -83,9 +83,62 @@ pub struct ServerArgs {
     #[arg(long, env = "STREAMHOUSE_QUERY_MEMORY", value_name = "BYTES")]
     pub query_memory: Option<usize>,
 
+    /// How clients prove who they are: `trust` (anyone, as any user; only
+    /// while every door listens on loopback) or `password` (a user's
+    /// password on every door: SCRAM-SHA-256 on PostgreSQL, Basic for a
+    /// bearer token on Flight and the HTTP admin) [default: trust]
+    #[arg(long, env = "STREAMHOUSE_AUTH", value_name = "trust|password")]
+    pub auth: Option<AuthMode>,
+
+    /// The server's certificate chain (PEM), for TLS on the PostgreSQL door
+    /// (Flight and the HTTP admin do not speak TLS yet)
+    #[arg(long, env = "STREAMHOUSE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, env = "STREAMHOUSE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse PostgreSQL connections that do not use TLS (needs --tls-cert)
+    #[arg(long, env = "STREAMHOUSE_REQUIRE_TLS")]
+    pub require_tls: bool,
+
+    /// Allow --auth trust on a door that listens beyond loopback
+    #[arg(long, env = "STREAMHOUSE_INSECURE")]
+    pub insecure: bool,
+
     /// TOML configuration file; flags and environment variables override it
     #[arg(long, env = "STREAMHOUSE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Trust,
+    Password,
+}
+
+/// The `[security]` table of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    pub auth: Option<AuthMode>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub require_tls: Option<bool>,
+    pub insecure: Option<bool>,
+}
+
+/// Authentication and TLS, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    pub auth: AuthMode,
+    /// Certificate chain and key files (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub require_tls: bool,
 }
 
 /// The `[log]` table of the config file: write-path tunables.
@@ -148,6 +201,8 @@ pub struct FileConfig {
     pub views: ViewsSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub security: SecuritySection,
 }
 
 mod humantime_serde_opt {
@@ -181,6 +236,7 @@ pub struct ServerConfig {
     pub checkpoint_interval: Duration,
     pub idle_timeout: Duration,
     pub limits: Limits,
+    pub security: Security,
 }
 
 impl ServerConfig {
@@ -208,10 +264,23 @@ impl ServerConfig {
             None => MetadataUrl::Sqlite(data_dir.join("metadata.db")),
             Some(url) => parse_metadata_url(&url)?,
         };
+        let pg_addr = addr(args.pg_addr, file.pg_addr, "127.0.0.1:5433");
+        let flight_addr = addr(args.flight_addr, file.flight_addr, "127.0.0.1:50051");
+        let http_addr = addr(args.http_addr, file.http_addr, "127.0.0.1:8080");
+        let security = security(
+            args,
+            file.security,
+            &[
+                ("PostgreSQL", pg_addr),
+                ("Flight", flight_addr),
+                ("HTTP admin", http_addr),
+            ],
+        )?;
         Ok(ServerConfig {
-            pg_addr: addr(args.pg_addr, file.pg_addr, "127.0.0.1:5433"),
-            flight_addr: addr(args.flight_addr, file.flight_addr, "127.0.0.1:50051"),
-            http_addr: addr(args.http_addr, file.http_addr, "127.0.0.1:8080"),
+            pg_addr,
+            flight_addr,
+            http_addr,
+            security,
             data_dir,
             object_store,
             metadata,
@@ -252,6 +321,44 @@ impl ServerConfig {
             },
         })
     }
+}
+
+/// Authentication and TLS from flags over the file; refuses settings that
+/// cannot work, and `trust` on a door beyond loopback unless `insecure`.
+fn security(
+    args: &ServerArgs,
+    file: SecuritySection,
+    doors: &[(&str, SocketAddr)],
+) -> anyhow::Result<Security> {
+    let auth = args.auth.or(file.auth).unwrap_or_default();
+    let cert = args.tls_cert.clone().or(file.tls_cert);
+    let key = args.tls_key.clone().or(file.tls_key);
+    let require_tls = args.require_tls || file.require_tls.unwrap_or(false);
+    let insecure = args.insecure || file.insecure.unwrap_or(false);
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => bail!("--tls-cert needs --tls-key (the certificate's private key)"),
+        (None, Some(_)) => bail!("--tls-key needs --tls-cert (the certificate it belongs to)"),
+    };
+    if require_tls && tls.is_none() {
+        bail!("--require-tls needs a certificate: --tls-cert FILE --tls-key FILE");
+    }
+    if auth == AuthMode::Trust
+        && !insecure
+        && let Some((door, addr)) = doors.iter().find(|(_, a)| !a.ip().is_loopback())
+    {
+        bail!(
+            "the {door} door listens on {addr}, beyond loopback, with --auth trust: anyone \
+             who can reach it could connect as any user. Use --auth password (with \
+             --tls-cert/--tls-key), or --insecure to allow it"
+        );
+    }
+    Ok(Security {
+        auth,
+        tls,
+        require_tls,
+    })
 }
 
 fn positive(name: &str, n: usize) -> anyhow::Result<usize> {
@@ -333,5 +440,46 @@ mod tests {
         assert!(e.contains("unknown field `nonsense`"), "{e}");
         let e = parse_metadata_url("mysql://x").unwrap_err().to_string();
         assert!(e.contains("unsupported metadata URL"), "{e}");
+    }
+
+    #[test]
+    fn trust_beyond_loopback_is_refused_unless_insecure() {
+        let open = ServerArgs {
+            pg_addr: Some("0.0.0.0:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", ServerConfig::resolve(&open).unwrap_err());
+        assert!(
+            e.contains("beyond loopback") && e.contains("--insecure"),
+            "{e}"
+        );
+        let insecure = ServerArgs {
+            insecure: true,
+            ..open.clone()
+        };
+        assert_eq!(
+            ServerConfig::resolve(&insecure).unwrap().security.auth,
+            AuthMode::Trust
+        );
+        let password = ServerArgs {
+            auth: Some(AuthMode::Password),
+            ..open
+        };
+        assert_eq!(
+            ServerConfig::resolve(&password).unwrap().security.auth,
+            AuthMode::Password
+        );
+        let half = ServerArgs {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", ServerConfig::resolve(&half).unwrap_err());
+        assert!(e.contains("--tls-key"), "{e}");
+        let require = ServerArgs {
+            require_tls: true,
+            ..Default::default()
+        };
+        let e = format!("{:#}", ServerConfig::resolve(&require).unwrap_err());
+        assert!(e.contains("needs a certificate"), "{e}");
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod metrics;
 mod server;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -51,7 +52,7 @@ enum Command {
     ///
     /// Precedence: flags > STREAMHOUSE_* environment > --config file > defaults.
     /// Example: streamhouse server --data-dir /var/lib/streamhouse --http-addr 127.0.0.1:0
-    Server(config::ServerArgs),
+    Server(Box<config::ServerArgs>),
 
     /// Create, list, describe and delete streams
     #[command(subcommand)]

@@ -15,13 +15,13 @@ use anyhow::Context;
 use streamhouse_log::{
     DataDir, Log, LogConfig, MetadataStore, PostgresMetadata, SqliteMetadata, Store, SystemClock,
 };
-use streamhouse_pgwire::PgConfig;
+use streamhouse_pgwire::{Auth, PgConfig, StartupConfig};
 use streamhouse_sql::{Database, DatabaseOptions};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::{MetadataUrl, ServerConfig};
+use crate::config::{AuthMode, MetadataUrl, ServerConfig};
 
 /// Runs the server until a shutdown signal.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
@@ -34,8 +34,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind HTTP admin address {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
-    warn_if_exposed("HTTP admin", http_addr);
-    let state = Arc::new(AdminState::new(crate::metrics::install()?));
+    warn_if_exposed(&config, "HTTP admin", http_addr);
+    let tls = match &config.security.tls {
+        Some((cert, key)) => Some(crate::tls::load(cert, key)?),
+        None => None,
+    };
+    let state = Arc::new(AdminState::new(
+        crate::metrics::install()?,
+        config.security.auth == AuthMode::Password,
+    ));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(
         axum::serve(http, admin::router(state.clone()))
@@ -98,19 +105,32 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .context("cannot open the SQL catalog")?,
     );
+    first_superuser(&config, &log).await?;
     let pg = TcpListener::bind(config.pg_addr)
         .await
         .with_context(|| format!("cannot bind PostgreSQL address {}", config.pg_addr))?;
     let pg_addr = pg.local_addr()?;
-    warn_if_exposed("PostgreSQL", pg_addr);
+    warn_if_exposed(&config, "PostgreSQL", pg_addr);
     let (stop_pg, pg_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pg_config = PgConfig {
+        max_connections: config.limits.pg_max_connections,
+        startup: StartupConfig {
+            auth: match config.security.auth {
+                AuthMode::Trust => Auth::Trust,
+                AuthMode::Password => Auth::Password,
+            },
+            require_tls: config.security.require_tls,
+            certificate_pem: tls.as_ref().map(|t| t.certificate_pem.clone()),
+        },
+        tls: tls.as_ref().map(|t| t.config.clone()),
+        ..PgConfig::default()
+    };
+    let pg_handlers = streamhouse_pgwire::handlers(db.clone(), &pg_config)
+        .map_err(|e| anyhow::anyhow!("cannot set up the PostgreSQL door: {e}"))?;
     let pg_task = tokio::spawn(streamhouse_pgwire::serve(
         pg,
-        db.clone(),
-        PgConfig {
-            max_connections: config.limits.pg_max_connections,
-            ..PgConfig::default()
-        },
+        pg_handlers,
+        pg_config,
         async move {
             let _ = pg_stopped.await;
         },
@@ -119,7 +139,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind Flight address {}", config.flight_addr))?;
     let flight_addr = flight.local_addr()?;
-    warn_if_exposed("Flight", flight_addr);
+    warn_if_exposed(&config, "Flight", flight_addr);
     let (stop_flight, flight_stopped) = tokio::sync::oneshot::channel::<()>();
     let flight_task = tokio::spawn(streamhouse_flight::serve(
         flight,
@@ -127,6 +147,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         streamhouse_flight::FlightConfig {
             max_connections: config.limits.flight_max_connections,
             max_message_bytes: config.limits.flight_max_message_bytes,
+            require_password: config.security.auth == AuthMode::Password,
         },
         async move {
             let _ = flight_stopped.await;
@@ -209,15 +230,73 @@ fn print_banner(
     println!("  object store    {}", config.object_store);
     println!("  metadata        {meta}");
     println!("  HTTP admin      http://{http}  (/health /ready /live /metrics /v1/streams)");
-    println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse\"");
+    let sslmode = if config.security.tls.is_some() {
+        "?sslmode=require"
+    } else {
+        ""
+    };
+    println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse{sslmode}\"");
     println!("  Flight          grpc://{flight}  (Flight SQL, produce/consume)");
+    match config.security.auth {
+        AuthMode::Trust => println!(
+            "  authentication  trust: anyone who reaches a door is trusted as any user{}",
+            if [http, pg, flight].iter().all(|a| a.ip().is_loopback()) {
+                " (every door listens on loopback only)"
+            } else {
+                " (--insecure)"
+            }
+        ),
+        AuthMode::Password => println!(
+            "  authentication  password: SCRAM-SHA-256 on PostgreSQL; Basic for a bearer \
+             token on Flight (handshake) and HTTP (POST /v1/login)"
+        ),
+    }
+    if config.security.tls.is_some() {
+        println!(
+            "  TLS             PostgreSQL{}; Flight and HTTP admin are plaintext",
+            if config.security.require_tls {
+                " (required)"
+            } else {
+                ""
+            }
+        );
+    }
     println!("Press Ctrl-C to stop.");
 }
 
-fn warn_if_exposed(door: &str, addr: SocketAddr) {
-    if !addr.ip().is_loopback() {
-        warn!(%addr, "{door} listens beyond loopback and no authentication is configured");
+/// Start-up refuses `trust` beyond loopback unless `--insecure`; this
+/// says so in the log when it was allowed.
+fn warn_if_exposed(config: &ServerConfig, door: &str, addr: SocketAddr) {
+    if !addr.ip().is_loopback() && config.security.auth == AuthMode::Trust {
+        warn!(%addr, "{door} listens beyond loopback with --auth trust (--insecure): anyone who reaches it is trusted");
     }
+}
+
+/// Creates the first superuser (`streamhouse`) on the server's first
+/// start, with the password in `STREAMHOUSE_PASSWORD`; with `--auth
+/// password`, refuses to start when no one could ever log in.
+async fn first_superuser(config: &ServerConfig, log: &Log) -> anyhow::Result<()> {
+    let password = std::env::var("STREAMHOUSE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    streamhouse_sql::roles::ensure_first_superuser(log, password.as_deref())
+        .await
+        .context("cannot create the first superuser")?;
+    if config.security.auth == AuthMode::Password {
+        let roles = log
+            .metadata()
+            .roles()
+            .await
+            .context("cannot read the roles")?;
+        if !roles.iter().any(|r| r.login && r.verifier.is_some()) {
+            anyhow::bail!(
+                "--auth password, but no user has a password: set STREAMHOUSE_PASSWORD for \
+                 the first superuser ({})",
+                streamhouse_sql::roles::FIRST_SUPERUSER
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Listens for SIGINT and SIGTERM from the moment it is created, so a

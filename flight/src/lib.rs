@@ -6,6 +6,7 @@
 //! A thin adapter over `sql` and `log`: it translates, it does not decide.
 
 pub mod action;
+pub mod auth;
 pub mod consume;
 pub mod groups;
 pub mod ipc_guard;
@@ -138,13 +139,15 @@ mod tokio_stream_shim {
 /// after shutdown begins.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Limits of the Flight port.
+/// Limits and authentication of the Flight port.
 #[derive(Debug, Clone)]
 pub struct FlightConfig {
     /// Connections open at once; more are closed when accepted.
     pub max_connections: usize,
     /// The largest gRPC message accepted (RESOURCE_EXHAUSTED past it).
     pub max_message_bytes: usize,
+    /// Calls need a bearer token from a Basic-credentials handshake.
+    pub require_password: bool,
 }
 
 impl Default for FlightConfig {
@@ -152,6 +155,7 @@ impl Default for FlightConfig {
         FlightConfig {
             max_connections: 1024,
             max_message_bytes: 64 << 20,
+            require_password: false,
         }
     }
 }
@@ -183,7 +187,7 @@ pub async fn serve(
             tracing::info_span!("flight_call", method = %request.uri().path(), peer = ?peer)
         })
         .add_service(
-            FlightServiceServer::new(Router::new(db, closing))
+            FlightServiceServer::new(Router::new(db, closing, config.require_password))
                 .max_decoding_message_size(config.max_message_bytes),
         )
         .serve_with_incoming_shutdown(

@@ -24,14 +24,34 @@ pub struct Router {
     sql: FlightSql,
     /// Turns true when the server begins to shut down.
     closing: watch::Receiver<bool>,
+    /// Every call but the handshake carries a bearer token.
+    require_token: bool,
 }
 
 impl Router {
-    pub fn new(db: Arc<Database>, closing: watch::Receiver<bool>) -> Self {
+    pub fn new(db: Arc<Database>, closing: watch::Receiver<bool>, require_token: bool) -> Self {
         Router {
             sql: FlightSql::new(db.clone()),
             db,
             closing,
+            require_token,
+        }
+    }
+
+    /// With passwords required: the call's bearer token must be live.
+    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if !self.require_token {
+            return Ok(());
+        }
+        match crate::auth::bearer(request.metadata()) {
+            Some(token) if self.db.token_user(token).is_some() => Ok(()),
+            Some(_) => Err(Status::unauthenticated(
+                "the bearer token is unknown, expired or revoked: log in again (handshake)",
+            )),
+            None => Err(Status::unauthenticated(
+                "authentication required: handshake with Basic credentials, then send the \
+                 bearer token it returns",
+            )),
         }
     }
 }
@@ -52,13 +72,17 @@ impl FlightService for Router {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        self.sql.handshake(request).await
+        if !self.require_token {
+            return self.sql.handshake(request).await;
+        }
+        crate::auth::handshake(&self.db, request.metadata()).await
     }
 
     async fn list_flights(
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.check(&request)?;
         self.sql.list_flights(request).await
     }
 
@@ -66,6 +90,7 @@ impl FlightService for Router {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
         self.sql.get_flight_info(request).await
     }
 
@@ -73,6 +98,7 @@ impl FlightService for Router {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
+        self.check(&request)?;
         self.sql.poll_flight_info(request).await
     }
 
@@ -80,6 +106,7 @@ impl FlightService for Router {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
+        self.check(&request)?;
         self.sql.get_schema(request).await
     }
 
@@ -87,6 +114,7 @@ impl FlightService for Router {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.check(&request)?;
         if crate::consume::is_consumer_ticket(&request.get_ref().ticket) {
             let stream = crate::consume::do_get(
                 self.db.log().clone(),
@@ -104,6 +132,7 @@ impl FlightService for Router {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.check(&request)?;
         self.sql.do_put(request).await
     }
 
@@ -111,6 +140,7 @@ impl FlightService for Router {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        self.check(&request)?;
         self.sql.do_action(request).await
     }
 
@@ -118,6 +148,7 @@ impl FlightService for Router {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.check(&request)?;
         self.sql.list_actions(request).await
     }
 
@@ -125,6 +156,7 @@ impl FlightService for Router {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.check(&request)?;
         self.sql.do_exchange(request).await
     }
 }

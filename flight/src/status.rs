@@ -17,7 +17,8 @@ pub fn sql_status(e: SqlError) -> Status {
         | SqlError::UndefinedFunction(_)
         | SqlError::UndefinedObject(_)
         | SqlError::InvalidCursor(_) => Code::NotFound,
-        SqlError::DuplicateTable(_) => Code::AlreadyExists,
+        SqlError::DuplicateTable(_) | SqlError::DuplicateObject(_) => Code::AlreadyExists,
+        SqlError::InvalidPassword(_) => Code::Unauthenticated,
         SqlError::Syntax(_)
         | SqlError::InvalidInput(_)
         | SqlError::InvalidBinary(_)

@@ -52,6 +52,12 @@ pub enum LogError {
     #[error("materialized view \"{0}\" already exists")]
     ViewExists(String),
 
+    #[error("role \"{0}\" already exists")]
+    RoleExists(String),
+
+    #[error("role \"{0}\" does not exist")]
+    UnknownRole(String),
+
     #[error(
         "partition {partition} is out of range for stream \"{stream}\" ({partitions} partitions)"
     )]
@@ -149,8 +155,12 @@ impl LogError {
     /// choose its class here.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LogError::UnknownStream(_) | LogError::UnknownGroup(_) => ErrorKind::NotFound,
-            LogError::StreamExists(_) | LogError::ViewExists(_) => ErrorKind::AlreadyExists,
+            LogError::UnknownStream(_) | LogError::UnknownGroup(_) | LogError::UnknownRole(_) => {
+                ErrorKind::NotFound
+            }
+            LogError::StreamExists(_) | LogError::ViewExists(_) | LogError::RoleExists(_) => {
+                ErrorKind::AlreadyExists
+            }
             LogError::PartitionOutOfRange { .. }
             | LogError::SchemaMismatch { .. }
             | LogError::InvalidSpec(_)

@@ -44,8 +44,8 @@ pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{
     AckPart, AgentRecord, AgentStore, Change, ChunkStore, GroupOffsets, GroupStore, MetadataStore,
-    PartitionStats, ProducerSeq, StreamStore, TimeFilter, TxnCommit, ViewCheckpoint, ViewLease,
-    ViewRecord, ViewStore,
+    PartitionStats, ProducerSeq, RoleRecord, RoleStore, StreamStore, TimeFilter, TxnCommit,
+    ViewCheckpoint, ViewLease, ViewRecord, ViewStore,
 };
 pub use reader::BatchStream;
 pub use staged::StagedAppend;

@@ -16,8 +16,8 @@ use streamhouse_log::metadata::{
 };
 use streamhouse_log::{
     AgentRecord, Change, ErrorKind, Log, LogConfig, LogError, MetadataStore, PostgresMetadata,
-    ProducerSeq, SqliteMetadata, Store, StreamSpec, SystemClock, TimeFilter, ViewCheckpoint,
-    ViewLease, ViewRecord,
+    ProducerSeq, RoleRecord, SqliteMetadata, Store, StreamSpec, SystemClock, TimeFilter,
+    ViewCheckpoint, ViewLease, ViewRecord,
 };
 use tempfile::TempDir;
 
@@ -840,6 +840,55 @@ async fn a_tail_reader_wakes_on_another_agents_commit(kind: Kind) {
     assert_eq!(ids, (0..10).collect::<Vec<_>>());
 }
 
+/// Roles are shared by every handle on the store (every agent), and their
+/// names are unique.
+async fn roles_are_shared_and_unique(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let a = s.handle().await;
+    let b = s.handle().await;
+    let alice = RoleRecord {
+        name: "alice".into(),
+        superuser: false,
+        login: true,
+        verifier: Some("SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into()),
+        created_at: 7,
+    };
+    a.create_role(&alice).await.unwrap();
+    assert!(matches!(
+        b.create_role(&alice).await,
+        Err(LogError::RoleExists(n)) if n == "alice"
+    ));
+    assert_eq!(b.role("alice").await.unwrap(), Some(alice.clone()));
+    let changed = RoleRecord {
+        superuser: true,
+        login: false,
+        verifier: None,
+        ..alice.clone()
+    };
+    b.alter_role(&changed).await.unwrap();
+    assert_eq!(a.role("alice").await.unwrap(), Some(changed));
+    let ghost = RoleRecord {
+        name: "ghost".into(),
+        ..alice
+    };
+    assert!(matches!(
+        a.alter_role(&ghost).await,
+        Err(LogError::UnknownRole(_))
+    ));
+    a.create_role(&ghost).await.unwrap();
+    let names: Vec<String> = b
+        .roles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["alice", "ghost"]);
+    assert!(b.drop_role("alice").await.unwrap());
+    assert!(!a.drop_role("alice").await.unwrap());
+    assert_eq!(a.role("alice").await.unwrap(), None);
+}
+
 macro_rules! per_store {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $(
@@ -868,4 +917,5 @@ per_store!(
     agents_register_and_heartbeat,
     commits_are_announced_to_other_agents,
     a_tail_reader_wakes_on_another_agents_commit,
+    roles_are_shared_and_unique,
 );

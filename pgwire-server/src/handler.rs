@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::{Sink, SinkExt, StreamExt, TryStreamExt};
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -20,20 +19,20 @@ use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, PgWireServerHandlers, Type,
 };
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{Describe, Sync as PgSync, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
-use pgwire::messages::startup::ParameterStatus;
 use streamhouse_sql::copy::CopyIn;
 use streamhouse_sql::transaction::BlockState;
 use streamhouse_sql::{CommandTag, Database, Prepared, QueryResult, Session, SqlError};
 
 use crate::encode;
 use crate::error::pg_error;
+use crate::startup::{Startup, StartupConfig};
 
 /// The `server_version` clients see: PostgreSQL's major line (drivers parse
 /// it), then ours.
@@ -120,12 +119,22 @@ pub struct Handlers {
     connections: Arc<ConnectionManager>,
     /// Connections past the cap: their startup is answered 53300.
     refused: Arc<Mutex<std::collections::HashSet<SocketAddr>>>,
+    /// How connections start (authentication, TLS).
+    startup: Arc<Startup>,
 }
 
 impl Handlers {
-    pub fn new(db: Arc<Database>) -> Arc<Self> {
+    pub fn new(db: Arc<Database>, config: &StartupConfig) -> PgWireResult<Arc<Self>> {
         let sessions: Arc<Sessions> = Arc::default();
-        Arc::new(Self {
+        let connections = Arc::new(ConnectionManager::new());
+        let refused: Arc<Mutex<std::collections::HashSet<SocketAddr>>> = Arc::default();
+        let startup = Arc::new(Startup::new(
+            db.clone(),
+            config,
+            connections.clone(),
+            refused.clone(),
+        )?);
+        Ok(Arc::new(Self {
             parser: Arc::new(Parser {
                 db: db.clone(),
                 sessions: sessions.clone(),
@@ -133,9 +142,10 @@ impl Handlers {
             db,
             copies: Arc::default(),
             sessions,
-            connections: Arc::new(ConnectionManager::new()),
-            refused: Arc::default(),
-        })
+            connections,
+            refused,
+            startup,
+        }))
     }
 
     /// Drops what a finished connection left behind: its COPY and its
@@ -195,72 +205,11 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Startup {
-            connections: self.connections.clone(),
-            refused: self.refused.clone(),
-        })
+        self.startup.clone()
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         Arc::new(DefaultCancelHandler::new(self.connections.clone()))
-    }
-}
-
-/// Trust authentication (loopback by default); announces our settings and
-/// registers the connection so that a CancelRequest can find it. A
-/// connection past the cap is answered 53300 instead.
-struct Startup {
-    connections: Arc<ConnectionManager>,
-    refused: Arc<Mutex<std::collections::HashSet<SocketAddr>>>,
-}
-
-#[async_trait]
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
-    }
-
-    async fn post_startup<C>(
-        &self,
-        client: &mut C,
-        _message: pgwire::messages::PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let refused = self
-            .refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&client.socket_addr());
-        if refused {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".into(),
-                "53300".into(),
-                "sorry, too many clients already".into(),
-            ))));
-        }
-        // Values drivers check; later ParameterStatus messages override the
-        // defaults sent during authentication.
-        for (name, value) in [
-            ("server_version", SERVER_VERSION),
-            ("client_encoding", "UTF8"),
-            ("DateStyle", "ISO, MDY"),
-            ("integer_datetimes", "on"),
-            ("standard_conforming_strings", "on"),
-            ("TimeZone", "UTC"),
-            ("application_name", ""),
-        ] {
-            client
-                .send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
-                    name.to_string(),
-                    value.to_string(),
-                )))
-                .await?;
-        }
-        Ok(())
     }
 }
 

@@ -3,13 +3,16 @@
 //!
 //! A thin adapter over `streamhouse_sql::Database`: [`handler`] translates
 //! messages to `prepare`/`execute` calls, [`encode`] turns Arrow batches into
-//! rows on the wire, [`params`] turns bound values into typed scalars, and
-//! [`server`] owns the accept loop.
+//! rows on the wire, [`params`] turns bound values into typed scalars,
+//! [`startup`] authenticates connections, and [`server`] owns the accept
+//! loop (and TLS).
 
 pub mod encode;
 pub mod error;
 pub mod handler;
 pub mod params;
 pub mod server;
+pub mod startup;
 
-pub use server::{PgConfig, serve};
+pub use server::{PgConfig, handlers, serve};
+pub use startup::{Auth, StartupConfig};

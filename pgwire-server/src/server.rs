@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pgwire::error::ErrorInfo;
+use pgwire::error::{ErrorInfo, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::ErrorResponse;
+use pgwire::tokio::TlsAcceptor;
+use pgwire::tokio::tokio_rustls::rustls::ServerConfig;
 use streamhouse_sql::Database;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -19,14 +21,21 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::handler::Handlers;
+use crate::startup::StartupConfig;
 
-/// Limits of the PostgreSQL door.
+/// Settings of the PostgreSQL door.
 #[derive(Debug, Clone)]
 pub struct PgConfig {
     /// Connections served at once; more are refused (53300).
     pub max_connections: usize,
     /// How long open sessions may take to finish at shutdown.
     pub drain_timeout: Duration,
+    /// Authentication, and whether TLS is required.
+    pub startup: StartupConfig,
+    /// The server's TLS settings (certificate and key); none: an
+    /// SSLRequest is answered `N` and the client goes on in plaintext or
+    /// gives up, as it chooses.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl Default for PgConfig {
@@ -34,20 +43,30 @@ impl Default for PgConfig {
         Self {
             max_connections: 1024,
             drain_timeout: Duration::from_secs(5),
+            startup: StartupConfig::default(),
+            tls: None,
         }
     }
 }
 
-/// Serves the PostgreSQL protocol on `listener` until `shutdown` resolves.
-/// TLS is not offered: an SSLRequest is answered `N` and the client goes on
-/// in plaintext or gives up, as it chooses.
+/// The door's handlers over `db`; fails on settings that cannot work (a
+/// certificate SCRAM channel binding cannot read).
+pub fn handlers(db: Arc<Database>, config: &PgConfig) -> PgWireResult<Arc<Handlers>> {
+    Handlers::new(db, &config.startup)
+}
+
+/// Serves the PostgreSQL protocol on `listener` until `shutdown` resolves,
+/// answering an SSLRequest with TLS when `config.tls` is set.
 pub async fn serve(
     listener: TcpListener,
-    db: Arc<Database>,
+    handlers: Arc<Handlers>,
     config: PgConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let handlers = Handlers::new(db);
+    let tls = config.tls.clone().map(TlsAcceptor::from);
+    // Ending a session from outside writes its reason in plaintext, which
+    // a TLS session cannot read: over TLS it is closed without one.
+    let plaintext_reasons = tls.is_none();
     let slots = Arc::new(Semaphore::new(config.max_connections));
     // Refused connections waiting for their startup message, at most.
     let refusals = Arc::new(Semaphore::new(REFUSING));
@@ -78,11 +97,12 @@ pub async fn serve(
                     .increment(1);
                 handlers.refuse(peer);
                 let handlers = handlers.clone();
+                let tls = tls.clone();
                 sessions.spawn(async move {
                     let _forget = Forget(handlers.clone(), peer);
                     let _ = tokio::time::timeout(
                         REFUSAL_TIMEOUT,
-                        pgwire::tokio::process_socket(socket, None, handlers),
+                        pgwire::tokio::process_socket(socket, tls.clone(), handlers),
                     )
                     .await;
                     drop(refusing);
@@ -91,6 +111,7 @@ pub async fn serve(
             }
         };
         let handlers = handlers.clone();
+        let tls = tls.clone();
         let span = info_span!("pg_session", %peer);
         sessions.spawn(
             async move {
@@ -108,7 +129,7 @@ pub async fn serve(
                     }
                 };
                 tokio::select! {
-                    r = pgwire::tokio::process_socket(socket, None, handlers.clone()) => {
+                    r = pgwire::tokio::process_socket(socket, tls.clone(), handlers.clone()) => {
                         if let Err(e) = r {
                             debug!(error = %e, "session ended with an error");
                         }
@@ -117,7 +138,7 @@ pub async fn serve(
                         // The session is dropped with its block: nothing of
                         // it is written.
                         warn!("ending a session idle in a transaction block past its timeout");
-                        end_with(spare, "25P03", "terminating connection due to idle-in-transaction timeout").await;
+                        end_with(spare, plaintext_reasons, "25P03", "terminating connection due to idle-in-transaction timeout").await;
                     }
                 }
                 drop(permit);
@@ -172,9 +193,14 @@ async fn idle_in_transaction(handlers: &Handlers, peer: std::net::SocketAddr) {
     }
 }
 
-/// Tells the client why its session ends (a FATAL error) and closes.
-async fn end_with(mut socket: TcpStream, code: &str, message: &str) {
+/// Tells the client why its session ends (a FATAL error, when it may be
+/// written in plaintext) and closes.
+async fn end_with(mut socket: TcpStream, plaintext: bool, code: &str, message: &str) {
     use tokio::io::AsyncWriteExt;
+    if !plaintext {
+        let _ = socket.shutdown().await;
+        return;
+    }
     let error = ErrorResponse::from(ErrorInfo::new("FATAL".into(), code.into(), message.into()));
     let mut buf = BytesMut::new();
     if PgWireBackendMessage::ErrorResponse(error)

@@ -69,6 +69,8 @@ pub struct Database {
     compat: Compat,
     /// The pool every query's memory is also reserved from.
     pub(crate) query_memory: limits::ServerMemory,
+    /// Bearer tokens issued to doors' clients.
+    tokens: crate::roles::tokens::Tokens,
 }
 
 impl std::fmt::Debug for Database {
@@ -176,13 +178,17 @@ impl Database {
         }
         views.load().await?;
         Ok(Database {
-            log,
             planner,
             running,
             default_session: Session::default(),
             compat,
             views,
             query_memory: limits::ServerMemory::new(options.server_query_memory),
+            tokens: crate::roles::tokens::Tokens::new(
+                log.clock().clone(),
+                crate::roles::tokens::TOKEN_LIFETIME,
+            ),
+            log,
             options,
         })
     }
@@ -230,6 +236,31 @@ impl Database {
     /// ([`Views::maintain`]) and releases them at shutdown.
     pub fn views(&self) -> &Arc<Views> {
         &self.views
+    }
+
+    /// The password verifier `user` logs in with through any door (`None`:
+    /// no such user, it may not log in, or it has no password).
+    pub async fn login_verifier(
+        &self,
+        user: &str,
+    ) -> Result<Option<crate::roles::password::Verifier>> {
+        crate::roles::login_verifier(&self.log, user).await
+    }
+
+    /// Checks a password (a door that receives one) and issues a bearer
+    /// token for later calls; 28P01 for any failure.
+    pub async fn login(&self, user: &str, password: &str) -> Result<String> {
+        crate::roles::login(&self.log, &self.tokens, user, password).await
+    }
+
+    /// The user a bearer token was issued to, while it is live.
+    pub fn token_user(&self, token: &str) -> Option<String> {
+        self.tokens.user_of(token)
+    }
+
+    /// Revokes a bearer token; whether it was live.
+    pub fn revoke_token(&self, token: &str) -> bool {
+        self.tokens.revoke(token)
     }
 
     /// Sets the gauges that describe views and consumer groups now; called
@@ -682,6 +713,7 @@ impl Database {
                 self.views.drop_views(names, if_exists).await
             }
             Statement::ShowMaterializedViews => self.views.show().await,
+            Statement::Role(r) => crate::roles::run(&self.log, &self.tokens, r).await,
             Statement::Sql(other) => Err(SqlError::Internal(format!(
                 "unprepared statement {}",
                 statement_kind(&other)

@@ -45,6 +45,8 @@ pub enum Statement {
         if_exists: bool,
     },
     ShowMaterializedViews,
+    /// `CREATE`, `ALTER` or `DROP ROLE` (or `USER`).
+    Role(crate::roles::RoleStatement),
     /// Anything else, for DataFusion (or for `INSERT` into a stream).
     Sql(Box<SqlStatement>),
 }
@@ -66,6 +68,7 @@ impl Statement {
                 format!("DROP MATERIALIZED VIEW {}", names.join(", "))
             }
             Statement::ShowMaterializedViews => "SHOW MATERIALIZED VIEWS".into(),
+            Statement::Role(r) => r.text(),
             Statement::Sql(s) => s.to_string(),
         }
     }
@@ -289,6 +292,9 @@ fn parse_word(p: &mut Parser, w: &str) -> bool {
 }
 
 fn parse_one(p: &mut Parser) -> Result<Statement> {
+    if let Some(role) = crate::roles::parse(p)? {
+        return Ok(Statement::Role(role));
+    }
     if p.parse_keywords(&[Keyword::CREATE, Keyword::STREAM]) {
         return parse_create_stream(p).map(Statement::CreateStream);
     }

@@ -30,9 +30,17 @@ pub enum SqlError {
     #[error("{0}")]
     UndefinedFunction(String),
 
-    /// A named object (a setting) that does not exist.
+    /// A named object (a setting, a role) that does not exist.
     #[error("{0}")]
     UndefinedObject(String),
+
+    /// A login that failed (no such user, no password, a wrong one).
+    #[error("{0}")]
+    InvalidPassword(String),
+
+    /// A named object (a role) that already exists.
+    #[error("{0}")]
+    DuplicateObject(String),
 
     /// A cursor that does not exist.
     #[error("{0}")]
@@ -165,6 +173,8 @@ impl SqlError {
             SqlError::UndefinedColumn(_) => "42703",
             SqlError::UndefinedFunction(_) => "42883",
             SqlError::UndefinedObject(_) => "42704",
+            SqlError::DuplicateObject(_) => "42710",
+            SqlError::InvalidPassword(_) => "28P01",
             SqlError::InvalidCursor(_) => "34000",
             SqlError::DuplicateTable(_) => "42P07",
             SqlError::InvalidInput(_) => "22P02",
@@ -220,6 +230,8 @@ impl From<LogError> for SqlError {
             (LogError::StreamExists(name), _) => SqlError::DuplicateTable(name.clone()),
             (LogError::SchemaMismatch { .. }, _) => SqlError::DatatypeMismatch(e.to_string()),
             (LogError::ReservedName(_), _) => SqlError::ReservedName(e.to_string()),
+            (LogError::UnknownRole(_), _) => SqlError::UndefinedObject(e.to_string()),
+            (LogError::RoleExists(_), _) => SqlError::DuplicateObject(e.to_string()),
             (_, ErrorKind::NotFound) => SqlError::UndefinedTable(e.to_string()),
             (_, ErrorKind::AlreadyExists) => SqlError::DuplicateTable(e.to_string()),
             (_, ErrorKind::InvalidArgument) => SqlError::InvalidDefinition(e.to_string()),

@@ -35,6 +35,7 @@ pub mod planner;
 mod prepared;
 pub mod result;
 pub mod rewrite;
+pub mod roles;
 pub mod session;
 mod settings;
 mod stream_ddl;

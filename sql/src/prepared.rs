@@ -79,7 +79,7 @@ pub(crate) fn values_placeholders(q: &sqlparser::ast::Query) -> Vec<(usize, usiz
 impl Action {
     /// Whether the statement may run inside a transaction block: reads,
     /// writes (held until COMMIT) and settings may; what could not be
-    /// rolled back (creating or dropping streams and views) may not.
+    /// rolled back (creating or dropping streams, views and roles) may not.
     pub(crate) fn may_run_in_block(&self) -> bool {
         match self {
             Action::Query(_)
@@ -100,6 +100,7 @@ impl Action {
                 | Statement::DropStream { .. }
                 | Statement::CreateMaterializedView { .. }
                 | Statement::DropMaterializedView { .. }
+                | Statement::Role(_)
                 | Statement::Sql(_) => false,
             },
         }

@@ -37,6 +37,9 @@ pub enum CommandTag {
     DropStream,
     CreateMaterializedView,
     DropMaterializedView,
+    CreateRole,
+    AlterRole,
+    DropRole,
 }
 
 impl CommandTag {
@@ -79,6 +82,9 @@ impl CommandTag {
             CommandTag::DropStream => "DROP STREAM",
             CommandTag::CreateMaterializedView => "CREATE MATERIALIZED VIEW",
             CommandTag::DropMaterializedView => "DROP MATERIALIZED VIEW",
+            CommandTag::CreateRole => "CREATE ROLE",
+            CommandTag::AlterRole => "ALTER ROLE",
+            CommandTag::DropRole => "DROP ROLE",
         }
     }
 }

@@ -24,8 +24,10 @@ def _binary() -> str:
 
 
 class Server:
-    def __init__(self, data_dir: str, extra_args=()):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")}
+    def __init__(self, data_dir: str, extra_args=(), env=None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")} | (
+            env or {}
+        )
         self.proc = subprocess.Popen(
             [
                 _binary(), "server",

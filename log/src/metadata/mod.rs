@@ -10,7 +10,8 @@
 //! because they are read and bumped inside that transaction.
 //!
 //! The operations come by topic — [`StreamStore`], [`ChunkStore`],
-//! [`GroupStore`], [`ViewStore`], [`AgentStore`] — and [`MetadataStore`] is
+//! [`GroupStore`], [`ViewStore`], [`AgentStore`], [`RoleStore`] — and
+//! [`MetadataStore`] is
 //! all of them. Two stores with the same schema: SQLite (embedded, the
 //! default; one process) and PostgreSQL (clusters: several agents share
 //! it, and it tells each agent what the others committed). Each topic's
@@ -230,6 +231,21 @@ pub struct AgentRecord {
     pub heartbeat_at: Micros,
     /// Set when it stopped cleanly.
     pub stopped_at: Option<Micros>,
+}
+
+/// A role (a user when it may log in), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRecord {
+    pub name: String,
+    /// Passes every privilege check.
+    pub superuser: bool,
+    /// May open sessions (a user); a role without it only holds privileges.
+    pub login: bool,
+    /// The password's SCRAM-SHA-256 verifier, in PostgreSQL's form
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`);
+    /// none: no password, so no password login.
+    pub verifier: Option<String>,
+    pub created_at: Micros,
 }
 
 /// A change committed by some agent, as the metadata store announces it to
@@ -459,11 +475,32 @@ pub trait AgentStore: Send + Sync {
     async fn forget_agents(&self, before: Micros) -> Result<()>;
 }
 
+/// Users and roles, shared by every agent of the store.
+#[async_trait]
+pub trait RoleStore: Send + Sync {
+    /// Records a new role; [`crate::LogError::RoleExists`] if the name is
+    /// taken.
+    async fn create_role(&self, role: &RoleRecord) -> Result<()>;
+
+    /// Replaces a role's attributes (superuser, login, verifier);
+    /// [`crate::LogError::UnknownRole`] if there is no such role.
+    async fn alter_role(&self, role: &RoleRecord) -> Result<()>;
+
+    /// Forgets a role; whether there was one.
+    async fn drop_role(&self, name: &str) -> Result<bool>;
+
+    /// Role `name`, if there is one.
+    async fn role(&self, name: &str) -> Result<Option<RoleRecord>>;
+
+    /// Every role, by name.
+    async fn roles(&self) -> Result<Vec<RoleRecord>>;
+}
+
 /// The metadata store: every topic's operations, and how the store is
 /// shared and closed.
 #[async_trait]
 pub trait MetadataStore:
-    StreamStore + ChunkStore + GroupStore + ViewStore + AgentStore + std::fmt::Debug
+    StreamStore + ChunkStore + GroupStore + ViewStore + AgentStore + RoleStore + std::fmt::Debug
 {
     /// Closes connections, waiting for those in use.
     async fn close(&self) {}

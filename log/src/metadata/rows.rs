@@ -53,6 +53,7 @@ pub(super) const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, en
      min_append_time_us, max_append_time_us";
 pub(super) const VIEW_COLUMNS: &str = "name, dataflow, definition, checkpoint_no, \
      input_offsets, state_key, owner, epoch, lease_until_us";
+pub(super) const ROLE_COLUMNS: &str = "name, superuser, can_login, verifier, created_at_us";
 pub(super) const AGENT_COLUMNS: &str =
     "agent_id, addresses, version, started_at_us, heartbeat_at_us, stopped_at_us";
 
@@ -254,6 +255,16 @@ pub(super) fn stored_group(
         );
     }
     Ok(out)
+}
+
+pub(super) fn role(row: &impl MetaRow) -> Result<super::RoleRecord> {
+    Ok(super::RoleRecord {
+        name: row.text("name")?,
+        superuser: row.int("superuser")? != 0,
+        login: row.int("can_login")? != 0,
+        verifier: row.opt_text("verifier")?,
+        created_at: row.int("created_at_us")?,
+    })
 }
 
 pub(super) fn strategy_name(s: crate::groups::rules::Strategy) -> &'static str {

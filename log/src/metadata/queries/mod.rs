@@ -1,10 +1,11 @@
 //! The store operations, written once over [`super::sql::Backend`]: each
 //! topic's trait (`StreamStore`, `ChunkStore`, `GroupStore`, `ViewStore`,
-//! `AgentStore`) is implemented for every backend, so the SQLite and the
+//! `AgentStore`, `RoleStore`) is implemented for every backend, so the SQLite and the
 //! PostgreSQL store run the same statements wherever their dialects agree.
 
 mod agents;
 mod chunks;
 mod groups;
+mod roles;
 mod streams;
 mod views;

@@ -1,0 +1,316 @@
+"""Users, passwords and TLS on the PostgreSQL door, through real clients:
+psql with sslmode=verify-full, psycopg (SCRAM-SHA-256, and -PLUS with
+channel binding), asyncpg with an SSL context. The certificates are made
+here by openssl, for this run only."""
+
+import asyncio
+import os
+import socket
+import sqlite3
+import ssl
+import struct
+import subprocess
+import tempfile
+
+import asyncpg
+import psycopg
+import pytest
+from psycopg import errors
+
+from conftest import Server, _binary
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def certs():
+    """A CA, and a server certificate it signed for localhost/127.0.0.1."""
+    with tempfile.TemporaryDirectory() as d:
+        def openssl(*args):
+            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", "/CN=streamhouse test CA", "-keyout", "ca.key", "-out", "ca.pem")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                "-keyout", "server.key", "-out", "server.csr")
+        with open(os.path.join(d, "san.ext"), "w") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+        yield {name: os.path.join(d, f"{name}.pem") for name in ("ca", "server")} | {
+            "key": os.path.join(d, "server.key")
+        }
+
+
+@pytest.fixture(scope="module")
+def secure(certs):
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(
+            d,
+            ["--auth", "password", "--tls-cert", certs["server"], "--tls-key", certs["key"],
+             "--require-tls"],
+            env={"STREAMHOUSE_PASSWORD": PASSWORD},
+        )
+        s.data_dir = d
+        try:
+            yield s
+        finally:
+            assert s.stop() == 0
+
+
+def dsn(s, user="streamhouse", password=PASSWORD, **params):
+    base = f"host=localhost port={s.port} dbname=streamhouse user={user}"
+    if password is not None:
+        base += f" password='{password}'"
+    return base + "".join(f" {k}={v}" for k, v in params.items())
+
+
+def refusal(s, *, ssl, user="streamhouse", password=PASSWORD):
+    """The SQLSTATE a connection attempt is refused with (asyncpg reports
+    it; libpq-based clients give only the message at connect)."""
+    async def attempt():
+        try:
+            c = await asyncpg.connect(host="127.0.0.1", port=s.port, user=user,
+                                      password=password, database="streamhouse", ssl=ssl)
+        except asyncpg.PostgresError as e:
+            return e.sqlstate, str(e)
+        await c.close()
+        return None, "connected"
+
+    return asyncio.run(attempt())
+
+
+def no_verify():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def psql(s, certs, sql, **params):
+    conninfo = dsn(s, sslmode="verify-full", sslrootcert=certs["ca"], **params)
+    return subprocess.run(["psql", conninfo, "-X", "-A", "-t", "-c", sql],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_psql_verifies_the_certificate_and_logs_in_with_scram(secure, certs):
+    r = psql(secure, certs, "SELECT 40 + 2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "42"
+    info = subprocess.run(
+        ["psql", dsn(secure, sslmode="verify-full", sslrootcert=certs["ca"]), "-X",
+         "-c", "\\conninfo"],
+        capture_output=True, text=True, timeout=30)
+    assert "SSL connection (protocol: TLSv1.3" in info.stdout, info.stdout + info.stderr
+
+
+def test_a_wrong_password_is_28P01(secure, certs):
+    code, message = refusal(secure, ssl=no_verify(), password="wrong")
+    assert code == "28P01", message
+    assert 'for user "streamhouse"' in message, message
+    # An unknown user is answered the same way.
+    code, message = refusal(secure, ssl=no_verify(), user="nobody")
+    assert code == "28P01", message
+    with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+        psycopg.connect(dsn(secure, password="wrong", sslmode="require"))
+    # The server keeps serving.
+    r = psql(secure, certs, "SELECT 1")
+    assert r.returncode == 0, r.stderr
+
+
+def test_channel_binding_and_a_client_that_offers_only_cleartext(secure, certs):
+    with psycopg.connect(dsn(secure, sslmode="verify-full", sslrootcert=certs["ca"],
+                             channel_binding="require")) as c:
+        assert c.execute("SELECT 'bound'").fetchone() == ("bound",)
+
+    # On the wire: the server asks for SCRAM and nothing else, and a client
+    # that answers with a cleartext password anyway is refused.
+    def read_message(conn):
+        head = b""
+        while len(head) < 5:
+            head += conn.recv(5 - len(head))
+        body = b""
+        length = struct.unpack("!i", head[1:])[0] - 4
+        while len(body) < length:
+            body += conn.recv(length - len(body))
+        return head[:1], body
+
+    sock = socket.create_connection(("127.0.0.1", secure.port), timeout=10)
+    sock.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
+    assert sock.recv(1) == b"S"
+    conn = no_verify().wrap_socket(sock, server_hostname="localhost")
+    params = b"user\0streamhouse\0database\0streamhouse\0\0"
+    conn.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+    kind, body = read_message(conn)
+    assert kind == b"R" and struct.unpack("!i", body[:4])[0] == 10, (kind, body)  # SASL
+    mechanisms = body[4:].split(b"\0")
+    assert b"SCRAM-SHA-256" in mechanisms and b"SCRAM-SHA-256-PLUS" in mechanisms, body
+    assert all(m.startswith(b"SCRAM") for m in mechanisms if m), body
+    cleartext = PASSWORD.encode() + b"\0"
+    conn.sendall(b"p" + struct.pack("!i", 4 + len(cleartext)) + cleartext)
+    kind, body = read_message(conn)
+    assert kind == b"E", (kind, body)
+    conn.close()
+
+
+def test_a_connection_without_tls_is_refused(secure):
+    code, message = refusal(secure, ssl=False)
+    assert code == "28000", message
+    with pytest.raises(psycopg.OperationalError, match="TLS only"):
+        psycopg.connect(dsn(secure, sslmode="disable"))
+
+
+def test_asyncpg_over_tls(secure, certs):
+    async def run():
+        ctx = ssl.create_default_context(cafile=certs["ca"])
+        c = await asyncpg.connect(host="localhost", port=secure.port, user="streamhouse",
+                                  password=PASSWORD, database="streamhouse", ssl=ctx)
+        try:
+            return await c.fetchval("SELECT 'over tls'")
+        finally:
+            await c.close()
+
+    assert asyncio.run(run()) == "over tls"
+
+
+def test_users_are_created_changed_and_dropped(secure):
+    with psycopg.connect(dsn(secure, sslmode="require"), autocommit=True) as admin:
+        admin.execute("CREATE USER alice WITH PASSWORD 'first'")
+        with pytest.raises(errors.DuplicateObject):
+            admin.execute("CREATE USER alice WITH PASSWORD 'again'")
+        admin.execute("CREATE USER IF NOT EXISTS alice")
+        with psycopg.connect(dsn(secure, user="alice", password="first", sslmode="require")) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+
+        admin.execute("ALTER ROLE alice WITH PASSWORD 'second'")
+        code, _ = refusal(secure, ssl=no_verify(), user="alice", password="first")
+        assert code == "28P01"
+        psycopg.connect(dsn(secure, user="alice", password="second", sslmode="require")).close()
+
+        # A role (not a user) may not log in, password or not.
+        admin.execute("CREATE ROLE readers PASSWORD 'x'")
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn(secure, user="readers", password="x", sslmode="require"))
+        admin.execute("ALTER ROLE alice NOLOGIN")
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn(secure, user="alice", password="second", sslmode="require"))
+
+        admin.execute("DROP ROLE alice, readers")
+        with pytest.raises(errors.UndefinedObject):
+            admin.execute("DROP ROLE alice")
+        admin.execute("DROP ROLE IF EXISTS alice")
+        with pytest.raises(errors.DependentObjectsStillExist):
+            admin.execute("DROP ROLE streamhouse")
+        with pytest.raises(errors.ActiveSqlTransaction):
+            with admin.transaction():
+                admin.execute("CREATE ROLE inside_a_block")
+
+
+def test_passwords_are_stored_only_as_scram_verifiers(secure):
+    with psycopg.connect(dsn(secure, sslmode="require"), autocommit=True) as admin:
+        admin.execute("CREATE USER bob WITH PASSWORD 'hunter2-secret'")
+    db = sqlite3.connect(os.path.join(secure.data_dir, "metadata.db"))
+    rows = dict(db.execute("SELECT name, verifier FROM roles").fetchall())
+    db.close()
+    assert set(rows) >= {"streamhouse", "bob"}
+    for name, verifier in rows.items():
+        assert verifier.startswith("SCRAM-SHA-256$4096:"), (name, verifier)
+    assert "hunter2-secret" not in rows["bob"]
+    assert PASSWORD not in rows["streamhouse"]
+
+
+def test_trust_beyond_loopback_is_refused_at_start():
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run(
+            [_binary(), "server", "--data-dir", d, "--pg-addr", "0.0.0.0:0",
+             "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")})
+        assert r.returncode != 0
+        assert "beyond loopback" in r.stderr and "--insecure" in r.stderr, r.stderr
+
+
+def test_password_auth_without_any_password_is_refused_at_start():
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run(
+            [_binary(), "server", "--data-dir", d, "--auth", "password",
+             "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+             "--flight-addr", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")})
+        assert r.returncode != 0
+        assert "STREAMHOUSE_PASSWORD" in r.stderr, r.stderr
+
+
+def test_flight_basic_credentials_give_a_bearer_token(secure):
+    import pyarrow.flight as fl
+
+    client = fl.FlightClient(secure.flight)
+    with pytest.raises(fl.FlightUnauthenticatedError):
+        list(client.list_actions())
+    with pytest.raises(fl.FlightUnauthenticatedError):
+        client.authenticate_basic_token("streamhouse", "wrong")
+    header = client.authenticate_basic_token("streamhouse", PASSWORD)
+    assert header[0] == b"authorization" and header[1].startswith(b"Bearer ")
+    assert list(client.list_actions(options=fl.FlightCallOptions(headers=[header])))
+    forged = fl.FlightCallOptions(headers=[(b"authorization", b"Bearer forged")])
+    with pytest.raises(fl.FlightUnauthenticatedError):
+        list(client.list_actions(options=forged))
+
+    # A changed password revokes the user's tokens.
+    with psycopg.connect(dsn(secure, sslmode="require"), autocommit=True) as admin:
+        admin.execute("CREATE USER carol WITH PASSWORD 'one'")
+        carol = client.authenticate_basic_token("carol", "one")
+        opts = fl.FlightCallOptions(headers=[carol])
+        assert list(client.list_actions(options=opts))
+        admin.execute("ALTER USER carol PASSWORD 'two'")
+        with pytest.raises(fl.FlightUnauthenticatedError):
+            list(client.list_actions(options=opts))
+        admin.execute("DROP USER carol")
+
+
+def test_adbc_flight_sql_logs_in_with_username_and_password(secure):
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    with pytest.raises(Exception):
+        with flightsql.connect(secure.flight, autocommit=True) as c, c.cursor() as cur:
+            cur.execute("SELECT 1")
+    with flightsql.connect(
+        secure.flight,
+        db_kwargs={"username": "streamhouse", "password": PASSWORD},
+        autocommit=True,
+    ) as c, c.cursor() as cur:
+        cur.execute("SELECT 6 * 7 AS answer")
+        assert cur.fetchall() == [(42,)]
+
+
+def test_http_admin_needs_a_token_except_for_probes(secure):
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    base = f"http://{secure.http}"
+    for probe in ("/live", "/ready", "/health"):
+        with urllib.request.urlopen(base + probe) as r:
+            assert r.status == 200
+    for path in ("/v1/streams", "/metrics"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + path)
+        assert e.value.code == 401
+    bad = urllib.request.Request(
+        base + "/v1/login", method="POST",
+        headers={"Authorization": "Basic " + base64.b64encode(b"streamhouse:nope").decode()})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(bad)
+    assert e.value.code == 401
+    good = urllib.request.Request(
+        base + "/v1/login", method="POST",
+        headers={"Authorization": "Basic "
+                 + base64.b64encode(f"streamhouse:{PASSWORD}".encode()).decode()})
+    with urllib.request.urlopen(good) as r:
+        token = json.load(r)["token"]
+    authed = urllib.request.Request(base + "/v1/streams",
+                                    headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(authed) as r:
+        assert r.status == 200
