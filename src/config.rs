@@ -90,8 +90,8 @@ pub struct ServerArgs {
     #[arg(long, env = "STREAMHOUSE_AUTH", value_name = "trust|password")]
     pub auth: Option<AuthMode>,
 
-    /// The server's certificate chain (PEM), for TLS on the PostgreSQL door
-    /// (Flight and the HTTP admin do not speak TLS yet)
+    /// The server's certificate chain (PEM): TLS on every door (Flight and
+    /// the HTTP admin speak only TLS then; PostgreSQL answers SSLRequest)
     #[arg(long, env = "STREAMHOUSE_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 

@@ -44,13 +44,22 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         config.security.auth == AuthMode::Password,
     ));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(
-        axum::serve(http, admin::router(state.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.await;
-            })
-            .into_future(),
-    );
+    let http_stopped = async move {
+        let _ = http_stopped.await;
+    };
+    let http_task = match &tls {
+        Some(t) => tokio::spawn(crate::tls::serve_http(
+            http,
+            admin::router(state.clone()),
+            t.config.clone(),
+            http_stopped,
+        )),
+        None => tokio::spawn(
+            axum::serve(http, admin::router(state.clone()))
+                .with_graceful_shutdown(http_stopped)
+                .into_future(),
+        ),
+    };
 
     let store = Store::open(&config.object_store)
         .with_context(|| format!("cannot open object store {}", config.object_store))?;
@@ -148,6 +157,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             max_connections: config.limits.flight_max_connections,
             max_message_bytes: config.limits.flight_max_message_bytes,
             require_password: config.security.auth == AuthMode::Password,
+            tls: tls
+                .as_ref()
+                .map(|t| (t.certificate_pem.clone(), t.key_pem.clone())),
         },
         async move {
             let _ = flight_stopped.await;
@@ -229,14 +241,22 @@ fn print_banner(
     println!("  data directory  {}", data_dir.path().display());
     println!("  object store    {}", config.object_store);
     println!("  metadata        {meta}");
-    println!("  HTTP admin      http://{http}  (/health /ready /live /metrics /v1/streams)");
+    let tls = config.security.tls.is_some();
+    let (http_scheme, grpc_scheme) = if tls {
+        ("https", "grpc+tls")
+    } else {
+        ("http", "grpc")
+    };
+    println!(
+        "  HTTP admin      {http_scheme}://{http}  (/health /ready /live /metrics /v1/streams)"
+    );
     let sslmode = if config.security.tls.is_some() {
         "?sslmode=require"
     } else {
         ""
     };
     println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse{sslmode}\"");
-    println!("  Flight          grpc://{flight}  (Flight SQL, produce/consume)");
+    println!("  Flight          {grpc_scheme}://{flight}  (Flight SQL, produce/consume)");
     match config.security.auth {
         AuthMode::Trust => println!(
             "  authentication  trust: anyone who reaches a door is trusted as any user{}",
@@ -251,13 +271,13 @@ fn print_banner(
              token on Flight (handshake) and HTTP (POST /v1/login)"
         ),
     }
-    if config.security.tls.is_some() {
+    if tls {
         println!(
-            "  TLS             PostgreSQL{}; Flight and HTTP admin are plaintext",
+            "  TLS             every door; PostgreSQL {}",
             if config.security.require_tls {
-                " (required)"
+                "refuses plaintext"
             } else {
-                ""
+                "also takes plaintext (--require-tls refuses it)"
             }
         );
     }

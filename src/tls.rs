@@ -1,5 +1,6 @@
 //! The server's TLS identity: a certificate chain and its private key
-//! (PEM files), loaded once at start for every door that speaks TLS.
+//! (PEM files), loaded once at start for every door, and the HTTP admin's
+//! TLS accept loop.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use anyhow::{Context, bail};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 /// A loaded identity.
 pub struct Tls {
@@ -15,6 +18,8 @@ pub struct Tls {
     pub config: Arc<ServerConfig>,
     /// The certificate chain as read (PEM), for SCRAM channel binding.
     pub certificate_pem: Vec<u8>,
+    /// The private key as read (PEM), for the Flight door's own TLS.
+    pub key_pem: Vec<u8>,
 }
 
 /// Reads `cert` and `key`; says which file is wrong and why.
@@ -27,8 +32,10 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
     if chain.is_empty() {
         bail!("TLS certificate {} holds no certificate", cert.display());
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read a private key from {}", key.display()))?;
+    let key_pem =
+        std::fs::read(key).with_context(|| format!("cannot read TLS key {}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .with_context(|| format!("no private key in {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -45,5 +52,59 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
     Ok(Tls {
         config: Arc::new(config),
         certificate_pem,
+        key_pem,
     })
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves (the
+/// HTTP admin with a certificate: HTTP/1.1 and HTTP/2). A connection whose
+/// handshake fails is dropped; the others are served to their end.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    config: Arc<ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "HTTP admin TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(move |request| {
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let served =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "HTTP admin connection ended with an error");
+            }
+        });
+    }
 }

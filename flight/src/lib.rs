@@ -148,6 +148,8 @@ pub struct FlightConfig {
     pub max_message_bytes: usize,
     /// Calls need a bearer token from a Basic-credentials handshake.
     pub require_password: bool,
+    /// TLS with this certificate chain and key (PEM); none: plaintext.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for FlightConfig {
@@ -156,6 +158,7 @@ impl Default for FlightConfig {
             max_connections: 1024,
             max_message_bytes: 64 << 20,
             require_password: false,
+            tls: None,
         }
     }
 }
@@ -177,12 +180,26 @@ pub async fn serve(
         shutdown.await;
         let _ = closing_tx.send(true);
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &config.tls {
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key)),
+        )?;
+    }
+    let server = builder
         // A span per call (a connection carries many): its method and peer.
         .trace_fn(|request| {
-            let peer = request
-                .extensions()
+            let extensions = request.extensions();
+            let peer = extensions
                 .get::<tonic::transport::server::TcpConnectInfo>()
+                .or_else(|| {
+                    extensions
+                        .get::<tonic::transport::server::TlsConnectInfo<
+                            tonic::transport::server::TcpConnectInfo,
+                        >>()
+                        .map(|i| i.get_ref())
+                })
                 .and_then(|i| i.remote_addr());
             tracing::info_span!("flight_call", method = %request.uri().path(), peer = ?peer)
         })

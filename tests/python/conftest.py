@@ -48,7 +48,7 @@ class Server:
         for line in self.proc.stdout:
             line = line.strip()
             if line.startswith("HTTP admin"):
-                self.http = line.split()[2].removeprefix("http://")
+                self.http = line.split()[2].split("://", 1)[1]
             if line.startswith("PostgreSQL"):
                 self.dsn = line.split('"')[1]
             if line.startswith("Flight"):

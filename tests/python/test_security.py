@@ -242,15 +242,22 @@ def test_password_auth_without_any_password_is_refused_at_start():
         assert "STREAMHOUSE_PASSWORD" in r.stderr, r.stderr
 
 
-def test_flight_basic_credentials_give_a_bearer_token(secure):
+def test_flight_basic_credentials_give_a_bearer_token(secure, certs):
     import pyarrow.flight as fl
 
-    client = fl.FlightClient(secure.flight)
+    assert secure.flight.startswith("grpc+tls://")
+    with open(certs["ca"], "rb") as f:
+        ca = f.read()
+    client = fl.FlightClient(secure.flight, tls_root_certs=ca)
     with pytest.raises(fl.FlightUnauthenticatedError):
         list(client.list_actions())
     with pytest.raises(fl.FlightUnauthenticatedError):
         client.authenticate_basic_token("streamhouse", "wrong")
     header = client.authenticate_basic_token("streamhouse", PASSWORD)
+    # The port speaks only TLS.
+    plain = fl.FlightClient(secure.flight.replace("grpc+tls://", "grpc://"))
+    with pytest.raises(fl.FlightError):
+        plain.authenticate_basic_token("streamhouse", PASSWORD)
     assert header[0] == b"authorization" and header[1].startswith(b"Bearer ")
     assert list(client.list_actions(options=fl.FlightCallOptions(headers=[header])))
     forged = fl.FlightCallOptions(headers=[(b"authorization", b"Bearer forged")])
@@ -269,48 +276,58 @@ def test_flight_basic_credentials_give_a_bearer_token(secure):
         admin.execute("DROP USER carol")
 
 
-def test_adbc_flight_sql_logs_in_with_username_and_password(secure):
+def test_adbc_flight_sql_logs_in_with_username_and_password(secure, certs):
     import adbc_driver_flightsql.dbapi as flightsql
 
-    with pytest.raises(Exception):
-        with flightsql.connect(secure.flight, autocommit=True) as c, c.cursor() as cur:
+    with open(certs["ca"]) as f:
+        tls = {"adbc.flight.sql.client_option.tls_root_certs": f.read()}
+    with pytest.raises(Exception, match="UNAUTHENTICATED"):
+        with flightsql.connect(secure.flight, db_kwargs=tls, autocommit=True) as c, \
+                c.cursor() as cur:
             cur.execute("SELECT 1")
     with flightsql.connect(
         secure.flight,
-        db_kwargs={"username": "streamhouse", "password": PASSWORD},
+        db_kwargs={"username": "streamhouse", "password": PASSWORD} | tls,
         autocommit=True,
     ) as c, c.cursor() as cur:
         cur.execute("SELECT 6 * 7 AS answer")
         assert cur.fetchall() == [(42,)]
 
 
-def test_http_admin_needs_a_token_except_for_probes(secure):
+def test_http_admin_needs_a_token_except_for_probes(secure, certs):
     import base64
     import json
     import urllib.error
     import urllib.request
 
-    base = f"http://{secure.http}"
+    base = f"https://{secure.http}"
+    https = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=certs["ca"])))
     for probe in ("/live", "/ready", "/health"):
-        with urllib.request.urlopen(base + probe) as r:
+        with https.open(base + probe) as r:
             assert r.status == 200
     for path in ("/v1/streams", "/metrics"):
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(base + path)
+            https.open(base + path)
         assert e.value.code == 401
+    # Plain HTTP is not served on a TLS port.
+    import http.client
+
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(f"http://{secure.http}/live", timeout=5)
     bad = urllib.request.Request(
         base + "/v1/login", method="POST",
         headers={"Authorization": "Basic " + base64.b64encode(b"streamhouse:nope").decode()})
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(bad)
+        https.open(bad)
     assert e.value.code == 401
     good = urllib.request.Request(
         base + "/v1/login", method="POST",
         headers={"Authorization": "Basic "
                  + base64.b64encode(f"streamhouse:{PASSWORD}".encode()).decode()})
-    with urllib.request.urlopen(good) as r:
+    with https.open(good) as r:
         token = json.load(r)["token"]
     authed = urllib.request.Request(base + "/v1/streams",
                                     headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(authed) as r:
+    with https.open(authed) as r:
         assert r.status == 200
