@@ -19,6 +19,8 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 /// A connected client.
 pub struct Client {
     channel: Channel,
+    /// The bearer token of a login, sent with every call.
+    token: Option<String>,
 }
 
 /// What a statement returned.
@@ -29,14 +31,31 @@ pub enum Outcome {
     Done(i64),
 }
 
-/// `host:port`, `grpc://…` or `http://…` as a URI tonic connects to.
-fn endpoint_uri(server: &str) -> String {
+/// `host:port`, `grpc://…`, `http://…` (plaintext) or `grpc+tls://…`,
+/// `https://…` (TLS) as a URI tonic connects to, and whether it is TLS.
+fn endpoint_uri(server: &str) -> (String, bool) {
+    if let Some(rest) = server
+        .strip_prefix("grpc+tls://")
+        .or_else(|| server.strip_prefix("https://"))
+    {
+        return (format!("https://{rest}"), true);
+    }
     let rest = server
         .strip_prefix("grpc://")
         .or_else(|| server.strip_prefix("grpc+tcp://"))
         .or_else(|| server.strip_prefix("http://"))
         .unwrap_or(server);
-    format!("http://{rest}")
+    (format!("http://{rest}"), false)
+}
+
+/// The password of a login: `STREAMHOUSE_PASSWORD`, else asked for on the
+/// terminal without echo.
+fn password(user: &str) -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("STREAMHOUSE_PASSWORD") {
+        return Ok(p);
+    }
+    rpassword::prompt_password(format!("Password for user {user}: "))
+        .context("no STREAMHOUSE_PASSWORD, and no terminal to ask for the password on")
 }
 
 /// A gRPC status as a one-line error: its message, which names the problem.
@@ -52,29 +71,68 @@ fn flight_error(e: arrow_flight::error::FlightError) -> anyhow::Error {
 }
 
 impl Client {
-    /// Connects to the server at `server`; says how to start one when none
-    /// answers.
-    pub async fn connect(server: &str) -> anyhow::Result<Client> {
-        let uri = endpoint_uri(server);
-        let endpoint = Channel::from_shared(uri.clone())
+    /// Connects to the server `to` names (over TLS for `grpc+tls://` or
+    /// with `--tls-ca`) and logs in when it names a user; says how to start
+    /// a server when none answers.
+    pub async fn connect(to: &crate::cli::ServerArg) -> anyhow::Result<Client> {
+        let server = &to.server;
+        let (mut uri, tls) = endpoint_uri(server);
+        let mut endpoint = Channel::from_shared(uri.clone())
             .with_context(|| format!("bad server address {server:?}"))?
             .connect_timeout(Duration::from_secs(3));
-        match endpoint.connect().await {
-            Ok(channel) => Ok(Client { channel }),
+        if tls || to.tls_ca.is_some() {
+            if !tls {
+                uri = uri.replacen("http://", "https://", 1);
+                endpoint =
+                    Channel::from_shared(uri.clone())?.connect_timeout(Duration::from_secs(3));
+            }
+            let mut config = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+            if let Some(ca) = &to.tls_ca {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("cannot read CA certificate {}", ca.display()))?;
+                config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(config).context("TLS settings")?;
+        }
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
             Err(e) => bail!(
                 "no StreamHouse server answers at {uri} ({}); start one with `streamhouse server`, \
                  or point --server (or STREAMHOUSE_SERVER) at a running one",
                 std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
             ),
+        };
+        let mut client = Client {
+            channel,
+            token: None,
+        };
+        if let Some(user) = &to.user {
+            let password = password(user)?;
+            let mut sql = FlightSqlServiceClient::new(client.channel.clone());
+            sql.handshake(user, &password)
+                .await
+                .map_err(|e| anyhow!("cannot log in as {user}: {e}"))?;
+            client.token = sql.token().cloned();
         }
+        Ok(client)
     }
 
     fn sql_client(&self) -> FlightSqlServiceClient<Channel> {
-        FlightSqlServiceClient::new(self.channel.clone())
+        let mut client = FlightSqlServiceClient::new(self.channel.clone());
+        if let Some(token) = &self.token {
+            client.set_token(token.clone());
+        }
+        client
     }
 
     fn flight(&self) -> FlightClient {
-        FlightClient::new(self.channel.clone())
+        let mut client = FlightClient::new(self.channel.clone());
+        if let Some(token) = &self.token {
+            // A token is ASCII; a header that cannot be made is left off and
+            // the server answers UNAUTHENTICATED.
+            let _ = client.add_header("authorization", &format!("Bearer {token}"));
+        }
+        client
     }
 
     /// Runs one statement through Flight SQL.

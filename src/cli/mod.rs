@@ -16,12 +16,22 @@ use serde_json::{Value, json};
 pub use client::{Client, DEFAULT_SERVER, Outcome};
 pub use output::{Format, Printer};
 
-/// Where the server is.
+/// Where the server is, and who is asking.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
-    /// The server's Flight address
+    /// The server's Flight address (grpc+tls://… for TLS)
     #[arg(long, env = "STREAMHOUSE_SERVER", default_value = DEFAULT_SERVER, value_name = "URI")]
     pub server: String,
+
+    /// Log in as this user (a server started with --auth password); the
+    /// password comes from STREAMHOUSE_PASSWORD or a prompt
+    #[arg(long, env = "STREAMHOUSE_USER", value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// The CA certificate (PEM) that signed the server's certificate; turns
+    /// TLS on
+    #[arg(long, env = "STREAMHOUSE_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// `streamhouse streams …`
@@ -232,15 +242,15 @@ pub async fn streams(cmd: StreamsCommand) -> anyhow::Result<()> {
                 with.push_str(&format!(", key = {}", literal(&k)));
             }
             let sql = format!("CREATE STREAM {} ({schema}) WITH ({with})", ident(&name));
-            Client::connect(&server.server).await?.run(&sql).await?;
+            Client::connect(&server).await?.run(&sql).await?;
             println!("created stream {name} ({partitions} partitions)");
         }
         StreamsCommand::List { server } => {
-            let c = Client::connect(&server.server).await?;
+            let c = Client::connect(&server).await?;
             show(c.run("SHOW STREAMS").await?, Format::Table)?;
         }
         StreamsCommand::Describe { name, server } => {
-            let c = Client::connect(&server.server).await?;
+            let c = Client::connect(&server).await?;
             show(
                 c.run(&format!("DESCRIBE {}", ident(&name))).await?,
                 Format::Table,
@@ -260,7 +270,7 @@ pub async fn streams(cmd: StreamsCommand) -> anyhow::Result<()> {
             if_exists,
             server,
         } => {
-            let c = Client::connect(&server.server).await?;
+            let c = Client::connect(&server).await?;
             let sql = format!(
                 "DROP STREAM {}{}",
                 if if_exists { "IF EXISTS " } else { "" },
@@ -285,7 +295,7 @@ async fn declared_schema(client: &Client, stream: &str) -> anyhow::Result<Schema
 }
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.server.server).await?;
+    let client = Client::connect(&args.server).await?;
     let schema = declared_schema(&client, &args.stream)
         .await
         .with_context(|| format!("cannot produce to {}", args.stream))?;
@@ -377,7 +387,7 @@ fn position(s: &str) -> Value {
 }
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.server.server).await?;
+    let client = Client::connect(&args.server).await?;
     let mut ticket = json!({
         "stream": args.stream,
         "from": position(&args.from),
@@ -481,7 +491,7 @@ fn print_objects(rows: &[Value], keys: &[&str]) {
 pub async fn groups(cmd: GroupsCommand) -> anyhow::Result<()> {
     match cmd {
         GroupsCommand::List { server } => {
-            let c = Client::connect(&server.server).await?;
+            let c = Client::connect(&server).await?;
             let groups = c.action("list_groups", json!({})).await?;
             let rows: Vec<Value> = groups
                 .as_array()
@@ -497,7 +507,7 @@ pub async fn groups(cmd: GroupsCommand) -> anyhow::Result<()> {
             print_objects(&rows, &["group", "stream", "generation", "members"]);
         }
         GroupsCommand::Describe { group, server } => {
-            let c = Client::connect(&server.server).await?;
+            let c = Client::connect(&server).await?;
             let d = c.action("describe_group", json!({"group": group})).await?;
             let state = match d["generation"].as_u64() {
                 Some(g) => format!("generation {g}"),
@@ -521,7 +531,7 @@ pub async fn groups(cmd: GroupsCommand) -> anyhow::Result<()> {
             stream,
             server,
         } => {
-            let c = Client::connect(&server.server).await?;
+            let c = Client::connect(&server).await?;
             let stream = match stream {
                 Some(s) => s,
                 None => c.action("describe_group", json!({"group": group})).await?["stream"]
@@ -556,7 +566,7 @@ pub async fn groups(cmd: GroupsCommand) -> anyhow::Result<()> {
 }
 
 pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.server.server).await?;
+    let client = Client::connect(&args.server).await?;
     match &args.command {
         Some(text) => {
             for statement in shell::split_statements(text) {

@@ -331,3 +331,22 @@ def test_http_admin_needs_a_token_except_for_probes(secure, certs):
                                     headers={"Authorization": f"Bearer {token}"})
     with https.open(authed) as r:
         assert r.status == 200
+
+
+def test_the_cli_logs_in_over_tls(secure, certs):
+    def cli(*args, password=PASSWORD):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")}
+        if password is not None:
+            env["STREAMHOUSE_PASSWORD"] = password
+        return subprocess.run(
+            [_binary(), *args, "--server", secure.flight, "--tls-ca", certs["ca"]],
+            capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+    r = cli("sql", "-c", "SELECT 20 + 22 AS answer", "--format", "json", "--user", "streamhouse")
+    assert r.returncode == 0, r.stderr
+    assert '"answer":42' in r.stdout.replace(" ", ""), r.stdout
+    r = cli("sql", "-c", "SELECT 1", "--user", "streamhouse", password="wrong")
+    assert r.returncode != 0 and "cannot log in as streamhouse" in r.stderr, r.stderr
+    # No user: the server asks for a login.
+    r = cli("sql", "-c", "SELECT 1")
+    assert r.returncode != 0 and "authentication required" in r.stderr, r.stderr
