@@ -127,7 +127,7 @@ impl Database {
         // `now()` is a `timestamptz` in UTC, as the TimeZone setting says.
         config.options_mut().execution.time_zone = Some("UTC".into());
         let ctx = SessionContext::new_with_config(config);
-        let compat = catalog::install(&ctx, crate::session::DATABASE).await?;
+        let compat = catalog::install(&ctx, crate::session::DATABASE, log.clone()).await?;
         functions::register(&ctx);
         crate::bounded::register(&ctx)?;
         let planner = Arc::new(Planner::new(log.clone(), ctx));

@@ -350,3 +350,20 @@ def test_the_cli_logs_in_over_tls(secure, certs):
     # No user: the server asks for a login.
     r = cli("sql", "-c", "SELECT 1")
     assert r.returncode != 0 and "authentication required" in r.stderr, r.stderr
+
+
+def test_pg_roles_and_psql_du_show_the_stored_roles(secure, certs):
+    with psycopg.connect(dsn(secure, sslmode="require"), autocommit=True) as admin:
+        admin.execute("CREATE ROLE dana")
+        admin.execute("CREATE USER erin WITH SUPERUSER PASSWORD 'e'")
+        rows = admin.execute(
+            "SELECT rolname, rolsuper, rolcanlogin FROM pg_roles "
+            "WHERE rolname IN ('streamhouse', 'dana', 'erin') ORDER BY 1").fetchall()
+        assert rows == [("dana", False, False), ("erin", True, True),
+                        ("streamhouse", True, True)]
+        du = psql(secure, certs, "\\du")
+        assert du.returncode == 0, du.stderr
+        assert "dana" in du.stdout and "erin" in du.stdout, du.stdout
+        admin.execute("DROP ROLE dana, erin")
+        names = [r[0] for r in admin.execute("SELECT rolname FROM pg_roles").fetchall()]
+        assert "dana" not in names and "erin" not in names

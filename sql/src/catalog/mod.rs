@@ -35,8 +35,12 @@ pub use rewrite::is_catalog_query;
 
 /// Installs `pg_catalog` and the catalog functions into `ctx`, whose
 /// catalog is `catalog`; returns the rewriter for catalog queries.
-pub async fn install(ctx: &SessionContext, catalog: &str) -> Result<Compat> {
-    setup_pg_catalog(ctx, catalog, tables::Roles)
+pub async fn install(
+    ctx: &SessionContext,
+    catalog: &str,
+    log: Arc<streamhouse_log::Log>,
+) -> Result<Compat> {
+    setup_pg_catalog(ctx, catalog, tables::Roles { log })
         .map_err(|e| SqlError::Internal(format!("pg_catalog: {e}")))?;
     tables::with_array_columns(ctx, catalog).await?;
     {

@@ -1,6 +1,6 @@
 //! The `pg_catalog` schema as installed: the catalog crate's tables, with
 //! array-typed columns made arrays, PostgreSQL 16 columns the crate lacks
-//! added, our one role, and `oid` planned as an unsigned 32-bit number.
+//! added, the stored roles, and `oid` planned as an unsigned 32-bit number.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -332,22 +332,51 @@ pub(super) async fn information_schema(ctx: &SessionContext, catalog: &str) -> R
     Ok(())
 }
 
-/// The roles `pg_roles` lists: the one role every session uses.
+/// The roles `pg_roles` (and psql's `\du`) lists: those in the metadata
+/// store, read at each scan, and the built-in superuser every trusted
+/// session is, whether or not it is stored yet.
 #[derive(Debug, Clone)]
-pub(super) struct Roles;
+pub(super) struct Roles {
+    pub(super) log: Arc<streamhouse_log::Log>,
+}
+
+impl Roles {
+    async fn stored(&self) -> Vec<streamhouse_log::RoleRecord> {
+        match self.log.metadata().roles().await {
+            Ok(roles) => roles,
+            Err(e) => {
+                tracing::warn!(error = %e, "roles not read for pg_roles");
+                Vec::new()
+            }
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl PgCatalogContextProvider for Roles {
     async fn roles(&self) -> Vec<String> {
-        vec![USER.to_string()]
+        let mut names: Vec<String> = self.stored().await.into_iter().map(|r| r.name).collect();
+        if !names.iter().any(|n| n == USER) {
+            names.push(USER.to_string());
+        }
+        names.sort();
+        names
     }
 
+    /// A role dropped since [`Self::roles`] listed it is shown without
+    /// rights (the caller expects every listed name to answer).
     async fn role(&self, name: &str) -> Option<Role> {
-        (name == USER).then(|| Role {
-            name: USER.to_string(),
-            is_superuser: true,
-            can_login: true,
+        let stored = self.log.metadata().role(name).await.ok().flatten();
+        let (superuser, login) = match stored {
+            Some(r) => (r.superuser, r.login),
+            None => (name == USER, name == USER),
+        };
+        Some(Role {
+            name: name.to_string(),
+            is_superuser: superuser,
+            can_login: login,
             can_create_db: false,
+            // Only superusers manage roles; there is no CREATEROLE.
             can_create_role: false,
             can_create_user: false,
             can_replication: false,
