@@ -11,6 +11,7 @@ import ssl
 import struct
 import subprocess
 import tempfile
+import time
 
 import asyncpg
 import psycopg
@@ -367,3 +368,36 @@ def test_pg_roles_and_psql_du_show_the_stored_roles(secure, certs):
         admin.execute("DROP ROLE dana, erin")
         names = [r[0] for r in admin.execute("SELECT rolname FROM pg_roles").fetchall()]
         assert "dana" not in names and "erin" not in names
+
+
+def test_two_agents_share_users_through_the_postgres_metadata_store():
+    pg = os.environ.get("STREAMHOUSE_TEST_POSTGRES")
+    bucket = os.environ.get("STREAMHOUSE_TEST_S3_BUCKET")
+    if not pg or not bucket:
+        pytest.fail("STREAMHOUSE_TEST_POSTGRES and STREAMHOUSE_TEST_S3_BUCKET must be set: "
+                    "run the suite with ./scripts/test")
+    name = f"users_{int(time.time() * 1e6)}"
+    with psycopg.connect(f"{pg}/postgres", autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    args = ["--metadata", f"{pg}/{name}", "--object-store", f"s3://{bucket}/{name}",
+            "--auth", "password"]
+    env = {"STREAMHOUSE_PASSWORD": PASSWORD}
+    with tempfile.TemporaryDirectory() as a_dir, tempfile.TemporaryDirectory() as b_dir:
+        a = Server(a_dir, args, env=env)
+        b = Server(b_dir, args, env=env)
+        try:
+            def login(agent, user, password):
+                return refusal(agent, ssl=False, user=user, password=password)[0]
+
+            with psycopg.connect(dsn(a), autocommit=True) as admin:
+                admin.execute("CREATE USER frank WITH PASSWORD 'f1'")
+            assert login(b, "frank", "f1") is None
+            with psycopg.connect(dsn(b), autocommit=True) as admin:
+                admin.execute("ALTER USER frank WITH PASSWORD 'f2'")
+            assert login(a, "frank", "f1") == "28P01"
+            assert login(a, "frank", "f2") is None
+            with psycopg.connect(dsn(a), autocommit=True) as admin:
+                admin.execute("DROP USER frank")
+            assert login(b, "frank", "f2") == "28P01"
+        finally:
+            assert a.stop() == 0 and b.stop() == 0
