@@ -23,6 +23,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use streamhouse_log::Log;
 use streamhouse_sql::Database;
+use streamhouse_sql::audit::AuditEvent;
 
 /// What the admin endpoints observe.
 pub struct AdminState {
@@ -125,7 +126,14 @@ async fn login(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response
     };
     match db.login(&user, &password).await {
         Ok(token) => {
-            tracing::info!(target: "security", event = "login", user, door = "http", "authenticated");
+            db.audit(AuditEvent {
+                event: "login",
+                user: Some(user),
+                door: "http".into(),
+                success: true,
+                detail: Some("Basic, for a bearer token".into()),
+                ..AuditEvent::default()
+            });
             Json(json!({
                 "token": token,
                 "expires_in": streamhouse_sql::roles::tokens::TOKEN_LIFETIME.as_secs(),
@@ -133,7 +141,14 @@ async fn login(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response
             .into_response()
         }
         Err(e) => {
-            tracing::warn!(target: "security", event = "login_failed", user, door = "http", error = %e, "authentication failed");
+            db.audit(AuditEvent {
+                event: "login_failed",
+                user: Some(user),
+                door: "http".into(),
+                success: false,
+                detail: Some(e.to_string()),
+                ..AuditEvent::default()
+            });
             unauthorized(e.to_string())
         }
     }

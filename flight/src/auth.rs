@@ -13,9 +13,9 @@ use base64::alphabet::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use futures::Stream;
 use streamhouse_sql::Database;
+use streamhouse_sql::audit::AuditEvent;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Response, Status};
-use tracing::{info, warn};
 
 /// Base64 with or without `=` padding.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -61,11 +61,25 @@ pub async fn handshake(
     let token = match db.login(&user, &password).await {
         Ok(t) => t,
         Err(e) => {
-            warn!(target: "security", event = "login_failed", user, door = "flight", error = %e, "authentication failed");
+            db.audit(AuditEvent {
+                event: "login_failed",
+                user: Some(user),
+                door: "flight".into(),
+                success: false,
+                detail: Some(e.to_string()),
+                ..AuditEvent::default()
+            });
             return Err(Status::unauthenticated(e.to_string()));
         }
     };
-    info!(target: "security", event = "login", user, door = "flight", "authenticated");
+    db.audit(AuditEvent {
+        event: "login",
+        user: Some(user),
+        door: "flight".into(),
+        success: true,
+        detail: Some("Basic, for a bearer token".into()),
+        ..AuditEvent::default()
+    });
     let header = MetadataValue::try_from(format!("Bearer {token}"))
         .map_err(|_| Status::internal("token is not a header value"))?;
     let reply = HandshakeResponse {

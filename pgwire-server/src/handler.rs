@@ -63,6 +63,23 @@ impl Sessions {
         Working(session)
     }
 
+    /// [`Sessions::of`] for `client`, whose session (when new) is of the
+    /// user it named at startup.
+    fn of_client<C: ClientInfo>(&self, client: &C) -> Working {
+        let session = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(client.socket_addr())
+            .or_insert_with(|| {
+                let user = client.metadata().get("user").cloned();
+                Arc::new(Session::for_user(DOOR, user))
+            })
+            .clone();
+        session.work_started();
+        Working(session)
+    }
+
     /// The connection's session, if it has one, without touching it.
     fn get(&self, peer: SocketAddr) -> Option<Arc<Session>> {
         self.0
@@ -352,7 +369,7 @@ impl SimpleQueryHandler for Simple {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = self.sessions.of(client.socket_addr());
+        let session = self.sessions.of_client(client);
         client.set_transaction_status(block_status(&session));
         self._on_query(client, query).await
     }
@@ -434,7 +451,7 @@ impl QueryParser for Parser {
             Err(e) => {
                 // A statement that does not parse fails the block, as
                 // PostgreSQL's does.
-                self.sessions.of(client.socket_addr()).transaction().fail();
+                self.sessions.of_client(client).transaction().fail();
                 Err(pg_error(e))
             }
         }
@@ -484,7 +501,7 @@ impl ExtendedQueryHandler for Extended {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         client.portal_store().rm_portal(DEFAULT_NAME);
-        let status = block_status(&self.sessions.of(client.socket_addr()));
+        let status = block_status(&self.sessions.of_client(client));
         client.set_transaction_status(status);
         client
             .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
@@ -539,7 +556,7 @@ impl ExtendedQueryHandler for Extended {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
-        let session = self.sessions.of(client.socket_addr());
+        let session = self.sessions.of_client(client);
         let params = match crate::params::decode(portal, &prepared.param_types) {
             Ok(p) => p,
             Err(e) => {
@@ -610,7 +627,7 @@ impl CopyHandler for Copy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&client.socket_addr());
-        let session = self.sessions.of(client.socket_addr());
+        let session = self.sessions.of_client(client);
         let rows = match state {
             Some(CopyState::Active(copy)) => self
                 .db
@@ -640,7 +657,7 @@ impl CopyHandler for Copy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&client.socket_addr());
-        self.sessions.of(client.socket_addr()).transaction().fail();
+        self.sessions.of_client(client).transaction().fail();
         crate::error::protocol_error("57014", format!("COPY from stdin failed: {}", fail.message))
     }
 }

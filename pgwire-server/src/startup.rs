@@ -4,8 +4,8 @@
 //! SCRAM-SHA-256-PLUS — over TLS), and the settings drivers read.
 //!
 //! Every password failure is answered 28P01 alike (no such user, a user
-//! that may not log in or has no password, a wrong password) and logged
-//! as a security event.
+//! that may not log in or has no password, a wrong password). Logins,
+//! failed logins and refused connections go to the audit trail.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -25,7 +25,7 @@ use pgwire::api::{ClientInfo, ConnectionManager};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use streamhouse_sql::Database;
-use tracing::{info, warn};
+use streamhouse_sql::audit::AuditEvent;
 
 use crate::handler::SERVER_VERSION;
 
@@ -110,6 +110,7 @@ impl AuthSource for Verifiers {
 
 /// Starts every connection of the door.
 pub struct Startup {
+    db: Arc<Database>,
     refused: Arc<Mutex<std::collections::HashSet<SocketAddr>>>,
     driver: AuthDriver<Parameters>,
     /// SCRAM, when passwords are required.
@@ -127,7 +128,7 @@ impl Startup {
         let scram = match config.auth {
             Auth::Trust => None,
             Auth::Password => {
-                let mut scram = ScramAuth::new(Arc::new(Verifiers(db)));
+                let mut scram = ScramAuth::new(Arc::new(Verifiers(db.clone())));
                 if let Some(pem) = &config.certificate_pem {
                     scram.configure_certificate(pem)?;
                 }
@@ -135,6 +136,7 @@ impl Startup {
             }
         };
         Ok(Startup {
+            db,
             driver: AuthDriver::new(Parameters).with_connection_manager(connections),
             refused,
             scram,
@@ -176,13 +178,15 @@ impl StartupHandler for Startup {
                     return Err(fatal("53300", "sorry, too many clients already"));
                 }
                 if self.require_tls && !client.is_secure() {
-                    warn!(
-                        target: "security",
-                        event = "login_refused",
-                        peer = %client.socket_addr(),
-                        door = crate::handler::DOOR,
-                        "connection without TLS refused"
-                    );
+                    self.db.audit(AuditEvent {
+                        event: "login_refused",
+                        user: client.metadata().get("user").cloned(),
+                        door: crate::handler::DOOR.into(),
+                        peer: Some(client.socket_addr().to_string()),
+                        success: false,
+                        detail: Some("connection without TLS".into()),
+                        ..AuditEvent::default()
+                    });
                     return Err(fatal(
                         "28000",
                         "this server accepts connections over TLS only (sslmode=require)",
@@ -202,15 +206,22 @@ impl StartupHandler for Startup {
                 match self.driver.advance_authentication(client, m).await {
                     Ok(AuthOutcome::InProgress) => Ok(()),
                     Ok(AuthOutcome::Authenticated { final_message, .. }) => {
-                        info!(
-                            target: "security",
-                            event = "login",
-                            user,
-                            peer = %client.socket_addr(),
-                            door = crate::handler::DOOR,
-                            tls = client.is_secure(),
-                            "authenticated"
-                        );
+                        self.db.audit(AuditEvent {
+                            event: "login",
+                            user: Some(user),
+                            door: crate::handler::DOOR.into(),
+                            peer: Some(client.socket_addr().to_string()),
+                            success: true,
+                            detail: Some(
+                                if client.is_secure() {
+                                    "SCRAM over TLS"
+                                } else {
+                                    "SCRAM"
+                                }
+                                .into(),
+                            ),
+                            ..AuditEvent::default()
+                        });
                         self.driver
                             .complete_authentication(client, final_message)
                             .await
@@ -224,15 +235,15 @@ impl StartupHandler for Startup {
                             }
                             other => other,
                         };
-                        warn!(
-                            target: "security",
-                            event = "login_failed",
-                            user,
-                            peer = %client.socket_addr(),
-                            door = crate::handler::DOOR,
-                            error = %e,
-                            "authentication failed"
-                        );
+                        self.db.audit(AuditEvent {
+                            event: "login_failed",
+                            user: Some(user),
+                            door: crate::handler::DOOR.into(),
+                            peer: Some(client.socket_addr().to_string()),
+                            success: false,
+                            detail: Some(e.to_string()),
+                            ..AuditEvent::default()
+                        });
                         Err(e)
                     }
                 }

@@ -22,6 +22,7 @@ use sqlparser::ast::Statement as SqlStatement;
 use streamhouse_log::Log;
 use tracing::debug;
 
+use crate::audit::{Audit, AuditEvent};
 use crate::catalog::{self, Compat};
 use crate::dialect::{self, Statement};
 use crate::error::{Result, SqlError};
@@ -71,6 +72,8 @@ pub struct Database {
     pub(crate) query_memory: limits::ServerMemory,
     /// Bearer tokens issued to doors' clients.
     tokens: crate::roles::tokens::Tokens,
+    /// The audit trail.
+    audit: Audit,
 }
 
 impl std::fmt::Debug for Database {
@@ -176,6 +179,19 @@ impl Database {
         for info in log.streams().await? {
             planner.register(info)?;
         }
+        let (audit, trail) = Audit::open(log.clone()).await?;
+        if let Some(schema) = ctx
+            .catalog(crate::session::DATABASE)
+            .and_then(|c| c.schema(crate::system::SCHEMA))
+        {
+            schema.register_table(
+                "audit".to_string(),
+                Arc::new(streamhouse_streams::scan::StreamTable::new(
+                    log.clone(),
+                    trail,
+                )),
+            )?;
+        }
         views.load().await?;
         Ok(Database {
             planner,
@@ -184,6 +200,7 @@ impl Database {
             compat,
             views,
             query_memory: limits::ServerMemory::new(options.server_query_memory),
+            audit,
             tokens: crate::roles::tokens::Tokens::new(
                 log.clock().clone(),
                 crate::roles::tokens::TOKEN_LIFETIME,
@@ -632,8 +649,36 @@ impl Database {
             }
             Action::Show(name) => show(session, name),
             Action::Copy(stmt) => self.copy(session, stmt.as_ref().clone()).await,
-            Action::Statement(stmt) => self.run_statement(stmt.clone()).await,
+            Action::Statement(stmt) => {
+                let done = self.run_statement(stmt.clone()).await;
+                if done.is_ok() && stmt.is_ddl() {
+                    self.record_ddl(session, &prepared.text).await;
+                }
+                done
+            }
         }
+    }
+
+    /// Puts a DDL statement that ran into the audit trail (a failure to
+    /// write it is logged: the statement has already taken effect).
+    async fn record_ddl(&self, session: &Session, text: &str) {
+        let event = AuditEvent {
+            event: "ddl",
+            user: session.user().map(str::to_string),
+            door: session.door().to_string(),
+            object: Some(text.to_string()),
+            success: true,
+            ..AuditEvent::default()
+        };
+        if let Err(e) = self.audit.record(event).await {
+            tracing::warn!(error = %e, statement = text, "DDL not written to the audit trail");
+        }
+    }
+
+    /// Puts a security event of a door (a login, a failed one, a refused
+    /// connection) into the audit trail, without waiting for it.
+    pub fn audit(&self, event: AuditEvent) {
+        self.audit.record_later(event);
     }
 
     /// The memory a query of `session` may reserve.

@@ -73,6 +73,19 @@ impl Statement {
         }
     }
 
+    /// Whether the statement creates, changes or drops an object (streams,
+    /// views, roles): what the audit trail records.
+    pub fn is_ddl(&self) -> bool {
+        matches!(
+            self,
+            Statement::CreateStream(_)
+                | Statement::DropStream { .. }
+                | Statement::CreateMaterializedView { .. }
+                | Statement::DropMaterializedView { .. }
+                | Statement::Role(_)
+        )
+    }
+
     /// `COMMIT`/`END`, `ROLLBACK`/`ABORT` or `ROLLBACK TO SAVEPOINT`: what
     /// may run in a failed transaction block.
     pub fn runs_in_failed_block(&self) -> bool {

@@ -16,6 +16,7 @@
 //! The PostgreSQL door and Flight SQL call this crate for statements; the
 //! Flight producer/consumer API and the HTTP admin call `log` directly.
 
+pub mod audit;
 pub mod bounded;
 pub mod catalog;
 pub mod copy;

@@ -85,6 +85,8 @@ pub struct Session {
     changed: Mutex<BTreeMap<String, String>>,
     /// The door the session came through (labels its metrics).
     door: &'static str,
+    /// The user the client named (logged in as, with passwords required).
+    user: Option<String>,
     /// The open transaction block, if any.
     transaction: Transaction,
     /// Statements running now, and when the last one ended.
@@ -100,12 +102,23 @@ impl Default for Session {
 impl Session {
     /// A session of a client of `door` (`pgwire`, `flight`).
     pub fn for_door(door: &'static str) -> Session {
+        Session::for_user(door, None)
+    }
+
+    /// A session of `user`, a client of `door`.
+    pub fn for_user(door: &'static str, user: Option<String>) -> Session {
         Session {
             changed: Mutex::new(BTreeMap::new()),
             door,
+            user,
             transaction: Transaction::default(),
             activity: Mutex::new((0, monotonic())),
         }
+    }
+
+    /// The user the client named, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// The door the session came through.

@@ -401,3 +401,34 @@ def test_two_agents_share_users_through_the_postgres_metadata_store():
             assert login(b, "frank", "f2") == "28P01"
         finally:
             assert a.stop() == 0 and b.stop() == 0
+
+
+def test_the_audit_trail_records_logins_failures_and_ddl(secure):
+    refusal(secure, ssl=no_verify(), user="mallory", password="guess")
+    refusal(secure, ssl=False)
+    with psycopg.connect(dsn(secure, sslmode="require"), autocommit=True) as admin:
+        admin.execute("CREATE USER grace WITH PASSWORD 'never-in-the-trail'")
+        admin.execute("CREATE STREAM audited (x BIGINT)")
+        admin.execute("DROP STREAM audited")
+        admin.execute("DROP USER grace")
+        deadline = time.time() + 20
+        while True:
+            rows = admin.execute(
+                "SELECT event, user_name, door, object, success FROM streamhouse.audit "
+                "ORDER BY at").fetchall()
+            events = {(r[0], r[1], r[4]) for r in rows}
+            wanted = {("login_failed", "mallory", False), ("login_refused", "streamhouse", False),
+                      ("login", "streamhouse", True), ("ddl", "streamhouse", True)}
+            if wanted <= events or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert wanted <= events, rows
+        ddl = [r[3] for r in rows if r[0] == "ddl"]
+        assert "CREATE ROLE grace" in ddl and "DROP ROLE grace" in ddl, ddl
+        assert any(d.startswith("CREATE STREAM audited") for d in ddl), ddl
+        assert all("never-in-the-trail" not in (r[3] or "") for r in rows), rows
+        # The trail is the system's: no one writes or drops it.
+        with pytest.raises(psycopg.Error):
+            admin.execute("INSERT INTO streamhouse.audit (event) VALUES ('forged')")
+        with pytest.raises(psycopg.Error):
+            admin.execute('DROP STREAM "__audit"')
