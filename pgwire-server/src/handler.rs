@@ -30,6 +30,7 @@ use streamhouse_sql::copy::CopyIn;
 use streamhouse_sql::transaction::BlockState;
 use streamhouse_sql::{CommandTag, Database, Prepared, QueryResult, Session, SqlError};
 
+use crate::DOOR;
 use crate::encode;
 use crate::error::pg_error;
 use crate::startup::{Startup, StartupConfig};
@@ -37,9 +38,6 @@ use crate::startup::{Startup, StartupConfig};
 /// The `server_version` clients see: PostgreSQL's major line (drivers parse
 /// it), then ours.
 pub use streamhouse_sql::session::SERVER_VERSION;
-
-/// This door's name in metrics.
-pub(crate) const DOOR: &str = "pgwire";
 
 /// Copy-ins in progress, by connection.
 type Copies = Arc<Mutex<HashMap<SocketAddr, CopyState>>>;

@@ -7,6 +7,9 @@
 //! [`startup`] authenticates connections, and [`server`] owns the accept
 //! loop (and TLS).
 
+/// The door's name in metrics, sessions and the audit trail.
+pub(crate) const DOOR: &str = "pgwire";
+
 pub mod encode;
 pub mod error;
 pub mod handler;

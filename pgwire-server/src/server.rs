@@ -93,7 +93,7 @@ pub async fn serve(
                 let Ok(refusing) = refusals.clone().try_acquire_owned() else {
                     continue;
                 };
-                metrics::counter!(streamhouse_sql::metrics::CONNECTIONS_REFUSED, "door" => crate::handler::DOOR)
+                metrics::counter!(streamhouse_sql::metrics::CONNECTIONS_REFUSED, "door" => crate::DOOR)
                     .increment(1);
                 handlers.refuse(peer);
                 let handlers = handlers.clone();
@@ -115,7 +115,7 @@ pub async fn serve(
         let span = info_span!("pg_session", %peer);
         sessions.spawn(
             async move {
-                let _open = streamhouse_sql::metrics::ConnectionGauge::open(crate::handler::DOOR);
+                let _open = streamhouse_sql::metrics::ConnectionGauge::open(crate::DOOR);
                 // Whatever ends the session — its end, an error, or a
                 // panic unwinding the task — drops what it left behind.
                 let _forget = Forget(handlers.clone(), peer);

@@ -27,7 +27,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use streamhouse_sql::Database;
 use streamhouse_sql::audit::AuditEvent;
 
-use crate::handler::SERVER_VERSION;
+use streamhouse_sql::session::SERVER_VERSION;
 
 /// How the PostgreSQL door authenticates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,7 +181,7 @@ impl StartupHandler for Startup {
                     self.db.audit(AuditEvent {
                         event: "login_refused",
                         user: client.metadata().get("user").cloned(),
-                        door: crate::handler::DOOR.into(),
+                        door: crate::DOOR.into(),
                         peer: Some(client.socket_addr().to_string()),
                         success: false,
                         detail: Some("connection without TLS".into()),
@@ -209,7 +209,7 @@ impl StartupHandler for Startup {
                         self.db.audit(AuditEvent {
                             event: "login",
                             user: Some(user),
-                            door: crate::handler::DOOR.into(),
+                            door: crate::DOOR.into(),
                             peer: Some(client.socket_addr().to_string()),
                             success: true,
                             detail: Some(
@@ -238,7 +238,7 @@ impl StartupHandler for Startup {
                         self.db.audit(AuditEvent {
                             event: "login_failed",
                             user: Some(user),
-                            door: crate::handler::DOOR.into(),
+                            door: crate::DOOR.into(),
                             peer: Some(client.socket_addr().to_string()),
                             success: false,
                             detail: Some(e.to_string()),
