@@ -432,3 +432,59 @@ def test_the_audit_trail_records_logins_failures_and_ddl(secure):
             admin.execute("INSERT INTO streamhouse.audit (event) VALUES ('forged')")
         with pytest.raises(psycopg.Error):
             admin.execute('DROP STREAM "__audit"')
+
+
+NODE_TLS = r"""
+const { Client } = require('pg');
+const fs = require('fs');
+(async () => {
+  const [port, ca, password] = process.argv.slice(1);
+  const options = { host: 'localhost', port: Number(port), user: 'streamhouse',
+                    database: 'streamhouse', ssl: { ca: fs.readFileSync(ca) } };
+  const c = new Client({ ...options, password });
+  await c.connect();
+  const r = await c.query("SELECT 'node over tls' AS v");
+  await c.end();
+  const wrong = new Client({ ...options, password: 'wrong' });
+  let code = null;
+  try { await wrong.connect(); } catch (e) { code = e.code; }
+  console.log(r.rows[0].v + ' ' + code);
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+JDBC_TLS = """
+import java.sql.*;
+public class Tls {
+    public static void main(String[] a) throws Exception {
+        String url = a[0];
+        try (Connection c = DriverManager.getConnection(url, "streamhouse", a[1]);
+             ResultSet r = c.createStatement().executeQuery("SELECT 'jdbc over tls'")) {
+            r.next();
+            String code = null;
+            try { DriverManager.getConnection(url, "streamhouse", "wrong"); }
+            catch (SQLException e) { code = e.getSQLState(); }
+            System.out.println(r.getString(1) + " " + code);
+        }
+    }
+}
+"""
+
+
+def test_node_postgres_and_pgjdbc_over_tls_with_scram(secure, certs):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    node = subprocess.run(
+        ["node", "-e", NODE_TLS, str(secure.port), certs["ca"], PASSWORD],
+        cwd=os.path.join(root, "tests", "node"), capture_output=True, text=True, timeout=60)
+    assert node.returncode == 0, node.stderr
+    assert node.stdout.strip() == "node over tls 28P01", node.stdout
+    with tempfile.TemporaryDirectory() as d:
+        source = os.path.join(d, "Tls.java")
+        with open(source, "w") as f:
+            f.write(JDBC_TLS)
+        url = (f"jdbc:postgresql://localhost:{secure.port}/streamhouse"
+               f"?sslmode=verify-full&sslrootcert={certs['ca']}")
+        java = subprocess.run(
+            ["java", "-cp", "/usr/share/java/postgresql.jar", source, url, PASSWORD],
+            capture_output=True, text=True, timeout=120)
+    assert java.returncode == 0, java.stdout + java.stderr
+    assert java.stdout.strip() == "jdbc over tls 28P01", java.stdout
