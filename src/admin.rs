@@ -23,7 +23,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use streamhouse_log::Log;
 use streamhouse_sql::Database;
-use streamhouse_sql::audit::AuditEvent;
 
 /// What the admin endpoints observe.
 pub struct AdminState {
@@ -121,56 +120,21 @@ async fn login(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response
         )
             .into_response()
     };
-    let Some((user, password)) = basic_credentials(&headers) else {
+    let credentials = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(streamhouse_sql::roles::basic_credentials);
+    let Some((user, password)) = credentials else {
         return unauthorized("send Authorization: Basic base64(user:password)".into());
     };
-    match db.login(&user, &password).await {
-        Ok(token) => {
-            db.audit(AuditEvent {
-                event: "login",
-                user: Some(user),
-                door: "http".into(),
-                success: true,
-                detail: Some("Basic, for a bearer token".into()),
-                ..AuditEvent::default()
-            });
-            Json(json!({
-                "token": token,
-                "expires_in": streamhouse_sql::roles::tokens::TOKEN_LIFETIME.as_secs(),
-            }))
-            .into_response()
-        }
-        Err(e) => {
-            db.audit(AuditEvent {
-                event: "login_failed",
-                user: Some(user),
-                door: "http".into(),
-                success: false,
-                detail: Some(e.to_string()),
-                ..AuditEvent::default()
-            });
-            unauthorized(e.to_string())
-        }
+    match db.login("http", &user, &password).await {
+        Ok(token) => Json(json!({
+            "token": token,
+            "expires_in": streamhouse_sql::roles::tokens::TOKEN_LIFETIME.as_secs(),
+        }))
+        .into_response(),
+        Err(e) => unauthorized(e.to_string()),
     }
-}
-
-/// `(user, password)` from `Authorization: Basic …`.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    use base64::Engine;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    // Padded or not.
-    const BASE64: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let encoded = headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Basic ")?;
-    let decoded = BASE64.decode(encoded.trim()).ok()?;
-    let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
 }
 
 async fn ready(State(s): State<Arc<AdminState>>) -> Response {

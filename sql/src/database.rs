@@ -264,10 +264,27 @@ impl Database {
         crate::roles::login_verifier(&self.log, user).await
     }
 
-    /// Checks a password (a door that receives one) and issues a bearer
-    /// token for later calls; 28P01 for any failure.
-    pub async fn login(&self, user: &str, password: &str) -> Result<String> {
-        crate::roles::login(&self.log, &self.tokens, user, password).await
+    /// Checks a password a door received (through `door`) and issues a
+    /// bearer token for later calls; 28P01 for any failure. The login, or
+    /// its failure, goes to the audit trail.
+    pub async fn login(&self, door: &str, user: &str, password: &str) -> Result<String> {
+        let result = crate::roles::login(&self.log, &self.tokens, user, password).await;
+        self.audit(AuditEvent {
+            event: if result.is_ok() {
+                "login"
+            } else {
+                "login_failed"
+            },
+            user: Some(user.to_string()),
+            door: door.to_string(),
+            success: result.is_ok(),
+            detail: Some(match &result {
+                Ok(_) => "Basic, for a bearer token".to_string(),
+                Err(e) => e.to_string(),
+            }),
+            ..AuditEvent::default()
+        });
+        result
     }
 
     /// The user a bearer token was issued to, while it is live.

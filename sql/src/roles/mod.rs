@@ -270,6 +270,22 @@ pub async fn login(log: &Log, tokens: &Tokens, user: &str, password: &str) -> Re
     }
 }
 
+/// `(user, password)` from an `Authorization` header value `Basic
+/// base64(user:password)`, the base64 padded or not (Go's Flight client
+/// leaves the padding off).
+pub fn basic_credentials(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const BASE64: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
 /// Makes sure the first superuser exists: created on a server's first
 /// start, with `password` (none: no password, so it cannot log in with
 /// one until `ALTER ROLE` gives it one). An existing role is left as it
@@ -285,5 +301,22 @@ pub async fn ensure_first_superuser(log: &Log, password: Option<&str>) -> Result
     match log.metadata().create_role(&role).await {
         Ok(()) | Err(LogError::RoleExists(_)) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::basic_credentials;
+
+    #[test]
+    fn basic_credentials_take_padded_and_unpadded_base64() {
+        // "alice:pa:ss" padded, then without its padding.
+        let want = Some(("alice".to_string(), "pa:ss".to_string()));
+        assert_eq!(basic_credentials("Basic YWxpY2U6cGE6c3M="), want);
+        assert_eq!(basic_credentials("Basic YWxpY2U6cGE6c3M"), want);
+        assert_eq!(basic_credentials("Bearer YWxpY2U6cGE6c3M="), None);
+        assert_eq!(basic_credentials("Basic !!!"), None);
+        // No colon: not credentials.
+        assert_eq!(basic_credentials("Basic YWxpY2U="), None);
     }
 }
