@@ -23,6 +23,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use streamhouse_log::Log;
 use streamhouse_sql::Database;
+use streamhouse_sql::SqlError;
+use streamhouse_sql::privileges::{MONITOR, Need};
 
 /// What the admin endpoints observe.
 pub struct AdminState {
@@ -83,7 +85,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 /// Lets a request through when passwords are not required, or when it
-/// carries a live bearer token; 401 otherwise.
+/// carries a live bearer token (401 otherwise) of a role that may read the
+/// admin API: a superuser or a member of `pg_monitor` (403 otherwise).
 async fn authorized(State(s): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
     if !s.require_token {
         return next.run(request).await;
@@ -96,9 +99,25 @@ async fn authorized(State(s): State<Arc<AdminState>>, request: Request, next: Ne
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
-        Some(t) if db.token_user(t.trim()).is_some() => next.run(request).await,
-        _ => (
+    match token.and_then(|t| db.token_user(t.trim())) {
+        Some(user) => {
+            let need = Need::Role(MONITOR);
+            match db
+                .authorize("http", Some(&user), std::slice::from_ref(&need))
+                .await
+            {
+                Ok(()) => next.run(request).await,
+                Err(e @ SqlError::InsufficientPrivilege(_)) => {
+                    (StatusCode::FORBIDDEN, Json(json!({"error": e.to_string()}))).into_response()
+                }
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": e.to_string()})),
+                )
+                    .into_response(),
+            }
+        }
+        None => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
             Json(json!({"error": "authentication required: POST /v1/login with Basic credentials, then send Authorization: Bearer <token>"})),

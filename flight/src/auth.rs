@@ -4,6 +4,8 @@
 //! bearer token in the `authorization` header and the payload; every
 //! other call carries `authorization: Bearer <token>`. The password check
 //! and the tokens are the engine's (`Database::login`, `token_user`).
+//! The router puts who called ([`Caller`]) into every request it passes
+//! on; handlers check that role's privileges with `Database::authorize`.
 
 use std::pin::Pin;
 
@@ -12,6 +14,22 @@ use futures::Stream;
 use streamhouse_sql::Database;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Response, Status};
+
+/// Who made a call: the token's user, or `None` when the port trusts
+/// everyone (`--auth trust`).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<String>);
+
+/// The role a call's privileges are checked against (`None`: trusted).
+/// A request the router did not pass is refused, so a call can never
+/// run unchecked by mistake.
+pub fn role_of<T>(request: &tonic::Request<T>) -> Result<Option<String>, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.0.clone())
+        .ok_or_else(|| Status::internal("a call reached its handler without the door's check"))
+}
 
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 

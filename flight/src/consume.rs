@@ -23,7 +23,6 @@
 //! they were when it started.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -33,13 +32,14 @@ use arrow_flight::error::FlightError;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
-use streamhouse_log::Log;
 use streamhouse_log::consume::{ConsumeRequest, MemberJoin, Position};
 use streamhouse_log::groups::Strategy;
+use streamhouse_sql::Database;
+use streamhouse_sql::privileges::{Need, Object, Privilege};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use crate::status::log_status;
+use crate::status::{log_status, sql_status};
 
 /// A consumer ticket.
 #[derive(Debug, Deserialize)]
@@ -101,13 +101,14 @@ pub type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + S
 
 /// Answers a consumer ticket: the ticket as a [`ConsumeRequest`], the
 /// read the log opens for it, encoded, and ended with UNAVAILABLE when the
-/// server shuts down. `changelog_of` names the changelog stream of a
-/// materialized view, so a ticket may name a view to consume its changes.
+/// server shuts down. A ticket may name a materialized view, to consume its
+/// changelog. `role` needs SELECT on what it reads and, in a group,
+/// CONSUME on the group.
 pub async fn do_get(
-    log: Arc<Log>,
+    db: &Database,
+    role: Option<String>,
     ticket: &[u8],
     closing: watch::Receiver<bool>,
-    changelog_of: impl Fn(&str) -> Option<String>,
 ) -> Result<DoGetStream, Status> {
     let t: ConsumeTicket = serde_json::from_slice(ticket).map_err(|e| {
         Status::invalid_argument(format!(
@@ -115,8 +116,21 @@ pub async fn do_get(
              {{\"stream\": \"orders\", \"partition\": 0, \"from\": \"earliest\"}}"
         ))
     })?;
+    let mut needs = vec![Need::Privilege(
+        Privilege::Select,
+        Object::table(t.stream.clone()),
+    )];
+    if let Some(group) = &t.group {
+        needs.push(Need::Privilege(
+            Privilege::Consume,
+            Object::group(group.clone()),
+        ));
+    }
+    db.authorize("flight", role.as_deref(), &needs)
+        .await
+        .map_err(sql_status)?;
     let request = ConsumeRequest {
-        stream: changelog_of(&t.stream).unwrap_or(t.stream),
+        stream: db.views().changelog_of(&t.stream).unwrap_or(t.stream),
         partitions: t.partition.map(|p| match p {
             Partitions::One(p) => vec![p],
             Partitions::Many(ps) => ps,
@@ -130,7 +144,7 @@ pub async fn do_get(
             session_timeout: t.session_timeout_ms.map(Duration::from_millis),
         }),
     };
-    let read = log.consume(request).await.map_err(log_status)?;
+    let read = db.log().consume(request).await.map_err(log_status)?;
     let schema = read.info.read_schema();
     // The rows go through a task, so that the read (and a member's
     // heartbeats) goes on while the client is between batches.

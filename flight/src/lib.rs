@@ -5,6 +5,7 @@
 //!
 //! A thin adapter over `sql` and `log`: it translates, it does not decide.
 
+pub mod access;
 pub mod action;
 pub mod auth;
 pub mod consume;

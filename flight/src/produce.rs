@@ -32,6 +32,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use streamhouse_log::{AckPart, AppendAck, AppendOptions, Log, ProducerSeq};
 use streamhouse_sql::Database;
+use streamhouse_sql::privileges::{Need, Object, Privilege};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
@@ -159,7 +160,17 @@ pub async fn do_put(
         )));
     }
     match descriptor.path.as_slice() {
-        [kind, name] if kind == "streams" => produce(db.log().clone(), name.clone(), request).await,
+        [kind, name] if kind == "streams" => {
+            let need = Need::Privilege(Privilege::Insert, Object::table(name.clone()));
+            db.authorize(
+                "flight",
+                crate::auth::role_of(&request)?.as_deref(),
+                std::slice::from_ref(&need),
+            )
+            .await
+            .map_err(crate::status::sql_status)?;
+            produce(db.log().clone(), name.clone(), request).await
+        }
         other => Err(Status::invalid_argument(format!(
             "DoPut path {other:?} names nothing; use [\"streams\", name]"
         ))),

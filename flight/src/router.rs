@@ -15,6 +15,7 @@ use streamhouse_sql::Database;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::sql::FlightSql;
 
 /// Routes Flight calls to Flight SQL or the consumer API.
@@ -39,13 +40,19 @@ impl Router {
     }
 
     /// With passwords required: the call's bearer token must be live.
-    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// Puts the [`Caller`] into the request for the handlers.
+    fn check<T>(&self, request: &mut Request<T>) -> Result<(), Status> {
         if !self.require_token {
+            request.extensions_mut().insert(Caller(None));
             return Ok(());
         }
-        match crate::auth::bearer(request.metadata()) {
-            Some(token) if self.db.token_user(token).is_some() => Ok(()),
-            Some(_) => Err(Status::unauthenticated(
+        let user = crate::auth::bearer(request.metadata()).map(|t| self.db.token_user(t));
+        match user {
+            Some(Some(user)) => {
+                request.extensions_mut().insert(Caller(Some(user)));
+                Ok(())
+            }
+            Some(None) => Err(Status::unauthenticated(
                 "the bearer token is unknown, expired or revoked: log in again (handshake)",
             )),
             None => Err(Status::unauthenticated(
@@ -80,47 +87,47 @@ impl FlightService for Router {
 
     async fn list_flights(
         &self,
-        request: Request<Criteria>,
+        mut request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         self.sql.list_flights(request).await
     }
 
     async fn get_flight_info(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         self.sql.get_flight_info(request).await
     }
 
     async fn poll_flight_info(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         self.sql.poll_flight_info(request).await
     }
 
     async fn get_schema(
         &self,
-        request: Request<FlightDescriptor>,
+        mut request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         self.sql.get_schema(request).await
     }
 
     async fn do_get(
         &self,
-        request: Request<Ticket>,
+        mut request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         if crate::consume::is_consumer_ticket(&request.get_ref().ticket) {
             let stream = crate::consume::do_get(
-                self.db.log().clone(),
+                &self.db,
+                crate::auth::role_of(&request)?,
                 &request.get_ref().ticket,
                 self.closing.clone(),
-                |name| self.db.views().changelog_of(name),
             )
             .await?;
             return Ok(Response::new(stream));
@@ -130,33 +137,33 @@ impl FlightService for Router {
 
     async fn do_put(
         &self,
-        request: Request<Streaming<FlightData>>,
+        mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         self.sql.do_put(request).await
     }
 
     async fn do_action(
         &self,
-        request: Request<Action>,
+        mut request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         self.sql.do_action(request).await
     }
 
     async fn list_actions(
         &self,
-        request: Request<Empty>,
+        mut request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         self.sql.list_actions(request).await
     }
 
     async fn do_exchange(
         &self,
-        request: Request<Streaming<FlightData>>,
+        mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        self.check(&request)?;
+        self.check(&mut request)?;
         self.sql.do_exchange(request).await
     }
 }

@@ -81,18 +81,43 @@ impl FlightSql {
     }
 }
 
-/// A session of a Flight SQL client (labels its metrics).
-fn session() -> Session {
-    Session::for_door("flight")
+/// A transaction is used only by the role that began it.
+fn own(session: &Session, role: Option<&str>) -> Result<(), Status> {
+    if session.role() == role {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(
+            "the transaction belongs to another user",
+        ))
+    }
+}
+
+/// A session of a Flight SQL client (labels its metrics), checked against
+/// `role`'s privileges (`None`: trusted).
+fn session(role: Option<String>) -> Session {
+    match role {
+        Some(role) => Session::for_role("flight", role),
+        None => Session::for_door("flight"),
+    }
 }
 
 impl FlightSql {
-    /// The session a call runs in: its transaction's, or a fresh one when it
-    /// names none (every statement then commits on its own).
-    fn session_of(&self, transaction: Option<&[u8]>) -> Result<Arc<Session>, Status> {
+    /// The session a call runs in: its transaction's (which must be the
+    /// caller's), or a fresh one of the caller when it names none (every
+    /// statement then commits on its own).
+    fn session_of<T>(
+        &self,
+        request: &Request<T>,
+        transaction: Option<&[u8]>,
+    ) -> Result<Arc<Session>, Status> {
+        let role = crate::auth::role_of(request)?;
         match transaction {
-            Some(id) if !id.is_empty() => self.transactions.get(id),
-            _ => Ok(Arc::new(session())),
+            Some(id) if !id.is_empty() => {
+                let session = self.transactions.get(id)?;
+                own(&session, role.as_deref())?;
+                Ok(session)
+            }
+            _ => Ok(Arc::new(session(role))),
         }
     }
 
@@ -114,10 +139,14 @@ impl FlightSql {
         Ok(rows)
     }
 
-    /// Runs a prepared command once per bound parameter row; the rows it
-    /// wrote, summed.
-    async fn run_command(&self, statement: &crate::prepared::Statement) -> Result<i64, Status> {
-        let session = self.session_of(statement.transaction.as_deref())?;
+    /// Runs a prepared command once per bound parameter row, for the
+    /// caller of `request`; the rows it wrote, summed.
+    async fn run_command<T>(
+        &self,
+        request: &Request<T>,
+        statement: &crate::prepared::Statement,
+    ) -> Result<i64, Status> {
+        let session = self.session_of(request, statement.transaction.as_deref())?;
         let mut rows = 0;
         for params in statement.param_rows()? {
             let result = self
@@ -268,7 +297,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let transaction = query.transaction_id.as_deref().filter(|t| !t.is_empty());
-        let session = self.session_of(transaction)?;
+        let session = self.session_of(&request, transaction)?;
         let prepared = match self.db.prepare(&query.query).await {
             Ok(Some(p)) => p,
             Ok(None) => return Err(Status::invalid_argument("empty statement")),
@@ -313,10 +342,10 @@ impl FlightSqlService for FlightSql {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let (transaction, sql) = parse_ticket_handle(&ticket.statement_handle)?;
-        let session = self.session_of(transaction)?;
+        let session = self.session_of(&request, transaction)?;
         let stmt = self
             .db
             .parse(&sql)
@@ -345,9 +374,9 @@ impl FlightSqlService for FlightSql {
     async fn do_put_statement_update(
         &self,
         command: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let session = self.session_of(command.transaction_id.as_deref())?;
+        let session = self.session_of(&request, command.transaction_id.as_deref())?;
         self.run_all(&session, &command.query).await
     }
 
@@ -372,7 +401,7 @@ impl FlightSqlService for FlightSql {
             // "create" mode sets Fail explicitly).
             _ => IfExists::Append,
         };
-        let session = self.session_of(command.transaction_id.as_deref())?;
+        let session = self.session_of(&request, command.transaction_id.as_deref())?;
         let (schema, batches) = uploaded(request).await?;
         let rows = self
             .db
@@ -391,13 +420,13 @@ impl FlightSqlService for FlightSql {
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let transaction = query
             .transaction_id
             .filter(|t| !t.is_empty())
             .map(|t| t.to_vec());
-        let session = self.session_of(transaction.as_deref())?;
+        let session = self.session_of(&request, transaction.as_deref())?;
         let sql = numbered_placeholders(&query.query).map_err(sql_status)?;
         let prepared = match self.db.prepare(&sql).await {
             Ok(Some(p)) => p,
@@ -444,11 +473,14 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let statement = self.statements.get(&query.prepared_statement_handle)?;
+        let role = crate::auth::role_of(&request)?;
         let (schema, batches) = uploaded(request).await?;
         if !batches.is_empty() {
             statement.bind(schema, batches)?;
         }
-        self.run_command(&statement).await
+        let mut caller = Request::new(());
+        caller.extensions_mut().insert(crate::auth::Caller(role));
+        self.run_command(&caller, &statement).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -460,7 +492,7 @@ impl FlightSqlService for FlightSql {
         let Some(schema) = statement.prepared.schema.clone() else {
             // A command run through the query path (ADBC's execute with
             // parameters): it runs now, once per parameter row.
-            let rows = self.run_command(&statement).await?;
+            let rows = self.run_command(&request, &statement).await?;
             let info = FlightInfo::new()
                 .try_with_schema(&Schema::empty())
                 .map_err(|e| Status::internal(e.to_string()))?
@@ -477,7 +509,7 @@ impl FlightSqlService for FlightSql {
     async fn do_get_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let statement = self.statements.get(&query.prepared_statement_handle)?;
         let schema = statement
@@ -486,7 +518,7 @@ impl FlightSqlService for FlightSql {
             .clone()
             .ok_or_else(|| Status::invalid_argument("the statement returns no rows"))?;
         let db = self.db.clone();
-        let session = self.session_of(statement.transaction.as_deref())?;
+        let session = self.session_of(&request, statement.transaction.as_deref())?;
         let runs = statement.param_rows()?;
         let batches = futures::stream::iter(runs)
             .then(move |params| {
@@ -531,7 +563,9 @@ impl FlightSqlService for FlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let role = crate::auth::role_of(&request)?;
         let mut action = request.into_inner();
+        crate::access::authorize(&self.db, role.as_deref(), &action).await?;
         // A view's name stands for its changelog stream.
         if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&action.body)
             && let Some(name) = body.get("stream").and_then(|s| s.as_str())
@@ -563,9 +597,9 @@ impl FlightSqlService for FlightSql {
     async fn do_action_begin_transaction(
         &self,
         _query: ActionBeginTransactionRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
-        let session = Arc::new(session());
+        let session = Arc::new(session(crate::auth::role_of(&request)?));
         self.run_all(&session, "BEGIN").await?;
         let id = self.transactions.add(session)?;
         Ok(ActionBeginTransactionResult {
@@ -576,13 +610,17 @@ impl FlightSqlService for FlightSql {
     async fn do_action_end_transaction(
         &self,
         query: ActionEndTransactionRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
         use arrow_flight::sql::EndTransaction;
         let end = EndTransaction::try_from(query.action)
             .ok()
             .filter(|e| *e != EndTransaction::Unspecified)
             .ok_or_else(|| Status::invalid_argument("EndTransaction: say commit or rollback"))?;
+        own(
+            &*self.transactions.get(&query.transaction_id)?,
+            crate::auth::role_of(&request)?.as_deref(),
+        )?;
         let session = self.transactions.take(&query.transaction_id)?;
         if end == EndTransaction::Rollback {
             self.run_all(&session, "ROLLBACK").await?;

@@ -29,7 +29,8 @@ pub fn sql_status(e: SqlError) -> Status {
         | SqlError::Plan(_)
         | SqlError::DivisionByZero(_)
         | SqlError::NumericOutOfRange(_)
-        | SqlError::DataException(_) => Code::InvalidArgument,
+        | SqlError::DataException(_)
+        | SqlError::InvalidGrant(_) => Code::InvalidArgument,
         SqlError::NotSupported(_) => Code::Unimplemented,
         SqlError::Cancelled => Code::Cancelled,
         SqlError::StatementTimeout => Code::DeadlineExceeded,

@@ -43,9 +43,9 @@ pub use maintenance::MaintenanceReport;
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{
-    AckPart, AgentRecord, AgentStore, Change, ChunkStore, GroupOffsets, GroupStore, MetadataStore,
-    PartitionStats, ProducerSeq, RoleRecord, RoleStore, StreamStore, TimeFilter, TxnCommit,
-    ViewCheckpoint, ViewLease, ViewRecord, ViewStore,
+    AckPart, AgentRecord, AgentStore, Change, ChunkStore, GrantRecord, GroupOffsets, GroupStore,
+    MetadataStore, PartitionStats, ProducerSeq, RoleRecord, RoleStore, StreamStore, TimeFilter,
+    TxnCommit, ViewCheckpoint, ViewLease, ViewRecord, ViewStore,
 };
 pub use reader::BatchStream;
 pub use staged::StagedAppend;

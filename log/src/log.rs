@@ -12,7 +12,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -74,6 +74,9 @@ pub struct Log {
     round_robin: AtomicU32,
     groups: Groups,
     follower: tokio::task::JoinHandle<()>,
+    /// Counts changes of roles and privileges, here and announced by other
+    /// agents: whoever caches them re-reads when it moves.
+    roles_epoch: Arc<AtomicU64>,
     agent: Arc<Agent>,
     heartbeat: tokio::task::JoinHandle<()>,
     maintenance: MaintenanceConfig,
@@ -92,7 +95,12 @@ impl Drop for Log {
 
 /// Applies changes other agents commit (see the module doc) until the
 /// announcements end.
-async fn follow_changes(meta: Arc<dyn MetadataStore>, tail: Arc<Tail>, streams: StreamMap) {
+async fn follow_changes(
+    meta: Arc<dyn MetadataStore>,
+    tail: Arc<Tail>,
+    streams: StreamMap,
+    roles_epoch: Arc<AtomicU64>,
+) {
     let mut rx = loop {
         match meta.changes().await {
             Ok(Some(rx)) => break rx,
@@ -114,7 +122,13 @@ async fn follow_changes(meta: Arc<dyn MetadataStore>, tail: Arc<Tail>, streams: 
                 streams.write().await.retain(|_, s| s.id != id);
                 tail.forget(id);
             }
-            Change::Resync => streams.write().await.clear(),
+            Change::Roles => {
+                roles_epoch.fetch_add(1, Ordering::AcqRel);
+            }
+            Change::Resync => {
+                streams.write().await.clear();
+                roles_epoch.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -146,7 +160,13 @@ impl Log {
             clock.clone(),
         );
         let streams = StreamMap::default();
-        let follower = tokio::spawn(follow_changes(meta.clone(), tail.clone(), streams.clone()));
+        let roles_epoch = Arc::new(AtomicU64::new(0));
+        let follower = tokio::spawn(follow_changes(
+            meta.clone(),
+            tail.clone(),
+            streams.clone(),
+            roles_epoch.clone(),
+        ));
         let agent = Arc::new(Agent::new(
             meta.clone(),
             clock.clone(),
@@ -167,6 +187,7 @@ impl Log {
             transactional: TransactionalProducers::default(),
             groups,
             follower,
+            roles_epoch,
             agent,
             heartbeat,
             maintenance: config.maintenance,
@@ -182,6 +203,18 @@ impl Log {
     /// The metadata store.
     pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
         &self.meta
+    }
+
+    /// Moves whenever roles, memberships or privileges change, here or
+    /// (announced) on another agent; see [`Log::roles_changed`].
+    pub fn roles_epoch(&self) -> u64 {
+        self.roles_epoch.load(Ordering::Acquire)
+    }
+
+    /// Notes a change of roles or privileges made through this agent (other
+    /// agents learn of it from the store's announcement).
+    pub fn roles_changed(&self) {
+        self.roles_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Bytes held by the chunk cache.

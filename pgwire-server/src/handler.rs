@@ -44,14 +44,20 @@ type Copies = Arc<Mutex<HashMap<SocketAddr, CopyState>>>;
 
 /// Each connection's settings, by connection.
 #[derive(Default)]
-struct Sessions(Mutex<HashMap<SocketAddr, Arc<Session>>>);
+struct Sessions {
+    map: Mutex<HashMap<SocketAddr, Arc<Session>>>,
+    /// Clients logged in with a password: their sessions are checked
+    /// against their role's privileges. Otherwise (trust) they are not.
+    checked: bool,
+}
 
 impl Sessions {
     /// The connection's session, working until the guard is dropped (a
     /// session with work in hand is not idle).
+    #[cfg(test)]
     fn of(&self, peer: SocketAddr) -> Working {
         let session = self
-            .0
+            .map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(peer)
@@ -65,13 +71,16 @@ impl Sessions {
     /// user it named at startup.
     fn of_client<C: ClientInfo>(&self, client: &C) -> Working {
         let session = self
-            .0
+            .map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(client.socket_addr())
             .or_insert_with(|| {
                 let user = client.metadata().get("user").cloned();
-                Arc::new(Session::for_user(DOOR, user))
+                Arc::new(match user {
+                    Some(role) if self.checked => Session::for_role(DOOR, role),
+                    user => Session::for_user(DOOR, user),
+                })
             })
             .clone();
         session.work_started();
@@ -80,7 +89,7 @@ impl Sessions {
 
     /// The connection's session, if it has one, without touching it.
     fn get(&self, peer: SocketAddr) -> Option<Arc<Session>> {
-        self.0
+        self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&peer)
@@ -88,7 +97,7 @@ impl Sessions {
     }
 
     fn forget(&self, peer: SocketAddr) {
-        self.0
+        self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&peer);
@@ -96,7 +105,7 @@ impl Sessions {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -140,7 +149,10 @@ pub struct Handlers {
 
 impl Handlers {
     pub fn new(db: Arc<Database>, config: &StartupConfig) -> PgWireResult<Arc<Self>> {
-        let sessions: Arc<Sessions> = Arc::default();
+        let sessions = Arc::new(Sessions {
+            map: Mutex::default(),
+            checked: config.auth == crate::startup::Auth::Password,
+        });
         let connections = Arc::new(ConnectionManager::new());
         let refused: Arc<Mutex<std::collections::HashSet<SocketAddr>>> = Arc::default();
         let startup = Arc::new(Startup::new(
@@ -379,7 +391,7 @@ impl SimpleQueryHandler for Simple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let peer = client.socket_addr();
-        let session = self.sessions.of(peer);
+        let session = self.sessions.of_client(client);
         let stmts = match self.db.parse(query) {
             Ok(s) => s,
             Err(e) => {

@@ -32,6 +32,7 @@ use crate::names::output_names;
 pub use crate::options::DatabaseOptions;
 use crate::planner::Planner;
 use crate::prepared::{Action, Prepared, bind, param_types, with_session_settings};
+use crate::privileges::{Need, Object, Privileges, needs};
 use crate::result::{CommandTag, QueryResult, describe_schema, rename, show_streams_schema};
 use crate::session::Session;
 use crate::settings::{assignments, setting_name, show, show_schema};
@@ -74,6 +75,8 @@ pub struct Database {
     tokens: crate::roles::tokens::Tokens,
     /// The audit trail.
     audit: Audit,
+    /// What each role may do.
+    privileges: Arc<Privileges>,
 }
 
 impl std::fmt::Debug for Database {
@@ -130,7 +133,14 @@ impl Database {
         // `now()` is a `timestamptz` in UTC, as the TimeZone setting says.
         config.options_mut().execution.time_zone = Some("UTC".into());
         let ctx = SessionContext::new_with_config(config);
-        let compat = catalog::install(&ctx, crate::session::DATABASE, log.clone()).await?;
+        let privileges = Arc::new(Privileges::new(log.clone()));
+        let compat = catalog::install(
+            &ctx,
+            crate::session::DATABASE,
+            log.clone(),
+            privileges.clone(),
+        )
+        .await?;
         functions::register(&ctx);
         crate::bounded::register(&ctx)?;
         let planner = Arc::new(Planner::new(log.clone(), ctx));
@@ -201,6 +211,7 @@ impl Database {
             views,
             query_memory: limits::ServerMemory::new(options.server_query_memory),
             audit,
+            privileges,
             tokens: crate::roles::tokens::Tokens::new(
                 log.clock().clone(),
                 crate::roles::tokens::TOKEN_LIFETIME,
@@ -295,6 +306,93 @@ impl Database {
     /// Revokes a bearer token; whether it was live.
     pub fn revoke_token(&self, token: &str) -> bool {
         self.tokens.revoke(token)
+    }
+
+    /// The one privilege check every door's calls pass: whether `role`
+    /// (a client of `door`) may do everything `needs` says. `None` is a
+    /// trusted caller (the server runs with `--auth trust`, or the system
+    /// itself), which may do anything. A denial is 42501 and goes to the
+    /// audit trail.
+    pub async fn authorize(&self, door: &str, role: Option<&str>, needs: &[Need]) -> Result<()> {
+        let Some(role) = role else {
+            return Ok(());
+        };
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let Err(need) = self.privileges.check(role, needs).await? else {
+            return Ok(());
+        };
+        let message = need.denied();
+        self.audit(AuditEvent {
+            event: "denied",
+            user: Some(role.to_string()),
+            door: door.to_string(),
+            object: match &need {
+                Need::Privilege(_, o) | Need::Owner(o) => Some(o.describe()),
+                Need::Superuser(_) | Need::Role(_) => None,
+            },
+            success: false,
+            detail: Some(message.clone()),
+            ..AuditEvent::default()
+        });
+        Err(SqlError::InsufficientPrivilege(message))
+    }
+
+    /// [`Database::authorize`] for a session's role.
+    pub async fn authorize_session(&self, session: &Session, needs: &[Need]) -> Result<()> {
+        self.authorize(session.door(), session.role(), needs).await
+    }
+
+    /// SELECT on the streams and views a plan reads.
+    pub(crate) fn reads(&self, plan: &datafusion::logical_expr::LogicalPlan) -> Vec<Need> {
+        let public = self
+            .planner
+            .ctx
+            .catalog(crate::session::DATABASE)
+            .and_then(|c| c.schema(crate::privileges::SCHEMA));
+        let is_user_relation = |name: &str| public.as_ref().is_some_and(|s| s.table_exist(name));
+        needs::plan_reads(plan, &is_user_relation)
+    }
+
+    /// What is held now (for the catalog's privilege functions and tables).
+    pub async fn privileges(&self) -> Result<Arc<crate::privileges::Snapshot>> {
+        self.privileges.snapshot().await
+    }
+
+    /// Records that the session's role owns a new object (nothing for a
+    /// trusted session, whose objects only superusers own).
+    pub(crate) async fn record_owner(&self, session: &Session, object: Object) -> Result<()> {
+        let Some(role) = session.role() else {
+            return Ok(());
+        };
+        if self.privileges.snapshot().await?.owner(&object).is_some() {
+            return Ok(());
+        }
+        self.log
+            .metadata()
+            .grant(&[streamhouse_log::GrantRecord {
+                object_kind: object.kind.stored().to_string(),
+                object_name: object.name,
+                grantee: role.to_string(),
+                privilege: crate::privileges::OWNER.to_string(),
+                grantor: role.to_string(),
+            }])
+            .await?;
+        self.log.roles_changed();
+        Ok(())
+    }
+
+    /// Forgets the privileges on dropped relations.
+    pub(crate) async fn forget_grants(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            self.log
+                .metadata()
+                .forget_grants_on(crate::privileges::ObjectKind::Table.stored(), name)
+                .await?;
+        }
+        self.log.roles_changed();
+        Ok(())
     }
 
     /// Sets the gauges that describe views and consumer groups now; called
@@ -503,8 +601,14 @@ impl Database {
             }
             _ => Vec::new(),
         };
+        let needs = match &action {
+            Action::Query(plan) => self.reads(plan),
+            Action::Insert { source, .. } => self.reads(source),
+            _ => Vec::new(),
+        };
         Ok(Prepared {
             text,
+            needs,
             action,
             param_types,
             schema,
@@ -602,9 +706,21 @@ impl Database {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult> {
+        if let Some(role) = session.role() {
+            match &prepared.action {
+                Action::Statement(stmt) => {
+                    let mut all = needs::of_statement(stmt, role);
+                    all.extend(prepared.needs.iter().cloned());
+                    self.authorize_session(session, &all).await?;
+                }
+                _ => self.authorize_session(session, &prepared.needs).await?,
+            }
+        }
         match &prepared.action {
             Action::Transaction(control) => self.control(session, control).await,
             Action::Query(plan) => {
+                // The catalog's privilege functions read the cached snapshot.
+                self.privileges.snapshot().await?;
                 let plan = with_session_settings(bind(plan, params)?, session)?;
                 let plan = with_own_writes(plan, session.transaction())?;
                 let ctx = limits::query_context(
@@ -667,7 +783,7 @@ impl Database {
             Action::Show(name) => show(session, name),
             Action::Copy(stmt) => self.copy(session, stmt.as_ref().clone()).await,
             Action::Statement(stmt) => {
-                let done = self.run_statement(stmt.clone()).await;
+                let done = self.run_statement(session, stmt.clone()).await;
                 if done.is_ok() && stmt.is_ddl() {
                     self.record_ddl(session, &prepared.text).await;
                 }
@@ -745,17 +861,23 @@ impl Database {
         Ok(QueryResult::command(tag))
     }
 
-    async fn run_statement(&self, stmt: Statement) -> Result<QueryResult> {
+    async fn run_statement(&self, session: &Session, stmt: Statement) -> Result<QueryResult> {
         match stmt {
-            Statement::CreateStream(c) => self.create_stream(c).await,
+            Statement::CreateStream(c) => {
+                let name = c.name.clone();
+                let done = self.create_stream(c).await?;
+                self.record_owner(session, Object::table(name)).await?;
+                Ok(done)
+            }
             Statement::DropStream { names, if_exists } => {
-                for name in names {
-                    match self.log.drop_stream(&name).await {
-                        Ok(()) => self.planner.deregister(&name)?,
+                for name in &names {
+                    match self.log.drop_stream(name).await {
+                        Ok(()) => self.planner.deregister(name)?,
                         Err(streamhouse_log::LogError::UnknownStream(_)) if if_exists => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
+                self.forget_grants(&names).await?;
                 Ok(QueryResult::command(CommandTag::DropStream))
             }
             Statement::ShowStreams => self.show_streams().await,
@@ -766,16 +888,35 @@ impl Database {
                 options,
                 query,
             } => {
-                self.views
-                    .create(name, if_not_exists, options, *query)
-                    .await
+                let done = self
+                    .views
+                    .create(name.clone(), if_not_exists, options, *query)
+                    .await?;
+                self.record_owner(session, Object::table(name)).await?;
+                Ok(done)
             }
             Statement::Subscribe(s) => self.views.subscribe(s).await,
             Statement::DropMaterializedView { names, if_exists } => {
-                self.views.drop_views(names, if_exists).await
+                let done = self.views.drop_views(names.clone(), if_exists).await?;
+                self.forget_grants(&names).await?;
+                Ok(done)
             }
             Statement::ShowMaterializedViews => self.views.show().await,
-            Statement::Role(r) => crate::roles::run(&self.log, &self.tokens, r).await,
+            Statement::Role(r) => {
+                if let crate::roles::RoleStatement::Drop { names, .. } = &r {
+                    let held = self.privileges.snapshot().await?;
+                    crate::privileges::grant::check_owns_nothing(&held, names)?;
+                }
+                let done = crate::roles::run(&self.log, &self.tokens, r).await;
+                self.log.roles_changed();
+                done
+            }
+            Statement::Grant(g) => {
+                let held = self.privileges.snapshot().await?;
+                let grantor = session.role().unwrap_or(crate::roles::FIRST_SUPERUSER);
+                let exists = |n: &str| self.planner.ctx.table_exist(n).unwrap_or(false);
+                crate::privileges::grant::run(&self.log, &held, grantor, g, exists).await
+            }
             Statement::Sql(other) => Err(SqlError::Internal(format!(
                 "unprepared statement {}",
                 statement_kind(&other)

@@ -47,6 +47,8 @@ pub enum Statement {
     ShowMaterializedViews,
     /// `CREATE`, `ALTER` or `DROP ROLE` (or `USER`).
     Role(crate::roles::RoleStatement),
+    /// `GRANT` or `REVOKE`.
+    Grant(crate::privileges::grant::GrantStatement),
     /// Anything else, for DataFusion (or for `INSERT` into a stream).
     Sql(Box<SqlStatement>),
 }
@@ -69,6 +71,7 @@ impl Statement {
             }
             Statement::ShowMaterializedViews => "SHOW MATERIALIZED VIEWS".into(),
             Statement::Role(r) => r.text(),
+            Statement::Grant(g) => g.text(),
             Statement::Sql(s) => s.to_string(),
         }
     }
@@ -83,6 +86,7 @@ impl Statement {
                 | Statement::CreateMaterializedView { .. }
                 | Statement::DropMaterializedView { .. }
                 | Statement::Role(_)
+                | Statement::Grant(_)
         )
     }
 
@@ -307,6 +311,9 @@ fn parse_word(p: &mut Parser, w: &str) -> bool {
 fn parse_one(p: &mut Parser) -> Result<Statement> {
     if let Some(role) = crate::roles::parse(p)? {
         return Ok(Statement::Role(role));
+    }
+    if let Some(grant) = crate::privileges::grant::parse(p)? {
+        return Ok(Statement::Grant(grant));
     }
     if p.parse_keywords(&[Keyword::CREATE, Keyword::STREAM]) {
         return parse_create_stream(p).map(Statement::CreateStream);

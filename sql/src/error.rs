@@ -38,6 +38,11 @@ pub enum SqlError {
     #[error("{0}")]
     InvalidPassword(String),
 
+    /// A GRANT or REVOKE that cannot be (a privilege an object cannot
+    /// have, a membership loop).
+    #[error("{0}")]
+    InvalidGrant(String),
+
     /// A named object (a role) that already exists.
     #[error("{0}")]
     DuplicateObject(String),
@@ -174,6 +179,7 @@ impl SqlError {
             SqlError::UndefinedFunction(_) => "42883",
             SqlError::UndefinedObject(_) => "42704",
             SqlError::DuplicateObject(_) => "42710",
+            SqlError::InvalidGrant(_) => "0LP01",
             SqlError::InvalidPassword(_) => "28P01",
             SqlError::InvalidCursor(_) => "34000",
             SqlError::DuplicateTable(_) => "42P07",

@@ -17,6 +17,7 @@ use crate::database::Database;
 use crate::error::{Result, SqlError};
 use crate::insert::conform_insert;
 use crate::prepared::Prepared;
+use crate::privileges::{Need, Object, Privilege};
 use crate::session::Session;
 use crate::transaction::BlockState;
 
@@ -99,6 +100,16 @@ impl Database {
                     .into(),
             ));
         }
+        if creates && session.role().is_some() {
+            let mut needs = vec![Need::Privilege(
+                Privilege::Create,
+                Object::schema(crate::privileges::SCHEMA),
+            )];
+            if exists {
+                needs.push(Need::Privilege(Privilege::Drop, Object::table(stream)));
+            }
+            self.authorize_session(session, &needs).await?;
+        }
         match (exists, mode.if_exists) {
             (true, IfExists::Fail) => {
                 return Err(SqlError::DuplicateTable(format!(
@@ -108,10 +119,15 @@ impl Database {
             (true, IfExists::Replace) => {
                 self.log().drop_stream(stream).await?;
                 self.planner.deregister(stream)?;
+                self.forget_grants(&[stream.to_string()]).await?;
                 self.create_from_schema(stream, &schema).await?;
+                self.record_owner(session, Object::table(stream)).await?;
             }
             (true, IfExists::Append) => {}
-            (false, _) if mode.create => self.create_from_schema(stream, &schema).await?,
+            (false, _) if mode.create => {
+                self.create_from_schema(stream, &schema).await?;
+                self.record_owner(session, Object::table(stream)).await?;
+            }
             (false, _) => {
                 return Err(SqlError::UndefinedTable(format!(
                     "stream \"{stream}\" does not exist"

@@ -24,6 +24,7 @@ use crate::types::{bytea_from_text, sql_type_name};
 
 use crate::database::Database;
 use crate::prepared::{Action, values_placeholders};
+use crate::privileges::{Need, Object, Privilege};
 use crate::result::{CommandTag, QueryResult};
 use crate::session::Session;
 use crate::transaction::{BlockState, Write};
@@ -229,6 +230,7 @@ impl Database {
         let stream = match source {
             CopySource::Query(q) => {
                 let plan = self.planner.plan(SqlStatement::Query(q)).await?;
+                self.authorize_session(session, &self.reads(&plan)).await?;
                 self.planner
                     .ctx
                     .execute_logical_plan(plan)
@@ -241,6 +243,9 @@ impl Database {
                 columns,
             } => {
                 let name = object_name(&table_name)?;
+                let need = Need::Privilege(Privilege::Select, Object::table(name.clone()));
+                self.authorize_session(session, std::slice::from_ref(&need))
+                    .await?;
                 let info = self.log.stream(&name).await?;
                 let cols: Vec<String> = if columns.is_empty() {
                     info.spec
@@ -310,6 +315,11 @@ impl Database {
         stream: &str,
         rows: Vec<RecordBatch>,
     ) -> Result<u64> {
+        if session.role().is_some() {
+            let need = Need::Privilege(Privilege::Insert, Object::table(stream));
+            self.authorize_session(session, std::slice::from_ref(&need))
+                .await?;
+        }
         if session.transaction().state() == BlockState::Idle {
             let ack = self
                 .log

@@ -11,10 +11,13 @@
 //! - [`planner`]: the session in which streams are tables; planning.
 //! - [`views`]: the service that owns the materialized views and runs
 //!   their statements.
+//! - [`roles`] and [`privileges`]: users, what they may do, and the one
+//!   check every door's calls pass (`Database::authorize`).
 //! - [`error`]: one error type, one SQLSTATE table.
 //!
 //! The PostgreSQL door and Flight SQL call this crate for statements; the
-//! Flight producer/consumer API and the HTTP admin call `log` directly.
+//! Flight producer/consumer API and the HTTP admin call `log` directly,
+//! after `Database::authorize` allowed the caller.
 
 pub mod audit;
 pub mod bounded;
@@ -34,6 +37,7 @@ pub mod names;
 pub mod options;
 pub mod planner;
 mod prepared;
+pub mod privileges;
 pub mod result;
 pub mod rewrite;
 pub mod roles;

@@ -26,6 +26,9 @@ pub struct Prepared {
     pub schema: Option<SchemaRef>,
     /// The statement as text.
     pub text: String,
+    /// What it needs of its caller that its plan decides (the relations a
+    /// query reads); checked on every execution.
+    pub(crate) needs: Vec<crate::privileges::Need>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +104,7 @@ impl Action {
                 | Statement::CreateMaterializedView { .. }
                 | Statement::DropMaterializedView { .. }
                 | Statement::Role(_)
+                | Statement::Grant(_)
                 | Statement::Sql(_) => false,
             },
         }
@@ -220,7 +224,14 @@ pub(crate) fn with_session_settings(plan: LogicalPlan, session: &Session) -> Res
                         None,
                     )));
                 }
-                Ok(Transformed::no(e))
+                let user = session.role().unwrap_or(crate::session::USER);
+                let trusted = session.role().is_none();
+                let (e, bound) = crate::catalog::privileges::bind_current_user(e, user, trusted)?;
+                Ok(if bound {
+                    Transformed::yes(e)
+                } else {
+                    Transformed::no(e)
+                })
             })
         })
     })?;

@@ -40,6 +40,10 @@ pub enum CommandTag {
     CreateRole,
     AlterRole,
     DropRole,
+    Grant,
+    Revoke,
+    GrantRole,
+    RevokeRole,
 }
 
 impl CommandTag {
@@ -85,6 +89,10 @@ impl CommandTag {
             CommandTag::CreateRole => "CREATE ROLE",
             CommandTag::AlterRole => "ALTER ROLE",
             CommandTag::DropRole => "DROP ROLE",
+            CommandTag::Grant => "GRANT",
+            CommandTag::Revoke => "REVOKE",
+            CommandTag::GrantRole => "GRANT ROLE",
+            CommandTag::RevokeRole => "REVOKE ROLE",
         }
     }
 }

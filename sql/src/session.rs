@@ -87,6 +87,10 @@ pub struct Session {
     door: &'static str,
     /// The user the client named (logged in as, with passwords required).
     user: Option<String>,
+    /// The role whose privileges every call is checked against; `None`:
+    /// a trusted session (`--auth trust`, or the system's own), which may
+    /// do anything.
+    role: Option<String>,
     /// The open transaction block, if any.
     transaction: Transaction,
     /// Statements running now, and when the last one ended.
@@ -105,15 +109,32 @@ impl Session {
         Session::for_user(door, None)
     }
 
-    /// A session of `user`, a client of `door`.
+    /// A trusted session of `user`, a client of `door`: no privilege is
+    /// checked (`--auth trust`).
     pub fn for_user(door: &'static str, user: Option<String>) -> Session {
+        Session::new(door, user, None)
+    }
+
+    /// A session of `role`, which logged in through `door`: every call is
+    /// checked against the role's privileges.
+    pub fn for_role(door: &'static str, role: String) -> Session {
+        Session::new(door, Some(role.clone()), Some(role))
+    }
+
+    fn new(door: &'static str, user: Option<String>, role: Option<String>) -> Session {
         Session {
             changed: Mutex::new(BTreeMap::new()),
             door,
             user,
+            role,
             transaction: Transaction::default(),
             activity: Mutex::new((0, monotonic())),
         }
+    }
+
+    /// The role whose privileges apply (`None`: trusted).
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
     }
 
     /// The user the client named, if any.

@@ -248,6 +248,22 @@ pub struct RoleRecord {
     pub created_at: Micros,
 }
 
+/// A privilege a role holds on an object, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GrantRecord {
+    /// `table` (a stream or a view), `schema` or `group`.
+    pub object_kind: String,
+    /// The object's name; for groups, `*` stands for every group.
+    pub object_name: String,
+    /// The role that holds it (`public`: every role).
+    pub grantee: String,
+    /// `SELECT`, `INSERT`, `CREATE`, `DROP`, `CONSUME`, or `OWNER` for the
+    /// role that created the object.
+    pub privilege: String,
+    /// Who granted it.
+    pub grantor: String,
+}
+
 /// A change committed by some agent, as the metadata store announces it to
 /// every agent (see [`MetadataStore::changes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +272,8 @@ pub enum Change {
     Ends(Vec<(StreamId, u32, u64)>),
     /// A stream was dropped.
     StreamDropped(StreamId),
+    /// Roles, their memberships or privileges changed.
+    Roles,
     /// Announcements may have been missed (the listening connection was
     /// lost): whoever caches state should re-read it.
     Resync,
@@ -486,7 +504,8 @@ pub trait RoleStore: Send + Sync {
     /// [`crate::LogError::UnknownRole`] if there is no such role.
     async fn alter_role(&self, role: &RoleRecord) -> Result<()>;
 
-    /// Forgets a role; whether there was one.
+    /// Forgets a role, the privileges granted to it and its memberships;
+    /// whether there was one.
     async fn drop_role(&self, name: &str) -> Result<bool>;
 
     /// Role `name`, if there is one.
@@ -494,6 +513,27 @@ pub trait RoleStore: Send + Sync {
 
     /// Every role, by name.
     async fn roles(&self) -> Result<Vec<RoleRecord>>;
+
+    /// Records privileges (those already held stay as they are).
+    async fn grant(&self, grants: &[GrantRecord]) -> Result<()>;
+
+    /// Takes privileges away (whoever granted them); how many were held.
+    async fn revoke(&self, grants: &[GrantRecord]) -> Result<u64>;
+
+    /// Forgets every privilege on an object (it was dropped).
+    async fn forget_grants_on(&self, object_kind: &str, object_name: &str) -> Result<()>;
+
+    /// Every privilege held, by object.
+    async fn grants(&self) -> Result<Vec<GrantRecord>>;
+
+    /// Makes `member` a member of `role`.
+    async fn add_member(&self, role: &str, member: &str, grantor: &str) -> Result<()>;
+
+    /// Ends `member`'s membership of `role`; whether it was one.
+    async fn remove_member(&self, role: &str, member: &str) -> Result<bool>;
+
+    /// Every membership, as (role, member).
+    async fn members(&self) -> Result<Vec<(String, String)>>;
 }
 
 /// The metadata store: every topic's operations, and how the store is

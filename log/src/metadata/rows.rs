@@ -54,6 +54,7 @@ pub(super) const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, en
 pub(super) const VIEW_COLUMNS: &str = "name, dataflow, definition, checkpoint_no, \
      input_offsets, state_key, owner, epoch, lease_until_us";
 pub(super) const ROLE_COLUMNS: &str = "name, superuser, can_login, verifier, created_at_us";
+pub(super) const GRANT_COLUMNS: &str = "object_kind, object_name, grantee, privilege, grantor";
 pub(super) const AGENT_COLUMNS: &str =
     "agent_id, addresses, version, started_at_us, heartbeat_at_us, stopped_at_us";
 
@@ -264,6 +265,16 @@ pub(super) fn role(row: &impl MetaRow) -> Result<super::RoleRecord> {
         login: row.int("can_login")? != 0,
         verifier: row.opt_text("verifier")?,
         created_at: row.int("created_at_us")?,
+    })
+}
+
+pub(super) fn grant(row: &impl MetaRow) -> Result<super::GrantRecord> {
+    Ok(super::GrantRecord {
+        object_kind: row.text("object_kind")?,
+        object_name: row.text("object_name")?,
+        grantee: row.text("grantee")?,
+        privilege: row.text("privilege")?,
+        grantor: row.text("grantor")?,
     })
 }
 

@@ -16,6 +16,7 @@
 //! are planned exactly as written.
 
 mod functions;
+pub mod privileges;
 mod rewrite;
 mod tables;
 
@@ -39,9 +40,11 @@ pub async fn install(
     ctx: &SessionContext,
     catalog: &str,
     log: Arc<streamhouse_log::Log>,
+    privileges: Arc<crate::privileges::Privileges>,
 ) -> Result<Compat> {
     setup_pg_catalog(ctx, catalog, tables::Roles { log })
         .map_err(|e| SqlError::Internal(format!("pg_catalog: {e}")))?;
+    privileges::register(ctx, privileges.clone());
     tables::with_array_columns(ctx, catalog).await?;
     {
         let state = ctx.state_ref();
@@ -52,10 +55,11 @@ pub async fn install(
         *state.write() = new_state;
     }
     functions::register(ctx);
-    tables::information_schema(ctx, catalog).await?;
+    tables::information_schema(ctx, catalog, privileges).await?;
     Ok(Compat {
         parser: PostgresCompatibilityParser::new(),
         oid_columns: tables::oid_columns(ctx, catalog).await?,
+        array_columns: tables::number_array_columns(),
     })
 }
 
@@ -64,6 +68,8 @@ pub struct Compat {
     parser: PostgresCompatibilityParser,
     /// Catalog columns PostgreSQL types as `oid`.
     oid_columns: HashSet<String>,
+    /// Catalog columns that are arrays of numbers.
+    array_columns: HashSet<String>,
 }
 
 impl std::fmt::Debug for Compat {
@@ -118,6 +124,7 @@ impl Compat {
             rewrite::subqueries::null_recursive_lookups(&mut rewritten);
             rewrite::generate_subscripts(&mut rewritten);
             rewrite::oid_arrays(&mut rewritten, &self.oid_columns);
+            rewrite::array_literals(&mut rewritten, &self.array_columns);
             rewrite::subqueries::aggregate_scalar_subqueries(&mut rewritten);
             **s = rewritten;
         }

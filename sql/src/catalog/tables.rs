@@ -63,11 +63,35 @@ const ARRAY_COLUMNS: &[(&str, &[(&str, DataType)])] = &[
     ),
 ];
 
-/// PostgreSQL 16 columns the bundled tables lack, always NULL here.
-const MISSING_COLUMNS: &[(&str, &[(&str, DataType)])] = &[(
-    "pg_class",
-    &[("relacl", DataType::Utf8), ("reloptions", DataType::Utf8)],
-)];
+/// PostgreSQL 16 columns the bundled tables lack, always NULL here
+/// (`pg_class.relacl` is added too, from the privileges: see
+/// `super::privileges`).
+const MISSING_COLUMNS: &[(&str, &[(&str, DataType)])] = &[
+    ("pg_class", &[("reloptions", DataType::Utf8)]),
+    ("pg_attribute", &[]),
+    ("pg_policy", &[]),
+];
+
+/// Array columns the bundled tables type as text and are always NULL
+/// here: NULL arrays (of this item type), so that array functions over
+/// them plan, as psql's `\dp` needs (there are no column privileges and
+/// no row-security policies).
+const NULL_ARRAY_COLUMNS: &[(&str, &str, DataType)] = &[
+    ("pg_attribute", "attacl", DataType::Utf8),
+    ("pg_policy", "polroles", DataType::Int32),
+];
+
+/// The names of the catalog's columns that are arrays of numbers.
+pub(super) fn number_array_columns() -> HashSet<String> {
+    let arrays = ARRAY_COLUMNS
+        .iter()
+        .flat_map(|(_, cols)| cols.iter().map(|(c, _)| c.to_string()));
+    let nulls = NULL_ARRAY_COLUMNS
+        .iter()
+        .filter(|(_, _, t)| t.is_integer())
+        .map(|(_, c, _)| c.to_string());
+    arrays.chain(nulls).collect()
+}
 
 /// Replaces `pg_catalog` with a schema in which the [`ARRAY_COLUMNS`] are
 /// arrays of numbers (the tables are fixed rows, converted once).
@@ -126,12 +150,32 @@ pub(super) async fn with_array_columns(ctx: &SessionContext, catalog: &str) -> R
             .fields()
             .iter()
             .map(|f| {
-                datafusion::prelude::col(datafusion::common::Column::new_unqualified(f.name()))
+                if let Some((_, _, item)) = NULL_ARRAY_COLUMNS
+                    .iter()
+                    .find(|(t, c, _)| t == table && c == f.name())
+                {
+                    let list = DataType::new_list(item.clone(), true);
+                    return Ok(
+                        datafusion::prelude::lit(ScalarValue::try_from(&list)?).alias(f.name())
+                    );
+                }
+                Ok(datafusion::prelude::col(
+                    datafusion::common::Column::new_unqualified(f.name()),
+                ))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         for (name, t) in *columns {
             let null = ScalarValue::try_from(t)?;
             exprs.push(datafusion::prelude::lit(null).alias(*name));
+        }
+        if *table == "pg_class" {
+            let relacl =
+                datafusion::execution::FunctionRegistry::udf(ctx, super::privileges::RELACL)?;
+            exprs.push(
+                relacl
+                    .call(vec![datafusion::prelude::col("relname")])
+                    .alias("relacl"),
+            );
         }
         let plan = LogicalPlanBuilder::scan(*table, provider_as_source(provider), None)?
             .project(exprs)?
@@ -319,11 +363,19 @@ const INFORMATION_SCHEMA: &[(&str, &str)] = &[
 ];
 
 /// Registers [`INFORMATION_SCHEMA`] in `catalog`.
-pub(super) async fn information_schema(ctx: &SessionContext, catalog: &str) -> Result<()> {
+pub(super) async fn information_schema(
+    ctx: &SessionContext,
+    catalog: &str,
+    privileges: Arc<crate::privileges::Privileges>,
+) -> Result<()> {
     let cat = ctx
         .catalog(catalog)
         .ok_or_else(|| SqlError::Internal(format!("no catalog {catalog}")))?;
     let schema = Arc::new(MemorySchemaProvider::new());
+    schema.register_table(
+        "table_privileges".to_string(),
+        Arc::new(super::privileges::TablePrivileges::new(privileges)),
+    )?;
     for (name, sql) in INFORMATION_SCHEMA {
         let plan = ctx.state().create_logical_plan(sql).await?;
         schema.register_table(name.to_string(), Arc::new(ViewTable::new(plan, None)))?;

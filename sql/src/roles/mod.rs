@@ -229,9 +229,9 @@ pub async fn run(log: &Log, tokens: &Tokens, stmt: RoleStatement) -> Result<Quer
         }
         RoleStatement::Drop { names, if_exists } => {
             for name in names {
-                if name == FIRST_SUPERUSER {
+                if name == FIRST_SUPERUSER || name == crate::privileges::MONITOR {
                     return Err(SqlError::DependentObjects(format!(
-                        "role \"{name}\" cannot be dropped: the server's first superuser"
+                        "role \"{name}\" cannot be dropped: the server needs it"
                     )));
                 }
                 if !meta.drop_role(&name).await? && !if_exists {
@@ -289,19 +289,30 @@ pub fn basic_credentials(header: &str) -> Option<(String, String)> {
 /// Makes sure the first superuser exists: created on a server's first
 /// start, with `password` (none: no password, so it cannot log in with
 /// one until `ALTER ROLE` gives it one). An existing role is left as it
-/// is; its password is changed with `ALTER ROLE`.
+/// is; its password is changed with `ALTER ROLE`. Also makes the role
+/// `pg_monitor`, whose members may read the HTTP admin API.
 pub async fn ensure_first_superuser(log: &Log, password: Option<&str>) -> Result<()> {
-    let role = RoleRecord {
+    let first = RoleRecord {
         name: FIRST_SUPERUSER.to_string(),
         superuser: true,
         login: true,
         verifier: password.map(password::verifier_of),
         created_at: log.now_micros(),
     };
-    match log.metadata().create_role(&role).await {
-        Ok(()) | Err(LogError::RoleExists(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+    let monitor = RoleRecord {
+        name: crate::privileges::MONITOR.to_string(),
+        superuser: false,
+        login: false,
+        verifier: None,
+        created_at: log.now_micros(),
+    };
+    for role in [first, monitor] {
+        match log.metadata().create_role(&role).await {
+            Ok(()) | Err(LogError::RoleExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]

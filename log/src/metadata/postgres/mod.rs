@@ -95,8 +95,8 @@ async fn announce(c: &mut PgConnection, changes: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Parses one notification payload (`e:stream:partition:end` and
-/// `d:stream` items separated by `;`).
+/// Parses one notification payload (`e:stream:partition:end`, `d:stream`
+/// and `r` (roles changed) items separated by `;`).
 fn parse_payload(payload: &str) -> Vec<Change> {
     let mut ends = Vec::new();
     let mut out = Vec::new();
@@ -113,6 +113,7 @@ fn parse_payload(payload: &str) -> Vec<Change> {
                     out.push(Change::StreamDropped(s));
                 }
             }
+            (Some("r"), None, None, None) => out.push(Change::Roles),
             _ => debug!(item, "ignoring unknown change announcement"),
         }
     }

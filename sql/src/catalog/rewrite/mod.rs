@@ -134,11 +134,44 @@ pub(super) fn array_subqueries(stmt: &mut SqlStatement) {
             let FunctionArguments::Subquery(q) = &f.args else {
                 return ControlFlow::Continue(());
             };
+            if always_empty(q) {
+                if let Ok(x) = parse_expr("make_array()") {
+                    *e = x;
+                }
+                return ControlFlow::Continue(());
+            }
             *e = Expr::Subquery(Box::new(array_agg_over(q.as_ref().clone())));
             ControlFlow::Continue(())
         }
     }
     let _ = stmt.visit(&mut Rewriter);
+}
+
+/// Whether a subquery reads rows no catalog here has: row-security
+/// policies (`pg_policy`), or column privileges (`pg_attribute` rows with
+/// `attacl IS NOT NULL`). psql's `\dp` asks for both in correlated
+/// subqueries DataFusion cannot plan; their answer is known to be empty.
+fn always_empty(q: &sqlparser::ast::Query) -> bool {
+    let sqlparser::ast::SetExpr::Select(select) = q.body.as_ref() else {
+        return false;
+    };
+    let [from] = select.from.as_slice() else {
+        return false;
+    };
+    let TableFactor::Table { name, .. } = &from.relation else {
+        return false;
+    };
+    let Some(table) = name.0.last().and_then(|p| p.as_ident()) else {
+        return false;
+    };
+    match dialect::normalize(table).as_str() {
+        "pg_policy" => true,
+        "pg_attribute" => select
+            .selection
+            .as_ref()
+            .is_some_and(|w| w.to_string().contains("attacl IS NOT NULL")),
+        _ => false,
+    }
 }
 
 /// `generate_subscripts(a, d)` (a set-returning function) becomes
@@ -209,6 +242,53 @@ pub(super) fn oid_arrays(stmt: &mut SqlStatement, oid_columns: &HashSet<String>)
         }
     }
     let _ = stmt.visit(&mut Rewriter(oid_columns));
+}
+
+/// `column <> '{0}'` (or `=`) where `column` is one of the catalog's
+/// number arrays: the literal is an array constructor's text, which
+/// PostgreSQL casts to the column's type and DataFusion cannot; it becomes
+/// `make_array(0)`.
+pub(super) fn array_literals(stmt: &mut SqlStatement, array_columns: &HashSet<String>) {
+    use sqlparser::ast::{BinaryOperator, Value};
+    struct Rewriter<'a>(&'a HashSet<String>);
+    impl VisitorMut for Rewriter<'_> {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::BinaryOp { left, op, right } = e else {
+                return ControlFlow::Continue(());
+            };
+            if !matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq) {
+                return ControlFlow::Continue(());
+            }
+            let column = match left.as_ref() {
+                Expr::Identifier(i) => Some(i),
+                Expr::CompoundIdentifier(p) => p.last(),
+                _ => None,
+            };
+            if !column.is_some_and(|c| self.0.contains(&dialect::normalize(c))) {
+                return ControlFlow::Continue(());
+            }
+            let Expr::Value(v) = right.as_ref() else {
+                return ControlFlow::Continue(());
+            };
+            let Value::SingleQuotedString(text) = &v.value else {
+                return ControlFlow::Continue(());
+            };
+            let Some(items) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+                return ControlFlow::Continue(());
+            };
+            let numbers = items
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .all(|n| n.parse::<i64>().is_ok());
+            if numbers && let Ok(x) = parse_expr(&format!("make_array({items})")) {
+                **right = x;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter(array_columns));
 }
 
 /// Scalar functions PostgreSQL lets a FROM clause call (one row, one
