@@ -15,9 +15,9 @@ use streamhouse_log::metadata::{
     TxnCommit,
 };
 use streamhouse_log::{
-    AgentRecord, Change, ErrorKind, Log, LogConfig, LogError, MetadataStore, PostgresMetadata,
-    ProducerSeq, RoleRecord, SqliteMetadata, Store, StreamSpec, SystemClock, TimeFilter,
-    ViewCheckpoint, ViewLease, ViewRecord,
+    AgentRecord, Change, ErrorKind, GrantRecord, Log, LogConfig, LogError, MetadataStore,
+    PostgresMetadata, ProducerSeq, RoleRecord, SqliteMetadata, Store, StreamSpec, SystemClock,
+    TimeFilter, ViewCheckpoint, ViewLease, ViewRecord,
 };
 use tempfile::TempDir;
 
@@ -889,6 +889,64 @@ async fn roles_are_shared_and_unique(kind: Kind) {
     assert_eq!(a.role("alice").await.unwrap(), None);
 }
 
+/// Privileges and memberships are shared by every handle on the store;
+/// granting twice keeps one, dropping a role forgets what it held, and on
+/// PostgreSQL every change is announced to the other agents.
+async fn grants_and_memberships_are_shared(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let a = s.handle().await;
+    let b = s.handle().await;
+    let rx = b.changes().await.unwrap();
+    let grant = |grantee: &str, privilege: &str| GrantRecord {
+        object_kind: "table".into(),
+        object_name: "orders".into(),
+        grantee: grantee.into(),
+        privilege: privilege.into(),
+        grantor: "streamhouse".into(),
+    };
+    for name in ["alice", "analysts"] {
+        let role = RoleRecord {
+            name: name.into(),
+            superuser: false,
+            login: name == "alice",
+            verifier: None,
+            created_at: 1,
+        };
+        a.create_role(&role).await.unwrap();
+    }
+    a.grant(&[grant("alice", "SELECT"), grant("analysts", "INSERT")])
+        .await
+        .unwrap();
+    a.grant(&[grant("alice", "SELECT")]).await.unwrap();
+    assert_eq!(
+        b.grants().await.unwrap(),
+        [grant("alice", "SELECT"), grant("analysts", "INSERT")]
+    );
+    b.add_member("analysts", "alice", "streamhouse")
+        .await
+        .unwrap();
+    b.add_member("analysts", "alice", "streamhouse")
+        .await
+        .unwrap();
+    assert_eq!(
+        a.members().await.unwrap(),
+        [("analysts".to_string(), "alice".to_string())]
+    );
+    assert_eq!(a.revoke(&[grant("analysts", "INSERT")]).await.unwrap(), 1);
+    assert_eq!(a.revoke(&[grant("analysts", "INSERT")]).await.unwrap(), 0);
+    assert!(a.drop_role("alice").await.unwrap());
+    assert_eq!(b.grants().await.unwrap(), []);
+    assert_eq!(b.members().await.unwrap(), []);
+    a.grant(&[grant("analysts", "SELECT")]).await.unwrap();
+    a.forget_grants_on("table", "orders").await.unwrap();
+    assert_eq!(b.grants().await.unwrap(), []);
+    assert!(!b.remove_member("analysts", "alice").await.unwrap());
+    if let Kind::Postgres = kind {
+        let mut rx = rx.unwrap();
+        assert_eq!(recv(&mut rx).await, Change::Roles);
+    }
+}
+
 macro_rules! per_store {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $(
@@ -918,4 +976,5 @@ per_store!(
     commits_are_announced_to_other_agents,
     a_tail_reader_wakes_on_another_agents_commit,
     roles_are_shared_and_unique,
+    grants_and_memberships_are_shared,
 );

@@ -416,3 +416,90 @@ pub async fn run(
     log.roles_changed();
     Ok(QueryResult::command(tag))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::{Statement, parse as parse_sql};
+
+    fn one(sql: &str) -> GrantStatement {
+        match parse_sql(sql).unwrap().pop().unwrap() {
+            Statement::Grant(g) => g,
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn grants_parse_into_objects_privileges_and_grantees() {
+        assert_eq!(
+            one("GRANT SELECT, insert ON STREAM public.Orders, \"Mixed\" TO alice, PUBLIC"),
+            GrantStatement::Privileges {
+                grant: true,
+                privileges: vec![Privilege::Select, Privilege::Insert],
+                kind: ObjectKind::Table,
+                objects: vec!["orders".into(), "Mixed".into()],
+                grantees: vec!["alice".into(), "public".into()],
+            }
+        );
+        assert_eq!(
+            one("REVOKE ALL PRIVILEGES ON MATERIALIZED VIEW v FROM bob CASCADE"),
+            GrantStatement::Privileges {
+                grant: false,
+                privileges: vec![],
+                kind: ObjectKind::Table,
+                objects: vec!["v".into()],
+                grantees: vec!["bob".into()],
+            }
+        );
+        assert_eq!(
+            one("GRANT CONSUME ON ALL GROUPS TO w"),
+            GrantStatement::Privileges {
+                grant: true,
+                privileges: vec![Privilege::Consume],
+                kind: ObjectKind::Group,
+                objects: vec![ALL_GROUPS.into()],
+                grantees: vec!["w".into()],
+            }
+        );
+        assert_eq!(
+            one("GRANT analysts, ops TO alice"),
+            GrantStatement::Membership {
+                grant: true,
+                roles: vec!["analysts".into(), "ops".into()],
+                members: vec!["alice".into()],
+            }
+        );
+        // USAGE on a schema is held by every role: nothing to record.
+        let GrantStatement::Privileges { objects, .. } = one("GRANT USAGE ON SCHEMA public TO a")
+        else {
+            panic!("not a privilege grant")
+        };
+        assert!(objects.is_empty());
+    }
+
+    #[test]
+    fn what_cannot_be_granted_is_refused_by_name() {
+        for (sql, want) in [
+            (
+                "GRANT INSERT ON SCHEMA public TO a",
+                "invalid privilege type INSERT",
+            ),
+            (
+                "GRANT CONSUME ON orders TO a",
+                "invalid privilege type CONSUME",
+            ),
+            ("GRANT UPDATE ON orders TO a", "privilege UPDATE"),
+            (
+                "GRANT SELECT ON orders TO a WITH GRANT OPTION",
+                "GRANT OPTION",
+            ),
+            (
+                "REVOKE GRANT OPTION FOR SELECT ON orders FROM a",
+                "GRANT OPTION",
+            ),
+        ] {
+            let e = parse_sql(sql).unwrap_err().to_string();
+            assert!(e.contains(want), "{sql}: {e}");
+        }
+    }
+}

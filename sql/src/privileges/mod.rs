@@ -411,3 +411,75 @@ impl Privileges {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamhouse_log::RoleRecord;
+
+    fn role(name: &str, superuser: bool) -> RoleRecord {
+        RoleRecord {
+            name: name.into(),
+            superuser,
+            login: true,
+            verifier: None,
+            created_at: 0,
+        }
+    }
+
+    fn grant(kind: &str, object: &str, grantee: &str, privilege: &str) -> GrantRecord {
+        GrantRecord {
+            object_kind: kind.into(),
+            object_name: object.into(),
+            grantee: grantee.into(),
+            privilege: privilege.into(),
+            grantor: "root".into(),
+        }
+    }
+
+    #[test]
+    fn privileges_come_from_grants_ownership_membership_and_public() {
+        let held = Snapshot::build(
+            0,
+            vec![role("root", true), role("alice", false), role("bob", false)],
+            vec![
+                ("analysts".into(), "bob".into()),
+                ("readers".into(), "analysts".into()),
+            ],
+            vec![
+                grant("table", "orders", "alice", "SELECT"),
+                grant("table", "made", "alice", OWNER),
+                grant("table", "secrets", "readers", "SELECT"),
+                grant("table", "open", PUBLIC, "SELECT"),
+                grant("group", ALL_GROUPS, "bob", "CONSUME"),
+            ],
+        );
+        let select = |t: &str| Need::Privilege(Privilege::Select, Object::table(t));
+        assert!(held.allows("alice", &select("orders")));
+        assert!(!held.allows("alice", &select("secrets")));
+        assert!(!held.allows(
+            "alice",
+            &Need::Privilege(Privilege::Insert, Object::table("orders"))
+        ));
+        // Ownership holds everything on the object, and nothing elsewhere.
+        assert!(held.allows(
+            "alice",
+            &Need::Privilege(Privilege::Drop, Object::table("made"))
+        ));
+        assert!(held.allows("alice", &Need::Owner(Object::table("made"))));
+        assert!(!held.allows("bob", &Need::Owner(Object::table("made"))));
+        // Membership, through two levels.
+        assert!(held.allows("bob", &select("secrets")));
+        assert!(held.allows("bob", &Need::Role("readers")));
+        assert!(!held.allows("alice", &Need::Role("readers")));
+        // PUBLIC, and every group.
+        assert!(held.allows("alice", &select("open")));
+        let consume = |g: &str| Need::Privilege(Privilege::Consume, Object::group(g));
+        assert!(held.allows("bob", &consume("any-group")));
+        assert!(!held.allows("alice", &consume("any-group")));
+        // A superuser holds everything.
+        assert!(held.allows("root", &Need::Superuser("x")));
+        assert!(!held.allows("alice", &Need::Superuser("x")));
+        assert!(held.allows("root", &select("secrets")));
+    }
+}
