@@ -66,6 +66,11 @@ struct Args {
     /// Only run scenarios whose name contains this.
     #[arg(long)]
     filter: Option<String>,
+    /// Runs the PostgreSQL and Flight scenarios with passwords required,
+    /// as a user granted INSERT and SELECT on the stream (not a
+    /// superuser), so that every call passes the privilege check.
+    #[arg(long)]
+    as_user: bool,
     /// Arguments cargo passes to every bench target.
     #[arg(long, hide = true)]
     bench: bool,
@@ -420,8 +425,30 @@ async fn run(args: Args) {
     );
 }
 
-/// A server (log + SQL + PostgreSQL protocol) in this process, on loopback.
-async fn pg_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
+/// The user `--as-user` runs the door scenarios as, and its password.
+const BENCH_USER: (&str, &str) = ("writer", "bench-password");
+
+/// Creates the benchmark stream; with `as_user`, also the first superuser
+/// and [`BENCH_USER`], granted INSERT and SELECT on the stream.
+async fn prepare(log: &Arc<Log>, db: &streamhouse_sql::Database, as_user: bool) {
+    db.execute(PG_STREAM).await.expect("create stream");
+    if as_user {
+        streamhouse_sql::roles::ensure_first_superuser(log, Some("admin"))
+            .await
+            .expect("first superuser");
+        let (user, password) = BENCH_USER;
+        db.execute(&format!(
+            "CREATE USER {user} WITH PASSWORD '{password}'; \
+             GRANT INSERT, SELECT ON bench TO {user}"
+        ))
+        .await
+        .expect("bench user");
+    }
+}
+
+/// A server (log + SQL + PostgreSQL protocol) in this process, on loopback,
+/// with the benchmark stream made.
+async fn pg_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Log>, String) {
     let dd = DataDir::open(dir).expect("data dir");
     let log = Arc::new(dd.open_log().await.expect("log"));
     let db = Arc::new(
@@ -429,11 +456,15 @@ async fn pg_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
             .await
             .expect("database"),
     );
+    prepare(&log, &db, as_user).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let config = streamhouse_pgwire::PgConfig::default();
+    let mut config = streamhouse_pgwire::PgConfig::default();
+    if as_user {
+        config.startup.auth = streamhouse_pgwire::Auth::Password;
+    }
     let handlers = streamhouse_pgwire::handlers(db, &config).expect("pgwire handlers");
     tokio::spawn(streamhouse_pgwire::serve(
         listener,
@@ -441,7 +472,16 @@ async fn pg_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
         config,
         std::future::pending(),
     ));
-    let url = format!("host={} port={} user=streamhouse", addr.ip(), addr.port());
+    let url = if as_user {
+        let (user, password) = BENCH_USER;
+        format!(
+            "host={} port={} user={user} password={password}",
+            addr.ip(),
+            addr.port()
+        )
+    } else {
+        format!("host={} port={} user=streamhouse", addr.ip(), addr.port())
+    };
     (dd, log, url)
 }
 
@@ -492,12 +532,7 @@ async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
     // Multi-row INSERT: statements of 1,000 rows, over 2 and 4 connections.
     for conns in [2usize, 4] {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let (_dd, log, url) = pg_server(tmp.path()).await;
-        pg_client(&url)
-            .await
-            .batch_execute(PG_STREAM)
-            .await
-            .expect("create");
+        let (_dd, log, url) = pg_server(tmp.path(), args.as_user).await;
         let statements = (args.rows / 10 / 1000).max(10);
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -532,9 +567,8 @@ async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
     {
         use futures::SinkExt;
         let tmp = tempfile::tempdir().expect("tempdir");
-        let (_dd, log, url) = pg_server(tmp.path()).await;
+        let (_dd, log, url) = pg_server(tmp.path(), args.as_user).await;
         let client = pg_client(&url).await;
-        client.batch_execute(PG_STREAM).await.expect("create");
         let n = args.rows / 2;
         let chunks: Vec<bytes::Bytes> = (0..n)
             .step_by(10_000)

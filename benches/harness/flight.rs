@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 
 use crate::{Args, Row, batch, schema};
 
-async fn flight_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
+async fn flight_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Log>, String) {
     let dd = DataDir::open(dir).expect("data dir");
     let log = Arc::new(dd.open_log().await.expect("log"));
     let db = Arc::new(
@@ -26,15 +26,19 @@ async fn flight_server(dir: &std::path::Path) -> (DataDir, Arc<Log>, String) {
             .await
             .expect("database"),
     );
-    db.execute(crate::PG_STREAM).await.expect("create stream");
+    crate::prepare(&log, &db, as_user).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let config = streamhouse_flight::FlightConfig {
+        require_password: as_user,
+        ..Default::default()
+    };
     tokio::spawn(streamhouse_flight::serve(
         listener,
         db,
-        streamhouse_flight::FlightConfig::default(),
+        config,
         std::future::pending(),
     ));
     (dd, log, format!("http://{addr}"))
@@ -47,6 +51,24 @@ pub async fn client(uri: &str) -> FlightClient {
         .await
         .expect("connect");
     FlightClient::new(channel)
+}
+
+/// A client; with `as_user`, logged in as the benchmark user (Basic
+/// credentials for a bearer token that every later call carries).
+async fn connect(uri: &str, as_user: bool) -> FlightClient {
+    use base64::Engine;
+    let mut c = client(uri).await;
+    if as_user {
+        let (user, password) = crate::BENCH_USER;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        c.add_header("authorization", &format!("Basic {basic}"))
+            .expect("header");
+        let token = c.handshake(bytes::Bytes::new()).await.expect("handshake");
+        let token = String::from_utf8(token.to_vec()).expect("token");
+        c.add_header("authorization", &format!("Bearer {token}"))
+            .expect("header");
+    }
+    c
 }
 
 fn descriptor() -> Option<FlightDescriptor> {
@@ -85,7 +107,8 @@ pub async fn put(
 pub async fn scenarios(args: &Args) -> Vec<Row> {
     let mut rows = Vec::new();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (_dd, log, uri) = flight_server(tmp.path()).await;
+    let (_dd, log, uri) = flight_server(tmp.path(), args.as_user).await;
+    let as_user = args.as_user;
     let batch_rows = 10_000usize;
     let bytes_per_row = batch(0, batch_rows).get_array_memory_size() as u64 / batch_rows as u64;
 
@@ -98,7 +121,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
     for p in 0..producers {
         let uri = uri.clone();
         tasks.push(tokio::spawn(async move {
-            let mut c = client(&uri).await;
+            let mut c = connect(&uri, as_user).await;
             let first = (p * per_producer * batch_rows) as i64;
             let batches = futures::stream::iter(0..per_producer)
                 .map(move |k| batch(first + (k * batch_rows) as i64, batch_rows));
@@ -126,7 +149,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         "flight DoGet consume, all partitions",
         "flight DoGet consume, again",
     ] {
-        let mut c = client(&uri).await;
+        let mut c = connect(&uri, as_user).await;
         let start = Instant::now();
         let mut got = 0u64;
         let mut s = c
@@ -153,7 +176,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
     // 100-row batches every 5 ms; latency is from the producer's send to the
     // follower's receipt of that batch's rows.
     let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let mut follower = client(&uri).await;
+    let mut follower = connect(&uri, as_user).await;
     let mut tail = follower
         .do_get(Ticket::new(
             r#"{"stream": "bench", "from": "latest", "follow": true}"#,
@@ -167,7 +190,7 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         let uri = uri.clone();
         let sent = sent.clone();
         tokio::spawn(async move {
-            let mut c = client(&uri).await;
+            let mut c = connect(&uri, as_user).await;
             let (tx, rx) = futures::channel::mpsc::unbounded();
             let data = FlightDataEncoderBuilder::new()
                 .with_schema(schema())
