@@ -101,8 +101,17 @@ def test_select_on_one_stream_reads_it_and_nothing_else_through_every_door(serve
             c.execute("SELECT * FROM secrets")
         with pytest.raises(errors.InsufficientPrivilege):
             c.execute("SELECT o.id FROM orders o WHERE o.id IN (SELECT id FROM secrets)")
+        # Table functions read the relation they are given.
+        assert c.execute("SELECT count(*) FROM TUMBLE(orders, _timestamp, INTERVAL '1 minute')"
+                         ).fetchone() == (2,)
+        with pytest.raises(errors.InsufficientPrivilege, match="secrets"):
+            c.execute("SELECT * FROM TUMBLE(secrets, _timestamp, INTERVAL '1 minute')")
+        with pytest.raises(errors.InsufficientPrivilege, match="secrets"):
+            c.execute("EXPLAIN SELECT * FROM secrets")
         with pytest.raises(errors.InsufficientPrivilege, match="INSERT"):
             c.execute("INSERT INTO orders VALUES (3, 1.0)")
+        with pytest.raises(errors.InsufficientPrivilege, match="secrets"):
+            c.execute("INSERT INTO orders SELECT id, 1.0 FROM secrets")
         with pytest.raises(errors.InsufficientPrivilege):
             with c.cursor().copy("COPY orders FROM STDIN") as copy:
                 copy.write_row((4, 2.0))
@@ -257,6 +266,17 @@ def test_owners_create_grant_and_drop_what_they_own(server):
             c.execute("DROP STREAM made")
         with pytest.raises(errors.InsufficientPrivilege):
             c.execute("SELECT * FROM made_count")
+        with pytest.raises(errors.InsufficientPrivilege, match="made_count"):
+            c.execute("SELECT * FROM changes(made_count)")
+    with connect(server, "maker", "m") as c:
+        c.execute("GRANT SELECT ON made_count TO other")
+    with connect(server, "other", "o") as c:
+        # A view is read with SELECT on the view alone.
+        deadline = time.monotonic() + 30
+        while c.execute("SELECT n FROM made_count").fetchall() != [(1,)]:
+            assert time.monotonic() < deadline, "the view never counted the row"
+            time.sleep(0.1)
+        assert c.execute("SELECT count(*) FROM changes(made_count)").fetchone()[0] >= 1
     with admin(server) as a:
         with pytest.raises(errors.DependentObjectsStillExist, match="owns"):
             a.execute("DROP ROLE maker")

@@ -1,9 +1,13 @@
-//! `changes(view)`: a view's changelog as a table, for ad-hoc queries.
+//! `changes(view)`: a view's changelog as a table, for ad-hoc queries. The
+//! table is a view whose plan scans the changelog under the view's name,
+//! so reading it needs SELECT on the view.
 
 use std::sync::Arc;
 
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::plan_err;
+use datafusion::datasource::{ViewTable, provider_as_source};
+use datafusion::logical_expr::LogicalPlanBuilder;
 
 use crate::window::Tables;
 
@@ -36,9 +40,10 @@ impl TableFunctionImpl for ChangesFunction {
             _ => return plan_err!("changes(view): expected the name of a materialized view"),
         };
         let tables = self.changelogs.read().unwrap_or_else(|p| p.into_inner());
-        match tables.get(&name) {
-            Some(t) => Ok(t.clone()),
-            None => plan_err!("changes({name}): no materialized view named \"{name}\""),
-        }
+        let Some(t) = tables.get(&name) else {
+            return plan_err!("changes({name}): no materialized view named \"{name}\"");
+        };
+        let plan = LogicalPlanBuilder::scan(name, provider_as_source(t.clone()), None)?.build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }

@@ -41,9 +41,29 @@ fn guarded(
     }
 }
 
-/// SELECT on every guarded relation a plan scans, subqueries included.
+/// SELECT on every guarded relation a plan scans, subqueries included,
+/// and inside the plans of the tables it scans that are views (the table
+/// functions `tumble`, `hop`, `session` and `changes` answer views over
+/// the relation they are given; so do the catalog's views).
 pub fn plan_reads(plan: &LogicalPlan, is_user_relation: &dyn Fn(&str) -> bool) -> Vec<Need> {
     let mut names = Vec::new();
+    scans(plan, is_user_relation, &mut names, 0);
+    names
+        .into_iter()
+        .map(|n| Need::Privilege(Privilege::Select, Object::table(n)))
+        .collect()
+}
+
+/// Views over views nest at most this deep here (a guard, not a limit
+/// any plan reaches).
+const MAX_VIEW_DEPTH: usize = 16;
+
+fn scans(
+    plan: &LogicalPlan,
+    is_user_relation: &dyn Fn(&str) -> bool,
+    names: &mut Vec<String>,
+    depth: usize,
+) {
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
             let (schema, table) = match &scan.table_name {
@@ -60,13 +80,18 @@ pub fn plan_reads(plan: &LogicalPlan, is_user_relation: &dyn Fn(&str) -> bool) -
             {
                 names.push(name);
             }
+            if let Some(inner) = scan.source.get_logical_plan() {
+                if depth >= MAX_VIEW_DEPTH {
+                    // Refuse what cannot be checked: a need nobody holds
+                    // but a superuser.
+                    names.push(format!("{table} (views nested too deeply)"));
+                } else {
+                    scans(&inner, is_user_relation, names, depth + 1);
+                }
+            }
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    names
-        .into_iter()
-        .map(|n| Need::Privilege(Privilege::Select, Object::table(n)))
-        .collect()
 }
 
 /// SELECT on every guarded relation a query names (for statements whose
