@@ -99,6 +99,11 @@ pub struct ServerArgs {
     #[arg(long, env = "STREAMHOUSE_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// Clients must present a certificate signed by this CA (PEM), on every
+    /// door, as well as log in (needs --tls-cert)
+    #[arg(long, env = "STREAMHOUSE_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Refuse PostgreSQL connections that do not use TLS (needs --tls-cert)
     #[arg(long, env = "STREAMHOUSE_REQUIRE_TLS")]
     pub require_tls: bool,
@@ -128,6 +133,7 @@ pub struct SecuritySection {
     pub auth: Option<AuthMode>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
     pub require_tls: Option<bool>,
     pub insecure: Option<bool>,
 }
@@ -138,6 +144,8 @@ pub struct Security {
     pub auth: AuthMode,
     /// Certificate chain and key files (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The CA (PEM) that signs the certificates clients must present.
+    pub client_ca: Option<PathBuf>,
     pub require_tls: bool,
 }
 
@@ -344,6 +352,10 @@ fn security(
     if require_tls && tls.is_none() {
         bail!("--require-tls needs a certificate: --tls-cert FILE --tls-key FILE");
     }
+    let client_ca = args.tls_client_ca.clone().or(file.tls_client_ca);
+    if client_ca.is_some() && tls.is_none() {
+        bail!("--tls-client-ca needs the server's own certificate: --tls-cert FILE --tls-key FILE");
+    }
     if auth == AuthMode::Trust
         && !insecure
         && let Some((door, addr)) = doors.iter().find(|(_, a)| !a.ip().is_loopback())
@@ -357,6 +369,7 @@ fn security(
     Ok(Security {
         auth,
         tls,
+        client_ca,
         require_tls,
     })
 }
@@ -481,5 +494,11 @@ mod tests {
         };
         let e = format!("{:#}", ServerConfig::resolve(&require).unwrap_err());
         assert!(e.contains("needs a certificate"), "{e}");
+        let client_ca = ServerArgs {
+            tls_client_ca: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", ServerConfig::resolve(&client_ca).unwrap_err());
+        assert!(e.contains("--tls-client-ca needs"), "{e}");
     }
 }

@@ -36,7 +36,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
     warn_if_exposed(&config, "HTTP admin", http_addr);
     let tls = match &config.security.tls {
-        Some((cert, key)) => Some(crate::tls::load(cert, key)?),
+        Some((cert, key)) => Some(crate::tls::load(
+            cert,
+            key,
+            config.security.client_ca.as_deref(),
+        )?),
         None => None,
     };
     let state = Arc::new(AdminState::new(
@@ -157,9 +161,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             max_connections: config.limits.flight_max_connections,
             max_message_bytes: config.limits.flight_max_message_bytes,
             require_password: config.security.auth == AuthMode::Password,
-            tls: tls
-                .as_ref()
-                .map(|t| (t.certificate_pem.clone(), t.key_pem.clone())),
+            tls: tls.as_ref().map(|t| streamhouse_flight::FlightTls {
+                certificate_pem: t.certificate_pem.clone(),
+                key_pem: t.key_pem.clone(),
+                client_ca_pem: t.client_ca_pem.clone(),
+            }),
         },
         async move {
             let _ = flight_stopped.await;
@@ -280,6 +286,9 @@ fn print_banner(
                 "also takes plaintext (--require-tls refuses it)"
             }
         );
+        if config.security.client_ca.is_some() {
+            println!("  client certs    required on every door, signed by --tls-client-ca");
+        }
     }
     println!("Press Ctrl-C to stop.");
 }

@@ -1,5 +1,6 @@
 //! The server's TLS identity: a certificate chain and its private key
-//! (PEM files), loaded once at start for every door, and the HTTP admin's
+//! (PEM files), loaded once at start for every door, with the CA client
+//! certificates must be signed by when one is given; and the HTTP admin's
 //! TLS accept loop.
 
 use std::path::Path;
@@ -20,10 +21,13 @@ pub struct Tls {
     pub certificate_pem: Vec<u8>,
     /// The private key as read (PEM), for the Flight door's own TLS.
     pub key_pem: Vec<u8>,
+    /// The CA clients' certificates must be signed by (PEM), if any.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
-/// Reads `cert` and `key`; says which file is wrong and why.
-pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
+/// Reads `cert` and `key`, and `client_ca` (clients must then present a
+/// certificate it signed); says which file is wrong and why.
+pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Tls> {
     let certificate_pem = std::fs::read(cert)
         .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?;
     let chain = CertificateDer::pem_slice_iter(&certificate_pem)
@@ -37,22 +41,45 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
         .with_context(|| format!("no private key in {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .with_context(|| {
-            format!(
-                "TLS certificate {} and key {} do not make an identity",
-                cert.display(),
-                key.display()
+        .context("TLS protocol versions")?;
+    let (builder, client_ca_pem) = match client_ca {
+        None => (builder.with_no_client_auth(), None),
+        Some(ca) => {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read client CA {}", ca.display()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.with_context(|| format!("bad PEM in client CA {}", ca.display()))?;
+                roots.add(c).with_context(|| {
+                    format!("client CA {} is not a CA certificate", ca.display())
+                })?;
+            }
+            if roots.is_empty() {
+                bail!("client CA {} holds no certificate", ca.display());
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
             )
-        })?;
+            .build()
+            .with_context(|| format!("client CA {}", ca.display()))?;
+            (builder.with_client_cert_verifier(verifier), Some(pem))
+        }
+    };
+    let config = builder.with_single_cert(chain, key_der).with_context(|| {
+        format!(
+            "TLS certificate {} and key {} do not make an identity",
+            cert.display(),
+            key.display()
+        )
+    })?;
     Ok(Tls {
         config: Arc::new(config),
         certificate_pem,
         key_pem,
+        client_ca_pem,
     })
 }
 

@@ -149,8 +149,17 @@ pub struct FlightConfig {
     pub max_message_bytes: usize,
     /// Calls need a bearer token from a Basic-credentials handshake.
     pub require_password: bool,
-    /// TLS with this certificate chain and key (PEM); none: plaintext.
-    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// TLS; none: plaintext.
+    pub tls: Option<FlightTls>,
+}
+
+/// The Flight port's TLS settings (PEM).
+#[derive(Debug, Clone)]
+pub struct FlightTls {
+    pub certificate_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// Clients must present a certificate this CA signed.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for FlightConfig {
@@ -182,11 +191,14 @@ pub async fn serve(
         let _ = closing_tx.send(true);
     };
     let mut builder = tonic::transport::Server::builder();
-    if let Some((cert, key)) = &config.tls {
-        builder = builder.tls_config(
-            tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(cert, key)),
-        )?;
+    if let Some(tls) = &config.tls {
+        let mut tls_config = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.certificate_pem, &tls.key_pem),
+        );
+        if let Some(ca) = &tls.client_ca_pem {
+            tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(tls_config)?;
     }
     let server = builder
         // A span per call (a connection carries many): its method and peer.

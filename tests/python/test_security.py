@@ -38,8 +38,23 @@ def certs():
             f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
         openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
                 "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
-        yield {name: os.path.join(d, f"{name}.pem") for name in ("ca", "server")} | {
-            "key": os.path.join(d, "server.key")
+        # Clients' certificates come from a CA of their own.
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", "/CN=streamhouse test client CA", "-keyout", "clientca.key",
+                "-out", "clientca.pem")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=streamhouse",
+                "-keyout", "client.key", "-out", "client.csr")
+        with open(os.path.join(d, "client.ext"), "w") as f:
+            f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=clientAuth\n")
+        openssl("x509", "-req", "-in", "client.csr", "-CA", "clientca.pem",
+                "-CAkey", "clientca.key", "-CAcreateserial", "-days", "2",
+                "-extfile", "client.ext", "-out", "client.pem")
+        os.chmod(os.path.join(d, "client.key"), 0o600)
+        names = ("ca", "server", "clientca", "client")
+        yield {name: os.path.join(d, f"{name}.pem") for name in names} | {
+            "key": os.path.join(d, "server.key"),
+            "client_key": os.path.join(d, "client.key"),
         }
 
 
@@ -490,3 +505,53 @@ def test_node_postgres_and_pgjdbc_over_tls_with_scram(secure, certs):
             capture_output=True, text=True, timeout=120)
     assert java.returncode == 0, java.stdout + java.stderr
     assert java.stdout.strip() == "jdbc over tls 28P01", java.stdout
+
+
+def test_client_certificates_are_required_on_every_door_with_a_client_ca(certs):
+    """--tls-client-ca: a client without a certificate that CA signed is
+    refused at the TLS handshake on every door; with one, it goes on to log
+    in as usual."""
+    import urllib.error
+    import urllib.request
+
+    import pyarrow.flight as fl
+
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(
+            d,
+            ["--auth", "password", "--tls-cert", certs["server"], "--tls-key", certs["key"],
+             "--tls-client-ca", certs["clientca"], "--require-tls"],
+            env={"STREAMHOUSE_PASSWORD": PASSWORD},
+        )
+        try:
+            with_cert = {"sslcert": certs["client"], "sslkey": certs["client_key"]}
+            r = psql(s, certs, "SELECT 6 * 7", **with_cert)
+            assert r.returncode == 0 and r.stdout.strip() == "42", r.stderr
+            r = psql(s, certs, "SELECT 6 * 7")
+            assert r.returncode != 0 and "certificate" in r.stderr, r.stderr
+
+            with open(certs["ca"], "rb") as f:
+                ca = f.read()
+            with open(certs["client"], "rb") as f:
+                chain = f.read()
+            with open(certs["client_key"], "rb") as f:
+                key = f.read()
+            client = fl.FlightClient(s.flight, tls_root_certs=ca, cert_chain=chain,
+                                     private_key=key)
+            header = client.authenticate_basic_token("streamhouse", PASSWORD)
+            assert list(client.list_actions(options=fl.FlightCallOptions(headers=[header])))
+            bare = fl.FlightClient(s.flight, tls_root_certs=ca)
+            with pytest.raises(fl.FlightError):
+                bare.authenticate_basic_token("streamhouse", PASSWORD)
+
+            context = ssl.create_default_context(cafile=certs["ca"])
+            context.load_cert_chain(certs["client"], certs["client_key"])
+            https = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+            with https.open(f"https://{s.http}/live") as r:
+                assert r.status == 200
+            plain = urllib.request.build_opener(urllib.request.HTTPSHandler(
+                context=ssl.create_default_context(cafile=certs["ca"])))
+            with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+                plain.open(f"https://{s.http}/live", timeout=10)
+        finally:
+            assert s.stop() == 0
