@@ -99,6 +99,42 @@ pub struct ServerArgs {
     #[arg(long, env = "STREAMHOUSE_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// --auth for the PostgreSQL door alone
+    #[arg(long, env = "STREAMHOUSE_PG_AUTH", value_name = "trust|password")]
+    pub pg_auth: Option<AuthMode>,
+
+    /// --auth for the Flight door alone
+    #[arg(long, env = "STREAMHOUSE_FLIGHT_AUTH", value_name = "trust|password")]
+    pub flight_auth: Option<AuthMode>,
+
+    /// --auth for the HTTP admin alone
+    #[arg(long, env = "STREAMHOUSE_HTTP_AUTH", value_name = "trust|password")]
+    pub http_auth: Option<AuthMode>,
+
+    /// --tls-cert for the PostgreSQL door alone
+    #[arg(long, env = "STREAMHOUSE_PG_TLS_CERT", value_name = "FILE")]
+    pub pg_tls_cert: Option<PathBuf>,
+
+    /// --tls-key for the PostgreSQL door alone
+    #[arg(long, env = "STREAMHOUSE_PG_TLS_KEY", value_name = "FILE")]
+    pub pg_tls_key: Option<PathBuf>,
+
+    /// --tls-cert for the Flight door alone
+    #[arg(long, env = "STREAMHOUSE_FLIGHT_TLS_CERT", value_name = "FILE")]
+    pub flight_tls_cert: Option<PathBuf>,
+
+    /// --tls-key for the Flight door alone
+    #[arg(long, env = "STREAMHOUSE_FLIGHT_TLS_KEY", value_name = "FILE")]
+    pub flight_tls_key: Option<PathBuf>,
+
+    /// --tls-cert for the HTTP admin alone
+    #[arg(long, env = "STREAMHOUSE_HTTP_TLS_CERT", value_name = "FILE")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// --tls-key for the HTTP admin alone
+    #[arg(long, env = "STREAMHOUSE_HTTP_TLS_KEY", value_name = "FILE")]
+    pub http_tls_key: Option<PathBuf>,
+
     /// Clients must present a certificate signed by this CA (PEM), on every
     /// door, as well as log in (needs --tls-cert)
     #[arg(long, env = "STREAMHOUSE_TLS_CLIENT_CA", value_name = "FILE")]
@@ -136,17 +172,49 @@ pub struct SecuritySection {
     pub tls_client_ca: Option<PathBuf>,
     pub require_tls: Option<bool>,
     pub insecure: Option<bool>,
+    /// `[security.pgwire]`, `[security.flight]`, `[security.http]`: one
+    /// door's own settings over the ones above.
+    pub pgwire: Option<DoorSection>,
+    pub flight: Option<DoorSection>,
+    pub http: Option<DoorSection>,
 }
 
-/// Authentication and TLS, resolved.
+/// One door's overrides in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorSection {
+    pub auth: Option<AuthMode>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// One door's authentication and TLS, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoorSecurity {
+    pub auth: AuthMode,
+    /// Certificate chain and key files (PEM); none: plaintext.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Authentication and TLS, resolved for each door.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Security {
-    pub auth: AuthMode,
-    /// Certificate chain and key files (PEM).
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub pgwire: DoorSecurity,
+    pub flight: DoorSecurity,
+    pub http: DoorSecurity,
     /// The CA (PEM) that signs the certificates clients must present.
     pub client_ca: Option<PathBuf>,
+    /// The PostgreSQL door refuses plaintext.
     pub require_tls: bool,
+}
+
+impl Security {
+    /// Whether any door asks for passwords.
+    pub fn any_password(&self) -> bool {
+        [&self.pgwire, &self.flight, &self.http]
+            .iter()
+            .any(|d| d.auth == AuthMode::Password)
+    }
 }
 
 /// The `[log]` table of the config file: write-path tunables.
@@ -275,15 +343,7 @@ impl ServerConfig {
         let pg_addr = addr(args.pg_addr, file.pg_addr, "127.0.0.1:5433");
         let flight_addr = addr(args.flight_addr, file.flight_addr, "127.0.0.1:50051");
         let http_addr = addr(args.http_addr, file.http_addr, "127.0.0.1:8080");
-        let security = security(
-            args,
-            file.security,
-            &[
-                ("PostgreSQL", pg_addr),
-                ("Flight", flight_addr),
-                ("HTTP admin", http_addr),
-            ],
-        )?;
+        let security = security(args, file.security, [pg_addr, flight_addr, http_addr])?;
         Ok(ServerConfig {
             pg_addr,
             flight_addr,
@@ -331,44 +391,102 @@ impl ServerConfig {
     }
 }
 
-/// Authentication and TLS from flags over the file; refuses settings that
-/// cannot work, and `trust` on a door beyond loopback unless `insecure`.
+/// Authentication and TLS from flags over the file, each door's own
+/// settings over the ones for every door; refuses settings that cannot
+/// work, and `trust` on a door beyond loopback unless `insecure`.
 fn security(
     args: &ServerArgs,
     file: SecuritySection,
-    doors: &[(&str, SocketAddr)],
+    addrs: [SocketAddr; 3],
 ) -> anyhow::Result<Security> {
     let auth = args.auth.or(file.auth).unwrap_or_default();
-    let cert = args.tls_cert.clone().or(file.tls_cert);
-    let key = args.tls_key.clone().or(file.tls_key);
+    let pair = |cert: Option<PathBuf>, key: Option<PathBuf>, door: &str| match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            bail!("--{door}tls-cert needs --{door}tls-key (the certificate's private key)")
+        }
+        (None, Some(_)) => {
+            bail!("--{door}tls-key needs --{door}tls-cert (the certificate it belongs to)")
+        }
+    };
+    let tls = pair(
+        args.tls_cert.clone().or(file.tls_cert),
+        args.tls_key.clone().or(file.tls_key),
+        "",
+    )?;
+    let door = |flag_auth: Option<AuthMode>,
+                flag_cert: &Option<PathBuf>,
+                flag_key: &Option<PathBuf>,
+                section: Option<DoorSection>,
+                prefix: &str|
+     -> anyhow::Result<DoorSecurity> {
+        let section = section.unwrap_or_default();
+        let own = pair(
+            flag_cert.clone().or(section.tls_cert),
+            flag_key.clone().or(section.tls_key),
+            prefix,
+        )?;
+        Ok(DoorSecurity {
+            auth: flag_auth.or(section.auth).unwrap_or(auth),
+            tls: own.or_else(|| tls.clone()),
+        })
+    };
+    let pgwire = door(
+        args.pg_auth,
+        &args.pg_tls_cert,
+        &args.pg_tls_key,
+        file.pgwire,
+        "pg-",
+    )?;
+    let flight = door(
+        args.flight_auth,
+        &args.flight_tls_cert,
+        &args.flight_tls_key,
+        file.flight,
+        "flight-",
+    )?;
+    let http = door(
+        args.http_auth,
+        &args.http_tls_cert,
+        &args.http_tls_key,
+        file.http,
+        "http-",
+    )?;
     let require_tls = args.require_tls || file.require_tls.unwrap_or(false);
     let insecure = args.insecure || file.insecure.unwrap_or(false);
-    let tls = match (cert, key) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        (Some(_), None) => bail!("--tls-cert needs --tls-key (the certificate's private key)"),
-        (None, Some(_)) => bail!("--tls-key needs --tls-cert (the certificate it belongs to)"),
-    };
-    if require_tls && tls.is_none() {
+    if require_tls && pgwire.tls.is_none() {
         bail!("--require-tls needs a certificate: --tls-cert FILE --tls-key FILE");
     }
     let client_ca = args.tls_client_ca.clone().or(file.tls_client_ca);
-    if client_ca.is_some() && tls.is_none() {
-        bail!("--tls-client-ca needs the server's own certificate: --tls-cert FILE --tls-key FILE");
-    }
-    if auth == AuthMode::Trust
-        && !insecure
-        && let Some((door, addr)) = doors.iter().find(|(_, a)| !a.ip().is_loopback())
+    let doors = [
+        ("PostgreSQL", &pgwire, addrs[0]),
+        ("Flight", &flight, addrs[1]),
+        ("HTTP admin", &http, addrs[2]),
+    ];
+    if client_ca.is_some()
+        && let Some((name, _, _)) = doors.iter().find(|(_, d, _)| d.tls.is_none())
     {
         bail!(
-            "the {door} door listens on {addr}, beyond loopback, with --auth trust: anyone \
+            "--tls-client-ca needs the server's own certificate on every door, and the \
+             {name} door has none: --tls-cert FILE --tls-key FILE"
+        );
+    }
+    if !insecure
+        && let Some((name, _, addr)) = doors
+            .iter()
+            .find(|(_, d, a)| d.auth == AuthMode::Trust && !a.ip().is_loopback())
+    {
+        bail!(
+            "the {name} door listens on {addr}, beyond loopback, with --auth trust: anyone \
              who can reach it could connect as any user. Use --auth password (with \
              --tls-cert/--tls-key), or --insecure to allow it"
         );
     }
     Ok(Security {
-        auth,
-        tls,
+        pgwire,
+        flight,
+        http,
         client_ca,
         require_tls,
     })
@@ -471,7 +589,11 @@ mod tests {
             ..open.clone()
         };
         assert_eq!(
-            ServerConfig::resolve(&insecure).unwrap().security.auth,
+            ServerConfig::resolve(&insecure)
+                .unwrap()
+                .security
+                .pgwire
+                .auth,
             AuthMode::Trust
         );
         let password = ServerArgs {
@@ -479,7 +601,11 @@ mod tests {
             ..open
         };
         assert_eq!(
-            ServerConfig::resolve(&password).unwrap().security.auth,
+            ServerConfig::resolve(&password)
+                .unwrap()
+                .security
+                .pgwire
+                .auth,
             AuthMode::Password
         );
         let half = ServerArgs {
@@ -500,5 +626,59 @@ mod tests {
         };
         let e = format!("{:#}", ServerConfig::resolve(&client_ca).unwrap_err());
         assert!(e.contains("--tls-client-ca needs"), "{e}");
+    }
+
+    #[test]
+    fn each_door_may_override_the_settings_for_every_door() {
+        // Passwords and a certificate on the public PostgreSQL door only;
+        // the other doors stay on loopback, trusted, in plaintext.
+        let args = ServerArgs {
+            pg_addr: Some("0.0.0.0:0".parse().unwrap()),
+            pg_auth: Some(AuthMode::Password),
+            pg_tls_cert: Some("pg.pem".into()),
+            pg_tls_key: Some("pg.key".into()),
+            require_tls: true,
+            ..Default::default()
+        };
+        let s = ServerConfig::resolve(&args).unwrap().security;
+        assert_eq!(s.pgwire.auth, AuthMode::Password);
+        assert_eq!(s.pgwire.tls, Some(("pg.pem".into(), "pg.key".into())));
+        assert_eq!(s.flight, DoorSecurity::default());
+        assert_eq!(s.http, DoorSecurity::default());
+        assert!(s.any_password());
+        // A trusted door beyond loopback is refused by name.
+        let open_flight = ServerArgs {
+            flight_addr: Some("0.0.0.0:0".parse().unwrap()),
+            auth: Some(AuthMode::Password),
+            flight_auth: Some(AuthMode::Trust),
+            ..Default::default()
+        };
+        let e = format!("{:#}", ServerConfig::resolve(&open_flight).unwrap_err());
+        assert!(e.contains("the Flight door"), "{e}");
+        let half = ServerArgs {
+            http_tls_cert: Some("h.pem".into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", ServerConfig::resolve(&half).unwrap_err());
+        assert!(e.contains("--http-tls-key"), "{e}");
+        // The config file's door tables, under the flags.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("doors.toml");
+        std::fs::write(
+            &file,
+            "[security]\nauth = \"password\"\ntls_cert = \"all.pem\"\ntls_key = \"all.key\"\n\
+             [security.http]\nauth = \"trust\"\ntls_cert = \"h.pem\"\ntls_key = \"h.key\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(file),
+            http_auth: Some(AuthMode::Password),
+            ..Default::default()
+        };
+        let s = ServerConfig::resolve(&args).unwrap().security;
+        assert_eq!(s.http.auth, AuthMode::Password);
+        assert_eq!(s.http.tls, Some(("h.pem".into(), "h.key".into())));
+        assert_eq!(s.flight.tls, Some(("all.pem".into(), "all.key".into())));
+        assert_eq!(s.flight.auth, AuthMode::Password);
     }
 }

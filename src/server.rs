@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::{AuthMode, MetadataUrl, ServerConfig};
+use crate::config::{AuthMode, DoorSecurity, MetadataUrl, ServerConfig};
 
 /// Runs the server until a shutdown signal.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
@@ -34,24 +34,23 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind HTTP admin address {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
-    warn_if_exposed(&config, "HTTP admin", http_addr);
-    let tls = match &config.security.tls {
-        Some((cert, key)) => Some(crate::tls::load(
-            cert,
-            key,
-            config.security.client_ca.as_deref(),
-        )?),
-        None => None,
+    warn_if_exposed(&config.security.http, "HTTP admin", http_addr);
+    let load_tls = |door: &DoorSecurity| match &door.tls {
+        Some((cert, key)) => {
+            crate::tls::load(cert, key, config.security.client_ca.as_deref()).map(Some)
+        }
+        None => Ok(None),
     };
+    let http_tls = load_tls(&config.security.http)?;
     let state = Arc::new(AdminState::new(
         crate::metrics::install()?,
-        config.security.auth == AuthMode::Password,
+        config.security.http.auth == AuthMode::Password,
     ));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_stopped = async move {
         let _ = http_stopped.await;
     };
-    let http_task = match &tls {
+    let http_task = match &http_tls {
         Some(t) => tokio::spawn(crate::tls::serve_http(
             http,
             admin::router(state.clone()),
@@ -123,19 +122,20 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind PostgreSQL address {}", config.pg_addr))?;
     let pg_addr = pg.local_addr()?;
-    warn_if_exposed(&config, "PostgreSQL", pg_addr);
+    warn_if_exposed(&config.security.pgwire, "PostgreSQL", pg_addr);
+    let pg_tls = load_tls(&config.security.pgwire)?;
     let (stop_pg, pg_stopped) = tokio::sync::oneshot::channel::<()>();
     let pg_config = PgConfig {
         max_connections: config.limits.pg_max_connections,
         startup: StartupConfig {
-            auth: match config.security.auth {
+            auth: match config.security.pgwire.auth {
                 AuthMode::Trust => Auth::Trust,
                 AuthMode::Password => Auth::Password,
             },
             require_tls: config.security.require_tls,
-            certificate_pem: tls.as_ref().map(|t| t.certificate_pem.clone()),
+            certificate_pem: pg_tls.as_ref().map(|t| t.certificate_pem.clone()),
         },
-        tls: tls.as_ref().map(|t| t.config.clone()),
+        tls: pg_tls.as_ref().map(|t| t.config.clone()),
         ..PgConfig::default()
     };
     let pg_handlers = streamhouse_pgwire::handlers(db.clone(), &pg_config)
@@ -152,7 +152,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind Flight address {}", config.flight_addr))?;
     let flight_addr = flight.local_addr()?;
-    warn_if_exposed(&config, "Flight", flight_addr);
+    warn_if_exposed(&config.security.flight, "Flight", flight_addr);
+    let flight_tls = load_tls(&config.security.flight)?;
     let (stop_flight, flight_stopped) = tokio::sync::oneshot::channel::<()>();
     let flight_task = tokio::spawn(streamhouse_flight::serve(
         flight,
@@ -160,8 +161,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         streamhouse_flight::FlightConfig {
             max_connections: config.limits.flight_max_connections,
             max_message_bytes: config.limits.flight_max_message_bytes,
-            require_password: config.security.auth == AuthMode::Password,
-            tls: tls.as_ref().map(|t| streamhouse_flight::FlightTls {
+            require_password: config.security.flight.auth == AuthMode::Password,
+            tls: flight_tls.as_ref().map(|t| streamhouse_flight::FlightTls {
                 certificate_pem: t.certificate_pem.clone(),
                 key_pem: t.key_pem.clone(),
                 client_ca_pem: t.client_ca_pem.clone(),
@@ -247,46 +248,67 @@ fn print_banner(
     println!("  data directory  {}", data_dir.path().display());
     println!("  object store    {}", config.object_store);
     println!("  metadata        {meta}");
-    let tls = config.security.tls.is_some();
-    let (http_scheme, grpc_scheme) = if tls {
-        ("https", "grpc+tls")
+    let security = &config.security;
+    let http_scheme = if security.http.tls.is_some() {
+        "https"
     } else {
-        ("http", "grpc")
+        "http"
+    };
+    let grpc_scheme = if security.flight.tls.is_some() {
+        "grpc+tls"
+    } else {
+        "grpc"
     };
     println!(
         "  HTTP admin      {http_scheme}://{http}  (/health /ready /live /metrics /v1/streams)"
     );
-    let sslmode = if config.security.tls.is_some() {
+    let sslmode = if security.pgwire.tls.is_some() {
         "?sslmode=require"
     } else {
         ""
     };
     println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse{sslmode}\"");
     println!("  Flight          {grpc_scheme}://{flight}  (Flight SQL, produce/consume)");
-    match config.security.auth {
-        AuthMode::Trust => println!(
-            "  authentication  trust: anyone who reaches a door is trusted as any user{}",
-            if [http, pg, flight].iter().all(|a| a.ip().is_loopback()) {
-                " (every door listens on loopback only)"
-            } else {
-                " (--insecure)"
-            }
+    let doors = [
+        ("PostgreSQL", &security.pgwire, pg, "SCRAM-SHA-256"),
+        (
+            "Flight",
+            &security.flight,
+            flight,
+            "Basic for a bearer token (handshake)",
         ),
-        AuthMode::Password => println!(
-            "  authentication  password: SCRAM-SHA-256 on PostgreSQL; Basic for a bearer \
-             token on Flight (handshake) and HTTP (POST /v1/login)"
+        (
+            "HTTP",
+            &security.http,
+            http,
+            "Basic for a bearer token (POST /v1/login)",
         ),
-    }
-    if tls {
+    ];
+    let auth: Vec<String> = doors
+        .iter()
+        .map(|(name, door, addr, how)| match door.auth {
+            AuthMode::Password => format!("{name} password: {how}"),
+            AuthMode::Trust if addr.ip().is_loopback() => format!("{name} trust (loopback)"),
+            AuthMode::Trust => format!("{name} trust (--insecure)"),
+        })
+        .collect();
+    println!("  authentication  {}", auth.join("; "));
+    let tls: Vec<&str> = doors
+        .iter()
+        .filter(|(_, door, _, _)| door.tls.is_some())
+        .map(|(name, _, _, _)| *name)
+        .collect();
+    if !tls.is_empty() {
         println!(
-            "  TLS             every door; PostgreSQL {}",
-            if config.security.require_tls {
-                "refuses plaintext"
-            } else {
-                "also takes plaintext (--require-tls refuses it)"
+            "  TLS             {}{}",
+            tls.join(", "),
+            match (security.pgwire.tls.is_some(), security.require_tls) {
+                (true, true) => "; PostgreSQL refuses plaintext",
+                (true, false) => "; PostgreSQL also takes plaintext (--require-tls refuses it)",
+                _ => "",
             }
         );
-        if config.security.client_ca.is_some() {
+        if security.client_ca.is_some() {
             println!("  client certs    required on every door, signed by --tls-client-ca");
         }
     }
@@ -295,8 +317,8 @@ fn print_banner(
 
 /// Start-up refuses `trust` beyond loopback unless `--insecure`; this
 /// says so in the log when it was allowed.
-fn warn_if_exposed(config: &ServerConfig, door: &str, addr: SocketAddr) {
-    if !addr.ip().is_loopback() && config.security.auth == AuthMode::Trust {
+fn warn_if_exposed(security: &DoorSecurity, door: &str, addr: SocketAddr) {
+    if !addr.ip().is_loopback() && security.auth == AuthMode::Trust {
         warn!(%addr, "{door} listens beyond loopback with --auth trust (--insecure): anyone who reaches it is trusted");
     }
 }
@@ -311,7 +333,7 @@ async fn first_superuser(config: &ServerConfig, log: &Log) -> anyhow::Result<()>
     streamhouse_sql::roles::ensure_first_superuser(log, password.as_deref())
         .await
         .context("cannot create the first superuser")?;
-    if config.security.auth == AuthMode::Password {
+    if config.security.any_password() {
         let roles = log
             .metadata()
             .roles()

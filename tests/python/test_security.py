@@ -555,3 +555,31 @@ def test_client_certificates_are_required_on_every_door_with_a_client_ca(certs):
                 plain.open(f"https://{s.http}/live", timeout=10)
         finally:
             assert s.stop() == 0
+
+
+def test_each_door_can_have_its_own_method_and_certificate(certs):
+    """--pg-auth and --pg-tls-cert/--pg-tls-key: passwords and TLS on the
+    PostgreSQL door alone; Flight and the HTTP admin stay trusted and in
+    plaintext on loopback."""
+    import urllib.request
+
+    import pyarrow.flight as fl
+
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(
+            d,
+            ["--pg-auth", "password", "--pg-tls-cert", certs["server"],
+             "--pg-tls-key", certs["key"], "--require-tls"],
+            env={"STREAMHOUSE_PASSWORD": PASSWORD},
+        )
+        try:
+            assert psql(s, certs, "SELECT 1").stdout.strip() == "1"
+            assert refusal(s, ssl=no_verify(), password="wrong")[0] == "28P01"
+            assert refusal(s, ssl=False)[0] == "28000"
+            assert s.flight.startswith("grpc://")
+            client = fl.FlightClient(s.flight)
+            assert list(client.list_actions())
+            with urllib.request.urlopen(f"http://{s.http}/v1/streams") as r:
+                assert r.status == 200
+        finally:
+            assert s.stop() == 0
