@@ -67,8 +67,10 @@ impl Sessions {
         Working(session)
     }
 
-    /// [`Sessions::of`] for `client`, whose session (when new) is of the
-    /// user it named at startup.
+    /// The session of `client`'s connection, working until the guard is
+    /// dropped (a session with work in hand is not idle); a new one is of
+    /// the user the client named at startup, checked against that role's
+    /// privileges when passwords are required.
     fn of_client<C: ClientInfo>(&self, client: &C) -> Working {
         let session = self
             .map

@@ -74,6 +74,7 @@ const READ_ONLY: &[&str] = &[
     "integer_datetimes",
     "is_superuser",
     "max_identifier_length",
+    "session_authorization",
     "lc_collate",
     "lc_ctype",
 ];
@@ -218,6 +219,11 @@ impl Session {
     /// The current value, and the name as PostgreSQL spells it.
     pub fn get(&self, name: &str) -> Option<(String, String)> {
         let key = name.to_ascii_lowercase();
+        if key == "session_authorization"
+            && let Some(role) = &self.role
+        {
+            return Some(("session_authorization".to_string(), role.clone()));
+        }
         let changed = self.changed.lock().unwrap_or_else(|p| p.into_inner());
         let spelled = default_of(&key)
             .map(|(n, _)| n.to_string())

@@ -75,3 +75,22 @@ def server():
             yield s
         finally:
             assert s.stop() == 0, "SIGTERM must stop the server cleanly"
+
+
+def shared_store_args(prefix):
+    """Server arguments for an agent of a cluster: a fresh PostgreSQL
+    metadata database and S3 prefix, from the services the test command
+    starts (`./scripts/test`)."""
+    import time
+
+    import psycopg
+
+    pg = os.environ.get("STREAMHOUSE_TEST_POSTGRES")
+    bucket = os.environ.get("STREAMHOUSE_TEST_S3_BUCKET")
+    if not pg or not bucket:
+        pytest.fail("STREAMHOUSE_TEST_POSTGRES and STREAMHOUSE_TEST_S3_BUCKET must be set: "
+                    "run the suite with ./scripts/test")
+    name = f"{prefix}_{int(time.time() * 1e6)}"
+    with psycopg.connect(f"{pg}/postgres", autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    return ["--metadata", f"{pg}/{name}", "--object-store", f"s3://{bucket}/{name}"]

@@ -19,7 +19,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import Server
+from conftest import Server, shared_store_args
+from flight_api import action, produce
 
 PASSWORD = "admin-password"
 
@@ -158,11 +159,11 @@ def test_select_on_one_stream_reads_it_and_nothing_else_through_every_door(serve
     with pytest.raises(fl.FlightUnauthorizedError):
         consume(client, opts, {"stream": "orders", "group": "billing"})
     with pytest.raises(fl.FlightUnauthorizedError):
-        action_as(client, opts, "join_group",
-                  {"group": "billing", "stream": "orders", "member": "m1"})
+        action(client, "join_group",
+                  {"group": "billing", "stream": "orders", "member": "m1"}, options=opts)
     batch = pa.record_batch({"id": [5], "amount": [5.0]})
     with pytest.raises(fl.FlightUnauthorizedError):
-        produce_as(client, opts, "orders", [batch])
+        produce(client, "orders", [batch], options=opts)
 
     # The HTTP admin API: a token, but not a monitor.
     token = http_token(server, "reader", "r")
@@ -176,25 +177,6 @@ def test_select_on_one_stream_reads_it_and_nothing_else_through_every_door(serve
     objects = {o for _, o in denials(server, "reader")}
     assert {"relation secrets", "relation orders", "consumer group billing",
             "relation streamhouse.audit", "schema public"} <= objects, objects
-
-
-def action_as(client, options, kind, body):
-    return [json.loads(r.body.to_pybytes())
-            for r in client.do_action(fl.Action(kind, json.dumps(body).encode()),
-                                      options=options)]
-
-
-def produce_as(client, options, stream, batches):
-    writer, reader = client.do_put(fl.FlightDescriptor.for_path("streams", stream),
-                                   batches[0].schema, options=options)
-    for b in batches:
-        writer.write_batch(b)
-    writer.done_writing()
-    acks = []
-    while (buf := reader.read()) is not None:
-        acks.append(json.loads(buf.to_pybytes()))
-    writer.close()
-    return acks
 
 
 def test_grant_counts_on_the_next_call_and_so_does_revoke(server):
@@ -231,23 +213,23 @@ def test_group_consumers_need_consume_on_their_group(server):
     client, opts = flight_client(server, "worker", "w")
     batch = pa.record_batch({"id": pa.array([7], pa.int64()),
                              "amount": pa.array([7.0], pa.float64())})
-    acks = produce_as(client, opts, "orders", [batch])
+    acks = produce(client, "orders", [batch], options=opts)
     assert sum(a["rows"] for a in acks) == 1
     read = consume(client, opts, {"stream": "orders", "group": "shipping"})
     assert read.num_rows == 3
-    action_as(client, opts, "commit_offsets",
-              {"group": "shipping", "stream": "orders", "offsets": {"0": 1}})
+    action(client, "commit_offsets",
+              {"group": "shipping", "stream": "orders", "offsets": {"0": 1}}, options=opts)
     with pytest.raises(fl.FlightUnauthorizedError):
-        action_as(client, opts, "commit_offsets",
-                  {"group": "billing", "stream": "orders", "offsets": {"0": 1}})
+        action(client, "commit_offsets",
+                  {"group": "billing", "stream": "orders", "offsets": {"0": 1}}, options=opts)
     with pytest.raises(fl.FlightUnauthorizedError):
-        action_as(client, opts, "reset_offsets",
-                  {"group": "billing", "stream": "orders", "to": "earliest"})
+        action(client, "reset_offsets",
+                  {"group": "billing", "stream": "orders", "to": "earliest"}, options=opts)
     # Every group, granted at once.
     with admin(server) as a:
         a.execute("GRANT CONSUME ON ALL GROUPS TO worker")
-    action_as(client, opts, "reset_offsets",
-              {"group": "billing", "stream": "orders", "to": "earliest"})
+    action(client, "reset_offsets",
+              {"group": "billing", "stream": "orders", "to": "earliest"}, options=opts)
 
 
 def test_owners_create_grant_and_drop_what_they_own(server):
@@ -329,6 +311,12 @@ def test_the_catalog_tells_the_truth_about_privileges(server):
             "has_table_privilege('secrets', 'SELECT'), "
             "has_table_privilege('streamhouse', 'secrets', 'SELECT'), "
             "current_user").fetchone() == (True, False, False, True, "viewer")
+        assert c.execute("SHOW session_authorization").fetchone() == ("viewer",)
+        assert c.execute("SELECT usename, usesuper, passwd FROM pg_user WHERE usename IN "
+                         "('viewer', 'streamhouse') ORDER BY 1").fetchall() == [
+            ("streamhouse", True, "********"), ("viewer", False, "********")]
+        with pytest.raises(psycopg.Error, match="cannot be changed"):
+            c.execute("SET session_authorization = 'streamhouse'")
         privileges = c.execute(
             "SELECT grantor, privilege_type, is_grantable FROM "
             "information_schema.table_privileges WHERE grantee = 'viewer'").fetchall()
@@ -343,16 +331,7 @@ def test_the_catalog_tells_the_truth_about_privileges(server):
 
 
 def test_two_agents_share_grants_through_the_postgres_metadata_store():
-    pg = os.environ.get("STREAMHOUSE_TEST_POSTGRES")
-    bucket = os.environ.get("STREAMHOUSE_TEST_S3_BUCKET")
-    if not pg or not bucket:
-        pytest.fail("STREAMHOUSE_TEST_POSTGRES and STREAMHOUSE_TEST_S3_BUCKET must be set: "
-                    "run the suite with ./scripts/test")
-    name = f"grants_{int(time.time() * 1e6)}"
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    args = ["--metadata", f"{pg}/{name}", "--object-store", f"s3://{bucket}/{name}",
-            "--auth", "password"]
+    args = shared_store_args("grants") + ["--auth", "password"]
     env = {"STREAMHOUSE_PASSWORD": PASSWORD}
     with tempfile.TemporaryDirectory() as a_dir, tempfile.TemporaryDirectory() as b_dir:
         a = Server(a_dir, args, env=env)

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import Server, _binary
+from conftest import Server, shared_store_args, _binary
 
 PASSWORD = "correct horse battery staple"
 
@@ -388,16 +388,7 @@ def test_pg_roles_and_psql_du_show_the_stored_roles(secure, certs):
 
 
 def test_two_agents_share_users_through_the_postgres_metadata_store():
-    pg = os.environ.get("STREAMHOUSE_TEST_POSTGRES")
-    bucket = os.environ.get("STREAMHOUSE_TEST_S3_BUCKET")
-    if not pg or not bucket:
-        pytest.fail("STREAMHOUSE_TEST_POSTGRES and STREAMHOUSE_TEST_S3_BUCKET must be set: "
-                    "run the suite with ./scripts/test")
-    name = f"users_{int(time.time() * 1e6)}"
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    args = ["--metadata", f"{pg}/{name}", "--object-store", f"s3://{bucket}/{name}",
-            "--auth", "password"]
+    args = shared_store_args("users") + ["--auth", "password"]
     env = {"STREAMHOUSE_PASSWORD": PASSWORD}
     with tempfile.TemporaryDirectory() as a_dir, tempfile.TemporaryDirectory() as b_dir:
         a = Server(a_dir, args, env=env)

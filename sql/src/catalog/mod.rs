@@ -114,6 +114,7 @@ impl Compat {
                 _ => self.parser.rewrite(s.as_ref().clone()),
             };
             rewrite::user_keyword(&mut rewritten);
+            rewrite::qualify_added_relations(&mut rewritten);
             rewrite::regproc_zero(&mut rewritten);
             rewrite::table_visibility(&mut rewritten);
             rewrite::scalar_functions_as_relations(&mut rewritten);

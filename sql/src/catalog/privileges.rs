@@ -11,23 +11,20 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBuilder, ListBuilder, RecordBatch, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use async_trait::async_trait;
-use datafusion::catalog::{MemTable, Session as CatalogSession, TableProvider};
+use arrow::array::{ArrayRef, BooleanBuilder, ListBuilder, StringBuilder};
+use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
-use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::privileges::{
     Need, OWNER, Object, ObjectKind, PUBLIC, Privilege, Privileges, SCHEMA, Snapshot,
 };
 use crate::session::{DATABASE, USER};
+use crate::system::SystemTable;
 
 /// The function that fills `pg_class.relacl`.
 pub(super) const RELACL: &str = "streamhouse_relacl";
@@ -290,106 +287,74 @@ fn acl_items(snapshot: &Snapshot, name: &str) -> Vec<String> {
 }
 
 /// `information_schema.table_privileges`: one row per privilege a role
-/// holds on a stream or view (an owner holds each, grantable).
-#[derive(Debug)]
-pub(super) struct TablePrivileges {
-    privileges: Arc<Privileges>,
-    schema: SchemaRef,
+/// holds on a stream or view (an owner holds each, grantable), read from
+/// the privileges at each scan.
+pub(super) fn table_privileges(privileges: Arc<Privileges>) -> Arc<SystemTable> {
+    let columns = [
+        "grantor",
+        "grantee",
+        "table_catalog",
+        "table_schema",
+        "table_name",
+        "privilege_type",
+        "is_grantable",
+        "with_hierarchy",
+    ]
+    .into_iter()
+    .map(|n| (n, DataType::Utf8))
+    .collect();
+    SystemTable::new(
+        columns,
+        Arc::new(move || {
+            let privileges = privileges.clone();
+            Box::pin(async move { Ok(table_privilege_rows(&*privileges.snapshot().await?)) })
+        }),
+    )
 }
 
-impl TablePrivileges {
-    pub(super) fn new(privileges: Arc<Privileges>) -> TablePrivileges {
-        let text = |n: &str| Field::new(n, DataType::Utf8, true);
-        TablePrivileges {
-            privileges,
-            schema: Arc::new(Schema::new(vec![
-                text("grantor"),
-                text("grantee"),
-                text("table_catalog"),
-                text("table_schema"),
-                text("table_name"),
-                text("privilege_type"),
-                text("is_grantable"),
-                text("with_hierarchy"),
-            ])),
+fn table_privilege_rows(snapshot: &Snapshot) -> Vec<ArrayRef> {
+    let mut cols: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+    for g in snapshot.grants() {
+        if g.object_kind != ObjectKind::Table.stored() {
+            continue;
         }
-    }
-
-    fn rows(&self, snapshot: &Snapshot) -> DfResult<RecordBatch> {
-        let mut cols: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
-        for g in snapshot.grants() {
-            if g.object_kind != ObjectKind::Table.stored() {
-                continue;
-            }
-            let (schema, table) = match g.object_name.split_once('.') {
-                Some((s, t)) => (s, t),
-                None => (SCHEMA, g.object_name.as_str()),
-            };
-            let (privileges, grantable): (Vec<&str>, &str) = if g.privilege == OWNER {
-                (
-                    Privilege::of_kind(ObjectKind::Table)
-                        .iter()
-                        .map(|p| p.name())
-                        .collect(),
-                    "YES",
-                )
-            } else {
-                (vec![g.privilege.as_str()], "NO")
-            };
-            let grantee = if g.grantee == PUBLIC {
-                "PUBLIC"
-            } else {
-                g.grantee.as_str()
-            };
-            for p in privileges {
-                for (i, v) in [
-                    g.grantor.as_str(),
-                    grantee,
-                    DATABASE,
-                    schema,
-                    table,
-                    p,
-                    grantable,
-                    "NO",
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    cols[i].append_value(v);
-                }
+        let (schema, table) = match g.object_name.split_once('.') {
+            Some((s, t)) => (s, t),
+            None => (SCHEMA, g.object_name.as_str()),
+        };
+        let (privileges, grantable): (Vec<&str>, &str) = if g.privilege == OWNER {
+            (
+                Privilege::of_kind(ObjectKind::Table)
+                    .iter()
+                    .map(|p| p.name())
+                    .collect(),
+                "YES",
+            )
+        } else {
+            (vec![g.privilege.as_str()], "NO")
+        };
+        let grantee = if g.grantee == PUBLIC {
+            "PUBLIC"
+        } else {
+            g.grantee.as_str()
+        };
+        for p in privileges {
+            let row = [
+                g.grantor.as_str(),
+                grantee,
+                DATABASE,
+                schema,
+                table,
+                p,
+                grantable,
+                "NO",
+            ];
+            for (col, v) in cols.iter_mut().zip(row) {
+                col.append_value(v);
             }
         }
-        let arrays: Vec<ArrayRef> = cols
-            .iter_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
-            .collect();
-        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
     }
-}
-
-#[async_trait]
-impl TableProvider for TablePrivileges {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-    async fn scan(
-        &self,
-        state: &dyn CatalogSession,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let snapshot = self
-            .privileges
-            .snapshot()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let batch = self.rows(&snapshot)?;
-        MemTable::try_new(self.schema.clone(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
-    }
+    cols.iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect()
 }

@@ -183,6 +183,12 @@ pub(super) async fn with_array_columns(ctx: &SessionContext, catalog: &str) -> R
         let view = ViewTable::new(plan, None);
         overrides.insert(table.to_string(), Arc::new(view) as Arc<dyn TableProvider>);
     }
+    // `pg_user`: PostgreSQL's view of the roles that may log in.
+    let plan = ctx.state().create_logical_plan(PG_USER).await?;
+    overrides.insert(
+        "pg_user".to_string(),
+        Arc::new(ViewTable::new(plan, None)) as Arc<dyn TableProvider>,
+    );
     cat.register_schema("pg_catalog", Arc::new(Overridden { inner, overrides }))?;
     Ok(())
 }
@@ -224,7 +230,14 @@ fn numbers_list(text: &StringArray, item: &DataType) -> Result<ArrayRef> {
     Ok(arrow::compute::concat(&refs)?)
 }
 
-/// `pg_catalog` with some tables replaced.
+/// `pg_catalog.pg_user`, as PostgreSQL defines it (the password is never
+/// shown).
+const PG_USER: &str = "SELECT rolname AS usename, oid AS usesysid, rolcreatedb AS usecreatedb,
+        rolsuper AS usesuper, rolreplication AS userepl, rolbypassrls AS usebypassrls,
+        '********' AS passwd, rolvaliduntil AS valuntil, rolconfig AS useconfig
+     FROM pg_catalog.pg_roles WHERE rolcanlogin";
+
+/// `pg_catalog` with some tables replaced, and some added.
 #[derive(Debug)]
 struct Overridden {
     inner: Arc<dyn SchemaProvider>,
@@ -234,7 +247,13 @@ struct Overridden {
 #[async_trait::async_trait]
 impl SchemaProvider for Overridden {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        for name in self.overrides.keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
     }
     async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
         match self.overrides.get(&name.to_ascii_lowercase()) {
@@ -243,7 +262,7 @@ impl SchemaProvider for Overridden {
         }
     }
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        self.overrides.contains_key(&name.to_ascii_lowercase()) || self.inner.table_exist(name)
     }
 }
 
@@ -374,7 +393,7 @@ pub(super) async fn information_schema(
     let schema = Arc::new(MemorySchemaProvider::new());
     schema.register_table(
         "table_privileges".to_string(),
-        Arc::new(super::privileges::TablePrivileges::new(privileges)),
+        super::privileges::table_privileges(privileges),
     )?;
     for (name, sql) in INFORMATION_SCHEMA {
         let plan = ctx.state().create_logical_plan(sql).await?;

@@ -67,11 +67,7 @@ impl GrantStatement {
                     ObjectKind::Schema => "SCHEMA",
                     ObjectKind::Group => "GROUP",
                 };
-                let (verb, to) = if *grant {
-                    ("GRANT", "TO")
-                } else {
-                    ("REVOKE", "FROM")
-                };
+                let (verb, to) = verbs(*grant);
                 format!(
                     "{verb} {privileges} ON {kind} {} {to} {}",
                     objects.join(", "),
@@ -83,11 +79,7 @@ impl GrantStatement {
                 roles,
                 members,
             } => {
-                let (verb, to) = if *grant {
-                    ("GRANT", "TO")
-                } else {
-                    ("REVOKE", "FROM")
-                };
+                let (verb, to) = verbs(*grant);
                 format!("{verb} {} {to} {}", roles.join(", "), members.join(", "))
             }
         }
@@ -110,6 +102,15 @@ impl GrantStatement {
                 vec![Need::Superuser("granting or revoking role membership")]
             }
         }
+    }
+}
+
+/// The statement's verb and the word before its grantees.
+fn verbs(grant: bool) -> (&'static str, &'static str) {
+    if grant {
+        ("GRANT", "TO")
+    } else {
+        ("REVOKE", "FROM")
     }
 }
 

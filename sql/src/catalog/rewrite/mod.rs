@@ -111,7 +111,11 @@ pub fn is_catalog_query(stmt: &SqlStatement) -> bool {
     }
     let mut f = Finder {
         found: false,
-        tables: PG_CATALOG_TABLES.iter().copied().collect(),
+        tables: PG_CATALOG_TABLES
+            .iter()
+            .copied()
+            .chain(ADDED_RELATIONS.iter().copied())
+            .collect(),
     };
     let _ = stmt.visit(&mut f);
     f.found
@@ -242,6 +246,35 @@ pub(super) fn oid_arrays(stmt: &mut SqlStatement, oid_columns: &HashSet<String>)
         }
     }
     let _ = stmt.visit(&mut Rewriter(oid_columns));
+}
+
+/// Relations this catalog adds to the bundled `pg_catalog` (PostgreSQL
+/// finds them without `pg_catalog.`, as every catalog relation).
+pub(super) const ADDED_RELATIONS: &[&str] = &["pg_user"];
+
+/// `pg_user` becomes `pg_catalog.pg_user` (the bundled relations are
+/// qualified by the compatibility parser; these are not in its list).
+pub(super) fn qualify_added_relations(stmt: &mut SqlStatement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn pre_visit_relation(&mut self, name: &mut ObjectName) -> ControlFlow<()> {
+            if let [part] = name.0.as_slice()
+                && let Some(ident) = part.as_ident()
+                && ADDED_RELATIONS.contains(&dialect::normalize(ident).as_str())
+            {
+                let table = part.clone();
+                *name = ObjectName(vec![
+                    sqlparser::ast::ObjectNamePart::Identifier(sqlparser::ast::Ident::new(
+                        "pg_catalog",
+                    )),
+                    table,
+                ]);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Rewriter);
 }
 
 /// `column <> '{0}'` (or `=`) where `column` is one of the catalog's
