@@ -95,6 +95,7 @@ impl BatchOptions {
                 sequence,
                 progress: None,
                 epoch: None,
+                first: None,
             }),
             (None, None) => None,
             _ => {

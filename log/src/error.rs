@@ -121,6 +121,11 @@ pub enum LogError {
     #[error("{0}")]
     Fenced(String),
 
+    /// An idempotent producer's append leaves a gap after its last
+    /// committed sequence.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+
     #[error("consumer group \"{group}\" rebalanced (generation {generation}); read again")]
     Rebalanced { group: String, generation: u64 },
 
@@ -174,6 +179,7 @@ impl LogError {
             LogError::ShuttingDown => ErrorKind::ShuttingDown,
             LogError::NotMember { .. }
             | LogError::Fenced(_)
+            | LogError::OutOfOrderSequence(_)
             | LogError::Rebalanced { .. }
             | LogError::GroupActive { .. }
             | LogError::StreamChanged(_)

@@ -456,6 +456,12 @@ async fn flush(s: &Shared, mut appends: Vec<Pending>) {
                             parts: previous.clone().unwrap_or_default(),
                             duplicate: true,
                         }),
+                        Some((Rejection::OutOfOrder { expected, got }, stream)) => {
+                            Err(LogError::OutOfOrderSequence(format!(
+                                "producer sequence {got} on stream \"{stream}\" is out of order: \
+                                 expected {expected}"
+                            )))
+                        }
                         Some((Rejection::Fenced { epoch, current }, stream)) => {
                             Err(LogError::Fenced(format!(
                                 "producer epoch {epoch} of stream \"{stream}\" is superseded by \

@@ -385,6 +385,7 @@ async fn idempotent_producer_retries_are_not_written_twice(b: Backend) {
             sequence: seq,
             progress: None,
             epoch: None,
+            first: None,
         }),
     };
     let first = f

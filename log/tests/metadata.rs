@@ -110,6 +110,7 @@ fn producer(id: &str, sequence: u64) -> Option<ProducerSeq> {
         sequence,
         progress: Some(format!("p{sequence}")),
         epoch: None,
+        first: None,
     })
 }
 

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::rows::{StoredProducer, encode_ack, producer_rejection};
+use super::rows::{StoredProducer, encode_ack, producer_rejection, sequence_rejection};
 use super::{FlushCommit, Rejection, TxnCommit};
 use crate::error::{LogError, Result};
 use crate::stream::StreamId;
@@ -105,6 +105,10 @@ pub(super) fn plan(
     epochs: &BTreeMap<String, u64>,
 ) -> Result<std::result::Result<CommitPlan, Vec<(usize, Rejection)>>> {
     let mut rejections = Vec::new();
+    // Each producer's last sequence as the appends before this one in the
+    // flush leave it: a retry buffered beside its original is a duplicate,
+    // and consecutive appends of one producer in one flush follow on.
+    let mut flushed: BTreeMap<ProducerKey, u64> = BTreeMap::new();
     for (i, a) in c.appends.iter().enumerate() {
         if let Some(t) = a.transaction {
             let txn = c
@@ -127,8 +131,15 @@ pub(super) fn plan(
         }
         let Some(p) = &a.producer else { continue };
         let key = (p.producer_id.clone(), a.stream_id);
-        if let Some(r) = producer_rejection(p, stored.get(&key))? {
-            rejections.push((i, r));
+        let rejection = match flushed.get(&key) {
+            Some(&last) => sequence_rejection(p, Some(last)),
+            None => producer_rejection(p, stored.get(&key))?,
+        };
+        match rejection {
+            Some(r) => rejections.push((i, r)),
+            None => {
+                flushed.insert(key, p.sequence);
+            }
         }
     }
     if !rejections.is_empty() {
@@ -192,6 +203,7 @@ mod tests {
             sequence,
             progress: Some(format!("p{sequence}")),
             epoch,
+            first: None,
         })
     }
 
@@ -309,6 +321,48 @@ mod tests {
                     }
                 ),
                 (2, Rejection::StreamGone),
+            ]
+        );
+    }
+
+    #[test]
+    fn runs_of_sequences_must_follow_on_and_retries_in_one_flush_are_duplicates() {
+        let run = |id: &str, first: u64, last: u64| {
+            let mut p = producer(id, last, None);
+            if let Some(p) = &mut p {
+                p.first = Some(first);
+            }
+            p
+        };
+        let c = flush(vec![
+            append(1, run("k", 0, 4), vec![(0, 0, 5)]),
+            append(1, run("k", 5, 6), vec![(0, 5, 2)]),
+            append(1, run("k", 5, 6), vec![(0, 7, 2)]),
+            append(1, run("k", 9, 9), vec![(0, 9, 1)]),
+            append(1, run("new", 3, 3), vec![(1, 0, 1)]),
+        ]);
+        let next = BTreeMap::from([((1, 0), 0), ((1, 1), 0)]);
+        let rejected = plan(&c, next, &BTreeMap::new(), &BTreeMap::new())
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            rejected,
+            [
+                (2, Rejection::Duplicate { previous: None }),
+                (
+                    3,
+                    Rejection::OutOfOrder {
+                        expected: 7,
+                        got: 9
+                    }
+                ),
+                (
+                    4,
+                    Rejection::OutOfOrder {
+                        expected: 0,
+                        got: 3
+                    }
+                ),
             ]
         );
     }

@@ -87,6 +87,12 @@ pub struct ProducerSeq {
     /// newer one ([`ChunkStore::fence_producer`]). None: not fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// The append's first sequence, when it holds a run of them ending at
+    /// `sequence` (a Kafka batch): it must directly follow the producer's
+    /// last committed sequence (or be 0 for a new producer), else it is
+    /// refused as out of order. None: any greater sequence follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<u64>,
 }
 
 /// A transactional producer's commit: who commits under which epoch, and
@@ -151,6 +157,8 @@ pub enum Rejection {
     /// Its producer epoch is older than the one the producer is fenced to
     /// (another agent has taken the producer over).
     Fenced { epoch: u64, current: u64 },
+    /// Its first sequence does not follow its producer's last one.
+    OutOfOrder { expected: u64, got: u64 },
     /// Its transaction's epoch is not its transactional producer's current
     /// one (`None`: the producer was never started).
     TransactionFenced {

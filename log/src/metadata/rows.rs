@@ -201,7 +201,9 @@ pub(super) fn producer_rejection(
     p: &super::ProducerSeq,
     stored: Option<&StoredProducer>,
 ) -> Result<Option<super::Rejection>> {
-    let Some(s) = stored else { return Ok(None) };
+    let Some(s) = stored else {
+        return Ok(sequence_rejection(p, None));
+    };
     if let Some(epoch) = p.epoch
         && epoch < s.epoch
     {
@@ -210,15 +212,37 @@ pub(super) fn producer_rejection(
             current: s.epoch,
         }));
     }
-    if p.sequence > s.last_sequence {
-        return Ok(None);
+    match sequence_rejection(p, Some(s.last_sequence)) {
+        Some(super::Rejection::Duplicate { .. }) if p.sequence == s.last_sequence => {
+            Ok(Some(super::Rejection::Duplicate {
+                previous: Some(decode_ack(&s.last_ack)?),
+            }))
+        }
+        r => Ok(r),
     }
-    let previous = if p.sequence == s.last_sequence {
-        Some(decode_ack(&s.last_ack)?)
-    } else {
-        None
-    };
-    Ok(Some(super::Rejection::Duplicate { previous }))
+}
+
+/// Why an append by producer `p` cannot follow its `last` committed
+/// sequence (`None`: a new producer), if it cannot: a sequence already
+/// committed (a duplicate, its offsets unknown here), or a first sequence
+/// that leaves a gap.
+pub(super) fn sequence_rejection(
+    p: &super::ProducerSeq,
+    last: Option<u64>,
+) -> Option<super::Rejection> {
+    if let Some(last) = last
+        && p.sequence <= last
+    {
+        return Some(super::Rejection::Duplicate { previous: None });
+    }
+    let expected = last.map_or(0, |l| l + 1);
+    match p.first {
+        Some(first) if first != expected => Some(super::Rejection::OutOfOrder {
+            expected,
+            got: first,
+        }),
+        _ => None,
+    }
 }
 
 pub(super) fn stored_producer(row: &impl MetaRow) -> Result<StoredProducer> {

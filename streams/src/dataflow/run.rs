@@ -514,6 +514,7 @@ impl Dataflow {
                                 .map_err(|e| StreamsError::Internal(e.to_string()))?,
                         ),
                         epoch: Some(self.epoch),
+                        first: None,
                     }),
                     key: None,
                     internal: true,
