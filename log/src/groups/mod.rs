@@ -16,6 +16,7 @@
 //! the next living one. A commit of offsets by a member is checked against
 //! the assignment in the same transaction as the commit.
 
+pub mod classic;
 pub mod rules;
 
 use std::sync::Arc;
@@ -25,11 +26,15 @@ use crate::clock::ClockRef;
 use crate::error::{LogError, Result};
 use crate::metadata::MetadataStore;
 use crate::stream::StreamId;
+use classic::{ClassicGroup, ClassicOp, ClassicReply, JoinAsk};
 use rules::unknown_member;
 pub use rules::{
     Assignment, CommitCheck, DEFAULT_SESSION_TIMEOUT, GroupOp, GroupState, MemberState, OwnerCheck,
     StoredGroup, StoredMember, Strategy,
 };
+
+/// How often a member blocked in a classic join or sync looks again.
+const CLASSIC_POLL: Duration = Duration::from_millis(50);
 
 /// How a member joins.
 #[derive(Debug, Clone, Default)]
@@ -164,6 +169,101 @@ impl Groups {
         };
         let stream = self.stream_name(g.stream_id).await?;
         Ok(Some(self.state(group, stream, &g)))
+    }
+
+    /// Applies one operation of the classic join/sync protocol.
+    pub async fn classic(&self, group: &str, op: &ClassicOp) -> Result<ClassicReply> {
+        self.meta
+            .update_classic_group(group, op, self.clock.now_micros(), &[])
+            .await
+    }
+
+    /// Joins a classic group and waits, up to `wait`, for the generation
+    /// to begin (every member rejoined, or the rebalance timeout passed).
+    /// Waiting polls the group, which keeps the member alive; a wait that
+    /// runs out answers `Pending`.
+    pub async fn classic_join(
+        &self,
+        group: &str,
+        ask: JoinAsk,
+        wait: Duration,
+    ) -> Result<ClassicReply> {
+        let member = ask.member.clone();
+        let first = self.classic(group, &ClassicOp::Join(ask)).await?;
+        self.classic_wait(group, first, ClassicOp::AwaitJoin { member }, wait)
+            .await
+    }
+
+    /// A member's SyncGroup: answers its assignment once the leader has
+    /// synced, polling the group up to `wait`.
+    pub async fn classic_sync(
+        &self,
+        group: &str,
+        member: &str,
+        generation: i32,
+        assignments: Option<Vec<(String, Vec<u8>)>>,
+        wait: Duration,
+    ) -> Result<ClassicReply> {
+        let op = ClassicOp::Sync {
+            member: member.to_string(),
+            generation,
+            assignments,
+        };
+        let first = self.classic(group, &op).await?;
+        let again = ClassicOp::AwaitSync {
+            member: member.to_string(),
+            generation,
+        };
+        self.classic_wait(group, first, again, wait).await
+    }
+
+    async fn classic_wait(
+        &self,
+        group: &str,
+        mut reply: ClassicReply,
+        again: ClassicOp,
+        wait: Duration,
+    ) -> Result<ClassicReply> {
+        let deadline = crate::clock::monotonic() + wait;
+        while reply == ClassicReply::Pending && crate::clock::monotonic() < deadline {
+            tokio::time::sleep(CLASSIC_POLL).await;
+            reply = self.classic(group, &again).await?;
+        }
+        Ok(reply)
+    }
+
+    /// Commits a classic group member's offsets (next offsets by stream
+    /// and partition), if the group accepts the member and generation in
+    /// the same transaction; the answer says whether it did.
+    pub async fn classic_commit(
+        &self,
+        group: &str,
+        member: &str,
+        generation: i32,
+        offsets: &[(StreamId, Vec<(u32, u64)>)],
+    ) -> Result<ClassicReply> {
+        let op = ClassicOp::Commit {
+            member: member.to_string(),
+            generation,
+        };
+        self.meta
+            .update_classic_group(group, &op, self.clock.now_micros(), offsets)
+            .await
+    }
+
+    /// Every classic group, by name, as of now (dead members expired).
+    pub async fn classic_groups(&self) -> Result<Vec<(String, ClassicGroup)>> {
+        let now = self.clock.now_micros();
+        Ok(self
+            .meta
+            .classic_groups()
+            .await?
+            .into_iter()
+            .filter_map(|(name, g)| {
+                let (g, _) = classic::apply(Some(g), &ClassicOp::Observe, now);
+                g.map(|g| (name, g))
+            })
+            .collect())
     }
 
     /// Every group with live state, by name.

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::TimeBounds;
 use crate::clock::Micros;
 use crate::error::Result;
+use crate::groups::classic::{ClassicGroup, ClassicOp, ClassicReply};
 use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
 use crate::stream::{StreamId, StreamInfo, StreamSpec};
 
@@ -431,6 +432,21 @@ pub trait GroupStore: Send + Sync {
 
     /// Every (group, stream) pair with committed offsets, by group.
     async fn groups(&self) -> Result<Vec<(String, StreamId)>>;
+
+    /// Applies an operation of the classic join/sync protocol to a group
+    /// in one transaction ([`crate::groups::classic::apply`]) and returns
+    /// its answer. A commit the group accepts writes `offsets` (next
+    /// offsets by stream and partition) in the same transaction.
+    async fn update_classic_group(
+        &self,
+        group: &str,
+        op: &ClassicOp,
+        now: Micros,
+        offsets: &[(StreamId, Vec<(u32, u64)>)],
+    ) -> Result<ClassicReply>;
+
+    /// Every group of the classic protocol, by name.
+    async fn classic_groups(&self) -> Result<Vec<(String, ClassicGroup)>>;
 }
 
 /// Materialized views: records, leases and checkpoints.

@@ -7,7 +7,9 @@ use super::super::GroupStore;
 use super::super::rows::{self, MetaRow};
 use super::super::sql::{Backend, Sql, Statement};
 use crate::clock::Micros;
+use crate::error::LogError;
 use crate::error::Result;
+use crate::groups::classic::{self, ClassicGroup, ClassicOp, ClassicReply};
 use crate::groups::rules::{self, CommitCheck, GroupOp, StoredGroup};
 use crate::stream::StreamId;
 
@@ -40,6 +42,11 @@ async fn load_group<B: Backend>(c: &mut B::Conn, group: &str) -> Result<Option<S
 
 /// The lock space of consumer groups (see `Backend::lock_key`).
 const GROUP_LOCKS: i64 = 1;
+
+fn decode_classic(group: &str, state: &str) -> Result<ClassicGroup> {
+    serde_json::from_str(state)
+        .map_err(|e| LogError::Internal(format!("stored state of group \"{group}\": {e}")))
+}
 
 #[async_trait]
 impl<B: Backend> GroupStore for B {
@@ -121,6 +128,82 @@ impl<B: Backend> GroupStore for B {
             .await?;
         rows.iter()
             .map(|r| Ok((r.int("partition_no")? as u32, r.int("next_offset")? as u64)))
+            .collect()
+    }
+
+    async fn update_classic_group(
+        &self,
+        group: &str,
+        op: &ClassicOp,
+        now: Micros,
+        offsets: &[(StreamId, Vec<(u32, u64)>)],
+    ) -> Result<ClassicReply> {
+        let mut w = self.writer().await?;
+        // Serializes operations on the group, whether or not it exists yet.
+        B::lock_key(&mut w, GROUP_LOCKS, group).await?;
+        let stored = w
+            .fetch_optional(
+                Statement::new(format!(
+                    "SELECT state FROM classic_groups WHERE group_id = $1{}",
+                    B::FOR_UPDATE
+                ))
+                .text(group),
+            )
+            .await?
+            .map(|row| row.text("state"))
+            .transpose()?;
+        let before = stored
+            .as_deref()
+            .map(|s| decode_classic(group, s))
+            .transpose()?;
+        let (after, reply) = classic::apply(before.clone(), op, now);
+        if after != before {
+            match &after {
+                Some(g) => {
+                    let state = serde_json::to_string(g)
+                        .map_err(|e| LogError::Internal(format!("group state: {e}")))?;
+                    w.execute(
+                        Statement::new(
+                            "INSERT INTO classic_groups (group_id, state) VALUES ($1, $2) \
+                             ON CONFLICT (group_id) DO UPDATE SET state = excluded.state",
+                        )
+                        .text(group)
+                        .text(state),
+                    )
+                    .await?;
+                }
+                None => {
+                    w.execute(
+                        Statement::new("DELETE FROM classic_groups WHERE group_id = $1")
+                            .text(group),
+                    )
+                    .await?;
+                }
+            }
+        }
+        if matches!(op, ClassicOp::Commit { .. }) && reply == ClassicReply::Ok {
+            for (stream_id, parts) in offsets {
+                B::write_group_offsets(&mut w, group, *stream_id, parts, now).await?;
+            }
+        }
+        B::commit(w).await?;
+        Ok(reply)
+    }
+
+    async fn classic_groups(&self) -> Result<Vec<(String, ClassicGroup)>> {
+        let rows = self
+            .reader()
+            .await?
+            .fetch_all(Statement::new(
+                "SELECT group_id, state FROM classic_groups ORDER BY group_id",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let group = r.text("group_id")?;
+                let state = decode_classic(&group, &r.text("state")?)?;
+                Ok((group, state))
+            })
             .collect()
     }
 
