@@ -30,6 +30,21 @@ pub struct ServerArgs {
     #[arg(long, env = "STREAMHOUSE_FLIGHT_ADDR", value_name = "HOST:PORT")]
     pub flight_addr: Option<SocketAddr>,
 
+    /// Kafka protocol address; port 0 picks a free port
+    /// [default: 127.0.0.1:9092]
+    #[arg(long, env = "STREAMHOUSE_KAFKA_ADDR", value_name = "HOST:PORT")]
+    pub kafka_addr: Option<SocketAddr>,
+
+    /// The address Kafka clients are told to connect to, when they reach
+    /// this server by another name (NAT, containers) [default: the Kafka
+    /// address]
+    #[arg(
+        long,
+        env = "STREAMHOUSE_KAFKA_ADVERTISED_ADDR",
+        value_name = "HOST:PORT"
+    )]
+    pub kafka_advertised_addr: Option<String>,
+
     /// HTTP admin address (/health, /ready, /live, REST API); port 0 picks a
     /// free port [default: 127.0.0.1:8080]
     #[arg(long, env = "STREAMHOUSE_HTTP_ADDR", value_name = "HOST:PORT")]
@@ -202,6 +217,9 @@ pub struct Security {
     pub pgwire: DoorSecurity,
     pub flight: DoorSecurity,
     pub http: DoorSecurity,
+    /// The Kafka door (every door's settings; it serves plaintext without
+    /// passwords only, and is not started when they ask for more).
+    pub kafka: DoorSecurity,
     /// The CA (PEM) that signs the certificates clients must present.
     pub client_ca: Option<PathBuf>,
     /// The PostgreSQL door refuses plaintext.
@@ -268,6 +286,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub pg_addr: Option<SocketAddr>,
     pub flight_addr: Option<SocketAddr>,
+    pub kafka_addr: Option<SocketAddr>,
+    pub kafka_advertised_addr: Option<String>,
     pub http_addr: Option<SocketAddr>,
     pub object_store: Option<String>,
     pub metadata: Option<String>,
@@ -305,6 +325,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub pg_addr: SocketAddr,
     pub flight_addr: SocketAddr,
+    pub kafka_addr: SocketAddr,
+    /// The host and port Kafka clients are told to connect to.
+    pub kafka_advertised: Option<(String, u16)>,
     pub http_addr: SocketAddr,
     pub object_store: String,
     pub metadata: MetadataUrl,
@@ -342,11 +365,24 @@ impl ServerConfig {
         };
         let pg_addr = addr(args.pg_addr, file.pg_addr, "127.0.0.1:5433");
         let flight_addr = addr(args.flight_addr, file.flight_addr, "127.0.0.1:50051");
+        let kafka_addr = addr(args.kafka_addr, file.kafka_addr, "127.0.0.1:9092");
+        let kafka_advertised = args
+            .kafka_advertised_addr
+            .clone()
+            .or(file.kafka_advertised_addr)
+            .map(|a| host_port(&a))
+            .transpose()?;
         let http_addr = addr(args.http_addr, file.http_addr, "127.0.0.1:8080");
-        let security = security(args, file.security, [pg_addr, flight_addr, http_addr])?;
+        let security = security(
+            args,
+            file.security,
+            [pg_addr, flight_addr, http_addr, kafka_addr],
+        )?;
         Ok(ServerConfig {
             pg_addr,
             flight_addr,
+            kafka_addr,
+            kafka_advertised,
             http_addr,
             security,
             data_dir,
@@ -397,7 +433,7 @@ impl ServerConfig {
 fn security(
     args: &ServerArgs,
     file: SecuritySection,
-    addrs: [SocketAddr; 3],
+    addrs: [SocketAddr; 4],
 ) -> anyhow::Result<Security> {
     let auth = args.auth.or(file.auth).unwrap_or_default();
     let pair = |cert: Option<PathBuf>, key: Option<PathBuf>, door: &str| match (cert, key) {
@@ -459,6 +495,11 @@ fn security(
         bail!("--require-tls needs a certificate: --tls-cert FILE --tls-key FILE");
     }
     let client_ca = args.tls_client_ca.clone().or(file.tls_client_ca);
+    // The Kafka door has no settings of its own yet: every door's.
+    let kafka = DoorSecurity {
+        auth,
+        tls: tls.clone(),
+    };
     let doors = [
         ("PostgreSQL", &pgwire, addrs[0]),
         ("Flight", &flight, addrs[1]),
@@ -472,8 +513,9 @@ fn security(
              {name} door has none: --tls-cert FILE --tls-key FILE"
         );
     }
+    let everywhere = [doors[0], doors[1], doors[2], ("Kafka", &kafka, addrs[3])];
     if !insecure
-        && let Some((name, _, addr)) = doors
+        && let Some((name, _, addr)) = everywhere
             .iter()
             .find(|(_, d, a)| d.auth == AuthMode::Trust && !a.ip().is_loopback())
     {
@@ -487,9 +529,25 @@ fn security(
         pgwire,
         flight,
         http,
+        kafka,
         client_ca,
         require_tls,
     })
+}
+
+/// `HOST:PORT` (a name or an address; an IPv6 address in brackets).
+fn host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?} is not HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .with_context(|| format!("{s:?}: {port:?} is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        bail!("{s:?} is not HOST:PORT");
+    }
+    Ok((host.to_string(), port))
 }
 
 fn positive(name: &str, n: usize) -> anyhow::Result<usize> {

@@ -173,7 +173,44 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         },
     ));
 
-    let addresses = [
+    // The Kafka door speaks plaintext without passwords only; where the
+    // settings ask for more, it stays closed rather than serve less.
+    let kafka_refusal = match &config.security.kafka {
+        DoorSecurity {
+            auth: AuthMode::Password,
+            ..
+        } => Some("it has no password authentication (SASL) yet and --auth is password"),
+        DoorSecurity { tls: Some(_), .. } => Some("it has no TLS yet and a certificate is set"),
+        _ => None,
+    };
+    let (stop_kafka, kafka_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (kafka_addr, kafka_task) = match kafka_refusal {
+        Some(why) => {
+            warn!("the Kafka door is not started: {why}");
+            (None, None)
+        }
+        None => {
+            let kafka = TcpListener::bind(config.kafka_addr)
+                .await
+                .with_context(|| format!("cannot bind Kafka address {}", config.kafka_addr))?;
+            let kafka_addr = kafka.local_addr()?;
+            warn_if_exposed(&config.security.kafka, "Kafka", kafka_addr);
+            let task = tokio::spawn(streamhouse_kafka::serve(
+                kafka,
+                db.clone(),
+                streamhouse_kafka::KafkaConfig {
+                    advertised: config.kafka_advertised.clone(),
+                    ..streamhouse_kafka::KafkaConfig::default()
+                },
+                async move {
+                    let _ = kafka_stopped.await;
+                },
+            ));
+            (Some(kafka_addr), Some(task))
+        }
+    };
+
+    let mut addresses: std::collections::BTreeMap<String, String> = [
         ("pgwire", pg_addr),
         ("flight", flight_addr),
         ("http", http_addr),
@@ -181,6 +218,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, a)| (k.to_string(), a.to_string()))
     .collect();
+    if let Some(addr) = kafka_addr {
+        let advertised = match &config.kafka_advertised {
+            Some((host, port)) => format!("{host}:{port}"),
+            None => addr.to_string(),
+        };
+        addresses.insert(streamhouse_kafka::brokers::ADDRESS.to_string(), advertised);
+    }
     if let Err(e) = log.agent().set_addresses(addresses).await {
         warn!(error = %e, "cannot register this agent's addresses");
     }
@@ -188,13 +232,28 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let maintenance = log.start_maintenance();
     state.set_ready(log.clone(), db.clone());
     info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
-    print_banner(&config, &data_dir, http_addr, pg_addr, flight_addr);
+    print_banner(
+        &config,
+        &data_dir,
+        http_addr,
+        pg_addr,
+        flight_addr,
+        kafka_addr,
+    );
 
     shutdown.recv().await;
     info!("shutting down");
     state.set_draining();
     let _ = stop_pg.send(());
     let _ = stop_flight.send(());
+    let _ = stop_kafka.send(());
+    if let Some(task) = kafka_task {
+        match task.await {
+            Ok(Err(e)) => warn!(error = %e, "Kafka door ended with an error"),
+            Err(e) => warn!(error = %e, "Kafka task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Err(e) = pg_task.await {
         warn!(error = %e, "PostgreSQL task failed");
     }
@@ -239,6 +298,7 @@ fn print_banner(
     http: SocketAddr,
     pg: SocketAddr,
     flight: SocketAddr,
+    kafka: Option<SocketAddr>,
 ) {
     let meta = match &config.metadata {
         MetadataUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
@@ -269,6 +329,16 @@ fn print_banner(
     };
     println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse{sslmode}\"");
     println!("  Flight          {grpc_scheme}://{flight}  (Flight SQL, produce/consume)");
+    match kafka {
+        Some(addr) => {
+            let shown = match &config.kafka_advertised {
+                Some((host, port)) => format!("{host}:{port}"),
+                None => addr.to_string(),
+            };
+            println!("  Kafka           {shown}  kcat -b {shown} -L");
+        }
+        None => println!("  Kafka           not started (see the log)"),
+    }
     let doors = [
         ("PostgreSQL", &security.pgwire, pg, "SCRAM-SHA-256"),
         (

@@ -70,6 +70,8 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
             "127.0.0.1:0",
             "--pg-addr",
             "127.0.0.1:0",
+            "--kafka-addr",
+            "127.0.0.1:0",
         ])
         .env_remove("STREAMHOUSE_DATA_DIR")
         .output()

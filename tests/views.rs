@@ -283,6 +283,7 @@ async fn ready_only_after_views_recover() {
         .args(args)
         .args(["--http-addr", http.as_str()])
         .args(["--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
+        .args(["--kafka-addr", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

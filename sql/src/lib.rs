@@ -45,6 +45,7 @@ pub mod session;
 mod settings;
 mod stream_ddl;
 pub mod system;
+pub mod topics;
 pub mod transaction;
 pub mod types;
 pub mod views;

@@ -50,6 +50,12 @@ impl Server {
             .arg("server")
             .args(["--http-addr", "127.0.0.1:0", "--pg-addr", "127.0.0.1:0"])
             .args(args)
+            // A free Kafka port, unless the test names one.
+            .args(if args.contains(&"--kafka-addr") {
+                &[][..]
+            } else {
+                &["--kafka-addr", "127.0.0.1:0"][..]
+            })
             .stdout(Stdio::piped())
             .stderr(stderr);
         // Only what the test sets: no STREAMHOUSE_* from the caller's shell.

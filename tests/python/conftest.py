@@ -35,6 +35,7 @@ class Server:
                 "--http-addr", "127.0.0.1:0",
                 "--pg-addr", "127.0.0.1:0",
                 "--flight-addr", "127.0.0.1:0",
+                *([] if "--kafka-addr" in extra_args else ["--kafka-addr", "127.0.0.1:0"]),
                 *extra_args,
             ],
             stdout=subprocess.PIPE,
@@ -44,6 +45,7 @@ class Server:
         )
         self.dsn = None
         self.flight = None
+        self.kafka = None
         self.http = None
         for line in self.proc.stdout:
             line = line.strip()
@@ -53,6 +55,8 @@ class Server:
                 self.dsn = line.split('"')[1]
             if line.startswith("Flight"):
                 self.flight = line.split()[1]
+            if line.startswith("Kafka") and "not started" not in line:
+                self.kafka = line.split()[1]
             if line.startswith("Press Ctrl-C"):
                 break
         if self.dsn is None:

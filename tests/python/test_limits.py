@@ -185,7 +185,8 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit():
     with tempfile.TemporaryDirectory() as d:
         proc = subprocess.Popen(
             [_binary(), "server", "--data-dir", d, "--http-addr", "127.0.0.1:0",
-             "--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"],
+             "--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0",
+             "--kafka-addr", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
         try:

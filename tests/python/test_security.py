@@ -241,7 +241,8 @@ def test_trust_beyond_loopback_is_refused_at_start():
     with tempfile.TemporaryDirectory() as d:
         r = subprocess.run(
             [_binary(), "server", "--data-dir", d, "--pg-addr", "0.0.0.0:0",
-             "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"],
+             "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0",
+             "--kafka-addr", "127.0.0.1:0"],
             capture_output=True, text=True, timeout=60,
             env={k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")})
         assert r.returncode != 0
@@ -253,7 +254,7 @@ def test_password_auth_without_any_password_is_refused_at_start():
         r = subprocess.run(
             [_binary(), "server", "--data-dir", d, "--auth", "password",
              "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-             "--flight-addr", "127.0.0.1:0"],
+             "--flight-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0"],
             capture_output=True, text=True, timeout=60,
             env={k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")})
         assert r.returncode != 0

@@ -1,0 +1,223 @@
+//! One client connection: length-prefixed frames in, the same out, every
+//! request answered in the order it came.
+//!
+//! Requests are handled one after another, as Apache Kafka does, with one
+//! exception that keeps producers fast: a produce request's records are
+//! validated and buffered in turn, and its durability is awaited while
+//! later requests go on; the writer sends answers strictly in request
+//! order. A frame is read as it arrives (memory follows the bytes received,
+//! not the size a client claims), up to the largest request the door
+//! accepts. A frame that is too large or cannot be decoded, or a request
+//! for an API this door does not serve, closes the connection, as Apache
+//! Kafka does; an ApiVersions request of a version too new is answered
+//! with version 0 and UNSUPPORTED_VERSION (KIP-511).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{Encodable, decode_request_header_from_buffer};
+use streamhouse_sql::session::Session;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::{Door, versions};
+
+/// Answers queued behind the one being written, at most.
+const MAX_QUEUED: usize = 64;
+
+/// What a request's handling leaves for the writer: an answer now, an
+/// answer once something completes, or nothing (acks=0).
+pub enum Answer {
+    Now(Box<ResponseKind>),
+    Later(BoxFuture<'static, ResponseKind>),
+    None,
+    /// Close the connection: the request cannot be answered.
+    Close,
+}
+
+impl Answer {
+    /// An answer ready now.
+    pub fn now(response: impl Into<ResponseKind>) -> Answer {
+        Answer::Now(Box::new(response.into()))
+    }
+}
+
+/// What a handler knows of its connection.
+pub struct Ctx {
+    pub door: Arc<Door>,
+    pub session: Arc<Session>,
+    pub peer: SocketAddr,
+    pub client_id: String,
+}
+
+impl Ctx {
+    /// The role whose privileges apply (`None`: trusted).
+    pub fn role(&self) -> Option<&str> {
+        self.session.role()
+    }
+}
+
+struct Queued {
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    answer: Answer,
+}
+
+/// Serves one connection until the client closes it or sends what cannot
+/// be served.
+pub async fn serve(door: Arc<Door>, socket: TcpStream, peer: SocketAddr) -> io::Result<()> {
+    let (rd, mut wr) = socket.into_split();
+    let mut rd = BufReader::with_capacity(64 << 10, rd);
+    let (tx, mut rx) = mpsc::channel::<Queued>(MAX_QUEUED);
+    let writer = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        while let Some(q) = rx.recv().await {
+            let response = match q.answer {
+                Answer::None | Answer::Close => continue,
+                Answer::Now(r) => *r,
+                Answer::Later(f) => f.await,
+            };
+            out.clear();
+            if let Err(e) = encode(&mut out, q.correlation_id, q.api_key, q.version, &response) {
+                tracing::error!(api = ?q.api_key, version = q.version, error = %e,
+                    "cannot encode a kafka response");
+                return Err(io::Error::other(e.to_string()));
+            }
+            wr.write_all(&out).await?;
+        }
+        Ok::<_, io::Error>(())
+    });
+    let mut ctx = Ctx {
+        door: door.clone(),
+        session: Arc::new(Session::for_door(crate::DOOR)),
+        peer,
+        client_id: String::new(),
+    };
+    let result = read_loop(&mut rd, &mut ctx, &tx).await;
+    drop(tx);
+    match writer.await {
+        Ok(Err(e)) if result.is_ok() => return Err(e),
+        _ => {}
+    }
+    result
+}
+
+async fn read_loop(
+    rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    ctx: &mut Ctx,
+    tx: &mpsc::Sender<Queued>,
+) -> io::Result<()> {
+    let max = ctx.door.config.max_request_bytes;
+    loop {
+        let size = match rd.read_i32().await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|n| (8..=max).contains(n))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("request of {size} bytes (accepted: 8 to {max})"),
+                )
+            })?;
+        let frame = read_frame(rd, size).await?;
+        let Some(queued) = request(ctx, frame).await? else {
+            continue;
+        };
+        if tx.send(queued).await.is_err() {
+            // The writer failed: the connection is gone.
+            return Ok(());
+        }
+    }
+}
+
+/// Reads `size` bytes as they arrive.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, size: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size.min(64 << 10));
+    while buf.len() < size {
+        let want = (size - buf.len()).min(1 << 20);
+        buf.reserve(want);
+        let n = (&mut *rd).take(want as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn invalid(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Decodes and handles one request.
+async fn request(ctx: &mut Ctx, mut frame: Bytes) -> io::Result<Option<Queued>> {
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key =
+        ApiKey::try_from(raw_key).map_err(|_| invalid(format!("unknown API key {raw_key}")))?;
+    if !versions::served(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            let response = ApiVersionsResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::UnsupportedVersion.code())
+                .with_api_keys(versions::advertised());
+            return Ok(Some(Queued {
+                correlation_id,
+                api_key,
+                version: 0,
+                answer: Answer::now(response),
+            }));
+        }
+        return Err(invalid(format!(
+            "{api_key:?} version {version} is not served"
+        )));
+    }
+    let header: RequestHeader = decode_request_header_from_buffer(&mut frame).map_err(invalid)?;
+    let body = RequestKind::decode(api_key, &mut frame, version).map_err(invalid)?;
+    // Bytes past the body are ignored, as Apache Kafka ignores them (some
+    // clients send a few).
+    if let Some(id) = &header.client_id
+        && ctx.client_id != id.as_str()
+    {
+        ctx.client_id = id.to_string();
+    }
+    let answer = crate::dispatch::dispatch(ctx, &header, body).await;
+    if matches!(answer, Answer::Close) {
+        return Err(invalid(format!("{api_key:?} cannot be answered")));
+    }
+    Ok(Some(Queued {
+        correlation_id,
+        api_key,
+        version,
+        answer,
+    }))
+}
+
+/// A response frame: size, header, body.
+fn encode(
+    out: &mut BytesMut,
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    response: &ResponseKind,
+) -> anyhow::Result<()> {
+    out.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(out, api_key.response_header_version(version))?;
+    response.encode(out, version)?;
+    let len = i32::try_from(out.len() - 4)?;
+    out[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! InitProducerId: an identity for an idempotent producer. The id is 62
+//! random bits (a new one per call, so two agents never need to agree on a
+//! counter), epoch 0; a producer that names its id and epoch (KIP-360)
+//! gets the next epoch, which starts its sequences afresh. The log keys a
+//! producer's sequences by id, epoch and partition (see `produce`).
+//! Transactional ids are refused: transactions through this door are not
+//! supported.
+
+use kafka_protocol::ResponseError as E;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use crate::conn::Ctx;
+
+/// A fresh producer id: positive, 62 random bits.
+fn fresh_id() -> i64 {
+    (ulid::Ulid::new().random() as i64) & ((1 << 62) - 1)
+}
+
+/// Answers InitProducerId.
+pub async fn init(_ctx: &Ctx, r: InitProducerIdRequest) -> InitProducerIdResponse {
+    let out = InitProducerIdResponse::default();
+    if r.transactional_id.is_some() {
+        return out
+            .with_error_code(E::InvalidRequest.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
+    let (id, epoch) = match (r.producer_id.0, r.producer_epoch) {
+        (id, epoch) if id >= 0 && (0..i16::MAX).contains(&epoch) => (id, epoch + 1),
+        _ => (fresh_id(), 0),
+    };
+    out.with_producer_id(ProducerId(id))
+        .with_producer_epoch(epoch)
+}
