@@ -217,8 +217,8 @@ pub struct Security {
     pub pgwire: DoorSecurity,
     pub flight: DoorSecurity,
     pub http: DoorSecurity,
-    /// The Kafka door (every door's settings; it serves plaintext without
-    /// passwords only, and is not started when they ask for more).
+    /// The Kafka door (every door's settings; it serves plaintext only,
+    /// and is not started when they ask for TLS).
     pub kafka: DoorSecurity,
     /// The CA (PEM) that signs the certificates clients must present.
     pub client_ca: Option<PathBuf>,

@@ -173,16 +173,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         },
     ));
 
-    // The Kafka door speaks plaintext without passwords only; where the
-    // settings ask for more, it stays closed rather than serve less.
-    let kafka_refusal = match &config.security.kafka {
-        DoorSecurity {
-            auth: AuthMode::Password,
-            ..
-        } => Some("it has no password authentication (SASL) yet and --auth is password"),
-        DoorSecurity { tls: Some(_), .. } => Some("it has no TLS yet and a certificate is set"),
-        _ => None,
-    };
+    // The Kafka door speaks plaintext only; where the settings ask for
+    // TLS, it stays closed rather than serve less.
+    let kafka_refusal = config
+        .security
+        .kafka
+        .tls
+        .is_some()
+        .then_some("it has no TLS yet and a certificate is set");
     let (stop_kafka, kafka_stopped) = tokio::sync::oneshot::channel::<()>();
     let (kafka_addr, kafka_task) = match kafka_refusal {
         Some(why) => {
@@ -200,6 +198,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                 db.clone(),
                 streamhouse_kafka::KafkaConfig {
                     advertised: config.kafka_advertised.clone(),
+                    require_login: config.security.kafka.auth == AuthMode::Password,
                     ..streamhouse_kafka::KafkaConfig::default()
                 },
                 async move {
@@ -339,7 +338,7 @@ fn print_banner(
         }
         None => println!("  Kafka           not started (see the log)"),
     }
-    let doors = [
+    let mut doors = vec![
         ("PostgreSQL", &security.pgwire, pg, "SCRAM-SHA-256"),
         (
             "Flight",
@@ -354,6 +353,14 @@ fn print_banner(
             "Basic for a bearer token (POST /v1/login)",
         ),
     ];
+    if let Some(addr) = kafka {
+        doors.push((
+            "Kafka",
+            &security.kafka,
+            addr,
+            "SASL PLAIN or SCRAM-SHA-256",
+        ));
+    }
     let auth: Vec<String> = doors
         .iter()
         .map(|(name, door, addr, how)| match door.auth {

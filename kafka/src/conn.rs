@@ -53,6 +53,7 @@ impl Answer {
 pub struct Ctx {
     pub door: Arc<Door>,
     pub session: Arc<Session>,
+    pub login: crate::sasl::Login,
     pub peer: SocketAddr,
     pub client_id: String,
 }
@@ -98,6 +99,7 @@ pub async fn serve(door: Arc<Door>, socket: TcpStream, peer: SocketAddr) -> io::
     let mut ctx = Ctx {
         door: door.clone(),
         session: Arc::new(Session::for_door(crate::DOOR)),
+        login: crate::sasl::Login::default(),
         peer,
         client_id: String::new(),
     };
@@ -162,6 +164,9 @@ fn invalid(what: impl std::fmt::Display) -> io::Error {
 
 /// Decodes and handles one request.
 async fn request(ctx: &mut Ctx, mut frame: Bytes) -> io::Result<Option<Queued>> {
+    if matches!(ctx.login, crate::sasl::Login::Failed) {
+        return Err(invalid("a failed login ends the connection"));
+    }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -191,6 +196,15 @@ async fn request(ctx: &mut Ctx, mut frame: Bytes) -> io::Result<Option<Queued>> 
         && ctx.client_id != id.as_str()
     {
         ctx.client_id = id.to_string();
+    }
+    let sasl = matches!(
+        api_key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    );
+    if !sasl && !ctx.login.admits_requests(ctx.door.config.require_login) {
+        return Err(invalid(format!(
+            "{api_key:?} before logging in (SASL PLAIN or SCRAM-SHA-256 is required)"
+        )));
     }
     let answer = crate::dispatch::dispatch(ctx, &header, body).await;
     if matches!(answer, Answer::Close) {

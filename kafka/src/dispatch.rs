@@ -4,7 +4,7 @@ use kafka_protocol::messages::{ApiVersionsResponse, RequestHeader, RequestKind};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::conn::{Answer, Ctx};
-use crate::{fetch, groups, offsets, produce, producers, topics, versions};
+use crate::{fetch, groups, offsets, produce, producers, sasl, topics, versions};
 
 /// A `StrBytes` of any string.
 pub fn text(s: impl Into<String>) -> StrBytes {
@@ -13,7 +13,7 @@ pub fn text(s: impl Into<String>) -> StrBytes {
 
 /// Answers one request (only requests of served APIs and versions get
 /// here).
-pub async fn dispatch(ctx: &Ctx, header: &RequestHeader, body: RequestKind) -> Answer {
+pub async fn dispatch(ctx: &mut Ctx, header: &RequestHeader, body: RequestKind) -> Answer {
     let version = header.request_api_version;
     match body {
         RequestKind::ApiVersions(_) => {
@@ -38,6 +38,8 @@ pub async fn dispatch(ctx: &Ctx, header: &RequestHeader, body: RequestKind) -> A
         RequestKind::LeaveGroup(r) => Answer::now(groups::leave(ctx, r, version).await),
         RequestKind::ListGroups(r) => Answer::now(groups::list(ctx, r).await),
         RequestKind::DescribeGroups(r) => Answer::now(groups::describe(ctx, r).await),
+        RequestKind::SaslHandshake(r) => Answer::now(sasl::handshake(ctx, r)),
+        RequestKind::SaslAuthenticate(r) => Answer::now(sasl::authenticate(ctx, r).await),
         RequestKind::InitProducerId(r) => Answer::now(producers::init(ctx, r).await),
         // `versions::served` admits nothing else.
         other => {

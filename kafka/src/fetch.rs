@@ -1,6 +1,6 @@
 //! Fetch: committed rows from each asked partition, from its fetch offset,
 //! within the request's byte limits, as v2 record batches at their log
-//! offsets. When fewer than `min_bytes` are there, the request waits up to
+//! offsets (a typed stream's rows as JSON values, see `records`). When fewer than `min_bytes` are there, the request waits up to
 //! `max_wait_ms`, woken by the log's commit notifications (no polling).
 //! Fetch sessions are declined: every answer has session id 0, so clients
 //! send full requests.
@@ -28,9 +28,18 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 /// Bytes a record costs on the wire beyond its key and value, about.
 const RECORD_OVERHEAD: usize = 24;
 
+/// How a topic's rows are read: record-shaped, or typed with this many
+/// declared columns (fetched as JSON values).
+#[derive(Clone, Copy)]
+enum Shape {
+    Records,
+    Typed(usize),
+}
+
 /// One asked partition, as the fetch goes on.
 struct Part {
     topic: usize,
+    shape: Shape,
     partition: i32,
     offset: i64,
     max_bytes: usize,
@@ -65,13 +74,12 @@ async fn read_part(log: &Log, topic: &str, part: &mut Part, budget: usize) -> us
     if from >= end || budget == 0 {
         return 0;
     }
+    let projection = match part.shape {
+        Shape::Records => READ_PROJECTION.to_vec(),
+        Shape::Typed(declared) => records::typed_projection(declared),
+    };
     let mut rows = match log
-        .read(
-            topic,
-            part.partition as u32,
-            from..end,
-            Some(READ_PROJECTION.to_vec()),
-        )
+        .read(topic, part.partition as u32, from..end, Some(projection))
         .await
     {
         Ok(r) => r,
@@ -82,10 +90,18 @@ async fn read_part(log: &Log, topic: &str, part: &mut Part, budget: usize) -> us
     };
     let before = part.records.len();
     while let Some(batch) = rows.next().await {
-        let batch = match batch {
+        let batch = match batch
+            .map_err(|e| of_log(&e))
+            .and_then(|b| match part.shape {
+                Shape::Records => Ok(b),
+                Shape::Typed(declared) => records::typed_to_records(&b, declared).map_err(|e| {
+                    tracing::error!(error = %e, "cannot write fetched rows as JSON");
+                    E::UnknownServerError
+                }),
+            }) {
             Ok(b) => b,
             Err(e) => {
-                part.error = Some(of_log(&e));
+                part.error = Some(e);
                 break;
             }
         };
@@ -130,18 +146,24 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
             Privilege::Select,
             Object::table(name.clone()),
         )];
+        let mut shape = Shape::Records;
         let error = match ctx.door.db.authorize(crate::DOOR, ctx.role(), &need).await {
             Err(e) => Some(of_sql(&e, About::Topic)),
             Ok(()) if StreamKind::of(&name).is_internal() => Some(E::UnknownTopicOrPartition),
             Ok(()) => match log.stream(&name).await {
-                Ok(info) if !is_record_shaped(&info) => Some(E::InvalidRecord),
-                Ok(_) => None,
+                Ok(info) => {
+                    if !is_record_shaped(&info) {
+                        shape = Shape::Typed(info.spec.schema.fields().len());
+                    }
+                    None
+                }
                 Err(e) => Some(of_log(&e)),
             },
         };
         for p in topic.partitions {
             parts.push(Part {
                 topic: t,
+                shape,
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(1) as usize,

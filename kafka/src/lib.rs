@@ -7,7 +7,8 @@
 //! answers them in order, [`versions`] says which APIs and versions are
 //! served, [`records`] turns Kafka record batches into Arrow rows and back,
 //! and one module per family of APIs translates calls: [`produce`],
-//! [`fetch`], [`offsets`], [`groups`], [`topics`], [`producers`]. The
+//! [`fetch`], [`offsets`], [`groups`], [`topics`], [`producers`], and
+//! [`sasl`] logs clients in. The
 //! coordination rules (groups, idempotent sequences) live in the log.
 
 pub mod brokers;
@@ -20,6 +21,7 @@ pub mod offsets;
 pub mod produce;
 pub mod producers;
 pub mod records;
+pub mod sasl;
 pub mod topics;
 pub mod versions;
 
@@ -42,6 +44,9 @@ pub struct KafkaConfig {
     pub max_request_bytes: usize,
     /// Connections served at once; more are closed when accepted.
     pub max_connections: usize,
+    /// Clients must log in (SASL PLAIN or SCRAM-SHA-256) before anything
+    /// but ApiVersions, and run as their role.
+    pub require_login: bool,
 }
 
 impl Default for KafkaConfig {
@@ -50,6 +55,7 @@ impl Default for KafkaConfig {
             advertised: None,
             max_request_bytes: 100 << 20,
             max_connections: 1024,
+            require_login: false,
         }
     }
 }

@@ -87,6 +87,8 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
     for topic in r.topic_data {
         let name = topic.name.0.to_string();
         let mut topic_error = general.clone();
+        // A typed stream's schema: its values are JSON rows.
+        let mut typed = None;
         if topic_error.is_none() {
             let need = [Need::Privilege(
                 Privilege::Insert,
@@ -102,14 +104,12 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
                     E::UnknownTopicOrPartition,
                     format!("\"{name}\" is not a topic"),
                 )),
-                Ok(info) if !is_record_shaped(&info) => Some((
-                    E::InvalidRecord,
-                    format!(
-                        "stream \"{name}\" has typed columns; Kafka producers write to streams \
-                         with the record shape (key, value, headers, timestamp)"
-                    ),
-                )),
-                Ok(_) => None,
+                Ok(info) => {
+                    if !is_record_shaped(&info) {
+                        typed = Some(info.spec.schema.clone());
+                    }
+                    None
+                }
                 Err(e) => Some((of_log(&e), e.to_string())),
             };
         }
@@ -139,6 +139,16 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
                     continue;
                 }
             };
+            let batch = match &typed {
+                None => produced.batch,
+                Some(schema) => match records::json_to_typed(&produced.batch, schema.clone()) {
+                    Ok(rows) => rows,
+                    Err((code, message)) => {
+                        parts.push(refused(index, code, message));
+                        continue;
+                    }
+                },
+            };
             let producer = match produced.sequences.map(|s| log_producer(s, index)) {
                 None => None,
                 Some(Ok(p)) => Some(p),
@@ -152,7 +162,7 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
                 producer,
                 ..AppendOptions::default()
             };
-            match log.submit(&name, vec![produced.batch], options).await {
+            match log.submit(&name, vec![batch], options).await {
                 Ok(Some(submitted)) => {
                     parts.push(Outcome::Durable(index, submitted.durable().boxed()))
                 }

@@ -6,14 +6,19 @@
 //! idempotent producer's identity and sequence run if it has one. Rows
 //! read from a partition become one uncompressed v2 batch per Arrow batch,
 //! at their log offsets.
+//!
+//! A stream with typed columns is written and read as JSON values: each
+//! produced value must be one JSON object of the stream's columns (a batch
+//! with one that is not is refused whole), and each row read is fetched as
+//! its JSON object, with a null key and its append time.
 
 use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Int64Array, ListBuilder, RecordBatch, StringBuilder,
-    StructBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    StructBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder, new_null_array,
 };
-use arrow::datatypes::{DataType, Field, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimestampMicrosecondType};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError as E;
 use kafka_protocol::indexmap::IndexMap;
@@ -133,6 +138,83 @@ pub fn decode(mut raw: Bytes, now_ms: i64) -> Result<Produced, Refusal> {
 /// The read projection of a record-shaped stream: its four columns and
 /// `_offset`.
 pub const READ_PROJECTION: [usize; 5] = [0, 1, 2, 3, 5];
+
+/// The read projection of a stream with `declared` typed columns: they,
+/// `_offset` and `_timestamp`.
+pub fn typed_projection(declared: usize) -> Vec<usize> {
+    (0..declared).chain([declared + 1, declared + 2]).collect()
+}
+
+/// Produced record-shaped rows as rows of a typed stream of `schema`: each
+/// value one JSON object of its columns, none missing that may not be null
+/// and none it does not have.
+pub fn json_to_typed(records: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch, Refusal> {
+    let bad = |m: String| (E::InvalidRecord, m);
+    let values = records.column(1).as_binary::<i32>();
+    if values.null_count() > 0 {
+        return Err(bad(
+            "a record without a value cannot be a row of a stream with typed columns".into(),
+        ));
+    }
+    let n = values.len();
+    let mut buf = Vec::with_capacity(values.value_data().len() + n);
+    for v in values.iter().flatten() {
+        buf.extend_from_slice(v);
+        buf.push(b'\n');
+    }
+    let mut decoder = arrow_json::ReaderBuilder::new(schema)
+        .with_strict_mode(true)
+        .with_batch_size(n.max(1))
+        .build_decoder()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut at = 0;
+    while at < buf.len() {
+        let used = decoder
+            .decode(&buf[at..])
+            .map_err(|e| bad(format!("a value is not a row of this stream: {e}")))?;
+        if used == 0 {
+            break;
+        }
+        at += used;
+    }
+    let rows = decoder
+        .flush()
+        .map_err(|e| bad(format!("a value is not a row of this stream: {e}")))?
+        .ok_or_else(|| bad("no rows".into()))?;
+    if rows.num_rows() != n || at < buf.len() {
+        return Err(bad("each value must be exactly one JSON object".into()));
+    }
+    Ok(rows)
+}
+
+/// Rows of a typed stream, read with [`typed_projection`], in the layout
+/// [`encode`] takes: a null key, the row as a JSON object for value, no
+/// headers, the append time, the offset.
+pub fn typed_to_records(rows: &RecordBatch, declared: usize) -> anyhow::Result<RecordBatch> {
+    let n = rows.num_rows();
+    let data = rows.project(&(0..declared).collect::<Vec<_>>())?;
+    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+    writer.write(&data)?;
+    writer.finish()?;
+    let json = writer.into_inner();
+    let mut values = BinaryBuilder::with_capacity(n, json.len());
+    for line in json.split(|b| *b == b'\n').take(n) {
+        values.append_value(line);
+    }
+    let item = Arc::new(Field::new("item", DataType::Struct(header_fields()), false));
+    let columns: Vec<ArrayRef> = vec![
+        new_null_array(&DataType::Binary, n),
+        Arc::new(values.finish()),
+        new_null_array(&DataType::List(item), n),
+        rows.column(declared + 1).clone(),
+        rows.column(declared).clone(),
+    ];
+    Ok(RecordBatch::try_from_iter(
+        ["key", "value", "headers", "timestamp", "_offset"]
+            .into_iter()
+            .zip(columns),
+    )?)
+}
 
 /// Appends rows read with [`READ_PROJECTION`] to `out` as one v2 record
 /// batch at their offsets, timestamps in milliseconds.

@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use streamhouse_log::groups::classic::{ClassicError, ClassicOp, ClassicReply, JoinAsk, Phase};
 use streamhouse_log::groups::{CommitCheck, GroupOp, OwnerCheck, Strategy};
 use streamhouse_log::metadata::{
     ChunkRecord, CommitOutcome, FlushCommit, GroupOffsets, NewAppend, NewChunk, Rejection,
@@ -469,6 +470,99 @@ async fn transactions_commit_offsets_with_their_appends_in_their_epoch(kind: Kin
 /// member that times out is dropped by whoever touches the group next; a
 /// commit by a member that no longer owns the partition is refused in the
 /// same transaction.
+async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let a = s.handle().await;
+    let b = s.handle().await;
+    let info = a.create_stream(&spec("k", 2), T0).await.unwrap();
+    let join = |member: &str| {
+        ClassicOp::Join(JoinAsk {
+            member: member.into(),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), vec![1])],
+        })
+    };
+    // m1 forms generation 1 through one handle, m2 joins through the
+    // other, and m1 learns of the rebalance there.
+    let ClassicReply::Joined(j1) = a
+        .update_classic_group("g", &join("m1"), T0, &[])
+        .await
+        .unwrap()
+    else {
+        panic!("a lone member forms a generation")
+    };
+    assert_eq!(j1.generation, 1);
+    let sync = ClassicOp::Sync {
+        member: "m1".into(),
+        generation: 1,
+        assignments: Some(vec![("m1".into(), vec![0, 1])]),
+    };
+    a.update_classic_group("g", &sync, T0, &[]).await.unwrap();
+    let pending = b
+        .update_classic_group("g", &join("m2"), T0 + 1, &[])
+        .await
+        .unwrap();
+    assert_eq!(pending, ClassicReply::Pending);
+    let hb = ClassicOp::Heartbeat {
+        member: "m1".into(),
+        generation: 1,
+    };
+    assert_eq!(
+        a.update_classic_group("g", &hb, T0 + 2, &[]).await.unwrap(),
+        ClassicReply::Refused(ClassicError::RebalanceInProgress)
+    );
+    let ClassicReply::Joined(j2) = a
+        .update_classic_group("g", &join("m1"), T0 + 3, &[])
+        .await
+        .unwrap()
+    else {
+        panic!("every member rejoined")
+    };
+    assert_eq!((j2.generation, j2.members.len()), (2, 2));
+    // A commit in a stale generation writes nothing; the current one does.
+    let stale = ClassicOp::Commit {
+        member: "m2".into(),
+        generation: 1,
+    };
+    let offsets = [(info.id, vec![(1, 7)])];
+    assert_eq!(
+        b.update_classic_group("g", &stale, T0 + 4, &offsets)
+            .await
+            .unwrap(),
+        ClassicReply::Refused(ClassicError::IllegalGeneration)
+    );
+    assert!(a.group_offsets("g", info.id).await.unwrap().is_empty());
+    let sync = ClassicOp::Sync {
+        member: "m1".into(),
+        generation: 2,
+        assignments: Some(vec![("m1".into(), vec![0]), ("m2".into(), vec![1])]),
+    };
+    a.update_classic_group("g", &sync, T0 + 5, &[])
+        .await
+        .unwrap();
+    let current = ClassicOp::Commit {
+        member: "m2".into(),
+        generation: 2,
+    };
+    assert_eq!(
+        b.update_classic_group("g", &current, T0 + 6, &offsets)
+            .await
+            .unwrap(),
+        ClassicReply::Ok
+    );
+    assert_eq!(a.group_offsets("g", info.id).await.unwrap(), [(1, 7)]);
+    let groups = b.classic_groups().await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        (groups[0].1.phase, groups[0].1.generation),
+        (Phase::Stable, 2)
+    );
+}
+
 async fn group_membership_is_shared_and_fences_commits(kind: Kind) {
     let s = Stores::new(kind).await;
     let a = s.handle().await;
@@ -972,6 +1066,7 @@ per_store!(
     transactions_commit_offsets_with_their_appends_in_their_epoch,
     view_checkpoints_are_fenced,
     group_membership_is_shared_and_fences_commits,
+    classic_groups_rebalance_across_handles_and_check_commits,
     view_leases_move_with_epochs_and_fence_the_old_owner,
     agents_register_and_heartbeat,
     commits_are_announced_to_other_agents,

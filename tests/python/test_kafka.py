@@ -487,3 +487,123 @@ def test_sigkill_during_acks_all_production_loses_nothing_and_duplicates_nothing
             stop.set()
             t.join()
             assert server.stop() == 0
+
+
+# SASL and privileges.
+
+ADMIN_PASSWORD = "admin-password"
+
+
+def sasl(server, mechanism, user, password):
+    return {"bootstrap.servers": server.kafka, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": mechanism, "sasl.username": user, "sasl.password": password}
+
+
+def test_sasl_logins_and_privileges_on_a_password_server():
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(d, ["--auth", "password"], env={"STREAMHOUSE_PASSWORD": ADMIN_PASSWORD})
+        try:
+            pg = dict(host=s.host, port=s.port, dbname="streamhouse", autocommit=True)
+            with psycopg.connect(user="streamhouse", password=ADMIN_PASSWORD, **pg) as c:
+                c.execute("CREATE USER writer WITH PASSWORD 'w-pass'")
+                c.execute("CREATE USER reader WITH PASSWORD 'r-pass'")
+            # The superuser creates a topic through Kafka with SCRAM.
+            su = AdminClient(sasl(s, "SCRAM-SHA-256", "streamhouse", ADMIN_PASSWORD))
+            su.create_topics([NewTopic("secured", 2, 1)])["secured"].result(30)
+            with psycopg.connect(user="streamhouse", password=ADMIN_PASSWORD, **pg) as c:
+                c.execute("GRANT INSERT ON secured TO writer")
+                c.execute("GRANT SELECT ON secured TO reader")
+                c.execute("GRANT CONSUME ON GROUP readers TO reader")
+
+            # PLAIN and SCRAM both log in; each runs with its own rights.
+            for mechanism in ("PLAIN", "SCRAM-SHA-256"):
+                p = Producer({**sasl(s, mechanism, "writer", "w-pass"), "acks": "all"})
+                results = []
+                p.produce("secured", value=mechanism.encode(),
+                          on_delivery=lambda e, m: results.append(e))
+                assert p.flush(30) == 0 and results == [None], results
+            c = Consumer({**sasl(s, "SCRAM-SHA-256", "reader", "r-pass"), "group.id": "readers",
+                          "auto.offset.reset": "earliest"})
+            c.subscribe(["secured"])
+            got = []
+            deadline = time.time() + 60
+            while len(got) < 2 and time.time() < deadline:
+                m = c.poll(0.5)
+                if m is not None:
+                    assert not m.error(), m.error()
+                    got.append(m.value())
+            c.close()
+            assert sorted(got) == [b"PLAIN", b"SCRAM-SHA-256"]
+
+            # The reader may not write; the writer may not read or join.
+            p = Producer({**sasl(s, "PLAIN", "reader", "r-pass"), "acks": "all",
+                          "message.timeout.ms": 10_000})
+            errs = []
+            p.produce("secured", value=b"no", on_delivery=lambda e, m: errs.append(e))
+            p.flush(30)
+            assert errs and errs[0] is not None
+            assert errs[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, errs[0]
+            c = Consumer({**sasl(s, "PLAIN", "writer", "w-pass"), "group.id": "readers",
+                          "auto.offset.reset": "earliest"})
+            c.subscribe(["secured"])
+            denied = None
+            deadline = time.time() + 30
+            while denied is None and time.time() < deadline:
+                m = c.poll(0.5)
+                if m is not None and m.error():
+                    denied = m.error()
+            c.close()
+            assert denied is not None and denied.code() in (
+                KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED), denied
+
+            # A wrong password, or no SASL at all, gets nothing.
+            for conf in (sasl(s, "PLAIN", "writer", "wrong"),
+                         sasl(s, "SCRAM-SHA-256", "writer", "wrong"),
+                         sasl(s, "SCRAM-SHA-256", "nobody", "x"),
+                         {"bootstrap.servers": s.kafka}):
+                a = AdminClient(conf)
+                with pytest.raises(Exception):
+                    a.list_topics(timeout=5)
+            with psycopg.connect(user="streamhouse", password=ADMIN_PASSWORD, **pg) as c:
+                rows = c.execute(
+                    "SELECT event, user_name, success FROM streamhouse.audit "
+                    "WHERE door = 'kafka' ORDER BY at").fetchall()
+            events = {(e, u, ok) for e, u, ok in rows}
+            assert ("login", "writer", True) in events
+            assert ("login_failed", "writer", False) in events
+            assert ("denied", "reader", False) in events
+        finally:
+            assert s.stop() == 0
+
+
+def test_typed_streams_take_and_give_json_values(server):
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        c.execute("CREATE STREAM typed_orders (id bigint NOT NULL, item text, amount double) "
+                  "WITH (partitions = 2)")
+        c.execute("INSERT INTO typed_orders VALUES (1, 'pen', 1.5)")
+    delivered = produce(server, "typed_orders", [
+        (b"k", b'{"id": 2, "item": "ink", "amount": 2.25}', None, 0),
+        (None, b'{"id": 3}', None, 0),
+    ])
+    assert [m.partition() for m in delivered] == [0, 0]
+    assert delivered[1].offset() == delivered[0].offset() + 1
+    # A batch with one value that does not fit is refused whole.
+    for bad in (b'{"item": "no id"}', b'{"id": 4, "colour": "red"}', b"not json", b"[1]"):
+        p = Producer({"bootstrap.servers": server.kafka, "acks": "all",
+                      "enable.idempotence": False, "linger.ms": 50, "retries": 0})
+        errs = []
+        p.produce("typed_orders", value=b'{"id": 99}', partition=1,
+                  on_delivery=lambda e, m: errs.append(e))
+        p.produce("typed_orders", value=bad, partition=1,
+                  on_delivery=lambda e, m: errs.append(e))
+        p.flush(30)
+        assert len(errs) == 2 and all(e is not None for e in errs), (bad, errs)
+        assert errs[0].code() == KafkaError.INVALID_RECORD, errs[0]
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        rows = c.execute("SELECT id, item, amount FROM typed_orders ORDER BY id").fetchall()
+        assert rows == [(1, "pen", 1.5), (2, "ink", 2.25), (3, None, None)]
+    got = consume(server, "typed_orders", 3)
+    values = sorted((json.loads(m.value()) for m in got), key=lambda v: v["id"])
+    assert values == [{"id": 1, "item": "pen", "amount": 1.5},
+                      {"id": 2, "item": "ink", "amount": 2.25}, {"id": 3}], values
+    assert all(m.key() is None for m in got)
