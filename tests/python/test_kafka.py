@@ -607,3 +607,70 @@ def test_typed_streams_take_and_give_json_values(server):
     assert values == [{"id": 1, "item": "pen", "amount": 1.5},
                       {"id": 2, "item": "ink", "amount": 2.25}, {"id": 3}], values
     assert all(m.key() is None for m in got)
+
+
+def test_a_cluster_serves_kafka_from_every_agent_and_clients_survive_a_sigkill():
+    from conftest import shared_store_args
+
+    args = shared_store_args("kafka_cluster")
+    with tempfile.TemporaryDirectory() as a_dir, tempfile.TemporaryDirectory() as b_dir:
+        a = Server(a_dir, args)
+        b = Server(b_dir, args)
+        try:
+            both = f"{a.kafka},{b.kafka}"
+            ac = AdminClient({"bootstrap.servers": b.kafka})
+            ac.create_topics([NewTopic("spread", 4, 1)])["spread"].result(30)
+            md = ac.list_topics(timeout=10)
+            assert len(md.brokers) == 2, md.brokers
+            leaders = {p.leader for p in md.topics["spread"].partitions.values()}
+            assert leaders == set(md.brokers), (leaders, md.brokers)
+
+            conf = {"bootstrap.servers": both, "acks": "all", "enable.idempotence": True,
+                    "linger.ms": 5, "message.timeout.ms": 120_000,
+                    "topic.metadata.refresh.interval.ms": 1000}
+            p = Producer(conf)
+            acked, errors = [], []
+
+            def report(err, msg):
+                (errors if err else acked).append(err or msg.value())
+
+            for i in range(300):
+                p.produce("spread", key=str(i).encode(), value=f"before{i}".encode(),
+                          on_delivery=report)
+            assert p.flush(60) == 0 and not errors, errors[:3]
+
+            # A group read through either agent, then one agent is killed.
+            c = Consumer({"bootstrap.servers": both, "group.id": "spread-readers",
+                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                          "topic.metadata.refresh.interval.ms": 1000})
+            c.subscribe(["spread"])
+            seen = []
+            deadline = time.time() + 60
+            while len(seen) < 300 and time.time() < deadline:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    seen.append(m)
+            assert len(seen) == 300
+            c.commit(asynchronous=False)
+
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait()
+            for i in range(300):
+                p.produce("spread", key=str(i).encode(), value=f"after{i}".encode(),
+                          on_delivery=report)
+            assert p.flush(150) == 0, "every message delivered through the surviving agent"
+            assert not errors, errors[:3]
+            deadline = time.time() + 120
+            while len(seen) < 600 and time.time() < deadline:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    seen.append(m)
+            c.close()
+            dense(seen)
+            values = [m.value() for m in seen]
+            assert len(values) == len(set(values)) == 600
+            assert set(values) == set(acked)
+        finally:
+            if a.proc.poll() is None:
+                a.proc.kill()
+            assert b.stop() == 0
