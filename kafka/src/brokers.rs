@@ -6,8 +6,7 @@
 //! the agent it asked.
 
 use streamhouse_log::AgentState;
-
-use crate::Door;
+use streamhouse_sql::Database;
 
 /// The address key agents register for this door.
 pub const ADDRESS: &str = "kafka";
@@ -38,17 +37,16 @@ pub fn node_id(agent_id: &str) -> i32 {
 
 /// The live brokers by node id, never empty: this one is always among
 /// them (alone when the others cannot be listed).
-pub async fn live(door: &Door) -> Vec<Broker> {
-    let me = door.broker.clone();
+pub async fn live(db: &Database, me: &Broker) -> Vec<Broker> {
     let mut out = vec![me.clone()];
-    let agents = match door.db.log().agents().await {
+    let agents = match db.log().agents().await {
         Ok(a) => a,
         Err(e) => {
             tracing::debug!(error = %e, "cannot list agents");
             return out;
         }
     };
-    let me_id = door.db.log().agent().id();
+    let me_id = db.log().agent().id();
     for (agent, state) in agents {
         if state != AgentState::Live || agent.id == me_id {
             continue;

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::future::BoxFuture;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
@@ -27,43 +26,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::{Door, versions};
+use crate::ctx::{Answer, Ctx, Door, Login};
+use crate::versions;
 
 /// Answers queued behind the one being written, at most.
 const MAX_QUEUED: usize = 64;
-
-/// What a request's handling leaves for the writer: an answer now, an
-/// answer once something completes, or nothing (acks=0).
-pub enum Answer {
-    Now(Box<ResponseKind>),
-    Later(BoxFuture<'static, ResponseKind>),
-    None,
-    /// Close the connection: the request cannot be answered.
-    Close,
-}
-
-impl Answer {
-    /// An answer ready now.
-    pub fn now(response: impl Into<ResponseKind>) -> Answer {
-        Answer::Now(Box::new(response.into()))
-    }
-}
-
-/// What a handler knows of its connection.
-pub struct Ctx {
-    pub door: Arc<Door>,
-    pub session: Arc<Session>,
-    pub login: crate::sasl::Login,
-    pub peer: SocketAddr,
-    pub client_id: String,
-}
-
-impl Ctx {
-    /// The role whose privileges apply (`None`: trusted).
-    pub fn role(&self) -> Option<&str> {
-        self.session.role()
-    }
-}
 
 struct Queued {
     correlation_id: i32,
@@ -98,8 +65,8 @@ pub async fn serve(door: Arc<Door>, socket: TcpStream, peer: SocketAddr) -> io::
     });
     let mut ctx = Ctx {
         door: door.clone(),
-        session: Arc::new(Session::for_door(crate::DOOR)),
-        login: crate::sasl::Login::default(),
+        session: Arc::new(Session::for_door(crate::ctx::DOOR)),
+        login: Login::default(),
         peer,
         client_id: String::new(),
     };
@@ -164,7 +131,7 @@ fn invalid(what: impl std::fmt::Display) -> io::Error {
 
 /// Decodes and handles one request.
 async fn request(ctx: &mut Ctx, mut frame: Bytes) -> io::Result<Option<Queued>> {
-    if matches!(ctx.login, crate::sasl::Login::Failed) {
+    if matches!(ctx.login, Login::Failed) {
         return Err(invalid("a failed login ends the connection"));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);

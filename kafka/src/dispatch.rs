@@ -1,15 +1,9 @@
 //! Routes a decoded request to the module that answers it.
 
 use kafka_protocol::messages::{ApiVersionsResponse, RequestHeader, RequestKind};
-use kafka_protocol::protocol::StrBytes;
 
-use crate::conn::{Answer, Ctx};
+use crate::ctx::{Answer, Ctx};
 use crate::{fetch, groups, offsets, produce, producers, sasl, topics, versions};
-
-/// A `StrBytes` of any string.
-pub fn text(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 /// Answers one request (only requests of served APIs and versions get
 /// here).

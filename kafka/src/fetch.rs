@@ -18,7 +18,7 @@ use streamhouse_log::{Log, StreamKind};
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 use streamhouse_sql::topics::is_record_shaped;
 
-use crate::conn::Ctx;
+use crate::ctx::Ctx;
 use crate::errors::{About, of_log, of_sql};
 use crate::records::{self, READ_PROJECTION};
 
@@ -147,7 +147,12 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
             Object::table(name.clone()),
         )];
         let mut shape = Shape::Records;
-        let error = match ctx.door.db.authorize(crate::DOOR, ctx.role(), &need).await {
+        let error = match ctx
+            .door
+            .db
+            .authorize(crate::ctx::DOOR, ctx.role(), &need)
+            .await
+        {
             Err(e) => Some(of_sql(&e, About::Topic)),
             Ok(()) if StreamKind::of(&name).is_internal() => Some(E::UnknownTopicOrPartition),
             Ok(()) => match log.stream(&name).await {

@@ -20,8 +20,7 @@ use kafka_protocol::messages::{
 use streamhouse_log::groups::classic::{ClassicError, ClassicOp, ClassicReply, JoinAsk, Phase};
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 
-use crate::conn::Ctx;
-use crate::dispatch::text;
+use crate::ctx::{Ctx, text};
 use crate::errors::{About, of_log, of_sql};
 
 /// The longest a join or sync waits, whatever timeouts it names.
@@ -45,7 +44,7 @@ async fn may_consume(ctx: &Ctx, group: &str) -> Result<(), E> {
     )];
     ctx.door
         .db
-        .authorize(crate::DOOR, ctx.role(), &need)
+        .authorize(crate::ctx::DOOR, ctx.role(), &need)
         .await
         .map_err(|e| of_sql(&e, About::Group))
 }

@@ -4,7 +4,8 @@
 //! offsets the Flight consumer groups do.
 //!
 //! A thin adapter over `log` and `sql`: [`conn`] frames requests and
-//! answers them in order, [`versions`] says which APIs and versions are
+//! answers them in order, [`ctx`] holds what the handlers of a connection
+//! share, [`versions`] says which APIs and versions are
 //! served, [`records`] turns Kafka record batches into Arrow rows and back,
 //! and one module per family of APIs translates calls: [`produce`],
 //! [`fetch`], [`offsets`], [`groups`], [`topics`], [`producers`], and
@@ -13,6 +14,7 @@
 
 pub mod brokers;
 pub mod conn;
+pub mod ctx;
 pub mod dispatch;
 pub mod errors;
 pub mod fetch;
@@ -27,46 +29,10 @@ pub mod versions;
 
 use std::sync::Arc;
 
+pub use ctx::{DOOR, Door, KafkaConfig};
 use streamhouse_sql::Database;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-
-/// The door's name in metrics, sessions and the audit trail.
-pub const DOOR: &str = "kafka";
-
-/// How the door is run.
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    /// The host and port clients are told to connect to (Metadata,
-    /// FindCoordinator); the bound address when absent.
-    pub advertised: Option<(String, u16)>,
-    /// Largest request accepted; a larger frame closes the connection.
-    pub max_request_bytes: usize,
-    /// Connections served at once; more are closed when accepted.
-    pub max_connections: usize,
-    /// Clients must log in (SASL PLAIN or SCRAM-SHA-256) before anything
-    /// but ApiVersions, and run as their role.
-    pub require_login: bool,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            advertised: None,
-            max_request_bytes: 100 << 20,
-            max_connections: 1024,
-            require_login: false,
-        }
-    }
-}
-
-/// What every connection shares.
-pub struct Door {
-    pub db: Arc<Database>,
-    pub config: KafkaConfig,
-    /// This agent as a broker.
-    pub broker: brokers::Broker,
-}
 
 /// Serves the Kafka protocol on `listener` until `shutdown` resolves.
 pub async fn serve(

@@ -24,8 +24,7 @@ use streamhouse_log::groups::classic::ClassicReply;
 use streamhouse_log::{Log, LogError, Micros, StreamInfo, StreamKind, TimeFilter};
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 
-use crate::conn::Ctx;
-use crate::dispatch::text;
+use crate::ctx::{Ctx, text};
 use crate::errors::{About, of_log, of_sql};
 use crate::groups::refusal_code;
 
@@ -44,7 +43,7 @@ async fn topic(log: &Log, name: &str) -> Result<Arc<StreamInfo>, E> {
 async fn may(ctx: &Ctx, needs: &[Need], about: About) -> Result<(), E> {
     ctx.door
         .db
-        .authorize(crate::DOOR, ctx.role(), needs)
+        .authorize(crate::ctx::DOOR, ctx.role(), needs)
         .await
         .map_err(|e| of_sql(&e, about))
 }

@@ -20,8 +20,7 @@ use streamhouse_log::{AppendAck, AppendOptions, LogError, ProducerSeq, StreamKin
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 use streamhouse_sql::topics::is_record_shaped;
 
-use crate::conn::{Answer, Ctx};
-use crate::dispatch::text;
+use crate::ctx::{Answer, Ctx, text};
 use crate::errors::{About, of_log, of_sql};
 use crate::records::{self, Sequences};
 
@@ -94,7 +93,12 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
                 Privilege::Insert,
                 Object::table(name.clone()),
             )];
-            if let Err(e) = ctx.door.db.authorize(crate::DOOR, ctx.role(), &need).await {
+            if let Err(e) = ctx
+                .door
+                .db
+                .authorize(crate::ctx::DOOR, ctx.role(), &need)
+                .await
+            {
                 topic_error = Some((of_sql(&e, About::Topic), e.to_string()));
             }
         }

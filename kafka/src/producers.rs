@@ -9,7 +9,7 @@
 use kafka_protocol::ResponseError as E;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use crate::conn::Ctx;
+use crate::ctx::Ctx;
 
 /// A fresh producer id: positive, 62 random bits.
 fn fresh_id() -> i64 {

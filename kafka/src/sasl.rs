@@ -14,50 +14,15 @@ use kafka_protocol::ResponseError as E;
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use pgwire::api::auth::sasl::scram::{
-    ScramSecret, ScramServerAuth, ScramServerAuthWaitingForClientFinal,
-};
+use pgwire::api::auth::sasl::scram::{ScramSecret, ScramServerAuth};
 use streamhouse_sql::audit::AuditEvent;
 use streamhouse_sql::roles::password::{Verifier, verifier_of};
 use streamhouse_sql::session::Session;
 
-use crate::conn::Ctx;
-use crate::dispatch::text;
+use crate::ctx::{Ctx, Login, text};
 
 pub const PLAIN: &str = "PLAIN";
 pub const SCRAM: &str = "SCRAM-SHA-256";
-
-/// Where a connection is in logging in.
-#[derive(Default)]
-pub enum Login {
-    /// Not begun.
-    #[default]
-    Open,
-    /// The handshake chose a mechanism.
-    Chosen(&'static str),
-    /// A SCRAM exchange waits for the client's final message.
-    Scram {
-        user: String,
-        known: bool,
-        waiting: Box<ScramServerAuthWaitingForClientFinal>,
-    },
-    /// Logged in.
-    Done,
-    /// Failed: the connection is closed after the answer.
-    Failed,
-}
-
-impl Login {
-    /// Whether requests other than ApiVersions and SASL may be served, on
-    /// a door that `requires` a login or not.
-    pub fn admits_requests(&self, requires: bool) -> bool {
-        match self {
-            Login::Done => true,
-            Login::Failed => false,
-            _ => !requires,
-        }
-    }
-}
 
 /// The verifier an unknown user's exchange runs against, so that it fails
 /// at the same step as a wrong password.
@@ -96,7 +61,7 @@ fn audit(ctx: &Ctx, user: Option<&str>, success: bool, detail: &str) {
     ctx.door.db.audit(AuditEvent {
         event: if success { "login" } else { "login_failed" },
         user: user.map(str::to_string),
-        door: crate::DOOR.to_string(),
+        door: crate::ctx::DOOR.to_string(),
         peer: Some(ctx.peer.to_string()),
         success,
         detail: Some(detail.to_string()),
@@ -110,9 +75,9 @@ fn audit(ctx: &Ctx, user: Option<&str>, success: bool, detail: &str) {
 fn logged_in(ctx: &mut Ctx, user: &str, how: &str) {
     ctx.login = Login::Done;
     ctx.session = Arc::new(if ctx.door.config.require_login {
-        Session::for_role(crate::DOOR, user.to_string())
+        Session::for_role(crate::ctx::DOOR, user.to_string())
     } else {
-        Session::for_user(crate::DOOR, Some(user.to_string()))
+        Session::for_user(crate::ctx::DOOR, Some(user.to_string()))
     });
     audit(ctx, Some(user), true, how);
 }

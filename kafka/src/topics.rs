@@ -24,8 +24,7 @@ use streamhouse_log::{StreamInfo, StreamKind};
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 
 use crate::brokers::{self, Broker};
-use crate::conn::Ctx;
-use crate::dispatch::text;
+use crate::ctx::{Ctx, text};
 use crate::errors::{About, of_log, of_sql};
 
 /// The cluster id clients see.
@@ -72,7 +71,7 @@ fn missing(name: &str, error: E) -> MetadataResponseTopic {
 /// Metadata: the live brokers and the topics asked for (every visible
 /// stream when none are named).
 pub async fn metadata(ctx: &Ctx, r: MetadataRequest, version: i16) -> MetadataResponse {
-    let brokers = brokers::live(&ctx.door).await;
+    let brokers = brokers::live(&ctx.door.db, &ctx.door.broker).await;
     let log = ctx.door.db.log();
     let named: Option<Vec<String>> = match r.topics {
         None => None,
@@ -358,7 +357,7 @@ pub async fn describe_configs(ctx: &Ctx, r: DescribeConfigsRequest) -> DescribeC
 
 /// DescribeCluster: the live brokers; this agent answers as controller.
 pub async fn describe_cluster(ctx: &Ctx) -> DescribeClusterResponse {
-    let brokers = brokers::live(&ctx.door).await;
+    let brokers = brokers::live(&ctx.door.db, &ctx.door.broker).await;
     DescribeClusterResponse::default()
         .with_cluster_id(text(CLUSTER_ID))
         .with_controller_id(BrokerId(ctx.door.broker.node_id))

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use sqlparser::ast::{
-    BinaryOperator, ColumnDef, ColumnOption, DateTimeField, Expr, Ident, ObjectName, SqlOption,
+    BinaryOperator, ColumnDef, ColumnOption, DateTimeField, Expr, Ident, SqlOption,
     Statement as SqlStatement, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
@@ -187,22 +187,7 @@ pub struct CreateStream {
     pub retention: Option<Duration>,
 }
 
-/// The identifier as PostgreSQL sees it: unquoted folds to lower case.
-pub fn normalize(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
-}
-
-/// The last part of a (possibly qualified) name, normalized.
-pub fn object_name(name: &ObjectName) -> Result<String> {
-    name.0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(normalize)
-        .ok_or_else(|| SqlError::Syntax(format!("invalid name {name}")))
-}
+pub use crate::idents::{normalize, object_name};
 
 /// Splits and parses a query string into statements.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {

@@ -28,6 +28,7 @@ pub mod database;
 pub mod dialect;
 pub mod error;
 pub mod functions;
+pub mod idents;
 pub mod ingest;
 pub mod insert;
 pub mod limits;

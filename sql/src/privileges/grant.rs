@@ -20,8 +20,8 @@ use sqlparser::tokenizer::Token;
 use streamhouse_log::{GrantRecord, Log, LogError};
 
 use super::{ALL_GROUPS, Need, Object, ObjectKind, PUBLIC, Privilege, Snapshot};
-use crate::dialect::normalize;
 use crate::error::{Result, SqlError};
+use crate::idents::normalize;
 use crate::result::{CommandTag, QueryResult};
 
 /// A `GRANT` or `REVOKE`.
