@@ -674,3 +674,35 @@ def test_a_cluster_serves_kafka_from_every_agent_and_clients_survive_a_sigkill()
             if a.proc.poll() is None:
                 a.proc.kill()
             assert b.stop() == 0
+
+
+def test_kafka_python_produces_and_consumes_in_a_group(server):
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic as KpNewTopic
+
+    admin_client = KafkaAdminClient(bootstrap_servers=server.kafka)
+    admin_client.create_topics([KpNewTopic("kp", num_partitions=2, replication_factor=1)])
+    assert "kp" in admin_client.list_topics()
+    producer = KafkaProducer(bootstrap_servers=server.kafka, acks="all",
+                             compression_type="gzip", enable_idempotence=True)
+    futures = [producer.send("kp", key=f"k{i}".encode(), value=f"v{i}".encode(),
+                             headers=[("h", b"x")]) for i in range(100)]
+    metas = [f.get(timeout=30) for f in futures]
+    producer.close()
+    assert len({(m.partition, m.offset) for m in metas}) == 100
+    consumer = KafkaConsumer("kp", bootstrap_servers=server.kafka, group_id="kp-group",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=10_000)
+    got = []
+    for m in consumer:
+        got.append(m)
+        if len(got) == 100:
+            break
+    consumer.commit()
+    from kafka import TopicPartition as KpTopicPartition
+    committed = [consumer.committed(KpTopicPartition("kp", p)) for p in (0, 1)]
+    consumer.close()
+    assert sorted(m.value for m in got) == sorted(f"v{i}".encode() for i in range(100))
+    assert all(m.headers == [("h", b"x")] for m in got)
+    assert sum(committed) == 100, committed
+    admin_client.close()
