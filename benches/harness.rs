@@ -24,6 +24,8 @@
 mod cluster;
 #[path = "harness/flight.rs"]
 mod flight;
+#[path = "harness/kafka.rs"]
+mod kafka;
 #[path = "harness/nexmark.rs"]
 mod nexmark;
 #[path = "harness/views.rs"]
@@ -396,6 +398,9 @@ async fn run(args: Args) {
     {
         table.extend(views::scenarios(&args).await);
     }
+    if wanted("kafka") {
+        table.extend(kafka::scenarios(&args).await);
+    }
     if wanted("group by") {
         table.extend(group_by_scenario(&args).await);
     }
@@ -722,12 +727,7 @@ async fn group_by_scenario(args: &Args) -> Vec<Row> {
         }
         w.close().expect("close");
     }
-    let python = std::env::var("STREAMHOUSE_BENCH_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/streamhouse/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
+    let python = bench_python();
     let script = format!(
         "import duckdb, time\n\
          c = duckdb.connect()\n\
@@ -764,6 +764,17 @@ async fn group_by_scenario(args: &Args) -> Vec<Row> {
         ),
     }
     rows
+}
+
+/// The Python that drives the comparison and client scenarios: the test
+/// venv's, or `STREAMHOUSE_BENCH_PYTHON`.
+fn bench_python() -> String {
+    std::env::var("STREAMHOUSE_BENCH_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/streamhouse/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
 }
 
 fn main() {

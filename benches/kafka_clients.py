@@ -8,9 +8,11 @@ throughput: produces RECORDS (default 1,000,000) records of 100 bytes to a
 fresh 4-partition topic with acks=all and idempotence, then consumes them
 all from the start; prints records/s and MB/s of each. latency: one record
 a millisecond to a fresh 1-partition topic (acks=all, linger 0), read by a
-consumer tailing it; prints the produce-to-consume percentiles.
+consumer tailing it; prints the produce-to-consume percentiles. Each also
+prints one line `result {json}` for the benchmark harness.
 """
 
+import json
 import struct
 import sys
 import threading
@@ -44,6 +46,7 @@ def throughput(boot, n):
                 p.poll(0.001)
     assert p.flush(120) == 0
     dt = time.perf_counter() - t
+    produce_seconds = dt
     print(f"produce {n} x 100 B (acks=all): {n / dt:,.0f} records/s, {n * 100 / dt / 1e6:.1f} MB/s")
     c = Consumer({"bootstrap.servers": boot, "group.id": f"read_{time.time_ns()}",
                   "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
@@ -56,6 +59,8 @@ def throughput(boot, n):
     dt = time.perf_counter() - t
     c.close()
     print(f"consume {got}: {got / dt:,.0f} records/s, {got * 100 / dt / 1e6:.1f} MB/s")
+    print("result " + json.dumps({"records": n, "produce_seconds": produce_seconds,
+                                  "consume_seconds": dt}))
 
 
 def latency(boot, n):
@@ -87,6 +92,7 @@ def latency(boot, n):
     q = lambda f: seen[int(f * (len(seen) - 1))] * 1000  # noqa: E731
     print(f"produce-to-consume over {len(seen)} records: p50 {q(0.5):.1f} ms, "
           f"p99 {q(0.99):.1f} ms, max {seen[-1] * 1000:.1f} ms")
+    print("result " + json.dumps({"records": len(seen), "p50_ms": q(0.5), "p99_ms": q(0.99)}))
 
 
 if __name__ == "__main__":
