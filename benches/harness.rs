@@ -451,9 +451,10 @@ async fn prepare(log: &Arc<Log>, db: &streamhouse_sql::Database, as_user: bool) 
     }
 }
 
-/// A server (log + SQL + PostgreSQL protocol) in this process, on loopback,
-/// with the benchmark stream made.
-async fn pg_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Log>, String) {
+/// The log and the database of a fresh data directory, in this process.
+async fn open_database(
+    dir: &std::path::Path,
+) -> (DataDir, Arc<Log>, Arc<streamhouse_sql::Database>) {
     let dd = DataDir::open(dir).expect("data dir");
     let log = Arc::new(dd.open_log().await.expect("log"));
     let db = Arc::new(
@@ -461,6 +462,13 @@ async fn pg_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Log>, 
             .await
             .expect("database"),
     );
+    (dd, log, db)
+}
+
+/// A server (log + SQL + PostgreSQL protocol) in this process, on loopback,
+/// with the benchmark stream made.
+async fn pg_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Log>, String) {
+    let (dd, log, db) = open_database(dir).await;
     prepare(&log, &db, as_user).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

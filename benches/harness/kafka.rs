@@ -5,20 +5,12 @@
 //! time is the server's: rows per CPU-second say what the server does per
 //! core, whatever the clients manage.
 
-use std::sync::Arc;
-
 use streamhouse_log::DataDir;
 
 use crate::{Args, Row, cpu_seconds};
 
 async fn kafka_server(dir: &std::path::Path) -> (DataDir, String) {
-    let dd = DataDir::open(dir).expect("data dir");
-    let log = Arc::new(dd.open_log().await.expect("log"));
-    let db = Arc::new(
-        streamhouse_sql::Database::open(log.clone())
-            .await
-            .expect("database"),
-    );
+    let (dd, _log, db) = crate::open_database(dir).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
