@@ -352,12 +352,45 @@ def api_versions_ok(server):
         return correlation == 7 and error == 0
 
 
-def produce_v3(topic, records):
+def produce_v3(topic, records, partition=0):
     name = topic.encode()
     body = struct.pack(">hhi", -1, -1, 10_000)
     body += struct.pack(">i", 1) + struct.pack(">h", len(name)) + name
-    body += struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", len(records)) + records
+    body += struct.pack(">i", 1) + struct.pack(">i", partition)
+    body += struct.pack(">i", len(records)) + records
     return body
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def varint(n):
+    z = (n << 1) ^ (n >> 63)
+    out = b""
+    while True:
+        if z < 0x80:
+            return out + bytes([z])
+        out += bytes([(z & 0x7F) | 0x80])
+        z >>= 7
+
+
+def record_batch(values):
+    """A v2 record batch of `values` (null keys, no headers), CRC right."""
+    records = b""
+    for i, v in enumerate(values):
+        r = bytes([0]) + varint(0) + varint(i) + varint(-1) + varint(len(v)) + v + varint(0)
+        records += varint(len(r)) + r
+    now = int(time.time() * 1000)
+    after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, now, now, -1, -1, -1,
+                            len(values)) + records
+    body = struct.pack(">ib", -1, 2) + struct.pack(">I", crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(body)) + body
 
 
 def batch_with_bad_crc():
@@ -587,25 +620,29 @@ def test_typed_streams_take_and_give_json_values(server):
     ])
     assert [m.partition() for m in delivered] == [0, 0]
     assert delivered[1].offset() == delivered[0].offset() + 1
-    # A batch with one value that does not fit is refused whole.
+    # A batch with one value that does not fit is refused whole: the good
+    # value beside it is not written either. (The batch is built by hand, so
+    # that both values are surely in one batch.)
     for bad in (b'{"item": "no id"}', b'{"id": 4, "colour": "red"}', b"not json", b"[1]"):
-        p = Producer({"bootstrap.servers": server.kafka, "acks": "all",
-                      "enable.idempotence": False, "linger.ms": 50, "retries": 0})
-        errs = []
-        p.produce("typed_orders", value=b'{"id": 99}', partition=1,
-                  on_delivery=lambda e, m: errs.append(e))
-        p.produce("typed_orders", value=bad, partition=1,
-                  on_delivery=lambda e, m: errs.append(e))
-        p.flush(30)
-        assert len(errs) == 2 and all(e is not None for e in errs), (bad, errs)
-        assert errs[0].code() == KafkaError.INVALID_RECORD, errs[0]
+        batch = record_batch([b'{"id": 99}', bad])
+        with connect(server) as sock:
+            sock.sendall(frame(0, 3, 9, produce_v3("typed_orders", batch, partition=1)))
+            body = read_frame(sock)
+        off = 4 + 4 + 2 + len(b"typed_orders") + 4 + 4
+        assert struct.unpack(">h", body[off:off + 2])[0] == 87, (bad, "INVALID_RECORD")
+    # The same hand-built batch with good values only is written.
+    with connect(server) as sock:
+        sock.sendall(frame(0, 3, 10, produce_v3("typed_orders", record_batch([b'{"id": 5}']), 1)))
+        body = read_frame(sock)
+    off = 4 + 4 + 2 + len(b"typed_orders") + 4 + 4
+    assert struct.unpack(">h", body[off:off + 2])[0] == 0
     with psycopg.connect(server.dsn, autocommit=True) as c:
         rows = c.execute("SELECT id, item, amount FROM typed_orders ORDER BY id").fetchall()
-        assert rows == [(1, "pen", 1.5), (2, "ink", 2.25), (3, None, None)]
-    got = consume(server, "typed_orders", 3)
+        assert rows == [(1, "pen", 1.5), (2, "ink", 2.25), (3, None, None), (5, None, None)]
+    got = consume(server, "typed_orders", 4)
     values = sorted((json.loads(m.value()) for m in got), key=lambda v: v["id"])
     assert values == [{"id": 1, "item": "pen", "amount": 1.5},
-                      {"id": 2, "item": "ink", "amount": 2.25}, {"id": 3}], values
+                      {"id": 2, "item": "ink", "amount": 2.25}, {"id": 3}, {"id": 5}], values
     assert all(m.key() is None for m in got)
 
 
