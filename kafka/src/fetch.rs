@@ -5,6 +5,7 @@
 //! Fetch sessions are declined: every answer has session id 0, so clients
 //! send full requests.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
@@ -181,15 +182,21 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
     }
     loop {
         let mut total = 0usize;
+        let mut ends_of: HashMap<usize, Result<Vec<u64>, E>> = HashMap::new();
         for part in parts.iter_mut() {
             if part.error.is_some() {
                 continue;
             }
             let name = names[part.topic].0.as_str();
-            let ends = match log.partition_ends(name).await {
+            // Each topic's ends are read once a pass, whatever number of
+            // its partitions the fetch asks for.
+            if let std::collections::hash_map::Entry::Vacant(slot) = ends_of.entry(part.topic) {
+                slot.insert(log.partition_ends(name).await.map_err(|e| of_log(&e)));
+            }
+            let ends = match &ends_of[&part.topic] {
                 Ok(e) => e,
                 Err(e) => {
-                    part.error = Some(of_log(&e));
+                    part.error = Some(*e);
                     continue;
                 }
             };
