@@ -101,12 +101,14 @@ pub struct ServerArgs {
     /// How clients prove who they are: `trust` (anyone, as any user; only
     /// while every door listens on loopback) or `password` (a user's
     /// password on every door: SCRAM-SHA-256 on PostgreSQL, Basic for a
-    /// bearer token on Flight and the HTTP admin) [default: trust]
+    /// bearer token on Flight and the HTTP admin, SASL PLAIN or
+    /// SCRAM-SHA-256 on Kafka) [default: trust]
     #[arg(long, env = "STREAMHOUSE_AUTH", value_name = "trust|password")]
     pub auth: Option<AuthMode>,
 
-    /// The server's certificate chain (PEM): TLS on every door (Flight and
-    /// the HTTP admin speak only TLS then; PostgreSQL answers SSLRequest)
+    /// The server's certificate chain (PEM): TLS on every door (Flight,
+    /// Kafka and the HTTP admin speak only TLS then; PostgreSQL answers
+    /// SSLRequest)
     #[arg(long, env = "STREAMHOUSE_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 
@@ -125,6 +127,11 @@ pub struct ServerArgs {
     /// --auth for the HTTP admin alone
     #[arg(long, env = "STREAMHOUSE_HTTP_AUTH", value_name = "trust|password")]
     pub http_auth: Option<AuthMode>,
+
+    /// --auth for the Kafka door alone (password: SASL PLAIN or
+    /// SCRAM-SHA-256)
+    #[arg(long, env = "STREAMHOUSE_KAFKA_AUTH", value_name = "trust|password")]
+    pub kafka_auth: Option<AuthMode>,
 
     /// --tls-cert for the PostgreSQL door alone
     #[arg(long, env = "STREAMHOUSE_PG_TLS_CERT", value_name = "FILE")]
@@ -149,6 +156,14 @@ pub struct ServerArgs {
     /// --tls-key for the HTTP admin alone
     #[arg(long, env = "STREAMHOUSE_HTTP_TLS_KEY", value_name = "FILE")]
     pub http_tls_key: Option<PathBuf>,
+
+    /// --tls-cert for the Kafka door alone
+    #[arg(long, env = "STREAMHOUSE_KAFKA_TLS_CERT", value_name = "FILE")]
+    pub kafka_tls_cert: Option<PathBuf>,
+
+    /// --tls-key for the Kafka door alone
+    #[arg(long, env = "STREAMHOUSE_KAFKA_TLS_KEY", value_name = "FILE")]
+    pub kafka_tls_key: Option<PathBuf>,
 
     /// Clients must present a certificate signed by this CA (PEM), on every
     /// door, as well as log in (needs --tls-cert)
@@ -187,11 +202,12 @@ pub struct SecuritySection {
     pub tls_client_ca: Option<PathBuf>,
     pub require_tls: Option<bool>,
     pub insecure: Option<bool>,
-    /// `[security.pgwire]`, `[security.flight]`, `[security.http]`: one
-    /// door's own settings over the ones above.
+    /// `[security.pgwire]`, `[security.flight]`, `[security.http]`,
+    /// `[security.kafka]`: one door's own settings over the ones above.
     pub pgwire: Option<DoorSection>,
     pub flight: Option<DoorSection>,
     pub http: Option<DoorSection>,
+    pub kafka: Option<DoorSection>,
 }
 
 /// One door's overrides in the config file.
@@ -217,8 +233,6 @@ pub struct Security {
     pub pgwire: DoorSecurity,
     pub flight: DoorSecurity,
     pub http: DoorSecurity,
-    /// The Kafka door (every door's settings; it serves plaintext only,
-    /// and is not started when they ask for TLS).
     pub kafka: DoorSecurity,
     /// The CA (PEM) that signs the certificates clients must present.
     pub client_ca: Option<PathBuf>,
@@ -229,7 +243,7 @@ pub struct Security {
 impl Security {
     /// Whether any door asks for passwords.
     pub fn any_password(&self) -> bool {
-        [&self.pgwire, &self.flight, &self.http]
+        [&self.pgwire, &self.flight, &self.http, &self.kafka]
             .iter()
             .any(|d| d.auth == AuthMode::Password)
     }
@@ -495,15 +509,18 @@ fn security(
         bail!("--require-tls needs a certificate: --tls-cert FILE --tls-key FILE");
     }
     let client_ca = args.tls_client_ca.clone().or(file.tls_client_ca);
-    // The Kafka door has no settings of its own yet: every door's.
-    let kafka = DoorSecurity {
-        auth,
-        tls: tls.clone(),
-    };
+    let kafka = door(
+        args.kafka_auth,
+        &args.kafka_tls_cert,
+        &args.kafka_tls_key,
+        file.kafka,
+        "kafka-",
+    )?;
     let doors = [
         ("PostgreSQL", &pgwire, addrs[0]),
         ("Flight", &flight, addrs[1]),
         ("HTTP admin", &http, addrs[2]),
+        ("Kafka", &kafka, addrs[3]),
     ];
     if client_ca.is_some()
         && let Some((name, _, _)) = doors.iter().find(|(_, d, _)| d.tls.is_none())
@@ -513,9 +530,8 @@ fn security(
              {name} door has none: --tls-cert FILE --tls-key FILE"
         );
     }
-    let everywhere = [doors[0], doors[1], doors[2], ("Kafka", &kafka, addrs[3])];
     if !insecure
-        && let Some((name, _, addr)) = everywhere
+        && let Some((name, _, addr)) = doors
             .iter()
             .find(|(_, d, a)| d.auth == AuthMode::Trust && !a.ip().is_loopback())
     {
@@ -738,5 +754,29 @@ mod tests {
         assert_eq!(s.http.tls, Some(("h.pem".into(), "h.key".into())));
         assert_eq!(s.flight.tls, Some(("all.pem".into(), "all.key".into())));
         assert_eq!(s.flight.auth, AuthMode::Password);
+        assert_eq!(s.kafka.tls, Some(("all.pem".into(), "all.key".into())));
+        // The Kafka door's own flags, and its table in the file.
+        let args = ServerArgs {
+            kafka_auth: Some(AuthMode::Password),
+            kafka_tls_cert: Some("k.pem".into()),
+            kafka_tls_key: Some("k.key".into()),
+            ..Default::default()
+        };
+        let s = ServerConfig::resolve(&args).unwrap().security;
+        assert_eq!(s.kafka.auth, AuthMode::Password);
+        assert_eq!(s.kafka.tls, Some(("k.pem".into(), "k.key".into())));
+        assert_eq!(s.pgwire, DoorSecurity::default());
+        std::fs::write(
+            dir.path().join("kafka.toml"),
+            "[security.kafka]\nauth = \"password\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(dir.path().join("kafka.toml")),
+            ..Default::default()
+        };
+        let s = ServerConfig::resolve(&args).unwrap().security;
+        assert_eq!(s.kafka.auth, AuthMode::Password);
+        assert_eq!(s.http.auth, AuthMode::Trust);
     }
 }

@@ -173,41 +173,26 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         },
     ));
 
-    // The Kafka door speaks plaintext only; where the settings ask for
-    // TLS, it stays closed rather than serve less.
-    let kafka_refusal = config
-        .security
-        .kafka
-        .tls
-        .is_some()
-        .then_some("it has no TLS yet and a certificate is set");
+    let kafka_tls = load_tls(&config.security.kafka)?;
+    let kafka = TcpListener::bind(config.kafka_addr)
+        .await
+        .with_context(|| format!("cannot bind Kafka address {}", config.kafka_addr))?;
+    let kafka_addr = kafka.local_addr()?;
+    warn_if_exposed(&config.security.kafka, "Kafka", kafka_addr);
     let (stop_kafka, kafka_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (kafka_addr, kafka_task) = match kafka_refusal {
-        Some(why) => {
-            warn!("the Kafka door is not started: {why}");
-            (None, None)
-        }
-        None => {
-            let kafka = TcpListener::bind(config.kafka_addr)
-                .await
-                .with_context(|| format!("cannot bind Kafka address {}", config.kafka_addr))?;
-            let kafka_addr = kafka.local_addr()?;
-            warn_if_exposed(&config.security.kafka, "Kafka", kafka_addr);
-            let task = tokio::spawn(streamhouse_kafka::serve(
-                kafka,
-                db.clone(),
-                streamhouse_kafka::KafkaConfig {
-                    advertised: config.kafka_advertised.clone(),
-                    require_login: config.security.kafka.auth == AuthMode::Password,
-                    ..streamhouse_kafka::KafkaConfig::default()
-                },
-                async move {
-                    let _ = kafka_stopped.await;
-                },
-            ));
-            (Some(kafka_addr), Some(task))
-        }
-    };
+    let kafka_task = tokio::spawn(streamhouse_kafka::serve(
+        kafka,
+        db.clone(),
+        streamhouse_kafka::KafkaConfig {
+            advertised: config.kafka_advertised.clone(),
+            require_login: config.security.kafka.auth == AuthMode::Password,
+            tls: kafka_tls.as_ref().map(|t| t.config.clone()),
+            ..streamhouse_kafka::KafkaConfig::default()
+        },
+        async move {
+            let _ = kafka_stopped.await;
+        },
+    ));
 
     let mut addresses: std::collections::BTreeMap<String, String> = [
         ("pgwire", pg_addr),
@@ -217,13 +202,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, a)| (k.to_string(), a.to_string()))
     .collect();
-    if let Some(addr) = kafka_addr {
-        let advertised = match &config.kafka_advertised {
-            Some((host, port)) => format!("{host}:{port}"),
-            None => addr.to_string(),
-        };
-        addresses.insert(streamhouse_kafka::brokers::ADDRESS.to_string(), advertised);
-    }
+    let kafka_advertised = match &config.kafka_advertised {
+        Some((host, port)) => format!("{host}:{port}"),
+        None => kafka_addr.to_string(),
+    };
+    addresses.insert(
+        streamhouse_kafka::brokers::ADDRESS.to_string(),
+        kafka_advertised,
+    );
     if let Err(e) = log.agent().set_addresses(addresses).await {
         warn!(error = %e, "cannot register this agent's addresses");
     }
@@ -246,12 +232,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let _ = stop_pg.send(());
     let _ = stop_flight.send(());
     let _ = stop_kafka.send(());
-    if let Some(task) = kafka_task {
-        match task.await {
-            Ok(Err(e)) => warn!(error = %e, "Kafka door ended with an error"),
-            Err(e) => warn!(error = %e, "Kafka task failed"),
-            Ok(Ok(())) => {}
-        }
+    match kafka_task.await {
+        Ok(Err(e)) => warn!(error = %e, "Kafka door ended with an error"),
+        Err(e) => warn!(error = %e, "Kafka task failed"),
+        Ok(Ok(())) => {}
     }
     if let Err(e) = pg_task.await {
         warn!(error = %e, "PostgreSQL task failed");
@@ -297,7 +281,7 @@ fn print_banner(
     http: SocketAddr,
     pg: SocketAddr,
     flight: SocketAddr,
-    kafka: Option<SocketAddr>,
+    kafka: SocketAddr,
 ) {
     let meta = match &config.metadata {
         MetadataUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
@@ -328,17 +312,27 @@ fn print_banner(
     };
     println!("  PostgreSQL      {pg}  psql \"postgresql://streamhouse@{pg}/streamhouse{sslmode}\"");
     println!("  Flight          {grpc_scheme}://{flight}  (Flight SQL, produce/consume)");
-    match kafka {
-        Some(addr) => {
-            let shown = match &config.kafka_advertised {
-                Some((host, port)) => format!("{host}:{port}"),
-                None => addr.to_string(),
-            };
-            println!("  Kafka           {shown}  kcat -b {shown} -L");
+    let shown = match &config.kafka_advertised {
+        Some((host, port)) => format!("{host}:{port}"),
+        None => kafka.to_string(),
+    };
+    let kcat_security = match (
+        security.kafka.tls.is_some(),
+        security.kafka.auth == AuthMode::Password,
+    ) {
+        (false, false) => "",
+        (true, false) => " -X security.protocol=ssl",
+        (false, true) => {
+            " -X security.protocol=sasl_plaintext -X sasl.mechanisms=SCRAM-SHA-256 \
+              -X sasl.username=USER -X sasl.password=PASSWORD"
         }
-        None => println!("  Kafka           not started (see the log)"),
-    }
-    let mut doors = vec![
+        (true, true) => {
+            " -X security.protocol=sasl_ssl -X sasl.mechanisms=SCRAM-SHA-256 \
+              -X sasl.username=USER -X sasl.password=PASSWORD"
+        }
+    };
+    println!("  Kafka           {shown}  kcat -b {shown}{kcat_security} -L");
+    let doors = [
         ("PostgreSQL", &security.pgwire, pg, "SCRAM-SHA-256"),
         (
             "Flight",
@@ -352,15 +346,13 @@ fn print_banner(
             http,
             "Basic for a bearer token (POST /v1/login)",
         ),
-    ];
-    if let Some(addr) = kafka {
-        doors.push((
+        (
             "Kafka",
             &security.kafka,
-            addr,
+            kafka,
             "SASL PLAIN or SCRAM-SHA-256",
-        ));
-    }
+        ),
+    ];
     let auth: Vec<String> = doors
         .iter()
         .map(|(name, door, addr, how)| match door.auth {

@@ -1,5 +1,5 @@
-//! One client connection: length-prefixed frames in, the same out, every
-//! request answered in the order it came.
+//! One client connection (plaintext or TLS): length-prefixed frames in,
+//! the same out, every request answered in the order it came.
 //!
 //! Requests are handled one after another, as Apache Kafka does, with one
 //! exception that keeps producers fast: a produce request's records are
@@ -11,6 +11,10 @@
 //! for an API this door does not serve, closes the connection, as Apache
 //! Kafka does; an ApiVersions request of a version too new is answered
 //! with version 0 and UNSUPPORTED_VERSION (KIP-511).
+//!
+//! After a version-0 SaslHandshake, the frames until the login ends are
+//! bare SASL tokens, answered with bare tokens (a failed login closes the
+//! connection).
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,8 +26,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, decode_request_header_from_buffer};
 use streamhouse_sql::session::Session;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::ctx::{Answer, Ctx, Door, Login};
@@ -41,8 +44,11 @@ struct Queued {
 
 /// Serves one connection until the client closes it or sends what cannot
 /// be served.
-pub async fn serve(door: Arc<Door>, socket: TcpStream, peer: SocketAddr) -> io::Result<()> {
-    let (rd, mut wr) = socket.into_split();
+pub async fn serve<R, W>(door: Arc<Door>, rd: R, mut wr: W, peer: SocketAddr) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut rd = BufReader::with_capacity(64 << 10, rd);
     let (tx, mut rx) = mpsc::channel::<Queued>(MAX_QUEUED);
     let writer = tokio::spawn(async move {
@@ -50,6 +56,12 @@ pub async fn serve(door: Arc<Door>, socket: TcpStream, peer: SocketAddr) -> io::
         while let Some(q) = rx.recv().await {
             let response = match q.answer {
                 Answer::None | Answer::Close => continue,
+                Answer::Unframed(token) => {
+                    let size = i32::try_from(token.len()).map_err(io::Error::other)?;
+                    wr.write_all(&size.to_be_bytes()).await?;
+                    wr.write_all(&token).await?;
+                    continue;
+                }
                 Answer::Now(r) => *r,
                 Answer::Later(f) => f.await,
             };
@@ -69,6 +81,7 @@ pub async fn serve(door: Arc<Door>, socket: TcpStream, peer: SocketAddr) -> io::
         login: Login::default(),
         peer,
         client_id: String::new(),
+        unframed_sasl: false,
     };
     let result = read_loop(&mut rd, &mut ctx, &tx).await;
     drop(tx);
@@ -79,13 +92,20 @@ pub async fn serve(door: Arc<Door>, socket: TcpStream, peer: SocketAddr) -> io::
     result
 }
 
-async fn read_loop(
-    rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+async fn read_loop<R: AsyncRead + Unpin>(
+    rd: &mut BufReader<R>,
     ctx: &mut Ctx,
     tx: &mpsc::Sender<Queued>,
 ) -> io::Result<()> {
     let max = ctx.door.config.max_request_bytes;
     loop {
+        // A request has at least its key, version and correlation id; a
+        // bare SASL token may be shorter.
+        let min = if crate::sasl::expects_unframed(ctx) {
+            1
+        } else {
+            8
+        };
         let size = match rd.read_i32().await {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -93,14 +113,29 @@ async fn read_loop(
         };
         let size = usize::try_from(size)
             .ok()
-            .filter(|n| (8..=max).contains(n))
+            .filter(|n| (min..=max).contains(n))
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("request of {size} bytes (accepted: 8 to {max})"),
+                    format!("request of {size} bytes (accepted: {min} to {max})"),
                 )
             })?;
         let frame = read_frame(rd, size).await?;
+        if crate::sasl::expects_unframed(ctx) {
+            let Some(token) = crate::sasl::unframed(ctx, frame).await else {
+                return Err(invalid("SASL authentication failed"));
+            };
+            let queued = Queued {
+                correlation_id: 0,
+                api_key: ApiKey::SaslAuthenticate,
+                version: 0,
+                answer: Answer::Unframed(token),
+            };
+            if tx.send(queued).await.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
         let Some(queued) = request(ctx, frame).await? else {
             continue;
         };
@@ -112,7 +147,7 @@ async fn read_loop(
 }
 
 /// Reads `size` bytes as they arrive.
-async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, size: usize) -> io::Result<Bytes> {
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, size: usize) -> io::Result<Bytes> {
     let mut buf = BytesMut::with_capacity(size.min(64 << 10));
     while buf.len() < size {
         let want = (size - buf.len()).min(1 << 20);

@@ -30,6 +30,8 @@ pub struct KafkaConfig {
     /// Clients must log in (SASL PLAIN or SCRAM-SHA-256) before anything
     /// but ApiVersions, and run as their role.
     pub require_login: bool,
+    /// TLS on every connection (none: plaintext).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for KafkaConfig {
@@ -39,6 +41,7 @@ impl Default for KafkaConfig {
             max_request_bytes: 100 << 20,
             max_connections: 1024,
             require_login: false,
+            tls: None,
         }
     }
 }
@@ -59,6 +62,9 @@ pub enum Answer {
     None,
     /// Close the connection: the request cannot be answered.
     Close,
+    /// A SASL token after a version-0 handshake: sent as it is, after its
+    /// size, with no response header.
+    Unframed(bytes::Bytes),
 }
 
 impl Answer {
@@ -75,6 +81,9 @@ pub struct Ctx {
     pub login: Login,
     pub peer: SocketAddr,
     pub client_id: String,
+    /// A version-0 SaslHandshake chose a mechanism: the client's next
+    /// frames are bare SASL tokens until it has logged in.
+    pub unframed_sasl: bool,
 }
 
 impl Ctx {

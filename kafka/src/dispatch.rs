@@ -32,7 +32,7 @@ pub async fn dispatch(ctx: &mut Ctx, header: &RequestHeader, body: RequestKind) 
         RequestKind::LeaveGroup(r) => Answer::now(groups::leave(ctx, r, version).await),
         RequestKind::ListGroups(r) => Answer::now(groups::list(ctx, r).await),
         RequestKind::DescribeGroups(r) => Answer::now(groups::describe(ctx, r).await),
-        RequestKind::SaslHandshake(r) => Answer::now(sasl::handshake(ctx, r)),
+        RequestKind::SaslHandshake(r) => Answer::now(sasl::handshake(ctx, r, version)),
         RequestKind::SaslAuthenticate(r) => Answer::now(sasl::authenticate(ctx, r).await),
         RequestKind::InitProducerId(r) => Answer::now(producers::init(ctx, r).await),
         // `versions::served` admits nothing else.

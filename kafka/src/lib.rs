@@ -3,6 +3,9 @@
 //! `streamhouse_sql::topics`); a Kafka consumer group commits the same
 //! offsets the Flight consumer groups do.
 //!
+//! Plaintext, or TLS on every connection when the door has a certificate
+//! (SSL and SASL_SSL in Kafka's terms).
+//!
 //! A thin adapter over `log` and `sql`: [`conn`] frames requests and
 //! answers them in order, [`ctx`] holds what the handlers of a connection
 //! share, [`versions`] says which APIs and versions are
@@ -30,8 +33,10 @@ pub mod versions;
 use std::sync::Arc;
 
 pub use ctx::{DOOR, Door, KafkaConfig};
+use std::net::SocketAddr;
 use streamhouse_sql::Database;
-use tokio::net::TcpListener;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 /// Serves the Kafka protocol on `listener` until `shutdown` resolves.
@@ -76,10 +81,33 @@ pub async fn serve(
         let door = door.clone();
         tokio::spawn(async move {
             let _gauge = streamhouse_sql::metrics::ConnectionGauge::open(DOOR);
-            if let Err(e) = conn::serve(door, socket, peer).await {
+            if let Err(e) = connection(door, socket, peer).await {
                 tracing::debug!(%peer, error = %e, "kafka connection ended");
             }
             drop(permit);
         });
     }
+}
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one accepted connection, after the TLS handshake when the door
+/// has a certificate.
+async fn connection(door: Arc<Door>, socket: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    let Some(tls) = door.config.tls.clone() else {
+        let (rd, wr) = socket.into_split();
+        return conn::serve(door, rd, wr, peer).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = tokio::time::timeout(HANDSHAKE, acceptor.accept(socket))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the TLS handshake took over 10 s",
+            )
+        })??;
+    let (rd, wr) = tokio::io::split(stream);
+    conn::serve(door, rd, wr, peer).await
 }

@@ -30,8 +30,10 @@ static DECOY: LazyLock<Verifier> = LazyLock::new(|| {
     Verifier::parse(&verifier_of(&ulid::Ulid::new().to_string())).expect("a fresh verifier")
 });
 
-/// SaslHandshake: picks the mechanism.
-pub fn handshake(ctx: &mut Ctx, r: SaslHandshakeRequest) -> SaslHandshakeResponse {
+/// SaslHandshake: picks the mechanism. After version 0 the client sends
+/// the mechanism's tokens as bare frames (see `unframed`); after version 1,
+/// in SaslAuthenticate requests.
+pub fn handshake(ctx: &mut Ctx, r: SaslHandshakeRequest, version: i16) -> SaslHandshakeResponse {
     let offered = vec![text(PLAIN), text(SCRAM)];
     let out = SaslHandshakeResponse::default().with_mechanisms(offered);
     if !matches!(ctx.login, Login::Open) {
@@ -42,7 +44,25 @@ pub fn handshake(ctx: &mut Ctx, r: SaslHandshakeRequest) -> SaslHandshakeRespons
         SCRAM => ctx.login = Login::Chosen(SCRAM),
         _ => return out.with_error_code(E::UnsupportedSaslMechanism.code()),
     }
+    ctx.unframed_sasl = version == 0;
     out
+}
+
+/// Whether the next frame is a bare SASL token (a version-0 handshake
+/// chose a mechanism and the login is not over).
+pub fn expects_unframed(ctx: &Ctx) -> bool {
+    ctx.unframed_sasl && matches!(ctx.login, Login::Chosen(_) | Login::Scram { .. })
+}
+
+/// One bare SASL token: the token to answer, or `None` when the login
+/// failed (the connection is then closed, as Apache Kafka does).
+pub async fn unframed(ctx: &mut Ctx, token: Bytes) -> Option<Bytes> {
+    let r = authenticate(
+        ctx,
+        SaslAuthenticateRequest::default().with_auth_bytes(token),
+    )
+    .await;
+    (r.error_code == 0).then_some(r.auth_bytes)
 }
 
 fn failed(ctx: &mut Ctx, user: Option<&str>, detail: &str) -> SaslAuthenticateResponse {

@@ -30,8 +30,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
-    // Version 0 sends the SASL tokens unframed: not served.
-    (ApiKey::SaslHandshake, 1, 1),
+    // After version 0, the SASL tokens come unframed (see `conn`).
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
