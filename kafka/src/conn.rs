@@ -5,9 +5,13 @@
 //! exception that keeps producers fast: a produce request's records are
 //! validated and buffered in turn, and its durability is awaited while
 //! later requests go on; the writer sends answers strictly in request
-//! order. A frame is read as it arrives (memory follows the bytes received,
-//! not the size a client claims), up to the largest request the door
-//! accepts. A frame that is too large or cannot be decoded, or a request
+//! order. Answers ready now are encoded at once and queued under a byte
+//! budget per connection (a client that stops reading its answers stops
+//! being read); produce answers wait for durability in a longer queue, so
+//! that many small pipelined requests are not held behind the flush.
+//!
+//! A frame is read as it arrives (memory follows the bytes received, not
+//! the size a client claims), up to the largest request the door accepts. A frame that is too large or cannot be decoded, or a request
 //! for an API this door does not serve, closes the connection, as Apache
 //! Kafka does; an ApiVersions request of a version too new is answered
 //! with version 0 and UNSUPPORTED_VERSION (KIP-511).
@@ -27,13 +31,36 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, decode_request_header_from_buffer};
 use streamhouse_sql::session::Session;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use futures::future::BoxFuture;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::ctx::{Answer, Ctx, Door, Login};
 use crate::versions;
 
-/// Answers queued behind the one being written, at most.
-const MAX_QUEUED: usize = 64;
+/// Answers queued behind the one being written, at most: produce answers
+/// waiting for durability are small, and a client that pipelines many
+/// small produce requests (linger 0) must not wait on this bound while
+/// the store's flush is slow.
+const MAX_QUEUED: usize = 4096;
+
+/// Bytes of encoded answers queued on one connection, at most: reading
+/// requests stops while a client that does not read its answers (fetches,
+/// above all) holds this much.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// What the reader hands the writer, in request order.
+enum Out {
+    /// Encoded, holding its share of the connection's byte budget until
+    /// written.
+    Ready(Bytes, OwnedSemaphorePermit),
+    /// An answer once its future completes (produce durability).
+    Later {
+        correlation_id: i32,
+        api_key: ApiKey,
+        version: i16,
+        answer: BoxFuture<'static, ResponseKind>,
+    },
+}
 
 struct Queued {
     correlation_id: i32,
@@ -50,28 +77,27 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut rd = BufReader::with_capacity(64 << 10, rd);
-    let (tx, mut rx) = mpsc::channel::<Queued>(MAX_QUEUED);
+    let (tx, mut rx) = mpsc::channel::<Out>(MAX_QUEUED);
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
         while let Some(q) = rx.recv().await {
-            let response = match q.answer {
-                Answer::None | Answer::Close => continue,
-                Answer::Unframed(token) => {
-                    let size = i32::try_from(token.len()).map_err(io::Error::other)?;
-                    wr.write_all(&size.to_be_bytes()).await?;
-                    wr.write_all(&token).await?;
-                    continue;
+            match q {
+                Out::Ready(bytes, permit) => {
+                    wr.write_all(&bytes).await?;
+                    drop(permit);
                 }
-                Answer::Now(r) => *r,
-                Answer::Later(f) => f.await,
-            };
-            out.clear();
-            if let Err(e) = encode(&mut out, q.correlation_id, q.api_key, q.version, &response) {
-                tracing::error!(api = ?q.api_key, version = q.version, error = %e,
-                    "cannot encode a kafka response");
-                return Err(io::Error::other(e.to_string()));
+                Out::Later {
+                    correlation_id,
+                    api_key,
+                    version,
+                    answer,
+                } => {
+                    let response = answer.await;
+                    out.clear();
+                    encode(&mut out, correlation_id, api_key, version, &response)?;
+                    wr.write_all(&out).await?;
+                }
             }
-            wr.write_all(&out).await?;
         }
         Ok::<_, io::Error>(())
     });
@@ -83,7 +109,8 @@ where
         client_id: String::new(),
         unframed_sasl: false,
     };
-    let result = read_loop(&mut rd, &mut ctx, &tx).await;
+    let budget = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
+    let result = read_loop(&mut rd, &mut ctx, &tx, &budget).await;
     drop(tx);
     match writer.await {
         Ok(Err(e)) if result.is_ok() => return Err(e),
@@ -92,10 +119,44 @@ where
     result
 }
 
+/// Hands one answer to the writer: encoded now (waiting for room in the
+/// byte budget), or as a future; `false` when the writer is gone.
+async fn hand_over(tx: &mpsc::Sender<Out>, budget: &Arc<Semaphore>, q: Queued) -> io::Result<bool> {
+    let encoded = match q.answer {
+        Answer::None | Answer::Close => return Ok(true),
+        Answer::Later(answer) => {
+            let later = Out::Later {
+                correlation_id: q.correlation_id,
+                api_key: q.api_key,
+                version: q.version,
+                answer,
+            };
+            return Ok(tx.send(later).await.is_ok());
+        }
+        Answer::Unframed(token) => {
+            let mut out = BytesMut::with_capacity(4 + token.len());
+            out.put_i32(i32::try_from(token.len()).map_err(io::Error::other)?);
+            out.put_slice(&token);
+            out
+        }
+        Answer::Now(response) => {
+            let mut out = BytesMut::new();
+            encode(&mut out, q.correlation_id, q.api_key, q.version, &response)?;
+            out
+        }
+    };
+    let cost = u32::try_from(encoded.len().clamp(1, MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
+    let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+        return Ok(false);
+    };
+    Ok(tx.send(Out::Ready(encoded.freeze(), permit)).await.is_ok())
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     rd: &mut BufReader<R>,
     ctx: &mut Ctx,
-    tx: &mpsc::Sender<Queued>,
+    tx: &mpsc::Sender<Out>,
+    budget: &Arc<Semaphore>,
 ) -> io::Result<()> {
     let max = ctx.door.config.max_request_bytes;
     loop {
@@ -131,7 +192,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 version: 0,
                 answer: Answer::Unframed(token),
             };
-            if tx.send(queued).await.is_err() {
+            if !hand_over(tx, budget, queued).await? {
                 return Ok(());
             }
             continue;
@@ -139,7 +200,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let Some(queued) = request(ctx, frame).await? else {
             continue;
         };
-        if tx.send(queued).await.is_err() {
+        if !hand_over(tx, budget, queued).await? {
             // The writer failed: the connection is gone.
             return Ok(());
         }
@@ -227,13 +288,19 @@ fn encode(
     api_key: ApiKey,
     version: i16,
     response: &ResponseKind,
-) -> anyhow::Result<()> {
-    out.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(out, api_key.response_header_version(version))?;
-    response.encode(out, version)?;
-    let len = i32::try_from(out.len() - 4)?;
-    out[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+) -> io::Result<()> {
+    let frame = |out: &mut BytesMut| -> anyhow::Result<()> {
+        out.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(out, api_key.response_header_version(version))?;
+        response.encode(out, version)?;
+        let len = i32::try_from(out.len() - 4)?;
+        out[0..4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    };
+    frame(out).map_err(|e| {
+        tracing::error!(api = ?api_key, version, error = %e, "cannot encode a kafka response");
+        io::Error::other(e.to_string())
+    })
 }
