@@ -217,9 +217,18 @@ pub fn typed_to_records(rows: &RecordBatch, declared: usize) -> anyhow::Result<R
 }
 
 /// The bytes a (possibly sliced) binary column's `offsets` span.
-fn bytes_of(data: &[u8], offsets: &[i32]) -> Bytes {
+fn bytes_of(data: &arrow::buffer::Buffer, offsets: &[i32]) -> Bytes {
     let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
-    Bytes::copy_from_slice(&data[first..last])
+    Bytes::from_owner(Shared(data.slice_with_length(first, last - first)))
+}
+
+/// An Arrow buffer lent to `Bytes` without a copy.
+struct Shared(arrow::buffer::Buffer);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
 }
 
 /// Record `i`'s bytes, out of [`bytes_of`] the same `offsets`.
@@ -245,23 +254,33 @@ pub fn encode(rows: &RecordBatch, out: &mut BytesMut) -> anyhow::Result<()> {
         .downcast_ref()
         .ok_or_else(|| anyhow::anyhow!("_offset is not BIGINT"))?;
     let base = offsets.value(0);
-    // One copy of each column's bytes, sliced per record (no allocation
-    // per record).
+    // Each column's bytes shared with the Arrow buffer, sliced per record
+    // (no copy and no allocation per record).
     let key_offsets = keys.value_offsets();
-    let key_data = bytes_of(keys.value_data(), key_offsets);
+    let key_data = bytes_of(keys.values(), key_offsets);
     let value_offsets = values.value_offsets();
-    let value_data = bytes_of(values.value_data(), value_offsets);
+    let value_data = bytes_of(values.values(), value_offsets);
+    // Headers are read in place through the list's offsets: slicing each
+    // row's list would cost more than the rest of the record.
+    let header_offsets = headers.value_offsets();
+    let entries = headers.values().as_struct();
+    let (header_keys, header_values) = (
+        entries.column(0).as_string::<i32>(),
+        entries.column(1).as_binary::<i32>(),
+    );
     let mut records = Vec::with_capacity(rows.num_rows());
     for i in 0..rows.num_rows() {
         let mut hs = IndexMap::new();
-        if headers.is_valid(i) {
-            let entry = headers.value(i);
-            let entry = entry.as_struct();
-            let hk = entry.column(0).as_string::<i32>();
-            let hv = entry.column(1).as_binary::<i32>();
-            for j in 0..entry.len() {
-                let v = hv.is_valid(j).then(|| Bytes::copy_from_slice(hv.value(j)));
-                hs.insert(StrBytes::from_string(hk.value(j).to_string()), v);
+        let (from, to) = (header_offsets[i] as usize, header_offsets[i + 1] as usize);
+        if headers.is_valid(i) && to > from {
+            for j in from..to {
+                let v = header_values
+                    .is_valid(j)
+                    .then(|| Bytes::copy_from_slice(header_values.value(j)));
+                hs.insert(
+                    StrBytes::from_string(header_keys.value(j).to_string()),
+                    v,
+                );
             }
         }
         let offset = offsets.value(i);
@@ -287,6 +306,8 @@ pub fn encode(rows: &RecordBatch, out: &mut BytesMut) -> anyhow::Result<()> {
             headers: hs,
         });
     }
+    // The batch header, and per record its varints and attributes, at most.
+    out.reserve(61 + key_data.len() + value_data.len() + 40 * rows.num_rows());
     RecordBatchEncoder::encode(
         out,
         &records,
