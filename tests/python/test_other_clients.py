@@ -1,7 +1,7 @@
 """Clients in other languages against StreamHouse, each a program that
 checks its own results and exits non-zero on the first failure:
-node-postgres (tests/node, node's test runner) and pgjdbc (tests/jdbc, a
-single-file Java program)."""
+node-postgres (tests/node, node's test runner), pgjdbc (tests/jdbc, a
+single-file Java program) and kafkajs (tests/node/kafkajs_client.mjs)."""
 
 import os
 import subprocess
@@ -32,3 +32,11 @@ def test_pgjdbc(server):
     url = f"jdbc:postgresql://{server.host}:{server.port}/streamhouse"
     out = run(["java", "-cp", PGJDBC, "tests/jdbc/JdbcClient.java", url])
     assert out.strip() == "jdbc ok"
+
+
+def test_kafkajs(server):
+    out = run(
+        ["node", "--test", "tests/node/kafkajs_client.mjs"],
+        env={"STREAMHOUSE_KAFKA": server.kafka, "STREAMHOUSE_DSN": server.dsn},
+    )
+    assert "# fail 0" in out and "# pass 3" in out, out
