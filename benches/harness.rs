@@ -12,8 +12,10 @@
 //! client over loopback: multi-row INSERT statements (1,000 rows each) and
 //! `COPY … FROM STDIN` in CSV; then the Flight producer/consumer API (see
 //! `harness/flight.rs`), the materialized-view scenarios
-//! (`harness/views.rs`) and Nexmark as views (`harness/nexmark.rs`, the
-//! queries in `benches/nexmark/`). `--filter cluster` runs the cluster
+//! (`harness/views.rs`), the Kafka door through librdkafka clients
+//! (`harness/kafka.rs`; `--tansu BIN` runs the same clients against Tansu
+//! too) and Nexmark as views (`harness/nexmark.rs`, the queries in
+//! `benches/nexmark/`). `--filter cluster` runs the cluster
 //! scenarios instead (`harness/cluster.rs`: S3 and PostgreSQL servers
 //! needed). The table also goes to a JSON file (`--json`, default
 //! `target/bench-results.json`) for tracking over time.
@@ -73,6 +75,10 @@ struct Args {
     /// superuser), so that every call passes the privilege check.
     #[arg(long)]
     as_user: bool,
+    /// A Tansu binary (`cargo install tansu --features dynostore`): the
+    /// Kafka scenarios run against it too, with the same clients.
+    #[arg(long, env = "STREAMHOUSE_BENCH_TANSU")]
+    tansu: Option<std::path::PathBuf>,
     /// Arguments cargo passes to every bench target.
     #[arg(long, hide = true)]
     bench: bool,

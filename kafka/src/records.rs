@@ -277,10 +277,7 @@ pub fn encode(rows: &RecordBatch, out: &mut BytesMut) -> anyhow::Result<()> {
                 let v = header_values
                     .is_valid(j)
                     .then(|| Bytes::copy_from_slice(header_values.value(j)));
-                hs.insert(
-                    StrBytes::from_string(header_keys.value(j).to_string()),
-                    v,
-                );
+                hs.insert(StrBytes::from_string(header_keys.value(j).to_string()), v);
             }
         }
         let offset = offsets.value(i);
