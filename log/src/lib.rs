@@ -50,6 +50,8 @@ pub use metadata::{
 pub use reader::BatchStream;
 pub use staged::StagedAppend;
 pub use store::{Store, StoreKind};
-pub use stream::{CHANGELOG_PREFIX, RESERVED_PREFIX, StreamId, StreamInfo, StreamKind, StreamSpec};
+pub use stream::{
+    CHANGELOG_PREFIX, RESERVED_PREFIX, SchemaVersion, StreamId, StreamInfo, StreamKind, StreamSpec,
+};
 pub use transactional::{CommittedAppend, GroupCommit};
 pub use writer::{AppendAck, FlushConfig, Submitted};

@@ -161,6 +161,7 @@ impl Log {
             byte_range: 0..size,
             event_time: merge(|c| c.event_time),
             append_time: merge(|c| c.append_time),
+            schema_version: info.schema_version,
         };
         if self
             .metadata()

@@ -236,6 +236,22 @@ pub struct StreamInfo {
     pub spec: StreamSpec,
     /// When it was created (µs since epoch).
     pub created_at: Micros,
+    /// The version of `spec.schema` (1: the schema it was created with).
+    /// Chunks record the version they were written with.
+    pub schema_version: u32,
+}
+
+/// One version of a stream's schema, as the metadata store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaVersion {
+    pub stream_id: StreamId,
+    pub version: u32,
+    /// The declared columns.
+    pub schema: SchemaRef,
+    /// What made this version (`CREATE STREAM` for version 1).
+    pub change: String,
+    /// When (µs since epoch).
+    pub created_at: Micros,
 }
 
 impl StreamInfo {

@@ -595,6 +595,7 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
             rows: c.rows,
             event_time,
             append_time: c.append_time,
+            schema_version: c.stream.schema_version,
         });
         decoded.push(batches);
     }

@@ -86,6 +86,7 @@ fn flush(stream: i64, parts: &[(u32, u64)], t: i64, producer: Option<ProducerSeq
                 min: Some(t),
                 max: Some(t),
             },
+            schema_version: 1,
         });
         at += rows * 10;
     }
@@ -190,6 +191,38 @@ async fn streams_are_created_listed_and_dropped(kind: Kind) {
 
 /// Several committers on two handles: every flush gets offsets that follow
 /// the previous one's in each partition, none overlapping, none skipped.
+/// A new stream's schema is its version 1, which every agent sees, and its
+/// chunks record the version they were written with; dropping the stream
+/// drops its versions.
+async fn schema_versions_are_recorded_with_streams_and_chunks(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let a = m.create_stream(&spec("a", 1), T0).await.unwrap();
+    assert_eq!(a.schema_version, 1);
+    let other = s.handle().await;
+    assert_eq!(other.stream("a").await.unwrap().unwrap().schema_version, 1);
+    let versions = other.schema_versions(a.id).await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(
+        (versions[0].version, versions[0].change.as_str()),
+        (1, "CREATE STREAM")
+    );
+    assert_eq!(versions[0].schema, a.spec.schema);
+    assert_eq!(versions[0].created_at, T0);
+
+    committed(
+        m.commit_flush(&flush(a.id, &[(0, 3)], T0, None))
+            .await
+            .unwrap(),
+    );
+    let chunks = all_chunks(other.as_ref(), a.id, 0).await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].schema_version, 1);
+
+    m.drop_stream("a").await.unwrap();
+    assert!(other.schema_versions(a.id).await.unwrap().is_empty());
+}
+
 async fn concurrent_commits_get_dense_offsets(kind: Kind) {
     let s = Stores::new(kind).await;
     let handles = [s.handle().await, s.handle().await];
@@ -1058,6 +1091,7 @@ macro_rules! per_store {
 per_store!(
     handles_opened_together_migrate_once,
     streams_are_created_listed_and_dropped,
+    schema_versions_are_recorded_with_streams_and_chunks,
     concurrent_commits_get_dense_offsets,
     idempotent_producers_commit_each_sequence_once,
     a_dropped_stream_rejects_its_flush,

@@ -1,6 +1,7 @@
 //! The `streamhouse` schema: system tables any door can query —
-//! `streams`, `partitions`, `views`, `consumer_groups`, `queries` (running
-//! statements and subscriptions) and `agents`. Each is computed when it is
+//! `streams`, `schema_versions` (every version of each stream's schema),
+//! `partitions`, `views`, `consumer_groups`, `queries` (running statements
+//! and subscriptions) and `agents`. Each is computed when it is
 //! scanned, from the log's metadata and the server's own state.
 
 use std::collections::BTreeMap;
@@ -277,6 +278,44 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                             rows.iter()
                                 .map(|(_, st)| st.iter().filter_map(|p| p.last_append).max()),
                         ),
+                    ])
+                }),
+            ),
+        ),
+        (
+            "schema_versions",
+            SystemTable::new(
+                vec![
+                    ("stream", Utf8),
+                    ("version", Int64),
+                    ("columns", Utf8),
+                    ("change", Utf8),
+                    ("created_at", time_type()),
+                ],
+                fill(&sources, |s| async move {
+                    let mut rows = Vec::new();
+                    for info in s.log.streams().await? {
+                        for v in s.log.metadata().schema_versions(info.id).await? {
+                            rows.push((info.name().to_string(), v));
+                        }
+                    }
+                    let columns = |v: &streamhouse_log::SchemaVersion| {
+                        v.schema
+                            .fields()
+                            .iter()
+                            .map(|f| {
+                                let null = if f.is_nullable() { "" } else { " NOT NULL" };
+                                format!("{} {}{null}", f.name(), crate::types::sql_type_name(f))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    Ok(vec![
+                        text(rows.iter().map(|r| Some(r.0.clone()))),
+                        int(rows.iter().map(|r| Some(r.1.version as i64))),
+                        text(rows.iter().map(|r| Some(columns(&r.1)))),
+                        text(rows.iter().map(|r| Some(r.1.change.clone()))),
+                        time(rows.iter().map(|r| Some(r.1.created_at))),
                     ])
                 }),
             ),

@@ -194,6 +194,7 @@ mod tests {
             rows,
             event_time: TimeBounds::default(),
             append_time: TimeBounds::default(),
+            schema_version: 1,
         }
     }
 

@@ -41,7 +41,7 @@ use crate::clock::Micros;
 use crate::error::Result;
 use crate::groups::classic::{ClassicGroup, ClassicOp, ClassicReply};
 use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
-use crate::stream::{StreamId, StreamInfo, StreamSpec};
+use crate::stream::{SchemaVersion, StreamId, StreamInfo, StreamSpec};
 
 /// A chunk as indexed: where its bytes are and which offsets they hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,8 @@ pub struct ChunkRecord {
     pub byte_range: Range<u64>,
     pub event_time: TimeBounds,
     pub append_time: TimeBounds,
+    /// The version of the stream's schema the chunk was written with.
+    pub schema_version: u32,
 }
 
 impl ChunkRecord {
@@ -73,6 +75,8 @@ pub struct NewChunk {
     pub rows: u64,
     pub event_time: TimeBounds,
     pub append_time: TimeBounds,
+    /// The version of the stream's schema the chunk is written with.
+    pub schema_version: u32,
 }
 
 /// An idempotent producer's identity and the sequence number of one append.
@@ -316,6 +320,9 @@ pub trait StreamStore: Send + Sync {
 
     /// What each partition of a stream holds, by partition.
     async fn partition_stats(&self, stream_id: StreamId) -> Result<Vec<PartitionStats>>;
+
+    /// Every version of a stream's schema, oldest first.
+    async fn schema_versions(&self, stream_id: StreamId) -> Result<Vec<SchemaVersion>>;
 }
 
 /// The chunk index, data objects and idempotent producers: what flushes commit and reads, upkeep and recovery look up.

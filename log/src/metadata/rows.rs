@@ -10,7 +10,7 @@ use sqlx::sqlite::SqliteRow;
 use super::{AgentRecord, ChunkRecord, PartitionStats, ViewCheckpoint, ViewRecord};
 use crate::chunk::TimeBounds;
 use crate::error::{LogError, Result};
-use crate::stream::{EventTime, StreamInfo, StreamSpec, decode_schema};
+use crate::stream::{EventTime, SchemaVersion, StreamInfo, StreamSpec, decode_schema};
 
 /// The column getters the decoders need, for either driver's rows. Integer
 /// columns are 64-bit in both schemas.
@@ -47,10 +47,12 @@ meta_row!(SqliteRow);
 meta_row!(PgRow);
 
 pub(super) const STREAM_COLUMNS: &str = "id, name, schema_ipc, partitions, key_columns, \
-     event_time_column, watermark_delay_us, retention_us, created_at_us";
+     event_time_column, watermark_delay_us, retention_us, created_at_us, schema_version";
 pub(super) const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, end_offset, \
      object_key, byte_start, byte_len, min_event_time_us, max_event_time_us, \
-     min_append_time_us, max_append_time_us";
+     min_append_time_us, max_append_time_us, schema_version";
+pub(super) const SCHEMA_VERSION_COLUMNS: &str =
+    "stream_id, version, schema_ipc, change, created_at_us";
 pub(super) const VIEW_COLUMNS: &str = "name, dataflow, definition, checkpoint_no, \
      input_offsets, state_key, owner, epoch, lease_until_us";
 pub(super) const ROLE_COLUMNS: &str = "name, superuser, can_login, verifier, created_at_us";
@@ -78,6 +80,7 @@ pub(super) fn stream(row: &impl MetaRow) -> Result<StreamInfo> {
     Ok(StreamInfo {
         id: row.int("id")?,
         created_at: row.int("created_at_us")?,
+        schema_version: version(row, "schema_version")?,
         spec: StreamSpec {
             name: row.text("name")?,
             schema,
@@ -107,6 +110,23 @@ pub(super) fn chunk(row: &impl MetaRow) -> Result<ChunkRecord> {
             min: Some(row.int("min_append_time_us")?),
             max: Some(row.int("max_append_time_us")?),
         },
+        schema_version: version(row, "schema_version")?,
+    })
+}
+
+/// A schema version number column.
+fn version(row: &impl MetaRow, col: &str) -> Result<u32> {
+    let v = row.int(col)?;
+    u32::try_from(v).map_err(|_| LogError::Internal(format!("bad {col} {v}")))
+}
+
+pub(super) fn schema_version(row: &impl MetaRow) -> Result<SchemaVersion> {
+    Ok(SchemaVersion {
+        stream_id: row.int("stream_id")?,
+        version: version(row, "version")?,
+        schema: decode_schema(&row.blob("schema_ipc")?)?,
+        change: row.text("change")?,
+        created_at: row.int("created_at_us")?,
     })
 }
 

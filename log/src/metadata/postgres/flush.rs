@@ -99,7 +99,7 @@ pub(super) async fn commit(m: &PostgresMetadata, c: &FlushCommit) -> Result<Comm
         .await?;
 
     // Every chunk row in one statement, then the offsets.
-    let mut cols: [Vec<i64>; 6] = Default::default();
+    let mut cols: [Vec<i64>; 7] = Default::default();
     let mut times: [Vec<Option<i64>>; 2] = Default::default();
     let mut append_times: [Vec<i64>; 2] = Default::default();
     for (ch, &base) in c.chunks.iter().zip(&plan.bases) {
@@ -109,6 +109,7 @@ pub(super) async fn commit(m: &PostgresMetadata, c: &FlushCommit) -> Result<Comm
         cols[3].push(u(base + ch.rows));
         cols[4].push(u(ch.byte_range.start));
         cols[5].push(u(ch.byte_range.end - ch.byte_range.start));
+        cols[6].push(ch.schema_version.into());
         times[0].push(ch.event_time.min);
         times[1].push(ch.event_time.max);
         append_times[0].push(ch.append_time.min.unwrap_or(c.created_at));
@@ -116,10 +117,11 @@ pub(super) async fn commit(m: &PostgresMetadata, c: &FlushCommit) -> Result<Comm
     }
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO chunks ({CHUNK_COLUMNS}) \
-         SELECT s, p, b, e, $7, bs, bl, mine, maxe, mina, maxa FROM unnest(\
+         SELECT s, p, b, e, $7, bs, bl, mine, maxe, mina, maxa, v FROM unnest(\
            $1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
-           $6::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[]) \
-         AS t(s, p, b, e, bs, bl, mine, maxe, mina, maxa)"
+           $6::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
+           $12::bigint[]) \
+         AS t(s, p, b, e, bs, bl, mine, maxe, mina, maxa, v)"
     )))
     .bind(&cols[0])
     .bind(&cols[1])
@@ -132,6 +134,7 @@ pub(super) async fn commit(m: &PostgresMetadata, c: &FlushCommit) -> Result<Comm
     .bind(&times[1])
     .bind(&append_times[0])
     .bind(&append_times[1])
+    .bind(&cols[6])
     .execute(&mut *tx)
     .await?;
     let (us, up, un): (Vec<i64>, Vec<i64>, Vec<i64>) = plan.next_offsets.iter().fold(

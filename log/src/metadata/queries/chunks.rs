@@ -186,7 +186,7 @@ impl<B: Backend> ChunkStore for B {
         w.execute(
             Statement::new(format!(
                 "INSERT INTO chunks ({CHUNK_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ))
             .int(new.stream_id)
             .int(new.partition as i64)
@@ -198,7 +198,8 @@ impl<B: Backend> ChunkStore for B {
             .opt_int(new.event_time.min)
             .opt_int(new.event_time.max)
             .int(new.append_time.min.unwrap_or(created_at))
-            .int(new.append_time.max.unwrap_or(created_at)),
+            .int(new.append_time.max.unwrap_or(created_at))
+            .int(new.schema_version.into()),
         )
         .await?;
         B::commit(w).await?;

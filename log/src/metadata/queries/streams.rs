@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 
-use super::super::rows::{self, MetaRow, STREAM_COLUMNS};
+use super::super::rows::{self, MetaRow, SCHEMA_VERSION_COLUMNS, STREAM_COLUMNS};
 use super::super::sql::{Backend, Sql, Statement};
 use super::super::{PartitionStats, StreamStore};
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
-use crate::stream::{StreamId, StreamInfo, StreamSpec, encode_schema};
+use crate::stream::{SchemaVersion, StreamId, StreamInfo, StreamSpec, encode_schema};
 
 /// Stream `name`, its row locked for the transaction.
 async fn locked_stream<B: Backend>(c: &mut B::Conn, name: &str) -> Result<Option<StreamInfo>> {
@@ -29,6 +29,7 @@ impl<B: Backend> StreamStore for B {
         spec.validate()?;
         let key = serde_json::to_string(&spec.key)
             .map_err(|e| LogError::Internal(format!("encode key: {e}")))?;
+        let schema_ipc = encode_schema(&spec.schema)?;
         let mut w = self.writer().await?;
         let row = w
             .fetch_optional(
@@ -39,7 +40,7 @@ impl<B: Backend> StreamStore for B {
                      ON CONFLICT (name) DO NOTHING RETURNING id",
                 )
                 .text(&spec.name)
-                .bytes(encode_schema(&spec.schema)?)
+                .bytes(schema_ipc.clone())
                 .int(spec.partitions as i64)
                 .text(key)
                 .opt_text(spec.event_time.as_ref().map(|e| e.column.clone()))
@@ -56,6 +57,16 @@ impl<B: Backend> StreamStore for B {
             return Err(LogError::StreamExists(spec.name.clone()));
         };
         let id = row.int("id")?;
+        w.execute(
+            Statement::new(format!(
+                "INSERT INTO schema_versions ({SCHEMA_VERSION_COLUMNS}) \
+                 VALUES ($1, 1, $2, 'CREATE STREAM', $3)"
+            ))
+            .int(id)
+            .bytes(schema_ipc)
+            .int(created_at),
+        )
+        .await?;
         for p in 0..spec.partitions {
             w.execute(
                 Statement::new(
@@ -72,6 +83,7 @@ impl<B: Backend> StreamStore for B {
             id,
             spec: spec.clone(),
             created_at,
+            schema_version: 1,
         })
     }
 
@@ -97,6 +109,7 @@ impl<B: Backend> StreamStore for B {
             "producers",
             "group_offsets",
             "consumer_groups",
+            "schema_versions",
         ] {
             w.execute(
                 Statement::new(format!("DELETE FROM {table} WHERE stream_id = $1")).int(info.id),
@@ -122,6 +135,21 @@ impl<B: Backend> StreamStore for B {
             )
             .await?;
         row.as_ref().map(rows::stream).transpose()
+    }
+
+    async fn schema_versions(&self, stream_id: StreamId) -> Result<Vec<SchemaVersion>> {
+        let rows = self
+            .reader()
+            .await?
+            .fetch_all(
+                Statement::new(format!(
+                    "SELECT {SCHEMA_VERSION_COLUMNS} FROM schema_versions \
+                     WHERE stream_id = $1 ORDER BY version"
+                ))
+                .int(stream_id),
+            )
+            .await?;
+        rows.iter().map(rows::schema_version).collect()
     }
 
     async fn streams(&self) -> Result<Vec<StreamInfo>> {

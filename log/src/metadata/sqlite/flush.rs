@@ -68,7 +68,7 @@ pub(super) async fn commit(m: &SqliteMetadata, c: &FlushCommit) -> Result<Commit
         w.execute(
             Statement::new(format!(
                 "INSERT INTO chunks ({CHUNK_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ))
             .int(ch.stream_id)
             .int(ch.partition as i64)
@@ -80,7 +80,8 @@ pub(super) async fn commit(m: &SqliteMetadata, c: &FlushCommit) -> Result<Commit
             .opt_int(ch.event_time.min)
             .opt_int(ch.event_time.max)
             .int(ch.append_time.min.unwrap_or(c.created_at))
-            .int(ch.append_time.max.unwrap_or(c.created_at)),
+            .int(ch.append_time.max.unwrap_or(c.created_at))
+            .int(ch.schema_version.into()),
         )
         .await?;
     }
