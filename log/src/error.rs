@@ -137,6 +137,10 @@ pub enum LogError {
     #[error("stream \"{0}\" changed while the read started; retry")]
     StreamChanged(String),
 
+    /// Another change of the stream's schema came first.
+    #[error("the schema of stream \"{stream}\" changed meanwhile (now version {version}); retry")]
+    SchemaChanged { stream: String, version: u32 },
+
     /// A producer transaction was rolled back by the server (it ran past
     /// its timeout, or grew past its limit); the producer begins again.
     #[error("{0}")]
@@ -183,6 +187,7 @@ impl LogError {
             | LogError::Rebalanced { .. }
             | LogError::GroupActive { .. }
             | LogError::StreamChanged(_)
+            | LogError::SchemaChanged { .. }
             | LogError::TransactionAborted(_)
             | LogError::UnknownTransactionalProducer(_) => ErrorKind::Conflict,
             LogError::LimitExceeded(_) => ErrorKind::ResourceExhausted,

@@ -122,6 +122,9 @@ async fn follow_changes(
                 streams.write().await.retain(|_, s| s.id != id);
                 tail.forget(id);
             }
+            Change::StreamChanged(id) => {
+                streams.write().await.retain(|_, s| s.id != id);
+            }
             Change::Roles => {
                 roles_epoch.fetch_add(1, Ordering::AcqRel);
             }
@@ -258,6 +261,49 @@ impl Log {
             .await
             .insert(info.name().to_string(), info.clone());
         Ok(info)
+    }
+
+    /// Adds `field` after a user's stream's declared columns: its next
+    /// schema version, recorded with `change` (what made it, for
+    /// listings). Rows already written read the new column as its default
+    /// ([`crate::stream::DEFAULT_KEY`]) or NULL; appends from now on must
+    /// carry it. Another change first: [`LogError::SchemaChanged`].
+    pub async fn add_column(
+        &self,
+        name: &str,
+        field: arrow::datatypes::Field,
+        change: &str,
+    ) -> Result<Arc<StreamInfo>> {
+        if StreamKind::of(name).is_internal() {
+            return Err(LogError::InternalStream(name.to_string()));
+        }
+        let current = self.stream(name).await?;
+        let schema = current.spec.with_added_column(field)?;
+        let evolved = self
+            .meta
+            .evolve_stream(
+                name,
+                current.schema_version,
+                &schema,
+                change,
+                self.clock.now_micros(),
+            )
+            .await;
+        match evolved {
+            Ok(info) => {
+                let info = Arc::new(info);
+                self.streams
+                    .write()
+                    .await
+                    .insert(name.to_string(), info.clone());
+                Ok(info)
+            }
+            Err(e) => {
+                // Ours may have been stale: read it again next time.
+                self.streams.write().await.remove(name);
+                Err(e)
+            }
+        }
     }
 
     /// Drops a user's stream; buffered appends to it fail with
@@ -478,6 +524,19 @@ impl Log {
         projection: Option<Vec<usize>>,
     ) -> Result<BatchStream> {
         let info = self.stream(stream).await?;
+        self.read_as(info, partition, range, projection).await
+    }
+
+    /// [`Log::read`] through the version of the stream's schema `info`
+    /// holds (a plan's, made before a column was added): the projection
+    /// indexes its read schema, and every chunk is read through it.
+    pub async fn read_as(
+        &self,
+        info: Arc<StreamInfo>,
+        partition: u32,
+        range: Range<u64>,
+        projection: Option<Vec<usize>>,
+    ) -> Result<BatchStream> {
         Self::check_partition(&info, partition)?;
         let chunks = self
             .meta

@@ -98,8 +98,11 @@ impl Log {
         let mut bytes = 0;
         for c in chunks {
             let len = c.byte_range.end - c.byte_range.start;
-            let small =
-                len < config.small_chunk_bytes && c.append_time.max.is_some_and(|t| t < old_enough);
+            // Runs are rewritten with the stream's current schema, so only
+            // chunks written with it join one.
+            let small = len < config.small_chunk_bytes
+                && c.append_time.max.is_some_and(|t| t < old_enough)
+                && c.schema_version == info.schema_version;
             if small && bytes + len <= config.target_chunk_bytes {
                 bytes += len;
                 run.push(c);

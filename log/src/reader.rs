@@ -140,11 +140,17 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// The chunk's batches restricted to `need` columns.
+    /// The chunk's batches restricted to `need` columns. A chunk written
+    /// with another version of the schema is decoded whole and read
+    /// through this read's version (see [`Ctx::through_version`]).
     async fn fetch(&self, c: &ChunkRecord) -> Result<Vec<RecordBatch>> {
         let key: (Arc<str>, u64) = (Arc::from(c.object.as_str()), c.byte_range.start);
-        let all_columns = self.need.len() == self.declared + 1;
+        let same_version = c.schema_version == self.read.stream.schema_version;
+        let all_columns = !same_version || self.need.len() == self.declared + 1;
         if let Some(hit) = self.cache.get(&key) {
+            if !same_version {
+                return self.through_version(c, &hit);
+            }
             return project_cached(&hit, &self.need, all_columns);
         }
         if self.need.is_empty() {
@@ -170,7 +176,71 @@ impl Ctx {
         if all_columns {
             self.cache.insert(key, Arc::new(batches.clone()));
         }
+        if !same_version {
+            return self.through_version(c, &batches);
+        }
         Ok(batches)
+    }
+
+    /// The `need` columns of a whole chunk written with another version of
+    /// the stream's schema. Versions only ever add columns after the
+    /// others, so a chunk's declared columns are a prefix of the later
+    /// versions' (or, from a newer version than this read's, hold them as a
+    /// prefix): a column the chunk lacks reads as its default or NULL, and
+    /// `_timestamp` is the chunk's last column.
+    fn through_version(
+        &self,
+        c: &ChunkRecord,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<RecordBatch>> {
+        let fields = self.read.stream.spec.schema.fields();
+        let corrupt = |detail: String| LogError::CorruptChunk {
+            object: c.object.clone(),
+            detail,
+        };
+        batches
+            .iter()
+            .map(|b| {
+                let n = b.num_rows();
+                let width = b
+                    .num_columns()
+                    .checked_sub(1)
+                    .ok_or_else(|| corrupt("a chunk without its _timestamp column".into()))?;
+                let mut out_fields = Vec::with_capacity(self.need.len());
+                let mut cols = Vec::with_capacity(self.need.len());
+                for &i in &self.need {
+                    let (field, col) = if i == self.declared {
+                        (b.schema().field(width).clone(), b.column(width).clone())
+                    } else if i < width {
+                        let f = b.schema().field(i).clone();
+                        if f.name() != fields[i].name() || f.data_type() != fields[i].data_type() {
+                            return Err(corrupt(format!(
+                                "column {i} is {} {}, schema version {} has {} {}",
+                                f.name(),
+                                f.data_type(),
+                                self.read.stream.schema_version,
+                                fields[i].name(),
+                                fields[i].data_type()
+                            )));
+                        }
+                        (f, b.column(i).clone())
+                    } else {
+                        let f = fields[i].as_ref();
+                        let col = crate::stream::default_array(f, n)?
+                            .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), n));
+                        (f.clone().with_nullable(true), col)
+                    };
+                    out_fields.push(field);
+                    cols.push(col);
+                }
+                let opts = RecordBatchOptions::new().with_row_count(Some(n));
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::new(arrow::datatypes::Schema::new(out_fields)),
+                    cols,
+                    &opts,
+                )?)
+            })
+            .collect()
     }
 
     /// The selected rows of one chunk, in the output schema.

@@ -48,6 +48,11 @@ pub fn is_system_column(name: &str) -> bool {
 /// nor write such a stream, whatever door they use.
 pub const RESERVED_PREFIX: &str = "__";
 
+/// Field metadata holding a column's default (its text, cast to the
+/// column's type): what rows written before the column was added read as,
+/// and what writes that leave the column out store.
+pub const DEFAULT_KEY: &str = "streamhouse.default";
+
 /// Names of views' changelog streams begin with this.
 pub const CHANGELOG_PREFIX: &str = "__changelog__";
 
@@ -153,6 +158,36 @@ impl StreamSpec {
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
         self
+    }
+
+    /// The schema with `field` added after the declared columns: the one
+    /// change of schema the log supports so far (chunks written before it
+    /// read the new column as its default, or NULL). A column that may not
+    /// be NULL needs a default.
+    pub fn with_added_column(&self, field: Field) -> Result<Schema> {
+        let invalid = |m: String| Err(LogError::InvalidSpec(m));
+        if self.schema.field_with_name(field.name()).is_ok() {
+            return invalid(format!(
+                "column \"{}\" already exists in stream \"{}\"",
+                field.name(),
+                self.name
+            ));
+        }
+        if default_array(&field, 1)?.is_none() && !field.is_nullable() {
+            return invalid(format!(
+                "column \"{}\" may not be NULL, so it needs a DEFAULT for the rows already written",
+                field.name()
+            ));
+        }
+        let mut fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(field));
+        let schema = Schema::new_with_metadata(fields, self.schema.metadata().clone());
+        StreamSpec {
+            schema: Arc::new(schema.clone()),
+            ..self.clone()
+        }
+        .validate()?;
+        Ok(schema)
     }
 
     /// Checks the spec; every rule a stream must satisfy lives here.
@@ -280,6 +315,36 @@ impl StreamInfo {
             .filter_map(|k| self.spec.schema.index_of(k).ok())
             .collect()
     }
+}
+
+/// `len` copies of `field`'s default ([`DEFAULT_KEY`]), or `None` when it
+/// has none; a default that is not a value of the column's type is an
+/// error.
+pub fn default_array(field: &Field, len: usize) -> Result<Option<arrow::array::ArrayRef>> {
+    let Some(text) = field.metadata().get(DEFAULT_KEY) else {
+        return Ok(None);
+    };
+    let one = arrow::array::StringArray::from(vec![text.as_str()]);
+    let value = arrow::compute::cast_with_options(
+        &one,
+        field.data_type(),
+        &arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| {
+        LogError::InvalidSpec(format!(
+            "default '{text}' of column \"{}\" is not a {}: {e}",
+            field.name(),
+            field.data_type()
+        ))
+    })?;
+    if value.is_null(0) {
+        return Ok(Some(arrow::array::new_null_array(field.data_type(), len)));
+    }
+    let indices = arrow::array::UInt32Array::from(vec![0u32; len]);
+    Ok(Some(arrow::compute::take(&value, &indices, None)?))
 }
 
 /// The declared schema followed by the three system columns.

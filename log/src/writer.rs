@@ -412,7 +412,7 @@ struct PlannedChunk {
 }
 
 /// Rows of one append inside a planned chunk: (chunk key, first row, rows).
-type Slice = ((StreamId, u32), u64, u64);
+type Slice = ((StreamId, u32, u32), u64, u64);
 
 /// Flushes `appends` until each is acknowledged or failed.
 async fn flush(s: &Shared, mut appends: Vec<Pending>) {
@@ -514,13 +514,14 @@ enum FlushResult {
 }
 
 async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
-    // Group rows by (stream, partition), keeping arrival order.
-    let mut plan: BTreeMap<(StreamId, u32), PlannedChunk> = BTreeMap::new();
+    // Group rows by (stream, schema version, partition), keeping arrival
+    // order: a chunk holds rows of one schema version.
+    let mut plan: BTreeMap<(StreamId, u32, u32), PlannedChunk> = BTreeMap::new();
     let mut slices: Vec<Vec<Slice>> = Vec::with_capacity(appends.len());
     for a in appends {
         let mut mine = Vec::with_capacity(a.parts.len());
         for (p, batch) in &a.parts {
-            let key = (a.stream.id, *p);
+            let key = (a.stream.id, a.stream.schema_version, *p);
             let c = plan.entry(key).or_insert_with(|| PlannedChunk {
                 stream: a.stream.clone(),
                 partition: *p,
@@ -552,10 +553,10 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
         slices.push(mine);
     }
     let mut chunks: Vec<PlannedChunk> = plan.into_values().collect();
-    let index: HashMap<(StreamId, u32), usize> = chunks
+    let index: HashMap<(StreamId, u32, u32), usize> = chunks
         .iter()
         .enumerate()
-        .map(|(i, c)| ((c.stream.id, c.partition), i))
+        .map(|(i, c)| ((c.stream.id, c.stream.schema_version, c.partition), i))
         .collect();
 
     // Coalesce and encode every chunk in parallel, off the async workers.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use common::{Backend, Fixture, collect, i64s, orders, orders_schema};
 use streamhouse_log::{
@@ -515,6 +515,196 @@ async fn projection_and_offset_ranges(b: Backend) {
     }
 }
 
+/// Orders rows with the columns added later: `qty` (its default 1) and,
+/// with `note`, `note` (no default).
+fn orders_with(ids: std::ops::Range<i64>, note: bool) -> RecordBatch {
+    let base = orders(ids.clone(), 2, T0);
+    let mut fields: Vec<Field> = base
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut cols = base.columns().to_vec();
+    fields.push(qty_field());
+    cols.push(Arc::new(Int64Array::from_iter_values(
+        ids.clone().map(|i| i * 10),
+    )));
+    if note {
+        fields.push(Field::new("note", DataType::Utf8, true));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            ids.map(|i| format!("n{i}")),
+        )));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+fn qty_field() -> Field {
+    Field::new("qty", DataType::Int64, false).with_metadata(
+        [(
+            streamhouse_log::stream::DEFAULT_KEY.to_string(),
+            "1".to_string(),
+        )]
+        .into(),
+    )
+}
+
+/// Columns added to a stream: rows written before read the new column as
+/// its default or NULL, without being rewritten, warm and cold; one flush
+/// may hold rows of two versions; a read pinned to the older version still
+/// reads newer chunks' columns it knows; and the refusals.
+async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
+    // Flushes far apart, so that rows of two versions share one.
+    let mut f = Fixture::with_config(b, |c| {
+        c.flush.flush_interval = Duration::from_millis(500);
+    })
+    .await;
+    f.log.create_stream(spec("evolving", 1)).await.unwrap();
+    f.log
+        .append("evolving", orders(0..10, 2, T0), AppendOptions::default())
+        .await
+        .unwrap();
+    let v1 = f.log.stream("evolving").await.unwrap();
+
+    // NOT NULL without a default, a name taken: refused, nothing changes.
+    for bad in [
+        Field::new("qty", DataType::Int64, false),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("_offset", DataType::Int64, true),
+    ] {
+        let e = f
+            .log
+            .add_column("evolving", bad, "ADD COLUMN")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    }
+    let bad_default = Field::new("n", DataType::Int64, true).with_metadata(
+        [(
+            streamhouse_log::stream::DEFAULT_KEY.to_string(),
+            "one".to_string(),
+        )]
+        .into(),
+    );
+    let e = f
+        .log
+        .add_column("evolving", bad_default, "ADD COLUMN")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("default 'one'"), "{e}");
+    assert_eq!(f.log.stream("evolving").await.unwrap().schema_version, 1);
+
+    let v2 = f
+        .log
+        .add_column("evolving", qty_field(), "ADD COLUMN qty")
+        .await
+        .unwrap();
+    assert_eq!(v2.schema_version, 2);
+    // Rows of the old shape are refused now; rows of one version each may
+    // share a flush.
+    let e = f
+        .log
+        .append("evolving", orders(10..20, 2, T0), AppendOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::SchemaMismatch { .. }), "{e}");
+    let under_v2 = f
+        .log
+        .submit(
+            "evolving",
+            vec![orders_with(10..15, false)],
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let v3 = f
+        .log
+        .add_column(
+            "evolving",
+            Field::new("note", DataType::Utf8, true),
+            "ADD COLUMN note",
+        )
+        .await
+        .unwrap();
+    assert_eq!(v3.schema_version, 3);
+    let under_v3 = f
+        .log
+        .submit(
+            "evolving",
+            vec![orders_with(15..20, true)],
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    under_v2.durable().await.unwrap();
+    under_v3.durable().await.unwrap();
+    let versions = f.log.metadata().schema_versions(v3.id).await.unwrap();
+    let changes: Vec<&str> = versions.iter().map(|v| v.change.as_str()).collect();
+    assert_eq!(
+        changes,
+        ["CREATE STREAM", "ADD COLUMN qty", "ADD COLUMN note"]
+    );
+
+    for cold in [false, true] {
+        if cold {
+            f.reopen().await;
+        }
+        let rows = read_all(&f, "evolving", 0).await;
+        assert_eq!(i64s(&rows, "id"), (0..20).collect::<Vec<_>>());
+        assert_eq!(i64s(&rows, "_offset"), (0..20).collect::<Vec<_>>());
+        let qty: Vec<i64> = (0..10).map(|_| 1).chain((10..20).map(|i| i * 10)).collect();
+        assert_eq!(i64s(&rows, "qty"), qty);
+        let notes: Vec<Option<String>> = rows
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("note").unwrap().as_string::<i32>().clone();
+                (0..c.len()).map(move |i| c.is_valid(i).then(|| c.value(i).to_string()))
+            })
+            .collect();
+        let want: Vec<Option<String>> = (0..20)
+            .map(|i| (i >= 15).then(|| format!("n{i}")))
+            .collect();
+        assert_eq!(notes, want);
+        // A projection of the new column and `_timestamp` only.
+        let stream = f.log.stream("evolving").await.unwrap();
+        let declared = stream.spec.schema.fields().len();
+        let rows = collect(
+            f.log
+                .read("evolving", 0, 5..15, Some(vec![declared + 2, 5]))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 10);
+        assert_eq!(
+            i64s(&rows, "qty"),
+            vec![1, 1, 1, 1, 1, 100, 110, 120, 130, 140]
+        );
+    }
+    // A read through version 1 (a plan made before the columns were added)
+    // reads the newer rows' columns it knows, in its own schema.
+    assert_eq!(v1.schema_version, 1);
+    let chunks = f
+        .log
+        .metadata()
+        .chunks_by_offset(v1.id, 0, 0..u64::MAX)
+        .await
+        .unwrap();
+    // The rows of versions 2 and 3 went in one flush: one object, a chunk
+    // for each.
+    assert_eq!(
+        chunks.iter().map(|c| c.schema_version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(chunks[1].object, chunks[2].object);
+    let rows = collect(f.log.read_as(v1, 0, 0..u64::MAX, None).await.unwrap()).await;
+    assert_eq!(rows[0].num_columns(), 8);
+    assert_eq!(i64s(&rows, "id"), (0..20).collect::<Vec<_>>());
+    assert_eq!(i64s(&rows, "_offset"), (0..20).collect::<Vec<_>>());
+}
+
 async fn tail_waiters_wake_on_commit(b: Backend) {
     let f = Arc::new(Fixture::new(b).await);
     f.log.create_stream(spec("w", 2)).await.unwrap();
@@ -833,6 +1023,7 @@ async fn staged_appends_to_several_streams_commit_together(b: Backend) {
 }
 
 per_backend!(
+    added_columns_read_old_chunks_through_the_new_schema,
     staged_appends_to_several_streams_commit_together,
     append_batches_is_one_atomic_append,
     a_flush_of_small_batches_is_cached_as_one,

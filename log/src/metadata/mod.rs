@@ -285,6 +285,8 @@ pub enum Change {
     Ends(Vec<(StreamId, u32, u64)>),
     /// A stream was dropped.
     StreamDropped(StreamId),
+    /// A stream's schema changed (a new version).
+    StreamChanged(StreamId),
     /// Roles, their memberships or privileges changed.
     Roles,
     /// Announcements may have been missed (the listening connection was
@@ -323,6 +325,19 @@ pub trait StreamStore: Send + Sync {
 
     /// Every version of a stream's schema, oldest first.
     async fn schema_versions(&self, stream_id: StreamId) -> Result<Vec<SchemaVersion>>;
+
+    /// Gives stream `name` its next schema version, `schema`, made by
+    /// `change`, if its current version is still `expected` (another
+    /// change in between: [`LogError::Conflict`]); announced to other
+    /// agents.
+    async fn evolve_stream(
+        &self,
+        name: &str,
+        expected: u32,
+        schema: &arrow::datatypes::Schema,
+        change: &str,
+        at: Micros,
+    ) -> Result<StreamInfo>;
 }
 
 /// The chunk index, data objects and idempotent producers: what flushes commit and reads, upkeep and recovery look up.

@@ -113,6 +113,11 @@ fn parse_payload(payload: &str) -> Vec<Change> {
                     out.push(Change::StreamDropped(s));
                 }
             }
+            (Some("s"), Some(s), None, None) => {
+                if let Ok(s) = s.parse() {
+                    out.push(Change::StreamChanged(s));
+                }
+            }
             (Some("r"), None, None, None) => out.push(Change::Roles),
             _ => debug!(item, "ignoring unknown change announcement"),
         }

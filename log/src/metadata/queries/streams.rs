@@ -152,6 +152,51 @@ impl<B: Backend> StreamStore for B {
         rows.iter().map(rows::schema_version).collect()
     }
 
+    async fn evolve_stream(
+        &self,
+        name: &str,
+        expected: u32,
+        schema: &arrow::datatypes::Schema,
+        change: &str,
+        at: Micros,
+    ) -> Result<StreamInfo> {
+        let schema_ipc = encode_schema(schema)?;
+        let mut w = self.writer().await?;
+        let mut info = locked_stream::<B>(&mut w, name)
+            .await?
+            .ok_or_else(|| LogError::UnknownStream(name.to_string()))?;
+        if info.schema_version != expected {
+            return Err(LogError::SchemaChanged {
+                stream: name.to_string(),
+                version: info.schema_version,
+            });
+        }
+        let version = expected + 1;
+        w.execute(
+            Statement::new(format!(
+                "INSERT INTO schema_versions ({SCHEMA_VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+            ))
+            .int(info.id)
+            .int(version.into())
+            .bytes(schema_ipc.clone())
+            .text(change)
+            .int(at),
+        )
+        .await?;
+        w.execute(
+            Statement::new("UPDATE streams SET schema_ipc = $1, schema_version = $2 WHERE id = $3")
+                .bytes(schema_ipc)
+                .int(version.into())
+                .int(info.id),
+        )
+        .await?;
+        B::announce(&mut w, &[format!("s:{}", info.id)]).await?;
+        B::commit(w).await?;
+        info.spec.schema = std::sync::Arc::new(schema.clone());
+        info.schema_version = version;
+        Ok(info)
+    }
+
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
         let rows = self
             .reader()
