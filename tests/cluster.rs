@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, assert_acknowledged_exactly_once, connect, converges, lines};
+use common::{Server, assert_acknowledged_exactly_once, connect, converges, lines, try_lines};
 use tokio_postgres::{Client, NoTls};
 
 /// A fresh database on the test PostgreSQL server.
@@ -868,5 +868,60 @@ async fn views_created_on_one_agent_spread_over_the_agents() {
             Duration::from_secs(15),
         )
         .await;
+    }
+}
+
+/// ALTER STREAM … ADD COLUMN through one agent: the other learns the new
+/// version from the store's announcement, takes rows with the new column
+/// and reads the rows written before through it (its default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_through_one_agent_is_seen_by_the_other() {
+    let root = tempfile::tempdir().unwrap();
+    let metadata = metadata_url().await;
+    let objects = object_store_url();
+    let agents: Vec<Agent> = (0..2)
+        .map(|n| Agent::start(root.path(), n, &metadata, &objects))
+        .collect();
+    let a = connect(agents[0].server()).await;
+    let b = connect(agents[1].server()).await;
+    lines(&a, "CREATE STREAM evolving (id BIGINT NOT NULL, k TEXT)").await;
+    lines(&a, "INSERT INTO evolving VALUES (1, 'x'), (2, 'y')").await;
+    // The other agent knows the stream as created.
+    assert_eq!(lines(&b, "SELECT count(*) FROM evolving").await, ["2"]);
+    lines(
+        &a,
+        "ALTER STREAM evolving ADD COLUMN qty BIGINT NOT NULL DEFAULT 5",
+    )
+    .await;
+    // The announcement reaches the other agent shortly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_lines(&b, "INSERT INTO evolving VALUES (3, 'z', 30)").await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the other agent never learned the new column: {e}"),
+        }
+    }
+    let want = ["1|x|5", "2|y|5", "3|z|30"];
+    for c in [&a, &b] {
+        assert_eq!(
+            lines(
+                c,
+                "SELECT id || '|' || k || '|' || qty FROM evolving ORDER BY id"
+            )
+            .await,
+            want
+        );
+        assert_eq!(
+            lines(
+                c,
+                "SELECT max(version) FROM streamhouse.schema_versions WHERE stream = 'evolving'"
+            )
+            .await,
+            ["2"]
+        );
     }
 }

@@ -77,6 +77,9 @@ pub struct Log {
     /// Counts changes of roles and privileges, here and announced by other
     /// agents: whoever caches them re-reads when it moves.
     roles_epoch: Arc<AtomicU64>,
+    /// Counts changes of streams' schemas, here and announced by other
+    /// agents (and resyncs): whoever caches schemas re-reads when it moves.
+    schemas_epoch: Arc<AtomicU64>,
     agent: Arc<Agent>,
     heartbeat: tokio::task::JoinHandle<()>,
     maintenance: MaintenanceConfig,
@@ -100,6 +103,7 @@ async fn follow_changes(
     tail: Arc<Tail>,
     streams: StreamMap,
     roles_epoch: Arc<AtomicU64>,
+    schemas_epoch: Arc<AtomicU64>,
 ) {
     let mut rx = loop {
         match meta.changes().await {
@@ -124,6 +128,7 @@ async fn follow_changes(
             }
             Change::StreamChanged(id) => {
                 streams.write().await.retain(|_, s| s.id != id);
+                schemas_epoch.fetch_add(1, Ordering::AcqRel);
             }
             Change::Roles => {
                 roles_epoch.fetch_add(1, Ordering::AcqRel);
@@ -131,6 +136,7 @@ async fn follow_changes(
             Change::Resync => {
                 streams.write().await.clear();
                 roles_epoch.fetch_add(1, Ordering::AcqRel);
+                schemas_epoch.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -164,11 +170,13 @@ impl Log {
         );
         let streams = StreamMap::default();
         let roles_epoch = Arc::new(AtomicU64::new(0));
+        let schemas_epoch = Arc::new(AtomicU64::new(0));
         let follower = tokio::spawn(follow_changes(
             meta.clone(),
             tail.clone(),
             streams.clone(),
             roles_epoch.clone(),
+            schemas_epoch.clone(),
         ));
         let agent = Arc::new(Agent::new(
             meta.clone(),
@@ -191,6 +199,7 @@ impl Log {
             groups,
             follower,
             roles_epoch,
+            schemas_epoch,
             agent,
             heartbeat,
             maintenance: config.maintenance,
@@ -212,6 +221,12 @@ impl Log {
     /// (announced) on another agent; see [`Log::roles_changed`].
     pub fn roles_epoch(&self) -> u64 {
         self.roles_epoch.load(Ordering::Acquire)
+    }
+
+    /// Moves whenever a stream's schema changes, here or (announced) on
+    /// another agent.
+    pub fn schemas_epoch(&self) -> u64 {
+        self.schemas_epoch.load(Ordering::Acquire)
     }
 
     /// Notes a change of roles or privileges made through this agent (other
@@ -296,6 +311,7 @@ impl Log {
                     .write()
                     .await
                     .insert(name.to_string(), info.clone());
+                self.schemas_epoch.fetch_add(1, Ordering::AcqRel);
                 Ok(info)
             }
             Err(e) => {
@@ -605,6 +621,20 @@ impl Log {
         projection: Option<Vec<usize>>,
     ) -> Result<BatchStream> {
         let info = self.stream(stream).await?;
+        self.read_time_as(info, partition, offsets, filter, projection)
+            .await
+    }
+
+    /// [`Log::read_time`] through the version of the stream's schema
+    /// `info` holds (see [`Log::read_as`]).
+    pub async fn read_time_as(
+        &self,
+        info: Arc<StreamInfo>,
+        partition: u32,
+        offsets: Range<u64>,
+        filter: TimeFilter,
+        projection: Option<Vec<usize>>,
+    ) -> Result<BatchStream> {
         Self::check_partition(&info, partition)?;
         let mut chunks = self
             .meta

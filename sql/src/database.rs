@@ -470,6 +470,7 @@ impl Database {
     /// name not found is looked up again after the catalog catches up with
     /// streams other agents created.
     pub async fn prepare_statement(&self, stmt: Statement) -> Result<Prepared> {
+        self.planner.sync_schemas().await?;
         match self.plan_statement(stmt.clone()).await {
             Err(SqlError::UndefinedTable(_)) if self.sync_catalog().await? => {
                 self.plan_statement(stmt).await
@@ -880,6 +881,11 @@ impl Database {
                 self.forget_grants(&names).await?;
                 Ok(QueryResult::command(CommandTag::DropStream))
             }
+            Statement::AlterStream {
+                name,
+                column,
+                if_not_exists,
+            } => self.add_column(&name, column, if_not_exists).await,
             Statement::ShowStreams => self.show_streams().await,
             Statement::Describe { name } => self.describe(&name).await,
             Statement::CreateMaterializedView {

@@ -26,6 +26,12 @@ pub enum Statement {
         names: Vec<String>,
         if_exists: bool,
     },
+    /// `ALTER STREAM name ADD [COLUMN] [IF NOT EXISTS] column`.
+    AlterStream {
+        name: String,
+        column: sqlparser::ast::ColumnDef,
+        if_not_exists: bool,
+    },
     ShowStreams,
     Describe {
         name: String,
@@ -59,6 +65,9 @@ impl Statement {
         match self {
             Statement::CreateStream(c) => format!("CREATE STREAM {}", c.name),
             Statement::DropStream { names, .. } => format!("DROP STREAM {}", names.join(", ")),
+            Statement::AlterStream { name, column, .. } => {
+                format!("ALTER STREAM {name} ADD COLUMN {column}")
+            }
             Statement::ShowStreams => "SHOW STREAMS".into(),
             Statement::Describe { name } => format!("DESCRIBE {name}"),
             Statement::CreateMaterializedView { name, query, .. } => {
@@ -83,6 +92,7 @@ impl Statement {
             self,
             Statement::CreateStream(_)
                 | Statement::DropStream { .. }
+                | Statement::AlterStream { .. }
                 | Statement::CreateMaterializedView { .. }
                 | Statement::DropMaterializedView { .. }
                 | Statement::Role(_)
@@ -312,6 +322,9 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
             .collect::<Result<_>>()?;
         return Ok(Statement::DropStream { names, if_exists });
     }
+    if p.parse_keywords(&[Keyword::ALTER, Keyword::STREAM]) {
+        return parse_alter_stream(p);
+    }
     if p.parse_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW]) {
         let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let name = object_name(&p.parse_object_name(false)?)?;
@@ -398,6 +411,39 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         return Ok(Statement::Sql(Box::new(SqlStatement::Query(q))));
     }
     Ok(Statement::Sql(Box::new(stmt)))
+}
+
+/// `ALTER STREAM name ADD [COLUMN] [IF NOT EXISTS] name type [NULL | NOT
+/// NULL] [DEFAULT constant]`; the other changes of a stream's schema are
+/// refused (0A000) by name.
+fn parse_alter_stream(p: &mut Parser) -> Result<Statement> {
+    let name = object_name(&p.parse_object_name(false)?)?;
+    if !p.parse_keyword(Keyword::ADD) {
+        let what = p.peek_token().to_string().to_uppercase();
+        return Err(SqlError::NotSupported(format!(
+            "ALTER STREAM … {what}: a stream's columns can only be added so far (ADD COLUMN)"
+        )));
+    }
+    let _ = p.parse_keyword(Keyword::COLUMN);
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let mut column = p.parse_column_def()?;
+    column.name = Ident::new(normalize(&column.name));
+    for o in &column.options {
+        match o.option {
+            ColumnOption::Null | ColumnOption::NotNull | ColumnOption::Default(_) => {}
+            ref other => {
+                return Err(SqlError::NotSupported(format!(
+                    "column option {other} on stream column \"{}\"",
+                    column.name
+                )));
+            }
+        }
+    }
+    Ok(Statement::AlterStream {
+        name,
+        column,
+        if_not_exists,
+    })
 }
 
 fn parse_create_stream(p: &mut Parser) -> Result<CreateStream> {

@@ -129,7 +129,7 @@ pub(crate) fn target_columns(info: &StreamInfo, columns: &[ObjectName]) -> Resul
 }
 
 /// Casts an INSERT's source batch to the stream's declared columns; columns
-/// not written are NULL.
+/// not written are their default, or NULL.
 pub(crate) fn conform_insert(
     stream: &str,
     declared: &SchemaRef,
@@ -144,8 +144,11 @@ pub(crate) fn conform_insert(
     let mut cols: Vec<ArrayRef> = declared
         .fields()
         .iter()
-        .map(|f| new_null_array(f.data_type(), n))
-        .collect();
+        .map(|f| {
+            Ok(streamhouse_log::stream::default_array(f, n)?
+                .unwrap_or_else(|| new_null_array(f.data_type(), n)))
+        })
+        .collect::<Result<_>>()?;
     for (src, &t) in targets.iter().enumerate() {
         let field = declared.field(t);
         let col = batch.column(src);

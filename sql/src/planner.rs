@@ -34,6 +34,8 @@ pub struct Planner {
     streams: RwLock<HashSet<String>>,
     /// The same tables, for the window table functions.
     tables: Tables,
+    /// The log's schemas epoch when the tables were last synced.
+    schemas_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Planner {
@@ -44,6 +46,7 @@ impl Planner {
             ctx,
             streams: RwLock::new(HashSet::new()),
             tables: Tables::default(),
+            schemas_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -94,28 +97,49 @@ impl Planner {
             .into_iter()
             .map(|s| (s.name().to_string(), s))
             .collect();
-        let registered: HashMap<String, i64> = {
+        // Each stream by id and schema version: a new version (ALTER STREAM
+        // through another agent) is registered again.
+        let registered: HashMap<String, (i64, u32)> = {
             let names = self.streams.read().unwrap_or_else(|p| p.into_inner());
             let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
             names
                 .iter()
-                .filter_map(|n| tables.get(n).map(|t| (n.clone(), t.info().id)))
+                .filter_map(|n| {
+                    tables
+                        .get(n)
+                        .map(|t| (n.clone(), (t.info().id, t.info().schema_version)))
+                })
                 .collect()
         };
+        let version = |s: &StreamInfo| (s.id, s.schema_version);
         let mut changed = false;
-        for (name, id) in &registered {
-            if current.get(name).map(|s| s.id) != Some(*id) {
+        for (name, had) in &registered {
+            if current.get(name).map(|s| version(s)) != Some(*had) {
                 self.deregister(name)?;
                 changed = true;
             }
         }
         for (name, info) in current {
-            if registered.get(&name) != Some(&info.id) {
+            if registered.get(&name) != Some(&version(&info)) {
                 self.register(info)?;
                 changed = true;
             }
         }
         Ok(changed)
+    }
+
+    /// Syncs the stream tables when a stream's schema changed since the
+    /// last look (the log's schemas epoch moved): one atomic load
+    /// otherwise.
+    pub async fn sync_schemas(&self) -> Result<()> {
+        let epoch = self.log.schemas_epoch();
+        if self.schemas_seen.load(std::sync::atomic::Ordering::Acquire) == epoch {
+            return Ok(());
+        }
+        self.sync_streams().await?;
+        self.schemas_seen
+            .store(epoch, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Plans a query (after hiding system columns from `*`).

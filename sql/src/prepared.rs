@@ -101,6 +101,7 @@ impl Action {
                 | Statement::Subscribe(_) => true,
                 Statement::CreateStream(_)
                 | Statement::DropStream { .. }
+                | Statement::AlterStream { .. }
                 | Statement::CreateMaterializedView { .. }
                 | Statement::DropMaterializedView { .. }
                 | Statement::Role(_)
@@ -127,6 +128,7 @@ impl Action {
         match self {
             Action::Statement(Statement::CreateStream(_)) => "CREATE STREAM",
             Action::Statement(Statement::DropStream { .. }) => "DROP STREAM",
+            Action::Statement(Statement::AlterStream { .. }) => "ALTER STREAM",
             Action::Statement(Statement::CreateMaterializedView { .. }) => {
                 "CREATE MATERIALIZED VIEW"
             }

@@ -1,4 +1,5 @@
-//! Stream statements: `CREATE STREAM`, `SHOW STREAMS`, `DESCRIBE`.
+//! Stream statements: `CREATE STREAM`, `ALTER STREAM … ADD COLUMN`,
+//! `SHOW STREAMS`, `DESCRIBE`.
 
 use std::sync::Arc;
 
@@ -7,8 +8,11 @@ use arrow::datatypes::{Field, Schema};
 use streamhouse_log::StreamSpec;
 use streamhouse_log::stream::is_system_column;
 
+use sqlparser::ast::{ColumnOption, Expr, UnaryOperator, Value};
+use streamhouse_log::stream::DEFAULT_KEY;
+
 use crate::dialect::CreateStream;
-use crate::error::Result;
+use crate::error::{Result, SqlError};
 use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
 
 use crate::database::Database;
@@ -44,6 +48,86 @@ impl Database {
             Err(e) => return Err(e.into()),
         }
         Ok(QueryResult::command(CommandTag::CreateStream))
+    }
+
+    /// `ALTER STREAM name ADD COLUMN column`: the stream's next schema
+    /// version (see `Log::add_column`). Refused while a materialized view
+    /// reads the stream: a view's plan is fixed to the columns it was
+    /// compiled against.
+    pub(crate) async fn add_column(
+        &self,
+        name: &str,
+        column: sqlparser::ast::ColumnDef,
+        if_not_exists: bool,
+    ) -> Result<QueryResult> {
+        let info = self.log.stream(name).await?;
+        if info.spec.schema.field_with_name(&column.name.value).is_ok() && if_not_exists {
+            return Ok(QueryResult::command(CommandTag::AlterStream));
+        }
+        if crate::topics::is_record_shaped(&info) {
+            return Err(SqlError::NotSupported(format!(
+                "cannot add a column to \"{name}\": it has the Kafka record shape (key, value, \
+                 headers, timestamp), which Kafka producers and consumers rely on"
+            )));
+        }
+        let readers = self.views_reading(&info).await?;
+        if !readers.is_empty() {
+            return Err(SqlError::NotSupported(format!(
+                "cannot add a column to stream \"{name}\" while materialized view{} {} read{} \
+                 it: a view's plan is fixed to the columns it was made with",
+                if readers.len() == 1 { "" } else { "s" },
+                readers.join(", "),
+                if readers.len() == 1 { "s" } else { "" },
+            )));
+        }
+        let (dt, sql_type) = arrow_type(&column.data_type)?;
+        let mut not_null = false;
+        let mut metadata = std::collections::HashMap::new();
+        if let Some(t) = sql_type {
+            metadata.insert(SQL_TYPE_KEY.to_string(), t.to_string());
+        }
+        for o in &column.options {
+            match &o.option {
+                ColumnOption::NotNull => not_null = true,
+                ColumnOption::Null => not_null = false,
+                ColumnOption::Default(e) => {
+                    if let Some(text) = default_text(e)? {
+                        metadata.insert(DEFAULT_KEY.to_string(), text);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let field = Field::new(column.name.value.clone(), dt, !not_null).with_metadata(metadata);
+        let change = format!("ADD COLUMN {column}");
+        let info = self.log.add_column(name, field, &change).await?;
+        self.planner.deregister(name)?;
+        self.planner.register(info)?;
+        Ok(QueryResult::command(CommandTag::AlterStream))
+    }
+
+    /// The materialized views that read `stream`: those running here, and
+    /// those whose last checkpoint (wherever they run) holds its offsets.
+    async fn views_reading(&self, stream: &streamhouse_log::StreamInfo) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .views()
+            .by_name()
+            .iter()
+            .filter(|v| v.reads(stream.name()))
+            .map(|v| v.name.clone())
+            .collect();
+        let id = stream.id.to_string();
+        for record in self.log.metadata().views().await? {
+            let reads = record.checkpoint.as_ref().is_some_and(|c| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&c.input_offsets)
+                    .is_ok_and(|m| m.contains_key(&id))
+            });
+            if reads && !names.contains(&record.name) {
+                names.push(record.name);
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     pub(crate) async fn show_streams(&self) -> Result<QueryResult> {
@@ -119,5 +203,28 @@ impl Database {
             Arc::new(StringArray::from_iter(fields.iter().map(|f| note(f)))),
         ];
         QueryResult::rows(RecordBatch::try_new(schema, cols)?)
+    }
+}
+
+/// A column default's text, stored with the column and cast to its type
+/// when read: a constant (a number, a string, TRUE/FALSE, NULL — `None`), or
+/// a constant cast (`'2026-01-01'::date`).
+fn default_text(e: &Expr) -> Result<Option<String>> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Null => Ok(None),
+            Value::Number(n, _) => Ok(Some(n.clone())),
+            Value::Boolean(b) => Ok(Some(b.to_string())),
+            Value::SingleQuotedString(s) => Ok(Some(s.clone())),
+            other => Err(SqlError::NotSupported(format!("DEFAULT {other}"))),
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => Ok(default_text(expr)?.map(|t| format!("-{t}"))),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => default_text(expr),
+        other => Err(SqlError::NotSupported(format!(
+            "DEFAULT {other}: a stream column's default must be a constant"
+        ))),
     }
 }

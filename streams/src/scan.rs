@@ -269,7 +269,9 @@ impl ExecutionPlan for StreamScanExec {
             )));
         };
         let log = self.log.clone();
-        let name = self.info.name().to_string();
+        // The plan's version of the stream: its projection indexes that
+        // version's columns, whatever ALTER STREAM has done since.
+        let info = self.info.clone();
         let projection = self.projection.clone();
         let bounds = self.bounds.clone();
         let open = async move {
@@ -279,9 +281,9 @@ impl ExecutionPlan for StreamScanExec {
                     event_time: bounds.event_time.clone(),
                     append_time: bounds.append_time.clone(),
                 };
-                log.read_time(&name, p, offsets, filter, projection).await
+                log.read_time_as(info, p, offsets, filter, projection).await
             } else {
-                log.read(&name, p, offsets, projection).await
+                log.read_as(info, p, offsets, projection).await
             };
             Ok::<_, DataFusionError>(stream.map_err(external)?.map_err(external))
         };

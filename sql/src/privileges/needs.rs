@@ -132,6 +132,7 @@ pub fn of_statement(stmt: &Statement, caller: &str) -> Vec<Need> {
     };
     match stmt {
         Statement::CreateStream(_) => vec![create()],
+        Statement::AlterStream { name, .. } => vec![Need::Owner(Object::table(name.clone()))],
         Statement::DropStream { names, .. } | Statement::DropMaterializedView { names, .. } => {
             drop(names)
         }
