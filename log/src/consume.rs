@@ -468,7 +468,9 @@ impl Log {
 }
 
 /// The rows of one partition from `from`: up to `end`, then, following,
-/// whatever is committed after, as it is committed.
+/// whatever is committed after, as it is committed; all in the schema
+/// version of `info` (a column added meanwhile is not in them: the
+/// consumer's schema was fixed when it started).
 fn partition_rows(
     log: Arc<Log>,
     info: Arc<StreamInfo>,
@@ -481,6 +483,7 @@ fn partition_rows(
     futures::stream::unfold(Some((from, end, true)), move |state| {
         let log = log.clone();
         let name = name.clone();
+        let info = info.clone();
         async move {
             let (offset, mut end, first) = state?;
             if !first || offset >= end {
@@ -492,7 +495,7 @@ fn partition_rows(
                     Err(e) => return Some((error_rows(e), None)),
                 };
             }
-            match log.read(&name, partition, offset..end, None).await {
+            match log.read_as(info, partition, offset..end, None).await {
                 Ok(rows) => Some((rows.boxed(), Some((end, end, false)))),
                 Err(e) => Some((error_rows(e), None)),
             }
