@@ -82,6 +82,10 @@ pub enum LogError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A change the log does not make, with the rule that forbids it.
+    #[error("{0}")]
+    Unsupported(String),
+
     #[error("invalid object store URL \"{url}\": {detail}")]
     InvalidStoreUrl { url: String, detail: String },
 
@@ -174,6 +178,7 @@ impl LogError {
             | LogError::SchemaMismatch { .. }
             | LogError::InvalidSpec(_)
             | LogError::InvalidArgument(_)
+            | LogError::Unsupported(_)
             | LogError::InvalidStoreUrl { .. } => ErrorKind::InvalidArgument,
             LogError::ObjectStore(_)
             | LogError::Metadata(_)

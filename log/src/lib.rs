@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod consume;
 pub mod error;
+pub mod evolve;
 pub mod groups;
 mod log;
 pub mod maintenance;
@@ -38,6 +39,7 @@ pub use clock::{Clock, ClockRef, ManualClock, Micros, Stopwatch, SystemClock, mo
 pub use config::{LogConfig, MaintenanceConfig};
 pub use consume::GroupLag;
 pub use error::{ErrorKind, LogError, Result};
+pub use evolve::SchemaChange;
 pub use log::{AppendOptions, DataDir, Log};
 pub use maintenance::MaintenanceReport;
 pub use metadata::postgres::PostgresMetadata;

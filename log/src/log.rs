@@ -23,6 +23,7 @@ use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::config::{LogConfig, MaintenanceConfig};
 use crate::error::{LogError, Result};
+use crate::evolve::SchemaChange;
 use crate::groups::Groups;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
@@ -278,29 +279,30 @@ impl Log {
         Ok(info)
     }
 
-    /// Adds `field` after a user's stream's declared columns: its next
-    /// schema version, recorded with `change` (what made it, for
-    /// listings). Rows already written read the new column as its default
-    /// ([`crate::stream::DEFAULT_KEY`]) or NULL; appends from now on must
-    /// carry it. Another change first: [`LogError::SchemaChanged`].
-    pub async fn add_column(
+    /// Changes a user's stream's declared columns (see [`crate::evolve`]):
+    /// its next schema version, recorded with `text` (what made it, for
+    /// listings). Chunks are not rewritten: rows already written are read
+    /// through the new version (an added column as its default or NULL, a
+    /// dropped one hidden, a widened one cast); appends from now on carry
+    /// the new columns. Another change first: [`LogError::SchemaChanged`].
+    pub async fn alter_stream(
         &self,
         name: &str,
-        field: arrow::datatypes::Field,
-        change: &str,
+        change: &SchemaChange,
+        text: &str,
     ) -> Result<Arc<StreamInfo>> {
         if StreamKind::of(name).is_internal() {
             return Err(LogError::InternalStream(name.to_string()));
         }
         let current = self.stream(name).await?;
-        let schema = current.spec.with_added_column(field)?;
+        let schema = crate::evolve::apply(&current.spec, change)?;
         let evolved = self
             .meta
             .evolve_stream(
                 name,
                 current.schema_version,
                 &schema,
-                change,
+                text,
                 self.clock.now_micros(),
             )
             .await;
@@ -347,6 +349,31 @@ impl Log {
         self.streams.write().await.remove(name);
         self.tail.forget(info.id);
         Ok(())
+    }
+
+    /// Stream `name` as it was at schema version `version`: what a view
+    /// made against that version reads through. Versions never change, so
+    /// this is the same whenever it is asked.
+    pub async fn stream_at(&self, name: &str, version: u32) -> Result<Arc<StreamInfo>> {
+        let current = self.stream(name).await?;
+        if current.schema_version == version {
+            return Ok(current);
+        }
+        let old = self
+            .meta
+            .schema_versions(current.id)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| {
+                LogError::InvalidArgument(format!(
+                    "stream \"{name}\" has no schema version {version}"
+                ))
+            })?;
+        let mut info = current.as_ref().clone();
+        info.spec.schema = old.schema;
+        info.schema_version = version;
+        Ok(Arc::new(info))
     }
 
     /// A stream by name.

@@ -21,6 +21,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use crate::cache::{CachedChunk, ChunkCache};
 use crate::chunk;
 use crate::error::{LogError, Result};
+use crate::evolve::ThroughError;
 use crate::metadata::{ChunkRecord, TimeFilter};
 use crate::path::DataObjectPath;
 use crate::store::Store;
@@ -183,62 +184,29 @@ impl Ctx {
     }
 
     /// The `need` columns of a whole chunk written with another version of
-    /// the stream's schema. Versions only ever add columns after the
-    /// others, so a chunk's declared columns are a prefix of the later
-    /// versions' (or, from a newer version than this read's, hold them as a
-    /// prefix): a column the chunk lacks reads as its default or NULL, and
-    /// `_timestamp` is the chunk's last column.
+    /// the stream's schema, read through this read's version (columns
+    /// matched by field id; see [`crate::evolve`]).
     fn through_version(
         &self,
         c: &ChunkRecord,
         batches: &[RecordBatch],
     ) -> Result<Vec<RecordBatch>> {
-        let fields = self.read.stream.spec.schema.fields();
-        let corrupt = |detail: String| LogError::CorruptChunk {
-            object: c.object.clone(),
-            detail,
-        };
+        let read = &self.read.stream.spec.schema;
         batches
             .iter()
             .map(|b| {
-                let n = b.num_rows();
-                let width = b
-                    .num_columns()
-                    .checked_sub(1)
-                    .ok_or_else(|| corrupt("a chunk without its _timestamp column".into()))?;
-                let mut out_fields = Vec::with_capacity(self.need.len());
-                let mut cols = Vec::with_capacity(self.need.len());
-                for &i in &self.need {
-                    let (field, col) = if i == self.declared {
-                        (b.schema().field(width).clone(), b.column(width).clone())
-                    } else if i < width {
-                        let f = b.schema().field(i).clone();
-                        if f.name() != fields[i].name() || f.data_type() != fields[i].data_type() {
-                            return Err(corrupt(format!(
-                                "column {i} is {} {}, schema version {} has {} {}",
-                                f.name(),
-                                f.data_type(),
-                                self.read.stream.schema_version,
-                                fields[i].name(),
-                                fields[i].data_type()
-                            )));
-                        }
-                        (f, b.column(i).clone())
-                    } else {
-                        let f = fields[i].as_ref();
-                        let col = crate::stream::default_array(f, n)?
-                            .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), n));
-                        (f.clone().with_nullable(true), col)
-                    };
-                    out_fields.push(field);
-                    cols.push(col);
-                }
-                let opts = RecordBatchOptions::new().with_row_count(Some(n));
-                Ok(RecordBatch::try_new_with_options(
-                    Arc::new(arrow::datatypes::Schema::new(out_fields)),
-                    cols,
-                    &opts,
-                )?)
+                crate::evolve::through(read, &self.need, b).map_err(|e| match e {
+                    ThroughError::Corrupt(detail) => LogError::CorruptChunk {
+                        object: c.object.clone(),
+                        detail: format!(
+                            "schema version {} read as version {}: {detail}",
+                            c.schema_version, self.read.stream.schema_version
+                        ),
+                    },
+                    ThroughError::Narrower(_) => {
+                        LogError::StreamChanged(self.read.stream.name().to_string())
+                    }
+                })
             })
             .collect()
     }

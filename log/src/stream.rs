@@ -160,36 +160,6 @@ impl StreamSpec {
         self
     }
 
-    /// The schema with `field` added after the declared columns: the one
-    /// change of schema the log supports so far (chunks written before it
-    /// read the new column as its default, or NULL). A column that may not
-    /// be NULL needs a default.
-    pub fn with_added_column(&self, field: Field) -> Result<Schema> {
-        let invalid = |m: String| Err(LogError::InvalidSpec(m));
-        if self.schema.field_with_name(field.name()).is_ok() {
-            return invalid(format!(
-                "column \"{}\" already exists in stream \"{}\"",
-                field.name(),
-                self.name
-            ));
-        }
-        if default_array(&field, 1)?.is_none() && !field.is_nullable() {
-            return invalid(format!(
-                "column \"{}\" may not be NULL, so it needs a DEFAULT for the rows already written",
-                field.name()
-            ));
-        }
-        let mut fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(field));
-        let schema = Schema::new_with_metadata(fields, self.schema.metadata().clone());
-        StreamSpec {
-            schema: Arc::new(schema.clone()),
-            ..self.clone()
-        }
-        .validate()?;
-        Ok(schema)
-    }
-
     /// Checks the spec; every rule a stream must satisfy lives here.
     pub fn validate(&self) -> Result<()> {
         let invalid = |m: String| Err(LogError::InvalidSpec(m));

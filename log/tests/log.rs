@@ -11,7 +11,8 @@ use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use common::{Backend, Fixture, collect, i64s, orders, orders_schema};
 use streamhouse_log::{
-    AppendOptions, ErrorKind, LogError, ProducerSeq, StreamKind, StreamSpec, TimeFilter,
+    AppendOptions, ErrorKind, LogError, ProducerSeq, SchemaChange, StreamKind, StreamSpec,
+    TimeFilter,
 };
 
 const T0: i64 = 1_700_000_000_000_000;
@@ -574,7 +575,7 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
     ] {
         let e = f
             .log
-            .add_column("evolving", bad, "ADD COLUMN")
+            .alter_stream("evolving", &SchemaChange::AddColumn(bad), "ADD COLUMN")
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
@@ -588,7 +589,11 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
     );
     let e = f
         .log
-        .add_column("evolving", bad_default, "ADD COLUMN")
+        .alter_stream(
+            "evolving",
+            &SchemaChange::AddColumn(bad_default),
+            "ADD COLUMN",
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("default 'one'"), "{e}");
@@ -596,7 +601,11 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
 
     let v2 = f
         .log
-        .add_column("evolving", qty_field(), "ADD COLUMN qty")
+        .alter_stream(
+            "evolving",
+            &SchemaChange::AddColumn(qty_field()),
+            "ADD COLUMN qty",
+        )
         .await
         .unwrap();
     assert_eq!(v2.schema_version, 2);
@@ -620,9 +629,9 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
         .unwrap();
     let v3 = f
         .log
-        .add_column(
+        .alter_stream(
             "evolving",
-            Field::new("note", DataType::Utf8, true),
+            &SchemaChange::AddColumn(Field::new("note", DataType::Utf8, true)),
             "ADD COLUMN note",
         )
         .await
@@ -699,10 +708,47 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
         [1, 2, 3]
     );
     assert_eq!(chunks[1].object, chunks[2].object);
+    let v1_schema = v1.spec.schema.clone();
     let rows = collect(f.log.read_as(v1, 0, 0..u64::MAX, None).await.unwrap()).await;
     assert_eq!(rows[0].num_columns(), 8);
     assert_eq!(i64s(&rows, "id"), (0..20).collect::<Vec<_>>());
     assert_eq!(i64s(&rows, "_offset"), (0..20).collect::<Vec<_>>());
+
+    // A column dropped and one renamed: every chunk, cold, reads through
+    // the newest version; the old versions stay what they were.
+    f.log
+        .alter_stream(
+            "evolving",
+            &SchemaChange::DropColumn("note".into()),
+            "DROP COLUMN note",
+        )
+        .await
+        .unwrap();
+    let v5 = f
+        .log
+        .alter_stream(
+            "evolving",
+            &SchemaChange::RenameColumn {
+                from: "qty".into(),
+                to: "quantity".into(),
+            },
+            "RENAME COLUMN qty TO quantity",
+        )
+        .await
+        .unwrap();
+    assert_eq!(v5.schema_version, 5);
+    f.reopen().await;
+    let rows = read_all(&f, "evolving", 0).await;
+    assert!(rows[0].column_by_name("note").is_none());
+    assert!(rows[0].column_by_name("qty").is_none());
+    let qty: Vec<i64> = (0..10).map(|_| 1).chain((10..20).map(|i| i * 10)).collect();
+    assert_eq!(i64s(&rows, "quantity"), qty);
+    assert_eq!(
+        f.log.stream_at("evolving", 1).await.unwrap().spec.schema,
+        v1_schema
+    );
+    let e = f.log.stream_at("evolving", 9).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
 
 async fn tail_waiters_wake_on_commit(b: Backend) {

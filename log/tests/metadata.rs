@@ -696,6 +696,7 @@ async fn view_checkpoints_are_fenced(kind: Kind) {
         name: "v".into(),
         dataflow: "df1".into(),
         definition: "SELECT 1".into(),
+        input_versions: [(7, 2), (9, 1)].into(),
         checkpoint: None,
         lease: ViewLease {
             owner: Some("a1".into()),
@@ -753,6 +754,7 @@ async fn view_leases_move_with_epochs_and_fence_the_old_owner(kind: Kind) {
         name: "v".into(),
         dataflow: "df".into(),
         definition: "SELECT 1".into(),
+        input_versions: Default::default(),
         checkpoint: None,
         lease: ViewLease {
             owner: Some("a".into()),

@@ -881,11 +881,7 @@ impl Database {
                 self.forget_grants(&names).await?;
                 Ok(QueryResult::command(CommandTag::DropStream))
             }
-            Statement::AlterStream {
-                name,
-                column,
-                if_not_exists,
-            } => self.add_column(&name, column, if_not_exists).await,
+            Statement::AlterStream { name, change } => self.alter_stream(&name, change).await,
             Statement::ShowStreams => self.show_streams().await,
             Statement::Describe { name } => self.describe(&name).await,
             Statement::CreateMaterializedView {

@@ -26,11 +26,10 @@ pub enum Statement {
         names: Vec<String>,
         if_exists: bool,
     },
-    /// `ALTER STREAM name ADD [COLUMN] [IF NOT EXISTS] column`.
+    /// `ALTER STREAM name …`: one change of its columns.
     AlterStream {
         name: String,
-        column: sqlparser::ast::ColumnDef,
-        if_not_exists: bool,
+        change: StreamAlteration,
     },
     ShowStreams,
     Describe {
@@ -59,15 +58,62 @@ pub enum Statement {
     Sql(Box<SqlStatement>),
 }
 
+/// A change of a stream's columns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamAlteration {
+    /// `ADD [COLUMN] [IF NOT EXISTS] column`.
+    AddColumn {
+        column: sqlparser::ast::ColumnDef,
+        if_not_exists: bool,
+    },
+    /// `DROP [COLUMN] [IF EXISTS] name`.
+    DropColumn { column: String, if_exists: bool },
+    /// `RENAME [COLUMN] from TO to`.
+    RenameColumn { from: String, to: String },
+    /// `ALTER [COLUMN] name [SET DATA] TYPE type`.
+    AlterType {
+        column: String,
+        data_type: sqlparser::ast::DataType,
+    },
+    /// `ALTER [COLUMN] name DROP NOT NULL`.
+    DropNotNull { column: String },
+}
+
+impl std::fmt::Display for StreamAlteration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = |n: &str| {
+            let plain = n.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if plain {
+                n.to_string()
+            } else {
+                Ident::with_quote('"', n).to_string()
+            }
+        };
+        match self {
+            StreamAlteration::AddColumn { column, .. } => write!(f, "ADD COLUMN {column}"),
+            StreamAlteration::DropColumn { column, .. } => write!(f, "DROP COLUMN {}", q(column)),
+            StreamAlteration::RenameColumn { from, to } => {
+                write!(f, "RENAME COLUMN {} TO {}", q(from), q(to))
+            }
+            StreamAlteration::AlterType { column, data_type } => {
+                write!(f, "ALTER COLUMN {} TYPE {data_type}", q(column))
+            }
+            StreamAlteration::DropNotNull { column } => {
+                write!(f, "ALTER COLUMN {} DROP NOT NULL", q(column))
+            }
+        }
+    }
+}
+
 impl Statement {
     /// The statement as text (for lists of running queries).
     pub fn text(&self) -> String {
         match self {
             Statement::CreateStream(c) => format!("CREATE STREAM {}", c.name),
             Statement::DropStream { names, .. } => format!("DROP STREAM {}", names.join(", ")),
-            Statement::AlterStream { name, column, .. } => {
-                format!("ALTER STREAM {name} ADD COLUMN {column}")
-            }
+            Statement::AlterStream { name, change } => format!("ALTER STREAM {name} {change}"),
             Statement::ShowStreams => "SHOW STREAMS".into(),
             Statement::Describe { name } => format!("DESCRIBE {name}"),
             Statement::CreateMaterializedView { name, query, .. } => {
@@ -413,37 +459,93 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
     Ok(Statement::Sql(Box::new(stmt)))
 }
 
-/// `ALTER STREAM name ADD [COLUMN] [IF NOT EXISTS] name type [NULL | NOT
-/// NULL] [DEFAULT constant]`; the other changes of a stream's schema are
-/// refused (0A000) by name.
+/// `ALTER STREAM name` then one of `ADD [COLUMN] [IF NOT EXISTS] name type
+/// [NULL | NOT NULL] [DEFAULT constant]`, `DROP [COLUMN] [IF EXISTS] name`,
+/// `RENAME [COLUMN] a TO b`, `ALTER [COLUMN] name [SET DATA] TYPE type`,
+/// `ALTER [COLUMN] name DROP NOT NULL`; anything else is refused (0A000) by
+/// name.
 fn parse_alter_stream(p: &mut Parser) -> Result<Statement> {
     let name = object_name(&p.parse_object_name(false)?)?;
-    if !p.parse_keyword(Keyword::ADD) {
-        let what = p.peek_token().to_string().to_uppercase();
-        return Err(SqlError::NotSupported(format!(
-            "ALTER STREAM … {what}: a stream's columns can only be added so far (ADD COLUMN)"
-        )));
-    }
-    let _ = p.parse_keyword(Keyword::COLUMN);
-    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let mut column = p.parse_column_def()?;
-    column.name = Ident::new(normalize(&column.name));
-    for o in &column.options {
-        match o.option {
-            ColumnOption::Null | ColumnOption::NotNull | ColumnOption::Default(_) => {}
-            ref other => {
-                return Err(SqlError::NotSupported(format!(
-                    "column option {other} on stream column \"{}\"",
-                    column.name
-                )));
+    let column_name = |p: &mut Parser| -> Result<String> { Ok(normalize(&p.parse_identifier()?)) };
+    let change = if p.parse_keyword(Keyword::ADD) {
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let mut column = p.parse_column_def()?;
+        column.name = Ident::new(normalize(&column.name));
+        for o in &column.options {
+            match o.option {
+                ColumnOption::Null | ColumnOption::NotNull | ColumnOption::Default(_) => {}
+                ref other => {
+                    return Err(SqlError::NotSupported(format!(
+                        "column option {other} on stream column \"{}\"",
+                        column.name
+                    )));
+                }
             }
         }
-    }
-    Ok(Statement::AlterStream {
-        name,
-        column,
-        if_not_exists,
-    })
+        StreamAlteration::AddColumn {
+            column,
+            if_not_exists,
+        }
+    } else if p.parse_keyword(Keyword::DROP) {
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let column = column_name(p)?;
+        if p.parse_keyword(Keyword::CASCADE) {
+            return Err(SqlError::NotSupported(
+                "DROP COLUMN … CASCADE: drop the materialized views that read the column first"
+                    .into(),
+            ));
+        }
+        // RESTRICT is what happens anyway.
+        let _ = p.parse_keyword(Keyword::RESTRICT);
+        StreamAlteration::DropColumn { column, if_exists }
+    } else if p.parse_keyword(Keyword::RENAME) {
+        if p.parse_keyword(Keyword::TO) {
+            return Err(SqlError::NotSupported(
+                "ALTER STREAM … RENAME TO: a stream keeps its name (views, consumers and Kafka \
+                 clients find it by name)"
+                    .into(),
+            ));
+        }
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        let from = column_name(p)?;
+        p.expect_keyword(Keyword::TO)?;
+        let to = column_name(p)?;
+        StreamAlteration::RenameColumn { from, to }
+    } else if p.parse_keyword(Keyword::ALTER) {
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        let column = column_name(p)?;
+        if p.parse_keywords(&[Keyword::DROP, Keyword::NOT, Keyword::NULL]) {
+            StreamAlteration::DropNotNull { column }
+        } else if p.parse_keywords(&[Keyword::SET, Keyword::DATA, Keyword::TYPE])
+            || p.parse_keyword(Keyword::TYPE)
+        {
+            let data_type = p.parse_data_type()?;
+            if p.parse_keyword(Keyword::USING) {
+                return Err(SqlError::NotSupported(
+                    "ALTER COLUMN … TYPE … USING: rows already written are read as the new \
+                     type, not rewritten, so only widening changes are allowed"
+                        .into(),
+                ));
+            }
+            StreamAlteration::AlterType { column, data_type }
+        } else {
+            let what = p.peek_token().to_string().to_uppercase();
+            return Err(SqlError::NotSupported(format!(
+                "ALTER STREAM … ALTER COLUMN … {what}: a stream column's type can be widened \
+                 (TYPE) and NOT NULL dropped (DROP NOT NULL); its default stays what rows \
+                 written before the column existed read as"
+            )));
+        }
+    } else {
+        let what = p.peek_token().to_string().to_uppercase();
+        return Err(SqlError::NotSupported(format!(
+            "ALTER STREAM … {what}: a stream's columns can be added (ADD COLUMN), dropped (DROP \
+             COLUMN), renamed (RENAME COLUMN) and widened (ALTER COLUMN … TYPE)"
+        )));
+    };
+    Ok(Statement::AlterStream { name, change })
 }
 
 fn parse_create_stream(p: &mut Parser) -> Result<CreateStream> {

@@ -238,6 +238,7 @@ impl From<LogError> for SqlError {
             (LogError::ReservedName(_), _) => SqlError::ReservedName(e.to_string()),
             (LogError::UnknownRole(_), _) => SqlError::UndefinedObject(e.to_string()),
             (LogError::RoleExists(_), _) => SqlError::DuplicateObject(e.to_string()),
+            (LogError::Unsupported(rule), _) => SqlError::NotSupported(rule.clone()),
             (_, ErrorKind::NotFound) => SqlError::UndefinedTable(e.to_string()),
             (_, ErrorKind::AlreadyExists) => SqlError::DuplicateTable(e.to_string()),
             (_, ErrorKind::InvalidArgument) => SqlError::InvalidDefinition(e.to_string()),

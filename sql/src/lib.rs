@@ -8,7 +8,8 @@
 //! - [`rewrite`]: `SELECT *` hides the system columns.
 //! - [`catalog`]: `pg_catalog` for clients that introspect it.
 //! - [`database`]: statement dispatch; INSERT appends through the log.
-//! - [`planner`]: the session in which streams are tables; planning.
+//! - [`planner`]: the session in which streams are tables; planning (also
+//!   against the schema versions a view was made with, in `pinned`).
 //! - [`views`]: the service that owns the materialized views and runs
 //!   their statements.
 //! - [`roles`] and [`privileges`]: users, what they may do, and the one
@@ -36,6 +37,7 @@ pub mod matview;
 pub mod metrics;
 pub mod names;
 pub mod options;
+mod pinned;
 pub mod planner;
 mod prepared;
 pub mod privileges;

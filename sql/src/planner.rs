@@ -143,17 +143,45 @@ impl Planner {
     }
 
     /// Plans a query (after hiding system columns from `*`).
-    pub async fn plan(&self, mut stmt: SqlStatement) -> Result<LogicalPlan> {
-        {
-            let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
-            hide_system_columns(&mut stmt, &streams);
-            fold_table_function_names(&mut stmt);
-            integer_literals(&mut stmt);
-        }
+    pub async fn plan(&self, stmt: SqlStatement) -> Result<LogicalPlan> {
+        let stmt = self.rewrite(stmt);
         debug!(sql = %stmt, "planning");
         let state = self.ctx.state();
         Ok(state
             .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
             .await?)
+    }
+
+    /// [`Planner::plan`] with the streams of `pinned` read through the
+    /// schema versions those infos hold (see [`crate::pinned`]).
+    pub async fn plan_pinned(
+        &self,
+        stmt: SqlStatement,
+        pinned: Vec<Arc<StreamInfo>>,
+    ) -> Result<LogicalPlan> {
+        if pinned.is_empty() {
+            return self.plan(stmt).await;
+        }
+        let stmt = self.rewrite(stmt);
+        debug!(sql = %stmt, "planning against pinned versions");
+        let tables = pinned
+            .into_iter()
+            .map(|info| {
+                let name = info.name().to_string();
+                (name, Arc::new(StreamTable::new(self.log.clone(), info)))
+            })
+            .collect();
+        let state = crate::pinned::pinned_state(self.ctx.state(), &self.tables, tables);
+        Ok(state
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await?)
+    }
+
+    fn rewrite(&self, mut stmt: SqlStatement) -> SqlStatement {
+        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+        hide_system_columns(&mut stmt, &streams);
+        fold_table_function_names(&mut stmt);
+        integer_literals(&mut stmt);
+        stmt
     }
 }

@@ -1,17 +1,17 @@
-//! Stream statements: `CREATE STREAM`, `ALTER STREAM … ADD COLUMN`,
+//! Stream statements: `CREATE STREAM`, `ALTER STREAM`,
 //! `SHOW STREAMS`, `DESCRIBE`.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Field, Schema};
-use streamhouse_log::StreamSpec;
 use streamhouse_log::stream::is_system_column;
+use streamhouse_log::{SchemaChange, StreamSpec};
 
 use sqlparser::ast::{ColumnOption, Expr, UnaryOperator, Value};
 use streamhouse_log::stream::DEFAULT_KEY;
 
-use crate::dialect::CreateStream;
+use crate::dialect::{CreateStream, StreamAlteration};
 use crate::error::{Result, SqlError};
 use crate::types::{SQL_TYPE_KEY, arrow_type, sql_type_name};
 
@@ -50,84 +50,124 @@ impl Database {
         Ok(QueryResult::command(CommandTag::CreateStream))
     }
 
-    /// `ALTER STREAM name ADD COLUMN column`: the stream's next schema
-    /// version (see `Log::add_column`). Refused while a materialized view
-    /// reads the stream: a view's plan is fixed to the columns it was
-    /// compiled against.
-    pub(crate) async fn add_column(
+    /// `ALTER STREAM`: the stream's next schema version (see
+    /// `streamhouse_log::evolve`). Materialized views keep reading the
+    /// versions they were made with, so a column may be added or renamed
+    /// under them; dropping, retyping or allowing NULL in a column a view
+    /// reads is refused, naming the views.
+    pub(crate) async fn alter_stream(
         &self,
         name: &str,
-        column: sqlparser::ast::ColumnDef,
-        if_not_exists: bool,
+        alteration: StreamAlteration,
     ) -> Result<QueryResult> {
         let info = self.log.stream(name).await?;
-        if info.spec.schema.field_with_name(&column.name.value).is_ok() && if_not_exists {
-            return Ok(QueryResult::command(CommandTag::AlterStream));
-        }
+        let done = || Ok(QueryResult::command(CommandTag::AlterStream));
+        let schema = &info.spec.schema;
         if crate::topics::is_record_shaped(&info) {
             return Err(SqlError::NotSupported(format!(
-                "cannot add a column to \"{name}\": it has the Kafka record shape (key, value, \
-                 headers, timestamp), which Kafka producers and consumers rely on"
+                "cannot change the columns of \"{name}\": it has the Kafka record shape (key, \
+                 value, headers, timestamp), which Kafka producers and consumers rely on"
             )));
         }
-        let readers = self.views_reading(&info).await?;
-        if !readers.is_empty() {
-            return Err(SqlError::NotSupported(format!(
-                "cannot add a column to stream \"{name}\" while materialized view{} {} read{} \
-                 it: a view's plan is fixed to the columns it was made with",
-                if readers.len() == 1 { "" } else { "s" },
-                readers.join(", "),
-                if readers.len() == 1 { "s" } else { "" },
+        let must_exist = match &alteration {
+            StreamAlteration::AddColumn { .. }
+            | StreamAlteration::DropColumn {
+                if_exists: true, ..
+            } => None,
+            StreamAlteration::DropColumn { column, .. }
+            | StreamAlteration::RenameColumn { from: column, .. }
+            | StreamAlteration::AlterType { column, .. }
+            | StreamAlteration::DropNotNull { column } => Some(column),
+        };
+        if let Some(column) = must_exist
+            && schema.field_with_name(column).is_err()
+        {
+            return Err(SqlError::UndefinedColumn(format!(
+                "column \"{column}\" of stream \"{name}\" does not exist"
             )));
         }
-        let (dt, sql_type) = arrow_type(&column.data_type)?;
-        let mut not_null = false;
-        let mut metadata = std::collections::HashMap::new();
-        if let Some(t) = sql_type {
-            metadata.insert(SQL_TYPE_KEY.to_string(), t.to_string());
-        }
-        for o in &column.options {
-            match &o.option {
-                ColumnOption::NotNull => not_null = true,
-                ColumnOption::Null => not_null = false,
-                ColumnOption::Default(e) => {
-                    if let Some(text) = default_text(e)? {
-                        metadata.insert(DEFAULT_KEY.to_string(), text);
+        let change = match &alteration {
+            StreamAlteration::AddColumn {
+                column,
+                if_not_exists,
+            } => {
+                if *if_not_exists && schema.field_with_name(&column.name.value).is_ok() {
+                    return done();
+                }
+                SchemaChange::AddColumn(column_field(column)?)
+            }
+            StreamAlteration::DropColumn { column, if_exists } => {
+                if *if_exists && schema.field_with_name(column).is_err() {
+                    return done();
+                }
+                SchemaChange::DropColumn(column.clone())
+            }
+            StreamAlteration::RenameColumn { from, to } => SchemaChange::RenameColumn {
+                from: from.clone(),
+                to: to.clone(),
+            },
+            StreamAlteration::AlterType { column, data_type } => {
+                let (dt, sql_type) = arrow_type(data_type)?;
+                let mut to = Field::new("", dt, true);
+                if let Some(t) = sql_type {
+                    to = to.with_metadata([(SQL_TYPE_KEY.to_string(), t.to_string())].into());
+                }
+                if let Ok(old) = schema.field_with_name(column) {
+                    let (was, will) = (
+                        old.metadata().get(SQL_TYPE_KEY),
+                        to.metadata().get(SQL_TYPE_KEY),
+                    );
+                    if old.data_type() == to.data_type() && was == will {
+                        // varchar(n) to varchar(m), text to varchar: one type here.
+                        return done();
+                    }
+                    if will.is_some() && was != will {
+                        return Err(SqlError::NotSupported(format!(
+                            "cannot change column \"{column}\" from {} to {data_type}: rows \
+                             already written are not checked to be {data_type}",
+                            sql_type_name(old)
+                        )));
                     }
                 }
-                _ => {}
+                SchemaChange::AlterType {
+                    column: column.clone(),
+                    to,
+                }
+            }
+            StreamAlteration::DropNotNull { column } => {
+                if schema
+                    .field_with_name(column)
+                    .is_ok_and(|f| f.is_nullable())
+                {
+                    return done();
+                }
+                SchemaChange::DropNotNull(column.clone())
+            }
+        };
+        if !matches!(
+            change,
+            SchemaChange::AddColumn(_) | SchemaChange::RenameColumn { .. }
+        ) {
+            let column = change.column();
+            let readers = self.views().readers_of_column(&info, column).await?;
+            if !readers.is_empty() {
+                return Err(SqlError::DependentObjects(format!(
+                    "cannot {alteration} of stream \"{name}\": materialized view{} {} read{} \
+                     it (drop {} first)",
+                    if readers.len() == 1 { "" } else { "s" },
+                    readers.join(", "),
+                    if readers.len() == 1 { "s" } else { "" },
+                    if readers.len() == 1 { "it" } else { "them" },
+                )));
             }
         }
-        let field = Field::new(column.name.value.clone(), dt, !not_null).with_metadata(metadata);
-        let change = format!("ADD COLUMN {column}");
-        let info = self.log.add_column(name, field, &change).await?;
+        let info = self
+            .log
+            .alter_stream(name, &change, &alteration.to_string())
+            .await?;
         self.planner.deregister(name)?;
         self.planner.register(info)?;
-        Ok(QueryResult::command(CommandTag::AlterStream))
-    }
-
-    /// The materialized views that read `stream`: those running here, and
-    /// those whose last checkpoint (wherever they run) holds its offsets.
-    async fn views_reading(&self, stream: &streamhouse_log::StreamInfo) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
-            .views()
-            .by_name()
-            .iter()
-            .filter(|v| v.reads(stream.name()))
-            .map(|v| v.name.clone())
-            .collect();
-        let id = stream.id.to_string();
-        for record in self.log.metadata().views().await? {
-            let reads = record.checkpoint.as_ref().is_some_and(|c| {
-                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&c.input_offsets)
-                    .is_ok_and(|m| m.contains_key(&id))
-            });
-            if reads && !names.contains(&record.name) {
-                names.push(record.name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        done()
     }
 
     pub(crate) async fn show_streams(&self) -> Result<QueryResult> {
@@ -227,4 +267,28 @@ fn default_text(e: &Expr) -> Result<Option<String>> {
             "DEFAULT {other}: a stream column's default must be a constant"
         ))),
     }
+}
+
+/// The field of a column added by `ALTER STREAM … ADD COLUMN`: its type,
+/// nullability and default.
+fn column_field(column: &sqlparser::ast::ColumnDef) -> Result<Field> {
+    let (dt, sql_type) = arrow_type(&column.data_type)?;
+    let mut not_null = false;
+    let mut metadata = std::collections::HashMap::new();
+    if let Some(t) = sql_type {
+        metadata.insert(SQL_TYPE_KEY.to_string(), t.to_string());
+    }
+    for o in &column.options {
+        match &o.option {
+            ColumnOption::NotNull => not_null = true,
+            ColumnOption::Null => not_null = false,
+            ColumnOption::Default(e) => {
+                if let Some(text) = default_text(e)? {
+                    metadata.insert(DEFAULT_KEY.to_string(), text);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Field::new(column.name.value.clone(), dt, !not_null).with_metadata(metadata))
 }

@@ -50,6 +50,7 @@ mod tests {
             name: name.into(),
             dataflow: format!("{name}-1"),
             definition: "SELECT 1".into(),
+            input_versions: Default::default(),
             checkpoint: None,
             lease: ViewLease {
                 owner: owner.map(Into::into),

@@ -190,6 +190,10 @@ pub struct ViewRecord {
     /// This incarnation's id (names its state objects).
     pub dataflow: String,
     pub definition: String,
+    /// The schema version of each stream the view reads (by stream id), as
+    /// when it was made: what its plan reads through. Empty for views made
+    /// before streams had versions.
+    pub input_versions: std::collections::BTreeMap<crate::stream::StreamId, u32>,
     pub checkpoint: Option<ViewCheckpoint>,
     /// Who maintains it, under which epoch, until when.
     pub lease: ViewLease,

@@ -54,7 +54,7 @@ pub(super) const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, en
 pub(super) const SCHEMA_VERSION_COLUMNS: &str =
     "stream_id, version, schema_ipc, change, created_at_us";
 pub(super) const VIEW_COLUMNS: &str = "name, dataflow, definition, checkpoint_no, \
-     input_offsets, state_key, owner, epoch, lease_until_us";
+     input_offsets, state_key, owner, epoch, lease_until_us, input_versions";
 pub(super) const ROLE_COLUMNS: &str = "name, superuser, can_login, verifier, created_at_us";
 pub(super) const GRANT_COLUMNS: &str = "object_kind, object_name, grantee, privilege, grantor";
 pub(super) const AGENT_COLUMNS: &str =
@@ -157,6 +157,11 @@ pub(super) fn view(row: &impl MetaRow) -> Result<ViewRecord> {
         name: row.text("name")?,
         dataflow: row.text("dataflow")?,
         definition: row.text("definition")?,
+        input_versions: match row.opt_text("input_versions")? {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| LogError::Internal(format!("bad input_versions: {e}")))?,
+            None => Default::default(),
+        },
         checkpoint,
         lease: super::ViewLease {
             owner: row.opt_text("owner")?,

@@ -4,6 +4,7 @@ use sqlparser::ast::Query;
 
 use super::Views;
 use super::definition::{changelog_name, stored_definition};
+use super::inputs::input_versions;
 use crate::dialect::ViewOptions;
 use crate::error::{Result, SqlError};
 use crate::matview::MatView;
@@ -37,6 +38,7 @@ impl Views {
         }
         let dataflow = format!("{name}-{:x}", self.log.now_micros());
         let plan = self.plan_view(&query).await?;
+        let versions = input_versions(&plan);
         let changelog = self.changelog_stream(&dataflow, &plan).await?;
         // The creating agent holds the view's first lease.
         let mut placement =
@@ -60,6 +62,7 @@ impl Views {
                 name: name.clone(),
                 dataflow: dataflow.clone(),
                 definition: stored_definition(&name, &options, &query),
+                input_versions: versions.clone(),
                 checkpoint: None,
                 lease: ViewLease {
                     owner: Some(self.log.agent().id()),

@@ -4,6 +4,8 @@
 //!
 //! - `ddl`: `CREATE` and `DROP MATERIALIZED VIEW`, and bringing stored
 //!   views back (at start-up, or when this agent takes a view over).
+//! - `inputs`: the schema versions a view reads its streams through, and
+//!   the columns it reads (what `ALTER STREAM` may change under it).
 //! - `ownership`: which agent runs each view (leases with epochs).
 //! - `show`: `SHOW MATERIALIZED VIEWS` and the views' gauges.
 //! - `subscribe`: push queries (`SUBSCRIBE`, `… EMIT CHANGES`).
@@ -15,6 +17,7 @@
 
 mod ddl;
 mod definition;
+mod inputs;
 mod ownership;
 mod restore;
 mod show;

@@ -77,7 +77,7 @@ impl Views {
         changelog: &Arc<StreamInfo>,
     ) -> Result<bool> {
         let (options, query) = parse_stored(&record.definition)?;
-        let plan = self.plan_view(&query).await?;
+        let plan = self.plan_stored(record, &query).await?;
         let probe = format!("probe-{}-{:x}", record.dataflow, self.log.now_micros());
         let placement = self.placement(&probe, None, Some(Output::Changelog(changelog.clone())));
         let view = MatView::compile(
@@ -101,7 +101,7 @@ impl Views {
             return Ok(info);
         }
         let (_, query) = parse_stored(&record.definition)?;
-        let plan = self.plan_view(&query).await?;
+        let plan = self.plan_stored(record, &query).await?;
         self.changelog_stream(&record.dataflow, &plan).await
     }
 
@@ -111,7 +111,7 @@ impl Views {
     pub(super) async fn load_view(&self, record: &ViewRecord, epoch: u64) -> Result<()> {
         let name = &record.name;
         let (options, query) = parse_stored(&record.definition)?;
-        let plan = self.plan_view(&query).await?;
+        let plan = self.plan_stored(record, &query).await?;
         let changelog = self.changelog_stream(&record.dataflow, &plan).await?;
         let compile = |restore: Option<ViewCheckpoint>| {
             let mut placement = self.placement(

@@ -17,8 +17,9 @@ impl<B: Backend> ViewStore for B {
             .execute(
                 Statement::new(
                     "INSERT INTO views \
-                     (name, dataflow, definition, created_at_us, owner, epoch, lease_until_us) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+                     (name, dataflow, definition, created_at_us, owner, epoch, lease_until_us, \
+                     input_versions) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
                 )
                 .text(&view.name)
                 .text(&view.dataflow)
@@ -26,7 +27,11 @@ impl<B: Backend> ViewStore for B {
                 .int(created_at)
                 .opt_text(view.lease.owner.clone())
                 .uint(view.lease.epoch)
-                .opt_int(view.lease.until),
+                .opt_int(view.lease.until)
+                .text(
+                    &serde_json::to_string(&view.input_versions)
+                        .map_err(|e| LogError::Internal(e.to_string()))?,
+                ),
             )
             .await?;
         if done == 0 {
