@@ -8,7 +8,8 @@
 //! histograms recorded as things happen, and gauges of views, consumer
 //! groups and the allocator's memory refreshed at each scrape. The REST API reads through the same
 //! `Log` every other door uses. With `--auth password` everything but the
-//! probes needs a bearer token (`POST /v1/login`).
+//! probes needs a bearer token (`POST /v1/login`). The Schema Registry's
+//! API is served at the root too (`registry_http`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -26,10 +27,13 @@ use streamhouse_sql::Database;
 use streamhouse_sql::SqlError;
 use streamhouse_sql::privileges::{MONITOR, Need};
 
+use crate::registry_http::RegistryDoor;
+
 /// What the admin endpoints observe.
 pub struct AdminState {
     log: OnceLock<Arc<Log>>,
     db: OnceLock<Arc<Database>>,
+    registry: Arc<RegistryDoor>,
     draining: AtomicBool,
     metrics: PrometheusHandle,
     /// Everything but the probes needs a bearer token.
@@ -41,6 +45,7 @@ impl AdminState {
         AdminState {
             log: OnceLock::new(),
             db: OnceLock::new(),
+            registry: Arc::new(RegistryDoor::new(require_token)),
             draining: AtomicBool::new(false),
             metrics,
             require_token,
@@ -49,6 +54,10 @@ impl AdminState {
 
     /// The log is open and the views recovered: the server is ready.
     pub fn set_ready(&self, log: Arc<Log>, db: Arc<Database>) {
+        self.registry.set_ready(
+            streamhouse_registry::Registry::new(log.metadata().clone()),
+            db.clone(),
+        );
         let _ = self.db.set(db);
         let _ = self.log.set(log);
     }
@@ -81,7 +90,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/health", get(health))
         .route("/v1/login", post(login))
         .merge(guarded)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::registry_http::router(state.registry.clone()))
 }
 
 /// Lets a request through when passwords are not required, or when it

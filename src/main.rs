@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod config;
 mod metrics;
+mod registry_http;
 mod server;
 mod tls;
 

@@ -155,6 +155,10 @@ pub enum LogError {
     )]
     UnknownTransactionalProducer(String),
 
+    /// Another writer changed the record first; read it again and retry.
+    #[error("{0}")]
+    Conflict(String),
+
     /// A bound the server keeps (open producers, staged bytes).
     #[error("{0}")]
     LimitExceeded(String),
@@ -194,7 +198,8 @@ impl LogError {
             | LogError::StreamChanged(_)
             | LogError::SchemaChanged { .. }
             | LogError::TransactionAborted(_)
-            | LogError::UnknownTransactionalProducer(_) => ErrorKind::Conflict,
+            | LogError::UnknownTransactionalProducer(_)
+            | LogError::Conflict(_) => ErrorKind::Conflict,
             LogError::LimitExceeded(_) => ErrorKind::ResourceExhausted,
             LogError::ReservedName(_) | LogError::InternalStream(_) => ErrorKind::PermissionDenied,
             LogError::FlushFailed(inner) => inner.kind(),

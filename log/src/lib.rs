@@ -46,8 +46,9 @@ pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{
     AckPart, AgentRecord, AgentStore, Change, ChunkStore, GrantRecord, GroupOffsets, GroupStore,
-    MetadataStore, PartitionStats, ProducerSeq, RoleRecord, RoleStore, StreamStore, TimeFilter,
-    TxnCommit, ViewCheckpoint, ViewLease, ViewRecord, ViewStore,
+    MetadataStore, PartitionStats, ProducerSeq, RegisteredSchema, RegistrySettings, RegistryStore,
+    RoleRecord, RoleStore, StreamStore, SubjectVersion, TimeFilter, TxnCommit, ViewCheckpoint,
+    ViewLease, ViewRecord, ViewStore,
 };
 pub use reader::BatchStream;
 pub use staged::StagedAppend;

@@ -1077,6 +1077,73 @@ async fn grants_and_memberships_are_shared(kind: Kind) {
     }
 }
 
+/// The Schema Registry's records: a schema's id found again by its
+/// fingerprint from another handle, a version number taken once, soft and
+/// permanent deletes, settings.
+async fn registry_records_are_shared(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let a = s.handle().await;
+    let b = s.handle().await;
+    let id = a
+        .registry_schema_id("fp1", "AVRO", "\"string\"", "[]")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.registry_schema_id("fp1", "AVRO", "\"string\"", "[]")
+            .await
+            .unwrap(),
+        id
+    );
+    let other = b
+        .registry_schema_id("fp2", "AVRO", "\"long\"", "[]")
+        .await
+        .unwrap();
+    assert!(other > id);
+    let stored = a.registry_schema(other).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.schema_type.as_str(), stored.schema.as_str()),
+        ("AVRO", "\"long\"")
+    );
+    assert!(a.registry_schema(other + 100).await.unwrap().is_none());
+
+    a.add_subject_version("s", 1, id).await.unwrap();
+    let e = b.add_subject_version("s", 1, other).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    b.add_subject_version("s", 2, other).await.unwrap();
+    b.add_subject_version("t", 1, id).await.unwrap();
+    let of_id: Vec<(String, u32)> = a
+        .versions_of_schema(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.subject, v.version))
+        .collect();
+    assert_eq!(of_id, [("s".to_string(), 1), ("t".to_string(), 1)]);
+    a.soft_delete_versions("s", &[1]).await.unwrap();
+    let versions = b.subject_versions("s").await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.version, v.deleted))
+            .collect::<Vec<_>>(),
+        [(1, true), (2, false)]
+    );
+    b.delete_versions("s", &[1]).await.unwrap();
+    assert_eq!(a.all_subject_versions().await.unwrap().len(), 2);
+
+    let settings = streamhouse_log::RegistrySettings {
+        compatibility: Some("FULL".into()),
+        mode: None,
+    };
+    a.put_registry_settings("", &settings).await.unwrap();
+    assert_eq!(b.registry_settings("").await.unwrap(), settings);
+    assert_eq!(b.registry_settings("s").await.unwrap(), Default::default());
+    b.put_registry_settings("", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(a.registry_settings("").await.unwrap(), Default::default());
+}
+
 macro_rules! per_store {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $(
@@ -1109,4 +1176,5 @@ per_store!(
     a_tail_reader_wakes_on_another_agents_commit,
     roles_are_shared_and_unique,
     grants_and_memberships_are_shared,
+    registry_records_are_shared,
 );

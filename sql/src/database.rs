@@ -298,6 +298,31 @@ impl Database {
         result
     }
 
+    /// Checks `user`'s `password` without issuing a token (a door whose
+    /// clients send their credentials with every request); failures are
+    /// audited like logins.
+    pub async fn check_password(&self, door: &str, user: &str, password: &str) -> Result<()> {
+        let ok = match crate::roles::login_verifier(&self.log, user).await? {
+            Some(v) => v.matches(password),
+            None => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        let e = SqlError::InvalidPassword(format!(
+            "password authentication failed for user \"{user}\""
+        ));
+        self.audit(AuditEvent {
+            event: "login_failed",
+            user: Some(user.to_string()),
+            door: door.to_string(),
+            success: false,
+            detail: Some(e.to_string()),
+            ..AuditEvent::default()
+        });
+        Err(e)
+    }
+
     /// The user a bearer token was issued to, while it is live.
     pub fn token_user(&self, token: &str) -> Option<String> {
         self.tokens.user_of(token)

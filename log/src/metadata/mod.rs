@@ -586,11 +586,96 @@ pub trait RoleStore: Send + Sync {
     async fn members(&self) -> Result<Vec<(String, String)>>;
 }
 
+/// A schema of the Schema Registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredSchema {
+    /// Global and stable: the same schema always has this id.
+    pub id: i64,
+    /// `AVRO`, `JSON` or `PROTOBUF`.
+    pub schema_type: String,
+    /// As first registered.
+    pub schema: String,
+    /// JSON: `[{"name", "subject", "version"}]`.
+    pub references: String,
+}
+
+/// One version of a Schema Registry subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectVersion {
+    pub subject: String,
+    pub version: u32,
+    pub schema_id: i64,
+    /// Soft-deleted: hidden unless asked for, its number not reused.
+    pub deleted: bool,
+}
+
+/// Compatibility level and mode of a subject, or (subject `""`) of the
+/// registry; `None` where not set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistrySettings {
+    pub compatibility: Option<String>,
+    pub mode: Option<String>,
+}
+
+/// The Schema Registry's records: schemas by id, subjects' versions and
+/// settings. The rules (compatibility, what may be deleted) are the
+/// registry's; this stores.
+#[async_trait]
+pub trait RegistryStore: Send + Sync {
+    /// The id of the schema with `fingerprint`, stored first when no schema
+    /// has it.
+    async fn registry_schema_id(
+        &self,
+        fingerprint: &str,
+        schema_type: &str,
+        schema: &str,
+        references: &str,
+    ) -> Result<i64>;
+
+    /// The schema with id `id`.
+    async fn registry_schema(&self, id: i64) -> Result<Option<RegisteredSchema>>;
+
+    /// The versions of `subject` (soft-deleted ones too), by version.
+    async fn subject_versions(&self, subject: &str) -> Result<Vec<SubjectVersion>>;
+
+    /// Every subject's versions (soft-deleted ones too), by subject and
+    /// version.
+    async fn all_subject_versions(&self) -> Result<Vec<SubjectVersion>>;
+
+    /// The subject versions that are schema `id`.
+    async fn versions_of_schema(&self, id: i64) -> Result<Vec<SubjectVersion>>;
+
+    /// Adds schema `schema_id` as version `version` of `subject`; another
+    /// writer took that version first: [`LogError::Conflict`].
+    async fn add_subject_version(&self, subject: &str, version: u32, schema_id: i64) -> Result<()>;
+
+    /// Marks versions of `subject` soft-deleted.
+    async fn soft_delete_versions(&self, subject: &str, versions: &[u32]) -> Result<()>;
+
+    /// Removes versions of `subject`.
+    async fn delete_versions(&self, subject: &str, versions: &[u32]) -> Result<()>;
+
+    /// The settings of `subject` (`""`: the registry's).
+    async fn registry_settings(&self, subject: &str) -> Result<RegistrySettings>;
+
+    /// Replaces the settings of `subject` (`""`: the registry's); all
+    /// `None` removes them.
+    async fn put_registry_settings(&self, subject: &str, settings: &RegistrySettings)
+    -> Result<()>;
+}
+
 /// The metadata store: every topic's operations, and how the store is
 /// shared and closed.
 #[async_trait]
 pub trait MetadataStore:
-    StreamStore + ChunkStore + GroupStore + ViewStore + AgentStore + RoleStore + std::fmt::Debug
+    StreamStore
+    + ChunkStore
+    + GroupStore
+    + ViewStore
+    + AgentStore
+    + RoleStore
+    + RegistryStore
+    + std::fmt::Debug
 {
     /// Closes connections, waiting for those in use.
     async fn close(&self) {}

@@ -1,11 +1,12 @@
 //! The store operations, written once over [`super::sql::Backend`]: each
 //! topic's trait (`StreamStore`, `ChunkStore`, `GroupStore`, `ViewStore`,
-//! `AgentStore`, `RoleStore`) is implemented for every backend, so the SQLite and the
+//! `AgentStore`, `RoleStore`, `RegistryStore`) is implemented for every backend, so the SQLite and the
 //! PostgreSQL store run the same statements wherever their dialects agree.
 
 mod agents;
 mod chunks;
 mod groups;
+mod registry;
 mod roles;
 mod streams;
 mod views;
