@@ -14,7 +14,8 @@
 //! `harness/flight.rs`), the materialized-view scenarios
 //! (`harness/views.rs`), the Kafka door through librdkafka clients
 //! (`harness/kafka.rs`; `--tansu BIN` runs the same clients against Tansu
-//! too) and Nexmark as views (`harness/nexmark.rs`, the queries in
+//! too), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
+//! and Nexmark as views (`harness/nexmark.rs`, the queries in
 //! `benches/nexmark/`). `--filter cluster` runs the cluster
 //! scenarios instead (`harness/cluster.rs`: S3 and PostgreSQL servers
 //! needed). The table also goes to a JSON file (`--json`, default
@@ -22,6 +23,8 @@
 
 #![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
 
+#[path = "harness/avro.rs"]
+mod avro;
 #[path = "harness/cluster.rs"]
 mod cluster;
 #[path = "harness/flight.rs"]
@@ -406,6 +409,9 @@ async fn run(args: Args) {
     }
     if wanted("kafka") {
         table.extend(kafka::scenarios(&args).await);
+    }
+    if wanted("avro") {
+        table.extend(avro::scenarios());
     }
     if wanted("group by") {
         table.extend(group_by_scenario(&args).await);

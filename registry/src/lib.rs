@@ -8,8 +8,10 @@
 //! - [`formats`]: parsing a schema of each type, its canonical form and
 //!   fingerprint, and whether one schema can read data written with another.
 //! - [`levels`]: compatibility levels and modes.
+//! - [`decode`]: Avro values in Confluent's wire format into Arrow batches.
 //! - [`error`]: errors with Confluent's error codes.
 
+pub mod decode;
 pub mod error;
 pub mod formats;
 pub mod levels;
