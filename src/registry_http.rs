@@ -326,6 +326,13 @@ async fn register(
 ) -> Answer {
     let request: SchemaRequest = body(&bytes)?;
     let id = registry(&s)?.register(&subject, &request).await?;
+    // Streams that follow the subject take the new version now (a stream
+    // that cannot says so when a value of the version is produced to it).
+    if let Some(db) = s.db.get()
+        && let Err(e) = db.follow_subject(&subject).await
+    {
+        tracing::warn!(subject, error = %e, "a stream cannot follow the new version");
+    }
     answer(json!({ "id": id }))
 }
 

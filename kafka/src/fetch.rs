@@ -1,6 +1,8 @@
 //! Fetch: committed rows from each asked partition, from its fetch offset,
 //! within the request's byte limits, as v2 record batches at their log
-//! offsets (a typed stream's rows as JSON values, see `records`). When fewer than `min_bytes` are there, the request waits up to
+//! offsets (a typed stream's rows as JSON values, see `records`, or as
+//! Avro values of the subject it follows, see `streamhouse_sql::typed`).
+//! When fewer than `min_bytes` are there, the request waits up to
 //! `max_wait_ms`, woken by the log's commit notifications (no polling).
 //! Fetch sessions are declined: every answer has session id 0, so clients
 //! send full requests.
@@ -15,9 +17,13 @@ use futures::stream::FuturesUnordered;
 use kafka_protocol::ResponseError as E;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-use streamhouse_log::{Log, StreamKind};
+use std::sync::Arc;
+
+use streamhouse_log::{StreamInfo, StreamKind};
+use streamhouse_sql::Database;
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 use streamhouse_sql::topics::is_record_shaped;
+use streamhouse_sql::typed::follows;
 
 use crate::ctx::Ctx;
 use crate::errors::{About, of_log, of_sql};
@@ -30,11 +36,13 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 const RECORD_OVERHEAD: usize = 24;
 
 /// How a topic's rows are read: record-shaped, or typed with this many
-/// declared columns (fetched as JSON values).
-#[derive(Clone, Copy)]
+/// declared columns (fetched as JSON values), or following a subject
+/// (fetched as Avro values of the version it follows).
+#[derive(Clone)]
 enum Shape {
     Records,
     Typed(usize),
+    Follows(Arc<StreamInfo>),
 }
 
 /// One asked partition, as the fetch goes on.
@@ -69,15 +77,17 @@ fn rows_within(rows: &RecordBatch, budget: usize) -> usize {
 
 /// Reads what a partition holds past its fetch offset, within `budget`
 /// bytes; returns the bytes added.
-async fn read_part(log: &Log, topic: &str, part: &mut Part, budget: usize) -> usize {
+async fn read_part(db: &Database, topic: &str, part: &mut Part, budget: usize) -> usize {
+    let log = db.log();
     let from = part.offset as u64;
     let end = part.high_watermark as u64;
     if from >= end || budget == 0 {
         return 0;
     }
-    let projection = match part.shape {
+    let projection = match &part.shape {
         Shape::Records => READ_PROJECTION.to_vec(),
-        Shape::Typed(declared) => records::typed_projection(declared),
+        Shape::Typed(declared) => records::typed_projection(*declared),
+        Shape::Follows(info) => records::typed_projection(info.spec.schema.fields().len()),
     };
     let mut rows = match log
         .read(topic, part.partition as u32, from..end, Some(projection))
@@ -91,15 +101,11 @@ async fn read_part(log: &Log, topic: &str, part: &mut Part, budget: usize) -> us
     };
     let before = part.records.len();
     while let Some(batch) = rows.next().await {
-        let batch = match batch
-            .map_err(|e| of_log(&e))
-            .and_then(|b| match part.shape {
-                Shape::Records => Ok(b),
-                Shape::Typed(declared) => records::typed_to_records(&b, declared).map_err(|e| {
-                    tracing::error!(error = %e, "cannot write fetched rows as JSON");
-                    E::UnknownServerError
-                }),
-            }) {
+        let batch = match batch.map_err(|e| of_log(&e)) {
+            Ok(b) => as_records(db, &part.shape, b).await,
+            Err(e) => Err(e),
+        };
+        let batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 part.error = Some(e);
@@ -132,6 +138,29 @@ async fn read_part(log: &Log, topic: &str, part: &mut Part, budget: usize) -> us
     part.records.len() - before
 }
 
+/// Rows read with a shape's projection as rows [`records::encode`] takes.
+async fn as_records(db: &Database, shape: &Shape, rows: RecordBatch) -> Result<RecordBatch, E> {
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "cannot encode fetched rows as values");
+        E::UnknownServerError
+    };
+    match shape {
+        Shape::Records => Ok(rows),
+        Shape::Typed(declared) => {
+            let values = records::json_values(&rows, *declared).map_err(|e| failed(&e))?;
+            records::typed_to_records(&rows, *declared, values).map_err(|e| failed(&e))
+        }
+        Shape::Follows(info) => {
+            let declared = info.spec.schema.fields().len();
+            let data = rows
+                .project(&(0..declared).collect::<Vec<_>>())
+                .map_err(|e| failed(&e))?;
+            let values = db.encode_rows(info, &data).await.map_err(|e| failed(&e))?;
+            records::typed_to_records(&rows, declared, Arc::new(values)).map_err(|e| failed(&e))
+        }
+    }
+}
+
 /// Answers a Fetch request.
 pub async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
     let log = ctx.door.db.log().clone();
@@ -158,7 +187,9 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
             Ok(()) if StreamKind::of(&name).is_internal() => Some(E::UnknownTopicOrPartition),
             Ok(()) => match log.stream(&name).await {
                 Ok(info) => {
-                    if !is_record_shaped(&info) {
+                    if follows(&info.spec.schema).is_some() {
+                        shape = Shape::Follows(info);
+                    } else if !is_record_shaped(&info) {
                         shape = Shape::Typed(info.spec.schema.fields().len());
                     }
                     None
@@ -169,7 +200,7 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
         for p in topic.partitions {
             parts.push(Part {
                 topic: t,
-                shape,
+                shape: shape.clone(),
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(1) as usize,
@@ -215,7 +246,7 @@ pub async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
             let room = max_bytes.saturating_sub(total);
             let budget = part.max_bytes.saturating_sub(part.records.len()).min(room);
             total += part.records.len();
-            total += read_part(&log, name, part, budget).await;
+            total += read_part(&ctx.door.db, name, part, budget).await;
         }
         let now = streamhouse_log::monotonic();
         if total >= min_bytes.max(1) || now >= deadline {

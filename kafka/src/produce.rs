@@ -1,5 +1,7 @@
 //! Produce: each partition's records are checked whole and appended to
 //! the stream's partition as one append, buffered in request order; the
+//! values of a stream with typed columns are decoded into its rows first
+//! (see `records`, and `streamhouse_sql::typed` for Avro). The
 //! answer waits until every append is durable (acks 1 and all alike: an
 //! acknowledgement means durable), and acks=0 gets none.
 //!
@@ -10,6 +12,8 @@
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, in the same metadata transaction that
 //! commits the rows.
 
+use arrow::array::AsArray;
+use arrow::datatypes::SchemaRef;
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use kafka_protocol::ResponseError as E;
@@ -17,12 +21,21 @@ use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::ProduceResponse;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use streamhouse_log::{AppendAck, AppendOptions, LogError, ProducerSeq, StreamKind};
+use streamhouse_sql::SqlError;
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 use streamhouse_sql::topics::is_record_shaped;
+use streamhouse_sql::typed::follows;
 
 use crate::ctx::{Answer, Ctx, text};
 use crate::errors::{About, of_log, of_sql};
 use crate::records::{self, Sequences};
+
+/// How a topic's produced values become its rows.
+enum Values {
+    Records,
+    Json(SchemaRef),
+    Avro,
+}
 
 /// One partition's outcome: its answer now, or once durable.
 enum Outcome {
@@ -86,8 +99,9 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
     for topic in r.topic_data {
         let name = topic.name.0.to_string();
         let mut topic_error = general.clone();
-        // A typed stream's schema: its values are JSON rows.
-        let mut typed = None;
+        // How values become rows: as they are (record shape), as JSON rows
+        // of a typed stream, or as Avro values of a followed subject.
+        let mut values = Values::Records;
         if topic_error.is_none() {
             let need = [Need::Privilege(
                 Privilege::Insert,
@@ -109,8 +123,10 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
                     format!("\"{name}\" is not a topic"),
                 )),
                 Ok(info) => {
-                    if !is_record_shaped(&info) {
-                        typed = Some(info.spec.schema.clone());
+                    if follows(&info.spec.schema).is_some() {
+                        values = Values::Avro;
+                    } else if !is_record_shaped(&info) {
+                        values = Values::Json(info.spec.schema.clone());
                     }
                     None
                 }
@@ -143,15 +159,28 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
                     continue;
                 }
             };
-            let batch = match &typed {
-                None => produced.batch,
-                Some(schema) => match records::json_to_typed(&produced.batch, schema.clone()) {
-                    Ok(rows) => rows,
-                    Err((code, message)) => {
-                        parts.push(refused(index, code, message));
-                        continue;
-                    }
-                },
+            let batch = match &values {
+                Values::Records => Ok(produced.batch),
+                Values::Json(schema) => records::json_to_typed(&produced.batch, schema.clone()),
+                Values::Avro => ctx
+                    .door
+                    .db
+                    .decode_values(&name, produced.batch.column(1).as_binary::<i32>())
+                    .await
+                    .map(|(_, rows)| rows)
+                    .map_err(|e| match e {
+                        SqlError::Unavailable(_) | SqlError::ShuttingDown => {
+                            (of_sql(&e, About::Topic), e.to_string())
+                        }
+                        _ => (E::InvalidRecord, e.to_string()),
+                    }),
+            };
+            let batch = match batch {
+                Ok(rows) => rows,
+                Err((code, message)) => {
+                    parts.push(refused(index, code, message));
+                    continue;
+                }
             };
             let producer = match produced.sequences.map(|s| log_producer(s, index)) {
                 None => None,

@@ -10,7 +10,9 @@
 //! A stream with typed columns is written and read as JSON values: each
 //! produced value must be one JSON object of the stream's columns (a batch
 //! with one that is not is refused whole), and each row read is fetched as
-//! its JSON object, with a null key and its append time.
+//! its JSON object, with a null key and its append time. (A stream that
+//! follows a registered subject takes Avro values instead:
+//! `streamhouse_sql::typed`.)
 
 use std::sync::Arc;
 
@@ -187,10 +189,9 @@ pub fn json_to_typed(records: &RecordBatch, schema: SchemaRef) -> Result<RecordB
     Ok(rows)
 }
 
-/// Rows of a typed stream, read with [`typed_projection`], in the layout
-/// [`encode`] takes: a null key, the row as a JSON object for value, no
-/// headers, the append time, the offset.
-pub fn typed_to_records(rows: &RecordBatch, declared: usize) -> anyhow::Result<RecordBatch> {
+/// Rows of a typed stream, read with [`typed_projection`], as JSON objects
+/// of their `declared` columns, one value each.
+pub fn json_values(rows: &RecordBatch, declared: usize) -> anyhow::Result<ArrayRef> {
     let n = rows.num_rows();
     let data = rows.project(&(0..declared).collect::<Vec<_>>())?;
     let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
@@ -201,10 +202,23 @@ pub fn typed_to_records(rows: &RecordBatch, declared: usize) -> anyhow::Result<R
     for line in json.split(|b| *b == b'\n').take(n) {
         values.append_value(line);
     }
+    Ok(Arc::new(values.finish()))
+}
+
+/// Rows of a typed stream, read with [`typed_projection`], in the layout
+/// [`encode`] takes: a null key, `values` (one a row), no headers, the
+/// append time, the offset.
+pub fn typed_to_records(
+    rows: &RecordBatch,
+    declared: usize,
+    values: ArrayRef,
+) -> anyhow::Result<RecordBatch> {
+    let n = rows.num_rows();
+    anyhow::ensure!(values.len() == n, "{} values for {n} rows", values.len());
     let item = Arc::new(Field::new("item", DataType::Struct(header_fields()), false));
     let columns: Vec<ArrayRef> = vec![
         new_null_array(&DataType::Binary, n),
-        Arc::new(values.finish()),
+        values,
         new_null_array(&DataType::List(item), n),
         rows.column(declared + 1).clone(),
         rows.column(declared).clone(),

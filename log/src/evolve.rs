@@ -31,6 +31,10 @@ pub const FIELD_ID_KEY: &str = "streamhouse.field_id";
 /// Schema metadata: the next field id to hand out (decimal).
 pub const NEXT_FIELD_ID_KEY: &str = "streamhouse.next_field_id";
 
+/// Schema metadata keys under this prefix are properties others may set
+/// ([`SchemaChange::SetProperty`]); the log's own keys are not.
+pub const PROPERTY_PREFIX: &str = "streamhouse.property.";
+
 /// One change of a stream's declared columns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SchemaChange {
@@ -50,17 +54,25 @@ pub enum SchemaChange {
     },
     /// The column may hold NULL from now on.
     DropNotNull(String),
+    /// A property of the stream's schema (its metadata), no column
+    /// changed: what a stream that follows a registered subject records of
+    /// the version it follows.
+    SetProperty {
+        key: String,
+        value: String,
+    },
 }
 
 impl SchemaChange {
-    /// The column the change is about.
-    pub fn column(&self) -> &str {
+    /// The column the change is about (none for a property).
+    pub fn column(&self) -> Option<&str> {
         match self {
-            SchemaChange::AddColumn(f) => f.name(),
+            SchemaChange::AddColumn(f) => Some(f.name()),
             SchemaChange::DropColumn(c)
             | SchemaChange::DropNotNull(c)
-            | SchemaChange::AlterType { column: c, .. } => c,
-            SchemaChange::RenameColumn { from, .. } => from,
+            | SchemaChange::AlterType { column: c, .. } => Some(c),
+            SchemaChange::RenameColumn { from, .. } => Some(from),
+            SchemaChange::SetProperty { .. } => None,
         }
     }
 }
@@ -179,8 +191,17 @@ pub fn apply(spec: &StreamSpec, change: &SchemaChange) -> Result<Schema> {
             let old = &fields[i];
             fields[i] = old.as_ref().clone().with_nullable(true);
         }
+        SchemaChange::SetProperty { .. } => {}
     }
     let mut metadata = spec.schema.metadata().clone();
+    if let SchemaChange::SetProperty { key, value } = change {
+        if key.starts_with("streamhouse.") && !key.starts_with(PROPERTY_PREFIX) {
+            return Err(LogError::InvalidSpec(format!(
+                "schema property \"{key}\" is the log's own"
+            )));
+        }
+        metadata.insert(key.clone(), value.clone());
+    }
     metadata.insert(NEXT_FIELD_ID_KEY.to_string(), next.to_string());
     let schema = Schema::new_with_metadata(fields, metadata);
     StreamSpec {

@@ -23,7 +23,6 @@ use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::config::{LogConfig, MaintenanceConfig};
 use crate::error::{LogError, Result};
-use crate::evolve::SchemaChange;
 use crate::groups::Groups;
 use crate::metadata::sqlite::SqliteMetadata;
 use crate::metadata::{AgentRecord, Change, MetadataStore, ProducerSeq, TimeFilter};
@@ -35,6 +34,8 @@ use crate::stream::{StreamInfo, StreamKind, StreamSpec};
 use crate::tail::Tail;
 use crate::transactional::producers::TransactionalProducers;
 use crate::writer::{AppendAck, Submitted, Writer};
+
+mod versions;
 
 /// Where an append's rows go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -279,51 +280,6 @@ impl Log {
         Ok(info)
     }
 
-    /// Changes a user's stream's declared columns (see [`crate::evolve`]):
-    /// its next schema version, recorded with `text` (what made it, for
-    /// listings). Chunks are not rewritten: rows already written are read
-    /// through the new version (an added column as its default or NULL, a
-    /// dropped one hidden, a widened one cast); appends from now on carry
-    /// the new columns. Another change first: [`LogError::SchemaChanged`].
-    pub async fn alter_stream(
-        &self,
-        name: &str,
-        change: &SchemaChange,
-        text: &str,
-    ) -> Result<Arc<StreamInfo>> {
-        if StreamKind::of(name).is_internal() {
-            return Err(LogError::InternalStream(name.to_string()));
-        }
-        let current = self.stream(name).await?;
-        let schema = crate::evolve::apply(&current.spec, change)?;
-        let evolved = self
-            .meta
-            .evolve_stream(
-                name,
-                current.schema_version,
-                &schema,
-                text,
-                self.clock.now_micros(),
-            )
-            .await;
-        match evolved {
-            Ok(info) => {
-                let info = Arc::new(info);
-                self.streams
-                    .write()
-                    .await
-                    .insert(name.to_string(), info.clone());
-                self.schemas_epoch.fetch_add(1, Ordering::AcqRel);
-                Ok(info)
-            }
-            Err(e) => {
-                // Ours may have been stale: read it again next time.
-                self.streams.write().await.remove(name);
-                Err(e)
-            }
-        }
-    }
-
     /// Drops a user's stream; buffered appends to it fail with
     /// `UnknownStream`. The system's streams are refused.
     pub async fn drop_stream(&self, name: &str) -> Result<()> {
@@ -349,31 +305,6 @@ impl Log {
         self.streams.write().await.remove(name);
         self.tail.forget(info.id);
         Ok(())
-    }
-
-    /// Stream `name` as it was at schema version `version`: what a view
-    /// made against that version reads through. Versions never change, so
-    /// this is the same whenever it is asked.
-    pub async fn stream_at(&self, name: &str, version: u32) -> Result<Arc<StreamInfo>> {
-        let current = self.stream(name).await?;
-        if current.schema_version == version {
-            return Ok(current);
-        }
-        let old = self
-            .meta
-            .schema_versions(current.id)
-            .await?
-            .into_iter()
-            .find(|v| v.version == version)
-            .ok_or_else(|| {
-                LogError::InvalidArgument(format!(
-                    "stream \"{name}\" has no schema version {version}"
-                ))
-            })?;
-        let mut info = current.as_ref().clone();
-        info.spec.schema = old.schema;
-        info.schema_version = version;
-        Ok(Arc::new(info))
     }
 
     /// A stream by name.

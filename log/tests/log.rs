@@ -575,7 +575,7 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
     ] {
         let e = f
             .log
-            .alter_stream("evolving", &SchemaChange::AddColumn(bad), "ADD COLUMN")
+            .alter_stream("evolving", &[SchemaChange::AddColumn(bad)], "ADD COLUMN")
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
@@ -591,7 +591,7 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
         .log
         .alter_stream(
             "evolving",
-            &SchemaChange::AddColumn(bad_default),
+            &[SchemaChange::AddColumn(bad_default)],
             "ADD COLUMN",
         )
         .await
@@ -603,7 +603,7 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
         .log
         .alter_stream(
             "evolving",
-            &SchemaChange::AddColumn(qty_field()),
+            &[SchemaChange::AddColumn(qty_field())],
             "ADD COLUMN qty",
         )
         .await
@@ -631,7 +631,11 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
         .log
         .alter_stream(
             "evolving",
-            &SchemaChange::AddColumn(Field::new("note", DataType::Utf8, true)),
+            &[SchemaChange::AddColumn(Field::new(
+                "note",
+                DataType::Utf8,
+                true,
+            ))],
             "ADD COLUMN note",
         )
         .await
@@ -719,7 +723,7 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
     f.log
         .alter_stream(
             "evolving",
-            &SchemaChange::DropColumn("note".into()),
+            &[SchemaChange::DropColumn("note".into())],
             "DROP COLUMN note",
         )
         .await
@@ -728,10 +732,10 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
         .log
         .alter_stream(
             "evolving",
-            &SchemaChange::RenameColumn {
+            &[SchemaChange::RenameColumn {
                 from: "qty".into(),
                 to: "quantity".into(),
-            },
+            }],
             "RENAME COLUMN qty TO quantity",
         )
         .await

@@ -8,10 +8,14 @@
 //! - [`formats`]: parsing a schema of each type, its canonical form and
 //!   fingerprint, and whether one schema can read data written with another.
 //! - [`levels`]: compatibility levels and modes.
-//! - [`decode`]: Avro values in Confluent's wire format into Arrow batches.
+//! - [`decode`]: Avro values in Confluent's wire format into Arrow batches;
+//!   [`encode`] the other way.
+//! - [`columns`]: the columns of a stream that follows an Avro schema.
 //! - [`error`]: errors with Confluent's error codes.
 
+pub mod columns;
 pub mod decode;
+pub mod encode;
 pub mod error;
 pub mod formats;
 pub mod levels;

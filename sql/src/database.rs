@@ -77,6 +77,8 @@ pub struct Database {
     audit: Audit,
     /// What each role may do.
     privileges: Arc<Privileges>,
+    /// How values of streams that follow a subject decode and encode.
+    pub(crate) codecs: crate::typed::Codecs,
 }
 
 impl std::fmt::Debug for Database {
@@ -218,6 +220,7 @@ impl Database {
             ),
             log,
             options,
+            codecs: Default::default(),
         })
     }
 

@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use sqlparser::ast::{
-    BinaryOperator, ColumnDef, ColumnOption, DateTimeField, Expr, Ident, SqlOption,
-    Statement as SqlStatement, Value,
+    ColumnDef, DateTimeField, Expr, Ident, SqlOption, Statement as SqlStatement, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
@@ -17,6 +16,9 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
 use crate::error::{Result, SqlError};
+
+mod streams;
+use streams::{parse_alter_stream, parse_create_stream};
 
 /// One statement of a query string.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +243,11 @@ pub struct CreateStream {
     pub partitions: Option<u32>,
     pub key: Vec<String>,
     pub retention: Option<Duration>,
+    /// How Kafka records' values encode rows (`format = …`): JSON when
+    /// absent, or the format of the registered `subject` it follows.
+    pub format: Option<String>,
+    /// The registered subject whose schema the columns follow.
+    pub subject: Option<String>,
 }
 
 pub use crate::idents::{normalize, object_name};
@@ -459,153 +466,6 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
     Ok(Statement::Sql(Box::new(stmt)))
 }
 
-/// `ALTER STREAM name` then one of `ADD [COLUMN] [IF NOT EXISTS] name type
-/// [NULL | NOT NULL] [DEFAULT constant]`, `DROP [COLUMN] [IF EXISTS] name`,
-/// `RENAME [COLUMN] a TO b`, `ALTER [COLUMN] name [SET DATA] TYPE type`,
-/// `ALTER [COLUMN] name DROP NOT NULL`; anything else is refused (0A000) by
-/// name.
-fn parse_alter_stream(p: &mut Parser) -> Result<Statement> {
-    let name = object_name(&p.parse_object_name(false)?)?;
-    let column_name = |p: &mut Parser| -> Result<String> { Ok(normalize(&p.parse_identifier()?)) };
-    let change = if p.parse_keyword(Keyword::ADD) {
-        let _ = p.parse_keyword(Keyword::COLUMN);
-        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-        let mut column = p.parse_column_def()?;
-        column.name = Ident::new(normalize(&column.name));
-        for o in &column.options {
-            match o.option {
-                ColumnOption::Null | ColumnOption::NotNull | ColumnOption::Default(_) => {}
-                ref other => {
-                    return Err(SqlError::NotSupported(format!(
-                        "column option {other} on stream column \"{}\"",
-                        column.name
-                    )));
-                }
-            }
-        }
-        StreamAlteration::AddColumn {
-            column,
-            if_not_exists,
-        }
-    } else if p.parse_keyword(Keyword::DROP) {
-        let _ = p.parse_keyword(Keyword::COLUMN);
-        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-        let column = column_name(p)?;
-        if p.parse_keyword(Keyword::CASCADE) {
-            return Err(SqlError::NotSupported(
-                "DROP COLUMN … CASCADE: drop the materialized views that read the column first"
-                    .into(),
-            ));
-        }
-        // RESTRICT is what happens anyway.
-        let _ = p.parse_keyword(Keyword::RESTRICT);
-        StreamAlteration::DropColumn { column, if_exists }
-    } else if p.parse_keyword(Keyword::RENAME) {
-        if p.parse_keyword(Keyword::TO) {
-            return Err(SqlError::NotSupported(
-                "ALTER STREAM … RENAME TO: a stream keeps its name (views, consumers and Kafka \
-                 clients find it by name)"
-                    .into(),
-            ));
-        }
-        let _ = p.parse_keyword(Keyword::COLUMN);
-        let from = column_name(p)?;
-        p.expect_keyword(Keyword::TO)?;
-        let to = column_name(p)?;
-        StreamAlteration::RenameColumn { from, to }
-    } else if p.parse_keyword(Keyword::ALTER) {
-        let _ = p.parse_keyword(Keyword::COLUMN);
-        let column = column_name(p)?;
-        if p.parse_keywords(&[Keyword::DROP, Keyword::NOT, Keyword::NULL]) {
-            StreamAlteration::DropNotNull { column }
-        } else if p.parse_keywords(&[Keyword::SET, Keyword::DATA, Keyword::TYPE])
-            || p.parse_keyword(Keyword::TYPE)
-        {
-            let data_type = p.parse_data_type()?;
-            if p.parse_keyword(Keyword::USING) {
-                return Err(SqlError::NotSupported(
-                    "ALTER COLUMN … TYPE … USING: rows already written are read as the new \
-                     type, not rewritten, so only widening changes are allowed"
-                        .into(),
-                ));
-            }
-            StreamAlteration::AlterType { column, data_type }
-        } else {
-            let what = p.peek_token().to_string().to_uppercase();
-            return Err(SqlError::NotSupported(format!(
-                "ALTER STREAM … ALTER COLUMN … {what}: a stream column's type can be widened \
-                 (TYPE) and NOT NULL dropped (DROP NOT NULL); its default stays what rows \
-                 written before the column existed read as"
-            )));
-        }
-    } else {
-        let what = p.peek_token().to_string().to_uppercase();
-        return Err(SqlError::NotSupported(format!(
-            "ALTER STREAM … {what}: a stream's columns can be added (ADD COLUMN), dropped (DROP \
-             COLUMN), renamed (RENAME COLUMN) and widened (ALTER COLUMN … TYPE)"
-        )));
-    };
-    Ok(Statement::AlterStream { name, change })
-}
-
-fn parse_create_stream(p: &mut Parser) -> Result<CreateStream> {
-    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name = object_name(&p.parse_object_name(false)?)?;
-    p.expect_token(&Token::LParen)?;
-    let mut columns = Vec::new();
-    let mut watermark = None;
-    loop {
-        if parse_word(p, "WATERMARK") {
-            p.expect_keyword(Keyword::FOR)?;
-            let col = normalize(&p.parse_identifier()?);
-            p.expect_keyword(Keyword::AS)?;
-            let expr = p.parse_expr()?;
-            let delay = watermark_delay(&col, &expr)?;
-            if watermark.replace((col, delay)).is_some() {
-                return Err(SqlError::InvalidDefinition(
-                    "a stream has at most one WATERMARK clause".into(),
-                ));
-            }
-        } else {
-            let mut col = p.parse_column_def()?;
-            col.name = Ident::new(normalize(&col.name));
-            columns.push(col);
-        }
-        if p.consume_token(&Token::RParen) {
-            break;
-        }
-        p.expect_token(&Token::Comma)?;
-    }
-    let mut stream = CreateStream {
-        name,
-        if_not_exists,
-        columns,
-        watermark,
-        partitions: None,
-        key: Vec::new(),
-        retention: None,
-    };
-    if p.peek_keyword(Keyword::WITH) {
-        for opt in p.parse_options(Keyword::WITH)? {
-            apply_option(&mut stream, opt)?;
-        }
-    }
-    for c in &stream.columns {
-        for o in &c.options {
-            match o.option {
-                ColumnOption::Null | ColumnOption::NotNull => {}
-                ref other => {
-                    return Err(SqlError::NotSupported(format!(
-                        "column option {other} on stream column \"{}\"",
-                        c.name
-                    )));
-                }
-            }
-        }
-    }
-    Ok(stream)
-}
-
 /// A `WITH (key = value)` option: its key (lower case) and value.
 fn key_value(opt: SqlOption) -> Result<(String, Expr)> {
     match opt {
@@ -618,40 +478,6 @@ fn key_value(opt: SqlOption) -> Result<(String, Expr)> {
 
 fn bad_value(key: &str, what: &str) -> SqlError {
     SqlError::InvalidDefinition(format!("invalid value for {key}: {what}"))
-}
-
-fn apply_option(s: &mut CreateStream, opt: SqlOption) -> Result<()> {
-    let (key, value) = key_value(opt)?;
-    let bad = |what: &str| bad_value(&key, what);
-    match key.as_str() {
-        "partitions" => {
-            let n = match literal(&value) {
-                Some(Value::Number(n, _)) => n.parse::<u32>().ok(),
-                Some(Value::SingleQuotedString(n)) => n.parse::<u32>().ok(),
-                _ => None,
-            };
-            s.partitions = Some(n.ok_or_else(|| bad("expected a positive integer"))?);
-        }
-        "key" => {
-            let Some(Value::SingleQuotedString(k)) = literal(&value) else {
-                return Err(bad(
-                    "expected a quoted list of column names, e.g. 'user_id'",
-                ));
-            };
-            s.key = k
-                .split(',')
-                .map(|c| c.trim().to_lowercase())
-                .filter(|c| !c.is_empty())
-                .collect();
-        }
-        "retention" => s.retention = Some(duration(&value).map_err(|e| bad(&e))?),
-        other => {
-            return Err(SqlError::InvalidDefinition(format!(
-                "unknown stream option \"{other}\" (known: partitions, key, retention)"
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn literal(e: &Expr) -> Option<&Value> {
@@ -695,26 +521,6 @@ pub fn duration(e: &Expr) -> std::result::Result<Duration, String> {
         }
     };
     humantime::parse_duration(text.trim()).map_err(|err| format!("'{text}': {err}"))
-}
-
-/// The delay of `WATERMARK FOR col AS col - INTERVAL '…'` (or `AS col`).
-fn watermark_delay(col: &str, e: &Expr) -> Result<Duration> {
-    let is_col = |e: &Expr| matches!(e, Expr::Identifier(i) if normalize(i) == col);
-    if is_col(e) {
-        return Ok(Duration::ZERO);
-    }
-    if let Expr::BinaryOp {
-        left,
-        op: BinaryOperator::Minus,
-        right,
-    } = e
-        && is_col(left)
-    {
-        return duration(right).map_err(SqlError::InvalidDefinition);
-    }
-    Err(SqlError::NotSupported(format!(
-        "watermark expression {e}: use `{col} - INTERVAL '5 seconds'` or `{col}`"
-    )))
 }
 
 #[cfg(test)]

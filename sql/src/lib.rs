@@ -50,6 +50,7 @@ mod stream_ddl;
 pub mod system;
 pub mod topics;
 pub mod transaction;
+pub mod typed;
 pub mod types;
 pub mod views;
 pub mod window;

@@ -20,6 +20,7 @@ use crate::result::{CommandTag, QueryResult, describe_schema, show_streams_schem
 
 impl Database {
     pub(crate) async fn create_stream(&self, c: CreateStream) -> Result<QueryResult> {
+        let followed = self.followed_schema(&c).await?;
         let mut fields = Vec::with_capacity(c.columns.len());
         for col in &c.columns {
             let (dt, sql_type) = arrow_type(&col.data_type)?;
@@ -33,7 +34,11 @@ impl Database {
             }
             fields.push(field);
         }
-        let mut spec = StreamSpec::new(c.name.clone(), Arc::new(Schema::new(fields)))
+        let schema = match followed {
+            Some(schema) => schema,
+            None => Schema::new(fields),
+        };
+        let mut spec = StreamSpec::new(c.name.clone(), Arc::new(schema))
             .with_partitions(c.partitions.unwrap_or(1))
             .with_key(c.key);
         if let Some((col, delay)) = c.watermark {
@@ -148,7 +153,7 @@ impl Database {
             change,
             SchemaChange::AddColumn(_) | SchemaChange::RenameColumn { .. }
         ) {
-            let column = change.column();
+            let column = change.column().unwrap_or_default();
             let readers = self.views().readers_of_column(&info, column).await?;
             if !readers.is_empty() {
                 return Err(SqlError::DependentObjects(format!(
@@ -163,7 +168,7 @@ impl Database {
         }
         let info = self
             .log
-            .alter_stream(name, &change, &alteration.to_string())
+            .alter_stream(name, std::slice::from_ref(&change), &alteration.to_string())
             .await?;
         self.planner.deregister(name)?;
         self.planner.register(info)?;

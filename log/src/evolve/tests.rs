@@ -304,3 +304,30 @@ fn widening_rules() {
         assert!(!widens(&from, &to), "{from} → {to}");
     }
 }
+
+#[test]
+fn properties_are_set_under_their_prefix_only_and_keep_the_columns() {
+    let s = spec();
+    let key = format!("{PROPERTY_PREFIX}subject_version");
+    let next = evolve(
+        &s,
+        SchemaChange::SetProperty {
+            key: key.clone(),
+            value: "2".into(),
+        },
+    );
+    assert_eq!(
+        next.schema.metadata().get(&key).map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(ids(&next.schema), ids(&s.schema), "no column changed");
+    let e = apply(
+        &s,
+        &SchemaChange::SetProperty {
+            key: NEXT_FIELD_ID_KEY.into(),
+            value: "1".into(),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, LogError::InvalidSpec(_)), "{e}");
+}

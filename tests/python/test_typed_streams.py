@@ -1,0 +1,184 @@
+"""Streams that follow a registered Avro subject: columns taken from the
+schema, Confluent-framed Avro records produced through the Kafka door read
+as columns with psycopg, the stream evolving with a compatible new version
+while producers write (old and new rows in one query), an incompatible
+version refused with 409, consumers reading every row as a record of the
+latest version, and values that do not decode refused whole."""
+
+import json
+import threading
+import time
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+V1 = {
+    "type": "record",
+    "name": "Order",
+    "namespace": "shop",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "customer", "type": "string"},
+        {"name": "amount", "type": "double"},
+        {"name": "note", "type": ["null", "string"], "default": None},
+    ],
+}
+V2 = {**V1, "fields": V1["fields"] + [{"name": "qty", "type": "int", "default": 1}]}
+BAD = {**V2, "fields": [{"name": "id", "type": "string"}] + V2["fields"][1:]}
+OTHER = {"type": "record", "name": "Other", "fields": [{"name": "x", "type": "int"}]}
+
+
+def avro(schema):
+    return Schema(json.dumps(schema), "AVRO")
+
+
+def columns(conn, stream):
+    return conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = %s AND column_name NOT LIKE '\\_%%' ORDER BY ordinal_position",
+        (stream,)).fetchall()
+
+
+class Acks:
+    """Counts acknowledged and failed deliveries."""
+
+    def __init__(self):
+        self.ok, self.errors = [], []
+
+    def __call__(self, err, msg):
+        (self.errors if err else self.ok).append(err or msg.offset())
+
+
+def test_a_stream_follows_its_subject_as_it_evolves(server):
+    url = f"http://{server.http}"
+    sr = SchemaRegistryClient({"url": url})
+    id1 = sr.register_schema("orders-value", avro(V1))
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE STREAM orders WITH (format = 'avro', subject = 'orders-value', "
+                     "partitions = 2)")
+        # A listed subset keeps to its columns when the subject grows.
+        conn.execute("CREATE STREAM slim (id BIGINT, amount DOUBLE PRECISION) "
+                     "WITH (format = 'avro', subject = 'orders-value')")
+        assert columns(conn, "orders") == [
+            ("id", "bigint"), ("customer", "text"), ("amount", "double precision"),
+            ("note", "text")]
+
+    ctx = SerializationContext("orders", MessageField.VALUE)
+    ser1 = AvroSerializer(sr, json.dumps(V1), conf={"auto.register.schemas": False,
+                                                    "use.latest.version": False})
+    ser2 = AvroSerializer(sr, json.dumps(V2))
+    p = Producer({"bootstrap.servers": server.kafka, "acks": "all", "linger.ms": 5})
+    acks = Acks()
+    stop = threading.Event()
+    old = []
+
+    def produce_v1():
+        i = 0
+        while not stop.is_set() or i < 200:
+            rec = {"id": i, "customer": f"c{i}", "amount": i / 4, "note": None if i % 2 else "n"}
+            p.produce("orders", value=ser1(rec, ctx), on_delivery=acks)
+            old.append(rec)
+            p.poll(0)
+            i += 1
+            time.sleep(0.002)
+
+    writer = threading.Thread(target=produce_v1)
+    writer.start()
+    time.sleep(0.3)
+    # A compatible version while the old producer writes: the stream takes
+    # a column with the field's default.
+    id2 = sr.register_schema("orders-value", avro(V2))
+    assert id2 != id1
+    new = [{"id": 100_000 + i, "customer": f"d{i}", "amount": 1.5, "note": None, "qty": i % 7}
+           for i in range(300)]
+    for rec in new:
+        p.produce("orders", value=ser2(rec, ctx), on_delivery=acks)
+    stop.set()
+    writer.join()
+    assert p.flush(60) == 0
+    assert acks.errors == []
+    assert len(acks.ok) == len(old) + len(new)
+
+    # An incompatible version: 409, and the stream keeps its columns.
+    try:
+        sr.register_schema("orders-value", avro(BAD))
+        raise AssertionError("an incompatible schema was registered")
+    except SchemaRegistryError as e:
+        assert e.http_status_code == 409, e
+
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        assert columns(conn, "orders") == [
+            ("id", "bigint"), ("customer", "text"), ("amount", "double precision"),
+            ("note", "text"), ("qty", "integer")]
+        assert columns(conn, "slim") == [("id", "bigint"), ("amount", "double precision")]
+        rows = conn.execute("SELECT id, customer, amount, note, qty FROM orders").fetchall()
+        want = {(r["id"], r["customer"], r["amount"], r["note"], r.get("qty", 1))
+                for r in old + new}
+        assert len(rows) == len(old) + len(new)
+        assert set(rows) == want
+        # Old and new rows in one query.
+        by_qty = dict(conn.execute(
+            "SELECT id >= 100000, sum(qty) FROM orders GROUP BY 1").fetchall())
+        assert by_qty == {False: len(old), True: sum(r["qty"] for r in new)}
+        # SQL writes are records of the stream too.
+        conn.execute("INSERT INTO orders (id, customer, amount) VALUES (-1, 'sql', 2.5)")
+
+    # Consumers read every row as a record of the latest version, under its id.
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": url}))
+    c = Consumer({"bootstrap.servers": server.kafka, "group.id": "typed-readers",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["orders"])
+    got, ids = [], set()
+    deadline = time.time() + 60
+    while len(got) < len(old) + len(new) + 1 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            ids.add(int.from_bytes(m.value()[1:5], "big"))
+            got.append(deserialize(m.value(), ctx))
+    c.close()
+    assert ids == {id2}
+    want = [{**r, "qty": r.get("qty", 1)} for r in old + new]
+    want.append({"id": -1, "customer": "sql", "amount": 2.5, "note": None, "qty": 1})
+    key = lambda r: r["id"]  # noqa: E731
+    assert sorted(got, key=key) == sorted(want, key=key)
+
+
+def test_values_that_do_not_decode_are_refused_whole(server):
+    sr = SchemaRegistryClient({"url": f"http://{server.http}"})
+    sr.register_schema("strict-value", avro(V1))
+    other_id = sr.register_schema("other-value", avro(OTHER))
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE STREAM strict WITH (format = 'avro', subject = 'strict-value')")
+    ctx = SerializationContext("strict", MessageField.VALUE)
+    good = AvroSerializer(sr, json.dumps(V1))(
+        {"id": 1, "customer": "a", "amount": 1.0, "note": None}, ctx)
+    other = b"\x00" + other_id.to_bytes(4, "big") + b"\x02"
+    for bad in [b"not avro", other, good[:-3], good + b"\x00"]:
+        p = Producer({"bootstrap.servers": server.kafka, "acks": "all", "linger.ms": 2000,
+                      "batch.num.messages": 3,
+                      "retries": 0})
+        acks = Acks()
+        # One bad value among good ones in the same batch: none is written.
+        p.produce("strict", value=good, on_delivery=acks)
+        p.produce("strict", value=bad, on_delivery=acks)
+        p.produce("strict", value=good, on_delivery=acks)
+        p.flush(30)
+        assert acks.ok == [] and len(acks.errors) == 3, (bad, acks.ok, acks.errors)
+        assert {e.code() for e in acks.errors} == {KafkaError.INVALID_RECORD}, acks.errors
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM strict").fetchone() == (0,)
+        # A stream cannot follow a subject that does not exist, nor without one.
+        for sql, state in [
+            ("CREATE STREAM s1 WITH (format = 'avro', subject = 'missing-value')", "42704"),
+            ("CREATE STREAM s2 WITH (format = 'avro')", "42P16"),
+            ("CREATE STREAM s3 WITH (format = 'protobuf', subject = 'strict-value')", "0A000"),
+        ]:
+            try:
+                conn.execute(sql)
+                raise AssertionError(f"{sql} succeeded")
+            except psycopg.Error as e:
+                assert e.sqlstate == state, (sql, e.sqlstate, e)
