@@ -1,14 +1,17 @@
 //! Schemas of each type: parsing, identity and compatibility. AVRO is
 //! parsed and checked with apache-avro (the Avro specification's schema
 //! resolution decides whether one schema reads data written with
-//! another); JSON Schema and Protobuf are not taken yet.
+//! another); JSON Schema in [`json`], Protobuf in [`protobuf`].
 
 use apache_avro::schema_compatibility::SchemaCompatibility;
 
 use crate::error::RegistryError;
 
+pub mod json;
+pub mod protobuf;
+
 /// The types `/schemas/types` lists: the ones registered here.
-pub const SUPPORTED: &[&str] = &["AVRO"];
+pub const SUPPORTED: &[&str] = &["AVRO", "JSON", "PROTOBUF"];
 
 /// A schema's type, by its REST name (`schemaType`, AVRO when absent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,40 +48,49 @@ impl SchemaType {
 #[derive(Debug, Clone)]
 pub enum Parsed {
     Avro(apache_avro::Schema),
+    Json(serde_json::Value),
+    Protobuf(protobuf::Proto),
 }
 
-/// Parses `text` of type `schema_type`; `references` are the texts of the
-/// schemas it names (an Avro record defined in another subject).
+/// Parses `text` of type `schema_type`; `references` are the schemas it
+/// names, as (name, text): an Avro record defined in another subject, a
+/// file a Protobuf schema imports.
 pub fn parse(
     schema_type: SchemaType,
     text: &str,
-    references: &[String],
+    references: &[(String, String)],
 ) -> Result<Parsed, RegistryError> {
     match schema_type {
         SchemaType::Avro => {
-            let (schema, _) = apache_avro::Schema::parse_str_with_list(text, references)
+            let texts: Vec<String> = references.iter().map(|(_, t)| t.clone()).collect();
+            let (schema, _) = apache_avro::Schema::parse_str_with_list(text, &texts)
                 .map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
             Ok(Parsed::Avro(schema))
         }
-        other => Err(RegistryError::Unsupported(format!(
-            "schema type {} is not supported yet; this registry takes {}",
-            other.name(),
-            SUPPORTED.join(", ")
-        ))),
+        SchemaType::Json => Ok(Parsed::Json(json::parse(text)?)),
+        SchemaType::Protobuf => Ok(Parsed::Protobuf(protobuf::parse(text, references)?)),
     }
 }
 
-/// What identifies a schema: the same type, the same JSON document
-/// (whitespace and key order aside) and the same references give the same
-/// fingerprint, so registering a schema again finds its id.
+/// What identifies a schema: the same type, the same document (for Avro
+/// and JSON Schema the same JSON, whitespace and key order aside; for
+/// Protobuf the same text, surrounding whitespace aside) and the same
+/// references give the same fingerprint, so registering a schema again
+/// finds its id.
 pub fn fingerprint(
     schema_type: SchemaType,
     text: &str,
     references: &str,
 ) -> Result<String, RegistryError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| RegistryError::InvalidSchema(format!("not JSON: {e}")))?;
-    let identity = format!("{}\n{value}\n{references}", schema_type.name());
+    let document = match schema_type {
+        SchemaType::Avro | SchemaType::Json => {
+            let value: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| RegistryError::InvalidSchema(format!("not JSON: {e}")))?;
+            value.to_string()
+        }
+        SchemaType::Protobuf => text.trim().replace("\r\n", "\n"),
+    };
+    let identity = format!("{}\n{document}\n{references}", schema_type.name());
     let digest = ring::digest::digest(&ring::digest::SHA256, identity.as_bytes());
     Ok(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -90,6 +102,9 @@ pub fn cannot_read(writer: &Parsed, reader: &Parsed) -> Vec<String> {
             Ok(()) => Vec::new(),
             Err(e) => vec![e.to_string()],
         },
+        (Parsed::Json(w), Parsed::Json(r)) => json::cannot_read(w, r),
+        (Parsed::Protobuf(w), Parsed::Protobuf(r)) => protobuf::cannot_read(w, r),
+        _ => vec!["the schemas are of different types".into()],
     }
 }
 
@@ -127,12 +142,13 @@ mod tests {
     }
 
     #[test]
-    fn bad_schemas_are_invalid_and_other_types_not_yet_taken() {
+    fn bad_schemas_are_invalid() {
         for bad in ["{", r#"{"type":"record","name":"X"}"#, r#""nope""#] {
             let e = parse(SchemaType::Avro, bad, &[]).unwrap_err();
             assert_eq!(e.code(), 42201, "{bad}: {e}");
         }
-        let e = parse(SchemaType::Json, "{}", &[]).unwrap_err();
-        assert!(matches!(e, RegistryError::Unsupported(_)));
+        assert!(parse(SchemaType::Json, "{}", &[]).is_ok());
+        let e = parse(SchemaType::Protobuf, "{}", &[]).unwrap_err();
+        assert_eq!(e.code(), 42201, "{e}");
     }
 }

@@ -11,6 +11,8 @@
 //! - [`decode`]: Avro values in Confluent's wire format into Arrow batches;
 //!   [`encode`] the other way.
 //! - [`columns`]: the columns of a stream that follows an Avro schema.
+//! - [`values`]: record values of each schema type into a stream's rows
+//!   and back.
 //! - [`error`]: errors with Confluent's error codes.
 
 pub mod columns;
@@ -20,6 +22,7 @@ pub mod error;
 pub mod formats;
 pub mod levels;
 pub mod registry;
+pub mod values;
 
 pub use error::RegistryError;
 pub use levels::{Compatibility, Mode};

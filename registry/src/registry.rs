@@ -435,8 +435,12 @@ impl Registry {
         })
     }
 
-    /// The texts of the schemas `references` name (and theirs, first).
-    async fn referenced_texts(&self, references: &[Reference]) -> Result<Vec<String>> {
+    /// The schemas `references` name (and theirs, first), as (name, text).
+    pub async fn referenced(&self, references: &[Reference]) -> Result<Vec<(String, String)>> {
+        self.referenced_texts(references).await
+    }
+
+    async fn referenced_texts(&self, references: &[Reference]) -> Result<Vec<(String, String)>> {
         let mut texts = Vec::new();
         let mut pending: Vec<Reference> = references.to_vec();
         let mut seen = std::collections::HashSet::new();
@@ -459,7 +463,7 @@ impl Registry {
                     ))
                 })?;
             pending.extend(v.references);
-            texts.push(v.schema);
+            texts.push((r.name, v.schema));
         }
         texts.reverse();
         Ok(texts)

@@ -1,7 +1,8 @@
 //! Streams that follow a registered subject: `CREATE STREAM s [(…)] WITH
-//! (format = 'avro', subject = 's-value')`. The stream's columns are the
-//! fields of the subject's latest Avro schema (or the listed subset of
-//! them); Kafka records' values in Confluent's wire format, written with
+//! (format = 'avro' | 'json_schema' | 'protobuf', subject = 's-value')`.
+//! The stream's columns are the fields of the subject's latest schema (or
+//! the listed subset of them; see `streamhouse_registry::values` for each
+//! type); Kafka records' values in Confluent's wire format, written with
 //! any version of the subject, are decoded into those columns, and rows
 //! read through the Kafka door are encoded with the version the stream
 //! follows, under its id.
@@ -22,9 +23,9 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, BinaryArray, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use streamhouse_log::{LogError, SchemaChange, StreamId, StreamInfo};
-use streamhouse_registry::columns::{avro_columns, conform};
-use streamhouse_registry::decode::AvroValues;
-use streamhouse_registry::encode::AvroEncoder;
+use streamhouse_registry::formats::SchemaType;
+use streamhouse_registry::registry::VersionInfo;
+use streamhouse_registry::values::{ValueCodec, columns};
 use streamhouse_registry::{Registry, RegistryError, VersionRef};
 
 use crate::database::Database;
@@ -42,18 +43,27 @@ const COLUMNS: &str = "streamhouse.property.columns";
 /// What a stream follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follows {
+    pub schema_type: SchemaType,
     pub subject: String,
     /// The subject's version the columns are at.
     pub version: u32,
 }
 
+/// A `format` option's schema type.
+fn schema_type_of(format: &str) -> Option<SchemaType> {
+    match format {
+        "avro" => Some(SchemaType::Avro),
+        "json_schema" => Some(SchemaType::Json),
+        "protobuf" => Some(SchemaType::Protobuf),
+        _ => None,
+    }
+}
+
 /// The subject a stream's schema follows, if it follows one.
 pub fn follows(schema: &Schema) -> Option<Follows> {
     let m = schema.metadata();
-    if m.get(FORMAT).map(String::as_str) != Some("avro") {
-        return None;
-    }
     Some(Follows {
+        schema_type: schema_type_of(m.get(FORMAT)?)?,
         subject: m.get(SUBJECT)?.clone(),
         version: m.get(SUBJECT_VERSION)?.parse().ok()?,
     })
@@ -64,12 +74,7 @@ pub fn follows(schema: &Schema) -> Option<Follows> {
 struct Codec {
     /// The stream's schema version this was made for.
     stream_version: u32,
-    /// The followed version's schema: what values are resolved to.
-    reader: String,
-    /// Every version of the subject (id, schema), deleted ones too: values
-    /// written with any of them are read.
-    writers: Vec<(u32, String)>,
-    encoder: AvroEncoder,
+    values: ValueCodec,
 }
 
 /// Codecs by stream (made again when the stream's schema changes).
@@ -93,7 +98,7 @@ fn schema_id(i: usize, value: &[u8]) -> Result<u32> {
         [0, a, b, c, d, _, ..] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
         _ => Err(SqlError::DataException(format!(
             "record {i}: its value is not in the Confluent wire format (magic byte 0, a 4-byte \
-             schema id, then the Avro body)"
+             schema id, then the body)"
         ))),
     }
 }
@@ -120,50 +125,41 @@ impl Database {
                 }
                 return Ok(None);
             }
-            (Some("avro"), Some(_)) => {}
-            (Some("avro"), None) => {
-                return Err(SqlError::InvalidDefinition(
-                    "format 'avro' needs the subject whose schema the stream follows: WITH \
-                     (format = 'avro', subject = '…')"
-                        .into(),
-                ));
+            (Some(f), Some(_)) if schema_type_of(f).is_some() => {}
+            (Some(f), None) if schema_type_of(f).is_some() => {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "format '{f}' needs the subject whose schema the stream follows: WITH \
+                     (format = '{f}', subject = '…')"
+                )));
             }
             (None | Some("json"), Some(_)) => {
                 return Err(SqlError::InvalidDefinition(
-                    "a subject needs its format: WITH (format = 'avro', subject = '…')".into(),
+                    "a subject needs its format: WITH (format = 'avro' | 'json_schema' | \
+                     'protobuf', subject = '…')"
+                        .into(),
                 ));
-            }
-            (Some(f @ ("protobuf" | "json_schema")), _) => {
-                return Err(SqlError::NotSupported(format!(
-                    "format '{f}' is not supported yet: streams follow Avro subjects"
-                )));
             }
             (Some(other), _) => {
                 return Err(SqlError::InvalidDefinition(format!(
-                    "unknown format '{other}' (known: json, avro)"
+                    "unknown format '{other}' (known: json, avro, json_schema, protobuf)"
                 )));
             }
         }
+        let format = format.unwrap_or_default();
+        let schema_type = schema_type_of(format).unwrap_or(SchemaType::Avro);
         let subject = c.subject.clone().unwrap_or_default();
         let latest = self
             .registry()
             .version(&subject, VersionRef::Latest, false)
             .await
             .map_err(registry_error)?;
-        if latest.schema_type != "AVRO" {
-            return Err(SqlError::NotSupported(format!(
-                "subject '{subject}' holds {} schemas; streams follow Avro subjects",
+        if latest.schema_type != schema_type.name() {
+            return Err(SqlError::InvalidDefinition(format!(
+                "subject '{subject}' holds {} schemas, not {format}",
                 latest.schema_type
             )));
         }
-        if !latest.references.is_empty() {
-            return Err(SqlError::NotSupported(format!(
-                "subject '{subject}' version {} names other schemas; a stream cannot follow a \
-                 schema with references yet",
-                latest.version
-            )));
-        }
-        let fields = avro_columns(&latest.schema).map_err(registry_error)?;
+        let fields = self.columns_of(&latest).await?;
         let mut columns: Vec<Field> = Vec::new();
         if c.columns.is_empty() {
             columns = fields.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -191,7 +187,7 @@ impl Database {
             }
         }
         let properties = [
-            (FORMAT.to_string(), "avro".to_string()),
+            (FORMAT.to_string(), format.to_string()),
             (SUBJECT.to_string(), subject),
             (SUBJECT_VERSION.to_string(), latest.version.to_string()),
             (
@@ -257,8 +253,8 @@ impl Database {
             .await
             .map_err(registry_error)?;
         let (was, will) = (
-            avro_columns(&old.schema).map_err(registry_error)?,
-            avro_columns(&latest.schema).map_err(registry_error)?,
+            self.columns_of(&old).await?,
+            self.columns_of(&latest).await?,
         );
         let schema = &info.spec.schema;
         let listed = schema.metadata().get(COLUMNS).map(String::as_str) == Some("listed");
@@ -350,7 +346,7 @@ impl Database {
             return Ok(c.clone());
         }
         let registry = self.registry();
-        let mut writers = Vec::new();
+        let mut versions = Vec::new();
         let mut reader = None;
         for v in registry
             .versions(&f.subject, true)
@@ -364,14 +360,17 @@ impl Database {
             let id = u32::try_from(version.id).map_err(|_| {
                 SqlError::Internal(format!("schema id {} out of range", version.id))
             })?;
-            if v == f.version {
-                reader = Some((id, version.schema.clone()));
+            if version.schema_type != f.schema_type.name() {
+                continue;
             }
-            if version.references.is_empty() && version.schema_type == "AVRO" {
-                writers.push((id, version.schema));
+            if v == f.version {
+                reader = Some(version.clone());
+            }
+            if version.references.is_empty() || f.schema_type != SchemaType::Avro {
+                versions.push((id, version.schema));
             }
         }
-        let Some((id, reader)) = reader else {
+        let Some(reader) = reader else {
             return Err(SqlError::UndefinedObject(format!(
                 "version {} of subject '{}', which stream \"{}\" follows, is gone",
                 f.version,
@@ -379,11 +378,20 @@ impl Database {
                 info.name()
             )));
         };
+        let references = registry
+            .referenced(&reader.references)
+            .await
+            .map_err(registry_error)?;
+        let values = ValueCodec::new(
+            f.schema_type,
+            (reader.id as u32, &reader.schema),
+            versions,
+            &references,
+        )
+        .map_err(registry_error)?;
         let codec = Arc::new(Codec {
             stream_version: info.schema_version,
-            encoder: AvroEncoder::new(id, &reader).map_err(registry_error)?,
-            reader,
-            writers,
+            values,
         });
         self.codecs
             .0
@@ -422,33 +430,43 @@ impl Database {
             }
         }
         let mut codec = self.codec(&info, &f).await?;
-        let known = |c: &Codec| ids.iter().all(|id| c.writers.iter().any(|(w, _)| w == id));
-        if !known(&codec) {
+        if !ids.iter().all(|id| codec.values.knows(*id)) {
             info = self.follow(&info).await?;
             f = follows(&info.spec.schema).unwrap_or(f);
             codec = self.codec(&info, &f).await?;
-            if let Some(id) = ids
-                .iter()
-                .find(|id| !codec.writers.iter().any(|(w, _)| w == *id))
-            {
+            if let Some(id) = ids.iter().find(|id| !codec.values.knows(**id)) {
                 return Err(SqlError::DataException(format!(
-                    "schema id {id} is not an Avro version of subject '{}', which stream \
+                    "schema id {id} is not a {} version of subject '{}', which stream \
                      \"{name}\" follows",
+                    f.schema_type.name(),
                     f.subject
                 )));
             }
         }
-        let mut decoder = AvroValues::new(&codec.reader, &codec.writers).map_err(registry_error)?;
-        let batches = decoder
-            .decode(values.iter().flatten())
-            .map_err(|e| SqlError::DataException(e.to_string()))?;
         let declared: SchemaRef = info.spec.schema.clone();
-        let mut rows = Vec::with_capacity(batches.len());
-        for b in &batches {
-            rows.push(conform(b, &declared).map_err(|e| SqlError::DataException(e.to_string()))?);
-        }
-        let rows = arrow::compute::concat_batches(&declared, &rows)?;
+        let rows = codec
+            .values
+            .decode(values, &declared)
+            .map_err(|e| SqlError::DataException(e.to_string()))?;
         Ok((info, rows))
+    }
+
+    /// The stream columns of a registered version.
+    async fn columns_of(&self, v: &VersionInfo) -> Result<Schema> {
+        let schema_type = SchemaType::parse(Some(&v.schema_type)).map_err(registry_error)?;
+        if schema_type == SchemaType::Avro && !v.references.is_empty() {
+            return Err(SqlError::NotSupported(format!(
+                "version {} of subject '{}' names other schemas; a stream cannot follow an Avro \
+                 schema with references yet",
+                v.version, v.subject
+            )));
+        }
+        let references = self
+            .registry()
+            .referenced(&v.references)
+            .await
+            .map_err(registry_error)?;
+        columns(schema_type, &v.schema, &references).map_err(registry_error)
     }
 
     /// Rows of stream `info`, which follows a subject, as Kafka record
@@ -462,7 +480,7 @@ impl Database {
         };
         let codec = self.codec(info, &f).await?;
         codec
-            .encoder
+            .values
             .encode(rows)
             .map_err(|e| SqlError::Internal(e.to_string()))
     }
@@ -496,6 +514,7 @@ mod tests {
                 (SUBJECT_VERSION, "3")
             ])),
             Some(Follows {
+                schema_type: SchemaType::Avro,
                 subject: "o-value".into(),
                 version: 3
             })

@@ -101,7 +101,24 @@ def test_subjects_versions_ids_and_compatibility(server):
     status, body, _ = http(server, "PUT", "/config", {"compatibility": "SIDEWAYS"})
     assert (status, body["error_code"]) == (422, 42203), body
     status, body, _ = http(server, "GET", "/schemas/types")
-    assert (status, body) == (200, ["AVRO"])
+    assert (status, body) == (200, ["AVRO", "JSON", "PROTOBUF"])
+    # An incompatible JSON Schema version (a new required property) and a
+    # Protobuf one (a field's wire type changed) are refused like Avro's.
+    js = {"type": "object", "properties": {"id": {"type": "integer"}}}
+    assert sr.register_schema("js-value", Schema(json.dumps(js), "JSON")) > 0
+    js2 = {**js, "properties": {"id": {"type": "integer"}, "q": {"type": "integer"}},
+           "required": ["q"]}
+    with pytest.raises(SchemaRegistryError) as e:
+        sr.register_schema("js-value", Schema(json.dumps(js2), "JSON"))
+    assert e.value.http_status_code == 409
+    pb = 'syntax = "proto3"; message M { int64 id = 1; }'
+    assert sr.register_schema("pb-value", Schema(pb, "PROTOBUF")) > 0
+    with pytest.raises(SchemaRegistryError) as e:
+        sr.register_schema("pb-value", Schema(pb.replace("int64", "string"), "PROTOBUF"))
+    assert e.value.http_status_code == 409
+    status, body, _ = http(server, "POST", "/subjects/pb-value/versions",
+                           {"schema": "message {", "schemaType": "PROTOBUF"})
+    assert (status, body["error_code"]) == (422, 42201), body
     status, body, _ = http(server, "GET", f"/schemas/ids/{id1}/versions")
     assert sorted((v["subject"], v["version"]) for v in body) == [
         ("archive-value", 1), ("orders-value", 1)]
@@ -114,7 +131,7 @@ def test_subjects_versions_ids_and_compatibility(server):
     assert (status, body["error_code"]) == (404, 40405), body
     assert sr.delete_subject("archive-value", permanent=True) == [1, 2]
     status, body, _ = http(server, "GET", "/subjects?deleted=true")
-    assert body == ["orders-value"]
+    assert sorted(body) == ["js-value", "orders-value", "pb-value"]
 
 
 def test_avro_records_through_the_kafka_door(server):

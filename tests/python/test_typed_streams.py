@@ -157,28 +157,160 @@ def test_values_that_do_not_decode_are_refused_whole(server):
     good = AvroSerializer(sr, json.dumps(V1))(
         {"id": 1, "customer": "a", "amount": 1.0, "note": None}, ctx)
     other = b"\x00" + other_id.to_bytes(4, "big") + b"\x02"
+    acked = 0
     for bad in [b"not avro", other, good[:-3], good + b"\x00"]:
         p = Producer({"bootstrap.servers": server.kafka, "acks": "all", "linger.ms": 2000,
-                      "batch.num.messages": 3,
-                      "retries": 0})
-        acks = Acks()
-        # One bad value among good ones in the same batch: none is written.
-        p.produce("strict", value=good, on_delivery=acks)
-        p.produce("strict", value=bad, on_delivery=acks)
-        p.produce("strict", value=good, on_delivery=acks)
+                      "batch.num.messages": 3, "retries": 0})
+        outcome = {}
+
+        def report(err, msg):
+            outcome[msg.value()] = outcome.get(msg.value(), []) + [err]
+
+        # A bad value among good ones: the request holding it writes
+        # nothing (the client may send the first good one on its own).
+        p.produce("strict", value=good, on_delivery=report)
+        p.produce("strict", value=bad, on_delivery=report)
+        p.produce("strict", value=good, on_delivery=report)
         p.flush(30)
-        assert acks.ok == [] and len(acks.errors) == 3, (bad, acks.ok, acks.errors)
-        assert {e.code() for e in acks.errors} == {KafkaError.INVALID_RECORD}, acks.errors
+        errors = [e for es in outcome.values() for e in es if e is not None]
+        assert [e.code() for e in outcome[bad]] == [KafkaError.INVALID_RECORD], outcome
+        assert {e.code() for e in errors} == {KafkaError.INVALID_RECORD}, errors
+        assert len(outcome[good]) == 2, outcome
+        acked += sum(1 for e in outcome[good] if e is None)
     with psycopg.connect(server.dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT count(*) FROM strict").fetchone() == (0,)
+        # Exactly the acknowledged values were written.
+        assert conn.execute("SELECT count(*) FROM strict").fetchone() == (acked,)
         # A stream cannot follow a subject that does not exist, nor without one.
         for sql, state in [
             ("CREATE STREAM s1 WITH (format = 'avro', subject = 'missing-value')", "42704"),
             ("CREATE STREAM s2 WITH (format = 'avro')", "42P16"),
-            ("CREATE STREAM s3 WITH (format = 'protobuf', subject = 'strict-value')", "0A000"),
+            ("CREATE STREAM s3 WITH (format = 'protobuf', subject = 'strict-value')", "42P16"),
         ]:
             try:
                 conn.execute(sql)
                 raise AssertionError(f"{sql} succeeded")
             except psycopg.Error as e:
                 assert e.sqlstate == state, (sql, e.sqlstate, e)
+
+
+READING_V1 = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Reading",
+    "type": "object",
+    "properties": {"sensor": {"type": "string"}, "value": {"type": "number"},
+                   "seq": {"type": "integer"}},
+    "required": ["sensor", "value", "seq"],
+}
+READING_V2 = {**READING_V1, "properties": {**READING_V1["properties"],
+                                            "unit": {"type": "string", "default": "C"}}}
+
+
+def consume(server, topic, group, n, deserialize):
+    c = Consumer({"bootstrap.servers": server.kafka, "group.id": group,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got, ids = [], set()
+    deadline = time.time() + 60
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            ids.add(int.from_bytes(m.value()[1:5], "big"))
+            got.append(deserialize(m.value(), SerializationContext(topic, MessageField.VALUE)))
+    c.close()
+    return got, ids
+
+
+def produce_all(server, topic, values):
+    p = Producer({"bootstrap.servers": server.kafka, "acks": "all"})
+    acks = Acks()
+    for v in values:
+        p.produce(topic, value=v, on_delivery=acks)
+    assert p.flush(30) == 0
+    assert acks.errors == [] and len(acks.ok) == len(values), acks.errors
+
+
+def test_a_json_schema_stream_follows_its_subject(server):
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+    sr = SchemaRegistryClient({"url": f"http://{server.http}"})
+    sr.register_schema("readings-value", Schema(json.dumps(READING_V1), "JSON"))
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE STREAM readings WITH (format = 'json_schema', "
+                     "subject = 'readings-value')")
+        assert columns(conn, "readings") == [
+            ("sensor", "text"), ("seq", "bigint"), ("value", "double precision")]
+    ctx = SerializationContext("readings", MessageField.VALUE)
+    ser1 = JSONSerializer(json.dumps(READING_V1), sr)
+    old = [{"sensor": f"s{i % 3}", "value": i / 2, "seq": i} for i in range(50)]
+    produce_all(server, "readings", [ser1(r, ctx) for r in old])
+    # The serialiser registers the new version; the stream follows it.
+    ser2 = JSONSerializer(json.dumps(READING_V2), sr)
+    new = [{"sensor": "t", "value": 1.25, "seq": 1000 + i, "unit": "F"} for i in range(50)]
+    produce_all(server, "readings", [ser2(r, ctx) for r in new])
+    latest = sr.get_latest_version("readings-value")
+    assert latest.version == 2
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        assert columns(conn, "readings")[-1] == ("unit", "text")
+        got = conn.execute("SELECT unit, count(*), sum(seq) FROM readings "
+                           "GROUP BY unit ORDER BY unit").fetchall()
+        assert got == [("C", 50, sum(range(50))), ("F", 50, sum(1000 + i for i in range(50)))]
+    deserialize = JSONDeserializer(json.dumps(READING_V2),
+                                   schema_registry_client=SchemaRegistryClient(
+                                       {"url": f"http://{server.http}"}))
+    got, ids = consume(server, "readings", "json-readers", 100, deserialize)
+    assert ids == {latest.schema_id}
+    want = [{**r, "unit": r.get("unit", "C")} for r in old + new]
+    assert sorted(got, key=lambda r: r["seq"]) == want
+
+
+def reading_class(with_unit):
+    """A generated Protobuf message class for plant.Reading (v1, or v2 with
+    a unit), built from its descriptor as protoc would."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="plant/reading.proto", package="plant",
+                                             syntax="proto3")
+    m = fdp.message_type.add(name="Reading")
+    m.field.add(name="sensor", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    m.field.add(name="value", number=2, type=F.TYPE_DOUBLE, label=F.LABEL_OPTIONAL)
+    m.field.add(name="seq", number=3, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+    if with_unit:
+        m.field.add(name="unit", number=4, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("plant.Reading")), fdp
+
+
+def test_a_protobuf_stream_follows_its_subject(server):
+    import base64
+    from confluent_kafka.schema_registry.protobuf import (ProtobufDeserializer,
+                                                          ProtobufSerializer)
+    sr = SchemaRegistryClient({"url": f"http://{server.http}"})
+    V1, fdp1 = reading_class(False)
+    V2, _ = reading_class(True)
+    sr.register_schema("gauges-value", Schema(
+        base64.standard_b64encode(fdp1.SerializeToString()).decode(), "PROTOBUF"))
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE STREAM gauges WITH (format = 'protobuf', subject = 'gauges-value')")
+        assert columns(conn, "gauges") == [
+            ("sensor", "text"), ("value", "double precision"), ("seq", "bigint")]
+    ctx = SerializationContext("gauges", MessageField.VALUE)
+    ser1 = ProtobufSerializer(V1, sr, {"use.deprecated.format": False})
+    old = [V1(sensor=f"s{i % 3}", value=i / 2, seq=i) for i in range(50)]
+    produce_all(server, "gauges", [ser1(r, ctx) for r in old])
+    ser2 = ProtobufSerializer(V2, sr, {"use.deprecated.format": False})
+    new = [V2(sensor="t", value=1.25, seq=1000 + i, unit="F") for i in range(50)]
+    produce_all(server, "gauges", [ser2(r, ctx) for r in new])
+    latest = sr.get_latest_version("gauges-value")
+    assert latest.version == 2
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        assert columns(conn, "gauges")[-1] == ("unit", "text")
+        got = conn.execute("SELECT unit, count(*), sum(seq) FROM gauges "
+                           "GROUP BY unit ORDER BY unit").fetchall()
+        # Protobuf reads a missing string as "".
+        assert got == [("", 50, sum(range(50))), ("F", 50, sum(1000 + i for i in range(50)))]
+    deserialize = ProtobufDeserializer(V2, {"use.deprecated.format": False})
+    got, ids = consume(server, "gauges", "pb-readers", 100, deserialize)
+    assert ids == {latest.schema_id}
+    assert sorted((m.seq, m.sensor, m.value, m.unit) for m in got) == sorted(
+        [(m.seq, m.sensor, m.value, "") for m in old]
+        + [(m.seq, m.sensor, m.value, m.unit) for m in new])
