@@ -74,6 +74,10 @@ pub fn router(state: Arc<RegistryDoor>) -> Router {
             get(raw_version),
         )
         .route(
+            "/subjects/{subject}/versions/{version}/referencedby",
+            get(referenced_by),
+        )
+        .route(
             "/compatibility/subjects/{subject}/versions",
             post(check_all),
         )
@@ -356,6 +360,16 @@ async fn raw_version(
         .version(&subject, VersionRef::parse(&version)?, flag(&q, "deleted"))
         .await?;
     raw(v.schema)
+}
+
+async fn referenced_by(
+    State(s): State<Arc<RegistryDoor>>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Answer {
+    let ids = registry(&s)?
+        .referenced_by(&subject, VersionRef::parse(&version)?)
+        .await?;
+    answer(json!(ids))
 }
 
 async fn delete_version(

@@ -48,6 +48,8 @@ pub enum RegistryError {
     ReadOnly(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    ReferenceExists(String),
     #[error("Error in the backend data store - {0}")]
     Store(#[from] LogError),
 }
@@ -70,6 +72,7 @@ impl RegistryError {
             RegistryError::InvalidCompatibilityLevel(_) => 42203,
             RegistryError::InvalidMode(_) => 42204,
             RegistryError::ReadOnly(_) => 42205,
+            RegistryError::ReferenceExists(_) => 42206,
             RegistryError::Store(e) => match e.kind() {
                 ErrorKind::Unavailable | ErrorKind::ShuttingDown => 50002,
                 _ => 50001,

@@ -205,13 +205,56 @@ impl Registry {
         Ok(subjects)
     }
 
+    /// The ids of the live schemas that reference version `version` of
+    /// `subject`.
+    pub async fn referenced_by(&self, subject: &str, version: VersionRef) -> Result<Vec<i64>> {
+        let v = self.find(subject, version, false).await?;
+        self.referencing(subject, &[v.version]).await
+    }
+
+    /// The ids of live schemas whose references name one of `versions` of
+    /// `subject`.
+    async fn referencing(&self, subject: &str, versions: &[u32]) -> Result<Vec<i64>> {
+        let mut ids = Vec::new();
+        for v in self.meta.all_subject_versions().await? {
+            if v.deleted || ids.contains(&v.schema_id) {
+                continue;
+            }
+            let s = self.stored(v.schema_id).await?;
+            if references_of(&s)?.iter().any(|r| {
+                r.subject == subject
+                    && u32::try_from(r.version).is_ok_and(|n| versions.contains(&n))
+            }) {
+                ids.push(v.schema_id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Refuses to delete `versions` of `subject` while live schemas
+    /// reference them.
+    async fn unreferenced(&self, subject: &str, versions: &[u32]) -> Result<()> {
+        let ids = self.referencing(subject, versions).await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        Err(RegistryError::ReferenceExists(format!(
+            "One or more references exist to the schema {{subject={subject}, versions={versions:?}}}: \
+             schema ids {ids:?} reference it"
+        )))
+    }
+
     /// Deletes every version of `subject`: soft, or (after a soft delete)
-    /// permanently, with its settings. The versions deleted.
+    /// permanently, with its settings. The versions deleted. Refused while
+    /// live schemas reference one of them.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>> {
         let versions = self.meta.subject_versions(subject).await?;
         if versions.is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.to_string()));
         }
+        let numbers: Vec<u32> = versions.iter().map(|v| v.version).collect();
+        self.unreferenced(subject, &numbers).await?;
         let live: Vec<u32> = versions
             .iter()
             .filter(|v| !v.deleted)
@@ -236,7 +279,7 @@ impl Registry {
     }
 
     /// Deletes one version of `subject`: soft, or (after a soft delete)
-    /// permanently.
+    /// permanently. Refused while live schemas reference it.
     pub async fn delete_version(
         &self,
         subject: &str,
@@ -244,6 +287,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<u32> {
         let v = self.find(subject, version, permanent).await?;
+        self.unreferenced(subject, &[v.version]).await?;
         if permanent {
             if !v.deleted {
                 return Err(RegistryError::VersionNotSoftDeleted {

@@ -134,6 +134,27 @@ def test_subjects_versions_ids_and_compatibility(server):
     assert sorted(body) == ["js-value", "orders-value", "pb-value"]
 
 
+def test_referenced_versions_stay_while_referenced(server):
+    customer = {"type": "record", "name": "Customer", "fields": [{"name": "n", "type": "string"}]}
+    status, body, _ = http(server, "POST", "/subjects/customer-value/versions",
+                           {"schema": json.dumps(customer)})
+    assert status == 200, body
+    order = {"type": "record", "name": "Order", "fields": [{"name": "who", "type": "Customer"}]}
+    status, body, _ = http(server, "POST", "/subjects/order-value/versions", {
+        "schema": json.dumps(order),
+        "references": [{"name": "Customer", "subject": "customer-value", "version": 1}]})
+    assert status == 200, body
+    order_id = body["id"]
+    status, body, _ = http(server, "GET", "/subjects/customer-value/versions/1/referencedby")
+    assert (status, body) == (200, [order_id])
+    status, body, _ = http(server, "DELETE", "/subjects/customer-value/versions/1")
+    assert (status, body["error_code"]) == (422, 42206), body
+    status, body, _ = http(server, "DELETE", "/subjects/customer-value")
+    assert (status, body["error_code"]) == (422, 42206), body
+    assert http(server, "DELETE", "/subjects/order-value")[0] == 200
+    assert http(server, "DELETE", "/subjects/customer-value")[:2] == (200, [1])
+
+
 def test_avro_records_through_the_kafka_door(server):
     url = f"http://{server.http}"
     sr = SchemaRegistryClient({"url": url})

@@ -109,3 +109,47 @@ async fn deletes_are_soft_first_then_permanent() {
     assert_eq!(r.versions("s", false).await.unwrap(), [1]);
     assert_eq!(VersionRef::parse("0").unwrap_err().code(), 42202);
 }
+
+#[tokio::test]
+async fn a_referenced_version_is_not_deleted_while_referenced() {
+    let r = registry().await;
+    let customer =
+        r#"{"type":"record","name":"Customer","fields":[{"name":"name","type":"string"}]}"#;
+    r.register("customer-value", &avro(customer)).await.unwrap();
+    let order = SchemaRequest {
+        schema: r#"{"type":"record","name":"Order","fields":[{"name":"who","type":"Customer"}]}"#
+            .into(),
+        references: vec![Reference {
+            name: "Customer".into(),
+            subject: "customer-value".into(),
+            version: 1,
+        }],
+        ..SchemaRequest::default()
+    };
+    let id = r.register("order-value", &order).await.unwrap();
+    assert_eq!(
+        r.referenced_by("customer-value", VersionRef::Number(1))
+            .await
+            .unwrap(),
+        [id]
+    );
+    let e = r
+        .delete_version("customer-value", VersionRef::Number(1), false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), 42206, "{e}");
+    let e = r.delete_subject("customer-value", false).await.unwrap_err();
+    assert_eq!(e.code(), 42206, "{e}");
+    // Once the referencing subject is deleted, the reference is gone.
+    r.delete_subject("order-value", false).await.unwrap();
+    assert!(
+        r.referenced_by("customer-value", VersionRef::Latest)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        r.delete_subject("customer-value", false).await.unwrap(),
+        [1]
+    );
+}
