@@ -106,10 +106,16 @@ impl Registry {
         let candidate = self.candidate(request).await?;
         for _ in 0..REGISTER_ATTEMPTS {
             let versions = self.meta.subject_versions(subject).await?;
-            for v in versions.iter().filter(|v| !v.deleted) {
-                if self.fingerprint_of(v.schema_id).await? == candidate.fingerprint {
-                    return Ok(v.schema_id);
-                }
+            // A schema's id is its fingerprint's: one lookup, not a hash of
+            // every version.
+            let known = self
+                .meta
+                .registry_schema_with(&candidate.fingerprint)
+                .await?;
+            if let Some(id) = known
+                && versions.iter().any(|v| !v.deleted && v.schema_id == id)
+            {
+                return Ok(id);
             }
             let level = self.compatibility(Some(subject), true).await?;
             let messages = self
@@ -154,10 +160,16 @@ impl Registry {
             return Err(RegistryError::SubjectNotFound(subject.to_string()));
         }
         let candidate = self.candidate(request).await?;
-        for v in versions.iter().rev().filter(|v| deleted || !v.deleted) {
-            if self.fingerprint_of(v.schema_id).await? == candidate.fingerprint {
-                return self.info(v).await;
-            }
+        let known = self
+            .meta
+            .registry_schema_with(&candidate.fingerprint)
+            .await?;
+        if let Some(v) = versions
+            .iter()
+            .rev()
+            .find(|v| (deleted || !v.deleted) && Some(v.schema_id) == known)
+        {
+            return self.info(v).await;
         }
         Err(RegistryError::SchemaNotFound(
             "with this content under the subject".into(),
@@ -452,15 +464,6 @@ impl Registry {
             .registry_schema(id)
             .await?
             .ok_or_else(|| RegistryError::SchemaNotFound(id.to_string()))
-    }
-
-    async fn fingerprint_of(&self, id: i64) -> Result<String> {
-        let s = self.stored(id).await?;
-        formats::fingerprint(
-            SchemaType::parse(Some(&s.schema_type))?,
-            &s.schema,
-            &s.references,
-        )
     }
 
     /// A request parsed, with its references resolved and its identity.

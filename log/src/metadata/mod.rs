@@ -632,6 +632,9 @@ pub trait RegistryStore: Send + Sync {
         references: &str,
     ) -> Result<i64>;
 
+    /// The id of the schema with `fingerprint`, if one has it.
+    async fn registry_schema_with(&self, fingerprint: &str) -> Result<Option<i64>>;
+
     /// The schema with id `id`.
     async fn registry_schema(&self, id: i64) -> Result<Option<RegisteredSchema>>;
 

@@ -50,6 +50,18 @@ impl<B: Backend> RegistryStore for B {
         row.int("id")
     }
 
+    async fn registry_schema_with(&self, fingerprint: &str) -> Result<Option<i64>> {
+        let row = self
+            .reader()
+            .await?
+            .fetch_optional(
+                Statement::new("SELECT id FROM registry_schemas WHERE fingerprint = $1")
+                    .text(fingerprint),
+            )
+            .await?;
+        row.map(|r| r.int("id")).transpose()
+    }
+
     async fn registry_schema(&self, id: i64) -> Result<Option<RegisteredSchema>> {
         let row = self
             .reader()
