@@ -78,7 +78,7 @@ pub struct Database {
     /// What each role may do.
     privileges: Arc<Privileges>,
     /// How values of streams that follow a subject decode and encode.
-    pub(crate) codecs: crate::typed::Codecs,
+    pub(crate) codecs: crate::typed::codecs::Codecs,
 }
 
 impl std::fmt::Debug for Database {

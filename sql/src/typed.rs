@@ -17,12 +17,11 @@
 //! server's registry, and when a produced value names a version newer than
 //! the one followed (a schema registered elsewhere, or by another agent).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use streamhouse_log::{LogError, SchemaChange, StreamId, StreamInfo};
+use streamhouse_log::{LogError, SchemaChange, StreamInfo};
 use streamhouse_registry::formats::SchemaType;
 use streamhouse_registry::registry::VersionInfo;
 use streamhouse_registry::values::{ValueCodec, columns};
@@ -31,6 +30,9 @@ use streamhouse_registry::{Registry, RegistryError, VersionRef};
 use crate::database::Database;
 use crate::dialect::CreateStream;
 use crate::error::{Result, SqlError};
+
+pub(crate) mod codecs;
+use codecs::Codec;
 
 /// Schema properties of a stream that follows a subject.
 const FORMAT: &str = "streamhouse.property.format";
@@ -68,18 +70,6 @@ pub fn follows(schema: &Schema) -> Option<Follows> {
         version: m.get(SUBJECT_VERSION)?.parse().ok()?,
     })
 }
-
-/// How values of one stream decode and encode, at one schema version of
-/// the stream.
-struct Codec {
-    /// The stream's schema version this was made for.
-    stream_version: u32,
-    values: ValueCodec,
-}
-
-/// Codecs by stream (made again when the stream's schema changes).
-#[derive(Default)]
-pub struct Codecs(Mutex<HashMap<StreamId, Arc<Codec>>>);
 
 fn registry_error(e: RegistryError) -> SqlError {
     match e {
