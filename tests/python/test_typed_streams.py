@@ -314,3 +314,55 @@ def test_a_protobuf_stream_follows_its_subject(server):
     assert sorted((m.seq, m.sensor, m.value, m.unit) for m in got) == sorted(
         [(m.seq, m.sensor, m.value, "") for m in old]
         + [(m.seq, m.sensor, m.value, m.unit) for m in new])
+
+
+def test_a_following_stream_survives_sigkill_and_keeps_following():
+    import signal
+    import tempfile
+
+    from conftest import Server
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(d)
+        try:
+            sr = SchemaRegistryClient({"url": f"http://{s.http}"})
+            sr.register_schema("kept-value", avro(V1))
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM kept WITH (format = 'avro', subject = 'kept-value')")
+            id2 = sr.register_schema("kept-value", avro(V2))
+            ctx = SerializationContext("kept", MessageField.VALUE)
+            ser = AvroSerializer(sr, json.dumps(V2))
+            p = Producer({"bootstrap.servers": s.kafka, "acks": "all",
+                          "enable.idempotence": True})
+            acks = Acks()
+            for i in range(500):
+                p.produce("kept", value=ser({"id": i, "customer": "k", "amount": 1.0,
+                                             "note": None, "qty": 2}, ctx), on_delivery=acks)
+            assert p.flush(30) == 0 and acks.errors == []
+            s.proc.send_signal(signal.SIGKILL)
+            s.proc.wait(timeout=30)
+        finally:
+            if s.proc.poll() is None:
+                s.proc.kill()
+        s = Server(d)
+        try:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                assert conn.execute("SELECT count(*), count(DISTINCT id), sum(qty) FROM kept"
+                                    ).fetchone() == (500, 500, 1000)
+            # After the restart the stream still follows: a third version
+            # adds a column, and its values decode.
+            sr = SchemaRegistryClient({"url": f"http://{s.http}"})
+            v3 = {**V2, "fields": V2["fields"] + [{"name": "tag", "type": "string",
+                                                   "default": "none"}]}
+            id3 = sr.register_schema("kept-value", avro(v3))
+            assert id3 != id2
+            p = Producer({"bootstrap.servers": s.kafka, "acks": "all"})
+            acks = Acks()
+            rec = {"id": 900, "customer": "k", "amount": 1.0, "note": None, "qty": 3, "tag": "t"}
+            p.produce("kept", value=AvroSerializer(sr, json.dumps(v3))(rec, ctx),
+                      on_delivery=acks)
+            assert p.flush(30) == 0 and acks.errors == []
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                assert conn.execute("SELECT tag, count(*) FROM kept GROUP BY tag ORDER BY tag"
+                                    ).fetchall() == [("none", 500), ("t", 1)]
+        finally:
+            assert s.stop() == 0
