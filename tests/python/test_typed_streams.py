@@ -366,3 +366,49 @@ def test_a_following_stream_survives_sigkill_and_keeps_following():
                                     ).fetchall() == [("none", 500), ("t", 1)]
         finally:
             assert s.stop() == 0
+
+
+def test_agents_of_a_cluster_follow_the_same_subject():
+    """Two agents over PostgreSQL and S3: a version registered through one
+    evolves the stream for both, and values produced to either agent
+    decode into the same columns."""
+    import tempfile
+
+    from conftest import Server, shared_store_args
+    args = shared_store_args("typed_cluster")
+    with tempfile.TemporaryDirectory() as a_dir, tempfile.TemporaryDirectory() as b_dir:
+        a = Server(a_dir, args)
+        b = Server(b_dir, args)
+        try:
+            sra = SchemaRegistryClient({"url": f"http://{a.http}"})
+            srb = SchemaRegistryClient({"url": f"http://{b.http}"})
+            sra.register_schema("shared-value", avro(V1))
+            with psycopg.connect(a.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM shared WITH (format = 'avro', "
+                             "subject = 'shared-value', partitions = 2)")
+            ctx = SerializationContext("shared", MessageField.VALUE)
+            rows = {}
+            for server, sr, schema, base in [(a, sra, V1, 0), (b, srb, V1, 100)]:
+                ser = AvroSerializer(sr, json.dumps(schema))
+                vals = [{"id": base + i, "customer": "x", "amount": 0.5, "note": None}
+                        for i in range(50)]
+                produce_all(server, "shared", [ser(r, ctx) for r in vals])
+                rows.update({r["id"]: 1 for r in vals})
+            # The new version registered through agent b; produced through a.
+            id2 = srb.register_schema("shared-value", avro(V2))
+            ser = AvroSerializer(sra, json.dumps(V2))
+            vals = [{"id": 1000 + i, "customer": "y", "amount": 0.5, "note": None, "qty": 5}
+                    for i in range(50)]
+            produce_all(a, "shared", [ser(r, ctx) for r in vals])
+            rows.update({r["id"]: 5 for r in vals})
+            for server in (a, b):
+                with psycopg.connect(server.dsn, autocommit=True) as conn:
+                    got = dict(conn.execute("SELECT id, qty FROM shared").fetchall())
+                    assert got == rows
+            got, ids = consume(b, "shared", "cluster-readers", len(rows),
+                               AvroDeserializer(srb))
+            assert ids == {id2}
+            assert {r["id"]: r["qty"] for r in got} == rows
+        finally:
+            a.stop()
+            b.stop()
