@@ -482,6 +482,22 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
             "SELECT k, row_number() OVER (ORDER BY v) FROM a",
             "window function",
         ),
+        // Over the groups: each step would see only the groups it changed,
+        // or miss another input's rows.
+        (
+            "SELECT k, n, rank() OVER (ORDER BY n) FROM \
+             (SELECT k, count(*) AS n FROM a GROUP BY k) g",
+            "a window function over a GROUP BY",
+        ),
+        (
+            "SELECT DISTINCT n FROM (SELECT k, count(*) AS n FROM a GROUP BY k) g",
+            "SELECT DISTINCT over a GROUP BY",
+        ),
+        (
+            "SELECT g.k, g.n, b.w FROM (SELECT k, count(*) AS n FROM a GROUP BY k) g \
+             JOIN b ON g.k = b.k",
+            "a join over a GROUP BY",
+        ),
         ("SELECT k, v FROM a ORDER BY v LIMIT 3", "LIMIT"),
         (
             "SELECT k, count(*) FROM SESSION(a, ts, INTERVAL '1 minute', k) GROUP BY k",

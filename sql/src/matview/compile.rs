@@ -105,6 +105,7 @@ fn describe(
     if limited {
         return Err(unsupported("LIMIT (top-N)"));
     }
+    check_above_aggregate(&plan)?;
     let session_spec = session_groups(&agg, &sessions)?;
     let inputs = check_pipeline(&agg.input, session_spec.is_some())?;
     if inputs.is_empty() {
@@ -410,6 +411,43 @@ fn check_pipeline(plan: &LogicalPlan, sessions: bool) -> Result<Vec<Arc<StreamIn
     match bad {
         Some(e) => Err(e),
         None => Ok(streams),
+    }
+}
+
+/// What an aggregate view computes over its groups: each step evaluates
+/// the plan above the aggregate over the groups it changed, so only steps
+/// that take one group's row at a time may be there (projections, HAVING
+/// filters, aliases, an ORDER BY that a view's contents ignore). A window
+/// function, DISTINCT, join or union over the groups would need every
+/// group, or another input, and is refused by name.
+fn check_above_aggregate(plan: &LogicalPlan) -> Result<()> {
+    let mut node = plan;
+    loop {
+        node = match node {
+            LogicalPlan::Aggregate(_) => return Ok(()),
+            LogicalPlan::Projection(p) => {
+                if p.expr.iter().any(has_subquery) {
+                    return Err(unsupported("a subquery over a GROUP BY"));
+                }
+                &p.input
+            }
+            LogicalPlan::Filter(f) => {
+                if has_subquery(&f.predicate) {
+                    return Err(unsupported("a subquery over a GROUP BY"));
+                }
+                &f.input
+            }
+            LogicalPlan::SubqueryAlias(a) => &a.input,
+            LogicalPlan::Sort(s) => &s.input,
+            LogicalPlan::Window(_) => {
+                return Err(unsupported("a window function over a GROUP BY"));
+            }
+            LogicalPlan::Distinct(_) => return Err(unsupported("SELECT DISTINCT over a GROUP BY")),
+            LogicalPlan::Join(_) => return Err(unsupported("a join over a GROUP BY")),
+            other => {
+                return Err(unsupported(format!("{} over a GROUP BY", other.display())));
+            }
+        };
     }
 }
 
