@@ -134,6 +134,10 @@ const SHAPES: &[(&str, &str)] = &[
          avg(amount) FILTER (WHERE amount >= 10) AS mean FROM events GROUP BY user_id % 5",
     ),
     (
+        "groups_only",
+        "SELECT kind, user_id % 2 AS parity FROM events GROUP BY kind, user_id % 2",
+    ),
+    (
         "distinct_kinds",
         "SELECT user_id % 4 AS bucket, count(DISTINCT kind) AS kinds, count(DISTINCT amount) AS amounts, \
          count(*) AS n FROM events GROUP BY user_id % 4",

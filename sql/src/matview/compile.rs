@@ -128,6 +128,12 @@ fn describe(
     if session_spec.is_some() && !distinct.is_empty() {
         return Err(unsupported("count(DISTINCT …) over SESSION windows"));
     }
+    if components.is_empty() {
+        // A GROUP BY without aggregates keeps a row
+        // count per group: the state needs a value for every group.
+        components.push(count(lit(1i64)).alias("__component0"));
+        merges.push(Merge::Sum);
+    }
     // Windows close with a watermark, which the engine builds when every
     // input has an event time.
     let watermarked = watermark_delays(&inputs).is_some();
