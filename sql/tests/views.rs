@@ -138,6 +138,10 @@ const SHAPES: &[(&str, &str)] = &[
         "SELECT kind, user_id % 2 AS parity FROM events GROUP BY kind, user_id % 2",
     ),
     (
+        "distinct_rows",
+        "SELECT DISTINCT kind, user_id % 3 AS bucket FROM events WHERE amount > 20",
+    ),
+    (
         "distinct_kinds",
         "SELECT user_id % 4 AS bucket, count(DISTINCT kind) AS kinds, count(DISTINCT amount) AS amounts, \
          count(*) AS n FROM events GROUP BY user_id % 4",
@@ -495,7 +499,7 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
         ),
         (
             "SELECT DISTINCT n FROM (SELECT k, count(*) AS n FROM a GROUP BY k) g",
-            "SELECT DISTINCT over a GROUP BY",
+            "more than one GROUP BY level",
         ),
         (
             "SELECT g.k, g.n, b.w FROM (SELECT k, count(*) AS n FROM a GROUP BY k) g \

@@ -12,8 +12,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{TableProvider, ViewTable, provider_as_source, source_as_provider};
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{
-    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias, TableScan, lit,
-    when,
+    Aggregate, Distinct, Expr, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
+    TableScan, lit, when,
 };
 use streamhouse_log::{Log, StreamInfo};
 use streamhouse_streams::dataflow::changes::{self, SIGN};
@@ -65,8 +65,12 @@ fn describe(
     // The query as planned is what a view without aggregate over a
     // view with updates reads; its steps read the changelogs.
     let mut sessions = Vec::new();
+    let (plan, distinct_rows) = distinct_as_aggregate(plan)?;
     let original = inline_views(plan, &mut sessions)?;
     let (plan, signed) = views_as_changelogs(log, original.clone())?;
+    if distinct_rows && signed {
+        return Err(unsupported("SELECT DISTINCT over a view with updates"));
+    }
     let mut aggregates = Vec::new();
     plan.apply(|n| {
         if let LogicalPlan::Aggregate(a) = n {
@@ -129,7 +133,7 @@ fn describe(
         return Err(unsupported("count(DISTINCT …) over SESSION windows"));
     }
     if components.is_empty() {
-        // A GROUP BY without aggregates keeps a row
+        // A GROUP BY without aggregates (or a SELECT DISTINCT) keeps a row
         // count per group: the state needs a value for every group.
         components.push(count(lit(1i64)).alias("__component0"));
         merges.push(Merge::Sum);
@@ -418,6 +422,31 @@ fn check_pipeline(plan: &LogicalPlan, sessions: bool) -> Result<Vec<Arc<StreamIn
         Some(e) => Err(e),
         None => Ok(streams),
     }
+}
+
+/// `SELECT DISTINCT …` as the `GROUP BY` of all its columns (with no
+/// aggregate), which views maintain.
+fn distinct_as_aggregate(plan: LogicalPlan) -> Result<(LogicalPlan, bool)> {
+    let rewritten = plan.transform_up(|node| match node {
+        LogicalPlan::Distinct(Distinct::All(input)) => {
+            let columns: Vec<Expr> = input
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            let grouped = LogicalPlanBuilder::from(input.as_ref().clone())
+                .aggregate(
+                    columns.clone(),
+                    vec![count(lit(1i64)).alias("__distinct_rows")],
+                )?
+                .project(columns)?
+                .build()?;
+            Ok(Transformed::yes(grouped))
+        }
+        other => Ok(Transformed::no(other)),
+    })?;
+    Ok((rewritten.data, rewritten.transformed))
 }
 
 /// What an aggregate view computes over its groups: each step evaluates
