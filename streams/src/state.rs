@@ -128,7 +128,27 @@ fn options() -> Options {
     // The object store holds the durable copy; the local WAL only spares a
     // replay after a clean restart.
     o.set_max_open_files(256);
+    o.set_merge_operator_associative("streamhouse_add_i64", add_i64);
     o
+}
+
+/// The merge operator: values written with [`StateStore::add`] are
+/// little-endian `i64` counts that add up.
+fn add_i64(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut total = existing.map_or(0, count_of);
+    for op in operands {
+        total = total.wrapping_add(count_of(op));
+    }
+    Some(total.to_le_bytes().to_vec())
+}
+
+/// A count written by [`StateStore::add`] (0 for any other value).
+pub fn count_of(value: &[u8]) -> i64 {
+    value.try_into().map(i64::from_le_bytes).unwrap_or_default()
 }
 
 impl StateStore {
@@ -167,6 +187,35 @@ impl StateStore {
         let mut opts = rocksdb::WriteOptions::default();
         opts.disable_wal(true);
         Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    /// Adds `n` to the count under `key` in `batch` (without reading it;
+    /// see [`count_of`]).
+    pub fn add(batch: &mut WriteBatch, key: &[u8], n: i64) {
+        batch.merge(key, n.to_le_bytes());
+    }
+
+    /// Calls `f(i, key, value)` for every entry whose key starts with
+    /// `prefixes[i]`, prefix by prefix, with one iterator (sorted prefixes
+    /// read the database front to back).
+    pub fn scan_prefixes(
+        &self,
+        prefixes: &[Vec<u8>],
+        mut f: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut it = self.db.raw_iterator();
+        for (i, prefix) in prefixes.iter().enumerate() {
+            it.seek(prefix);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                f(i, k, v)?;
+                it.next();
+            }
+            it.status()?;
+        }
+        Ok(())
     }
 
     /// Bytes on local disk and in memory: SST files plus memtables.

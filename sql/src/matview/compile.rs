@@ -170,10 +170,8 @@ fn describe(
         joins += usize::from(matches!(n, LogicalPlan::Join(_)));
         Ok(TreeNodeRecursion::Continue)
     })?;
-    if joins > 0 && (!distinct.is_empty() || session_spec.is_some()) {
-        return Err(unsupported(
-            "count(DISTINCT …) or a SESSION window over a join",
-        ));
+    if joins > 0 && session_spec.is_some() {
+        return Err(unsupported("a SESSION window over a join"));
     }
     Ok(Description {
         inputs,

@@ -20,8 +20,8 @@
 //! A step can report what it changed — each touched group's output row
 //! before and after — which is what a view's changelog is made of.
 //!
-//! State lives on local disk (memory holds only RocksDB's caches), and
-//! [`AggregateState::snapshot`] puts a consistent copy in the object store.
+//! State lives on local disk (memory holds only RocksDB's caches); the
+//! dataflow snapshots its store into the object store.
 
 use std::sync::Arc;
 
@@ -33,7 +33,6 @@ use arrow::compute::{cast, filter_record_batch, is_null};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use rocksdb::WriteBatch;
-use streamhouse_log::Store;
 
 use crate::error::{Result, StreamsError};
 use crate::state::StateStore;
@@ -120,7 +119,7 @@ pub struct Windowing {
 
 /// A grouped aggregate's state.
 pub struct AggregateState {
-    store: StateStore,
+    store: Arc<StateStore>,
     /// Group columns in key order (none for a global aggregate).
     keys: Option<RowConverter>,
     /// The group column of each key position (a window's end first).
@@ -154,7 +153,7 @@ impl AggregateState {
     /// State over `store` for an aggregate whose steps produce the group
     /// columns of `output` followed by components of `component_types`.
     pub fn new(
-        store: StateStore,
+        store: Arc<StateStore>,
         output: SchemaRef,
         groups: usize,
         component_types: Vec<DataType>,
@@ -577,24 +576,9 @@ impl AggregateState {
         Ok(())
     }
 
-    /// Bytes of the state on local disk and in memory.
-    pub fn size_bytes(&self) -> u64 {
-        self.store.size_bytes()
-    }
-
     /// Group columns, then one column per aggregate.
     pub fn schema(&self) -> SchemaRef {
         self.output.clone()
-    }
-
-    /// Uploads a consistent snapshot; see [`StateStore::snapshot`].
-    pub async fn snapshot(&self, store: &Store, id: u64) -> Result<String> {
-        self.store.snapshot(store, id).await
-    }
-
-    /// Drops superseded snapshots; see [`StateStore::prune`].
-    pub async fn prune(&self, store: &Store, keep_from: u64) -> Result<u64> {
-        self.store.prune(store, keep_from).await
     }
 }
 

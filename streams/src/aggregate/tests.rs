@@ -15,7 +15,7 @@ fn state(dir: &std::path::Path, groups: usize) -> AggregateState {
         Field::new("mean", DataType::Float64, true),
     ]);
     AggregateState::new(
-        StateStore::open(dir, "t").unwrap(),
+        Arc::new(StateStore::open(dir, "t").unwrap()),
         Arc::new(Schema::new(fields)),
         groups,
         vec![
@@ -172,7 +172,7 @@ fn a_global_aggregate_has_one_row_even_when_empty() {
 fn windowed(dir: &std::path::Path) -> AggregateState {
     let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None);
     AggregateState::new(
-        StateStore::open(dir, "w").unwrap(),
+        Arc::new(StateStore::open(dir, "w").unwrap()),
         Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8, true),
             Field::new("window_end", ts.clone(), true),

@@ -4,32 +4,33 @@
 //! planning a step's scan runs the join's two sides over the step's rows
 //! (ΔL, ΔR), and the step's joined rows are
 //! `ΔL ⋈ (R ∪ ΔR)  ∪  L ⋈ ΔR`, where `L` and `R` are every row the sides
-//! produced in earlier steps, kept here in memory with a hash index on the
-//! join key. A residual (non-equality) join condition filters the joined
-//! rows. Rows whose key has a NULL never match (an inner join).
+//! produced in earlier steps, kept in the dataflow's state store indexed by
+//! join key ([`side`]). A residual (non-equality) join condition filters
+//! the joined rows. Rows whose key has a NULL never match (an inner join).
 //!
 //! Over a view with updates the sides' rows carry a sign (a delete is a
-//! row with sign −1, kept like any other): the stored rows are then a
-//! multiset with signed counts, the join stays bilinear, and the plan above
-//! multiplies the two signs of each pair — a pair made with a deleted row
-//! is taken back.
+//! row with sign −1): the stored rows are a multiset with signed counts,
+//! the join stays bilinear, and the plan above multiplies the two signs of
+//! each pair — a pair made with a deleted row is taken back.
 //!
-//! The state is not checkpointed: a view restored from a checkpoint runs
-//! its delta plan once over its inputs up to the checkpoint (discarding the
-//! output) to refill it — the log is the join's durable state.
+//! The state is checkpointed with the rest of the dataflow's; a step's
+//! joined rows are computed once per step, however many plans of the step
+//! scan the join (an aggregate's `count(DISTINCT …)` plans do).
+
+mod side;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, filter_record_batch, interleave, take};
+use arrow::compute::{cast, filter_record_batch, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::Session as CatalogSession;
-use datafusion::common::hash_map::EntryRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchemaRef, HashMap, JoinType, NullEquality};
+use datafusion::common::{Column, DFSchemaRef, JoinType, NullEquality};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType, provider_as_source};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -38,7 +39,13 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Join, LogicalPlan, LogicalPlanB
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::error::Result;
+use super::changes::SIGN;
+use crate::error::{Result, StreamsError};
+use crate::state::StateStore;
+use side::SideState;
+
+/// Counts a dataflow's steps: a join computes its rows once per step.
+pub(super) type Steps = Arc<AtomicU64>;
 
 /// What makes a join one a dataflow cannot maintain incrementally, if
 /// anything: only inner joins with at least one equality between a column
@@ -93,15 +100,31 @@ fn equalities(j: &Join) -> (Vec<(Expr, Expr)>, Option<Expr>) {
 }
 
 /// Replaces every join of a delta plan (whose scans are in delta mode) by
-/// a scan of its incremental state; also how many joins there were.
-pub(super) fn delta_joins(plan: LogicalPlan) -> Result<(LogicalPlan, usize)> {
-    let mut joins = 0;
+/// a scan of its incremental state in `store`; also how many joins there
+/// were.
+pub(super) fn delta_joins(
+    plan: LogicalPlan,
+    store: Option<&Arc<StateStore>>,
+    steps: &Steps,
+) -> Result<(LogicalPlan, usize)> {
+    let mut joins = 0u16;
     let plan = plan
         .transform_up(|node| {
             let LogicalPlan::Join(j) = &node else {
                 return Ok(Transformed::no(node));
             };
-            joins += 1;
+            let Some(store) = store else {
+                return Err(DataFusionError::Internal(
+                    "a join without a state store".into(),
+                ));
+            };
+            joins = joins
+                .checked_add(1)
+                .ok_or_else(|| DataFusionError::Plan("more than 65535 joins".into()))?;
+            let side = |plan: &LogicalPlan, tag: u8| {
+                SideState::new(joins, tag, plan.schema().as_arrow(), SIGN)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
+            };
             let (on, filter) = equalities(j);
             let fields: Vec<Field> = j
                 .schema
@@ -117,7 +140,10 @@ pub(super) fn delta_joins(plan: LogicalPlan) -> Result<(LogicalPlan, usize)> {
                 filter,
                 output: j.schema.clone(),
                 schema: Arc::new(Schema::new(fields)),
-                state: Mutex::new(Sides::default()),
+                store: store.clone(),
+                sides: [side(&j.left, b'l')?, side(&j.right, b'r')?],
+                steps: steps.clone(),
+                done: Mutex::new(None),
             });
             let name = format!("__join{joins}");
             let scan = LogicalPlanBuilder::scan(name.clone(), provider_as_source(provider), None)?
@@ -137,82 +163,17 @@ pub(super) fn delta_joins(plan: LogicalPlan) -> Result<(LogicalPlan, usize)> {
             ))
         })?
         .data;
-    Ok((plan, joins))
+    Ok((plan, usize::from(joins)))
 }
 
-/// Whether a delta plan has joins (whose state a restored view refills).
-pub(super) fn contains(plan: &LogicalPlan) -> bool {
+/// Whether a plan has joins (and its dataflow a state store for them).
+pub(super) fn has_joins(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply(|n| {
-        if let LogicalPlan::TableScan(scan) = n
-            && let Ok(p) = datafusion::datasource::source_as_provider(&scan.source)
-        {
-            found |= p.downcast_ref::<DeltaJoin>().is_some();
-        }
+        found |= matches!(n, LogicalPlan::Join(_));
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });
     found
-}
-
-/// The rows one side produced so far, indexed by join key.
-#[derive(Default)]
-struct Side {
-    batches: Vec<RecordBatch>,
-    /// (batch, row) of each stored row, numbered in arrival order.
-    rows: Vec<(usize, usize)>,
-    /// Per row, the previous row with the same key (`u32::MAX`: none).
-    next: Vec<u32>,
-    /// Per key, its latest row.
-    heads: HashMap<Vec<u8>, u32>,
-}
-
-impl Side {
-    fn insert(&mut self, batch: RecordBatch, keys: &arrow::row::Rows, valid: &[bool]) {
-        if batch.num_rows() == 0 {
-            return;
-        }
-        let b = self.batches.len();
-        for (r, key) in keys.iter().enumerate() {
-            if !valid[r] {
-                continue;
-            }
-            let id = self.rows.len() as u32;
-            self.rows.push((b, r));
-            // A key seen before does not allocate again.
-            let prev = match self.heads.entry_ref(key.as_ref()) {
-                EntryRef::Occupied(mut o) => std::mem::replace(o.get_mut(), id),
-                EntryRef::Vacant(v) => {
-                    v.insert(id);
-                    u32::MAX
-                }
-            };
-            self.next.push(prev);
-        }
-        self.batches.push(batch);
-    }
-
-    /// (probe row, stored (batch, row)) of every match of `keys`.
-    fn probe(&self, keys: &arrow::row::Rows, valid: &[bool]) -> (Vec<u32>, Vec<(usize, usize)>) {
-        let (mut probe, mut stored) = (Vec::new(), Vec::new());
-        for (r, key) in keys.iter().enumerate() {
-            if !valid[r] {
-                continue;
-            }
-            let mut at = self.heads.get(key.as_ref()).copied().unwrap_or(u32::MAX);
-            while at != u32::MAX {
-                probe.push(r as u32);
-                stored.push(self.rows[at as usize]);
-                at = self.next[at as usize];
-            }
-        }
-        (probe, stored)
-    }
-}
-
-#[derive(Default)]
-struct Sides {
-    left: Side,
-    right: Side,
 }
 
 /// One join of a view: its sides' delta plans and its state.
@@ -225,7 +186,12 @@ pub(super) struct DeltaJoin {
     output: DFSchemaRef,
     /// The same columns, named `c0…` (unique).
     schema: SchemaRef,
-    state: Mutex<Sides>,
+    store: Arc<StateStore>,
+    /// The left side's rows, then the right side's.
+    sides: [SideState; 2],
+    steps: Steps,
+    /// The last step's joined rows, and its number.
+    done: Mutex<Option<(u64, Vec<RecordBatch>)>>,
 }
 
 impl fmt::Debug for DeltaJoin {
@@ -256,43 +222,48 @@ fn keys(
 }
 
 impl DeltaJoin {
-    /// Joined rows: probe-side rows `probe` of `batch` with stored rows
-    /// `stored` of `side`, the probe side being the left one or not.
+    /// Joined rows: the probing rows of `batch` with the stored rows they
+    /// matched, the probing side being the left one or not.
     fn assemble(
         &self,
         batch: &RecordBatch,
-        probe: Vec<u32>,
-        side: &Side,
-        stored: &[(usize, usize)],
+        matches: side::Matches,
         probe_is_left: bool,
     ) -> DfResult<Option<RecordBatch>> {
-        if probe.is_empty() {
+        if matches.probe.is_empty() {
             return Ok(None);
         }
-        let idx = UInt32Array::from(probe);
+        let idx = UInt32Array::from(matches.probe);
         let probed: Vec<ArrayRef> = batch
             .columns()
             .iter()
             .map(|c| take(c, &idx, None))
             .collect::<Result<_, _>>()?;
-        let width = side.batches.first().map_or(0, |b| b.num_columns());
-        let kept: Vec<ArrayRef> = (0..width)
-            .map(|c| {
-                let arrays: Vec<&dyn Array> =
-                    side.batches.iter().map(|b| b.column(c).as_ref()).collect();
-                interleave(&arrays, stored)
-            })
-            .collect::<Result<_, _>>()?;
         let columns = if probe_is_left {
-            [probed, kept].concat()
+            [probed, matches.columns].concat()
         } else {
-            [kept, probed].concat()
+            [matches.columns, probed].concat()
         };
         Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
     }
 
-    /// One step: the joined rows of the sides' new rows.
+    /// The step's joined rows: computed by the first scan of the step,
+    /// repeated to the others.
     async fn step(&self, session: &dyn CatalogSession) -> DfResult<Vec<RecordBatch>> {
+        let step = self.steps.load(Ordering::Acquire);
+        if let Some((n, rows)) = &*self.done.lock().unwrap_or_else(|p| p.into_inner())
+            && *n == step
+        {
+            return Ok(rows.clone());
+        }
+        let rows = self.join(session).await?;
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some((step, rows.clone()));
+        Ok(rows)
+    }
+
+    /// Joins the sides' new rows with each other and the stored ones, and
+    /// stores them.
+    async fn join(&self, session: &dyn CatalogSession) -> DfResult<Vec<RecordBatch>> {
         let run = |plan: &LogicalPlan| {
             let plan = plan.clone();
             async move {
@@ -322,34 +293,33 @@ impl DeltaJoin {
             Some(f) => Some(session.create_physical_expr(f.clone(), &self.output)?),
             None => None,
         };
+        let state = |e: StreamsError| DataFusionError::External(Box::new(e));
+        let [ls, rs] = &self.sides;
+        let store = self.store.as_ref();
 
         let mut out = Vec::new();
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let Sides {
-            left: ls,
-            right: rs,
-        } = &mut *state;
-        // New right rows join the stored ones first, so that new left rows
-        // meet them below; then new right rows meet the stored left rows.
+        // New right rows join the stored left ones first, then are stored,
+        // so that new left rows meet them below.
         let mut right_keyed = Vec::new();
         for b in right {
             let (k, v) = keys(&right_keys, &types, &b)?;
+            let matches = ls.probe(store, &k, &v).map_err(state)?;
+            out.extend(self.assemble(&b, matches, false)?);
             right_keyed.push((b, k, v));
         }
-        for (b, k, v) in &right_keyed {
-            let (probe, stored) = ls.probe(k, v);
-            out.extend(self.assemble(b, probe, ls, &stored, false)?);
-        }
         for (b, k, v) in right_keyed {
-            rs.insert(b, &k, &v);
+            rs.insert(store, &b, &k, &v).map_err(state)?;
         }
+        let mut left_keyed = Vec::new();
         for b in left {
             let (k, v) = keys(&left_keys, &types, &b)?;
-            let (probe, stored) = rs.probe(&k, &v);
-            out.extend(self.assemble(&b, probe, rs, &stored, true)?);
-            ls.insert(b, &k, &v);
+            let matches = rs.probe(store, &k, &v).map_err(state)?;
+            out.extend(self.assemble(&b, matches, true)?);
+            left_keyed.push((b, k, v));
         }
-        drop(state);
+        for (b, k, v) in left_keyed {
+            ls.insert(store, &b, &k, &v).map_err(state)?;
+        }
         match filter {
             None => Ok(out),
             Some(f) => out

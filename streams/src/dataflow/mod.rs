@@ -126,6 +126,13 @@ pub struct Dataflow {
     /// Where its state came from when this process started it.
     origin: RwLock<String>,
     inputs: Mutex<Vec<Input>>,
+    /// Its state (aggregates and join sides), when it keeps any.
+    state: Option<Arc<StateStore>>,
+    /// Steps run (joins compute their rows once per step).
+    steps: join::Steps,
+    /// Its joins' rows must be refilled from the log on recovery (a
+    /// checkpoint from before they were part of the state).
+    refill: AtomicBool,
     body: Body,
     /// What reading the output runs.
     read_plan: LogicalPlan,
@@ -180,13 +187,36 @@ impl Dataflow {
         let mut ins = inputs(&streams);
         let checkpoint_no = restore_progress(&mut ins, placement.restore.as_ref())?;
         let wm = watermarks(&ins, idle_timeout);
+        let joins = match &shape {
+            Shape::Pipeline { plan, .. } => join::has_joins(plan),
+            Shape::Aggregate(a) => join::has_joins(&a.agg.input),
+        };
+        let state = match (&shape, joins) {
+            (Shape::Pipeline { .. }, false) => None,
+            _ => Some(Arc::new(open_state(log, &placement).await?)),
+        };
+        // Join rows were not part of the state before version 2 of its
+        // layout: a view restored from such a checkpoint refills them.
+        let refill = joins
+            && checkpoint_no > 0
+            && state.as_ref().is_some_and(
+                |s| !matches!(s.get(LAYOUT), Ok(Some(v)) if v.as_slice() >= LAYOUT_VERSION),
+            );
+        if let Some(s) = &state {
+            let mut wb = rocksdb::WriteBatch::default();
+            wb.put(LAYOUT, LAYOUT_VERSION);
+            s.write(wb)?;
+        }
+        let steps = join::Steps::default();
         let (body, read_plan, windowed) = match shape {
             Shape::Pipeline { plan, read, signed } => {
-                let (delta, _) = join::delta_joins(delta_scans(log, &plan, &ins)?)?;
+                let (delta, _) =
+                    join::delta_joins(delta_scans(log, &plan, &ins)?, state.as_ref(), &steps)?;
                 (Body::Pipeline { delta, signed }, read, false)
             }
             Shape::Aggregate(a) => {
-                let aggregation = Arc::new(aggregation(log, a, &ins, &placement).await?);
+                let store = state.clone().expect("an aggregate has a state store");
+                let aggregation = Arc::new(aggregation(log, a, &ins, store, &steps)?);
                 let provider = Arc::new(StateTable {
                     aggregation: aggregation.clone(),
                 });
@@ -218,6 +248,9 @@ impl Dataflow {
                 n => format!("checkpoint {n}"),
             }),
             inputs: Mutex::new(ins),
+            state,
+            steps,
+            refill: AtomicBool::new(refill),
             body,
             read_plan,
             status: RwLock::new(Status::Running),
@@ -356,13 +389,30 @@ impl Dataflow {
     }
 }
 
-/// The aggregate's step plans and its state, restored from the
-/// placement's checkpoint when it has one.
-async fn aggregation(
+/// Key of the state layout's version, and the version written now: 2 —
+/// join sides are in the state.
+const LAYOUT: &[u8] = b"~layout";
+const LAYOUT_VERSION: &[u8] = b"2";
+
+/// The dataflow's state store, restored from the placement's checkpoint
+/// when it has one.
+async fn open_state(log: &Arc<Log>, placement: &Placement) -> Result<StateStore> {
+    let run_dir = run_dir(&placement.dir)?;
+    match &placement.restore {
+        Some(cp) if !cp.state_key.is_empty() => {
+            StateStore::restore(log.store(), &cp.state_key, &run_dir, &placement.dataflow).await
+        }
+        _ => StateStore::open(&run_dir, &placement.dataflow),
+    }
+}
+
+/// The aggregate's step plans and its state over `store`.
+fn aggregation(
     log: &Arc<Log>,
     a: AggregateDescription,
     ins: &[Input],
-    placement: &Placement,
+    store: Arc<StateStore>,
+    steps: &join::Steps,
 ) -> Result<Aggregation> {
     let AggregateDescription {
         plan,
@@ -375,7 +425,11 @@ async fn aggregation(
         sessions,
         windowing,
     } = a;
-    let (delta_input, _) = join::delta_joins(delta_scans(log, agg.input.as_ref(), ins)?)?;
+    let (delta_input, _) = join::delta_joins(
+        delta_scans(log, agg.input.as_ref(), ins)?,
+        Some(&store),
+        steps,
+    )?;
     // Per count(DISTINCT x): the step's distinct (group, x) pairs.
     let mut distinct_plans = Vec::new();
     let mut distinct_specs = Vec::new();
@@ -414,13 +468,6 @@ async fn aggregation(
         .iter()
         .map(|f| f.data_type().clone())
         .collect();
-    let run_dir = run_dir(&placement.dir)?;
-    let store = match &placement.restore {
-        Some(cp) if !cp.state_key.is_empty() => {
-            StateStore::restore(log.store(), &cp.state_key, &run_dir, &placement.dataflow).await?
-        }
-        _ => StateStore::open(&run_dir, &placement.dataflow)?,
-    };
     let state = AggregateState::new(
         store,
         schema,

@@ -68,7 +68,9 @@ impl Dataflow {
     /// After a restore: replays the steps recorded after the checkpoint
     /// whose output is already in the changelog, without writing it again.
     pub async fn recover(&self, log: &Arc<Log>, ctx: &SessionContext) -> Result<()> {
-        self.refill_joins(ctx).await?;
+        if self.refill.swap(false, Ordering::AcqRel) {
+            self.refill_joins(ctx).await?;
+        }
         let Some(Output::Changelog(info)) = &self.output else {
             return Ok(());
         };
@@ -112,18 +114,16 @@ impl Dataflow {
         Ok(())
     }
 
-    /// Joins keep the rows of their sides in memory, not in the state
-    /// snapshot: a restored view runs its delta plan once over every input
-    /// row the state reflects (the output is already in the state) to
-    /// refill them.
+    /// A checkpoint from before join rows were part of the state: the
+    /// restored view runs its delta plan once over every input row the
+    /// checkpoint reflects (the output is already in the state) to refill
+    /// them.
     async fn refill_joins(&self, ctx: &SessionContext) -> Result<()> {
         let delta = match &self.body {
             Body::Pipeline { delta, .. } => delta,
             Body::Aggregate(a) => &a.delta,
         };
-        if !super::join::contains(delta) {
-            return Ok(());
-        }
+        self.steps.fetch_add(1, Ordering::AcqRel);
         let mut any = false;
         for input in self.inputs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             any |= input.consumed.iter().any(|&c| c > 0);
@@ -225,9 +225,9 @@ impl Dataflow {
         };
         let input_offsets =
             serde_json::to_string(&record).map_err(|e| StreamsError::Internal(e.to_string()))?;
-        let state_key = match &self.body {
-            Body::Aggregate(a) => a.state.snapshot(log.store(), number).await?,
-            Body::Pipeline { .. } => String::new(),
+        let state_key = match &self.state {
+            Some(state) => state.snapshot(log.store(), number).await?,
+            None => String::new(),
         };
         log.metadata()
             .commit_view_checkpoint(
@@ -249,9 +249,9 @@ impl Dataflow {
         metrics::histogram!(CHECKPOINT_SECONDS, "view" => self.name.clone())
             .record(started.elapsed().as_secs_f64());
         // The previous checkpoint stays as a margin; older ones go.
-        if let Body::Aggregate(a) = &self.body
+        if let Some(state) = &self.state
             && number > 2
-            && let Err(e) = a.state.prune(log.store(), number - 1).await
+            && let Err(e) = state.prune(log.store(), number - 1).await
         {
             tracing::warn!(view = %self.name, error = %e, "old state snapshots not pruned");
         }
@@ -353,6 +353,7 @@ impl Dataflow {
             self.caught_up(complete, observed);
             return Ok(false);
         }
+        self.steps.fetch_add(1, Ordering::AcqRel);
         let changes = match &self.body {
             Body::Pipeline { delta, signed } => {
                 let batches = ctx
@@ -414,12 +415,9 @@ impl Dataflow {
         }
     }
 
-    /// Bytes of local state (0 for a view without aggregate).
+    /// Bytes of local state (0 for a view without aggregate or join).
     pub fn state_bytes(&self) -> u64 {
-        match &self.body {
-            Body::Aggregate(a) => a.state.size_bytes(),
-            Body::Pipeline { .. } => 0,
-        }
+        self.state.as_ref().map_or(0, |s| s.size_bytes())
     }
 
     /// Merges a step into an aggregate's state; returns its changelog rows.
