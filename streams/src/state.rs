@@ -146,9 +146,14 @@ fn add_i64(
     Some(total.to_le_bytes().to_vec())
 }
 
-/// A count written by [`StateStore::add`] (0 for any other value).
+/// A count written by [`StateStore::add`]: the value's first eight bytes
+/// (0 for a shorter value).
 pub fn count_of(value: &[u8]) -> i64 {
-    value.try_into().map(i64::from_le_bytes).unwrap_or_default()
+    value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_le_bytes)
+        .unwrap_or_default()
 }
 
 impl StateStore {

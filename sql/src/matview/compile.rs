@@ -18,8 +18,8 @@ use datafusion::logical_expr::{
 use streamhouse_log::{Log, StreamInfo};
 use streamhouse_streams::dataflow::changes::{self, SIGN};
 use streamhouse_streams::dataflow::{
-    AggregateDescription, Description, Emit, Placement, Shape, recompute_schemas, unsupported_join,
-    watermark_delays,
+    AggregateDescription, Description, Emit, Placement, Shape, recompute_schemas, retracts,
+    unsupported_join, watermark_delays,
 };
 use streamhouse_streams::scan::{StreamTable, stream_of};
 use streamhouse_streams::{Dataflow, Merge, Sessions, Windowing};
@@ -69,7 +69,9 @@ fn describe(
     let original = inline_views(plan, &mut sessions)?;
     let (plan, signed) = views_as_changelogs(log, original.clone())?;
     if distinct_rows && signed {
-        return Err(unsupported("SELECT DISTINCT over a view with updates"));
+        return Err(unsupported(
+            "SELECT DISTINCT over a view with updates or an outer, semi or anti join",
+        ));
     }
     let mut aggregates = Vec::new();
     plan.apply(|n| {
@@ -200,12 +202,18 @@ fn mat_view_of(scan: &TableScan) -> Option<Arc<dyn TableProvider>> {
 
 /// Replaces scans of materialized views with scans of their changelogs, so
 /// a view over a view is a view over a stream. When one of them has
-/// updates, every input row gets a [`SIGN`] (deletes retract) that the
-/// pipeline carries up to the aggregate, or to the output of a view
-/// without one; the second value says so.
+/// updates, or an outer, semi or anti join makes updates, every input row
+/// gets a [`SIGN`] (deletes retract) that the pipeline carries up to the
+/// aggregate, or to the output of a view without one; the second value
+/// says so.
 fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<(LogicalPlan, bool)> {
     let mut signed = false;
     plan.apply(|node| {
+        if let LogicalPlan::Join(j) = node
+            && retracts(j)
+        {
+            signed = true;
+        }
         if let LogicalPlan::TableScan(scan) = node
             && let Some(p) = mat_view_of(scan)
             && p.downcast_ref::<MatViewTable>()
@@ -262,7 +270,7 @@ fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<(LogicalPlan
             };
             let mut exprs = columns(&q);
             if signed {
-                exprs.push(sign.alias(SIGN));
+                exprs.push(sign.alias_qualified(Some(q.clone()), SIGN));
             }
             let replaced = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
             Ok(Transformed::yes(replaced))

@@ -70,7 +70,7 @@ use crate::error::SqlError;
 fn unsupported(what: impl fmt::Display) -> SqlError {
     SqlError::NotSupported(format!(
         "{what} in a materialized view (supported: projection, WHERE, scalar functions, \
-         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, inner equi-joins, one \
+         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, equi-joins (inner, outer, semi, anti), one \
          GROUP BY with aggregate functions, HAVING and ORDER BY)"
     ))
 }

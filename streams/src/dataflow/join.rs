@@ -1,12 +1,15 @@
-//! Incremental inner equi-joins (a symmetric hash join).
+//! Incremental equi-joins — inner, outer, semi and anti (a symmetric hash
+//! join).
 //!
 //! In a view's delta plan each `Join` becomes a scan of a [`DeltaJoin`]:
 //! planning a step's scan runs the join's two sides over the step's rows
 //! (ΔL, ΔR), and the step's joined rows are
 //! `ΔL ⋈ (R ∪ ΔR)  ∪  L ⋈ ΔR`, where `L` and `R` are every row the sides
 //! produced in earlier steps, kept in the dataflow's state store indexed by
-//! join key ([`side`]). A residual (non-equality) join condition filters
-//! the joined rows. Rows whose key has a NULL never match (an inner join).
+//! join key ([`side`]). A residual (non-equality) join condition decides
+//! which pairs match. Rows whose key has a NULL never match. Outer, semi
+//! and anti joins also output a side's rows by whether they have matches
+//! ([`step`]).
 //!
 //! Over a view with updates the sides' rows carry a sign (a delete is a
 //! row with sign −1): the stored rows are a multiset with signed counts,
@@ -18,13 +21,14 @@
 //! scan the join (an aggregate's `count(DISTINCT …)` plans do).
 
 mod side;
+mod step;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, filter_record_batch, take};
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
@@ -40,22 +44,46 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::changes::SIGN;
-use crate::error::{Result, StreamsError};
+use crate::error::Result;
 use crate::state::StateStore;
 use side::SideState;
+use step::{Kind, Track};
 
 /// Counts a dataflow's steps: a join computes its rows once per step.
 pub(super) type Steps = Arc<AtomicU64>;
 
+/// What a join of `join_type` outputs, if a dataflow maintains it.
+fn kind(join_type: JoinType) -> Option<Kind> {
+    let (pairs, left, right) = match join_type {
+        JoinType::Inner => (true, None, None),
+        JoinType::Left => (true, Some(Track::Unmatched), None),
+        JoinType::Right => (true, None, Some(Track::Unmatched)),
+        JoinType::Full => (true, Some(Track::Unmatched), Some(Track::Unmatched)),
+        JoinType::LeftSemi => (false, Some(Track::Matched), None),
+        JoinType::LeftAnti => (false, Some(Track::Unmatched), None),
+        JoinType::RightSemi => (false, None, Some(Track::Matched)),
+        JoinType::RightAnti => (false, None, Some(Track::Unmatched)),
+        JoinType::LeftMark | JoinType::RightMark => return None,
+    };
+    Some(Kind { pairs, left, right })
+}
+
+/// Whether a join's output has deletes even over inputs that only insert
+/// (an outer, semi or anti join: a row's first or last match changes what
+/// it outputs).
+pub fn retracts(j: &Join) -> bool {
+    j.join_type != JoinType::Inner
+}
+
 /// What makes a join one a dataflow cannot maintain incrementally, if
-/// anything: only inner joins with at least one equality between a column
-/// expression of each side are.
+/// anything: inner, outer (LEFT, RIGHT, FULL), semi and anti joins with at
+/// least one equality between a column expression of each side are.
 pub fn unsupported_join(j: &Join) -> Option<String> {
-    if j.join_type != JoinType::Inner {
-        return Some(format!(
-            "a {} join (inner joins are supported)",
-            j.join_type
-        ));
+    if kind(j.join_type).is_none() {
+        return Some(format!("a {} join", j.join_type));
+    }
+    if j.null_aware {
+        return Some("NOT IN over a subquery (write NOT EXISTS)".into());
     }
     if j.null_equality == NullEquality::NullEqualsNull {
         return Some("a join on IS NOT DISTINCT FROM".into());
@@ -121,27 +149,38 @@ pub(super) fn delta_joins(
             joins = joins
                 .checked_add(1)
                 .ok_or_else(|| DataFusionError::Plan("more than 65535 joins".into()))?;
-            let side = |plan: &LogicalPlan, tag: u8| {
-                SideState::new(joins, tag, plan.schema().as_arrow(), SIGN)
+            let kind = kind(j.join_type).ok_or_else(|| {
+                DataFusionError::NotImplemented(format!("a {} join", j.join_type))
+            })?;
+            let side = |plan: &LogicalPlan, tag: u8, track: Option<Track>| {
+                SideState::new(joins, tag, plan.schema().as_arrow(), SIGN, track.is_some())
                     .map_err(|e| DataFusionError::External(Box::new(e)))
             };
             let (on, filter) = equalities(j);
-            let fields: Vec<Field> = j
-                .schema
-                .fields()
-                .iter()
-                .enumerate()
-                .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
-                .collect();
+            let numbered = |schema: &DFSchemaRef| -> SchemaRef {
+                let fields: Vec<Field> = schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
+                    .collect();
+                Arc::new(Schema::new(fields))
+            };
+            let pairs = Arc::new(j.left.schema().join(j.right.schema())?);
             let provider = Arc::new(DeltaJoin {
                 left: j.left.as_ref().clone(),
                 right: j.right.as_ref().clone(),
                 on,
                 filter,
-                output: j.schema.clone(),
-                schema: Arc::new(Schema::new(fields)),
+                kind,
+                pair_schema: numbered(&pairs),
+                pairs,
+                schema: numbered(&j.schema),
                 store: store.clone(),
-                sides: [side(&j.left, b'l')?, side(&j.right, b'r')?],
+                sides: [
+                    side(&j.left, b'l', kind.left)?,
+                    side(&j.right, b'r', kind.right)?,
+                ],
                 steps: steps.clone(),
                 done: Mutex::new(None),
             });
@@ -182,9 +221,14 @@ pub(super) struct DeltaJoin {
     right: LogicalPlan,
     on: Vec<(Expr, Expr)>,
     filter: Option<Expr>,
-    /// The join's schema (left columns, then right columns).
-    output: DFSchemaRef,
+    kind: Kind,
+    /// A pair's columns: the left side's, then the right side's (what the
+    /// residual condition reads).
+    pairs: DFSchemaRef,
     /// The same columns, named `c0…` (unique).
+    pair_schema: SchemaRef,
+    /// The join's output columns (the pair's, or one side's for a semi or
+    /// anti join), named `c0…`.
     schema: SchemaRef,
     store: Arc<StateStore>,
     /// The left side's rows, then the right side's.
@@ -201,7 +245,7 @@ impl fmt::Debug for DeltaJoin {
 }
 
 /// A side's join keys as comparable rows, and which have no NULL.
-fn keys(
+pub(super) fn keys(
     exprs: &[Arc<dyn PhysicalExpr>],
     types: &[DataType],
     batch: &RecordBatch,
@@ -222,31 +266,6 @@ fn keys(
 }
 
 impl DeltaJoin {
-    /// Joined rows: the probing rows of `batch` with the stored rows they
-    /// matched, the probing side being the left one or not.
-    fn assemble(
-        &self,
-        batch: &RecordBatch,
-        matches: side::Matches,
-        probe_is_left: bool,
-    ) -> DfResult<Option<RecordBatch>> {
-        if matches.probe.is_empty() {
-            return Ok(None);
-        }
-        let idx = UInt32Array::from(matches.probe);
-        let probed: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| take(c, &idx, None))
-            .collect::<Result<_, _>>()?;
-        let columns = if probe_is_left {
-            [probed, matches.columns].concat()
-        } else {
-            [matches.columns, probed].concat()
-        };
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
-    }
-
     /// The step's joined rows: computed by the first scan of the step,
     /// repeated to the others.
     async fn step(&self, session: &dyn CatalogSession) -> DfResult<Vec<RecordBatch>> {
@@ -290,53 +309,13 @@ impl DeltaJoin {
             .map(|e| e.data_type(&arrow_left))
             .collect::<DfResult<_>>()?;
         let filter = match &self.filter {
-            Some(f) => Some(session.create_physical_expr(f.clone(), &self.output)?),
+            Some(f) => Some(session.create_physical_expr(f.clone(), &self.pairs)?),
             None => None,
         };
-        let state = |e: StreamsError| DataFusionError::External(Box::new(e));
-        let [ls, rs] = &self.sides;
-        let store = self.store.as_ref();
-
         let mut out = Vec::new();
-        // New right rows join the stored left ones first, then are stored,
-        // so that new left rows meet them below.
-        let mut right_keyed = Vec::new();
-        for b in right {
-            let (k, v) = keys(&right_keys, &types, &b)?;
-            let matches = ls.probe(store, &k, &v).map_err(state)?;
-            out.extend(self.assemble(&b, matches, false)?);
-            right_keyed.push((b, k, v));
-        }
-        for (b, k, v) in right_keyed {
-            rs.insert(store, &b, &k, &v).map_err(state)?;
-        }
-        let mut left_keyed = Vec::new();
-        for b in left {
-            let (k, v) = keys(&left_keys, &types, &b)?;
-            let matches = rs.probe(store, &k, &v).map_err(state)?;
-            out.extend(self.assemble(&b, matches, true)?);
-            left_keyed.push((b, k, v));
-        }
-        for (b, k, v) in left_keyed {
-            ls.insert(store, &b, &k, &v).map_err(state)?;
-        }
-        match filter {
-            None => Ok(out),
-            Some(f) => out
-                .into_iter()
-                .map(|b| {
-                    let keep = f.evaluate(&b)?.into_array(b.num_rows())?;
-                    let keep = keep
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| {
-                            DataFusionError::Internal("join condition not boolean".into())
-                        })?
-                        .clone();
-                    Ok(filter_record_batch(&b, &keep)?)
-                })
-                .collect(),
-        }
+        self.phase(right, &right_keys, &types, false, filter.as_ref(), &mut out)?;
+        self.phase(left, &left_keys, &types, true, filter.as_ref(), &mut out)?;
+        Ok(out)
     }
 }
 

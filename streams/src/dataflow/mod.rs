@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 pub use description::{
     AggregateDescription, Description, Emit, Output, Placement, Shape, watermark_delays,
 };
-pub use join::unsupported_join;
+pub use join::{retracts, unsupported_join};
 pub use state_table::recompute_schemas;
 
 use crate::aggregate::{AggregateState, Distinct};

@@ -5,11 +5,13 @@
 //! (u16, big-endian), the side (`l` or `r`), the join key's length (u32,
 //! big-endian) and bytes (Arrow's row format), then the row — every column
 //! but the sign — in the row format. Value: how many times the side holds
-//! the row (an `i64` count).
+//! the row (an `i64` count), and for a *tracked* side (the preserved side
+//! of an outer join, the side a semi or anti join outputs) how many rows of
+//! the other side it matches (an `i64` after the count).
 //!
 //! Over inserts only, counts are added with the store's merge operator (a
 //! write without a read). Over rows with a [`SIGN`](crate::dataflow::changes::SIGN),
-//! a batch reads the counts of the rows it touches and writes the sums,
+//! a batch reads the values of the rows it touches and writes the sums,
 //! deleting a row whose count reaches 0: a row inserted and later deleted
 //! leaves nothing behind. A probe seeks once per distinct key of the
 //! probing rows and reads that key's rows; memory holds only RocksDB's
@@ -18,7 +20,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::take;
 use arrow::datatypes::{DataType, Int64Type, Schema};
 use arrow::row::{RowConverter, Rows, SortField};
 use rocksdb::WriteBatch;
@@ -36,16 +39,41 @@ pub(super) struct SideState {
     /// The stored columns (every column but the sign).
     rows: RowConverter,
     /// Position of the sign column in the side's batches, if it has one.
-    sign: Option<usize>,
+    pub sign: Option<usize>,
     /// Number of columns of the side's batches.
-    width: usize,
+    pub width: usize,
+    /// Each row's matches are kept.
+    tracked: bool,
 }
 
-/// Stored rows matching probing rows.
+/// A stored row a probe met.
+pub(super) struct Entry {
+    /// Its RocksDB key; the row's bytes start at `row`.
+    pub key: Box<[u8]>,
+    row: usize,
+    /// How many times the side holds it (never 0).
+    pub count: i64,
+    /// Rows of the other side it matches (tracked sides).
+    pub matches: i64,
+}
+
+impl Entry {
+    /// The row, in the row format.
+    pub fn row(&self) -> &[u8] {
+        &self.key[self.row..]
+    }
+}
+
+/// Stored rows with the same key as probing rows: one pair per (probing
+/// row, stored row), whatever the stored row's count.
 pub(super) struct Matches {
-    /// Per match, the probing row.
+    /// Per pair, the probing row.
     pub probe: Vec<u32>,
-    /// Per match, the stored row's columns (the sign column included, ±1).
+    /// Per pair, the stored row (an index into `entries`).
+    pub entry: Vec<u32>,
+    pub entries: Vec<Entry>,
+    /// Per pair, the stored row's columns (its sign column, if the side
+    /// has one, is the sign of its count).
     pub columns: Vec<ArrayRef>,
 }
 
@@ -53,11 +81,35 @@ fn arrow_err(e: arrow::error::ArrowError) -> StreamsError {
     StreamsError::Internal(format!("join state: {e}"))
 }
 
+fn value(count: i64, matches: Option<i64>) -> Vec<u8> {
+    let mut v = count.to_le_bytes().to_vec();
+    if let Some(m) = matches {
+        v.extend_from_slice(&m.to_le_bytes());
+    }
+    v
+}
+
+fn matches_of(value: &[u8]) -> i64 {
+    value.get(8..).map_or(0, count_of)
+}
+
 impl SideState {
     /// The state of side `side` (`b'l'` or `b'r'`) of join `join`, whose
-    /// batches have `schema` (a column named `sign_column` is the sign).
-    pub fn new(join: u16, side: u8, schema: &Schema, sign_column: &str) -> Result<SideState> {
+    /// batches have `schema` (a column named `sign_column` is the sign);
+    /// `tracked`: keep each row's matches.
+    pub fn new(
+        join: u16,
+        side: u8,
+        schema: &Schema,
+        sign_column: &str,
+        tracked: bool,
+    ) -> Result<SideState> {
         let sign = schema.fields().iter().position(|f| f.name() == sign_column);
+        if tracked && sign.is_none() {
+            return Err(StreamsError::Internal(
+                "join state: a side whose matches are kept needs signed rows".into(),
+            ));
+        }
         let fields = schema
             .fields()
             .iter()
@@ -73,6 +125,7 @@ impl SideState {
             rows: RowConverter::new(fields).map_err(arrow_err)?,
             sign,
             width: schema.fields().len(),
+            tracked,
         })
     }
 
@@ -85,38 +138,45 @@ impl SideState {
         k
     }
 
-    /// The batch's columns that are stored, and each row's weight (its
-    /// sign, or 1).
-    fn split(&self, batch: &RecordBatch) -> Result<(Vec<ArrayRef>, Option<Int64Array>)> {
-        let mut columns = Vec::with_capacity(self.width);
-        let mut weights = None;
-        for (i, c) in batch.columns().iter().enumerate() {
-            if Some(i) == self.sign {
-                let signs = arrow::compute::cast(c, &DataType::Int64).map_err(arrow_err)?;
-                weights = Some(signs.as_primitive::<Int64Type>().clone());
-            } else {
-                columns.push(c.clone());
-            }
-        }
-        Ok((columns, weights))
+    /// Each row's weight: its sign, or 1.
+    pub fn weights(&self, batch: &RecordBatch) -> Result<Option<Int64Array>> {
+        let Some(i) = self.sign else { return Ok(None) };
+        let signs = arrow::compute::cast(batch.column(i), &DataType::Int64).map_err(arrow_err)?;
+        Ok(Some(signs.as_primitive::<Int64Type>().clone()))
+    }
+
+    /// The batch's columns that are stored.
+    fn stored_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+        batch
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != self.sign)
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// Adds the rows of `batch` whose key is valid (`keys`: their join
-    /// keys in the row format).
+    /// keys in the row format); `matches`: for a tracked side, each row's
+    /// matches.
     pub fn insert(
         &self,
         store: &StateStore,
         batch: &RecordBatch,
         keys: &Rows,
         valid: &[bool],
+        matches: Option<&[i64]>,
     ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let (columns, weights) = self.split(batch)?;
-        let rows = self.rows.convert_columns(&columns).map_err(arrow_err)?;
+        let weights = self.weights(batch)?;
+        let rows = self
+            .rows
+            .convert_columns(&self.stored_columns(batch))
+            .map_err(arrow_err)?;
         // Equal rows of the batch add up first.
-        let mut added: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut added: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
         for (r, key) in keys.iter().enumerate() {
             if !valid[r] {
                 continue;
@@ -124,32 +184,44 @@ impl SideState {
             let weight = weights.as_ref().map_or(1, |w| w.value(r));
             let mut k = self.key_prefix(key.as_ref());
             k.extend_from_slice(rows.row(r).as_ref());
-            let n = added.entry(k).or_default();
-            *n = n.wrapping_add(weight);
+            let e = added.entry(k).or_default();
+            e.0 = e.0.wrapping_add(weight);
+            e.1 = matches.map_or(0, |m| m[r]);
         }
         let mut wb = WriteBatch::default();
         if self.sign.is_none() {
-            for (k, n) in &added {
+            for (k, (n, _)) in &added {
                 StateStore::add(&mut wb, k, *n);
             }
         } else {
-            let entries: Vec<(Vec<u8>, i64)> = added.into_iter().filter(|(_, n)| *n != 0).collect();
+            let entries: Vec<(Vec<u8>, (i64, i64))> = added.into_iter().collect();
             let old = store.multi_get(entries.iter().map(|(k, _)| k.as_slice()))?;
-            for ((k, n), old) in entries.iter().zip(old) {
+            for ((k, (n, m)), old) in entries.iter().zip(old) {
                 let total = old.as_deref().map_or(0, count_of).wrapping_add(*n);
                 if total == 0 {
                     wb.delete(k);
                 } else {
-                    wb.put(k, total.to_le_bytes());
+                    wb.put(k, value(total, self.tracked.then_some(*m)));
                 }
             }
         }
         store.write(wb)
     }
 
-    /// The stored rows whose key equals a valid key of `keys`, once per
-    /// time the side holds them (a row with a negative count — deleted
-    /// before it was inserted — comes with sign −1).
+    /// Sets the matches of stored rows (a tracked side).
+    pub fn set_matches<'a>(
+        &self,
+        store: &StateStore,
+        rows: impl IntoIterator<Item = (&'a Entry, i64)>,
+    ) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        for (e, matches) in rows {
+            wb.put(&e.key, value(e.count, Some(matches)));
+        }
+        store.write(wb)
+    }
+
+    /// The stored rows whose key equals a valid key of `keys`.
     pub fn probe(&self, store: &StateStore, keys: &Rows, valid: &[bool]) -> Result<Matches> {
         // One seek per distinct key, in key order.
         let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
@@ -161,45 +233,66 @@ impl SideState {
         let mut distinct: Vec<(&[u8], Vec<u32>)> = by_key.into_iter().collect();
         distinct.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let prefixes: Vec<Vec<u8>> = distinct.iter().map(|(k, _)| self.key_prefix(k)).collect();
-        let mut probe = Vec::new();
-        let mut stored: Vec<Box<[u8]>> = Vec::new();
-        let mut signs = Vec::new();
-        // Per stored row, the match entries it makes.
+        let (mut probe, mut entry, mut entries) = (Vec::new(), Vec::new(), Vec::new());
         store.scan_prefixes(&prefixes, |i, k, v| {
             let count = count_of(v);
             if count == 0 {
                 return Ok(());
             }
-            let row = stored.len() as u32;
-            stored.push(k[prefixes[i].len()..].into());
+            let at = entries.len() as u32;
+            entries.push(Entry {
+                key: k.into(),
+                row: prefixes[i].len(),
+                count,
+                matches: matches_of(v),
+            });
             for &p in &distinct[i].1 {
-                for _ in 0..count.unsigned_abs() {
-                    probe.push(p);
-                    signs.push((row, count.signum()));
-                }
+                probe.push(p);
+                entry.push(at);
             }
             Ok(())
         })?;
+        let signs: Vec<i64> = entries.iter().map(|e| e.count.signum()).collect();
+        let decoded = self.columns(entries.iter().map(Entry::row), &signs)?;
+        let idx = UInt32Array::from(entry.clone());
+        let columns = decoded
+            .iter()
+            .map(|c| take(c, &idx, None).map_err(arrow_err))
+            .collect::<Result<_>>()?;
+        Ok(Matches {
+            probe,
+            entry,
+            entries,
+            columns,
+        })
+    }
+
+    /// The side's columns of stored rows `rows`, each with the sign in
+    /// `signs` (the sign column, if the side has one).
+    pub fn columns<'a>(
+        &self,
+        rows: impl Iterator<Item = &'a [u8]>,
+        signs: &[i64],
+    ) -> Result<Vec<ArrayRef>> {
         let parser = self.rows.parser();
         let decoded = self
             .rows
-            .convert_rows(stored.iter().map(|b| parser.parse(b)))
+            .convert_rows(rows.map(|b| parser.parse(b)))
             .map_err(arrow_err)?;
-        let idx = arrow::array::UInt32Array::from_iter_values(signs.iter().map(|(r, _)| *r));
-        let mut columns = Vec::with_capacity(self.width);
         let mut decoded = decoded.into_iter();
+        let mut columns = Vec::with_capacity(self.width);
         for c in 0..self.width {
             if Some(c) == self.sign {
-                let s = Int64Array::from_iter_values(signs.iter().map(|(_, s)| *s));
-                columns.push(Arc::new(s) as ArrayRef);
+                columns.push(Arc::new(Int64Array::from(signs.to_vec())) as ArrayRef);
             } else {
-                let col = decoded
-                    .next()
-                    .ok_or_else(|| StreamsError::Internal("join state: short row".into()))?;
-                columns.push(arrow::compute::take(&col, &idx, None).map_err(arrow_err)?);
+                columns.push(
+                    decoded
+                        .next()
+                        .ok_or_else(|| StreamsError::Internal("join state: short row".into()))?,
+                );
             }
         }
-        Ok(Matches { probe, columns })
+        Ok(columns)
     }
 }
 
@@ -218,6 +311,7 @@ mod tests {
         (keys, valid)
     }
 
+    /// "probing row:stored row's cells×count/matches" per pair.
     fn matched(side: &SideState, store: &StateStore, probe: &[Option<i64>]) -> Vec<String> {
         let b = RecordBatch::try_from_iter([(
             "k",
@@ -233,63 +327,107 @@ mod tests {
                     .iter()
                     .map(|c| arrow::util::display::array_value_to_string(c, i).unwrap())
                     .collect();
-                format!("{}:{}", m.probe[i], cells.join(","))
+                let e = &m.entries[m.entry[i] as usize];
+                format!(
+                    "{}:{}×{}/{}",
+                    m.probe[i],
+                    cells.join(","),
+                    e.count,
+                    e.matches
+                )
             })
             .collect();
         out.sort();
         out
     }
 
+    fn signed_schema() -> Schema {
+        Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Utf8, true),
+            Field::new("__sign", DataType::Int64, false),
+        ])
+    }
+
+    fn batch(k: Vec<Option<i64>>, v: Vec<&str>, s: Vec<i64>) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(signed_schema()),
+            vec![
+                Arc::new(Int64Array::from(k)),
+                Arc::new(StringArray::from(v)),
+                Arc::new(Int64Array::from(s)),
+            ],
+        )
+        .unwrap()
+    }
+
     #[test]
     fn rows_add_up_retract_and_match_by_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "t").unwrap();
-        let schema = Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("v", DataType::Utf8, true),
-            Field::new("__sign", DataType::Int64, false),
-        ]);
-        let side = SideState::new(1, b'l', &schema, "__sign").unwrap();
-        let batch = |k: Vec<Option<i64>>, v: Vec<&str>, s: Vec<i64>| {
-            RecordBatch::try_new(
-                Arc::new(schema.clone()),
-                vec![
-                    Arc::new(Int64Array::from(k)),
-                    Arc::new(StringArray::from(v)),
-                    Arc::new(Int64Array::from(s)),
-                ],
-            )
-            .unwrap()
-        };
+        let side = SideState::new(1, b'l', &signed_schema(), "__sign", false).unwrap();
         let b = batch(
             vec![Some(1), Some(1), Some(2), None, Some(1)],
             vec!["a", "b", "c", "n", "a"],
             vec![1, 1, 1, 1, 1],
         );
         let (k, v) = keyed(&b);
-        side.insert(&store, &b, &k, &v).unwrap();
+        side.insert(&store, &b, &k, &v, None).unwrap();
         assert_eq!(
             matched(&side, &store, &[Some(1), None, Some(3), Some(2)]),
-            ["0:1,a,1", "0:1,a,1", "0:1,b,1", "3:2,c,1"]
+            ["0:1,a,1×2/0", "0:1,b,1×1/0", "3:2,c,1×1/0"]
         );
         // A delete takes one copy back; deleting a row twice more leaves a
         // negative count, which matches with sign -1.
         let d = batch(vec![Some(1), Some(2)], vec!["a", "c"], vec![-1, -1]);
         let (k, v) = keyed(&d);
-        side.insert(&store, &d, &k, &v).unwrap();
+        side.insert(&store, &d, &k, &v, None).unwrap();
         assert_eq!(
             matched(&side, &store, &[Some(1), Some(2)]),
-            ["0:1,a,1", "0:1,b,1"]
+            ["0:1,a,1×1/0", "0:1,b,1×1/0"]
         );
-        side.insert(&store, &d, &k, &v).unwrap();
-        side.insert(&store, &d, &k, &v).unwrap();
+        side.insert(&store, &d, &k, &v, None).unwrap();
+        side.insert(&store, &d, &k, &v, None).unwrap();
         assert_eq!(
             matched(&side, &store, &[Some(1), Some(2)]),
-            ["0:1,a,-1", "0:1,b,1", "1:2,c,-1", "1:2,c,-1"]
+            ["0:1,a,-1×-1/0", "0:1,b,1×1/0", "1:2,c,-1×-2/0"]
         );
-        // The other side of another join is apart.
-        let other = SideState::new(1, b'r', &schema, "__sign").unwrap();
+        // The other side of the join is apart.
+        let other = SideState::new(1, b'r', &signed_schema(), "__sign", false).unwrap();
         assert!(matched(&other, &store, &[Some(1)]).is_empty());
+    }
+
+    #[test]
+    fn tracked_rows_keep_their_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "t").unwrap();
+        let side = SideState::new(3, b'r', &signed_schema(), "__sign", true).unwrap();
+        let b = batch(vec![Some(1), Some(2)], vec!["a", "b"], vec![1, 1]);
+        let (k, v) = keyed(&b);
+        side.insert(&store, &b, &k, &v, Some(&[0, 4])).unwrap();
+        assert_eq!(
+            matched(&side, &store, &[Some(1), Some(2)]),
+            ["0:1,a,1×1/0", "1:2,b,1×1/4"]
+        );
+        let m = {
+            let probe = batch(vec![Some(1)], vec!["x"], vec![1]);
+            let (k, v) = keyed(&probe);
+            side.probe(&store, &k, &v).unwrap()
+        };
+        side.set_matches(&store, m.entries.iter().map(|e| (e, 2)))
+            .unwrap();
+        // Another copy of a row keeps the matches it was given.
+        let (k, v) = keyed(&b);
+        side.insert(&store, &b, &k, &v, Some(&[2, 4])).unwrap();
+        assert_eq!(
+            matched(&side, &store, &[Some(1), Some(2)]),
+            ["0:1,a,1×2/2", "1:2,b,1×2/4"]
+        );
+        // Deleting every copy removes the row and its matches.
+        let d = batch(vec![Some(1), Some(1)], vec!["a", "a"], vec![-1, -1]);
+        let (k, v) = keyed(&d);
+        side.insert(&store, &d, &k, &v, Some(&[2, 2])).unwrap();
+        assert_eq!(matched(&side, &store, &[Some(1)]), Vec::<String>::new());
     }
 
     #[test]
@@ -297,7 +435,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "t").unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
-        let side = SideState::new(2, b'r', &schema, "__sign").unwrap();
+        let side = SideState::new(2, b'r', &schema, "__sign", false).unwrap();
         for _ in 0..3 {
             let b = RecordBatch::try_new(
                 schema.clone(),
@@ -305,9 +443,14 @@ mod tests {
             )
             .unwrap();
             let (k, v) = keyed(&b);
-            side.insert(&store, &b, &k, &v).unwrap();
+            side.insert(&store, &b, &k, &v, None).unwrap();
         }
-        assert_eq!(matched(&side, &store, &[Some(7)]).len(), 6);
-        assert_eq!(matched(&side, &store, &[Some(8), Some(8)]).len(), 6);
+        assert_eq!(matched(&side, &store, &[Some(7)]), ["0:7×6/0"]);
+        assert_eq!(
+            matched(&side, &store, &[Some(8), Some(8)]),
+            ["0:8×3/0", "1:8×3/0"]
+        );
+        // A side without signs cannot keep matches.
+        assert!(SideState::new(2, b'l', &schema, "__sign", true).is_err());
     }
 }
