@@ -296,6 +296,13 @@ const JOINS: &[(&str, &str, Option<&str>)] = &[
         None,
     ),
     (
+        "with_cte",
+        "WITH big AS (SELECT user_id, amount FROM orders WHERE amount > 50) \
+         SELECT u.region, count(*) AS n, sum(big.amount) AS total \
+         FROM big JOIN users u ON big.user_id = u.id GROUP BY u.region",
+        None,
+    ),
+    (
         "three_way",
         "SELECT u.region, r.label, count(*) AS n FROM orders o \
          JOIN users u ON o.user_id = u.id JOIN regions r ON r.region = u.region \
@@ -477,6 +484,24 @@ const OUTER_JOINS: &[(&str, &str, Option<&str>)] = &[
         None,
     ),
     (
+        "exists_users",
+        "SELECT u.id, u.region FROM users u \
+         WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.amount > 30)",
+        Some("id, region"),
+    ),
+    (
+        "in_per_region",
+        "SELECT u.region, count(*) AS n FROM users u \
+         WHERE u.id IN (SELECT user_id FROM orders WHERE amount < 60) GROUP BY u.region",
+        None,
+    ),
+    (
+        "not_exists_per_region",
+        "SELECT u.region, count(*) AS n FROM users u \
+         WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id) GROUP BY u.region",
+        None,
+    ),
+    (
         "left_of_region",
         "SELECT regions.label, count(users.id) AS users FROM regions \
          LEFT JOIN users ON users.region = regions.region GROUP BY regions.label",
@@ -593,6 +618,10 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
         (
             "SELECT a.k, b.w FROM a JOIN b ON a.k < b.k",
             "without an equality",
+        ),
+        (
+            "SELECT k FROM a WHERE k NOT IN (SELECT k FROM b)",
+            "NOT IN over a subquery (write NOT EXISTS)",
         ),
         ("SELECT a.k, b.w FROM a, b", "without an equality"),
         (

@@ -15,6 +15,8 @@ use datafusion::logical_expr::{
     Aggregate, Distinct, Expr, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
     TableScan, lit, when,
 };
+use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+use datafusion::optimizer::{Optimizer, OptimizerContext};
 use streamhouse_log::{Log, StreamInfo};
 use streamhouse_streams::dataflow::changes::{self, SIGN};
 use streamhouse_streams::dataflow::{
@@ -65,6 +67,7 @@ fn describe(
     // The query as planned is what a view without aggregate over a
     // view with updates reads; its steps read the changelogs.
     let mut sessions = Vec::new();
+    let plan = decorrelate(plan);
     let (plan, distinct_rows) = distinct_as_aggregate(plan)?;
     let original = inline_views(plan, &mut sessions)?;
     let (plan, signed) = views_as_changelogs(log, original.clone())?;
@@ -428,6 +431,16 @@ fn check_pipeline(plan: &LogicalPlan, sessions: bool) -> Result<Vec<Arc<StreamIn
         Some(e) => Err(e),
         None => Ok(streams),
     }
+}
+
+/// `IN`/`EXISTS` subqueries (correlated or not) as the semi and anti joins
+/// the planner makes of them, which views maintain. A subquery it cannot
+/// rewrite stays, and is refused by name.
+fn decorrelate(plan: LogicalPlan) -> LogicalPlan {
+    let optimizer = Optimizer::with_rules(vec![Arc::new(DecorrelatePredicateSubquery::new())]);
+    optimizer
+        .optimize(plan.clone(), &OptimizerContext::new(), |_, _| {})
+        .unwrap_or(plan)
 }
 
 /// `SELECT DISTINCT …` as the `GROUP BY` of all its columns (with no
