@@ -462,7 +462,8 @@ const OUTER_JOINS: &[(&str, &str, Option<&str>)] = &[
     ),
     (
         "right_per_region",
-        "SELECT u.region, count(o.id) AS orders, count(*) AS n, sum(o.amount) AS total \
+        "SELECT u.region, count(o.id) AS orders, count(*) AS n, sum(o.amount) AS total, \
+         max(o.amount) AS top, min(o.id) AS first, count(DISTINCT o.amount) AS amounts \
          FROM orders o RIGHT JOIN users u ON o.user_id = u.id GROUP BY u.region",
         None,
     ),
@@ -612,8 +613,8 @@ async fn unsupported_shapes_are_refused_and_a_dropped_input_fails_the_view() {
         .unwrap();
     for (sql, words) in [
         (
-            "SELECT a.k, max(b.w) FROM a LEFT JOIN b ON a.k = b.k GROUP BY a.k",
-            "max",
+            "SELECT a.k, median(a.v) FROM a LEFT JOIN b ON a.k = b.k GROUP BY a.k",
+            "median() over a view with updates or an outer, semi or anti join",
         ),
         (
             "SELECT a.k, b.w FROM a JOIN b ON a.k < b.k",
@@ -1195,6 +1196,17 @@ async fn views_over_a_view_with_updates_take_back_deleted_rows() {
             "SELECT count(*) AS users, sum(n) AS events, sum(total) AS money FROM {}",
         ),
         ("busy", "SELECT user_id, n * 10 AS n10 FROM {} WHERE n > 15"),
+        // Per bucket, the values its users hold: a user leaving a bucket
+        // takes its total out, and the next one is the minimum.
+        (
+            "extremes",
+            "SELECT n, min(total) AS low, max(total) AS high, \
+             count(DISTINCT total) AS totals, min(user_id) AS first_user FROM {} GROUP BY n",
+        ),
+        (
+            "overall_extremes",
+            "SELECT max(n) AS most, min(n) AS least, count(DISTINCT n) AS sizes FROM {}",
+        ),
     ];
     for (name, sql) in shapes {
         e.db.execute(&format!(
@@ -1224,14 +1236,13 @@ async fn views_over_a_view_with_updates_take_back_deleted_rows() {
     );
     // Aggregates that cannot take rows back are refused.
     for (sql, words) in [
-        ("SELECT n, min(total) FROM per_user GROUP BY n", "min()"),
-        (
-            "SELECT n, count(DISTINCT user_id) FROM per_user GROUP BY n",
-            "count(DISTINCT",
-        ),
         (
             "SELECT n, median(total) FROM per_user GROUP BY n",
             "median()",
+        ),
+        (
+            "SELECT n, sum(DISTINCT total) FROM per_user GROUP BY n",
+            "sum(DISTINCT …)",
         ),
     ] {
         refused(&e.db, sql, words).await;
@@ -1246,5 +1257,9 @@ async fn views_over_a_view_with_updates_take_back_deleted_rows() {
     assert_eq!(
         applied(&e.db, "histogram", "n, users, money, mean, with_total").await,
         lines(&e.db, "SELECT * FROM histogram").await
+    );
+    assert_eq!(
+        applied(&e.db, "extremes", "n, low, high, totals, first_user").await,
+        lines(&e.db, "SELECT * FROM extremes").await
     );
 }

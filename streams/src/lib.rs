@@ -26,7 +26,8 @@ pub mod state;
 pub mod watermark;
 
 pub use aggregate::{
-    AggregateState, Changes, Distinct, Final, Merge, Merged, PartialState, Sessions, Windowing,
+    AggregateState, Changes, Distinct, Final, Merge, Merged, PartialState, Sessions, ValueSet,
+    Windowing,
 };
 pub use dataflow::{Dataflow, Description, Emit, Output, Placement, Shape, Status};
 pub use error::{Result, StreamsError};

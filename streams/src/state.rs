@@ -156,6 +156,19 @@ pub fn count_of(value: &[u8]) -> i64 {
         .unwrap_or_default()
 }
 
+/// The first key after every key that starts with `prefix` (`None`: no
+/// such key, the prefix being all 0xFF bytes).
+pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
 impl StateStore {
     /// Opens (creating) the database in `dir`; snapshots go under
     /// `state/<dataflow>/` in the object store.
@@ -221,6 +234,42 @@ impl StateStore {
             it.status()?;
         }
         Ok(())
+    }
+
+    /// The first key starting with `prefix` that `accept`s (the last one,
+    /// `reverse`).
+    pub fn first_entry(
+        &self,
+        prefix: &[u8],
+        reverse: bool,
+        mut accept: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Option<Box<[u8]>>> {
+        let mut it = self.db.raw_iterator();
+        match (reverse, successor(prefix)) {
+            (false, _) => it.seek(prefix),
+            (true, Some(end)) => {
+                it.seek_for_prev(&end);
+                if it.key() == Some(&end[..]) {
+                    it.prev();
+                }
+            }
+            (true, None) => it.seek_to_last(),
+        }
+        while let Some(k) = it.key() {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if accept(k) {
+                return Ok(Some(k.into()));
+            }
+            if reverse {
+                it.prev();
+            } else {
+                it.next();
+            }
+        }
+        it.status()?;
+        Ok(None)
     }
 
     /// Bytes on local disk and in memory: SST files plus memtables.
@@ -461,6 +510,37 @@ mod tests {
             b.put(k.as_bytes(), v.as_bytes());
         }
         s.write(b).unwrap();
+    }
+
+    #[test]
+    fn first_and_last_entries_of_a_prefix_and_counts_that_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path(), "t").unwrap();
+        put(
+            &s,
+            &[("a1", ""), ("b1", ""), ("b2", ""), ("b3", ""), ("c", "")],
+        );
+        let first = |prefix: &str, reverse: bool, skip: &str| {
+            s.first_entry(prefix.as_bytes(), reverse, |k| k != skip.as_bytes())
+                .unwrap()
+                .map(|k| String::from_utf8(k.into()).unwrap())
+        };
+        assert_eq!(first("b", false, ""), Some("b1".into()));
+        assert_eq!(first("b", true, ""), Some("b3".into()));
+        assert_eq!(first("b", false, "b1"), Some("b2".into()));
+        assert_eq!(first("b", true, "b3"), Some("b2".into()));
+        assert_eq!(first("d", true, ""), None);
+        assert_eq!(first("a1", true, "a1"), None);
+        assert_eq!(successor(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(successor(b"\xff"), None);
+        let mut b = WriteBatch::default();
+        StateStore::add(&mut b, b"n", 5);
+        StateStore::add(&mut b, b"n", -7);
+        s.write(b).unwrap();
+        let mut b = WriteBatch::default();
+        StateStore::add(&mut b, b"n", 3);
+        s.write(b).unwrap();
+        assert_eq!(s.get(b"n").unwrap().as_deref().map(count_of), Some(1));
     }
 
     fn all(s: &StateStore, prefix: &str) -> Vec<(String, String)> {

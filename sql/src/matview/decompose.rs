@@ -12,7 +12,7 @@ use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams}
 use datafusion::logical_expr::{Expr, cast, lit, when};
 use streamhouse_streams::dataflow::changes::SIGN;
 use streamhouse_streams::dataflow::partial;
-use streamhouse_streams::{Final, Merge};
+use streamhouse_streams::{Final, Merge, ValueSet};
 
 use super::unsupported;
 use crate::error::Result;
@@ -23,8 +23,8 @@ pub(super) struct Decomposed {
     pub components: Vec<Expr>,
     pub merges: Vec<Merge>,
     pub finals: Vec<Final>,
-    /// The `count(DISTINCT …)` among them: (component, argument).
-    pub distinct: Vec<(usize, Expr)>,
+    /// Those over a group's value set: (component, argument, kind).
+    pub distinct: Vec<(usize, Expr, ValueSet)>,
     /// Over rows with a [`SIGN`]: the component counting a group's rows.
     pub rows: Option<usize>,
 }
@@ -59,7 +59,7 @@ pub(super) fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result
             )));
         }
         if signed {
-            d.retracting(&name, params)?;
+            d.retracting(&name, inner, params)?;
             continue;
         }
         let Decomposed {
@@ -82,7 +82,11 @@ pub(super) fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result
                 component: components.len(),
                 is_count: true,
             });
-            distinct.push((components.len(), params.args[0].clone()));
+            distinct.push((
+                components.len(),
+                params.args[0].clone(),
+                ValueSet::CountDistinct,
+            ));
             merges.push(Merge::Sum);
             components.push(count(Expr::Literal(
                 datafusion::common::ScalarValue::Int64(None),
@@ -153,13 +157,19 @@ pub(super) fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result
 
 impl Decomposed {
     /// An aggregate over rows with a [`SIGN`]: counts and sums weighted by
-    /// it, so that a delete takes back what its insert added.
-    fn retracting(&mut self, name: &str, params: &AggregateFunctionParams) -> Result<()> {
+    /// it, so that a delete takes back what its insert added; `min`, `max`
+    /// and `count(DISTINCT …)` over the group's values with their counts.
+    fn retracting(
+        &mut self,
+        name: &str,
+        call: &Expr,
+        params: &AggregateFunctionParams,
+    ) -> Result<()> {
         let sign = Expr::Column(Column::from_name(SIGN));
         let refuse = || {
             unsupported(format!(
-                "{name}{} over a view whose changelog has updates (count, sum and avg \
-                 can take back deleted rows)",
+                "{name}{} over a view with updates or an outer, semi or anti join (count, \
+                 count(DISTINCT x), sum, avg, min and max can take back deleted rows)",
                 if params.distinct {
                     "(DISTINCT …)"
                 } else {
@@ -167,8 +177,36 @@ impl Decomposed {
                 }
             ))
         };
-        if params.distinct || params.args.len() > 1 {
+        if params.args.len() > 1 {
             return Err(refuse());
+        }
+        let set = match (name, params.distinct) {
+            ("count", true) => Some(ValueSet::CountDistinct),
+            ("min", _) => Some(ValueSet::Min),
+            ("max", _) => Some(ValueSet::Max),
+            (_, true) => return Err(refuse()),
+            _ => None,
+        };
+        if let (Some(set), Some(arg)) = (set, params.args.first()) {
+            // The step fills the component from the value set; the
+            // aggregate only holds its place (and type).
+            let at = self.components.len();
+            self.distinct.push((at, arg.clone(), set));
+            self.finals.push(Final::Same {
+                component: at,
+                is_count: set == ValueSet::CountDistinct,
+            });
+            if set == ValueSet::CountDistinct {
+                self.merges.push(Merge::Sum);
+                self.components.push(count(Expr::Literal(
+                    datafusion::common::ScalarValue::Int64(None),
+                    None,
+                )));
+            } else {
+                self.merges.push(Merge::Replace);
+                self.components.push(call.clone());
+            }
+            return Ok(());
         }
         // How many non-NULL values (rows, for count(*)).
         let counted = match params.args.first() {

@@ -37,8 +37,10 @@ use rocksdb::WriteBatch;
 use crate::error::{Result, StreamsError};
 use crate::state::StateStore;
 
+mod distinct;
 mod sessions;
 mod windows;
+pub use distinct::{Distinct, ValueSet};
 pub use sessions::Sessions;
 
 /// An aggregate's partial state as one component, merged and finished by
@@ -60,6 +62,9 @@ pub enum Merge {
     Max,
     /// By the aggregate function whose partial state the component is.
     Partial(Arc<dyn PartialState>),
+    /// The step's value replaces the stored one (a value set's `min` or
+    /// `max` over signed rows, computed from the whole set).
+    Replace,
 }
 
 /// How one aggregate's value comes from the components.
@@ -84,13 +89,6 @@ const GROUP: u8 = b'g';
 /// Prefix of the values seen per group by a `count(DISTINCT …)` (then the
 /// distinct aggregate's number, then group columns and value).
 const SEEN: u8 = b'd';
-
-/// A `count(DISTINCT value)`: the component it fills, and the value's type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Distinct {
-    pub component: usize,
-    pub value_type: DataType,
-}
 
 /// What a step changed: the output rows of the groups it touched, before
 /// (groups that existed) and after.
@@ -132,9 +130,11 @@ pub struct AggregateState {
     output: SchemaRef,
     groups: usize,
     windowing: Option<Windowing>,
-    /// `count(DISTINCT …)` aggregates, each with the converter of its
-    /// (group columns, value) pairs.
+    /// Aggregates over value sets, each with the converter of its (group
+    /// columns, value) pairs.
     distinct: Vec<(Distinct, RowConverter)>,
+    /// The group columns alone (in output order), for value sets.
+    group_conv: Option<RowConverter>,
     /// For inputs with retractions: the component counting a group's rows
     /// (inserts less deletes); a group whose count falls to zero is gone.
     retraction: Option<usize>,
@@ -198,6 +198,7 @@ impl AggregateState {
             key_order,
             windowing,
             distinct: Vec::new(),
+            group_conv: None,
             retraction: None,
             sessions: None,
             closed_until: std::sync::atomic::AtomicI64::new(i64::MIN),
@@ -218,9 +219,16 @@ impl AggregateState {
         Ok(self)
     }
 
-    /// Adds `count(DISTINCT …)` aggregates: their components are the
-    /// number of values each group had not seen before.
+    /// Adds aggregates over each group's value set (see [`Distinct`]):
+    /// `count(DISTINCT …)`, and over signed rows `min`/`max`.
     pub fn with_distinct(mut self, specs: Vec<Distinct>) -> Result<AggregateState> {
+        if self.groups > 0 && !specs.is_empty() {
+            let fields = self.output.fields()[..self.groups]
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect();
+            self.group_conv = Some(RowConverter::new(fields).map_err(arrow_err)?);
+        }
         for d in specs {
             let mut fields: Vec<SortField> = self.output.fields()[..self.groups]
                 .iter()
@@ -231,90 +239,6 @@ impl AggregateState {
             self.distinct.push((d, conv));
         }
         Ok(self)
-    }
-
-    /// For each distinct aggregate, the values new to their group in this
-    /// step (recorded in `wb`), counted per group key.
-    fn new_distinct(
-        &self,
-        pairs: &[Vec<RecordBatch>],
-        closed_until: Option<i64>,
-        wb: &mut WriteBatch,
-    ) -> Result<Vec<std::collections::HashMap<Vec<u8>, i64>>> {
-        let mut out = Vec::with_capacity(self.distinct.len());
-        for (i, (_, conv)) in self.distinct.iter().enumerate() {
-            let mut counts = std::collections::HashMap::new();
-            for b in pairs.get(i).map(Vec::as_slice).unwrap_or_default() {
-                let b = self.drop_late_pairs(b, closed_until)?;
-                let value = b.column(self.groups);
-                let valid: BooleanArray =
-                    (0..b.num_rows()).map(|r| Some(value.is_valid(r))).collect();
-                let b = filter_record_batch(&b, &valid).map_err(arrow_err)?;
-                if b.num_rows() == 0 {
-                    continue;
-                }
-                let rows = conv.convert_columns(b.columns()).map_err(arrow_err)?;
-                let keys: Vec<Vec<u8>> = (0..b.num_rows())
-                    .map(|r| {
-                        let mut k = vec![SEEN, i as u8];
-                        k.extend_from_slice(rows.row(r).data());
-                        k
-                    })
-                    .collect();
-                let seen = self.store.multi_get(keys.iter().map(|k| k.as_slice()))?;
-                let group_rows = self.key_rows(&b.columns()[..self.groups])?;
-                for (r, (k, s)) in keys.iter().zip(seen).enumerate() {
-                    if s.is_none() {
-                        wb.put(k, b"");
-                        *counts.entry(self.group_key(&group_rows, r)).or_insert(0) += 1;
-                    }
-                }
-            }
-            out.push(counts);
-        }
-        Ok(out)
-    }
-
-    /// A step's partial batch with each distinct component set to the
-    /// group's count of new values.
-    fn with_distinct_counts(
-        &self,
-        batch: RecordBatch,
-        counts: &[std::collections::HashMap<Vec<u8>, i64>],
-    ) -> Result<RecordBatch> {
-        if self.distinct.is_empty() || batch.num_rows() == 0 {
-            return Ok(batch);
-        }
-        let group_rows = self.key_rows(&batch.columns()[..self.groups])?;
-        let mut cols = batch.columns().to_vec();
-        for ((d, _), counts) in self.distinct.iter().zip(counts) {
-            let values: Int64Array = (0..batch.num_rows())
-                .map(|r| {
-                    Some(
-                        counts
-                            .get(&self.group_key(&group_rows, r))
-                            .copied()
-                            .unwrap_or(0),
-                    )
-                })
-                .collect();
-            cols[self.groups + d.component] = Arc::new(values);
-        }
-        let fields: Vec<arrow::datatypes::FieldRef> = batch
-            .schema()
-            .fields()
-            .iter()
-            .zip(&cols)
-            .map(|(f, c)| {
-                Arc::new(arrow::datatypes::Field::new(
-                    f.name(),
-                    c.data_type().clone(),
-                    true,
-                ))
-            })
-            .collect();
-        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)
-            .map_err(arrow_err)
     }
 
     /// Merges one step's partial results (group columns, then components;
@@ -348,10 +272,10 @@ impl AggregateState {
                 after.push(new);
             }
         }
-        let counts = self.new_distinct(distinct, closed_until, &mut wb)?;
+        let sets = self.set_steps(distinct, closed_until, &mut wb)?;
         for b in batches.iter().filter(|_| self.sessions.is_none()) {
             let b = self.drop_late(b, closed_until, &mut merged.late_rows)?;
-            let b = self.with_distinct_counts(b, &counts)?;
+            let b = self.with_set_values(b, &sets)?;
             if let Some((old, new)) = self.merge_into(&b, &mut wb, want_changes)? {
                 before.push(old);
                 after.push(new);
@@ -585,14 +509,16 @@ impl AggregateState {
 /// Merges stored components `old` with a step's `delta`, row by row; a
 /// NULL on either side leaves the other.
 fn merge(m: &Merge, old: &ArrayRef, delta: &ArrayRef) -> Result<ArrayRef> {
-    if let Merge::Partial(state) = m {
-        return state.merge(old, delta);
+    match m {
+        Merge::Partial(state) => return state.merge(old, delta),
+        Merge::Replace => return Ok(delta.clone()),
+        _ => {}
     }
     let old_null = is_null(old).map_err(arrow_err)?;
     let delta_null = is_null(delta).map_err(arrow_err)?;
     let combined: ArrayRef = match m {
         Merge::Sum => numeric::add(old, delta).map_err(arrow_err)?,
-        Merge::Partial(_) => unreachable!("merged above"),
+        Merge::Partial(_) | Merge::Replace => unreachable!("merged above"),
         Merge::Min | Merge::Max => {
             let better = if matches!(m, Merge::Min) {
                 cmp::lt(delta, old)

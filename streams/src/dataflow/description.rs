@@ -11,7 +11,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 use streamhouse_log::{StreamInfo, ViewCheckpoint};
 
-use crate::aggregate::{Final, Merge, Sessions, Windowing};
+use crate::aggregate::{Final, Merge, Sessions, ValueSet, Windowing};
 
 /// When a windowed dataflow emits a window's row into its changelog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +77,9 @@ pub struct AggregateDescription {
     pub merges: Vec<Merge>,
     /// How each aggregate's value comes out of the components.
     pub finals: Vec<Final>,
-    /// Per `count(DISTINCT x)`: its component and `x`.
-    pub distinct: Vec<(usize, Expr)>,
+    /// Per aggregate over a group's value set (`count(DISTINCT x)`, and
+    /// `min`/`max` over signed rows): its component, `x` and what it is.
+    pub distinct: Vec<(usize, Expr, ValueSet)>,
     /// Over signed rows: the component counting a group's rows (a group
     /// at zero is gone).
     pub rows: Option<usize>,

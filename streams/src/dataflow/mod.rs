@@ -50,6 +50,7 @@ use crate::error::{Result, StreamsError};
 use crate::scan::{Ranges, StreamTable, stream_of};
 use crate::state::StateStore;
 use crate::watermark::Watermarks;
+use datafusion::functions_aggregate::expr_fn::sum;
 use progress::{CheckpointRecord, Run};
 use state_table::{StateTable, read_plan};
 
@@ -430,14 +431,24 @@ fn aggregation(
         Some(&store),
         steps,
     )?;
-    // Per count(DISTINCT x): the step's distinct (group, x) pairs.
+    // Per value set: the step's distinct (group, x) pairs, with the sum
+    // of their rows' signs over signed rows.
     let mut distinct_plans = Vec::new();
     let mut distinct_specs = Vec::new();
-    for (component, arg) in &distinct {
+    for (component, arg, kind) in &distinct {
         let mut groups = agg.group_expr.clone();
         groups.push(arg.clone().alias("__distinct_value"));
+        let weight: Vec<Expr> = match rows {
+            Some(_) => vec![
+                sum(Expr::Column(datafusion::common::Column::from_name(
+                    changes::SIGN,
+                )))
+                .alias("__weight"),
+            ],
+            None => Vec::new(),
+        };
         let plan = LogicalPlanBuilder::from(delta_input.clone())
-            .aggregate(groups, Vec::<Expr>::new())?
+            .aggregate(groups, weight)?
             .build()?;
         let value_type = plan
             .schema()
@@ -447,6 +458,7 @@ fn aggregation(
         distinct_specs.push(Distinct {
             component: *component,
             value_type,
+            kind: *kind,
         });
         distinct_plans.push(plan);
     }
