@@ -236,6 +236,25 @@ impl StateStore {
         Ok(())
     }
 
+    /// Calls `f(key, value)` for the entries whose key starts with
+    /// `prefix`, in key order, while it returns `true`.
+    pub fn scan_while(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut it = self.db.raw_iterator();
+        it.seek(prefix);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) || !f(k, v)? {
+                break;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
     /// The first key starting with `prefix` that `accept`s (the last one,
     /// `reverse`).
     pub fn first_entry(

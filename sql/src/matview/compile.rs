@@ -70,7 +70,10 @@ fn describe(
     let plan = decorrelate(plan);
     let (plan, distinct_rows) = distinct_as_aggregate(plan)?;
     let original = inline_views(plan, &mut sessions)?;
-    let (plan, signed) = views_as_changelogs(log, original.clone())?;
+    // A top-N's output has updates whatever its input.
+    let ranked = super::topn::is_top_n(&original);
+    let (plan, signed, inserts_only) = views_as_changelogs(log, original.clone(), ranked)?;
+    let (plan, top_n) = super::topn::split(plan, inserts_only)?;
     if distinct_rows && signed {
         return Err(unsupported(
             "SELECT DISTINCT over a view with updates or an outer, semi or anti join",
@@ -100,7 +103,12 @@ fn describe(
         let read = if signed { original } else { plan.clone() };
         return Ok(Description {
             inputs,
-            shape: Shape::Pipeline { plan, read, signed },
+            shape: Shape::Pipeline {
+                plan,
+                read,
+                signed,
+                top_n,
+            },
             emit: Emit::OnUpdate,
             changes_schema,
             idle_timeout,
@@ -207,9 +215,14 @@ fn mat_view_of(scan: &TableScan) -> Option<Arc<dyn TableProvider>> {
 /// a view over a view is a view over a stream. When one of them has
 /// updates, or an outer, semi or anti join makes updates, every input row
 /// gets a [`SIGN`] (deletes retract) that the pipeline carries up to the
-/// aggregate, or to the output of a view without one; the second value
-/// says so.
-fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<(LogicalPlan, bool)> {
+/// aggregate, or to the output of a view without one — also when `force`
+/// (a top-N). The second value says whether rows are signed, the third
+/// whether their signs are all 1 (no input has updates).
+fn views_as_changelogs(
+    log: &Arc<Log>,
+    plan: LogicalPlan,
+    force: bool,
+) -> Result<(LogicalPlan, bool, bool)> {
     let mut signed = false;
     plan.apply(|node| {
         if let LogicalPlan::Join(j) = node
@@ -226,6 +239,8 @@ fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<(LogicalPlan
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
+    let inserts_only = !signed;
+    signed |= force;
     let mut refused: Option<SqlError> = None;
     let plan = plan
         .transform_up(|node| {
@@ -283,7 +298,7 @@ fn views_as_changelogs(log: &Arc<Log>, plan: LogicalPlan) -> Result<(LogicalPlan
         return Err(e);
     }
     let plan = if signed { carry_sign(plan)? } else { plan };
-    Ok((recompute_schemas(plan)?, signed))
+    Ok((recompute_schemas(plan)?, signed, inserts_only))
 }
 
 /// Adds the [`SIGN`] column to every projection whose input has it (up to

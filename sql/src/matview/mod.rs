@@ -38,7 +38,7 @@
 //! progress in the same metadata transaction — the basis of exactly-once
 //! output across crashes — or, for a push query, sent to its client.
 //!
-//! This module compiles (`compile`, `decompose`): it checks the shape and
+//! This module compiles (`compile`, `decompose`, `topn`): it checks the shape and
 //! turns the plan into a [`Description`](streamhouse_streams::Description).
 //! Running it — steps, joins, state, changelog, checkpoints, recovery — is
 //! [`streamhouse_streams::dataflow`]'s. A [`MatView`] is a running
@@ -48,6 +48,7 @@
 pub mod changes;
 mod compile;
 mod decompose;
+mod topn;
 
 use std::fmt;
 use std::ops::Deref;
@@ -70,7 +71,7 @@ use crate::error::SqlError;
 fn unsupported(what: impl fmt::Display) -> SqlError {
     SqlError::NotSupported(format!(
         "{what} in a materialized view (supported: projection, WHERE, scalar functions, \
-         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, equi-joins (inner, outer, semi, anti), one \
+         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, equi-joins (inner, outer, semi, anti), top-N, one \
          GROUP BY with aggregate functions, HAVING and ORDER BY)"
     ))
 }

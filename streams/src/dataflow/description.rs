@@ -11,6 +11,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 use streamhouse_log::{StreamInfo, ViewCheckpoint};
 
+use super::topn::TopNDescription;
 use crate::aggregate::{Final, Merge, Sessions, ValueSet, Windowing};
 
 /// When a windowed dataflow emits a window's row into its changelog.
@@ -58,6 +59,9 @@ pub enum Shape {
         /// The rows end with a sign column (it reads a changelog with
         /// updates).
         signed: bool,
+        /// A top-N over the plan's rows (then signed), and the plan above
+        /// it.
+        top_n: Option<TopNDescription>,
     },
     Aggregate(AggregateDescription),
 }

@@ -24,6 +24,7 @@ pub mod partial;
 mod progress;
 mod run;
 mod state_table;
+mod topn;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,6 +45,7 @@ pub use description::{
 };
 pub use join::{retracts, unsupported_join};
 pub use state_table::recompute_schemas;
+pub use topn::{Rank, StepRows, TopNDescription};
 
 use crate::aggregate::{AggregateState, Distinct};
 use crate::error::{Result, StreamsError};
@@ -103,6 +105,8 @@ enum Body {
         delta: LogicalPlan,
         /// Its rows end with a sign (it reads a changelog with updates).
         signed: bool,
+        /// A top-N its rows go through.
+        top_n: Option<Box<topn::TopN>>,
     },
     Aggregate(Arc<Aggregation>),
 }
@@ -193,7 +197,7 @@ impl Dataflow {
             Shape::Aggregate(a) => join::has_joins(&a.agg.input),
         };
         let state = match (&shape, joins) {
-            (Shape::Pipeline { .. }, false) => None,
+            (Shape::Pipeline { top_n: None, .. }, false) => None,
             _ => Some(Arc::new(open_state(log, &placement).await?)),
         };
         // Join rows were not part of the state before version 2 of its
@@ -210,10 +214,31 @@ impl Dataflow {
         }
         let steps = join::Steps::default();
         let (body, read_plan, windowed) = match shape {
-            Shape::Pipeline { plan, read, signed } => {
+            Shape::Pipeline {
+                plan,
+                read,
+                signed,
+                top_n,
+            } => {
                 let (delta, _) =
                     join::delta_joins(delta_scans(log, &plan, &ins)?, state.as_ref(), &steps)?;
-                (Body::Pipeline { delta, signed }, read, false)
+                let top_n = match (top_n, &state) {
+                    (Some(t), Some(store)) => Some(Box::new(topn::TopN::new(
+                        t,
+                        store.clone(),
+                        delta.schema().clone(),
+                    )?)),
+                    _ => None,
+                };
+                (
+                    Body::Pipeline {
+                        delta,
+                        signed,
+                        top_n,
+                    },
+                    read,
+                    false,
+                )
             }
             Shape::Aggregate(a) => {
                 let store = state.clone().expect("an aggregate has a state store");

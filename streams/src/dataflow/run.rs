@@ -355,13 +355,22 @@ impl Dataflow {
         }
         self.steps.fetch_add(1, Ordering::AcqRel);
         let changes = match &self.body {
-            Body::Pipeline { delta, signed } => {
-                let batches = ctx
+            Body::Pipeline {
+                delta,
+                signed,
+                top_n,
+            } => {
+                let mut batches = ctx
                     .execute_logical_plan(delta.clone())
                     .await?
                     .collect()
                     .await?;
-                let rows = concat(&delta.schema().inner().clone(), &batches)?;
+                let mut schema = delta.schema().inner().clone();
+                if let Some(t) = top_n {
+                    batches = t.step(ctx, &batches).await?;
+                    schema = t.output_schema();
+                }
+                let rows = concat(&schema, &batches)?;
                 (rows.num_rows() > 0)
                     .then(|| match signed {
                         true => changes::with_signs(&self.changes_schema, &rows),
