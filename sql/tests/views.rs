@@ -322,6 +322,19 @@ async fn joins_converge(db: &Database) {
     }
 }
 
+/// The users, orders and regions streams the join views read.
+async fn create_join_streams(db: &Database) {
+    for create in [
+        "CREATE STREAM users (id BIGINT NOT NULL, region TEXT, ts TIMESTAMP) \
+         WITH (partitions = 2, key = 'id')",
+        "CREATE STREAM orders (id BIGINT NOT NULL, user_id BIGINT, amount DOUBLE PRECISION, \
+         ts TIMESTAMP) WITH (partitions = 3)",
+        "CREATE STREAM regions (region TEXT, label TEXT)",
+    ] {
+        db.execute(create).await.unwrap();
+    }
+}
+
 async fn insert_join_rows(db: &Database, from: i64, n: i64) {
     // Users arrive interleaved with their orders: some orders come before
     // their user, some users never order, some orders have no user.
@@ -362,15 +375,7 @@ async fn insert_join_rows(db: &Database, from: i64, n: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_equal_the_bounded_query_and_survive_restart() {
     let e = open_in(tempfile::tempdir().unwrap()).await;
-    for create in [
-        "CREATE STREAM users (id BIGINT NOT NULL, region TEXT, ts TIMESTAMP) \
-         WITH (partitions = 2, key = 'id')",
-        "CREATE STREAM orders (id BIGINT NOT NULL, user_id BIGINT, amount DOUBLE PRECISION, \
-         ts TIMESTAMP) WITH (partitions = 3)",
-        "CREATE STREAM regions (region TEXT, label TEXT)",
-    ] {
-        e.db.execute(create).await.unwrap();
-    }
+    create_join_streams(&e.db).await;
     e.db.execute("INSERT INTO regions VALUES ('r0', 'north'), ('r1', 'south'), ('r1', 'coast')")
         .await
         .unwrap();
@@ -451,6 +456,24 @@ async fn joins_equal_the_bounded_query_and_survive_restart() {
     assert!(deletes > 0, "updates reach the join's output");
 }
 
+/// Waits until the changelog of `view` (its `columns`) applied in order
+/// equals the bounded query `reference`.
+async fn changelog_converges(db: &Database, view: &str, columns: &str, reference: &str) {
+    let want = cells(lines(db, reference).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = cells(applied(db, view, columns).await);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{view}'s changelog did not converge:\n got {got:#?}\nwant {want:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Outer, semi and anti join views: (name, query, the columns of its
 /// changelog — for a view without aggregate, whose changelog applied in
 /// order must equal the query).
@@ -517,34 +540,14 @@ async fn outer_joins_converge(db: &Database) {
     for (name, sql, changes) in OUTER_JOINS {
         converges(db, name, sql).await;
         let Some(columns) = changes else { continue };
-        let want = cells(lines(db, sql).await);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = cells(applied(db, name, columns).await);
-            if got == want {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}'s changelog did not converge:\n got {got:#?}\nwant {want:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        changelog_converges(db, name, columns, sql).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outer_semi_and_anti_joins_equal_the_bounded_query_and_survive_restart() {
     let e = open_in(tempfile::tempdir().unwrap()).await;
-    for create in [
-        "CREATE STREAM users (id BIGINT NOT NULL, region TEXT, ts TIMESTAMP) \
-         WITH (partitions = 2, key = 'id')",
-        "CREATE STREAM orders (id BIGINT NOT NULL, user_id BIGINT, amount DOUBLE PRECISION, \
-         ts TIMESTAMP) WITH (partitions = 3)",
-        "CREATE STREAM regions (region TEXT, label TEXT)",
-    ] {
-        e.db.execute(create).await.unwrap();
-    }
+    create_join_streams(&e.db).await;
     e.db.execute("INSERT INTO regions VALUES ('r0', 'north'), ('r1', 'south'), ('r9', 'void')")
         .await
         .unwrap();
@@ -631,19 +634,7 @@ async fn top_n_converge(db: &Database) {
             "FROM order_counts",
             &format!("FROM ({ORDER_COUNTS}) order_counts"),
         );
-        let want = cells(lines(db, &reference).await);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = cells(applied(db, name, columns).await);
-            if got == want {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}'s changelog did not converge:\n got {got:#?}\nwant {want:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        changelog_converges(db, name, columns, &reference).await;
         converges(db, name, &reference).await;
     }
 }
@@ -651,14 +642,7 @@ async fn top_n_converge(db: &Database) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_n_views_equal_the_bounded_query_and_survive_restart() {
     let e = open_in(tempfile::tempdir().unwrap()).await;
-    for create in [
-        "CREATE STREAM users (id BIGINT NOT NULL, region TEXT, ts TIMESTAMP) \
-         WITH (partitions = 2, key = 'id')",
-        "CREATE STREAM orders (id BIGINT NOT NULL, user_id BIGINT, amount DOUBLE PRECISION, \
-         ts TIMESTAMP) WITH (partitions = 3)",
-    ] {
-        e.db.execute(create).await.unwrap();
-    }
+    create_join_streams(&e.db).await;
     e.db.execute(&format!(
         "CREATE MATERIALIZED VIEW order_counts AS {ORDER_COUNTS}"
     ))
@@ -1190,15 +1174,7 @@ async fn join_views_restore_their_sides_from_checkpoints() {
         }
     };
     let (dd, log, db) = open(dir.path()).await;
-    for create in [
-        "CREATE STREAM users (id BIGINT NOT NULL, region TEXT, ts TIMESTAMP) \
-         WITH (partitions = 2, key = 'id')",
-        "CREATE STREAM orders (id BIGINT NOT NULL, user_id BIGINT, amount DOUBLE PRECISION, \
-         ts TIMESTAMP) WITH (partitions = 3)",
-        "CREATE STREAM regions (region TEXT, label TEXT)",
-    ] {
-        db.execute(create).await.unwrap();
-    }
+    create_join_streams(&db).await;
     db.execute("INSERT INTO regions VALUES ('r0', 'north'), ('r1', 'south'), ('r1', 'coast')")
         .await
         .unwrap();
