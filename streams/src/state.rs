@@ -128,26 +128,11 @@ fn options() -> Options {
     // The object store holds the durable copy; the local WAL only spares a
     // replay after a clean restart.
     o.set_max_open_files(256);
-    o.set_merge_operator_associative("streamhouse_add_i64", add_i64);
     o
 }
 
-/// The merge operator: values written with [`StateStore::add`] are
-/// little-endian `i64` counts that add up.
-fn add_i64(
-    _key: &[u8],
-    existing: Option<&[u8]>,
-    operands: &rocksdb::MergeOperands,
-) -> Option<Vec<u8>> {
-    let mut total = existing.map_or(0, count_of);
-    for op in operands {
-        total = total.wrapping_add(count_of(op));
-    }
-    Some(total.to_le_bytes().to_vec())
-}
-
-/// A count written by [`StateStore::add`]: the value's first eight bytes
-/// (0 for a shorter value).
+/// A count stored as a value's first eight bytes (little-endian `i64`; 0
+/// for a shorter value).
 pub fn count_of(value: &[u8]) -> i64 {
     value
         .get(..8)
@@ -205,12 +190,6 @@ impl StateStore {
         let mut opts = rocksdb::WriteOptions::default();
         opts.disable_wal(true);
         Ok(self.db.write_opt(batch, &opts)?)
-    }
-
-    /// Adds `n` to the count under `key` in `batch` (without reading it;
-    /// see [`count_of`]).
-    pub fn add(batch: &mut WriteBatch, key: &[u8], n: i64) {
-        batch.merge(key, n.to_le_bytes());
     }
 
     /// Calls `f(i, key, value)` for every entry whose key starts with
@@ -532,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn first_and_last_entries_of_a_prefix_and_counts_that_add() {
+    fn first_and_last_entries_of_a_prefix_and_counts() {
         let dir = tempfile::tempdir().unwrap();
         let s = StateStore::open(dir.path(), "t").unwrap();
         put(
@@ -552,14 +531,8 @@ mod tests {
         assert_eq!(first("a1", true, "a1"), None);
         assert_eq!(successor(b"a\xff\xff"), Some(b"b".to_vec()));
         assert_eq!(successor(b"\xff"), None);
-        let mut b = WriteBatch::default();
-        StateStore::add(&mut b, b"n", 5);
-        StateStore::add(&mut b, b"n", -7);
-        s.write(b).unwrap();
-        let mut b = WriteBatch::default();
-        StateStore::add(&mut b, b"n", 3);
-        s.write(b).unwrap();
-        assert_eq!(s.get(b"n").unwrap().as_deref().map(count_of), Some(1));
+        assert_eq!(count_of(&(-3i64).to_le_bytes()), -3);
+        assert_eq!(count_of(b"short"), 0);
     }
 
     fn all(s: &StateStore, prefix: &str) -> Vec<(String, String)> {

@@ -1,24 +1,29 @@
 //! One side of a join in the state store: the rows it produced so far, a
 //! multiset indexed by join key.
 //!
-//! Each distinct row is one RocksDB entry. Key: `j`, the join's number
-//! (u16, big-endian), the side (`l` or `r`), the join key's length (u32,
-//! big-endian) and bytes (Arrow's row format), then the row — every column
-//! but the sign — in the row format. Value: how many times the side holds
-//! the row (an `i64` count), and for a *tracked* side (the preserved side
-//! of an outer join, the side a semi or anti join outputs) how many rows of
-//! the other side it matches (an `i64` after the count).
+//! Every key starts with `j`, the join's number (u16, big-endian), the side
+//! (`l` or `r`), the join key's length (u32, big-endian) and bytes (Arrow's
+//! row format).
 //!
-//! Over inserts only, counts are added with the store's merge operator (a
-//! write without a read). Over rows with a [`SIGN`](crate::dataflow::changes::SIGN),
-//! a batch reads the values of the rows it touches and writes the sums,
-//! deleting a row whose count reaches 0: a row inserted and later deleted
-//! leaves nothing behind. A probe seeks once per distinct key of the
+//! - Over inserts only, each row is appended: the key ends with the side's
+//!   next sequence number (u64, big-endian; the side's counter is stored
+//!   under the key length `u32::MAX`), the value is the row — every column
+//!   but the sign — in the row format. A write without a read, with short
+//!   keys.
+//! - Over rows with a [`SIGN`](crate::dataflow::changes::SIGN), each
+//!   distinct row is one entry: the key ends with the row, the value is
+//!   how many times the side holds it (an `i64` count), and for a *tracked*
+//!   side (the preserved side of an outer join, the side a semi or anti
+//!   join outputs) how many rows of the other side it matches (an `i64`
+//!   after the count). A batch reads the values of the rows it touches and
+//!   writes the sums, deleting a row whose count reaches 0: a row inserted
+//!   and later deleted leaves nothing behind.
+//! A probe seeks once per distinct key of the
 //! probing rows and reads that key's rows; memory holds only RocksDB's
 //! caches and the step's rows.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::take;
@@ -44,13 +49,16 @@ pub(super) struct SideState {
     pub width: usize,
     /// Each row's matches are kept.
     tracked: bool,
+    /// Over inserts only: the next sequence number, once read.
+    next: Mutex<Option<u64>>,
 }
 
 /// A stored row a probe met.
 pub(super) struct Entry {
-    /// Its RocksDB key; the row's bytes start at `row`.
+    /// Its RocksDB key.
     pub key: Box<[u8]>,
-    row: usize,
+    /// The row, in the row format.
+    row: Box<[u8]>,
     /// How many times the side holds it (never 0).
     pub count: i64,
     /// Rows of the other side it matches (tracked sides).
@@ -60,7 +68,7 @@ pub(super) struct Entry {
 impl Entry {
     /// The row, in the row format.
     pub fn row(&self) -> &[u8] {
-        &self.key[self.row..]
+        &self.row
     }
 }
 
@@ -126,7 +134,44 @@ impl SideState {
             sign,
             width: schema.fields().len(),
             tracked,
+            next: Mutex::new(None),
         })
+    }
+
+    /// The key of the side's sequence counter (inserts only).
+    fn counter_key(&self) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(&u32::MAX.to_be_bytes());
+        k
+    }
+
+    /// Appends rows of an inserts-only side.
+    fn append(&self, store: &StateStore, keys: &Rows, valid: &[bool], rows: &Rows) -> Result<()> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seq = match *next {
+            Some(n) => n,
+            None => store.get(&self.counter_key())?.as_deref().map_or(0, |v| {
+                v.try_into().map(u64::from_be_bytes).unwrap_or_default()
+            }),
+        };
+        let mut wb = WriteBatch::default();
+        let mut k = Vec::new();
+        for (r, key) in keys.iter().enumerate() {
+            if !valid[r] {
+                continue;
+            }
+            k.clear();
+            k.extend_from_slice(&self.prefix);
+            k.extend_from_slice(&(key.as_ref().len() as u32).to_be_bytes());
+            k.extend_from_slice(key.as_ref());
+            k.extend_from_slice(&seq.to_be_bytes());
+            seq += 1;
+            wb.put(&k, rows.row(r).as_ref());
+        }
+        wb.put(self.counter_key(), seq.to_be_bytes());
+        store.write(wb)?;
+        *next = Some(seq);
+        Ok(())
     }
 
     /// The prefix of every row stored under join key `key`.
@@ -175,6 +220,9 @@ impl SideState {
             .rows
             .convert_columns(&self.stored_columns(batch))
             .map_err(arrow_err)?;
+        if self.sign.is_none() {
+            return self.append(store, keys, valid, &rows);
+        }
         // Equal rows of the batch add up first.
         let mut added: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
         for (r, key) in keys.iter().enumerate() {
@@ -189,20 +237,14 @@ impl SideState {
             e.1 = matches.map_or(0, |m| m[r]);
         }
         let mut wb = WriteBatch::default();
-        if self.sign.is_none() {
-            for (k, (n, _)) in &added {
-                StateStore::add(&mut wb, k, *n);
-            }
-        } else {
-            let entries: Vec<(Vec<u8>, (i64, i64))> = added.into_iter().collect();
-            let old = store.multi_get(entries.iter().map(|(k, _)| k.as_slice()))?;
-            for ((k, (n, m)), old) in entries.iter().zip(old) {
-                let total = old.as_deref().map_or(0, count_of).wrapping_add(*n);
-                if total == 0 {
-                    wb.delete(k);
-                } else {
-                    wb.put(k, value(total, self.tracked.then_some(*m)));
-                }
+        let entries: Vec<(Vec<u8>, (i64, i64))> = added.into_iter().collect();
+        let old = store.multi_get(entries.iter().map(|(k, _)| k.as_slice()))?;
+        for ((k, (n, m)), old) in entries.iter().zip(old) {
+            let total = old.as_deref().map_or(0, count_of).wrapping_add(*n);
+            if total == 0 {
+                wb.delete(k);
+            } else {
+                wb.put(k, value(total, self.tracked.then_some(*m)));
             }
         }
         store.write(wb)
@@ -234,17 +276,23 @@ impl SideState {
         distinct.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let prefixes: Vec<Vec<u8>> = distinct.iter().map(|(k, _)| self.key_prefix(k)).collect();
         let (mut probe, mut entry, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+        let appended = self.sign.is_none();
         store.scan_prefixes(&prefixes, |i, k, v| {
-            let count = count_of(v);
+            let (count, row, matches) = match appended {
+                // Key ends with a sequence number, value is the row.
+                true if k.len() == prefixes[i].len() + 8 => (1, v, 0),
+                true => return Ok(()),
+                false => (count_of(v), &k[prefixes[i].len()..], matches_of(v)),
+            };
             if count == 0 {
                 return Ok(());
             }
             let at = entries.len() as u32;
             entries.push(Entry {
                 key: k.into(),
-                row: prefixes[i].len(),
+                row: row.into(),
                 count,
-                matches: matches_of(v),
+                matches,
             });
             for &p in &distinct[i].1 {
                 probe.push(p);
@@ -431,7 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn inserts_only_count_equal_rows() {
+    fn inserts_only_append_every_row() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "t").unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
@@ -445,11 +493,17 @@ mod tests {
             let (k, v) = keyed(&b);
             side.insert(&store, &b, &k, &v, None).unwrap();
         }
-        assert_eq!(matched(&side, &store, &[Some(7)]), ["0:7×6/0"]);
-        assert_eq!(
-            matched(&side, &store, &[Some(8), Some(8)]),
-            ["0:8×3/0", "1:8×3/0"]
-        );
+        // Each row appended once: equal rows are separate entries.
+        assert_eq!(matched(&side, &store, &[Some(7)]), vec!["0:7×1/0"; 6]);
+        let eights = matched(&side, &store, &[Some(8), Some(8)]);
+        assert_eq!(eights, [vec!["0:8×1/0"; 3], vec!["1:8×1/0"; 3]].concat());
+        // The sequence goes on in another instance of the side.
+        let again = SideState::new(2, b'r', &schema, "__sign", false).unwrap();
+        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![8]))])
+            .unwrap();
+        let (k, v) = keyed(&b);
+        again.insert(&store, &b, &k, &v, None).unwrap();
+        assert_eq!(matched(&side, &store, &[Some(8)]).len(), 4);
         // A side without signs cannot keep matches.
         assert!(SideState::new(2, b'l', &schema, "__sign", true).is_err());
     }
