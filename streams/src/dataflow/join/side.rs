@@ -18,9 +18,9 @@
 //!   after the count). A batch reads the values of the rows it touches and
 //!   writes the sums, deleting a row whose count reaches 0: a row inserted
 //!   and later deleted leaves nothing behind.
-//! A probe seeks once per distinct key of the
-//! probing rows and reads that key's rows; memory holds only RocksDB's
-//! caches and the step's rows.
+//!
+//! A probe seeks once per distinct key of the probing rows and reads that
+//! key's rows; memory holds only RocksDB's caches and the step's rows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
