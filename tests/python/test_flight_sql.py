@@ -163,7 +163,7 @@ def test_materialized_view_is_a_table_for_both_doors(server, conn):
         assert rows == [("a", 2, 40), ("b", 1, 20), ("c", 1, 5)]
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             pg.execute("CREATE MATERIALIZED VIEW fs_bad AS SELECT x.page FROM fs_clicks x "
-                       "LEFT JOIN fs_clicks y ON x.page = y.page")
+                       "JOIN fs_clicks y ON x.page < y.page")
         # An inner join is maintained like any other view.
         pg.execute("CREATE MATERIALIZED VIEW fs_pairs AS SELECT x.page, count(*) AS n "
                    "FROM fs_clicks x JOIN fs_clicks y ON x.page = y.page GROUP BY x.page")

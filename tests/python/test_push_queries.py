@@ -136,7 +136,7 @@ def test_subscribe_errors_are_clean(server, orders):
             conn.execute("SUBSCRIBE TO no_such_view")
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute(
-                "SELECT a.id FROM push_orders a LEFT JOIN push_orders b ON a.id = b.id EMIT CHANGES")
+                "SELECT a.id FROM push_orders a JOIN push_orders b ON a.id < b.id EMIT CHANGES")
         assert conn.execute("SELECT 1").fetchall() == [(1,)]
 
 
