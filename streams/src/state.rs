@@ -123,8 +123,13 @@ struct Manifest {
 fn options() -> Options {
     let mut o = Options::default();
     o.create_if_missing(true);
+    // State is mostly appended (join rows, new groups): universal
+    // compaction rewrites each byte fewer times than leveled compaction,
+    // and only the largest runs are compressed with zstd.
+    o.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
     o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+    o.set_write_buffer_size(128 << 20);
     // The object store holds the durable copy; the local WAL only spares a
     // replay after a clean restart.
     o.set_max_open_files(256);
