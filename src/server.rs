@@ -88,6 +88,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         }
     };
     let mut log_config = LogConfig::for_store(&store);
+    // The embedded metadata inside the (locked) data directory has no
+    // other agent.
+    log_config.sole_agent = matches!(&config.metadata, MetadataUrl::Sqlite(path)
+        if path.canonicalize().ok() == Some(data_dir.metadata_db()));
     if let Some(v) = config.log.flush_interval {
         log_config.flush.flush_interval = v;
     }

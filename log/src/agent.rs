@@ -110,6 +110,19 @@ impl Agent {
         self.meta.register_agent(&record).await
     }
 
+    /// Marks every other registration that is not stopped as stopped.
+    async fn stop_past_starts(&self) -> crate::Result<()> {
+        let me = self.id();
+        let now = self.clock.now_micros();
+        for mut past in self.meta.agents().await? {
+            if past.id != me && past.stopped_at.is_none() {
+                past.stopped_at = Some(now);
+                self.meta.register_agent(&past).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Marks this agent stopped (a clean shutdown).
     pub async fn stop(&self) -> crate::Result<()> {
         let record = {
@@ -123,11 +136,17 @@ impl Agent {
     }
 
     /// Registers, forgets long-gone agents, then heartbeats every
-    /// `interval` until stopped or dropped.
-    pub(crate) async fn run(self: Arc<Self>, interval: Duration) {
+    /// `interval` until stopped or dropped. As the `sole` agent of its
+    /// metadata store, it first marks the earlier registrations stopped: a
+    /// start after a crash does not wait for its own past start's heartbeat
+    /// to age out (nor share views with it).
+    pub(crate) async fn run(self: Arc<Self>, interval: Duration, sole: bool) {
         let forget = self.clock.now_micros() - FORGET_AFTER.as_micros() as i64;
         if let Err(e) = self.meta.forget_agents(forget).await {
             tracing::debug!(error = %e, "cannot forget old agents");
+        }
+        if sole && let Err(e) = self.stop_past_starts().await {
+            tracing::warn!(error = %e, "cannot mark past starts stopped");
         }
         let mut failing = false;
         loop {

@@ -21,6 +21,10 @@ pub struct LogConfig {
     pub agent_timeout: Duration,
     /// Retention, compaction and garbage collection.
     pub maintenance: MaintenanceConfig,
+    /// No other agent shares the metadata store (the embedded one inside a
+    /// locked data directory): every registration it holds is a past start
+    /// of this directory, stopped, however recent its heartbeat.
+    pub sole_agent: bool,
 }
 
 impl LogConfig {
@@ -33,6 +37,7 @@ impl LogConfig {
             heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(10),
             maintenance: MaintenanceConfig::default(),
+            sole_agent: false,
         }
     }
 }

@@ -184,7 +184,11 @@ impl Log {
             clock.clone(),
             config.agent_timeout,
         ));
-        let heartbeat = tokio::spawn(agent.clone().run(config.heartbeat_interval));
+        let heartbeat = tokio::spawn(
+            agent
+                .clone()
+                .run(config.heartbeat_interval, config.sole_agent),
+        );
         let groups = Groups::new(meta.clone(), clock.clone());
         Log {
             meta,
@@ -637,7 +641,10 @@ impl DataDir {
     pub async fn open_log(&self) -> Result<Log> {
         let store = Store::open_local(&self.objects())?;
         let meta = Arc::new(SqliteMetadata::open(&self.metadata_db()).await?);
-        let config = LogConfig::for_store(&store);
+        let config = LogConfig {
+            sole_agent: true,
+            ..LogConfig::for_store(&store)
+        };
         Ok(Log::open(store, meta, config, Arc::new(SystemClock)))
     }
 }
