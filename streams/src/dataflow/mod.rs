@@ -106,7 +106,7 @@ enum Body {
         /// Its rows end with a sign (it reads a changelog with updates).
         signed: bool,
         /// A top-N its rows go through.
-        top_n: Option<Box<topn::TopN>>,
+        top_n: Option<Arc<topn::TopN>>,
     },
     Aggregate(Arc<Aggregation>),
 }
@@ -155,6 +155,9 @@ pub struct Dataflow {
     watermark: AtomicI64,
     /// When the output last reflected every row committed to its inputs.
     caught_up: Mutex<Option<std::time::Instant>>,
+    /// Counts steps that moved the inputs' consumed offsets (and failures),
+    /// for readers waiting until the output reflects an offset.
+    stepped: tokio::sync::watch::Sender<u64>,
 }
 
 impl fmt::Debug for Dataflow {
@@ -223,12 +226,18 @@ impl Dataflow {
                 let (delta, _) =
                     join::delta_joins(delta_scans(log, &plan, &ins)?, state.as_ref(), &steps)?;
                 let top_n = match (top_n, &state) {
-                    (Some(t), Some(store)) => Some(Box::new(topn::TopN::new(
+                    (Some(t), Some(store)) => Some(Arc::new(topn::TopN::new(
                         t,
                         store.clone(),
                         delta.schema().clone(),
                     )?)),
                     _ => None,
+                };
+                // A top-N view is read from its state: the ranked rows now,
+                // not the query over its inputs' history.
+                let read = match &top_n {
+                    Some(t) => topn::read_plan(t, read.schema())?,
+                    None => read,
                 };
                 (
                     Body::Pipeline {
@@ -287,6 +296,7 @@ impl Dataflow {
             late_rows: AtomicU64::new(late_rows),
             watermark: AtomicI64::new(watermark),
             caught_up: Mutex::new(None),
+            stepped: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -412,6 +422,45 @@ impl Dataflow {
     fn fail(&self, e: &StreamsError) {
         tracing::warn!(view = %self.name, error = %e, "materialized view stopped");
         *self.status.write().unwrap_or_else(|p| p.into_inner()) = Status::Failed(e.to_string());
+        self.stepped.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until the output reflects `stream` up to `ends` (its
+    /// partitions' end offsets, as read before): what a read of a table
+    /// waits for, so it sees every write acknowledged before it. Fails when
+    /// the dataflow has failed or `limit` passes first.
+    pub async fn reflect(&self, stream: &str, ends: &[u64], limit: Duration) -> Result<()> {
+        let deadline = streamhouse_log::monotonic() + limit;
+        let mut stepped = self.stepped.subscribe();
+        loop {
+            let behind = {
+                let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+                inputs
+                    .iter()
+                    .filter(|i| i.info.name() == stream)
+                    .any(|i| i.consumed.iter().zip(ends).any(|(c, e)| c < e))
+            };
+            if !behind {
+                return Ok(());
+            }
+            if let Status::Failed(why) = &*self.status.read().unwrap_or_else(|p| p.into_inner()) {
+                return Err(StreamsError::Conflict(format!(
+                    "\"{}\" stopped: {why}",
+                    self.name
+                )));
+            }
+            self.wake.notify_one();
+            match tokio::time::timeout_at(deadline, stepped.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(StreamsError::Cancelled),
+                Err(_) => {
+                    return Err(StreamsError::Conflict(format!(
+                        "\"{}\" did not reach the end of \"{stream}\" within {limit:?}",
+                        self.name
+                    )));
+                }
+            }
+        }
     }
 }
 

@@ -400,6 +400,7 @@ impl Dataflow {
             input.consumed = e;
         }
         drop(inputs);
+        self.stepped.send_modify(|n| *n += 1);
         self.caught_up(complete, observed);
         Ok(true)
     }

@@ -37,6 +37,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use rocksdb::WriteBatch;
 
+mod current;
+
+pub(crate) use current::read_plan;
+
 use super::changes::SIGN;
 use crate::error::{Result, StreamsError};
 use crate::state::{StateStore, count_of};
