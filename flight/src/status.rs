@@ -30,7 +30,8 @@ pub fn sql_status(e: SqlError) -> Status {
         | SqlError::DivisionByZero(_)
         | SqlError::NumericOutOfRange(_)
         | SqlError::DataException(_)
-        | SqlError::InvalidGrant(_) => Code::InvalidArgument,
+        | SqlError::InvalidGrant(_)
+        | SqlError::WrongObjectType(_) => Code::InvalidArgument,
         SqlError::NotSupported(_) => Code::Unimplemented,
         SqlError::Cancelled => Code::Cancelled,
         SqlError::StatementTimeout => Code::DeadlineExceeded,

@@ -336,6 +336,19 @@ impl Log {
         Ok(all)
     }
 
+    /// The streams SQL names: users' streams and tables' logs (which the
+    /// tables' views read).
+    pub async fn sql_streams(&self) -> Result<Vec<Arc<StreamInfo>>> {
+        let mut all = self.all_streams().await?;
+        all.retain(|s| {
+            matches!(
+                StreamKind::of(s.name()),
+                StreamKind::User | StreamKind::Table
+            )
+        });
+        Ok(all)
+    }
+
     /// Every stream, the system's own included, by name.
     pub async fn all_streams(&self) -> Result<Vec<Arc<StreamInfo>>> {
         Ok(self

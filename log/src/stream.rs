@@ -56,6 +56,15 @@ pub const DEFAULT_KEY: &str = "streamhouse.default";
 /// Names of views' changelog streams begin with this.
 pub const CHANGELOG_PREFIX: &str = "__changelog__";
 
+/// Names of tables' logs begin with this: the log of table `t` is
+/// `__table__t`, every write to `t` as a row.
+pub const TABLE_PREFIX: &str = "__table__";
+
+/// The name of table `table`'s log.
+pub fn table_log_name(table: &str) -> String {
+    format!("{TABLE_PREFIX}{table}")
+}
+
 /// Whose a stream is. The kind is a function of the name (internal streams
 /// live under [`RESERVED_PREFIX`], which users cannot create), so it needs
 /// no column of its own and cannot disagree with the name.
@@ -65,6 +74,9 @@ pub enum StreamKind {
     User,
     /// A materialized view's changelog, written only by the view.
     ViewChangelog,
+    /// A table's log: written through the table's statements (INSERT,
+    /// UPDATE, DELETE, COPY), read by the view that keeps its rows by key.
+    Table,
     /// Any other stream the system keeps for itself.
     System,
 }
@@ -74,6 +86,8 @@ impl StreamKind {
     pub fn of(name: &str) -> Self {
         if name.starts_with(CHANGELOG_PREFIX) {
             StreamKind::ViewChangelog
+        } else if name.starts_with(TABLE_PREFIX) {
+            StreamKind::Table
         } else if name.starts_with(RESERVED_PREFIX) {
             StreamKind::System
         } else {
@@ -86,6 +100,7 @@ impl StreamKind {
         match self {
             StreamKind::User => "user",
             StreamKind::ViewChangelog => "view_changelog",
+            StreamKind::Table => "table",
             StreamKind::System => "system",
         }
     }

@@ -320,6 +320,8 @@ async fn respond(
         QueryResult::Command(command) => {
             let tag = match command {
                 CommandTag::Insert(rows) => Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
+                CommandTag::Update(rows) => Tag::new("UPDATE").with_rows(rows as usize),
+                CommandTag::Delete(rows) => Tag::new("DELETE").with_rows(rows as usize),
                 other => Tag::new(&other.to_string()),
             };
             match command.transaction() {

@@ -31,7 +31,7 @@ use crate::limits;
 use crate::names::output_names;
 pub use crate::options::DatabaseOptions;
 use crate::planner::Planner;
-use crate::prepared::{Action, Prepared, bind, param_types, with_session_settings};
+use crate::prepared::{Action, Prepared, Verb, bind, param_types, with_session_settings};
 use crate::privileges::{Need, Object, Privileges, needs};
 use crate::result::{CommandTag, QueryResult, describe_schema, rename, show_streams_schema};
 use crate::session::Session;
@@ -188,7 +188,7 @@ impl Database {
             "changes",
             Arc::new(crate::matview::changes::ChangesFunction::new(changelogs)),
         );
-        for info in log.streams().await? {
+        for info in log.sql_streams().await? {
             planner.register(info)?;
         }
         let (audit, trail) = Audit::open(log.clone()).await?;
@@ -530,11 +530,8 @@ impl Database {
             }
             Statement::Sql(sql) => match *sql {
                 SqlStatement::Insert(insert) => (self.prepare_insert(insert).await?, None),
-                SqlStatement::CreateTable(_) => {
-                    return Err(SqlError::NotSupported(
-                        "CREATE TABLE: StreamHouse stores streams; use CREATE STREAM".into(),
-                    ));
-                }
+                SqlStatement::Update(update) => (self.prepare_update(update).await?, None),
+                SqlStatement::Delete(delete) => (self.prepare_delete(delete).await?, None),
                 q @ (SqlStatement::Query(_) | SqlStatement::Explain { .. }) => {
                     let names = match &q {
                         SqlStatement::Query(query) => output_names(query),
@@ -770,11 +767,13 @@ impl Database {
                 stream,
                 targets,
                 source,
+                verb,
                 ..
             } => {
                 let source = bind(source, params)?;
                 let source = with_own_writes(source, session.transaction())?;
-                self.run_insert(session, stream, targets, source).await
+                self.run_insert(session, stream, targets, *verb, source)
+                    .await
             }
             Action::InsertRows {
                 stream,
@@ -788,6 +787,7 @@ impl Database {
                         stream,
                         &info.spec.schema,
                         targets,
+                        Verb::Insert,
                         std::slice::from_ref(rows),
                     )
                     .await?;
@@ -899,6 +899,7 @@ impl Database {
                 Ok(done)
             }
             Statement::DropStream { names, if_exists } => {
+                self.refuse_tables(&names, "DROP STREAM").await?;
                 for name in &names {
                     match self.log.drop_stream(name).await {
                         Ok(()) => self.planner.deregister(name)?,
@@ -927,11 +928,19 @@ impl Database {
             }
             Statement::Subscribe(s) => self.views.subscribe(s).await,
             Statement::DropMaterializedView { names, if_exists } => {
+                self.refuse_tables(&names, "DROP MATERIALIZED VIEW").await?;
                 let done = self.views.drop_views(names.clone(), if_exists).await?;
                 self.forget_grants(&names).await?;
                 Ok(done)
             }
             Statement::ShowMaterializedViews => self.views.show().await,
+            Statement::CreateTable(c) => {
+                let name = crate::idents::object_name(&c.name)?;
+                let done = self.create_table(*c).await?;
+                self.record_owner(session, Object::table(name)).await?;
+                Ok(done)
+            }
+            Statement::DropTable { names, if_exists } => self.drop_tables(&names, if_exists).await,
             Statement::Role(r) => {
                 if let crate::roles::RoleStatement::Drop { names, .. } = &r {
                     let held = self.privileges.snapshot().await?;

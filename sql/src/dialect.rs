@@ -52,6 +52,13 @@ pub enum Statement {
         if_exists: bool,
     },
     ShowMaterializedViews,
+    /// `CREATE TABLE … (…, PRIMARY KEY (…))`: rows kept by key.
+    CreateTable(Box<sqlparser::ast::CreateTable>),
+    /// `DROP TABLE [IF EXISTS] t, …`.
+    DropTable {
+        names: Vec<String>,
+        if_exists: bool,
+    },
     /// `CREATE`, `ALTER` or `DROP ROLE` (or `USER`).
     Role(crate::roles::RoleStatement),
     /// `GRANT` or `REVOKE`.
@@ -127,6 +134,8 @@ impl Statement {
                 format!("DROP MATERIALIZED VIEW {}", names.join(", "))
             }
             Statement::ShowMaterializedViews => "SHOW MATERIALIZED VIEWS".into(),
+            Statement::CreateTable(c) => format!("CREATE TABLE {}", c.name),
+            Statement::DropTable { names, .. } => format!("DROP TABLE {}", names.join(", ")),
             Statement::Role(r) => r.text(),
             Statement::Grant(g) => g.text(),
             Statement::Sql(s) => s.to_string(),
@@ -143,6 +152,8 @@ impl Statement {
                 | Statement::AlterStream { .. }
                 | Statement::CreateMaterializedView { .. }
                 | Statement::DropMaterializedView { .. }
+                | Statement::CreateTable(_)
+                | Statement::DropTable { .. }
                 | Statement::Role(_)
                 | Statement::Grant(_)
         )
@@ -447,6 +458,20 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         return Ok(Statement::Describe { name });
     }
     let stmt = p.parse_statement()?;
+    match stmt {
+        SqlStatement::CreateTable(c) => return Ok(Statement::CreateTable(Box::new(c))),
+        SqlStatement::Drop {
+            object_type: sqlparser::ast::ObjectType::Table,
+            if_exists,
+            names,
+            cascade: false,
+            ..
+        } => {
+            let names = names.iter().map(object_name).collect::<Result<_>>()?;
+            return Ok(Statement::DropTable { names, if_exists });
+        }
+        _ => {}
+    }
     if let SqlStatement::Query(mut q) = stmt {
         // `FROM s EMIT CHANGES` parses `EMIT` as the table's alias.
         if matches!(&p.peek_token_ref().token, Token::Word(w) if w.value.eq_ignore_ascii_case("CHANGES"))

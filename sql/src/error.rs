@@ -156,6 +156,11 @@ pub enum SqlError {
     #[error("{0}")]
     Conflict(String),
 
+    /// A statement for one kind of object named another (DROP STREAM of a
+    /// table).
+    #[error("{0}")]
+    WrongObjectType(String),
+
     /// A name that belongs to the system (streams beginning with `__`).
     #[error("{0}")]
     ReservedName(String),
@@ -207,6 +212,7 @@ impl SqlError {
             SqlError::Conflict(_) => "55000",
             SqlError::DependentObjects(_) => "2BP01",
             SqlError::ReservedName(_) => "42939",
+            SqlError::WrongObjectType(_) => "42809",
             SqlError::InsufficientPrivilege(_) => "42501",
             SqlError::Internal(_) => "XX000",
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use streamhouse_log::{LogError, StreamSpec};
+use streamhouse_log::{LogError, StreamKind, StreamSpec};
 
 use crate::database::Database;
 use crate::error::{Result, SqlError};
@@ -82,6 +82,9 @@ impl Database {
         if session.transaction().state() == BlockState::Failed {
             return Err(SqlError::InFailedTransaction);
         }
+        if StreamKind::of(stream).is_internal() {
+            return Err(LogError::ReservedName(stream.to_string()).into());
+        }
         let exists = match self.log().stream(stream).await {
             Ok(_) => true,
             Err(LogError::UnknownStream(_)) => false,
@@ -112,9 +115,7 @@ impl Database {
         }
         match (exists, mode.if_exists) {
             (true, IfExists::Fail) => {
-                return Err(SqlError::DuplicateTable(format!(
-                    "stream \"{stream}\" already exists"
-                )));
+                return Err(SqlError::DuplicateTable(stream.to_string()));
             }
             (true, IfExists::Replace) => {
                 self.log().drop_stream(stream).await?;
@@ -129,9 +130,7 @@ impl Database {
                 self.record_owner(session, Object::table(stream)).await?;
             }
             (false, _) => {
-                return Err(SqlError::UndefinedTable(format!(
-                    "stream \"{stream}\" does not exist"
-                )));
+                return Err(SqlError::UndefinedTable(stream.to_string()));
             }
         }
         let info = self.log().stream(stream).await?;
@@ -155,7 +154,8 @@ impl Database {
             .iter()
             .map(|b| conform_insert(stream, declared, &targets, b))
             .collect::<Result<Vec<_>>>()?;
-        self.write(session, stream, rows).await
+        self.write(session, stream, crate::prepared::Verb::Insert, rows)
+            .await
     }
 
     async fn create_from_schema(&self, stream: &str, schema: &Schema) -> Result<()> {

@@ -15,7 +15,7 @@ use sqlparser::ast::{
     CopySource, CopyTarget, Insert, ObjectName, Statement as SqlStatement, TableObject,
 };
 use streamhouse_log::stream::is_system_column;
-use streamhouse_log::{AppendOptions, LogError, StreamInfo};
+use streamhouse_log::{AppendOptions, LogError, StreamInfo, StreamKind};
 
 use crate::copy::{CopyFormat, CopyIn, copy_out};
 use crate::dialect::{self, object_name};
@@ -23,9 +23,9 @@ use crate::error::{Result, SqlError};
 use crate::types::{bytea_from_text, sql_type_name};
 
 use crate::database::Database;
-use crate::prepared::{Action, values_placeholders};
+use crate::prepared::{Action, Verb, values_placeholders};
 use crate::privileges::{Need, Object, Privilege};
-use crate::result::{CommandTag, QueryResult};
+use crate::result::QueryResult;
 use crate::session::Session;
 use crate::transaction::{BlockState, Write};
 
@@ -101,8 +101,13 @@ pub(crate) fn literal_values(q: &sqlparser::ast::Query) -> Result<Option<Vec<Arr
 /// Declared-column indices an INSERT writes, in source order.
 pub(crate) fn target_columns(info: &StreamInfo, columns: &[ObjectName]) -> Result<Vec<usize>> {
     let schema = &info.spec.schema;
+    // A table's log has one column of the system's: whether a row deletes.
+    let written = match StreamKind::of(info.name()) {
+        StreamKind::Table => schema.fields().len() - 1,
+        _ => schema.fields().len(),
+    };
     if columns.is_empty() {
-        return Ok((0..schema.fields().len()).collect());
+        return Ok((0..written).collect());
     }
     let mut out = Vec::with_capacity(columns.len());
     for c in columns {
@@ -112,12 +117,16 @@ pub(crate) fn target_columns(info: &StreamInfo, columns: &[ObjectName]) -> Resul
                 "cannot insert into system column \"{n}\""
             )));
         }
-        let i = schema.index_of(&n).map_err(|_| {
-            SqlError::UndefinedColumn(format!(
-                "column \"{n}\" of relation \"{}\" does not exist",
-                info.name()
-            ))
-        })?;
+        let i = schema
+            .index_of(&n)
+            .ok()
+            .filter(|&i| i < written)
+            .ok_or_else(|| {
+                SqlError::UndefinedColumn(format!(
+                    "column \"{n}\" of relation \"{}\" does not exist",
+                    crate::tables::relation_name(info.name())
+                ))
+            })?;
         if out.contains(&i) {
             return Err(SqlError::Syntax(format!(
                 "column \"{n}\" specified more than once"
@@ -176,8 +185,9 @@ pub(crate) fn conform_insert(
     for (f, c) in declared.fields().iter().zip(&cols) {
         if !f.is_nullable() && c.null_count() > 0 {
             return Err(SqlError::NotNullViolation(format!(
-                "null value in column \"{}\" of relation \"{stream}\" violates not-null constraint",
-                f.name()
+                "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                f.name(),
+                crate::tables::relation_name(stream)
             )));
         }
     }
@@ -216,8 +226,8 @@ impl Database {
             else {
                 return Err(SqlError::Syntax("COPY FROM needs a stream name".into()));
             };
-            let name = object_name(&table_name)?;
-            let info = self.log.stream(&name).await?;
+            let info = self.write_target(&object_name(&table_name)?).await?;
+            let name = info.name().to_string();
             let cols: Vec<ObjectName> = columns.into_iter().map(ObjectName::from).collect();
             let targets = target_columns(&info, &cols)?;
             let pool = crate::limits::query_pool(self.memory_limit(session), &self.query_memory);
@@ -249,8 +259,16 @@ impl Database {
                 let need = Need::Privilege(Privilege::Select, Object::table(name.clone()));
                 self.authorize_session(session, std::slice::from_ref(&need))
                     .await?;
-                let info = self.log.stream(&name).await?;
-                let cols: Vec<String> = if columns.is_empty() {
+                // A stream's declared columns (not the system ones), or a
+                // view's or table's columns.
+                let df = self
+                    .planner
+                    .ctx
+                    .table(TableReference::bare(name.clone()))
+                    .await?;
+                let cols: Vec<String> = if !columns.is_empty() {
+                    columns.iter().map(dialect::normalize).collect()
+                } else if let Ok(info) = self.log.stream(&name).await {
                     info.spec
                         .schema
                         .fields()
@@ -258,9 +276,12 @@ impl Database {
                         .map(|f| f.name().clone())
                         .collect()
                 } else {
-                    columns.iter().map(dialect::normalize).collect()
+                    df.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect()
                 };
-                let df = self.planner.ctx.table(TableReference::bare(name)).await?;
                 let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
                 df.select_columns(&cols)?.execute_stream().await?
             }
@@ -280,8 +301,15 @@ impl Database {
     pub async fn finish_copy(&self, session: &Session, copy: Box<CopyIn>) -> Result<u64> {
         let result = match copy.finish() {
             Ok(d) => {
-                self.append_rows(session, &d.stream, &d.declared, &d.targets, &d.batches)
-                    .await
+                self.append_rows(
+                    session,
+                    &d.stream,
+                    &d.declared,
+                    &d.targets,
+                    Verb::Insert,
+                    &d.batches,
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -301,13 +329,14 @@ impl Database {
         stream: &str,
         declared: &SchemaRef,
         targets: &[usize],
+        verb: Verb,
         batches: &[RecordBatch],
     ) -> Result<u64> {
         let rows = batches
             .iter()
             .map(|b| conform_insert(stream, declared, targets, b))
             .collect::<Result<Vec<_>>>()?;
-        self.write(session, stream, rows).await
+        self.write(session, stream, verb, rows).await
     }
 
     /// Appends rows already in the stream's columns in one atomic append,
@@ -316,26 +345,30 @@ impl Database {
         &self,
         session: &Session,
         stream: &str,
+        verb: Verb,
         rows: Vec<RecordBatch>,
     ) -> Result<u64> {
         if session.role().is_some() {
-            let need = Need::Privilege(Privilege::Insert, Object::table(stream));
+            let object = Object::table(crate::tables::relation_name(stream));
+            let need = Need::Privilege(verb.privilege(), object);
             self.authorize_session(session, std::slice::from_ref(&need))
                 .await?;
         }
+        // A table's log is the system's: written here for the table's
+        // statements only (its name is not one a user can write to).
+        let options = AppendOptions {
+            internal: StreamKind::of(stream) == StreamKind::Table,
+            ..Default::default()
+        };
         if session.transaction().state() == BlockState::Idle {
             let ack = match self
                 .log
-                .append_batches(stream, rows.clone(), AppendOptions::default())
+                .append_batches(stream, rows.clone(), options.clone())
                 .await
             {
                 Err(e @ LogError::SchemaMismatch { .. }) => {
                     match self.carried(stream, &rows).await? {
-                        Some(rows) => {
-                            self.log
-                                .append_batches(stream, rows, AppendOptions::default())
-                                .await?
-                        }
+                        Some(rows) => self.log.append_batches(stream, rows, options).await?,
                         None => return Err(e.into()),
                     }
                 }
@@ -343,17 +376,9 @@ impl Database {
             };
             return Ok(ack.rows());
         }
-        let staged = match self
-            .log
-            .stage(stream, rows.clone(), &AppendOptions::default())
-            .await
-        {
+        let staged = match self.log.stage(stream, rows.clone(), &options).await {
             Err(e @ LogError::SchemaMismatch { .. }) => match self.carried(stream, &rows).await? {
-                Some(rows) => {
-                    self.log
-                        .stage(stream, rows, &AppendOptions::default())
-                        .await?
-                }
+                Some(rows) => self.log.stage(stream, rows, &options).await?,
                 None => return Err(e.into()),
             },
             other => other?,
@@ -410,8 +435,8 @@ impl Database {
                 "INSERT INTO a table function".into(),
             ));
         };
-        let name = object_name(target)?;
-        let info = self.log.stream(&name).await?;
+        let info = self.write_target(&object_name(target)?).await?;
+        let name = info.name().to_string();
         if insert.returning.is_some() || insert.on.is_some() || insert.overwrite {
             return Err(SqlError::NotSupported(
                 "INSERT … RETURNING / ON CONFLICT / OVERWRITE into a stream".into(),
@@ -451,6 +476,7 @@ impl Database {
             targets: targets[..width].to_vec(),
             source,
             param_hints,
+            verb: Verb::Insert,
         })
     }
 
@@ -459,6 +485,7 @@ impl Database {
         session: &Session,
         name: &str,
         targets: &[usize],
+        verb: Verb,
         source: LogicalPlan,
     ) -> Result<QueryResult> {
         let info = self.log.stream(name).await?;
@@ -482,8 +509,8 @@ impl Database {
             batches.push(batch);
         }
         let rows = self
-            .append_rows(session, name, &declared, targets, &batches)
+            .append_rows(session, name, &declared, targets, verb, &batches)
             .await?;
-        Ok(QueryResult::command(CommandTag::Insert(rows)))
+        Ok(QueryResult::command(verb.tag(rows)))
     }
 }

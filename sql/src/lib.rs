@@ -48,6 +48,7 @@ pub mod session;
 mod settings;
 mod stream_ddl;
 pub mod system;
+pub mod tables;
 pub mod topics;
 pub mod transaction;
 pub mod typed;

@@ -92,7 +92,7 @@ impl Planner {
     pub async fn sync_streams(&self) -> Result<bool> {
         let current: HashMap<String, Arc<StreamInfo>> = self
             .log
-            .streams()
+            .sql_streams()
             .await?
             .into_iter()
             .map(|s| (s.name().to_string(), s))

@@ -40,6 +40,9 @@ pub(crate) enum Action {
         source: LogicalPlan,
         /// (parameter number, type) of bare `$n` cells of a VALUES list.
         param_hints: Vec<(usize, DataType)>,
+        /// The statement the rows come from (a table's UPDATE and DELETE
+        /// append rows too).
+        verb: Verb,
     },
     /// `INSERT … VALUES` of literals only: the rows, as text columns, cast
     /// to the stream's types at execution (no planner involved).
@@ -57,6 +60,36 @@ pub(crate) enum Action {
     Show(String),
     Copy(Box<SqlStatement>),
     Statement(Statement),
+}
+
+/// Which statement appends rows: INSERT (and COPY), or a table's UPDATE
+/// or DELETE, which append the changed rows to the table's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Verb {
+    /// The privilege the statement takes on its target.
+    pub(crate) fn privilege(self) -> crate::privileges::Privilege {
+        use crate::privileges::Privilege;
+        match self {
+            Verb::Insert => Privilege::Insert,
+            Verb::Update => Privilege::Update,
+            Verb::Delete => Privilege::Delete,
+        }
+    }
+
+    /// The statement's completion for `rows` rows.
+    pub(crate) fn tag(self, rows: u64) -> CommandTag {
+        match self {
+            Verb::Insert => CommandTag::Insert(rows),
+            Verb::Update => CommandTag::Update(rows),
+            Verb::Delete => CommandTag::Delete(rows),
+        }
+    }
 }
 
 /// (column position, parameter number) of every VALUES cell that is a bare
@@ -104,6 +137,8 @@ impl Action {
                 | Statement::AlterStream { .. }
                 | Statement::CreateMaterializedView { .. }
                 | Statement::DropMaterializedView { .. }
+                | Statement::CreateTable(_)
+                | Statement::DropTable { .. }
                 | Statement::Role(_)
                 | Statement::Grant(_)
                 | Statement::Sql(_) => false,
@@ -133,6 +168,8 @@ impl Action {
                 "CREATE MATERIALIZED VIEW"
             }
             Action::Statement(Statement::DropMaterializedView { .. }) => "DROP MATERIALIZED VIEW",
+            Action::Statement(Statement::CreateTable(_)) => "CREATE TABLE",
+            Action::Statement(Statement::DropTable { .. }) => "DROP TABLE",
             _ => "this statement",
         }
     }

@@ -21,6 +21,10 @@ use crate::error::Result;
 pub enum CommandTag {
     /// Rows appended by INSERT.
     Insert(u64),
+    /// Rows a table's UPDATE changed.
+    Update(u64),
+    /// Rows a table's DELETE removed.
+    Delete(u64),
     Begin,
     Commit,
     Rollback,
@@ -38,6 +42,8 @@ pub enum CommandTag {
     AlterStream,
     CreateMaterializedView,
     DropMaterializedView,
+    CreateTable,
+    DropTable,
     CreateRole,
     AlterRole,
     DropRole,
@@ -51,7 +57,7 @@ impl CommandTag {
     /// Rows the command wrote, for the commands that count them.
     pub fn rows(&self) -> Option<u64> {
         match self {
-            CommandTag::Insert(n) => Some(*n),
+            CommandTag::Insert(n) | CommandTag::Update(n) | CommandTag::Delete(n) => Some(*n),
             _ => None,
         }
     }
@@ -70,6 +76,8 @@ impl CommandTag {
     pub fn word(&self) -> &'static str {
         match self {
             CommandTag::Insert(_) => "INSERT",
+            CommandTag::Update(_) => "UPDATE",
+            CommandTag::Delete(_) => "DELETE",
             CommandTag::Begin => "BEGIN",
             CommandTag::Commit => "COMMIT",
             CommandTag::Rollback => "ROLLBACK",
@@ -88,6 +96,8 @@ impl CommandTag {
             CommandTag::AlterStream => "ALTER STREAM",
             CommandTag::CreateMaterializedView => "CREATE MATERIALIZED VIEW",
             CommandTag::DropMaterializedView => "DROP MATERIALIZED VIEW",
+            CommandTag::CreateTable => "CREATE TABLE",
+            CommandTag::DropTable => "DROP TABLE",
             CommandTag::CreateRole => "CREATE ROLE",
             CommandTag::AlterRole => "ALTER ROLE",
             CommandTag::DropRole => "DROP ROLE",
@@ -104,6 +114,8 @@ impl fmt::Display for CommandTag {
         match self {
             // PostgreSQL's INSERT tag carries an (always zero) oid.
             CommandTag::Insert(n) => write!(f, "INSERT 0 {n}"),
+            CommandTag::Update(n) => write!(f, "UPDATE {n}"),
+            CommandTag::Delete(n) => write!(f, "DELETE {n}"),
             other => f.write_str(other.word()),
         }
     }

@@ -20,6 +20,13 @@ use crate::result::{CommandTag, QueryResult, describe_schema, show_streams_schem
 
 impl Database {
     pub(crate) async fn create_stream(&self, c: CreateStream) -> Result<QueryResult> {
+        // Streams, views and tables share one namespace.
+        if self.views.exists(&c.name) || self.table_log(&c.name).await?.is_some() {
+            if c.if_not_exists {
+                return Ok(QueryResult::command(CommandTag::CreateStream));
+            }
+            return Err(SqlError::DuplicateTable(c.name));
+        }
         let followed = self.followed_schema(&c).await?;
         let mut fields = Vec::with_capacity(c.columns.len());
         for col in &c.columns {
@@ -276,7 +283,7 @@ fn default_text(e: &Expr) -> Result<Option<String>> {
 
 /// The field of a column added by `ALTER STREAM … ADD COLUMN`: its type,
 /// nullability and default.
-fn column_field(column: &sqlparser::ast::ColumnDef) -> Result<Field> {
+pub(crate) fn column_field(column: &sqlparser::ast::ColumnDef) -> Result<Field> {
     let (dt, sql_type) = arrow_type(&column.data_type)?;
     let mut not_null = false;
     let mut metadata = std::collections::HashMap::new();

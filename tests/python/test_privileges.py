@@ -265,8 +265,8 @@ def test_owners_create_grant_and_drop_what_they_own(server):
         rows = a.execute(
             "SELECT grantee, privilege_type FROM information_schema.table_privileges "
             "WHERE table_name = 'made' ORDER BY 1, 2").fetchall()
-        assert rows == [("maker", "DROP"), ("maker", "INSERT"), ("maker", "SELECT"),
-                        ("other", "SELECT")]
+        assert rows == [("maker", "DELETE"), ("maker", "DROP"), ("maker", "INSERT"),
+                        ("maker", "SELECT"), ("maker", "UPDATE"), ("other", "SELECT")]
     with connect(server, "maker", "m") as c:
         c.execute("DROP MATERIALIZED VIEW made_count")
         c.execute("DROP STREAM made")
@@ -274,6 +274,36 @@ def test_owners_create_grant_and_drop_what_they_own(server):
         assert a.execute("SELECT count(*) FROM information_schema.table_privileges "
                          "WHERE table_name = 'made'").fetchone() == (0,)
         a.execute("DROP ROLE maker")
+
+
+def test_table_writes_need_their_own_privileges(server):
+    """INSERT, UPDATE and DELETE of a table each need their privilege, and
+    UPDATE and DELETE with a WHERE also SELECT (they read the rows)."""
+    with admin(server) as c:
+        c.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint)")
+        c.execute("INSERT INTO accounts VALUES (1, 10), (2, 20)")
+    user(server, "clerk", "clerk-pw", ["GRANT SELECT, INSERT ON accounts TO clerk"])
+    with connect(server, "clerk", "clerk-pw") as c:
+        c.execute("INSERT INTO accounts VALUES (3, 30)")
+        with pytest.raises(errors.InsufficientPrivilege, match="accounts"):
+            c.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
+        with pytest.raises(errors.InsufficientPrivilege, match="accounts"):
+            c.execute("DELETE FROM accounts WHERE id = 1")
+    with admin(server) as a:
+        a.execute("GRANT UPDATE, DELETE ON accounts TO clerk")
+        a.execute("REVOKE SELECT ON accounts FROM clerk")
+    with connect(server, "clerk", "clerk-pw") as c:
+        with pytest.raises(errors.InsufficientPrivilege, match="accounts"):
+            c.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
+    with admin(server) as a:
+        a.execute("GRANT SELECT ON accounts TO clerk")
+    with connect(server, "clerk", "clerk-pw") as c:
+        assert c.execute("UPDATE accounts SET balance = 0 WHERE id = 1").rowcount == 1
+        assert c.execute("DELETE FROM accounts WHERE id = 2").rowcount == 1
+        assert c.execute("SELECT * FROM accounts ORDER BY id").fetchall() == [(1, 0), (3, 30)]
+        # The table's log is not a name to read or write around the table.
+        with pytest.raises(errors.ReservedName):
+            c.execute("INSERT INTO __table__accounts VALUES (9, 9, false)")
 
 
 def test_role_membership_passes_privileges_on(server):

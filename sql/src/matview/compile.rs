@@ -49,10 +49,18 @@ impl MatView {
         let idle_timeout = options.idle_timeout.unwrap_or(idle_timeout);
         let description = describe(log, plan, options.emit, idle_timeout)?;
         let flow = Dataflow::new(log, name, description, placement).await?;
+        // The view of a table reads the table's log.
+        let table_log = streamhouse_log::table_log_name(name);
+        let fresh = flow.reads(&table_log).then(|| super::Fresh {
+            log: log.clone(),
+            stream: table_log,
+            flow: flow.clone(),
+        });
         Ok(Arc::new(MatView {
             definition,
             options,
             flow,
+            fresh,
         }))
     }
 }

@@ -61,7 +61,7 @@ use datafusion::datasource::{TableProvider, TableType, ViewTable};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
-use streamhouse_log::StreamInfo;
+use streamhouse_log::{Log, StreamInfo};
 use streamhouse_streams::Dataflow;
 
 use crate::dialect::ViewOptions;
@@ -82,6 +82,38 @@ pub struct MatView {
     pub definition: String,
     pub options: ViewOptions,
     pub flow: Arc<Dataflow>,
+    /// For the view that keeps a table's rows: the table's log, which a
+    /// read waits for (see [`Fresh`]).
+    fresh: Option<Fresh>,
+}
+
+/// How long a read of a table waits for the table's view to reach the
+/// log's end before it fails.
+const TABLE_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A table's log: a read of the table first waits until the view reflects
+/// every row the log held when the read began (read-your-writes: an
+/// acknowledged INSERT, UPDATE or DELETE is seen by the next read).
+#[derive(Clone)]
+struct Fresh {
+    log: Arc<Log>,
+    stream: String,
+    flow: Arc<Dataflow>,
+}
+
+impl Fresh {
+    async fn wait(&self) -> DfResult<()> {
+        use datafusion::error::DataFusionError::External;
+        let ends = self
+            .log
+            .partition_ends(&self.stream)
+            .await
+            .map_err(|e| External(Box::new(e)))?;
+        self.flow
+            .reflect(&self.stream, &ends, TABLE_READ_WAIT)
+            .await
+            .map_err(|e| External(Box::new(e)))
+    }
 }
 
 impl fmt::Debug for MatView {
@@ -109,6 +141,7 @@ impl MatView {
             inner: ViewTable::new(self.flow.read_plan().clone(), Some(self.definition.clone())),
             changelog: self.flow.changelog().cloned(),
             inserts_only: self.flow.inserts_only(),
+            fresh: self.fresh.clone(),
         })
     }
 
@@ -127,6 +160,7 @@ impl MatView {
             inner: ViewTable::new(contents, Some(definition.to_string())),
             changelog: Some(changelog),
             inserts_only,
+            fresh: None,
         })
     }
 }
@@ -139,6 +173,8 @@ struct MatViewTable {
     changelog: Option<Arc<StreamInfo>>,
     /// The changelog only inserts.
     inserts_only: bool,
+    /// A table's log, reflected before each read.
+    fresh: Option<Fresh>,
 }
 
 impl fmt::Debug for MatViewTable {
@@ -168,6 +204,9 @@ impl TableProvider for MatViewTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(fresh) = &self.fresh {
+            fresh.wait().await?;
+        }
         self.inner.scan(state, projection, filters, limit).await
     }
 }

@@ -148,8 +148,8 @@ pub fn parse(p: &mut Parser) -> Result<Option<GrantStatement>> {
                 None if w.value.eq_ignore_ascii_case("usage") => usage = true,
                 None => {
                     return Err(SqlError::NotSupported(format!(
-                        "privilege {}: StreamHouse grants SELECT, INSERT, DROP, CREATE and \
-                         CONSUME",
+                        "privilege {}: StreamHouse grants SELECT, INSERT, UPDATE, DELETE, DROP, \
+                         CREATE and CONSUME",
                         w.value.to_uppercase()
                     )));
                 }
@@ -489,7 +489,7 @@ mod tests {
                 "GRANT CONSUME ON orders TO a",
                 "invalid privilege type CONSUME",
             ),
-            ("GRANT UPDATE ON orders TO a", "privilege UPDATE"),
+            ("GRANT TRUNCATE ON orders TO a", "privilege TRUNCATE"),
             (
                 "GRANT SELECT ON orders TO a WITH GRANT OPTION",
                 "GRANT OPTION",

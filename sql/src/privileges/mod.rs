@@ -29,6 +29,10 @@ pub enum Privilege {
     Select,
     /// Append to a stream (INSERT, COPY, producers).
     Insert,
+    /// Change a table's rows (UPDATE).
+    Update,
+    /// Remove a table's rows (DELETE).
+    Delete,
     /// Create streams and views in a schema.
     Create,
     /// Drop a stream or view.
@@ -42,6 +46,8 @@ impl Privilege {
         match self {
             Privilege::Select => "SELECT",
             Privilege::Insert => "INSERT",
+            Privilege::Update => "UPDATE",
+            Privilege::Delete => "DELETE",
             Privilege::Create => "CREATE",
             Privilege::Drop => "DROP",
             Privilege::Consume => "CONSUME",
@@ -52,6 +58,8 @@ impl Privilege {
         Some(match word.to_ascii_uppercase().as_str() {
             "SELECT" => Privilege::Select,
             "INSERT" => Privilege::Insert,
+            "UPDATE" => Privilege::Update,
+            "DELETE" => Privilege::Delete,
             "CREATE" => Privilege::Create,
             "DROP" => Privilege::Drop,
             "CONSUME" => Privilege::Consume,
@@ -66,6 +74,8 @@ impl Privilege {
             Privilege::Create => 4,
             Privilege::Drop => 8,
             Privilege::Consume => 16,
+            Privilege::Update => 32,
+            Privilege::Delete => 64,
         }
     }
 
@@ -73,7 +83,13 @@ impl Privilege {
     /// order.
     pub fn of_kind(kind: ObjectKind) -> &'static [Privilege] {
         match kind {
-            ObjectKind::Table => &[Privilege::Select, Privilege::Insert, Privilege::Drop],
+            ObjectKind::Table => &[
+                Privilege::Select,
+                Privilege::Insert,
+                Privilege::Update,
+                Privilege::Delete,
+                Privilege::Drop,
+            ],
             ObjectKind::Schema => &[Privilege::Create],
             ObjectKind::Group => &[Privilege::Consume],
         }
@@ -201,6 +217,8 @@ fn what_needs(p: Privilege) -> &'static str {
     match p {
         Privilege::Select => "reading",
         Privilege::Insert => "writing",
+        Privilege::Update => "updating",
+        Privilege::Delete => "deleting from",
         Privilege::Create => "creating",
         Privilege::Drop => "dropping",
         Privilege::Consume => "consuming",

@@ -133,9 +133,10 @@ pub fn of_statement(stmt: &Statement, caller: &str) -> Vec<Need> {
     match stmt {
         Statement::CreateStream(_) => vec![create()],
         Statement::AlterStream { name, .. } => vec![Need::Owner(Object::table(name.clone()))],
-        Statement::DropStream { names, .. } | Statement::DropMaterializedView { names, .. } => {
-            drop(names)
-        }
+        Statement::DropStream { names, .. }
+        | Statement::DropMaterializedView { names, .. }
+        | Statement::DropTable { names, .. } => drop(names),
+        Statement::CreateTable(_) => vec![create()],
         Statement::CreateMaterializedView { query, .. } => {
             let mut needs = vec![create()];
             needs.extend(query_reads(query));

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use streamhouse_log::{Micros, StagedAppend};
+use streamhouse_log::{Micros, StagedAppend, StreamInfo};
 
 use crate::error::{Result, SqlError};
 
@@ -240,7 +240,7 @@ impl Transaction {
     /// The block's rows per stream (declared columns, by partition), with
     /// the time each write ran: what reads in the block add to what the log
     /// holds.
-    pub(crate) fn pending(&self) -> Vec<(String, u32, RecordBatch, Micros)> {
+    pub(crate) fn pending(&self) -> Vec<(Arc<StreamInfo>, u32, RecordBatch, Micros)> {
         let guard = self.lock();
         let Some(b) = guard.as_ref() else {
             return Vec::new();
@@ -248,11 +248,11 @@ impl Transaction {
         b.writes
             .iter()
             .flat_map(|w| {
-                let name = w.staged.stream().name().to_string();
+                let stream = w.staged.stream().clone();
                 w.staged
                     .parts()
                     .iter()
-                    .map(move |(p, batch)| (name.clone(), *p, batch.clone(), w.at))
+                    .map(move |(p, batch)| (stream.clone(), *p, batch.clone(), w.at))
             })
             .collect()
     }

@@ -105,9 +105,12 @@ pub(crate) fn with_own_writes(plan: LogicalPlan, block: &Transaction) -> Result<
         return Ok(plan);
     }
     let mut by_stream: HashMap<String, Vec<_>> = HashMap::new();
+    let mut keys: HashMap<String, Vec<String>> = HashMap::new();
     for (stream, partition, batch, at) in pending {
+        keys.entry(stream.name().to_string())
+            .or_insert_with(|| stream.spec.key.clone());
         by_stream
-            .entry(stream)
+            .entry(stream.name().to_string())
             .or_default()
             .push((partition, batch, at));
     }
@@ -116,6 +119,15 @@ pub(crate) fn with_own_writes(plan: LogicalPlan, block: &Transaction) -> Result<
             return Ok(Transformed::no(node));
         };
         let in_public = matches!(scan.table_name.schema(), None | Some("public"));
+        // A table the block wrote: its rows with the block's writes applied.
+        let log = streamhouse_log::table_log_name(scan.table_name.table());
+        if let Some(writes) = by_stream.get(&log).filter(|_| in_public) {
+            let batches: Vec<RecordBatch> = writes.iter().map(|(_, b, _)| b.clone()).collect();
+            let key = keys.get(&log).cloned().unwrap_or_default();
+            return crate::tables::own_writes::table_with_writes(scan, &batches, &key)
+                .map(Transformed::yes)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+        }
         let Some(writes) = by_stream.get(scan.table_name.table()).filter(|_| in_public) else {
             return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
         };

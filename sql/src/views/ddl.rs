@@ -3,7 +3,7 @@
 use sqlparser::ast::Query;
 
 use super::Views;
-use super::definition::{changelog_name, stored_definition};
+use super::definition::{changelog_name, parse_stored, stored_definition};
 use super::inputs::input_versions;
 use crate::dialect::ViewOptions;
 use crate::error::{Result, SqlError};
@@ -27,14 +27,10 @@ impl Views {
             if if_not_exists {
                 return Ok(QueryResult::command(CommandTag::CreateMaterializedView));
             }
-            return Err(SqlError::DuplicateTable(format!(
-                "materialized view \"{name}\" already exists"
-            )));
+            return Err(SqlError::DuplicateTable(name.to_string()));
         }
         if self.log.stream(&name).await.is_ok() {
-            return Err(SqlError::DuplicateTable(format!(
-                "a stream named \"{name}\" already exists"
-            )));
+            return Err(SqlError::DuplicateTable(name.to_string()));
         }
         let dataflow = format!("{name}-{:x}", self.log.now_micros());
         let plan = self.plan_view(&query).await?;
@@ -108,8 +104,8 @@ impl Views {
         if_exists: bool,
     ) -> Result<QueryResult> {
         for name in names {
-            if let Some(v) = self.running(&name) {
-                self.refuse_with_dependents(&v)?;
+            self.refuse_with_dependents(&name)?;
+            if self.running(&name).is_some() {
                 if let Some(v) = self.uninstall(&name) {
                     v.shutdown().await;
                     self.log.metadata().drop_view(&name).await?;
@@ -132,31 +128,51 @@ impl Views {
                     self.drop_incarnation(&r.dataflow).await;
                 }
             } else if !if_exists {
-                return Err(SqlError::UndefinedTable(format!(
-                    "materialized view \"{name}\" does not exist"
-                )));
+                return Err(SqlError::UndefinedTable(name.to_string()));
             }
         }
         Ok(QueryResult::command(CommandTag::DropMaterializedView))
     }
 
-    /// Refuses to drop `view` while other views here read its changelog.
-    fn refuse_with_dependents(&self, view: &MatView) -> Result<()> {
-        let Some(info) = view.changelog() else {
-            return Ok(());
-        };
-        let dependents: Vec<String> = self
+    /// Refuses to drop view `name` while other views read it: views
+    /// running here that read its changelog, and views other agents run
+    /// (or that failed to load) whose queries name it.
+    fn refuse_with_dependents(&self, name: &str) -> Result<()> {
+        let changelog = self.changelog_of(name);
+        let mut dependents: Vec<String> = self
             .by_name()
             .iter()
-            .filter(|d| d.name != view.name && d.reads(info.name()))
+            .filter(|d| d.name != name && changelog.as_deref().is_some_and(|c| d.reads(c)))
             .map(|d| d.name.clone())
             .collect();
+        let elsewhere: Vec<(String, String)> = {
+            let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
+            let failed = self.failed.read().unwrap_or_else(|p| p.into_inner());
+            remote
+                .values()
+                .map(|r| (r.record.name.clone(), r.record.definition.clone()))
+                .chain(failed.iter().map(|(n, (d, _))| (n.clone(), d.clone())))
+                .collect()
+        };
+        for (other, definition) in elsewhere {
+            if other != name && !dependents.contains(&other) && names(&definition, name) {
+                dependents.push(other);
+            }
+        }
         if dependents.is_empty() {
             return Ok(());
         }
+        dependents.sort();
+        let what = if self
+            .running(name)
+            .is_some_and(|v| v.reads(&streamhouse_log::table_log_name(name)))
+        {
+            "table"
+        } else {
+            "materialized view"
+        };
         Err(SqlError::DependentObjects(format!(
-            "cannot drop materialized view \"{}\": {} read{} it; drop {} first",
-            view.name,
+            "cannot drop {what} \"{name}\": {} read{} it; drop {} first",
             dependents.join(", "),
             if dependents.len() == 1 { "s" } else { "" },
             if dependents.len() == 1 { "it" } else { "them" },
@@ -175,4 +191,19 @@ impl Views {
             tracing::warn!(dataflow, error = %e, "state snapshots of a dropped view not deleted");
         }
     }
+}
+
+/// Whether the stored view `definition` names the relation `name`.
+fn names(definition: &str, name: &str) -> bool {
+    let Ok((_, query)) = parse_stored(definition) else {
+        return false;
+    };
+    let mut found = false;
+    let _ = sqlparser::ast::visit_relations(&query, |r| {
+        if crate::idents::object_name(r).is_ok_and(|n| n == name) {
+            found = true;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    found
 }

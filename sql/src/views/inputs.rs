@@ -92,7 +92,7 @@ impl Views {
         query: &Query,
     ) -> Result<LogicalPlan> {
         let mut pinned = Vec::new();
-        for stream in self.log.streams().await? {
+        for stream in self.log.sql_streams().await? {
             let version = record.input_versions.get(&stream.id).copied().unwrap_or(1);
             if version != stream.schema_version {
                 pinned.push(self.log.stream_at(stream.name(), version).await?);

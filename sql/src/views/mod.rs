@@ -162,7 +162,7 @@ impl Views {
     }
 
     /// Whether a view of this name exists (here, elsewhere, or failed).
-    fn exists(&self, name: &str) -> bool {
+    pub(crate) fn exists(&self, name: &str) -> bool {
         self.running
             .read()
             .unwrap_or_else(|p| p.into_inner())

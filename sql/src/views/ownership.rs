@@ -91,7 +91,10 @@ impl Views {
     pub(super) async fn know_remote(&self, record: &ViewRecord) -> Result<()> {
         let changelog = self.changelog_stream_of(record).await?;
         let table = Arc::new(StreamTable::new(self.log.clone(), changelog.clone()));
-        let contents = folded(table.clone(), &changelog)?;
+        let contents = match self.table_contents(record).await? {
+            Some(plan) => plan,
+            None => folded(table.clone(), &changelog)?,
+        };
         let inserts_only = self.changelog_inserts_only(record, &changelog).await?;
         let provider = MatView::remote_table(
             &record.name,
@@ -117,6 +120,23 @@ impl Views {
                 },
             );
         Ok(())
+    }
+
+    /// For the view of a table: its rows read from the table's log (the
+    /// latest write of each key), so a read through any agent sees every
+    /// acknowledged write, however far the owner's changelog lags.
+    async fn table_contents(&self, record: &ViewRecord) -> Result<Option<LogicalPlan>> {
+        let log = streamhouse_log::table_log_name(&record.name);
+        if self.log.stream(&log).await.is_err() {
+            return Ok(None);
+        }
+        self.planner.sync_streams().await?;
+        let (_, query) = super::definition::parse_stored(&record.definition)?;
+        let plan = self
+            .planner
+            .plan(sqlparser::ast::Statement::Query(Box::new(query)))
+            .await?;
+        Ok(Some(plan))
     }
 
     /// Knows the views of the metadata store this agent has not heard of

@@ -43,9 +43,7 @@ impl Views {
         }
         match self.changelog_of(name) {
             Some(changelog) => Ok(self.log.stream(&changelog).await?),
-            None => Err(SqlError::UndefinedTable(format!(
-                "materialized view \"{name}\" does not exist"
-            ))),
+            None => Err(SqlError::UndefinedTable(name.to_string())),
         }
     }
 
