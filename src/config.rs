@@ -260,6 +260,16 @@ pub struct LogSection {
     pub flush_bytes: Option<usize>,
     /// Bytes of decoded chunks cached in memory.
     pub cache_bytes: Option<u64>,
+    /// How often the log's upkeep (retention, compaction, garbage
+    /// collection) runs, e.g. "60s"; "0s" never.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub maintenance_interval: Option<Duration>,
+    /// How old a chunk is before compaction rewrites it, e.g. "60s".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub compact_after: Option<Duration>,
+    /// How long a table's log keeps a deleted key's tombstone, e.g. "24h".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub tombstone_retention: Option<Duration>,
 }
 
 /// The `[views]` table of the config file.
@@ -602,7 +612,7 @@ mod tests {
         let file = dir.path().join("sh.toml");
         std::fs::write(
             &file,
-            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9999\"\n[log]\nflush_interval = \"20ms\"\n\
+            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9999\"\n[log]\nflush_interval = \"20ms\"\ncompact_after = \"2s\"\n\
              [views]\ncheckpoint_interval = \"750ms\"\nidle_timeout = \"3s\"\n",
         )
         .unwrap();
@@ -617,6 +627,7 @@ mod tests {
         assert_eq!(c.pg_addr.port(), 5433);
         assert_eq!(c.flight_addr.port(), 50051);
         assert_eq!(c.log.flush_interval, Some(Duration::from_millis(20)));
+        assert_eq!(c.log.compact_after, Some(Duration::from_secs(2)));
         assert_eq!(c.checkpoint_interval, Duration::from_millis(750));
         assert_eq!(c.idle_timeout, Duration::from_secs(3));
         assert_eq!(c.object_store, "/from/file/objects");

@@ -101,6 +101,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(v) = config.log.cache_bytes {
         log_config.cache_bytes = v;
     }
+    let upkeep = &mut log_config.maintenance;
+    if let Some(v) = config.log.maintenance_interval {
+        upkeep.interval = v;
+    }
+    if let Some(v) = config.log.compact_after {
+        upkeep.compact_after = v;
+    }
+    if let Some(v) = config.log.tombstone_retention {
+        upkeep.tombstone_retention = v;
+    }
     let log = Arc::new(Log::open(
         store,
         meta.clone(),

@@ -7,11 +7,14 @@
 //! the declared columns plus `_timestamp` (append time); offsets are not
 //! stored, because they are assigned by the metadata commit after the bytes
 //! are written, and are recomputed on read from the chunk's base offset.
+//! The exception is a chunk of a table's log compacted by key, which holds
+//! rows at only some of its offsets and lists them in a last column
+//! (`_offset`; see [`crate::stream::sparse_chunk_schema`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use arrow::buffer::Buffer;
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
@@ -55,14 +58,19 @@ fn opt_fold(a: Option<i64>, b: Option<i64>, f: fn(i64, i64) -> i64) -> Option<i6
     }
 }
 
-/// Bounds of a timestamp column (any unit), ignoring NULLs.
-pub fn time_bounds(col: &dyn Array) -> Result<TimeBounds> {
+/// A timestamp column (any unit) as µs since the epoch.
+pub fn micros(col: &dyn Array) -> Result<Int64Array> {
     let micros = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
     let micros = cast(&micros, &DataType::Int64)?;
-    let a = micros.as_primitive::<Int64Type>();
+    Ok(micros.as_primitive::<Int64Type>().clone())
+}
+
+/// Bounds of a timestamp column (any unit), ignoring NULLs.
+pub fn time_bounds(col: &dyn Array) -> Result<TimeBounds> {
+    let a = micros(col)?;
     Ok(TimeBounds {
-        min: arrow::compute::min(a),
-        max: arrow::compute::max(a),
+        min: arrow::compute::min(&a),
+        max: arrow::compute::max(&a),
     })
 }
 

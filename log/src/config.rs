@@ -57,6 +57,13 @@ pub struct MaintenanceConfig {
     pub target_chunk_bytes: u64,
     /// ...when at least this many are in a row.
     pub min_run: usize,
+    /// How long a table's log keeps a deleted key's tombstone once it is
+    /// the key's only row left: a reader that stopped before the delete
+    /// must come back within this to see it.
+    pub tombstone_retention: Duration,
+    /// The most memory one round of compaction by key spends on the keys
+    /// it has seen; a longer log is compacted over several rounds.
+    pub key_map_bytes: usize,
 }
 
 impl Default for MaintenanceConfig {
@@ -68,6 +75,8 @@ impl Default for MaintenanceConfig {
             small_chunk_bytes: 1 << 20,
             target_chunk_bytes: 16 << 20,
             min_run: 4,
+            tombstone_retention: Duration::from_secs(24 * 3600),
+            key_map_bytes: 64 << 20,
         }
     }
 }

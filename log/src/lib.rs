@@ -55,7 +55,7 @@ pub use staged::StagedAppend;
 pub use store::{Store, StoreKind};
 pub use stream::{
     CHANGELOG_PREFIX, RESERVED_PREFIX, SchemaVersion, StreamId, StreamInfo, StreamKind, StreamSpec,
-    TABLE_PREFIX, table_log_name,
+    TABLE_DELETED_COLUMN, TABLE_PREFIX, table_log_name,
 };
 pub use transactional::{CommittedAppend, GroupCommit};
 pub use writer::{AppendAck, FlushConfig, Submitted};

@@ -10,11 +10,15 @@
 //!   chunk in a new per-partition object, then swaps the index rows in one
 //!   transaction that checks the old rows are still there; an agent that
 //!   loses the race leaves an object nobody references.
+//! - A table's log is compacted by key instead (see [`by_key`]): each key
+//!   keeps only its latest row.
 //! - Garbage collection deletes objects no chunk references once they have
 //!   been unreferenced for the grace period (a reader that listed their
 //!   chunks just before can still fetch them), and objects the index never
 //!   knew (a flush whose commit failed) once they are older than the grace
 //!   period.
+
+mod by_key;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -26,7 +30,7 @@ use crate::error::Result;
 use crate::log::Log;
 use crate::metadata::ChunkRecord;
 use crate::path::DataObjectPath;
-use crate::stream::{StreamInfo, chunk_schema};
+use crate::stream::{StreamInfo, StreamKind, chunk_schema};
 
 /// What one round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +43,8 @@ pub struct MaintenanceReport {
     pub deleted_objects: u64,
     /// Objects deleted that the index never knew.
     pub deleted_strays: u64,
+    /// Rows of tables' logs dropped by compaction by key.
+    pub dropped_rows: u64,
 }
 
 impl Log {
@@ -70,9 +76,15 @@ impl Log {
                 let before = now - retention.as_micros() as i64;
                 report.expired_chunks += self.metadata().expire_chunks(info.id, before).await?;
             }
+            let by_key = StreamKind::of(info.name()) == StreamKind::Table;
             for partition in 0..info.spec.partitions {
-                self.compact_partition(&info, partition, &config, &mut report)
-                    .await?;
+                if by_key {
+                    self.compact_by_key(&info, partition, &config, &mut report)
+                        .await?;
+                } else {
+                    self.compact_partition(&info, partition, &config, &mut report)
+                        .await?;
+                }
             }
         }
         self.collect_garbage(&config, &mut report).await?;
@@ -102,7 +114,8 @@ impl Log {
             // chunks written with it join one.
             let small = len < config.small_chunk_bytes
                 && c.append_time.max.is_some_and(|t| t < old_enough)
-                && c.schema_version == info.schema_version;
+                && c.schema_version == info.schema_version
+                && c.sparse_rows.is_none();
             if small && bytes + len <= config.target_chunk_bytes {
                 bytes += len;
                 run.push(c);
@@ -165,6 +178,7 @@ impl Log {
             event_time: merge(|c| c.event_time),
             append_time: merge(|c| c.append_time),
             schema_version: info.schema_version,
+            sparse_rows: None,
         };
         if self
             .metadata()

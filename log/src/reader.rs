@@ -14,11 +14,11 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, RecordBatchOptions,
 };
 use arrow::compute::kernels::cmp::{gt_eq, lt};
-use arrow::compute::{and, cast, filter_record_batch};
+use arrow::compute::{and, cast, filter, filter_record_batch};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use crate::cache::{CachedChunk, ChunkCache};
+use crate::cache::ChunkCache;
 use crate::chunk;
 use crate::error::{LogError, Result};
 use crate::evolve::ThroughError;
@@ -140,22 +140,29 @@ struct Ctx {
     out_schema: SchemaRef,
 }
 
+/// A chunk's rows as fetched: batches of `need` columns and, for a sparse
+/// chunk, each batch's offsets.
+#[derive(Default)]
+struct Fetched {
+    batches: Vec<RecordBatch>,
+    offsets: Option<Vec<ArrayRef>>,
+}
+
 impl Ctx {
     /// The chunk's batches restricted to `need` columns. A chunk written
     /// with another version of the schema is decoded whole and read
-    /// through this read's version (see [`Ctx::through_version`]).
-    async fn fetch(&self, c: &ChunkRecord) -> Result<Vec<RecordBatch>> {
+    /// through this read's version (see [`Ctx::through_version`]), as is a
+    /// sparse chunk, whose offsets column is split off.
+    async fn fetch(&self, c: &ChunkRecord) -> Result<Fetched> {
         let key: (Arc<str>, u64) = (Arc::from(c.object.as_str()), c.byte_range.start);
         let same_version = c.schema_version == self.read.stream.schema_version;
-        let all_columns = !same_version || self.need.len() == self.declared + 1;
+        let sparse = c.sparse_rows.is_some();
+        let whole = !same_version || sparse || self.need.len() == self.declared + 1;
         if let Some(hit) = self.cache.get(&key) {
-            if !same_version {
-                return self.through_version(c, &hit);
-            }
-            return project_cached(&hit, &self.need, all_columns);
+            return self.of_whole_chunk(c, &hit);
         }
-        if self.need.is_empty() {
-            return Ok(Vec::new());
+        if self.need.is_empty() && !sparse {
+            return Ok(Fetched::default());
         }
         let path = DataObjectPath::parse(&c.object);
         let bytes = self
@@ -163,7 +170,7 @@ impl Ctx {
             .get_range(path.as_path(), c.byte_range.clone())
             .await?;
         let object = c.object.clone();
-        let proj = (!all_columns).then(|| self.need.clone());
+        let proj = (!whole).then(|| self.need.clone());
         let batches = tokio::task::spawn_blocking(move || chunk::decode(&object, bytes, proj))
             .await
             .map_err(|e| LogError::Internal(format!("decode task: {e}")))??;
@@ -174,13 +181,46 @@ impl Ctx {
                 detail: format!("index says {} rows, chunk holds {rows}", c.rows()),
             });
         }
-        if all_columns {
-            self.cache.insert(key, Arc::new(batches.clone()));
+        if !whole {
+            return Ok(Fetched {
+                batches,
+                offsets: None,
+            });
         }
-        if !same_version {
-            return self.through_version(c, &batches);
-        }
-        Ok(batches)
+        self.cache.insert(key, Arc::new(batches.clone()));
+        self.of_whole_chunk(c, &batches)
+    }
+
+    /// The `need` columns of a whole chunk's batches, read through this
+    /// read's schema version, and a sparse chunk's offsets.
+    fn of_whole_chunk(&self, c: &ChunkRecord, whole: &[RecordBatch]) -> Result<Fetched> {
+        let mut offsets = None;
+        let mut split;
+        let data = if c.sparse_rows.is_some() {
+            split = Vec::with_capacity(whole.len());
+            let mut offs = Vec::with_capacity(whole.len());
+            for b in whole {
+                let last =
+                    b.num_columns()
+                        .checked_sub(1)
+                        .ok_or_else(|| LogError::CorruptChunk {
+                            object: c.object.clone(),
+                            detail: "a sparse chunk without an offsets column".into(),
+                        })?;
+                offs.push(b.column(last).clone());
+                split.push(b.project(&(0..last).collect::<Vec<_>>())?);
+            }
+            offsets = Some(offs);
+            &split[..]
+        } else {
+            whole
+        };
+        let batches = if c.schema_version != self.read.stream.schema_version {
+            self.through_version(c, data)?
+        } else {
+            project_cached(data, &self.need, self.need.len() == self.declared + 1)?
+        };
+        Ok(Fetched { batches, offsets })
     }
 
     /// The `need` columns of a whole chunk written with another version of
@@ -213,7 +253,11 @@ impl Ctx {
 
     /// The selected rows of one chunk, in the output schema.
     async fn rows_of(&self, c: ChunkRecord) -> Result<Vec<RecordBatch>> {
-        let decoded = self.fetch(&c).await?;
+        let fetched = self.fetch(&c).await?;
+        if let Some(offsets) = &fetched.offsets {
+            return self.sparse_rows_of(&c, &fetched.batches, offsets);
+        }
+        let decoded = fetched.batches;
         // Row counts per batch: from the data, or (nothing decoded) the index.
         let lens: Vec<usize> = if decoded.is_empty() {
             vec![c.rows() as usize]
@@ -226,30 +270,79 @@ impl Ctx {
             let first = base;
             base += len as u64;
             let cols: &[ArrayRef] = decoded.get(i).map(|b| b.columns()).unwrap_or(&[]);
-            if let Some(b) = self.assemble(cols, first, len)? {
+            // Rows `first..first+len` hold consecutive offsets: slice the
+            // read's range out of them.
+            let r = &self.read.filter.offsets;
+            let lo = r.start.saturating_sub(first).min(len as u64) as usize;
+            let hi = r.end.saturating_sub(first).min(len as u64) as usize;
+            if lo >= hi {
+                continue;
+            }
+            let n = hi - lo;
+            let cols: Vec<ArrayRef> = cols.iter().map(|a| a.slice(lo, n)).collect();
+            let start = (first + lo as u64) as i64;
+            let offsets = Arc::new(Int64Array::from_iter_values(start..start + n as i64));
+            if let Some(b) = self.assemble(&cols, n, offsets)? {
                 out.push(b);
             }
         }
         Ok(out)
     }
 
-    /// Builds the output batch for rows `first..first+len` of a partition
-    /// from decoded chunk columns (`need` order), then applies the filter.
-    fn assemble(&self, cols: &[ArrayRef], first: u64, len: usize) -> Result<Option<RecordBatch>> {
-        let (mut lo, mut hi) = (0usize, len);
+    /// [`Ctx::rows_of`] for a sparse chunk: its rows whose offsets (its
+    /// last column) are in the read's range.
+    fn sparse_rows_of(
+        &self,
+        c: &ChunkRecord,
+        batches: &[RecordBatch],
+        offsets: &[ArrayRef],
+    ) -> Result<Vec<RecordBatch>> {
         let r = &self.read.filter.offsets;
-        lo = lo.max(r.start.saturating_sub(first).min(len as u64) as usize);
-        hi = hi.min(r.end.saturating_sub(first).min(len as u64) as usize);
-        if lo >= hi {
-            return Ok(None);
+        let clamp = |o: u64| o.min(i64::MAX as u64) as i64;
+        let mut out = Vec::with_capacity(batches.len());
+        for (b, o) in batches.iter().zip(offsets) {
+            let o = o
+                .as_primitive_opt::<Int64Type>()
+                .filter(|o| o.null_count() == 0 && o.len() == b.num_rows())
+                .ok_or_else(|| LogError::CorruptChunk {
+                    object: c.object.clone(),
+                    detail: "a sparse chunk's offsets column is not BIGINT NOT NULL".into(),
+                })?;
+            let keep = and(
+                &gt_eq(o, &Int64Array::new_scalar(clamp(r.start)))?,
+                &lt(o, &Int64Array::new_scalar(clamp(r.end)))?,
+            )?;
+            let kept = filter(o, &keep)?;
+            let n = kept.len();
+            if n == 0 {
+                continue;
+            }
+            let cols = b
+                .columns()
+                .iter()
+                .map(|a| filter(a, &keep))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            if let Some(b) = self.assemble(&cols, n, kept)? {
+                out.push(b);
+            }
         }
-        let n = hi - lo;
+        Ok(out)
+    }
+
+    /// Builds the output batch from `n` rows of decoded chunk columns
+    /// (`need` order) at `offsets`, then applies the time filter.
+    fn assemble(
+        &self,
+        cols: &[ArrayRef],
+        n: usize,
+        offsets: ArrayRef,
+    ) -> Result<Option<RecordBatch>> {
         let chunk_col = |i: usize| -> Result<ArrayRef> {
             let pos = self
                 .need
                 .binary_search(&i)
                 .map_err(|_| LogError::Internal(format!("chunk column {i} not decoded")))?;
-            Ok(cols[pos].slice(lo, n))
+            Ok(cols[pos].clone())
         };
         let d = self.declared;
         let mut columns = Vec::with_capacity(self.projection.len());
@@ -259,10 +352,7 @@ impl Ctx {
                 i if i == d => {
                     Arc::new(Int32Array::from_value(self.read.partition as i32, n)) as ArrayRef
                 }
-                i if i == d + 1 => {
-                    let start = (first + lo as u64) as i64;
-                    Arc::new(Int64Array::from_iter_values(start..start + n as i64)) as ArrayRef
-                }
+                i if i == d + 1 => offsets.clone(),
                 _ => chunk_col(d)?,
             });
         }
@@ -301,9 +391,10 @@ fn in_range(col: &ArrayRef, r: &Range<i64>) -> Result<BooleanArray> {
     Ok(and(&lo, &hi)?)
 }
 
-fn project_cached(hit: &CachedChunk, need: &[usize], all: bool) -> Result<Vec<RecordBatch>> {
+/// Whole-chunk batches restricted to the `need` columns (`all`: every one).
+fn project_cached(hit: &[RecordBatch], need: &[usize], all: bool) -> Result<Vec<RecordBatch>> {
     if all {
-        return Ok(hit.as_ref().clone());
+        return Ok(hit.to_vec());
     }
     if need.is_empty() {
         // Keep the row counts: zero-column batches.

@@ -60,6 +60,10 @@ pub const CHANGELOG_PREFIX: &str = "__changelog__";
 /// `__table__t`, every write to `t` as a row.
 pub const TABLE_PREFIX: &str = "__table__";
 
+/// The column of a table's log that marks a row as the key's deletion
+/// (a tombstone).
+pub const TABLE_DELETED_COLUMN: &str = "__deleted";
+
 /// The name of table `table`'s log.
 pub fn table_log_name(table: &str) -> String {
     format!("{TABLE_PREFIX}{table}")
@@ -351,6 +355,18 @@ pub fn chunk_schema(declared: &Schema) -> SchemaRef {
     with_columns(
         declared,
         [Field::new(TIMESTAMP_COLUMN, timestamp_type(), false)],
+    )
+}
+
+/// The schema of a sparse chunk (a table's log compacted by key): the
+/// chunk schema and each row's offset last, as [`OFFSET_COLUMN`].
+pub fn sparse_chunk_schema(declared: &Schema) -> SchemaRef {
+    with_columns(
+        declared,
+        [
+            Field::new(TIMESTAMP_COLUMN, timestamp_type(), false),
+            Field::new(OFFSET_COLUMN, DataType::Int64, false),
+        ],
     )
 }
 

@@ -168,7 +168,10 @@ async fn past_start_is_stopped(log: &Log) {
     let deadline = streamhouse_log::monotonic() + std::time::Duration::from_secs(10);
     loop {
         let agents = log.metadata().agents().await.unwrap();
-        assert!(agents.iter().any(|a| a.id != me), "the killed start registered");
+        assert!(
+            agents.iter().any(|a| a.id != me),
+            "the killed start registered"
+        );
         if agents.iter().all(|a| a.id == me || a.stopped_at.is_some()) {
             return;
         }

@@ -189,7 +189,183 @@ async fn objects_of_failed_commits_are_collected_after_the_grace_period(b: Backe
     assert_eq!(ids(&f.log, "o").await, (0..20).collect::<Vec<_>>());
 }
 
+/// A table's log: `id` keys it, `__deleted` marks tombstones.
+fn table_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Int64, true),
+        Field::new(
+            streamhouse_log::TABLE_DELETED_COLUMN,
+            DataType::Boolean,
+            false,
+        ),
+    ]))
+}
+
+/// One chunk of table writes: `(id, v)` rows, `None` deleting the key.
+async fn write_table(f: &Fixture, rows: &[(i64, Option<i64>)]) {
+    use arrow::array::{BooleanArray, Int64Array};
+    let batch = arrow::array::RecordBatch::try_new(
+        table_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.1.is_none())),
+            )),
+        ],
+    )
+    .unwrap();
+    let options = AppendOptions {
+        internal: true,
+        ..AppendOptions::to_partition(0)
+    };
+    f.log.append("__table__t", batch, options).await.unwrap();
+    f.clock.advance(1_000_000);
+}
+
+/// `(offset, id, v)` of the rows a read of the table's log from `from`
+/// returns (`v` NULL for a tombstone).
+async fn table_rows(log: &Log, from: u64) -> Vec<(i64, i64, Option<i64>)> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    let batches = collect(
+        log.read("__table__t", 0, from..u64::MAX, None)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut out = Vec::new();
+    for b in &batches {
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
+        let (o, id, v) = (col("_offset"), col("id"), col("v"));
+        for i in 0..b.num_rows() {
+            out.push((o.value(i), id.value(i), v.is_valid(i).then(|| v.value(i))));
+        }
+    }
+    out
+}
+
+async fn a_tables_log_keeps_each_keys_latest_row(b: Backend) {
+    let f = Fixture::with_config(b, |c| {
+        c.maintenance.grace = Duration::from_secs(300);
+        c.maintenance.compact_after = Duration::from_secs(60);
+        c.maintenance.tombstone_retention = Duration::from_secs(3600);
+    })
+    .await;
+    let spec = StreamSpec::new("__table__t", table_schema())
+        .with_partitions(1)
+        .with_key(["id"]);
+    f.log
+        .create_internal_stream(streamhouse_log::StreamKind::Table, spec)
+        .await
+        .unwrap();
+    // Offsets 0..4, 4..8, 8..12.
+    write_table(
+        &f,
+        &[(1, Some(10)), (2, Some(20)), (3, Some(30)), (4, Some(40))],
+    )
+    .await;
+    write_table(
+        &f,
+        &[(1, Some(11)), (2, None), (5, Some(50)), (1, Some(12))],
+    )
+    .await;
+    write_table(
+        &f,
+        &[(3, Some(31)), (6, Some(60)), (2, Some(21)), (4, None)],
+    )
+    .await;
+    let everything = table_rows(&f.log, 0).await;
+    assert_eq!(everything.len(), 12);
+    // Too young: left alone.
+    assert_eq!(f.log.maintain().await.unwrap().dropped_rows, 0);
+
+    f.clock.advance(2 * MINUTE);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!(
+        (r.compactions, r.compacted_chunks, r.dropped_rows),
+        (1, 3, 6),
+        "{r:?}"
+    );
+    let latest = vec![
+        (6, 5, Some(50)),
+        (7, 1, Some(12)),
+        (8, 3, Some(31)),
+        (9, 6, Some(60)),
+        (10, 2, Some(21)),
+        (11, 4, None),
+    ];
+    assert_eq!(table_rows(&f.log, 0).await, latest);
+    // A reader that stopped part way resumes at its offset.
+    assert_eq!(table_rows(&f.log, 8).await, latest[2..].to_vec());
+    let rows = collect(f.log.read("__table__t", 0, 7..9, None).await.unwrap()).await;
+    assert_eq!(i64s(&rows, "_offset"), vec![7, 8]);
+    // Offsets and the partition's end are unchanged; the index counts rows.
+    let info = f.log.stream("__table__t").await.unwrap();
+    let chunks = f
+        .log
+        .metadata()
+        .chunks_by_offset(info.id, 0, 0..u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(chunks.len(), 1);
+    let c = &chunks[0];
+    assert_eq!(
+        (c.base_offset, c.end_offset, c.sparse_rows),
+        (0, 12, Some(6))
+    );
+    let st = f.log.metadata().partition_stats(info.id).await.unwrap();
+    assert_eq!((st[0].next_offset, st[0].rows), (12, 6));
+
+    // Nothing more to drop: the next round leaves the chunk alone.
+    f.clock.advance(1);
+    assert_eq!(f.log.maintain().await.unwrap().compactions, 0);
+
+    // New writes supersede compacted rows; once old, the two chunks become
+    // one, and the tombstone, now past its retention, goes with its key.
+    write_table(&f, &[(5, Some(51)), (7, Some(70))]).await;
+    f.clock.advance(2 * MINUTE);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!(
+        (r.compactions, r.compacted_chunks, r.dropped_rows),
+        (1, 2, 1),
+        "{r:?}"
+    );
+    f.clock.advance(2 * 3600 * 1_000_000);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!((r.compactions, r.dropped_rows), (1, 1), "{r:?}");
+    let expect = vec![
+        (7, 1, Some(12)),
+        (8, 3, Some(31)),
+        (9, 6, Some(60)),
+        (10, 2, Some(21)),
+        (12, 5, Some(51)),
+        (13, 7, Some(70)),
+    ];
+    assert_eq!(table_rows(&f.log, 0).await, expect);
+    // The index and the objects agree after a restart too.
+    let mut f = f;
+    f.reopen().await;
+    assert_eq!(table_rows(&f.log, 0).await, expect);
+    let ids = collect(
+        f.log
+            .read("__table__t", 0, 0..u64::MAX, Some(vec![0]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(i64s(&ids, "id"), vec![1, 3, 6, 2, 5, 7]);
+}
+
 per_backend!(
+    a_tables_log_keeps_each_keys_latest_row,
     retention_deletes_old_chunks_oldest_first,
     compaction_merges_small_chunks_and_gc_deletes_the_old,
     two_agents_maintaining_at_once_lose_nothing,

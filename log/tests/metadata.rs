@@ -1144,6 +1144,53 @@ async fn registry_records_are_shared(kind: Kind) {
     assert_eq!(a.registry_settings("").await.unwrap(), Default::default());
 }
 
+/// A compaction's swap: the chunks it replaced go, its chunk (here one
+/// holding fewer rows than offsets) comes, and the counts follow.
+async fn a_sparse_chunk_replaces_chunks_and_keeps_its_row_count(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let m = s.handle().await;
+    let info = m.create_stream(&spec("o", 1), T0).await.unwrap();
+    for i in 0..3 {
+        committed(
+            m.commit_flush(&flush(info.id, &[(0, 10)], T0 + i, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let old = all_chunks(m.as_ref(), info.id, 0).await;
+    let new = ChunkRecord {
+        stream_id: info.id,
+        partition: 0,
+        base_offset: 0,
+        end_offset: 30,
+        object: format!("data/{}", ulid::Ulid::new()),
+        byte_range: 0..77,
+        event_time: old[0].event_time,
+        append_time: old[0].append_time,
+        schema_version: 1,
+        sparse_rows: Some(4),
+    };
+    assert!(m.replace_chunks(&old, &new, 77, T0 + 5).await.unwrap());
+    let now = all_chunks(m.as_ref(), info.id, 0).await;
+    assert_eq!(now, std::slice::from_ref(&new));
+    assert_eq!(now[0].rows(), 4);
+    let st = &m.partition_stats(info.id).await.unwrap()[0];
+    assert_eq!((st.next_offset, st.first_offset, st.rows), (30, Some(0), 4));
+    // The replaced chunks are gone: a second swap of them changes nothing.
+    assert!(!m.replace_chunks(&old, &new, 77, T0 + 6).await.unwrap());
+    // Flushes after it are dense again.
+    committed(
+        m.commit_flush(&flush(info.id, &[(0, 10)], T0 + 7, None))
+            .await
+            .unwrap(),
+    );
+    let now = all_chunks(m.as_ref(), info.id, 0).await;
+    assert_eq!(
+        (now[1].base_offset, now[1].sparse_rows, now[1].rows()),
+        (30, None, 10)
+    );
+}
+
 macro_rules! per_store {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $(
@@ -1158,6 +1205,7 @@ macro_rules! per_store {
 }
 
 per_store!(
+    a_sparse_chunk_replaces_chunks_and_keeps_its_row_count,
     handles_opened_together_migrate_once,
     streams_are_created_listed_and_dropped,
     schema_versions_are_recorded_with_streams_and_chunks,

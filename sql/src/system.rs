@@ -25,7 +25,7 @@ use futures::future::BoxFuture;
 
 use std::collections::HashMap;
 
-use streamhouse_log::Log;
+use streamhouse_log::{Log, StreamKind, TABLE_PREFIX};
 
 use crate::error::Result;
 
@@ -274,6 +274,49 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                         sum(|p| p.bytes),
                         sum(|p| p.chunks),
                         sum(|p| p.next_offset),
+                        time(
+                            rows.iter()
+                                .map(|(_, st)| st.iter().filter_map(|p| p.last_append).max()),
+                        ),
+                    ])
+                }),
+            ),
+        ),
+        (
+            "tables",
+            SystemTable::new(
+                vec![
+                    ("name", Utf8),
+                    ("partitions", Int64),
+                    ("primary_key", Utf8),
+                    ("writes", Int64),
+                    ("log_rows", Int64),
+                    ("log_bytes", Int64),
+                    ("last_write", time_type()),
+                ],
+                fill(&sources, |s| async move {
+                    let mut rows = Vec::new();
+                    for info in s.log.all_streams().await? {
+                        if StreamKind::of(info.name()) == StreamKind::Table {
+                            let stats = s.log.metadata().partition_stats(info.id).await?;
+                            rows.push((info, stats));
+                        }
+                    }
+                    let sum = |f: fn(&streamhouse_log::PartitionStats) -> u64| {
+                        int(rows
+                            .iter()
+                            .map(|(_, st)| Some(st.iter().map(f).sum::<u64>() as i64)))
+                    };
+                    Ok(vec![
+                        text(
+                            rows.iter()
+                                .map(|(i, _)| i.name().strip_prefix(TABLE_PREFIX)),
+                        ),
+                        int(rows.iter().map(|(i, _)| Some(i.spec.partitions as i64))),
+                        text(rows.iter().map(|(i, _)| Some(i.spec.key.join(", ")))),
+                        sum(|p| p.next_offset),
+                        sum(|p| p.rows),
+                        sum(|p| p.bytes),
                         time(
                             rows.iter()
                                 .map(|(_, st)| st.iter().filter_map(|p| p.last_append).max()),

@@ -4,7 +4,8 @@ equals a model of the acknowledged writes (no waiting: a table's read
 reflects every write acknowledged before it), before and after a SIGKILL,
 and through either of two agents over PostgreSQL and S3 — also after the
 agent maintaining the table is killed. A view joining a stream with the
-table equals its bounded query."""
+table equals its bounded query. The table's log, compacted by key, ends
+up holding one row per live key."""
 
 import os
 import random
@@ -200,5 +201,74 @@ def test_copy_into_and_out_of_a_table():
                 with conn.cursor().copy("COPY accounts TO STDOUT") as cp:
                     out = sorted(tuple(r) for r in cp.rows())
                 assert out == [("1", "c", "z", "0"), ("2", "b", "y", "0")]
+        finally:
+            assert s.stop() == 0
+
+
+def log_rows(conn):
+    got = conn.execute(
+        "SELECT writes, log_rows FROM streamhouse.tables WHERE name = 'accounts'"
+    ).fetchone()
+    conn.commit()
+    return got
+
+
+def test_a_tables_log_is_compacted_by_key():
+    rng = random.Random(5)
+    model = {}
+    with tempfile.TemporaryDirectory() as d:
+        config = os.path.join(d, "streamhouse.toml")
+        with open(config, "w") as f:
+            f.write(
+                '[log]\nmaintenance_interval = "1s"\ncompact_after = "1s"\n'
+                'tombstone_retention = "2s"\n'
+            )
+        data = os.path.join(d, "data")
+        s = Server(data, ["--config", config])
+        try:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute(DDL[0])
+                writes = 0
+                for i in range(40):
+                    rows = [(k, f"o{i}", rng.choice("abc"), i) for k in rng.sample(range(KEYS), 60)]
+                    conn.execute(
+                        "INSERT INTO accounts VALUES "
+                        + ", ".join(["(%s, %s, %s, %s)"] * len(rows)),
+                        [v for r in rows for v in r],
+                    )
+                    writes += len(rows)
+                    model.update({r[0]: r[1:] for r in rows})
+                    if i % 4 == 3:
+                        gone = rng.sample(sorted(model), 10)
+                        c = conn.execute(f"DELETE FROM accounts WHERE id IN ({', '.join(map(str, gone))})")
+                        assert c.rowcount == 10
+                        writes += 10
+                        for k in gone:
+                            del model[k]
+                assert table_rows(conn) == expected(model)
+                assert log_rows(conn)[0] == writes
+                # Compaction by key leaves each live key's latest row (the
+                # tombstones go once past their two seconds).
+                deadline = time.monotonic() + 60
+                while log_rows(conn) != (writes, len(model)):
+                    assert time.monotonic() < deadline, (log_rows(conn), len(model))
+                    time.sleep(0.25)
+                assert table_rows(conn) == expected(model)
+                # Writes go on over the compacted log.
+                for k in rng.sample(sorted(model), 20):
+                    conn.execute("UPDATE accounts SET balance = balance + 100 WHERE id = %s", (k,))
+                    owner, tier, balance = model[k]
+                    model[k] = (owner, tier, balance + 100)
+                assert table_rows(conn) == expected(model)
+            s.proc.send_signal(signal.SIGKILL)
+            s.proc.wait(timeout=10)
+            s = Server(data, ["--config", config])
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                assert table_rows(conn) == expected(model), "the restored view reads on"
+                deadline = time.monotonic() + 60
+                while log_rows(conn)[1] != len(model):
+                    assert time.monotonic() < deadline, (log_rows(conn), len(model))
+                    time.sleep(0.25)
+                assert table_rows(conn) == expected(model)
         finally:
             assert s.stop() == 0

@@ -57,12 +57,17 @@ pub struct ChunkRecord {
     pub append_time: TimeBounds,
     /// The version of the stream's schema the chunk was written with.
     pub schema_version: u32,
+    /// `Some(n)`: the chunk holds `n` rows at some of its offsets, listed
+    /// in its last column (a table's log compacted by key; see
+    /// [`crate::stream::sparse_chunk_schema`]). `None`: one row per offset.
+    pub sparse_rows: Option<u64>,
 }
 
 impl ChunkRecord {
     /// Rows in the chunk.
     pub fn rows(&self) -> u64 {
-        self.end_offset - self.base_offset
+        self.sparse_rows
+            .unwrap_or(self.end_offset - self.base_offset)
     }
 }
 

@@ -48,9 +48,14 @@ meta_row!(PgRow);
 
 pub(super) const STREAM_COLUMNS: &str = "id, name, schema_ipc, partitions, key_columns, \
      event_time_column, watermark_delay_us, retention_us, created_at_us, schema_version";
+/// The columns a flush writes; reads add `row_count` (see
+/// [`CHUNK_READ_COLUMNS`]).
 pub(super) const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, end_offset, \
      object_key, byte_start, byte_len, min_event_time_us, max_event_time_us, \
      min_append_time_us, max_append_time_us, schema_version";
+pub(super) const CHUNK_READ_COLUMNS: &str = "stream_id, partition_no, base_offset, end_offset, \
+     object_key, byte_start, byte_len, min_event_time_us, max_event_time_us, \
+     min_append_time_us, max_append_time_us, schema_version, row_count";
 pub(super) const SCHEMA_VERSION_COLUMNS: &str =
     "stream_id, version, schema_ipc, change, created_at_us";
 pub(super) const VIEW_COLUMNS: &str = "name, dataflow, definition, checkpoint_no, \
@@ -111,6 +116,7 @@ pub(super) fn chunk(row: &impl MetaRow) -> Result<ChunkRecord> {
             max: Some(row.int("max_append_time_us")?),
         },
         schema_version: version(row, "schema_version")?,
+        sparse_rows: row.opt_int("row_count")?.map(|n| n.max(0) as u64),
     })
 }
 

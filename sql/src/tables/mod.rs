@@ -38,7 +38,7 @@ use crate::idents::{normalize, object_name};
 use crate::result::{CommandTag, QueryResult};
 
 /// The log's column saying a row deletes its key.
-pub(crate) const DELETED: &str = "__deleted";
+pub(crate) const DELETED: &str = streamhouse_log::TABLE_DELETED_COLUMN;
 
 /// The name users know a relation by: a table's log answers to its table.
 pub(crate) fn relation_name(stream: &str) -> &str {

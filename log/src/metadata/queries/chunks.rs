@@ -6,7 +6,7 @@ use std::ops::Range;
 use async_trait::async_trait;
 
 use super::super::commit;
-use super::super::rows::{self, CHUNK_COLUMNS, MetaRow};
+use super::super::rows::{self, CHUNK_COLUMNS, CHUNK_READ_COLUMNS, MetaRow};
 use super::super::sql::{Backend, Sql, Statement};
 use super::super::{ChunkRecord, ChunkStore, CommitOutcome, FlushCommit, TimeFilter, TxnCommit};
 use crate::clock::Micros;
@@ -30,7 +30,7 @@ impl<B: Backend> ChunkStore for B {
             .await?
             .fetch_all(
                 Statement::new(format!(
-                    "SELECT {CHUNK_COLUMNS} FROM chunks \
+                    "SELECT {CHUNK_READ_COLUMNS} FROM chunks \
                      WHERE stream_id = $1 AND partition_no = $2 \
                      AND end_offset > $3 AND base_offset < $4 ORDER BY base_offset"
                 ))
@@ -60,7 +60,7 @@ impl<B: Backend> ChunkStore for B {
             .await?
             .fetch_all(
                 Statement::new(format!(
-                    "SELECT {CHUNK_COLUMNS} FROM chunks \
+                    "SELECT {CHUNK_READ_COLUMNS} FROM chunks \
                      WHERE stream_id = $1 AND partition_no = $2 \
                      AND (CAST($3 AS BIGINT) IS NULL \
                           OR (max_event_time_us >= $3 AND min_event_time_us < $4)) \
@@ -185,8 +185,8 @@ impl<B: Backend> ChunkStore for B {
         .await?;
         w.execute(
             Statement::new(format!(
-                "INSERT INTO chunks ({CHUNK_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                "INSERT INTO chunks ({CHUNK_COLUMNS}, row_count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             ))
             .int(new.stream_id)
             .int(new.partition as i64)
@@ -199,7 +199,8 @@ impl<B: Backend> ChunkStore for B {
             .opt_int(new.event_time.max)
             .int(new.append_time.min.unwrap_or(created_at))
             .int(new.append_time.max.unwrap_or(created_at))
-            .int(new.schema_version.into()),
+            .int(new.schema_version.into())
+            .opt_int(new.sparse_rows.map(|n| n as i64)),
         )
         .await?;
         B::commit(w).await?;

@@ -232,7 +232,7 @@ impl<B: Backend> StreamStore for B {
             .fetch_all(
                 Statement::new(
                     "SELECT p.partition_no, p.next_offset, min(c.base_offset) AS first_offset, \
-                     CAST(coalesce(sum(c.end_offset - c.base_offset), 0) AS BIGINT) AS rows_held, \
+                     CAST(coalesce(sum(coalesce(c.row_count, c.end_offset - c.base_offset)), 0) AS BIGINT) AS rows_held, \
                      CAST(coalesce(sum(c.byte_len), 0) AS BIGINT) AS bytes, \
                      count(c.base_offset) AS chunks, max(c.max_append_time_us) AS last_append \
                      FROM partitions p LEFT JOIN chunks c \
