@@ -147,6 +147,11 @@ const SHAPES: &[(&str, &str)] = &[
          count(*) AS n FROM events GROUP BY user_id % 4",
     ),
     (
+        "distinct_filtered",
+        "SELECT user_id % 4 AS bucket, count(DISTINCT kind) FILTER (WHERE amount > 20) AS kinds, \
+         count(DISTINCT amount) FILTER (WHERE kind <> 'refund') AS amounts FROM events GROUP BY user_id % 4",
+    ),
+    (
         "distinct_per_minute",
         "SELECT window_start, window_end, count(DISTINCT user_id) AS users \
          FROM TUMBLE(events, ts, INTERVAL '1 minute') GROUP BY window_start, window_end",
@@ -293,6 +298,20 @@ const JOINS: &[(&str, &str, Option<&str>)] = &[
         "distinct_join",
         "SELECT u.region, count(*) AS n, count(DISTINCT o.amount) AS amounts \
          FROM orders o JOIN users u ON o.user_id = u.id GROUP BY u.region",
+        None,
+    ),
+    (
+        "filtered_outer",
+        "SELECT u.region, count(*) FILTER (WHERE o.amount > 20) AS big, \
+         count(DISTINCT o.amount) FILTER (WHERE o.amount > 20) AS amounts, \
+         sum(o.amount) FILTER (WHERE o.amount < 50) AS small, \
+         min(o.amount) FILTER (WHERE o.amount > 10) AS low \
+         FROM users u LEFT JOIN orders o ON o.user_id = u.id GROUP BY u.region",
+        None,
+    ),
+    (
+        "distinct_outer",
+        "SELECT DISTINCT u.region, o.amount > 50 AS big FROM users u LEFT JOIN orders o ON o.user_id = u.id",
         None,
     ),
     (

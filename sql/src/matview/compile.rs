@@ -76,17 +76,12 @@ fn describe(
     // view with updates reads; its steps read the changelogs.
     let mut sessions = Vec::new();
     let plan = decorrelate(plan);
-    let (plan, distinct_rows) = distinct_as_aggregate(plan)?;
+    let plan = distinct_as_aggregate(plan)?;
     let original = inline_views(plan, &mut sessions)?;
     // A top-N's output has updates whatever its input.
     let ranked = super::topn::is_top_n(&original);
     let (plan, signed, inserts_only) = views_as_changelogs(log, original.clone(), ranked)?;
     let (plan, top_n) = super::topn::split(plan, inserts_only)?;
-    if distinct_rows && signed {
-        return Err(unsupported(
-            "SELECT DISTINCT over a view with updates or an outer, semi or anti join",
-        ));
-    }
     let mut aggregates = Vec::new();
     plan.apply(|n| {
         if let LogicalPlan::Aggregate(a) = n {
@@ -468,7 +463,7 @@ fn decorrelate(plan: LogicalPlan) -> LogicalPlan {
 
 /// `SELECT DISTINCT …` as the `GROUP BY` of all its columns (with no
 /// aggregate), which views maintain.
-fn distinct_as_aggregate(plan: LogicalPlan) -> Result<(LogicalPlan, bool)> {
+fn distinct_as_aggregate(plan: LogicalPlan) -> Result<LogicalPlan> {
     let rewritten = plan.transform_up(|node| match node {
         LogicalPlan::Distinct(Distinct::All(input)) => {
             let columns: Vec<Expr> = input
@@ -488,7 +483,7 @@ fn distinct_as_aggregate(plan: LogicalPlan) -> Result<(LogicalPlan, bool)> {
         }
         other => Ok(Transformed::no(other)),
     })?;
-    Ok((rewritten.data, rewritten.transformed))
+    Ok(rewritten.data)
 }
 
 /// What an aggregate view computes over its groups: each step evaluates

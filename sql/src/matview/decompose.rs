@@ -46,15 +46,17 @@ pub(super) fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result
         if !params.order_by.is_empty() {
             return Err(unsupported(format!("{} with ORDER BY", func.name())));
         }
-        // A FILTER applies to each step's rows, so the components of
-        // count, sum, min, max and avg carry it as they are.
+        // A FILTER applies to each step's rows (a deleted row is taken
+        // back where its insert was counted, as both have the same
+        // values): the components of count, sum, min, max and avg carry it,
+        // and a value set's argument is NULL (not kept) where it is false.
         let filterable = matches!(
             name.as_str(),
             "count" | "sum" | "min" | "max" | "avg" | "mean"
         );
-        if params.filter.is_some() && (signed || params.distinct || !filterable) {
+        if params.filter.is_some() && !filterable {
             return Err(unsupported(format!(
-                "{} with FILTER (supported on count, sum, min, max and avg over streams)",
+                "{} with FILTER (supported on count, count(DISTINCT …), sum, min, max and avg)",
                 func.name()
             )));
         }
@@ -84,7 +86,7 @@ pub(super) fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result
             });
             distinct.push((
                 components.len(),
-                params.args[0].clone(),
+                gated(params.args[0].clone(), params)?,
                 ValueSet::CountDistinct,
             ));
             merges.push(Merge::Sum);
@@ -155,6 +157,14 @@ pub(super) fn decompose(aggr: &[Expr], input: &DFSchema, signed: bool) -> Result
     Ok(d)
 }
 
+/// An aggregate's argument where its FILTER holds, NULL elsewhere.
+fn gated(arg: Expr, params: &AggregateFunctionParams) -> Result<Expr> {
+    Ok(match &params.filter {
+        Some(filter) => when(filter.as_ref().clone(), arg).end()?,
+        None => arg,
+    })
+}
+
 impl Decomposed {
     /// An aggregate over rows with a [`SIGN`]: counts and sums weighted by
     /// it, so that a delete takes back what its insert added; `min`, `max`
@@ -187,11 +197,16 @@ impl Decomposed {
             (_, true) => return Err(refuse()),
             _ => None,
         };
-        if let (Some(set), Some(arg)) = (set, params.args.first()) {
+        let arg = params
+            .args
+            .first()
+            .map(|a| gated(a.clone(), params))
+            .transpose()?;
+        if let (Some(set), Some(arg)) = (set, arg.clone()) {
             // The step fills the component from the value set; the
             // aggregate only holds its place (and type).
             let at = self.components.len();
-            self.distinct.push((at, arg.clone(), set));
+            self.distinct.push((at, arg, set));
             self.finals.push(Final::Same {
                 component: at,
                 is_count: set == ValueSet::CountDistinct,
@@ -208,10 +223,13 @@ impl Decomposed {
             }
             return Ok(());
         }
-        // How many non-NULL values (rows, for count(*)).
-        let counted = match params.args.first() {
-            Some(arg) => when(arg.clone().is_null(), lit(0i64)).otherwise(sign.clone())?,
-            None => sign.clone(),
+        // How many non-NULL values (rows, for count(*)) the FILTER lets in.
+        let counted = match (&arg, &params.filter) {
+            (Some(arg), _) => when(arg.clone().is_null(), lit(0i64)).otherwise(sign.clone())?,
+            (None, Some(filter)) => {
+                when(filter.as_ref().clone(), sign.clone()).otherwise(lit(0i64))?
+            }
+            (None, None) => sign.clone(),
         };
         let at = self.components.len();
         match name {
@@ -224,7 +242,7 @@ impl Decomposed {
                 self.merges.push(Merge::Sum);
             }
             "sum" | "avg" | "mean" => {
-                let arg = params.args[0].clone();
+                let arg = arg.ok_or_else(refuse)?;
                 let (value, last) = if name == "sum" {
                     (
                         arg,
