@@ -229,6 +229,28 @@ where
     Arc::new(move || Box::pin(f(sources.clone())))
 }
 
+/// Streams with their partitions' stats, as listed by `streams` and
+/// `tables`.
+type WithStats = [(
+    Arc<streamhouse_log::StreamInfo>,
+    Vec<streamhouse_log::PartitionStats>,
+)];
+
+/// Per stream, the sum of `f` over its partitions.
+fn partition_sums(rows: &WithStats, f: fn(&streamhouse_log::PartitionStats) -> u64) -> ArrayRef {
+    int(rows
+        .iter()
+        .map(|(_, st)| Some(st.iter().map(f).sum::<u64>() as i64)))
+}
+
+/// Per stream, when its newest row was appended.
+fn last_appends(rows: &WithStats) -> ArrayRef {
+    time(
+        rows.iter()
+            .map(|(_, st)| st.iter().filter_map(|p| p.last_append).max()),
+    )
+}
+
 /// The tables of the `streamhouse` schema.
 pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTable>)> {
     use DataType::{Boolean, Float64, Int64, Utf8};
@@ -253,11 +275,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                         let stats = s.log.metadata().partition_stats(info.id).await?;
                         rows.push((info, stats));
                     }
-                    let sum = |f: fn(&streamhouse_log::PartitionStats) -> u64| {
-                        int(rows
-                            .iter()
-                            .map(|(_, st)| Some(st.iter().map(f).sum::<u64>() as i64)))
-                    };
+                    let sum = |f| partition_sums(&rows, f);
                     Ok(vec![
                         text(rows.iter().map(|(i, _)| Some(i.name()))),
                         int(rows.iter().map(|(i, _)| Some(i.spec.partitions as i64))),
@@ -274,10 +292,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                         sum(|p| p.bytes),
                         sum(|p| p.chunks),
                         sum(|p| p.next_offset),
-                        time(
-                            rows.iter()
-                                .map(|(_, st)| st.iter().filter_map(|p| p.last_append).max()),
-                        ),
+                        last_appends(&rows),
                     ])
                 }),
             ),
@@ -302,11 +317,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                             rows.push((info, stats));
                         }
                     }
-                    let sum = |f: fn(&streamhouse_log::PartitionStats) -> u64| {
-                        int(rows
-                            .iter()
-                            .map(|(_, st)| Some(st.iter().map(f).sum::<u64>() as i64)))
-                    };
+                    let sum = |f| partition_sums(&rows, f);
                     Ok(vec![
                         text(
                             rows.iter()
@@ -317,10 +328,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                         sum(|p| p.next_offset),
                         sum(|p| p.rows),
                         sum(|p| p.bytes),
-                        time(
-                            rows.iter()
-                                .map(|(_, st)| st.iter().filter_map(|p| p.last_append).max()),
-                        ),
+                        last_appends(&rows),
                     ])
                 }),
             ),
