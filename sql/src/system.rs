@@ -541,10 +541,10 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
 }
 
 async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
-    let list = s.views.by_name();
+    let list = s.views.listed();
     let mut rows = Vec::new();
     for v in &list {
-        let (status, lag) = v.progress(&s.log).await;
+        let (status, lag) = s.views.progress_of(v).await;
         rows.push((
             v.name.clone(),
             status.to_string(),
@@ -556,10 +556,10 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
                 crate::dialect::Emit::OnClose => "on_close",
                 crate::dialect::Emit::OnUpdate => "on_update",
             }),
-            v.watermark(),
+            s.views.watermark_of(v),
             Some(v.late_rows() as i64),
             Some(v.state_bytes() as i64),
-            Some(v.input_names().join(", ")),
+            Some(s.views.inputs_of(v).join(", ")),
             format!("{}{}", v.options.to_sql(), v.definition),
         ));
     }

@@ -1,6 +1,8 @@
 """Materialized views of the shapes that take rows back, through psycopg:
 an outer join, a NOT EXISTS subquery (an anti join), an IN subquery (a
-semi join), a top-N and min/max over an outer join. Each is compared with
+semi join), a top-N, min/max over an outer join, and nested queries (a
+top-N over a GROUP BY, a GROUP BY over a GROUP BY, ORDER BY … LIMIT over
+a GROUP BY). Each is compared with
 its bounded query — its contents, and its changelog applied in order —
 before and after a SIGKILL of the server, and across two agents over
 PostgreSQL and S3 when one of them is killed."""
@@ -40,6 +42,26 @@ VIEWS = {
         "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY amount DESC, id) AS rn FROM orders) t "
         "WHERE rn <= 2",
         "id, user_id, amount, rn",
+    ),
+    # Nested: a top-N over a GROUP BY, a GROUP BY over a GROUP BY (a CTE),
+    # ORDER BY … LIMIT over a GROUP BY — each kept as hidden stages.
+    "busiest_regions": (
+        "SELECT region, buyers, rn FROM (SELECT region, buyers, "
+        "ROW_NUMBER() OVER (ORDER BY buyers DESC, region) AS rn FROM "
+        "(SELECT u.region, count(DISTINCT o.user_id) AS buyers FROM orders o "
+        "JOIN users u ON o.user_id = u.id GROUP BY u.region) g) t WHERE rn <= 2",
+        "region, buyers, rn",
+    ),
+    "order_sizes": (
+        "WITH per_user AS (SELECT user_id, count(*) AS n FROM orders "
+        "WHERE user_id IS NOT NULL GROUP BY user_id) "
+        "SELECT n, count(*) AS users FROM per_user GROUP BY n",
+        None,
+    ),
+    "top_spenders": (
+        "SELECT user_id, sum(amount) AS total FROM orders WHERE user_id IS NOT NULL "
+        "GROUP BY user_id ORDER BY total DESC, user_id LIMIT 3",
+        "user_id, total",
     ),
     "region_stats": (
         "SELECT u.region, count(o.id) AS orders, max(o.amount) AS top, min(o.amount) AS low "

@@ -90,7 +90,10 @@ fn describe(
         Ok(TreeNodeRecursion::Continue)
     })?;
     if aggregates.len() > 1 {
-        return Err(unsupported("more than one GROUP BY level"));
+        return Err(unsupported(
+            "more than one GROUP BY level outside subqueries in FROM and CTEs (write the inner \
+             GROUP BY in a subquery in FROM or a CTE)",
+        ));
     }
     let changes_schema = changes::changes_schema(original.schema().as_arrow())?;
     let Some(agg) = aggregates.pop() else {

@@ -24,9 +24,13 @@
 //! pair's sign is the product of its rows' signs.
 //!
 //! A view without an aggregate is a stateless pipeline over the log: the log
-//! is its storage, and reading it runs the pipeline. Anything else (outer
-//! joins, window functions, nested aggregates, `DISTINCT` aggregates other than
-//! `count(DISTINCT x)`, `LIMIT`) is refused at CREATE with 0A000 naming
+//! is its storage, and reading it runs the pipeline. Outer, semi and anti
+//! joins and top-N (`topn`) take rows back. A query that nests a GROUP BY
+//! or a top-N in a subquery in FROM or a CTE reaches this module already
+//! split into one view per level (`crate::views` makes the stages), so a
+//! plan compiled here holds one aggregate. Anything else (window functions
+//! other than a bounded rank, `DISTINCT` aggregates other than
+//! `count(DISTINCT x)`, `OFFSET`) is refused at CREATE with 0A000 naming
 //! the part.
 //!
 //! A view over another view reads that view's changelog; when it has
@@ -71,8 +75,9 @@ use crate::error::SqlError;
 fn unsupported(what: impl fmt::Display) -> SqlError {
     SqlError::NotSupported(format!(
         "{what} in a materialized view (supported: projection, WHERE, scalar functions, \
-         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, equi-joins (inner, outer, semi, anti), top-N, one \
-         GROUP BY with aggregate functions, HAVING and ORDER BY)"
+         TUMBLE/HOP/SESSION windows, UNION ALL of streams and views, equi-joins (inner, outer, semi, anti), top-N, \
+         SELECT DISTINCT, GROUP BY with aggregate functions, HAVING and ORDER BY; subqueries in FROM and CTEs \
+         may have their own GROUP BY or top-N)"
     ))
 }
 

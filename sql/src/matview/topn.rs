@@ -136,8 +136,8 @@ pub(super) fn split(
     })?;
     if grouped {
         return Err(unsupported(
-            "a top-N over a GROUP BY (create the GROUP BY as a view and the top-N as a view \
-             over it)",
+            "a top-N over the GROUP BY of its own SELECT (write the GROUP BY in a subquery in \
+             FROM or a CTE, and rank its rows)",
         ));
     }
     // The ranked rows: the input's columns (the sign among them), then the

@@ -135,10 +135,15 @@ impl Views {
                         .any(|&c| field_id(&s.info.spec.schema, c) == id)
             });
             if reads {
-                names.push(record.name);
+                // A stage reads for its view.
+                names.push(match super::stages::stage_of(&record.name) {
+                    Some((view, _)) => view.to_string(),
+                    None => record.name,
+                });
             }
         }
         names.sort();
+        names.dedup();
         Ok(names)
     }
 }

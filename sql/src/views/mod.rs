@@ -8,6 +8,7 @@
 //!   the columns it reads (what `ALTER STREAM` may change under it).
 //! - `ownership`: which agent runs each view (leases with epochs).
 //! - `show`: `SHOW MATERIALIZED VIEWS` and the views' gauges.
+//! - `stages`: a query with nested GROUP BYs split into views over views.
 //! - `subscribe`: push queries (`SUBSCRIBE`, `… EMIT CHANGES`).
 //!
 //! A view is compiled by [`crate::matview`] into a dataflow that
@@ -21,6 +22,7 @@ mod inputs;
 mod ownership;
 mod restore;
 mod show;
+mod stages;
 mod subscribe;
 
 use std::collections::HashMap;
@@ -129,12 +131,22 @@ impl Views {
         list
     }
 
-    /// The views other agents run: (name, status, definition).
+    /// The views running here that listings show (not stages), sorted by
+    /// name.
+    pub fn listed(&self) -> Vec<Arc<MatView>> {
+        let mut list = self.by_name();
+        list.retain(|v| stages::stage_of(&v.name).is_none());
+        list
+    }
+
+    /// The views other agents run: (name, status, definition); stages
+    /// left out.
     pub fn remote_rows(&self) -> Vec<(String, String, String)> {
         self.remote
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .filter(|r| stages::stage_of(&r.record.name).is_none())
             .map(|r| {
                 let status = match &r.record.lease.owner {
                     Some(agent) => format!("running on agent {agent}"),
@@ -146,12 +158,13 @@ impl Views {
     }
 
     /// The stored views that could not be brought back: (name, definition,
-    /// error).
+    /// error); stages left out (their views fail with them).
     pub fn failed_rows(&self) -> Vec<(String, String, String)> {
         self.failed
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
+            .filter(|(name, _)| stages::stage_of(name).is_none())
             .map(|(name, (definition, error))| (name.clone(), definition.clone(), error.clone()))
             .collect()
     }

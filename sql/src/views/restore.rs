@@ -6,8 +6,13 @@ use std::sync::Arc;
 use streamhouse_log::{StreamInfo, StreamKind, ViewCheckpoint, ViewRecord};
 use streamhouse_streams::Output;
 
+use datafusion::logical_expr::LogicalPlan;
+use sqlparser::ast::Query;
+
 use super::Views;
 use super::definition::{changelog_name, parse_stored};
+use super::stages;
+use crate::dialect::ViewOptions;
 use crate::error::Result;
 use crate::matview::MatView;
 
@@ -41,6 +46,16 @@ impl Views {
                     .await;
             }
         }
+        // Stages whose view is gone (a CREATE that crashed between them).
+        let names: std::collections::HashSet<String> =
+            records.iter().map(|r| r.name.clone()).collect();
+        let (orphans, records): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| {
+            stages::stage_of(&r.name).is_some_and(|(view, _)| !names.contains(view))
+        });
+        for orphan in orphans {
+            self.log.metadata().drop_view(&orphan.name).await?;
+            self.drop_incarnation(&orphan.dataflow).await;
+        }
         // Views over views need theirs first: retry while any comes back.
         let mut pending = records;
         loop {
@@ -68,6 +83,22 @@ impl Views {
         }
     }
 
+    /// A stored view's options, its query as written, and the plan it
+    /// runs: the query's over its stages (see [`super::stages`]).
+    async fn stored_plan(&self, record: &ViewRecord) -> Result<(ViewOptions, Query, LogicalPlan)> {
+        let (options, query) = parse_stored(&record.definition)?;
+        let mut named = query.clone();
+        stages::group_before_ranking(&mut named);
+        stages::name_subqueries(&mut named);
+        let plan = self.plan_stored(record, &named).await?;
+        let split = stages::split(&record.name, &named, &plan);
+        if split.stages.is_empty() {
+            return Ok((options, query, plan));
+        }
+        let plan = self.plan_stored(record, &split.query).await?;
+        Ok((options, query, plan))
+    }
+
     /// Whether a stored view's changelog only inserts (decided as the view
     /// decides it when running: compiled once, in a scratch directory, and
     /// dropped), so views over it plan alike on every agent.
@@ -76,8 +107,7 @@ impl Views {
         record: &ViewRecord,
         changelog: &Arc<StreamInfo>,
     ) -> Result<bool> {
-        let (options, query) = parse_stored(&record.definition)?;
-        let plan = self.plan_stored(record, &query).await?;
+        let (options, query, plan) = self.stored_plan(record).await?;
         let probe = format!("probe-{}-{:x}", record.dataflow, self.log.now_micros());
         let placement = self.placement(&probe, None, Some(Output::Changelog(changelog.clone())));
         let view = MatView::compile(
@@ -100,8 +130,7 @@ impl Views {
         if let Ok(info) = self.log.stream(&changelog_name(&record.dataflow)).await {
             return Ok(info);
         }
-        let (_, query) = parse_stored(&record.definition)?;
-        let plan = self.plan_stored(record, &query).await?;
+        let (_, _, plan) = self.stored_plan(record).await?;
         self.changelog_stream(&record.dataflow, &plan).await
     }
 
@@ -110,8 +139,7 @@ impl Views {
     /// checkpoint, and starts it, under lease epoch `epoch`.
     pub(super) async fn load_view(&self, record: &ViewRecord, epoch: u64) -> Result<()> {
         let name = &record.name;
-        let (options, query) = parse_stored(&record.definition)?;
-        let plan = self.plan_stored(record, &query).await?;
+        let (options, query, plan) = self.stored_plan(record).await?;
         let changelog = self.changelog_stream(&record.dataflow, &plan).await?;
         let compile = |restore: Option<ViewCheckpoint>| {
             let mut placement = self.placement(

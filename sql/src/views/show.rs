@@ -8,6 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use super::Views;
 use crate::dialect::Emit;
 use crate::error::Result;
+use crate::matview::MatView;
 use crate::result::QueryResult;
 use streamhouse_streams::Status;
 
@@ -36,24 +37,77 @@ impl Views {
         }
     }
 
+    /// What view `v` reads, as listings name it: a stage it reads stands
+    /// for the stage's own inputs.
+    pub fn inputs_of(&self, v: &MatView) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for input in v.input_names() {
+            let names = match stage_read(&input).and_then(|s| self.running(s)) {
+                Some(stage) => self.inputs_of(&stage),
+                None => vec![input],
+            };
+            for n in names {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    /// The stages view `v` reads that run here.
+    fn stages_read(&self, v: &MatView) -> Vec<Arc<MatView>> {
+        v.input_names()
+            .iter()
+            .filter_map(|i| self.running(stage_read(i)?))
+            .collect()
+    }
+
+    /// View `v`'s watermark: its own, or (a view over stages, without
+    /// event time of its own) the least of its stages'.
+    pub fn watermark_of(&self, v: &MatView) -> Option<i64> {
+        v.watermark().or_else(|| {
+            self.stages_read(v)
+                .iter()
+                .filter_map(|s| self.watermark_of(s))
+                .min()
+        })
+    }
+
+    /// View `v`'s status and lag in rows, its stages' counted in: the
+    /// first stage not running gives the status, and their lags add up.
+    pub async fn progress_of(&self, v: &MatView) -> (Status, i64) {
+        let (mut status, mut lag) = v.progress(&self.log).await;
+        let mut stages = self.stages_read(v);
+        while let Some(stage) = stages.pop() {
+            let (s, l) = stage.progress(&self.log).await;
+            if status == Status::Running && s != Status::Running {
+                status = s;
+            }
+            lag = lag.saturating_add(l);
+            stages.extend(self.stages_read(&stage));
+        }
+        (status, lag)
+    }
+
     /// The rows of `SHOW MATERIALIZED VIEWS`.
     pub(crate) async fn show(&self) -> Result<QueryResult> {
         let mut rows: Vec<ShowRow> = Vec::new();
-        for v in &self.by_name() {
-            let (status, lag) = v.progress(&self.log).await;
+        for v in &self.listed() {
+            let (status, lag) = self.progress_of(v).await;
             rows.push(ShowRow {
                 name: v.name.clone(),
                 status: status.to_string(),
                 lag,
                 checkpoint: v.checkpoints() as i64,
                 origin: v.origin(),
-                inputs: v.input_names().join(", "),
+                inputs: self.inputs_of(v).join(", "),
                 emit: match v.emit() {
                     Emit::OnClose => "on_close",
                     Emit::OnUpdate => "on_update",
                 }
                 .into(),
-                watermark: v.watermark().map(format_micros),
+                watermark: self.watermark_of(v).map(format_micros),
                 late_rows: v.late_rows() as i64,
                 definition: format!("{}{}", v.options.to_sql(), v.definition),
             });
@@ -141,4 +195,11 @@ pub fn show_views_schema() -> SchemaRef {
         Field::new("late_rows", DataType::Int64, false),
         Field::new("definition", DataType::Utf8, false),
     ]))
+}
+
+/// The stage an input (as `input_names` lists it) reads, if it is a stage's
+/// changelog.
+fn stage_read(input: &str) -> Option<&str> {
+    let name = input.strip_prefix("changes(")?.strip_suffix(')')?;
+    super::stages::stage_of(name).map(|_| name)
 }
