@@ -20,6 +20,7 @@
 
 mod by_key;
 
+use arrow::array::RecordBatch;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -145,15 +146,51 @@ impl Log {
         }
         let mut batches = Vec::new();
         for c in &old {
-            let path = DataObjectPath::parse(&c.object);
-            let bytes: Bytes = self
-                .store()
-                .get_range(path.as_path(), c.byte_range.clone())
-                .await?;
-            batches.extend(chunk::decode(&c.object, bytes, None)?);
+            batches.extend(self.fetch_chunk(c).await?);
         }
+        let merge = |f: fn(&ChunkRecord) -> TimeBounds| TimeBounds {
+            min: old.iter().filter_map(|c| f(c).min).min(),
+            max: old.iter().filter_map(|c| f(c).max).max(),
+        };
+        let (event_time, append_time) = (merge(|c| c.event_time), merge(|c| c.append_time));
         let schema = chunk_schema(&info.spec.schema);
+        let replaced = Replacement {
+            info,
+            old: &old,
+            schema,
+            batches,
+            event_time,
+            append_time,
+            sparse_rows: None,
+        };
+        if self.write_replacement(replaced).await? {
+            report.compactions += 1;
+            report.compacted_chunks += old.len() as u64;
+        } else {
+            report.lost_races += 1;
+        }
+        Ok(())
+    }
+
+    /// The rows of chunk `c`, fetched and decoded off the runtime.
+    async fn fetch_chunk(&self, c: &ChunkRecord) -> Result<Vec<RecordBatch>> {
+        let path = DataObjectPath::parse(&c.object);
+        let bytes: Bytes = self
+            .store()
+            .get_range(path.as_path(), c.byte_range.clone())
+            .await?;
+        let object = c.object.clone();
+        tokio::task::spawn_blocking(move || chunk::decode(&object, bytes, None))
+            .await
+            .map_err(|e| crate::LogError::Internal(format!("decode task: {e}")))?
+    }
+
+    /// Writes `r.batches` as one chunk in a new object and swaps it for
+    /// the chunks `r.old` in one conditional transaction; false (and the
+    /// new object deleted) when another agent changed those chunks first.
+    async fn write_replacement(&self, r: Replacement<'_>) -> Result<bool> {
         let level = self.zstd_level();
+        let (schema, batches) = (r.schema, r.batches);
         let encoded = tokio::task::spawn_blocking(move || {
             chunk::encode(&schema, &chunk::coalesce(&schema, batches)?, level)
         })
@@ -164,35 +201,28 @@ impl Log {
         self.store()
             .put_durable(path.as_path(), Bytes::from(encoded))
             .await?;
-        let merge = |f: fn(&ChunkRecord) -> TimeBounds| TimeBounds {
-            min: old.iter().filter_map(|c| f(c).min).min(),
-            max: old.iter().filter_map(|c| f(c).max).max(),
-        };
+        let (first, last) = (&r.old[0], &r.old[r.old.len() - 1]);
         let new = ChunkRecord {
-            stream_id: info.id,
-            partition: old[0].partition,
-            base_offset: old[0].base_offset,
-            end_offset: old[old.len() - 1].end_offset,
+            stream_id: r.info.id,
+            partition: first.partition,
+            base_offset: first.base_offset,
+            end_offset: last.end_offset,
             object: path.as_str().to_string(),
             byte_range: 0..size,
-            event_time: merge(|c| c.event_time),
-            append_time: merge(|c| c.append_time),
-            schema_version: info.schema_version,
-            sparse_rows: None,
+            event_time: r.event_time,
+            append_time: r.append_time,
+            schema_version: r.info.schema_version,
+            sparse_rows: r.sparse_rows,
         };
-        if self
+        let swapped = self
             .metadata()
-            .replace_chunks(&old, &new, size, self.now_micros())
-            .await?
-        {
-            report.compactions += 1;
-            report.compacted_chunks += old.len() as u64;
-        } else {
-            // Another agent compacted these first: ours is garbage now.
-            report.lost_races += 1;
+            .replace_chunks(r.old, &new, size, self.now_micros())
+            .await?;
+        if !swapped {
+            // Another agent changed these first: ours is garbage now.
             let _ = self.store().object_store().delete(path.as_path()).await;
         }
-        Ok(())
+        Ok(swapped)
     }
 
     async fn collect_garbage(
@@ -220,6 +250,18 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// One chunk written to replace a run of chunks of one partition.
+struct Replacement<'a> {
+    info: &'a StreamInfo,
+    /// The chunks replaced, in offset order (at least one).
+    old: &'a [ChunkRecord],
+    schema: arrow::datatypes::SchemaRef,
+    batches: Vec<RecordBatch>,
+    event_time: TimeBounds,
+    append_time: TimeBounds,
+    sparse_rows: Option<u64>,
 }
 
 /// Deletes an object; one already gone is fine.

@@ -281,8 +281,7 @@ impl Ctx {
             let n = hi - lo;
             let cols: Vec<ArrayRef> = cols.iter().map(|a| a.slice(lo, n)).collect();
             let start = (first + lo as u64) as i64;
-            let offsets = Arc::new(Int64Array::from_iter_values(start..start + n as i64));
-            if let Some(b) = self.assemble(&cols, n, offsets)? {
+            if let Some(b) = self.assemble(&cols, n, Offsets::Dense(start))? {
                 out.push(b);
             }
         }
@@ -322,7 +321,7 @@ impl Ctx {
                 .iter()
                 .map(|a| filter(a, &keep))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            if let Some(b) = self.assemble(&cols, n, kept)? {
+            if let Some(b) = self.assemble(&cols, n, Offsets::Listed(kept))? {
                 out.push(b);
             }
         }
@@ -335,7 +334,7 @@ impl Ctx {
         &self,
         cols: &[ArrayRef],
         n: usize,
-        offsets: ArrayRef,
+        offsets: Offsets,
     ) -> Result<Option<RecordBatch>> {
         let chunk_col = |i: usize| -> Result<ArrayRef> {
             let pos = self
@@ -352,7 +351,12 @@ impl Ctx {
                 i if i == d => {
                     Arc::new(Int32Array::from_value(self.read.partition as i32, n)) as ArrayRef
                 }
-                i if i == d + 1 => offsets.clone(),
+                i if i == d + 1 => match &offsets {
+                    Offsets::Dense(start) => {
+                        Arc::new(Int64Array::from_iter_values(*start..*start + n as i64))
+                    }
+                    Offsets::Listed(listed) => listed.clone(),
+                },
                 _ => chunk_col(d)?,
             });
         }
@@ -413,6 +417,13 @@ fn project_cached(hit: &[RecordBatch], need: &[usize], all: bool) -> Result<Vec<
     hit.iter().map(|b| Ok(b.project(need)?)).collect()
 }
 
+/// The offsets of the rows [`Ctx::assemble`] builds a batch of: from
+/// `start` on, one per row (a dense chunk; the column is only built when
+/// the read asks for it), or listed (a sparse chunk's).
+enum Offsets {
+    Dense(i64),
+    Listed(ArrayRef),
+}
 #[cfg(test)]
 mod tests {
     use super::*;

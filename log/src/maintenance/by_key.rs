@@ -25,16 +25,13 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBat
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Int64Type, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
-use bytes::Bytes;
-use object_store::ObjectStoreExt;
 
 use crate::chunk::{self, TimeBounds};
 use crate::config::MaintenanceConfig;
 use crate::error::{LogError, Result};
 use crate::log::Log;
-use crate::maintenance::MaintenanceReport;
+use crate::maintenance::{MaintenanceReport, Replacement};
 use crate::metadata::ChunkRecord;
-use crate::path::DataObjectPath;
 use crate::stream::{StreamInfo, TABLE_DELETED_COLUMN, sparse_chunk_schema};
 
 /// Bytes a key costs in the key map beyond its own.
@@ -114,15 +111,7 @@ impl Log {
     /// A whole chunk, decoded: batches of its declared columns and
     /// `_timestamp`, each with its rows' offsets.
     async fn decode(&self, c: &ChunkRecord) -> Result<Vec<(RecordBatch, Int64Array)>> {
-        let path = DataObjectPath::parse(&c.object);
-        let bytes: Bytes = self
-            .store()
-            .get_range(path.as_path(), c.byte_range.clone())
-            .await?;
-        let object = c.object.clone();
-        let batches = tokio::task::spawn_blocking(move || chunk::decode(&object, bytes, None))
-            .await
-            .map_err(|e| LogError::Internal(format!("decode task: {e}")))??;
+        let batches = self.fetch_chunk(c).await?;
         let corrupt = |detail: &str| LogError::CorruptChunk {
             object: c.object.clone(),
             detail: detail.to_string(),
@@ -172,52 +161,33 @@ impl Log {
             None => TimeBounds::default(),
         };
         let append_time = chunk::batches_time_bounds(&g.rows, declared)?;
-        let level = self.zstd_level();
-        let rows = g.rows;
-        let encoded = tokio::task::spawn_blocking(move || {
-            chunk::encode(&schema, &chunk::coalesce(&schema, rows)?, level)
-        })
-        .await
-        .map_err(|e| LogError::Internal(format!("encode task: {e}")))??;
-        let path = DataObjectPath::new_unique();
-        let size = encoded.len() as u64;
-        self.store()
-            .put_durable(path.as_path(), Bytes::from(encoded))
-            .await?;
         let (first, last) = (&g.chunks[0], &g.chunks[g.chunks.len() - 1]);
-        let new = ChunkRecord {
-            stream_id: info.id,
-            partition: first.partition,
-            base_offset: first.base_offset,
-            end_offset: last.end_offset,
-            object: path.as_str().to_string(),
-            byte_range: 0..size,
+        // A chunk left empty keeps the times of the rows it replaced, so
+        // that it ages like them.
+        let append_time = if kept == 0 {
+            TimeBounds {
+                min: first.append_time.min,
+                max: last.append_time.max,
+            }
+        } else {
+            append_time
+        };
+        let replaced = Replacement {
+            info,
+            old: &g.chunks,
+            schema,
+            batches: g.rows,
             event_time,
-            // A chunk left empty keeps the times of the rows it replaced,
-            // so that it ages like them.
-            append_time: if kept == 0 {
-                TimeBounds {
-                    min: first.append_time.min,
-                    max: last.append_time.max,
-                }
-            } else {
-                append_time
-            },
-            schema_version: info.schema_version,
+            append_time,
             sparse_rows: Some(kept),
         };
-        if self
-            .metadata()
-            .replace_chunks(&g.chunks, &new, size, self.now_micros())
-            .await?
-        {
+        if self.write_replacement(replaced).await? {
             report.compactions += 1;
             report.compacted_chunks += g.chunks.len() as u64;
             report.dropped_rows += g.dropped;
             Ok(true)
         } else {
             report.lost_races += 1;
-            let _ = self.store().object_store().delete(path.as_path()).await;
             Ok(false)
         }
     }
