@@ -9,7 +9,7 @@
 //! 1,000 and 10,000 rows, several concurrent producers), then sequential
 //! reads of everything appended, from a cold cache (ranged GETs + decode)
 //! and from the writer's warm cache; then the PostgreSQL door with a real
-//! client over loopback: multi-row INSERT statements (1,000 rows each) and
+//! client over loopback (`harness/pgwire.rs`): multi-row INSERT statements (1,000 rows each) and
 //! `COPY … FROM STDIN` in CSV; then the Flight producer/consumer API (see
 //! `harness/flight.rs`), the materialized-view scenarios
 //! (`harness/views.rs`), the Kafka door through librdkafka clients
@@ -33,6 +33,8 @@ mod flight;
 mod kafka;
 #[path = "harness/nexmark.rs"]
 mod nexmark;
+#[path = "harness/pgwire.rs"]
+mod pgwire;
 #[path = "harness/views.rs"]
 mod views;
 
@@ -394,7 +396,7 @@ async fn run(args: Args) {
         }
     }
     if wanted("pgwire") {
-        table.extend(pgwire_scenarios(&args).await);
+        table.extend(pgwire::scenarios(&args).await);
     }
     if wanted("flight") {
         table.extend(flight::scenarios(&args).await);
@@ -477,158 +479,8 @@ async fn open_database(
     (dd, log, db)
 }
 
-/// A server (log + SQL + PostgreSQL protocol) in this process, on loopback,
-/// with the benchmark stream made.
-async fn pg_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Log>, String) {
-    let (dd, log, db) = open_database(dir).await;
-    prepare(&log, &db, as_user).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut config = streamhouse_pgwire::PgConfig::default();
-    if as_user {
-        config.startup.auth = streamhouse_pgwire::Auth::Password;
-    }
-    let handlers = streamhouse_pgwire::handlers(db, &config).expect("pgwire handlers");
-    tokio::spawn(streamhouse_pgwire::serve(
-        listener,
-        handlers,
-        config,
-        std::future::pending(),
-    ));
-    let url = if as_user {
-        let (user, password) = BENCH_USER;
-        format!(
-            "host={} port={} user={user} password={password}",
-            addr.ip(),
-            addr.port()
-        )
-    } else {
-        format!("host={} port={} user=streamhouse", addr.ip(), addr.port())
-    };
-    (dd, log, url)
-}
-
-async fn pg_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    client
-}
-
 const PG_STREAM: &str = "CREATE STREAM bench (id BIGINT, ts TIMESTAMP, \"user\" TEXT, item TEXT, \
                          amount DOUBLE PRECISION) WITH (partitions = 4)";
-
-fn csv_row(out: &mut String, i: usize) {
-    use std::fmt::Write;
-    let _ = writeln!(
-        out,
-        "{i},2026-01-01 00:00:{:02},user-{:06}@example.org,sku-{:08}-{:04}-blue-large,{}",
-        i % 60,
-        i * 7919 % 50_000,
-        i * 104_729 % 1_000_000,
-        i % 977,
-        (i % 10_000) as f64 * 0.01
-    );
-}
-
-/// `INSERT` of rows `k*1000 .. k*1000+1000`, as a client would send it.
-fn insert_statement(k: usize) -> String {
-    let mut sql = String::from("INSERT INTO bench VALUES ");
-    for r in 0..1000 {
-        let i = k * 1000 + r;
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!(
-            "({i},'2026-01-01 00:00:00','user-{:06}@example.org','sku-{:08}-blue-large',{})",
-            i * 7919 % 50_000,
-            i * 104_729 % 1_000_000,
-            (i % 10_000) as f64 * 0.01
-        ));
-    }
-    sql
-}
-
-async fn pgwire_scenarios(args: &Args) -> Vec<Row> {
-    let mut rows = Vec::new();
-    // Multi-row INSERT: statements of 1,000 rows, over 2 and 4 connections.
-    for conns in [2usize, 4] {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (_dd, log, url) = pg_server(tmp.path(), args.as_user).await;
-        let statements = (args.rows / 10 / 1000).max(10);
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for c in 0..conns {
-            let url = url.clone();
-            tasks.push(tokio::spawn(async move {
-                let client = pg_client(&url).await;
-                let mut k = c;
-                while k < statements {
-                    client
-                        .batch_execute(&insert_statement(k))
-                        .await
-                        .expect("insert");
-                    k += conns;
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("inserter");
-        }
-        rows.push(Row {
-            scenario: format!("pgwire INSERT 1000-row statements x{conns}"),
-            rows: (statements * 1000) as u64,
-            seconds: started.elapsed().as_secs_f64(),
-            bytes: 0,
-            latency: None,
-            ..Default::default()
-        });
-        log.shutdown().await;
-    }
-    // COPY FROM STDIN (CSV), one connection, data generated up front.
-    {
-        use futures::SinkExt;
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (_dd, log, url) = pg_server(tmp.path(), args.as_user).await;
-        let client = pg_client(&url).await;
-        let n = args.rows / 2;
-        let chunks: Vec<bytes::Bytes> = (0..n)
-            .step_by(10_000)
-            .map(|start| {
-                let mut s = String::with_capacity(10_000 * 100);
-                for i in start..(start + 10_000).min(n) {
-                    csv_row(&mut s, i);
-                }
-                bytes::Bytes::from(s)
-            })
-            .collect();
-        let total: usize = chunks.iter().map(|c| c.len()).sum();
-        let started = Instant::now();
-        let sink = client
-            .copy_in::<_, bytes::Bytes>("COPY bench FROM STDIN WITH (FORMAT csv)")
-            .await
-            .expect("copy in");
-        futures::pin_mut!(sink);
-        for c in chunks {
-            sink.send(c).await.expect("copy data");
-        }
-        let copied = sink.finish().await.expect("copy done");
-        assert_eq!(copied as usize, n);
-        rows.push(Row {
-            scenario: "pgwire COPY FROM STDIN csv".into(),
-            rows: copied,
-            seconds: started.elapsed().as_secs_f64(),
-            bytes: total as u64,
-            latency: None,
-            ..Default::default()
-        });
-        log.shutdown().await;
-    }
-    rows
-}
 
 /// `SELECT k, count(*), sum(x) … GROUP BY k` over rows in the log, and the
 /// same query by DuckDB over the same rows in a Parquet file (when the

@@ -7,20 +7,23 @@
 //! `stream_ddl` (CREATE STREAM, SHOW STREAMS, DESCRIBE), `settings` (SET,
 //! SHOW), and the [`Views`] service (materialized views, SUBSCRIBE).
 //! Parameter typing and binding are in `prepared`; results are a
-//! [`QueryResult`].
+//! [`QueryResult`]. Here too: `access` (logins, tokens, the privilege
+//! check, ownership), `blocks` (BEGIN, COMMIT, ROLLBACK, savepoints) and
+//! `results` (wrappers of result streams).
+
+mod access;
+mod blocks;
+mod results;
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use results::{fail_block_on_error, hold_while_read, with_schema};
+
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::StreamExt;
 use sqlparser::ast::Statement as SqlStatement;
 use streamhouse_log::Log;
-use tracing::debug;
 
 use crate::audit::{Audit, AuditEvent};
 use crate::catalog::{self, Compat};
@@ -32,28 +35,14 @@ use crate::names::output_names;
 pub use crate::options::DatabaseOptions;
 use crate::planner::Planner;
 use crate::prepared::{Action, Prepared, Verb, bind, param_types, with_session_settings};
-use crate::privileges::{Need, Object, Privileges, needs};
+use crate::privileges::{Object, Privileges, needs};
 use crate::result::{CommandTag, QueryResult, describe_schema, rename, show_streams_schema};
 use crate::session::Session;
 use crate::settings::{assignments, setting_name, show, show_schema};
 use crate::transaction::overlay::with_own_writes;
-use crate::transaction::{BlockState, Control, Ending};
+use crate::transaction::{BlockState, Control};
 use crate::views::{ViewTimings, Views};
 use crate::window::{Kind, Tables, WindowFunction};
-
-/// Re-labels a result stream's columns (same types, new names).
-fn with_schema(stream: SendableRecordBatchStream, schema: SchemaRef) -> SendableRecordBatchStream {
-    let s = schema.clone();
-    let mapped = stream.map(move |b| {
-        let b = b?;
-        Ok(RecordBatch::try_new_with_options(
-            s.clone(),
-            b.columns().to_vec(),
-            &arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
-        )?)
-    });
-    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, mapped))
-}
 
 /// The SQL engine over the log.
 pub struct Database {
@@ -85,38 +74,6 @@ impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database").field("log", &self.log).finish()
     }
-}
-
-/// `rows`, keeping `guard` until they have been read or dropped.
-fn hold_while_read(
-    rows: SendableRecordBatchStream,
-    guard: crate::system::RunningGuard,
-) -> SendableRecordBatchStream {
-    let schema = rows.schema();
-    Box::pin(RecordBatchStreamAdapter::new(
-        schema,
-        rows.map(move |b| {
-            let _ = &guard;
-            b
-        }),
-    ))
-}
-
-/// `rows`, failing block `id` of `transaction` if reading them fails.
-fn fail_block_on_error(
-    rows: SendableRecordBatchStream,
-    transaction: crate::transaction::Transaction,
-    id: u64,
-) -> SendableRecordBatchStream {
-    let schema = rows.schema();
-    Box::pin(RecordBatchStreamAdapter::new(
-        schema,
-        rows.inspect(move |b| {
-            if b.is_err() {
-                transaction.fail_block(id);
-            }
-        }),
-    ))
 }
 
 impl Database {
@@ -267,160 +224,6 @@ impl Database {
     /// ([`Views::maintain`]) and releases them at shutdown.
     pub fn views(&self) -> &Arc<Views> {
         &self.views
-    }
-
-    /// The password verifier `user` logs in with through any door (`None`:
-    /// no such user, it may not log in, or it has no password).
-    pub async fn login_verifier(
-        &self,
-        user: &str,
-    ) -> Result<Option<crate::roles::password::Verifier>> {
-        crate::roles::login_verifier(&self.log, user).await
-    }
-
-    /// Checks a password a door received (through `door`) and issues a
-    /// bearer token for later calls; 28P01 for any failure. The login, or
-    /// its failure, goes to the audit trail.
-    pub async fn login(&self, door: &str, user: &str, password: &str) -> Result<String> {
-        let result = crate::roles::login(&self.log, &self.tokens, user, password).await;
-        self.audit(AuditEvent {
-            event: if result.is_ok() {
-                "login"
-            } else {
-                "login_failed"
-            },
-            user: Some(user.to_string()),
-            door: door.to_string(),
-            success: result.is_ok(),
-            detail: Some(match &result {
-                Ok(_) => "Basic, for a bearer token".to_string(),
-                Err(e) => e.to_string(),
-            }),
-            ..AuditEvent::default()
-        });
-        result
-    }
-
-    /// Checks `user`'s `password` without issuing a token (a door whose
-    /// clients send their credentials with every request); failures are
-    /// audited like logins.
-    pub async fn check_password(&self, door: &str, user: &str, password: &str) -> Result<()> {
-        let ok = match crate::roles::login_verifier(&self.log, user).await? {
-            Some(v) => v.matches(password),
-            None => false,
-        };
-        if ok {
-            return Ok(());
-        }
-        let e = SqlError::InvalidPassword(format!(
-            "password authentication failed for user \"{user}\""
-        ));
-        self.audit(AuditEvent {
-            event: "login_failed",
-            user: Some(user.to_string()),
-            door: door.to_string(),
-            success: false,
-            detail: Some(e.to_string()),
-            ..AuditEvent::default()
-        });
-        Err(e)
-    }
-
-    /// The user a bearer token was issued to, while it is live.
-    pub fn token_user(&self, token: &str) -> Option<String> {
-        self.tokens.user_of(token)
-    }
-
-    /// Revokes a bearer token; whether it was live.
-    pub fn revoke_token(&self, token: &str) -> bool {
-        self.tokens.revoke(token)
-    }
-
-    /// The one privilege check every door's calls pass: whether `role`
-    /// (a client of `door`) may do everything `needs` says. `None` is a
-    /// trusted caller (the server runs with `--auth trust`, or the system
-    /// itself), which may do anything. A denial is 42501 and goes to the
-    /// audit trail.
-    pub async fn authorize(&self, door: &str, role: Option<&str>, needs: &[Need]) -> Result<()> {
-        let Some(role) = role else {
-            return Ok(());
-        };
-        if needs.is_empty() {
-            return Ok(());
-        }
-        let Err(need) = self.privileges.check(role, needs).await? else {
-            return Ok(());
-        };
-        let message = need.denied();
-        self.audit(AuditEvent {
-            event: "denied",
-            user: Some(role.to_string()),
-            door: door.to_string(),
-            object: match &need {
-                Need::Privilege(_, o) | Need::Owner(o) => Some(o.describe()),
-                Need::Superuser(_) | Need::Role(_) => None,
-            },
-            success: false,
-            detail: Some(message.clone()),
-            ..AuditEvent::default()
-        });
-        Err(SqlError::InsufficientPrivilege(message))
-    }
-
-    /// [`Database::authorize`] for a session's role.
-    pub async fn authorize_session(&self, session: &Session, needs: &[Need]) -> Result<()> {
-        self.authorize(session.door(), session.role(), needs).await
-    }
-
-    /// SELECT on the streams and views a plan reads.
-    pub(crate) fn reads(&self, plan: &datafusion::logical_expr::LogicalPlan) -> Vec<Need> {
-        let public = self
-            .planner
-            .ctx
-            .catalog(crate::session::DATABASE)
-            .and_then(|c| c.schema(crate::privileges::SCHEMA));
-        let is_user_relation = |name: &str| public.as_ref().is_some_and(|s| s.table_exist(name));
-        needs::plan_reads(plan, &is_user_relation)
-    }
-
-    /// What is held now (for the catalog's privilege functions and tables).
-    pub async fn privileges(&self) -> Result<Arc<crate::privileges::Snapshot>> {
-        self.privileges.snapshot().await
-    }
-
-    /// Records that the session's role owns a new object (nothing for a
-    /// trusted session, whose objects only superusers own).
-    pub(crate) async fn record_owner(&self, session: &Session, object: Object) -> Result<()> {
-        let Some(role) = session.role() else {
-            return Ok(());
-        };
-        if self.privileges.snapshot().await?.owner(&object).is_some() {
-            return Ok(());
-        }
-        self.log
-            .metadata()
-            .grant(&[streamhouse_log::GrantRecord {
-                object_kind: object.kind.stored().to_string(),
-                object_name: object.name,
-                grantee: role.to_string(),
-                privilege: crate::privileges::OWNER.to_string(),
-                grantor: role.to_string(),
-            }])
-            .await?;
-        self.log.roles_changed();
-        Ok(())
-    }
-
-    /// Forgets the privileges on dropped relations.
-    pub(crate) async fn forget_grants(&self, names: &[String]) -> Result<()> {
-        for name in names {
-            self.log
-                .metadata()
-                .forget_grants_on(crate::privileges::ObjectKind::Table.stored(), name)
-                .await?;
-        }
-        self.log.roles_changed();
-        Ok(())
     }
 
     /// Sets the gauges that describe views and consumer groups now; called
@@ -851,45 +654,6 @@ impl Database {
     }
 
     /// BEGIN, COMMIT, ROLLBACK and savepoints (see [`crate::transaction`]).
-    async fn control(&self, session: &Session, control: &Control) -> Result<QueryResult> {
-        let block = session.transaction();
-        let tag = match control {
-            Control::Begin => {
-                if !block.begin() {
-                    debug!("BEGIN inside a transaction block: the block goes on");
-                }
-                CommandTag::Begin
-            }
-            Control::Commit => match block.end() {
-                Ending::NoBlock => CommandTag::Commit,
-                Ending::RolledBack => CommandTag::Rollback,
-                Ending::Commit(writes) => {
-                    self.log
-                        .append_staged(writes.into_iter().map(|w| w.staged).collect())
-                        .await?;
-                    CommandTag::Commit
-                }
-            },
-            Control::Rollback => {
-                block.rollback();
-                CommandTag::Rollback
-            }
-            Control::Savepoint(name) => {
-                block.savepoint(name)?;
-                CommandTag::Savepoint
-            }
-            Control::Release(name) => {
-                block.release(name)?;
-                CommandTag::Release
-            }
-            Control::RollbackTo(name) => {
-                block.rollback_to(name)?;
-                CommandTag::RollbackToSavepoint
-            }
-        };
-        Ok(QueryResult::command(tag))
-    }
-
     async fn run_statement(&self, session: &Session, stmt: Statement) -> Result<QueryResult> {
         match stmt {
             Statement::CreateStream(c) => {
