@@ -11,13 +11,15 @@ JOIN (
 WHERE b.date_time BETWEEN b1.window_end - INTERVAL '10 seconds' AND b1.window_end
     AND b1.window_end <= {closed};
 
--- As views: each window's maximum once the window closes (an insert-only
--- changelog), joined with the bids.
-CREATE MATERIALIZED VIEW nexmark_q7_max AS
+-- As one view: the query without the comparison's bound. The windows'
+-- maxima become a stage (insert-only: a window's row once it closes),
+-- joined with the bids.
+CREATE MATERIALIZED VIEW nexmark_q7 AS
+SELECT b.auction, b.price, b.bidder, b.date_time, b.extra
+FROM bid b
+JOIN (
     SELECT max(price) AS maxprice, window_end
     FROM TUMBLE(bid, date_time, INTERVAL '10 seconds')
-    GROUP BY window_end;
-CREATE MATERIALIZED VIEW nexmark_q7 AS
-    SELECT b.auction, b.price, b.bidder, b.date_time, b.extra
-    FROM bid b JOIN nexmark_q7_max b1 ON b.price = b1.maxprice
-    WHERE b.date_time BETWEEN b1.window_end - INTERVAL '10 seconds' AND b1.window_end;
+    GROUP BY window_end
+) b1 ON b.price = b1.maxprice
+WHERE b.date_time BETWEEN b1.window_end - INTERVAL '10 seconds' AND b1.window_end;

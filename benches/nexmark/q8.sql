@@ -14,17 +14,18 @@ JOIN (
 ) a ON p.id = a.seller AND p.starttime = a.starttime AND p.endtime = a.endtime
 WHERE p.endtime <= {closed};
 
--- As views: each window's people and sellers once the window closes
--- (insert-only changelogs), joined.
-CREATE MATERIALIZED VIEW nexmark_q8_people AS
+-- As one view: the query without the comparison's bound. Each window's
+-- people and sellers become stages (insert-only: a window's rows once it
+-- closes), joined.
+CREATE MATERIALIZED VIEW nexmark_q8 AS
+SELECT p.id, p.name, p.starttime
+FROM (
     SELECT id, name, window_start AS starttime, window_end AS endtime
     FROM TUMBLE(person, date_time, INTERVAL '10 seconds')
-    GROUP BY id, name, window_start, window_end;
-CREATE MATERIALIZED VIEW nexmark_q8_sellers AS
+    GROUP BY id, name, window_start, window_end
+) p
+JOIN (
     SELECT seller, window_start AS starttime, window_end AS endtime
     FROM TUMBLE(auction, date_time, INTERVAL '10 seconds')
-    GROUP BY seller, window_start, window_end;
-CREATE MATERIALIZED VIEW nexmark_q8 AS
-    SELECT p.id, p.name, p.starttime
-    FROM nexmark_q8_people p JOIN nexmark_q8_sellers a
-        ON p.id = a.seller AND p.starttime = a.starttime AND p.endtime = a.endtime;
+    GROUP BY seller, window_start, window_end
+) a ON p.id = a.seller AND p.starttime = a.starttime AND p.endtime = a.endtime;

@@ -74,6 +74,37 @@ const NESTED: &[(&str, &str, Option<&str>)] = &[
          WHERE most > 2",
         None,
     ),
+    (
+        "recent_avg",
+        "SELECT user_id, avg(amount) AS recent, count(*) AS n FROM \
+         (SELECT user_id, amount, RANK() OVER (PARTITION BY user_id ORDER BY id DESC) AS r \
+         FROM orders WHERE user_id IS NOT NULL) t WHERE r <= 3 GROUP BY user_id",
+        None,
+    ),
+    (
+        "region_top_avg",
+        "SELECT region, avg(total) AS avg_total, count(*) AS n FROM \
+         (SELECT region, total, RANK() OVER (PARTITION BY region ORDER BY total DESC, user_id) \
+         AS r FROM (SELECT u.region, o.user_id, sum(o.amount) AS total FROM orders o \
+         JOIN users u ON o.user_id = u.id GROUP BY u.region, o.user_id) g) t \
+         WHERE r <= 2 GROUP BY region",
+        None,
+    ),
+    (
+        // Nexmark q5's shape: per window and user, the users with the
+        // most orders of their window.
+        "window_peaks",
+        "SELECT p.ws, p.user_id, p.n FROM \
+         (SELECT window_start AS ws, user_id, count(*) AS n \
+         FROM TUMBLE(orders, ts, INTERVAL '10 seconds') \
+         GROUP BY window_start, window_end, user_id) p \
+         JOIN (SELECT c.ws, max(c.n) AS most FROM \
+         (SELECT window_start AS ws, user_id, count(*) AS n \
+         FROM TUMBLE(orders, ts, INTERVAL '10 seconds') \
+         GROUP BY window_start, window_end, user_id) c GROUP BY c.ws) m \
+         ON p.ws = m.ws AND p.n >= m.most",
+        Some("ws, user_id, n"),
+    ),
 ];
 
 async fn nested_converge(db: &Database) {
@@ -129,10 +160,16 @@ async fn nested_queries_equal_the_bounded_query_and_survive_restart() {
         "__stage__sizes__1",
         "__stage__crowded_regions__1",
         "__stage__crowded_regions__1_1",
+        "__stage__recent_avg__1",
+        "__stage__region_top_avg__1",
+        "__stage__region_top_avg__1_1",
+        "__stage__window_peaks__1",
+        "__stage__window_peaks__2",
+        "__stage__window_peaks__2_1",
     ] {
         assert!(names.iter().any(|n| n == stage), "{stage} in {names:?}");
     }
-    assert_eq!(names.len(), NESTED.len() + 9, "{names:?}");
+    assert_eq!(names.len(), NESTED.len() + 15, "{names:?}");
     let shown = lines(&e.db, "SHOW MATERIALIZED VIEWS").await;
     assert_eq!(shown.len(), NESTED.len(), "{shown:#?}");
     assert!(!shown.iter().any(|l| l.contains("__stage__")), "{shown:#?}");
@@ -148,7 +185,7 @@ async fn nested_queries_equal_the_bounded_query_and_survive_restart() {
     let e = restart(e).await;
     insert_join_rows(&e.db, 500, 30).await;
     nested_converge(&e.db).await;
-    assert_eq!(stored(&e).await.len(), NESTED.len() + 9);
+    assert_eq!(stored(&e).await.len(), NESTED.len() + 15);
 
     // A stage is dropped with its view, never alone; a view over a view
     // with stages holds it; internal names are not for users.

@@ -118,6 +118,7 @@ pub(super) fn split(name: &str, query: &Query, plan: &LogicalPlan) -> Split {
         ctes: &ctes,
         recursive,
     };
+    derived.with_filter(&mut split.query.body);
     let _ = split.query.body.visit(&mut derived);
     if let Some(with) = &mut split.query.with {
         for cte in &mut with.cte_tables {
@@ -396,8 +397,73 @@ struct Derived<'a> {
     recursive: bool,
 }
 
+impl Derived<'_> {
+    /// A derived table that is its SELECT's only relation takes the
+    /// SELECT's WHERE into its stage (the filter then runs twice, to the
+    /// same rows): a top-N's bound (`WHERE rn <= 10` over a ranking
+    /// subquery) must be in the stage that ranks.
+    fn with_filter(&mut self, body: &mut SetExpr) {
+        let SetExpr::Select(select) = body else {
+            return;
+        };
+        let ([from], Some(filter)) = (select.from.as_mut_slice(), &select.selection) else {
+            return;
+        };
+        let TableFactor::Derived {
+            lateral: false,
+            alias: Some(alias),
+            ..
+        } = &from.relation
+        else {
+            return;
+        };
+        if !from.joins.is_empty()
+            || !self.aliases.contains(&normalize(&alias.name))
+            || has_subquery(filter)
+        {
+            return;
+        }
+        let Ok(mut parsed) = sqlparser::parser::Parser::parse_sql(
+            &sqlparser::dialect::PostgreSqlDialect {},
+            "SELECT * FROM (SELECT 1) AS t WHERE true",
+        ) else {
+            return;
+        };
+        let Some(sqlparser::ast::Statement::Query(mut staged)) = parsed.pop() else {
+            return;
+        };
+        let SetExpr::Select(wrapper) = staged.body.as_mut() else {
+            return;
+        };
+        wrapper.from[0].relation = from.relation.clone();
+        wrapper.selection = Some(filter.clone());
+        let stage = stage_name(self.name, self.stages.len() + 1);
+        self.stages
+            .push((stage.clone(), with_ctes(&staged, self.ctes, self.recursive)));
+        from.relation = table(&stage, alias.clone());
+    }
+}
+
+/// Whether `e` holds a subquery.
+fn has_subquery(e: &SqlExpr) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(e, |e| {
+        found |= matches!(
+            e,
+            SqlExpr::Subquery(_) | SqlExpr::InSubquery { .. } | SqlExpr::Exists { .. }
+        );
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
 impl VisitorMut for Derived<'_> {
     type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        self.with_filter(&mut query.body);
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         let TableFactor::Derived {
