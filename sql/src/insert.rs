@@ -12,7 +12,8 @@ use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::logical_expr::LogicalPlan;
 use futures::StreamExt;
 use sqlparser::ast::{
-    CopySource, CopyTarget, Insert, ObjectName, Statement as SqlStatement, TableObject,
+    CopySource, CopyTarget, Ident, Insert, ObjectName, Query, SelectItem, SetExpr,
+    Statement as SqlStatement, TableObject,
 };
 use streamhouse_log::stream::is_system_column;
 use streamhouse_log::{AppendOptions, LogError, StreamInfo, StreamKind};
@@ -96,6 +97,44 @@ pub(crate) fn literal_values(q: &sqlparser::ast::Query) -> Result<Option<Vec<Arr
             .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
             .collect(),
     ))
+}
+
+/// An INSERT's source SELECT whose output columns would share a name
+/// (`SELECT a, a`), which a plan cannot hold, with its columns named by
+/// position (`column1`, …): an INSERT maps columns by position anyway.
+fn positional_names(mut query: Box<Query>) -> Box<Query> {
+    let Some(names) = crate::names::output_names(&query) else {
+        return query;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return query;
+    };
+    let names: Vec<String> = names
+        .into_iter()
+        .zip(&select.projection)
+        .filter_map(|(name, item)| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(dialect::normalize(alias)),
+            _ => name,
+        })
+        .collect();
+    let distinct: std::collections::HashSet<&String> = names.iter().collect();
+    if names.len() != select.projection.len() || distinct.len() == names.len() {
+        return query;
+    }
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        let expr = match std::mem::replace(item, SelectItem::Wildcard(Default::default())) {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            other => {
+                *item = other;
+                continue;
+            }
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::new(format!("column{}", i + 1)),
+        };
+    }
+    query
 }
 
 /// Declared-column indices an INSERT writes, in source order.
@@ -461,6 +500,7 @@ impl Database {
             });
         }
         let value_params = values_placeholders(&source);
+        let source = positional_names(source);
         let source = self.planner.plan(SqlStatement::Query(source)).await?;
         let width = source.schema().fields().len();
         check_arity(width, targets.len(), !insert.columns.is_empty())?;
