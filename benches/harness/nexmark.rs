@@ -102,14 +102,17 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
 struct Query {
     name: String,
     reference: String,
-    /// `CREATE MATERIALIZED VIEW` statements, the last one `nexmark_<name>`
-    /// (none: the view is the reference query itself).
+    /// The statements that make the view: `CREATE TABLE` and `INSERT`s of
+    /// a side table, then `CREATE MATERIALIZED VIEW nexmark_<name>` (none:
+    /// the view is the reference query itself).
     views: Vec<String>,
 }
 
 /// The query files, in query order. A file holds the query; after it, it
-/// may hold the views that compute it (views over views, where one view
-/// cannot hold the whole query).
+/// may hold the statements that compute it: the view (where it differs
+/// from the reference, which a `{closed}` bound or a side table makes it),
+/// and before it a side table the query reads (`CREATE TABLE`, filled by
+/// `INSERT`s; dropped after the query).
 fn queries() -> Vec<Query> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/nexmark");
     let mut out: Vec<(u32, Query)> = std::fs::read_dir(&dir)
@@ -231,10 +234,13 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
     reset_peak_memory();
     let (cpu0, start) = (cpu_seconds(), Instant::now());
     let mut created = Vec::new();
+    let mut tables = Vec::new();
     let mut failure = None;
     for c in &creates {
         match db.execute(c).await {
-            Ok(_) => created.push(created_name(c)),
+            Ok(_) if c.starts_with("CREATE MATERIALIZED VIEW") => created.push(created_name(c)),
+            Ok(_) if c.starts_with("CREATE TABLE") => tables.push(created_name(c)),
+            Ok(_) => {}
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -253,7 +259,7 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
     let cpu = cpu_seconds() - cpu0;
     let peak = resident_mib().1;
     if let Some(e) = failure {
-        drop_all(db, &created).await;
+        drop_all(db, &created, &tables).await;
         return Row {
             scenario: scenario.to_string(),
             note: Some(format!("not run: {e}")),
@@ -303,7 +309,7 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
         let changes = collect(db, &format!("SELECT op, {columns} FROM changes({view})")).await;
         checks.push(("changelog", folded_equal(&changes, &reference)));
     }
-    drop_all(db, &created).await;
+    drop_all(db, &created, &tables).await;
     let failed: Vec<String> = checks
         .iter()
         .filter_map(|(what, r)| r.as_ref().err().map(|e| format!("{what}: {e}")))
@@ -335,22 +341,29 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
     }
 }
 
-/// Drops views, the last created first.
-async fn drop_all(db: &Database, views: &[String]) {
+/// Drops views, the last created first, then the tables they read.
+async fn drop_all(db: &Database, views: &[String], tables: &[String]) {
     for v in views.iter().rev() {
         db.execute(&format!("DROP MATERIALIZED VIEW {v}"))
             .await
             .expect("drop view");
     }
+    for t in tables {
+        db.execute(&format!("DROP TABLE {t}"))
+            .await
+            .expect("drop table");
+    }
 }
 
-/// The view a `CREATE MATERIALIZED VIEW name …` statement creates.
+/// The relation a `CREATE MATERIALIZED VIEW name …` or `CREATE TABLE
+/// name …` statement creates.
 fn created_name(create: &str) -> String {
-    create
-        .split_whitespace()
-        .nth(3)
-        .expect("CREATE MATERIALIZED VIEW name")
-        .to_string()
+    let words: Vec<&str> = create.split_whitespace().collect();
+    let at = if words.get(1) == Some(&"TABLE") { 2 } else { 3 };
+    words
+        .get(at)
+        .map(|w| w.trim_end_matches('(').to_string())
+        .expect("CREATE MATERIALIZED VIEW name / CREATE TABLE name")
 }
 
 /// The view's emit mode, state size and watermark (`streamhouse.views`).
