@@ -16,7 +16,9 @@
 //! (`harness/kafka.rs`; `--tansu BIN` runs the same clients against Tansu
 //! too), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
 //! and Nexmark as views (`harness/nexmark.rs`, the queries in
-//! `benches/nexmark/`). `--filter cluster` runs the cluster
+//! `benches/nexmark/`); `--filter "nexmark live"` runs the Nexmark views
+//! together while events arrive at a fixed rate instead
+//! (`harness/nexmark/live.rs`). `--filter cluster` runs the cluster
 //! scenarios instead (`harness/cluster.rs`: S3 and PostgreSQL servers
 //! needed). The table also goes to a JSON file (`--json`, default
 //! `target/bench-results.json`) for tracking over time.
@@ -66,6 +68,12 @@ struct Args {
     /// Nexmark events generated and ingested for the Nexmark queries.
     #[arg(long, default_value_t = 10_000_000)]
     nexmark_events: u64,
+    /// Events per second the Nexmark live scenario produces.
+    #[arg(long, default_value_t = 200_000)]
+    nexmark_live_rate: u64,
+    /// How long the Nexmark live scenario produces, in seconds.
+    #[arg(long, default_value_t = 60)]
+    nexmark_live_seconds: u64,
     /// Nexmark events per second of event time.
     #[arg(long, default_value_t = 10_000)]
     nexmark_rate: u64,
@@ -425,7 +433,13 @@ async fn run(args: Args) {
     {
         table.extend(cluster::scenarios(&args).await);
     }
-    if wanted("nexmark")
+    if args
+        .filter
+        .as_deref()
+        .is_some_and(|f| f.starts_with("nexmark live"))
+    {
+        table.extend(nexmark::live(&args).await);
+    } else if wanted("nexmark")
         || args
             .filter
             .as_deref()

@@ -18,6 +18,10 @@
 
 #[path = "nexmark/generator.rs"]
 mod generator;
+#[path = "nexmark/live.rs"]
+mod live;
+
+pub use live::live;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,25 +46,8 @@ const BLOCK: u64 = 10_000;
 
 /// The Nexmark scenarios: ingest, then every query of `benches/nexmark`.
 pub async fn scenarios(args: &Args) -> Vec<Row> {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dd = DataDir::open(tmp.path()).expect("data dir");
-    let log = Arc::new(dd.open_log().await.expect("log"));
-    let db = Arc::new(Database::open(log.clone()).await.expect("database"));
-    for create in STREAMS {
-        db.execute(create).await.expect("create stream");
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let uri = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(streamhouse_flight::serve(
-        listener,
-        db.clone(),
-        streamhouse_flight::FlightConfig::default(),
-        std::future::pending(),
-    ));
-
-    let mut rows = vec![ingest(&db, &uri, args).await];
+    let (_tmp, _dd, log, db, uri) = server().await;
+    let mut rows = vec![ingest(&db, &uri, args.nexmark_events, args.nexmark_rate, None).await];
     let n = args.nexmark_events;
     for (stream, share) in [("person", 1), ("auction", 3), ("bid", 46)] {
         let have = count(&db, &format!("SELECT count(*) FROM {stream}")).await;
@@ -95,6 +82,35 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
     }
     log.shutdown().await;
     rows
+}
+
+/// A server in this process on a fresh data directory, with the Nexmark
+/// streams: (its directory, data dir, log, database, Flight URI).
+async fn server() -> (
+    tempfile::TempDir,
+    DataDir,
+    Arc<streamhouse_log::Log>,
+    Arc<Database>,
+    String,
+) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dd = DataDir::open(tmp.path()).expect("data dir");
+    let log = Arc::new(dd.open_log().await.expect("log"));
+    let db = Arc::new(Database::open(log.clone()).await.expect("database"));
+    for create in STREAMS {
+        db.execute(create).await.expect("create stream");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let uri = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(streamhouse_flight::serve(
+        listener,
+        db.clone(),
+        streamhouse_flight::FlightConfig::default(),
+        std::future::pending(),
+    ));
+    (tmp, dd, log, db, uri)
 }
 
 /// One query file: the query (also the bounded batch reference) and,
@@ -147,9 +163,23 @@ fn queries() -> Vec<Query> {
     out.into_iter().map(|(_, q)| q).collect()
 }
 
+/// The statements that make query `q`'s view `nexmark_<name>`.
+fn statements(q: &Query) -> Vec<String> {
+    if q.views.is_empty() {
+        vec![format!(
+            "CREATE MATERIALIZED VIEW nexmark_{} AS {}",
+            q.name, q.reference
+        )]
+    } else {
+        q.views.clone()
+    }
+}
+
 /// Generates the events and produces them through `DoPut`, one call per
 /// stream, while generating (a thread of its own).
-async fn ingest(db: &Database, uri: &str, args: &Args) -> Row {
+/// With `pace`, events are sent at that many per second of wall-clock
+/// time (blocks of 50 ms of events), else as fast as they go.
+async fn ingest(db: &Database, uri: &str, n: u64, rate: u64, pace: Option<u64>) -> Row {
     let schemas: [SchemaRef; 3] = {
         let mut s = Vec::new();
         for name in ["person", "auction", "bid"] {
@@ -165,7 +195,6 @@ async fn ingest(db: &Database, uri: &str, args: &Args) -> Row {
         }
         s.try_into().expect("three schemas")
     };
-    let (n, rate) = (args.nexmark_events, args.nexmark_rate);
     let (mut txs, rxs): (Vec<_>, Vec<_>) = (0..3)
         .map(|_| futures::channel::mpsc::channel::<RecordBatch>(16))
         .unzip();
@@ -176,8 +205,16 @@ async fn ingest(db: &Database, uri: &str, args: &Args) -> Row {
         let mut g = Generator::new(42, rate, BASE_US, gen_schemas);
         let mut bytes = 0u64;
         let mut done = 0;
+        let block = pace.map_or(BLOCK, |p| (p / 20).clamp(1, BLOCK));
+        let began = Instant::now();
         while done < n {
-            let k = BLOCK.min(n - done);
+            if let Some(p) = pace {
+                let due = std::time::Duration::from_secs_f64(done as f64 / p as f64);
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let k = block.min(n - done);
             let b = g.block(k);
             done += k;
             for (tx, batch) in txs.iter_mut().zip([b.person, b.auction, b.bid]) {
@@ -223,14 +260,7 @@ async fn ingest(db: &Database, uri: &str, args: &Args) -> Row {
 /// drops them.
 async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
     let view = format!("nexmark_{}", q.name);
-    let creates = if q.views.is_empty() {
-        vec![format!(
-            "CREATE MATERIALIZED VIEW {view} AS {}",
-            q.reference
-        )]
-    } else {
-        q.views.clone()
-    };
+    let creates = statements(q);
     reset_peak_memory();
     let (cpu0, start) = (cpu_seconds(), Instant::now());
     let mut created = Vec::new();

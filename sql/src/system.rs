@@ -549,7 +549,7 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
             v.name.clone(),
             status.to_string(),
             Some(lag),
-            Some(v.freshness(lag)),
+            Some(s.views.freshness_of(v).await),
             Some(v.checkpoints() as i64),
             Some(v.origin()),
             Some(match v.emit() {

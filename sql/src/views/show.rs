@@ -74,6 +74,21 @@ impl Views {
         })
     }
 
+    /// How stale view `v` may be, in seconds: how long since it last had
+    /// read everything (0 when it has), added up over its stages — an
+    /// event is at most that old when the view does not reflect it yet.
+    pub async fn freshness_of(&self, v: &MatView) -> f64 {
+        let (_, lag) = v.progress(&self.log).await;
+        let mut seconds = v.freshness(lag);
+        let mut stages = self.stages_read(v);
+        while let Some(stage) = stages.pop() {
+            let (_, lag) = stage.progress(&self.log).await;
+            seconds += stage.freshness(lag);
+            stages.extend(self.stages_read(&stage));
+        }
+        seconds
+    }
+
     /// View `v`'s status and lag in rows, its stages' counted in: the
     /// first stage not running gives the status, and their lags add up.
     pub async fn progress_of(&self, v: &MatView) -> (Status, i64) {
