@@ -21,9 +21,11 @@ use std::ops::ControlFlow;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
+use sqlparser::ast::helpers::attached_token::AttachedToken;
 use sqlparser::ast::{
     Expr as SqlExpr, GroupByExpr, Ident, ObjectName, OrderBy, OrderByExpr, OrderByKind, Query,
-    SelectItem, SetExpr, TableAlias, TableFactor, Value, VisitMut, VisitorMut, With,
+    Select, SelectFlavor, SelectItem, SetExpr, TableAlias, TableFactor, TableWithJoins, Value,
+    VisitMut, VisitorMut, With,
 };
 use streamhouse_log::RESERVED_PREFIX;
 
@@ -221,25 +223,21 @@ pub(super) fn group_before_ranking(query: &mut Query) {
             other => other,
         })
         .collect();
-    let Ok(mut outer) = sqlparser::parser::Parser::parse_sql(
-        &sqlparser::dialect::PostgreSqlDialect {},
-        "SELECT * FROM (SELECT 1) AS \"__grouped\"",
-    ) else {
-        return;
+    let grouped = TableFactor::Derived {
+        lateral: false,
+        subquery: Box::new(Query {
+            body: Box::new(SetExpr::Select(Box::new(inner))),
+            ..empty_query()
+        }),
+        alias: Some(TableAlias {
+            explicit: true,
+            name: Ident::with_quote('"', "__grouped"),
+            columns: Vec::new(),
+            at: None,
+        }),
+        sample: None,
     };
-    let Some(sqlparser::ast::Statement::Query(mut outer)) = outer.pop() else {
-        return;
-    };
-    let SetExpr::Select(wrapper) = outer.body.as_mut() else {
-        return;
-    };
-    let Some(TableFactor::Derived { subquery, .. }) =
-        wrapper.from.first_mut().map(|f| &mut f.relation)
-    else {
-        return;
-    };
-    *subquery.body = SetExpr::Select(Box::new(inner));
-    query.body = outer.body;
+    query.body = select_all_from(grouped, None).body;
     if let Some(order) = &mut query.order_by {
         order.kind = OrderByKind::Expressions(ordered);
     }
@@ -330,7 +328,7 @@ fn with_ctes(query: &Query, ctes: &[sqlparser::ast::Cte], recursive: bool) -> Qu
         }
         None => {
             query.with = Some(With {
-                with_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                with_token: AttachedToken::empty(),
                 recursive,
                 cte_tables: ctes.to_vec(),
             })
@@ -423,24 +421,68 @@ impl Derived<'_> {
         {
             return;
         }
-        let Ok(mut parsed) = sqlparser::parser::Parser::parse_sql(
-            &sqlparser::dialect::PostgreSqlDialect {},
-            "SELECT * FROM (SELECT 1) AS t WHERE true",
-        ) else {
-            return;
-        };
-        let Some(sqlparser::ast::Statement::Query(mut staged)) = parsed.pop() else {
-            return;
-        };
-        let SetExpr::Select(wrapper) = staged.body.as_mut() else {
-            return;
-        };
-        wrapper.from[0].relation = from.relation.clone();
-        wrapper.selection = Some(filter.clone());
+        let staged = select_all_from(from.relation.clone(), Some(filter.clone()));
         let stage = stage_name(self.name, self.stages.len() + 1);
         self.stages
             .push((stage.clone(), with_ctes(&staged, self.ctes, self.recursive)));
         from.relation = table(&stage, alias.clone());
+    }
+}
+
+/// `SELECT * FROM relation [WHERE filter]`.
+fn select_all_from(relation: TableFactor, filter: Option<SqlExpr>) -> Query {
+    let select = Select {
+        select_token: AttachedToken::empty(),
+        optimizer_hints: Vec::new(),
+        distinct: None,
+        select_modifiers: None,
+        top: None,
+        top_before_distinct: false,
+        projection: vec![SelectItem::Wildcard(Default::default())],
+        exclude: None,
+        into: None,
+        from: vec![TableWithJoins {
+            relation,
+            joins: Vec::new(),
+        }],
+        lateral_views: Vec::new(),
+        prewhere: None,
+        selection: filter,
+        connect_by: Vec::new(),
+        group_by: GroupByExpr::Expressions(Vec::new(), Vec::new()),
+        cluster_by: Vec::new(),
+        distribute_by: Vec::new(),
+        sort_by: Vec::new(),
+        having: None,
+        named_window: Vec::new(),
+        qualify: None,
+        window_before_qualify: false,
+        value_table_mode: None,
+        flavor: SelectFlavor::Standard,
+    };
+    Query {
+        body: Box::new(SetExpr::Select(Box::new(select))),
+        ..empty_query()
+    }
+}
+
+/// A query with nothing but an empty body, for filling in.
+fn empty_query() -> Query {
+    Query {
+        with: None,
+        body: Box::new(SetExpr::Values(sqlparser::ast::Values {
+            explicit_row: false,
+            value_keyword: false,
+            rows: Vec::new(),
+        })),
+        order_by: None,
+        limit_clause: None,
+        fetch: None,
+        locks: Vec::new(),
+        for_clause: None,
+        settings: None,
+        format_clause: None,
+        pipe_operators: Vec::new(),
     }
 }
 
