@@ -3,44 +3,17 @@
 
 #![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
 
-use std::sync::Arc;
+mod common;
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 use futures::TryStreamExt;
-use streamhouse_log::{DataDir, Log};
 use streamhouse_sql::{Database, QueryResult};
-use tempfile::TempDir;
 
-struct Env {
-    db: Database,
-    log: Arc<Log>,
-    dir: TempDir,
-    _dd: DataDir,
-}
-
-async fn open_in(dir: TempDir) -> Env {
-    let dd = DataDir::open(dir.path()).unwrap();
-    let log = Arc::new(dd.open_log().await.unwrap());
-    let db = Database::open(log.clone()).await.unwrap();
-    Env {
-        db,
-        log,
-        dir,
-        _dd: dd,
-    }
-}
+use common::{Env, open_in, restart};
 
 async fn env() -> Env {
     open_in(tempfile::tempdir().unwrap()).await
-}
-
-/// Closes and reopens everything over the same directory (cold cache).
-async fn reopen(e: Env) -> Env {
-    e.log.shutdown().await;
-    let Env { dir, db, log, _dd } = e;
-    drop((db, log, _dd));
-    open_in(dir).await
 }
 
 /// Runs `sql`; returns the rows of the last statement.
@@ -333,7 +306,7 @@ async fn scans_prune_chunks_before_any_get() {
         .await
         .unwrap();
     }
-    let e = reopen(e).await; // cold cache: every chunk read is a GET
+    let e = restart(e).await; // cold cache: every chunk read is a GET
     let gets = || e.log.store().stats().gets();
 
     let before = gets();
@@ -577,7 +550,7 @@ async fn reserved_stream_names_are_refused_and_changelogs_are_not_writable() {
     assert_eq!(state, "42501", "{msg}");
     assert_eq!(e.log.partition_ends(&changelog).await.unwrap(), before);
     // After a restart every user stream and the view are still there.
-    let e = reopen(e).await;
+    let e = restart(e).await;
     let t = pretty_format_batches(&rows(&e.db, "SELECT k, s FROM totals ORDER BY k").await)
         .unwrap()
         .to_string();
