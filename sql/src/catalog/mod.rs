@@ -14,11 +14,15 @@
 //! statement qualifies when it reads a `pg_catalog` or `information_schema`
 //! relation or casts to an object-identifier type. User queries over streams
 //! are planned exactly as written.
+//!
+//! Internal relations (views' stages, tables' logs) are left out of the
+//! listings (`unlisted`).
 
 mod functions;
 pub mod privileges;
 mod rewrite;
 mod tables;
+mod unlisted;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,6 +46,7 @@ pub async fn install(
     log: Arc<streamhouse_log::Log>,
     privileges: Arc<crate::privileges::Privileges>,
 ) -> Result<Compat> {
+    unlisted::install(ctx, catalog, crate::privileges::SCHEMA)?;
     setup_pg_catalog(ctx, catalog, tables::Roles { log })
         .map_err(|e| SqlError::Internal(format!("pg_catalog: {e}")))?;
     privileges::register(ctx, privileges.clone());
