@@ -1,11 +1,14 @@
 //! Stages: a view whose query nests a GROUP BY (or a top-N, a DISTINCT)
-//! below a join, another GROUP BY, a window function or a LIMIT is
-//! maintained as a chain of views, split at the SQL level.
+//! below a join, a union, another GROUP BY, a DISTINCT, a window function
+//! or a LIMIT is maintained as a chain of views, split at the SQL level.
 //!
 //! Each derived table or CTE whose own query keeps state and sits below
 //! such an operator becomes a hidden view — a *stage* — whose definition is
-//! the user's own SQL text for that subquery (with the CTEs it may name),
-//! and the query reads the stage in its place, as a view with updates.
+//! the user's own SQL text for that subquery (with the CTEs it may name;
+//! with its SELECT's WHERE too when it is that SELECT's only relation, so
+//! that a top-N's bound stays with its ranking), and the query reads the
+//! stage in its place, as a view with updates. `GROUP BY … ORDER BY …
+//! LIMIT` is first written as a top-N over the groups in a subquery.
 //! A stage's query is split again the same way, so every level holds one
 //! stateful operator. Stages are named `__stage__<view>__<path>` (`path`
 //! is `1`, `2`, … for the view's own stages and `2_1`, … for a stage's
