@@ -364,8 +364,8 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
     } else {
         format!("DIFFERS from batch query: {}", failed.join("; "))
     };
-    if creates.len() > 1 {
-        note = format!("{} views; {note}", creates.len());
+    if created.len() > 1 {
+        note = format!("{} views; {note}", created.len());
     }
     Row {
         scenario: scenario.to_string(),
