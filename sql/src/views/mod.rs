@@ -8,7 +8,8 @@
 //!   the columns it reads (what `ALTER STREAM` may change under it).
 //! - `ownership`: which agent runs each view (leases with epochs).
 //! - `show`: `SHOW MATERIALIZED VIEWS` and the views' gauges.
-//! - `stages`: a query with nested GROUP BYs split into views over views.
+//! - `stages`: a query that nests a GROUP BY or a top-N in a subquery,
+//!   split into hidden views over views.
 //! - `subscribe`: push queries (`SUBSCRIBE`, `… EMIT CHANGES`).
 //!
 //! A view is compiled by [`crate::matview`] into a dataflow that
