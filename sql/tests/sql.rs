@@ -10,22 +10,10 @@ use arrow::util::pretty::pretty_format_batches;
 use futures::TryStreamExt;
 use streamhouse_sql::{Database, QueryResult};
 
-use common::{Env, open_in, restart};
+use common::{Env, open_in, restart, rows};
 
 async fn env() -> Env {
     open_in(tempfile::tempdir().unwrap()).await
-}
-
-/// Runs `sql`; returns the rows of the last statement.
-async fn rows(db: &Database, sql: &str) -> Vec<RecordBatch> {
-    let mut results = db
-        .execute(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    match results.pop().expect("a statement") {
-        QueryResult::Rows(s) => s.try_collect().await.unwrap(),
-        other => panic!("{sql}: expected rows, got {other:?}"),
-    }
 }
 
 /// Output column names of a query.
