@@ -544,12 +544,12 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
     let list = s.views.listed();
     let mut rows = Vec::new();
     for v in &list {
-        let (status, lag) = s.views.progress_of(v).await;
+        let (status, lag, fresh) = s.views.progress_of(v).await;
         rows.push((
             v.name.clone(),
             status.to_string(),
             Some(lag),
-            Some(s.views.freshness_of(v).await),
+            Some(fresh),
             Some(v.checkpoints() as i64),
             Some(v.origin()),
             Some(match v.emit() {

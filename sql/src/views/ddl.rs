@@ -50,9 +50,7 @@ impl Views {
         if self.log.stream(&name).await.is_ok() {
             return Err(SqlError::DuplicateTable(name.to_string()));
         }
-        let mut named = query.clone();
-        stages::group_before_ranking(&mut named);
-        stages::name_subqueries(&mut named);
+        let named = stages::prepared(&query);
         let plan = self.plan_view(&named).await?;
         let versions = input_versions(&plan);
         let split = stages::split(&name, &named, &plan);

@@ -87,9 +87,7 @@ impl Views {
     /// runs: the query's over its stages (see [`super::stages`]).
     async fn stored_plan(&self, record: &ViewRecord) -> Result<(ViewOptions, Query, LogicalPlan)> {
         let (options, query) = parse_stored(&record.definition)?;
-        let mut named = query.clone();
-        stages::group_before_ranking(&mut named);
-        stages::name_subqueries(&mut named);
+        let named = stages::prepared(&query);
         let plan = self.plan_stored(record, &named).await?;
         let split = stages::split(&record.name, &named, &plan);
         if split.stages.is_empty() {

@@ -74,25 +74,13 @@ impl Views {
         })
     }
 
-    /// How stale view `v` may be, in seconds: how long since it last had
-    /// read everything (0 when it has), added up over its stages — an
-    /// event is at most that old when the view does not reflect it yet.
-    pub async fn freshness_of(&self, v: &MatView) -> f64 {
-        let (_, lag) = v.progress(&self.log).await;
-        let mut seconds = v.freshness(lag);
-        let mut stages = self.stages_read(v);
-        while let Some(stage) = stages.pop() {
-            let (_, lag) = stage.progress(&self.log).await;
-            seconds += stage.freshness(lag);
-            stages.extend(self.stages_read(&stage));
-        }
-        seconds
-    }
-
-    /// View `v`'s status and lag in rows, its stages' counted in: the
-    /// first stage not running gives the status, and their lags add up.
-    pub async fn progress_of(&self, v: &MatView) -> (Status, i64) {
+    /// View `v`'s status, lag in rows and freshness in seconds, its
+    /// stages' counted in: the first stage not running gives the status,
+    /// and lags and freshness add up (an event is at most that old when
+    /// the view does not reflect it yet).
+    pub async fn progress_of(&self, v: &MatView) -> (Status, i64, f64) {
         let (mut status, mut lag) = v.progress(&self.log).await;
+        let mut fresh = v.freshness(lag);
         let mut stages = self.stages_read(v);
         while let Some(stage) = stages.pop() {
             let (s, l) = stage.progress(&self.log).await;
@@ -100,16 +88,17 @@ impl Views {
                 status = s;
             }
             lag = lag.saturating_add(l);
+            fresh += stage.freshness(l);
             stages.extend(self.stages_read(&stage));
         }
-        (status, lag)
+        (status, lag, fresh)
     }
 
     /// The rows of `SHOW MATERIALIZED VIEWS`.
     pub(crate) async fn show(&self) -> Result<QueryResult> {
         let mut rows: Vec<ShowRow> = Vec::new();
         for v in &self.listed() {
-            let (status, lag) = self.progress_of(v).await;
+            let (status, lag, _) = self.progress_of(v).await;
             rows.push(ShowRow {
                 name: v.name.clone(),
                 status: status.to_string(),

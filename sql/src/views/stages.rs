@@ -134,10 +134,20 @@ pub(super) fn split(name: &str, query: &Query, plan: &LogicalPlan) -> Split {
     split
 }
 
+/// `query` as it is planned and split: a ranking of groups written as a
+/// top-N over them ([`group_before_ranking`]), every derived table named
+/// ([`name_subqueries`]).
+pub(super) fn prepared(query: &Query) -> Query {
+    let mut query = query.clone();
+    group_before_ranking(&mut query);
+    name_subqueries(&mut query);
+    query
+}
+
 /// Gives every derived table without an alias one (`__subquery1`, …), so
 /// that any can become a stage; deterministic, so a restored view's query
 /// is named alike.
-pub(super) fn name_subqueries(query: &mut Query) {
+fn name_subqueries(query: &mut Query) {
     struct Namer(usize);
     impl VisitorMut for Namer {
         type Break = ();
@@ -168,7 +178,7 @@ pub(super) fn name_subqueries(query: &mut Query) {
 /// The select list is named as PostgreSQL names it and ORDER BY refers to
 /// those names; left as it is when an ORDER BY item names no output column
 /// (the view is then refused as before).
-pub(super) fn group_before_ranking(query: &mut Query) {
+fn group_before_ranking(query: &mut Query) {
     let ranked =
         query.order_by.is_some() && (query.limit_clause.is_some() || query.fetch.is_some());
     let SetExpr::Select(select) = query.body.as_ref() else {
