@@ -451,7 +451,16 @@ impl Log {
         });
         let mut parts = Vec::new();
         for batch in batches {
-            let batch = conform(&info, batch)?;
+            let batch = match conform(&info, batch.clone()) {
+                Ok(b) => b,
+                Err(e @ LogError::SchemaMismatch { .. }) => {
+                    match self.carried(&info, &batch).await? {
+                        Some(b) => b,
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -464,6 +473,25 @@ impl Log {
             return Ok(None);
         }
         Ok(Some(StagedAppend { info, parts }))
+    }
+
+    /// Rows made for an older version of a stream's columns (a write
+    /// planned, or a value decoded, before an `ALTER STREAM` that landed
+    /// before the append) carried over to the current version, as if they
+    /// had been appended just before the change; `None` when they are not
+    /// rows of an older version.
+    async fn carried(&self, info: &StreamInfo, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let made_for = batch.schema();
+        let older = self
+            .meta
+            .schema_versions(info.id)
+            .await?
+            .into_iter()
+            .any(|v| v.version < info.schema_version && v.schema.fields() == made_for.fields());
+        if !older {
+            return Ok(None);
+        }
+        crate::evolve::rows_as(&info.spec.schema, batch).map(Some)
     }
 
     /// Appends staged rows of any number of streams as one append: every

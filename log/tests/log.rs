@@ -609,11 +609,16 @@ async fn added_columns_read_old_chunks_through_the_new_schema(b: Backend) {
         .await
         .unwrap();
     assert_eq!(v2.schema_version, 2);
-    // Rows of the old shape are refused now; rows of one version each may
-    // share a flush.
+    // Rows of no version are refused; rows of one version each may share
+    // a flush.
+    let v1_rows = orders(10..20, 2, T0);
     let e = f
         .log
-        .append("evolving", orders(10..20, 2, T0), AppendOptions::default())
+        .append(
+            "evolving",
+            v1_rows.project(&[0, 1, 2]).unwrap(),
+            AppendOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, LogError::SchemaMismatch { .. }), "{e}");
@@ -1072,7 +1077,62 @@ async fn staged_appends_to_several_streams_commit_together(b: Backend) {
     assert_eq!(total(&f, "a").await, 31);
 }
 
+/// Rows made for an older version (a write planned, or a produced value
+/// decoded, just before a change landed) are appended as rows of the
+/// current one, through any door: a column added since takes its default.
+async fn rows_of_an_older_version_are_carried_over(b: Backend) {
+    let f = Fixture::new(b).await;
+    f.log.create_stream(spec("carried", 1)).await.unwrap();
+    let before = orders(0..5, 2, T0);
+    f.log
+        .alter_stream(
+            "carried",
+            &[SchemaChange::AddColumn(qty_field())],
+            "ADD COLUMN qty",
+        )
+        .await
+        .unwrap();
+    f.log
+        .append("carried", before, AppendOptions::default())
+        .await
+        .unwrap();
+    let staged = f
+        .log
+        .stage(
+            "carried",
+            vec![orders(5..10, 2, T0)],
+            &AppendOptions::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    f.log.append_staged(vec![staged]).await.unwrap();
+    let rows = read_all(&f, "carried", 0).await;
+    assert_eq!(i64s(&rows, "id"), (0..10).collect::<Vec<_>>());
+    assert_eq!(i64s(&rows, "qty"), vec![1; 10]);
+    // Across two changes: a nullable column added since reads NULL.
+    f.log
+        .alter_stream(
+            "carried",
+            &[SchemaChange::AddColumn(Field::new(
+                "note",
+                DataType::Utf8,
+                true,
+            ))],
+            "ADD COLUMN note",
+        )
+        .await
+        .unwrap();
+    f.log
+        .append("carried", orders(10..12, 2, T0), AppendOptions::default())
+        .await
+        .unwrap();
+    let rows = read_all(&f, "carried", 0).await;
+    assert_eq!(i64s(&rows, "id"), (0..12).collect::<Vec<_>>());
+}
+
 per_backend!(
+    rows_of_an_older_version_are_carried_over,
     added_columns_read_old_chunks_through_the_new_schema,
     staged_appends_to_several_streams_commit_together,
     append_batches_is_one_atomic_append,

@@ -16,7 +16,7 @@ use sqlparser::ast::{
     Statement as SqlStatement, TableObject,
 };
 use streamhouse_log::stream::is_system_column;
-use streamhouse_log::{AppendOptions, LogError, StreamInfo, StreamKind};
+use streamhouse_log::{AppendOptions, StreamInfo, StreamKind};
 
 use crate::copy::{CopyFormat, CopyIn, copy_out};
 use crate::dialect::{self, object_name};
@@ -400,28 +400,10 @@ impl Database {
             ..Default::default()
         };
         if session.transaction().state() == BlockState::Idle {
-            let ack = match self
-                .log
-                .append_batches(stream, rows.clone(), options.clone())
-                .await
-            {
-                Err(e @ LogError::SchemaMismatch { .. }) => {
-                    match self.carried(stream, &rows).await? {
-                        Some(rows) => self.log.append_batches(stream, rows, options).await?,
-                        None => return Err(e.into()),
-                    }
-                }
-                other => other?,
-            };
+            let ack = self.log.append_batches(stream, rows, options).await?;
             return Ok(ack.rows());
         }
-        let staged = match self.log.stage(stream, rows.clone(), &options).await {
-            Err(e @ LogError::SchemaMismatch { .. }) => match self.carried(stream, &rows).await? {
-                Some(rows) => self.log.stage(stream, rows, &options).await?,
-                None => return Err(e.into()),
-            },
-            other => other?,
-        };
+        let staged = self.log.stage(stream, rows, &options).await?;
         let Some(staged) = staged else {
             return Ok(0);
         };
@@ -434,38 +416,6 @@ impl Database {
             .transaction()
             .stage(write, session.transaction_buffer_size())?;
         Ok(n)
-    }
-
-    /// Rows made for an older version of `stream`'s columns (a write
-    /// planned before an `ALTER STREAM` that landed before it appended),
-    /// carried over to the current version; `None` when they are not rows
-    /// of an older version.
-    async fn carried(
-        &self,
-        stream: &str,
-        rows: &[RecordBatch],
-    ) -> Result<Option<Vec<RecordBatch>>> {
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let current = self.log.stream(stream).await?;
-        let made_for = first.schema();
-        let older = self
-            .log
-            .metadata()
-            .schema_versions(current.id)
-            .await?
-            .into_iter()
-            .any(|v| v.version < current.schema_version && v.schema.fields() == made_for.fields());
-        if !older {
-            return Ok(None);
-        }
-        let to = &current.spec.schema;
-        Ok(Some(
-            rows.iter()
-                .map(|b| streamhouse_log::evolve::rows_as(to, b))
-                .collect::<streamhouse_log::Result<Vec<_>>>()?,
-        ))
     }
 
     pub(crate) async fn prepare_insert(&self, insert: Insert) -> Result<Action> {
