@@ -52,6 +52,9 @@ pub enum LogError {
     #[error("materialized view \"{0}\" already exists")]
     ViewExists(String),
 
+    #[error("connector \"{0}\" already exists")]
+    ConnectorExists(String),
+
     #[error("role \"{0}\" already exists")]
     RoleExists(String),
 
@@ -175,9 +178,10 @@ impl LogError {
             LogError::UnknownStream(_) | LogError::UnknownGroup(_) | LogError::UnknownRole(_) => {
                 ErrorKind::NotFound
             }
-            LogError::StreamExists(_) | LogError::ViewExists(_) | LogError::RoleExists(_) => {
-                ErrorKind::AlreadyExists
-            }
+            LogError::StreamExists(_)
+            | LogError::ViewExists(_)
+            | LogError::ConnectorExists(_)
+            | LogError::RoleExists(_) => ErrorKind::AlreadyExists,
             LogError::PartitionOutOfRange { .. }
             | LogError::SchemaMismatch { .. }
             | LogError::InvalidSpec(_)

@@ -45,10 +45,10 @@ pub use maintenance::MaintenanceReport;
 pub use metadata::postgres::PostgresMetadata;
 pub use metadata::sqlite::SqliteMetadata;
 pub use metadata::{
-    AckPart, AgentRecord, AgentStore, Change, ChunkStore, GrantRecord, GroupOffsets, GroupStore,
-    MetadataStore, PartitionStats, ProducerSeq, RegisteredSchema, RegistrySettings, RegistryStore,
-    RoleRecord, RoleStore, StreamStore, SubjectVersion, TimeFilter, TxnCommit, ViewCheckpoint,
-    ViewLease, ViewRecord, ViewStore,
+    AckPart, AgentRecord, AgentStore, Change, ChunkStore, ConnectorRecord, ConnectorStore,
+    GrantRecord, GroupOffsets, GroupStore, MetadataStore, PartitionStats, ProducerSeq,
+    RegisteredSchema, RegistrySettings, RegistryStore, RoleRecord, RoleStore, StreamStore,
+    SubjectVersion, TimeFilter, TxnCommit, ViewCheckpoint, ViewLease, ViewRecord, ViewStore,
 };
 pub use reader::BatchStream;
 pub use staged::StagedAppend;

@@ -16,9 +16,9 @@ use streamhouse_log::metadata::{
     TxnCommit,
 };
 use streamhouse_log::{
-    AgentRecord, Change, ErrorKind, GrantRecord, Log, LogConfig, LogError, MetadataStore,
-    PostgresMetadata, ProducerSeq, RoleRecord, SqliteMetadata, Store, StreamSpec, SystemClock,
-    TimeFilter, ViewCheckpoint, ViewLease, ViewRecord,
+    AgentRecord, Change, ConnectorRecord, ErrorKind, GrantRecord, Log, LogConfig, LogError,
+    MetadataStore, PostgresMetadata, ProducerSeq, RoleRecord, SqliteMetadata, Store, StreamSpec,
+    SystemClock, TimeFilter, ViewCheckpoint, ViewLease, ViewRecord,
 };
 use tempfile::TempDir;
 
@@ -1204,7 +1204,75 @@ macro_rules! per_store {
     };
 }
 
+async fn connectors_are_shared_with_leases(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let a = s.handle().await;
+    let b = s.handle().await;
+    let sink = ConnectorRecord {
+        name: "k".into(),
+        kind: "sink".into(),
+        definition: "CREATE SINK k FROM s INTO PARQUET WITH (path = 'file:///x')".into(),
+        lease: ViewLease::default(),
+    };
+    a.create_connector(&sink, T0).await.unwrap();
+    let e = b.create_connector(&sink, T0).await.unwrap_err();
+    assert!(
+        matches!(e, LogError::ConnectorExists(ref n) if n == "k"),
+        "{e}"
+    );
+    assert_eq!(b.connectors().await.unwrap(), vec![sink.clone()]);
+    // Free: taken at once; then held until it expires.
+    assert_eq!(
+        a.acquire_connector_lease("k", "a", T0, T0 + 100, false)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        b.acquire_connector_lease("k", "b", T0 + 50, T0 + 150, false)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        a.renew_connector_lease("k", "a", 1, T0 + 200)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.acquire_connector_lease("k", "b", T0 + 201, T0 + 300, false)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert!(
+        !a.renew_connector_lease("k", "a", 1, T0 + 400)
+            .await
+            .unwrap()
+    );
+    a.release_connector_lease("k", "a", 1).await.unwrap(); // not a's
+    assert_eq!(
+        a.connectors().await.unwrap()[0].lease,
+        ViewLease {
+            owner: Some("b".into()),
+            epoch: 2,
+            until: Some(T0 + 300)
+        }
+    );
+    b.release_connector_lease("k", "b", 2).await.unwrap();
+    assert_eq!(
+        a.acquire_connector_lease("k", "a", T0 + 250, T0 + 350, false)
+            .await
+            .unwrap(),
+        Some(3)
+    );
+    assert!(b.drop_connector("k").await.unwrap());
+    assert!(!a.drop_connector("k").await.unwrap());
+    assert!(a.connectors().await.unwrap().is_empty());
+}
+
 per_store!(
+    connectors_are_shared_with_leases,
     a_sparse_chunk_replaces_chunks_and_keeps_its_row_count,
     handles_opened_together_migrate_once,
     streams_are_created_listed_and_dropped,

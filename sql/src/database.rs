@@ -51,6 +51,8 @@ pub struct Database {
     pub(crate) planner: Arc<Planner>,
     /// Materialized views: running here, elsewhere, or failed to load.
     pub(crate) views: Arc<Views>,
+    /// Sinks: running here, or elsewhere.
+    pub(crate) sinks: Arc<crate::sinks::Sinks>,
     pub(crate) options: DatabaseOptions,
     /// Statements running now.
     pub(crate) running: Arc<crate::system::Running>,
@@ -162,7 +164,13 @@ impl Database {
             )?;
         }
         views.load().await?;
+        let sinks = Arc::new(crate::sinks::Sinks::new(
+            log.clone(),
+            options.lease_duration,
+        ));
+        sinks.load().await?;
         Ok(Database {
+            sinks,
             planner,
             running,
             default_session: Session::default(),
@@ -224,6 +232,12 @@ impl Database {
     /// ([`Views::maintain`]) and releases them at shutdown.
     pub fn views(&self) -> &Arc<Views> {
         &self.views
+    }
+
+    /// The sinks: the server keeps their leases ([`crate::sinks::Sinks::maintain`])
+    /// and releases them at shutdown.
+    pub fn sinks(&self) -> &Arc<crate::sinks::Sinks> {
+        &self.sinks
     }
 
     /// Sets the gauges that describe views and consumer groups now; called
@@ -325,6 +339,10 @@ impl Database {
             Statement::ShowMaterializedViews => (
                 Action::Statement(stmt),
                 Some(crate::views::show_views_schema()),
+            ),
+            Statement::ShowSinks => (
+                Action::Statement(stmt),
+                Some(crate::sinks::show_sinks_schema()),
             ),
             Statement::Describe { .. } => (Action::Statement(stmt), Some(describe_schema())),
             Statement::Subscribe(ref s) => {
@@ -698,6 +716,21 @@ impl Database {
                 Ok(done)
             }
             Statement::ShowMaterializedViews => self.views.show().await,
+            Statement::CreateSink {
+                name,
+                if_not_exists,
+                from,
+                format,
+                options,
+            } => {
+                self.sinks
+                    .create(name, if_not_exists, from, format, options)
+                    .await
+            }
+            Statement::DropSink { names, if_exists } => {
+                self.sinks.drop_sinks(&names, if_exists).await
+            }
+            Statement::ShowSinks => self.sinks.show().await,
             Statement::CreateTable(c) => {
                 let name = crate::idents::object_name(&c.name)?;
                 let done = self.create_table(*c).await?;

@@ -63,6 +63,22 @@ pub enum Statement {
     Role(crate::roles::RoleStatement),
     /// `GRANT` or `REVOKE`.
     Grant(crate::privileges::grant::GrantStatement),
+    /// `CREATE SINK [IF NOT EXISTS] name FROM stream INTO format WITH
+    /// (key = value, …)`.
+    CreateSink {
+        name: String,
+        if_not_exists: bool,
+        from: String,
+        format: String,
+        /// (lower-case key, value as text).
+        options: Vec<(String, String)>,
+    },
+    /// `DROP SINK [IF EXISTS] name, …`.
+    DropSink {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    ShowSinks,
     /// Anything else, for DataFusion (or for `INSERT` into a stream).
     Sql(Box<SqlStatement>),
 }
@@ -138,6 +154,9 @@ impl Statement {
             Statement::DropTable { names, .. } => format!("DROP TABLE {}", names.join(", ")),
             Statement::Role(r) => r.text(),
             Statement::Grant(g) => g.text(),
+            Statement::CreateSink { name, from, .. } => format!("CREATE SINK {name} FROM {from}"),
+            Statement::DropSink { names, .. } => format!("DROP SINK {}", names.join(", ")),
+            Statement::ShowSinks => "SHOW SINKS".into(),
             Statement::Sql(s) => s.to_string(),
         }
     }
@@ -156,6 +175,8 @@ impl Statement {
                 | Statement::DropTable { .. }
                 | Statement::Role(_)
                 | Statement::Grant(_)
+                | Statement::CreateSink { .. }
+                | Statement::DropSink { .. }
         )
     }
 
@@ -434,9 +455,30 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
             .collect::<Result<_>>()?;
         return Ok(Statement::DropMaterializedView { names, if_exists });
     }
+    if p.parse_keyword(Keyword::CREATE) {
+        if parse_word(p, "SINK") {
+            return parse_create_sink(p);
+        }
+        p.prev_token();
+    }
+    if p.parse_keyword(Keyword::DROP) {
+        if parse_word(p, "SINK") {
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let names = p
+                .parse_comma_separated(|p| p.parse_object_name(false))?
+                .iter()
+                .map(object_name)
+                .collect::<Result<_>>()?;
+            return Ok(Statement::DropSink { names, if_exists });
+        }
+        p.prev_token();
+    }
     if p.parse_keyword(Keyword::SHOW) {
         if parse_word(p, "STREAMS") {
             return Ok(Statement::ShowStreams);
+        }
+        if parse_word(p, "SINKS") {
+            return Ok(Statement::ShowSinks);
         }
         if p.parse_keyword(Keyword::MATERIALIZED) {
             if parse_word(p, "VIEWS") {
@@ -489,6 +531,42 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         return Ok(Statement::Sql(Box::new(SqlStatement::Query(q))));
     }
     Ok(Statement::Sql(Box::new(stmt)))
+}
+
+/// After `CREATE SINK`: `[IF NOT EXISTS] name FROM stream INTO format
+/// WITH (key = value, …)`; values are literals, kept as text.
+fn parse_create_sink(p: &mut Parser) -> Result<Statement> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = object_name(&p.parse_object_name(false)?)?;
+    p.expect_keyword(Keyword::FROM)?;
+    let from = object_name(&p.parse_object_name(false)?)?;
+    p.expect_keyword(Keyword::INTO)?;
+    let format = p.parse_identifier()?.value.to_lowercase();
+    let mut options = Vec::new();
+    if p.peek_keyword(Keyword::WITH) {
+        for opt in p.parse_options(Keyword::WITH)? {
+            let (key, value) = key_value(opt)?;
+            let text = match literal(&value) {
+                Some(Value::SingleQuotedString(s)) => s.clone(),
+                Some(Value::Number(n, _)) => n.to_string(),
+                Some(Value::Boolean(b)) => b.to_string(),
+                _ => return Err(bad_value(&key, "expected a literal")),
+            };
+            if options.iter().any(|(k, _)| *k == key) {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "sink option \"{key}\" given twice"
+                )));
+            }
+            options.push((key, text));
+        }
+    }
+    Ok(Statement::CreateSink {
+        name,
+        if_not_exists,
+        from,
+        format,
+        options,
+    })
 }
 
 /// A `WITH (key = value)` option: its key (lower case) and value.

@@ -46,6 +46,7 @@ pub mod rewrite;
 pub mod roles;
 pub mod session;
 mod settings;
+pub mod sinks;
 mod stream_ddl;
 pub mod system;
 pub mod tables;

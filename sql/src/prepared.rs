@@ -130,6 +130,7 @@ impl Action {
             Action::Statement(s) => match s {
                 Statement::ShowStreams
                 | Statement::ShowMaterializedViews
+                | Statement::ShowSinks
                 | Statement::Describe { .. }
                 | Statement::Subscribe(_) => true,
                 Statement::CreateStream(_)
@@ -141,6 +142,8 @@ impl Action {
                 | Statement::DropTable { .. }
                 | Statement::Role(_)
                 | Statement::Grant(_)
+                | Statement::CreateSink { .. }
+                | Statement::DropSink { .. }
                 | Statement::Sql(_) => false,
             },
         }
@@ -170,6 +173,8 @@ impl Action {
             Action::Statement(Statement::DropMaterializedView { .. }) => "DROP MATERIALIZED VIEW",
             Action::Statement(Statement::CreateTable(_)) => "CREATE TABLE",
             Action::Statement(Statement::DropTable { .. }) => "DROP TABLE",
+            Action::Statement(Statement::CreateSink { .. }) => "CREATE SINK",
+            Action::Statement(Statement::DropSink { .. }) => "DROP SINK",
             _ => "this statement",
         }
     }

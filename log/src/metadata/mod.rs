@@ -10,7 +10,7 @@
 //! because they are read and bumped inside that transaction.
 //!
 //! The operations come by topic — [`StreamStore`], [`ChunkStore`],
-//! [`GroupStore`], [`ViewStore`], [`AgentStore`], [`RoleStore`] — and
+//! [`GroupStore`], [`ViewStore`], [`ConnectorStore`], [`AgentStore`], [`RoleStore`] — and
 //! [`MetadataStore`] is
 //! all of them. Two stores with the same schema: SQLite (embedded, the
 //! default; one process) and PostgreSQL (clusters: several agents share
@@ -534,6 +534,56 @@ pub trait ViewStore: Send + Sync {
     ) -> Result<()>;
 }
 
+/// A connector (a sink) as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorRecord {
+    pub name: String,
+    /// `sink`.
+    pub kind: String,
+    /// The statement that made it.
+    pub definition: String,
+    /// Who runs it, under which epoch, until when.
+    pub lease: ViewLease,
+}
+
+/// Connectors: records and leases (with the semantics of views' leases).
+#[async_trait]
+pub trait ConnectorStore: Send + Sync {
+    /// Records a connector; `ConnectorExists` if the name is taken.
+    async fn create_connector(&self, c: &ConnectorRecord, created_at: Micros) -> Result<()>;
+
+    /// Removes a connector; `false` if there was none.
+    async fn drop_connector(&self, name: &str) -> Result<bool>;
+
+    /// Every connector, by name.
+    async fn connectors(&self) -> Result<Vec<ConnectorRecord>>;
+
+    /// Takes a connector's lease for `agent` until `until` if it is free
+    /// or expired at `now` (or whoever holds it, with `steal`), bumping its
+    /// epoch; the new epoch, or `None`.
+    async fn acquire_connector_lease(
+        &self,
+        name: &str,
+        agent: &str,
+        now: Micros,
+        until: Micros,
+        steal: bool,
+    ) -> Result<Option<u64>>;
+
+    /// Extends a lease `agent` holds in `epoch`; `false` when it no longer
+    /// does.
+    async fn renew_connector_lease(
+        &self,
+        name: &str,
+        agent: &str,
+        epoch: u64,
+        until: Micros,
+    ) -> Result<bool>;
+
+    /// Gives up a lease `agent` holds in `epoch`.
+    async fn release_connector_lease(&self, name: &str, agent: &str, epoch: u64) -> Result<()>;
+}
+
 /// The agents sharing the store.
 #[async_trait]
 pub trait AgentStore: Send + Sync {
@@ -680,6 +730,7 @@ pub trait MetadataStore:
     + ChunkStore
     + GroupStore
     + ViewStore
+    + ConnectorStore
     + AgentStore
     + RoleStore
     + RegistryStore

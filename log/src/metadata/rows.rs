@@ -60,6 +60,7 @@ pub(super) const SCHEMA_VERSION_COLUMNS: &str =
     "stream_id, version, schema_ipc, change, created_at_us";
 pub(super) const VIEW_COLUMNS: &str = "name, dataflow, definition, checkpoint_no, \
      input_offsets, state_key, owner, epoch, lease_until_us, input_versions";
+pub(super) const CONNECTOR_COLUMNS: &str = "name, kind, definition, owner, epoch, lease_until_us";
 pub(super) const ROLE_COLUMNS: &str = "name, superuser, can_login, verifier, created_at_us";
 pub(super) const GRANT_COLUMNS: &str = "object_kind, object_name, grantee, privilege, grantor";
 pub(super) const AGENT_COLUMNS: &str =
@@ -147,6 +148,19 @@ pub(super) fn partition_stats(row: &impl MetaRow) -> Result<PartitionStats> {
         bytes: row.int("bytes")? as u64,
         chunks: row.int("chunks")? as u64,
         last_append: row.opt_int("last_append")?,
+    })
+}
+
+pub(super) fn connector(row: &impl MetaRow) -> Result<super::ConnectorRecord> {
+    Ok(super::ConnectorRecord {
+        name: row.text("name")?,
+        kind: row.text("kind")?,
+        definition: row.text("definition")?,
+        lease: super::ViewLease {
+            owner: row.opt_text("owner")?,
+            epoch: row.int("epoch")? as u64,
+            until: row.opt_int("lease_until_us")?,
+        },
     })
 }
 

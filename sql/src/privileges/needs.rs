@@ -142,6 +142,12 @@ pub fn of_statement(stmt: &Statement, caller: &str) -> Vec<Need> {
             needs.extend(query_reads(query));
             needs
         }
+        // A sink reads its stream; dropping one takes what creating did.
+        Statement::CreateSink { from, .. } => vec![
+            create(),
+            Need::Privilege(Privilege::Select, Object::table(from.clone())),
+        ],
+        Statement::DropSink { .. } => vec![create()],
         Statement::Subscribe(Subscribe::View { name, .. }) => vec![Need::Privilege(
             Privilege::Select,
             Object::table(name.clone()),
@@ -157,6 +163,7 @@ pub fn of_statement(stmt: &Statement, caller: &str) -> Vec<Need> {
         Statement::Grant(g) => g.needs(),
         Statement::ShowStreams
         | Statement::ShowMaterializedViews
+        | Statement::ShowSinks
         | Statement::Describe { .. }
         | Statement::Sql(_) => Vec::new(),
     }

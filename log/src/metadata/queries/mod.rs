@@ -1,10 +1,11 @@
 //! The store operations, written once over [`super::sql::Backend`]: each
-//! topic's trait (`StreamStore`, `ChunkStore`, `GroupStore`, `ViewStore`,
+//! topic's trait (`StreamStore`, `ChunkStore`, `GroupStore`, `ViewStore`, `ConnectorStore`,
 //! `AgentStore`, `RoleStore`, `RegistryStore`) is implemented for every backend, so the SQLite and the
 //! PostgreSQL store run the same statements wherever their dialects agree.
 
 mod agents;
 mod chunks;
+mod connectors;
 mod groups;
 mod registry;
 mod roles;

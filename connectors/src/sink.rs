@@ -1,0 +1,439 @@
+//! A sink: a stream's rows copied, partition by partition, into files in
+//! an object store, from where the copy left off, each row exactly once.
+//!
+//! The destination itself records how far a sink got: every file is named
+//! by the first offset it covers and carries the end of its range in its
+//! footer ([`parquet`]), so a sink restarted anywhere — after a crash, on
+//! another agent — lists its partition's files, reads the last one's range
+//! and goes on from its end. A file is created only if no file of that name
+//! exists, so two runs of one sink (an owner that lost its lease and does
+//! not know it yet) can never both write a range: the second is refused,
+//! lists again and continues after the winner's file.
+//!
+//! Files are cut at `file_rows` rows or `file_bytes` bytes of Arrow data,
+//! or `flush_interval` after their first row, whichever comes first: large
+//! files for analytics when the stream is busy, bounded delay when it is
+//! not. Memory holds at most one file's rows per partition.
+
+pub mod parquet;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use streamhouse_log::{Log, LogError, Store};
+
+/// Errors of a sink's definition or its run.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// An option is unknown, missing or malformed.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] ::parquet::errors::ParquetError),
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+pub type Result<T, E = SinkError> = std::result::Result<T, E>;
+
+/// The file format of a sink's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkFormat {
+    Parquet,
+}
+
+impl SinkFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkFormat::Parquet => "PARQUET",
+        }
+    }
+}
+
+/// What a sink copies where: `CREATE SINK name FROM stream INTO PARQUET
+/// WITH (path = 'file:///…' | 's3://bucket/prefix', file_rows = …,
+/// file_bytes = …, flush_interval = '…')`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    pub name: String,
+    /// The stream whose rows it copies (a view's changelog, for a view).
+    pub stream: String,
+    pub format: SinkFormat,
+    /// Where the files go.
+    pub path: String,
+    /// A file holds at most this many rows …
+    pub file_rows: usize,
+    /// … and about this many bytes of Arrow data (the Parquet file is
+    /// smaller: encoded and compressed).
+    pub file_bytes: usize,
+    /// A file is written at most this long after its first row arrived.
+    pub flush_interval: Duration,
+}
+
+/// The options a sink knows, for error messages.
+const KNOWN: &str = "path, file_rows, file_bytes, flush_interval";
+
+impl SinkSpec {
+    /// A sink from its statement's parts; `options` are (lower-case key,
+    /// value) pairs. Checks every option; does not touch the destination.
+    pub fn new(
+        name: &str,
+        stream: &str,
+        format: &str,
+        options: &[(String, String)],
+    ) -> Result<SinkSpec> {
+        let format = match format.to_ascii_lowercase().as_str() {
+            "parquet" => SinkFormat::Parquet,
+            other => {
+                return Err(SinkError::Invalid(format!(
+                    "sink format {other:?} is not one StreamHouse writes (known: PARQUET)"
+                )));
+            }
+        };
+        let mut spec = SinkSpec {
+            name: name.to_string(),
+            stream: stream.to_string(),
+            format,
+            path: String::new(),
+            file_rows: 1_000_000,
+            file_bytes: 256 << 20,
+            flush_interval: Duration::from_secs(10),
+        };
+        let bad = |k: &str, v: &str, why: &str| {
+            SinkError::Invalid(format!("sink option {k} = '{v}': {why}"))
+        };
+        for (k, v) in options {
+            match k.as_str() {
+                "path" => {
+                    if !(v.starts_with("file:///") || v.starts_with("s3://")) {
+                        return Err(bad(
+                            k,
+                            v,
+                            "expected an absolute file:/// URL or s3://bucket/prefix",
+                        ));
+                    }
+                    spec.path = v.clone();
+                }
+                "file_rows" => {
+                    spec.file_rows = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=100_000_000).contains(n))
+                        .ok_or_else(|| {
+                            bad(k, v, "expected a number of rows from 1 to 100000000")
+                        })?;
+                }
+                "file_bytes" => {
+                    spec.file_bytes = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=(4usize << 30)).contains(n))
+                        .ok_or_else(|| bad(k, v, "expected a number of bytes from 1 to 4 GiB"))?;
+                }
+                "flush_interval" => {
+                    spec.flush_interval = humantime::parse_duration(v)
+                        .ok()
+                        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(24 * 3600))
+                        .ok_or_else(|| {
+                            bad(k, v, "expected a duration from 1ms to 24h, e.g. '10s'")
+                        })?;
+                }
+                other => {
+                    return Err(SinkError::Invalid(format!(
+                        "unknown sink option \"{other}\" (known: {KNOWN})"
+                    )));
+                }
+            }
+        }
+        if spec.path.is_empty() {
+            return Err(SinkError::Invalid(
+                "a sink needs WITH (path = 'file:///…' or 's3://…')".into(),
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// Every option, as `CREATE SINK` would be written to make it again.
+    pub fn options(&self) -> Vec<(String, String)> {
+        vec![
+            ("path".into(), self.path.clone()),
+            ("file_rows".into(), self.file_rows.to_string()),
+            ("file_bytes".into(), self.file_bytes.to_string()),
+            (
+                "flush_interval".into(),
+                humantime::format_duration(self.flush_interval).to_string(),
+            ),
+        ]
+    }
+
+    /// The statement that makes this sink.
+    pub fn to_sql(&self) -> String {
+        let options: Vec<String> = self
+            .options()
+            .iter()
+            .map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''")))
+            .collect();
+        format!(
+            "CREATE SINK {} FROM {} INTO {} WITH ({})",
+            quoted(&self.name),
+            quoted(&self.stream),
+            self.format.name(),
+            options.join(", ")
+        )
+    }
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Where a sink's run is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkStatus {
+    /// Finding where each partition left off.
+    Starting,
+    Running,
+    /// The destination or the log failed; trying again (the cause).
+    Retrying(String),
+    /// Stopped for good (the cause): its stream is gone.
+    Failed(String),
+}
+
+impl SinkStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkStatus::Starting => "starting",
+            SinkStatus::Running => "running",
+            SinkStatus::Retrying(_) => "retrying",
+            SinkStatus::Failed(_) => "failed",
+        }
+    }
+
+    /// The cause of a retry or failure.
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            SinkStatus::Retrying(c) | SinkStatus::Failed(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// A running sink's progress, shared with whoever shows it.
+#[derive(Debug)]
+pub struct Progress {
+    status: Mutex<SinkStatus>,
+    /// Per partition: the end of the last file (the next offset to copy).
+    positions: Mutex<Vec<u64>>,
+    rows: AtomicU64,
+    files: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            status: Mutex::new(SinkStatus::Starting),
+            positions: Mutex::new(Vec::new()),
+            rows: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Progress {
+    pub fn status(&self) -> SinkStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, s: SinkStatus) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// Per partition, the next offset the sink will copy (known once the
+    /// partition's files were listed).
+    pub fn positions(&self) -> Vec<u64> {
+        self.positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_position(&self, partition: usize, at: u64) {
+        let mut p = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        if p.len() <= partition {
+            p.resize(partition + 1, 0);
+        }
+        p[partition] = at;
+    }
+
+    /// Rows and files written by this run.
+    pub fn written(&self) -> (u64, u64) {
+        (
+            self.rows.load(Ordering::Relaxed),
+            self.files.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// How long a failed partition waits before it starts again.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Runs a sink until its stream is dropped (then `Failed`) or the task is
+/// aborted: one copy loop per partition, each restarted from the
+/// destination's files after a failure.
+pub async fn run(log: Arc<Log>, spec: SinkSpec, progress: Arc<Progress>) {
+    let store = match Store::open(&spec.path) {
+        Ok(s) => s,
+        Err(e) => {
+            progress.set_status(SinkStatus::Failed(e.to_string()));
+            return;
+        }
+    };
+    let partitions = loop {
+        match log.stream(&spec.stream).await {
+            Ok(info) => break info.spec.partitions,
+            Err(e @ LogError::UnknownStream(_)) => {
+                progress.set_status(SinkStatus::Failed(e.to_string()));
+                return;
+            }
+            Err(e) => {
+                progress.set_status(SinkStatus::Retrying(e.to_string()));
+                tokio::time::sleep(RETRY_MAX).await;
+            }
+        }
+    };
+    let spec = Arc::new(spec);
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..partitions {
+        let (log, store, spec, progress) =
+            (log.clone(), store.clone(), spec.clone(), progress.clone());
+        tasks.spawn(async move { partition_loop(&log, &store, &spec, &progress, p).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            progress.set_status(SinkStatus::Failed(e.to_string()));
+            tasks.abort_all();
+        }
+    }
+}
+
+/// Copies one partition, starting again after failures; returns only when
+/// the stream is gone.
+async fn partition_loop(
+    log: &Log,
+    store: &Store,
+    spec: &SinkSpec,
+    progress: &Progress,
+    p: u32,
+) -> Result<()> {
+    let mut backoff = RETRY_MIN;
+    loop {
+        match copy(log, store, spec, progress, p).await {
+            Ok(()) => return Ok(()),
+            Err(SinkError::Log(e @ LogError::UnknownStream(_))) => return Err(SinkError::Log(e)),
+            Err(e) => {
+                tracing::warn!(sink = %spec.name, partition = p, error = %e, "sink retrying");
+                progress.set_status(SinkStatus::Retrying(e.to_string()));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// One partition's copy: from the end of its last file, read, buffer and
+/// write files until an error.
+async fn copy(
+    log: &Log,
+    store: &Store,
+    spec: &SinkSpec,
+    progress: &Progress,
+    p: u32,
+) -> Result<()> {
+    let dir = parquet::PartitionDir::new(p);
+    let mut file_start = dir.resume(store).await?;
+    progress.set_position(p as usize, file_start);
+    progress.set_status(SinkStatus::Running);
+    let mut read_at = file_start;
+    let mut buffer = parquet::Buffer::default();
+    loop {
+        // Wait for rows, but no longer than the buffered file may wait.
+        let wait = match buffer.first_at {
+            Some(at) => spec.flush_interval.saturating_sub(at.elapsed()),
+            None => spec.flush_interval,
+        };
+        let end = match tokio::time::timeout(wait, log.wait_for(&spec.stream, p, read_at)).await {
+            Ok(end) => Some(end?),
+            Err(_) => None,
+        };
+        if let Some(end) = end {
+            let info = log.stream(&spec.stream).await?;
+            let declared = info.spec.schema.fields().len();
+            // The declared columns, `_offset` and `_timestamp`.
+            let projection: Vec<usize> =
+                (0..declared).chain([declared + 1, declared + 2]).collect();
+            let mut rows = log.read_as(info, p, read_at..end, Some(projection)).await?;
+            while let Some(mut batch) = rows.try_next().await? {
+                if buffer.schema_differs(&batch) {
+                    file_start =
+                        write(&dir, store, spec, progress, &mut buffer, file_start).await?;
+                }
+                // A file takes at most `file_rows` rows: the rest of a
+                // batch starts the next.
+                while buffer.rows + batch.num_rows() > spec.file_rows {
+                    let take = spec.file_rows - buffer.rows;
+                    buffer.push(batch.slice(0, take));
+                    batch = batch.slice(take, batch.num_rows() - take);
+                    file_start =
+                        write(&dir, store, spec, progress, &mut buffer, file_start).await?;
+                }
+                buffer.push(batch);
+                if buffer.rows >= spec.file_rows || buffer.bytes >= spec.file_bytes {
+                    file_start =
+                        write(&dir, store, spec, progress, &mut buffer, file_start).await?;
+                }
+            }
+            read_at = end;
+            buffer.end = Some(end);
+        }
+        let due = buffer
+            .first_at
+            .is_some_and(|at| at.elapsed() >= spec.flush_interval);
+        if due {
+            file_start = write(&dir, store, spec, progress, &mut buffer, file_start).await?;
+        }
+    }
+}
+
+/// Writes the buffered rows as the file starting at `start`; the next
+/// file's start. Refused because a file of that name exists (another run of
+/// this sink wrote it): an error, so the copy lists its files again.
+async fn write(
+    dir: &parquet::PartitionDir,
+    store: &Store,
+    spec: &SinkSpec,
+    progress: &Progress,
+    buffer: &mut parquet::Buffer,
+    start: u64,
+) -> Result<u64> {
+    let Some(end) = buffer.covered_end() else {
+        return Ok(start);
+    };
+    let rows = std::mem::take(buffer);
+    let n = rows.rows as u64;
+    let bytes = parquet::encode(&rows.batches, start, end, &spec.stream)?;
+    dir.create(store, start, bytes).await?;
+    progress.rows.fetch_add(n, Ordering::Relaxed);
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    progress.set_position(dir.partition() as usize, end);
+    Ok(end)
+}

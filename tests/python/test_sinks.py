@@ -1,0 +1,212 @@
+"""Sinks: `CREATE SINK … INTO PARQUET` copies a stream into Parquet files,
+each row exactly once — across a SIGKILL of the server, and from one agent
+to another over PostgreSQL + S3 — read back with DuckDB and pyarrow."""
+import os
+import signal
+import tempfile
+import threading
+import time
+
+import duckdb
+import psycopg
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+from conftest import Server, shared_store_args
+
+
+def q(sql):
+    """Rows of a DuckDB query, on a connection of its own."""
+    with duckdb.connect() as c:
+        return c.sql(sql).fetchall()
+
+
+def copied(path):
+    """(partition, _offset, id) of every row in the sink's files."""
+    return sorted(q(f"SELECT partition, _offset, id FROM read_parquet('{path}/**/*.parquet', "
+                    "hive_partitioning = true)"))
+
+
+def wait_copied(path, want, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = copied(path)
+        except duckdb.IOException:
+            got = []  # no file yet
+        if len(got) >= want:
+            return got
+        assert time.monotonic() < deadline, f"{len(got)} of {want} rows copied"
+        time.sleep(0.2)
+
+
+def stream_rows(conn, name):
+    return sorted(conn.execute(f"SELECT _partition, _offset, id FROM {name}").fetchall())
+
+
+def writer(dsn, start, stop, acked):
+    """Inserts rows of ids from `start` in small transactions until `stop`;
+    records the ids each acknowledged INSERT wrote."""
+    i = start
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                ids = list(range(i, i + 50))
+                conn.execute("INSERT INTO orders SELECT x, x * 2 FROM unnest(%s::bigint[]) AS t(x)",
+                             (ids,))
+                acked.extend(ids)
+                i += 50
+    except psycopg.OperationalError:
+        pass  # the server was killed
+
+
+def test_a_sink_copies_each_row_once_across_sigkill():
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "out")
+        s = Server(os.path.join(d, "data"))
+        try:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
+                             "WITH (partitions = 3)")
+                conn.execute(f"CREATE SINK lake FROM orders INTO PARQUET WITH ("
+                             f"path = 'file://{out}', flush_interval = '200ms', file_rows = 300)")
+            acked, stop = [], threading.Event()
+            t = threading.Thread(target=writer, args=(s.dsn, 0, stop, acked))
+            t.start()
+            time.sleep(2)
+            s.proc.send_signal(signal.SIGKILL)
+            s.proc.wait(timeout=10)
+            stop.set()
+            t.join()
+            assert len(acked) > 0
+            s = Server(os.path.join(d, "data"))
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("INSERT INTO orders SELECT x, x * 2 "
+                             "FROM generate_series(1000000, 1000999) AS t(x)")
+                acked.extend(range(1_000_000, 1_001_000))
+                want = stream_rows(conn, "orders")
+                got = wait_copied(out, len(want))
+                # Exactly the stream's rows, each once, at their offsets.
+                assert got == want
+                assert set(acked) <= {r[2] for r in got}
+                shown = conn.execute("SHOW SINKS").fetchall()
+                assert [(r[0], r[1], r[2], r[4]) for r in shown] == [
+                    ("lake", "orders", "PARQUET", "running")]
+                assert shown[0][6] == 0  # lag
+                # Files hold at most file_rows rows; every file's range
+                # starts where the previous one's ended.
+                n = q(f"SELECT max(c) FROM (SELECT count(*) AS c FROM read_parquet("
+                      f"'{out}/**/*.parquet', filename = true) GROUP BY filename)")[0][0]
+                assert n <= 300
+        finally:
+            assert s.stop() == 0
+
+
+def test_sink_statements_and_refusals(server):
+    with tempfile.TemporaryDirectory() as out, \
+            psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE STREAM clicks (url TEXT)")
+
+        def refused(sql, state, words):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql)
+            assert e.value.sqlstate == state, e.value
+            assert words in str(e.value), e.value
+
+        refused(f"CREATE SINK k FROM clicks INTO PARQUET WITH (path = 'file://{out}', color = 'red')",
+                "42P16", 'unknown sink option "color"')
+        refused("CREATE SINK k FROM clicks INTO PARQUET", "42P16", "needs WITH (path")
+        refused("CREATE SINK k FROM clicks INTO PARQUET WITH (path = 'relative/dir')",
+                "42P16", "absolute file:///")
+        refused(f"CREATE SINK k FROM clicks INTO PARQUET WITH (path = 'file://{out}', "
+                "file_rows = 0)", "42P16", "file_rows")
+        refused(f"CREATE SINK k FROM clicks INTO CSV WITH (path = 'file://{out}')",
+                "42P16", "PARQUET")
+        refused(f"CREATE SINK k FROM nowhere INTO PARQUET WITH (path = 'file://{out}')",
+                "42P01", "nowhere")
+        refused("DROP SINK k", "42704", "does not exist")
+        conn.execute("DROP SINK IF EXISTS k")
+        assert conn.execute("SHOW SINKS").fetchall() == []
+
+        conn.execute(f"CREATE SINK k FROM clicks INTO PARQUET WITH (path = 'file://{out}', "
+                     "flush_interval = '100ms')")
+        refused(f"CREATE SINK k FROM clicks INTO PARQUET WITH (path = 'file://{out}')",
+                "42710", "already exists")
+        conn.execute(f"CREATE SINK IF NOT EXISTS k FROM clicks INTO PARQUET "
+                     f"WITH (path = 'file://{out}')")
+        conn.execute("INSERT INTO clicks VALUES ('a'), ('b')")
+        wait_copied_urls(out, 2)
+        conn.execute("DROP SINK k")
+        assert conn.execute("SHOW SINKS").fetchall() == []
+        # Dropped: nothing more is copied; the files stay.
+        conn.execute("INSERT INTO clicks VALUES ('c')")
+        time.sleep(1)
+        assert sorted(q(f"SELECT url FROM read_parquet('{out}/**/*.parquet')")) == [
+            ("a",), ("b",)]
+
+
+def wait_copied_urls(path, want, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            n = q(f"SELECT count(*) FROM read_parquet('{path}/**/*.parquet')")[0][0]
+        except duckdb.IOException:
+            n = 0
+        if n >= want:
+            return
+        assert time.monotonic() < deadline, f"{n} of {want} rows copied"
+        time.sleep(0.1)
+
+
+def s3_rows(bucket, prefix):
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="test",
+                           secret_key="test", region="us-east-1")
+    try:
+        t = ds.dataset(f"{bucket}/{prefix}", filesystem=fs, format="parquet",
+                       partitioning="hive").to_table()
+    except (FileNotFoundError, OSError):
+        return []
+    return sorted(zip(t.column("partition").to_pylist(), t.column("_offset").to_pylist(),
+                      t.column("id").to_pylist()))
+
+
+def test_a_sink_to_s3_moves_to_another_agent():
+    args = shared_store_args("sinks_cluster")
+    bucket = os.environ["STREAMHOUSE_TEST_S3_BUCKET"]
+    prefix = f"sink_{int(time.time() * 1e6)}"
+    with tempfile.TemporaryDirectory() as a_dir, tempfile.TemporaryDirectory() as b_dir:
+        a = Server(os.path.join(a_dir, "a"), args)
+        b = Server(os.path.join(b_dir, "b"), args)
+        try:
+            with psycopg.connect(a.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
+                             "WITH (partitions = 2)")
+                conn.execute(f"CREATE SINK lake FROM orders INTO PARQUET WITH ("
+                             f"path = 's3://{bucket}/{prefix}', flush_interval = '200ms')")
+                conn.execute("INSERT INTO orders SELECT x, x FROM generate_series(0, 499) AS t(x)")
+            deadline = time.monotonic() + 60
+            while len(s3_rows(bucket, prefix)) < 500:
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+            with psycopg.connect(b.dsn, autocommit=True) as conn:
+                shown = conn.execute("SHOW SINKS").fetchall()
+                assert shown[0][4].startswith("running on "), shown
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait(timeout=10)
+            with psycopg.connect(b.dsn, autocommit=True) as conn:
+                conn.execute("INSERT INTO orders SELECT x, x FROM generate_series(500, 999) AS t(x)")
+                want = stream_rows(conn, "orders")
+                # The killed agent's lease expires; this one goes on from
+                # the files it left.
+                deadline = time.monotonic() + 90
+                while len(got := s3_rows(bucket, prefix)) < len(want):
+                    assert time.monotonic() < deadline, f"{len(got)} of {len(want)}"
+                    time.sleep(0.5)
+                assert got == want
+                assert conn.execute("SHOW SINKS").fetchall()[0][4] == "running"
+        finally:
+            assert b.stop() == 0
+            if a.proc.poll() is None:
+                a.proc.kill()
