@@ -7,6 +7,7 @@ mod agents;
 mod chunks;
 mod connectors;
 mod groups;
+mod leases;
 mod registry;
 mod roles;
 mod streams;

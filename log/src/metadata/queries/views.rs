@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 
-use super::super::rows::{self, MetaRow, VIEW_COLUMNS};
+use super::super::rows::{self, VIEW_COLUMNS};
 use super::super::sql::{Backend, Sql, Statement};
 use super::super::{ViewCheckpoint, ViewRecord, ViewStore};
+use super::leases::{self, Leased};
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
 
@@ -105,24 +106,7 @@ impl<B: Backend> ViewStore for B {
         until: Micros,
         steal: bool,
     ) -> Result<Option<u64>> {
-        let row = self
-            .single()
-            .await?
-            .fetch_optional(
-                Statement::new(
-                    "UPDATE views SET owner = $1, epoch = epoch + 1, lease_until_us = $2 \
-                     WHERE name = $3 AND ($4 OR owner IS NULL OR lease_until_us IS NULL \
-                                          OR lease_until_us < $5) \
-                     RETURNING epoch",
-                )
-                .text(agent)
-                .int(until)
-                .text(name)
-                .bool(steal)
-                .int(now),
-            )
-            .await?;
-        row.map(|r| Ok(r.int("epoch")? as u64)).transpose()
+        leases::acquire(self, Leased::Views, name, agent, now, until, steal).await
     }
 
     async fn renew_view_lease(
@@ -132,36 +116,10 @@ impl<B: Backend> ViewStore for B {
         epoch: u64,
         until: Micros,
     ) -> Result<bool> {
-        let done = self
-            .single()
-            .await?
-            .execute(
-                Statement::new(
-                    "UPDATE views SET lease_until_us = $1 \
-                     WHERE name = $2 AND owner = $3 AND epoch = $4",
-                )
-                .int(until)
-                .text(name)
-                .text(agent)
-                .uint(epoch),
-            )
-            .await?;
-        Ok(done > 0)
+        leases::renew(self, Leased::Views, name, agent, epoch, until).await
     }
 
     async fn release_view_lease(&self, name: &str, agent: &str, epoch: u64) -> Result<()> {
-        self.single()
-            .await?
-            .execute(
-                Statement::new(
-                    "UPDATE views SET owner = NULL, lease_until_us = NULL \
-                     WHERE name = $1 AND owner = $2 AND epoch = $3",
-                )
-                .text(name)
-                .text(agent)
-                .uint(epoch),
-            )
-            .await?;
-        Ok(())
+        leases::release(self, Leased::Views, name, agent, epoch).await
     }
 }
