@@ -14,7 +14,7 @@
 //! `harness/flight.rs`), the materialized-view scenarios
 //! (`harness/views.rs`), the Kafka door through librdkafka clients
 //! (`harness/kafka.rs`; `--tansu BIN` runs the same clients against Tansu
-//! too), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
+//! too), a stream copied into Parquet files by a sink (`harness/sinks.rs`), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
 //! and Nexmark as views (`harness/nexmark.rs`, the queries in
 //! `benches/nexmark/`); `--filter "nexmark live"` runs the Nexmark views
 //! together while events arrive at a fixed rate instead
@@ -37,6 +37,8 @@ mod kafka;
 mod nexmark;
 #[path = "harness/pgwire.rs"]
 mod pgwire;
+#[path = "harness/sinks.rs"]
+mod sinks;
 #[path = "harness/views.rs"]
 mod views;
 
@@ -419,6 +421,9 @@ async fn run(args: Args) {
     }
     if wanted("kafka") {
         table.extend(kafka::scenarios(&args).await);
+    }
+    if wanted("sink") {
+        table.extend(sinks::scenarios(&args).await);
     }
     if wanted("avro") {
         table.extend(avro::scenarios());

@@ -38,7 +38,7 @@ const STREAM: &str = "(k BIGINT NOT NULL, x DOUBLE PRECISION NOT NULL, ts TIMEST
 
 /// Appends `n` events to `stream`: 1,000 per second of event time, keys
 /// `i * 7919 % keys`, in 100,000-row appends, 8 in flight.
-async fn ingest(log: &Arc<streamhouse_log::Log>, stream: &str, n: usize, keys: i64) {
+pub async fn ingest(log: &Arc<streamhouse_log::Log>, stream: &str, n: usize, keys: i64) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("x", DataType::Float64, false),

@@ -62,7 +62,8 @@ impl SinkFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkSpec {
     pub name: String,
-    /// The stream whose rows it copies (a view's changelog, for a view).
+    /// The stream or materialized view whose rows it copies (a view's
+    /// changelog: its rows with the change each made).
     pub stream: String,
     pub format: SinkFormat,
     /// Where the files go.
@@ -253,6 +254,11 @@ impl Progress {
             .clone()
     }
 
+    /// Marks the sink failed for good (it could not start: `cause`).
+    pub fn fail(&self, cause: String) {
+        self.set_status(SinkStatus::Failed(cause));
+    }
+
     fn set_status(&self, s: SinkStatus) {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
@@ -283,14 +289,29 @@ impl Progress {
     }
 }
 
+/// A sink as it runs: its spec, and the log stream it reads.
+struct SinkRun {
+    spec: SinkSpec,
+    log_stream: String,
+}
+
+impl std::ops::Deref for SinkRun {
+    type Target = SinkSpec;
+
+    fn deref(&self) -> &SinkSpec {
+        &self.spec
+    }
+}
+
 /// How long a failed partition waits before it starts again.
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// Runs a sink until its stream is dropped (then `Failed`) or the task is
-/// aborted: one copy loop per partition, each restarted from the
-/// destination's files after a failure.
-pub async fn run(log: Arc<Log>, spec: SinkSpec, progress: Arc<Progress>) {
+/// Runs a sink, reading log stream `stream` (its source's: the stream
+/// itself, or a view's changelog), until the stream is dropped (then
+/// `Failed`) or the task is aborted: one copy loop per partition, each
+/// restarted from the destination's files after a failure.
+pub async fn run(log: Arc<Log>, spec: SinkSpec, stream: String, progress: Arc<Progress>) {
     let store = match Store::open(&spec.path) {
         Ok(s) => s,
         Err(e) => {
@@ -299,7 +320,7 @@ pub async fn run(log: Arc<Log>, spec: SinkSpec, progress: Arc<Progress>) {
         }
     };
     let partitions = loop {
-        match log.stream(&spec.stream).await {
+        match log.stream(&stream).await {
             Ok(info) => break info.spec.partitions,
             Err(e @ LogError::UnknownStream(_)) => {
                 progress.set_status(SinkStatus::Failed(e.to_string()));
@@ -311,7 +332,10 @@ pub async fn run(log: Arc<Log>, spec: SinkSpec, progress: Arc<Progress>) {
             }
         }
     };
-    let spec = Arc::new(spec);
+    let spec = Arc::new(SinkRun {
+        spec,
+        log_stream: stream,
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..partitions {
         let (log, store, spec, progress) =
@@ -331,7 +355,7 @@ pub async fn run(log: Arc<Log>, spec: SinkSpec, progress: Arc<Progress>) {
 async fn partition_loop(
     log: &Log,
     store: &Store,
-    spec: &SinkSpec,
+    spec: &SinkRun,
     progress: &Progress,
     p: u32,
 ) -> Result<()> {
@@ -352,13 +376,7 @@ async fn partition_loop(
 
 /// One partition's copy: from the end of its last file, read, buffer and
 /// write files until an error.
-async fn copy(
-    log: &Log,
-    store: &Store,
-    spec: &SinkSpec,
-    progress: &Progress,
-    p: u32,
-) -> Result<()> {
+async fn copy(log: &Log, store: &Store, spec: &SinkRun, progress: &Progress, p: u32) -> Result<()> {
     let dir = parquet::PartitionDir::new(p);
     let mut file_start = dir.resume(store).await?;
     progress.set_position(p as usize, file_start);
@@ -371,12 +389,13 @@ async fn copy(
             Some(at) => spec.flush_interval.saturating_sub(at.elapsed()),
             None => spec.flush_interval,
         };
-        let end = match tokio::time::timeout(wait, log.wait_for(&spec.stream, p, read_at)).await {
+        let end = match tokio::time::timeout(wait, log.wait_for(&spec.log_stream, p, read_at)).await
+        {
             Ok(end) => Some(end?),
             Err(_) => None,
         };
         if let Some(end) = end {
-            let info = log.stream(&spec.stream).await?;
+            let info = log.stream(&spec.log_stream).await?;
             let declared = info.spec.schema.fields().len();
             // The declared columns, `_offset` and `_timestamp`.
             let projection: Vec<usize> =
@@ -420,7 +439,7 @@ async fn copy(
 async fn write(
     dir: &parquet::PartitionDir,
     store: &Store,
-    spec: &SinkSpec,
+    spec: &SinkRun,
     progress: &Progress,
     buffer: &mut parquet::Buffer,
     start: u64,

@@ -682,6 +682,10 @@ impl Database {
             }
             Statement::DropStream { names, if_exists } => {
                 self.refuse_tables(&names, "DROP STREAM").await?;
+                self.sinks.refuse_dropping(&names).await?;
+                for name in &names {
+                    self.views.refuse_dropping_stream(name)?;
+                }
                 for name in &names {
                     match self.log.drop_stream(name).await {
                         Ok(()) => self.planner.deregister(name)?,
@@ -711,6 +715,7 @@ impl Database {
             Statement::Subscribe(s) => self.views.subscribe(s).await,
             Statement::DropMaterializedView { names, if_exists } => {
                 self.refuse_tables(&names, "DROP MATERIALIZED VIEW").await?;
+                self.sinks.refuse_dropping(&names).await?;
                 let done = self.views.drop_views(names.clone(), if_exists).await?;
                 self.forget_grants(&names).await?;
                 Ok(done)

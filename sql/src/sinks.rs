@@ -30,6 +30,8 @@ const SINK: &str = "sink";
 
 /// A sink running on this agent.
 struct Running {
+    /// The log stream it reads ("" when its source is gone).
+    stream: String,
     epoch: u64,
     progress: Arc<Progress>,
     task: JoinHandle<()>,
@@ -77,20 +79,7 @@ impl Sinks {
     ) -> Result<QueryResult> {
         let spec = SinkSpec::new(&name, &from, &format, &options)
             .map_err(|e| SqlError::InvalidDefinition(e.to_string()))?;
-        let info = match self.log.stream(&from).await {
-            Ok(info) => info,
-            Err(LogError::UnknownStream(_)) => {
-                return Err(SqlError::UndefinedTable(format!(
-                    "stream \"{from}\" does not exist (a sink copies a stream)"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if StreamKind::of(info.name()) != StreamKind::User {
-            return Err(SqlError::NotSupported(format!(
-                "a sink of \"{from}\": sinks copy streams (not yet tables or materialized views)"
-            )));
-        }
+        self.source_stream(&from).await?;
         // The destination must open (a bad bucket or path fails here).
         streamhouse_log::Store::open(&spec.path)
             .map_err(|e| SqlError::InvalidDefinition(format!("sink path: {e}")))?;
@@ -121,6 +110,42 @@ impl Sinks {
         Ok(QueryResult::command(CommandTag::CreateSink))
     }
 
+    /// The log stream a sink of `from` reads: the stream itself, or a
+    /// materialized view's changelog.
+    async fn source_stream(&self, from: &str) -> Result<String> {
+        match self.log.stream(from).await {
+            Ok(info) if StreamKind::of(info.name()) == StreamKind::User => {
+                return Ok(info.name().to_string());
+            }
+            Ok(_) | Err(LogError::UnknownStream(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let views = self.log.metadata().views().await?;
+        match views.iter().find(|v| v.name == from) {
+            Some(view) => Ok(crate::views::changelog_of(view)),
+            None => Err(SqlError::UndefinedTable(format!(
+                "no stream or materialized view \"{from}\" (a sink copies one; not yet a table)"
+            ))),
+        }
+    }
+
+    /// Refuses to drop streams or views (`names`) that sinks copy.
+    pub(crate) async fn refuse_dropping(&self, names: &[String]) -> Result<()> {
+        for record in self.log.metadata().connectors().await? {
+            if record.kind != SINK {
+                continue;
+            }
+            let spec = spec_of(&record)?;
+            if names.contains(&spec.stream) {
+                return Err(SqlError::DependentObjects(format!(
+                    "cannot drop \"{}\": sink \"{}\" copies it; drop the sink first",
+                    spec.stream, record.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Takes sink `name`'s lease and starts it here; `false` when another
     /// agent holds it.
     async fn take(&self, name: &str, spec: SinkSpec) -> Result<bool> {
@@ -134,15 +159,28 @@ impl Sinks {
             return Ok(false);
         };
         let progress = Arc::new(Progress::default());
-        let task = tokio::spawn(streamhouse_connectors::sink::run(
-            self.log.clone(),
-            spec,
-            progress.clone(),
-        ));
+        let stream = match self.source_stream(&spec.stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                progress.fail(e.to_string());
+                String::new()
+            }
+        };
+        let task = if stream.is_empty() {
+            tokio::spawn(async {})
+        } else {
+            tokio::spawn(streamhouse_connectors::sink::run(
+                self.log.clone(),
+                spec,
+                stream.clone(),
+                progress.clone(),
+            ))
+        };
         tracing::info!(sink = %name, epoch, "sink started");
         self.running().insert(
             name.to_string(),
             Running {
+                stream,
                 epoch,
                 progress,
                 task,
@@ -270,15 +308,18 @@ impl Sinks {
             let spec = spec_of(record)?;
             let here = self.running().get(&record.name).map(|r| {
                 let (written, files) = r.progress.written();
-                (r.progress.status(), r.progress.positions(), written, files)
+                let status = r.progress.status();
+                (
+                    status,
+                    r.stream.clone(),
+                    r.progress.positions(),
+                    written,
+                    files,
+                )
             });
             let (status, cause, lag, written, files) = match here {
-                Some((status, positions, written, files)) => {
-                    let ends = self
-                        .log
-                        .partition_ends(&spec.stream)
-                        .await
-                        .unwrap_or_default();
+                Some((status, stream, positions, written, files)) => {
+                    let ends = self.log.partition_ends(&stream).await.unwrap_or_default();
                     let lag = (positions.len() == ends.len()).then(|| {
                         ends.iter()
                             .zip(&positions)

@@ -125,6 +125,9 @@ def test_sink_statements_and_refusals(server):
                 "42P16", "PARQUET")
         refused(f"CREATE SINK k FROM nowhere INTO PARQUET WITH (path = 'file://{out}')",
                 "42P01", "nowhere")
+        conn.execute(f"CREATE SINK held FROM clicks INTO PARQUET WITH (path = 'file://{out}/held')")
+        refused("DROP STREAM clicks", "2BP01", 'sink "held" copies it')
+        conn.execute("DROP SINK held")
         refused("DROP SINK k", "42704", "does not exist")
         conn.execute("DROP SINK IF EXISTS k")
         assert conn.execute("SHOW SINKS").fetchall() == []
@@ -144,6 +147,48 @@ def test_sink_statements_and_refusals(server):
         time.sleep(1)
         assert sorted(q(f"SELECT url FROM read_parquet('{out}/**/*.parquet')")) == [
             ("a",), ("b",)]
+
+
+def test_a_sink_of_a_view_writes_its_changelog(server):
+    with tempfile.TemporaryDirectory() as out, \
+            psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE STREAM visits (page TEXT) WITH (partitions = 2)")
+        conn.execute("CREATE MATERIALIZED VIEW per_page AS "
+                     "SELECT page, count(*) AS n FROM visits GROUP BY page")
+        conn.execute(f"CREATE SINK pages FROM per_page INTO PARQUET WITH ("
+                     f"path = 'file://{out}', flush_interval = '100ms')")
+        conn.execute("INSERT INTO visits VALUES ('a'), ('b'), ('a')")
+        conn.execute("INSERT INTO visits VALUES ('b')")
+        want = sorted(conn.execute("SELECT page, count(*) FROM visits GROUP BY page").fetchall())
+        assert want == [("a", 2), ("b", 2)]
+        # The changelog applied in order is the view.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                log = q(f"SELECT op, page, n FROM read_parquet('{out}/**/*.parquet', "
+                        "hive_partitioning = true) ORDER BY partition, _offset")
+            except duckdb.IOException:
+                log = []
+            held = {}
+            for op, page, n in log:
+                if op == "insert":
+                    held[(page, n)] = held.get((page, n), 0) + 1
+                else:
+                    held[(page, n)] -= 1
+            if sorted(k for k, c in held.items() for _ in range(c)) == want:
+                break
+            assert time.monotonic() < deadline, log
+            time.sleep(0.1)
+        # What a sink copies cannot be dropped under it.
+        for sql, words in [("DROP MATERIALIZED VIEW per_page", 'sink "pages" copies it'),
+                           ("DROP STREAM visits", "per_page reads it")]:
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql)
+            assert e.value.sqlstate == "2BP01", e.value
+            assert words in str(e.value), e.value
+        conn.execute("DROP SINK pages")
+        conn.execute("DROP MATERIALIZED VIEW per_page")
+        conn.execute("DROP STREAM visits")
 
 
 def wait_copied_urls(path, want, timeout=30):

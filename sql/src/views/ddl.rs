@@ -256,7 +256,33 @@ impl Views {
     /// Views dropped `together` do not count (a view and its stages); a
     /// stage counts as its view.
     fn refuse_with_dependents(&self, name: &str, together: &[&str]) -> Result<()> {
-        let changelog = self.changelog_of(name);
+        let what = if self
+            .running(name)
+            .is_some_and(|v| v.reads(&streamhouse_log::table_log_name(name)))
+        {
+            "table"
+        } else {
+            "materialized view"
+        };
+        self.refuse_readers(name, self.changelog_of(name), together, what)
+    }
+
+    /// Refuses to drop stream `name` while views read it.
+    pub(crate) fn refuse_dropping_stream(&self, name: &str) -> Result<()> {
+        self.refuse_readers(name, Some(name.to_string()), &[], "stream")
+    }
+
+    /// Refuses to drop `name` (a `what`, whose rows views read from log
+    /// stream `read`) while views other than those dropped `together` read
+    /// it.
+    fn refuse_readers(
+        &self,
+        name: &str,
+        read: Option<String>,
+        together: &[&str],
+        what: &str,
+    ) -> Result<()> {
+        let changelog = read;
         let mut dependents: Vec<String> = self
             .by_name()
             .iter()
@@ -290,14 +316,6 @@ impl Views {
         }
         dependents.sort();
         dependents.dedup();
-        let what = if self
-            .running(name)
-            .is_some_and(|v| v.reads(&streamhouse_log::table_log_name(name)))
-        {
-            "table"
-        } else {
-            "materialized view"
-        };
         Err(SqlError::DependentObjects(format!(
             "cannot drop {what} \"{name}\": {} read{} it; drop {} first",
             dependents.join(", "),

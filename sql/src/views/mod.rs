@@ -46,6 +46,11 @@ use crate::window::Tables;
 
 pub use show::show_views_schema;
 
+/// The stream a view's changelog is written to, by its stored record.
+pub fn changelog_of(record: &streamhouse_log::ViewRecord) -> String {
+    definition::changelog_name(&record.dataflow)
+}
+
 /// The timings every view of this agent runs with.
 #[derive(Debug, Clone, Copy)]
 pub struct ViewTimings {
