@@ -303,6 +303,13 @@ impl std::ops::Deref for SinkRun {
     }
 }
 
+/// Rows a sink wrote to files, by `sink`.
+pub const ROWS_METRIC: &str = "streamhouse_sink_rows_total";
+/// Files a sink wrote, by `sink`.
+pub const FILES_METRIC: &str = "streamhouse_sink_files_total";
+/// Bytes of the files a sink wrote, by `sink`.
+pub const BYTES_METRIC: &str = "streamhouse_sink_bytes_total";
+
 /// How long a failed partition waits before it starts again.
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -450,9 +457,14 @@ async fn write(
     let rows = std::mem::take(buffer);
     let n = rows.rows as u64;
     let bytes = parquet::encode(&rows.batches, start, end, &spec.stream)?;
+    let size = bytes.len() as u64;
     dir.create(store, start, bytes).await?;
     progress.rows.fetch_add(n, Ordering::Relaxed);
     progress.files.fetch_add(1, Ordering::Relaxed);
+    let sink = spec.name.clone();
+    metrics::counter!(ROWS_METRIC, "sink" => sink.clone()).increment(n);
+    metrics::counter!(FILES_METRIC, "sink" => sink.clone()).increment(1);
+    metrics::counter!(BYTES_METRIC, "sink" => sink).increment(size);
     progress.set_position(dir.partition() as usize, end);
     Ok(end)
 }

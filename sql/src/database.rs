@@ -118,9 +118,14 @@ impl Database {
             },
         )?);
         let running = Arc::new(crate::system::Running::new(log.clock().clone()));
+        let sinks = Arc::new(crate::sinks::Sinks::new(
+            log.clone(),
+            options.lease_duration,
+        ));
         let sources = Arc::new(crate::system::Sources {
             log: log.clone(),
             views: views.clone(),
+            sinks: sinks.clone(),
             running: running.clone(),
         });
         let ctx = &planner.ctx;
@@ -164,10 +169,6 @@ impl Database {
             )?;
         }
         views.load().await?;
-        let sinks = Arc::new(crate::sinks::Sinks::new(
-            log.clone(),
-            options.lease_duration,
-        ));
         sinks.load().await?;
         Ok(Database {
             sinks,

@@ -301,6 +301,13 @@ impl Sinks {
     /// files written by this run, and its lag (rows of its stream not yet
     /// in files).
     pub(crate) async fn show(&self) -> Result<QueryResult> {
+        let columns = self.listing().await?;
+        QueryResult::rows(RecordBatch::try_new(show_sinks_schema(), columns)?)
+    }
+
+    /// The columns of [`show_sinks_schema`], a row per sink (what `SHOW
+    /// SINKS` and `streamhouse.sinks` list).
+    pub(crate) async fn listing(&self) -> Result<Vec<ArrayRef>> {
         let records = self.log.metadata().connectors().await?;
         let me = self.log.agent().id();
         let mut rows = ShowRows::default();
@@ -353,7 +360,7 @@ impl Sinks {
             rows.files.push(files);
             rows.definition.push(record.definition.clone());
         }
-        QueryResult::rows(rows.batch()?)
+        Ok(rows.columns())
     }
 }
 
@@ -390,9 +397,9 @@ struct ShowRows {
 }
 
 impl ShowRows {
-    fn batch(self) -> Result<RecordBatch> {
+    fn columns(self) -> Vec<ArrayRef> {
         let strings = |v: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(v)) };
-        let cols: Vec<ArrayRef> = vec![
+        vec![
             strings(self.name),
             strings(self.from),
             strings(self.into),
@@ -403,12 +410,11 @@ impl ShowRows {
             Arc::new(Int64Array::from(self.rows)),
             Arc::new(Int64Array::from(self.files)),
             strings(self.definition),
-        ];
-        Ok(RecordBatch::try_new(show_sinks_schema(), cols)?)
+        ]
     }
 }
 
-/// The columns of `SHOW SINKS`.
+/// The columns of `SHOW SINKS` and `streamhouse.sinks`.
 pub fn show_sinks_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),

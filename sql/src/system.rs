@@ -1,6 +1,6 @@
 //! The `streamhouse` schema: system tables any door can query —
 //! `streams`, `schema_versions` (every version of each stream's schema),
-//! `partitions`, `views`, `consumer_groups`, `queries` (running statements
+//! `partitions`, `views`, `sinks`, `consumer_groups`, `queries` (running statements
 //! and subscriptions) and `agents`. Each is computed when it is
 //! scanned, from the log's metadata and the server's own state.
 
@@ -217,6 +217,7 @@ impl Running {
 pub(crate) struct Sources {
     pub log: Arc<Log>,
     pub views: Arc<crate::views::Views>,
+    pub sinks: Arc<crate::sinks::Sinks>,
     pub running: Arc<Running>,
 }
 
@@ -424,6 +425,17 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                     ("definition", Utf8),
                 ],
                 fill(&sources, |s| async move { views(&s).await }),
+            ),
+        ),
+        (
+            "sinks",
+            SystemTable::new(
+                crate::sinks::show_sinks_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().as_str(), f.data_type().clone()))
+                    .collect(),
+                fill(&sources, |s| async move { s.sinks.listing().await }),
             ),
         ),
         (

@@ -6,6 +6,7 @@ import signal
 import tempfile
 import threading
 import time
+import urllib.request
 
 import duckdb
 import psycopg
@@ -140,6 +141,18 @@ def test_sink_statements_and_refusals(server):
                      f"WITH (path = 'file://{out}')")
         conn.execute("INSERT INTO clicks VALUES ('a'), ('b')")
         wait_copied_urls(out, 2)
+        # The system table lists what SHOW SINKS does; the metrics count it.
+        # (The file is visible a moment before the sink counts it.)
+        deadline = time.monotonic() + 10
+        while (listed := conn.execute("SELECT name, \"from\", status, lag_rows, rows_written "
+                                      "FROM streamhouse.sinks").fetchall()) != [
+                ("k", "clicks", "running", 0, 2)]:
+            assert time.monotonic() < deadline, listed
+            time.sleep(0.05)
+        with urllib.request.urlopen(f"http://{server.http}/metrics") as r:
+            metrics = r.read().decode()
+        assert 'streamhouse_sink_rows_total{sink="k"} 2' in metrics, metrics
+        assert 'streamhouse_sink_files_total{sink="k"} 1' in metrics, metrics
         conn.execute("DROP SINK k")
         assert conn.execute("SHOW SINKS").fetchall() == []
         # Dropped: nothing more is copied; the files stay.
