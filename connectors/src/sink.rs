@@ -38,6 +38,9 @@ pub enum SinkError {
     Store(#[from] object_store::Error),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A task of the sink failed.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;
@@ -456,7 +459,12 @@ async fn write(
     };
     let rows = std::mem::take(buffer);
     let n = rows.rows as u64;
-    let bytes = parquet::encode(&rows.batches, start, end, &spec.stream)?;
+    // Encoding is CPU work: off the async workers, which serve the doors.
+    let stream = spec.stream.clone();
+    let bytes =
+        tokio::task::spawn_blocking(move || parquet::encode(&rows.batches, start, end, &stream))
+            .await
+            .map_err(|e| SinkError::Internal(format!("encoding a file: {e}")))??;
     let size = bytes.len() as u64;
     dir.create(store, start, bytes).await?;
     progress.rows.fetch_add(n, Ordering::Relaxed);
