@@ -399,12 +399,7 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         return parse_create_stream(p).map(Statement::CreateStream);
     }
     if p.parse_keywords(&[Keyword::DROP, Keyword::STREAM]) {
-        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-        let names = p
-            .parse_comma_separated(|p| p.parse_object_name(false))?
-            .iter()
-            .map(object_name)
-            .collect::<Result<_>>()?;
+        let (names, if_exists) = parse_drop_names(p)?;
         return Ok(Statement::DropStream { names, if_exists });
     }
     if p.parse_keywords(&[Keyword::ALTER, Keyword::STREAM]) {
@@ -447,12 +442,7 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         return Ok(Statement::Subscribe(Subscribe::View { name, snapshot }));
     }
     if p.parse_keywords(&[Keyword::DROP, Keyword::MATERIALIZED, Keyword::VIEW]) {
-        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-        let names = p
-            .parse_comma_separated(|p| p.parse_object_name(false))?
-            .iter()
-            .map(object_name)
-            .collect::<Result<_>>()?;
+        let (names, if_exists) = parse_drop_names(p)?;
         return Ok(Statement::DropMaterializedView { names, if_exists });
     }
     if p.parse_keyword(Keyword::CREATE) {
@@ -463,12 +453,7 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
     }
     if p.parse_keyword(Keyword::DROP) {
         if parse_word(p, "SINK") {
-            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-            let names = p
-                .parse_comma_separated(|p| p.parse_object_name(false))?
-                .iter()
-                .map(object_name)
-                .collect::<Result<_>>()?;
+            let (names, if_exists) = parse_drop_names(p)?;
             return Ok(Statement::DropSink { names, if_exists });
         }
         p.prev_token();
@@ -531,6 +516,17 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         return Ok(Statement::Sql(Box::new(SqlStatement::Query(q))));
     }
     Ok(Statement::Sql(Box::new(stmt)))
+}
+
+/// After `DROP <kind>`: `[IF EXISTS] name, …`.
+fn parse_drop_names(p: &mut Parser) -> Result<(Vec<String>, bool)> {
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let names = p
+        .parse_comma_separated(|p| p.parse_object_name(false))?
+        .iter()
+        .map(object_name)
+        .collect::<Result<_>>()?;
+    Ok((names, if_exists))
 }
 
 /// After `CREATE SINK`: `[IF NOT EXISTS] name FROM stream INTO format
