@@ -30,16 +30,19 @@ const SINK: &str = "sink";
 
 /// A sink running on this agent.
 struct Running {
-    /// The log stream it reads ("" when its source is gone).
-    stream: String,
+    /// The log stream it reads (`None` when its source is gone).
+    stream: Option<String>,
     epoch: u64,
     progress: Arc<Progress>,
-    task: JoinHandle<()>,
+    /// The copy (`None` when it could not start).
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -122,7 +125,7 @@ impl Sinks {
         }
         let views = self.log.metadata().views().await?;
         match views.iter().find(|v| v.name == from) {
-            Some(view) => Ok(crate::views::changelog_of(view)),
+            Some(view) => Ok(crate::views::changelog_stream(view)),
             None => Err(SqlError::UndefinedTable(format!(
                 "no stream or materialized view \"{from}\" (a sink copies one; not yet a table)"
             ))),
@@ -160,22 +163,20 @@ impl Sinks {
         };
         let progress = Arc::new(Progress::default());
         let stream = match self.source_stream(&spec.stream).await {
-            Ok(s) => s,
+            Ok(s) => Some(s),
             Err(e) => {
                 progress.fail(e.to_string());
-                String::new()
+                None
             }
         };
-        let task = if stream.is_empty() {
-            tokio::spawn(async {})
-        } else {
+        let task = stream.clone().map(|stream| {
             tokio::spawn(streamhouse_connectors::sink::run(
                 self.log.clone(),
                 spec,
-                stream.clone(),
+                stream,
                 progress.clone(),
             ))
-        };
+        });
         tracing::info!(sink = %name, epoch, "sink started");
         self.running().insert(
             name.to_string(),
@@ -285,11 +286,12 @@ impl Sinks {
         let stopped: Vec<(String, Running)> = self.running().drain().collect();
         let me = self.log.agent().id();
         for (name, r) in stopped {
-            r.task.abort();
+            let epoch = r.epoch;
+            drop(r); // stops the copy
             if let Err(e) = self
                 .log
                 .metadata()
-                .release_connector_lease(&name, &me, r.epoch)
+                .release_connector_lease(&name, &me, epoch)
                 .await
             {
                 tracing::warn!(sink = %name, error = %e, "cannot release a sink's lease");
@@ -326,7 +328,10 @@ impl Sinks {
             });
             let (status, cause, lag, written, files) = match here {
                 Some((status, stream, positions, written, files)) => {
-                    let ends = self.log.partition_ends(&stream).await.unwrap_or_default();
+                    let ends = match &stream {
+                        Some(s) => self.log.partition_ends(s).await.unwrap_or_default(),
+                        None => Vec::new(),
+                    };
                     let lag = (positions.len() == ends.len()).then(|| {
                         ends.iter()
                             .zip(&positions)

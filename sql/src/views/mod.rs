@@ -47,7 +47,7 @@ use crate::window::Tables;
 pub use show::show_views_schema;
 
 /// The stream a view's changelog is written to, by its stored record.
-pub fn changelog_of(record: &streamhouse_log::ViewRecord) -> String {
+pub fn changelog_stream(record: &streamhouse_log::ViewRecord) -> String {
     definition::changelog_name(&record.dataflow)
 }
 
@@ -221,7 +221,7 @@ impl Views {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
-            .map(|r| definition::changelog_name(&r.record.dataflow))
+            .map(|r| changelog_stream(&r.record))
     }
 
     /// Where view incarnation `dataflow` keeps its state, and how it runs.
