@@ -14,7 +14,9 @@
 //! `harness/flight.rs`), the materialized-view scenarios
 //! (`harness/views.rs`), the Kafka door through librdkafka clients
 //! (`harness/kafka.rs`; `--tansu BIN` runs the same clients against Tansu
-//! too), a stream copied into Parquet files by a sink (`harness/sinks.rs`), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
+//! too), a stream copied into Parquet files by a sink (`harness/sinks.rs`), a
+//! PostgreSQL source following a changing table (`harness/sources.rs`;
+//! needs the test command's PostgreSQL), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
 //! and Nexmark as views (`harness/nexmark.rs`, the queries in
 //! `benches/nexmark/`); `--filter "nexmark live"` runs the Nexmark views
 //! together while events arrive at a fixed rate instead
@@ -39,6 +41,8 @@ mod nexmark;
 mod pgwire;
 #[path = "harness/sinks.rs"]
 mod sinks;
+#[path = "harness/sources.rs"]
+mod sources;
 #[path = "harness/views.rs"]
 mod views;
 
@@ -424,6 +428,9 @@ async fn run(args: Args) {
     }
     if wanted("sink") {
         table.extend(sinks::scenarios(&args).await);
+    }
+    if wanted("cdc") {
+        table.extend(sources::scenarios(&args).await);
     }
     if wanted("avro") {
         table.extend(avro::scenarios());

@@ -228,7 +228,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         warn!(error = %e, "cannot register this agent's addresses");
     }
     let leases = tokio::spawn(db.views().clone().maintain());
-    let sink_leases = tokio::spawn(db.sinks().clone().maintain());
+    let connector_leases = tokio::spawn(db.connectors().clone().maintain());
     let maintenance = log.start_maintenance();
     state.set_ready(log.clone(), db.clone());
     info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
@@ -268,14 +268,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     // Views stop here and their leases go to other agents at once.
     leases.abort();
-    sink_leases.abort();
+    connector_leases.abort();
     if let Some(m) = maintenance {
         m.abort();
     }
     db.views().release().await;
     // Sinks stop too: rows not yet in a file are copied again from the log
     // by whoever runs the sink next.
-    db.sinks().shutdown().await;
+    db.connectors().shutdown().await;
     log.shutdown().await;
     meta.close().await;
     info!("stopped");

@@ -1,9 +1,15 @@
-//! Connectors: sinks declared in SQL (`CREATE SINK … INTO PARQUET`) that
-//! copy a stream's rows out of the log into an object store, exactly once.
-//! What a sink's options mean is [`sink::SinkSpec`]; the task that runs one
-//! is [`sink::run`]; the file layout that records how far it got is
-//! [`sink::parquet`]. Who runs a sink (its lease) is the SQL layer's.
+//! Connectors: sinks and sources declared in SQL. A sink (`CREATE SINK …
+//! INTO PARQUET`) copies a stream's rows out of the log into an object
+//! store; a source (`CREATE SOURCE … FROM POSTGRES`) copies a database's
+//! tables and their changes into streams; both exactly once. What their
+//! options mean is [`sink::SinkSpec`] and [`source::PostgresSpec`]; the
+//! tasks that run them are [`sink::run`] and [`source::postgres::run`].
+//! Who runs a connector (its lease) is the SQL layer's.
 
 pub mod sink;
+pub mod source;
+pub mod status;
 
-pub use sink::{Progress, SinkError, SinkFormat, SinkSpec, SinkStatus};
+pub use sink::{Progress, SinkError, SinkFormat, SinkSpec};
+pub use source::{PostgresSpec, SourceError, SourceProgress};
+pub use status::Status;

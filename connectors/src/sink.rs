@@ -24,6 +24,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use streamhouse_log::{Log, LogError, Store};
 
+use crate::status::Status;
+
 /// Errors of a sink's definition or its run.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -197,41 +199,10 @@ fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Where a sink's run is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkStatus {
-    /// Finding where each partition left off.
-    Starting,
-    Running,
-    /// The destination or the log failed; trying again (the cause).
-    Retrying(String),
-    /// Stopped for good (the cause): its stream is gone.
-    Failed(String),
-}
-
-impl SinkStatus {
-    pub fn name(&self) -> &'static str {
-        match self {
-            SinkStatus::Starting => "starting",
-            SinkStatus::Running => "running",
-            SinkStatus::Retrying(_) => "retrying",
-            SinkStatus::Failed(_) => "failed",
-        }
-    }
-
-    /// The cause of a retry or failure.
-    pub fn cause(&self) -> Option<&str> {
-        match self {
-            SinkStatus::Retrying(c) | SinkStatus::Failed(c) => Some(c),
-            _ => None,
-        }
-    }
-}
-
 /// A running sink's progress, shared with whoever shows it.
 #[derive(Debug)]
 pub struct Progress {
-    status: Mutex<SinkStatus>,
+    status: Mutex<Status>,
     /// Per partition: the end of the last file (the next offset to copy).
     positions: Mutex<Vec<u64>>,
     rows: AtomicU64,
@@ -241,7 +212,7 @@ pub struct Progress {
 impl Default for Progress {
     fn default() -> Self {
         Progress {
-            status: Mutex::new(SinkStatus::Starting),
+            status: Mutex::new(Status::Starting),
             positions: Mutex::new(Vec::new()),
             rows: AtomicU64::new(0),
             files: AtomicU64::new(0),
@@ -250,7 +221,7 @@ impl Default for Progress {
 }
 
 impl Progress {
-    pub fn status(&self) -> SinkStatus {
+    pub fn status(&self) -> Status {
         self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -259,10 +230,10 @@ impl Progress {
 
     /// Marks the sink failed for good (it could not start: `cause`).
     pub fn fail(&self, cause: String) {
-        self.set_status(SinkStatus::Failed(cause));
+        self.set_status(Status::Failed(cause));
     }
 
-    fn set_status(&self, s: SinkStatus) {
+    fn set_status(&self, s: Status) {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
@@ -325,7 +296,7 @@ pub async fn run(log: Arc<Log>, spec: SinkSpec, stream: String, progress: Arc<Pr
     let store = match Store::open(&spec.path) {
         Ok(s) => s,
         Err(e) => {
-            progress.set_status(SinkStatus::Failed(e.to_string()));
+            progress.set_status(Status::Failed(e.to_string()));
             return;
         }
     };
@@ -333,11 +304,11 @@ pub async fn run(log: Arc<Log>, spec: SinkSpec, stream: String, progress: Arc<Pr
         match log.stream(&stream).await {
             Ok(info) => break info.spec.partitions,
             Err(e @ LogError::UnknownStream(_)) => {
-                progress.set_status(SinkStatus::Failed(e.to_string()));
+                progress.set_status(Status::Failed(e.to_string()));
                 return;
             }
             Err(e) => {
-                progress.set_status(SinkStatus::Retrying(e.to_string()));
+                progress.set_status(Status::Retrying(e.to_string()));
                 tokio::time::sleep(RETRY_MAX).await;
             }
         }
@@ -354,7 +325,7 @@ pub async fn run(log: Arc<Log>, spec: SinkSpec, stream: String, progress: Arc<Pr
     }
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
-            progress.set_status(SinkStatus::Failed(e.to_string()));
+            progress.set_status(Status::Failed(e.to_string()));
             tasks.abort_all();
         }
     }
@@ -376,7 +347,7 @@ async fn partition_loop(
             Err(SinkError::Log(e @ LogError::UnknownStream(_))) => return Err(SinkError::Log(e)),
             Err(e) => {
                 tracing::warn!(sink = %spec.name, partition = p, error = %e, "sink retrying");
-                progress.set_status(SinkStatus::Retrying(e.to_string()));
+                progress.set_status(Status::Retrying(e.to_string()));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
@@ -390,7 +361,7 @@ async fn copy(log: &Log, store: &Store, spec: &SinkRun, progress: &Progress, p: 
     let dir = parquet::PartitionDir::new(p);
     let mut file_start = dir.resume(store).await?;
     progress.set_position(p as usize, file_start);
-    progress.set_status(SinkStatus::Running);
+    progress.set_status(Status::Running);
     let mut read_at = file_start;
     let mut buffer = parquet::Buffer::default();
     loop {

@@ -44,7 +44,9 @@ pub fn sql_status(e: SqlError) -> Status {
         | SqlError::DependentObjects(_) => Code::FailedPrecondition,
         SqlError::ProgramLimitExceeded(_) => Code::ResourceExhausted,
         SqlError::ReservedName(_) | SqlError::InsufficientPrivilege(_) => Code::PermissionDenied,
-        SqlError::Unavailable(_) | SqlError::ShuttingDown => Code::Unavailable,
+        SqlError::Unavailable(_) | SqlError::ConnectionFailure(_) | SqlError::ShuttingDown => {
+            Code::Unavailable
+        }
         SqlError::DataCorrupted(_) => Code::DataLoss,
         SqlError::Internal(_) => Code::Internal,
     };

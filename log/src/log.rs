@@ -499,6 +499,20 @@ impl Log {
     /// stream dropped in between fails them all). Resolves once durable,
     /// with one acknowledgement per staged append.
     pub async fn append_staged(&self, staged: Vec<StagedAppend>) -> Result<Vec<AppendAck>> {
+        self.append_staged_as(staged, None).await
+    }
+
+    /// [`Log::append_staged`] by an idempotent producer: each stream of the
+    /// group records `producer`'s sequence and progress in the same commit
+    /// (so a writer of several streams resumes from
+    /// [`crate::ChunkStore::producer_progress`] of any of them), and an
+    /// older epoch or an already committed sequence on any of them refuses
+    /// the whole group.
+    pub async fn append_staged_as(
+        &self,
+        staged: Vec<StagedAppend>,
+        producer: Option<ProducerSeq>,
+    ) -> Result<Vec<AppendAck>> {
         if staged.is_empty() {
             return Ok(Vec::new());
         }
@@ -507,6 +521,7 @@ impl Log {
             .submit_group(
                 staged.into_iter().map(|s| (s.info, s.parts)).collect(),
                 None,
+                producer,
             )
             .await?;
         let mut acks = Vec::with_capacity(submitted.len());

@@ -305,11 +305,15 @@ impl Writer {
     /// cannot commit (its stream was dropped, its transaction is fenced)
     /// none does. With `transaction`, the producer transaction's epoch is
     /// checked and its group offsets written in that same metadata
-    /// transaction. One [`Submitted`] per append, in order.
+    /// transaction. With `producer`, every append of the group carries it:
+    /// its sequence and progress are recorded on each of their streams in
+    /// that transaction (and its epoch checked there). One [`Submitted`]
+    /// per append, in order.
     pub async fn submit_group(
         &self,
         appends: Vec<(Arc<StreamInfo>, Parts)>,
         transaction: Option<TxnCommit>,
+        producer: Option<ProducerSeq>,
     ) -> Result<Vec<Submitted>> {
         let transaction = transaction.map(Arc::new);
         let s = &self.shared;
@@ -332,7 +336,7 @@ impl Writer {
             submitted.push(Submitted(rx));
             pending.push(Pending {
                 stream,
-                producer: None,
+                producer: producer.clone(),
                 parts,
                 append_time,
                 waiters: vec![tx],

@@ -51,8 +51,8 @@ pub struct Database {
     pub(crate) planner: Arc<Planner>,
     /// Materialized views: running here, elsewhere, or failed to load.
     pub(crate) views: Arc<Views>,
-    /// Sinks: running here, or elsewhere.
-    pub(crate) sinks: Arc<crate::sinks::Sinks>,
+    /// Sinks and sources: running here, or elsewhere.
+    pub(crate) connectors: Arc<crate::connectors::Connectors>,
     pub(crate) options: DatabaseOptions,
     /// Statements running now.
     pub(crate) running: Arc<crate::system::Running>,
@@ -118,14 +118,14 @@ impl Database {
             },
         )?);
         let running = Arc::new(crate::system::Running::new(log.clock().clone()));
-        let sinks = Arc::new(crate::sinks::Sinks::new(
+        let connectors = Arc::new(crate::connectors::Connectors::new(
             log.clone(),
             options.lease_duration,
         ));
         let sources = Arc::new(crate::system::Sources {
             log: log.clone(),
             views: views.clone(),
-            sinks: sinks.clone(),
+            connectors: connectors.clone(),
             running: running.clone(),
         });
         let ctx = &planner.ctx;
@@ -169,9 +169,9 @@ impl Database {
             )?;
         }
         views.load().await?;
-        sinks.load().await?;
+        connectors.load().await?;
         Ok(Database {
-            sinks,
+            connectors,
             planner,
             running,
             default_session: Session::default(),
@@ -235,10 +235,11 @@ impl Database {
         &self.views
     }
 
-    /// The sinks: the server keeps their leases ([`crate::sinks::Sinks::maintain`])
-    /// and releases them at shutdown.
-    pub fn sinks(&self) -> &Arc<crate::sinks::Sinks> {
-        &self.sinks
+    /// The sinks and sources: the server keeps their leases
+    /// ([`crate::connectors::Connectors::maintain`]) and releases them at
+    /// shutdown.
+    pub fn connectors(&self) -> &Arc<crate::connectors::Connectors> {
+        &self.connectors
     }
 
     /// Sets the gauges that describe views and consumer groups now; called
@@ -343,7 +344,11 @@ impl Database {
             ),
             Statement::ShowSinks => (
                 Action::Statement(stmt),
-                Some(crate::sinks::show_sinks_schema()),
+                Some(crate::connectors::show_sinks_schema()),
+            ),
+            Statement::ShowSources => (
+                Action::Statement(stmt),
+                Some(crate::connectors::show_sources_schema()),
             ),
             Statement::Describe { .. } => (Action::Statement(stmt), Some(describe_schema())),
             Statement::Subscribe(ref s) => {
@@ -683,7 +688,8 @@ impl Database {
             }
             Statement::DropStream { names, if_exists } => {
                 self.refuse_tables(&names, "DROP STREAM").await?;
-                self.sinks.refuse_dropping(&names).await?;
+                self.connectors.refuse_dropping(&names).await?;
+                self.connectors.refuse_dropping_written(&names).await?;
                 for name in &names {
                     self.views.refuse_dropping_stream(name)?;
                 }
@@ -716,7 +722,7 @@ impl Database {
             Statement::Subscribe(s) => self.views.subscribe(s).await,
             Statement::DropMaterializedView { names, if_exists } => {
                 self.refuse_tables(&names, "DROP MATERIALIZED VIEW").await?;
-                self.sinks.refuse_dropping(&names).await?;
+                self.connectors.refuse_dropping(&names).await?;
                 let done = self.views.drop_views(names.clone(), if_exists).await?;
                 self.forget_grants(&names).await?;
                 Ok(done)
@@ -729,14 +735,34 @@ impl Database {
                 format,
                 options,
             } => {
-                self.sinks
-                    .create(name, if_not_exists, from, format, options)
+                self.connectors
+                    .create_sink(name, if_not_exists, from, format, options)
                     .await
             }
             Statement::DropSink { names, if_exists } => {
-                self.sinks.drop_sinks(&names, if_exists).await
+                self.connectors.drop_sinks(&names, if_exists).await
             }
-            Statement::ShowSinks => self.sinks.show().await,
+            Statement::ShowSinks => self.connectors.show_sinks().await,
+            Statement::CreateSource {
+                name,
+                if_not_exists,
+                kind,
+                options,
+                tables,
+            } => {
+                let (done, streams) = self
+                    .connectors
+                    .create_source(name, if_not_exists, kind, options, tables)
+                    .await?;
+                for stream in streams {
+                    self.record_owner(session, Object::table(stream)).await?;
+                }
+                Ok(done)
+            }
+            Statement::DropSource { names, if_exists } => {
+                self.connectors.drop_sources(&names, if_exists).await
+            }
+            Statement::ShowSources => self.connectors.show_sources().await,
             Statement::CreateTable(c) => {
                 let name = crate::idents::object_name(&c.name)?;
                 let done = self.create_table(*c).await?;

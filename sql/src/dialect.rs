@@ -79,6 +79,24 @@ pub enum Statement {
         if_exists: bool,
     },
     ShowSinks,
+    /// `CREATE SOURCE [IF NOT EXISTS] name FROM kind WITH (key = value, …)
+    /// [FOR ALL TABLES | FOR TABLES (t, schema.t, …)]`.
+    CreateSource {
+        name: String,
+        if_not_exists: bool,
+        /// `postgres`.
+        kind: String,
+        /// (lower-case key, value as text).
+        options: Vec<(String, String)>,
+        /// The `FOR TABLES` list (`schema.table` or `table`); empty: all.
+        tables: Vec<String>,
+    },
+    /// `DROP SOURCE [IF EXISTS] name, …`.
+    DropSource {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    ShowSources,
     /// Anything else, for DataFusion (or for `INSERT` into a stream).
     Sql(Box<SqlStatement>),
 }
@@ -157,6 +175,11 @@ impl Statement {
             Statement::CreateSink { name, from, .. } => format!("CREATE SINK {name} FROM {from}"),
             Statement::DropSink { names, .. } => format!("DROP SINK {}", names.join(", ")),
             Statement::ShowSinks => "SHOW SINKS".into(),
+            Statement::CreateSource { name, kind, .. } => {
+                format!("CREATE SOURCE {name} FROM {}", kind.to_uppercase())
+            }
+            Statement::DropSource { names, .. } => format!("DROP SOURCE {}", names.join(", ")),
+            Statement::ShowSources => "SHOW SOURCES".into(),
             Statement::Sql(s) => s.to_string(),
         }
     }
@@ -177,6 +200,8 @@ impl Statement {
                 | Statement::Grant(_)
                 | Statement::CreateSink { .. }
                 | Statement::DropSink { .. }
+                | Statement::CreateSource { .. }
+                | Statement::DropSource { .. }
         )
     }
 
@@ -449,12 +474,19 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         if parse_word(p, "SINK") {
             return parse_create_sink(p);
         }
+        if parse_word(p, "SOURCE") {
+            return parse_create_source(p);
+        }
         p.prev_token();
     }
     if p.parse_keyword(Keyword::DROP) {
         if parse_word(p, "SINK") {
             let (names, if_exists) = parse_drop_names(p)?;
             return Ok(Statement::DropSink { names, if_exists });
+        }
+        if parse_word(p, "SOURCE") {
+            let (names, if_exists) = parse_drop_names(p)?;
+            return Ok(Statement::DropSource { names, if_exists });
         }
         p.prev_token();
     }
@@ -464,6 +496,9 @@ fn parse_one(p: &mut Parser) -> Result<Statement> {
         }
         if parse_word(p, "SINKS") {
             return Ok(Statement::ShowSinks);
+        }
+        if parse_word(p, "SOURCES") {
+            return Ok(Statement::ShowSources);
         }
         if p.parse_keyword(Keyword::MATERIALIZED) {
             if parse_word(p, "VIEWS") {
@@ -538,6 +573,62 @@ fn parse_create_sink(p: &mut Parser) -> Result<Statement> {
     let from = object_name(&p.parse_object_name(false)?)?;
     p.expect_keyword(Keyword::INTO)?;
     let format = p.parse_identifier()?.value.to_lowercase();
+    let options = parse_connector_options(p, "sink")?;
+    Ok(Statement::CreateSink {
+        name,
+        if_not_exists,
+        from,
+        format,
+        options,
+    })
+}
+
+/// After `CREATE SOURCE`: `[IF NOT EXISTS] name FROM kind WITH (key =
+/// value, …) [FOR ALL TABLES | FOR TABLES (name, …)]`.
+fn parse_create_source(p: &mut Parser) -> Result<Statement> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = object_name(&p.parse_object_name(false)?)?;
+    p.expect_keyword(Keyword::FROM)?;
+    let kind = p.parse_identifier()?.value.to_lowercase();
+    let options = parse_connector_options(p, "source")?;
+    let mut tables = Vec::new();
+    if p.parse_keyword(Keyword::FOR) {
+        if p.parse_keyword(Keyword::ALL) {
+            p.expect_keyword(Keyword::TABLES)?;
+        } else {
+            p.expect_keyword(Keyword::TABLES)?;
+            p.expect_token(&Token::LParen)?;
+            for n in p.parse_comma_separated(|p| p.parse_object_name(false))? {
+                let parts: Vec<String> =
+                    n.0.iter()
+                        .map(|part| {
+                            part.as_ident()
+                                .map(crate::idents::normalize)
+                                .ok_or_else(|| SqlError::Syntax(format!("invalid table name {n}")))
+                        })
+                        .collect::<Result<_>>()?;
+                if parts.len() > 2 {
+                    return Err(SqlError::Syntax(format!(
+                        "a table is named as table or schema.table, not {n}"
+                    )));
+                }
+                tables.push(parts.join("."));
+            }
+            p.expect_token(&Token::RParen)?;
+        }
+    }
+    Ok(Statement::CreateSource {
+        name,
+        if_not_exists,
+        kind,
+        options,
+        tables,
+    })
+}
+
+/// `WITH (key = value, …)` of a sink or source (`what`); values are
+/// literals, kept as text. None: no options.
+fn parse_connector_options(p: &mut Parser, what: &str) -> Result<Vec<(String, String)>> {
     let mut options = Vec::new();
     if p.peek_keyword(Keyword::WITH) {
         for opt in p.parse_options(Keyword::WITH)? {
@@ -550,19 +641,13 @@ fn parse_create_sink(p: &mut Parser) -> Result<Statement> {
             };
             if options.iter().any(|(k, _)| *k == key) {
                 return Err(SqlError::InvalidDefinition(format!(
-                    "sink option \"{key}\" given twice"
+                    "{what} option \"{key}\" given twice"
                 )));
             }
             options.push((key, text));
         }
     }
-    Ok(Statement::CreateSink {
-        name,
-        if_not_exists,
-        from,
-        format,
-        options,
-    })
+    Ok(options)
 }
 
 /// A `WITH (key = value)` option: its key (lower case) and value.

@@ -92,6 +92,11 @@ pub enum SqlError {
     #[error("{0}")]
     Unavailable(String),
 
+    /// An external system a statement needs (a source's database) cannot be
+    /// reached.
+    #[error("{0}")]
+    ConnectionFailure(String),
+
     /// Stored data could not be decoded.
     #[error("{0}")]
     DataCorrupted(String),
@@ -197,6 +202,7 @@ impl SqlError {
             SqlError::NotSupported(_) => "0A000",
             SqlError::Plan(_) => "42000",
             SqlError::Unavailable(_) => "58000",
+            SqlError::ConnectionFailure(_) => "08001",
             SqlError::DataCorrupted(_) => "XX001",
             SqlError::InFailedTransaction => "25P02",
             SqlError::ActiveTransaction(_) => "25001",

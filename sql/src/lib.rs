@@ -23,6 +23,7 @@
 pub mod audit;
 pub mod bounded;
 pub mod catalog;
+pub mod connectors;
 pub mod copy;
 pub mod copy_binary;
 pub mod database;
@@ -46,7 +47,6 @@ pub mod rewrite;
 pub mod roles;
 pub mod session;
 mod settings;
-pub mod sinks;
 mod stream_ddl;
 pub mod system;
 pub mod tables;

@@ -131,6 +131,7 @@ impl Action {
                 Statement::ShowStreams
                 | Statement::ShowMaterializedViews
                 | Statement::ShowSinks
+                | Statement::ShowSources
                 | Statement::Describe { .. }
                 | Statement::Subscribe(_) => true,
                 Statement::CreateStream(_)
@@ -144,6 +145,8 @@ impl Action {
                 | Statement::Grant(_)
                 | Statement::CreateSink { .. }
                 | Statement::DropSink { .. }
+                | Statement::CreateSource { .. }
+                | Statement::DropSource { .. }
                 | Statement::Sql(_) => false,
             },
         }
@@ -175,6 +178,8 @@ impl Action {
             Action::Statement(Statement::DropTable { .. }) => "DROP TABLE",
             Action::Statement(Statement::CreateSink { .. }) => "CREATE SINK",
             Action::Statement(Statement::DropSink { .. }) => "DROP SINK",
+            Action::Statement(Statement::CreateSource { .. }) => "CREATE SOURCE",
+            Action::Statement(Statement::DropSource { .. }) => "DROP SOURCE",
             _ => "this statement",
         }
     }

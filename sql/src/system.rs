@@ -1,6 +1,6 @@
 //! The `streamhouse` schema: system tables any door can query —
 //! `streams`, `schema_versions` (every version of each stream's schema),
-//! `partitions`, `views`, `sinks`, `consumer_groups`, `queries` (running statements
+//! `partitions`, `views`, `sinks`, `sources`, `consumer_groups`, `queries` (running statements
 //! and subscriptions) and `agents`. Each is computed when it is
 //! scanned, from the log's metadata and the server's own state.
 
@@ -217,7 +217,7 @@ impl Running {
 pub(crate) struct Sources {
     pub log: Arc<Log>,
     pub views: Arc<crate::views::Views>,
-    pub sinks: Arc<crate::sinks::Sinks>,
+    pub connectors: Arc<crate::connectors::Connectors>,
     pub running: Arc<Running>,
 }
 
@@ -430,12 +430,29 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
         (
             "sinks",
             SystemTable::new(
-                crate::sinks::show_sinks_schema()
+                crate::connectors::show_sinks_schema()
                     .fields()
                     .iter()
                     .map(|f| (f.name().as_str(), f.data_type().clone()))
                     .collect(),
-                fill(&sources, |s| async move { s.sinks.listing().await }),
+                fill(
+                    &sources,
+                    |s| async move { s.connectors.sink_listing().await },
+                ),
+            ),
+        ),
+        (
+            "sources",
+            SystemTable::new(
+                crate::connectors::show_sources_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().as_str(), f.data_type().clone()))
+                    .collect(),
+                fill(
+                    &sources,
+                    |s| async move { s.connectors.source_listing().await },
+                ),
             ),
         ),
         (

@@ -217,6 +217,7 @@ impl Log {
             .submit_group(
                 staged.into_iter().map(|s| (s.info, s.parts)).collect(),
                 Some(txn),
+                None,
             )
             .await?;
         let mut out = Vec::with_capacity(submitted.len());

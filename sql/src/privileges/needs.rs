@@ -148,6 +148,8 @@ pub fn of_statement(stmt: &Statement, caller: &str) -> Vec<Need> {
             Need::Privilege(Privilege::Select, Object::table(from.clone())),
         ],
         Statement::DropSink { .. } => vec![create()],
+        // A source makes streams; dropping one takes what creating did.
+        Statement::CreateSource { .. } | Statement::DropSource { .. } => vec![create()],
         Statement::Subscribe(Subscribe::View { name, .. }) => vec![Need::Privilege(
             Privilege::Select,
             Object::table(name.clone()),
@@ -164,6 +166,7 @@ pub fn of_statement(stmt: &Statement, caller: &str) -> Vec<Need> {
         Statement::ShowStreams
         | Statement::ShowMaterializedViews
         | Statement::ShowSinks
+        | Statement::ShowSources
         | Statement::Describe { .. }
         | Statement::Sql(_) => Vec::new(),
     }

@@ -1,0 +1,326 @@
+"""Sources: `CREATE SOURCE … FROM POSTGRES` copies the tables of a real
+PostgreSQL (the one the test command starts, with wal_level = logical) — a
+snapshot, then every change through logical replication — into changelog
+streams, each change exactly once across a SIGKILL of the server; bad
+definitions are refused with their SQLSTATE; an unreachable database shows
+as `retrying` with its cause and the source recovers when it returns."""
+import contextlib
+import os
+import random
+import signal
+import socket
+import tempfile
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import Server
+
+
+def upstream_base():
+    pg = os.environ.get("STREAMHOUSE_TEST_POSTGRES")
+    if not pg:
+        pytest.fail("STREAMHOUSE_TEST_POSTGRES must be set: run the suite with ./scripts/test")
+    return pg
+
+
+@contextlib.contextmanager
+def upstream_database():
+    """A fresh upstream database: (url, name). Dropped afterwards, with any
+    replication slot a failed test left in it."""
+    base = upstream_base()
+    name = f"cdc_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{base}/{name}", name
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as c:
+            for (slot,) in c.execute(
+                    "SELECT slot_name FROM pg_replication_slots WHERE database = %s",
+                    (name,)).fetchall():
+                with contextlib.suppress(psycopg.Error):
+                    c.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                              "WHERE slot_name = %s AND active_pid IS NOT NULL", (slot,))
+                    time.sleep(0.2)
+                    c.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            c.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def wait_for(check, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def replay(rows):
+    """A changelog (id, balance, _op, _lsn, _partition, _offset) applied in
+    order per key: {id: balance}."""
+    state = {}
+    for key, balance, op, _lsn, _p, _o in sorted(rows, key=lambda r: (r[4], r[5])):
+        if op in ("insert", "update"):
+            state[key] = balance
+        elif op == "delete":
+            state.pop(key, None)
+    return state
+
+
+def bank_writer(url, stop, committed):
+    """Random upstream transactions until `stop`: new events (unique ids),
+    balance updates and account openings and closings. `committed` counts
+    the transactions that committed."""
+    rng = random.Random(7)
+    next_account = 100_000
+    with psycopg.connect(url, autocommit=True) as c:
+        while not stop.is_set():
+            with c.transaction():
+                for _ in range(rng.randint(1, 20)):
+                    c.execute("INSERT INTO events (account, kind) VALUES (%s, %s)",
+                              (rng.randint(1, 2000), rng.choice(["deposit", "withdrawal"])))
+                for a in rng.sample(range(1, 2000), 5):
+                    c.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s",
+                              (rng.randint(-50, 50), a))
+                if rng.random() < 0.3:
+                    c.execute("INSERT INTO accounts (id, owner, balance) VALUES (%s, 'new', 0)",
+                              (next_account,))
+                    next_account += 1
+                if rng.random() < 0.2:
+                    c.execute("DELETE FROM accounts WHERE id = (SELECT min(id) FROM accounts "
+                              "WHERE id >= 100000)")
+            committed.append(1)
+
+
+def make_bank(url):
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, owner text NOT NULL, "
+                  "balance numeric(12, 2) NOT NULL, opened timestamptz DEFAULT now(), "
+                  "active boolean DEFAULT true, doc jsonb DEFAULT '{\"tier\": 1}')")
+        c.execute("CREATE TABLE events (id bigserial PRIMARY KEY, account bigint, kind text)")
+        c.execute("INSERT INTO accounts (id, owner, balance) "
+                  "SELECT x, 'owner ' || x, x * 1.5 FROM generate_series(1, 1999) AS x")
+        c.execute("CREATE PUBLICATION bank FOR TABLE accounts, events")
+
+
+def upstream_state(url):
+    with psycopg.connect(url) as c:
+        accounts = {k: v for k, v in c.execute("SELECT id, balance FROM accounts")}
+        events = sorted(r[0] for r in c.execute("SELECT id FROM events"))
+    return accounts, events
+
+
+def test_a_source_copies_tables_and_changes_exactly_once_across_sigkill():
+    with upstream_database() as (url, _), tempfile.TemporaryDirectory() as d:
+        make_bank(url)
+        s = Server(os.path.join(d, "data"))
+        try:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute(f"CREATE SOURCE bank FROM POSTGRES WITH (url = '{url}', "
+                             "publication = 'bank', partitions = 3, poll_interval = '50ms') "
+                             "FOR ALL TABLES")
+                cols = [r[0] for r in conn.execute("SHOW COLUMNS FROM accounts").fetchall()]
+                assert cols[:8] == ["id", "owner", "balance", "opened", "active", "doc", "_op",
+                                    "_lsn"]
+            stop, committed = threading.Event(), []
+            t = threading.Thread(target=bank_writer, args=(url, stop, committed))
+            t.start()
+            time.sleep(3)
+            s.proc.send_signal(signal.SIGKILL)
+            s.proc.wait(timeout=10)
+            time.sleep(1)  # changes keep committing upstream while it is down
+            s = Server(os.path.join(d, "data"))
+            time.sleep(3)
+            stop.set()
+            t.join()
+            assert len(committed) > 20
+            accounts, events = upstream_state(url)
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                def caught_up():
+                    got = conn.execute("SELECT id FROM events").fetchall()
+                    return len(got) >= len(events) and got
+                wait_for(caught_up, f"{len(events)} events")
+                wait_for(lambda: replay(conn.execute(
+                    "SELECT id, balance, _op, _lsn, _partition, _offset FROM accounts"
+                ).fetchall()) == accounts, "accounts to equal the upstream table")
+                # Every change exactly once: each event once, inserted;
+                # no (account, transaction) change twice.
+                got_events = conn.execute("SELECT id, _op FROM events ORDER BY id").fetchall()
+                assert got_events == [(i, "insert") for i in events]
+                changes = conn.execute("SELECT id, _lsn, _op FROM accounts").fetchall()
+                assert len(changes) == len(set(changes))
+                # The snapshot: every account once (the writer starts at
+                # once, so it may hold some of its first accounts too).
+                snapshot = [r for r in changes if r[1] == 0]
+                assert len(snapshot) >= 1999 and all(r[2] == "insert" for r in snapshot)
+                assert len({r[0] for r in snapshot}) == len(snapshot)
+                # Types carried: numeric, timestamptz, boolean, jsonb as text.
+                row = conn.execute("SELECT balance, opened, active, doc FROM accounts "
+                                   "WHERE id = 2 AND _lsn = 0").fetchone()
+                assert str(row[0]) == "3.00" and row[1].tzinfo is not None and row[2] is True
+                assert row[3] == '{"tier": 1}'
+                shown = conn.execute("SELECT name, status, cause, lag_bytes, streams "
+                                     "FROM streamhouse.sources").fetchall()
+                assert shown[0][:3] == ("bank", "running", None), shown
+                assert shown[0][4] == "accounts, events"
+                conn.execute("DROP SOURCE bank")
+            with psycopg.connect(url) as c:
+                assert c.execute("SELECT count(*) FROM pg_replication_slots "
+                                 "WHERE slot_name = 'streamhouse_bank'").fetchone()[0] == 0
+        finally:
+            s.proc.kill()
+            s.proc.wait()
+
+
+def test_source_statements_and_refusals(server):
+    with upstream_database() as (url, db), psycopg.connect(server.dsn, autocommit=True) as conn:
+        with psycopg.connect(url, autocommit=True) as up:
+            up.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
+            up.execute("CREATE TABLE other (id int PRIMARY KEY)")
+            up.execute("INSERT INTO items VALUES (1, 'one'), (2, 'two')")
+            up.execute("CREATE PUBLICATION shop FOR TABLE items, other")
+        secret_url = url.replace("streamhouse@", "streamhouse:sekrit@")
+
+        def refused(sql, state, words):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql)
+            assert e.value.sqlstate == state, e.value
+            assert words in str(e.value), e.value
+
+        refused(f"CREATE SOURCE s FROM POSTGRES WITH (url = '{url}', publication = 'shop', "
+                "color = 'red')", "42P16", 'unknown source option "color"')
+        refused(f"CREATE SOURCE s FROM POSTGRES WITH (url = '{url}')", "42P16", "publication")
+        refused("CREATE SOURCE s FROM POSTGRES WITH (url = 'mysql://x', publication = 'p')",
+                "42P16", "postgres://")
+        refused(f"CREATE SOURCE s FROM ORACLE WITH (url = '{url}', publication = 'shop')",
+                "42P16", "POSTGRES")
+        refused(f"CREATE SOURCE s FROM POSTGRES WITH (url = '{url}', publication = 'nope')",
+                "42P16", 'no publication "nope"')
+        refused(f"CREATE SOURCE s FROM POSTGRES WITH (url = '{url}', publication = 'shop') "
+                "FOR TABLES (missing)", "42P16", "no table public.missing")
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            closed = free.getsockname()[1]
+        refused(f"CREATE SOURCE s FROM POSTGRES WITH (url = 'postgres://u:sekrit@127.0.0.1:"
+                f"{closed}/x', publication = 'shop')", "08001", "PostgreSQL")
+        conn.execute("CREATE STREAM items (x int)")
+        refused(f"CREATE SOURCE s FROM POSTGRES WITH (url = '{url}', publication = 'shop')",
+                "42P07", 'stream "items"')
+        conn.execute("DROP STREAM items")
+
+        conn.execute(f"CREATE SOURCE shop FROM POSTGRES WITH (url = '{secret_url}', "
+                     "publication = 'shop', prefix = 'up_') FOR TABLES (items)")
+        conn.execute(f"CREATE SOURCE IF NOT EXISTS shop FROM POSTGRES WITH (url = '{url}', "
+                     "publication = 'shop')")
+        refused(f"CREATE SOURCE shop FROM POSTGRES WITH (url = '{url}', publication = 'shop')",
+                "42710", '"shop" already exists')
+        wait_for(lambda: conn.execute("SELECT count(*) FROM up_items").fetchone()[0] == 2,
+                 "the snapshot")
+        refused("DROP STREAM up_items", "2BP01", 'source "shop" writes it')
+        shown = conn.execute("SHOW SOURCES").fetchall()
+        listed = conn.execute("SELECT * FROM streamhouse.sources").fetchall()
+        assert [r[:4] for r in shown] == [r[:4] for r in listed]
+        assert shown[0][:4] == ("shop", "POSTGRES", secret_url.replace("sekrit", "****"),
+                                "up_items")
+        assert all("sekrit" not in str(r) for r in shown + listed)
+        # Only the named table: `other` has no stream.
+        refused("SELECT * FROM up_other", "42P01", "up_other")
+        refused("DROP SOURCE nope", "42704", 'source "nope" does not exist')
+        conn.execute("DROP SOURCE IF EXISTS nope")
+        conn.execute("DROP SOURCE shop")
+        assert conn.execute("SHOW SOURCES").fetchall() == []
+        assert conn.execute("SELECT count(*) FROM up_items").fetchone()[0] == 2  # kept
+        with psycopg.connect(url) as up:
+            assert up.execute("SELECT count(*) FROM pg_replication_slots "
+                              "WHERE database = %s", (db,)).fetchone()[0] == 0
+
+
+class Proxy:
+    """A TCP proxy on a fixed port to the upstream PostgreSQL: stopping it
+    makes the database unreachable (refused, and open connections cut)."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.listener = None
+        self.conns = []
+
+    def start(self):
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen()
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self):
+        # Shut down first: that wakes the thread blocked in accept(), which
+        # holds the port until it returns.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+        self.conns = []
+
+
+def test_an_unreachable_database_shows_retrying_and_the_source_recovers(server):
+    with upstream_database() as (url, db):
+        with psycopg.connect(url, autocommit=True) as up:
+            up.execute("CREATE TABLE ticks (id int PRIMARY KEY)")
+            up.execute("INSERT INTO ticks SELECT generate_series(1, 100)")
+            up.execute("CREATE PUBLICATION ticks FOR TABLE ticks")
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        proxy = Proxy(port)
+        proxy.start()
+        via = f"postgres://streamhouse@127.0.0.1:{proxy.port}/{db}"
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE SOURCE ticks FROM POSTGRES WITH (url = '{via}', "
+                         "publication = 'ticks', poll_interval = '50ms')")
+            count = "SELECT count(*) FROM ticks"
+            wait_for(lambda: conn.execute(count).fetchone()[0] == 100, "the snapshot")
+            proxy.stop()
+            with psycopg.connect(url, autocommit=True) as up:
+                up.execute("INSERT INTO ticks SELECT generate_series(101, 150)")
+            status = "SELECT status, cause FROM streamhouse.sources WHERE name = 'ticks'"
+            row = wait_for(lambda: (r := conn.execute(status).fetchone())[0] == "retrying" and r,
+                           "status retrying")
+            assert "PostgreSQL" in row[1], row
+            assert conn.execute(count).fetchone()[0] == 100
+            proxy.start()
+            wait_for(lambda: conn.execute(count).fetchone()[0] == 150, "recovery", timeout=60)
+            assert conn.execute(status).fetchone() == ("running", None)
+            ids = [r[0] for r in conn.execute("SELECT id FROM ticks ORDER BY id").fetchall()]
+            assert ids == list(range(1, 151))
+            conn.execute("DROP SOURCE ticks")
+        proxy.stop()
