@@ -1,20 +1,25 @@
-//! A sink: a stream's rows copied, partition by partition, into files in
-//! an object store, from where the copy left off, each row exactly once.
+//! A sink: a stream's rows copied, partition by partition, into Parquet
+//! files or a Delta Lake table in an object store, from where the copy left
+//! off, each row exactly once.
 //!
-//! The destination itself records how far a sink got: every file is named
-//! by the first offset it covers and carries the end of its range in its
-//! footer ([`parquet`]), so a sink restarted anywhere — after a crash, on
-//! another agent — lists its partition's files, reads the last one's range
-//! and goes on from its end. A file is created only if no file of that name
-//! exists, so two runs of one sink (an owner that lost its lease and does
-//! not know it yet) can never both write a range: the second is refused,
-//! lists again and continues after the winner's file.
+//! The destination itself records how far a sink got. Parquet: every file
+//! is named by the first offset it covers and carries the end of its range
+//! in its footer ([`parquet`]); a file is created only if no file of that
+//! name exists. Delta: every commit carries an application transaction per
+//! partition whose version is the end of its offsets ([`delta`]), and a
+//! commit of a version another run already moved is refused. Either way a
+//! sink restarted anywhere — after a crash, on another agent — reads where
+//! each partition got and goes on from there, and two runs of one sink (an
+//! owner that lost its lease and does not know it yet) can never both write
+//! a range: the second is refused, reads again and continues after the
+//! winner.
 //!
-//! Files are cut at `file_rows` rows or `file_bytes` bytes of Arrow data,
-//! or `flush_interval` after their first row, whichever comes first: large
-//! files for analytics when the stream is busy, bounded delay when it is
-//! not. Memory holds at most one file's rows per partition.
+//! A file (a commit) is cut at `file_rows` rows or `file_bytes` bytes of
+//! Arrow data, or `flush_interval` after its first row, whichever comes
+//! first: large files for analytics when the stream is busy, bounded delay
+//! when it is not. Memory holds at most one file's rows per partition.
 
+pub mod delta;
 pub mod parquet;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +45,8 @@ pub enum SinkError {
     Store(#[from] object_store::Error),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("delta: {0}")]
+    Delta(String),
     /// A task of the sink failed.
     #[error("{0}")]
     Internal(String),
@@ -51,18 +58,20 @@ pub type Result<T, E = SinkError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkFormat {
     Parquet,
+    Delta,
 }
 
 impl SinkFormat {
     pub fn name(self) -> &'static str {
         match self {
             SinkFormat::Parquet => "PARQUET",
+            SinkFormat::Delta => "DELTA",
         }
     }
 }
 
-/// What a sink copies where: `CREATE SINK name FROM stream INTO PARQUET
-/// WITH (path = 'file:///…' | 's3://bucket/prefix', file_rows = …,
+/// What a sink copies where: `CREATE SINK name FROM stream INTO PARQUET |
+/// DELTA WITH (path = 'file:///…' | 's3://bucket/prefix', file_rows = …,
 /// file_bytes = …, flush_interval = '…')`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkSpec {
@@ -96,9 +105,10 @@ impl SinkSpec {
     ) -> Result<SinkSpec> {
         let format = match format.to_ascii_lowercase().as_str() {
             "parquet" => SinkFormat::Parquet,
+            "delta" => SinkFormat::Delta,
             other => {
                 return Err(SinkError::Invalid(format!(
-                    "sink format {other:?} is not one StreamHouse writes (known: PARQUET)"
+                    "sink format {other:?} is not one StreamHouse writes (known: PARQUET, DELTA)"
                 )));
             }
         };
@@ -288,13 +298,122 @@ pub const BYTES_METRIC: &str = "streamhouse_sink_bytes_total";
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
+/// Where a sink's rows go.
+#[derive(Clone)]
+enum Destination {
+    /// Parquet files under a store.
+    Parquet(Store),
+    /// A Delta table.
+    Delta(delta::Location),
+}
+
+impl Destination {
+    fn open(spec: &SinkSpec) -> Result<Destination> {
+        Ok(match spec.format {
+            SinkFormat::Parquet => Destination::Parquet(Store::open(&spec.path)?),
+            SinkFormat::Delta => Destination::Delta(delta::Location::new(&spec.path)?),
+        })
+    }
+}
+
+/// One partition's side of a destination.
+enum PartitionDest {
+    Parquet {
+        store: Store,
+        dir: parquet::PartitionDir,
+    },
+    Delta {
+        location: delta::Location,
+        /// Loaded (or made) once there is a table.
+        table: Option<deltalake_core::DeltaTable>,
+        app: String,
+    },
+}
+
+impl PartitionDest {
+    fn new(dest: &Destination, sink: &str, p: u32) -> PartitionDest {
+        match dest {
+            Destination::Parquet(store) => PartitionDest::Parquet {
+                store: store.clone(),
+                dir: parquet::PartitionDir::new(p),
+            },
+            Destination::Delta(location) => PartitionDest::Delta {
+                location: location.clone(),
+                table: None,
+                app: delta::app_id(sink, p),
+            },
+        }
+    }
+
+    /// Where the copy goes on: the first offset the destination lacks.
+    async fn resume(&mut self) -> Result<u64> {
+        match self {
+            PartitionDest::Parquet { store, dir } => dir.resume(store).await,
+            PartitionDest::Delta {
+                location,
+                table,
+                app,
+            } => {
+                if table.is_none() {
+                    *table = location.load().await?;
+                }
+                match table {
+                    Some(t) => delta::resume(t, app).await,
+                    None => Ok(0),
+                }
+            }
+        }
+    }
+
+    /// Writes rows covering offsets `start..end`; the bytes written.
+    async fn write(
+        &mut self,
+        spec: &SinkRun,
+        rows: parquet::Buffer,
+        start: u64,
+        end: u64,
+    ) -> Result<u64> {
+        match self {
+            PartitionDest::Parquet { store, dir } => {
+                // Encoding is CPU work: off the async workers, which serve
+                // the doors.
+                let stream = spec.stream.clone();
+                let bytes = tokio::task::spawn_blocking(move || {
+                    parquet::encode(&rows.batches, start, end, &stream)
+                })
+                .await
+                .map_err(|e| SinkError::Internal(format!("encoding a file: {e}")))??;
+                let size = bytes.len() as u64;
+                dir.create(store, start, bytes).await?;
+                Ok(size)
+            }
+            PartitionDest::Delta {
+                location,
+                table,
+                app,
+            } => {
+                if table.is_none() {
+                    let schema = rows
+                        .batches
+                        .first()
+                        .map(|b| b.schema())
+                        .ok_or_else(|| SinkError::Internal("a commit without rows".into()))?;
+                    *table = Some(location.load_or_create(&schema, &spec.stream).await?);
+                }
+                let t = table.as_mut().expect("loaded above");
+                delta::commit(t, app, start, end, spec.file_bytes as u64, rows.batches).await
+            }
+        }
+    }
+}
+
 /// Runs a sink, reading log stream `stream` (its source's: the stream
 /// itself, or a view's changelog), until the stream is dropped (then
 /// `Failed`) or the task is aborted: one copy loop per partition, each
 /// restarted from the destination's files after a failure.
 pub async fn run(log: Arc<Log>, spec: SinkSpec, stream: String, progress: Arc<Progress>) {
-    let store = match Store::open(&spec.path) {
-        Ok(s) => s,
+    let dest = match Destination::open(&spec) {
+        Ok(d) => d,
         Err(e) => {
             progress.set_status(Status::Failed(e.to_string()));
             return;
@@ -319,9 +438,9 @@ pub async fn run(log: Arc<Log>, spec: SinkSpec, stream: String, progress: Arc<Pr
     });
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..partitions {
-        let (log, store, spec, progress) =
-            (log.clone(), store.clone(), spec.clone(), progress.clone());
-        tasks.spawn(async move { partition_loop(&log, &store, &spec, &progress, p).await });
+        let (log, dest, spec, progress) =
+            (log.clone(), dest.clone(), spec.clone(), progress.clone());
+        tasks.spawn(async move { partition_loop(&log, &dest, &spec, &progress, p).await });
     }
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
@@ -335,14 +454,15 @@ pub async fn run(log: Arc<Log>, spec: SinkSpec, stream: String, progress: Arc<Pr
 /// the stream is gone.
 async fn partition_loop(
     log: &Log,
-    store: &Store,
+    dest: &Destination,
     spec: &SinkRun,
     progress: &Progress,
     p: u32,
 ) -> Result<()> {
     let mut backoff = RETRY_MIN;
     loop {
-        match copy(log, store, spec, progress, p).await {
+        let mut part = PartitionDest::new(dest, &spec.name, p);
+        match copy(log, &mut part, spec, progress, p).await {
             Ok(()) => return Ok(()),
             Err(SinkError::Log(e @ LogError::UnknownStream(_))) => return Err(SinkError::Log(e)),
             Err(e) => {
@@ -357,9 +477,14 @@ async fn partition_loop(
 
 /// One partition's copy: from the end of its last file, read, buffer and
 /// write files until an error.
-async fn copy(log: &Log, store: &Store, spec: &SinkRun, progress: &Progress, p: u32) -> Result<()> {
-    let dir = parquet::PartitionDir::new(p);
-    let mut file_start = dir.resume(store).await?;
+async fn copy(
+    log: &Log,
+    dest: &mut PartitionDest,
+    spec: &SinkRun,
+    progress: &Progress,
+    p: u32,
+) -> Result<()> {
+    let mut file_start = dest.resume().await?;
     progress.set_position(p as usize, file_start);
     progress.set_status(Status::Running);
     let mut read_at = file_start;
@@ -378,14 +503,17 @@ async fn copy(log: &Log, store: &Store, spec: &SinkRun, progress: &Progress, p: 
         if let Some(end) = end {
             let info = log.stream(&spec.log_stream).await?;
             let declared = info.spec.schema.fields().len();
-            // The declared columns, `_offset` and `_timestamp`.
-            let projection: Vec<usize> =
-                (0..declared).chain([declared + 1, declared + 2]).collect();
+            // The declared columns, `_offset` and `_timestamp` (and
+            // `_partition` in a Delta table, which holds every partition).
+            let system: &[usize] = match spec.format {
+                SinkFormat::Parquet => &[declared + 1, declared + 2],
+                SinkFormat::Delta => &[declared, declared + 1, declared + 2],
+            };
+            let projection: Vec<usize> = (0..declared).chain(system.iter().copied()).collect();
             let mut rows = log.read_as(info, p, read_at..end, Some(projection)).await?;
             while let Some(mut batch) = rows.try_next().await? {
                 if buffer.schema_differs(&batch) {
-                    file_start =
-                        write(&dir, store, spec, progress, &mut buffer, file_start).await?;
+                    file_start = write(dest, spec, progress, &mut buffer, file_start, p).await?;
                 }
                 // A file takes at most `file_rows` rows: the rest of a
                 // batch starts the next.
@@ -393,13 +521,11 @@ async fn copy(log: &Log, store: &Store, spec: &SinkRun, progress: &Progress, p: 
                     let take = spec.file_rows - buffer.rows;
                     buffer.push(batch.slice(0, take));
                     batch = batch.slice(take, batch.num_rows() - take);
-                    file_start =
-                        write(&dir, store, spec, progress, &mut buffer, file_start).await?;
+                    file_start = write(dest, spec, progress, &mut buffer, file_start, p).await?;
                 }
                 buffer.push(batch);
                 if buffer.rows >= spec.file_rows || buffer.bytes >= spec.file_bytes {
-                    file_start =
-                        write(&dir, store, spec, progress, &mut buffer, file_start).await?;
+                    file_start = write(dest, spec, progress, &mut buffer, file_start, p).await?;
                 }
             }
             read_at = end;
@@ -409,7 +535,7 @@ async fn copy(log: &Log, store: &Store, spec: &SinkRun, progress: &Progress, p: 
             .first_at
             .is_some_and(|at| at.elapsed() >= spec.flush_interval);
         if due {
-            file_start = write(&dir, store, spec, progress, &mut buffer, file_start).await?;
+            file_start = write(dest, spec, progress, &mut buffer, file_start, p).await?;
         }
     }
 }
@@ -418,32 +544,25 @@ async fn copy(log: &Log, store: &Store, spec: &SinkRun, progress: &Progress, p: 
 /// file's start. Refused because a file of that name exists (another run of
 /// this sink wrote it): an error, so the copy lists its files again.
 async fn write(
-    dir: &parquet::PartitionDir,
-    store: &Store,
+    dest: &mut PartitionDest,
     spec: &SinkRun,
     progress: &Progress,
     buffer: &mut parquet::Buffer,
     start: u64,
+    p: u32,
 ) -> Result<u64> {
     let Some(end) = buffer.covered_end() else {
         return Ok(start);
     };
     let rows = std::mem::take(buffer);
     let n = rows.rows as u64;
-    // Encoding is CPU work: off the async workers, which serve the doors.
-    let stream = spec.stream.clone();
-    let bytes =
-        tokio::task::spawn_blocking(move || parquet::encode(&rows.batches, start, end, &stream))
-            .await
-            .map_err(|e| SinkError::Internal(format!("encoding a file: {e}")))??;
-    let size = bytes.len() as u64;
-    dir.create(store, start, bytes).await?;
+    let size = dest.write(spec, rows, start, end).await?;
     progress.rows.fetch_add(n, Ordering::Relaxed);
     progress.files.fetch_add(1, Ordering::Relaxed);
     let sink = spec.name.clone();
     metrics::counter!(ROWS_METRIC, "sink" => sink.clone()).increment(n);
     metrics::counter!(FILES_METRIC, "sink" => sink.clone()).increment(1);
     metrics::counter!(BYTES_METRIC, "sink" => sink).increment(size);
-    progress.set_position(dir.partition() as usize, end);
+    progress.set_position(p as usize, end);
     Ok(end)
 }

@@ -1,6 +1,7 @@
-"""Sinks: `CREATE SINK … INTO PARQUET` copies a stream into Parquet files,
-each row exactly once — across a SIGKILL of the server, and from one agent
-to another over PostgreSQL + S3 — read back with DuckDB and pyarrow."""
+"""Sinks: `CREATE SINK … INTO PARQUET | DELTA` copies a stream into Parquet
+files or a Delta Lake table, each row exactly once — across a SIGKILL of the
+server, and from one agent to another over PostgreSQL + S3 — read back with
+DuckDB, pyarrow and the deltalake package."""
 import os
 import signal
 import tempfile
@@ -13,6 +14,8 @@ import psycopg
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 from conftest import Server, shared_store_args
 
@@ -268,3 +271,91 @@ def test_a_sink_to_s3_moves_to_another_agent():
             assert b.stop() == 0
             if a.proc.poll() is None:
                 a.proc.kill()
+
+
+def delta_rows(uri, storage_options=None):
+    """(_partition, _offset, id) of every row of the Delta table at `uri`,
+    read with the deltalake package (the table's log decides the files)."""
+    try:
+        t = DeltaTable(uri, storage_options=storage_options).to_pyarrow_table()
+    except TableNotFoundError:
+        return []
+    return sorted(zip(t.column("_partition").to_pylist(), t.column("_offset").to_pylist(),
+                      t.column("id").to_pylist()))
+
+
+def test_a_delta_sink_commits_each_row_once_across_sigkill():
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "lake")
+        s = Server(os.path.join(d, "data"))
+        try:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
+                             "WITH (partitions = 3)")
+                conn.execute(f"CREATE SINK lake FROM orders INTO DELTA WITH ("
+                             f"path = 'file://{out}', flush_interval = '200ms', "
+                             "file_rows = 500)")
+            acked, stop = [], threading.Event()
+            t = threading.Thread(target=writer, args=(s.dsn, 0, stop, acked))
+            t.start()
+            time.sleep(2)
+            s.proc.send_signal(signal.SIGKILL)
+            s.proc.wait(timeout=10)
+            stop.set()
+            t.join()
+            assert len(acked) > 0
+            s = Server(os.path.join(d, "data"))
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("INSERT INTO orders (id, amount) SELECT x, x * 2 "
+                             "FROM generate_series(1000000, 1000999) AS t(x)")
+                acked.extend(range(1_000_000, 1_001_000))
+                want = stream_rows(conn, "orders")
+                deadline = time.monotonic() + 60
+                while len(got := delta_rows(out)) < len(want):
+                    assert time.monotonic() < deadline, f"{len(got)} of {len(want)}"
+                    time.sleep(0.3)
+                # Exactly the stream's rows, each once, at their offsets.
+                assert got == want
+                assert set(acked) <= {r[2] for r in got}
+                shown = conn.execute("SHOW SINKS").fetchall()
+                assert [(r[0], r[2], r[4], r[6]) for r in shown] == [
+                    ("lake", "DELTA", "running", 0)]
+                # Each partition's commits record how far they got.
+                table = DeltaTable(out)
+                ends = [conn.execute(f"SELECT coalesce(max(_offset) + 1, 0) FROM orders "
+                                     f"WHERE _partition = {p}").fetchone()[0] for p in range(3)]
+                for p in range(3):
+                    assert table.transaction_version(f"streamhouse.lake.p{p}") == (
+                        ends[p] or None)
+                at = table.to_pyarrow_table().column("_timestamp")
+                assert str(at.type).startswith("timestamp[us")
+        finally:
+            assert s.stop() == 0
+
+
+def test_a_delta_sink_to_s3():
+    bucket = os.environ["STREAMHOUSE_TEST_S3_BUCKET"]
+    prefix = f"delta_{int(time.time() * 1e6)}"
+    options = {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true",
+               "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_REGION": "us-east-1", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(os.path.join(d, "data"))
+        try:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
+                             "WITH (partitions = 2)")
+                conn.execute(f"CREATE SINK lake FROM orders INTO DELTA WITH ("
+                             f"path = 's3://{bucket}/{prefix}', flush_interval = '200ms')")
+                for start in range(0, 1000, 250):
+                    conn.execute(f"INSERT INTO orders SELECT x, x FROM "
+                                 f"generate_series({start}, {start + 249}) AS t(x)")
+                want = stream_rows(conn, "orders")
+                deadline = time.monotonic() + 60
+                uri = f"s3://{bucket}/{prefix}"
+                while len(got := delta_rows(uri, options)) < len(want):
+                    assert time.monotonic() < deadline, f"{len(got)} of {len(want)}"
+                    time.sleep(0.3)
+                assert got == want
+        finally:
+            assert s.stop() == 0

@@ -324,3 +324,62 @@ def test_an_unreachable_database_shows_retrying_and_the_source_recovers(server):
             assert ids == list(range(1, 151))
             conn.execute("DROP SOURCE ticks")
         proxy.stop()
+
+
+def test_a_source_moves_to_another_agent():
+    from conftest import shared_store_args
+    args = shared_store_args("sources_cluster")
+    with upstream_database() as (url, _), tempfile.TemporaryDirectory() as d:
+        with psycopg.connect(url, autocommit=True) as up:
+            up.execute("CREATE TABLE events (id bigint PRIMARY KEY, kind text)")
+            up.execute("INSERT INTO events SELECT x, 'old' FROM generate_series(1, 500) AS x")
+            up.execute("CREATE PUBLICATION feed FOR TABLE events")
+        a = Server(os.path.join(d, "a"), args)
+        b = Server(os.path.join(d, "b"), args)
+        stop, written = threading.Event(), []
+
+        def produce():
+            i = 1000
+            with psycopg.connect(url, autocommit=True) as up:
+                while not stop.is_set():
+                    up.execute("INSERT INTO events SELECT x, 'new' FROM "
+                               "generate_series(%s::bigint, %s::bigint) AS x", (i, i + 49))
+                    written.extend(range(i, i + 50))
+                    i += 50
+                    time.sleep(0.02)
+
+        try:
+            with psycopg.connect(a.dsn, autocommit=True) as conn:
+                conn.execute(f"CREATE SOURCE feed FROM POSTGRES WITH (url = '{url}', "
+                             "publication = 'feed', partitions = 2, poll_interval = '50ms')")
+                wait_for(lambda: conn.execute("SELECT count(*) FROM events").fetchone()[0] >= 500,
+                         "the snapshot")
+            t = threading.Thread(target=produce)
+            t.start()
+            time.sleep(2)
+            with psycopg.connect(b.dsn, autocommit=True) as conn:
+                status = conn.execute("SELECT status FROM streamhouse.sources").fetchone()[0]
+                assert status.startswith("running on "), status
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait(timeout=10)
+            at_kill = len(written)
+            time.sleep(2)
+            stop.set()
+            t.join()
+            # Changes committed upstream before and after the owner died.
+            assert 0 < at_kill < len(written)
+            want = list(range(1, 501)) + written
+            with psycopg.connect(b.dsn, autocommit=True) as conn:
+                # The killed agent's lease expires; this one goes on from
+                # what the streams recorded.
+                wait_for(lambda: conn.execute("SELECT count(*) FROM events").fetchone()[0]
+                         >= len(want), f"{len(want)} rows", timeout=90)
+                got = [r[0] for r in conn.execute("SELECT id FROM events ORDER BY id").fetchall()]
+                assert got == sorted(want)
+                assert conn.execute("SELECT status FROM streamhouse.sources").fetchone()[0] == \
+                    "running"
+                conn.execute("DROP SOURCE feed")
+        finally:
+            assert b.stop() == 0
+            if a.proc.poll() is None:
+                a.proc.kill()

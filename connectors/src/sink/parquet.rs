@@ -108,20 +108,14 @@ pub(super) fn encode(batches: &[RecordBatch], first: u64, end: u64, stream: &str
 
 /// One partition's directory of files.
 pub(super) struct PartitionDir {
-    partition: u32,
     prefix: Path,
 }
 
 impl PartitionDir {
     pub fn new(partition: u32) -> PartitionDir {
         PartitionDir {
-            partition,
             prefix: Path::from(format!("partition={partition}")),
         }
-    }
-
-    pub fn partition(&self) -> u32 {
-        self.partition
     }
 
     fn file(&self, first: u64) -> Path {
