@@ -22,6 +22,24 @@
 pub mod delta;
 pub mod parquet;
 
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// Rows `v` with their `_offset`s, `offsets`.
+    pub fn rows(offsets: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("_offset", DataType::Int64, false),
+        ]));
+        let col = Arc::new(Int64Array::from_iter_values(offsets));
+        RecordBatch::try_new(schema, vec![col.clone(), col]).unwrap()
+    }
+}
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -230,6 +230,18 @@ where
     Arc::new(move || Box::pin(f(sources.clone())))
 }
 
+/// A system table with the columns of a `SHOW` statement's `schema`.
+fn listed_as(schema: &SchemaRef, fill: Fill) -> Arc<SystemTable> {
+    SystemTable::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type().clone()))
+            .collect(),
+        fill,
+    )
+}
+
 /// Streams with their partitions' stats, as listed by `streams` and
 /// `tables`.
 type WithStats = [(
@@ -429,12 +441,8 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
         ),
         (
             "sinks",
-            SystemTable::new(
-                crate::connectors::show_sinks_schema()
-                    .fields()
-                    .iter()
-                    .map(|f| (f.name().as_str(), f.data_type().clone()))
-                    .collect(),
+            listed_as(
+                &crate::connectors::show_sinks_schema(),
                 fill(
                     &sources,
                     |s| async move { s.connectors.sink_listing().await },
@@ -443,12 +451,8 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
         ),
         (
             "sources",
-            SystemTable::new(
-                crate::connectors::show_sources_schema()
-                    .fields()
-                    .iter()
-                    .map(|f| (f.name().as_str(), f.data_type().clone()))
-                    .collect(),
+            listed_as(
+                &crate::connectors::show_sources_schema(),
                 fill(
                     &sources,
                     |s| async move { s.connectors.source_listing().await },

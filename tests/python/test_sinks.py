@@ -32,17 +32,11 @@ def copied(path):
                     "hive_partitioning = true)"))
 
 
-def wait_copied(path, want, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = copied(path)
-        except duckdb.IOException:
-            got = []  # no file yet
-        if len(got) >= want:
-            return got
-        assert time.monotonic() < deadline, f"{len(got)} of {want} rows copied"
-        time.sleep(0.2)
+def parquet_rows(path):
+    try:
+        return copied(path)
+    except duckdb.IOException:
+        return []  # no file yet
 
 
 def stream_rows(conn, name):
@@ -65,44 +59,62 @@ def writer(dsn, start, stop, acked):
         pass  # the server was killed
 
 
+def sigkill_mid_flow(d, sink_sql, destination_rows):
+    """A 3-partition stream `orders` with sink `sink_sql`, a writer inserting
+    continuously, SIGKILL of the server mid-flow, a restart and 1,000 more
+    rows; waits until `destination_rows()` (partition, offset, id) holds as
+    many rows as the stream and checks they are exactly the stream's, every
+    acknowledged id included. The restarted server, running."""
+    s = Server(os.path.join(d, "data"))
+    with psycopg.connect(s.dsn, autocommit=True) as conn:
+        conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) WITH (partitions = 3)")
+        conn.execute(sink_sql)
+    acked, stop = [], threading.Event()
+    t = threading.Thread(target=writer, args=(s.dsn, 0, stop, acked))
+    t.start()
+    time.sleep(2)
+    s.proc.send_signal(signal.SIGKILL)
+    s.proc.wait(timeout=10)
+    stop.set()
+    t.join()
+    assert len(acked) > 0
+    s = Server(os.path.join(d, "data"))
+    try:
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO orders SELECT x, x * 2 "
+                         "FROM generate_series(1000000, 1000999) AS t(x)")
+            acked.extend(range(1_000_000, 1_001_000))
+            want = stream_rows(conn, "orders")
+            deadline = time.monotonic() + 60
+            while len(got := destination_rows()) < len(want):
+                assert time.monotonic() < deadline, f"{len(got)} of {len(want)} rows copied"
+                time.sleep(0.2)
+            # Exactly the stream's rows, each once, at their offsets.
+            assert got == want
+            assert set(acked) <= {r[2] for r in got}
+    except BaseException:
+        s.proc.kill()
+        raise
+    return s
+
+
 def test_a_sink_copies_each_row_once_across_sigkill():
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "out")
-        s = Server(os.path.join(d, "data"))
+        s = sigkill_mid_flow(d, f"CREATE SINK lake FROM orders INTO PARQUET WITH ("
+                                f"path = 'file://{out}', flush_interval = '200ms', "
+                                "file_rows = 300)", lambda: parquet_rows(out))
         try:
             with psycopg.connect(s.dsn, autocommit=True) as conn:
-                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
-                             "WITH (partitions = 3)")
-                conn.execute(f"CREATE SINK lake FROM orders INTO PARQUET WITH ("
-                             f"path = 'file://{out}', flush_interval = '200ms', file_rows = 300)")
-            acked, stop = [], threading.Event()
-            t = threading.Thread(target=writer, args=(s.dsn, 0, stop, acked))
-            t.start()
-            time.sleep(2)
-            s.proc.send_signal(signal.SIGKILL)
-            s.proc.wait(timeout=10)
-            stop.set()
-            t.join()
-            assert len(acked) > 0
-            s = Server(os.path.join(d, "data"))
-            with psycopg.connect(s.dsn, autocommit=True) as conn:
-                conn.execute("INSERT INTO orders SELECT x, x * 2 "
-                             "FROM generate_series(1000000, 1000999) AS t(x)")
-                acked.extend(range(1_000_000, 1_001_000))
-                want = stream_rows(conn, "orders")
-                got = wait_copied(out, len(want))
-                # Exactly the stream's rows, each once, at their offsets.
-                assert got == want
-                assert set(acked) <= {r[2] for r in got}
                 shown = conn.execute("SHOW SINKS").fetchall()
                 assert [(r[0], r[1], r[2], r[4]) for r in shown] == [
                     ("lake", "orders", "PARQUET", "running")]
                 assert shown[0][6] == 0  # lag
-                # Files hold at most file_rows rows; every file's range
-                # starts where the previous one's ended.
-                n = q(f"SELECT max(c) FROM (SELECT count(*) AS c FROM read_parquet("
-                      f"'{out}/**/*.parquet', filename = true) GROUP BY filename)")[0][0]
-                assert n <= 300
+            # Files hold at most file_rows rows; every file's range starts
+            # where the previous one's ended.
+            n = q(f"SELECT max(c) FROM (SELECT count(*) AS c FROM read_parquet("
+                  f"'{out}/**/*.parquet', filename = true) GROUP BY filename)")[0][0]
+            assert n <= 300
         finally:
             assert s.stop() == 0
 
@@ -287,48 +299,22 @@ def delta_rows(uri, storage_options=None):
 def test_a_delta_sink_commits_each_row_once_across_sigkill():
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "lake")
-        s = Server(os.path.join(d, "data"))
+        s = sigkill_mid_flow(d, f"CREATE SINK lake FROM orders INTO DELTA WITH ("
+                                f"path = 'file://{out}', flush_interval = '200ms', "
+                                "file_rows = 500)", lambda: delta_rows(out))
         try:
             with psycopg.connect(s.dsn, autocommit=True) as conn:
-                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
-                             "WITH (partitions = 3)")
-                conn.execute(f"CREATE SINK lake FROM orders INTO DELTA WITH ("
-                             f"path = 'file://{out}', flush_interval = '200ms', "
-                             "file_rows = 500)")
-            acked, stop = [], threading.Event()
-            t = threading.Thread(target=writer, args=(s.dsn, 0, stop, acked))
-            t.start()
-            time.sleep(2)
-            s.proc.send_signal(signal.SIGKILL)
-            s.proc.wait(timeout=10)
-            stop.set()
-            t.join()
-            assert len(acked) > 0
-            s = Server(os.path.join(d, "data"))
-            with psycopg.connect(s.dsn, autocommit=True) as conn:
-                conn.execute("INSERT INTO orders (id, amount) SELECT x, x * 2 "
-                             "FROM generate_series(1000000, 1000999) AS t(x)")
-                acked.extend(range(1_000_000, 1_001_000))
-                want = stream_rows(conn, "orders")
-                deadline = time.monotonic() + 60
-                while len(got := delta_rows(out)) < len(want):
-                    assert time.monotonic() < deadline, f"{len(got)} of {len(want)}"
-                    time.sleep(0.3)
-                # Exactly the stream's rows, each once, at their offsets.
-                assert got == want
-                assert set(acked) <= {r[2] for r in got}
                 shown = conn.execute("SHOW SINKS").fetchall()
                 assert [(r[0], r[2], r[4], r[6]) for r in shown] == [
                     ("lake", "DELTA", "running", 0)]
                 # Each partition's commits record how far they got.
                 table = DeltaTable(out)
-                ends = [conn.execute(f"SELECT coalesce(max(_offset) + 1, 0) FROM orders "
-                                     f"WHERE _partition = {p}").fetchone()[0] for p in range(3)]
                 for p in range(3):
-                    assert table.transaction_version(f"streamhouse.lake.p{p}") == (
-                        ends[p] or None)
-                at = table.to_pyarrow_table().column("_timestamp")
-                assert str(at.type).startswith("timestamp[us")
+                    end = conn.execute(f"SELECT coalesce(max(_offset) + 1, 0) FROM orders "
+                                       f"WHERE _partition = {p}").fetchone()[0]
+                    assert table.transaction_version(f"streamhouse.lake.p{p}") == (end or None)
+            at = table.to_pyarrow_table().column("_timestamp")
+            assert str(at.type).startswith("timestamp[us")
         finally:
             assert s.stop() == 0
 

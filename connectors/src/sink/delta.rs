@@ -271,15 +271,7 @@ mod tests {
     use arrow::array::Int64Array;
 
     use super::*;
-
-    fn rows(offsets: std::ops::Range<i64>) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("v", DataType::Int64, false),
-            Field::new("_offset", DataType::Int64, false),
-        ]));
-        let col = Arc::new(Int64Array::from_iter_values(offsets));
-        RecordBatch::try_new(schema, vec![col.clone(), col]).unwrap()
-    }
+    use crate::sink::testing::rows;
 
     #[tokio::test]
     async fn a_partition_resumes_at_its_last_commit_and_a_range_is_committed_once() {

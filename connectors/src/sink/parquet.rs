@@ -211,20 +211,8 @@ pub async fn files(store: &Store) -> Result<Vec<(u32, u64, u64)>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use arrow::array::Int64Array;
-    use arrow::datatypes::{DataType, Field, Schema};
-
-    fn rows(offsets: std::ops::Range<i64>) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("v", DataType::Int64, false),
-            Field::new("_offset", DataType::Int64, false),
-        ]));
-        let col = Arc::new(Int64Array::from_iter_values(offsets.clone()));
-        RecordBatch::try_new(schema, vec![col.clone(), col]).unwrap()
-    }
+    use crate::sink::testing::rows;
 
     #[test]
     fn a_file_ends_where_the_read_ended_or_after_its_last_row() {
