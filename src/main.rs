@@ -114,6 +114,11 @@ fn client<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::
 }
 
 fn main() -> ExitCode {
+    // One TLS implementation for the process (ring), before any door or
+    // client makes a TLS config: with more than one compiled in (the Delta
+    // Lake crate's HTTP client brings aws-lc), rustls cannot pick one on
+    // its own and refuses to build a config without it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let is_server = matches!(cli.command, Command::Server(_));
     #[cfg(unix)]
