@@ -16,7 +16,8 @@
 //! (`harness/kafka.rs`; `--tansu BIN` runs the same clients against Tansu
 //! too), a stream copied into Parquet files by a sink (`harness/sinks.rs`), a
 //! PostgreSQL source following a changing table (`harness/sources.rs`;
-//! needs the test command's PostgreSQL), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
+//! needs the test command's PostgreSQL), directories of CSV, JSON and
+//! Parquet files loaded by a file source (`harness/files.rs`), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
 //! and Nexmark as views (`harness/nexmark.rs`, the queries in
 //! `benches/nexmark/`); `--filter "nexmark live"` runs the Nexmark views
 //! together while events arrive at a fixed rate instead
@@ -31,6 +32,8 @@
 mod avro;
 #[path = "harness/cluster.rs"]
 mod cluster;
+#[path = "harness/files.rs"]
+mod files;
 #[path = "harness/flight.rs"]
 mod flight;
 #[path = "harness/kafka.rs"]
@@ -188,6 +191,18 @@ impl Row {
 }
 
 /// CPU seconds this process has used (user + system).
+/// Every batch a query answers (it must answer rows).
+async fn collect(db: &streamhouse_sql::Database, sql: &str) -> Vec<RecordBatch> {
+    let mut r = db
+        .execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let Some(streamhouse_sql::QueryResult::Rows(s)) = r.pop() else {
+        panic!("no rows from {sql}")
+    };
+    s.try_collect().await.expect("rows")
+}
+
 fn cpu_seconds() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the struct we pass.
@@ -431,6 +446,9 @@ async fn run(args: Args) {
     }
     if wanted("cdc") {
         table.extend(sources::scenarios(&args).await);
+    }
+    if wanted("file source") {
+        table.extend(files::scenarios(&args).await);
     }
     if wanted("avro") {
         table.extend(avro::scenarios());

@@ -31,11 +31,11 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use arrow::row::{RowConverter, SortField};
-use futures::{SinkExt, TryStreamExt};
+use futures::SinkExt;
 use streamhouse_log::DataDir;
-use streamhouse_sql::{Database, QueryResult};
+use streamhouse_sql::Database;
 
-use crate::{Args, Row, cpu_seconds, reset_peak_memory, resident_mib};
+use crate::{Args, Row, collect, cpu_seconds, reset_peak_memory, resident_mib};
 use generator::{Generator, STREAMS};
 
 /// Event time of event 0: 2026-11-01 00:00:00 UTC.
@@ -431,17 +431,6 @@ fn text(c: &dyn Array) -> arrow::array::StringArray {
         .expect("text")
         .as_string::<i32>()
         .clone()
-}
-
-async fn collect(db: &Database, sql: &str) -> Vec<RecordBatch> {
-    let mut r = db
-        .execute(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let QueryResult::Rows(s) = r.pop().expect("result") else {
-        panic!("no rows from {sql}")
-    };
-    s.try_collect().await.expect("rows")
 }
 
 async fn count(db: &Database, sql: &str) -> u64 {

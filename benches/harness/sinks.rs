@@ -8,20 +8,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Int64Array, RecordBatch};
-use futures::TryStreamExt;
+use arrow::array::{Array, Int64Array};
 use streamhouse_log::DataDir;
-use streamhouse_sql::{Database, QueryResult};
+use streamhouse_sql::Database;
 
 use crate::{Args, Row, cpu_seconds, resident_mib};
 
 /// `SHOW SINKS`: the lag of the one sink, once known.
 async fn sink_lag(db: &Database) -> Option<i64> {
-    let mut r = db.execute("SHOW SINKS").await.expect("show");
-    let QueryResult::Rows(s) = r.pop().expect("result") else {
-        panic!("no rows")
-    };
-    let b: Vec<RecordBatch> = s.try_collect().await.expect("rows");
+    let b = crate::collect(db, "SHOW SINKS").await;
     let lags = b.first()?.column(6).as_any().downcast_ref::<Int64Array>()?;
     lags.is_valid(0).then(|| lags.value(0))
 }

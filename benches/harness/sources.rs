@@ -11,20 +11,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Int64Array, RecordBatch};
-use futures::TryStreamExt;
+use arrow::array::{Array, Int64Array};
 use streamhouse_log::DataDir;
-use streamhouse_sql::{Database, QueryResult};
+use streamhouse_sql::Database;
 
 use crate::{Args, Row, cpu_seconds, resident_mib};
 
 /// One row of a query's first column as i64 (`None`: NULL or no row).
 async fn scalar(db: &Database, sql: &str, column: usize) -> Option<i64> {
-    let mut r = db.execute(sql).await.expect("query");
-    let QueryResult::Rows(s) = r.pop().expect("result") else {
-        panic!("no rows")
-    };
-    let b: Vec<RecordBatch> = s.try_collect().await.expect("rows");
+    let b = crate::collect(db, sql).await;
     let values = b
         .first()?
         .column(column)

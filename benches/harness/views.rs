@@ -10,19 +10,14 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use futures::TryStreamExt;
 use hdrhistogram::Histogram;
 use streamhouse_log::{AppendOptions, DataDir};
-use streamhouse_sql::{Database, QueryResult};
+use streamhouse_sql::Database;
 
 use crate::{Args, Row, cpu_seconds, resident_mib};
 
 async fn count(db: &Database, sql: &str) -> i64 {
-    let mut r = db.execute(sql).await.expect("query");
-    let QueryResult::Rows(s) = r.pop().expect("result") else {
-        panic!("no rows")
-    };
-    let b: Vec<RecordBatch> = s.try_collect().await.expect("rows");
+    let b = crate::collect(db, sql).await;
     b.first()
         .and_then(|b| {
             b.column(0)
@@ -89,11 +84,7 @@ pub async fn ingest(log: &Arc<streamhouse_log::Log>, stream: &str, n: usize, key
 
 /// Input rows a view has not consumed yet (SHOW MATERIALIZED VIEWS).
 pub async fn lag(db: &Database, view: &str) -> i64 {
-    let mut r = db.execute("SHOW MATERIALIZED VIEWS").await.expect("show");
-    let QueryResult::Rows(s) = r.pop().expect("result") else {
-        panic!("no rows")
-    };
-    let b: Vec<RecordBatch> = s.try_collect().await.expect("rows");
+    let b = crate::collect(db, "SHOW MATERIALIZED VIEWS").await;
     for b in &b {
         let names = b
             .column(0)

@@ -1,9 +1,10 @@
 //! Connectors: sinks and sources declared in SQL. A sink (`CREATE SINK …
 //! INTO PARQUET`) copies a stream's rows out of the log into an object
-//! store; a source (`CREATE SOURCE … FROM POSTGRES`) copies a database's
-//! tables and their changes into streams; both exactly once. What their
-//! options mean is [`sink::SinkSpec`] and [`source::PostgresSpec`]; the
-//! tasks that run them are [`sink::run`] and [`source::postgres::run`].
+//! store; a source copies a database's tables and their changes (`CREATE
+//! SOURCE … FROM POSTGRES`) or an object store's files (`FROM FILES`) into
+//! streams; all exactly once. What their options mean is
+//! [`sink::SinkSpec`] and [`source::SourceSpec`]; the tasks that run them
+//! are [`sink::run`], [`source::postgres::run`] and [`source::files::run`].
 //! Who runs a connector (its lease) is the SQL layer's.
 
 pub mod sink;
@@ -11,5 +12,5 @@ pub mod source;
 pub mod status;
 
 pub use sink::{Progress, SinkError, SinkFormat, SinkSpec};
-pub use source::{PostgresSpec, SourceError, SourceProgress};
+pub use source::{FilesSpec, PostgresSpec, SourceError, SourceProgress, SourceSpec};
 pub use status::Status;

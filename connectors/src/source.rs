@@ -8,7 +8,12 @@
 //! `truncate`) and `_lsn` (where the change's transaction committed
 //! upstream; 0 for snapshot rows). How: [`postgres`]. The options:
 //! [`PostgresSpec`].
+//!
+//! `CREATE SOURCE name FROM FILES WITH (path = '…', format = '…') INTO
+//! stream` loads CSV, JSON-lines or Parquet files from a directory or an
+//! object-store prefix, each file once: [`files`].
 
+pub mod files;
 pub mod pgoutput;
 pub mod postgres;
 pub mod tables;
@@ -19,7 +24,130 @@ use std::time::Duration;
 
 use streamhouse_log::LogError;
 
+pub use files::FilesSpec;
+
 use crate::status::Status;
+
+/// Rows a source appended, by `source`.
+pub const ROWS_METRIC: &str = "streamhouse_source_rows_total";
+
+/// How long a failed run waits before it starts again (doubling up to
+/// the most, back to the least after a run that got going).
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The idempotent producer a source appends as.
+pub fn producer_id(source: &str) -> String {
+    format!("source:{source}")
+}
+
+/// What a run's error means for the source: true when it cannot go on
+/// (status `failed`: its stream is gone, what it reads cannot be read
+/// again, or a newer owner fenced it), false when it tries again (status
+/// `retrying` with the cause).
+fn stops(name: &str, progress: &SourceProgress, e: &SourceError) -> bool {
+    match e {
+        SourceError::Fatal(_) | SourceError::Log(LogError::UnknownStream(_)) => {
+            tracing::warn!(source = %name, error = %e, "source stopped");
+            progress.set_status(Status::Failed(e.to_string()));
+            true
+        }
+        SourceError::Log(LogError::Fenced(_)) => {
+            tracing::warn!(source = %name, error = %e, "source fenced by a newer owner");
+            progress.set_status(Status::Failed(e.to_string()));
+            true
+        }
+        _ => {
+            tracing::warn!(source = %name, error = %e, "source retrying");
+            progress.set_status(Status::Retrying(e.to_string()));
+            false
+        }
+    }
+}
+
+/// A source of any kind, from its statement's parts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    Postgres(PostgresSpec),
+    Files(FilesSpec),
+}
+
+impl SourceSpec {
+    /// `kind` is the word after `FROM` (lower case), `tables` the `FOR
+    /// TABLES` list, `into` the stream after `INTO`.
+    pub fn new(
+        name: &str,
+        kind: &str,
+        options: &[(String, String)],
+        tables: &[String],
+        into: Option<&str>,
+    ) -> Result<SourceSpec> {
+        match kind {
+            "postgres" => {
+                if into.is_some() {
+                    return Err(SourceError::Invalid(
+                        "a PostgreSQL source makes a stream per table: it takes no INTO".into(),
+                    ));
+                }
+                Ok(SourceSpec::Postgres(PostgresSpec::new(
+                    name, options, tables,
+                )?))
+            }
+            "files" => {
+                if !tables.is_empty() {
+                    return Err(SourceError::Invalid(
+                        "a file source takes no FOR TABLES: it loads into the stream after INTO"
+                            .into(),
+                    ));
+                }
+                Ok(SourceSpec::Files(FilesSpec::new(name, options, into)?))
+            }
+            other => Err(SourceError::Invalid(format!(
+                "source kind {} is not one StreamHouse reads (known: POSTGRES, FILES)",
+                other.to_uppercase()
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            SourceSpec::Postgres(s) => &s.name,
+            SourceSpec::Files(s) => &s.name,
+        }
+    }
+
+    /// The kind, as written after `FROM`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Postgres(_) => "POSTGRES",
+            SourceSpec::Files(_) => "FILES",
+        }
+    }
+
+    /// Where it reads, secrets masked.
+    pub fn location(&self) -> String {
+        match self {
+            SourceSpec::Postgres(s) => s.shown_url(),
+            SourceSpec::Files(s) => s.path.clone(),
+        }
+    }
+
+    /// The streams it writes.
+    pub fn streams(&self) -> Vec<String> {
+        match self {
+            SourceSpec::Postgres(s) => s.tables.iter().map(|t| s.stream_of(t)).collect(),
+            SourceSpec::Files(s) => vec![s.stream.clone()],
+        }
+    }
+
+    /// The statement that makes it, with its secrets shown or masked.
+    pub fn to_sql(&self, secrets: bool) -> String {
+        match self {
+            SourceSpec::Postgres(s) => s.to_sql(secrets),
+            SourceSpec::Files(s) => s.to_sql(),
+        }
+    }
+}
 
 /// Errors of a source's definition or its run.
 #[derive(Debug, thiserror::Error)]

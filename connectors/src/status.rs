@@ -10,6 +10,9 @@ pub enum Status {
     /// snapshot).
     Snapshot,
     Running,
+    /// Finished: everything it was to copy is copied (a file source
+    /// that does not watch for new files).
+    Done,
     /// The external system or the log failed; trying again (the cause).
     Retrying(String),
     /// Stopped for good (the cause): its stream is gone, or what it
@@ -23,6 +26,7 @@ impl Status {
             Status::Starting => "starting",
             Status::Snapshot => "snapshot",
             Status::Running => "running",
+            Status::Done => "done",
             Status::Retrying(_) => "retrying",
             Status::Failed(_) => "failed",
         }

@@ -749,10 +749,11 @@ impl Database {
                 kind,
                 options,
                 tables,
+                into,
             } => {
                 let (done, streams) = self
                     .connectors
-                    .create_source(name, if_not_exists, kind, options, tables)
+                    .create_source(name, if_not_exists, kind, options, tables, into)
                     .await?;
                 for stream in streams {
                     self.record_owner(session, Object::table(stream)).await?;

@@ -82,16 +82,18 @@ pub enum Statement {
     },
     ShowSinks,
     /// `CREATE SOURCE [IF NOT EXISTS] name FROM kind WITH (key = value, …)
-    /// [FOR ALL TABLES | FOR TABLES (t, schema.t, …)]`.
+    /// [FOR ALL TABLES | FOR TABLES (t, schema.t, …)] [INTO stream]`.
     CreateSource {
         name: String,
         if_not_exists: bool,
-        /// `postgres`.
+        /// `postgres` or `files`.
         kind: String,
         /// (lower-case key, value as text).
         options: Vec<(String, String)>,
         /// The `FOR TABLES` list (`schema.table` or `table`); empty: all.
         tables: Vec<String>,
+        /// The stream after `INTO`.
+        into: Option<String>,
     },
     /// `DROP SOURCE [IF EXISTS] name, …`.
     DropSource {

@@ -71,6 +71,20 @@ class Server:
         return self.proc.wait(timeout=30)
 
 
+def wait_for(check, what, timeout=60):
+    """`check()`'s first truthy answer, asked every 0.2 s; fails after
+    `timeout` seconds naming `what`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def server():
     with tempfile.TemporaryDirectory() as d:

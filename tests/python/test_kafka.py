@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from conftest import Server, _binary
+from conftest import Server, _binary, wait_for
 
 HERE = os.path.dirname(__file__)
 
@@ -243,15 +243,6 @@ class Events:
     def records(self):
         with self.lock:
             return [tuple(e["record"]) for e in self.lines if "record" in e]
-
-
-def wait_for(check, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_a_group_of_two_processes_splits_partitions_and_rebalances(server):

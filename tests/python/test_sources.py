@@ -17,7 +17,8 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import Server
+from conftest import Server, wait_for
+from tcp_proxy import Proxy
 
 
 def upstream_base():
@@ -48,16 +49,6 @@ def upstream_database():
                     time.sleep(0.2)
                     c.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             c.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def wait_for(check, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def replay(rows):
@@ -238,60 +229,6 @@ def test_source_statements_and_refusals(server):
         with psycopg.connect(url) as up:
             assert up.execute("SELECT count(*) FROM pg_replication_slots "
                               "WHERE database = %s", (db,)).fetchone()[0] == 0
-
-
-class Proxy:
-    """A TCP proxy on a fixed port to the upstream PostgreSQL: stopping it
-    makes the database unreachable (refused, and open connections cut)."""
-
-    def __init__(self, target_port):
-        self.target = ("127.0.0.1", target_port)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.listener = None
-        self.conns = []
-
-    def start(self):
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", self.port))
-        self.listener.listen()
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener):
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(a, b):
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def stop(self):
-        # Shut down first: that wakes the thread blocked in accept(), which
-        # holds the port until it returns.
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for c in self.conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-            c.close()
-        self.conns = []
 
 
 def test_an_unreachable_database_shows_retrying_and_the_source_recovers(server):

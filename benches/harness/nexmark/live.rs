@@ -148,7 +148,7 @@ async fn lagging(db: &Database) -> bool {
 
 /// (name, lag in rows, freshness in seconds) of every listed view.
 async fn views(db: &Database) -> Vec<(String, i64, f64)> {
-    let batches = super::collect(
+    let batches = crate::collect(
         db,
         "SELECT name, lag_rows, freshness_seconds FROM streamhouse.views",
     )

@@ -37,11 +37,14 @@ use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use streamhouse_log::{AppendOptions, Log, LogError, ProducerSeq};
+use streamhouse_log::{AppendOptions, Log, ProducerSeq};
 
 use super::pgoutput::{self, Message, Value};
 use super::tables::{self, Rows, Table};
-use super::{PostgresSpec, Result, SourceError, SourceProgress, lsn_text, parse_lsn};
+use super::{
+    PostgresSpec, RETRY_MAX, RETRY_MIN, ROWS_METRIC, Result, SourceError, SourceProgress, lsn_text,
+    parse_lsn, producer_id, stops,
+};
 use crate::status::Status;
 
 /// A table's snapshot larger than this (as text) is refused: it is
@@ -54,16 +57,6 @@ const SNAPSHOT_CHUNK: usize = 65_536;
 const ROUND_CHANGES: i32 = 50_000;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(10);
-
-/// Rows a source appended, by `source`.
-pub const ROWS_METRIC: &str = "streamhouse_source_rows_total";
-
-/// The idempotent producer a source appends as.
-pub fn producer_id(source: &str) -> String {
-    format!("source:{source}")
-}
 
 /// What each append records with it (the producer's progress).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -190,19 +183,10 @@ pub async fn run(log: Arc<Log>, spec: PostgresSpec, epoch: u64, progress: Arc<So
         let mut ran = false;
         match run_once(&log, &spec, epoch, &progress, &mut ran).await {
             Ok(()) => return,
-            Err(e @ (SourceError::Fatal(_) | SourceError::Log(LogError::UnknownStream(_)))) => {
-                tracing::warn!(source = %spec.name, error = %e, "source stopped");
-                progress.set_status(Status::Failed(e.to_string()));
-                return;
-            }
-            Err(SourceError::Log(e @ LogError::Fenced(_))) => {
-                tracing::warn!(source = %spec.name, error = %e, "source fenced by a newer owner");
-                progress.set_status(Status::Failed(e.to_string()));
-                return;
-            }
             Err(e) => {
-                tracing::warn!(source = %spec.name, error = %e, "source retrying");
-                progress.set_status(Status::Retrying(e.to_string()));
+                if stops(&spec.name, &progress, &e) {
+                    return;
+                }
                 if ran {
                     backoff = RETRY_MIN;
                 }

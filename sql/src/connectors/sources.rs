@@ -1,19 +1,24 @@
 //! Sources: `CREATE SOURCE name FROM POSTGRES WITH (…) [FOR ALL TABLES |
-//! FOR TABLES (…)]`, `DROP SOURCE`, `SHOW SOURCES`. Creating one reads the
-//! publication's tables upstream and makes a changelog stream per table;
-//! the source then runs as [`streamhouse_connectors::source::postgres::run`]
-//! on the agent holding its lease (see the parent module). Its statement is
-//! stored whole (the URL's password with it: the source needs it to
-//! connect) but shown with the password masked.
+//! FOR TABLES (…)]`, `CREATE SOURCE name FROM FILES WITH (…) INTO stream`,
+//! `DROP SOURCE`, `SHOW SOURCES`. Creating a PostgreSQL source reads the
+//! publication's tables upstream and makes a changelog stream per table; a
+//! file source checks its stream and its files' store and makes its ledger
+//! (a system stream). The source then runs
+//! ([`streamhouse_connectors::source::postgres::run`],
+//! [`streamhouse_connectors::source::files::run`]) on the agent holding its
+//! lease (see the parent module). Its statement is stored whole (a URL's
+//! password with it: the source needs it to connect) but shown with the
+//! password masked.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use streamhouse_connectors::source::postgres;
-use streamhouse_connectors::{PostgresSpec, SourceError, SourceProgress};
-use streamhouse_log::{ConnectorRecord, StreamSpec, ViewLease};
+use futures::StreamExt;
+use streamhouse_connectors::source::{files, postgres};
+use streamhouse_connectors::{FilesSpec, PostgresSpec, SourceError, SourceProgress, SourceSpec};
+use streamhouse_log::{ConnectorRecord, StreamKind, StreamSpec, ViewLease};
 use tokio::task::JoinHandle;
 
 use super::{Connectors, SOURCE, Shown, done};
@@ -23,6 +28,8 @@ use crate::result::{CommandTag, QueryResult};
 
 /// How long `DROP SOURCE` waits for its run to let go of the slot.
 const DROP_PATIENCE: Duration = Duration::from_secs(5);
+/// How long `CREATE SOURCE … FROM FILES` waits to list its files' store.
+const LIST_PATIENCE: Duration = Duration::from_secs(10);
 
 fn source_error(e: SourceError) -> SqlError {
     match e {
@@ -33,9 +40,9 @@ fn source_error(e: SourceError) -> SqlError {
 }
 
 impl Connectors {
-    /// `CREATE SOURCE`: checks the options and the upstream publication,
-    /// makes a stream per table, records the source and starts it here.
-    /// The streams it made.
+    /// `CREATE SOURCE`: checks the options and what the source reads,
+    /// makes its streams, records the source and starts it here. The
+    /// streams it made.
     pub(crate) async fn create_source(
         &self,
         name: String,
@@ -43,17 +50,26 @@ impl Connectors {
         kind: String,
         options: Vec<(String, String)>,
         tables: Vec<String>,
+        into: Option<String>,
     ) -> Result<(QueryResult, Vec<String>)> {
-        if kind != "postgres" {
-            return Err(SqlError::InvalidDefinition(format!(
-                "source kind {} is not one StreamHouse reads (known: POSTGRES)",
-                kind.to_uppercase()
-            )));
-        }
-        let mut spec = PostgresSpec::new(&name, &options, &tables).map_err(source_error)?;
+        let spec = SourceSpec::new(&name, &kind, &options, &tables, into.as_deref())
+            .map_err(source_error)?;
         if if_not_exists && self.exists(&name).await? {
             return Ok((done(CommandTag::CreateSource)?, Vec::new()));
         }
+        match spec {
+            SourceSpec::Postgres(spec) => self.create_postgres(spec, if_not_exists).await,
+            SourceSpec::Files(spec) => self.create_files(spec, if_not_exists).await,
+        }
+    }
+
+    /// Reads the publication's tables upstream and makes a stream per
+    /// table.
+    async fn create_postgres(
+        &self,
+        mut spec: PostgresSpec,
+        if_not_exists: bool,
+    ) -> Result<(QueryResult, Vec<String>)> {
         let upstream = postgres::describe(&spec).await.map_err(source_error)?;
         spec.tables = upstream.iter().map(|t| t.name.clone()).collect();
         for t in &upstream {
@@ -66,6 +82,7 @@ impl Connectors {
                 )));
             }
         }
+        let name = spec.name.clone();
         let record = ConnectorRecord {
             name: name.clone(),
             kind: SOURCE.into(),
@@ -95,6 +112,72 @@ impl Connectors {
         Ok((done(CommandTag::CreateSource)?, made))
     }
 
+    /// Checks the stream the files go to and lists their store, then makes
+    /// the source's ledger.
+    async fn create_files(
+        &self,
+        spec: FilesSpec,
+        if_not_exists: bool,
+    ) -> Result<(QueryResult, Vec<String>)> {
+        if StreamKind::of(&spec.stream).is_internal() {
+            return Err(SqlError::InvalidDefinition(format!(
+                "\"{}\" is one of the system's streams: a source cannot write it",
+                spec.stream
+            )));
+        }
+        self.log.stream(&spec.stream).await?;
+        let store = spec.store().map_err(source_error)?;
+        let listed = tokio::time::timeout(LIST_PATIENCE, async {
+            store.object_store().list(None).next().await.transpose()
+        })
+        .await;
+        match listed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(SqlError::ConnectionFailure(format!(
+                    "cannot list the files at {}: {e}",
+                    spec.path
+                )));
+            }
+            Err(_) => {
+                return Err(SqlError::ConnectionFailure(format!(
+                    "cannot list the files at {}: no answer in {}s",
+                    spec.path,
+                    LIST_PATIENCE.as_secs()
+                )));
+            }
+        }
+        let record = ConnectorRecord {
+            name: spec.name.clone(),
+            kind: SOURCE.into(),
+            definition: spec.to_sql(),
+            lease: ViewLease::default(),
+        };
+        if !self.record(&record, if_not_exists).await? {
+            return Ok((done(CommandTag::CreateSource)?, Vec::new()));
+        }
+        let ledger = files::ledger_of(&spec.name);
+        // A ledger left by a source of this name that was dropped halfway
+        // would hide files from this one.
+        let _ = self
+            .log
+            .drop_internal_stream(StreamKind::System, &ledger)
+            .await;
+        let made = self
+            .log
+            .create_internal_stream(
+                StreamKind::System,
+                StreamSpec::new(&ledger, files::ledger_schema()),
+            )
+            .await;
+        if let Err(e) = made {
+            let _ = self.log.metadata().drop_connector(&spec.name).await;
+            return Err(e.into());
+        }
+        self.take(&record).await?;
+        Ok((done(CommandTag::CreateSource)?, Vec::new()))
+    }
+
     async fn exists(&self, name: &str) -> Result<bool> {
         Ok(self
             .log
@@ -111,19 +194,20 @@ impl Connectors {
         record: &ConnectorRecord,
         epoch: u64,
     ) -> Result<(Shown, Option<JoinHandle<()>>)> {
-        let spec = spec_of(record)?;
         let progress = Arc::new(SourceProgress::default());
-        let task = tokio::spawn(postgres::run(
-            self.log.clone(),
-            spec,
-            epoch,
-            progress.clone(),
-        ));
+        let log = self.log.clone();
+        let task = match spec_of(record)? {
+            SourceSpec::Postgres(spec) => {
+                tokio::spawn(postgres::run(log, spec, epoch, progress.clone()))
+            }
+            SourceSpec::Files(spec) => tokio::spawn(files::run(log, spec, epoch, progress.clone())),
+        };
         Ok((Shown::Source { progress }, Some(task)))
     }
 
-    /// `DROP SOURCE`: stops each source, forgets it and drops its
-    /// replication slot upstream; its streams stay. A slot that cannot be
+    /// `DROP SOURCE`: stops each source, forgets it and drops what it kept
+    /// for itself — a PostgreSQL source's replication slot upstream, a file
+    /// source's ledger; the streams it wrote stay. A slot that cannot be
     /// dropped (the database is unreachable) is named in a warning in the
     /// server's log, to drop by hand.
     pub(crate) async fn drop_sources(
@@ -132,7 +216,17 @@ impl Connectors {
         if_exists: bool,
     ) -> Result<QueryResult> {
         for record in self.drop_connectors(SOURCE, names, if_exists).await? {
-            let Ok(spec) = spec_of(&record) else { continue };
+            let spec = match spec_of(&record) {
+                Ok(SourceSpec::Postgres(spec)) => spec,
+                Ok(SourceSpec::Files(spec)) => {
+                    let ledger = files::ledger_of(&spec.name);
+                    self.log
+                        .drop_internal_stream(StreamKind::System, &ledger)
+                        .await?;
+                    continue;
+                }
+                Err(_) => continue,
+            };
             if let Err(e) = postgres::drop_slot(&spec, DROP_PATIENCE).await {
                 tracing::warn!(
                     source = %record.name,
@@ -151,9 +245,7 @@ impl Connectors {
             if record.kind != SOURCE {
                 continue;
             }
-            let spec = spec_of(&record)?;
-            for table in &spec.tables {
-                let stream = spec.stream_of(table);
+            for stream in spec_of(&record)?.streams() {
                 if names.contains(&stream) {
                     return Err(SqlError::DependentObjects(format!(
                         "cannot drop \"{stream}\": source \"{}\" writes it; drop the source first",
@@ -202,7 +294,7 @@ impl Connectors {
                     status.push(s.name().to_string());
                     cause.push(s.cause().map(str::to_string));
                     rows.push(Some(p.rows() as i64));
-                    confirmed.push(Some(p.confirmed()));
+                    confirmed.push(matches!(spec, SourceSpec::Postgres(_)).then(|| p.confirmed()));
                     lag.push(Some(p.lag_bytes() as i64));
                 }
                 None => {
@@ -214,10 +306,9 @@ impl Connectors {
                 }
             }
             name.push(record.name.clone());
-            kind.push("POSTGRES".to_string());
-            url.push(spec.shown_url());
-            let written: Vec<String> = spec.tables.iter().map(|t| spec.stream_of(t)).collect();
-            streams.push(written.join(", "));
+            kind.push(spec.kind().to_string());
+            url.push(spec.location());
+            streams.push(spec.streams().join(", "));
             definition.push(spec.to_sql(false));
         }
         let strings = |v: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(v)) };
@@ -237,14 +328,16 @@ impl Connectors {
 }
 
 /// The spec a source's stored statement describes.
-fn spec_of(record: &ConnectorRecord) -> Result<PostgresSpec> {
+fn spec_of(record: &ConnectorRecord) -> Result<SourceSpec> {
     match dialect::parse(&record.definition)?.pop() {
         Some(Statement::CreateSource {
             name,
+            kind,
             options,
             tables,
+            into,
             ..
-        }) => PostgresSpec::new(&name, &options, &tables)
+        }) => SourceSpec::new(&name, &kind, &options, &tables, into.as_deref())
             .map_err(|e| SqlError::Internal(format!("source \"{}\": {e}", record.name))),
         _ => Err(SqlError::Internal(format!(
             "source \"{}\" has no CREATE SOURCE statement",

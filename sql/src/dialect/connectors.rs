@@ -30,7 +30,7 @@ pub(super) fn parse_create_sink(p: &mut Parser) -> Result<Statement> {
 }
 
 /// After `CREATE SOURCE`: `[IF NOT EXISTS] name FROM kind WITH (key =
-/// value, …) [FOR ALL TABLES | FOR TABLES (name, …)]`.
+/// value, …) [FOR ALL TABLES | FOR TABLES (name, …)] [INTO stream]`.
 pub(super) fn parse_create_source(p: &mut Parser) -> Result<Statement> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = object_name(&p.parse_object_name(false)?)?;
@@ -63,12 +63,18 @@ pub(super) fn parse_create_source(p: &mut Parser) -> Result<Statement> {
             p.expect_token(&Token::RParen)?;
         }
     }
+    let into = if p.parse_keyword(Keyword::INTO) {
+        Some(object_name(&p.parse_object_name(false)?)?)
+    } else {
+        None
+    };
     Ok(Statement::CreateSource {
         name,
         if_not_exists,
         kind,
         options,
         tables,
+        into,
     })
 }
 

@@ -148,8 +148,17 @@ pub fn of_statement(stmt: &Statement, caller: &str) -> Vec<Need> {
             Need::Privilege(Privilege::Select, Object::table(from.clone())),
         ],
         Statement::DropSink { .. } => vec![create()],
-        // A source makes streams; dropping one takes what creating did.
-        Statement::CreateSource { .. } | Statement::DropSource { .. } => vec![create()],
+        // A source makes streams, or writes one (INTO); dropping one takes
+        // what creating did.
+        Statement::CreateSource { into, .. } => {
+            let mut needs = vec![create()];
+            needs.extend(
+                into.iter()
+                    .map(|s| Need::Privilege(Privilege::Insert, Object::table(s.clone()))),
+            );
+            needs
+        }
+        Statement::DropSource { .. } => vec![create()],
         Statement::Subscribe(Subscribe::View { name, .. }) => vec![Need::Privilege(
             Privilege::Select,
             Object::table(name.clone()),
