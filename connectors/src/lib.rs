@@ -7,10 +7,12 @@
 //! are [`sink::run`], [`source::postgres::run`] and [`source::files::run`].
 //! Who runs a connector (its lease) is the SQL layer's.
 
+pub mod kafka;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod text;
 
 pub use sink::{Progress, SinkError, SinkFormat, SinkSpec};
-pub use source::{FilesSpec, PostgresSpec, SourceError, SourceProgress, SourceSpec};
+pub use source::{FilesSpec, KafkaSpec, PostgresSpec, SourceError, SourceProgress, SourceSpec};
 pub use status::Status;

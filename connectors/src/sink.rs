@@ -48,6 +48,7 @@ use futures::TryStreamExt;
 use streamhouse_log::{Log, LogError, Store};
 
 use crate::status::Status;
+use crate::text::{self, quoted};
 
 /// Errors of a sink's definition or its run.
 #[derive(Debug, thiserror::Error)]
@@ -208,23 +209,14 @@ impl SinkSpec {
 
     /// The statement that makes this sink.
     pub fn to_sql(&self) -> String {
-        let options: Vec<String> = self
-            .options()
-            .iter()
-            .map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''")))
-            .collect();
         format!(
             "CREATE SINK {} FROM {} INTO {} WITH ({})",
             quoted(&self.name),
             quoted(&self.stream),
             self.format.name(),
-            options.join(", ")
+            text::options(&self.options())
         )
     }
-}
-
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A running sink's progress, shared with whoever shows it.

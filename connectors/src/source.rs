@@ -11,9 +11,12 @@
 //!
 //! `CREATE SOURCE name FROM FILES WITH (path = '…', format = '…') INTO
 //! stream` loads CSV, JSON-lines or Parquet files from a directory or an
-//! object-store prefix, each file once: [`files`].
+//! object-store prefix, each file once: [`files`]. `CREATE SOURCE name FROM
+//! KAFKA WITH (bootstrap = '…', topic = '…') INTO stream` copies a topic's
+//! JSON records: [`kafka`].
 
 pub mod files;
+pub mod kafka;
 pub mod pgoutput;
 pub mod postgres;
 pub mod tables;
@@ -25,8 +28,10 @@ use std::time::Duration;
 use streamhouse_log::LogError;
 
 pub use files::FilesSpec;
+pub use kafka::KafkaSpec;
 
 use crate::status::Status;
+use crate::text::{self, quoted};
 
 /// Rows a source appended, by `source`.
 pub const ROWS_METRIC: &str = "streamhouse_source_rows_total";
@@ -65,11 +70,49 @@ fn stops(name: &str, progress: &SourceProgress, e: &SourceError) -> bool {
     }
 }
 
+/// Runs a source's attempts (`attempt`) until one ends without an error
+/// (then `done`, if given, is its status) or an error stops the source;
+/// after any other error it waits, backing off unless the failed attempt
+/// appended rows.
+async fn supervise<F, Fut>(
+    name: &str,
+    progress: &SourceProgress,
+    done: Option<Status>,
+    mut attempt: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut backoff = RETRY_MIN;
+    loop {
+        let before = progress.rows();
+        match attempt().await {
+            Ok(()) => {
+                if let Some(s) = done {
+                    progress.set_status(s);
+                }
+                return;
+            }
+            Err(e) => {
+                if stops(name, progress, &e) {
+                    return;
+                }
+                if progress.rows() > before {
+                    backoff = RETRY_MIN;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
 /// A source of any kind, from its statement's parts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
     Postgres(PostgresSpec),
     Files(FilesSpec),
+    Kafka(KafkaSpec),
 }
 
 impl SourceSpec {
@@ -102,8 +145,17 @@ impl SourceSpec {
                 }
                 Ok(SourceSpec::Files(FilesSpec::new(name, options, into)?))
             }
+            "kafka" => {
+                if !tables.is_empty() {
+                    return Err(SourceError::Invalid(
+                        "a Kafka source takes no FOR TABLES: it copies into the stream after INTO"
+                            .into(),
+                    ));
+                }
+                Ok(SourceSpec::Kafka(KafkaSpec::new(name, options, into)?))
+            }
             other => Err(SourceError::Invalid(format!(
-                "source kind {} is not one StreamHouse reads (known: POSTGRES, FILES)",
+                "source kind {} is not one StreamHouse reads (known: POSTGRES, FILES, KAFKA)",
                 other.to_uppercase()
             ))),
         }
@@ -113,6 +165,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Postgres(s) => &s.name,
             SourceSpec::Files(s) => &s.name,
+            SourceSpec::Kafka(s) => &s.name,
         }
     }
 
@@ -121,6 +174,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Postgres(_) => "POSTGRES",
             SourceSpec::Files(_) => "FILES",
+            SourceSpec::Kafka(_) => "KAFKA",
         }
     }
 
@@ -129,6 +183,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Postgres(s) => s.shown_url(),
             SourceSpec::Files(s) => s.path.clone(),
+            SourceSpec::Kafka(s) => format!("kafka://{}/{}", s.brokers.join(","), s.topic),
         }
     }
 
@@ -137,6 +192,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Postgres(s) => s.tables.iter().map(|t| s.stream_of(t)).collect(),
             SourceSpec::Files(s) => vec![s.stream.clone()],
+            SourceSpec::Kafka(s) => vec![s.stream.clone()],
         }
     }
 
@@ -145,6 +201,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Postgres(s) => s.to_sql(secrets),
             SourceSpec::Files(s) => s.to_sql(),
+            SourceSpec::Kafka(s) => s.to_sql(),
         }
     }
 }
@@ -329,10 +386,6 @@ impl PostgresSpec {
                 humantime::format_duration(self.poll_interval).to_string(),
             ),
         ];
-        let options: Vec<String> = options
-            .iter()
-            .map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''")))
-            .collect();
         let tables = if self.tables.is_empty() {
             "FOR ALL TABLES".to_string()
         } else {
@@ -349,7 +402,7 @@ impl PostgresSpec {
         format!(
             "CREATE SOURCE {} FROM POSTGRES WITH ({}) {tables}",
             quoted(&self.name),
-            options.join(", ")
+            text::options(&options)
         )
     }
 
@@ -366,10 +419,6 @@ fn qualified(table: &str) -> String {
     } else {
         format!("public.{table}")
     }
-}
-
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A connection URL with its password replaced by `****` (also in a
@@ -410,8 +459,10 @@ pub struct SourceProgress {
     /// Upstream position confirmed (every change before it is in the
     /// streams).
     confirmed: AtomicU64,
-    /// Bytes of upstream log not yet read (at the last look).
+    /// Bytes of upstream log (or files) not yet read, at the last look.
     lag_bytes: AtomicU64,
+    /// Records of upstream topics not yet read, at the last look.
+    lag_records: AtomicU64,
 }
 
 impl Default for SourceProgress {
@@ -421,6 +472,7 @@ impl Default for SourceProgress {
             rows: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
+            lag_records: AtomicU64::new(0),
         }
     }
 }
@@ -437,6 +489,16 @@ impl SourceProgress {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
+    /// A run starts: `starting`, unless the last run failed — then the
+    /// status keeps showing why (`retrying` and its cause) until the new run
+    /// gets going.
+    fn starting(&self) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*s, Status::Retrying(_)) {
+            *s = Status::Starting;
+        }
+    }
+
     /// Rows appended by this run.
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
@@ -450,6 +512,11 @@ impl SourceProgress {
     /// Upstream log bytes not yet copied, at the last look.
     pub fn lag_bytes(&self) -> u64 {
         self.lag_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Upstream records not yet copied, at the last look.
+    pub fn lag_records(&self) -> u64 {
+        self.lag_records.load(Ordering::Relaxed)
     }
 }
 

@@ -85,6 +85,17 @@ def wait_for(check, what, timeout=60):
         time.sleep(0.2)
 
 
+def refused(conn, sql, state, *words):
+    """`sql` fails with SQLSTATE `state` and a message holding `words`."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute(sql)
+    assert e.value.sqlstate == state, (sql, e.value.sqlstate, str(e.value))
+    for w in words:
+        assert w in str(e.value), (sql, str(e.value))
+
+
 @pytest.fixture(scope="module")
 def server():
     with tempfile.TemporaryDirectory() as d:

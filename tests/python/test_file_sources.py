@@ -19,9 +19,8 @@ import psycopg
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import pytest
 
-from conftest import Server, wait_for
+from conftest import Server, refused, wait_for
 from tcp_proxy import Proxy
 
 EPOCH = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
@@ -148,14 +147,6 @@ def test_files_load_exactly_once_across_sigkill():
                     assert 0 < rows <= sum(n for _, n in written[fmt])
         finally:
             assert s.stop() == 0
-
-
-def refused(conn, sql, state, *words):
-    with pytest.raises(psycopg.Error) as e:
-        conn.execute(sql)
-    assert e.value.sqlstate == state, (sql, e.value.sqlstate, str(e.value))
-    for w in words:
-        assert w in str(e.value), (sql, str(e.value))
 
 
 def test_file_source_statements_and_refusals(server):

@@ -36,8 +36,9 @@ use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use streamhouse_log::{AppendOptions, Log, ProducerSeq, StagedAppend, Store, StreamInfo};
 
-use super::{ROWS_METRIC, Result, SourceError, SourceProgress, producer_id, stops};
+use super::{ROWS_METRIC, Result, SourceError, SourceProgress, producer_id};
 use crate::status::Status;
+use crate::text::{self, quoted};
 
 /// Where a file source's ledger streams are named.
 pub const LEDGER_PREFIX: &str = "__source_files__";
@@ -96,6 +97,26 @@ pub enum OnError {
     Stop,
     /// The source records it in its ledger with the error and goes on.
     Skip,
+}
+
+impl OnError {
+    /// `on_error = 'stop' | 'skip'`.
+    pub fn parse(k: &str, v: &str) -> Result<OnError> {
+        match v.to_ascii_lowercase().as_str() {
+            "stop" => Ok(OnError::Stop),
+            "skip" => Ok(OnError::Skip),
+            _ => Err(SourceError::Invalid(format!(
+                "source option {k} = '{v}': expected 'stop' or 'skip'"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OnError::Stop => "stop",
+            OnError::Skip => "skip",
+        }
+    }
 }
 
 /// What a file source loads: `CREATE SOURCE name FROM FILES WITH (path,
@@ -202,13 +223,7 @@ impl FilesSpec {
                     };
                     csv_only = Some(k);
                 }
-                "on_error" => {
-                    spec.on_error = match v.to_ascii_lowercase().as_str() {
-                        "stop" => OnError::Stop,
-                        "skip" => OnError::Skip,
-                        _ => return Err(bad(k, v, "expected 'stop' or 'skip'")),
-                    }
-                }
+                "on_error" => spec.on_error = OnError::parse(k, v)?,
                 "commit_rows" => {
                     spec.commit_rows = v
                         .parse::<usize>()
@@ -262,24 +277,13 @@ impl FilesSpec {
             };
             options.push(("delimiter", d));
         }
-        options.push((
-            "on_error",
-            match self.on_error {
-                OnError::Stop => "stop",
-                OnError::Skip => "skip",
-            }
-            .to_string(),
-        ));
+        options.push(("on_error", self.on_error.name().to_string()));
         options.push(("commit_rows", self.commit_rows.to_string()));
-        let options: Vec<String> = options
-            .iter()
-            .map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''")))
-            .collect();
         format!(
             "CREATE SOURCE {} FROM FILES WITH ({}) INTO {}",
-            super::quoted(&self.name),
-            options.join(", "),
-            super::quoted(&self.stream)
+            quoted(&self.name),
+            text::options(&options),
+            quoted(&self.stream)
         )
     }
 
@@ -352,26 +356,11 @@ struct Partial {
 /// after any other failure it waits (backing off, unless the failed run
 /// appended rows) and starts again from its ledger.
 pub async fn run(log: Arc<Log>, spec: FilesSpec, epoch: u64, progress: Arc<SourceProgress>) {
-    let mut backoff = super::RETRY_MIN;
-    loop {
-        let before = progress.rows();
-        match run_once(&log, &spec, epoch, &progress).await {
-            Ok(()) => {
-                progress.set_status(Status::Done);
-                return;
-            }
-            Err(e) => {
-                if stops(&spec.name, &progress, &e) {
-                    return;
-                }
-                if progress.rows() > before {
-                    backoff = super::RETRY_MIN;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(super::RETRY_MAX);
-            }
-        }
-    }
+    let (log, spec_ref, p) = (&*log, &spec, &*progress);
+    super::supervise(&spec.name, p, Some(Status::Done), move || {
+        run_once(log, spec_ref, epoch, p)
+    })
+    .await;
 }
 
 /// The rows, ledger rows and position of the next append.
@@ -519,7 +508,7 @@ async fn run_once(
     epoch: u64,
     progress: &SourceProgress,
 ) -> Result<()> {
-    progress.set_status(Status::Starting);
+    progress.starting();
     let store = spec.store()?;
     let producer = producer_id(&spec.name);
     let meta = log.metadata();

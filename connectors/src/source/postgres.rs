@@ -42,8 +42,8 @@ use streamhouse_log::{AppendOptions, Log, ProducerSeq};
 use super::pgoutput::{self, Message, Value};
 use super::tables::{self, Rows, Table};
 use super::{
-    PostgresSpec, RETRY_MAX, RETRY_MIN, ROWS_METRIC, Result, SourceError, SourceProgress, lsn_text,
-    parse_lsn, producer_id, stops,
+    PostgresSpec, ROWS_METRIC, Result, SourceError, SourceProgress, lsn_text, parse_lsn,
+    producer_id,
 };
 use crate::status::Status;
 
@@ -178,23 +178,11 @@ pub async fn drop_slot(spec: &PostgresSpec, patience: Duration) -> Result<()> {
 /// `failed`): after any other failure it waits (backing off) and starts
 /// again from what its streams recorded.
 pub async fn run(log: Arc<Log>, spec: PostgresSpec, epoch: u64, progress: Arc<SourceProgress>) {
-    let mut backoff = RETRY_MIN;
-    loop {
-        let mut ran = false;
-        match run_once(&log, &spec, epoch, &progress, &mut ran).await {
-            Ok(()) => return,
-            Err(e) => {
-                if stops(&spec.name, &progress, &e) {
-                    return;
-                }
-                if ran {
-                    backoff = RETRY_MIN;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RETRY_MAX);
-            }
-        }
-    }
+    let (log, spec_ref, p) = (&*log, &spec, &*progress);
+    super::supervise(&spec.name, p, None, move || {
+        run_once(log, spec_ref, epoch, p)
+    })
+    .await;
 }
 
 /// A table as the run copies it.
@@ -220,9 +208,8 @@ async fn run_once(
     spec: &PostgresSpec,
     epoch: u64,
     progress: &SourceProgress,
-    ran: &mut bool,
 ) -> Result<()> {
-    progress.set_status(Status::Starting);
+    progress.starting();
     let mut conn = connect(&spec.url).await?;
     let upstream = tables::publication_tables(&mut conn, &spec.publication, &spec.tables).await?;
     let producer = producer_id(&spec.name);
@@ -323,7 +310,6 @@ async fn run_once(
         });
     }
     progress.set_status(Status::Running);
-    *ran = true;
     follow(
         log,
         spec,

@@ -16,8 +16,10 @@ use std::time::Duration;
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
-use streamhouse_connectors::source::{files, postgres};
-use streamhouse_connectors::{FilesSpec, PostgresSpec, SourceError, SourceProgress, SourceSpec};
+use streamhouse_connectors::source::{files, kafka, postgres};
+use streamhouse_connectors::{
+    FilesSpec, KafkaSpec, PostgresSpec, SourceError, SourceProgress, SourceSpec,
+};
 use streamhouse_log::{ConnectorRecord, StreamKind, StreamSpec, ViewLease};
 use tokio::task::JoinHandle;
 
@@ -60,6 +62,7 @@ impl Connectors {
         match spec {
             SourceSpec::Postgres(spec) => self.create_postgres(spec, if_not_exists).await,
             SourceSpec::Files(spec) => self.create_files(spec, if_not_exists).await,
+            SourceSpec::Kafka(spec) => self.create_kafka(spec, if_not_exists).await,
         }
     }
 
@@ -112,6 +115,43 @@ impl Connectors {
         Ok((done(CommandTag::CreateSource)?, made))
     }
 
+    /// Checks that `stream` is a user's stream that exists (a source's
+    /// `INTO`).
+    async fn check_into(&self, stream: &str) -> Result<()> {
+        if StreamKind::of(stream).is_internal() {
+            return Err(SqlError::InvalidDefinition(format!(
+                "\"{stream}\" is one of the system's streams: a source cannot write it"
+            )));
+        }
+        self.log.stream(stream).await?;
+        Ok(())
+    }
+
+    /// Checks the stream the records go to and that the endpoint has the
+    /// topic.
+    async fn create_kafka(
+        &self,
+        spec: KafkaSpec,
+        if_not_exists: bool,
+    ) -> Result<(QueryResult, Vec<String>)> {
+        self.check_into(&spec.stream).await?;
+        // Boxed: the Kafka client's futures are deep, and this one sits
+        // inside every statement's future.
+        Box::pin(kafka::describe(&spec))
+            .await
+            .map_err(source_error)?;
+        let record = ConnectorRecord {
+            name: spec.name.clone(),
+            kind: SOURCE.into(),
+            definition: spec.to_sql(),
+            lease: ViewLease::default(),
+        };
+        if self.record(&record, if_not_exists).await? {
+            self.take(&record).await?;
+        }
+        Ok((done(CommandTag::CreateSource)?, Vec::new()))
+    }
+
     /// Checks the stream the files go to and lists their store, then makes
     /// the source's ledger.
     async fn create_files(
@@ -119,13 +159,7 @@ impl Connectors {
         spec: FilesSpec,
         if_not_exists: bool,
     ) -> Result<(QueryResult, Vec<String>)> {
-        if StreamKind::of(&spec.stream).is_internal() {
-            return Err(SqlError::InvalidDefinition(format!(
-                "\"{}\" is one of the system's streams: a source cannot write it",
-                spec.stream
-            )));
-        }
-        self.log.stream(&spec.stream).await?;
+        self.check_into(&spec.stream).await?;
         let store = spec.store().map_err(source_error)?;
         let listed = tokio::time::timeout(LIST_PATIENCE, async {
             store.object_store().list(None).next().await.transpose()
@@ -201,6 +235,7 @@ impl Connectors {
                 tokio::spawn(postgres::run(log, spec, epoch, progress.clone()))
             }
             SourceSpec::Files(spec) => tokio::spawn(files::run(log, spec, epoch, progress.clone())),
+            SourceSpec::Kafka(spec) => tokio::spawn(kafka::run(log, spec, epoch, progress.clone())),
         };
         Ok((Shown::Source { progress }, Some(task)))
     }
@@ -225,7 +260,7 @@ impl Connectors {
                         .await?;
                     continue;
                 }
-                Err(_) => continue,
+                Ok(SourceSpec::Kafka(_)) | Err(_) => continue,
             };
             if let Err(e) = postgres::drop_slot(&spec, DROP_PATIENCE).await {
                 tracing::warn!(
@@ -278,6 +313,7 @@ impl Connectors {
         let mut rows: Vec<Option<i64>> = Vec::new();
         let mut confirmed: Vec<Option<String>> = Vec::new();
         let mut lag: Vec<Option<i64>> = Vec::new();
+        let mut lag_records: Vec<Option<i64>> = Vec::new();
         let mut definition = Vec::new();
         for record in records.iter().filter(|c| c.kind == SOURCE) {
             let spec = spec_of(record)?;
@@ -295,7 +331,9 @@ impl Connectors {
                     cause.push(s.cause().map(str::to_string));
                     rows.push(Some(p.rows() as i64));
                     confirmed.push(matches!(spec, SourceSpec::Postgres(_)).then(|| p.confirmed()));
-                    lag.push(Some(p.lag_bytes() as i64));
+                    let kafka = matches!(spec, SourceSpec::Kafka(_));
+                    lag.push((!kafka).then(|| p.lag_bytes() as i64));
+                    lag_records.push(kafka.then(|| p.lag_records() as i64));
                 }
                 None => {
                     status.push(self.elsewhere(record));
@@ -303,6 +341,7 @@ impl Connectors {
                     rows.push(None);
                     confirmed.push(None);
                     lag.push(None);
+                    lag_records.push(None);
                 }
             }
             name.push(record.name.clone());
@@ -322,6 +361,7 @@ impl Connectors {
             Arc::new(Int64Array::from(rows)),
             Arc::new(StringArray::from(confirmed)),
             Arc::new(Int64Array::from(lag)),
+            Arc::new(Int64Array::from(lag_records)),
             strings(definition),
         ])
     }
@@ -358,6 +398,7 @@ pub fn show_sources_schema() -> SchemaRef {
         Field::new("rows_written", DataType::Int64, true),
         Field::new("confirmed_lsn", DataType::Utf8, true),
         Field::new("lag_bytes", DataType::Int64, true),
+        Field::new("lag_records", DataType::Int64, true),
         Field::new("definition", DataType::Utf8, false),
     ]))
 }

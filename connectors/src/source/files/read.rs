@@ -51,6 +51,15 @@ pub enum ReadError {
     Store(String),
 }
 
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Gone => f.write_str("the file is gone"),
+            ReadError::Bad(m) | ReadError::Store(m) => f.write_str(m),
+        }
+    }
+}
+
 impl From<ArrowError> for ReadError {
     fn from(e: ArrowError) -> Self {
         ReadError::Bad(e.to_string())
