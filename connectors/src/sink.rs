@@ -20,6 +20,7 @@
 //! when it is not. Memory holds at most one file's rows per partition.
 
 pub mod delta;
+pub mod kafka;
 pub mod parquet;
 
 #[cfg(test)]
@@ -66,6 +67,9 @@ pub enum SinkError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("delta: {0}")]
     Delta(String),
+    /// The destination cannot be reached or refused a request.
+    #[error("{0}")]
+    Upstream(String),
     /// A task of the sink failed.
     #[error("{0}")]
     Internal(String),
@@ -78,6 +82,8 @@ pub type Result<T, E = SinkError> = std::result::Result<T, E>;
 pub enum SinkFormat {
     Parquet,
     Delta,
+    /// JSON records in a topic of a Kafka-protocol endpoint.
+    Kafka,
 }
 
 impl SinkFormat {
@@ -85,13 +91,15 @@ impl SinkFormat {
         match self {
             SinkFormat::Parquet => "PARQUET",
             SinkFormat::Delta => "DELTA",
+            SinkFormat::Kafka => "KAFKA",
         }
     }
 }
 
 /// What a sink copies where: `CREATE SINK name FROM stream INTO PARQUET |
 /// DELTA WITH (path = 'file:///…' | 's3://bucket/prefix', file_rows = …,
-/// file_bytes = …, flush_interval = '…')`.
+/// file_bytes = …, flush_interval = '…')`, or `INTO KAFKA WITH (bootstrap
+/// = 'host:port', topic = '…', …)` (a file is then a batch of records).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkSpec {
     pub name: String,
@@ -99,7 +107,7 @@ pub struct SinkSpec {
     /// changelog: its rows with the change each made).
     pub stream: String,
     pub format: SinkFormat,
-    /// Where the files go.
+    /// Where the files go (a Kafka sink: `kafka://brokers/topic`).
     pub path: String,
     /// A file holds at most this many rows …
     pub file_rows: usize,
@@ -112,6 +120,8 @@ pub struct SinkSpec {
 
 /// The options a sink knows, for error messages.
 const KNOWN: &str = "path, file_rows, file_bytes, flush_interval";
+/// The options a Kafka sink knows.
+const KNOWN_KAFKA: &str = "bootstrap, topic, file_rows, file_bytes, flush_interval";
 
 impl SinkSpec {
     /// A sink from its statement's parts; `options` are (lower-case key,
@@ -125,27 +135,44 @@ impl SinkSpec {
         let format = match format.to_ascii_lowercase().as_str() {
             "parquet" => SinkFormat::Parquet,
             "delta" => SinkFormat::Delta,
+            "kafka" => SinkFormat::Kafka,
             other => {
                 return Err(SinkError::Invalid(format!(
-                    "sink format {other:?} is not one StreamHouse writes (known: PARQUET, DELTA)"
+                    "sink format {other:?} is not one StreamHouse writes (known: PARQUET, \
+                     DELTA, KAFKA)"
                 )));
             }
         };
+        let kafka = format == SinkFormat::Kafka;
+        // Kafka: a "file" is a batch of records, written soon.
         let mut spec = SinkSpec {
             name: name.to_string(),
             stream: stream.to_string(),
             format,
             path: String::new(),
-            file_rows: 1_000_000,
-            file_bytes: 256 << 20,
-            flush_interval: Duration::from_secs(10),
+            file_rows: if kafka { 10_000 } else { 1_000_000 },
+            file_bytes: if kafka { 4 << 20 } else { 256 << 20 },
+            flush_interval: if kafka {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(10)
+            },
         };
+        let mut brokers = Vec::new();
+        let mut topic = String::new();
         let bad = |k: &str, v: &str, why: &str| {
             SinkError::Invalid(format!("sink option {k} = '{v}': {why}"))
         };
         for (k, v) in options {
             match k.as_str() {
-                "path" => {
+                "bootstrap" if kafka => {
+                    brokers = crate::kafka::parse_bootstrap(v).map_err(|e| bad(k, v, &e))?;
+                }
+                "topic" if kafka => {
+                    crate::kafka::check_topic(v).map_err(|e| bad(k, v, &e))?;
+                    topic = v.clone();
+                }
+                "path" if !kafka => {
                     if !(v.starts_with("file:///") || v.starts_with("s3://")) {
                         return Err(bad(
                             k,
@@ -181,12 +208,20 @@ impl SinkSpec {
                 }
                 other => {
                     return Err(SinkError::Invalid(format!(
-                        "unknown sink option \"{other}\" (known: {KNOWN})"
+                        "unknown sink option \"{other}\" (known: {})",
+                        if kafka { KNOWN_KAFKA } else { KNOWN }
                     )));
                 }
             }
         }
-        if spec.path.is_empty() {
+        if kafka {
+            if brokers.is_empty() || topic.is_empty() {
+                return Err(SinkError::Invalid(
+                    "a Kafka sink needs WITH (bootstrap = 'host:port', topic = '…')".into(),
+                ));
+            }
+            spec.path = kafka::url(&brokers, &topic);
+        } else if spec.path.is_empty() {
             return Err(SinkError::Invalid(
                 "a sink needs WITH (path = 'file:///…' or 's3://…')".into(),
             ));
@@ -196,15 +231,24 @@ impl SinkSpec {
 
     /// Every option, as `CREATE SINK` would be written to make it again.
     pub fn options(&self) -> Vec<(String, String)> {
-        vec![
-            ("path".into(), self.path.clone()),
-            ("file_rows".into(), self.file_rows.to_string()),
-            ("file_bytes".into(), self.file_bytes.to_string()),
-            (
-                "flush_interval".into(),
-                humantime::format_duration(self.flush_interval).to_string(),
-            ),
-        ]
+        let place = match kafka::parse_url(&self.path) {
+            Ok((brokers, topic)) if self.format == SinkFormat::Kafka => vec![
+                ("bootstrap".into(), brokers.join(",")),
+                ("topic".into(), topic),
+            ],
+            _ => vec![("path".into(), self.path.clone())],
+        };
+        place
+            .into_iter()
+            .chain([
+                ("file_rows".into(), self.file_rows.to_string()),
+                ("file_bytes".into(), self.file_bytes.to_string()),
+                (
+                    "flush_interval".into(),
+                    humantime::format_duration(self.flush_interval).to_string(),
+                ),
+            ])
+            .collect()
     }
 
     /// The statement that makes this sink.
@@ -315,6 +359,8 @@ enum Destination {
     Parquet(Store),
     /// A Delta table.
     Delta(delta::Location),
+    /// A Kafka topic: its brokers and name.
+    Kafka(Vec<String>, String),
 }
 
 impl Destination {
@@ -322,6 +368,10 @@ impl Destination {
         Ok(match spec.format {
             SinkFormat::Parquet => Destination::Parquet(Store::open(&spec.path)?),
             SinkFormat::Delta => Destination::Delta(delta::Location::new(&spec.path)?),
+            SinkFormat::Kafka => {
+                let (brokers, topic) = kafka::parse_url(&spec.path)?;
+                Destination::Kafka(brokers, topic)
+            }
         })
     }
 }
@@ -338,6 +388,13 @@ enum PartitionDest {
         table: Option<deltalake_core::DeltaTable>,
         app: String,
     },
+    Kafka {
+        brokers: Vec<String>,
+        topic: String,
+        p: u32,
+        /// Connected once there is a copy to resume.
+        out: Option<kafka::PartitionOut>,
+    },
 }
 
 impl PartitionDest {
@@ -351,6 +408,12 @@ impl PartitionDest {
                 location: location.clone(),
                 table: None,
                 app: delta::app_id(sink, p),
+            },
+            Destination::Kafka(brokers, topic) => PartitionDest::Kafka {
+                brokers: brokers.clone(),
+                topic: topic.clone(),
+                p,
+                out: None,
             },
         }
     }
@@ -371,6 +434,18 @@ impl PartitionDest {
                     Some(t) => delta::resume(t, app).await,
                     None => Ok(0),
                 }
+            }
+            PartitionDest::Kafka {
+                brokers,
+                topic,
+                p,
+                out,
+            } => {
+                // A fresh connection each time the copy (re)starts.
+                let o = kafka::PartitionOut::open(brokers, topic, *p).await?;
+                let at = o.resume().await?;
+                *out = Some(o);
+                Ok(at)
             }
         }
     }
@@ -413,6 +488,12 @@ impl PartitionDest {
                 let t = table.as_mut().expect("loaded above");
                 delta::commit(t, app, start, end, spec.file_bytes as u64, rows.batches).await
             }
+            PartitionDest::Kafka { out, .. } => match out {
+                Some(o) => o.write(&rows.batches).await,
+                None => Err(SinkError::Internal(
+                    "a Kafka sink wrote before resuming".into(),
+                )),
+            },
         }
     }
 }
@@ -516,7 +597,7 @@ async fn copy(
             // The declared columns, `_offset` and `_timestamp` (and
             // `_partition` in a Delta table, which holds every partition).
             let system: &[usize] = match spec.format {
-                SinkFormat::Parquet => &[declared + 1, declared + 2],
+                SinkFormat::Parquet | SinkFormat::Kafka => &[declared + 1, declared + 2],
                 SinkFormat::Delta => &[declared, declared + 1, declared + 2],
             };
             let projection: Vec<usize> = (0..declared).chain(system.iter().copied()).collect();

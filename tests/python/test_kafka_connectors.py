@@ -1,9 +1,10 @@
-"""Kafka sources: `CREATE SOURCE … FROM KAFKA … INTO stream` copies a topic
-of another Kafka-protocol endpoint — here a second StreamHouse server's
-Kafka door, written by confluent-kafka producers — into a stream, each
-record exactly once across a SIGKILL of the server that runs the source;
-bad definitions are refused with their SQLSTATE; the endpoint going away
-shows as `retrying` and the source catches up when it returns."""
+"""Kafka sources and sinks, against another Kafka-protocol endpoint — here a
+second StreamHouse server's Kafka door, read and written by confluent-kafka
+clients. `CREATE SOURCE … FROM KAFKA … INTO stream` copies a topic into a
+stream and `CREATE SINK … INTO KAFKA` a stream into a topic, each record
+exactly once across a SIGKILL of the server that runs the connector; bad
+definitions are refused with their SQLSTATE; the endpoint going away shows
+as `retrying` and the source catches up when it returns."""
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Server, refused, wait_for
+from test_sinks import writer
 
 
 def create_topic(server, name, partitions):
@@ -173,3 +175,85 @@ def test_kafka_source_refusals_bad_records_and_an_endpoint_that_goes_away():
         finally:
             assert s.stop() == 0
             assert upstream.stop() == 0
+
+
+def topic_records(bootstrap, topic, partitions):
+    """Every record of `topic`: (partition, value as JSON, headers dict)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time()}",
+                  "enable.auto.commit": False})
+    try:
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(partitions)}
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        got, at = [], {p: 0 for p in range(partitions)}
+        deadline = time.monotonic() + 60
+        while any(at[p] < ends[p] for p in ends):
+            assert time.monotonic() < deadline, (at, ends)
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            at[m.partition()] = m.offset() + 1
+            got.append((m.partition(), json.loads(m.value()),
+                        {k: v.decode() for k, v in (m.headers() or [])}))
+        return got
+    finally:
+        c.close()
+
+
+def test_a_kafka_sink_writes_each_row_once_across_sigkill():
+    with tempfile.TemporaryDirectory() as d:
+        downstream = Server(os.path.join(d, "downstream"))
+        try:
+            create_topic(downstream, "orders_out", 2)
+            s = Server(os.path.join(d, "data"))
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
+                             "WITH (partitions = 3)")
+                refused(conn, "CREATE SINK k FROM orders INTO KAFKA WITH (topic = 'x')",
+                        "42P16", "bootstrap")
+                refused(conn, f"CREATE SINK k FROM orders INTO KAFKA WITH (bootstrap = "
+                        f"'{downstream.kafka}', topic = 'orders_out', path = 'file:///x')",
+                        "42P16", "path")
+                refused(conn, f"CREATE SINK k FROM orders INTO KAFKA WITH (bootstrap = "
+                        f"'{downstream.kafka}', topic = 'absent')", "42P16", "absent")
+                refused(conn, f"CREATE SINK k FROM orders INTO KAFKA WITH (bootstrap = "
+                        f"'127.0.0.1:{free_port()}', topic = 'orders_out')", "08001", "Kafka")
+                conn.execute(f"CREATE SINK k FROM orders INTO KAFKA WITH (bootstrap = "
+                             f"'{downstream.kafka}', topic = 'orders_out', "
+                             "flush_interval = '50ms', file_rows = 500)")
+            stop, acked = threading.Event(), []
+            t = threading.Thread(target=writer, args=(s.dsn, 0, stop, acked))
+            t.start()
+            time.sleep(2)
+            s.proc.send_signal(signal.SIGKILL)
+            s.proc.wait(timeout=10)
+            stop.set()
+            t.join()
+            assert acked
+            s = Server(os.path.join(d, "data"))
+            try:
+                with psycopg.connect(s.dsn, autocommit=True) as conn:
+                    conn.execute("INSERT INTO orders SELECT x, x * 2 "
+                                 "FROM generate_series(1000000, 1000999) AS t(x)")
+                    acked.extend(range(1_000_000, 1_001_000))
+                    want = sorted(conn.execute(
+                        "SELECT _partition, _offset, id FROM orders").fetchall())
+                    wait_for(lambda: conn.execute("SELECT lag_rows FROM streamhouse.sinks")
+                             .fetchone()[0] == 0, "the sink caught up", timeout=60)
+                    records = topic_records(downstream.kafka, "orders_out", 2)
+                    got = sorted((int(h["streamhouse.partition"]), int(h["streamhouse.offset"]),
+                                  v["id"]) for _, v, h in records)
+                    # Exactly the stream's rows, each once, stream partition
+                    # p in topic partition p % 2.
+                    assert got == want
+                    assert all(p == int(h["streamhouse.partition"]) % 2 for p, _, h in records)
+                    assert all(v["amount"] == v["id"] * 2 for _, v, _ in records)
+                    assert set(acked) <= {r[2] for r in got}
+                    shown = conn.execute("SHOW SINKS").fetchone()
+                    assert shown[:5] == ("k", "orders", "KAFKA",
+                                         f"kafka://{downstream.kafka}/orders_out", "running")
+            finally:
+                assert s.stop() == 0
+        finally:
+            assert downstream.stop() == 0

@@ -1,4 +1,5 @@
-//! Sinks: `CREATE SINK name FROM stream INTO PARQUET WITH (…)`, `DROP
+//! Sinks: `CREATE SINK name FROM stream INTO PARQUET | DELTA | KAFKA WITH
+//! (…)`, `DROP
 //! SINK`, `SHOW SINKS`. A sink runs as [`streamhouse_connectors::sink::run`]
 //! on the agent holding its lease (see the parent module).
 
@@ -6,7 +7,8 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use streamhouse_connectors::{Progress, SinkSpec};
+use streamhouse_connectors::sink::kafka;
+use streamhouse_connectors::{Progress, SinkError, SinkFormat, SinkSpec};
 use streamhouse_log::{ConnectorRecord, LogError, StreamKind, ViewLease};
 use tokio::task::JoinHandle;
 
@@ -29,9 +31,23 @@ impl Connectors {
         let spec = SinkSpec::new(&name, &from, &format, &options)
             .map_err(|e| SqlError::InvalidDefinition(e.to_string()))?;
         self.source_stream(&from).await?;
-        // The destination must open (a bad bucket or path fails here).
-        streamhouse_log::Store::open(&spec.path)
-            .map_err(|e| SqlError::InvalidDefinition(format!("sink path: {e}")))?;
+        if spec.format == SinkFormat::Kafka {
+            // The endpoint must answer and have the topic. Boxed: the Kafka
+            // client's futures are deep, and this one sits inside every
+            // statement's future.
+            let (brokers, topic) = kafka::parse_url(&spec.path)
+                .map_err(|e| SqlError::InvalidDefinition(e.to_string()))?;
+            Box::pin(kafka::check(&brokers, &topic))
+                .await
+                .map_err(|e| match e {
+                    SinkError::Upstream(m) => SqlError::ConnectionFailure(m),
+                    other => SqlError::InvalidDefinition(other.to_string()),
+                })?;
+        } else {
+            // The destination must open (a bad bucket or path fails here).
+            streamhouse_log::Store::open(&spec.path)
+                .map_err(|e| SqlError::InvalidDefinition(format!("sink path: {e}")))?;
+        }
         let record = ConnectorRecord {
             name: name.clone(),
             kind: SINK.into(),
