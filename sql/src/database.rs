@@ -728,42 +728,18 @@ impl Database {
                 Ok(done)
             }
             Statement::ShowMaterializedViews => self.views.show().await,
-            Statement::CreateSink {
-                name,
-                if_not_exists,
-                from,
-                format,
-                options,
-            } => {
-                self.connectors
-                    .create_sink(name, if_not_exists, from, format, options)
-                    .await
-            }
-            Statement::DropSink { names, if_exists } => {
-                self.connectors.drop_sinks(&names, if_exists).await
-            }
-            Statement::ShowSinks => self.connectors.show_sinks().await,
-            Statement::CreateSource {
-                name,
-                if_not_exists,
-                kind,
-                options,
-                tables,
-                into,
-            } => {
-                let (done, streams) = self
-                    .connectors
-                    .create_source(name, if_not_exists, kind, options, tables, into)
-                    .await?;
+            stmt @ (Statement::CreateSink { .. }
+            | Statement::DropSink { .. }
+            | Statement::ShowSinks
+            | Statement::CreateSource { .. }
+            | Statement::DropSource { .. }
+            | Statement::ShowSources) => {
+                let (done, streams) = self.connectors.execute(stmt).await?;
                 for stream in streams {
                     self.record_owner(session, Object::table(stream)).await?;
                 }
                 Ok(done)
             }
-            Statement::DropSource { names, if_exists } => {
-                self.connectors.drop_sources(&names, if_exists).await
-            }
-            Statement::ShowSources => self.connectors.show_sources().await,
             Statement::CreateTable(c) => {
                 let name = crate::idents::object_name(&c.name)?;
                 let done = self.create_table(*c).await?;

@@ -23,6 +23,7 @@ use streamhouse_connectors::{Progress, SourceProgress};
 use streamhouse_log::{ConnectorRecord, Log};
 use tokio::task::JoinHandle;
 
+use crate::dialect::Statement;
 use crate::error::{Result, SqlError};
 use crate::result::{CommandTag, QueryResult};
 
@@ -70,6 +71,46 @@ pub struct Connectors {
 }
 
 impl Connectors {
+    /// Runs a sink or source statement (`CREATE | DROP | SHOW SINKS |
+    /// SOURCES`); with its result, the streams it made, whose owner the
+    /// caller records.
+    pub(crate) async fn execute(&self, stmt: Statement) -> Result<(QueryResult, Vec<String>)> {
+        let done = match stmt {
+            Statement::CreateSink {
+                name,
+                if_not_exists,
+                from,
+                format,
+                options,
+            } => {
+                self.create_sink(name, if_not_exists, from, format, options)
+                    .await?
+            }
+            Statement::DropSink { names, if_exists } => self.drop_sinks(&names, if_exists).await?,
+            Statement::ShowSinks => self.show_sinks().await?,
+            Statement::CreateSource {
+                name,
+                if_not_exists,
+                kind,
+                options,
+                tables,
+                into,
+            } => {
+                return self
+                    .create_source(name, if_not_exists, kind, options, tables, into)
+                    .await;
+            }
+            Statement::DropSource { names, if_exists } => {
+                self.drop_sources(&names, if_exists).await?
+            }
+            Statement::ShowSources => self.show_sources().await?,
+            _ => {
+                return Err(SqlError::Internal("not a sink or source statement".into()));
+            }
+        };
+        Ok((done, Vec::new()))
+    }
+
     pub fn new(log: Arc<Log>, lease_duration: Duration) -> Connectors {
         Connectors {
             log,
