@@ -20,6 +20,7 @@ pub mod kafka;
 pub mod pgoutput;
 pub mod postgres;
 pub mod tables;
+pub mod truncate;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

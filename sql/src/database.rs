@@ -734,7 +734,7 @@ impl Database {
             | Statement::CreateSource { .. }
             | Statement::DropSource { .. }
             | Statement::ShowSources) => {
-                let (done, streams) = self.connectors.execute(stmt).await?;
+                let (done, streams) = self.connectors.execute(stmt, self).await?;
                 for stream in streams {
                     self.record_owner(session, Object::table(stream)).await?;
                 }

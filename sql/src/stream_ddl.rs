@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Field, Schema};
 use streamhouse_log::stream::is_system_column;
-use streamhouse_log::{SchemaChange, StreamSpec};
+use streamhouse_log::{LogError, SchemaChange, StreamSpec, TABLE_DELETED_COLUMN};
 
 use sqlparser::ast::{ColumnOption, Expr, UnaryOperator, Value};
 use streamhouse_log::stream::DEFAULT_KEY;
@@ -218,8 +218,17 @@ impl Database {
         QueryResult::rows(RecordBatch::try_new(schema, cols)?)
     }
 
+    /// `DESCRIBE name` / `SHOW COLUMNS FROM name`: a stream's columns (with
+    /// its system columns), or a table's.
     pub(crate) async fn describe(&self, name: &str) -> Result<QueryResult> {
-        let info = self.log.stream(name).await?;
+        // A table shows its columns, without its log's.
+        let (info, table) = match self.log.stream(name).await {
+            Err(LogError::UnknownStream(e)) => match self.table_log(name).await? {
+                Some(info) => (info, true),
+                None => return Err(SqlError::UndefinedTable(e)),
+            },
+            other => (other?, false),
+        };
         let read = info.read_schema();
         let note = |f: &Field| -> Option<String> {
             let n = f.name();
@@ -239,7 +248,12 @@ impl Database {
             (!parts.is_empty()).then(|| parts.join("; "))
         };
         let schema = describe_schema();
-        let fields = read.fields();
+        let fields: Vec<&Field> = read
+            .fields()
+            .iter()
+            .map(|f| f.as_ref())
+            .filter(|f| !table || !(is_system_column(f.name()) || f.name() == TABLE_DELETED_COLUMN))
+            .collect();
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 fields.iter().map(|f| f.name().clone()),

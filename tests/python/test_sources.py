@@ -1,9 +1,12 @@
 """Sources: `CREATE SOURCE … FROM POSTGRES` copies the tables of a real
 PostgreSQL (the one the test command starts, with wal_level = logical) — a
-snapshot, then every change through logical replication — into changelog
-streams, each change exactly once across a SIGKILL of the server; bad
-definitions are refused with their SQLSTATE; an unreachable database shows
-as `retrying` with its cause and the source recovers when it returns."""
+snapshot, then every change through logical replication — into tables of
+the same primary key (changelog streams for tables without one), each
+change exactly once across a SIGKILL of the server; updates, deletes, key
+changes and TRUNCATE land as they did upstream; bad definitions are refused
+with their SQLSTATE; an unreachable database shows as `retrying` with its
+cause and the source recovers when it returns."""
+import collections
 import contextlib
 import os
 import random
@@ -14,11 +17,13 @@ import threading
 import time
 import uuid
 
+import duckdb
 import psycopg
 import pytest
 
 from conftest import Server, wait_for
 from tcp_proxy import Proxy
+from test_sinks import q
 
 
 def upstream_base():
@@ -49,18 +54,6 @@ def upstream_database():
                     time.sleep(0.2)
                     c.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             c.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def replay(rows):
-    """A changelog (id, balance, _op, _lsn, _partition, _offset) applied in
-    order per key: {id: balance}."""
-    state = {}
-    for key, balance, op, _lsn, _p, _o in sorted(rows, key=lambda r: (r[4], r[5])):
-        if op in ("insert", "update"):
-            state[key] = balance
-        elif op == "delete":
-            state.pop(key, None)
-    return state
 
 
 def bank_writer(url, stop, committed):
@@ -116,8 +109,7 @@ def test_a_source_copies_tables_and_changes_exactly_once_across_sigkill():
                              "publication = 'bank', partitions = 3, poll_interval = '50ms') "
                              "FOR ALL TABLES")
                 cols = [r[0] for r in conn.execute("SHOW COLUMNS FROM accounts").fetchall()]
-                assert cols[:8] == ["id", "owner", "balance", "opened", "active", "doc", "_op",
-                                    "_lsn"]
+                assert cols == ["id", "owner", "balance", "opened", "active", "doc"]
             stop, committed = threading.Event(), []
             t = threading.Thread(target=bank_writer, args=(url, stop, committed))
             t.start()
@@ -136,24 +128,24 @@ def test_a_source_copies_tables_and_changes_exactly_once_across_sigkill():
                     got = conn.execute("SELECT id FROM events").fetchall()
                     return len(got) >= len(events) and got
                 wait_for(caught_up, f"{len(events)} events")
-                wait_for(lambda: replay(conn.execute(
-                    "SELECT id, balance, _op, _lsn, _partition, _offset FROM accounts"
-                ).fetchall()) == accounts, "accounts to equal the upstream table")
-                # Every change exactly once: each event once, inserted;
-                # no (account, transaction) change twice.
-                got_events = conn.execute("SELECT id, _op FROM events ORDER BY id").fetchall()
-                assert got_events == [(i, "insert") for i in events]
-                changes = conn.execute("SELECT id, _lsn, _op FROM accounts").fetchall()
-                assert len(changes) == len(set(changes))
-                # The snapshot: every account once (the writer starts at
-                # once, so it may hold some of its first accounts too).
-                snapshot = [r for r in changes if r[1] == 0]
-                assert len(snapshot) >= 1999 and all(r[2] == "insert" for r in snapshot)
-                assert len({r[0] for r in snapshot}) == len(snapshot)
+                wait_for(lambda: dict(conn.execute("SELECT id, balance FROM accounts")
+                                      .fetchall()) == accounts,
+                         "accounts to equal the upstream table")
+                assert sorted(r[0] for r in conn.execute("SELECT id FROM events")) == events
+                # Every change exactly once: the table's log holds each
+                # event (inserted once, never changed) once — including
+                # those of transactions that ran during the snapshot.
+                logged = [r[0] for r in conn.execute('SELECT id FROM "__table__events"')]
+                assert sorted(logged) == events
+                # The log of accounts: the snapshot, then each change.
+                deleted = conn.execute('SELECT count(*) FROM "__table__accounts" '
+                                       "WHERE __deleted").fetchone()[0]
+                assert 0 < deleted < len(committed)
                 # Types carried: numeric, timestamptz, boolean, jsonb as text.
                 row = conn.execute("SELECT balance, opened, active, doc FROM accounts "
-                                   "WHERE id = 2 AND _lsn = 0").fetchone()
-                assert str(row[0]) == "3.00" and row[1].tzinfo is not None and row[2] is True
+                                   "WHERE id = 2").fetchone()
+                assert str(row[0]) == str(accounts[2]) and row[0].as_tuple().exponent == -2
+                assert row[1].tzinfo is not None and row[2] is True
                 assert row[3] == '{"tier": 1}'
                 shown = conn.execute("SELECT name, status, cause, lag_bytes, streams "
                                      "FROM streamhouse.sources").fetchall()
@@ -203,6 +195,10 @@ def test_source_statements_and_refusals(server):
         refused(f"CREATE SOURCE s FROM POSTGRES WITH (url = '{url}', publication = 'shop')",
                 "42P07", 'stream "items"')
         conn.execute("DROP STREAM items")
+        conn.execute("CREATE TABLE items (x int PRIMARY KEY)")
+        refused(f"CREATE SOURCE s FROM POSTGRES WITH (url = '{url}', publication = 'shop')",
+                "42P07", 'table "items"')
+        conn.execute("DROP TABLE items")
 
         conn.execute(f"CREATE SOURCE shop FROM POSTGRES WITH (url = '{secret_url}', "
                      "publication = 'shop', prefix = 'up_') FOR TABLES (items)")
@@ -212,7 +208,7 @@ def test_source_statements_and_refusals(server):
                 "42710", '"shop" already exists')
         wait_for(lambda: conn.execute("SELECT count(*) FROM up_items").fetchone()[0] == 2,
                  "the snapshot")
-        refused("DROP STREAM up_items", "2BP01", 'source "shop" writes it')
+        refused("DROP TABLE up_items", "2BP01", 'source "shop" writes it')
         shown = conn.execute("SHOW SOURCES").fetchall()
         listed = conn.execute("SELECT * FROM streamhouse.sources").fetchall()
         assert [r[:4] for r in shown] == [r[:4] for r in listed]
@@ -229,6 +225,98 @@ def test_source_statements_and_refusals(server):
         with psycopg.connect(url) as up:
             assert up.execute("SELECT count(*) FROM pg_replication_slots "
                               "WHERE database = %s", (db,)).fetchone()[0] == 0
+
+
+def test_tables_take_updates_deletes_key_changes_and_truncates(server):
+    with upstream_database() as (url, _), psycopg.connect(server.dsn, autocommit=True) as conn:
+        with psycopg.connect(url, autocommit=True) as up:
+            up.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, "
+                       "price numeric(8, 2), doc text)")
+            up.execute("CREATE TABLE notes (body text)")
+            up.execute("ALTER TABLE notes REPLICA IDENTITY FULL")
+            up.execute("INSERT INTO items VALUES (1, 'one', 1.5), (2, 'two', 2), (3, 'three', 3)")
+            up.execute("INSERT INTO notes VALUES ('a'), ('b')")
+            up.execute("CREATE PUBLICATION shop FOR TABLE items, notes")
+        conn.execute(f"CREATE SOURCE shop FROM POSTGRES WITH (url = '{url}', "
+                     "publication = 'shop', partitions = 2, poll_interval = '50ms')")
+        # A table keyed like upstream; a changelog stream for `notes`.
+        assert [r[0] for r in conn.execute("SHOW COLUMNS FROM items")] == \
+            ["id", "name", "price", "doc"]
+        assert [r[0] for r in conn.execute("SHOW COLUMNS FROM notes")][:3] == \
+            ["body", "_op", "_lsn"]
+        items = "SELECT id, name, price::text FROM items ORDER BY id"
+        wait_for(lambda: conn.execute(items).fetchall() == [
+            (1, "one", "1.50"), (2, "two", "2.00"), (3, "three", "3.00")], "the snapshot")
+
+        # A value stored out of line (TOASTed), which an update leaving it
+        # alone does not send: the source reads it again upstream.
+        big = "".join(random.Random(3).choices("0123456789abcdef", k=30_000))
+        with psycopg.connect(url, autocommit=True) as up:
+            with up.transaction():
+                up.execute("INSERT INTO items VALUES (4, 'four', NULL, %s)", (big,))
+                up.execute("UPDATE items SET name = 'TWO', price = 22 WHERE id = 2")
+                up.execute("UPDATE items SET id = 30 WHERE id = 3")  # the key moves
+                up.execute("DELETE FROM items WHERE id = 1")
+            up.execute("UPDATE items SET price = 44 WHERE id = 4")
+            up.execute("UPDATE notes SET body = 'B' WHERE body = 'b'")
+            up.execute("DELETE FROM notes WHERE body = 'a'")
+        wait_for(lambda: conn.execute(items).fetchall() == [
+            (2, "TWO", "22.00"), (4, "four", "44.00"), (30, "three", "3.00")], "the changes")
+        assert conn.execute("SELECT doc FROM items WHERE id = 4").fetchone()[0] == big
+        notes = "SELECT body, _op, _lsn > 0 FROM notes ORDER BY _op, body"
+        wait_for(lambda: conn.execute(notes).fetchall() == [
+            ("a", "delete", True), ("a", "insert", False), ("b", "insert", False),
+            ("B", "update", True)], "the notes")
+        # The table's changes, as views and subscribers see them.
+        changes = conn.execute("SELECT id, name FROM changes(items) WHERE op = 'delete' "
+                               "ORDER BY id").fetchall()
+        assert changes == [(1, "one"), (2, "two"), (3, "three")], changes
+
+        # TRUNCATE: every key the table holds is deleted — with rows the
+        # same transaction wrote before it, and then rows after it.
+        with psycopg.connect(url, autocommit=True) as up:
+            with up.transaction():
+                up.execute("INSERT INTO items VALUES (7, 'seven', 7)")
+                up.execute("TRUNCATE items")
+                up.execute("INSERT INTO items VALUES (8, 'eight', 8)")
+            up.execute("INSERT INTO items VALUES (9, 'nine', 9)")
+        wait_for(lambda: conn.execute(items).fetchall() == [
+            (8, "eight", "8.00"), (9, "nine", "9.00")], "the truncate")
+        gone = conn.execute('SELECT id FROM "__table__items" WHERE __deleted '
+                            "ORDER BY id").fetchall()
+        assert gone == [(1,), (2,), (3,), (4,), (7,), (30,)], gone
+
+        # A sink of the table writes its changelog, which applied in order
+        # is the table.
+        with tempfile.TemporaryDirectory() as out:
+            conn.execute(f"CREATE SINK items_out FROM items INTO PARQUET WITH ("
+                         f"path = 'file://{out}', flush_interval = '100ms')")
+
+            def applied():
+                try:
+                    log = q(f"SELECT op, id, name FROM read_parquet('{out}/**/*.parquet', "
+                            "hive_partitioning = true) ORDER BY partition, _offset")
+                except duckdb.IOException:
+                    return False  # no file yet
+                held = collections.Counter()
+                for op, key, name in log:
+                    held[(key, name)] += 1 if op == "insert" else -1
+                return sorted(held.elements()) == [(8, "eight"), (9, "nine")]
+            wait_for(applied, "the sink's changelog")
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute("DROP TABLE items")
+            assert e.value.sqlstate == "2BP01" and 'sink "items_out" copies it' in str(e.value)
+            conn.execute("DROP SINK items_out")
+
+        # Writes to the source's table from SQL go in like any write.
+        conn.execute("INSERT INTO items VALUES (100, 'local', 0)")
+        assert conn.execute("SELECT name FROM items WHERE id = 100").fetchone() == ("local",)
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("DROP TABLE items")
+        assert e.value.sqlstate == "2BP01" and 'source "shop" writes it' in str(e.value)
+        conn.execute("DROP SOURCE shop")
+        conn.execute("DROP TABLE items")
+        conn.execute("DROP STREAM notes")
 
 
 def test_an_unreachable_database_shows_retrying_and_the_source_recovers(server):
@@ -313,6 +401,9 @@ def test_a_source_moves_to_another_agent():
                          >= len(want), f"{len(want)} rows", timeout=90)
                 got = [r[0] for r in conn.execute("SELECT id FROM events ORDER BY id").fetchall()]
                 assert got == sorted(want)
+                # Each row once in the table's log: nothing copied twice.
+                logged = [r[0] for r in conn.execute('SELECT id FROM "__table__events"')]
+                assert sorted(logged) == sorted(want)
                 assert conn.execute("SELECT status FROM streamhouse.sources").fetchone()[0] == \
                     "running"
                 conn.execute("DROP SOURCE feed")

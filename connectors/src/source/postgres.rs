@@ -22,25 +22,34 @@
 //! changes (appending them would have recorded a position). The producer
 //! carries the lease's epoch, so an owner that lost its lease cannot append.
 //!
-//! Changes come as text and take the stream's column types
-//! ([`super::tables`]). An update that changes the key arrives as a
-//! `delete` of the old key and an `insert`; a `TRUNCATE` as one `truncate`
-//! row. A column added upstream stops the source (status `retrying`, naming
-//! the `ALTER STREAM` that lets it go on); a dropped one is NULL from then.
+//! Each upstream table with a primary key goes into a table of the same
+//! key (its log: a change's new row, or for a delete its key marked
+//! `__deleted`); one without goes into a changelog stream (each change a
+//! row with `_op` and `_lsn`). Changes come as text and take the
+//! destination's column types ([`super::tables`]). An update that changes
+//! the key arrives as a `delete` of the old key and an `insert`; a
+//! `TRUNCATE` as one `truncate` row in a changelog stream, and as a delete
+//! of every key it holds in a table ([`super::truncate`]). A column added
+//! upstream stops the source (status `retrying`, naming the `ALTER` that
+//! lets it go on); a dropped one is NULL from then.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use streamhouse_log::{AppendOptions, Log, ProducerSeq};
+use streamhouse_log::{
+    AppendOptions, Log, LogError, ProducerSeq, StreamInfo, StreamKind, table_log_name,
+};
 
 use super::pgoutput::{self, Message, Value};
 use super::tables::{self, Rows, Table};
+use super::truncate;
 use super::{
     PostgresSpec, ROWS_METRIC, Result, SourceError, SourceProgress, lsn_text, parse_lsn,
     producer_id,
@@ -118,6 +127,8 @@ pub async fn connect(url: &str) -> Result<PgConnection> {
         ("TimeZone", "UTC"),
         ("DateStyle", "ISO"),
         ("bytea_output", "hex"),
+        // Quoted literals as the standard has them (no backslash escapes).
+        ("standard_conforming_strings", "on"),
     ]);
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
         .await
@@ -188,6 +199,8 @@ pub async fn run(log: Arc<Log>, spec: PostgresSpec, epoch: u64, progress: Arc<So
 /// A table as the run copies it.
 struct Target {
     table: Table,
+    /// The log stream its rows go into: its changelog stream, or its
+    /// table's log.
     stream: String,
     schema: SchemaRef,
     /// Which transactions its snapshot saw.
@@ -197,8 +210,34 @@ struct Target {
     /// Where its stream's table columns are in the replication stream's
     /// rows (set by the relation message).
     positions: Option<Vec<Option<usize>>>,
-    /// Changes of this round not yet appended.
+    /// Changes of this round not yet appended: batches finished early (at
+    /// a truncate), then the rows being gathered.
+    batches: Vec<RecordBatch>,
     rows: Rows,
+}
+
+impl Target {
+    fn is_table(&self) -> bool {
+        StreamKind::of(&self.stream) == StreamKind::Table
+    }
+}
+
+/// How the source appends to `stream`: a table's log is one of the
+/// system's streams, written by the system on the table's behalf.
+fn appending(stream: &str) -> AppendOptions {
+    AppendOptions {
+        internal: StreamKind::of(stream) == StreamKind::Table,
+        ..Default::default()
+    }
+}
+
+/// The log stream an upstream table's rows go into: the source's stream
+/// of that name, else the log of its table.
+async fn destination(log: &Log, name: &str) -> Result<Arc<StreamInfo>> {
+    match log.stream(name).await {
+        Err(LogError::UnknownStream(_)) => Ok(log.stream(&table_log_name(name)).await?),
+        other => Ok(other?),
+    }
 }
 
 /// One run: connect, find where the streams left off, read the tables
@@ -218,8 +257,8 @@ async fn run_once(
     let mut unread = Vec::new();
     let mut targets: Vec<Target> = Vec::new();
     for table in upstream {
-        let stream = spec.stream_of(&table.name);
-        let info = log.stream(&stream).await?;
+        let info = destination(log, &spec.stream_of(&table.name)).await?;
+        let stream = info.name().to_string();
         meta.fence_producer(&producer, info.id, epoch).await?;
         let schema = info.spec.schema.clone();
         tables::positions(&stream, &schema, &table.name, &table.columns)?;
@@ -245,6 +284,7 @@ async fn run_once(
                     .insert(table.name.clone(), k.snapshots[&table.name].clone());
                 targets.push(Target {
                     stream,
+                    batches: Vec::new(),
                     rows: Rows::new(schema.clone()),
                     schema,
                     visibility: v,
@@ -283,7 +323,7 @@ async fn run_once(
         recorded.snapshots.insert(table.name.clone(), snapshot_text);
         let n: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
         if n > 0 {
-            let staged = log.stage(&stream, rows, &AppendOptions::default()).await?;
+            let staged = log.stage(&stream, rows, &appending(&stream)).await?;
             let mut at_snapshot = recorded.clone();
             at_snapshot.lsn = 0;
             let seq = ProducerSeq {
@@ -301,6 +341,7 @@ async fn run_once(
         tracing::info!(source = %spec.name, table = %table.name, rows = n, "snapshot copied");
         targets.push(Target {
             stream,
+            batches: Vec::new(),
             rows: Rows::new(schema.clone()),
             schema,
             visibility,
@@ -371,6 +412,9 @@ struct Change {
     target: usize,
     values: Vec<Option<String>>,
     op: &'static str,
+    /// Which of `values` the change left out (TOASTed values an update did
+    /// not touch, without the old row to take them from).
+    unavailable: Vec<usize>,
 }
 
 /// Follows the slot: each round peeks at the next whole transactions,
@@ -424,6 +468,10 @@ async fn follow(
                     let name = format!("{}.{}", r.namespace, r.name);
                     if let Some(i) = targets.iter().position(|t| t.table.name == name) {
                         let t = &mut targets[i];
+                        // The key stays the primary key the table had
+                        // when the source began (the relation flags the
+                        // replica identity's columns: every column under
+                        // REPLICA IDENTITY FULL).
                         let columns: Vec<tables::Column> = r
                             .columns
                             .iter()
@@ -431,13 +479,13 @@ async fn follow(
                                 name: c.name.clone(),
                                 type_oid: c.type_oid,
                                 type_modifier: c.type_modifier,
-                                key: c.key,
+                                key: t.table.columns.iter().any(|k| k.key && k.name == c.name),
                             })
                             .collect();
                         // The stream may have gained columns since.
                         let info = log.stream(&t.stream).await?;
                         if info.spec.schema != t.schema {
-                            if !t.rows.is_empty() {
+                            if !t.rows.is_empty() || !t.batches.is_empty() {
                                 // Rows gathered under the old columns go
                                 // first: flush them with their own schema.
                                 return Err(SourceError::Upstream(
@@ -461,6 +509,7 @@ async fn follow(
                             target: i,
                             values,
                             op: "insert",
+                            unavailable: Vec::new(),
                         });
                     }
                 }
@@ -479,6 +528,12 @@ async fn follow(
                                     && old.get(c) != new.get(c)
                             })
                         });
+                        // A table keeps whole rows: what the update left
+                        // out is read again upstream.
+                        let unavailable = match t.is_table() {
+                            true => tables::unavailable(at, &new, old.as_deref()),
+                            false => Vec::new(),
+                        };
                         if key_moved {
                             let old = old.as_deref().unwrap_or_default();
                             let before = tables::row_values(at, old, None);
@@ -486,17 +541,20 @@ async fn follow(
                                 target: i,
                                 values: before,
                                 op: "delete",
+                                unavailable: Vec::new(),
                             });
                             changes.push(Change {
                                 target: i,
                                 values,
                                 op: "insert",
+                                unavailable,
                             });
                         } else {
                             changes.push(Change {
                                 target: i,
                                 values,
                                 op: "update",
+                                unavailable,
                             });
                         }
                     }
@@ -508,6 +566,7 @@ async fn follow(
                             target: i,
                             values,
                             op: "delete",
+                            unavailable: Vec::new(),
                         });
                     }
                 }
@@ -518,6 +577,7 @@ async fn follow(
                                 target: i,
                                 values: Vec::new(),
                                 op: "truncate",
+                                unavailable: Vec::new(),
                             });
                         }
                     }
@@ -528,7 +588,29 @@ async fn follow(
                         if end_lsn <= t.lsn || t.visibility.sees(xid) {
                             continue;
                         }
-                        t.rows.push(c.values, c.op, end_lsn);
+                        if c.op == "truncate" && t.is_table() {
+                            if !t.rows.is_empty() {
+                                let gathered = t.rows.finish()?;
+                                t.batches.push(gathered);
+                            }
+                            let info = log.stream(&t.stream).await?;
+                            if let Some(d) = truncate::deletes(log, info, &t.batches).await? {
+                                t.batches.push(d);
+                            }
+                            continue;
+                        }
+                        let mut values = c.values;
+                        if !c.unavailable.is_empty() {
+                            tables::reselect(
+                                conn,
+                                &t.table,
+                                &t.schema,
+                                &mut values,
+                                &c.unavailable,
+                            )
+                            .await?;
+                        }
+                        t.rows.push(values, c.op, end_lsn);
                     }
                     end = Some(end_lsn);
                 }
@@ -543,13 +625,16 @@ async fn follow(
         recorded.lsn = end;
         let mut staged = Vec::new();
         let mut n = 0u64;
-        for t in targets.iter_mut().filter(|t| !t.rows.is_empty()) {
-            n += t.rows.len() as u64;
-            let batch = t.rows.finish()?;
-            if let Some(s) = log
-                .stage(&t.stream, vec![batch], &AppendOptions::default())
-                .await?
-            {
+        for t in targets
+            .iter_mut()
+            .filter(|t| !t.rows.is_empty() || !t.batches.is_empty())
+        {
+            let mut batches = std::mem::take(&mut t.batches);
+            if !t.rows.is_empty() {
+                batches.push(t.rows.finish()?);
+            }
+            n += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            if let Some(s) = log.stage(&t.stream, batches, &appending(&t.stream)).await? {
                 staged.push(s);
             }
             t.lsn = end;

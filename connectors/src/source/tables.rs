@@ -1,6 +1,8 @@
-//! Upstream tables as streams: which tables a publication holds, the
-//! stream each becomes (its columns' types mapped to Arrow, keyed by the
-//! primary key), and rows of text values turned into a stream's batches.
+//! Upstream tables downstream: which tables a publication holds, what each
+//! becomes — a table of the same primary key when it has one (its log's
+//! rows: the columns and `__deleted`), else a changelog stream (the
+//! columns, `_op` and `_lsn`) — with its columns' types mapped to Arrow,
+//! and rows of text values turned into batches of either.
 //!
 //! Types: `boolean`, `smallint`/`integer`/`bigint`, `real`/`double
 //! precision`, `numeric(p, s)` (p ≤ 38), `date`, `timestamp [with time
@@ -10,12 +12,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryBuilder, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, BinaryBuilder, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
+use streamhouse_log::{TABLE_DELETED_COLUMN, TABLE_PREFIX};
 
 use super::pgoutput::Value;
 use super::{Result, SourceError};
@@ -44,14 +47,19 @@ pub struct Column {
 }
 
 impl Table {
-    /// The stream's declared columns: the table's (nullable: a delete
-    /// carries only the key), then `_op` and `_lsn`.
-    pub fn schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .columns
+    /// The table's columns as fields: the key's NOT NULL, the others
+    /// nullable (a delete carries only the key).
+    pub fn fields(&self) -> Vec<Field> {
+        self.columns
             .iter()
-            .map(|c| Field::new(&c.name, arrow_type(c.type_oid, c.type_modifier), true))
-            .collect();
+            .map(|c| Field::new(&c.name, arrow_type(c.type_oid, c.type_modifier), !c.key))
+            .collect()
+    }
+
+    /// A changelog stream's declared columns (for a table without a
+    /// primary key): the table's, then `_op` and `_lsn`.
+    pub fn schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self.fields();
         fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
         fields.push(Field::new(LSN_COLUMN, DataType::Int64, false));
         Arc::new(Schema::new(fields))
@@ -180,11 +188,13 @@ pub async fn publication_tables(
 }
 
 /// Rows of one stream being gathered: each table column's text values,
-/// with `_op` and `_lsn`, in the stream's column order (`_op` and `_lsn`
-/// found by name: columns added to the stream later come after them).
+/// with the change each makes, in the stream's column order. The change
+/// goes into the columns the stream has, found by name (columns added
+/// later come after them): a changelog stream's `_op` and `_lsn`, a table
+/// log's `__deleted`.
 pub struct Rows {
     schema: SchemaRef,
-    /// Per stream column other than `_op` and `_lsn`, in order.
+    /// Per table column ([`table_columns`]), in order.
     values: Vec<Vec<Option<String>>>,
     ops: Vec<&'static str>,
     lsns: Vec<i64>,
@@ -231,24 +241,27 @@ impl Rows {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for field in self.schema.fields() {
             columns.push(match field.name().as_str() {
-                OP_COLUMN => Arc::new(StringArray::from(std::mem::take(&mut self.ops))),
+                OP_COLUMN => Arc::new(StringArray::from_iter_values(self.ops.iter())),
                 LSN_COLUMN => Arc::new(Int64Array::from(std::mem::take(&mut self.lsns))),
+                TABLE_DELETED_COLUMN => Arc::new(BooleanArray::from_iter(
+                    self.ops.iter().map(|op| Some(*op == "delete")),
+                )),
                 _ => typed(field, values.next().unwrap_or_default())?,
             });
         }
-        self.values = vec![Vec::new(); columns.len().saturating_sub(2)];
+        self.ops.clear();
+        self.lsns.clear();
+        self.values = vec![Vec::new(); table_columns(&self.schema).count()];
         self.bytes = 0;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
 
-/// A stream's columns other than `_op` and `_lsn`: the table's.
+/// A stream's columns other than those saying what changed: the table's.
 pub fn table_columns(schema: &Schema) -> impl Iterator<Item = &Field> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref())
-        .filter(|f| f.name() != OP_COLUMN && f.name() != LSN_COLUMN)
+    schema.fields().iter().map(|f| f.as_ref()).filter(|f| {
+        f.name() != OP_COLUMN && f.name() != LSN_COLUMN && f.name() != TABLE_DELETED_COLUMN
+    })
 }
 
 /// Where each of a stream's table columns is among an upstream table's
@@ -261,20 +274,35 @@ pub fn positions(
     table: &str,
     columns: &[Column],
 ) -> Result<Vec<Option<usize>>> {
+    let (what, fix) = match stream.strip_prefix(TABLE_PREFIX) {
+        Some(name) => (
+            format!("table \"{name}\""),
+            "a table's columns do not change yet: drop the source and the table and create \
+             them again"
+                .to_string(),
+        ),
+        None => (
+            format!("stream \"{stream}\""),
+            format!("ALTER STREAM {stream} ADD COLUMN to go on"),
+        ),
+    };
     for c in columns {
         let want = arrow_type(c.type_oid, c.type_modifier);
         match schema.field_with_name(&c.name) {
             Ok(f) if *f.data_type() == want => {}
             Ok(f) => {
                 return Err(SourceError::Upstream(format!(
-                    "column {} of upstream table {table} is now stored as {want}, but stream                      \"{stream}\" has it as {}; the source waits until the stream matches (or                      is dropped and created again)",
+                    "column {} of upstream table {table} is now stored as {want}, but {what} \
+                     has it as {}; the source waits until they match (or is dropped and \
+                     created again)",
                     c.name,
                     f.data_type()
                 )));
             }
             Err(_) => {
                 return Err(SourceError::Upstream(format!(
-                    "upstream table {table} has a new column {} ({want}) that stream \"{stream}\"                      lacks; ALTER STREAM {stream} ADD COLUMN to go on",
+                    "upstream table {table} has a new column {} ({want}) that {what} lacks; \
+                     {fix}",
                     c.name
                 )));
             }
@@ -386,6 +414,87 @@ pub fn row_values(
             }
         })
         .collect()
+}
+
+/// Which of a decoded row's values ([`row_values`]'s indexes) were left
+/// out: TOASTed values the change did not touch, with no old row holding
+/// them.
+pub fn unavailable(
+    positions: &[Option<usize>],
+    new: &[Value],
+    old: Option<&[Value]>,
+) -> Vec<usize> {
+    positions
+        .iter()
+        .enumerate()
+        .filter(|(_, at)| {
+            at.is_some_and(|at| {
+                matches!(new.get(at), Some(Value::Unchanged))
+                    && !matches!(
+                        old.and_then(|o| o.get(at)),
+                        Some(Value::Text(_)) | Some(Value::Null)
+                    )
+            })
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Fills `values[i]` for each `i` of `missing` (indexes of the stream's
+/// table columns, [`table_columns`]) with the row's current value upstream,
+/// found by its key among `values`; NULL when the row is gone. The value
+/// may be newer than the change (a later transaction set it): that
+/// transaction's own change follows, so the table ends as upstream has it.
+pub async fn reselect(
+    conn: &mut PgConnection,
+    table: &Table,
+    schema: &Schema,
+    values: &mut [Option<String>],
+    missing: &[usize],
+) -> Result<()> {
+    let names: Vec<&str> = table_columns(schema).map(|f| f.name().as_str()).collect();
+    let mut filter = Vec::new();
+    for c in table.columns.iter().filter(|c| c.key) {
+        let at = names.iter().position(|n| *n == c.name);
+        let Some(value) = at.and_then(|i| values[i].as_deref()) else {
+            return Err(SourceError::Protocol(format!(
+                "a change of {} without its key column {}",
+                table.name, c.name
+            )));
+        };
+        // A quoted literal takes the column's type, so the key's index
+        // serves.
+        filter.push(format!(
+            "{} = '{}'",
+            ident(&c.name),
+            value.replace('\'', "''")
+        ));
+    }
+    let columns: Vec<String> = missing
+        .iter()
+        .map(|&i| format!("{}::text", ident(names[i])))
+        .collect();
+    let (schema_name, name) = table
+        .name
+        .split_once('.')
+        .unwrap_or(("public", &table.name));
+    let query = format!(
+        "SELECT {} FROM {}.{} WHERE {}",
+        columns.join(", "),
+        ident(schema_name),
+        ident(name),
+        filter.join(" AND ")
+    );
+    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(query))
+        .fetch_optional(&mut *conn)
+        .await?;
+    for (n, &i) in missing.iter().enumerate() {
+        values[i] = match &row {
+            Some(row) => row.try_get::<Option<String>, _>(n)?,
+            None => None,
+        };
+    }
+    Ok(())
 }
 
 /// Reads a table's rows in the open transaction of `conn`, `chunk` rows
@@ -564,5 +673,32 @@ mod tests {
             [Some("1".into()), Some("big".into()), None]
         );
         assert_eq!(row_values(&[Some(1)], &new, None), [None]);
+        // Left out without the old row: to be read again.
+        assert_eq!(unavailable(&[Some(0), Some(1)], &new, None), [1]);
+        assert!(unavailable(&[Some(0), Some(1)], &new, Some(&old)).is_empty());
+    }
+
+    #[test]
+    fn a_table_log_marks_deletes() {
+        let mut fields = vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("name", DataType::Utf8, true),
+        ];
+        fields.push(Field::new(TABLE_DELETED_COLUMN, DataType::Boolean, false));
+        let mut rows = Rows::new(Arc::new(Schema::new(fields)));
+        rows.push(vec![Some("1".into()), Some("a".into())], "insert", 0);
+        rows.push(vec![Some("1".into()), Some("b".into())], "update", 9);
+        rows.push(vec![Some("1".into())], "delete", 10);
+        let batch = rows.finish().unwrap();
+        let deleted = batch.column(2).as_boolean();
+        assert_eq!(
+            deleted.iter().collect::<Vec<_>>(),
+            [Some(false), Some(false), Some(true)]
+        );
+        assert!(batch.column(1).is_null(2));
+        // The gathering starts again empty, with the same columns.
+        assert!(rows.is_empty());
+        rows.push(vec![Some("2".into()), None], "insert", 11);
+        assert_eq!(rows.finish().unwrap().num_rows(), 1);
     }
 }

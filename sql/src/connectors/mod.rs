@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use streamhouse_connectors::{Progress, SourceProgress};
+use arrow::datatypes::Field;
+use futures::future::BoxFuture;
+use streamhouse_connectors::{Progress, SourceProgress, SourceSpec};
 use streamhouse_log::{ConnectorRecord, Log};
 use tokio::task::JoinHandle;
 
@@ -29,6 +31,22 @@ use crate::result::{CommandTag, QueryResult};
 
 pub use sinks::show_sinks_schema;
 pub use sources::show_sources_schema;
+
+/// Tables a source writes are made by the database (a table is a log and
+/// the view of its rows).
+pub(crate) trait MakeTables: Sync {
+    /// Makes table `name` of `fields`, keyed by `key`.
+    fn make_table<'a>(
+        &'a self,
+        name: &'a str,
+        fields: Vec<Field>,
+        key: Vec<String>,
+        partitions: u32,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Drops table `name` (one just made, when a later one fails).
+    fn drop_table<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>>;
+}
 
 /// The kind of a sink's record.
 const SINK: &str = "sink";
@@ -72,9 +90,13 @@ pub struct Connectors {
 
 impl Connectors {
     /// Runs a sink or source statement (`CREATE | DROP | SHOW SINKS |
-    /// SOURCES`); with its result, the streams it made, whose owner the
-    /// caller records.
-    pub(crate) async fn execute(&self, stmt: Statement) -> Result<(QueryResult, Vec<String>)> {
+    /// SOURCES`); with its result, the streams and tables it made (through
+    /// `tables`), whose owner the caller records.
+    pub(crate) async fn execute(
+        &self,
+        stmt: Statement,
+        tables: &dyn MakeTables,
+    ) -> Result<(QueryResult, Vec<String>)> {
         let done = match stmt {
             Statement::CreateSink {
                 name,
@@ -93,12 +115,12 @@ impl Connectors {
                 if_not_exists,
                 kind,
                 options,
-                tables,
+                tables: upstream,
                 into,
             } => {
-                return self
-                    .create_source(name, if_not_exists, kind, options, tables, into)
-                    .await;
+                let spec = SourceSpec::new(&name, &kind, &options, &upstream, into.as_deref())
+                    .map_err(sources::source_error)?;
+                return self.create_source(spec, if_not_exists, tables).await;
             }
             Statement::DropSource { names, if_exists } => {
                 self.drop_sources(&names, if_exists).await?

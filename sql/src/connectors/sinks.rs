@@ -74,7 +74,7 @@ impl Connectors {
         match views.iter().find(|v| v.name == from) {
             Some(view) => Ok(crate::views::changelog_stream(view)),
             None => Err(SqlError::UndefinedTable(format!(
-                "no stream or materialized view \"{from}\" (a sink copies one; not yet a table)"
+                "no stream, table or materialized view \"{from}\""
             ))),
         }
     }

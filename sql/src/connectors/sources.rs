@@ -1,7 +1,9 @@
 //! Sources: `CREATE SOURCE name FROM POSTGRES WITH (…) [FOR ALL TABLES |
 //! FOR TABLES (…)]`, `CREATE SOURCE name FROM FILES WITH (…) INTO stream`,
 //! `DROP SOURCE`, `SHOW SOURCES`. Creating a PostgreSQL source reads the
-//! publication's tables upstream and makes a changelog stream per table; a
+//! publication's tables upstream and makes a table per upstream table with
+//! a primary key (through the database: [`MakeTables`]) and a changelog
+//! stream per table without; a
 //! file source checks its stream and its files' store and makes its ledger
 //! (a system stream). The source then runs
 //! ([`streamhouse_connectors::source::postgres::run`],
@@ -20,10 +22,12 @@ use streamhouse_connectors::source::{files, kafka, postgres};
 use streamhouse_connectors::{
     FilesSpec, KafkaSpec, PostgresSpec, SourceError, SourceProgress, SourceSpec,
 };
-use streamhouse_log::{ConnectorRecord, StreamKind, StreamSpec, ViewLease};
+use streamhouse_log::{
+    ConnectorRecord, LogError, StreamKind, StreamSpec, ViewLease, table_log_name,
+};
 use tokio::task::JoinHandle;
 
-use super::{Connectors, SOURCE, Shown, done};
+use super::{Connectors, MakeTables, SOURCE, Shown, done};
 use crate::dialect::{self, Statement};
 use crate::error::{Result, SqlError};
 use crate::result::{CommandTag, QueryResult};
@@ -33,7 +37,7 @@ const DROP_PATIENCE: Duration = Duration::from_secs(5);
 /// How long `CREATE SOURCE … FROM FILES` waits to list its files' store.
 const LIST_PATIENCE: Duration = Duration::from_secs(10);
 
-fn source_error(e: SourceError) -> SqlError {
+pub(super) fn source_error(e: SourceError) -> SqlError {
     match e {
         SourceError::Invalid(m) => SqlError::InvalidDefinition(m),
         SourceError::Upstream(m) => SqlError::ConnectionFailure(m),
@@ -42,45 +46,42 @@ fn source_error(e: SourceError) -> SqlError {
 }
 
 impl Connectors {
-    /// `CREATE SOURCE`: checks the options and what the source reads,
-    /// makes its streams, records the source and starts it here. The
-    /// streams it made.
+    /// `CREATE SOURCE` of `spec` (its options checked): checks what the
+    /// source reads, makes its streams and tables, records the source and
+    /// starts it here. The streams and tables it made.
     pub(crate) async fn create_source(
         &self,
-        name: String,
+        spec: SourceSpec,
         if_not_exists: bool,
-        kind: String,
-        options: Vec<(String, String)>,
-        tables: Vec<String>,
-        into: Option<String>,
+        tables: &dyn MakeTables,
     ) -> Result<(QueryResult, Vec<String>)> {
-        let spec = SourceSpec::new(&name, &kind, &options, &tables, into.as_deref())
-            .map_err(source_error)?;
-        if if_not_exists && self.exists(&name).await? {
+        if if_not_exists && self.exists(spec.name()).await? {
             return Ok((done(CommandTag::CreateSource)?, Vec::new()));
         }
         match spec {
-            SourceSpec::Postgres(spec) => self.create_postgres(spec, if_not_exists).await,
+            SourceSpec::Postgres(spec) => self.create_postgres(spec, if_not_exists, tables).await,
             SourceSpec::Files(spec) => self.create_files(spec, if_not_exists).await,
             SourceSpec::Kafka(spec) => self.create_kafka(spec, if_not_exists).await,
         }
     }
 
-    /// Reads the publication's tables upstream and makes a stream per
-    /// table.
+    /// Reads the publication's tables upstream and makes a table of the
+    /// same primary key for each with one, a changelog stream for each
+    /// without.
     async fn create_postgres(
         &self,
         mut spec: PostgresSpec,
         if_not_exists: bool,
+        tables: &dyn MakeTables,
     ) -> Result<(QueryResult, Vec<String>)> {
         let upstream = postgres::describe(&spec).await.map_err(source_error)?;
         spec.tables = upstream.iter().map(|t| t.name.clone()).collect();
         for t in &upstream {
-            let stream = spec.stream_of(&t.name);
-            if self.log.stream(&stream).await.is_ok() {
+            let name = spec.stream_of(&t.name);
+            if let Some(what) = self.taken(&name).await? {
                 return Err(SqlError::DuplicateTable(format!(
-                    "stream \"{stream}\" (for upstream table {}) already exists; drop it, or give \
-                     the source's streams a prefix: WITH (prefix = '…')",
+                    "{what} \"{name}\" (for upstream table {}) already exists; drop it, or give \
+                     the source's tables a prefix: WITH (prefix = '…')",
                     t.name
                 )));
             }
@@ -95,24 +96,63 @@ impl Connectors {
         if !self.record(&record, if_not_exists).await? {
             return Ok((done(CommandTag::CreateSource)?, Vec::new()));
         }
-        let mut made = Vec::new();
+        let mut made: Vec<(String, bool)> = Vec::new();
         for t in &upstream {
-            let stream = spec.stream_of(&t.name);
-            let mut s = StreamSpec::new(&stream, t.schema()).with_partitions(spec.partitions);
-            s.key = t.key();
-            match self.log.create_stream(s).await {
-                Ok(_) => made.push(stream),
-                Err(e) => {
-                    for m in &made {
-                        let _ = self.log.drop_stream(m).await;
-                    }
-                    let _ = self.log.metadata().drop_connector(&name).await;
-                    return Err(e.into());
+            let target = spec.stream_of(&t.name);
+            let key = t.key();
+            let is_table = !key.is_empty();
+            let result = if is_table {
+                tables
+                    .make_table(&target, t.fields(), key, spec.partitions)
+                    .await
+            } else {
+                let s = StreamSpec::new(&target, t.schema()).with_partitions(spec.partitions);
+                self.log
+                    .create_stream(s)
+                    .await
+                    .map(drop)
+                    .map_err(Into::into)
+            };
+            if let Err(e) = result {
+                let _ = self.log.metadata().drop_connector(&name).await;
+                for (m, is_table) in &made {
+                    let _ = match is_table {
+                        true => tables.drop_table(m).await,
+                        false => self.log.drop_stream(m).await.map_err(Into::into),
+                    };
                 }
+                return Err(e);
             }
+            made.push((target, is_table));
         }
         self.take(&record).await?;
-        Ok((done(CommandTag::CreateSource)?, made))
+        Ok((
+            done(CommandTag::CreateSource)?,
+            made.into_iter().map(|(m, _)| m).collect(),
+        ))
+    }
+
+    /// What holds `name` among streams, tables and views, if anything.
+    async fn taken(&self, name: &str) -> Result<Option<&'static str>> {
+        match self.log.stream(name).await {
+            Ok(_) => return Ok(Some("stream")),
+            Err(LogError::UnknownStream(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !self
+            .log
+            .metadata()
+            .views()
+            .await?
+            .iter()
+            .any(|v| v.name == name)
+        {
+            return Ok(None);
+        }
+        Ok(Some(match self.log.stream(&table_log_name(name)).await {
+            Ok(_) => "table",
+            Err(_) => "materialized view",
+        }))
     }
 
     /// Checks that `stream` is a user's stream that exists (a source's
@@ -274,7 +314,7 @@ impl Connectors {
         done(CommandTag::DropSource)
     }
 
-    /// Refuses to drop streams (`names`) that sources write.
+    /// Refuses to drop streams or tables (`names`) that sources write.
     pub(crate) async fn refuse_dropping_written(&self, names: &[String]) -> Result<()> {
         for record in self.log.metadata().connectors().await? {
             if record.kind != SOURCE {

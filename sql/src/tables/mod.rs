@@ -218,7 +218,25 @@ impl Database {
         let partitions = partitions(&c.table_options)?;
         let mut fields = Vec::with_capacity(c.columns.len() + 1);
         for col in &c.columns {
-            let field = crate::stream_ddl::column_field(col)?;
+            fields.push(crate::stream_ddl::column_field(col)?);
+        }
+        self.make_table(&name, fields, key, partitions).await?;
+        Ok(QueryResult::command(CommandTag::CreateTable))
+    }
+
+    /// Makes table `name` of the columns `fields`, keyed by `key` (its
+    /// columns made NOT NULL): its log, then the view of its rows (the log
+    /// is dropped again when the view cannot be made). Reserved column
+    /// names and a key naming no column are refused.
+    pub(crate) async fn make_table(
+        &self,
+        name: &str,
+        mut fields: Vec<Field>,
+        key: Vec<String>,
+        partitions: u32,
+    ) -> Result<()> {
+        let name = name.to_string();
+        for field in &mut fields {
             if is_system_column(field.name()) || field.name().starts_with("__") {
                 return Err(SqlError::ReservedName(format!(
                     "column name \"{}\" is reserved",
@@ -226,8 +244,9 @@ impl Database {
                 )));
             }
             // Key columns are NOT NULL, as PostgreSQL makes them.
-            let nullable = field.is_nullable() && !key.contains(field.name());
-            fields.push(field.with_nullable(nullable));
+            if key.contains(field.name()) {
+                *field = field.clone().with_nullable(false);
+            }
         }
         for k in &key {
             if !fields.iter().any(|f| f.name() == k) {
@@ -268,7 +287,7 @@ impl Database {
             let _ = self.planner.deregister(&log);
             return Err(e);
         }
-        Ok(QueryResult::command(CommandTag::CreateTable))
+        Ok(())
     }
 
     /// Refuses a statement for streams or views (`what`) naming a table.
@@ -290,6 +309,8 @@ impl Database {
         names: &[String],
         if_exists: bool,
     ) -> Result<QueryResult> {
+        self.connectors.refuse_dropping(names).await?;
+        self.connectors.refuse_dropping_written(names).await?;
         for name in names {
             if self.table_log(name).await?.is_none() {
                 if if_exists {
@@ -306,5 +327,24 @@ impl Database {
         }
         self.forget_grants(names).await?;
         Ok(QueryResult::command(CommandTag::DropTable))
+    }
+}
+
+impl crate::connectors::MakeTables for Database {
+    fn make_table<'a>(
+        &'a self,
+        name: &'a str,
+        fields: Vec<Field>,
+        key: Vec<String>,
+        partitions: u32,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(Database::make_table(self, name, fields, key, partitions))
+    }
+
+    fn drop_table<'a>(&'a self, name: &'a str) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.drop_tables(&[name.to_string()], true).await?;
+            Ok(())
+        })
     }
 }
