@@ -24,6 +24,8 @@ use arrow::ipc::reader::RecordBatchDecoder;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use bytes::Bytes;
 
+pub mod archive;
+
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
 
@@ -111,9 +113,10 @@ pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], zstd_level: i32) -> R
     Ok(out)
 }
 
-/// Decodes a chunk fetched from `object`. `projection` selects columns of
-/// the chunk schema (declared columns, then `_timestamp`); unprojected
-/// buffers are not decompressed.
+/// Decodes a chunk fetched from `object` (an IPC stream, or an archive
+/// chunk's Parquet file: [`archive`]). `projection` selects columns of the
+/// chunk schema (declared columns, then `_timestamp`), in its order;
+/// unprojected buffers are not decompressed.
 ///
 /// The messages are framed here rather than by arrow's `StreamReader`,
 /// which copies every message body into a fresh zeroed buffer: bodies are
@@ -126,6 +129,14 @@ pub fn decode(
     // arrow's decoder panics on some malformed buffer layouts (a length
     // past the body); a corrupt object is an error, not a crash.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if archive::is_archive(&bytes) {
+            return archive::decode(bytes, projection.as_deref()).map_err(|detail| {
+                LogError::CorruptChunk {
+                    object: object.to_string(),
+                    detail,
+                }
+            });
+        }
         decode_messages(object, bytes, projection)
     }))
     .unwrap_or_else(|panic| {

@@ -12,12 +12,16 @@
 //!   loses the race leaves an object nobody references.
 //! - A table's log is compacted by key instead (see [`by_key`]): each key
 //!   keeps only its latest row.
+//! - A stream with `archive_after` has its chunks older than that
+//!   rewritten as Parquet archive chunks (see [`archive`]), swapped in the
+//!   same way; compaction leaves archive chunks alone.
 //! - Garbage collection deletes objects no chunk references once they have
 //!   been unreferenced for the grace period (a reader that listed their
 //!   chunks just before can still fetch them), and objects the index never
 //!   knew (a flush whose commit failed) once they are older than the grace
 //!   period.
 
+mod archive;
 mod by_key;
 
 use arrow::array::RecordBatch;
@@ -46,6 +50,9 @@ pub struct MaintenanceReport {
     pub deleted_strays: u64,
     /// Rows of tables' logs dropped by compaction by key.
     pub dropped_rows: u64,
+    /// Archive chunks written, and the chunks they replaced.
+    pub archives: u64,
+    pub archived_chunks: u64,
 }
 
 impl Log {
@@ -85,6 +92,10 @@ impl Log {
                 } else {
                     self.compact_partition(&info, partition, &config, &mut report)
                         .await?;
+                    if let Some(age) = info.spec.archive_after {
+                        self.archive_partition(&info, partition, age, &config, &mut report)
+                            .await?;
+                    }
                 }
             }
         }
@@ -116,7 +127,8 @@ impl Log {
             let small = len < config.small_chunk_bytes
                 && c.append_time.max.is_some_and(|t| t < old_enough)
                 && c.schema_version == info.schema_version
-                && c.sparse_rows.is_none();
+                && c.sparse_rows.is_none()
+                && !DataObjectPath::is_archive(&c.object);
             if small && bytes + len <= config.target_chunk_bytes {
                 bytes += len;
                 run.push(c);
@@ -162,6 +174,7 @@ impl Log {
             event_time,
             append_time,
             sparse_rows: None,
+            archive: false,
         };
         if self.write_replacement(replaced).await? {
             report.compactions += 1;
@@ -185,18 +198,23 @@ impl Log {
             .map_err(|e| crate::LogError::Internal(format!("decode task: {e}")))?
     }
 
-    /// Writes `r.batches` as one chunk in a new object and swaps it for
-    /// the chunks `r.old` in one conditional transaction; false (and the
-    /// new object deleted) when another agent changed those chunks first.
+    /// Writes `r.batches` as one chunk (an IPC chunk, or an archive
+    /// chunk) in a new object and swaps it for the chunks `r.old` in one
+    /// conditional transaction; false (and the new object deleted) when
+    /// another agent changed those chunks first.
     async fn write_replacement(&self, r: Replacement<'_>) -> Result<bool> {
         let level = self.zstd_level();
-        let (schema, batches) = (r.schema, r.batches);
-        let encoded = tokio::task::spawn_blocking(move || {
-            chunk::encode(&schema, &chunk::coalesce(&schema, batches)?, level)
+        let (schema, batches, archive) = (r.schema, r.batches, r.archive);
+        let encoded = tokio::task::spawn_blocking(move || match archive {
+            true => chunk::archive::encode(&schema, &batches),
+            false => chunk::encode(&schema, &chunk::coalesce(&schema, batches)?, level),
         })
         .await
         .map_err(|e| crate::LogError::Internal(format!("encode task: {e}")))??;
-        let path = DataObjectPath::new_unique();
+        let path = match archive {
+            true => DataObjectPath::new_archive(),
+            false => DataObjectPath::new_unique(),
+        };
         let size = encoded.len() as u64;
         self.store()
             .put_durable(path.as_path(), Bytes::from(encoded))
@@ -262,6 +280,8 @@ struct Replacement<'a> {
     event_time: TimeBounds,
     append_time: TimeBounds,
     sparse_rows: Option<u64>,
+    /// Written as an archive chunk (Parquet).
+    archive: bool,
 }
 
 /// Deletes an object; one already gone is fine.

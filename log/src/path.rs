@@ -8,8 +8,9 @@
 use object_store::path::Path;
 use ulid::Ulid;
 
-/// The key of one flushed data object: a concatenation of Arrow IPC stream
-/// chunks.
+/// The key of one data object: a flush's concatenation of Arrow IPC
+/// stream chunks (`.arrows`), a compacted chunk (`.arrows`), or an archive
+/// chunk, one Parquet file (`.parquet`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DataObjectPath(Path);
 
@@ -24,6 +25,20 @@ impl DataObjectPath {
             Self::PREFIX,
             Ulid::new()
         )))
+    }
+
+    /// A fresh, never-used key for an archive chunk (a Parquet file).
+    pub fn new_archive() -> Self {
+        Self(Path::from(format!(
+            "{}/{}.parquet",
+            Self::PREFIX,
+            Ulid::new()
+        )))
+    }
+
+    /// Whether the object stored as `stored` is an archive chunk.
+    pub fn is_archive(stored: &str) -> bool {
+        stored.ends_with(".parquet")
     }
 
     /// The key as stored in the metadata store.
@@ -60,5 +75,9 @@ mod tests {
         assert!(a.as_str().starts_with("log/data/"));
         assert!(a.as_str().ends_with(".arrows"));
         assert_eq!(DataObjectPath::parse(a.as_str()), a);
+        let archive = DataObjectPath::new_archive();
+        assert!(archive.as_str().starts_with("log/data/"));
+        assert!(DataObjectPath::is_archive(archive.as_str()));
+        assert!(!DataObjectPath::is_archive(a.as_str()));
     }
 }

@@ -130,6 +130,9 @@ pub struct StreamSpec {
     pub event_time: Option<EventTime>,
     /// How long data is kept; `None` keeps it forever.
     pub retention: Option<Duration>,
+    /// Rows older than this are kept as Parquet (the stream's archive,
+    /// still read at their offsets); `None` keeps every chunk as written.
+    pub archive_after: Option<Duration>,
 }
 
 /// The event-time column of a stream and how far the watermark trails it.
@@ -149,6 +152,7 @@ impl StreamSpec {
             key: Vec::new(),
             event_time: None,
             retention: None,
+            archive_after: None,
         }
     }
 
@@ -176,6 +180,12 @@ impl StreamSpec {
     /// Sets the retention.
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
+        self
+    }
+
+    /// Sets the age after which rows go into the archive (Parquet).
+    pub fn with_archive_after(mut self, age: Duration) -> Self {
+        self.archive_after = Some(age);
         self
     }
 
@@ -246,6 +256,14 @@ impl StreamSpec {
         {
             return invalid(format!(
                 "retention must be between 1 µs and {} days (leave it out to keep data forever)",
+                MAX_DURATION.as_secs() / 86_400
+            ));
+        }
+        if let Some(a) = self.archive_after
+            && (a > MAX_DURATION || a.is_zero())
+        {
+            return invalid(format!(
+                "archive_after must be between 1 µs and {} days",
                 MAX_DURATION.as_secs() / 86_400
             ));
         }

@@ -364,7 +364,107 @@ async fn a_tables_log_keeps_each_keys_latest_row(b: Backend) {
     assert_eq!(i64s(&ids, "id"), vec![1, 3, 6, 2, 5, 7]);
 }
 
+/// Every row of `batches` as one batch (of the read schema).
+fn one(batches: &[arrow::array::RecordBatch]) -> arrow::array::RecordBatch {
+    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+}
+
+async fn old_rows_go_into_the_archive_and_read_the_same(b: Backend) {
+    let mut f = Fixture::with_config(b, config(Duration::from_secs(300))).await;
+    let hour = Duration::from_secs(3600);
+    f.log
+        .create_stream(spec("o", None).with_archive_after(hour))
+        .await
+        .unwrap();
+    // Six chunks a minute apart, then two hours later six more.
+    append_chunks(&f, "o", 6, MINUTE).await;
+    f.clock.advance(2 * 60 * MINUTE);
+    let young = |i: i64| orders(i * 10..i * 10 + 10, 3, T0);
+    for i in 6..12 {
+        f.log
+            .append("o", young(i), AppendOptions::to_partition(0))
+            .await
+            .unwrap();
+        f.clock.advance(1_000_000);
+    }
+    async fn read(
+        log: &Log,
+        range: std::ops::Range<u64>,
+        projection: Option<Vec<usize>>,
+    ) -> arrow::array::RecordBatch {
+        one(&collect(log.read("o", 0, range, projection).await.unwrap()).await)
+    }
+    async fn timed(log: &Log) -> Vec<i64> {
+        let filter = streamhouse_log::TimeFilter {
+            event_time: None,
+            append_time: Some(T0 + 2 * MINUTE..T0 + 4 * MINUTE),
+        };
+        let rows = log.read_time("o", 0, 0..u64::MAX, filter, None);
+        i64s(&collect(rows.await.unwrap()).await, "id")
+    }
+    let whole = read(&f.log, 0..u64::MAX, None).await;
+    let part = read(&f.log, 25..45, Some(vec![6, 0, 4])).await;
+    let by_time = timed(&f.log).await;
+    assert_eq!(by_time, (20..40).collect::<Vec<_>>());
+
+    // The old chunks are compacted into one, which is then old enough:
+    // archived. The young ones stay as they are.
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!((r.archives, r.archived_chunks), (1, 1), "{r:?}");
+    let info = f.log.stream("o").await.unwrap();
+    let chunks = f
+        .log
+        .metadata()
+        .chunks_by_offset(info.id, 0, 0..u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(chunks.len(), 7, "{chunks:?}");
+    assert!(DataObjectPath::is_archive(&chunks[0].object));
+    assert_eq!((chunks[0].base_offset, chunks[0].end_offset), (0, 60));
+    assert!(
+        chunks[1..]
+            .iter()
+            .all(|c| !DataObjectPath::is_archive(&c.object))
+    );
+
+    // The same rows at the same offsets, however read; after a restart too.
+    for _ in 0..2 {
+        assert_eq!(read(&f.log, 0..u64::MAX, None).await, whole);
+        assert_eq!(read(&f.log, 25..45, Some(vec![6, 0, 4])).await, part);
+        assert_eq!(timed(&f.log).await, by_time);
+        f.reopen().await;
+    }
+    // An archive chunk is a Parquet file any reader opens.
+    let bytes = f
+        .objects
+        .get(&object_store::path::Path::from(chunks[0].object.as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let parquet = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let rows: usize = parquet.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 60);
+
+    // Compaction leaves the archive alone; the young chunks merge, and
+    // are archived once old.
+    f.clock.advance(2 * MINUTE);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!((r.compactions, r.archives), (1, 0), "{r:?}");
+    f.clock.advance(2 * 60 * MINUTE);
+    let r = f.log.maintain().await.unwrap();
+    assert_eq!((r.archives, r.archived_chunks), (1, 1), "{r:?}");
+    assert_eq!(read(&f.log, 0..u64::MAX, None).await, whole);
+    // The replaced objects go after the grace period.
+    assert!(r.deleted_objects > 0, "{r:?}");
+}
+
 per_backend!(
+    old_rows_go_into_the_archive_and_read_the_same,
     a_tables_log_keeps_each_keys_latest_row,
     retention_deletes_old_chunks_oldest_first,
     compaction_merges_small_chunks_and_gc_deletes_the_old,

@@ -304,6 +304,8 @@ pub struct CreateStream {
     pub partitions: Option<u32>,
     pub key: Vec<String>,
     pub retention: Option<Duration>,
+    /// Rows older than this go into the stream's archive (Parquet).
+    pub archive_after: Option<Duration>,
     /// How Kafka records' values encode rows (`format = …`): JSON when
     /// absent, or the format of the registered `subject` it follows.
     pub format: Option<String>,

@@ -54,6 +54,9 @@ impl Database {
         if let Some(r) = c.retention {
             spec = spec.with_retention(r);
         }
+        if let Some(a) = c.archive_after {
+            spec = spec.with_archive_after(a);
+        }
         match self.log.create_stream(spec).await {
             Ok(info) => self.planner.register(info)?,
             Err(streamhouse_log::LogError::StreamExists(_)) if c.if_not_exists => {}

@@ -180,6 +180,7 @@ impl Log {
             event_time,
             append_time,
             sparse_rows: Some(kept),
+            archive: false,
         };
         if self.write_replacement(replaced).await? {
             report.compactions += 1;

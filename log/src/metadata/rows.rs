@@ -47,7 +47,8 @@ meta_row!(SqliteRow);
 meta_row!(PgRow);
 
 pub(super) const STREAM_COLUMNS: &str = "id, name, schema_ipc, partitions, key_columns, \
-     event_time_column, watermark_delay_us, retention_us, created_at_us, schema_version";
+     event_time_column, watermark_delay_us, retention_us, created_at_us, schema_version, \
+     archive_after_us";
 /// The columns a flush writes; reads add `row_count` (see
 /// [`CHUNK_READ_COLUMNS`]).
 pub(super) const CHUNK_COLUMNS: &str = "stream_id, partition_no, base_offset, end_offset, \
@@ -83,6 +84,9 @@ pub(super) fn stream(row: &impl MetaRow) -> Result<StreamInfo> {
     let retention = row
         .opt_int("retention_us")?
         .map(|r| Duration::from_micros(r.max(0) as u64));
+    let archive_after = row
+        .opt_int("archive_after_us")?
+        .map(|r| Duration::from_micros(r.max(0) as u64));
     Ok(StreamInfo {
         id: row.int("id")?,
         created_at: row.int("created_at_us")?,
@@ -94,6 +98,7 @@ pub(super) fn stream(row: &impl MetaRow) -> Result<StreamInfo> {
             key,
             event_time,
             retention,
+            archive_after,
         },
     })
 }

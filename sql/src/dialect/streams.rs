@@ -119,6 +119,7 @@ pub(super) fn parse_create_stream(p: &mut Parser) -> Result<CreateStream> {
         partitions: None,
         key: Vec::new(),
         retention: None,
+        archive_after: None,
         format: None,
         subject: None,
     };
@@ -168,6 +169,7 @@ fn apply_option(s: &mut CreateStream, opt: SqlOption) -> Result<()> {
                 .collect();
         }
         "retention" => s.retention = Some(duration(&value).map_err(|e| bad(&e))?),
+        "archive_after" => s.archive_after = Some(duration(&value).map_err(|e| bad(&e))?),
         "format" | "subject" => {
             let Some(Value::SingleQuotedString(text)) = literal(&value) else {
                 return Err(bad("expected a quoted string"));
@@ -180,8 +182,8 @@ fn apply_option(s: &mut CreateStream, opt: SqlOption) -> Result<()> {
         }
         other => {
             return Err(SqlError::InvalidDefinition(format!(
-                "unknown stream option \"{other}\" (known: partitions, key, retention, format, \
-                 subject)"
+                "unknown stream option \"{other}\" (known: partitions, key, retention, \
+                 archive_after, format, subject)"
             )));
         }
     }

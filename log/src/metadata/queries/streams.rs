@@ -35,8 +35,9 @@ impl<B: Backend> StreamStore for B {
             .fetch_optional(
                 Statement::new(
                     "INSERT INTO streams (name, schema_ipc, partitions, key_columns, \
-                     event_time_column, watermark_delay_us, retention_us, created_at_us) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     event_time_column, watermark_delay_us, retention_us, created_at_us, \
+                     archive_after_us) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                      ON CONFLICT (name) DO NOTHING RETURNING id",
                 )
                 .text(&spec.name)
@@ -50,7 +51,8 @@ impl<B: Backend> StreamStore for B {
                         .map(|e| e.watermark_delay.as_micros() as i64),
                 )
                 .opt_int(spec.retention.map(|r| r.as_micros() as i64))
-                .int(created_at),
+                .int(created_at)
+                .opt_int(spec.archive_after.map(|a| a.as_micros() as i64)),
             )
             .await?;
         let Some(row) = row else {
