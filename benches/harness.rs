@@ -17,7 +17,10 @@
 //! too), a stream copied into Parquet files by a sink (`harness/sinks.rs`), a
 //! PostgreSQL source following a changing table (`harness/sources.rs`;
 //! needs the test command's PostgreSQL), directories of CSV, JSON and
-//! Parquet files loaded by a file source (`harness/files.rs`), decoding Confluent-framed Avro into Arrow (`harness/avro.rs`)
+//! Parquet files loaded by a file source (`harness/files.rs`), a stream's
+//! chunks rewritten as its Parquet archive and scanned in both forms
+//! (`harness/archive.rs`), decoding Confluent-framed Avro into Arrow
+//! (`harness/avro.rs`)
 //! and Nexmark as views (`harness/nexmark.rs`, the queries in
 //! `benches/nexmark/`); `--filter "nexmark live"` runs the Nexmark views
 //! together while events arrive at a fixed rate instead
@@ -28,6 +31,8 @@
 
 #![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
 
+#[path = "harness/archive.rs"]
+mod archive;
 #[path = "harness/avro.rs"]
 mod avro;
 #[path = "harness/cluster.rs"]
@@ -449,6 +454,9 @@ async fn run(args: Args) {
     }
     if wanted("file source") {
         table.extend(files::scenarios(&args).await);
+    }
+    if wanted("archive") {
+        table.extend(archive::scenarios(&args).await);
     }
     if wanted("avro") {
         table.extend(avro::scenarios());

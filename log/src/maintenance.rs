@@ -118,30 +118,14 @@ impl Log {
             .metadata()
             .chunks_by_offset(info.id, partition, 0..u64::MAX)
             .await?;
-        let mut run: Vec<ChunkRecord> = Vec::new();
-        let mut bytes = 0;
-        for c in chunks {
-            let len = c.byte_range.end - c.byte_range.start;
-            // Runs are rewritten with the stream's current schema, so only
-            // chunks written with it join one.
-            let small = len < config.small_chunk_bytes
-                && c.append_time.max.is_some_and(|t| t < old_enough)
-                && c.schema_version == info.schema_version
-                && c.sparse_rows.is_none()
-                && !DataObjectPath::is_archive(&c.object);
-            if small && bytes + len <= config.target_chunk_bytes {
-                bytes += len;
-                run.push(c);
-                continue;
-            }
+        let small = |c: &ChunkRecord| {
+            c.byte_range.end - c.byte_range.start < config.small_chunk_bytes
+                && is_plain(c, info, old_enough)
+        };
+        for mut run in runs(chunks, small, config.target_chunk_bytes) {
             self.compact_run(info, &mut run, config, report).await?;
-            bytes = 0;
-            if small {
-                bytes = len;
-                run.push(c);
-            }
         }
-        self.compact_run(info, &mut run, config, report).await
+        Ok(())
     }
 
     /// Rewrites `run` as one chunk if it is long enough; empties it.
@@ -268,6 +252,50 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// Whether chunk `c` may join a run rewritten with the stream's current
+/// schema: written with it, appended before `old_enough`, dense, not an
+/// archive chunk.
+fn is_plain(c: &ChunkRecord, info: &StreamInfo, old_enough: crate::clock::Micros) -> bool {
+    c.append_time.max.is_some_and(|t| t < old_enough)
+        && c.schema_version == info.schema_version
+        && c.sparse_rows.is_none()
+        && !DataObjectPath::is_archive(&c.object)
+}
+
+/// `chunks` (a partition's, in offset order) cut into runs of consecutive
+/// chunks that `joins`, each up to `max_bytes` (a first chunk larger than
+/// that is a run of its own).
+fn runs(
+    chunks: Vec<ChunkRecord>,
+    joins: impl Fn(&ChunkRecord) -> bool,
+    max_bytes: u64,
+) -> Vec<Vec<ChunkRecord>> {
+    let mut out = Vec::new();
+    let mut run: Vec<ChunkRecord> = Vec::new();
+    let mut bytes = 0;
+    for c in chunks {
+        let len = c.byte_range.end - c.byte_range.start;
+        let joining = joins(&c);
+        if joining && (run.is_empty() || bytes + len <= max_bytes) {
+            bytes += len;
+            run.push(c);
+            continue;
+        }
+        if !run.is_empty() {
+            out.push(std::mem::take(&mut run));
+        }
+        bytes = 0;
+        if joining {
+            bytes = len;
+            run.push(c);
+        }
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
 }
 
 /// One chunk written to replace a run of chunks of one partition.

@@ -94,13 +94,7 @@ async fn compaction_merges_small_chunks_and_gc_deletes_the_old(b: Backend) {
     let mut f = Fixture::with_config(b, config(Duration::from_secs(300))).await;
     f.log.create_stream(spec("o", None)).await.unwrap();
     append_chunks(&f, "o", 10, 1_000_000).await;
-    let info = f.log.stream("o").await.unwrap();
-    let before = f
-        .log
-        .metadata()
-        .chunks_by_offset(info.id, 0, 0..u64::MAX)
-        .await
-        .unwrap();
+    let before = chunks(&f.log, "o").await;
     assert_eq!(before.len(), 10);
     // Too young: left alone.
     assert_eq!(
@@ -111,12 +105,7 @@ async fn compaction_merges_small_chunks_and_gc_deletes_the_old(b: Backend) {
     f.clock.advance(2 * MINUTE);
     let r = f.log.maintain().await.unwrap();
     assert_eq!((r.compactions, r.compacted_chunks), (1, 10), "{r:?}");
-    let after = f
-        .log
-        .metadata()
-        .chunks_by_offset(info.id, 0, 0..u64::MAX)
-        .await
-        .unwrap();
+    let after = chunks(&f.log, "o").await;
     assert_eq!(after.len(), 1);
     assert_eq!((after[0].base_offset, after[0].end_offset), (0, 100));
     assert_eq!(after[0].event_time.min, before[0].event_time.min);
@@ -364,6 +353,15 @@ async fn a_tables_log_keeps_each_keys_latest_row(b: Backend) {
     assert_eq!(i64s(&ids, "id"), vec![1, 3, 6, 2, 5, 7]);
 }
 
+/// The index's chunks of partition 0 of `stream`.
+async fn chunks(log: &Log, stream: &str) -> Vec<streamhouse_log::metadata::ChunkRecord> {
+    let info = log.stream(stream).await.unwrap();
+    log.metadata()
+        .chunks_by_offset(info.id, 0, 0..u64::MAX)
+        .await
+        .unwrap()
+}
+
 /// Every row of `batches` as one batch (of the read schema).
 fn one(batches: &[arrow::array::RecordBatch]) -> arrow::array::RecordBatch {
     arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
@@ -411,13 +409,7 @@ async fn old_rows_go_into_the_archive_and_read_the_same(b: Backend) {
     // archived. The young ones stay as they are.
     let r = f.log.maintain().await.unwrap();
     assert_eq!((r.archives, r.archived_chunks), (1, 1), "{r:?}");
-    let info = f.log.stream("o").await.unwrap();
-    let chunks = f
-        .log
-        .metadata()
-        .chunks_by_offset(info.id, 0, 0..u64::MAX)
-        .await
-        .unwrap();
+    let chunks = chunks(&f.log, "o").await;
     assert_eq!(chunks.len(), 7, "{chunks:?}");
     assert!(DataObjectPath::is_archive(&chunks[0].object));
     assert_eq!((chunks[0].base_offset, chunks[0].end_offset), (0, 60));

@@ -187,6 +187,27 @@ async fn streams_are_created_listed_and_dropped(kind: Kind) {
     // A name dropped can be created again, with a new id.
     let again = m.create_stream(&spec("a", 1), T0 + 2).await.unwrap();
     assert!(again.id > b.id);
+
+    // Options are kept as declared and changed in place, for every agent.
+    let day = Duration::from_secs(86_400);
+    let c = m
+        .create_stream(&spec("c", 1).with_archive_after(day), T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(other.stream("c").await.unwrap().unwrap(), c);
+    let set = other
+        .set_stream_options("c", Some(7 * day), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (set.spec.retention, set.spec.archive_after),
+        (Some(7 * day), None)
+    );
+    assert_eq!(m.stream("c").await.unwrap().unwrap(), set);
+    let zero = m.set_stream_options("c", Some(Duration::ZERO), None).await;
+    assert_eq!(zero.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    let missing = m.set_stream_options("nope", None, None).await;
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
 }
 
 /// Several committers on two handles: every flush gets offsets that follow

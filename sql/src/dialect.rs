@@ -124,6 +124,12 @@ pub enum StreamAlteration {
     },
     /// `ALTER [COLUMN] name DROP NOT NULL`.
     DropNotNull { column: String },
+    /// `SET (retention = …, archive_after = …)` / `RESET (retention,
+    /// archive_after)`: each option named, its new value (`None`: none).
+    SetOptions {
+        retention: Option<Option<Duration>>,
+        archive_after: Option<Option<Duration>>,
+    },
 }
 
 impl std::fmt::Display for StreamAlteration {
@@ -149,6 +155,27 @@ impl std::fmt::Display for StreamAlteration {
             }
             StreamAlteration::DropNotNull { column } => {
                 write!(f, "ALTER COLUMN {} DROP NOT NULL", q(column))
+            }
+            StreamAlteration::SetOptions {
+                retention,
+                archive_after,
+            } => {
+                let options = [("retention", retention), ("archive_after", archive_after)];
+                let (mut set, mut reset) = (Vec::new(), Vec::new());
+                for (key, value) in options {
+                    match value {
+                        Some(Some(d)) => {
+                            set.push(format!("{key} = '{}'", humantime::format_duration(*d)))
+                        }
+                        Some(None) => reset.push(key.to_string()),
+                        None => {}
+                    }
+                }
+                // One statement sets or resets, never both.
+                match set.is_empty() {
+                    false => write!(f, "SET ({})", set.join(", ")),
+                    true => write!(f, "RESET ({})", reset.join(", ")),
+                }
             }
         }
     }
@@ -651,6 +678,42 @@ mod tests {
         assert_eq!(c.partitions, Some(4));
         assert_eq!(c.key, ["user_id"]);
         assert_eq!(c.retention, Some(Duration::from_secs(7 * 86400)));
+    }
+
+    #[test]
+    fn alter_stream_sets_and_resets_options() {
+        let set = parse("ALTER STREAM s SET (archive_after = '1 day', retention = '30 days')")
+            .unwrap()
+            .remove(0);
+        let Statement::AlterStream { name, change } = &set else {
+            panic!("{set:?}")
+        };
+        assert_eq!(name, "s");
+        assert_eq!(
+            *change,
+            StreamAlteration::SetOptions {
+                retention: Some(Some(Duration::from_secs(30 * 86400))),
+                archive_after: Some(Some(Duration::from_secs(86400))),
+            }
+        );
+        assert_eq!(
+            set.text(),
+            "ALTER STREAM s SET (retention = '30days', archive_after = '1day')"
+        );
+        let reset = parse("alter stream s reset (ARCHIVE_AFTER)")
+            .unwrap()
+            .remove(0);
+        assert_eq!(reset.text(), "ALTER STREAM s RESET (archive_after)");
+        for bad in [
+            "ALTER STREAM s SET (partitions = '2s')",
+            "ALTER STREAM s SET (retention = 'soon')",
+            "ALTER STREAM s RESET (key)",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(SqlError::InvalidDefinition(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -77,6 +77,21 @@ impl Database {
     ) -> Result<QueryResult> {
         let info = self.log.stream(name).await?;
         let done = || Ok(QueryResult::command(CommandTag::AlterStream));
+        if let StreamAlteration::SetOptions {
+            retention,
+            archive_after,
+        } = alteration
+        {
+            let retention = retention.unwrap_or(info.spec.retention);
+            let archive_after = archive_after.unwrap_or(info.spec.archive_after);
+            let set = self
+                .log
+                .set_stream_options(name, retention, archive_after)
+                .await?;
+            self.planner.deregister(name)?;
+            self.planner.register(set)?;
+            return done();
+        }
         let schema = &info.spec.schema;
         if crate::topics::is_record_shaped(&info) {
             return Err(SqlError::NotSupported(format!(
@@ -93,6 +108,7 @@ impl Database {
             | StreamAlteration::RenameColumn { from: column, .. }
             | StreamAlteration::AlterType { column, .. }
             | StreamAlteration::DropNotNull { column } => Some(column),
+            StreamAlteration::SetOptions { .. } => None,
         };
         if let Some(column) = must_exist
             && schema.field_with_name(column).is_err()
@@ -158,6 +174,7 @@ impl Database {
                 }
                 SchemaChange::DropNotNull(column.clone())
             }
+            StreamAlteration::SetOptions { .. } => return done(),
         };
         if !matches!(
             change,

@@ -119,6 +119,28 @@ def test_old_rows_are_archived_as_parquet_and_read_the_same():
                          timeout=90)
                 assert conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone() \
                     == (6100, 0, 6099)
+
+                # A stream made without an archive gets one by ALTER STREAM.
+                conn.execute("CREATE STREAM later (n INT)")
+                conn.execute("INSERT INTO later VALUES "
+                             + ", ".join(f"({i})" for i in range(500)))
+                for sql, state in [
+                        ("ALTER STREAM later SET (partitions = '2s')", "42P16"),
+                        ("ALTER STREAM later SET (archive_after = 'never')", "42P16"),
+                        ("ALTER STREAM nope SET (archive_after = '1s')", "42P01")]:
+                    with pytest.raises(psycopg.Error) as e:
+                        conn.execute(sql)
+                    assert e.value.sqlstate == state, (sql, e.value)
+                conn.execute("ALTER STREAM later SET (archive_after = '1s', retention = '30 days')")
+                wait_for(lambda: archived_rows(data) == 6600, "the altered stream archived",
+                         timeout=90)
+                assert sorted(r[0] for r in conn.execute("SELECT n FROM later")) == \
+                    list(range(500))
+                def retention():
+                    return {r[0]: r[5] for r in conn.execute("SHOW STREAMS")}["later"]
+                assert retention() == "30days"
+                conn.execute("ALTER STREAM later RESET (retention, archive_after)")
+                assert retention() is None
         finally:
             s.proc.kill()
             s.proc.wait()

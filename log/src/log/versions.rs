@@ -1,5 +1,6 @@
 //! A stream's schema versions on [`Log`]: changing the declared columns
-//! (the next version) and reading the stream as it was at a version.
+//! (the next version) and reading the stream as it was at a version; and
+//! changing its options (retention, archive).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -58,6 +59,27 @@ impl Log {
                 Err(e)
             }
         }
+    }
+
+    /// Sets a user's stream's `retention` and `archive_after` (`None`:
+    /// keep everything; keep every chunk as written). The upkeep of every
+    /// agent reads them afresh each round.
+    pub async fn set_stream_options(
+        &self,
+        name: &str,
+        retention: Option<std::time::Duration>,
+        archive_after: Option<std::time::Duration>,
+    ) -> Result<Arc<StreamInfo>> {
+        if StreamKind::of(name).is_internal() {
+            return Err(LogError::InternalStream(name.to_string()));
+        }
+        let set = self
+            .meta
+            .set_stream_options(name, retention, archive_after)
+            .await;
+        // Read it again next time, whatever happened.
+        self.streams.write().await.remove(name);
+        Ok(Arc::new(set?))
     }
 
     /// Stream `name` as it was at schema version `version`: what a view

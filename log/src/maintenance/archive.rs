@@ -16,9 +16,8 @@ use std::time::Duration;
 use crate::config::MaintenanceConfig;
 use crate::error::{LogError, Result};
 use crate::log::Log;
-use crate::maintenance::{MaintenanceReport, Replacement};
+use crate::maintenance::{MaintenanceReport, Replacement, is_plain, runs};
 use crate::metadata::ChunkRecord;
-use crate::path::DataObjectPath;
 use crate::stream::{StreamInfo, chunk_schema};
 
 impl Log {
@@ -36,44 +35,23 @@ impl Log {
             .metadata()
             .chunks_by_offset(info.id, partition, 0..u64::MAX)
             .await?;
-        let mut run: Vec<ChunkRecord> = Vec::new();
-        let mut bytes = 0;
-        for c in chunks {
-            let len = c.byte_range.end - c.byte_range.start;
-            let due = !DataObjectPath::is_archive(&c.object)
-                && c.append_time.max.is_some_and(|t| t < old_enough)
-                && c.schema_version == info.schema_version
-                && c.sparse_rows.is_none();
-            if due && (run.is_empty() || bytes + len <= config.target_chunk_bytes) {
-                bytes += len;
-                run.push(c);
-                continue;
-            }
-            if !self.archive_run(info, &mut run, report).await? {
-                return Ok(());
-            }
-            bytes = 0;
-            if due {
-                bytes = len;
-                run.push(c);
+        let due = |c: &ChunkRecord| is_plain(c, info, old_enough);
+        for run in runs(chunks, due, config.target_chunk_bytes) {
+            if !self.archive_run(info, run, report).await? {
+                break;
             }
         }
-        self.archive_run(info, &mut run, report).await?;
         Ok(())
     }
 
-    /// Writes `run` as one archive chunk; empties it. False when the
-    /// stream's rows cannot be archived (nothing more is tried this round).
+    /// Writes `old` as one archive chunk. False when the stream's rows
+    /// cannot be archived (nothing more is tried this round).
     async fn archive_run(
         &self,
         info: &StreamInfo,
-        run: &mut Vec<ChunkRecord>,
+        old: Vec<ChunkRecord>,
         report: &mut MaintenanceReport,
     ) -> Result<bool> {
-        let old = std::mem::take(run);
-        if old.is_empty() {
-            return Ok(true);
-        }
         let mut batches = Vec::new();
         for c in &old {
             batches.extend(self.fetch_chunk(c).await?);

@@ -347,6 +347,15 @@ pub trait StreamStore: Send + Sync {
         change: &str,
         at: Micros,
     ) -> Result<StreamInfo>;
+
+    /// Sets stream `name`'s `retention` and `archive_after` (`None`: none);
+    /// announced to other agents.
+    async fn set_stream_options(
+        &self,
+        name: &str,
+        retention: Option<std::time::Duration>,
+        archive_after: Option<std::time::Duration>,
+    ) -> Result<StreamInfo>;
 }
 
 /// The chunk index, data objects and idempotent producers: what flushes commit and reads, upkeep and recovery look up.

@@ -16,12 +16,35 @@ use crate::error::{Result, SqlError};
 /// `ALTER STREAM name` then one of `ADD [COLUMN] [IF NOT EXISTS] name type
 /// [NULL | NOT NULL] [DEFAULT constant]`, `DROP [COLUMN] [IF EXISTS] name`,
 /// `RENAME [COLUMN] a TO b`, `ALTER [COLUMN] name [SET DATA] TYPE type`,
-/// `ALTER [COLUMN] name DROP NOT NULL`; anything else is refused (0A000) by
-/// name.
+/// `ALTER [COLUMN] name DROP NOT NULL`, `SET (retention = …, archive_after =
+/// …)`, `RESET (retention | archive_after, …)`; anything else is refused
+/// (0A000) by name.
 pub(super) fn parse_alter_stream(p: &mut Parser) -> Result<Statement> {
     let name = object_name(&p.parse_object_name(false)?)?;
     let column_name = |p: &mut Parser| -> Result<String> { Ok(normalize(&p.parse_identifier()?)) };
-    let change = if p.parse_keyword(Keyword::ADD) {
+    let change = if p.peek_keyword(Keyword::SET) {
+        let mut set = StreamAlteration::SetOptions {
+            retention: None,
+            archive_after: None,
+        };
+        for opt in p.parse_options(Keyword::SET)? {
+            let (key, value) = key_value(opt)?;
+            let d = duration(&value).map_err(|e| bad_value(&key, &e))?;
+            set_option(&mut set, &key, Some(d))?;
+        }
+        set
+    } else if p.parse_keyword(Keyword::RESET) {
+        let mut set = StreamAlteration::SetOptions {
+            retention: None,
+            archive_after: None,
+        };
+        p.expect_token(&Token::LParen)?;
+        for key in p.parse_comma_separated(|p| p.parse_identifier())? {
+            set_option(&mut set, &normalize(&key), None)?;
+        }
+        p.expect_token(&Token::RParen)?;
+        set
+    } else if p.parse_keyword(Keyword::ADD) {
         let _ = p.parse_keyword(Keyword::COLUMN);
         let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let mut column = p.parse_column_def()?;
@@ -96,10 +119,34 @@ pub(super) fn parse_alter_stream(p: &mut Parser) -> Result<Statement> {
         let what = p.peek_token().to_string().to_uppercase();
         return Err(SqlError::NotSupported(format!(
             "ALTER STREAM … {what}: a stream's columns can be added (ADD COLUMN), dropped (DROP \
-             COLUMN), renamed (RENAME COLUMN) and widened (ALTER COLUMN … TYPE)"
+             COLUMN), renamed (RENAME COLUMN) and widened (ALTER COLUMN … TYPE), and its \
+             retention and archive_after SET or RESET"
         )));
     };
     Ok(Statement::AlterStream { name, change })
+}
+
+/// Records option `key`'s new value in `set` (an `ALTER STREAM … SET |
+/// RESET`).
+fn set_option(set: &mut StreamAlteration, key: &str, value: Option<Duration>) -> Result<()> {
+    let StreamAlteration::SetOptions {
+        retention,
+        archive_after,
+    } = set
+    else {
+        return Err(SqlError::Internal("not a SET".into()));
+    };
+    match key {
+        "retention" => *retention = Some(value),
+        "archive_after" => *archive_after = Some(value),
+        other => {
+            return Err(SqlError::InvalidDefinition(format!(
+                "stream option \"{other}\" cannot be changed (ALTER STREAM … SET / RESET \
+                 changes retention and archive_after)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn parse_create_stream(p: &mut Parser) -> Result<CreateStream> {

@@ -199,6 +199,34 @@ impl<B: Backend> StreamStore for B {
         Ok(info)
     }
 
+    async fn set_stream_options(
+        &self,
+        name: &str,
+        retention: Option<std::time::Duration>,
+        archive_after: Option<std::time::Duration>,
+    ) -> Result<StreamInfo> {
+        let mut w = self.writer().await?;
+        let mut info = locked_stream::<B>(&mut w, name)
+            .await?
+            .ok_or_else(|| LogError::UnknownStream(name.to_string()))?;
+        info.spec.retention = retention;
+        info.spec.archive_after = archive_after;
+        info.spec.validate()?;
+        let micros = |d: Option<std::time::Duration>| d.map(|d| d.as_micros() as i64);
+        w.execute(
+            Statement::new(
+                "UPDATE streams SET retention_us = $1, archive_after_us = $2 WHERE id = $3",
+            )
+            .opt_int(micros(retention))
+            .opt_int(micros(archive_after))
+            .int(info.id),
+        )
+        .await?;
+        B::announce(&mut w, &[format!("s:{}", info.id)]).await?;
+        B::commit(w).await?;
+        Ok(info)
+    }
+
     async fn streams(&self) -> Result<Vec<StreamInfo>> {
         let rows = self
             .reader()
