@@ -273,7 +273,10 @@ impl Views {
     }
 
     /// Makes `view` a table and its changelog readable, and starts it.
+    /// Known as remote meanwhile (this agent learned of its record between
+    /// its creation or takeover and now): that registration goes.
     fn install(&self, view: Arc<MatView>) -> Result<()> {
+        self.forget_remote(&view.name)?;
         self.planner
             .ctx
             .register_table(TableReference::bare(view.name.clone()), view.table())?;
