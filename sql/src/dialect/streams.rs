@@ -286,3 +286,47 @@ fn parse_columns(p: &mut Parser) -> Result<(Vec<ColumnDef>, Option<(String, Dura
         p.expect_token(&Token::Comma)?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{Statement, StreamAlteration, parse};
+    use crate::error::SqlError;
+
+    #[test]
+    fn alter_stream_sets_and_resets_options() {
+        let set = parse("ALTER STREAM s SET (archive_after = '1 day', retention = '30 days')")
+            .unwrap()
+            .remove(0);
+        let Statement::AlterStream { name, change } = &set else {
+            panic!("{set:?}")
+        };
+        assert_eq!(name, "s");
+        assert_eq!(
+            *change,
+            StreamAlteration::SetOptions {
+                retention: Some(Some(Duration::from_secs(30 * 86400))),
+                archive_after: Some(Some(Duration::from_secs(86400))),
+            }
+        );
+        assert_eq!(
+            set.text(),
+            "ALTER STREAM s SET (retention = '30days', archive_after = '1day')"
+        );
+        let reset = parse("alter stream s reset (ARCHIVE_AFTER)")
+            .unwrap()
+            .remove(0);
+        assert_eq!(reset.text(), "ALTER STREAM s RESET (archive_after)");
+        for bad in [
+            "ALTER STREAM s SET (partitions = '2s')",
+            "ALTER STREAM s SET (retention = 'soon')",
+            "ALTER STREAM s RESET (key)",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(SqlError::InvalidDefinition(_))),
+                "{bad}"
+            );
+        }
+    }
+}
