@@ -52,6 +52,8 @@ pub struct Door {
     pub config: KafkaConfig,
     /// This agent as a broker.
     pub broker: Broker,
+    /// The transactional producers started here.
+    pub txns: crate::txns::Txns,
 }
 
 /// What a request's handling leaves for the writer: an answer now, an

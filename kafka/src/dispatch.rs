@@ -3,7 +3,7 @@
 use kafka_protocol::messages::{ApiVersionsResponse, RequestHeader, RequestKind};
 
 use crate::ctx::{Answer, Ctx};
-use crate::{fetch, groups, offsets, produce, producers, sasl, topics, versions};
+use crate::{fetch, groups, offsets, produce, producers, sasl, topics, txns, versions};
 
 /// Answers one request (only requests of served APIs and versions get
 /// here).
@@ -35,6 +35,10 @@ pub async fn dispatch(ctx: &mut Ctx, header: &RequestHeader, body: RequestKind) 
         RequestKind::SaslHandshake(r) => Answer::now(sasl::handshake(ctx, r, version)),
         RequestKind::SaslAuthenticate(r) => Answer::now(sasl::authenticate(ctx, r).await),
         RequestKind::InitProducerId(r) => Answer::now(producers::init(ctx, r).await),
+        RequestKind::AddPartitionsToTxn(r) => Answer::now(txns::add_partitions(ctx, r).await),
+        RequestKind::AddOffsetsToTxn(r) => Answer::now(txns::add_offsets(ctx, r).await),
+        RequestKind::TxnOffsetCommit(r) => Answer::now(txns::commit_offsets(ctx, r).await),
+        RequestKind::EndTxn(r) => Answer::now(txns::end(ctx, r).await),
         // `versions::served` admits nothing else.
         other => {
             tracing::error!(request = ?std::mem::discriminant(&other), "unrouted kafka request");

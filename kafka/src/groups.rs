@@ -57,11 +57,12 @@ pub async fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let me = &ctx.door.broker;
     let out = FindCoordinatorResponse::default();
-    // Key type 1 is a transactional id: no transactions here.
-    if r.key_type != 0 {
+    // Key type 0 is a group, 1 a transactional id (whose producer lives on
+    // the agent that starts it); both are coordinated by the agent asked.
+    if !matches!(r.key_type, 0 | 1) {
         return out
-            .with_error_code(E::CoordinatorNotAvailable.code())
-            .with_error_message(Some(text("transactions are not supported by this server")))
+            .with_error_code(E::InvalidRequest.code())
+            .with_error_message(Some(text("unknown coordinator key type")))
             .with_node_id(BrokerId(-1))
             .with_host(text(""))
             .with_port(-1);

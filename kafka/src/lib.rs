@@ -11,9 +11,10 @@
 //! share, [`versions`] says which APIs and versions are
 //! served, [`records`] turns Kafka record batches into Arrow rows and back,
 //! and one module per family of APIs translates calls: [`produce`],
-//! [`fetch`], [`offsets`], [`groups`], [`topics`], [`producers`], and
+//! [`fetch`], [`offsets`], [`groups`], [`topics`], [`producers`], [`txns`], and
 //! [`sasl`] logs clients in. The
-//! coordination rules (groups, idempotent sequences) live in the log.
+//! coordination rules (groups, idempotent sequences, transactions) live in
+//! the log.
 
 pub mod brokers;
 pub mod conn;
@@ -28,6 +29,7 @@ pub mod producers;
 pub mod records;
 pub mod sasl;
 pub mod topics;
+pub mod txns;
 pub mod versions;
 
 use std::sync::Arc;
@@ -56,6 +58,7 @@ pub async fn serve(
         db,
         config: config.clone(),
         broker,
+        txns: Default::default(),
     });
     let slots = Arc::new(Semaphore::new(config.max_connections));
     tokio::pin!(shutdown);

@@ -10,7 +10,8 @@
 //! (a retry of the last batch answers its original offset, an older one
 //! DUPLICATE_SEQUENCE_NUMBER) and refuses a gap as
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, in the same metadata transaction that
-//! commits the rows.
+//! commits the rows. A transactional producer's batch is staged for its
+//! transaction instead and answered at once (see `txns`).
 
 use arrow::array::AsArray;
 use arrow::datatypes::SchemaRef;
@@ -29,6 +30,7 @@ use streamhouse_sql::typed::follows;
 use crate::ctx::{Answer, Ctx, text};
 use crate::errors::{About, of_log, of_sql};
 use crate::records::{self, Sequences};
+use crate::txns::{Staging, message as txn_message};
 
 /// How a topic's produced values become its rows.
 enum Values {
@@ -85,14 +87,15 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
             E::InvalidRequiredAcks,
             format!("acks {acks}: use 0, 1 or -1"),
         ))
-    } else if r.transactional_id.is_some() {
-        Some((
-            E::InvalidRequest,
-            "transactional produce is not supported by this server".to_string(),
-        ))
     } else {
         None
     };
+    // A transactional produce stages its rows until EndTxn (see `txns`).
+    let txn = r
+        .transactional_id
+        .as_ref()
+        .filter(|id| !id.is_empty())
+        .map(|id| id.0.to_string());
     let log = ctx.door.db.log().clone();
     let now_ms = log.now_micros() / 1_000;
     let mut topics = Vec::with_capacity(r.topic_data.len());
@@ -190,6 +193,18 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
                     continue;
                 }
             };
+            if produced.transactional != txn.is_some() {
+                parts.push(refused(
+                    index,
+                    E::InvalidRecord,
+                    "transactional records come with a transactional id, and only they",
+                ));
+                continue;
+            }
+            if let (Some(id), Some(s)) = (&txn, produced.sequences) {
+                parts.push(staged(ctx, id, s, &name, index, batch).await);
+                continue;
+            }
             let options = AppendOptions {
                 partition: Some(partition),
                 producer,
@@ -233,6 +248,50 @@ pub async fn produce(ctx: &Ctx, r: ProduceRequest) -> Answer {
         return Answer::None;
     }
     Answer::Later(answer.boxed())
+}
+
+/// A transactional produce of one partition: staged for the producer's
+/// open transaction, answered at once (offsets come at commit).
+async fn staged(
+    ctx: &Ctx,
+    id: &str,
+    s: Sequences,
+    stream: &str,
+    index: i32,
+    batch: arrow::array::RecordBatch,
+) -> Outcome {
+    let done = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(-1);
+    let txns = &ctx.door.txns;
+    let log_epoch = match txns.stage(id, s, stream, index) {
+        Ok(Staging::Stage(epoch)) => epoch,
+        Ok(Staging::Duplicate) => {
+            return Outcome::Done(done.with_error_code(E::DuplicateSequenceNumber.code()));
+        }
+        Err(code) => return refused(index, code, txn_message(code)),
+    };
+    let options = AppendOptions {
+        partition: Some(index as u32),
+        ..AppendOptions::default()
+    };
+    match ctx
+        .door
+        .db
+        .log()
+        .stage_transactional(id, log_epoch, stream, vec![batch], &options)
+        .await
+    {
+        Ok(_) => Outcome::Done(done),
+        Err(e) => {
+            txns.unstage(id, s, stream, index);
+            let code = match &e {
+                LogError::UnknownTransactionalProducer(_) => E::InvalidProducerIdMapping,
+                other => of_log(other),
+            };
+            refused(index, code, e.to_string())
+        }
+    }
 }
 
 fn acknowledged(index: i32, ack: Result<AppendAck, LogError>) -> PartitionProduceResponse {

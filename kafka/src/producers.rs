@@ -3,10 +3,9 @@
 //! counter), epoch 0; a producer that names its id and epoch (KIP-360)
 //! gets the next epoch, which starts its sequences afresh. The log keys a
 //! producer's sequences by id, epoch and partition (see `produce`).
-//! Transactional ids are refused: transactions through this door are not
-//! supported.
+//! A transactional id starts a transactional producer instead (see
+//! `txns`).
 
-use kafka_protocol::ResponseError as E;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use crate::ctx::Ctx;
@@ -17,13 +16,10 @@ fn fresh_id() -> i64 {
 }
 
 /// Answers InitProducerId.
-pub async fn init(_ctx: &Ctx, r: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init(ctx: &Ctx, r: InitProducerIdRequest) -> InitProducerIdResponse {
     let out = InitProducerIdResponse::default();
-    if r.transactional_id.is_some() {
-        return out
-            .with_error_code(E::InvalidRequest.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
+    if let Some(id) = r.transactional_id.as_ref().filter(|id| !id.is_empty()) {
+        return crate::txns::init(ctx, &id.0, &r).await;
     }
     let (id, epoch) = match (r.producer_id.0, r.producer_epoch) {
         (id, epoch) if id >= 0 && (0..i16::MAX).contains(&epoch) => (id, epoch + 1),

@@ -45,6 +45,8 @@ pub struct Sequences {
 pub struct Produced {
     pub batch: RecordBatch,
     pub sequences: Option<Sequences>,
+    /// The records belong to a transaction (all of them, with sequences).
+    pub transactional: bool,
 }
 
 /// Why produced records are refused.
@@ -70,12 +72,28 @@ pub fn decode(mut raw: Bytes, now_ms: i64) -> Result<Produced, Refusal> {
         ListBuilder::new(StructBuilder::from_fields(header_fields(), 0)).with_field(item);
     let mut times = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut sequences: Option<Sequences> = None;
+    let transactional = sets
+        .first()
+        .and_then(|s| s.records.first())
+        .is_some_and(|r| r.transactional);
     for set in &sets {
         for r in &set.records {
-            if r.transactional || r.control {
+            if r.control {
                 return Err((
                     E::InvalidRecord,
-                    "transactional and control records are not supported".into(),
+                    "control records are written by brokers, not produced".into(),
+                ));
+            }
+            if r.transactional != transactional {
+                return Err((
+                    E::InvalidRecord,
+                    "transactional and plain records mixed in one partition".into(),
+                ));
+            }
+            if transactional && r.producer_id == NO_PRODUCER_ID {
+                return Err((
+                    E::InvalidRecord,
+                    "transactional records without a producer id".into(),
                 ));
             }
             if r.producer_id != NO_PRODUCER_ID {
@@ -134,7 +152,11 @@ pub fn decode(mut raw: Bytes, now_ms: i64) -> Result<Produced, Refusal> {
     ];
     let batch = RecordBatch::try_new(record_schema(), columns)
         .map_err(|e| (E::InvalidRecord, e.to_string()))?;
-    Ok(Produced { batch, sequences })
+    Ok(Produced {
+        batch,
+        sequences,
+        transactional,
+    })
 }
 
 /// The read projection of a record-shaped stream: its four columns and
