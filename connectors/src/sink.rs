@@ -391,6 +391,7 @@ enum PartitionDest {
     Kafka {
         brokers: Vec<String>,
         topic: String,
+        sink: String,
         p: u32,
         /// Connected once there is a copy to resume.
         out: Option<kafka::PartitionOut>,
@@ -412,6 +413,7 @@ impl PartitionDest {
             Destination::Kafka(brokers, topic) => PartitionDest::Kafka {
                 brokers: brokers.clone(),
                 topic: topic.clone(),
+                sink: sink.to_string(),
                 p,
                 out: None,
             },
@@ -438,11 +440,13 @@ impl PartitionDest {
             PartitionDest::Kafka {
                 brokers,
                 topic,
+                sink,
                 p,
                 out,
             } => {
-                // A fresh connection each time the copy (re)starts.
-                let o = kafka::PartitionOut::open(brokers, topic, *p).await?;
+                // A fresh producer each time the copy (re)starts: it fences
+                // every earlier one before the copy reads where it got.
+                let mut o = kafka::PartitionOut::open(brokers, topic, sink, *p).await?;
                 let at = o.resume().await?;
                 *out = Some(o);
                 Ok(at)

@@ -2,7 +2,9 @@
 second StreamHouse server's Kafka door, read and written by confluent-kafka
 clients. `CREATE SOURCE … FROM KAFKA … INTO stream` copies a topic into a
 stream and `CREATE SINK … INTO KAFKA` a stream into a topic, each record
-exactly once across a SIGKILL of the server that runs the connector; bad
+exactly once across a SIGKILL of the server that runs the connector (and,
+for the sink, past an earlier run still writing, which its transactional
+producer fences); bad
 definitions are refused with their SQLSTATE; the endpoint going away shows
 as `retrying` and the source catches up when it returns."""
 import json
@@ -14,7 +16,8 @@ import threading
 import time
 
 import psycopg
-from confluent_kafka import Producer
+import pytest
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Server, refused, wait_for
@@ -250,6 +253,38 @@ def test_a_kafka_sink_writes_each_row_once_across_sigkill():
                     assert all(p == int(h["streamhouse.partition"]) % 2 for p, _, h in records)
                     assert all(v["amount"] == v["id"] * 2 for _, v, _ in records)
                     assert set(acked) <= {r[2] for r in got}
+
+                    # An earlier run of partition 0's copy that lost its
+                    # lease and goes on: it starts as the copy's
+                    # transactional producer (fencing the running one),
+                    # writes a record and commits after the sink took over
+                    # again. The commit is refused; nothing of it is read.
+                    zombie = Producer({"bootstrap.servers": downstream.kafka,
+                                       "transactional.id": "streamhouse.sink.k.p0"})
+                    zombie.init_transactions(30)
+                    zombie.begin_transaction()
+                    zombie.produce("orders_out", partition=0, value=b'{"id": -1}',
+                                   headers={"streamhouse.partition": "0",
+                                            "streamhouse.offset": "999999999"})
+                    assert zombie.flush(30) == 0
+                    # New rows, until some land in partition 0.
+                    for i in range(12):
+                        conn.execute(f"INSERT INTO orders SELECT x, x * 2 FROM generate_series("
+                                     f"{2_000_000 + 100 * i}, {2_000_099 + 100 * i}) AS t(x)")
+                        if conn.execute("SELECT count(*) FROM orders WHERE _partition = 0 "
+                                        "AND id >= 2000000").fetchone()[0]:
+                            break
+                    want = sorted(conn.execute(
+                        "SELECT _partition, _offset, id FROM orders").fetchall())
+                    assert any(p == 0 and i >= 2_000_000 for p, _, i in want)
+                    wait_for(lambda: conn.execute("SELECT lag_rows FROM streamhouse.sinks")
+                             .fetchone()[0] == 0, "the sink caught up again", timeout=60)
+                    with pytest.raises(KafkaException):
+                        zombie.commit_transaction(30)
+                    records = topic_records(downstream.kafka, "orders_out", 2)
+                    got = sorted((int(h["streamhouse.partition"]), int(h["streamhouse.offset"]),
+                                  v["id"]) for _, v, h in records)
+                    assert got == want
                     shown = conn.execute("SHOW SINKS").fetchone()
                     assert shown[:5] == ("k", "orders", "KAFKA",
                                          f"kafka://{downstream.kafka}/orders_out", "running")

@@ -1,7 +1,12 @@
 //! What Kafka sources and sinks share: the `bootstrap` and `topic`
-//! options, and a client of the endpoint (rskafka) that gives up after a
-//! bounded time, so an unreachable endpoint shows as `retrying` with its
-//! cause instead of hanging.
+//! options, and clients of the endpoint that give up after a bounded time,
+//! so an unreachable endpoint shows as `retrying` with its cause instead
+//! of hanging: rskafka for reading and listing, and a transactional
+//! producer of our own ([`txn`], over [`wire`]) for sinks, which rskafka
+//! does not offer.
+
+pub mod txn;
+pub mod wire;
 
 use std::time::Duration;
 

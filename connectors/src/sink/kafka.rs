@@ -6,21 +6,21 @@
 //! value is the row as a JSON object (its declared columns), its timestamp
 //! the row's append time, and two headers say where it came from:
 //! `streamhouse.partition` and `streamhouse.offset`. Those headers are how
-//! the sink knows how far it got: a starting partition reads its topic
-//! partition backwards from the end to the last record of its stream
-//! partition and goes on after that offset. So a record is written once as
-//! long as one run of the sink writes at a time (its lease) — a produce
-//! that failed after the endpoint stored it is found there, not written
-//! again.
-
-use std::collections::BTreeMap;
+//! the sink knows how far it got: a starting partition first starts its
+//! transactional producer (`kafka::txn`), which fences every earlier run
+//! of the same copy, then reads its topic partition's committed records
+//! backwards from the end to the last record of its stream partition, and
+//! goes on after that offset, one transaction per batch. So a record is
+//! written once even when an earlier run that lost its lease is still
+//! writing: what that run had committed is read back, and it can commit
+//! nothing more.
 
 use arrow::array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use rskafka::client::partition::{Compression, OffsetAt, PartitionClient};
-use rskafka::record::Record;
+use bytes::Bytes;
 
 use super::{Result, SinkError};
 use crate::kafka;
+use crate::kafka::txn::{Outgoing, TxnProducer};
 
 /// The header naming a record's stream partition.
 pub const PARTITION_HEADER: &str = "streamhouse.partition";
@@ -31,10 +31,6 @@ const PRODUCE_BYTES: usize = 512 << 10;
 /// Records read per step when looking backwards for where a partition
 /// got.
 const STEP: i64 = 1_000;
-
-fn upstream(e: impl std::fmt::Display) -> SinkError {
-    SinkError::Upstream(format!("Kafka: {e}"))
-}
 
 /// `kafka://brokers/topic`: where a Kafka sink writes, as `SHOW SINKS`
 /// shows it.
@@ -71,62 +67,58 @@ pub async fn check(brokers: &[String], topic: &str) -> Result<()> {
     }
 }
 
-/// One stream partition's side of a Kafka destination.
+/// One stream partition's side of a Kafka destination: a transactional
+/// producer of its topic partition.
 pub struct PartitionOut {
-    client: PartitionClient,
+    producer: TxnProducer,
     /// The stream partition.
     source: u32,
 }
 
+/// The transactional id of stream partition `source`'s copy by `sink`.
+pub fn transactional_id(sink: &str, source: u32) -> String {
+    format!("streamhouse.sink.{sink}.p{source}")
+}
+
 impl PartitionOut {
-    /// Connects stream partition `source` to its topic partition.
-    pub async fn open(brokers: &[String], topic: &str, source: u32) -> Result<PartitionOut> {
-        let client = kafka::connect(brokers).await.map_err(SinkError::Upstream)?;
-        let partitions = kafka::partitions(&client, topic)
-            .await
-            .map_err(SinkError::Upstream)?
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| SinkError::Upstream(format!("Kafka: no topic \"{topic}\"")))?;
-        let target = partitions[source as usize % partitions.len()];
-        let client = kafka::partition(&client, topic, target)
+    /// Connects stream partition `source` of sink `sink` to its topic
+    /// partition, fencing every earlier run of the same copy.
+    pub async fn open(
+        brokers: &[String],
+        topic: &str,
+        sink: &str,
+        source: u32,
+    ) -> Result<PartitionOut> {
+        let producer = TxnProducer::open(brokers, topic, source, &transactional_id(sink, source))
             .await
             .map_err(SinkError::Upstream)?;
-        Ok(PartitionOut { client, source })
+        Ok(PartitionOut { producer, source })
     }
 
     /// Where the copy goes on: after the last offset of this stream
-    /// partition in the topic partition (0 when it has none).
-    pub async fn resume(&self) -> Result<u64> {
-        let latest = self
-            .client
-            .get_offset(OffsetAt::Latest)
-            .await
-            .map_err(upstream)?;
-        let earliest = self
-            .client
-            .get_offset(OffsetAt::Earliest)
-            .await
-            .map_err(upstream)?;
+    /// partition committed in the topic partition (0 when it has none).
+    pub async fn resume(&mut self) -> Result<u64> {
+        let (earliest, latest) = self.producer.bounds().await.map_err(SinkError::Upstream)?;
         let mut end = latest;
         while end > earliest {
             let start = (end - STEP).max(earliest);
             let mut at = start;
             let mut last: Option<u64> = None;
             while at < end {
-                let (records, _) = self
-                    .client
-                    .fetch_records(at, 1..(4 << 20), 0)
+                let records = self
+                    .producer
+                    .committed(at)
                     .await
-                    .map_err(upstream)?;
-                if records.is_empty() {
+                    .map_err(SinkError::Upstream)?;
+                let Some(next) = records.last().map(|r| r.offset + 1) else {
                     break;
-                }
-                for r in records.iter().filter(|r| r.offset >= at && r.offset < end) {
-                    if let Some(offset) = origin(&r.record.headers, self.source) {
+                };
+                for r in records.iter().filter(|r| r.offset < end) {
+                    if let Some(offset) = origin(&r.headers, self.source) {
                         last = Some(last.map_or(offset, |l| l.max(offset)));
                     }
                 }
-                at = records.last().map_or(end, |r| r.offset + 1);
+                at = next;
             }
             if let Some(l) = last {
                 return Ok(l + 1);
@@ -137,11 +129,13 @@ impl PartitionOut {
     }
 
     /// Produces `batches` (the declared columns, then `_offset` and
-    /// `_timestamp`) as records; the JSON bytes written.
-    pub async fn write(&self, batches: &[RecordBatch]) -> Result<u64> {
+    /// `_timestamp`) as records, in one transaction; the JSON bytes
+    /// written.
+    pub async fn write(&mut self, batches: &[RecordBatch]) -> Result<u64> {
         let mut bytes = 0u64;
-        let mut records = Vec::new();
+        let mut chunks = vec![Vec::new()];
         let mut pending = 0usize;
+        let source = Bytes::from(self.source.to_string());
         for batch in batches {
             let declared = batch.num_columns().saturating_sub(2);
             let offsets = column::<Int64Array>(batch, declared, "_offset")?;
@@ -153,68 +147,59 @@ impl PartitionOut {
                 w.write(&rows)?;
                 w.finish()?;
             }
-            for (i, line) in json
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .enumerate()
-            {
-                let headers = BTreeMap::from([
-                    (
-                        PARTITION_HEADER.to_string(),
-                        self.source.to_string().into_bytes(),
-                    ),
-                    (
-                        OFFSET_HEADER.to_string(),
-                        offsets.value(i).to_string().into_bytes(),
-                    ),
-                ]);
-                let timestamp =
-                    chrono::DateTime::from_timestamp_micros(times.value(i)).unwrap_or_default();
+            let json = Bytes::from(json);
+            let mut at = 0;
+            for i in 0..batch.num_rows() {
+                let len = json[at..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .ok_or_else(|| SinkError::Internal("fewer JSON lines than rows".into()))?;
+                let line = json.slice(at..at + len);
+                at += len + 1;
                 pending += line.len();
-                records.push(Record {
-                    key: None,
-                    value: Some(line.to_vec()),
-                    headers,
-                    timestamp,
-                });
+                chunks
+                    .last_mut()
+                    .expect("one chunk at least")
+                    .push(Outgoing {
+                        value: line,
+                        headers: vec![
+                            (PARTITION_HEADER, source.clone()),
+                            (OFFSET_HEADER, Bytes::from(offsets.value(i).to_string())),
+                        ],
+                        timestamp_ms: times.value(i).div_euclid(1_000),
+                    });
                 if pending >= PRODUCE_BYTES {
                     bytes += pending as u64;
-                    self.produce(std::mem::take(&mut records)).await?;
                     pending = 0;
+                    chunks.push(Vec::new());
                 }
             }
         }
         bytes += pending as u64;
-        self.produce(records).await?;
-        Ok(bytes)
-    }
-
-    async fn produce(&self, records: Vec<Record>) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.client
-            .produce(records, Compression::NoCompression)
+        self.producer
+            .send(chunks)
             .await
-            .map_err(upstream)?;
-        Ok(())
+            .map_err(SinkError::Upstream)?;
+        Ok(bytes)
     }
 }
 
 /// The stream offset a record's headers give for stream partition
 /// `source` (None: another partition's, or not a sink's record).
-fn origin(headers: &BTreeMap<String, Vec<u8>>, source: u32) -> Option<u64> {
-    let partition: u32 = std::str::from_utf8(headers.get(PARTITION_HEADER)?)
-        .ok()?
-        .parse()
-        .ok()?;
+fn origin(headers: &[(String, Option<Bytes>)], source: u32) -> Option<u64> {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_ref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let partition: u32 = get(PARTITION_HEADER)?.parse().ok()?;
     if partition != source {
         return None;
     }
-    std::str::from_utf8(headers.get(OFFSET_HEADER)?)
-        .ok()?
-        .parse()
-        .ok()
+    get(OFFSET_HEADER)?.parse().ok()
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, i: usize, name: &str) -> Result<&'a T> {
@@ -238,12 +223,13 @@ mod tests {
             (vec!["a:1".into(), "b:2".into()], "t.x".into())
         );
         assert!(parse_url("s3://x").is_err());
-        let h = BTreeMap::from([
-            (PARTITION_HEADER.to_string(), b"3".to_vec()),
-            (OFFSET_HEADER.to_string(), b"42".to_vec()),
-        ]);
+        let h = vec![
+            (PARTITION_HEADER.to_string(), Some(Bytes::from_static(b"3"))),
+            (OFFSET_HEADER.to_string(), Some(Bytes::from_static(b"42"))),
+        ];
         assert_eq!(origin(&h, 3), Some(42));
         assert_eq!(origin(&h, 2), None);
-        assert_eq!(origin(&BTreeMap::new(), 3), None);
+        assert_eq!(origin(&[], 3), None);
+        assert_eq!(transactional_id("s", 2), "streamhouse.sink.s.p2");
     }
 }
