@@ -13,12 +13,14 @@
 //! what came is inserted. A deleted member of the top N is replaced by the
 //! next row from the state, without reading the input again. Over inputs
 //! that only insert, rows ranked past the bound can never come back and
-//! are dropped, so the state holds N rows (and ties) per partition.
+//! are dropped, so the state holds N rows (and ties) per partition; a
+//! step then reads every touched partition once, with one iterator, and
+//! merges its new rows in memory.
 //!
 //! Ties under `ROW_NUMBER()` are ordered by the rows' bytes (the batch
 //! query orders them arbitrarily).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -281,6 +283,9 @@ impl TopN {
     /// Applies the rows; returns the ranked rows that changed, in the
     /// step rows' schema.
     fn apply(&self, ctx: &SessionContext, input: &[RecordBatch]) -> Result<RecordBatch> {
+        if self.inserts_only && only_inserts(input, self.sign)? {
+            return self.apply_inserts(ctx, input);
+        }
         let mut updates: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut touched: BTreeSet<Vec<u8>> = BTreeSet::new();
         for b in input {
@@ -328,27 +333,130 @@ impl TopN {
                 }
                 self.store.write(wb)?;
             }
-            // Multiset difference of (row, rank).
-            let mut counts: HashMap<&Ranked, i64> = HashMap::new();
-            for r in &after {
-                *counts.entry(r).or_default() += 1;
-            }
-            for r in &before {
-                *counts.entry(r).or_default() -= 1;
-            }
-            let mut changed: Vec<(&Ranked, i64)> =
-                counts.into_iter().filter(|(_, n)| *n != 0).collect();
-            // Deletes first, in a stable order.
-            changed.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
-            for ((row, rank), n) in changed {
-                for _ in 0..n.unsigned_abs() {
-                    rows.push(row.clone());
-                    ranks.push(*rank);
-                    signs.push(n.signum());
-                }
-            }
+            changes(&before, &after, &mut rows, &mut ranks, &mut signs);
         }
         self.batch(&rows, ranks, signs)
+    }
+
+    /// [`TopN::apply`] over an input that only inserts: the entries of
+    /// every touched partition (the bound's rows, ties and one more, as
+    /// nothing past the bound is kept) are read with one iterator, the new
+    /// rows merged in memory, and one write batch puts the entries that
+    /// rank within the bound and deletes those pushed past it — new rows
+    /// past the bound are never written.
+    fn apply_inserts(&self, ctx: &SessionContext, input: &[RecordBatch]) -> Result<RecordBatch> {
+        // Partition prefix → entry suffix (order key, row, order key's
+        // length) → rows inserted.
+        let mut news: BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, i64>> = BTreeMap::new();
+        for b in input {
+            for (pk, ok, row) in self.keys(ctx, b)? {
+                let mut suffix = ok;
+                let ok_len = suffix.len() as u32;
+                suffix.extend_from_slice(&row);
+                suffix.extend_from_slice(&ok_len.to_be_bytes());
+                *news
+                    .entry(partition_prefix(&pk))
+                    .or_default()
+                    .entry(suffix)
+                    .or_default() += 1;
+            }
+        }
+        let prefixes: Vec<Vec<u8>> = news.keys().cloned().collect();
+        // Per partition: suffix → (count stored, count now).
+        let mut merged: Vec<BTreeMap<Vec<u8>, (i64, i64)>> = news
+            .into_values()
+            .map(|m| m.into_iter().map(|(k, n)| (k, (0, n))).collect())
+            .collect();
+        self.store.scan_prefixes(&prefixes, |i, k, v| {
+            let count = count_of(v);
+            if count > 0 {
+                let e = merged[i]
+                    .entry(k[prefixes[i].len()..].to_vec())
+                    .or_insert((0, 0));
+                e.0 += count;
+                e.1 += count;
+            }
+            Ok(())
+        })?;
+        let mut wb = WriteBatch::default();
+        let mut rows: Vec<Vec<u8>> = Vec::new();
+        let mut ranks = Vec::new();
+        let mut signs = Vec::new();
+        for (prefix, entries) in prefixes.iter().zip(&merged) {
+            let (before, _) = self.rank_entries(
+                entries
+                    .iter()
+                    .filter(|(_, (stored, _))| *stored > 0)
+                    .map(|(k, (stored, _))| (k.as_slice(), *stored)),
+            )?;
+            let (after, kept) =
+                self.rank_entries(entries.iter().map(|(k, (_, now))| (k.as_slice(), *now)))?;
+            for (j, (suffix, (stored, now))) in entries.iter().enumerate() {
+                let mut key = prefix.clone();
+                key.extend_from_slice(suffix);
+                if j >= kept {
+                    if *stored > 0 {
+                        wb.delete(key);
+                    }
+                } else if stored != now {
+                    wb.put(key, now.to_le_bytes());
+                }
+            }
+            changes(&before, &after, &mut rows, &mut ranks, &mut signs);
+        }
+        self.store.write(wb)?;
+        self.batch(&rows, ranks, signs)
+    }
+
+    /// Ranks a partition's entries (suffixes after the partition prefix,
+    /// in key order, with their counts): the rows within the bound, and
+    /// how many entries are kept — those up to the one that reached past
+    /// the bound (as [`TopN::ranked`] keeps them); the rest can be dropped.
+    fn rank_entries<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a [u8], i64)>,
+    ) -> Result<(Vec<Ranked>, usize)> {
+        let limit = self.description.limit;
+        let mut out = Vec::new();
+        let (mut position, mut rank, mut dense) = (0u64, 0u64, 0u64);
+        let mut last_order: Option<&[u8]> = None;
+        let mut kept = 0;
+        for (suffix, count) in entries {
+            let tail = suffix.len().saturating_sub(4);
+            let ok_len = u32::from_be_bytes(
+                suffix[tail..]
+                    .try_into()
+                    .map_err(|_| StreamsError::Internal("top-N key".into()))?,
+            ) as usize;
+            let order = suffix
+                .get(..ok_len)
+                .ok_or_else(|| StreamsError::Internal("top-N key".into()))?;
+            let row = &suffix[ok_len..tail];
+            kept += 1;
+            if last_order != Some(order) {
+                rank = position + 1;
+                dense += 1;
+                last_order = Some(order);
+            }
+            let mut done = false;
+            for _ in 0..count.max(0) {
+                position += 1;
+                let value = match self.description.rank {
+                    Rank::RowNumber | Rank::Limit => position,
+                    Rank::Rank => rank,
+                    Rank::DenseRank => dense,
+                };
+                if value > limit {
+                    done = true;
+                    break;
+                }
+                out.push((row.to_vec(), value));
+            }
+            if done {
+                break;
+            }
+        }
+        Ok((out, kept))
     }
 
     /// The rows of partition `prefix` within the bound, with their ranks;
@@ -445,6 +553,48 @@ impl TopN {
             })
             .collect::<Result<Vec<_>>>()?;
         RecordBatch::try_new(schema, columns).map_err(arrow_err)
+    }
+}
+
+/// Whether every row of `input` inserts (its sign, column `sign`, is 1).
+fn only_inserts(input: &[RecordBatch], sign: usize) -> Result<bool> {
+    for b in input {
+        let signs = arrow::compute::cast(b.column(sign), &DataType::Int64).map_err(arrow_err)?;
+        if signs
+            .as_primitive::<Int64Type>()
+            .iter()
+            .any(|s| s != Some(1))
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Appends the multiset difference of ranked rows `before` → `after`
+/// (deletes first, in a stable order) as rows, ranks and signs.
+fn changes(
+    before: &[Ranked],
+    after: &[Ranked],
+    rows: &mut Vec<Vec<u8>>,
+    ranks: &mut Vec<u64>,
+    signs: &mut Vec<i64>,
+) {
+    let mut counts: HashMap<&Ranked, i64> = HashMap::new();
+    for r in after {
+        *counts.entry(r).or_default() += 1;
+    }
+    for r in before {
+        *counts.entry(r).or_default() -= 1;
+    }
+    let mut changed: Vec<(&Ranked, i64)> = counts.into_iter().filter(|(_, n)| *n != 0).collect();
+    changed.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+    for ((row, rank), n) in changed {
+        for _ in 0..n.unsigned_abs() {
+            rows.push(row.clone());
+            ranks.push(*rank);
+            signs.push(n.signum());
+        }
     }
 }
 
