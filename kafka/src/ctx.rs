@@ -53,7 +53,7 @@ pub struct Door {
     /// This agent as a broker.
     pub broker: Broker,
     /// The transactional producers started here.
-    pub txns: crate::txns::Txns,
+    pub txns: crate::txn_state::Txns,
 }
 
 /// What a request's handling leaves for the writer: an answer now, an

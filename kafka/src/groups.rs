@@ -37,7 +37,8 @@ pub fn refusal_code(e: ClassicError) -> E {
     }
 }
 
-async fn may_consume(ctx: &Ctx, group: &str) -> Result<(), E> {
+/// Whether the connection's role may consume as (and commit for) `group`.
+pub(crate) async fn may_consume(ctx: &Ctx, group: &str) -> Result<(), E> {
     let need = [Need::Privilege(
         Privilege::Consume,
         Object::group(group.to_string()),

@@ -29,6 +29,7 @@ pub mod producers;
 pub mod records;
 pub mod sasl;
 pub mod topics;
+pub mod txn_state;
 pub mod txns;
 pub mod versions;
 

@@ -30,7 +30,8 @@ use streamhouse_sql::typed::follows;
 use crate::ctx::{Answer, Ctx, text};
 use crate::errors::{About, of_log, of_sql};
 use crate::records::{self, Sequences};
-use crate::txns::{Staging, message as txn_message};
+use crate::txn_state::Staging;
+use crate::txns::message as txn_message;
 
 /// How a topic's produced values become its rows.
 enum Values {

@@ -23,7 +23,6 @@
 //! starts again).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError as E;
@@ -41,112 +40,11 @@ use kafka_protocol::messages::{
 use streamhouse_log::transactional::MAX_PRODUCERS;
 use streamhouse_log::{GroupCommit, LogError, monotonic};
 use streamhouse_sql::privileges::{Need, Object, Privilege};
-use tokio::time::Instant;
 
 use crate::ctx::Ctx;
 use crate::errors::{About, of_log, of_sql};
-use crate::records::Sequences;
-
-/// A producer idle this long is forgotten (as the log forgets it).
-const IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The transactional producers started on this agent.
-#[derive(Default)]
-pub struct Txns {
-    inner: Mutex<HashMap<String, Txn>>,
-}
-
-/// One transactional producer, as its Kafka client knows it.
-struct Txn {
-    producer_id: i64,
-    epoch: i16,
-    /// The log producer's epoch.
-    log_epoch: u64,
-    /// The next sequence per (topic, partition), for this epoch.
-    next: HashMap<(String, i32), i32>,
-    /// Group offsets to commit with the open transaction.
-    offsets: Vec<GroupCommit>,
-    used: Instant,
-}
-
-/// What a transactional produce may do with its batch.
-pub enum Staging {
-    /// Stage it under the log producer's epoch.
-    Stage(u64),
-    /// It was staged before (a retry): answer DUPLICATE_SEQUENCE_NUMBER.
-    Duplicate,
-}
-
-/// The Kafka producer id of a transactional id: positive, 62 bits, the
-/// same on every agent.
-pub fn producer_id(transactional_id: &str) -> i64 {
-    (xxhash_rust::xxh3::xxh3_64(transactional_id.as_bytes()) & ((1 << 62) - 1)) as i64
-}
-
-/// The Kafka epoch of a log epoch.
-fn kafka_epoch(log_epoch: u64) -> i16 {
-    (log_epoch % i16::MAX as u64) as i16
-}
-
-impl Txns {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Txn>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs `f` on producer `id` if `producer_id` and `epoch` are its
-    /// current ones, else the Kafka error saying why not.
-    fn with<T>(
-        &self,
-        id: &str,
-        producer_id: i64,
-        epoch: i16,
-        f: impl FnOnce(&mut Txn) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let mut all = self.lock();
-        let Some(t) = all.get_mut(id) else {
-            return Err(E::InvalidProducerIdMapping);
-        };
-        if t.producer_id != producer_id {
-            return Err(E::InvalidProducerIdMapping);
-        }
-        if t.epoch != epoch {
-            return Err(E::ProducerFenced);
-        }
-        t.used = monotonic();
-        f(t)
-    }
-
-    /// Whether a transactional produce of `s` to `topic`'s `partition` may
-    /// be staged; a staged batch moves the partition's next sequence on.
-    pub fn stage(&self, id: &str, s: Sequences, topic: &str, partition: i32) -> Result<Staging, E> {
-        self.with(id, s.producer_id, s.epoch, |t| {
-            let next = t.next.entry((topic.to_string(), partition)).or_insert(0);
-            if s.last < s.first {
-                return Err(E::InvalidRecord);
-            }
-            if s.first == *next {
-                *next = s.last.checked_add(1).ok_or(E::InvalidRecord)?;
-                Ok(Staging::Stage(t.log_epoch))
-            } else if s.last < *next {
-                Ok(Staging::Duplicate)
-            } else {
-                Err(E::OutOfOrderSequenceNumber)
-            }
-        })
-    }
-
-    /// Gives back the sequences of a batch the log refused to stage.
-    pub fn unstage(&self, id: &str, s: Sequences, topic: &str, partition: i32) {
-        let _ = self.with(id, s.producer_id, s.epoch, |t| {
-            if let Some(next) = t.next.get_mut(&(topic.to_string(), partition))
-                && s.last.checked_add(1) == Some(*next)
-            {
-                *next = s.first;
-            }
-            Ok(())
-        });
-    }
-}
+use crate::groups::may_consume;
+use crate::txn_state::{IDLE, Txn, kafka_epoch, producer_id};
 
 /// InitProducerId with a transactional id: starts (or starts again) its
 /// producer, fencing older instances.
@@ -228,22 +126,10 @@ pub async fn add_partitions(ctx: &Ctx, r: AddPartitionsToTxnRequest) -> AddParti
     AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
 }
 
-async fn may_commit_for(ctx: &Ctx, group: &str) -> Result<(), E> {
-    let need = [Need::Privilege(
-        Privilege::Consume,
-        Object::group(group.to_string()),
-    )];
-    ctx.door
-        .db
-        .authorize(crate::ctx::DOOR, ctx.role(), &need)
-        .await
-        .map_err(|e| of_sql(&e, About::Group))
-}
-
 /// AddOffsetsToTxn: the group's offsets will come by TxnOffsetCommit.
 pub async fn add_offsets(ctx: &Ctx, r: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
     let out = AddOffsetsToTxnResponse::default();
-    if let Err(e) = may_commit_for(ctx, &r.group_id.0).await {
+    if let Err(e) = may_consume(ctx, &r.group_id.0).await {
         return out.with_error_code(e.code());
     }
     let id = r.transactional_id.0.to_string();
@@ -261,7 +147,7 @@ pub async fn add_offsets(ctx: &Ctx, r: AddOffsetsToTxnRequest) -> AddOffsetsToTx
 /// at all.
 pub async fn commit_offsets(ctx: &Ctx, r: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let group = r.group_id.0.to_string();
-    let mut refusal = may_commit_for(ctx, &group).await.err();
+    let mut refusal = may_consume(ctx, &group).await.err();
     if refusal.is_none() && group.is_empty() {
         refusal = Some(E::InvalidGroupId);
     }
@@ -379,80 +265,5 @@ pub fn message(code: E) -> &'static str {
         E::ProducerFenced => "a newer instance of this transactional producer has started",
         E::OutOfOrderSequenceNumber => "a gap in the producer's sequences",
         _ => "refused",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seqs(first: i32, last: i32, epoch: i16) -> Sequences {
-        Sequences {
-            producer_id: producer_id("t"),
-            epoch,
-            first,
-            last,
-        }
-    }
-
-    #[test]
-    fn sequences_go_on_per_partition_and_old_epochs_are_fenced() {
-        let txns = Txns::default();
-        assert!(matches!(
-            txns.stage("t", seqs(0, 4, 3), "a", 0),
-            Err(E::InvalidProducerIdMapping)
-        ));
-        txns.lock().insert(
-            "t".into(),
-            Txn {
-                producer_id: producer_id("t"),
-                epoch: 3,
-                log_epoch: 3,
-                next: HashMap::new(),
-                offsets: Vec::new(),
-                used: monotonic(),
-            },
-        );
-        assert!(matches!(
-            txns.stage("t", seqs(0, 4, 3), "a", 0),
-            Ok(Staging::Stage(3))
-        ));
-        // A retry of the batch, and of an older one.
-        assert!(matches!(
-            txns.stage("t", seqs(0, 4, 3), "a", 0),
-            Ok(Staging::Duplicate)
-        ));
-        assert!(matches!(
-            txns.stage("t", seqs(7, 9, 3), "a", 0),
-            Err(E::OutOfOrderSequenceNumber)
-        ));
-        // Each partition has its own sequences.
-        assert!(matches!(
-            txns.stage("t", seqs(0, 0, 3), "a", 1),
-            Ok(Staging::Stage(3))
-        ));
-        assert!(matches!(
-            txns.stage("t", seqs(5, 6, 3), "a", 0),
-            Ok(Staging::Stage(3))
-        ));
-        // A batch the log refused gives its sequences back.
-        txns.unstage("t", seqs(5, 6, 3), "a", 0);
-        assert!(matches!(
-            txns.stage("t", seqs(5, 6, 3), "a", 0),
-            Ok(Staging::Stage(3))
-        ));
-        assert!(matches!(
-            txns.stage("t", seqs(7, 7, 2), "a", 0),
-            Err(E::ProducerFenced)
-        ));
-        let mut other = seqs(7, 7, 3);
-        other.producer_id += 1;
-        assert!(matches!(
-            txns.stage("t", other, "a", 0),
-            Err(E::InvalidProducerIdMapping)
-        ));
-        assert_eq!(kafka_epoch(3), 3);
-        assert_eq!(kafka_epoch(i16::MAX as u64 + 2), 2);
-        assert!(producer_id("t") > 0);
     }
 }

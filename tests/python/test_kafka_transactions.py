@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from conftest import Server, wait_for
-from test_kafka import create_topic
+from test_kafka import consume, create_topic
 
 
 def txn_producer(server, tid, **conf):
@@ -36,24 +36,8 @@ def values(server, stream):
 
 
 def read_all(server, topic, isolation, expect):
-    """Every record of `topic` with `isolation`, waiting for `expect`."""
-    c = Consumer({"bootstrap.servers": server.kafka, "group.id": f"r-{time.time_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "isolation.level": isolation})
-    c.subscribe([topic])
-    out = []
-    deadline = time.time() + 60
-    while len(out) < expect and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is None:
-            continue
-        assert not m.error(), m.error()
-        out.append(m)
-    extra = c.poll(1.0)
-    c.close()
-    assert extra is None or extra.error(), f"unexpected record {extra.value()!r}"
-    assert len(out) == expect, f"read {len(out)} of {expect} ({isolation})"
-    return out
+    """Every record of `topic` read with `isolation`: exactly `expect`."""
+    return consume(server, topic, expect, **{"isolation.level": isolation})
 
 
 def test_commits_are_seen_whole_and_aborts_never(server):

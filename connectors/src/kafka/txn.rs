@@ -110,6 +110,24 @@ async fn pause(tries: &mut u32) -> bool {
     true
 }
 
+/// Evaluates `$ask` (an error code and a value) until the code is 0, then
+/// gives the value; a code not worth asking again for, or one still there
+/// after about [`DEADLINE`], returns the error from the function.
+macro_rules! settle {
+    ($what:expr, $ask:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            let (code, value) = $ask;
+            if code == 0 {
+                break value;
+            }
+            if !transient(code) || !pause(&mut tries).await {
+                return Err(failed($what, code));
+            }
+        }
+    }};
+}
+
 fn address(host: &StrBytes, port: i32) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
@@ -179,50 +197,28 @@ impl TxnProducer {
         let leader = hosts
             .get(&p.leader_id)
             .ok_or_else(|| format!("Kafka: partition {} has no leader", p.partition_index))?;
-        let mut tries = 0;
-        let coordinator = loop {
-            let r = boot
-                .call(
-                    &FindCoordinatorRequest::default()
-                        .with_key(StrBytes::from_string(id.into()))
-                        .with_key_type(1),
-                    FIND_COORDINATOR,
-                )
-                .await?;
-            if r.error_code == 0 {
-                break address(&r.host, r.port);
-            }
-            if !transient(r.error_code) || !pause(&mut tries).await {
-                return Err(failed("finding the transaction coordinator", r.error_code));
-            }
-        };
+        let find = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(id.into()))
+            .with_key_type(1);
+        let coordinator = settle!("finding the transaction coordinator", {
+            let r = boot.call(&find, FIND_COORDINATOR).await?;
+            (r.error_code, address(&r.host, r.port))
+        });
         let leader = if leader == boot.address() {
             boot
         } else {
             Conn::open(leader).await?
         };
         let mut coordinator = Conn::open(&coordinator).await?;
-        let mut tries = 0;
-        let (producer_id, epoch) = loop {
-            let r = coordinator
-                .call(
-                    &InitProducerIdRequest::default()
-                        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
-                            id.into(),
-                        ))))
-                        .with_transaction_timeout_ms(TXN_TIMEOUT_MS)
-                        .with_producer_id(ProducerId(-1))
-                        .with_producer_epoch(-1),
-                    INIT_PRODUCER_ID,
-                )
-                .await?;
-            if r.error_code == 0 {
-                break (r.producer_id.0, r.producer_epoch);
-            }
-            if !transient(r.error_code) || !pause(&mut tries).await {
-                return Err(failed("starting the transactional producer", r.error_code));
-            }
-        };
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.into()))))
+            .with_transaction_timeout_ms(TXN_TIMEOUT_MS)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let (producer_id, epoch) = settle!("starting the transactional producer", {
+            let r = coordinator.call(&init, INIT_PRODUCER_ID).await?;
+            (r.error_code, (r.producer_id.0, r.producer_epoch))
+        });
         Ok(TxnProducer {
             id: id.to_string(),
             topic: topic.to_string(),
@@ -251,23 +247,17 @@ impl TxnProducer {
         if chunks.iter().all(|c| c.is_empty()) {
             return Ok(());
         }
-        let mut tries = 0;
-        loop {
-            let r = self
-                .coordinator
-                .call(
-                    &AddPartitionsToTxnRequest::default()
-                        .with_v3_and_below_transactional_id(self.txn_id())
-                        .with_v3_and_below_producer_id(ProducerId(self.producer_id))
-                        .with_v3_and_below_producer_epoch(self.epoch)
-                        .with_v3_and_below_topics(vec![
-                            AddPartitionsToTxnTopic::default()
-                                .with_name(self.topic_name())
-                                .with_partitions(vec![self.partition]),
-                        ]),
-                    ADD_PARTITIONS,
-                )
-                .await?;
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(self.txn_id())
+            .with_v3_and_below_producer_id(ProducerId(self.producer_id))
+            .with_v3_and_below_producer_epoch(self.epoch)
+            .with_v3_and_below_topics(vec![
+                AddPartitionsToTxnTopic::default()
+                    .with_name(self.topic_name())
+                    .with_partitions(vec![self.partition]),
+            ]);
+        settle!("adding the partition to the transaction", {
+            let r = self.coordinator.call(&add, ADD_PARTITIONS).await?;
             let code = r
                 .results_by_topic_v3_and_below
                 .iter()
@@ -275,36 +265,21 @@ impl TxnProducer {
                 .map(|p| p.partition_error_code)
                 .find(|c| *c != 0)
                 .unwrap_or(0);
-            if code == 0 {
-                break;
-            }
-            if !transient(code) || !pause(&mut tries).await {
-                return Err(failed("adding the partition to the transaction", code));
-            }
-        }
+            (code, ())
+        });
         for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
             self.produce(chunk).await?;
         }
-        let mut tries = 0;
-        loop {
-            let r = self
-                .coordinator
-                .call(
-                    &EndTxnRequest::default()
-                        .with_transactional_id(self.txn_id())
-                        .with_producer_id(ProducerId(self.producer_id))
-                        .with_producer_epoch(self.epoch)
-                        .with_committed(true),
-                    END_TXN,
-                )
-                .await?;
-            if r.error_code == 0 {
-                return Ok(());
-            }
-            if !transient(r.error_code) || !pause(&mut tries).await {
-                return Err(failed("committing the transaction", r.error_code));
-            }
-        }
+        let end = EndTxnRequest::default()
+            .with_transactional_id(self.txn_id())
+            .with_producer_id(ProducerId(self.producer_id))
+            .with_producer_epoch(self.epoch)
+            .with_committed(true);
+        settle!("committing the transaction", {
+            let r = self.coordinator.call(&end, END_TXN).await?;
+            (r.error_code, ())
+        });
+        Ok(())
     }
 
     async fn produce(&mut self, chunk: Vec<Outgoing>) -> Result<(), String> {

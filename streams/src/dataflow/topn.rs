@@ -416,43 +416,13 @@ impl TopN {
         &self,
         entries: impl Iterator<Item = (&'a [u8], i64)>,
     ) -> Result<(Vec<Ranked>, usize)> {
-        let limit = self.description.limit;
+        let mut ranker = Ranker::new(self.description.rank, self.description.limit);
         let mut out = Vec::new();
-        let (mut position, mut rank, mut dense) = (0u64, 0u64, 0u64);
-        let mut last_order: Option<&[u8]> = None;
         let mut kept = 0;
         for (suffix, count) in entries {
-            let tail = suffix.len().saturating_sub(4);
-            let ok_len = u32::from_be_bytes(
-                suffix[tail..]
-                    .try_into()
-                    .map_err(|_| StreamsError::Internal("top-N key".into()))?,
-            ) as usize;
-            let order = suffix
-                .get(..ok_len)
-                .ok_or_else(|| StreamsError::Internal("top-N key".into()))?;
-            let row = &suffix[ok_len..tail];
+            let (order, row) = split_entry(suffix)?;
             kept += 1;
-            if last_order != Some(order) {
-                rank = position + 1;
-                dense += 1;
-                last_order = Some(order);
-            }
-            let mut done = false;
-            for _ in 0..count.max(0) {
-                position += 1;
-                let value = match self.description.rank {
-                    Rank::RowNumber | Rank::Limit => position,
-                    Rank::Rank => rank,
-                    Rank::DenseRank => dense,
-                };
-                if value > limit {
-                    done = true;
-                    break;
-                }
-                out.push((row.to_vec(), value));
-            }
-            if done {
+            if !ranker.push(order, count, |value| out.push((row.to_vec(), value))) {
                 break;
             }
         }
@@ -462,24 +432,14 @@ impl TopN {
     /// The rows of partition `prefix` within the bound, with their ranks;
     /// with `past`, also the keys of the rows past the bound.
     fn ranked(&self, prefix: &[u8], mut past: Option<&mut Vec<Box<[u8]>>>) -> Result<Vec<Ranked>> {
-        let limit = self.description.limit;
+        let mut ranker = Ranker::new(self.description.rank, self.description.limit);
         let mut out = Vec::new();
-        let (mut position, mut rank, mut dense) = (0u64, 0u64, 0u64);
-        let mut last_order: Option<Vec<u8>> = None;
         let mut done = false;
         self.store.scan_while(prefix, |k, v| {
             if done && past.is_none() {
                 return Ok(false);
             }
             let count = count_of(v);
-            let tail = k.len().saturating_sub(4);
-            let ok_len = u32::from_be_bytes(
-                k[tail..]
-                    .try_into()
-                    .map_err(|_| StreamsError::Internal("top-N key".into()))?,
-            ) as usize;
-            let order = &k[prefix.len()..prefix.len() + ok_len];
-            let row = &k[prefix.len() + ok_len..tail];
             if count <= 0 {
                 return Ok(true);
             }
@@ -489,25 +449,8 @@ impl TopN {
                 }
                 return Ok(true);
             }
-            let new_order = last_order.as_deref() != Some(order);
-            if new_order {
-                rank = position + 1;
-                dense += 1;
-                last_order = Some(order.to_vec());
-            }
-            for _ in 0..count {
-                position += 1;
-                let value = match self.description.rank {
-                    Rank::RowNumber | Rank::Limit => position,
-                    Rank::Rank => rank,
-                    Rank::DenseRank => dense,
-                };
-                if value > limit {
-                    done = true;
-                    break;
-                }
-                out.push((row.to_vec(), value));
-            }
+            let (order, row) = split_entry(&k[prefix.len()..])?;
+            done = !ranker.push(order, count, |value| out.push((row.to_vec(), value)));
             Ok(true)
         })?;
         Ok(out)
@@ -596,6 +539,70 @@ fn changes(
             signs.push(n.signum());
         }
     }
+}
+
+/// Ranks one partition's entries, fed in key order: positions, ranks
+/// (ties share the first position of their order key) and dense ranks.
+/// The one ranking of every top-N path (steps, and reads of the state).
+struct Ranker {
+    rank: Rank,
+    limit: u64,
+    position: u64,
+    first_of_order: u64,
+    dense: u64,
+    last_order: Option<Vec<u8>>,
+}
+
+impl Ranker {
+    fn new(rank: Rank, limit: u64) -> Ranker {
+        Ranker {
+            rank,
+            limit,
+            position: 0,
+            first_of_order: 0,
+            dense: 0,
+            last_order: None,
+        }
+    }
+
+    /// Ranks `count` copies of an entry with order key `order`, calling
+    /// `within` with the rank of each copy within the bound; false once a
+    /// copy reached past it (nothing after can rank within).
+    fn push(&mut self, order: &[u8], count: i64, mut within: impl FnMut(u64)) -> bool {
+        if count <= 0 {
+            return true;
+        }
+        if self.last_order.as_deref() != Some(order) {
+            self.first_of_order = self.position + 1;
+            self.dense += 1;
+            self.last_order = Some(order.to_vec());
+        }
+        for _ in 0..count {
+            self.position += 1;
+            let value = match self.rank {
+                Rank::RowNumber | Rank::Limit => self.position,
+                Rank::Rank => self.first_of_order,
+                Rank::DenseRank => self.dense,
+            };
+            if value > self.limit {
+                return false;
+            }
+            within(value);
+        }
+        true
+    }
+}
+
+/// An entry's key after its partition prefix, split into the order key
+/// and the row (the order key's length is its last four bytes).
+fn split_entry(suffix: &[u8]) -> Result<(&[u8], &[u8])> {
+    let bad = || StreamsError::Internal("top-N key".into());
+    let tail = suffix.len().checked_sub(4).ok_or_else(bad)?;
+    let ok_len = u32::from_be_bytes(suffix[tail..].try_into().map_err(|_| bad())?) as usize;
+    if ok_len > tail {
+        return Err(bad());
+    }
+    Ok((&suffix[..ok_len], &suffix[ok_len..tail]))
 }
 
 /// The key prefix of a partition.

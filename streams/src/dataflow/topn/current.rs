@@ -17,7 +17,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::{Rank, StepRows, TOP, TopN};
+use super::{Ranker, StepRows, TOP, TopN, split_entry};
 use crate::error::{Result, StreamsError};
 use crate::state::count_of;
 
@@ -28,13 +28,12 @@ impl TopN {
     /// Every partition's ranked rows now, in the step rows' schema (sign
     /// +1).
     pub(crate) fn current(&self) -> Result<Vec<RecordBatch>> {
-        let limit = self.description.limit;
+        let (kind, limit) = (self.description.rank, self.description.limit);
         let mut batches = Vec::new();
         let mut rows: Vec<Vec<u8>> = Vec::new();
         let mut ranks = Vec::new();
         let mut partition: Vec<u8> = Vec::new();
-        let (mut position, mut rank, mut dense) = (0u64, 0u64, 0u64);
-        let mut last_order: Option<Vec<u8>> = None;
+        let mut ranker = Ranker::new(kind, limit);
         let bad = || StreamsError::Internal("top-N key".into());
         self.store.scan_while(&[TOP], |k, v| {
             let count = count_of(v);
@@ -45,36 +44,18 @@ impl TopN {
                 u32::from_be_bytes(k.get(1..5).ok_or_else(bad)?.try_into().map_err(|_| bad())?)
                     as usize;
             let prefix = 5 + pk_len;
-            let tail = k.len().checked_sub(4).ok_or_else(bad)?;
-            let ok_len = u32::from_be_bytes(k[tail..].try_into().map_err(|_| bad())?) as usize;
-            if prefix + ok_len > tail {
+            if prefix > k.len() {
                 return Err(bad());
             }
             if k[..prefix] != partition[..] {
                 partition = k[..prefix].to_vec();
-                (position, rank, dense) = (0, 0, 0);
-                last_order = None;
+                ranker = Ranker::new(kind, limit);
             }
-            let order = &k[prefix..prefix + ok_len];
-            let row = &k[prefix + ok_len..tail];
-            if last_order.as_deref() != Some(order) {
-                rank = position + 1;
-                dense += 1;
-                last_order = Some(order.to_vec());
-            }
-            for _ in 0..count {
-                position += 1;
-                let value = match self.description.rank {
-                    Rank::RowNumber | Rank::Limit => position,
-                    Rank::Rank => rank,
-                    Rank::DenseRank => dense,
-                };
-                if value > limit {
-                    break;
-                }
+            let (order, row) = split_entry(&k[prefix..])?;
+            ranker.push(order, count, |value| {
                 rows.push(row.to_vec());
                 ranks.push(value);
-            }
+            });
             if rows.len() >= BATCH_ROWS {
                 let n = rows.len();
                 batches.push(self.batch(&rows, std::mem::take(&mut ranks), vec![1; n])?);
