@@ -1,11 +1,10 @@
 //! The `streamhouse` binary: `streamhouse server` runs a server; client
 //! commands that talk to a running server come with the protocols they use.
 
-mod admin;
 mod cli;
 mod config;
+mod http;
 mod metrics;
-mod registry_http;
 mod server;
 mod tls;
 

@@ -20,8 +20,8 @@ use streamhouse_sql::{Database, DatabaseOptions};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminState};
 use crate::config::{AuthMode, DoorSecurity, MetadataUrl, ServerConfig};
+use crate::http::{self as admin, AdminState};
 
 /// Runs the server until a shutdown signal.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {

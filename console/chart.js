@@ -1,0 +1,72 @@
+// A live line chart in SVG: push(value) adds a point (the last `points`
+// are kept) and redraws.
+const NS = "http://www.w3.org/2000/svg";
+
+export function lineChart({ title, width = 420, height = 120, points = 60, unit = "" }) {
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", title);
+  const line = document.createElementNS(NS, "polyline");
+  const label = document.createElementNS(NS, "text");
+  label.setAttribute("x", 6);
+  label.setAttribute("y", 12);
+  const max = document.createElementNS(NS, "text");
+  max.setAttribute("x", width - 6);
+  max.setAttribute("y", 12);
+  max.setAttribute("text-anchor", "end");
+  svg.append(line, label, max);
+  const values = [];
+  function draw() {
+    const top = Math.max(1, ...values);
+    const step = width / Math.max(1, points - 1);
+    line.setAttribute("points", values.map((v, i) =>
+      `${(i + points - values.length) * step},${height - 4 - (v / top) * (height - 22)}`).join(" "));
+    const last = values.length ? values[values.length - 1] : 0;
+    label.textContent = `${title}: ${fmt(last)}${unit}`;
+    max.textContent = `max ${fmt(top)}${unit}`;
+    svg.dataset.points = values.length;
+    svg.dataset.last = last;
+  }
+  draw();
+  return {
+    node: svg,
+    push(v) {
+      values.push(Number.isFinite(v) ? v : 0);
+      if (values.length > points) values.shift();
+      draw();
+    },
+  };
+}
+
+function fmt(v) {
+  return v >= 100 ? Math.round(v).toLocaleString("en-US") : Number(v.toFixed(2)).toString();
+}
+
+// The sum of a Prometheus metric's samples in an exposition, optionally
+// only those whose labels include `match` (e.g. 'op="put"').
+export function metric(text, name, match) {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const rest = line.slice(name.length);
+    if (rest[0] !== " " && rest[0] !== "{") continue;
+    if (match && !rest.includes(match)) continue;
+    const v = Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (Number.isFinite(v)) sum += v;
+  }
+  return sum;
+}
+
+// Every value of a labelled gauge, by the value of `label`.
+export function byLabel(text, name, label) {
+  const out = {};
+  const re = new RegExp(`^${name}\\{[^}]*${label}="([^"]*)"[^}]*\\} (\\S+)$`);
+  for (const line of text.split("\n")) {
+    const m = line.match(re);
+    if (m) out[m[1]] = (out[m[1]] || 0) + Number(m[2]);
+  }
+  return out;
+}

@@ -1,0 +1,85 @@
+// Overview: agents, ingest throughput, object-store requests and their
+// cost at S3 Standard list prices, open connections per door.
+import { get, el, table, number, every, errorBox } from "./app.js";
+import { lineChart, metric, byLabel } from "./chart.js";
+
+// S3 Standard list prices (us-east-1), dollars per request.
+const PUT_PRICE = 0.005 / 1000;
+const GET_PRICE = 0.0004 / 1000;
+
+export async function overview() {
+  const ingest = lineChart({ title: "Ingest", unit: " rows/s" });
+  const requests = lineChart({ title: "Object-store requests", unit: "/s" });
+  const agentsBox = el("div");
+  const cards = el("div", { class: "cards" });
+  const connections = el("div");
+  const problem = el("div");
+  let previous = null;
+  every(2000, async () => {
+    try {
+      const [agents, text] = await Promise.all([
+        get("/v1/agents"),
+        fetchMetrics(),
+      ]);
+      const now = performance.now();
+      const sample = {
+        at: now,
+        rows: metric(text, "streamhouse_appended_rows_total"),
+        bytes: metric(text, "streamhouse_appended_bytes_total"),
+        puts: metric(text, "streamhouse_object_store_requests_total", 'op="put"'),
+        gets: metric(text, "streamhouse_object_store_requests_total", 'op="get"'),
+      };
+      if (previous) {
+        const secs = (sample.at - previous.at) / 1000;
+        ingest.push((sample.rows - previous.rows) / secs);
+        requests.push((sample.puts + sample.gets - previous.puts - previous.gets) / secs);
+      }
+      previous = sample;
+      const cost = sample.puts * PUT_PRICE + sample.gets * GET_PRICE;
+      cards.replaceChildren(
+        card("Agents live", agents.agents.filter((a) => a.state === "live").length),
+        card("Rows appended", number(sample.rows)),
+        card("Bytes appended", number(sample.bytes)),
+        card("Object-store PUT / GET", `${number(sample.puts)} / ${number(sample.gets)}`),
+        card("Request cost so far", `$${cost.toFixed(4)}`),
+      );
+      agentsBox.replaceChildren(table(
+        ["Agent", "State", "Addresses", "Version", "Started"],
+        agents.agents.map((a) => [a.id + (a.this ? " (this)" : ""), a.state,
+          Object.entries(a.addresses || {}).map(([k, v]) => `${k} ${v}`).join(", "), a.version,
+          new Date(a.started_at_us / 1000).toLocaleString()]),
+      ));
+      const open = byLabel(text, "streamhouse_connections", "door");
+      connections.replaceChildren(table(["Door", "Open connections"],
+        Object.entries(open).map(([door, n]) => [door, n])));
+      problem.replaceChildren();
+    } catch (e) {
+      problem.replaceChildren(errorBox(e));
+    }
+  });
+  return [
+    el("h1", {}, "Overview"),
+    problem,
+    cards,
+    el("div", { class: "row" }, ingest.node, requests.node),
+    el("h2", {}, "Agents"), agentsBox,
+    el("h2", {}, "Connections"), connections,
+  ];
+}
+
+function card(label, value) {
+  return el("div", { class: "card" }, el("div", { class: "value" }, String(value)), el("div", { class: "label" }, label));
+}
+
+async function fetchMetrics() {
+  const token = sessionStorage.getItem("streamhouse.token");
+  const r = await fetch("/metrics", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({}));
+    const e = new Error(body.error || r.statusText);
+    e.status = r.status;
+    e.sqlstate = body.sqlstate;
+    throw e;
+  }
+  return r.text();
+}

@@ -1,0 +1,124 @@
+// Streams: the list (create, delete), and a stream's page: partitions,
+// schema and its versions, and a message browser (partition, from an
+// offset or a time, live tail, a row's JSON).
+import { get, sql, query, el, table, number, every, errorBox, pageSignal } from "./app.js";
+
+export function quote(s) { return `'${String(s).replaceAll("'", "''")}'`; }
+export function ident(s) { return `"${String(s).replaceAll('"', '""')}"`; }
+
+export async function streams() {
+  const list = el("div");
+  const problem = el("div");
+  async function refresh() {
+    try {
+      const [{ streams }, stats] = await Promise.all([get("/v1/streams"), query("SELECT * FROM streamhouse.streams")]);
+      const byName = Object.fromEntries(stats.map((s) => [s.name, s]));
+      list.replaceChildren(table(
+        ["Stream", "Kind", "Partitions", "Rows", "Bytes", "Retention", ""],
+        streams.map((s) => [
+          el("a", { href: `#/streams/${encodeURIComponent(s.name)}` }, s.name), s.kind, s.partitions,
+          number(s.rows), number(byName[s.name]?.bytes), s.retention_ms ? `${s.retention_ms / 1000} s` : "forever",
+          el("button", { class: "delete", "data-stream": s.name, onclick: () => drop(s.name) }, "Delete"),
+        ]),
+      ));
+      problem.replaceChildren();
+    } catch (e) {
+      problem.replaceChildren(errorBox(e));
+    }
+  }
+  async function drop(name) {
+    if (!confirm(`Delete stream ${name} and every row in it?`)) return;
+    try {
+      await sql(`DROP STREAM ${ident(name)}`);
+      refresh();
+    } catch (e) {
+      problem.replaceChildren(errorBox(e));
+    }
+  }
+  const name = el("input", { id: "new-stream-name", placeholder: "name", required: true });
+  const columns = el("input", { id: "new-stream-columns", placeholder: "id BIGINT, payload TEXT", size: 40, required: true });
+  const partitions = el("input", { id: "new-stream-partitions", type: "number", min: 1, value: 4, style: "width:5em" });
+  const create = el("form", {
+    class: "row",
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      try {
+        await sql(`CREATE STREAM ${ident(name.value)} (${columns.value}) WITH (partitions = ${Number(partitions.value) || 1})`);
+        name.value = "";
+        refresh();
+      } catch (e) {
+        problem.replaceChildren(errorBox(e));
+      }
+    },
+  }, "New stream", name, "columns", columns, "partitions", partitions, el("button", { type: "submit", id: "create-stream" }, "Create"));
+  every(5000, refresh);
+  return [el("h1", {}, "Streams"), create, problem, list];
+}
+
+export async function stream(name) {
+  const { streams } = await get("/v1/streams?internal=true");
+  const info = streams.find((s) => s.name === name);
+  if (!info) throw new Error(`no stream ${name}`);
+  const partitionsBox = el("div");
+  every(5000, async () => {
+    const parts = await query(`SELECT * FROM streamhouse.partitions WHERE stream = ${quote(name)} ORDER BY partition`);
+    partitionsBox.replaceChildren(table(["Partition", "Start offset", "End offset", "Rows", "Bytes", "Last append"],
+      parts.map((p) => [p.partition, number(p.start_offset), number(p.high_watermark), number(p.rows), number(p.bytes), p.last_append])));
+  });
+  const versions = await query(`SELECT version, columns, change, created_at FROM streamhouse.schema_versions WHERE stream = ${quote(name)} ORDER BY version`).catch(() => []);
+  return [
+    el("h1", {}, `Stream ${name}`),
+    el("p", { class: "muted" }, `${info.kind}, ${info.partitions} partitions, key ${info.key?.join(", ") || "none"}`),
+    el("h2", {}, "Partitions"), partitionsBox,
+    el("h2", {}, "Schema"),
+    table(["Column", "Type", "Nullable"], info.columns.map((c) => [c.name, c.type, c.nullable ? "yes" : "no"])),
+    versions.length ? table(["Version", "Columns", "Change", "Created"], versions.map((v) => [v.version, v.columns, v.change, v.created_at])) : null,
+    el("h2", {}, "Messages"), browser(name, info.partitions),
+  ];
+}
+
+// The message browser of one stream.
+function browser(name, partitions) {
+  const partition = el("select", { id: "browse-partition" },
+    [...Array(partitions).keys()].map((p) => el("option", { value: p }, `partition ${p}`)));
+  const from = el("input", { id: "browse-offset", type: "number", min: 0, placeholder: "latest", style: "width:8em" });
+  const time = el("input", { id: "browse-time", type: "datetime-local" });
+  const tail = el("input", { id: "browse-tail", type: "checkbox" });
+  const out = el("div", { id: "messages" });
+  const detail = el("pre", { id: "message-json", hidden: true });
+  let next = null;
+  let tailing = null;
+  async function load(params, append) {
+    const q = new URLSearchParams({ partition: partition.value, limit: 100, ...params });
+    const page = await get(`/v1/streams/${encodeURIComponent(name)}/messages?${q}`, pageSignal());
+    next = page.next;
+    const rows = append ? [...(out.rows || []), ...page.rows].slice(-500) : page.rows;
+    out.rows = rows;
+    out.columns = page.columns;
+    const names = page.columns.map((c) => c.name);
+    out.replaceChildren(
+      el("p", { class: "muted" }, `offsets ${page.start} to ${page.next} of ${page.end} in partition ${page.partition}`),
+      table(names, rows, (i) => {
+        detail.hidden = false;
+        detail.textContent = JSON.stringify(Object.fromEntries(names.map((n, j) => [n, rows[i][j]])), null, 2);
+      }),
+    );
+  }
+  async function go() {
+    try {
+      if (tailing) { clearInterval(tailing); tailing = null; }
+      const params = from.value !== "" ? { offset: from.value }
+        : time.value ? { time_us: String(new Date(time.value).getTime() * 1000) } : {};
+      await load(params, false);
+      if (tail.checked) tailing = setInterval(() => load({ offset: next }, true).catch(() => {}), 1000);
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+    }
+  }
+  pageSignal().addEventListener("abort", () => tailing && clearInterval(tailing));
+  go();
+  return el("div", {},
+    el("div", { class: "row" }, partition, "from offset", from, "or time", time,
+      el("label", {}, tail, " live tail"), el("button", { id: "browse", onclick: go }, "Show")),
+    out, detail);
+}

@@ -1,0 +1,208 @@
+"""The REST API of the HTTP port, through urllib: SQL answered as JSON
+lines (errors with their SQLSTATE and status, row limits, privileges), a
+stream partition's messages (paging, the latest, by time), views, groups,
+who is signed in, signing out. The console uses nothing else."""
+
+import base64
+import json
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import psycopg
+import pytest
+
+from conftest import Server
+
+PASSWORD = "admin-password"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(d, ["--auth", "password"], env={"STREAMHOUSE_PASSWORD": PASSWORD})
+        try:
+            with admin(s) as c:
+                c.execute("CREATE STREAM events (id bigint, name text, at timestamptz) "
+                          "WITH (partitions = 2, key = 'id')")
+                c.execute("CREATE STREAM secrets (id bigint, note text)")
+                c.execute("INSERT INTO secrets VALUES (1, 'swordfish')")
+                c.execute("CREATE USER reader WITH PASSWORD 'r'")
+                c.execute("GRANT SELECT ON events TO reader")
+            yield s
+        finally:
+            assert s.stop() == 0
+
+
+def admin(s):
+    return psycopg.connect(host=s.host, port=s.port, dbname="streamhouse",
+                           user="streamhouse", password=PASSWORD, autocommit=True)
+
+
+def token(s, user="streamhouse", password=PASSWORD):
+    r = urllib.request.Request(
+        f"http://{s.http}/v1/login", method="POST",
+        headers={"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
+    with urllib.request.urlopen(r) as answer:
+        return json.load(answer)["token"]
+
+
+def call(s, path, tok, body=None, method=None):
+    """(status, content type, body bytes) of one request."""
+    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    r = urllib.request.Request(f"http://{s.http}{path}", data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(r) as answer:
+            return answer.status, answer.headers.get("Content-Type"), answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()
+
+
+def run_sql(s, tok, sql, **extra):
+    status, kind, body = call(s, "/v1/sql", tok, {"sql": sql, **extra})
+    if status != 200:
+        return status, json.loads(body)
+    assert kind == "application/x-ndjson"
+    return status, [json.loads(line) for line in body.decode().splitlines()]
+
+
+def test_sql_answers_columns_rows_and_done_as_json_lines(server):
+    tok = token(server)
+    status, lines = run_sql(server, tok, "INSERT INTO events VALUES (1, 'a', now()), (2, NULL, now()), (3, 'c', now()); "
+                                         "SELECT id, name FROM events ORDER BY id")
+    assert status == 200
+    assert lines[0] == {"done": {"tag": "INSERT 0 3"}}
+    assert lines[1] == {"columns": [{"name": "id", "type": "Int64"}, {"name": "name", "type": "Utf8"}]}
+    rows = [r for line in lines if "rows" in line for r in line["rows"]]
+    assert rows == [[1, "a"], [2, None], [3, "c"]]
+    assert lines[-1] == {"done": {"tag": "SELECT 3", "rows": 3, "truncated": False}}
+    # What psql sees.
+    with admin(server) as c:
+        assert c.execute("SELECT count(*) FROM events").fetchone() == (3,)
+
+
+def test_a_limit_truncates_and_says_so(server):
+    tok = token(server)
+    status, lines = run_sql(server, tok, "SELECT * FROM generate_series(1, 50) AS t(n)", limit=7)
+    assert status == 200
+    rows = [r for line in lines if "rows" in line for r in line["rows"]]
+    assert rows == [[n] for n in range(1, 8)]
+    assert lines[-1]["done"] == {"tag": "SELECT 7", "rows": 7, "truncated": True}
+    status, lines = run_sql(server, tok, "SELECT * FROM generate_series(1, 7) AS t(n)", limit=7)
+    assert lines[-1]["done"]["truncated"] is False
+    for bad in (0, 100_001, -1):
+        status, body = call(server, "/v1/sql", tok, {"sql": "SELECT 1", "limit": bad})[0:3:2]
+        assert status in (400, 422), (bad, status)
+
+
+def test_errors_carry_their_sqlstate_and_status(server):
+    tok = token(server)
+    status, body = run_sql(server, tok, "SELEC 1")
+    assert (status, body["sqlstate"]) == (400, "42601") and "SELEC" in body["error"]
+    status, body = run_sql(server, tok, "SELECT * FROM nowhere")
+    assert (status, body["sqlstate"]) == (404, "42P01")
+    status, body = run_sql(server, tok, "")
+    assert status == 400
+    # A later statement's error ends the answer; earlier ones stand.
+    status, lines = run_sql(server, tok, "SELECT 1 AS one; SELECT * FROM nowhere; SELECT 2")
+    assert status == 200
+    assert lines[0] == {"columns": [{"name": "one", "type": "Int32"}]}
+    assert lines[1] == {"rows": [[1]]}
+    assert lines[2]["done"]["tag"] == "SELECT 1"
+    assert lines[3]["error"]["sqlstate"] == "42P01" and len(lines) == 4
+    # Not JSON, or no sql: refused without running anything.
+    status = call(server, "/v1/sql", tok, {"query": "SELECT 1"})[0]
+    assert status in (400, 422)
+
+
+def test_signing_in_roles_privileges_and_signing_out(server):
+    assert call(server, "/v1/sql", None, {"sql": "SELECT 1"})[0] == 401
+    assert call(server, "/v1/whoami", None)[0] == 401
+    tok = token(server, "reader", "r")
+    status, _, body = call(server, "/v1/whoami", tok)
+    assert status == 200
+    assert json.loads(body) == {"user": "reader", "auth_required": True, "monitor": False}
+    # SQL runs with the reader's privileges.
+    status, lines = run_sql(server, tok, "SELECT count(*) AS n FROM events")
+    assert status == 200 and lines[1]["rows"] == [[3]]
+    status, body = run_sql(server, tok, "SELECT * FROM secrets")
+    assert (status, body["sqlstate"]) == (403, "42501")
+    assert call(server, "/v1/streams/secrets/messages", tok)[0] == 403
+    assert call(server, "/v1/streams/events/messages", tok)[0] == 200
+    # The admin API needs pg_monitor.
+    for path in ("/v1/streams", "/v1/agents", "/v1/views", "/v1/groups", "/metrics"):
+        assert call(server, path, tok)[0] == 403, path
+    # The console signs in with a JSON body; a refusal does not ask the
+    # browser for a Basic password.
+    r = urllib.request.Request(f"http://{server.http}/v1/login", method="POST",
+                               data=json.dumps({"user": "reader", "password": "r"}).encode())
+    with urllib.request.urlopen(r) as answer:
+        assert call(server, "/v1/whoami", json.load(answer)["token"])[0] == 200
+    r = urllib.request.Request(f"http://{server.http}/v1/login", method="POST",
+                               data=json.dumps({"user": "reader", "password": "wrong"}).encode())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(r)
+    assert refused.value.code == 401
+    assert refused.value.headers["WWW-Authenticate"] == "Bearer"
+    # Signing out ends the token.
+    assert call(server, "/v1/logout", tok, method="POST")[0] == 204
+    assert call(server, "/v1/whoami", tok)[0] == 401
+
+
+def test_messages_page_through_a_partition(server):
+    tok = token(server)
+    with admin(server) as c:
+        c.execute("CREATE STREAM clicks (n bigint, at timestamptz)")
+        with c.cursor().copy("COPY clicks (n, at) FROM STDIN") as copy:
+            for n in range(250):
+                copy.write_row((n, f"2026-01-01 00:00:{n % 60:02d}+00"))
+    def page(query):
+        status, _, body = call(server, f"/v1/streams/clicks/messages?{query}", tok)
+        assert status == 200, body
+        return json.loads(body)
+    # Without an offset: the latest `limit`.
+    last = page("partition=0&limit=10")
+    assert (last["start"], last["next"], last["end"]) == (240, 250, 250)
+    names = [c["name"] for c in last["columns"]]
+    assert names[:2] == ["n", "at"] and "_offset" in names
+    offset = names.index("_offset")
+    assert [r[0] for r in last["rows"]] == list(range(240, 250))
+    assert [r[offset] for r in last["rows"]] == list(range(240, 250))
+    # Paging from the start reaches every row once.
+    seen, at = [], 0
+    while True:
+        p = page(f"partition=0&offset={at}&limit=100")
+        if not p["rows"]:
+            break
+        seen += [r[0] for r in p["rows"]]
+        at = p["next"]
+    assert seen == list(range(250))
+    # Past the end: nothing, and where the end is.
+    p = page("partition=0&offset=999")
+    assert p["rows"] == [] and p["end"] == 250
+    # By time: the first message at or after it.
+    now_us = int(time.time() * 1_000_000)
+    assert page(f"partition=0&time_us={now_us + 3_600_000_000}")["rows"] == []
+    assert page("partition=0&time_us=0&limit=1")["rows"][0][0] == 0
+    # Bad requests.
+    assert call(server, "/v1/streams/clicks/messages?partition=5", tok)[0] == 400
+    assert call(server, "/v1/streams/clicks/messages?limit=1001", tok)[0] == 400
+    assert call(server, "/v1/streams/clicks/messages?partition=-1", tok)[0] == 400
+    assert call(server, "/v1/streams/nowhere/messages", tok)[0] == 404
+
+
+def test_views_and_groups_are_listed(server):
+    tok = token(server)
+    with admin(server) as c:
+        c.execute("CREATE MATERIALIZED VIEW per_name AS SELECT name, count(*) AS n FROM events GROUP BY name")
+    status, _, body = call(server, "/v1/views", tok)
+    assert status == 200
+    views = {v["name"]: v for v in json.loads(body)["views"]}
+    assert "per_name" in views and "GROUP BY" in views["per_name"]["definition"]
+    status, _, body = call(server, "/v1/groups", tok)
+    assert status == 200 and json.loads(body) == {"consumer_groups": []}
