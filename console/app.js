@@ -36,6 +36,17 @@ export async function get(path, signal) {
   return r.json();
 }
 
+// POST a JSON body to the REST API; its JSON answer.
+export async function post(path, body) {
+  const r = await fetch(path, {
+    method: "POST",
+    headers: headers({ "Content-Type": "application/json" }),
+    body: JSON.stringify(body),
+  });
+  if (!r.ok) throw await failure(r);
+  return r.json();
+}
+
 // Runs SQL through POST /v1/sql; calls onLine for each JSON line of the
 // answer as it arrives. Abort with `signal`.
 export async function sql(text, { limit, signal, onLine } = {}) {

@@ -1,6 +1,7 @@
 // Consumer groups: committed offset and lag per partition, with a chart
-// of each group's total lag.
-import { get, el, table, number, every, errorBox } from "./app.js";
+// of each group's total lag; reset a group's offsets on a stream (to the
+// earliest, the latest, or a time) after a confirmation.
+import { get, el, table, number, every, errorBox, post } from "./app.js";
 import { lineChart } from "./chart.js";
 
 export async function groups() {
@@ -27,5 +28,26 @@ export async function groups() {
       list.replaceChildren(errorBox(e));
     }
   });
-  return [el("h1", {}, "Consumer groups"), charts, list];
+  const problem = el("div");
+  const group = el("input", { id: "reset-group", placeholder: "group" });
+  const stream = el("input", { id: "reset-stream", placeholder: "stream" });
+  const to = el("select", { id: "reset-to" }, el("option", { value: "earliest" }, "earliest"),
+    el("option", { value: "latest" }, "latest"), el("option", { value: "time" }, "time"));
+  const time = el("input", { id: "reset-time", type: "datetime-local" });
+  const reset = el("form", {
+    class: "row",
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      const target = to.value === "time" ? new Date(time.value).toISOString() : to.value;
+      if (!confirm(`Reset group ${group.value} on ${stream.value} to ${target}?`)) return;
+      try {
+        const r = await post(`/v1/groups/${encodeURIComponent(group.value)}/reset`, { stream: stream.value, to: target });
+        problem.replaceChildren(el("p", { class: "ok", id: "reset-done" },
+          `Reset: ${r.offsets.map((o) => `partition ${o.partition} at ${o.offset}`).join(", ")}`));
+      } catch (e) {
+        problem.replaceChildren(errorBox(e));
+      }
+    },
+  }, "Reset offsets of", group, "on", stream, "to", to, time, el("button", { type: "submit", id: "reset" }, "Reset"));
+  return [el("h1", {}, "Consumer groups"), charts, list, el("h2", {}, "Reset"), reset, problem];
 }

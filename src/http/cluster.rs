@@ -1,6 +1,7 @@
 //! The cluster's REST resources: agents, streams (with their partitions'
 //! ends and schema), views and consumer groups (the `streamhouse` system
-//! tables' rows), and a stream partition's messages for a browser.
+//! tables' rows), a stream partition's messages for a browser, and
+//! resetting a group's offsets.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use streamhouse_log::consume::Position;
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 
 use super::reply::{client_error, log_error, sql_error};
@@ -208,6 +210,62 @@ pub async fn messages(
     .await;
     match result {
         Ok(body) => Json(body).into_response(),
+        Err(e) => log_error(e),
+    }
+}
+
+/// Where a reset moves a group's offsets: `"earliest"`, `"latest"`, an
+/// offset, or an RFC 3339 time.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum ResetTo {
+    Offset(u64),
+    Named(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    stream: String,
+    to: ResetTo,
+}
+
+/// `POST /v1/groups/{group}/reset` with `{"stream", "to"}`: commits the
+/// offsets of every partition of the stream at `to` for a group with no
+/// live members (409 otherwise); answers them. Needs CONSUME on the
+/// group and SELECT on the stream.
+pub async fn reset_group(
+    State(s): State<Arc<AdminState>>,
+    Extension(c): Extension<Caller>,
+    Path(group): Path<String>,
+    Json(body): Json<ResetBody>,
+) -> Response {
+    let db = match s.ready_db() {
+        Ok(db) => db,
+        Err(r) => return r.into_response(),
+    };
+    let need = [
+        Need::Privilege(Privilege::Consume, Object::group(group.clone())),
+        Need::Privilege(Privilege::Select, Object::table(body.stream.clone())),
+    ];
+    if let Err(e) = db.authorize(DOOR, c.0.as_deref(), &need).await {
+        return sql_error(&e);
+    }
+    let to = match body.to {
+        ResetTo::Offset(n) => Ok(Position::Offset(n)),
+        ResetTo::Named(s) => Position::parse(&s),
+    };
+    let result = match to {
+        Ok(to) => db.log().reset_offsets(&group, &body.stream, to).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(offsets) => Json(json!({
+            "group": group,
+            "stream": body.stream,
+            "offsets": offsets.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect::<Vec<_>>(),
+        }))
+        .into_response(),
         Err(e) => log_error(e),
     }
 }

@@ -7,8 +7,9 @@
 //! `sql`) reads through the same `Log` and `Database` every other door
 //! uses. With `--auth password` everything but the probes, the console's
 //! files and `POST /v1/login` needs a bearer token from `POST /v1/login`:
-//! `/v1/sql`, `/v1/whoami`, `/v1/logout` and a stream's messages take any
-//! signed-in role (SQL runs with its privileges, messages need SELECT),
+//! `/v1/sql`, `/v1/whoami`, `/v1/logout`, a stream's messages and a
+//! group's reset take any signed-in role (SQL runs with its privileges,
+//! messages need SELECT, a reset CONSUME on the group and SELECT),
 //! the rest (metrics, agents, streams, views, groups) a member of
 //! `pg_monitor` or a superuser. Errors are JSON `{"error": …}` with the
 //! HTTP status of their kind (`reply`).
@@ -145,6 +146,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/logout", post(logout))
         .route("/v1/sql", post(sql::run))
         .route("/v1/streams/{name}/messages", get(cluster::messages))
+        .route("/v1/groups/{group}/reset", post(cluster::reset_group))
         .route_layer(middleware::from_fn_with_state(state.clone(), signed_in));
     Router::new()
         .route("/live", get(|| async { "live\n" }))

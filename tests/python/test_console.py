@@ -190,6 +190,19 @@ def test_consumer_groups_show_lag_per_partition(server, page, shots):
     expect(page.locator("svg[data-group=billing]")).to_be_visible()
     page.screenshot(path=os.path.join(shots, "groups.png"), full_page=True)
 
+    # Reset the group to the earliest offsets, after the confirmation.
+    page.once("dialog", lambda d: d.accept())
+    page.fill("#reset-group", "billing")
+    page.fill("#reset-stream", "orders")
+    page.select_option("#reset-to", "earliest")
+    page.click("#reset")
+    expect(page.locator("#reset-done")).to_have_text(
+        "Reset: partition 0 at 0, partition 1 at 0")
+    expect(page.locator("main table")).to_contain_text(f"{ends[0]:,}")
+    with admin(server) as c:
+        assert c.execute("SELECT partition, committed FROM streamhouse.consumer_groups "
+                         "WHERE \"group\" = 'billing' ORDER BY partition").fetchall() == [(0, 0), (1, 0)]
+
 
 def test_signing_out_and_a_user_without_rights_sees_the_denial(server, page, shots):
     page.goto(f"http://{server.http}/#/overview")

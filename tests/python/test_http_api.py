@@ -206,3 +206,17 @@ def test_views_and_groups_are_listed(server):
     assert "per_name" in views and "GROUP BY" in views["per_name"]["definition"]
     status, _, body = call(server, "/v1/groups", tok)
     assert status == 200 and json.loads(body) == {"consumer_groups": []}
+    # A reset commits offsets for a group without live members.
+    status, _, body = call(server, "/v1/groups/audit/reset", tok, {"stream": "events", "to": "latest"})
+    assert status == 200, body
+    ends = json.loads(body)["offsets"]
+    assert sorted(o["partition"] for o in ends) == [0, 1] and sum(o["offset"] for o in ends) == 3
+    status, _, body = call(server, "/v1/groups", tok)
+    rows = json.loads(body)["consumer_groups"]
+    assert sorted((r["partition"], r["lag"]) for r in rows) == [(0, 0), (1, 0)]
+    status, _, body = call(server, "/v1/groups/audit/reset", tok, {"stream": "events", "to": 1})
+    assert status == 200 and {o["offset"] for o in json.loads(body)["offsets"]} <= {0, 1}
+    assert call(server, "/v1/groups/audit/reset", tok, {"stream": "events", "to": "someday"})[0] == 400
+    assert call(server, "/v1/groups/audit/reset", tok, {"stream": "nowhere", "to": "latest"})[0] == 404
+    reader = token(server, "reader", "r")
+    assert call(server, "/v1/groups/audit/reset", reader, {"stream": "events", "to": "latest"})[0] == 403
