@@ -5,6 +5,7 @@ it); each test module gets a fresh server and data directory, stopped with
 SIGTERM afterwards (which must exit 0).
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -104,6 +105,26 @@ def server():
             yield s
         finally:
             assert s.stop() == 0, "SIGTERM must stop the server cleanly"
+
+
+@contextlib.contextmanager
+def password_server(password):
+    """A server that requires passwords, its superuser `streamhouse`
+    with `password`; stopped with SIGTERM afterwards (which must exit 0)."""
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(d, ["--auth", "password"], env={"STREAMHOUSE_PASSWORD": password})
+        try:
+            yield s
+        finally:
+            assert s.stop() == 0, "SIGTERM must stop the server cleanly"
+
+
+def superuser(s, password):
+    """An autocommit psycopg connection of the superuser of `s`."""
+    import psycopg
+
+    return psycopg.connect(host=s.host, port=s.port, dbname="streamhouse",
+                           user="streamhouse", password=password, autocommit=True)
 
 
 def shared_store_args(prefix):

@@ -10,12 +10,11 @@ import os
 import re
 import tempfile
 
-import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import Server
+from conftest import password_server, superuser
 
 PASSWORD = "admin-password"
 CHROMIUM = "/usr/bin/chromium"
@@ -28,14 +27,10 @@ CHROMIUM_ARGS = ["--headless", "--disable-gpu", "--disable-quic", "--no-first-ru
 
 @pytest.fixture(scope="module")
 def server():
-    with tempfile.TemporaryDirectory() as d:
-        s = Server(d, ["--auth", "password"], env={"STREAMHOUSE_PASSWORD": PASSWORD})
-        try:
-            with admin(s) as c:
-                c.execute("CREATE USER viewer WITH PASSWORD 'v'")
-            yield s
-        finally:
-            assert s.stop() == 0
+    with password_server(PASSWORD) as s:
+        with admin(s) as c:
+            c.execute("CREATE USER viewer WITH PASSWORD 'v'")
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +56,7 @@ def page(server):
 
 
 def admin(s):
-    return psycopg.connect(host=s.host, port=s.port, dbname="streamhouse",
-                           user="streamhouse", password=PASSWORD, autocommit=True)
+    return superuser(s, PASSWORD)
 
 
 def sign_in(page, server, user, password):

@@ -5,39 +5,32 @@ who is signed in, signing out. The console uses nothing else."""
 
 import base64
 import json
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
-import psycopg
 import pytest
 
-from conftest import Server
+from conftest import password_server, superuser
 
 PASSWORD = "admin-password"
 
 
 @pytest.fixture(scope="module")
 def server():
-    with tempfile.TemporaryDirectory() as d:
-        s = Server(d, ["--auth", "password"], env={"STREAMHOUSE_PASSWORD": PASSWORD})
-        try:
-            with admin(s) as c:
-                c.execute("CREATE STREAM events (id bigint, name text, at timestamptz) "
-                          "WITH (partitions = 2, key = 'id')")
-                c.execute("CREATE STREAM secrets (id bigint, note text)")
-                c.execute("INSERT INTO secrets VALUES (1, 'swordfish')")
-                c.execute("CREATE USER reader WITH PASSWORD 'r'")
-                c.execute("GRANT SELECT ON events TO reader")
-            yield s
-        finally:
-            assert s.stop() == 0
+    with password_server(PASSWORD) as s:
+        with admin(s) as c:
+            c.execute("CREATE STREAM events (id bigint, name text, at timestamptz) "
+                      "WITH (partitions = 2, key = 'id')")
+            c.execute("CREATE STREAM secrets (id bigint, note text)")
+            c.execute("INSERT INTO secrets VALUES (1, 'swordfish')")
+            c.execute("CREATE USER reader WITH PASSWORD 'r'")
+            c.execute("GRANT SELECT ON events TO reader")
+        yield s
 
 
 def admin(s):
-    return psycopg.connect(host=s.host, port=s.port, dbname="streamhouse",
-                           user="streamhouse", password=PASSWORD, autocommit=True)
+    return superuser(s, PASSWORD)
 
 
 def token(s, user="streamhouse", password=PASSWORD):

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import Server, shared_store_args
+from conftest import Server, password_server, shared_store_args
 from flight_api import action, produce
 
 PASSWORD = "admin-password"
@@ -27,17 +27,13 @@ PASSWORD = "admin-password"
 
 @pytest.fixture(scope="module")
 def server():
-    with tempfile.TemporaryDirectory() as d:
-        s = Server(d, ["--auth", "password"], env={"STREAMHOUSE_PASSWORD": PASSWORD})
-        try:
-            with admin(s) as c:
-                c.execute("CREATE STREAM orders (id bigint, amount double) WITH (partitions = 2)")
-                c.execute("CREATE STREAM secrets (id bigint, note text)")
-                c.execute("INSERT INTO orders VALUES (1, 10.5), (2, 20.0)")
-                c.execute("INSERT INTO secrets VALUES (1, 'the password is swordfish')")
-            yield s
-        finally:
-            assert s.stop() == 0
+    with password_server(PASSWORD) as s:
+        with admin(s) as c:
+            c.execute("CREATE STREAM orders (id bigint, amount double) WITH (partitions = 2)")
+            c.execute("CREATE STREAM secrets (id bigint, note text)")
+            c.execute("INSERT INTO orders VALUES (1, 10.5), (2, 20.0)")
+            c.execute("INSERT INTO secrets VALUES (1, 'the password is swordfish')")
+        yield s
 
 
 def connect(s, user, password):
