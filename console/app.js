@@ -1,132 +1,11 @@
-// The console's shell: signing in, the REST helpers every page uses, and
-// the router that shows a page for the location's hash (#/streams/orders).
+// The console's shell: signing in and out, and the router that shows a
+// page for the location's hash (#/streams/orders).
+import { TOKEN, get, el, errorBox, leavePage, whenUnauthorized, headers } from "./lib.js";
 import { overview } from "./overview.js";
 import { streams, stream } from "./streams.js";
 import { sqlEditor } from "./sql.js";
 import { views, view } from "./views.js";
 import { groups } from "./groups.js";
-
-const TOKEN = "streamhouse.token";
-
-// A failed request: the server's message, SQLSTATE and HTTP status.
-export class ApiError extends Error {
-  constructor(status, message, sqlstate) {
-    super(message);
-    this.status = status;
-    this.sqlstate = sqlstate;
-  }
-}
-
-function headers(extra = {}) {
-  const token = sessionStorage.getItem(TOKEN);
-  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
-}
-
-async function failure(r) {
-  let body = {};
-  try { body = await r.json(); } catch { body = { error: await r.text().catch(() => r.statusText) }; }
-  if (r.status === 401) requireSignIn();
-  return new ApiError(r.status, body.error || r.statusText, body.sqlstate);
-}
-
-// GET a JSON resource of the REST API.
-export async function get(path, signal) {
-  const r = await fetch(path, { headers: headers(), signal });
-  if (!r.ok) throw await failure(r);
-  return r.json();
-}
-
-// POST a JSON body to the REST API; its JSON answer.
-export async function post(path, body) {
-  const r = await fetch(path, {
-    method: "POST",
-    headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify(body),
-  });
-  if (!r.ok) throw await failure(r);
-  return r.json();
-}
-
-// Runs SQL through POST /v1/sql; calls onLine for each JSON line of the
-// answer as it arrives. Abort with `signal`.
-export async function sql(text, { limit, signal, onLine } = {}) {
-  const r = await fetch("/v1/sql", {
-    method: "POST",
-    headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify(limit ? { sql: text, limit } : { sql: text }),
-    signal,
-  });
-  if (!r.ok) throw await failure(r);
-  const reader = r.body.getReader();
-  const decoder = new TextDecoder();
-  let buffered = "";
-  const lines = [];
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffered += decoder.decode(value, { stream: true });
-    let nl;
-    while ((nl = buffered.indexOf("\n")) >= 0) {
-      const line = JSON.parse(buffered.slice(0, nl));
-      buffered = buffered.slice(nl + 1);
-      if (onLine) onLine(line); else lines.push(line);
-      if (line.error) throw new ApiError(200, line.error.message, line.error.sqlstate);
-    }
-  }
-  return lines;
-}
-
-// The rows of one query, as objects keyed by column.
-export async function query(text) {
-  const lines = await sql(text);
-  const columns = lines.find((l) => l.columns)?.columns || [];
-  return lines.filter((l) => l.rows).flatMap((l) => l.rows)
-    .map((r) => Object.fromEntries(columns.map((c, i) => [c.name, r[i]])));
-}
-
-// Small DOM helpers.
-export function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
-  return e;
-}
-
-// A table of `rows` (arrays) under `columns` (names); onRow(i) on click.
-export function table(columns, rows, onRow) {
-  return el("table", {},
-    el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
-    el("tbody", {}, rows.map((r, i) => el("tr", onRow ? { class: "clickable", onclick: () => onRow(i) } : {},
-      r.map((v) => el("td", {}, cell(v)))))));
-}
-
-function cell(v) {
-  if (v === null) return el("span", { class: "muted" }, "NULL");
-  if (v === undefined) return "";
-  if (v instanceof Node) return v;
-  return typeof v === "object" ? JSON.stringify(v) : String(v);
-}
-
-export function errorBox(e) {
-  const code = e.sqlstate ? ` (SQLSTATE ${e.sqlstate})` : e.status ? ` (HTTP ${e.status})` : "";
-  return el("p", { class: "error", role: "alert" }, `${e.message}${code}`);
-}
-
-export function number(n) {
-  return n === null || n === undefined ? "" : Number(n).toLocaleString("en-US");
-}
-
-// Timers and requests of the page shown; cleared when it changes.
-let pageTimers = [];
-let pageAbort = new AbortController();
-export function every(ms, f) {
-  f();
-  pageTimers.push(setInterval(f, ms));
-}
-export function pageSignal() { return pageAbort.signal; }
 
 let me = null;
 
@@ -147,8 +26,6 @@ async function whoami() {
   document.getElementById("signout").hidden = !me.auth_required;
   return me;
 }
-
-export function caller() { return me; }
 
 async function signIn(ev) {
   ev.preventDefault();
@@ -191,10 +68,7 @@ const pages = [
 ];
 
 async function show() {
-  pageTimers.forEach(clearInterval);
-  pageTimers = [];
-  pageAbort.abort();
-  pageAbort = new AbortController();
+  leavePage();
   if (!me) return;
   const hash = location.hash || "#/overview";
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", hash.startsWith(`#/${a.dataset.page}`));
@@ -214,6 +88,7 @@ async function show() {
   main.replaceChildren(el("h1", {}, "No such page"));
 }
 
+whenUnauthorized(requireSignIn);
 window.addEventListener("hashchange", show);
 document.getElementById("signin-form").addEventListener("submit", signIn);
 document.getElementById("signout").addEventListener("click", signOut);

@@ -1,7 +1,7 @@
 // Consumer groups: committed offset and lag per partition, with a chart
 // of each group's total lag; reset a group's offsets on a stream (to the
 // earliest, the latest, or a time) after a confirmation.
-import { get, el, table, number, every, errorBox, post } from "./app.js";
+import { get, el, table, number, every, errorBox, post } from "./lib.js";
 import { lineChart } from "./chart.js";
 
 export async function groups() {

@@ -1,6 +1,6 @@
 // Overview: agents, ingest throughput, object-store requests and their
 // cost at S3 Standard list prices, open connections per door.
-import { get, el, table, number, every, errorBox } from "./app.js";
+import { get, el, table, number, every, errorBox, headers } from "./lib.js";
 import { lineChart, metric, byLabel } from "./chart.js";
 
 // S3 Standard list prices (us-east-1), dollars per request.
@@ -72,8 +72,7 @@ function card(label, value) {
 }
 
 async function fetchMetrics() {
-  const token = sessionStorage.getItem("streamhouse.token");
-  const r = await fetch("/metrics", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  const r = await fetch("/metrics", { headers: headers() });
   if (!r.ok) {
     const body = await r.json().catch(() => ({}));
     const e = new Error(body.error || r.statusText);

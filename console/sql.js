@@ -1,8 +1,7 @@
 // The SQL editor: run statements (Ctrl+Enter), see rows as a paged table
 // or the error with its SQLSTATE, EXPLAIN, cancel a long query, the
 // query history, and a view made from the query.
-import { sql, el, table, errorBox, pageSignal } from "./app.js";
-import { ident } from "./streams.js";
+import { sql, el, table, errorBox, pageSignal, ident } from "./lib.js";
 
 const HISTORY = "streamhouse.history";
 const PAGE = 100;

@@ -1,10 +1,8 @@
 // Streams: the list (create, delete), and a stream's page: partitions,
 // schema and its versions, and a message browser (partition, from an
 // offset or a time, live tail, a row's JSON).
-import { get, sql, query, el, table, number, every, errorBox, pageSignal } from "./app.js";
+import { get, sql, query, el, table, number, every, errorBox, pageSignal, quote, ident } from "./lib.js";
 
-export function quote(s) { return `'${String(s).replaceAll("'", "''")}'`; }
-export function ident(s) { return `"${String(s).replaceAll('"', '""')}"`; }
 
 export async function streams() {
   const list = el("div");

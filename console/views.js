@@ -1,8 +1,7 @@
 // Views: the list with status and lag, and a view's page: definition,
 // lag and freshness charts, checkpoint, its rows' latest changes; drop.
-import { get, sql, el, table, number, every, errorBox } from "./app.js";
+import { get, sql, el, table, number, every, errorBox, ident } from "./lib.js";
 import { lineChart } from "./chart.js";
-import { ident } from "./streams.js";
 
 export async function views() {
   const list = el("div");
