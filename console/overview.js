@@ -1,4 +1,4 @@
-// Overview: agents, ingest throughput, object-store requests and their
+// Overview: agents, ingest and read throughput, object-store requests and their
 // cost at S3 Standard list prices, open connections per door.
 import { get, el, table, number, every, errorBox, headers } from "./lib.js";
 import { lineChart, metric, byLabel } from "./chart.js";
@@ -9,6 +9,7 @@ const GET_PRICE = 0.0004 / 1000;
 
 export async function overview() {
   const ingest = lineChart({ title: "Ingest", unit: " rows/s" });
+  const reads = lineChart({ title: "Reads (queries, views, consumers)", unit: " rows/s" });
   const requests = lineChart({ title: "Object-store requests", unit: "/s" });
   const agentsBox = el("div");
   const cards = el("div", { class: "cards" });
@@ -25,6 +26,7 @@ export async function overview() {
       const sample = {
         at: now,
         rows: metric(text, "streamhouse_appended_rows_total"),
+        read: metric(text, "streamhouse_read_rows_total"),
         bytes: metric(text, "streamhouse_appended_bytes_total"),
         puts: metric(text, "streamhouse_object_store_requests_total", 'op="put"'),
         gets: metric(text, "streamhouse_object_store_requests_total", 'op="get"'),
@@ -32,6 +34,7 @@ export async function overview() {
       if (previous) {
         const secs = (sample.at - previous.at) / 1000;
         ingest.push((sample.rows - previous.rows) / secs);
+        reads.push((sample.read - previous.read) / secs);
         requests.push((sample.puts + sample.gets - previous.puts - previous.gets) / secs);
       }
       previous = sample;
@@ -61,7 +64,7 @@ export async function overview() {
     el("h1", {}, "Overview"),
     problem,
     cards,
-    el("div", { class: "row" }, ingest.node, requests.node),
+    el("div", { class: "row" }, ingest.node, reads.node, requests.node),
     el("h2", {}, "Agents"), agentsBox,
     el("h2", {}, "Connections"), connections,
   ];

@@ -8,9 +8,9 @@ export async function views() {
   every(3000, async () => {
     try {
       const { views } = await get("/v1/views");
-      list.replaceChildren(table(["View", "Status", "Lag (rows)", "Freshness (s)", "Late rows", "State bytes", "Inputs"],
+      list.replaceChildren(table(["View", "Status", "Lag (rows)", "Freshness (s)", "Late rows", "State bytes", "Inputs", "Owner agent"],
         views.map((v) => [el("a", { href: `#/views/${encodeURIComponent(v.name)}` }, v.name), v.status, number(v.lag_rows),
-          v.freshness_seconds, number(v.late_rows), number(v.state_bytes), v.inputs])));
+          v.freshness_seconds, number(v.late_rows), number(v.state_bytes), v.inputs, v.owner])));
     } catch (e) {
       list.replaceChildren(errorBox(e));
     }
@@ -35,8 +35,8 @@ export async function view(name) {
       fresh.push(Number(v.freshness_seconds));
       late.push(Number(v.late_rows));
       definition.textContent = v.definition;
-      facts.replaceChildren(table(["Status", "Emit", "Last checkpoint", "Restored from", "Watermark", "State bytes"],
-        [[v.status, v.emit, v.last_checkpoint, v.restored_from, v.watermark, number(v.state_bytes)]]));
+      facts.replaceChildren(table(["Status", "Owner agent", "Emit", "Last checkpoint", "Restored from", "Watermark", "State bytes"],
+        [[v.status, v.owner, v.emit, v.last_checkpoint, v.restored_from, v.watermark, number(v.state_bytes)]]));
     } catch (e) {
       problem.replaceChildren(errorBox(e));
     }

@@ -12,6 +12,9 @@ pub const STORE_BYTES: &str = "streamhouse_object_store_bytes_total";
 pub const STORE_SECONDS: &str = "streamhouse_object_store_request_seconds";
 /// Rows appended (committed), by `stream`.
 pub const APPENDED_ROWS: &str = "streamhouse_appended_rows_total";
+/// Rows read from the log by every reader (queries, views, consumers,
+/// sinks), by `stream`.
+pub const READ_ROWS: &str = "streamhouse_read_rows_total";
 /// Bytes appended (encoded chunk bytes committed), by `stream`.
 pub const APPENDED_BYTES: &str = "streamhouse_appended_bytes_total";
 /// Size of each flushed data object, in bytes.

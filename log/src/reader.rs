@@ -117,6 +117,7 @@ pub fn read_chunks(
         projection,
         out_schema,
     });
+    let stream = ctx.read.stream.name().to_string();
     let s = futures::stream::iter(chunks)
         .map(move |c| {
             let ctx = ctx.clone();
@@ -124,7 +125,11 @@ pub fn read_chunks(
         })
         .buffered(PREFETCH)
         .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-        .try_flatten();
+        .try_flatten()
+        .inspect_ok(move |b| {
+            metrics::counter!(crate::metrics::READ_ROWS, "stream" => stream.clone())
+                .increment(b.num_rows() as u64);
+        });
     Ok(Box::pin(s))
 }
 

@@ -435,6 +435,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                     ("state_bytes", Int64),
                     ("inputs", Utf8),
                     ("definition", Utf8),
+                    ("owner", Utf8),
                 ],
                 fill(&sources, |s| async move { views(&s).await }),
             ),
@@ -575,6 +576,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
 
 async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
     let list = s.views.listed();
+    let here = Some(s.log.agent().id());
     let mut rows = Vec::new();
     for v in &list {
         let (status, lag, fresh) = s.views.progress_of(v).await;
@@ -594,6 +596,7 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
             Some(v.state_bytes() as i64),
             Some(s.views.inputs_of(v).join(", ")),
             format!("{}{}", v.options.to_sql(), v.definition),
+            here.clone(),
         ));
     }
     for (name, definition, error) in s.views.failed_rows() {
@@ -610,11 +613,12 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
             None,
             None,
             definition,
+            here.clone(),
         ));
     }
-    for (name, status, definition) in s.views.remote_rows() {
+    for (name, status, definition, owner) in s.views.remote_rows() {
         rows.push((
-            name, status, None, None, None, None, None, None, None, None, None, definition,
+            name, status, None, None, None, None, None, None, None, None, None, definition, owner,
         ));
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -631,5 +635,6 @@ async fn views(s: &Sources) -> Result<Vec<ArrayRef>> {
         int(rows.iter().map(|r| r.9)),
         text(rows.iter().map(|r| r.10.clone())),
         text(rows.iter().map(|r| Some(r.11.clone()))),
+        text(rows.iter().map(|r| r.12.clone())),
     ])
 }

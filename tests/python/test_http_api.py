@@ -197,6 +197,9 @@ def test_views_and_groups_are_listed(server):
     assert status == 200
     views = {v["name"]: v for v in json.loads(body)["views"]}
     assert "per_name" in views and "GROUP BY" in views["per_name"]["definition"]
+    status, _, body = call(server, "/v1/agents", tok)
+    (agent,) = json.loads(body)["agents"]
+    assert views["per_name"]["owner"] == agent["id"]
     status, _, body = call(server, "/v1/groups", tok)
     assert status == 200 and json.loads(body) == {"consumer_groups": []}
     # A reset commits offsets for a group without live members.

@@ -1,6 +1,6 @@
 """GET /metrics after a short workload through the real doors: every metric
 of the operations guide is there, and each moves as the workload says
-(rows appended, PUTs and GETs, flushes, metadata commits, cache hits and
+(rows appended and read, PUTs and GETs, flushes, metadata commits, cache hits and
 misses, queries and errors per door, connections, views' lag, late rows,
 state, checkpoints and watermark, consumer lag). The server is restarted
 once, so that reads go to the object store and miss the cache."""
@@ -73,7 +73,14 @@ def test_metrics_move_with_the_workload():
         try:
             with psycopg.connect(server.dsn, autocommit=True) as conn:
                 assert conn.execute("SELECT count(*) FROM orders").fetchone() == (101,)
+                read_before = scrape(server)
+                conn.execute("SELECT sum(id) FROM orders").fetchone()
             after = scrape(server)
+            # The query read every row of the stream.
+            read = value(after, "streamhouse_read_rows_total", stream="orders")
+            earlier = sum(v for (n, labels), v in read_before.items()
+                          if n == "streamhouse_read_rows_total" and ("stream", "orders") in labels)
+            assert read - earlier >= 101, (read, earlier)
             for name, labels in [
                 ("streamhouse_object_store_requests_total", {"op": "get"}),
                 ("streamhouse_object_store_bytes_total", {"op": "get"}),

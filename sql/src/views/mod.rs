@@ -145,9 +145,9 @@ impl Views {
         list
     }
 
-    /// The views other agents run: (name, status, definition); stages
-    /// left out.
-    pub fn remote_rows(&self) -> Vec<(String, String, String)> {
+    /// The views other agents run: (name, status, definition, owner
+    /// agent); stages left out.
+    pub fn remote_rows(&self) -> Vec<(String, String, String, Option<String>)> {
         self.remote
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -158,7 +158,12 @@ impl Views {
                     Some(agent) => format!("running on agent {agent}"),
                     None => "waiting for an agent".to_string(),
                 };
-                (r.record.name.clone(), status, r.record.definition.clone())
+                (
+                    r.record.name.clone(),
+                    status,
+                    r.record.definition.clone(),
+                    r.record.lease.owner.clone(),
+                )
             })
             .collect()
     }

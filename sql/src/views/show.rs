@@ -124,7 +124,7 @@ impl Views {
                 ..ShowRow::default()
             });
         }
-        for (name, status, definition) in self.remote_rows() {
+        for (name, status, definition, _) in self.remote_rows() {
             rows.push(ShowRow {
                 name,
                 status,
