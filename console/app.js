@@ -6,6 +6,7 @@ import { streams, stream } from "./streams.js";
 import { sqlEditor } from "./sql.js";
 import { views, view } from "./views.js";
 import { groups } from "./groups.js";
+import { simulator } from "./simulator.js";
 
 let me = null;
 
@@ -65,6 +66,7 @@ const pages = [
   [/^#\/views$/, () => views()],
   [/^#\/views\/(.+)$/, (m) => view(decodeURIComponent(m[1]))],
   [/^#\/groups$/, () => groups()],
+  [/^#\/simulator$/, () => simulator()],
 ];
 
 async function show() {

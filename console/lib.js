@@ -8,12 +8,14 @@ export const TOKEN = "streamhouse.token";
 let onUnauthorized = () => {};
 export function whenUnauthorized(f) { onUnauthorized = f; }
 
-// A failed request: the server's message, SQLSTATE and HTTP status.
+// A failed request: the server's message, SQLSTATE, HTTP status, and
+// where in the SQL text a syntax error is ({line, column}, from 1).
 export class ApiError extends Error {
-  constructor(status, message, sqlstate) {
+  constructor(status, message, sqlstate, position) {
     super(message);
     this.status = status;
     this.sqlstate = sqlstate;
+    this.position = position;
   }
 }
 
@@ -26,7 +28,7 @@ async function failure(r) {
   let body = {};
   try { body = await r.json(); } catch { body = { error: await r.text().catch(() => r.statusText) }; }
   if (r.status === 401) onUnauthorized();
-  return new ApiError(r.status, body.error || r.statusText, body.sqlstate);
+  return new ApiError(r.status, body.error || r.statusText, body.sqlstate, body.position);
 }
 
 // GET a JSON resource of the REST API.
@@ -70,10 +72,38 @@ export async function sql(text, { limit, signal, onLine } = {}) {
       const line = JSON.parse(buffered.slice(0, nl));
       buffered = buffered.slice(nl + 1);
       if (onLine) onLine(line); else lines.push(line);
-      if (line.error) throw new ApiError(200, line.error.message, line.error.sqlstate);
+      if (line.error) throw new ApiError(200, line.error.message, line.error.sqlstate, line.error.position);
     }
   }
   return lines;
+}
+
+// Follows a Server-Sent Events answer (read with fetch, so the token goes
+// in a header): onEvent(kind, data) for each event, data parsed as JSON.
+// Ends with the answer, or when `signal` aborts.
+export async function events(path, onEvent, signal) {
+  const r = await fetch(path, { headers: headers(), signal });
+  if (!r.ok) throw await failure(r);
+  const reader = r.body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffered += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffered.indexOf("\n\n")) >= 0) {
+      const block = buffered.slice(0, end);
+      buffered = buffered.slice(end + 2);
+      let kind = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) kind = line.slice(7);
+        else if (line.startsWith("data: ")) data.push(line.slice(6));
+      }
+      if (data.length) onEvent(kind, JSON.parse(data.join("\n")));
+    }
+  }
 }
 
 // The rows of one query, as objects keyed by column.

@@ -1,6 +1,7 @@
 // The SQL editor: run statements (Ctrl+Enter), see rows as a paged table
 // or the error with its SQLSTATE, EXPLAIN, cancel a long query, the
-// query history, and a view made from the query.
+// query history, and a view made from the query. A syntax error shows
+// its line with a caret and puts the cursor there.
 import { sql, el, table, errorBox, pageSignal, ident } from "./lib.js";
 
 const HISTORY = "streamhouse.history";
@@ -65,11 +66,30 @@ export async function sqlEditor() {
     } catch (e) {
       status.textContent = "";
       out.replaceChildren(...results.map(render), e.name === "AbortError" ? el("p", { class: "error", role: "alert" }, "Cancelled") : errorBox(e));
+      if (e.position) out.append(...pointAt(text, e.position));
     } finally {
       run.disabled = false;
       cancel.disabled = true;
       running = null;
     }
+  }
+
+  // Where a syntax error is: the line with a caret under the column, and
+  // the editor's cursor there (the text run may have had EXPLAIN or
+  // CREATE … AS put before the editor's text).
+  function pointAt(text, { line, column }) {
+    const lines = text.split("\n");
+    const bad = lines[line - 1];
+    if (bad === undefined) return [];
+    const where = el("pre", { class: "error-position", id: "sql-error-position" },
+      `LINE ${line}: ${bad}\n${" ".repeat(`LINE ${line}: `.length + Math.max(0, column - 1))}^`);
+    const prefix = text.indexOf(editor.value);
+    let at = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0) + column - 1 - Math.max(0, prefix);
+    if (prefix >= 0 && at >= 0 && at <= editor.value.length) {
+      editor.focus();
+      editor.setSelectionRange(at, Math.min(editor.value.length, at + 1));
+    }
+    return [where];
   }
 
   showHistory();

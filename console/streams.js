@@ -1,7 +1,7 @@
 // Streams: the list (create, delete), and a stream's page: partitions,
 // schema and its versions, and a message browser (partition, from an
 // offset or a time, live tail, a row's JSON).
-import { get, sql, query, el, table, number, every, errorBox, pageSignal, quote, ident } from "./lib.js";
+import { get, sql, query, el, table, number, every, errorBox, pageSignal, quote, ident, events } from "./lib.js";
 
 
 export async function streams() {
@@ -86,34 +86,54 @@ function browser(name, partitions) {
   const detail = el("pre", { id: "message-json", hidden: true });
   let next = null;
   let tailing = null;
-  async function load(params, append) {
-    const q = new URLSearchParams({ partition: partition.value, limit: 100, ...params });
-    const page = await get(`/v1/streams/${encodeURIComponent(name)}/messages?${q}`, pageSignal());
-    next = page.next;
-    const rows = append ? [...(out.rows || []), ...page.rows].slice(-500) : page.rows;
+  function render(start, end, rows, columns) {
     out.rows = rows;
-    out.columns = page.columns;
-    const names = page.columns.map((c) => c.name);
+    const names = columns.map((c) => c.name);
     out.replaceChildren(
-      el("p", { class: "muted" }, `offsets ${page.start} to ${page.next} of ${page.end} in partition ${page.partition}`),
+      el("p", { class: "muted" }, `offsets ${start} to ${next} of ${end} in partition ${partition.value}`),
       table(names, rows, (i) => {
         detail.hidden = false;
         detail.textContent = JSON.stringify(Object.fromEntries(names.map((n, j) => [n, rows[i][j]])), null, 2);
       }),
     );
   }
+  async function load(params) {
+    const q = new URLSearchParams({ partition: partition.value, limit: 100, ...params });
+    const page = await get(`/v1/streams/${encodeURIComponent(name)}/messages?${q}`, pageSignal());
+    next = page.next;
+    out.start = page.start;
+    out.columns = page.columns;
+    render(page.start, page.end, page.rows, page.columns);
+  }
+  // A live tail: rows pushed by the server as they are committed.
+  function follow() {
+    tailing = new AbortController();
+    const signal = tailing.signal;
+    pageSignal().addEventListener("abort", () => tailing && tailing.abort());
+    const q = new URLSearchParams({ partition: partition.value, offset: next });
+    events(`/v1/streams/${encodeURIComponent(name)}/tail?${q}`, (kind, data) => {
+      if (kind === "error") throw new Error(data.error);
+      if (kind !== "rows") return;
+      next = data.next;
+      const rows = [...(out.rows || []), ...data.rows];
+      const kept = rows.slice(-500);
+      out.start = next - kept.length;
+      render(out.start, next, kept, out.columns);
+    }, signal).catch((e) => {
+      if (!signal.aborted) out.replaceChildren(errorBox(e));
+    });
+  }
   async function go() {
     try {
-      if (tailing) { clearInterval(tailing); tailing = null; }
+      if (tailing) { tailing.abort(); tailing = null; }
       const params = from.value !== "" ? { offset: from.value }
         : time.value ? { time_us: String(new Date(time.value).getTime() * 1000) } : {};
-      await load(params, false);
-      if (tail.checked) tailing = setInterval(() => load({ offset: next }, true).catch(() => {}), 1000);
+      await load(params);
+      if (tail.checked) follow();
     } catch (e) {
       out.replaceChildren(errorBox(e));
     }
   }
-  pageSignal().addEventListener("abort", () => tailing && clearInterval(tailing));
   go();
   return el("div", {},
     el("div", { class: "row" }, partition, "from offset", from, "or time", time,

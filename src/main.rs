@@ -6,6 +6,7 @@ mod config;
 mod http;
 mod metrics;
 mod server;
+mod simulator;
 mod tls;
 
 use std::process::ExitCode;

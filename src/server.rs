@@ -243,7 +243,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     shutdown.recv().await;
     info!("shutting down");
-    state.set_draining();
+    state.set_draining().await;
     let _ = stop_pg.send(());
     let _ = stop_flight.send(());
     let _ = stop_kafka.send(());

@@ -356,7 +356,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         if !p.consume_token(&Token::SemiColon) && p.peek_token_ref().token != Token::EOF {
             let t = p.peek_token();
             return Err(SqlError::Syntax(format!(
-                "expected end of statement, found {} at {}",
+                "expected end of statement, found {}{}",
                 t.token, t.span.start
             )));
         }

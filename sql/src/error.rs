@@ -180,6 +180,18 @@ pub enum SqlError {
 }
 
 impl SqlError {
+    /// Where in the statement text a syntax error is, as (line, column)
+    /// counted from 1: the parser's `at Line: L, Column: C`.
+    pub fn location(&self) -> Option<(u64, u64)> {
+        let SqlError::Syntax(m) = self else {
+            return None;
+        };
+        let rest = &m[m.rfind("Line: ")? + "Line: ".len()..];
+        let (line, rest) = rest.split_once(", Column: ")?;
+        let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Some((line.parse().ok()?, column.parse().ok()?))
+    }
+
     /// The PostgreSQL SQLSTATE of this error.
     pub fn sqlstate(&self) -> &'static str {
         match self {
@@ -402,6 +414,18 @@ impl std::error::Error for SharedError {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_syntax_error_says_where_it_is() {
+        let e = crate::dialect::parse("SELECT a\nFROM t\nWHERE ORDER BY a").unwrap_err();
+        assert_eq!(e.sqlstate(), "42601");
+        // ORDER reads as a column name; the parser stops at BY.
+        assert_eq!(e.location(), Some((3, 13)), "{e}");
+        assert_eq!(
+            super::SqlError::Internal("at Line: 1, Column: 2".into()).location(),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -4,12 +4,13 @@
 //! `/live` answers as soon as the process serves HTTP; `/ready` only once
 //! the log is open and the views are recovered, until shutdown begins;
 //! `/health` reports both in JSON (`probes`). The REST API (`cluster`,
-//! `sql`) reads through the same `Log` and `Database` every other door
+//! `sql`, `tail`, `simulator`) reads through the same `Log` and `Database` every other door
 //! uses. With `--auth password` everything but the probes, the console's
 //! files and `POST /v1/login` needs a bearer token from `POST /v1/login`:
-//! `/v1/sql`, `/v1/whoami`, `/v1/logout`, a stream's messages and a
-//! group's reset take any signed-in role (SQL runs with its privileges,
-//! messages need SELECT, a reset CONSUME on the group and SELECT),
+//! `/v1/sql`, `/v1/whoami`, `/v1/logout`, a stream's messages and tail,
+//! a group's reset and the simulator take any signed-in role (SQL runs
+//! with its privileges, messages need SELECT, a reset CONSUME on the group
+//! and SELECT, the simulator what its clients do: `simulator`),
 //! the rest (metrics, agents, streams, views, groups) a member of
 //! `pg_monitor` or a superuser. Errors are JSON `{"error": …}` with the
 //! HTTP status of their kind (`reply`).
@@ -19,7 +20,9 @@ mod console;
 mod probes;
 pub mod registry;
 mod reply;
+mod simulator;
 mod sql;
+mod tail;
 mod values;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +32,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -37,6 +40,7 @@ use streamhouse_log::Log;
 use streamhouse_sql::Database;
 use streamhouse_sql::SqlError;
 use streamhouse_sql::privileges::{MONITOR, Need};
+use tokio::sync::watch;
 
 use registry::RegistryDoor;
 
@@ -49,6 +53,9 @@ pub struct AdminState {
     db: OnceLock<Arc<Database>>,
     registry: Arc<RegistryDoor>,
     draining: AtomicBool,
+    /// Turns true when shutdown begins: long answers (a tail) end.
+    closing: watch::Sender<bool>,
+    simulator: OnceLock<Arc<crate::simulator::Simulator>>,
     metrics: PrometheusHandle,
     /// Everything but the probes needs a bearer token.
     require_token: bool,
@@ -61,6 +68,8 @@ impl AdminState {
             db: OnceLock::new(),
             registry: Arc::new(RegistryDoor::new(require_token)),
             draining: AtomicBool::new(false),
+            closing: watch::Sender::new(false),
+            simulator: OnceLock::new(),
             metrics,
             require_token,
         }
@@ -72,13 +81,26 @@ impl AdminState {
             streamhouse_registry::Registry::new(log.metadata().clone()),
             db.clone(),
         );
+        let _ = self
+            .simulator
+            .set(Arc::new(crate::simulator::Simulator::new(log.clone())));
         let _ = self.db.set(db);
         let _ = self.log.set(log);
     }
 
-    /// Shutdown began: stop advertising readiness.
-    pub fn set_draining(&self) {
+    /// Shutdown began: stop advertising readiness, end long answers, and
+    /// stop the simulated clients (consumers leave their groups).
+    pub async fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.closing.send_replace(true);
+        if let Some(sim) = self.simulator.get() {
+            sim.stop_where(|_| true).await;
+        }
+    }
+
+    /// Turns true when shutdown begins.
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     fn ready_log(&self) -> Option<&Arc<Log>> {
@@ -147,6 +169,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/sql", post(sql::run))
         .route("/v1/streams/{name}/messages", get(cluster::messages))
         .route("/v1/groups/{group}/reset", post(cluster::reset_group))
+        .route("/v1/streams/{name}/tail", get(tail::tail))
+        .route(
+            "/v1/simulator",
+            get(simulator::list).delete(simulator::stop_all),
+        )
+        .route("/v1/simulator/producers", post(simulator::start_producers))
+        .route("/v1/simulator/consumers", post(simulator::start_consumers))
+        .route("/v1/simulator/clients/{id}", delete(simulator::stop))
         .route_layer(middleware::from_fn_with_state(state.clone(), signed_in));
     Router::new()
         .route("/live", get(|| async { "live\n" }))

@@ -1,10 +1,11 @@
 //! Error answers of the REST API: JSON `{"error": …}` (with the SQLSTATE
-//! for SQL errors) under the HTTP status of the error's kind.
+//! for SQL errors, and a syntax error's position) under the HTTP status of
+//! the error's kind.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 use streamhouse_sql::SqlError;
 
 /// A client error as JSON.
@@ -30,13 +31,23 @@ pub fn status_of_sqlstate(sqlstate: &str) -> StatusCode {
     }
 }
 
-/// A SQL error as JSON `{"error", "sqlstate"}` with the status of its
-/// SQLSTATE.
+/// `error` with `message_key` holding its message, `sqlstate`, and for a
+/// syntax error its `position` in the statement text, `{"line",
+/// "column"}` counted from 1.
+pub fn sql_error_json(e: &SqlError, message_key: &str) -> Value {
+    let mut v = json!({ message_key: e.to_string(), "sqlstate": e.sqlstate() });
+    if let Some((line, column)) = e.location() {
+        v["position"] = json!({ "line": line, "column": column });
+    }
+    v
+}
+
+/// A SQL error as JSON `{"error", "sqlstate", "position"}`
+/// ([`sql_error_json`]) with the status of its SQLSTATE.
 pub fn sql_error(e: &SqlError) -> Response {
-    let sqlstate = e.sqlstate();
     (
-        status_of_sqlstate(sqlstate),
-        Json(json!({ "error": e.to_string(), "sqlstate": sqlstate })),
+        status_of_sqlstate(e.sqlstate()),
+        Json(sql_error_json(e, "error")),
     )
         .into_response()
 }

@@ -9,7 +9,8 @@
 //! `{"columns": […]}` when a statement's rows begin, `{"rows": [[…], …]}`
 //! as they come, `{"done": {"tag", "rows", "truncated"}}` when a statement
 //! ends, `{"error": {"message", "sqlstate"}}` when one fails (the rest do
-//! not run). A statement stops after `limit` rows (default 1,000, at most
+//! not run); a syntax error says where it is in the text, `"position":
+//! {"line", "column"}` (from 1). A statement stops after `limit` rows (default 1,000, at most
 //! 100,000; `truncated` says so). Push queries stream until the limit or
 //! until the client goes away, and a client that goes away cancels what
 //! runs. `COPY` needs a client that streams data (psql, a driver's copy
@@ -120,7 +121,7 @@ pub async fn run(
 }
 
 fn error_line(e: &SqlError) -> String {
-    json!({ "error": { "message": e.to_string(), "sqlstate": e.sqlstate() } }).to_string()
+    json!({ "error": reply::sql_error_json(e, "message") }).to_string()
 }
 
 /// Sends one statement's answer; false once the client went away.

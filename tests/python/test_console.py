@@ -3,7 +3,8 @@ Playwright (never a downloaded browser). Sign in, create a stream, see
 its rows in the message browser, run a GROUP BY in the SQL editor and
 compare it with psycopg's answer, make a view from a query and watch its
 lag chart, see a consumer group's lag per partition, sign out, and a user
-without rights sees the denial. Each page's screenshot is saved under
+without rights sees the denial; produce and consume with the
+simulator and reset its group. Each page's screenshot is saved under
 $CARGO_TARGET_DIR/artifacts/console (or a temporary directory)."""
 
 import os
@@ -122,6 +123,25 @@ def test_sign_in_create_a_stream_and_browse_its_messages(server, page, shots):
     expect(page.locator("#messages p")).to_have_text(f"offsets 0 to 100 of {in_p1} in partition {part}")
     page.screenshot(path=os.path.join(shots, "stream.png"), full_page=True)
 
+    # A live tail: rows committed afterwards are pushed to the page.
+    page.fill("#browse-offset", "")
+    page.check("#browse-tail")
+    page.click("#browse")
+    expect(page.locator("#messages p")).to_have_text(
+        f"offsets {in_p1 - 100} to {in_p1} of {in_p1} in partition {part}")
+    with admin(server) as c:
+        # One append per statement, spread over the partitions in turn.
+        for i in range(4):
+            c.execute("INSERT INTO orders VALUES (%s, 'c3', 1.0)", (90_000 + i,))
+        pushed = [i for (i,) in c.execute("SELECT id FROM orders WHERE _partition = %s AND id >= 90000 "
+                                           "ORDER BY _offset", (part,)).fetchall()]
+    assert pushed
+    expect(page.locator("#messages p")).to_have_text(
+        f"offsets {in_p1 - 100} to {in_p1 + len(pushed)} of {in_p1 + len(pushed)} "
+        f"in partition {part}", timeout=15_000)
+    assert cells(page.locator("#messages table"))[-1][0] == str(pushed[-1])
+    page.uncheck("#browse-tail")
+
 
 def test_the_sql_editor_answers_as_psql_does(server, page, shots):
     query = ("SELECT customer, count(*) AS n, sum(id) AS ids FROM orders "
@@ -139,6 +159,15 @@ def test_the_sql_editor_answers_as_psql_does(server, page, shots):
     page.fill("#sql-text", "SELECT * FROM nowhere")
     page.click("#sql-run")
     expect(page.get_by_role("alert")).to_contain_text("SQLSTATE 42P01")
+
+    # A syntax error points at its place, and the cursor goes there.
+    text = "SELECT customer\nFROM orders\nWHERE ORDER BY customer"
+    page.fill("#sql-text", text)
+    page.click("#sql-run")
+    expect(page.get_by_role("alert")).to_contain_text("SQLSTATE 42601")
+    expect(page.locator("#sql-error-position")).to_have_text(
+        "LINE 3: WHERE ORDER BY customer\n" + " " * len("LINE 3: WHERE ORDER ") + "^")
+    assert page.eval_on_selector("#sql-text", "t => t.selectionStart") == text.index("BY")
 
     page.fill("#sql-text", "SELECT customer, count(*) AS n FROM orders GROUP BY customer")
     page.fill("#view-name", "per_customer")
@@ -196,6 +225,76 @@ def test_consumer_groups_show_lag_per_partition(server, page, shots):
     with admin(server) as c:
         assert c.execute("SELECT partition, committed FROM streamhouse.consumer_groups "
                          "WHERE \"group\" = 'billing' ORDER BY partition").fetchall() == [(0, 0), (1, 0)]
+
+
+def test_the_simulator_produces_and_consumes(server, page, shots):
+    with admin(server) as c:
+        c.execute("CREATE STREAM visits (id bigint, page text, at timestamptz) "
+                  "WITH (partitions = 3, key = 'id')")
+    page.goto(f"http://{server.http}/#/simulator")
+    page.fill("#sim-p-stream", "visits")
+    page.fill("#sim-p-count", "2")
+    page.fill("#sim-p-rate", "1000")
+    page.fill("#sim-p-rows", "600")
+    page.click("#sim-start-producers")
+    clients = page.locator("#sim-clients table")
+    expect(clients).to_contain_text("sim-producer-")
+    expect(clients.locator("tr", has_text="finished")).to_have_count(2, timeout=30_000)
+    with admin(server) as c:
+        assert c.execute("SELECT count(*) FROM visits").fetchone() == (1200,)
+        part, n = c.execute("SELECT _partition, count(*) AS n FROM visits "
+                            "GROUP BY _partition ORDER BY n DESC LIMIT 1").fetchone()
+        first = c.execute("SELECT id, page FROM visits WHERE _partition = %s "
+                          "ORDER BY _offset LIMIT 1", (part,)).fetchone()
+    partitions = page.locator("#sim-partitions table")
+    expect(partitions).to_contain_text(f"{n:,}")
+
+    # The rows in the message browser.
+    page.goto(f"http://{server.http}/#/streams/visits")
+    page.select_option("#browse-partition", str(part))
+    page.fill("#browse-offset", "0")
+    page.click("#browse")
+    expect(page.locator("#messages p")).to_have_text(
+        f"offsets 0 to {min(n, 100)} of {n} in partition {part}")
+    assert cells(page.locator("#messages table"))[0][:2] == [str(first[0]), first[1]]
+    assert first[1].startswith("page-")
+
+    # Two slow consumers in a group: lag per partition, then stop them and
+    # reset the group from the groups page.
+    page.goto(f"http://{server.http}/#/simulator")
+    page.fill("#sim-c-stream", "visits")
+    page.fill("#sim-c-group", "watchers")
+    page.fill("#sim-c-count", "2")
+    page.fill("#sim-c-rate", "20")
+    page.click("#sim-start-consumers")
+    expect(clients.locator("tr", has_text="consumer")).to_have_count(2)
+    lag = page.locator("#sim-lag table")
+    expect(lag.locator("tr", has_text="watchers")).to_have_count(3, timeout=20_000)
+    expect(page.locator("svg[data-group=watchers]")).to_be_visible()
+    shown = {r[2]: r for r in cells(lag) if r[0] == "watchers"}
+    with admin(server) as c:
+        live = dict((p, (committed, lag)) for p, committed, lag in c.execute(
+            "SELECT partition, committed, lag FROM streamhouse.consumer_groups "
+            "WHERE \"group\" = 'watchers'").fetchall())
+    assert set(shown) == {"0", "1", "2"}
+    assert all(r[6].startswith("sim-consumer-") for r in shown.values())
+    assert sum(lag for _, lag in live.values()) > 0
+    page.screenshot(path=os.path.join(shots, "simulator.png"), full_page=True)
+
+    page.once("dialog", lambda d: d.accept())
+    page.click("#sim-stop-all")
+    expect(page.locator("#sim-clients")).to_contain_text("No simulated clients run.")
+    page.goto(f"http://{server.http}/#/groups")
+    page.once("dialog", lambda d: d.accept())
+    page.fill("#reset-group", "watchers")
+    page.fill("#reset-stream", "visits")
+    page.select_option("#reset-to", "earliest")
+    page.click("#reset")
+    expect(page.locator("#reset-done")).to_have_text(
+        "Reset: partition 0 at 0, partition 1 at 0, partition 2 at 0")
+    with admin(server) as c:
+        assert c.execute("SELECT sum(lag) FROM streamhouse.consumer_groups "
+                         "WHERE \"group\" = 'watchers'").fetchone() == (1200,)
 
 
 def test_signing_out_and_a_user_without_rights_sees_the_denial(server, page, shots):

@@ -4,6 +4,7 @@ stream partition's messages (paging, the latest, by time), views, groups,
 who is signed in, signing out. The console uses nothing else."""
 
 import base64
+import http.client
 import json
 import time
 import urllib.error
@@ -97,8 +98,14 @@ def test_errors_carry_their_sqlstate_and_status(server):
     tok = token(server)
     status, body = run_sql(server, tok, "SELEC 1")
     assert (status, body["sqlstate"]) == (400, "42601") and "SELEC" in body["error"]
+    assert body["position"] == {"line": 1, "column": 1}
+    # Where a syntax error is, in the whole text.
+    status, body = run_sql(server, tok, "SELECT 1;\nSELECT * FROM events WHERE ORDER BY id")
+    assert (status, body["sqlstate"]) == (400, "42601")
+    # (ORDER reads as a column name; the parser stops at BY.)
+    assert body["position"] == {"line": 2, "column": len("SELECT * FROM events WHERE ORDER ") + 1}
     status, body = run_sql(server, tok, "SELECT * FROM nowhere")
-    assert (status, body["sqlstate"]) == (404, "42P01")
+    assert (status, body["sqlstate"]) == (404, "42P01") and "position" not in body
     status, body = run_sql(server, tok, "")
     assert status == 400
     # A later statement's error ends the answer; earlier ones stand.
@@ -187,6 +194,74 @@ def test_messages_page_through_a_partition(server):
     assert call(server, "/v1/streams/clicks/messages?limit=1001", tok)[0] == 400
     assert call(server, "/v1/streams/clicks/messages?partition=-1", tok)[0] == 400
     assert call(server, "/v1/streams/nowhere/messages", tok)[0] == 404
+
+
+def read_event(answer):
+    """The next event of a Server-Sent Events answer: (kind, data) with
+    data parsed; comments skipped."""
+    kind, data = "message", []
+    while True:
+        line = answer.readline().decode()
+        assert line, "the event stream ended"
+        line = line.rstrip("\n")
+        if line == "":
+            if data:
+                return kind, json.loads("\n".join(data))
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(": ")
+        if field == "event":
+            kind = value
+        elif field == "data":
+            data.append(value)
+
+
+def test_a_partitions_tail_is_pushed_as_it_is_committed(server):
+    tok = token(server)
+    with admin(server) as c:
+        c.execute("CREATE STREAM taps (n bigint)")
+        c.execute("INSERT INTO taps SELECT n FROM generate_series(0, 9) AS t(n)")
+    conn = http.client.HTTPConnection(server.http, timeout=30)
+    # From offset 5: what is there, then what comes.
+    conn.request("GET", "/v1/streams/taps/tail?partition=0&offset=5",
+                 headers={"Authorization": f"Bearer {tok}"})
+    answer = conn.getresponse()
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == "text/event-stream"
+    kind, data = read_event(answer)
+    assert kind == "columns"
+    names = [c["name"] for c in data["columns"]]
+    assert names[0] == "n" and "_offset" in names
+    kind, data = read_event(answer)
+    assert kind == "rows" and (data["start"], data["next"]) == (5, 10)
+    assert [r[0] for r in data["rows"]] == [5, 6, 7, 8, 9]
+    with admin(server) as c:
+        c.execute("INSERT INTO taps VALUES (10), (11)")
+        c.execute("INSERT INTO taps VALUES (12)")
+    seen, at = [], 10
+    while len(seen) < 3:
+        kind, data = read_event(answer)
+        assert kind == "rows" and data["start"] == at
+        seen += [r[0] for r in data["rows"]]
+        at = data["next"]
+    assert seen == [10, 11, 12] and at == 13
+    conn.close()
+    # Refusals answer before the stream starts.
+    def status(path, tok=tok):
+        c = http.client.HTTPConnection(server.http, timeout=30)
+        c.request("GET", path, headers={"Authorization": f"Bearer {tok}"})
+        r = c.getresponse()
+        body = json.loads(r.read())
+        c.close()
+        return r.status, body
+    code, body = status("/v1/streams/taps/tail?partition=3")
+    assert code == 400 and "partition" in body["error"]
+    assert status("/v1/streams/nowhere/tail")[0] == 404
+    code, body = status("/v1/streams/secrets/tail", token(server, "reader", "r"))
+    assert code == 403 and body["sqlstate"] == "42501"
+    # The server keeps serving.
+    assert run_sql(server, tok, "SELECT count(*) FROM taps")[1][1] == {"rows": [[13]]}
 
 
 def test_views_and_groups_are_listed(server):
