@@ -20,7 +20,8 @@
 //! Parquet files loaded by a file source (`harness/files.rs`), a stream's
 //! chunks rewritten as its Parquet archive and scanned in both forms
 //! (`harness/archive.rs`), decoding Confluent-framed Avro into Arrow
-//! (`harness/avro.rs`)
+//! (`harness/avro.rs`), the web console's pages timed in headless
+//! Chromium with 100 streams and 10 views (`harness/console.rs`)
 //! and Nexmark as views (`harness/nexmark.rs`, the queries in
 //! `benches/nexmark/`); `--filter "nexmark live"` runs the Nexmark views
 //! together while events arrive at a fixed rate instead
@@ -37,6 +38,8 @@ mod archive;
 mod avro;
 #[path = "harness/cluster.rs"]
 mod cluster;
+#[path = "harness/console.rs"]
+mod console;
 #[path = "harness/files.rs"]
 mod files;
 #[path = "harness/flight.rs"]
@@ -460,6 +463,9 @@ async fn run(args: Args) {
     }
     if wanted("avro") {
         table.extend(avro::scenarios());
+    }
+    if wanted("console") {
+        table.extend(console::scenarios(&args).await);
     }
     if wanted("group by") {
         table.extend(group_by_scenario(&args).await);
