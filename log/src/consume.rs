@@ -512,47 +512,72 @@ fn error_rows(e: LogError) -> Rows {
 /// The rows; for a member, a heartbeat every [`HEARTBEAT`] while they are
 /// read, and the end (with [`LogError::Rebalanced`]) when the member's
 /// generation is over. The first error ends the read.
+///
+/// The heartbeats run in a task of their own, not inside the polling of
+/// the reads: a heartbeat awaited there would leave the partitions' reads
+/// suspended mid-query, each holding a metadata connection, while the
+/// heartbeat waits for one — with as many partitions as the pool has
+/// connections, the read stalls until the pool's timeout.
 fn with_heartbeats(log: Arc<Log>, rows: SelectAll<Rows>, membership: Option<Assignment>) -> Rows {
+    /// The heartbeat task, aborted with the read.
+    struct Beats(tokio::task::JoinHandle<LogError>);
+    impl Drop for Beats {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let beats = membership.map(|m| {
+        Beats(tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(crate::clock::monotonic() + HEARTBEAT, HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match log.groups().heartbeat(&m.group, &m.member).await {
+                    Ok(now) if now.generation == m.generation => {}
+                    Ok(now) => {
+                        return LogError::Rebalanced {
+                            group: m.group.clone(),
+                            generation: now.generation,
+                        };
+                    }
+                    Err(e) => return e,
+                }
+            }
+        }))
+    });
     struct State {
-        log: Arc<Log>,
         rows: SelectAll<Rows>,
-        membership: Option<Assignment>,
-        tick: tokio::time::Interval,
+        beats: Option<Beats>,
         done: bool,
     }
-    let mut tick = tokio::time::interval_at(crate::clock::monotonic() + HEARTBEAT, HEARTBEAT);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = State {
-        log,
         rows,
-        membership,
-        tick,
+        beats,
         done: false,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         if s.done {
             return None;
         }
-        loop {
-            tokio::select! {
-                item = s.rows.next() => {
-                    let item = item?;
-                    s.done = item.is_err();
-                    return Some((item, s));
-                }
-                _ = s.tick.tick(), if s.membership.is_some() => {
-                    let Some(m) = s.membership.as_ref() else { continue };
-                    let outcome = match s.log.groups().heartbeat(&m.group, &m.member).await {
-                        Ok(now) if now.generation == m.generation => continue,
-                        Ok(now) => LogError::Rebalanced {
-                            group: m.group.clone(),
-                            generation: now.generation,
-                        },
-                        Err(e) => e,
-                    };
-                    s.done = true;
-                    return Some((Err(outcome), s));
-                }
+        let ended = async {
+            match s.beats.as_mut() {
+                Some(b) => match (&mut b.0).await {
+                    Ok(e) => e,
+                    Err(e) => LogError::Internal(format!("consumer heartbeats: {e}")),
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            item = s.rows.next() => {
+                let item = item?;
+                s.done = item.is_err();
+                Some((item, s))
+            }
+            outcome = ended => {
+                s.done = true;
+                Some((Err(outcome), s))
             }
         }
     });
