@@ -41,6 +41,30 @@ export function lineChart({ title, width = 420, height = 120, points = 60, unit 
   };
 }
 
+// A chart of each consumer group's total lag, one per group as groups
+// appear: update(rows) takes rows of streamhouse.consumer_groups.
+export function groupLagCharts() {
+  const node = document.createElement("div");
+  node.className = "row";
+  const charts = new Map();
+  return {
+    node,
+    update(rows) {
+      const totals = new Map();
+      for (const r of rows) totals.set(r.group, (totals.get(r.group) || 0) + Number(r.lag || 0));
+      for (const [group, total] of totals) {
+        if (!charts.has(group)) {
+          const c = lineChart({ title: `${group} lag`, unit: " rows" });
+          c.node.dataset.group = group;
+          charts.set(group, c);
+          node.append(c.node);
+        }
+        charts.get(group).push(total);
+      }
+    },
+  };
+}
+
 function fmt(v) {
   return v >= 100 ? Math.round(v).toLocaleString("en-US") : Number(v.toFixed(2)).toString();
 }

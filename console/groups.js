@@ -2,26 +2,15 @@
 // of each group's total lag; reset a group's offsets on a stream (to the
 // earliest, the latest, or a time) after a confirmation.
 import { get, el, table, number, every, errorBox, post } from "./lib.js";
-import { lineChart } from "./chart.js";
+import { groupLagCharts } from "./chart.js";
 
 export async function groups() {
   const list = el("div");
-  const charts = el("div", { class: "row" });
-  const lagCharts = new Map();
+  const charts = groupLagCharts();
   every(2000, async () => {
     try {
       const { consumer_groups: rows } = await get("/v1/groups");
-      const totals = new Map();
-      for (const r of rows) totals.set(r.group, (totals.get(r.group) || 0) + Number(r.lag || 0));
-      for (const [group, total] of totals) {
-        if (!lagCharts.has(group)) {
-          const c = lineChart({ title: `${group} lag`, unit: " rows" });
-          c.node.dataset.group = group;
-          lagCharts.set(group, c);
-          charts.append(c.node);
-        }
-        lagCharts.get(group).push(total);
-      }
+      charts.update(rows);
       list.replaceChildren(table(["Group", "Stream", "Partition", "Committed", "End", "Lag", "Member", "Generation"],
         rows.map((r) => [r.group, r.stream, r.partition, number(r.committed), number(r.high_watermark), number(r.lag), r.member, r.generation])));
     } catch (e) {
@@ -49,5 +38,5 @@ export async function groups() {
       }
     },
   }, "Reset offsets of", group, "on", stream, "to", to, time, el("button", { type: "submit", id: "reset" }, "Reset"));
-  return [el("h1", {}, "Consumer groups"), charts, list, el("h2", {}, "Reset"), reset, problem];
+  return [el("h1", {}, "Consumer groups"), charts.node, list, el("h2", {}, "Reset"), reset, problem];
 }

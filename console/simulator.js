@@ -3,7 +3,7 @@
 // the server, watch the streams' partitions fill and the groups' lag grow
 // and shrink, stop one client (its group rebalances) or all of them.
 import { get, post, el, table, number, every, errorBox, headers } from "./lib.js";
-import { lineChart } from "./chart.js";
+import { groupLagCharts } from "./chart.js";
 
 async function del(path) {
   const r = await fetch(path, { method: "DELETE", headers: headers() });
@@ -88,8 +88,7 @@ export async function simulator() {
   const clients = el("div", { id: "sim-clients" });
   const partitions = el("div", { id: "sim-partitions" });
   const lags = el("div", { id: "sim-lag" });
-  const charts = el("div", { class: "row" });
-  const lagCharts = new Map();
+  const charts = groupLagCharts();
   const lastRows = new Map();
   let lastAt = 0;
 
@@ -142,17 +141,7 @@ export async function simulator() {
       const mine = rows.filter((r) => groups.has(r.group));
       lags.replaceChildren(table(["Group", "Stream", "Partition", "Committed", "End", "Lag", "Member"],
         mine.map((r) => [r.group, r.stream, r.partition, number(r.committed), number(r.high_watermark), number(r.lag), r.member])));
-      const totals = new Map();
-      for (const r of mine) totals.set(r.group, (totals.get(r.group) || 0) + Number(r.lag || 0));
-      for (const [group, total] of totals) {
-        if (!lagCharts.has(group)) {
-          const c = lineChart({ title: `${group} lag`, unit: " rows" });
-          c.node.dataset.group = group;
-          lagCharts.set(group, c);
-          charts.append(c.node);
-        }
-        lagCharts.get(group).push(total);
-      }
+      charts.update(mine);
     } catch (e) {
       problem.replaceChildren(errorBox(e));
     }
@@ -168,7 +157,7 @@ export async function simulator() {
     el("h2", {}, "Consumers"), consumers,
     problem,
     el("h2", {}, "Running"), el("div", { class: "row" }, stopAll), clients,
-    el("h2", {}, "Groups' lag"), charts, lags,
+    el("h2", {}, "Groups' lag"), charts.node, lags,
     el("h2", {}, "Partitions"), partitions,
   ];
 }

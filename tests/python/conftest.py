@@ -127,6 +127,19 @@ def superuser(s, password):
                            user="streamhouse", password=password, autocommit=True)
 
 
+def http_token(s, user, password):
+    """A bearer token of `s`'s HTTP API for `user` (POST /v1/login)."""
+    import base64
+    import json
+    import urllib.request
+
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    r = urllib.request.Request(f"http://{s.http}/v1/login", method="POST",
+                               headers={"Authorization": f"Basic {basic}"})
+    with urllib.request.urlopen(r) as answer:
+        return json.load(answer)["token"]
+
+
 def shared_store_args(prefix):
     """Server arguments for an agent of a cluster: a fresh PostgreSQL
     metadata database and S3 prefix, from the services the test command

@@ -3,7 +3,6 @@ lines (errors with their SQLSTATE and status, row limits, privileges), a
 stream partition's messages (paging, the latest, by time), views, groups,
 who is signed in, signing out. The console uses nothing else."""
 
-import base64
 import http.client
 import json
 import time
@@ -12,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import password_server, superuser
+from conftest import http_token, password_server, superuser
 
 PASSWORD = "admin-password"
 
@@ -35,11 +34,7 @@ def admin(s):
 
 
 def token(s, user="streamhouse", password=PASSWORD):
-    r = urllib.request.Request(
-        f"http://{s.http}/v1/login", method="POST",
-        headers={"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
-    with urllib.request.urlopen(r) as answer:
-        return json.load(answer)["token"]
+    return http_token(s, user, password)
 
 
 def call(s, path, tok, body=None, method=None):

@@ -5,7 +5,6 @@ endpoints; a group's lag growing while its consumers are slow and
 shrinking when more join; rebalances when one stops or is added; limits,
 bad requests and privileges."""
 
-import base64
 import json
 import time
 import urllib.error
@@ -13,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import password_server, superuser, wait_for
+from conftest import http_token, password_server, superuser, wait_for
 
 PASSWORD = "admin-password"
 
@@ -39,11 +38,7 @@ def admin(s):
 
 
 def token(s, user="streamhouse", password=PASSWORD):
-    r = urllib.request.Request(
-        f"http://{s.http}/v1/login", method="POST",
-        headers={"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
-    with urllib.request.urlopen(r) as answer:
-        return json.load(answer)["token"]
+    return http_token(s, user, password)
 
 
 def call(s, tok, path, body=None, method=None):
