@@ -31,6 +31,8 @@ use object_store::{
     ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 
+use tracing::warn;
+
 use crate::error::{LogError, Result};
 
 /// Which kind of store a URL named; flush defaults depend on it.
@@ -49,6 +51,8 @@ pub struct Store {
     /// Root directory of a local store, for fsync.
     local_root: Option<PathBuf>,
     stats: Arc<StoreStats>,
+    /// How long a create cut off mid-request is sent again (S3 only).
+    create_retry: Duration,
 }
 
 impl fmt::Debug for Store {
@@ -109,6 +113,7 @@ impl Store {
                 .host_str()
                 .ok_or_else(|| bad("missing bucket".into()))?;
             let retry = s3_retry(&parsed).map_err(bad)?;
+            let retry_timeout = retry.retry_timeout;
             let s3 = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry)
@@ -120,7 +125,9 @@ impl Store {
             } else {
                 Arc::new(PrefixStore::new(s3, prefix))
             };
-            return Ok(Store::from_parts(inner, StoreKind::S3, None));
+            return Ok(
+                Store::from_parts(inner, StoreKind::S3, None).with_create_retry(retry_timeout)
+            );
         }
         let dir = match url.strip_prefix("file://") {
             Some(p) => PathBuf::from(p),
@@ -158,7 +165,16 @@ impl Store {
             kind,
             local_root,
             stats,
+            create_retry: Duration::ZERO,
         }
+    }
+
+    /// Sends a create cut off mid-request again for up to `timeout` (an S3
+    /// store opened from a URL uses its retry timeout; other stores do not
+    /// resend).
+    pub fn with_create_retry(mut self, timeout: Duration) -> Store {
+        self.create_retry = timeout;
+        self
     }
 
     /// The kind of store.
@@ -178,27 +194,40 @@ impl Store {
 
     /// Writes a new object, create-only, and returns once it is durable.
     ///
-    /// A create whose first attempt landed but whose answer was lost is sent
-    /// again by the store client and then answered "already exists". The
-    /// write is done if the object there holds exactly `bytes`; any other
-    /// object under the key is still an `AlreadyExists` error.
+    /// A create is not idempotent to the store client, so a request cut off
+    /// mid-flight (connection reset, timeout) comes back as an error without
+    /// being sent again. Here it is: the key is ours alone, so a resend is
+    /// safe for the store's retry timeout. A create whose earlier attempt
+    /// landed is then answered "already exists", and the write is done if
+    /// the object there holds exactly `bytes`; any other object under the key
+    /// is still an `AlreadyExists` error.
     pub async fn put_durable(&self, path: &Path, bytes: Bytes) -> Result<()> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .inner
-            .put_opts(path, PutPayload::from(bytes.clone()), opts)
-            .await
-        {
-            Ok(_) => {}
-            Err(e @ object_store::Error::AlreadyExists { .. }) => {
-                if self.get(path).await? != bytes {
-                    return Err(e.into());
+        let started = crate::clock::Stopwatch::start();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self
+                .inner
+                .put_opts(path, PutPayload::from(bytes.clone()), opts)
+                .await
+            {
+                Ok(_) => break,
+                Err(e @ object_store::Error::AlreadyExists { .. }) => {
+                    if self.get(path).await? != bytes {
+                        return Err(e.into());
+                    }
+                    break;
                 }
+                Err(e) if cut_off(&e) && started.elapsed() + backoff < self.create_retry => {
+                    warn!(error = %e, path = %path, "create cut off; sending it again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         if let Some(root) = &self.local_root {
             let file = root.join(path.as_ref());
@@ -227,6 +256,22 @@ impl Store {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Whether a request failed in transport after it may have been sent (the
+/// kinds the store client does not resend for a non-idempotent request);
+/// failures before sending were already retried by the client, and an HTTP
+/// status is an answer, not a cut.
+fn cut_off(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<HttpError>() {
+            return !matches!(h.kind(), HttpErrorKind::Connect | HttpErrorKind::Request);
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn sync_file_and_dir(file: &FsPath) -> std::io::Result<()> {

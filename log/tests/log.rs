@@ -269,6 +269,34 @@ async fn a_lost_put_answer_is_not_a_failed_append(b: Backend) {
     assert_eq!(f.store.get(&path).await.unwrap(), &b"first"[..]);
 }
 
+/// A create cut off mid-request (a connection reset, before or after the
+/// object landed) is not resent by the store client, being create-only; the
+/// log sends it again, and the append succeeds, once.
+async fn a_put_cut_off_mid_request_is_sent_again(b: Backend) {
+    let f = Fixture::new(b).await;
+    f.log.create_stream(spec("c", 1)).await.unwrap();
+    f.faults.cut_next_puts(2);
+    let ack = f
+        .log
+        .append("c", orders(0..100, 7, T0), AppendOptions::to_partition(0))
+        .await
+        .unwrap();
+    assert_eq!(ack.parts[0].base_offset, 0);
+    assert_eq!(
+        f.faults.cut_puts.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    f.log
+        .append("c", orders(100..150, 7, T0), AppendOptions::to_partition(0))
+        .await
+        .unwrap();
+    assert_eq!(f.log.partition_ends("c").await.unwrap(), [150]);
+    assert_eq!(
+        i64s(&read_all(&f, "c", 0).await, "id"),
+        (0..150).collect::<Vec<_>>()
+    );
+}
+
 async fn bad_input_gets_typed_errors_and_writes_nothing(b: Backend) {
     let f = Fixture::new(b).await;
     f.log.create_stream(spec("s", 2)).await.unwrap();
@@ -1143,6 +1171,7 @@ per_backend!(
     one_put_per_flush,
     failed_put_fails_append_without_gap,
     a_lost_put_answer_is_not_a_failed_append,
+    a_put_cut_off_mid_request_is_sent_again,
     bad_input_gets_typed_errors_and_writes_nothing,
     idempotent_producer_retries_are_not_written_twice,
     time_range_reads_fetch_only_matching_chunks,

@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -165,7 +166,7 @@ async fn open_log(
         inner: objects.clone(),
         faults: faults.clone(),
     });
-    let store = Store::from_parts(faulty, kind, root);
+    let store = Store::from_parts(faulty, kind, root).with_create_retry(Duration::from_secs(10));
     let meta = Arc::new(
         SqliteMetadata::open(&dir.join("metadata.db"))
             .await
@@ -185,6 +186,9 @@ pub struct Faults {
     /// Let this many upcoming PUTs land, then answer "already exists", as a
     /// retried create whose first answer was lost is answered.
     pub lose_put_answers: AtomicU32,
+    /// Cut this many upcoming PUTs off mid-request: the first half of them
+    /// before they land, the rest after (as a connection reset would).
+    pub cut_puts: AtomicU32,
 }
 
 impl Faults {
@@ -194,6 +198,10 @@ impl Faults {
 
     pub fn lose_next_put_answers(&self, n: u32) {
         self.lose_put_answers.store(n, Ordering::SeqCst);
+    }
+
+    pub fn cut_next_puts(&self, n: u32) {
+        self.cut_puts.store(n, Ordering::SeqCst);
     }
 }
 
@@ -207,6 +215,16 @@ struct FaultyStore {
 impl fmt::Display for FaultyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Faulty({})", self.inner)
+    }
+}
+
+/// A transport failure of a request that may have been sent.
+fn cut() -> object_store::Error {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset");
+    object_store::Error::Generic {
+        store: "faulty",
+        source: Box::new(HttpError::new(HttpErrorKind::Interrupted, reset)),
     }
 }
 
@@ -231,6 +249,17 @@ impl ObjectStore for FaultyStore {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if take.is_ok() {
             return Err(injected());
+        }
+        let cuts = self
+            .faults
+            .cut_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if let Ok(n) = cuts {
+            if n % 2 == 0 {
+                return Err(cut());
+            }
+            self.inner.put_opts(location, payload, opts).await?;
+            return Err(cut());
         }
         let lose =
             self.faults
