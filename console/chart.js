@@ -65,6 +65,33 @@ export function groupLagCharts() {
   };
 }
 
+// A small chart of recent values with the last one beside it (a stream's
+// rows per second in the streams list).
+export function sparkline(values, { width = 90, height = 18, unit = "" } = {}) {
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("class", "sparkline");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  const last = values.length ? values[values.length - 1] : 0;
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `${fmt(last)}${unit}`);
+  const top = Math.max(1, ...values);
+  // One value is drawn as a level line.
+  const drawn = values.length === 1 ? [last, last] : values;
+  const step = width / Math.max(1, drawn.length - 1);
+  const line = document.createElementNS(NS, "polyline");
+  line.setAttribute("points", drawn.map((v, i) =>
+    `${i * step},${height - 2 - (v / top) * (height - 4)}`).join(" "));
+  svg.append(line);
+  svg.dataset.points = values.length;
+  svg.dataset.last = last;
+  svg.dataset.max = Math.max(0, ...values);
+  const box = document.createElement("span");
+  box.className = "spark";
+  box.append(svg, ` ${fmt(last)}${unit}`);
+  return box;
+}
+
 function fmt(v) {
   return v >= 100 ? Math.round(v).toLocaleString("en-US") : Number(v.toFixed(2)).toString();
 }

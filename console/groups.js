@@ -1,22 +1,18 @@
 // Consumer groups: committed offset and lag per partition, with a chart
 // of each group's total lag; reset a group's offsets on a stream (to the
 // earliest, the latest, or a time) after a confirmation.
-import { get, el, table, number, every, errorBox, post } from "./lib.js";
+import { el, table, number, errorBox, post, watch } from "./lib.js";
 import { groupLagCharts } from "./chart.js";
 
 export async function groups() {
   const list = el("div");
   const charts = groupLagCharts();
-  every(2000, async () => {
-    try {
-      const { consumer_groups: rows } = await get("/v1/groups");
-      charts.update(rows);
-      list.replaceChildren(table(["Group", "Stream", "Partition", "Committed", "End", "Lag", "Member", "Generation"],
-        rows.map((r) => [r.group, r.stream, r.partition, number(r.committed), number(r.high_watermark), number(r.lag), r.member, r.generation])));
-    } catch (e) {
-      list.replaceChildren(errorBox(e));
-    }
-  });
+  // Pushed by the server every 2 s.
+  watch("/v1/groups", 2000, ({ consumer_groups: rows }) => {
+    charts.update(rows);
+    list.replaceChildren(table(["Group", "Stream", "Partition", "Committed", "End", "Lag", "Member", "Generation"],
+      rows.map((r) => [r.group, r.stream, r.partition, number(r.committed), number(r.high_watermark), number(r.lag), r.member, r.generation])));
+  }, (e) => list.replaceChildren(errorBox(e)));
   const problem = el("div");
   const group = el("input", { id: "reset-group", placeholder: "group" });
   const stream = el("input", { id: "reset-stream", placeholder: "stream" });

@@ -1,6 +1,6 @@
 // What every page uses: the REST API (GET, POST, SQL as JSON lines) with
-// the signed-in token, DOM and table helpers, and the timers and requests
-// of the page shown (stopped when another is shown).
+// the signed-in token, DOM and table helpers, pushed answers (watch), and
+// the requests of the page shown (stopped when another is shown).
 
 export const TOKEN = "streamhouse.token";
 
@@ -106,6 +106,35 @@ export async function events(path, onEvent, signal) {
   }
 }
 
+// A GET endpoint's answer pushed every `ms` while the page is shown
+// (GET /v1/watch): onAnswer(answer) for each; onError(e) when the watch
+// fails or onAnswer throws. A watch refused (400, 403, 404) stays
+// closed; one that failed otherwise is opened again after a pause.
+export function watch(path, ms, onAnswer, onError = () => {}) {
+  const signal = pageAbort.signal;
+  const q = new URLSearchParams({ path, every_ms: ms });
+  (async () => {
+    while (!signal.aborted) {
+      try {
+        await events(`/v1/watch?${q}`, (kind, data) => {
+          if (kind === "error") {
+            if (data.status === 401) onUnauthorized();
+            throw new ApiError(data.status, data.error, data.sqlstate);
+          }
+          if (kind !== "answer") return;
+          try { onAnswer(data); } catch (e) { onError(e); }
+        }, signal);
+      } catch (e) {
+        if (signal.aborted) return;
+        onError(e);
+        // Refused for good (a bad path, no privilege, nothing there).
+        if ([400, 403, 404].includes(e.status)) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.max(ms, 1000)));
+    }
+  })();
+}
+
 // The rows of one query, as objects keyed by column.
 export async function query(text) {
   const lines = await sql(text);
@@ -149,19 +178,12 @@ export function number(n) {
   return n === null || n === undefined ? "" : Number(n).toLocaleString("en-US");
 }
 
-// Timers and requests of the page shown; cleared when it changes.
-let pageTimers = [];
+// The requests and watches of the page shown; ended when it changes.
 let pageAbort = new AbortController();
-export function every(ms, f) {
-  f();
-  pageTimers.push(setInterval(f, ms));
-}
 export function pageSignal() { return pageAbort.signal; }
 
-// Stops the page shown: its timers and requests.
+// Stops the page shown: its requests and watches.
 export function leavePage() {
-  pageTimers.forEach(clearInterval);
-  pageTimers = [];
   pageAbort.abort();
   pageAbort = new AbortController();
 }

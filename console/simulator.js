@@ -2,7 +2,7 @@
 // consumers (members of a group, at a rate or as fast as they can) inside
 // the server, watch the streams' partitions fill and the groups' lag grow
 // and shrink, stop one client (its group rebalances) or all of them.
-import { get, post, el, table, number, every, errorBox, headers } from "./lib.js";
+import { get, post, el, table, number, errorBox, headers, watch } from "./lib.js";
 import { groupLagCharts } from "./chart.js";
 
 async function del(path) {
@@ -101,53 +101,67 @@ export async function simulator() {
     }
   }
 
-  async function refresh() {
-    try {
-      const { clients: list } = await get("/v1/simulator");
-      const now = performance.now();
-      const seconds = lastAt ? (now - lastAt) / 1000 : 0;
-      lastAt = now;
-      clients.replaceChildren(list.length
-        ? table(["Client", "Kind", "Stream", "Group", "Rate (rows/s)", "Rows", "Rows/s now", "Partitions", "Generation", "State"],
-          list.map((c) => {
-            const before = lastRows.get(c.id);
-            lastRows.set(c.id, c.rows);
-            const now = before === undefined || !seconds ? "" : number(Math.round((c.rows - before) / seconds));
-            return [c.id, c.kind, c.stream, c.group, c.rate === null ? "unlimited" : number(c.rate), number(c.rows), now,
-              c.kind === "consumer" ? c.partitions.join(", ") : "", c.generation,
-              el("span", { class: c.error ? "error" : "" }, c.error ? `${c.state}: ${c.error}` : c.state),
-              el("button", { class: "sim-stop", "data-client": c.id, onclick: () => stop(c.id) }, "Stop")];
-          }))
-        : el("p", { class: "muted" }, "No simulated clients run."));
-      // The streams they write and read, and the groups they are in.
-      const streams = new Set(list.map((c) => c.stream));
-      const groups = new Set(list.filter((c) => c.group).map((c) => c.group));
-      if (!streams.size) {
-        partitions.replaceChildren();
-        lags.replaceChildren();
-        return;
-      }
-      let all, rows;
-      try {
-        [{ streams: all }, { consumer_groups: rows }] = await Promise.all([get("/v1/streams"), get("/v1/groups")]);
-      } catch (e) {
-        // Partitions and lag need pg_monitor; the clients above do not.
-        partitions.replaceChildren(errorBox(e));
-        return;
-      }
+  // The clients, the streams and the groups, each pushed by the server
+  // every second; refresh() after a change of ours.
+  let list = [];
+  let all = null;
+  let rows = null;
+  function renderClients() {
+    const now = performance.now();
+    const seconds = lastAt ? (now - lastAt) / 1000 : 0;
+    lastAt = now;
+    clients.replaceChildren(list.length
+      ? table(["Client", "Kind", "Stream", "Group", "Rate (rows/s)", "Rows", "Rows/s now", "Partitions", "Generation", "State"],
+        list.map((c) => {
+          const before = lastRows.get(c.id);
+          lastRows.set(c.id, c.rows);
+          const now = before === undefined || !seconds ? "" : number(Math.round((c.rows - before) / seconds));
+          return [c.id, c.kind, c.stream, c.group, c.rate === null ? "unlimited" : number(c.rate), number(c.rows), now,
+            c.kind === "consumer" ? c.partitions.join(", ") : "", c.generation,
+            el("span", { class: c.error ? "error" : "" }, c.error ? `${c.state}: ${c.error}` : c.state),
+            el("button", { class: "sim-stop", "data-client": c.id, onclick: () => stop(c.id) }, "Stop")];
+        }))
+      : el("p", { class: "muted" }, "No simulated clients run."));
+  }
+  // The streams the clients write and read, and the groups they are in.
+  function renderLag() {
+    const streams = new Set(list.map((c) => c.stream));
+    const groups = new Set(list.filter((c) => c.group).map((c) => c.group));
+    if (!streams.size) {
+      partitions.replaceChildren();
+      lags.replaceChildren();
+      return;
+    }
+    if (all) {
       partitions.replaceChildren(table(["Stream", "Partition", "End offset"],
         all.filter((s) => streams.has(s.name))
           .flatMap((s) => s.partition_ends.map((end, p) => [s.name, p, number(end)]))));
+    }
+    if (rows) {
       const mine = rows.filter((r) => groups.has(r.group));
       lags.replaceChildren(table(["Group", "Stream", "Partition", "Committed", "End", "Lag", "Member"],
         mine.map((r) => [r.group, r.stream, r.partition, number(r.committed), number(r.high_watermark), number(r.lag), r.member])));
       charts.update(mine);
+    }
+  }
+  async function refresh() {
+    try {
+      ({ clients: list } = await get("/v1/simulator"));
+      renderClients();
+      renderLag();
     } catch (e) {
       problem.replaceChildren(errorBox(e));
     }
   }
+  watch("/v1/simulator", 1000, (a) => {
+    list = a.clients;
+    renderClients();
+    renderLag();
+  }, (e) => problem.replaceChildren(errorBox(e)));
+  // Partitions and lag need pg_monitor; the clients above do not.
+  watch("/v1/streams", 1000, (a) => { all = a.streams; renderLag(); }, (e) => partitions.replaceChildren(errorBox(e)));
+  watch("/v1/groups", 1000, (a) => { rows = a.consumer_groups; renderLag(); }, (e) => lags.replaceChildren(errorBox(e)));
 
-  every(1000, refresh);
   return [
     el("h1", {}, "Simulator"),
     el("p", { class: "muted" }, "Producers and consumers run inside the server, as ordinary clients of the log: "

@@ -1,28 +1,41 @@
 // Streams: the list (create, delete), and a stream's page: partitions,
 // schema and its versions, and a message browser (partition, from an
 // offset or a time, live tail, a row's JSON).
-import { get, sql, query, el, table, number, every, errorBox, pageSignal, quote, ident, events } from "./lib.js";
+import { get, sql, query, el, table, number, errorBox, pageSignal, quote, ident, events, watch } from "./lib.js";
+import { sparkline } from "./chart.js";
 
 
 export async function streams() {
   const list = el("div");
   const problem = el("div");
-  async function refresh() {
-    try {
-      const [{ streams }, stats] = await Promise.all([get("/v1/streams"), query("SELECT * FROM streamhouse.streams")]);
-      const byName = Object.fromEntries(stats.map((s) => [s.name, s]));
-      list.replaceChildren(table(
-        ["Stream", "Kind", "Partitions", "Rows", "Bytes", "Retention", ""],
-        streams.map((s) => [
+  // Each stream's recent row counts, for its rows per second.
+  const history = new Map();
+  function render({ streams }) {
+    const now = performance.now();
+    const seen = new Set();
+    list.replaceChildren(table(
+      ["Stream", "Kind", "Partitions", "Rows", "Bytes", "Retention", "Rows/s (last minute)", ""],
+      streams.map((s) => {
+        seen.add(s.name);
+        const h = history.get(s.name) || [];
+        h.push({ at: now, rows: s.rows });
+        if (h.length > 31) h.shift();
+        history.set(s.name, h);
+        const rates = h.slice(1).map((p, i) => Math.max(0, (p.rows - h[i].rows) / Math.max(0.001, (p.at - h[i].at) / 1000)));
+        return [
           el("a", { href: `#/streams/${encodeURIComponent(s.name)}` }, s.name), s.kind, s.partitions,
-          number(s.rows), number(byName[s.name]?.bytes), s.retention_ms ? `${s.retention_ms / 1000} s` : "forever",
+          number(s.rows), number(s.bytes), s.retention_ms ? `${s.retention_ms / 1000} s` : "forever",
+          sparkline(rates, { unit: "/s" }),
           el("button", { class: "delete", "data-stream": s.name, onclick: () => drop(s.name) }, "Delete"),
-        ]),
-      ));
-      problem.replaceChildren();
-    } catch (e) {
-      problem.replaceChildren(errorBox(e));
-    }
+        ];
+      }),
+    ));
+    for (const name of history.keys()) if (!seen.has(name)) history.delete(name);
+    problem.replaceChildren();
+  }
+  const failed = (e) => problem.replaceChildren(errorBox(e));
+  async function refresh() {
+    try { render(await get("/v1/streams")); } catch (e) { failed(e); }
   }
   async function drop(name) {
     if (!confirm(`Delete stream ${name} and every row in it?`)) return;
@@ -49,25 +62,35 @@ export async function streams() {
       }
     },
   }, "New stream", name, "columns", columns, "partitions", partitions, el("button", { type: "submit", id: "create-stream" }, "Create"));
-  every(5000, refresh);
+  // Pushed by the server every 2 s; refresh() after a change of ours.
+  watch("/v1/streams", 2000, render, failed);
   return [el("h1", {}, "Streams"), create, problem, list];
 }
 
 export async function stream(name) {
-  const { streams } = await get("/v1/streams?internal=true");
-  const info = streams.find((s) => s.name === name);
-  if (!info) throw new Error(`no stream ${name}`);
-  const partitionsBox = el("div");
-  every(5000, async () => {
-    const parts = await query(`SELECT * FROM streamhouse.partitions WHERE stream = ${quote(name)} ORDER BY partition`);
-    partitionsBox.replaceChildren(table(["Partition", "Start offset", "End offset", "Rows", "Bytes", "Last append"],
-      parts.map((p) => [p.partition, number(p.start_offset), number(p.high_watermark), number(p.rows), number(p.bytes), p.last_append])));
-  });
+  const path = `/v1/streams/${encodeURIComponent(name)}`;
+  const info = await get(path);
+  const partitionsBox = el("div", { id: "stream-partitions" });
+  const groupsBox = el("div", { id: "stream-groups" });
+  const problem = el("div");
+  // Offsets, sizes and each group's lag, pushed by the server every 2 s.
+  watch(path, 2000, (s) => {
+    partitionsBox.replaceChildren(table(["Partition", "Start offset", "End offset", "Rows held", "Bytes", "Chunks", "Last append"],
+      s.partition_stats.map((p) => [p.partition, number(p.start_offset), number(p.end_offset), number(p.rows), number(p.bytes),
+        number(p.chunks), p.last_append_us ? new Date(p.last_append_us / 1000).toLocaleString() : ""])));
+    groupsBox.replaceChildren(s.groups.length
+      ? table(["Group", "Partition", "Committed", "End offset", "Lag"],
+        s.groups.map((g) => [g.group, g.partition, number(g.committed), number(g.end_offset), number(g.lag)]))
+      : el("p", { class: "muted" }, "No consumer group has committed offsets on this stream."));
+    problem.replaceChildren();
+  }, (e) => problem.replaceChildren(errorBox(e)));
   const versions = await query(`SELECT version, columns, change, created_at FROM streamhouse.schema_versions WHERE stream = ${quote(name)} ORDER BY version`).catch(() => []);
   return [
     el("h1", {}, `Stream ${name}`),
     el("p", { class: "muted" }, `${info.kind}, ${info.partitions} partitions, key ${info.key?.join(", ") || "none"}`),
+    problem,
     el("h2", {}, "Partitions"), partitionsBox,
+    el("h2", {}, "Consumer groups"), groupsBox,
     el("h2", {}, "Schema"),
     table(["Column", "Type", "Nullable"], info.columns.map((c) => [c.name, c.type, c.nullable ? "yes" : "no"])),
     versions.length ? table(["Version", "Columns", "Change", "Created"], versions.map((v) => [v.version, v.columns, v.change, v.created_at])) : null,

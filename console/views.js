@@ -1,20 +1,16 @@
 // Views: the list with status and lag, and a view's page: definition,
 // lag and freshness charts, checkpoint, its rows' latest changes; drop.
-import { get, sql, el, table, number, every, errorBox, ident } from "./lib.js";
+import { sql, el, table, number, errorBox, ident, watch } from "./lib.js";
 import { lineChart } from "./chart.js";
 
 export async function views() {
   const list = el("div");
-  every(3000, async () => {
-    try {
-      const { views } = await get("/v1/views");
-      list.replaceChildren(table(["View", "Status", "Lag (rows)", "Freshness (s)", "Late rows", "State bytes", "Inputs", "Owner agent"],
-        views.map((v) => [el("a", { href: `#/views/${encodeURIComponent(v.name)}` }, v.name), v.status, number(v.lag_rows),
-          v.freshness_seconds, number(v.late_rows), number(v.state_bytes), v.inputs, v.owner])));
-    } catch (e) {
-      list.replaceChildren(errorBox(e));
-    }
-  });
+  // Pushed by the server every 2 s.
+  watch("/v1/views", 2000, ({ views }) => {
+    list.replaceChildren(table(["View", "Status", "Lag (rows)", "Freshness (s)", "Late rows", "State bytes", "Inputs", "Owner agent"],
+      views.map((v) => [el("a", { href: `#/views/${encodeURIComponent(v.name)}` }, v.name), v.status, number(v.lag_rows),
+        v.freshness_seconds, number(v.late_rows), number(v.state_bytes), v.inputs, v.owner])));
+  }, (e) => list.replaceChildren(errorBox(e)));
   return [el("h1", {}, "Views"), list];
 }
 
@@ -26,21 +22,18 @@ export async function view(name) {
   const facts = el("div");
   const definition = el("pre", { id: "view-definition" });
   const problem = el("div");
-  every(2000, async () => {
-    try {
-      const { views } = await get("/v1/views");
-      const v = views.find((x) => x.name === name);
-      if (!v) { problem.replaceChildren(errorBox(new Error(`no view ${name}`))); return; }
-      lag.push(Number(v.lag_rows));
-      fresh.push(Number(v.freshness_seconds));
-      late.push(Number(v.late_rows));
-      definition.textContent = v.definition;
-      facts.replaceChildren(table(["Status", "Owner agent", "Emit", "Last checkpoint", "Restored from", "Watermark", "State bytes"],
-        [[v.status, v.owner, v.emit, v.last_checkpoint, v.restored_from, v.watermark, number(v.state_bytes)]]));
-    } catch (e) {
-      problem.replaceChildren(errorBox(e));
-    }
-  });
+  // Pushed by the server every 2 s.
+  watch("/v1/views", 2000, ({ views }) => {
+    const v = views.find((x) => x.name === name);
+    if (!v) { problem.replaceChildren(errorBox(new Error(`no view ${name}`))); return; }
+    lag.push(Number(v.lag_rows));
+    fresh.push(Number(v.freshness_seconds));
+    late.push(Number(v.late_rows));
+    definition.textContent = v.definition;
+    facts.replaceChildren(table(["Status", "Owner agent", "Emit", "Last checkpoint", "Restored from", "Watermark", "State bytes"],
+      [[v.status, v.owner, v.emit, v.last_checkpoint, v.restored_from, v.watermark, number(v.state_bytes)]]));
+    problem.replaceChildren();
+  }, (e) => problem.replaceChildren(errorBox(e)));
   const drop = el("button", {
     id: "drop-view",
     onclick: async () => {

@@ -423,6 +423,25 @@ async fn chunks_are_found_by_offset_and_time(kind: Kind) {
         (50, Some(0), 50, 500, 5)
     );
     assert_eq!(st.last_append, Some(T0 + 400));
+
+    // All streams in one query: the same answer per stream.
+    let other = m.create_stream(&spec("other", 2), T0).await.unwrap();
+    let all = m.all_partition_stats().await.unwrap();
+    let of = |id| {
+        all.iter()
+            .filter(|(s, _)| *s == id)
+            .map(|(_, p)| p.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(info.id), stats);
+    let empty = of(other.id);
+    assert_eq!(
+        empty
+            .iter()
+            .map(|p| (p.partition, p.next_offset, p.first_offset, p.chunks))
+            .collect::<Vec<_>>(),
+        [(0, 0, None, 0), (1, 0, None, 0)]
+    );
 }
 
 async fn group_offsets_are_kept_per_partition(kind: Kind) {

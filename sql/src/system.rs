@@ -249,6 +249,29 @@ type WithStats = [(
     Vec<streamhouse_log::PartitionStats>,
 )];
 
+/// `streams` with their partitions' stats, from one metadata query.
+async fn with_stats(
+    log: &Log,
+    streams: Vec<Arc<streamhouse_log::StreamInfo>>,
+) -> Result<
+    Vec<(
+        Arc<streamhouse_log::StreamInfo>,
+        Vec<streamhouse_log::PartitionStats>,
+    )>,
+> {
+    let mut by_id: HashMap<streamhouse_log::StreamId, Vec<_>> = HashMap::new();
+    for (id, p) in log.metadata().all_partition_stats().await? {
+        by_id.entry(id).or_default().push(p);
+    }
+    Ok(streams
+        .into_iter()
+        .map(|info| {
+            let stats = by_id.remove(&info.id).unwrap_or_default();
+            (info, stats)
+        })
+        .collect())
+}
+
 /// Per stream, the sum of `f` over its partitions.
 fn partition_sums(rows: &WithStats, f: fn(&streamhouse_log::PartitionStats) -> u64) -> ArrayRef {
     int(rows
@@ -283,11 +306,7 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                     ("last_append", time_type()),
                 ],
                 fill(&sources, |s| async move {
-                    let mut rows = Vec::new();
-                    for info in s.log.streams().await? {
-                        let stats = s.log.metadata().partition_stats(info.id).await?;
-                        rows.push((info, stats));
-                    }
+                    let rows = with_stats(&s.log, s.log.streams().await?).await?;
                     let sum = |f| partition_sums(&rows, f);
                     Ok(vec![
                         text(rows.iter().map(|(i, _)| Some(i.name()))),
@@ -323,13 +342,13 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                     ("last_write", time_type()),
                 ],
                 fill(&sources, |s| async move {
-                    let mut rows = Vec::new();
-                    for info in s.log.all_streams().await? {
-                        if StreamKind::of(info.name()) == StreamKind::Table {
-                            let stats = s.log.metadata().partition_stats(info.id).await?;
-                            rows.push((info, stats));
-                        }
-                    }
+                    let tables = s
+                        .log
+                        .all_streams()
+                        .await?
+                        .into_iter()
+                        .filter(|info| StreamKind::of(info.name()) == StreamKind::Table);
+                    let rows = with_stats(&s.log, tables.collect()).await?;
                     let sum = |f| partition_sums(&rows, f);
                     Ok(vec![
                         text(
@@ -398,12 +417,14 @@ pub(crate) fn tables(sources: Arc<Sources>) -> Vec<(&'static str, Arc<SystemTabl
                     ("last_append", time_type()),
                 ],
                 fill(&sources, |s| async move {
-                    let mut rows = Vec::new();
-                    for info in s.log.streams().await? {
-                        for p in s.log.metadata().partition_stats(info.id).await? {
-                            rows.push((info.name().to_string(), p));
-                        }
-                    }
+                    let rows: Vec<_> = with_stats(&s.log, s.log.streams().await?)
+                        .await?
+                        .into_iter()
+                        .flat_map(|(info, stats)| {
+                            let name = info.name().to_string();
+                            stats.into_iter().map(move |p| (name.clone(), p))
+                        })
+                        .collect();
                     Ok(vec![
                         text(rows.iter().map(|r| Some(r.0.clone()))),
                         int(rows.iter().map(|r| Some(r.1.partition as i64))),

@@ -1,13 +1,12 @@
-//! The cluster's REST resources: agents, streams (with their partitions'
-//! ends and schema), views and consumer groups (the `streamhouse` system
-//! tables' rows), a stream partition's messages for a browser, and
-//! resetting a group's offsets.
+//! The cluster's REST resources: agents, views and consumer groups (the
+//! `streamhouse` system tables' rows), a stream partition's messages for a
+//! browser, and resetting a group's offsets.
 
 use std::sync::Arc;
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -42,65 +41,6 @@ pub async fn agents(State(s): State<Arc<AdminState>>) -> Response {
             })).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Err(e) => log_error(e),
-    }
-}
-
-/// `GET /v1/streams`: the users' streams; `?internal=true` adds the
-/// system's own (views' changelogs).
-pub async fn streams(State(s): State<Arc<AdminState>>, RawQuery(query): RawQuery) -> Response {
-    let Some(log) = s.ready_log() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
-    };
-    let mut internal = false;
-    for pair in query.as_deref().unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            _ if pair.is_empty() => {}
-            Some(("internal", "true")) => internal = true,
-            Some(("internal", "false")) => internal = false,
-            _ => {
-                return client_error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown query parameter \"{pair}\"; /v1/streams takes internal=true|false"
-                    ),
-                );
-            }
-        }
-    }
-    let result = async {
-        let mut out = Vec::new();
-        let listed = if internal {
-            log.all_streams().await?
-        } else {
-            log.streams().await?
-        };
-        for info in listed {
-            let ends = log.metadata().partition_ends(info.id).await?;
-            out.push(json!({
-                "name": info.name(),
-                "kind": streamhouse_log::StreamKind::of(info.name()).as_str(),
-                "partitions": info.spec.partitions,
-                "key": info.spec.key,
-                "event_time": info.spec.event_time.as_ref().map(|e| json!({
-                    "column": e.column,
-                    "watermark_delay_ms": e.watermark_delay.as_millis() as u64,
-                })),
-                "retention_ms": info.spec.retention.map(|r| r.as_millis() as u64),
-                "columns": info.spec.schema.fields().iter().map(|f| json!({
-                    "name": f.name(),
-                    "type": f.data_type().to_string(),
-                    "nullable": f.is_nullable(),
-                })).collect::<Vec<_>>(),
-                "rows": ends.iter().sum::<u64>(),
-                "partition_ends": ends,
-            }));
-        }
-        Ok::<_, streamhouse_log::LogError>(out)
-    }
-    .await;
-    match result {
-        Ok(streams) => Json(json!({ "streams": streams })).into_response(),
         Err(e) => log_error(e),
     }
 }

@@ -4,14 +4,16 @@
 //! `/live` answers as soon as the process serves HTTP; `/ready` only once
 //! the log is open and the views are recovered, until shutdown begins;
 //! `/health` reports both in JSON (`probes`). The REST API (`cluster`,
-//! `sql`, `tail`, `simulator`) reads through the same `Log` and `Database` every other door
-//! uses. With `--auth password` everything but the probes, the console's
-//! files and `POST /v1/login` needs a bearer token from `POST /v1/login`:
-//! `/v1/sql`, `/v1/whoami`, `/v1/logout`, a stream's messages and tail,
-//! a group's reset and the simulator take any signed-in role (SQL runs
-//! with its privileges, messages need SELECT, a reset CONSUME on the group
-//! and SELECT, the simulator what its clients do: `simulator`),
-//! the rest (metrics, agents, streams, views, groups) a member of
+//! `streams`, `sql`, `tail`, `watch`, `simulator`) reads through the same
+//! `Log` and `Database` every other door uses. With `--auth password`
+//! everything but the probes, the console's files and `POST /v1/login`
+//! needs a bearer token from `POST /v1/login`: `/v1/sql`, `/v1/whoami`,
+//! `/v1/logout`, one stream, its messages and tail, a group's reset, a
+//! watch and the simulator take any signed-in role (SQL runs with its
+//! privileges, a stream's answers need SELECT, a reset CONSUME on the
+//! group and SELECT, a watch what its path needs, the simulator what its
+//! clients do: `simulator`), the rest (metrics, agents, the stream list,
+//! views, groups) a member of
 //! `pg_monitor` or a superuser. Errors are JSON `{"error": …}` with the
 //! HTTP status of their kind (`reply`).
 
@@ -22,8 +24,10 @@ pub mod registry;
 mod reply;
 mod simulator;
 mod sql;
+mod streams;
 mod tail;
 mod values;
+mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -40,7 +44,6 @@ use streamhouse_log::Log;
 use streamhouse_sql::Database;
 use streamhouse_sql::SqlError;
 use streamhouse_sql::privileges::{MONITOR, Need};
-use tokio::sync::watch;
 
 use registry::RegistryDoor;
 
@@ -54,7 +57,7 @@ pub struct AdminState {
     registry: Arc<RegistryDoor>,
     draining: AtomicBool,
     /// Turns true when shutdown begins: long answers (a tail) end.
-    closing: watch::Sender<bool>,
+    closing: tokio::sync::watch::Sender<bool>,
     simulator: OnceLock<Arc<crate::simulator::Simulator>>,
     metrics: PrometheusHandle,
     /// Everything but the probes needs a bearer token.
@@ -68,7 +71,7 @@ impl AdminState {
             db: OnceLock::new(),
             registry: Arc::new(RegistryDoor::new(require_token)),
             draining: AtomicBool::new(false),
-            closing: watch::Sender::new(false),
+            closing: tokio::sync::watch::Sender::new(false),
             simulator: OnceLock::new(),
             metrics,
             require_token,
@@ -99,7 +102,7 @@ impl AdminState {
     }
 
     /// Turns true when shutdown begins.
-    fn closing(&self) -> watch::Receiver<bool> {
+    fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closing.subscribe()
     }
 
@@ -159,7 +162,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     let monitor = Router::new()
         .route("/metrics", get(probes::metrics))
         .route("/v1/agents", get(cluster::agents))
-        .route("/v1/streams", get(cluster::streams))
+        .route("/v1/streams", get(streams::list))
         .route("/v1/views", get(cluster::views))
         .route("/v1/groups", get(cluster::groups))
         .route_layer(middleware::from_fn_with_state(state.clone(), monitors));
@@ -167,7 +170,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/logout", post(logout))
         .route("/v1/sql", post(sql::run))
+        .route("/v1/streams/{name}", get(streams::one))
         .route("/v1/streams/{name}/messages", get(cluster::messages))
+        .route("/v1/watch", get(watch::watch))
         .route("/v1/groups/{group}/reset", post(cluster::reset_group))
         .route("/v1/streams/{name}/tail", get(tail::tail))
         .route(

@@ -93,7 +93,6 @@ def test_sign_in_create_a_stream_and_browse_its_messages(server, page, shots):
     page.fill("#new-stream-partitions", "2")
     page.click("#create-stream")
     expect(page.get_by_role("link", name="orders", exact=True)).to_be_visible()
-    page.screenshot(path=os.path.join(shots, "streams.png"), full_page=True)
 
     with admin(server) as c:
         with c.cursor().copy("COPY orders (id, customer, amount) FROM STDIN") as copy:
@@ -105,6 +104,12 @@ def test_sign_in_create_a_stream_and_browse_its_messages(server, page, shots):
         last = c.execute("SELECT id, customer FROM orders WHERE _partition = %s "
                          "ORDER BY _offset DESC LIMIT 1", (part,)).fetchone()
     assert in_p1 > 100
+    # The list, pushed by the server, shows the rows and their rate.
+    row = page.locator("main tr", has=page.get_by_role("link", name="orders", exact=True))
+    expect(row).to_contain_text("1,000")
+    expect(row.locator("svg.sparkline")).not_to_have_attribute("data-max", "0")
+    expect(row.locator("svg.sparkline")).to_have_attribute("data-points", re.compile(r"^([3-9]|\d\d)$"))
+    page.screenshot(path=os.path.join(shots, "streams.png"), full_page=True)
 
     page.get_by_role("link", name="orders", exact=True).click()
     expect(page.locator("h1")).to_have_text("Stream orders")
@@ -121,7 +126,7 @@ def test_sign_in_create_a_stream_and_browse_its_messages(server, page, shots):
     page.fill("#browse-offset", "0")
     page.click("#browse")
     expect(page.locator("#messages p")).to_have_text(f"offsets 0 to 100 of {in_p1} in partition {part}")
-    page.screenshot(path=os.path.join(shots, "stream.png"), full_page=True)
+    page.screenshot(path=os.path.join(shots, "messages.png"))
 
     # A live tail: rows committed afterwards are pushed to the page.
     page.fill("#browse-offset", "")
@@ -295,6 +300,15 @@ def test_the_simulator_produces_and_consumes(server, page, shots):
     with admin(server) as c:
         assert c.execute("SELECT sum(lag) FROM streamhouse.consumer_groups "
                          "WHERE \"group\" = 'watchers'").fetchone() == (1200,)
+        ends = c.execute("SELECT partition, high_watermark FROM streamhouse.partitions "
+                         "WHERE stream = 'visits' ORDER BY partition").fetchall()
+    # The stream's page: each partition's lag for the group.
+    page.goto(f"http://{server.http}/#/streams/visits")
+    groups = page.locator("#stream-groups table")
+    expect(groups.locator("tr", has_text="watchers")).to_have_count(3)
+    assert sorted((r[1], r[2], r[4]) for r in cells(groups)) == [
+        (str(p), "0", f"{end:,}") for p, end in ends]
+    page.screenshot(path=os.path.join(shots, "stream.png"))
 
 
 def test_signing_out_and_a_user_without_rights_sees_the_denial(server, page, shots):

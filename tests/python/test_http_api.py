@@ -286,3 +286,101 @@ def test_views_and_groups_are_listed(server):
     assert call(server, "/v1/groups/audit/reset", tok, {"stream": "nowhere", "to": "latest"})[0] == 404
     reader = token(server, "reader", "r")
     assert call(server, "/v1/groups/audit/reset", reader, {"stream": "events", "to": "latest"})[0] == 403
+
+
+def test_one_stream_shows_its_partitions_and_each_groups_lag(server):
+    tok = token(server)
+    with admin(server) as c:
+        c.execute("CREATE STREAM meters (n bigint) WITH (partitions = 2)")
+        for n in range(0, 100, 10):
+            c.execute(f"INSERT INTO meters SELECT n FROM generate_series({n}, {n + 9}) AS t(n)")
+        held = {p: (end, size) for p, end, size in c.execute(
+            "SELECT partition, high_watermark, bytes FROM streamhouse.partitions "
+            "WHERE stream = 'meters'").fetchall()}
+    assert sum(end for end, _ in held.values()) == 100
+    status, _, body = call(server, "/v1/groups/meter-readers/reset", tok, {"stream": "meters", "to": "earliest"})
+    assert status == 200, body
+    status, _, body = call(server, "/v1/streams/meters", tok)
+    assert status == 200, body
+    s = json.loads(body)
+    assert (s["name"], s["partitions"], s["rows"]) == ("meters", 2, 100)
+    assert {p["partition"]: (p["end_offset"], p["bytes"]) for p in s["partition_stats"]} == held
+    assert s["bytes"] == sum(size for _, size in held.values()) > 0
+    assert all(p["start_offset"] == 0 and p["chunks"] > 0 and p["last_append_us"] > 0
+               for p in s["partition_stats"])
+    assert sorted((g["group"], g["partition"], g["committed"], g["lag"]) for g in s["groups"]) == [
+        ("meter-readers", p, 0, held[p][0]) for p in sorted(held)]
+    # The list says the same, from one query over every stream.
+    status, _, body = call(server, "/v1/streams", tok)
+    listed = {x["name"]: x for x in json.loads(body)["streams"]}
+    assert listed["meters"]["rows"] == 100 and listed["meters"]["bytes"] == s["bytes"]
+    assert listed["meters"]["partition_ends"] == [held[0][0], held[1][0]]
+    assert listed["secrets"]["rows"] == 1
+    # Refusals.
+    assert call(server, "/v1/streams/nowhere", tok)[0] == 404
+    reader = token(server, "reader", "r")
+    status, _, body = call(server, "/v1/streams/secrets", reader)
+    assert status == 403 and json.loads(body)["sqlstate"] == "42501"
+    assert call(server, "/v1/streams/events", reader)[0] == 200
+
+
+def test_any_answer_is_pushed_by_a_watch(server):
+    tok = token(server)
+    with admin(server) as c:
+        c.execute("CREATE STREAM pulses (n bigint)")
+    def open_watch(query, tok=tok):
+        conn = http.client.HTTPConnection(server.http, timeout=30)
+        conn.request("GET", f"/v1/watch?{query}", headers={"Authorization": f"Bearer {tok}"})
+        return conn, conn.getresponse()
+    conn, answer = open_watch("path=%2Fv1%2Fstreams%2Fpulses&every_ms=250")
+    assert answer.status == 200 and answer.headers["Content-Type"] == "text/event-stream"
+    kind, data = read_event(answer)
+    assert kind == "answer" and data["name"] == "pulses" and data["rows"] == 0
+    with admin(server) as c:
+        c.execute("INSERT INTO pulses VALUES (1), (2), (3)")
+    seen = []
+    while not seen or seen[-1] != 3:
+        kind, data = read_event(answer)
+        assert kind == "answer"
+        seen.append(data["rows"])
+        assert len(seen) < 40, f"the inserted rows were not pushed: {seen}"
+    conn.close()
+    # A text answer arrives as a JSON string.
+    conn, answer = open_watch("path=%2Fmetrics&every_ms=250")
+    kind, data = read_event(answer)
+    assert kind == "answer" and isinstance(data, str) and "streamhouse_appended_rows_total" in data
+    conn.close()
+    # Signed out mid-watch: an error event, then the end.
+    mine = token(server)
+    conn, answer = open_watch("path=%2Fv1%2Fagents&every_ms=250", mine)
+    kind, data = read_event(answer)
+    assert kind == "answer" and len(data["agents"]) == 1
+    assert call(server, "/v1/logout", mine, method="POST")[0] == 204
+    while kind == "answer":
+        kind, data = read_event(answer)
+    assert (kind, data["status"]) == ("error", 401) and "authentication" in data["error"]
+    assert answer.read() == b""
+    conn.close()
+    # Refusals come before the stream starts, with the watched answer's status.
+    def refused(query, tok=tok):
+        conn, answer = open_watch(query, tok)
+        body = json.loads(answer.read())
+        conn.close()
+        assert body.get("status", answer.status) == answer.status
+        if answer.status == 403:
+            assert body["sqlstate"] == "42501"
+        return answer.status, body["error"]
+    assert refused("path=%2Fv1%2Fstreams%2Fnowhere")[0] == 404
+    reader = token(server, "reader", "r")
+    code, error = refused("path=%2Fv1%2Fstreams%2Fsecrets", reader)
+    assert code == 403 and "permission denied" in error
+    assert refused("path=%2Fv1%2Fgroups", reader)[0] == 403
+    code, error = refused("path=%2Fv1%2Fagents&every_ms=10")
+    assert code == 400 and "every_ms" in error
+    code, error = refused("path=%2Fv1%2Fwatch%3Fpath%3D%252Fv1%252Fagents")
+    assert code == 400 and "cannot be watched" in error
+    assert refused("path=%2Fv1%2Fstreams%2Fpulses%2Ftail")[0] == 400
+    assert refused("path=http%3A%2F%2Fexample.com%2F")[0] == 400
+    assert refused("path=%2F%2Fexample.com%2F")[0] == 400
+    # The server keeps serving.
+    assert run_sql(server, tok, "SELECT count(*) FROM pulses")[1][1] == {"rows": [[3]]}

@@ -332,6 +332,10 @@ pub trait StreamStore: Send + Sync {
     /// What each partition of a stream holds, by partition.
     async fn partition_stats(&self, stream_id: StreamId) -> Result<Vec<PartitionStats>>;
 
+    /// What each partition of every stream holds, by stream id and
+    /// partition: [`StreamStore::partition_stats`] of all in one query.
+    async fn all_partition_stats(&self) -> Result<Vec<(StreamId, PartitionStats)>>;
+
     /// Every version of a stream's schema, oldest first.
     async fn schema_versions(&self, stream_id: StreamId) -> Result<Vec<SchemaVersion>>;
 

@@ -9,6 +9,15 @@ use crate::clock::Micros;
 use crate::error::{LogError, Result};
 use crate::stream::{SchemaVersion, StreamId, StreamInfo, StreamSpec, encode_schema};
 
+/// What partitions hold, before its WHERE and GROUP BY.
+const PARTITION_STATS: &str = "SELECT p.stream_id, p.partition_no, p.next_offset, \
+     min(c.base_offset) AS first_offset, \
+     CAST(coalesce(sum(coalesce(c.row_count, c.end_offset - c.base_offset)), 0) AS BIGINT) AS rows_held, \
+     CAST(coalesce(sum(c.byte_len), 0) AS BIGINT) AS bytes, \
+     count(c.base_offset) AS chunks, max(c.max_append_time_us) AS last_append \
+     FROM partitions p LEFT JOIN chunks c \
+       ON c.stream_id = p.stream_id AND c.partition_no = p.partition_no";
+
 /// Stream `name`, its row locked for the transaction.
 async fn locked_stream<B: Backend>(c: &mut B::Conn, name: &str) -> Result<Option<StreamInfo>> {
     let row = c
@@ -260,19 +269,27 @@ impl<B: Backend> StreamStore for B {
             .reader()
             .await?
             .fetch_all(
-                Statement::new(
-                    "SELECT p.partition_no, p.next_offset, min(c.base_offset) AS first_offset, \
-                     CAST(coalesce(sum(coalesce(c.row_count, c.end_offset - c.base_offset)), 0) AS BIGINT) AS rows_held, \
-                     CAST(coalesce(sum(c.byte_len), 0) AS BIGINT) AS bytes, \
-                     count(c.base_offset) AS chunks, max(c.max_append_time_us) AS last_append \
-                     FROM partitions p LEFT JOIN chunks c \
-                       ON c.stream_id = p.stream_id AND c.partition_no = p.partition_no \
-                     WHERE p.stream_id = $1 GROUP BY p.partition_no, p.next_offset \
-                     ORDER BY p.partition_no",
-                )
+                Statement::new(format!(
+                    "{PARTITION_STATS} WHERE p.stream_id = $1 \
+                     GROUP BY p.stream_id, p.partition_no, p.next_offset ORDER BY p.partition_no"
+                ))
                 .int(stream_id),
             )
             .await?;
         rows.iter().map(rows::partition_stats).collect()
+    }
+
+    async fn all_partition_stats(&self) -> Result<Vec<(StreamId, PartitionStats)>> {
+        let rows = self
+            .reader()
+            .await?
+            .fetch_all(Statement::new(format!(
+                "{PARTITION_STATS} GROUP BY p.stream_id, p.partition_no, p.next_offset \
+                 ORDER BY p.stream_id, p.partition_no"
+            )))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.int("stream_id")?, rows::partition_stats(r)?)))
+            .collect()
     }
 }
