@@ -61,6 +61,16 @@ pub struct ServerArgs {
     #[arg(long, env = "STREAMHOUSE_METADATA", value_name = "URL")]
     pub metadata: Option<String>,
 
+    /// How often the embedded metadata store is backed up into the object
+    /// store (under metadata/backups/); 0s turns it off [default: 1h]
+    #[arg(long, env = "STREAMHOUSE_METADATA_BACKUP_INTERVAL", value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    pub metadata_backup_interval: Option<Duration>,
+
+    /// How many backups of the metadata store are kept [default: 24]
+    #[arg(long, env = "STREAMHOUSE_METADATA_BACKUPS_KEPT", value_name = "N")]
+    pub metadata_backups_kept: Option<usize>,
+
     /// How often a materialized view whose state changed is checkpointed
     /// (recovery replays at most about this much input) [default: 2s]
     #[arg(long, env = "STREAMHOUSE_CHECKPOINT_INTERVAL", value_name = "DURATION",
@@ -315,6 +325,10 @@ pub struct FileConfig {
     pub http_addr: Option<SocketAddr>,
     pub object_store: Option<String>,
     pub metadata: Option<String>,
+    /// How often the embedded metadata store is backed up, e.g. "1h".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub metadata_backup_interval: Option<Duration>,
+    pub metadata_backups_kept: Option<usize>,
     #[serde(default)]
     pub log: LogSection,
     #[serde(default)]
@@ -355,6 +369,9 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     pub object_store: String,
     pub metadata: MetadataUrl,
+    /// Backups of an embedded metadata store: how often (`None`: never).
+    pub metadata_backup_interval: Option<Duration>,
+    pub metadata_backups_kept: usize,
     pub log: LogSection,
     pub checkpoint_interval: Duration,
     pub idle_timeout: Duration,
@@ -412,6 +429,18 @@ impl ServerConfig {
             data_dir,
             object_store,
             metadata,
+            metadata_backup_interval: Some(
+                args.metadata_backup_interval
+                    .or(file.metadata_backup_interval)
+                    .unwrap_or(Duration::from_secs(3600)),
+            )
+            .filter(|d| !d.is_zero()),
+            metadata_backups_kept: positive(
+                "metadata_backups_kept",
+                args.metadata_backups_kept
+                    .or(file.metadata_backups_kept)
+                    .unwrap_or(24),
+            )?,
             log: file.log,
             checkpoint_interval: args
                 .checkpoint_interval
@@ -641,6 +670,29 @@ mod tests {
     fn checkpoint_interval_defaults_to_two_seconds() {
         let c = ServerConfig::resolve(&ServerArgs::default()).unwrap();
         assert_eq!(c.checkpoint_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn metadata_backups_default_hourly_keeping_24_and_0s_turns_them_off() {
+        let c = ServerConfig::resolve(&ServerArgs::default()).unwrap();
+        assert_eq!(c.metadata_backup_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.metadata_backups_kept, 24);
+        let off = ServerArgs {
+            metadata_backup_interval: Some(Duration::ZERO),
+            metadata_backups_kept: Some(3),
+            ..ServerArgs::default()
+        };
+        let c = ServerConfig::resolve(&off).unwrap();
+        assert_eq!(
+            (c.metadata_backup_interval, c.metadata_backups_kept),
+            (None, 3)
+        );
+        let none_kept = ServerArgs {
+            metadata_backups_kept: Some(0),
+            ..ServerArgs::default()
+        };
+        let err = ServerConfig::resolve(&none_kept).unwrap_err().to_string();
+        assert!(err.contains("metadata_backups_kept"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `streamhouse` binary: `streamhouse server` runs a server; client
 //! commands that talk to a running server come with the protocols they use.
 
+mod backups;
 mod cli;
 mod config;
 mod http;
@@ -77,6 +78,10 @@ enum Command {
     #[command(subcommand)]
     Groups(cli::GroupsCommand),
 
+    /// List the backups of the embedded metadata store, or restore one
+    #[command(subcommand)]
+    Metadata(cli::MetadataCommand),
+
     /// An SQL shell (or run -c "statements" and exit)
     ///
     /// Example: streamhouse sql -c "SELECT count(*) FROM orders"
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => client(cli::consume(args)),
         Command::Groups(cmd) => client(cli::groups(cmd)),
         Command::Sql(args) => client(cli::sql(args)),
+        Command::Metadata(cmd) => client(cli::metadata::run(cmd)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

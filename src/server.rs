@@ -230,6 +230,21 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let leases = tokio::spawn(db.views().clone().maintain());
     let connector_leases = tokio::spawn(db.connectors().clone().maintain());
     let maintenance = log.start_maintenance();
+    // An embedded metadata store is backed up into the object store.
+    let backups = match &config.metadata {
+        MetadataUrl::Sqlite(_) => {
+            let b = Arc::new(crate::backups::Backups::new(
+                log.clone(),
+                data_dir.path().to_path_buf(),
+                config.metadata_backups_kept,
+            ));
+            state.set_backups(b.clone());
+            config
+                .metadata_backup_interval
+                .map(|every| tokio::spawn(b.run(every)))
+        }
+        MetadataUrl::Postgres(_) => None,
+    };
     state.set_ready(log.clone(), db.clone());
     info!(http = %http_addr, pg = %pg_addr, flight = %flight_addr, "ready");
     print_banner(
@@ -271,6 +286,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     connector_leases.abort();
     if let Some(m) = maintenance {
         m.abort();
+    }
+    if let Some(b) = backups {
+        b.abort();
     }
     db.views().release().await;
     // Sinks stop too: rows not yet in a file are copied again from the log

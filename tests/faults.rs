@@ -3,7 +3,9 @@
 //! outage is ridden out by retries with backoff; one longer than the retry
 //! timeout fails appends with a clear error; either way nothing
 //! acknowledged is lost, nothing is written twice, every object reads back,
-//! and ingest resumes by itself.
+//! and ingest resumes by itself. And the metadata file going away: a
+//! backup of it in the object store (taken on a schedule and on demand)
+//! is restored with `streamhouse metadata restore`.
 
 #![allow(clippy::disallowed_methods)] // tests and benchmarks time real processes and servers
 
@@ -185,4 +187,190 @@ async fn object_store_outages_are_retried_then_reported_and_lose_nothing() {
 
     // Everything acknowledged reads back, once; offsets dense.
     common::assert_acknowledged_exactly_once(&c, "events", acked.iter().map(|(_, i)| *i)).await;
+}
+
+/// Counts rows and lists a group's offsets and the roles, through psql's
+/// door.
+async fn state_of(server: &Server) -> (i64, Vec<(i32, i64)>, Vec<String>) {
+    let c = common::connect(server).await;
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let groups = c
+        .query(
+            "SELECT partition, committed FROM streamhouse.consumer_groups \
+             WHERE \"group\" = 'billing' ORDER BY partition",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as i32, r.get::<_, i64>(1)))
+        .collect();
+    let roles = c
+        .query(
+            "SELECT rolname FROM pg_roles WHERE rolname = 'auditor'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (rows, groups, roles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_metadata_file_is_restored_from_its_backup_in_the_object_store() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL is not set: run the suite with ./scripts/test");
+    let bucket = std::env::var("STREAMHOUSE_TEST_S3_BUCKET")
+        .expect("STREAMHOUSE_TEST_S3_BUCKET is not set: run the suite with ./scripts/test");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!(
+        "backups-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let store = format!("s3://{bucket}/{prefix}");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let args = [
+        "--data-dir",
+        data,
+        "--object-store",
+        &store,
+        "--metadata-backup-interval",
+        "1s",
+        "--metadata-backups-kept",
+        "3",
+    ];
+    let envs = [("AWS_ENDPOINT_URL", endpoint.as_str())];
+    let mut server = Server::start(dir.path(), &args, &envs);
+    let c = common::connect(&server).await;
+    c.batch_execute(
+        "CREATE STREAM events (id BIGINT NOT NULL) WITH (partitions = 2); \
+         INSERT INTO events SELECT n FROM generate_series(0, 99) AS t(n); \
+         INSERT INTO events SELECT n FROM generate_series(100, 249) AS t(n); \
+         CREATE ROLE auditor",
+    )
+    .await
+    .unwrap();
+    let http = server.http();
+    let (status, body) = common::post(
+        &http,
+        "/v1/groups/billing/reset",
+        r#"{"stream": "events", "to": "latest"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Scheduled backups appear and only the newest three are kept.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = common::get(&http, "/v1/metadata/backups");
+        assert_eq!(status, 200, "{body}");
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let n = listed["backups"].as_array().unwrap().len();
+        assert!(n <= 3, "more backups kept than asked: {body}");
+        if n == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scheduled backups: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One on demand, after the last change.
+    let (status, body) = common::post(&http, "/v1/metadata/backups", "");
+    assert_eq!(status, 201, "{body}");
+    let taken: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        taken["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("metadata/backups/")
+    );
+    let before = state_of(&server).await;
+    assert_eq!(before.0, 250);
+    assert_eq!(before.1.iter().map(|(_, o)| o).sum::<i64>(), 250);
+    assert_eq!(before.2, ["auditor"]);
+
+    // Rows acknowledged after the backup are in the object store only.
+    c.batch_execute("INSERT INTO events VALUES (1000), (1001)")
+        .await
+        .unwrap();
+
+    // The process dies and its metadata file is lost.
+    drop(c);
+    server.signal(libc::SIGKILL);
+    for f in ["metadata.db", "metadata.db-wal", "metadata.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join("data").join(f));
+    }
+    let restore = |extra: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args([
+                "metadata",
+                "restore",
+                "--data-dir",
+                data,
+                "--object-store",
+                &store,
+            ])
+            .args(extra)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .output()
+            .unwrap()
+    };
+    // The on-demand backup by name: a scheduled one may have run since.
+    let name = taken["key"].as_str().unwrap().rsplit('/').next().unwrap();
+    let out = restore(&["--backup", name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(taken["key"].as_str().unwrap()), "{said}");
+    assert!(
+        said.contains("every chunk the restored index lists is in the object store"),
+        "{said}"
+    );
+    assert!(
+        said.contains("1 data objects are not in the restored index"),
+        "{said}"
+    );
+    // A second restore would replace the file: refused.
+    let out = restore(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("move it aside"));
+
+    // Every row, the group's offsets and the role, as they were.
+    let server = Server::start(dir.path(), &args, &envs);
+    assert_eq!(state_of(&server).await, before);
+    let c = common::connect(&server).await;
+    let offsets: Vec<i64> = c
+        .query(
+            "SELECT _offset FROM events WHERE _partition = 0 ORDER BY _offset",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+    c.batch_execute("INSERT INTO events VALUES (250)")
+        .await
+        .unwrap();
+    // While the server runs, a restore is refused (the data directory is
+    // locked).
+    let out = restore(&["--backup", "nothing"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop the server first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

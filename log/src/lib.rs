@@ -12,6 +12,7 @@
 //! - [`Log`] is the API other crates call. No SQL and no DataFusion here.
 
 pub mod agent;
+pub mod backup;
 pub mod cache;
 pub mod chunk;
 pub mod clock;

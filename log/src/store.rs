@@ -238,6 +238,40 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the file at `file` to a new object at `path` in parts of a
+    /// few MiB (memory stays bounded however large the file), and returns
+    /// its size once it is durable. Overwrites: callers pick fresh keys.
+    pub async fn put_file(&self, path: &Path, file: &FsPath) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let mut from = tokio::fs::File::open(file).await?;
+        let mut to = object_store::buffered::BufWriter::new(self.inner.clone(), path.clone());
+        let size = tokio::io::copy(&mut from, &mut to).await?;
+        to.shutdown().await?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(path.as_ref());
+            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+                .await
+                .map_err(|e| LogError::Internal(format!("fsync task: {e}")))??;
+        }
+        Ok(size)
+    }
+
+    /// Copies an object into a new local file at `file`, in parts (memory
+    /// stays bounded), synced before it returns.
+    pub async fn get_file(&self, path: &Path, file: &FsPath) -> Result<u64> {
+        use futures::TryStreamExt;
+        use tokio::io::AsyncWriteExt;
+        let mut body = self.inner.get(path).await?.into_stream();
+        let mut to = tokio::fs::File::create_new(file).await?;
+        let mut size = 0u64;
+        while let Some(part) = body.try_next().await? {
+            size += part.len() as u64;
+            to.write_all(&part).await?;
+        }
+        to.sync_all().await?;
+        Ok(size)
+    }
+
     /// Reads `range` of an object.
     pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
         Ok(self.inner.get_range(path, range).await?)

@@ -3,6 +3,7 @@
 //! running server (`--server`, or `STREAMHOUSE_SERVER`).
 
 mod client;
+pub mod metadata;
 mod output;
 mod shell;
 
@@ -14,6 +15,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 pub use client::{Client, DEFAULT_SERVER, Outcome};
+pub use metadata::MetadataCommand;
 pub use output::{Format, Printer};
 
 /// Where the server is, and who is asking.

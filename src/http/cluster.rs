@@ -93,14 +93,8 @@ pub async fn messages(
         Ok(db) => db,
         Err(r) => return r.into_response(),
     };
-    if c.0.is_some() {
-        let need = [Need::Privilege(
-            Privilege::Select,
-            Object::table(name.clone()),
-        )];
-        if let Err(e) = db.authorize(DOOR, c.0.as_deref(), &need).await {
-            return sql_error(&e);
-        }
+    if let Err(r) = super::may_read(db, &c, &name).await {
+        return r;
     }
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_MESSAGES {

@@ -17,6 +17,7 @@
 //! `pg_monitor` or a superuser. Errors are JSON `{"error": …}` with the
 //! HTTP status of their kind (`reply`).
 
+mod backups;
 mod cluster;
 mod console;
 mod probes;
@@ -59,6 +60,8 @@ pub struct AdminState {
     /// Turns true when shutdown begins: long answers (a tail) end.
     closing: tokio::sync::watch::Sender<bool>,
     simulator: OnceLock<Arc<crate::simulator::Simulator>>,
+    /// Backups of an embedded metadata store.
+    backups: OnceLock<Arc<crate::backups::Backups>>,
     metrics: PrometheusHandle,
     /// Everything but the probes needs a bearer token.
     require_token: bool,
@@ -73,6 +76,7 @@ impl AdminState {
             draining: AtomicBool::new(false),
             closing: tokio::sync::watch::Sender::new(false),
             simulator: OnceLock::new(),
+            backups: OnceLock::new(),
             metrics,
             require_token,
         }
@@ -89,6 +93,11 @@ impl AdminState {
             .set(Arc::new(crate::simulator::Simulator::new(log.clone())));
         let _ = self.db.set(db);
         let _ = self.log.set(log);
+    }
+
+    /// The server backs up its embedded metadata store with `backups`.
+    pub fn set_backups(&self, backups: Arc<crate::backups::Backups>) {
+        let _ = self.backups.set(backups);
     }
 
     /// Shutdown began: stop advertising readiness, end long answers, and
@@ -165,6 +174,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/streams", get(streams::list))
         .route("/v1/views", get(cluster::views))
         .route("/v1/groups", get(cluster::groups))
+        .route("/v1/metadata/backups", get(backups::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), monitors));
     let signed_in = Router::new()
         .route("/v1/whoami", get(whoami))
@@ -173,6 +183,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/streams/{name}", get(streams::one))
         .route("/v1/streams/{name}/messages", get(cluster::messages))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/metadata/backups", post(backups::take))
         .route("/v1/groups/{group}/reset", post(cluster::reset_group))
         .route("/v1/streams/{name}/tail", get(tail::tail))
         .route(
@@ -245,6 +256,18 @@ async fn monitors(State(s): State<Arc<AdminState>>, mut request: Request, next: 
     }
     request.extensions_mut().insert(c);
     next.run(request).await
+}
+
+/// Refuses a caller who may not read stream `name` (SELECT on it), with
+/// the refusal as the answer.
+async fn may_read(db: &Database, c: &Caller, name: &str) -> Result<(), Response> {
+    let need = [Need::Privilege(
+        streamhouse_sql::privileges::Privilege::Select,
+        streamhouse_sql::privileges::Object::table(name.to_string()),
+    )];
+    db.authorize(DOOR, c.0.as_deref(), &need)
+        .await
+        .map_err(|e| reply::sql_error(&e))
 }
 
 /// `GET /v1/whoami`: the caller, whether passwords are required, and

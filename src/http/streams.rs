@@ -13,10 +13,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use streamhouse_log::{LogError, PartitionStats, StreamInfo, StreamKind};
-use streamhouse_sql::privileges::{Need, Object, Privilege};
 
-use super::reply::{client_error, log_error, sql_error};
-use super::{AdminState, Caller, DOOR};
+use super::reply::{client_error, log_error};
+use super::{AdminState, Caller};
 
 /// What both answers say of a stream.
 fn describe(info: &StreamInfo, stats: &[PartitionStats]) -> serde_json::Map<String, Value> {
@@ -127,14 +126,8 @@ pub async fn one(
         Ok(db) => db,
         Err(r) => return r.into_response(),
     };
-    if c.0.is_some() {
-        let need = [Need::Privilege(
-            Privilege::Select,
-            Object::table(name.clone()),
-        )];
-        if let Err(e) = db.authorize(DOOR, c.0.as_deref(), &need).await {
-            return sql_error(&e);
-        }
+    if let Err(r) = super::may_read(db, &c, &name).await {
+        return r;
     }
     let log = db.log();
     let result = async {

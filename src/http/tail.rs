@@ -27,11 +27,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use streamhouse_log::stream::OFFSET_COLUMN;
 use streamhouse_log::{Log, LogError, StreamInfo};
-use streamhouse_sql::privileges::{Need, Object, Privilege};
 use tokio::sync::{mpsc, watch};
 
-use super::reply::{log_error, sql_error};
-use super::{AdminState, Caller, DOOR, values};
+use super::reply::log_error;
+use super::{AdminState, Caller, values};
 
 /// Rows in one event, at most.
 pub const MAX_EVENT_ROWS: u64 = 1_000;
@@ -59,12 +58,8 @@ pub async fn tail(
         Ok(db) => db,
         Err(r) => return r.into_response(),
     };
-    let need = [Need::Privilege(
-        Privilege::Select,
-        Object::table(name.clone()),
-    )];
-    if let Err(e) = db.authorize(DOOR, c.0.as_deref(), &need).await {
-        return sql_error(&e);
+    if let Err(r) = super::may_read(db, &c, &name).await {
+        return r;
     }
     let log = db.log().clone();
     let partition = q.partition.unwrap_or(0);

@@ -143,6 +143,23 @@ pub fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A plain HTTP/1.0 POST of a JSON body (may be empty): (status, body).
+pub fn post(addr: &str, path: &str, json: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{json}",
+        json.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
 impl Server {
     /// The psql connection URL from the banner.
     pub fn pg_url(&self) -> String {

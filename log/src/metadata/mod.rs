@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::TimeBounds;
 use crate::clock::Micros;
-use crate::error::Result;
+use crate::error::{LogError, Result};
 use crate::groups::classic::{ClassicGroup, ClassicOp, ClassicReply};
 use crate::groups::rules::{CommitCheck, GroupOp, StoredGroup};
 use crate::stream::{SchemaVersion, StreamId, StreamInfo, StreamSpec};
@@ -751,6 +751,19 @@ pub trait MetadataStore:
 {
     /// Closes connections, waiting for those in use.
     async fn close(&self) {}
+
+    /// Writes a consistent copy of the committed state to `file` (which
+    /// must not exist) while the store stays open for reads and writes.
+    /// The embedded store can; a PostgreSQL store is backed up by
+    /// PostgreSQL's own tools (`pg_dump`, continuous archiving).
+    async fn snapshot_into(&self, file: &std::path::Path) -> Result<()> {
+        let _ = file;
+        Err(LogError::Unsupported(
+            "a PostgreSQL metadata store is backed up with PostgreSQL's own tools \
+             (pg_dump, continuous archiving)"
+                .into(),
+        ))
+    }
 
     /// Whether other agents may share this store (a cluster).
     fn is_shared(&self) -> bool {

@@ -181,6 +181,20 @@ impl MetadataStore for SqliteMetadata {
     async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// `VACUUM INTO`: one read transaction copies the committed pages, so
+    /// the copy is consistent and writers go on meanwhile (WAL).
+    async fn snapshot_into(&self, file: &Path) -> Result<()> {
+        let target = file
+            .to_str()
+            .ok_or_else(|| LogError::InvalidArgument(format!("{} is not UTF-8", file.display())))?;
+        let mut c = self.pool.acquire().await?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&mut *c)
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
