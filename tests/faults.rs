@@ -80,23 +80,27 @@ impl Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn object_store_outages_are_retried_then_reported_and_lose_nothing() {
+/// The test S3-compatible server's endpoint, and a store URL under a
+/// fresh prefix of its bucket named after `what`.
+fn s3_test_store(what: &str) -> (String, String) {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .expect("AWS_ENDPOINT_URL is not set: run the suite with ./scripts/test");
     let bucket = std::env::var("STREAMHOUSE_TEST_S3_BUCKET")
         .expect("STREAMHOUSE_TEST_S3_BUCKET is not set: run the suite with ./scripts/test");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    (endpoint, format!("s3://{bucket}/{what}-{nanos}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_outages_are_retried_then_reported_and_lose_nothing() {
+    let (endpoint, store) = s3_test_store("faults");
+    let store = format!("{store}?retry_timeout=3s");
     let upstream = endpoint.trim_start_matches("http://").to_string();
     let proxy = Proxy::start(upstream).await;
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!(
-        "faults-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let store = format!("s3://{bucket}/{prefix}?retry_timeout=3s");
     let via_proxy = format!("http://127.0.0.1:{}", proxy.port);
     let server = Server::start_logged(
         dir.path(),
@@ -224,19 +228,8 @@ async fn state_of(server: &Server) -> (i64, Vec<(i32, i64)>, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_metadata_file_is_restored_from_its_backup_in_the_object_store() {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .expect("AWS_ENDPOINT_URL is not set: run the suite with ./scripts/test");
-    let bucket = std::env::var("STREAMHOUSE_TEST_S3_BUCKET")
-        .expect("STREAMHOUSE_TEST_S3_BUCKET is not set: run the suite with ./scripts/test");
+    let (endpoint, store) = s3_test_store("backups");
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!(
-        "backups-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let store = format!("s3://{bucket}/{prefix}");
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     let args = [

@@ -89,13 +89,10 @@ pub async fn messages(
     Path(name): Path<String>,
     Query(q): Query<MessagesQuery>,
 ) -> Response {
-    let db = match s.ready_db() {
+    let db = match super::readable(&s, &c, &name).await {
         Ok(db) => db,
-        Err(r) => return r.into_response(),
+        Err(r) => return r,
     };
-    if let Err(r) = super::may_read(db, &c, &name).await {
-        return r;
-    }
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_MESSAGES {
         return client_error(

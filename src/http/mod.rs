@@ -258,16 +258,22 @@ async fn monitors(State(s): State<Arc<AdminState>>, mut request: Request, next: 
     next.run(request).await
 }
 
-/// Refuses a caller who may not read stream `name` (SELECT on it), with
-/// the refusal as the answer.
-async fn may_read(db: &Database, c: &Caller, name: &str) -> Result<(), Response> {
+/// The database, once the server is ready and the caller may read stream
+/// `name` (SELECT on it); else the answer that it is not or may not.
+async fn readable<'a>(
+    s: &'a AdminState,
+    c: &Caller,
+    name: &str,
+) -> Result<&'a Arc<Database>, Response> {
+    let db = s.ready_db().map_err(IntoResponse::into_response)?;
     let need = [Need::Privilege(
         streamhouse_sql::privileges::Privilege::Select,
         streamhouse_sql::privileges::Object::table(name.to_string()),
     )];
     db.authorize(DOOR, c.0.as_deref(), &need)
         .await
-        .map_err(|e| reply::sql_error(&e))
+        .map_err(|e| reply::sql_error(&e))?;
+    Ok(db)
 }
 
 /// `GET /v1/whoami`: the caller, whether passwords are required, and

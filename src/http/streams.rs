@@ -122,13 +122,10 @@ pub async fn one(
     Extension(c): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    let db = match s.ready_db() {
+    let db = match super::readable(&s, &c, &name).await {
         Ok(db) => db,
-        Err(r) => return r.into_response(),
+        Err(r) => return r,
     };
-    if let Err(r) = super::may_read(db, &c, &name).await {
-        return r;
-    }
     let log = db.log();
     let result = async {
         let info = log.stream(&name).await?;

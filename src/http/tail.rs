@@ -54,13 +54,10 @@ pub async fn tail(
     Path(name): Path<String>,
     Query(q): Query<TailQuery>,
 ) -> Response {
-    let db = match s.ready_db() {
+    let db = match super::readable(&s, &c, &name).await {
         Ok(db) => db,
-        Err(r) => return r.into_response(),
+        Err(r) => return r,
     };
-    if let Err(r) = super::may_read(db, &c, &name).await {
-        return r;
-    }
     let log = db.log().clone();
     let partition = q.partition.unwrap_or(0);
     let start = async {
