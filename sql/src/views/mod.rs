@@ -86,6 +86,10 @@ pub struct Views {
     remote: RwLock<HashMap<String, RemoteView>>,
     /// Stored views that could not be brought back: (definition, error).
     failed: RwLock<HashMap<String, (String, String)>>,
+    /// Held while a view's table is registered, as running here or as
+    /// another agent's: a statement learning of a view and the upkeep
+    /// taking it over register it one at a time, never over each other.
+    registering: std::sync::Mutex<()>,
 }
 
 impl Views {
@@ -121,6 +125,7 @@ impl Views {
             running: RwLock::default(),
             remote: RwLock::default(),
             failed: RwLock::default(),
+            registering: std::sync::Mutex::default(),
         })
     }
 
@@ -281,7 +286,13 @@ impl Views {
     /// Known as remote meanwhile (this agent learned of its record between
     /// its creation or takeover and now): that registration goes.
     fn install(&self, view: Arc<MatView>) -> Result<()> {
+        let _one = self.registering.lock().unwrap_or_else(|p| p.into_inner());
         self.forget_remote(&view.name)?;
+        // Replaces whatever a statement registered under the name meanwhile.
+        let _ = self
+            .planner
+            .ctx
+            .deregister_table(TableReference::bare(view.name.clone()));
         self.planner
             .ctx
             .register_table(TableReference::bare(view.name.clone()), view.table())?;

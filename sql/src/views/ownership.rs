@@ -103,6 +103,16 @@ impl Views {
             changelog.clone(),
             inserts_only,
         );
+        // Taken over here while this was planned: it runs here, not there.
+        let _one = self.registering.lock().unwrap_or_else(|p| p.into_inner());
+        if self.running(&record.name).is_some() {
+            return Ok(());
+        }
+        // Known already (learned by a concurrent statement): replaced.
+        let _ = self
+            .planner
+            .ctx
+            .deregister_table(TableReference::bare(record.name.clone()));
         self.planner
             .ctx
             .register_table(TableReference::bare(record.name.clone()), provider)?;
