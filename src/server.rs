@@ -67,6 +67,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let store = Store::open(&config.object_store)
         .with_context(|| format!("cannot open object store {}", config.object_store))?;
     let meta: Arc<dyn MetadataStore> = match &config.metadata {
+        MetadataUrl::Sqlite(path) if !path.exists() && lost_file(&store).await? => {
+            anyhow::bail!(
+                "the metadata file {} is missing, but the object store {} keeps streams: \
+                 run `streamhouse metadata restore` with the same flags (it restores the newest \
+                 backup rolled forward with the newer objects, or rebuilds from the objects \
+                 alone), then start again",
+                path.display(),
+                redact(&config.object_store),
+            );
+        }
         MetadataUrl::Sqlite(path) => Arc::new(
             SqliteMetadata::open(path)
                 .await
@@ -87,6 +97,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             )
         }
     };
+    if let MetadataUrl::Sqlite(path) = &config.metadata
+        && let Some(kept) = streamhouse_log::recover::index_lost(meta.as_ref(), &store).await?
+    {
+        anyhow::bail!(
+            "the metadata store {} has no streams, but the object store {} keeps the \
+             definitions of {kept}: the metadata file was lost (or belongs elsewhere). \
+             Move the file (and its -wal) aside and run `streamhouse metadata restore` with \
+             the same flags: it restores the newest backup rolled forward with the newer \
+             objects, or rebuilds from the objects alone",
+            path.display(),
+            redact(&config.object_store),
+        );
+    }
     let mut log_config = LogConfig::for_store(&store);
     // The embedded metadata inside the (locked) data directory has no
     // other agent.
@@ -301,6 +324,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 }
 
 /// A connection URL without its password.
+/// Whether the object store keeps stream definitions (see
+/// `streamhouse_log::definitions`): a missing metadata file is then lost.
+async fn lost_file(store: &Store) -> anyhow::Result<bool> {
+    Ok(!streamhouse_log::definitions::ids(store).await?.is_empty())
+}
+
 fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {

@@ -11,7 +11,8 @@
 //! however large the store.
 //!
 //! What a backup holds is what was committed when it was taken: appends
-//! acknowledged later are in the object store but not in the backup.
+//! acknowledged later are in the object store but not in the backup, and
+//! [`crate::recover`] rolls a restored index forward with them.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -126,18 +127,7 @@ pub async fn prune(store: &Store, keep: usize) -> Result<usize> {
 /// `target`, which must not exist, nor its `-wal` or `-shm` companions (a
 /// stale write-ahead log would be applied to the restored file).
 pub async fn restore(store: &Store, key: Option<&str>, target: &FsPath) -> Result<Backup> {
-    for path in [
-        target.to_path_buf(),
-        companion(target, "-wal"),
-        companion(target, "-shm"),
-    ] {
-        if tokio::fs::try_exists(&path).await? {
-            return Err(LogError::InvalidArgument(format!(
-                "{} exists: a restore does not replace a metadata file; move it aside first",
-                path.display()
-            )));
-        }
-    }
+    ensure_absent(target).await?;
     let all = list(store).await?;
     let backup = match key {
         Some(k) => all
@@ -175,6 +165,24 @@ pub async fn restore(store: &Store, key: Option<&str>, target: &FsPath) -> Resul
     .await
     .map_err(|e| LogError::Internal(format!("restore task: {e}")))??;
     Ok(backup)
+}
+
+/// Refuses when metadata file `target`, or its `-wal` or `-shm`
+/// companion, exists: a restore never replaces one.
+pub async fn ensure_absent(target: &FsPath) -> Result<()> {
+    for path in [
+        target.to_path_buf(),
+        companion(target, "-wal"),
+        companion(target, "-shm"),
+    ] {
+        if tokio::fs::try_exists(&path).await? {
+            return Err(LogError::InvalidArgument(format!(
+                "{} exists: a restore does not replace a metadata file; move it aside first",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a restored index and the object store say of each other.

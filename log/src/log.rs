@@ -21,6 +21,7 @@ use crate::agent::{Agent, AgentState};
 use crate::cache::ChunkCache;
 use crate::clock::{ClockRef, Micros, SystemClock};
 use crate::config::{LogConfig, MaintenanceConfig};
+use crate::definitions;
 use crate::error::{LogError, Result};
 use crate::groups::Groups;
 use crate::metadata::sqlite::SqliteMetadata;
@@ -280,7 +281,22 @@ impl Log {
             .write()
             .await
             .insert(info.name().to_string(), info.clone());
+        self.keep_definition(&info).await;
         Ok(info)
+    }
+
+    /// Keeps stream `info`'s definition in the object store (see
+    /// [`crate::definitions`]); a failure is logged, and the upkeep writes
+    /// a missing one later.
+    pub(crate) async fn keep_definition(&self, info: &StreamInfo) {
+        let kept = async {
+            let versions = self.meta.schema_versions(info.id).await?;
+            definitions::write(&self.store, info, &versions).await
+        }
+        .await;
+        if let Err(e) = kept {
+            tracing::warn!(stream = %info.name(), error = %e, "cannot keep the stream's definition in the object store");
+        }
     }
 
     /// Drops a user's stream; buffered appends to it fail with
@@ -307,6 +323,9 @@ impl Log {
         let info = self.meta.drop_stream(name).await?;
         self.streams.write().await.remove(name);
         self.tail.forget(info.id);
+        if let Err(e) = definitions::delete(&self.store, info.id).await {
+            tracing::warn!(stream = %name, error = %e, "cannot delete the dropped stream's definition from the object store");
+        }
         Ok(())
     }
 

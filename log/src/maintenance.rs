@@ -15,6 +15,8 @@
 //! - A stream with `archive_after` has its chunks older than that
 //!   rewritten as Parquet archive chunks (see [`archive`]), swapped in the
 //!   same way; compaction leaves archive chunks alone.
+//! - Stream definitions missing from the object store are written there
+//!   (see [`crate::definitions`]).
 //! - Garbage collection deletes objects no chunk references once they have
 //!   been unreferenced for the grace period (a reader that listed their
 //!   chunks just before can still fetch them), and objects the index never
@@ -31,8 +33,10 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::chunk::{self, TimeBounds};
 use crate::config::MaintenanceConfig;
+use crate::definitions;
 use crate::error::Result;
 use crate::log::Log;
+use crate::manifest::{self, Manifest, ManifestChunk};
 use crate::metadata::ChunkRecord;
 use crate::path::DataObjectPath;
 use crate::stream::{StreamInfo, StreamKind, chunk_schema};
@@ -53,6 +57,8 @@ pub struct MaintenanceReport {
     /// Archive chunks written, and the chunks they replaced.
     pub archives: u64,
     pub archived_chunks: u64,
+    /// Stream definitions written to the object store that were missing.
+    pub kept_definitions: u64,
 }
 
 impl Log {
@@ -79,7 +85,9 @@ impl Log {
         let config = self.maintenance_config().clone();
         let now = self.now_micros();
         let mut report = MaintenanceReport::default();
-        for info in self.all_streams().await? {
+        let streams = self.all_streams().await?;
+        self.keep_missing_definitions(&streams, &mut report).await?;
+        for info in streams {
             if let Some(retention) = info.spec.retention {
                 let before = now - retention.as_micros() as i64;
                 report.expired_chunks += self.metadata().expire_chunks(info.id, before).await?;
@@ -104,6 +112,23 @@ impl Log {
             tracing::info!(?report, "log maintenance");
         }
         Ok(report)
+    }
+
+    /// Writes the definitions of streams that have none in the object
+    /// store (see [`crate::definitions`]).
+    async fn keep_missing_definitions(
+        &self,
+        streams: &[std::sync::Arc<StreamInfo>],
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        let kept: std::collections::HashSet<_> =
+            definitions::ids(self.store()).await?.into_iter().collect();
+        for info in streams.iter().filter(|s| !kept.contains(&s.id)) {
+            let versions = self.metadata().schema_versions(info.id).await?;
+            definitions::write(self.store(), info, &versions).await?;
+            report.kept_definitions += 1;
+        }
+        Ok(())
     }
 
     async fn compact_partition(
@@ -188,13 +213,48 @@ impl Log {
     /// another agent changed those chunks first.
     async fn write_replacement(&self, r: Replacement<'_>) -> Result<bool> {
         let level = self.zstd_level();
+        let (first, last) = (&r.old[0], &r.old[r.old.len() - 1]);
+        // What the object says of itself (see `crate::manifest`); an
+        // archive chunk is its whole object, so its byte range is left 0..0.
+        let mut described = ManifestChunk {
+            stream: r.info.id,
+            partition: first.partition,
+            schema_version: r.info.schema_version,
+            bytes: [0, 0],
+            offsets: [first.base_offset, last.end_offset],
+            exact: true,
+            sparse_rows: r.sparse_rows,
+            event_time: manifest::bounds(r.event_time),
+            append_time: manifest::bounds(r.append_time),
+        };
         let (schema, batches, archive) = (r.schema, r.batches, r.archive);
-        let encoded = tokio::task::spawn_blocking(move || match archive {
-            true => chunk::archive::encode(&schema, &batches),
-            false => chunk::encode(&schema, &chunk::coalesce(&schema, batches)?, level),
+        let encoded = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64)> {
+            if archive {
+                let m = Manifest {
+                    chunks: vec![described],
+                };
+                let kv = vec![(
+                    manifest::PARQUET_KEY.to_string(),
+                    manifest::to_parquet_value(&m)?,
+                )];
+                let bytes = chunk::archive::encode(&schema, &batches, kv)?;
+                let len = bytes.len() as u64;
+                return Ok((bytes, len));
+            }
+            let mut bytes = chunk::encode(&schema, &chunk::coalesce(&schema, batches)?, level)?;
+            let len = bytes.len() as u64;
+            described.bytes = [0, len];
+            manifest::append(
+                &mut bytes,
+                &Manifest {
+                    chunks: vec![described],
+                },
+            )?;
+            Ok((bytes, len))
         })
         .await
         .map_err(|e| crate::LogError::Internal(format!("encode task: {e}")))??;
+        let (encoded, chunk_len) = encoded;
         let path = match archive {
             true => DataObjectPath::new_archive(),
             false => DataObjectPath::new_unique(),
@@ -203,14 +263,13 @@ impl Log {
         self.store()
             .put_durable(path.as_path(), Bytes::from(encoded))
             .await?;
-        let (first, last) = (&r.old[0], &r.old[r.old.len() - 1]);
         let new = ChunkRecord {
             stream_id: r.info.id,
             partition: first.partition,
             base_offset: first.base_offset,
             end_offset: last.end_offset,
             object: path.as_str().to_string(),
-            byte_range: 0..size,
+            byte_range: 0..chunk_len,
             event_time: r.event_time,
             append_time: r.append_time,
             schema_version: r.info.schema_version,

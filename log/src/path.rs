@@ -1,12 +1,25 @@
 //! Every object key the log writes or reads is built here.
 //!
 //! Data objects are named by a ULID, so two flushes (on one agent or many)
-//! never choose the same key, and keys sort by creation time. They are written
-//! create-only: an existing key means a bug or a foreign writer, never an
-//! overwrite.
+//! never choose the same key, and keys sort by creation time. Within one
+//! process the ULIDs only grow (two keys made in the same millisecond
+//! differ in their random part by one), so a sole writer's keys sort in
+//! the order it wrote them — the order recovery replays them in
+//! ([`crate::recover`]). Objects are written create-only: an existing key
+//! means a bug or a foreign writer, never an overwrite.
+
+use std::sync::Mutex;
 
 use object_store::path::Path;
-use ulid::Ulid;
+use ulid::{Generator, Ulid};
+
+/// A ULID greater than every one this process made before.
+fn next_ulid() -> Ulid {
+    static GENERATOR: Mutex<Generator> = Mutex::new(Generator::new());
+    let mut g = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    // The random part overflows only after 2^80 keys in one millisecond.
+    g.generate().unwrap_or_else(|_| Ulid::new())
+}
 
 /// The key of one data object: a flush's concatenation of Arrow IPC
 /// stream chunks (`.arrows`), a compacted chunk (`.arrows`), or an archive
@@ -23,7 +36,7 @@ impl DataObjectPath {
         Self(Path::from(format!(
             "{}/{}.arrows",
             Self::PREFIX,
-            Ulid::new()
+            next_ulid()
         )))
     }
 
@@ -32,7 +45,7 @@ impl DataObjectPath {
         Self(Path::from(format!(
             "{}/{}.parquet",
             Self::PREFIX,
-            Ulid::new()
+            next_ulid()
         )))
     }
 
@@ -79,5 +92,10 @@ mod tests {
         assert!(archive.as_str().starts_with("log/data/"));
         assert!(DataObjectPath::is_archive(archive.as_str()));
         assert!(!DataObjectPath::is_archive(a.as_str()));
+        // Keys made one after another sort in that order.
+        let keys: Vec<String> = (0..1000)
+            .map(|_| DataObjectPath::new_unique().as_str().to_string())
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -6,7 +6,13 @@
 //! local directory, fsynced, and (2) the metadata transaction that assigns
 //! its offsets committed. A failure at either step fails every append of the
 //! flush and commits nothing, so no offset is consumed and nothing becomes
-//! visible; the orphaned object, if any, is garbage for the collector.
+//! visible. The object of a commit the store refused is deleted; after a
+//! commit that failed (perhaps committed after all) it stays, for the
+//! index or the garbage collector.
+//!
+//! Each object ends with its manifest ([`crate::manifest`]): every chunk's
+//! stream, partition and byte range, and the base offset this writer
+//! expects it to get, so the index can be rebuilt from the objects.
 //!
 //! Ordering: one flush is in flight at a time and appends are committed in
 //! arrival order within it, so rows appended in sequence to a partition get
@@ -25,6 +31,7 @@ use std::time::Duration;
 
 use arrow::array::{RecordBatch, TimestampMicrosecondArray};
 use bytes::Bytes;
+use object_store::ObjectStoreExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -34,6 +41,7 @@ use crate::cache::ChunkCache;
 use crate::chunk::{self, TimeBounds};
 use crate::clock::ClockRef;
 use crate::error::{LogError, Result};
+use crate::manifest::{self, Manifest, ManifestChunk};
 use crate::metadata::{
     AckPart, CommitOutcome, FlushCommit, MetadataStore, NewAppend, NewChunk, ProducerSeq,
     Rejection, TxnCommit, fenced_message,
@@ -146,6 +154,10 @@ struct Shared {
     clock: ClockRef,
     /// The last group number given out.
     groups: AtomicU64,
+    /// Each partition's end after this writer's last commit to it: the
+    /// base offset the next flush's manifest expects (see
+    /// [`crate::manifest`]). Forgotten when a commit fails.
+    ends: std::sync::Mutex<HashMap<(StreamId, u32), u64>>,
 }
 
 /// Accepts appends and runs the flush loop.
@@ -222,6 +234,7 @@ impl Writer {
             tail,
             clock,
             groups: AtomicU64::new(0),
+            ends: std::sync::Mutex::new(HashMap::new()),
         });
         let flusher = tokio::spawn(flush_loop(shared.clone()));
         Self {
@@ -505,6 +518,47 @@ async fn flush(s: &Shared, mut appends: Vec<Pending>) {
     }
 }
 
+/// The base offset each chunk of a flush expects (in plan order): the
+/// partition's end after this writer's last commit, read from the
+/// metadata store for partitions it has not committed to yet.
+async fn expected_bases(s: &Shared, chunks: &[PlannedChunk]) -> Result<Vec<u64>> {
+    let missing: Vec<StreamId> = {
+        let ends = s.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<StreamId> = chunks
+            .iter()
+            .filter(|c| !ends.contains_key(&(c.stream.id, c.partition)))
+            .map(|c| c.stream.id)
+            .collect();
+        ids.dedup();
+        ids
+    };
+    let mut read = HashMap::new();
+    for id in missing {
+        // A stream dropped meanwhile has none: its commit is refused.
+        let stream_ends = s.meta.partition_ends(id).await?;
+        for (p, end) in stream_ends.into_iter().enumerate() {
+            read.insert((id, p as u32), end);
+        }
+    }
+    let ends = s.ends.lock().unwrap_or_else(|p| p.into_inner());
+    let mut next: HashMap<(StreamId, u32), u64> = HashMap::new();
+    Ok(chunks
+        .iter()
+        .map(|c| {
+            let key = (c.stream.id, c.partition);
+            let at = next.entry(key).or_insert_with(|| {
+                ends.get(&key)
+                    .or_else(|| read.get(&key))
+                    .copied()
+                    .unwrap_or(0)
+            });
+            let base = *at;
+            *at += c.rows;
+            base
+        })
+        .collect())
+}
+
 fn clone_error(e: &LogError) -> LogError {
     match e {
         LogError::UnknownStream(s) => LogError::UnknownStream(s.clone()),
@@ -586,13 +640,28 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
 
+    let expected = expected_bases(s, &chunks).await?;
     let total: usize = encoded.iter().map(|(b, _, _)| b.len()).sum();
-    let mut object = Vec::with_capacity(total);
+    let mut object = Vec::with_capacity(total + 256 * chunks.len());
     let mut new_chunks = Vec::with_capacity(chunks.len());
     let mut decoded = Vec::with_capacity(chunks.len());
-    for (c, (bytes, event_time, batches)) in chunks.iter().zip(encoded) {
+    let mut described = Manifest {
+        chunks: Vec::with_capacity(chunks.len()),
+    };
+    for ((c, (bytes, event_time, batches)), base) in chunks.iter().zip(encoded).zip(expected) {
         let start = object.len() as u64;
         object.extend_from_slice(&bytes);
+        described.chunks.push(ManifestChunk {
+            stream: c.stream.id,
+            partition: c.partition,
+            schema_version: c.stream.schema_version,
+            bytes: [start, object.len() as u64],
+            offsets: [base, base + c.rows],
+            exact: false,
+            sparse_rows: None,
+            event_time: manifest::bounds(event_time),
+            append_time: manifest::bounds(c.append_time),
+        });
         new_chunks.push(NewChunk {
             stream_id: c.stream.id,
             partition: c.partition,
@@ -605,11 +674,24 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
         decoded.push(batches);
     }
 
+    manifest::append(&mut object, &described)?;
+
     let path = DataObjectPath::new_unique();
     let object_size = object.len() as u64;
-    s.store
+    let forget = |s: &Shared| {
+        let mut ends = s.ends.lock().unwrap_or_else(|p| p.into_inner());
+        for c in &chunks {
+            ends.remove(&(c.stream.id, c.partition));
+        }
+    };
+    if let Err(e) = s
+        .store
         .put_durable(path.as_path(), Bytes::from(object))
-        .await?;
+        .await
+    {
+        forget(s);
+        return Err(e);
+    }
 
     // One entry per producer transaction, found by its group.
     let mut transactions: Vec<TxnCommit> = Vec::new();
@@ -650,13 +732,30 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
     let outcome = s.meta.commit_flush(&commit).await;
     metrics::histogram!(crate::metrics::METADATA_COMMIT_SECONDS)
         .record(committing.elapsed().as_secs_f64());
-    let bases = match outcome? {
-        CommitOutcome::Committed { chunk_base_offsets } => chunk_base_offsets,
-        CommitOutcome::Rejected { rejections } => {
+    let bases = match outcome {
+        Ok(CommitOutcome::Committed { chunk_base_offsets }) => chunk_base_offsets,
+        Ok(CommitOutcome::Rejected { rejections }) => {
             debug!(object = %path, rejected = rejections.len(), "flush rejected, retrying");
+            forget(s);
+            // Nothing of it was committed: its rows are written again.
+            if let Err(e) = s.store.object_store().delete(path.as_path()).await {
+                debug!(object = %path, error = %e, "cannot delete a rejected flush's object");
+            }
             return Ok(FlushResult::Rejected(rejections));
         }
+        Err(e) => {
+            // Perhaps committed after all: the object stays, for the
+            // index or for garbage collection.
+            forget(s);
+            return Err(e);
+        }
     };
+    {
+        let mut ends = s.ends.lock().unwrap_or_else(|p| p.into_inner());
+        for (c, base) in chunks.iter().zip(&bases) {
+            ends.insert((c.stream.id, c.partition), base + c.rows);
+        }
+    }
 
     metrics::histogram!(crate::metrics::FLUSH_BYTES).record(object_size as f64);
     metrics::histogram!(crate::metrics::FLUSH_ROWS)

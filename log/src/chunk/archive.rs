@@ -35,16 +35,26 @@ pub fn is_archive(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
 }
 
-/// `batches` (all of `schema`, the chunk schema) as one Parquet file;
-/// `Unsupported` when Parquet cannot hold them (a type it has no form
-/// for).
-pub fn encode(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+/// `batches` (all of `schema`, the chunk schema) as one Parquet file,
+/// with `metadata` as key-value pairs of its footer; `Unsupported` when
+/// Parquet cannot hold them (a type it has no form for).
+pub fn encode(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    metadata: Vec<(String, String)>,
+) -> Result<Vec<u8>> {
     let failed =
         |e: parquet::errors::ParquetError| LogError::Unsupported(format!("rows as Parquet: {e}"));
     let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(failed)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(
+            metadata
+                .into_iter()
+                .map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v))
+                .collect(),
+        ))
         .build();
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props)).map_err(failed)?;
@@ -125,7 +135,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let bytes = Bytes::from(encode(&schema, std::slice::from_ref(&batch)).unwrap());
+        let bytes = Bytes::from(encode(&schema, std::slice::from_ref(&batch), vec![]).unwrap());
         assert!(is_archive(&bytes));
         let all = decode(bytes.clone(), None).unwrap();
         let all = arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();

@@ -51,6 +51,7 @@ impl Log {
                     .await
                     .insert(name.to_string(), info.clone());
                 self.schemas_epoch.fetch_add(1, Ordering::AcqRel);
+                self.keep_definition(&info).await;
                 Ok(info)
             }
             Err(e) => {
@@ -79,7 +80,9 @@ impl Log {
             .await;
         // Read it again next time, whatever happened.
         self.streams.write().await.remove(name);
-        Ok(Arc::new(set?))
+        let info = Arc::new(set?);
+        self.keep_definition(&info).await;
+        Ok(info)
     }
 
     /// Stream `name` as it was at schema version `version`: what a view

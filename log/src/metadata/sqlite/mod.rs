@@ -10,6 +10,7 @@
 //! [`Backend`]; the flush commit, one statement per row, is `flush`.
 
 mod flush;
+mod restore;
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
