@@ -1,9 +1,11 @@
 """A TCP proxy the tests control: stopping it makes what is behind it
 unreachable (connections refused, open ones cut); starting it again on the
-same port brings it back."""
+same port brings it back. `delay` (seconds) holds every chunk of bytes
+that long before passing it on, in both directions: a slow network."""
 import contextlib
 import socket
 import threading
+import time
 
 
 class Proxy:
@@ -16,6 +18,7 @@ class Proxy:
             self.port = s.getsockname()[1]
         self.listener = None
         self.conns = []
+        self.delay = 0.0
 
     def start(self):
         self.listener = socket.socket()
@@ -30,21 +33,27 @@ class Proxy:
                 client, _ = listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
-            self.conns += [client, upstream]
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            self.conns = [c for c in self.conns if c.fileno() != -1] + [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(a, b):
+    def _pump(self, a, b):
         try:
             while data := a.recv(65536):
+                if self.delay:
+                    time.sleep(self.delay)
                 b.sendall(data)
         except OSError:
             pass
         for s in (a, b):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
     def stop(self):
         # Shut down first: that wakes the thread blocked in accept(), which
