@@ -21,8 +21,10 @@
 //! chunks rewritten as its Parquet archive and scanned in both forms
 //! (`harness/archive.rs`), decoding Confluent-framed Avro into Arrow
 //! (`harness/avro.rs`), the web console's pages timed in headless
-//! Chromium with 100 streams and 10 views (`harness/console.rs`)
-//! and Nexmark as views (`harness/nexmark.rs`, the queries in
+//! Chromium with 100 streams and 10 views (`harness/console.rs`),
+//! produce latency and request costs over the S3-compatible test server
+//! held to S3 Standard's and S3 Express's latencies
+//! (`harness/s3_latency.rs`; `--filter "s3 latency"`), and Nexmark as views (`harness/nexmark.rs`, the queries in
 //! `benches/nexmark/`); `--filter "nexmark live"` runs the Nexmark views
 //! together while events arrive at a fixed rate instead
 //! (`harness/nexmark/live.rs`). `--filter cluster` runs the cluster
@@ -50,6 +52,8 @@ mod kafka;
 mod nexmark;
 #[path = "harness/pgwire.rs"]
 mod pgwire;
+#[path = "harness/s3_latency.rs"]
+mod s3_latency;
 #[path = "harness/sinks.rs"]
 mod sinks;
 #[path = "harness/sources.rs"]
@@ -463,6 +467,9 @@ async fn run(args: Args) {
     }
     if wanted("avro") {
         table.extend(avro::scenarios());
+    }
+    if wanted("s3 latency") {
+        table.extend(s3_latency::scenarios(&args).await);
     }
     if wanted("console") {
         table.extend(console::scenarios(&args).await);

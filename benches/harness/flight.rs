@@ -27,6 +27,11 @@ async fn flight_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Lo
             .expect("database"),
     );
     crate::prepare(&log, &db, as_user).await;
+    let uri = listen(db, as_user).await;
+    (dd, log, uri)
+}
+
+async fn listen(db: Arc<streamhouse_sql::Database>, as_user: bool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -41,7 +46,47 @@ async fn flight_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Lo
         config,
         std::future::pending(),
     ));
-    (dd, log, format!("http://{addr}"))
+    format!("http://{addr}")
+}
+
+/// A Flight server for `db` on loopback, without passwords; its URI.
+pub async fn serve(db: Arc<streamhouse_sql::Database>) -> String {
+    listen(db, false).await
+}
+
+/// `clients` producers, each sending `per_client` 100-row batches, one
+/// `DoPut` call after another: each call's time to its acknowledgement,
+/// in µs.
+pub async fn put_latencies(uri: &str, clients: usize, per_client: usize) -> Histogram<u64> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let uri = uri.to_string();
+            tokio::spawn(async move {
+                let mut client = connect(&uri, false).await;
+                let mut hist = Histogram::<u64>::new(3).expect("histogram");
+                for k in 0..per_client {
+                    let first = 2_000_000_000 + ((c * per_client + k) * 100) as i64;
+                    let started = Instant::now();
+                    let acks = put(
+                        &mut client,
+                        "bench",
+                        schema(),
+                        futures::stream::iter([batch(first, 100)]),
+                    )
+                    .await;
+                    assert_eq!(acks, 1);
+                    hist.record(started.elapsed().as_micros() as u64)
+                        .expect("record");
+                }
+                hist
+            })
+        })
+        .collect();
+    let mut all = Histogram::<u64>::new(3).expect("histogram");
+    for t in tasks {
+        all.add(t.await.expect("producer")).expect("merge");
+    }
+    all
 }
 
 pub async fn client(uri: &str) -> FlightClient {
@@ -172,9 +217,37 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         });
     }
 
-    // Produce → consume latency: a follower from the tail; a producer sends
-    // 100-row batches every 5 ms; latency is from the producer's send to the
-    // follower's receipt of that batch's rows.
+    let batches = 1_000usize;
+    let small = 100usize;
+    let (hist, secs) = follow_latencies_as(&uri, as_user, batches).await;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    eprintln!(
+        "flight produce->consume latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(0.5),
+        ms(0.99),
+        hist.max() as f64 / 1000.0
+    );
+    rows.push(Row {
+        scenario: "flight produce->follow latency (100 rows/5ms)".into(),
+        rows: (batches * small) as u64,
+        seconds: secs,
+        bytes: (batches * small) as u64 * bytes_per_row,
+        latency: Some((ms(0.5), ms(0.99))),
+        ..Default::default()
+    });
+    log.shutdown().await;
+    rows
+}
+
+/// Produce → consume: a follower from the tail; a producer sends `batches`
+/// 100-row batches, one every 5 ms; each batch's time from its send to the
+/// follower's receipt of its rows, in µs.
+pub async fn follow_latencies(uri: &str, batches: usize) -> Histogram<u64> {
+    follow_latencies_as(uri, false, batches).await.0
+}
+
+async fn follow_latencies_as(uri: &str, as_user: bool, batches: usize) -> (Histogram<u64>, f64) {
+    let uri = uri.to_string();
     let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
     let mut follower = connect(&uri, as_user).await;
     let mut tail = follower
@@ -183,7 +256,6 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
         ))
         .await
         .expect("follow");
-    let batches = 1_000usize;
     let small = 100usize;
     let base = 1_000_000_000i64;
     let producer = {
@@ -236,21 +308,5 @@ pub async fn scenarios(args: &Args) -> Vec<Row> {
     }
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(producer.await.expect("producer"), batches);
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    eprintln!(
-        "flight produce->consume latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(0.5),
-        ms(0.99),
-        hist.max() as f64 / 1000.0
-    );
-    rows.push(Row {
-        scenario: "flight produce->follow latency (100 rows/5ms)".into(),
-        rows: (batches * small) as u64,
-        seconds: secs,
-        bytes: (batches * small) as u64 * bytes_per_row,
-        latency: Some((ms(0.5), ms(0.99))),
-        ..Default::default()
-    });
-    log.shutdown().await;
-    rows
+    (hist, secs)
 }

@@ -14,21 +14,7 @@ use crate::{Args, BENCH_USER, Row, open_database, prepare};
 async fn pg_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Log>, String) {
     let (dd, log, db) = open_database(dir).await;
     prepare(&log, &db, as_user).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let mut config = streamhouse_pgwire::PgConfig::default();
-    if as_user {
-        config.startup.auth = streamhouse_pgwire::Auth::Password;
-    }
-    let handlers = streamhouse_pgwire::handlers(db, &config).expect("pgwire handlers");
-    tokio::spawn(streamhouse_pgwire::serve(
-        listener,
-        handlers,
-        config,
-        std::future::pending(),
-    ));
+    let (addr, _) = listen(db, as_user).await;
     let url = if as_user {
         let (user, password) = BENCH_USER;
         format!(
@@ -40,6 +26,67 @@ async fn pg_server(dir: &std::path::Path, as_user: bool) -> (DataDir, Arc<Log>, 
         format!("host={} port={} user=streamhouse", addr.ip(), addr.port())
     };
     (dd, log, url)
+}
+
+async fn listen(
+    db: Arc<streamhouse_sql::Database>,
+    as_user: bool,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut config = streamhouse_pgwire::PgConfig::default();
+    if as_user {
+        config.startup.auth = streamhouse_pgwire::Auth::Password;
+    }
+    let handlers = streamhouse_pgwire::handlers(db, &config).expect("pgwire handlers");
+    let task = tokio::spawn(async move {
+        let _ = streamhouse_pgwire::serve(listener, handlers, config, std::future::pending()).await;
+    });
+    (addr, task)
+}
+
+/// A pgwire server for `db` on loopback, without passwords; its client
+/// connection string.
+pub async fn serve(db: Arc<streamhouse_sql::Database>) -> String {
+    let (addr, _) = listen(db, false).await;
+    format!("host={} port={} user=streamhouse", addr.ip(), addr.port())
+}
+
+/// `clients` connections, each sending `per_client` 10-row INSERTs one
+/// after another: each statement's time to its acknowledgement, in µs.
+pub async fn insert_latencies(
+    url: &str,
+    clients: usize,
+    per_client: usize,
+) -> hdrhistogram::Histogram<u64> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let client = pg_client(&url).await;
+                let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+                for k in 0..per_client {
+                    let first = (c * per_client + k) * 10;
+                    let values: Vec<String> = (first..first + 10)
+                        .map(|i| format!("({i},'2026-01-01 00:00:00','user-{i}','sku-{i}',1.5)"))
+                        .collect();
+                    let sql = format!("INSERT INTO bench VALUES {}", values.join(","));
+                    let started = std::time::Instant::now();
+                    client.batch_execute(&sql).await.expect("insert");
+                    hist.record(started.elapsed().as_micros() as u64)
+                        .expect("record");
+                }
+                hist
+            })
+        })
+        .collect();
+    let mut all = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    for t in tasks {
+        all.add(t.await.expect("client")).expect("merge");
+    }
+    all
 }
 
 async fn pg_client(url: &str) -> tokio_postgres::Client {

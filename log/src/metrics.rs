@@ -10,6 +10,8 @@ pub const STORE_REQUESTS: &str = "streamhouse_object_store_requests_total";
 pub const STORE_BYTES: &str = "streamhouse_object_store_bytes_total";
 /// Latency of object-store requests, by `op`.
 pub const STORE_SECONDS: &str = "streamhouse_object_store_request_seconds";
+/// Creates of data objects raced by a second PUT (see `store/hedged.rs`).
+pub const HEDGED_PUTS: &str = "streamhouse_object_store_hedged_puts_total";
 /// Rows appended (committed), by `stream`.
 pub const APPENDED_ROWS: &str = "streamhouse_appended_rows_total";
 /// Rows read from the log by every reader (queries, views, consumers,

@@ -35,6 +35,12 @@ use tracing::warn;
 
 use crate::error::{LogError, Result};
 
+mod hedged;
+
+/// A slow create of a data object is raced by a second after at least
+/// this long (S3; the URL's `?hedge_after=` sets it, `0s` turns it off).
+pub const HEDGE_AFTER: Duration = Duration::from_millis(100);
+
 /// Which kind of store a URL named; flush defaults depend on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -53,6 +59,8 @@ pub struct Store {
     stats: Arc<StoreStats>,
     /// How long a create cut off mid-request is sent again (S3 only).
     create_retry: Duration,
+    /// When a slow create is raced by a second one (S3 only).
+    hedge: Option<Arc<hedged::Hedge>>,
 }
 
 impl fmt::Debug for Store {
@@ -76,7 +84,12 @@ fn s3_retry(url: &url::Url) -> std::result::Result<object_store::RetryConfig, St
                 retry_timeout =
                     humantime::parse_duration(&v).map_err(|e| format!("retry_timeout={v}: {e}"))?;
             }
-            other => return Err(format!("unknown option {other:?} (known: retry_timeout)")),
+            "hedge_after" => {}
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} (known: retry_timeout, hedge_after)"
+                ));
+            }
         }
     }
     Ok(object_store::RetryConfig {
@@ -114,6 +127,11 @@ impl Store {
                 .ok_or_else(|| bad("missing bucket".into()))?;
             let retry = s3_retry(&parsed).map_err(bad)?;
             let retry_timeout = retry.retry_timeout;
+            let hedge = match parsed.query_pairs().find(|(k, _)| k == "hedge_after") {
+                Some((_, v)) => humantime::parse_duration(&v)
+                    .map_err(|e| bad(format!("hedge_after={v}: {e}")))?,
+                None => HEDGE_AFTER,
+            };
             let s3 = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry)
@@ -125,9 +143,9 @@ impl Store {
             } else {
                 Arc::new(PrefixStore::new(s3, prefix))
             };
-            return Ok(
-                Store::from_parts(inner, StoreKind::S3, None).with_create_retry(retry_timeout)
-            );
+            return Ok(Store::from_parts(inner, StoreKind::S3, None)
+                .with_create_retry(retry_timeout)
+                .with_hedging((!hedge.is_zero()).then_some(hedge)));
         }
         let dir = match url.strip_prefix("file://") {
             Some(p) => PathBuf::from(p),
@@ -166,6 +184,7 @@ impl Store {
             local_root,
             stats,
             create_retry: Duration::ZERO,
+            hedge: None,
         }
     }
 

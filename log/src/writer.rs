@@ -676,7 +676,6 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
 
     manifest::append(&mut object, &described)?;
 
-    let path = DataObjectPath::new_unique();
     let object_size = object.len() as u64;
     let forget = |s: &Shared| {
         let mut ends = s.ends.lock().unwrap_or_else(|p| p.into_inner());
@@ -684,14 +683,14 @@ async fn flush_once(s: &Shared, appends: &[Pending]) -> Result<FlushResult> {
             ends.remove(&(c.stream.id, c.partition));
         }
     };
-    if let Err(e) = s
-        .store
-        .put_durable(path.as_path(), Bytes::from(object))
-        .await
-    {
-        forget(s);
-        return Err(e);
-    }
+    let key = || DataObjectPath::new_unique().as_path().clone();
+    let path = match s.store.put_new(key, Bytes::from(object)).await {
+        Ok(landed) => DataObjectPath::parse(landed.as_ref()),
+        Err(e) => {
+            forget(s);
+            return Err(e);
+        }
+    };
 
     // One entry per producer transaction, found by its group.
     let mut transactions: Vec<TxnCommit> = Vec::new();
