@@ -249,7 +249,7 @@ class Suite:
                     conn = None
                     time.sleep(0.2)
                     continue
-            t0 = now()
+            t0, error = now(), None
             try:
                 if copy:
                     with conn.cursor().copy("COPY events (id, src) FROM STDIN") as cp:
@@ -258,17 +258,13 @@ class Suite:
                 else:
                     values = ", ".join(f"({i}, 'insert')" for i in ids)
                     conn.execute(f"INSERT INTO events (id, src) VALUES {values}")
-                outcome = "ok"
             except Exception as e:
-                outcome = "unknown"
+                error = str(e)[:200]
                 with contextlib.suppress(Exception):
                     conn.close()
                 conn = None
-                self.history.op(t0=t0, t1=now(), proc=name, door="copy" if copy else "insert",
-                                ids=ids, outcome=outcome, agent=agent.n, error=str(e)[:200])
-                continue
-            self.history.op(t0=t0, t1=now(), proc=name, door="copy" if copy else "insert",
-                            ids=ids, outcome=outcome, agent=agent.n)
+            self.record(t0, name, "copy" if copy else "insert", ids,
+                        "unknown" if error else "ok", agent, error)
 
     def idempotent_producer(self, name):
         """Flight DoPut as an idempotent producer: a batch whose answer is
@@ -302,8 +298,7 @@ class Suite:
                         outcome = "ok"
                 except Exception:
                     time.sleep(0.3)
-            self.history.op(t0=t0, t1=now(), proc=name, door="flight", ids=ids,
-                            outcome=outcome, tries=tries, agent=agent.n if agent else None)
+            self.record(t0, name, "flight", ids, outcome, agent, None, tries=tries)
 
     def transactional_producer(self, name):
         """Flight transactions: stage two batches, then commit (or abort one
@@ -341,15 +336,18 @@ class Suite:
                     w.close()
                 kind = "abort_transaction" if abort else "commit_transaction"
                 self._action(client, kind, {"transactional_id": name, "epoch": epoch})
-                outcome = "aborted" if abort else "ok"
+                outcome, error = ("aborted" if abort else "ok"), None
             except Exception as e:
-                outcome = "unknown"
-                epoch = None
-                self.history.op(t0=t0, t1=now(), proc=name, door="txn", ids=ids,
-                                outcome=outcome, agent=agent.n, error=str(e)[:200])
-                continue
-            self.history.op(t0=t0, t1=now(), proc=name, door="txn", ids=ids,
-                            outcome=outcome, agent=agent.n)
+                outcome, error, epoch = "unknown", str(e)[:200], None
+            self.record(t0, name, "txn", ids, outcome, agent, error)
+
+    def record(self, t0, proc, door, ids, outcome, agent, error, **more):
+        """One operation of the history, ended now."""
+        op = dict(t0=t0, t1=now(), proc=proc, door=door, ids=ids, outcome=outcome,
+                  agent=agent.n if agent else None, **more)
+        if error:
+            op["error"] = error
+        self.history.op(**op)
 
     @staticmethod
     def _action(client, kind, body):
