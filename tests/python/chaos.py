@@ -408,7 +408,15 @@ class Suite:
     def nemesis(self):
         # Every kind once first (in a random order), then any.
         first = self.rng.sample(FAULTS, len(FAULTS))
-        while not self.stopping.wait(self.rng.uniform(1.0, 3.0)):
+
+        def gap():
+            # Short gaps until each kind has run once, so a bounded run has
+            # them all.
+            if self.history_count() < len(first):
+                return self.rng.uniform(0.5, 1.0)
+            return self.rng.uniform(1.0, 3.0)
+
+        while not self.stopping.wait(gap()):
             done = self.history_count()
             kind = first[done] if done < len(first) else self.rng.choice(FAULTS)
             agent = self.rng.choice(self.agents)
