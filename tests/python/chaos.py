@@ -237,18 +237,12 @@ class Suite:
     def pg_writer(self, name, copy):
         conn, agent = None, None
         while not self.stopping.is_set():
-            ids = self.next_ids(20)
             if conn is None:
-                agent = self.live()
-                if agent is None:
-                    time.sleep(0.2)
+                agent, conn = self.attach(
+                    lambda a: psycopg.connect(a.dsn, autocommit=True, connect_timeout=5))
+                if conn is None:
                     continue
-                try:
-                    conn = psycopg.connect(agent.dsn, autocommit=True, connect_timeout=5)
-                except Exception:
-                    conn = None
-                    time.sleep(0.2)
-                    continue
+            ids = self.next_ids(20)
             t0, error = now(), None
             try:
                 if copy:
@@ -306,18 +300,10 @@ class Suite:
         epoch, agent, client = None, None, None
         while not self.stopping.is_set():
             if epoch is None:
-                agent = self.live()
-                if agent is None:
-                    time.sleep(0.3)
+                agent, started = self.attach(lambda a: self._init_transactions(a, name))
+                if started is None:
                     continue
-                try:
-                    client = flight.connect(agent.flight_uri)
-                    (r,) = self._action(client, "init_transactions", {"transactional_id": name})
-                    epoch = r["epoch"]
-                except Exception:
-                    epoch = None
-                    time.sleep(0.3)
-                    continue
+                client, epoch = started
             ids = self.next_ids(30)
             abort = self.rng.random() < 0.2
             t0 = now()
@@ -340,6 +326,24 @@ class Suite:
             except Exception as e:
                 outcome, error, epoch = "unknown", str(e)[:200], None
             self.record(t0, name, "txn", ids, outcome, agent, error)
+
+    def attach(self, connect):
+        """A live agent and `connect(agent)`'s answer; (None, None) after a
+        short wait when there is none or it does not answer."""
+        agent = self.live()
+        if agent is not None:
+            try:
+                return agent, connect(agent)
+            except Exception:
+                pass
+        time.sleep(0.3)
+        return None, None
+
+    def _init_transactions(self, agent, name):
+        """A Flight client of `agent` and the new epoch of producer `name`."""
+        client = flight.connect(agent.flight_uri)
+        (r,) = self._action(client, "init_transactions", {"transactional_id": name})
+        return client, r["epoch"]
 
     def record(self, t0, proc, door, ids, outcome, agent, error, **more):
         """One operation of the history, ended now."""
