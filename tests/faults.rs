@@ -106,7 +106,14 @@ async fn object_store_outages_are_retried_then_reported_and_lose_nothing() {
     let via_proxy = format!("http://127.0.0.1:{}", proxy.port);
     let server = Server::start_logged(
         dir.path(),
-        &["--data-dir", "data", "--object-store", &store],
+        &[
+            "--data-dir",
+            "data",
+            "--object-store",
+            &store,
+            "--checkpoint-interval",
+            "1s",
+        ],
         &[("AWS_ENDPOINT_URL", &via_proxy)],
         &dir.path().join("server.log"),
     );
@@ -117,6 +124,11 @@ async fn object_store_outages_are_retried_then_reported_and_lose_nothing() {
     c.simple_query("CREATE STREAM events (id BIGINT NOT NULL, v BIGINT) WITH (partitions = 2)")
         .await
         .unwrap();
+    c.simple_query(
+        "CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n, sum(v) AS s FROM events",
+    )
+    .await
+    .unwrap();
 
     let acked = Arc::new(Mutex::new(Vec::<(Instant, i64)>::new()));
     let errors = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
@@ -193,6 +205,21 @@ async fn object_store_outages_are_retried_then_reported_and_lose_nothing() {
 
     // Everything acknowledged reads back, once; offsets dense.
     common::assert_acknowledged_exactly_once(&c, "events", acked.iter().map(|(_, i)| *i)).await;
+
+    // The view, stopped by the long outage, started again from its last
+    // checkpoint and caught up.
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(
+        log.contains("restarting materialized view from its last checkpoint"),
+        "the view did not stop during the long outage:\n{log}"
+    );
+    common::converges(
+        &c,
+        "totals",
+        "SELECT count(*), sum(v) FROM events",
+        Duration::from_secs(30),
+    )
+    .await;
 }
 
 /// Counts rows and lists a group's offsets and the roles, through psql's

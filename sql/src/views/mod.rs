@@ -21,6 +21,7 @@ mod ddl;
 mod definition;
 mod inputs;
 mod ownership;
+mod restarts;
 mod restore;
 mod show;
 mod stages;
@@ -86,6 +87,8 @@ pub struct Views {
     remote: RwLock<HashMap<String, RemoteView>>,
     /// Stored views that could not be brought back: (definition, error).
     failed: RwLock<HashMap<String, (String, String)>>,
+    /// Views stopped by an error, started again with a backoff.
+    restarts: restarts::Restarts,
     /// Held while a view's table is registered, as running here or as
     /// another agent's: a statement learning of a view and the upkeep
     /// taking it over register it one at a time, never over each other.
@@ -125,6 +128,7 @@ impl Views {
             running: RwLock::default(),
             remote: RwLock::default(),
             failed: RwLock::default(),
+            restarts: restarts::Restarts::default(),
             registering: std::sync::Mutex::default(),
         })
     }

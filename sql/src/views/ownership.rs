@@ -217,6 +217,7 @@ impl Views {
             .map(|r| (r.name.clone(), r))
             .collect();
 
+        self.restart_failed().await;
         // Renew what runs here; stop what was lost or dropped.
         let running: Vec<(String, u64)> = self
             .by_name()
@@ -319,6 +320,56 @@ impl Views {
             self.hand_over(&v.name, v.epoch).await?;
         }
         Ok(())
+    }
+
+    /// Starts the views an error stopped again from their latest
+    /// checkpoints, each when its backoff allows (see `restarts`): its
+    /// lease is released and taken again, which bumps the epoch and fences
+    /// whatever the failed run left behind. Should another agent take the
+    /// lease in between, it runs the view instead.
+    async fn restart_failed(&self) {
+        let now = streamhouse_log::monotonic();
+        let running = self.by_name();
+        self.restarts
+            .retain(|name| running.iter().any(|v| v.name == name));
+        for view in running {
+            let name = view.name.clone();
+            let Some(why) = view.failure() else {
+                self.restarts.running(&name, now);
+                continue;
+            };
+            let Some(attempt) = self.restarts.due(&name, now) else {
+                continue;
+            };
+            tracing::warn!(view = %name, error = %why, attempt,
+                "restarting materialized view from its last checkpoint");
+            let meta = self.log.metadata().clone();
+            let me = self.log.agent().id();
+            // Its task has ended; the lease is let go first, so that a
+            // metadata store still out leaves the view as it is (failed,
+            // leased) for the next round.
+            if let Err(e) = meta.release_view_lease(&name, &me, view.epoch).await {
+                tracing::warn!(view = %name, error = %e, "view not restarted yet");
+                continue;
+            }
+            self.stop_view(&name).await;
+            match self.take_view(&name).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Some(r) = meta
+                        .views()
+                        .await
+                        .ok()
+                        .and_then(|all| all.into_iter().find(|r| r.name == name))
+                        && let Err(e) = self.know_remote(&r).await
+                    {
+                        tracing::debug!(view = %name, error = %e, "view not known yet");
+                    }
+                }
+                // Its lease expires, or is free: a later round takes it.
+                Err(e) => tracing::warn!(view = %name, error = %e, "view not restarted yet"),
+            }
+        }
     }
 
     /// Checkpoints view `name` if it runs here, so whoever takes it next

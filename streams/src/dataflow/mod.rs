@@ -419,6 +419,14 @@ impl Dataflow {
             .any(|i| i.info.name() == stream)
     }
 
+    /// Why the dataflow stopped, if an error stopped it.
+    pub fn failure(&self) -> Option<String> {
+        match &*self.status.read().unwrap_or_else(|p| p.into_inner()) {
+            Status::Failed(why) => Some(why.clone()),
+            Status::Running => None,
+        }
+    }
+
     fn fail(&self, e: &StreamsError) {
         tracing::warn!(view = %self.name, error = %e, "materialized view stopped");
         *self.status.write().unwrap_or_else(|p| p.into_inner()) = Status::Failed(e.to_string());
