@@ -1,10 +1,13 @@
-"""The chaos suite: a cluster of agents over the S3-compatible server and
-PostgreSQL, every agent's connections to both through proxies the suite
-controls; writers through every door (pgwire INSERT and COPY, Flight
-idempotent producers that retry, Flight transactional producers that
-commit or abort), a consumer group and a materialized view — while a
-nemesis kills (SIGKILL) and restarts agents, pauses them past their leases
-(SIGSTOP/SIGCONT), cuts or slows the object store and the metadata store.
+"""The chaos suite: a cluster of agents over the S3-compatible server and a
+PostgreSQL server of its own, every agent's connections to both through
+proxies the suite controls; writers through every door (pgwire INSERT and
+COPY, Flight idempotent producers that retry, Flight transactional
+producers that commit or abort, Kafka idempotent producers), consumer
+groups (Flight and Kafka) and a materialized view — while a nemesis kills
+(SIGKILL) and restarts agents, pauses them past their leases
+(SIGSTOP/SIGCONT), cuts, slows or loses packets to the object store and
+the metadata store, restarts PostgreSQL (an immediate shutdown: a crash
+and its recovery), and jumps agents' wall clocks (libfaketime).
 Then the faults are healed and a checker reads the history:
 
 - every acknowledged write is present exactly once, and no row twice;
@@ -21,7 +24,7 @@ and the faults near them in time.
 Run from the test command (`tests/python/test_chaos.py`, a bounded run) or
 alone for as long as wanted, with the services `./scripts/test` starts:
 
-    STREAMHOUSE_BIN=... STREAMHOUSE_TEST_POSTGRES=... STREAMHOUSE_TEST_S3_BUCKET=... \\
+    STREAMHOUSE_BIN=... STREAMHOUSE_TEST_PG_BIN=... STREAMHOUSE_TEST_S3_BUCKET=... \\
     AWS_ENDPOINT_URL=... python tests/python/chaos.py --seconds 3600 --report chaos.json
 
 (`scripts/chaos SECONDS` sets those up and runs it.)
@@ -30,9 +33,12 @@ alone for as long as wanted, with the services `./scripts/test` starts:
 import argparse
 import collections
 import contextlib
+import glob
 import json
+import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,13 +51,20 @@ import urllib.parse
 import psycopg
 import pyarrow as pa
 import pyarrow.flight as flight
+from confluent_kafka import Consumer, KafkaException, Producer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tcp_proxy import Proxy  # noqa: E402
 
+_quiet = logging.getLogger("chaos.kafka")   # librdkafka's logs, dropped
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
 PARTITIONS = 4
 GROUP = "chaos_readers"
-FAULTS = ("kill", "pause", "s3_outage", "s3_slow", "pg_outage", "pg_slow")
+KAFKA_GROUP = "chaos_kafka_readers"
+FAULTS = ("kill", "pause", "clock_jump", "s3_outage", "s3_slow", "s3_loss",
+          "pg_outage", "pg_slow", "pg_loss", "pg_restart")
 
 
 def free_port():
@@ -64,6 +77,58 @@ def now():
     return time.monotonic()
 
 
+def libfaketime():
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        raise RuntimeError("libfaketime is not installed (scripts/setup test installs it)")
+    return found[0]
+
+
+class PrivatePg:
+    """A PostgreSQL server of the suite's own, which the nemesis restarts
+    (the shared one serves the other tests). As root, it runs as the
+    postgres user."""
+
+    def __init__(self, workdir):
+        self.bin = os.environ["STREAMHOUSE_TEST_PG_BIN"]
+        # Under /tmp, not the work directory: the postgres user must reach it.
+        self.dir = tempfile.mkdtemp(prefix="chaos-pg-")
+        os.chmod(self.dir, 0o777)
+        self.data = os.path.join(self.dir, "data")
+        self.log = os.path.join(self.dir, "postgres.log")   # copied to `workdir` at the end
+        self.workdir = workdir
+        self.port = free_port()
+        self.as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "streamhouse")
+        self.start()
+
+    def _run(self, program, *args):
+        done = subprocess.run(self.as_pg + [os.path.join(self.bin, program), *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed: {done.stderr}")
+
+    @property
+    def url(self):
+        return f"postgresql://streamhouse@127.0.0.1:{self.port}"
+
+    def start(self):
+        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "start", "-o",
+                  f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=300")
+
+    def crash(self):
+        """An immediate shutdown: connections cut, no checkpoint, recovery
+        from the WAL at the next start — a crash."""
+        self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.crash()
+        with contextlib.suppress(OSError):
+            shutil.copy(self.log, os.path.join(self.workdir, "postgres.log"))
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Agent:
     """One server process, its doors on fixed ports (kept across restarts),
     its object store and metadata store behind proxies of its own."""
@@ -72,6 +137,9 @@ class Agent:
         self.n = n
         self.dir = os.path.join(workdir, f"agent{n}")
         os.makedirs(self.dir)
+        # The wall clock's offset, as libfaketime reads it (every second).
+        self.clock_file = os.path.join(workdir, f"agent{n}.clock")
+        self.jump_clock(0)
         self.log = open(os.path.join(workdir, f"agent{n}.log"), "a")
         self.s3 = Proxy(s3_target[1])
         self.pg = Proxy(pg_target[1])
@@ -93,6 +161,17 @@ class Agent:
     def flight_uri(self):
         return f"grpc://127.0.0.1:{self.ports['flight']}"
 
+    @property
+    def kafka(self):
+        return f"127.0.0.1:{self.ports['kafka']}"
+
+    def jump_clock(self, seconds):
+        """Sets the agent's wall clock `seconds` away from the real one
+        (monotonic time, which timers run on, is left alone)."""
+        with open(self.clock_file + ".tmp", "w") as f:
+            f.write(f"{seconds:+d}s\n")
+        os.replace(self.clock_file + ".tmp", self.clock_file)
+
     def start(self):
         """Starts the process; tried again while it does not come up (its
         ports still held by the one before)."""
@@ -105,6 +184,8 @@ class Agent:
     def _spawn(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMHOUSE_")}
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{self.s3.port}"
+        env.update(LD_PRELOAD=libfaketime(), FAKETIME_TIMESTAMP_FILE=self.clock_file,
+                   FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_CACHE_DURATION="1")
         self.proc = subprocess.Popen(
             [os.environ["STREAMHOUSE_BIN"], "server",
              "--data-dir", self.dir,
@@ -193,16 +274,15 @@ class Suite:
         self.stopping = threading.Event()
         self.ids = iter(range(1, 1 << 62))
         self.ids_lock = threading.Lock()
-        pg = os.environ["STREAMHOUSE_TEST_POSTGRES"]
+        self.pg = PrivatePg(workdir)
         bucket = os.environ["STREAMHOUSE_TEST_S3_BUCKET"]
         name = f"chaos_{int(time.time() * 1e6)}"
-        with psycopg.connect(f"{pg}/postgres", autocommit=True) as c:
+        with psycopg.connect(f"{self.pg.url}/postgres", autocommit=True) as c:
             c.execute(f"CREATE DATABASE {name}")
-        pg_url = urllib.parse.urlparse(pg)
         s3 = urllib.parse.urlparse(os.environ["AWS_ENDPOINT_URL"])
         self.agents = [
-            Agent(i, workdir, f"{pg}/{name}", f"s3://{bucket}/{name}",
-                  (s3.hostname, s3.port), (pg_url.hostname, pg_url.port or 5432))
+            Agent(i, workdir, f"{self.pg.url}/{name}", f"s3://{bucket}/{name}",
+                  (s3.hostname, s3.port), ("127.0.0.1", self.pg.port))
             for i in range(agents)
         ]
 
@@ -259,6 +339,8 @@ class Suite:
                 conn = None
             self.record(t0, name, "copy" if copy else "insert", ids,
                         "unknown" if error else "ok", agent, error)
+            if error:
+                time.sleep(0.1)
 
     def idempotent_producer(self, name):
         """Flight DoPut as an idempotent producer: a batch whose answer is
@@ -326,6 +408,78 @@ class Suite:
             except Exception as e:
                 outcome, error, epoch = "unknown", str(e)[:200], None
             self.record(t0, name, "txn", ids, outcome, agent, error)
+
+    def kafka_producer(self, name):
+        """A confluent-kafka idempotent producer bootstrapped on every agent:
+        20 JSON rows, then a flush; each row is acknowledged by its
+        delivery report (librdkafka retries within `message.timeout.ms`).
+        A fatal error starts a new producer."""
+        producer = None
+        while not self.stopping.is_set():
+            if producer is None:
+                producer = Producer({
+                    "bootstrap.servers": ",".join(a.kafka for a in self.agents),
+                    "enable.idempotence": True, "linger.ms": 5,
+                    "message.timeout.ms": 30000, "socket.timeout.ms": 10000,
+                    "reconnect.backoff.max.ms": 1000,
+                    "error_cb": lambda e: None, "logger": _quiet})
+            ids = self.next_ids(20)
+            reports = {}
+
+            def delivered(err, _msg, i):
+                reports[i] = err
+
+            t0, error = now(), None
+            try:
+                for i in ids:
+                    producer.produce("events", json.dumps({"id": i, "src": "kafka"}).encode(),
+                                     on_delivery=lambda err, msg, i=i: delivered(err, msg, i))
+                producer.flush(45)
+            except (KafkaException, BufferError) as e:
+                error = str(e)[:200]
+            errors = [e for e in reports.values() if e is not None]
+            if errors:
+                error = error or str(errors[0])[:200]
+            ok = [i for i in ids if i in reports and reports[i] is None]
+            rest = [i for i in ids if i not in ok]
+            if ok:
+                self.record(t0, name, "kafka", ok, "ok", None, None)
+            if rest:
+                self.record(t0, name, "kafka", rest, "unknown", None, error)
+            if any(e.fatal() for e in errors) or (rest and not errors):
+                # Fatal, or the flush timed out: a new producer (and id).
+                with contextlib.suppress(Exception):
+                    producer.flush(1)
+                producer = None
+
+    def kafka_consumer(self, member):
+        """A Kafka group member (classic protocol, manual commits after each
+        batch), noting every row it saw; rejoins after an error."""
+        while not self.stopping.is_set():
+            c = Consumer({
+                "bootstrap.servers": ",".join(a.kafka for a in self.agents),
+                "group.id": KAFKA_GROUP, "client.id": member,
+                "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000,
+                "socket.timeout.ms": 10000, "reconnect.backoff.max.ms": 1000,
+                "error_cb": lambda e: None, "logger": _quiet})
+            try:
+                c.subscribe(["events"])
+                while not self.stopping.is_set():
+                    batch = [m for m in c.consume(500, timeout=1) if not m.error()]
+                    if not batch:
+                        continue
+                    with self.history.lock:
+                        self.history.seen.extend(
+                            (member, m.partition(), m.offset(), json.loads(m.value())["id"])
+                            for m in batch)
+                    with contextlib.suppress(KafkaException):
+                        c.commit(asynchronous=False)
+            except Exception:
+                time.sleep(0.3)
+            finally:
+                with contextlib.suppress(Exception):
+                    c.close()
 
     def attach(self, connect):
         """A live agent and `connect(agent)`'s answer; (None, None) after a
@@ -395,14 +549,16 @@ class Suite:
                 time.sleep(0.3)
 
     def committed_sampler(self):
-        """Reads the group's committed offsets back, in order."""
+        """Reads the groups' committed offsets back, in order."""
         while not self.stopping.is_set():
             try:
-                rows = self.sql("SELECT partition, committed FROM streamhouse.consumer_groups "
-                                f"WHERE \"group\" = '{GROUP}'", timeout=5)
+                rows = self.sql("SELECT \"group\", partition, committed "
+                                "FROM streamhouse.consumer_groups "
+                                f"WHERE \"group\" IN ('{GROUP}', '{KAFKA_GROUP}')", timeout=5)
                 t = now()
                 with self.history.lock:
-                    self.history.commits.extend((t, p, o) for p, o in rows if o is not None)
+                    self.history.commits.extend(
+                        (t, (g, p), o) for g, p, o in rows if o is not None)
             except Exception:
                 pass
             time.sleep(0.5)
@@ -424,8 +580,9 @@ class Suite:
             done = self.history_count()
             kind = first[done] if done < len(first) else self.rng.choice(FAULTS)
             agent = self.rng.choice(self.agents)
-            length = self.rng.uniform(1.0, 4.0)
-            t0 = now()
+            # Shorter in the first round, so a bounded run has every kind.
+            length = self.rng.uniform(1.0, 2.0 if done < len(first) else 4.0)
+            t0, more = now(), {}
             if kind == "kill":
                 agent.kill()
                 self.stopping.wait(self.rng.uniform(0.5, 2.0))
@@ -436,17 +593,34 @@ class Suite:
                 agent.pause()
                 self.stopping.wait(length)
                 agent.resume()
+            elif kind == "clock_jump":
+                # Past the leases (10 s) either way, or within them.
+                more["seconds"] = self.rng.choice([-60, -12, -3, 3, 12, 60])
+                agent.jump_clock(more["seconds"])
+                self.stopping.wait(length + 1.0)     # read within a second
+                agent.jump_clock(0)
+            elif kind == "pg_restart":
+                agent = None                         # every agent's metadata store
+                self.pg.crash()
+                self.stopping.wait(length)
+                self.pg.start()
             elif kind in ("s3_outage", "pg_outage"):
                 proxy = agent.s3 if kind == "s3_outage" else agent.pg
                 proxy.stop()
                 self.stopping.wait(length)
                 proxy.start()
+            elif kind in ("s3_loss", "pg_loss"):
+                proxy = agent.s3 if kind == "s3_loss" else agent.pg
+                proxy.loss = more["loss"] = self.rng.choice([0.02, 0.1, 0.3])
+                self.stopping.wait(length)
+                proxy.loss = 0.0
             else:
                 proxy = agent.s3 if kind == "s3_slow" else agent.pg
                 proxy.delay = self.rng.choice([0.02, 0.05, 0.2])
                 self.stopping.wait(length)
                 proxy.delay = 0.0
-            self.history.fault(kind=kind, agent=agent.n, t0=t0, t1=now())
+            self.history.fault(kind=kind, agent=agent.n if agent else None,
+                               t0=t0, t1=now(), **more)
 
     def history_count(self):
         with self.history.lock:
@@ -471,6 +645,10 @@ class Suite:
             threading.Thread(target=self.transactional_producer, args=("txn-1",)),
             threading.Thread(target=self.consumer, args=("reader-1",)),
             threading.Thread(target=self.consumer, args=("reader-2",)),
+            threading.Thread(target=self.kafka_producer, args=("kafka-1",)),
+            threading.Thread(target=self.kafka_producer, args=("kafka-2",)),
+            threading.Thread(target=self.kafka_consumer, args=("kafka-reader-1",)),
+            threading.Thread(target=self.kafka_consumer, args=("kafka-reader-2",)),
             threading.Thread(target=self.committed_sampler),
         ]
         nemesis = threading.Thread(target=self.nemesis)
@@ -480,9 +658,10 @@ class Suite:
         time.sleep(self.seconds)
         self.stopping.set()
         nemesis.join()
-        # Heal: every proxy up and fast, every agent running.
+        # Heal: every proxy up and fast, every clock right, every agent running.
         for a in self.agents:
-            a.s3.delay = a.pg.delay = 0.0
+            a.s3.delay = a.pg.delay = a.s3.loss = a.pg.loss = 0.0
+            a.jump_clock(0)
             with contextlib.suppress(OSError):
                 a.s3.start()
             with contextlib.suppress(OSError):
@@ -546,11 +725,11 @@ class Suite:
                 anomaly(f"{member} saw id {i} at {p}/{o}, the log holds {at.get((p, o))} there",
                         [by_id[i]] if i in by_id else [])
         last = {}
-        for t, p, o in h.commits:
-            if o < last.get(p, (0, 0))[1]:
-                anomaly(f"group offset of partition {p} went back from {last[p][1]} to {o}",
-                        t=t)
-            last[p] = (t, max(o, last.get(p, (0, 0))[1]))
+        for t, (g, p), o in h.commits:
+            if o < last.get((g, p), 0):
+                anomaly(f"offset of group {g} partition {p} went back from {last[(g, p)]} "
+                        f"to {o}", t=t)
+            last[(g, p)] = max(o, last.get((g, p), 0))
         view_ok = self.view_converges()
         if view_ok is not True:
             anomaly(f"view chaos_counts differs from its query: {view_ok}")
@@ -566,9 +745,15 @@ class Suite:
             "rows_acknowledged": sum(len(op["ids"]) for op in acked),
             "writes_by_door": dict(collections.Counter(op["door"] for op in acked)),
             "writes_unknown": sum(1 for op in h.ops if op["outcome"] == "unknown"),
+            "writes_unknown_by_door": dict(collections.Counter(
+                op["door"] for op in h.ops if op["outcome"] == "unknown")),
+            "errors_by_door": {d: collections.Counter(
+                op["error"][:80] for op in h.ops if op["door"] == d and op.get("error")
+            ).most_common(3) for d in {op["door"] for op in h.ops}},
             "transactions_aborted": sum(1 for op in h.ops if op["outcome"] == "aborted"),
             "rows_in_log": len(rows),
             "rows_seen_by_consumers": len(h.seen),
+            "rows_seen_by_member": dict(collections.Counter(m for m, *_ in h.seen)),
             "anomalies": anomalies,
         }
 
@@ -587,6 +772,7 @@ class Suite:
     def close(self):
         for a in self.agents:
             a.stop()
+        self.pg.close()
 
 
 def run(seconds, agents=2, seed=None, workdir=None):

@@ -1,8 +1,12 @@
 """A TCP proxy the tests control: stopping it makes what is behind it
 unreachable (connections refused, open ones cut); starting it again on the
 same port brings it back. `delay` (seconds) holds every chunk of bytes
-that long before passing it on, in both directions: a slow network."""
+that long before passing it on, in both directions: a slow network.
+`loss` (a probability) is a lossy one as TCP shows it to its ends: a chunk
+is held for a retransmission timeout (0.2 to 1 s) that often, and one
+connection in twenty of those is cut instead."""
 import contextlib
+import random
 import socket
 import threading
 import time
@@ -19,6 +23,7 @@ class Proxy:
         self.listener = None
         self.conns = []
         self.delay = 0.0
+        self.loss = 0.0
 
     def start(self):
         self.listener = socket.socket()
@@ -47,6 +52,10 @@ class Proxy:
             while data := a.recv(65536):
                 if self.delay:
                     time.sleep(self.delay)
+                if self.loss and random.random() < self.loss:
+                    if random.random() < 0.05:
+                        break
+                    time.sleep(random.uniform(0.2, 1.0))
                 b.sendall(data)
         except OSError:
             pass
