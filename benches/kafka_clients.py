@@ -19,7 +19,8 @@ servers that kcat's librdkafka 2.0 cannot talk to).
 
 latency: one record a millisecond to a fresh 1-partition topic (acks=all,
 linger 0; confluent-kafka, librdkafka again), read by a consumer tailing
-it; prints the produce-to-consume percentiles.
+it; prints the produce-to-acknowledgement (delivery report) and
+produce-to-consume percentiles.
 
 Each prints one line `result {json}` for the benchmark harness.
 """
@@ -220,8 +221,15 @@ def latency(boot, n, pid):
     time.sleep(1)
     cpu = cpu_seconds(pid)
     p = Producer({"bootstrap.servers": boot, "acks": "all", "linger.ms": 0})
+    acks = []
+
+    def acked(err, msg):
+        if err is None:
+            acks.append(time.perf_counter() - struct.unpack("d", msg.value()[:8])[0])
+
     for _ in range(n):
-        p.produce(topic, value=struct.pack("d", time.perf_counter()) + b"x" * 92)
+        p.produce(topic, value=struct.pack("d", time.perf_counter()) + b"x" * 92,
+                  on_delivery=acked)
         p.poll(0)
         time.sleep(0.001)
     unacknowledged = p.flush(60)
@@ -232,12 +240,18 @@ def latency(boot, n, pid):
         sys.exit(f"no record was read ({unacknowledged} of {n} unacknowledged after 60 s)")
     if len(seen) < n:
         print(f"read {len(seen)} of {n} records; {unacknowledged} unacknowledged after 60 s")
+    if not acks:
+        sys.exit(f"no record was acknowledged ({unacknowledged} of {n} after 60 s)")
     seen.sort()
-    q = lambda f: seen[int(f * (len(seen) - 1))] * 1000  # noqa: E731
-    print(f"produce-to-consume over {len(seen)} records: p50 {q(0.5):.1f} ms, "
-          f"p99 {q(0.99):.1f} ms, max {seen[-1] * 1000:.1f} ms")
-    print("result " + json.dumps({"records": len(seen), "sent": n, "p50_ms": q(0.5),
-                                  "p99_ms": q(0.99), "cpu": used}))
+    acks.sort()
+    q = lambda xs, f: xs[int(f * (len(xs) - 1))] * 1000  # noqa: E731
+    print(f"produce-to-ack over {len(acks)} records: p50 {q(acks, 0.5):.1f} ms, "
+          f"p99 {q(acks, 0.99):.1f} ms, max {acks[-1] * 1000:.1f} ms")
+    print(f"produce-to-consume over {len(seen)} records: p50 {q(seen, 0.5):.1f} ms, "
+          f"p99 {q(seen, 0.99):.1f} ms, max {seen[-1] * 1000:.1f} ms")
+    print("result " + json.dumps({"records": len(seen), "sent": n, "p50_ms": q(seen, 0.5),
+                                  "p99_ms": q(seen, 0.99), "ack_p50_ms": q(acks, 0.5),
+                                  "ack_p99_ms": q(acks, 0.99), "cpu": used}))
 
 
 if __name__ == "__main__":

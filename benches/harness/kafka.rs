@@ -17,7 +17,7 @@ use streamhouse_log::{DataDir, Log, LogConfig, SqliteMetadata, Store, SystemCloc
 use crate::{Args, Row};
 
 /// A Kafka-compatible server under test, up and listening.
-struct Target {
+pub struct Target {
     name: String,
     addr: String,
     pid: u32,
@@ -30,7 +30,7 @@ enum Running {
     InProcess {
         _stop: tokio::sync::oneshot::Sender<()>,
         _data: Option<DataDir>,
-        _dir: tempfile::TempDir,
+        _dir: Option<tempfile::TempDir>,
     },
     Child(std::process::Child),
 }
@@ -83,6 +83,16 @@ async fn streamhouse(s3: Option<&str>) -> Target {
             (db, None, "StreamHouse, S3 (150 ms flush)")
         }
     };
+    serve(db, name, data, Some(dir)).await
+}
+
+/// The Kafka door of `db` in this process, until the target is dropped.
+pub async fn serve(
+    db: Arc<streamhouse_sql::Database>,
+    name: &str,
+    data: Option<DataDir>,
+    dir: Option<tempfile::TempDir>,
+) -> Target {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -106,6 +116,21 @@ async fn streamhouse(s3: Option<&str>) -> Target {
             _dir: dir,
         },
     }
+}
+
+/// Produce-to-acknowledgement and produce-to-consume p50/p99 (ms) of
+/// `records` records, one a millisecond, through confluent-kafka.
+pub async fn latencies(
+    python: &str,
+    target: &Target,
+    records: usize,
+) -> Result<((f64, f64), (f64, f64)), String> {
+    let r = client(python, "latency", target, records).await?;
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    Ok((
+        (f("ack_p50_ms"), f("ack_p99_ms")),
+        (f("p50_ms"), f("p99_ms")),
+    ))
 }
 
 /// Tansu on a free port, storing in memory or in the S3 bucket.

@@ -2,9 +2,10 @@
 //! server behind a layer that holds every request as long as S3 Standard
 //! (or S3 Express One Zone) would — each PUT and each GET's first byte a
 //! draw from a log-normal distribution with the published medians and
-//! tails — then produce → acknowledgement through pgwire and Flight, and
-//! produce → consume through a Flight follower; requests per GB ingested
-//! and what they cost a month at list prices.
+//! tails — then produce → acknowledgement through pgwire, Flight and the
+//! Kafka door (confluent-kafka), and produce → consume through a Flight
+//! follower and a Kafka consumer; requests per GB ingested and what they
+//! cost a month at list prices.
 
 use std::fmt;
 use std::ops::Range;
@@ -248,6 +249,29 @@ async fn profile_scenarios(args: &Args, setup: Setup, rows_out: &mut Vec<Row>) {
             ..Default::default()
         });
     }
+
+    // The Kafka door: one record a millisecond (acks=all, linger 0),
+    // acknowledged and consumed by a tailing consumer.
+    let kafka = crate::kafka::serve(db.clone(), &label, None, None).await;
+    match crate::kafka::latencies(&crate::bench_python(), &kafka, 3_000).await {
+        Ok((ack, consume)) => {
+            for (what, (p50, p99)) in [("produce->ack", ack), ("produce->consume", consume)] {
+                eprintln!("{label}: Kafka {what} p50 {p50:.1} ms, p99 {p99:.1} ms");
+                rows_out.push(Row {
+                    scenario: format!("{label}: Kafka {what}, 1 record/ms, acks=all"),
+                    rows: 3_000,
+                    latency: Some((p50, p99)),
+                    ..Default::default()
+                });
+            }
+        }
+        Err(why) => rows_out.push(Row {
+            scenario: format!("{label}: Kafka produce->ack"),
+            note: Some(format!("not measured: {why}")),
+            ..Default::default()
+        }),
+    }
+    drop(kafka);
 
     // Produce → consume through a follower, and a cold read back.
     let follow = crate::flight::follow_latencies(&flight, 400).await;
