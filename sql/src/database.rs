@@ -148,6 +148,7 @@ impl Database {
             "session",
             Arc::new(WindowFunction::new(Kind::Session, tables.clone())),
         );
+        ctx.register_udf(crate::window::ProcTime::udf());
         ctx.register_udtf(
             "changes",
             Arc::new(crate::matview::changes::ChangesFunction::new(changelogs)),

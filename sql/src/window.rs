@@ -12,6 +12,14 @@
 //! time order (per key): a gap longer than `gap` starts a new session. The
 //! view shows the declared columns (not the system columns) followed by
 //! `window_start` and `window_end`.
+//!
+//! `PROCTIME()` as the time column windows by processing time, which here
+//! is the time each row was appended to the log: its `_timestamp`. It is
+//! fixed once the row is written, so a view over it equals the same query
+//! run later, and a replay after a restart puts every row in the window it
+//! was in before (a wall-clock reading as each operator sees the row, as
+//! some engines define it, would not). Anywhere else `PROCTIME()` is an
+//! error.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,7 +32,10 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::Result;
 use datafusion::functions::expr_fn::date_bin;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, lit};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, TableProviderFilterPushDown, Volatility, lit,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::col;
 
@@ -62,12 +73,56 @@ impl WindowFunction {
     }
 }
 
+/// The processing-time function (see the module doc).
+const PROCTIME: &str = "proctime";
+/// The system column holding a row's append time.
+const APPEND_TIME: &str = "_timestamp";
+
+/// `PROCTIME()`: names the append time as a window's time column; an
+/// error if ever evaluated.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ProcTime {
+    signature: Signature,
+}
+
+impl ProcTime {
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(ProcTime {
+            signature: Signature::exact(vec![], Volatility::Stable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for ProcTime {
+    fn name(&self) -> &str {
+        PROCTIME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        ))
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        plan_err!(
+            "PROCTIME() is a window's time column only, e.g. TUMBLE(stream, PROCTIME(), \
+             INTERVAL '10 seconds'); a row's append time is its _timestamp column"
+        )
+    }
+}
+
 /// Most windows one HOP row may belong to.
 const MAX_HOPS: i64 = 1000;
 
 fn ident(e: &Expr, what: &str, f: &str) -> Result<String> {
     match e {
         Expr::Column(c) => Ok(c.name.clone()),
+        Expr::ScalarFunction(call) if call.name() == PROCTIME && call.args.is_empty() => {
+            Ok(APPEND_TIME.to_string())
+        }
         Expr::Literal(ScalarValue::Utf8(Some(s)), _) => Ok(s.clone()),
         other => plan_err!("{f}: expected {what} name, got {other}"),
     }
