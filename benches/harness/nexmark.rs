@@ -15,6 +15,9 @@
 //! the same query run as a bounded batch query: its contents (aggregate
 //! views), and its changelog applied in order (views that announce every
 //! change); a query the views cannot run yet is reported with the reason.
+//! A query whose view feeds a sink (q10) is timed until the sink has
+//! copied everything, and its files are read back and checked the same
+//! way.
 
 #[path = "nexmark/generator.rs"]
 mod generator;
@@ -119,8 +122,9 @@ struct Query {
     name: String,
     reference: String,
     /// The statements that make the view: `CREATE TABLE` and `INSERT`s of
-    /// a side table, then `CREATE MATERIALIZED VIEW nexmark_<name>` (none:
-    /// the view is the reference query itself).
+    /// a side table, then `CREATE MATERIALIZED VIEW nexmark_<name>`, then
+    /// perhaps a `CREATE SINK` of it into `'{files}'` (a directory of the
+    /// query's own) (none: the view is the reference query itself).
     views: Vec<String>,
 }
 
@@ -268,16 +272,24 @@ async fn ingest(db: &Database, uri: &str, n: u64, rate: u64, pace: Option<u64>) 
 /// drops them.
 async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
     let view = format!("nexmark_{}", q.name);
-    let creates = statements(q);
+    // A sink's files go to a directory of their own (`{files}`).
+    let files = tempfile::tempdir().expect("tempdir");
+    let files_url = format!("file://{}", files.path().display());
+    let creates: Vec<String> = statements(q)
+        .into_iter()
+        .map(|c| c.replace("{files}", &files_url))
+        .collect();
     reset_peak_memory();
     let (cpu0, start) = (cpu_seconds(), Instant::now());
     let mut created = Vec::new();
     let mut tables = Vec::new();
+    let mut sinks = Vec::new();
     let mut failure = None;
     for c in &creates {
         match db.execute(c).await {
             Ok(_) if c.starts_with("CREATE MATERIALIZED VIEW") => created.push(created_name(c)),
             Ok(_) if c.starts_with("CREATE TABLE") => tables.push(created_name(c)),
+            Ok(_) if c.starts_with("CREATE SINK") => sinks.push(created_name(c)),
             Ok(_) => {}
             Err(e) => {
                 failure = Some(e);
@@ -286,10 +298,16 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
         }
     }
     // CREATE returns once the view has caught up; the lag says so too.
+    // A sink is done when it has copied the whole changelog into files.
     if failure.is_none() {
         for v in &created {
             while crate::views::lag(db, v).await > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        for s in &sinks {
+            while sink_lag(db, s).await != Some(0) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
     }
@@ -297,7 +315,7 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
     let cpu = cpu_seconds() - cpu0;
     let peak = resident_mib().1;
     if let Some(e) = failure {
-        drop_all(db, &created, &tables).await;
+        drop_all(db, &sinks, &created, &tables).await;
         return Row {
             scenario: scenario.to_string(),
             note: Some(format!("not run: {e}")),
@@ -347,7 +365,14 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
         let changes = collect(db, &format!("SELECT op, {columns} FROM changes({view})")).await;
         checks.push(("changelog", folded_equal(&changes, &reference)));
     }
-    drop_all(db, &created, &tables).await;
+    if !sinks.is_empty() {
+        // The files hold the changelog: applied in order, the result.
+        checks.push((
+            "files",
+            folded_equal(&read_files(files.path(), &reference), &reference),
+        ));
+    }
+    drop_all(db, &sinks, &created, &tables).await;
     let failed: Vec<String> = checks
         .iter()
         .filter_map(|(what, r)| r.as_ref().err().map(|e| format!("{what}: {e}")))
@@ -379,8 +404,70 @@ async fn query(db: &Database, scenario: &str, q: &Query, events: u64) -> Row {
     }
 }
 
-/// Drops views, the last created first, then the tables they read.
-async fn drop_all(db: &Database, views: &[String], tables: &[String]) {
+/// `SHOW SINKS`: sink `name`'s lag in rows, once known.
+async fn sink_lag(db: &Database, name: &str) -> Option<i64> {
+    for b in collect(db, "SHOW SINKS").await {
+        let names = text(b.column(0));
+        let lags = b.column(6).as_primitive::<Int64Type>();
+        if let Some(i) = (0..b.num_rows()).find(|&i| names.value(i) == name) {
+            return lags.is_valid(i).then(|| lags.value(i));
+        }
+    }
+    None
+}
+
+/// Every Parquet file under `dir` as batches of `op` and the reference's
+/// columns.
+fn read_files(dir: &std::path::Path, reference: &[RecordBatch]) -> Vec<RecordBatch> {
+    let Some(schema) = reference.first().map(RecordBatch::schema) else {
+        return Vec::new();
+    };
+    let mut names = vec!["op".to_string()];
+    names.extend(schema.fields().iter().map(|f| f.name().clone()));
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).expect("files").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|x| x != "parquet") {
+                continue;
+            }
+            let file = std::fs::File::open(&path).expect("file");
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .expect("parquet")
+                    .build()
+                    .expect("reader");
+            for b in reader {
+                let b = b.expect("batch");
+                let columns = names
+                    .iter()
+                    .map(|n| b.column_by_name(n).expect("column in the file").clone())
+                    .collect();
+                let fields: Vec<arrow::datatypes::Field> = names
+                    .iter()
+                    .map(|n| b.schema().field_with_name(n).expect("field").clone())
+                    .collect();
+                let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+                out.push(RecordBatch::try_new(schema, columns).expect("batch"));
+            }
+        }
+    }
+    out
+}
+
+/// Drops sinks, then views, the last created first, then the tables they
+/// read.
+async fn drop_all(db: &Database, sinks: &[String], views: &[String], tables: &[String]) {
+    for s in sinks {
+        db.execute(&format!("DROP SINK {s}"))
+            .await
+            .expect("drop sink");
+    }
     for v in views.iter().rev() {
         db.execute(&format!("DROP MATERIALIZED VIEW {v}"))
             .await
@@ -397,7 +484,11 @@ async fn drop_all(db: &Database, views: &[String], tables: &[String]) {
 /// name …` statement creates.
 fn created_name(create: &str) -> String {
     let words: Vec<&str> = create.split_whitespace().collect();
-    let at = if words.get(1) == Some(&"TABLE") { 2 } else { 3 };
+    let at = if matches!(words.get(1), Some(&"TABLE" | &"SINK")) {
+        2
+    } else {
+        3
+    };
     words
         .get(at)
         .map(|w| w.trim_end_matches('(').to_string())
@@ -524,7 +615,21 @@ fn same_rows(rows: &[RecordBatch], reference: &[RecordBatch]) -> Result<(), Stri
 /// `changes` (`op` first) applied in order yields `reference`.
 fn folded_equal(changes: &[RecordBatch], reference: &[RecordBatch]) -> Result<(), String> {
     let Some(types) = types_of(reference) else {
-        return Ok(());
+        // No rows: every insert must have been taken back.
+        let net: i64 = changes
+            .iter()
+            .map(|b| {
+                let ops = text(b.column(0));
+                (0..b.num_rows())
+                    .map(|i| if ops.value(i) == "delete" { -1 } else { 1 })
+                    .sum::<i64>()
+            })
+            .sum();
+        return if net == 0 {
+            Ok(())
+        } else {
+            Err(format!("{net} rows left by the changes, reference none"))
+        };
     };
     let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
     for b in changes {
