@@ -636,20 +636,25 @@ class Suite:
         self.sql("CREATE MATERIALIZED VIEW chaos_counts AS "
                  "SELECT src, count(*) AS n, sum(id) AS total FROM events GROUP BY src",
                  agent=self.agents[0])
+
+        def worker(fn, *args):
+            return threading.Thread(target=fn, args=args,
+                                    name=f"{fn.__name__}({', '.join(map(str, args))})")
+
         workers = [
-            threading.Thread(target=self.pg_writer, args=("insert-1", False)),
-            threading.Thread(target=self.pg_writer, args=("insert-2", False)),
-            threading.Thread(target=self.pg_writer, args=("copy-1", True)),
-            threading.Thread(target=self.idempotent_producer, args=("idem-1",)),
-            threading.Thread(target=self.idempotent_producer, args=("idem-2",)),
-            threading.Thread(target=self.transactional_producer, args=("txn-1",)),
-            threading.Thread(target=self.consumer, args=("reader-1",)),
-            threading.Thread(target=self.consumer, args=("reader-2",)),
-            threading.Thread(target=self.kafka_producer, args=("kafka-1",)),
-            threading.Thread(target=self.kafka_producer, args=("kafka-2",)),
-            threading.Thread(target=self.kafka_consumer, args=("kafka-reader-1",)),
-            threading.Thread(target=self.kafka_consumer, args=("kafka-reader-2",)),
-            threading.Thread(target=self.committed_sampler),
+            worker(self.pg_writer, "insert-1", False),
+            worker(self.pg_writer, "insert-2", False),
+            worker(self.pg_writer, "copy-1", True),
+            worker(self.idempotent_producer, "idem-1"),
+            worker(self.idempotent_producer, "idem-2"),
+            worker(self.transactional_producer, "txn-1"),
+            worker(self.consumer, "reader-1"),
+            worker(self.consumer, "reader-2"),
+            worker(self.kafka_producer, "kafka-1"),
+            worker(self.kafka_producer, "kafka-2"),
+            worker(self.kafka_consumer, "kafka-reader-1"),
+            worker(self.kafka_consumer, "kafka-reader-2"),
+            worker(self.committed_sampler),
         ]
         nemesis = threading.Thread(target=self.nemesis)
         for w in workers + [nemesis]:
@@ -670,8 +675,9 @@ class Suite:
                 a.resume()
             if a.proc.poll() is not None:
                 a.start()
+        deadline = now() + 120
         for w in workers:
-            w.join(timeout=120)
+            w.join(timeout=max(0.0, deadline - now()))
         stuck = [w.name for w in workers if w.is_alive()]
         return self.check(stuck)
 
