@@ -28,6 +28,7 @@ pub fn of_log(e: &LogError) -> E {
         LogError::NotMember { .. } => E::UnknownMemberId,
         LogError::Rebalanced { .. } => E::RebalanceInProgress,
         LogError::ShuttingDown => E::NotLeaderOrFollower,
+        LogError::TimedOut(_) => E::RequestTimedOut,
         LogError::FlushFailed(inner) => of_log(inner),
         _ => match e.kind() {
             ErrorKind::NotFound => E::UnknownTopicOrPartition,

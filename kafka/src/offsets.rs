@@ -168,6 +168,7 @@ pub async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest) -> ListOffsetsRespon
 /// OffsetCommit: the group checks the member and generation, and the
 /// offsets are written, in one metadata transaction.
 pub async fn commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let arrived = streamhouse_log::monotonic();
     let log = ctx.door.db.log().clone();
     let group = r.group_id.0.to_string();
     let group_need = [Need::Privilege(
@@ -227,6 +228,7 @@ pub async fn commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
                     &r.member_id,
                     r.generation_id_or_member_epoch,
                     &offsets,
+                    arrived,
                 )
                 .await
             {
@@ -300,15 +302,24 @@ pub async fn fetch(ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchResponse {
         }
     };
     let mut topics = Vec::with_capacity(asked.len());
+    let mut unreadable = false;
     for (name, partitions) in asked {
-        let found = topic(&log, &name).await;
-        let committed: HashMap<u32, u64> = match &found {
+        // Offsets that cannot be read are an error, never "none committed"
+        // (which would send the client to its reset policy).
+        let found = match topic(&log, &name).await {
             Ok(info) => log
                 .metadata()
                 .group_offsets(&group, info.id)
                 .await
-                .map(|o| o.into_iter().collect())
-                .unwrap_or_default(),
+                // Retried by clients, unlike a storage error.
+                .map_err(|_| E::CoordinatorLoadInProgress),
+            Err(e) => Err(e),
+        };
+        if let Err(E::CoordinatorLoadInProgress) = found {
+            unreadable = true;
+        }
+        let committed: HashMap<u32, u64> = match &found {
+            Ok(offsets) => offsets.iter().copied().collect(),
             Err(_) => HashMap::new(),
         };
         let partitions = partitions.unwrap_or_else(|| {
@@ -342,5 +353,10 @@ pub async fn fetch(ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchResponse {
                 .with_partitions(entries),
         );
     }
-    OffsetFetchResponse::default().with_topics(topics)
+    let response = OffsetFetchResponse::default().with_topics(topics);
+    if unreadable {
+        response.with_error_code(E::CoordinatorLoadInProgress.code())
+    } else {
+        response
+    }
 }

@@ -311,7 +311,8 @@ impl Log {
     }
 
     /// Commits offsets after checking them against the partitions' ends,
-    /// and `check` in the commit's own transaction.
+    /// and `check` in the commit's own transaction; the commit lands
+    /// within [`crate::groups::COMMIT_WINDOW`] of this call or not at all.
     pub(crate) async fn commit_checked(
         &self,
         group: &str,
@@ -319,9 +320,17 @@ impl Log {
         offsets: &[(u32, u64)],
         check: Option<CommitCheck>,
     ) -> Result<()> {
+        let arrived = crate::clock::monotonic();
         let info = self.checked_offsets(stream, offsets).await?;
         self.metadata()
-            .commit_group_offsets(group, info.id, offsets, self.now_micros(), check.as_ref())
+            .commit_group_offsets(
+                group,
+                info.id,
+                offsets,
+                self.now_micros(),
+                check.as_ref(),
+                Some(crate::groups::commit_deadline(arrived)),
+            )
             .await
     }
 

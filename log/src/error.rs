@@ -166,6 +166,12 @@ pub enum LogError {
     #[error("{0}")]
     LimitExceeded(String),
 
+    /// An operation that could not be applied within its time window and
+    /// was not applied at all (its client may have given up and sent a
+    /// newer one); the client retries.
+    #[error("{0}")]
+    TimedOut(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -191,7 +197,8 @@ impl LogError {
             LogError::ObjectStore(_)
             | LogError::Metadata(_)
             | LogError::Io(_)
-            | LogError::DataDirLocked { .. } => ErrorKind::Unavailable,
+            | LogError::DataDirLocked { .. }
+            | LogError::TimedOut(_) => ErrorKind::Unavailable,
             LogError::CorruptChunk { .. } => ErrorKind::DataCorruption,
             LogError::ShuttingDown => ErrorKind::ShuttingDown,
             LogError::NotMember { .. }

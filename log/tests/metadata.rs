@@ -448,15 +448,23 @@ async fn group_offsets_are_kept_per_partition(kind: Kind) {
     let s = Stores::new(kind).await;
     let m = s.handle().await;
     let info = m.create_stream(&spec("o", 3), T0).await.unwrap();
-    m.commit_group_offsets("g", info.id, &[(0, 5), (2, 7)], T0, None)
+    m.commit_group_offsets("g", info.id, &[(0, 5), (2, 7)], T0, None, None)
         .await
         .unwrap();
-    m.commit_group_offsets("g", info.id, &[(2, 9)], T0 + 1, None)
+    m.commit_group_offsets("g", info.id, &[(2, 9)], T0 + 1, None, None)
         .await
         .unwrap();
-    m.commit_group_offsets("h", info.id, &[(1, 1)], T0, None)
+    m.commit_group_offsets("h", info.id, &[(1, 1)], T0, None, None)
         .await
         .unwrap();
+    // A commit past its deadline (its client may have given up and
+    // committed again) writes nothing.
+    let past = streamhouse_log::monotonic() - Duration::from_millis(1);
+    let e = m
+        .commit_group_offsets("g", info.id, &[(0, 1), (1, 1)], T0 + 2, None, Some(past))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::TimedOut(_)), "{e}");
     let other = s.handle().await;
     assert_eq!(
         other.group_offsets("g", info.id).await.unwrap(),
@@ -562,7 +570,7 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
     // m1 forms generation 1 through one handle, m2 joins through the
     // other, and m1 learns of the rebalance there.
     let ClassicReply::Joined(j1) = a
-        .update_classic_group("g", &join("m1"), T0, &[])
+        .update_classic_group("g", &join("m1"), T0, &[], None)
         .await
         .unwrap()
     else {
@@ -574,9 +582,9 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
         generation: 1,
         assignments: Some(vec![("m1".into(), vec![0, 1])]),
     };
-    a.update_classic_group("g", &sync, T0, &[]).await.unwrap();
+    a.update_classic_group("g", &sync, T0, &[], None).await.unwrap();
     let pending = b
-        .update_classic_group("g", &join("m2"), T0 + 1, &[])
+        .update_classic_group("g", &join("m2"), T0 + 1, &[], None)
         .await
         .unwrap();
     assert_eq!(pending, ClassicReply::Pending);
@@ -585,11 +593,11 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
         generation: 1,
     };
     assert_eq!(
-        a.update_classic_group("g", &hb, T0 + 2, &[]).await.unwrap(),
+        a.update_classic_group("g", &hb, T0 + 2, &[], None).await.unwrap(),
         ClassicReply::Refused(ClassicError::RebalanceInProgress)
     );
     let ClassicReply::Joined(j2) = a
-        .update_classic_group("g", &join("m1"), T0 + 3, &[])
+        .update_classic_group("g", &join("m1"), T0 + 3, &[], None)
         .await
         .unwrap()
     else {
@@ -603,7 +611,7 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
     };
     let offsets = [(info.id, vec![(1, 7)])];
     assert_eq!(
-        b.update_classic_group("g", &stale, T0 + 4, &offsets)
+        b.update_classic_group("g", &stale, T0 + 4, &offsets, None)
             .await
             .unwrap(),
         ClassicReply::Refused(ClassicError::IllegalGeneration)
@@ -614,7 +622,7 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
         generation: 2,
         assignments: Some(vec![("m1".into(), vec![0]), ("m2".into(), vec![1])]),
     };
-    a.update_classic_group("g", &sync, T0 + 5, &[])
+    a.update_classic_group("g", &sync, T0 + 5, &[], None)
         .await
         .unwrap();
     let current = ClassicOp::Commit {
@@ -622,11 +630,20 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
         generation: 2,
     };
     assert_eq!(
-        b.update_classic_group("g", &current, T0 + 6, &offsets)
+        b.update_classic_group("g", &current, T0 + 6, &offsets, None)
             .await
             .unwrap(),
         ClassicReply::Ok
     );
+    assert_eq!(a.group_offsets("g", info.id).await.unwrap(), [(1, 7)]);
+    // The same member's older commit, held up past its deadline, does not
+    // land after the newer one.
+    let past = streamhouse_log::monotonic() - Duration::from_millis(1);
+    let e = b
+        .update_classic_group("g", &current, T0 + 7, &[(info.id, vec![(1, 3)])], Some(past))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::TimedOut(_)), "{e}");
     assert_eq!(a.group_offsets("g", info.id).await.unwrap(), [(1, 7)]);
     let groups = b.classic_groups().await.unwrap();
     assert_eq!(groups.len(), 1);
@@ -676,6 +693,7 @@ async fn group_membership_is_shared_and_fences_commits(kind: Kind) {
         &[(2, 5)],
         T0,
         Some(&owner("m2", g2.generation, vec![2])),
+        None,
     )
     .await
     .unwrap();
@@ -685,7 +703,7 @@ async fn group_membership_is_shared_and_fences_commits(kind: Kind) {
         owner("m1", g1.generation, vec![0]),
     ] {
         let e = b
-            .commit_group_offsets("g", info.id, &[(2, 1), (0, 1)], T0, Some(&check))
+            .commit_group_offsets("g", info.id, &[(2, 1), (0, 1)], T0, Some(&check), None)
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
@@ -694,7 +712,7 @@ async fn group_membership_is_shared_and_fences_commits(kind: Kind) {
     // A reset needs a group with no live member, checked in its transaction.
     let reset = CommitCheck::NoLiveMembers { now: T0 };
     let e = b
-        .commit_group_offsets("g", info.id, &[(2, 0)], T0, Some(&reset))
+        .commit_group_offsets("g", info.id, &[(2, 0)], T0, Some(&reset), None)
         .await
         .unwrap_err();
     assert!(matches!(e, LogError::GroupActive { members: 2, .. }), "{e}");

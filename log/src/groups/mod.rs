@@ -15,6 +15,13 @@
 //! evaluated whenever the group is touched, so a dead member is noticed by
 //! the next living one. A commit of offsets by a member is checked against
 //! the assignment in the same transaction as the commit.
+//!
+//! A commit of offsets lands within [`COMMIT_WINDOW`] of its arrival or not
+//! at all ([`LogError::TimedOut`]). Its transaction checks the window after
+//! it has written (holding the rows' locks) and before it commits: a commit
+//! held up on the way to the store (a store restarting, a slow network)
+//! past the point where its client gave up and sent a newer one can then
+//! never land after the newer one and move the group's offsets back.
 
 pub mod classic;
 pub mod rules;
@@ -35,6 +42,30 @@ pub use rules::{
 
 /// How often a member blocked in a classic join or sync looks again.
 const CLASSIC_POLL: Duration = Duration::from_millis(50);
+
+/// How long after its arrival a commit of offsets may still land: below
+/// every client's request timeout (librdkafka's shortest default is 10 s,
+/// Java's 30 s), so that a client which gave up on a commit and sent a
+/// newer one never sees the older one land afterwards.
+pub const COMMIT_WINDOW: Duration = Duration::from_secs(5);
+
+/// The last instant a commit of offsets that arrived at `arrived` may land.
+pub fn commit_deadline(arrived: tokio::time::Instant) -> tokio::time::Instant {
+    arrived + COMMIT_WINDOW
+}
+
+/// Refuses a commit past its deadline (checked by the store just before
+/// the commit's transaction commits).
+pub(crate) fn check_deadline(deadline: Option<tokio::time::Instant>) -> Result<()> {
+    match deadline {
+        Some(d) if crate::clock::monotonic() > d => Err(LogError::TimedOut(format!(
+            "the offset commit could not be applied within {} s of its arrival and was not \
+             applied; commit again",
+            COMMIT_WINDOW.as_secs()
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// How a member joins.
 #[derive(Debug, Clone, Default)]
@@ -174,7 +205,7 @@ impl Groups {
     /// Applies one operation of the classic join/sync protocol.
     pub async fn classic(&self, group: &str, op: &ClassicOp) -> Result<ClassicReply> {
         self.meta
-            .update_classic_group(group, op, self.clock.now_micros(), &[])
+            .update_classic_group(group, op, self.clock.now_micros(), &[], None)
             .await
     }
 
@@ -234,20 +265,29 @@ impl Groups {
 
     /// Commits a classic group member's offsets (next offsets by stream
     /// and partition), if the group accepts the member and generation in
-    /// the same transaction; the answer says whether it did.
+    /// the same transaction; the answer says whether it did. `arrived`:
+    /// when the request came in (the commit lands within
+    /// [`COMMIT_WINDOW`] of it or not at all).
     pub async fn classic_commit(
         &self,
         group: &str,
         member: &str,
         generation: i32,
         offsets: &[(StreamId, Vec<(u32, u64)>)],
+        arrived: tokio::time::Instant,
     ) -> Result<ClassicReply> {
         let op = ClassicOp::Commit {
             member: member.to_string(),
             generation,
         };
         self.meta
-            .update_classic_group(group, &op, self.clock.now_micros(), offsets)
+            .update_classic_group(
+                group,
+                &op,
+                self.clock.now_micros(),
+                offsets,
+                Some(commit_deadline(arrived)),
+            )
             .await
     }
 

@@ -448,7 +448,9 @@ pub trait GroupStore: Send + Sync {
     /// Records a consumer group's next offsets for some partitions of a
     /// stream, in one transaction; with `check`, only if it holds in that
     /// transaction ([`crate::groups::rules::check_commit`]: the committing member
-    /// owns those partitions, or the group has no live member).
+    /// owns those partitions, or the group has no live member). Past
+    /// `deadline` (checked after the writes, before the transaction
+    /// commits) nothing is written and the answer is `TimedOut`.
     async fn commit_group_offsets(
         &self,
         group: &str,
@@ -456,6 +458,7 @@ pub trait GroupStore: Send + Sync {
         offsets: &[(u32, u64)],
         committed_at: Micros,
         check: Option<&CommitCheck>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<()>;
 
     /// Applies a membership operation to a group in one transaction (see
@@ -480,13 +483,15 @@ pub trait GroupStore: Send + Sync {
     /// Applies an operation of the classic join/sync protocol to a group
     /// in one transaction ([`crate::groups::classic::apply`]) and returns
     /// its answer. A commit the group accepts writes `offsets` (next
-    /// offsets by stream and partition) in the same transaction.
+    /// offsets by stream and partition) in the same transaction, unless it
+    /// is past `deadline` by then (`TimedOut`, nothing written).
     async fn update_classic_group(
         &self,
         group: &str,
         op: &ClassicOp,
         now: Micros,
         offsets: &[(StreamId, Vec<(u32, u64)>)],
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<ClassicReply>;
 
     /// Every group of the classic protocol, by name.

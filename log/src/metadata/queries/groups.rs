@@ -9,6 +9,7 @@ use super::super::sql::{Backend, Sql, Statement};
 use crate::clock::Micros;
 use crate::error::LogError;
 use crate::error::Result;
+use crate::groups::check_deadline;
 use crate::groups::classic::{self, ClassicGroup, ClassicOp, ClassicReply};
 use crate::groups::rules::{self, CommitCheck, GroupOp, StoredGroup};
 use crate::stream::StreamId;
@@ -57,6 +58,7 @@ impl<B: Backend> GroupStore for B {
         offsets: &[(u32, u64)],
         committed_at: Micros,
         check: Option<&CommitCheck>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<()> {
         let mut w = self.writer().await?;
         if let Some(check) = check {
@@ -64,6 +66,8 @@ impl<B: Backend> GroupStore for B {
             rules::check_commit(group, stored.as_ref(), check)?;
         }
         B::write_group_offsets(&mut w, group, stream_id, offsets, committed_at).await?;
+        // The offsets' rows are locked: a later commit waits for this one.
+        check_deadline(deadline)?;
         B::commit(w).await
     }
 
@@ -137,6 +141,7 @@ impl<B: Backend> GroupStore for B {
         op: &ClassicOp,
         now: Micros,
         offsets: &[(StreamId, Vec<(u32, u64)>)],
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<ClassicReply> {
         let mut w = self.writer().await?;
         // Serializes operations on the group, whether or not it exists yet.
@@ -185,6 +190,8 @@ impl<B: Backend> GroupStore for B {
             for (stream_id, parts) in offsets {
                 B::write_group_offsets(&mut w, group, *stream_id, parts, now).await?;
             }
+            // The group is locked: a later commit waits for this one.
+            check_deadline(deadline)?;
         }
         B::commit(w).await?;
         Ok(reply)
