@@ -18,11 +18,15 @@
 //! newer one has started, on this agent or another.
 //!
 //! A producer's calls go to the agent it started on (its staged rows live
-//! there). Bounds: a transaction open longer than its timeout (default 60 s,
-//! at most 15 min) or whose staged rows pass 256 MiB is rolled back, as is
-//! one whose batch was refused; the producer is told at its next call and
-//! must abort (or commit, which is refused) before it goes on. At most
-//! 100,000 producers are known at once; one idle for 7 days is forgotten.
+//! there).
+//!
+//! Bounds: a transaction open longer than its timeout (default 60 s, at
+//! most 15 min) or whose staged rows pass 256 MiB is rolled back, as is
+//! one whose batch was refused or whose commit failed (its rows went with
+//! it: a retried commit must not succeed with what is left); the producer
+//! is told at its next call and must abort (or commit, which is refused)
+//! before it goes on. At most 100,000 producers are known at once; one
+//! idle for 7 days is forgotten.
 
 pub(crate) mod producers;
 
@@ -34,6 +38,7 @@ use crate::clock::monotonic;
 use crate::error::{LogError, Result};
 use crate::log::{AppendOptions, Log};
 use crate::metadata::{GroupOffsets, TxnCommit};
+use crate::staged::StagedAppend;
 use crate::writer::AppendAck;
 
 use producers::Producer;
@@ -203,6 +208,32 @@ impl Log {
             epoch,
             offsets: groups,
         };
+        match self.commit_staged(staged, txn).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                // The staged rows are gone with the failed commit: a retry
+                // must not commit the rest as if it were all.
+                if !matches!(e, LogError::Fenced(_)) {
+                    let mut inner = self.transactional.lock();
+                    if let Ok(p) = inner.producer(id, epoch, monotonic()) {
+                        p.fail(format!(
+                            "the commit of producer \"{id}\"'s transaction failed ({e}); \
+                             abort it and begin again"
+                        ));
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends a transaction's staged rows with its commit record, or
+    /// writes only the record when nothing was staged.
+    async fn commit_staged(
+        &self,
+        staged: Vec<StagedAppend>,
+        txn: TxnCommit,
+    ) -> Result<Vec<CommittedAppend>> {
         if staged.is_empty() {
             if !txn.offsets.is_empty() {
                 self.metadata()
