@@ -3,7 +3,9 @@
 //! leaderless, any of them can lead any partition, and partitions are
 //! spread over them so clients spread their load. Any agent coordinates
 //! any group (group state is in the metadata store): a client is sent to
-//! the agent it asked.
+//! the agent it asked. A transactional producer's state lives on one agent,
+//! so every agent names the same coordinator for a transactional id: one
+//! of the live brokers, by a hash of the id.
 
 use streamhouse_log::AgentState;
 use streamhouse_sql::Database;
@@ -72,5 +74,12 @@ pub async fn live(db: &Database, me: &Broker) -> Vec<Broker> {
 /// empty: see [`live`]).
 pub fn leader<'a>(brokers: &'a [Broker], topic: &str, partition: u32) -> &'a Broker {
     let spread = xxhash_rust::xxh3::xxh3_64(topic.as_bytes()).wrapping_add(u64::from(partition));
+    &brokers[(spread % brokers.len() as u64) as usize]
+}
+
+/// The broker that coordinates transactional id `id` among `brokers`
+/// (never empty: see [`live`]).
+pub fn coordinator<'a>(brokers: &'a [Broker], id: &str) -> &'a Broker {
+    let spread = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
     &brokers[(spread % brokers.len() as u64) as usize]
 }

@@ -50,7 +50,8 @@ pub(crate) async fn may_consume(ctx: &Ctx, group: &str) -> Result<(), E> {
         .map_err(|e| of_sql(&e, About::Group))
 }
 
-/// FindCoordinator: this agent, for any group.
+/// FindCoordinator: this agent, for any group; for a transactional id, the
+/// live agent its hash names, the same whichever agent is asked.
 pub async fn find_coordinator(
     ctx: &Ctx,
     r: FindCoordinatorRequest,
@@ -59,8 +60,16 @@ pub async fn find_coordinator(
     let me = &ctx.door.broker;
     let out = FindCoordinatorResponse::default();
     // Key type 0 is a group, 1 a transactional id (whose producer lives on
-    // the agent that starts it); both are coordinated by the agent asked.
-    if !matches!(r.key_type, 0 | 1) {
+    // the agent that starts it).
+    if r.key_type == 1 {
+        let brokers = crate::brokers::live(&ctx.door.db, me).await;
+        let b = crate::brokers::coordinator(&brokers, &r.key);
+        return out
+            .with_node_id(BrokerId(b.node_id))
+            .with_host(text(b.host.clone()))
+            .with_port(i32::from(b.port));
+    }
+    if r.key_type != 0 {
         return out
             .with_error_code(E::InvalidRequest.code())
             .with_error_message(Some(text("unknown coordinator key type")))

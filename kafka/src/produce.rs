@@ -21,6 +21,7 @@ use kafka_protocol::ResponseError as E;
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::ProduceResponse;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use streamhouse_log::metadata::SharedStaged;
 use streamhouse_log::{AppendAck, AppendOptions, LogError, ProducerSeq, StreamKind};
 use streamhouse_sql::SqlError;
 use streamhouse_sql::privileges::{Need, Object, Privilege};
@@ -265,6 +266,20 @@ async fn staged(
         .with_index(index)
         .with_base_offset(-1);
     let txns = &ctx.door.txns;
+    if !crate::txns::is_local(ctx, id, s.producer_id, s.epoch).await {
+        // Started on another agent: staged through the stores.
+        return match crate::txns::stage_shared(ctx, id, s, stream, index, batch).await {
+            Ok(SharedStaged::Staged) => Outcome::Done(done),
+            Ok(SharedStaged::Duplicate) => {
+                Outcome::Done(done.with_error_code(E::DuplicateSequenceNumber.code()))
+            }
+            Err((code, message)) => {
+                tracing::debug!(transactional_id = %id, %stream, partition = index, ?code, %message,
+                    "shared transactional produce refused");
+                refused(index, code, message)
+            }
+        };
+    }
     let log_epoch = match txns.stage(id, s, stream, index) {
         Ok(Staging::Stage(epoch)) => epoch,
         Ok(Staging::Duplicate) => {

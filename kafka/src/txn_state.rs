@@ -2,7 +2,8 @@
 //! their clients know them: Kafka producer id and epoch, the log
 //! producer's epoch, the next sequence per partition and the group offsets
 //! waiting for the open transaction. The requests that change them are
-//! handled in `txns`.
+//! handled in `txns`; a producer started on another agent is not here
+//! (its rows staged on this agent go through the log's shared staging).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -58,6 +59,20 @@ pub(crate) fn kafka_epoch(log_epoch: u64) -> i16 {
 impl Txns {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Txn>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether producer `id` was started on this agent (and not forgotten).
+    pub(crate) fn knows(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    /// Forgets producer `id` if this agent started it in an epoch before
+    /// `current` (it was started again on another agent since).
+    pub(crate) fn forget_before(&self, id: &str, current: u64) {
+        let mut all = self.lock();
+        if all.get(id).is_some_and(|t| t.log_epoch < current) {
+            all.remove(id);
+        }
     }
 
     /// Runs `f` on producer `id` if `producer_id` and `epoch` are its

@@ -17,14 +17,20 @@
 //! DUPLICATE_SEQUENCE_NUMBER, a gap OUT_OF_ORDER_SEQUENCE_NUMBER) and go on
 //! across the transactions of one epoch. A produce is answered once staged,
 //! with base offset −1 (offsets are given at commit). The state of a
-//! producer lives on the agent that started it: produce and EndTxn must
-//! reach it (with one agent, always), and an agent's restart rolls its open
-//! transactions back (the producer is told INVALID_PRODUCER_ID_MAPPING and
-//! starts again).
+//! producer lives on the agent that started it (its coordinator, where
+//! InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn and EndTxn go);
+//! a produce or TxnOffsetCommit that reaches another agent (the
+//! partition's leader, the group's coordinator) is staged through the
+//! object and metadata stores under the producer's epoch, with its
+//! sequences checked there, and EndTxn commits it with the rest
+//! (`streamhouse_log::transactional`, shared staging). An agent's restart
+//! rolls back the open transactions it coordinates (the producer is told
+//! INVALID_PRODUCER_ID_MAPPING and starts again).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use kafka_protocol::ResponseError as E;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -37,14 +43,91 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
     InitProducerIdResponse, ProducerId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
+use streamhouse_log::metadata::{SeqRun, SharedStaged};
 use streamhouse_log::transactional::MAX_PRODUCERS;
-use streamhouse_log::{GroupCommit, LogError, monotonic};
+use streamhouse_log::{AppendOptions, GroupCommit, LogError, monotonic};
 use streamhouse_sql::privileges::{Need, Object, Privilege};
 
 use crate::ctx::Ctx;
 use crate::errors::{About, of_log, of_sql};
 use crate::groups::may_consume;
+use crate::records::Sequences;
 use crate::txn_state::{IDLE, Txn, kafka_epoch, producer_id};
+
+/// The log epoch of producer `id`, started on another agent, if
+/// `producer_id` and `epoch` are the client's current ones.
+async fn shared_epoch(ctx: &Ctx, id: &str, producer_id: i64, epoch: i16) -> Result<u64, E> {
+    if producer_id != crate::txn_state::producer_id(id) {
+        return Err(E::InvalidProducerIdMapping);
+    }
+    match ctx.door.db.log().transactional_epoch(id).await {
+        Ok(Some(e)) if kafka_epoch(e) == epoch => Ok(e),
+        Ok(Some(_)) => Err(E::ProducerFenced),
+        Ok(None) => Err(E::InvalidProducerIdMapping),
+        Err(e) => Err(of_log(&e)),
+    }
+}
+
+/// Whether producer `id` is this agent's, as the client with
+/// `producer_id` and `epoch` knows it: an entry left from an older epoch
+/// (the producer started again on another agent) is forgotten.
+pub(crate) async fn is_local(ctx: &Ctx, id: &str, producer_id: i64, epoch: i16) -> bool {
+    let txns = &ctx.door.txns;
+    if !txns.knows(id) {
+        return false;
+    }
+    if txns.with(id, producer_id, epoch, |_| Ok(())) != Err(E::ProducerFenced) {
+        return true;
+    }
+    if let Ok(Some(current)) = ctx.door.db.log().transactional_epoch(id).await
+        && kafka_epoch(current) == epoch
+    {
+        txns.forget_before(id, current);
+    }
+    txns.knows(id)
+}
+
+/// The Kafka error for a refused transactional call.
+fn txn_code(e: &LogError) -> E {
+    match e {
+        LogError::UnknownTransactionalProducer(_) => E::InvalidProducerIdMapping,
+        LogError::TransactionAborted(_) => E::InvalidTxnState,
+        other => of_log(other),
+    }
+}
+
+/// A transactional produce of one partition for a producer started on
+/// another agent: staged through the object and metadata stores, where
+/// that agent's EndTxn finds it.
+pub(crate) async fn stage_shared(
+    ctx: &Ctx,
+    id: &str,
+    s: Sequences,
+    stream: &str,
+    index: i32,
+    batch: RecordBatch,
+) -> Result<SharedStaged, (E, String)> {
+    let log_epoch = shared_epoch(ctx, id, s.producer_id, s.epoch)
+        .await
+        .map_err(|code| (code, message(code).to_string()))?;
+    if s.first < 0 || s.last < s.first || index < 0 {
+        return Err((E::InvalidRecord, "a batch's sequences run backwards".into()));
+    }
+    let options = AppendOptions {
+        partition: Some(index as u32),
+        ..AppendOptions::default()
+    };
+    let run = SeqRun {
+        first: s.first as u64,
+        last: s.last as u64,
+    };
+    ctx.door
+        .db
+        .log()
+        .stage_shared(id, log_epoch, stream, vec![batch], &options, Some(run))
+        .await
+        .map_err(|e| (txn_code(&e), e.to_string()))
+}
 
 /// InitProducerId with a transactional id: starts (or starts again) its
 /// producer, fencing older instances.
@@ -57,6 +140,20 @@ pub async fn init(ctx: &Ctx, id: &str, r: &InitProducerIdRequest) -> InitProduce
     }
     let timeout = Duration::from_millis(r.transaction_timeout_ms as u64);
     let log = ctx.door.db.log();
+    // An instance that names its producer id and epoch (KIP-360, to bump
+    // its epoch after an abortable error) must be the current one: an
+    // older instance may not fence the newer.
+    if r.producer_id.0 >= 0 && r.producer_epoch >= 0 {
+        if r.producer_id.0 != producer_id(id) {
+            return out.with_error_code(E::InvalidProducerIdMapping.code());
+        }
+        match log.transactional_epoch(id).await {
+            Ok(Some(current)) if kafka_epoch(current) == r.producer_epoch => {}
+            Ok(Some(_)) => return out.with_error_code(E::ProducerFenced.code()),
+            Ok(None) => return out.with_error_code(E::InvalidProducerIdMapping.code()),
+            Err(e) => return out.with_error_code(of_log(&e).code()),
+        }
+    }
     let log_epoch = match log.init_transactions(id, Some(timeout)).await {
         Ok(e) => e,
         Err(LogError::InvalidArgument(m)) if m.contains("timeout") => {
@@ -197,13 +294,26 @@ pub async fn commit_offsets(ctx: &Ctx, r: TxnOffsetCommitRequest) -> TxnOffsetCo
         answers.push((t.name, parts));
     }
     let id = r.transactional_id.0.to_string();
-    let kept = ctx
-        .door
-        .txns
-        .with(&id, r.producer_id.0, r.producer_epoch, |t| {
-            t.offsets.extend(commits);
-            Ok(())
-        });
+    let kept = if is_local(ctx, &id, r.producer_id.0, r.producer_epoch).await {
+        ctx.door
+            .txns
+            .with(&id, r.producer_id.0, r.producer_epoch, |t| {
+                t.offsets.extend(commits);
+                Ok(())
+            })
+    } else {
+        // Started on another agent: staged through the metadata store.
+        match shared_epoch(ctx, &id, r.producer_id.0, r.producer_epoch).await {
+            Ok(epoch) => ctx
+                .door
+                .db
+                .log()
+                .stage_shared_offsets(&id, epoch, &commits)
+                .await
+                .map_err(|e| txn_code(&e)),
+            Err(e) => Err(e),
+        }
+    };
     let topics = answers
         .into_iter()
         .map(|(name, mut parts)| {
@@ -236,20 +346,19 @@ pub async fn end(ctx: &Ctx, r: EndTxnRequest) -> EndTxnResponse {
     };
     let log = ctx.door.db.log();
     let done = if r.committed {
-        log.commit_transaction(&id, log_epoch, &offsets)
+        log.commit_transaction_shared(&id, log_epoch, &offsets)
             .await
             .map(|_| ())
     } else {
-        log.abort_transaction(&id, log_epoch)
+        match log.abort_transaction(&id, log_epoch) {
+            Ok(()) => log.abort_shared(&id, log_epoch).await,
+            Err(e) => Err(e),
+        }
     };
     match done {
         Ok(()) => out,
         Err(e) => {
-            let code = match &e {
-                LogError::UnknownTransactionalProducer(_) => E::InvalidProducerIdMapping,
-                LogError::TransactionAborted(_) => E::InvalidTxnState,
-                other => of_log(other),
-            };
+            let code = txn_code(&e);
             tracing::debug!(transactional_id = %id, error = %e, "EndTxn refused");
             out.with_error_code(code.code())
         }

@@ -85,7 +85,7 @@ pub struct Log {
     agent: Arc<Agent>,
     heartbeat: tokio::task::JoinHandle<()>,
     maintenance: MaintenanceConfig,
-    zstd_level: i32,
+    pub(crate) zstd_level: i32,
     pub(crate) transactional: TransactionalProducers,
 }
 

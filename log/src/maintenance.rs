@@ -309,6 +309,17 @@ impl Log {
                 report.deleted_strays += 1;
             }
         }
+        // Staged transactional rows whose transaction ended (or whose
+        // recording failed).
+        let prefix = object_store::path::Path::from(crate::path::STAGED_PREFIX);
+        let listed: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await?;
+        for meta in listed {
+            let old = meta.last_modified.timestamp_micros() < cutoff;
+            if old && !self.metadata().knows_staged(meta.location.as_ref()).await? {
+                delete(&store, meta.location.as_ref()).await?;
+                report.deleted_strays += 1;
+            }
+        }
         Ok(())
     }
 }

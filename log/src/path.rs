@@ -70,6 +70,15 @@ impl DataObjectPath {
     }
 }
 
+/// Folder of the objects holding transactional rows staged away from their
+/// producer's agent ([`crate::metadata::SharedStagingStore`]).
+pub const STAGED_PREFIX: &str = "log/staging";
+
+/// A fresh, never-used key for staged transactional rows.
+pub fn new_staged_object() -> Path {
+    Path::from(format!("{STAGED_PREFIX}/{}.arrows", next_ulid()))
+}
+
 impl std::fmt::Display for DataObjectPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0.as_ref())

@@ -44,7 +44,7 @@ use crate::error::{LogError, Result};
 use crate::manifest::{self, Manifest, ManifestChunk};
 use crate::metadata::{
     AckPart, CommitOutcome, FlushCommit, MetadataStore, NewAppend, NewChunk, ProducerSeq,
-    Rejection, TxnCommit, fenced_message,
+    Rejection, TxnCommit, ended_message, fenced_message,
 };
 use crate::path::DataObjectPath;
 use crate::store::{Store, StoreKind};
@@ -497,6 +497,9 @@ async fn flush(s: &Shared, mut appends: Vec<Pending>) {
                             *epoch,
                             *current,
                         ))),
+                        Some((Rejection::TransactionEnded { transactional_id }, _)) => Err(
+                            LogError::TransactionAborted(ended_message(transactional_id)),
+                        ),
                     };
                     for w in p.waiters {
                         let _ = w.send(outcome.as_ref().map_err(clone_error).cloned());

@@ -12,8 +12,8 @@ use std::time::Duration;
 use streamhouse_log::groups::classic::{ClassicError, ClassicOp, ClassicReply, JoinAsk, Phase};
 use streamhouse_log::groups::{CommitCheck, GroupOp, OwnerCheck, Strategy};
 use streamhouse_log::metadata::{
-    ChunkRecord, CommitOutcome, FlushCommit, GroupOffsets, NewAppend, NewChunk, Rejection,
-    TxnCommit,
+    ChunkRecord, CommitOutcome, FlushCommit, GroupOffsets, NewAppend, NewChunk, Rejection, SeqRun,
+    SharedRow, SharedStaged, TxnCommit,
 };
 use streamhouse_log::{
     AgentRecord, Change, ConnectorRecord, ErrorKind, GrantRecord, Log, LogConfig, LogError,
@@ -496,6 +496,7 @@ async fn transactions_commit_offsets_with_their_appends_in_their_epoch(kind: Kin
             stream_id: info.id,
             offsets: vec![(0, offset), (1, offset + 1)],
         }],
+        shared: None,
     };
     let with_txn = |epoch, offset| {
         let mut c = flush(info.id, &[(0, 4), (1, 2)], T0, None);
@@ -547,6 +548,112 @@ async fn transactions_commit_offsets_with_their_appends_in_their_epoch(kind: Kin
     );
 }
 
+/// Rows staged on one agent for a producer started on another: checked
+/// against the epoch and the partition's sequences when recorded, listed
+/// for the open transaction only, taken by the commit that ends it (which
+/// refuses a transaction ended meanwhile), dropped by an abort and by a
+/// new epoch.
+async fn shared_staging_follows_the_producers_transactions(kind: Kind) {
+    let s = Stores::new(kind).await;
+    let (a, b) = (s.handle().await, s.handle().await);
+    let info = a.create_stream(&spec("t", 2), T0).await.unwrap();
+    let row = |object: &str, partition| SharedRow {
+        object: object.into(),
+        stream_id: info.id,
+        stream_name: "t".into(),
+        partition,
+        bytes: 100,
+        offsets: None,
+        staged_at: T0,
+    };
+    let run = |first, last| Some(SeqRun { first, last });
+    // Never started: refused.
+    let e = b
+        .stage_shared("tx", 1, &row("o0", 0), run(0, 4), 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, LogError::UnknownTransactionalProducer(_)),
+        "{e}"
+    );
+    assert_eq!(a.init_transactional_producer("tx", T0).await.unwrap(), 1);
+    assert_eq!(b.transactional_epoch("tx").await.unwrap(), Some(1));
+    let staged = |o: &str, p, first, last| {
+        let (b, r) = (&b, row(o, p));
+        async move { b.stage_shared("tx", 1, &r, run(first, last), 1 << 20).await }
+    };
+    assert_eq!(staged("o1", 0, 0, 4).await.unwrap(), SharedStaged::Staged);
+    // A retry is a duplicate; a gap is out of order; each partition has
+    // its own sequences.
+    assert_eq!(
+        staged("o1b", 0, 0, 4).await.unwrap(),
+        SharedStaged::Duplicate
+    );
+    let e = staged("o2", 0, 7, 9).await.unwrap_err();
+    assert!(matches!(e, LogError::OutOfOrderSequence(_)), "{e}");
+    assert_eq!(staged("o3", 1, 0, 0).await.unwrap(), SharedStaged::Staged);
+    assert_eq!(staged("o4", 0, 5, 6).await.unwrap(), SharedStaged::Staged);
+    // Past the transaction's bound of staged bytes.
+    let e = b
+        .stage_shared("tx", 1, &row("o5", 1), None, 300)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::LimitExceeded(_)), "{e}");
+    let (n, rows) = a.shared_staged("tx", 1).await.unwrap();
+    let objects: Vec<_> = rows.iter().map(|r| r.object.as_str()).collect();
+    assert_eq!(objects, ["o1", "o3", "o4"]);
+    assert!(a.knows_staged("o3").await.unwrap());
+    assert!(!a.knows_staged("o1b").await.unwrap());
+    // The commit takes them and ends the transaction; a second commit of
+    // the same transaction is refused.
+    let txn = TxnCommit {
+        transactional_id: "tx".into(),
+        epoch: 1,
+        offsets: Vec::new(),
+        shared: Some(n),
+    };
+    let mut c = flush(info.id, &[(0, 7)], T0, None);
+    c.transactions = vec![txn.clone()];
+    c.appends[0].transaction = Some(0);
+    assert_eq!(committed(a.commit_flush(&c).await.unwrap()), [0]);
+    assert!(b.shared_staged("tx", 1).await.unwrap().1.is_empty());
+    assert!(!a.knows_staged("o3").await.unwrap());
+    let ended = Rejection::TransactionEnded {
+        transactional_id: "tx".into(),
+    };
+    assert_eq!(
+        a.commit_flush(&c).await.unwrap(),
+        CommitOutcome::Rejected {
+            rejections: vec![(0, ended)]
+        }
+    );
+    let e = a.commit_transaction_offsets(&txn, T0).await.unwrap_err();
+    assert!(matches!(e, LogError::TransactionAborted(_)), "{e}");
+    // Sequences go on across the epoch's transactions; an abort drops what
+    // the next transaction staged.
+    assert_eq!(staged("o6", 0, 7, 7).await.unwrap(), SharedStaged::Staged);
+    a.end_shared("tx", 1).await.unwrap();
+    let (n2, rows) = b.shared_staged("tx", 1).await.unwrap();
+    assert_eq!((n2, rows.len()), (n + 2, 0));
+    // Group offsets ride along; a new epoch drops the old one's rows and
+    // its sequences start over.
+    let mut offsets = row("offsets/1", 0);
+    offsets.offsets = Some(("g".into(), vec![(1, 9)]));
+    b.stage_shared("tx", 1, &offsets, None, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(b.shared_staged("tx", 1).await.unwrap().1, [offsets]);
+    assert_eq!(b.init_transactional_producer("tx", T0).await.unwrap(), 2);
+    assert!(!a.knows_staged("offsets/1").await.unwrap());
+    let e = staged("o7", 0, 8, 8).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let fresh = b
+        .stage_shared("tx", 2, &row("o8", 0), run(0, 0), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(fresh, SharedStaged::Staged);
+}
+
 /// Members joining through different agents share one assignment; a
 /// member that times out is dropped by whoever touches the group next; a
 /// commit by a member that no longer owns the partition is refused in the
@@ -582,7 +689,9 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
         generation: 1,
         assignments: Some(vec![("m1".into(), vec![0, 1])]),
     };
-    a.update_classic_group("g", &sync, T0, &[], None).await.unwrap();
+    a.update_classic_group("g", &sync, T0, &[], None)
+        .await
+        .unwrap();
     let pending = b
         .update_classic_group("g", &join("m2"), T0 + 1, &[], None)
         .await
@@ -593,7 +702,9 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
         generation: 1,
     };
     assert_eq!(
-        a.update_classic_group("g", &hb, T0 + 2, &[], None).await.unwrap(),
+        a.update_classic_group("g", &hb, T0 + 2, &[], None)
+            .await
+            .unwrap(),
         ClassicReply::Refused(ClassicError::RebalanceInProgress)
     );
     let ClassicReply::Joined(j2) = a
@@ -640,7 +751,13 @@ async fn classic_groups_rebalance_across_handles_and_check_commits(kind: Kind) {
     // land after the newer one.
     let past = streamhouse_log::monotonic() - Duration::from_millis(1);
     let e = b
-        .update_classic_group("g", &current, T0 + 7, &[(info.id, vec![(1, 3)])], Some(past))
+        .update_classic_group(
+            "g",
+            &current,
+            T0 + 7,
+            &[(info.id, vec![(1, 3)])],
+            Some(past),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, LogError::TimedOut(_)), "{e}");
@@ -1341,6 +1458,7 @@ per_store!(
     chunks_are_found_by_offset_and_time,
     group_offsets_are_kept_per_partition,
     transactions_commit_offsets_with_their_appends_in_their_epoch,
+    shared_staging_follows_the_producers_transactions,
     view_checkpoints_are_fenced,
     group_membership_is_shared_and_fences_commits,
     classic_groups_rebalance_across_handles_and_check_commits,

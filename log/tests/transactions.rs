@@ -147,7 +147,10 @@ async fn a_failed_transaction_writes_nothing(b: Backend) {
     // Its rows are gone with the failed commit: a retried commit is
     // refused rather than answered as if it had written them.
     let e = f.log.commit_transaction("p", epoch, &[]).await.unwrap_err();
-    assert!(matches!(&e, LogError::TransactionAborted(m) if m.contains("failed")), "{e}");
+    assert!(
+        matches!(&e, LogError::TransactionAborted(m) if m.contains("failed")),
+        "{e}"
+    );
 
     // A refused batch rolls the transaction back; its commit says so.
     f.log

@@ -2,7 +2,8 @@
 PostgreSQL server of its own, every agent's connections to both through
 proxies the suite controls; writers through every door (pgwire INSERT and
 COPY, Flight idempotent producers that retry, Flight transactional
-producers that commit or abort, Kafka idempotent producers), consumer
+producers that commit or abort, Kafka idempotent and transactional
+producers), consumer
 groups (Flight and Kafka) and a materialized view — while a nemesis kills
 (SIGKILL) and restarts agents, pauses them past their leases
 (SIGSTOP/SIGCONT), cuts, slows or loses packets to the object store and
@@ -51,7 +52,7 @@ import urllib.parse
 import psycopg
 import pyarrow as pa
 import pyarrow.flight as flight
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tcp_proxy import Proxy  # noqa: E402
@@ -452,6 +453,58 @@ class Suite:
                     producer.flush(1)
                 producer = None
 
+    def kafka_transactional_producer(self, name):
+        """A confluent-kafka transactional producer bootstrapped on every
+        agent: 20 JSON rows per transaction spread over the partitions (so
+        they reach agents other than its coordinator), one transaction in
+        five aborted. A commit that raises leaves its outcome unknown (the
+        commit may have landed before the answer was lost); an error the
+        transaction cannot go on from starts a new producer (a new epoch,
+        which fences the old one)."""
+        producer = None
+        while not self.stopping.is_set():
+            if producer is None:
+                try:
+                    producer = Producer({
+                        "bootstrap.servers": ",".join(a.kafka for a in self.agents),
+                        "transactional.id": name, "linger.ms": 5,
+                        "transaction.timeout.ms": 30000, "message.timeout.ms": 30000,
+                        "socket.timeout.ms": 10000, "reconnect.backoff.max.ms": 1000,
+                        "error_cb": lambda e: None, "logger": _quiet})
+                    producer.init_transactions(30)
+                except Exception:
+                    producer = None
+                    time.sleep(0.5)
+                    continue
+            ids = self.next_ids(20)
+            abort = self.rng.random() < 0.2
+            t0, outcome, error = now(), "unknown", None
+            try:
+                producer.begin_transaction()
+                for k, i in enumerate(ids):
+                    producer.produce("events", json.dumps({"id": i, "src": "ktxn"}).encode(),
+                                     partition=k % PARTITIONS)
+                if abort:
+                    producer.abort_transaction(30)
+                    outcome = "aborted"
+                else:
+                    producer.commit_transaction(30)
+                    outcome = "ok"
+            except (KafkaException, BufferError) as e:
+                error = str(e)[:200]
+                if abort:
+                    # Never committed, whatever failed.
+                    outcome = "aborted"
+                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+                if err is not None and err.txn_requires_abort():
+                    try:
+                        producer.abort_transaction(30)
+                    except Exception:
+                        producer = None
+                else:
+                    producer = None
+            self.record(t0, name, "ktxn", ids, outcome, None, error)
+
     def kafka_consumer(self, member):
         """A Kafka group member (classic protocol, manual commits after each
         batch), noting every row it saw; rejoins after an error."""
@@ -652,6 +705,7 @@ class Suite:
             worker(self.consumer, "reader-2"),
             worker(self.kafka_producer, "kafka-1"),
             worker(self.kafka_producer, "kafka-2"),
+            worker(self.kafka_transactional_producer, "ktxn-1"),
             worker(self.kafka_consumer, "kafka-reader-1"),
             worker(self.kafka_consumer, "kafka-reader-2"),
             worker(self.committed_sampler),
@@ -717,7 +771,7 @@ class Suite:
                 lost = [i for i in op["ids"] if not present.get(i)]
                 anomaly(f"acknowledged {op['door']} write lost {len(lost)} rows "
                         f"(first {lost[0]})", [op])
-            if op["door"] == "txn" and 0 < there < len(op["ids"]):
+            if op["door"] in ("txn", "ktxn") and 0 < there < len(op["ids"]):
                 anomaly(f"transaction half visible: {there} of {len(op['ids'])} rows", [op])
             if op["outcome"] == "aborted" and there:
                 anomaly(f"aborted transaction visible: {there} rows", [op])

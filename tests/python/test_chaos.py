@@ -19,7 +19,7 @@ def test_a_bounded_chaos_run_finds_no_anomaly(tmp_path):
     print(text)
     assert report["anomalies"] == [], text
     assert set(report["faults"]) == set(chaos.FAULTS), text
-    for door in ("insert", "copy", "flight", "txn", "kafka"):
+    for door in ("insert", "copy", "flight", "txn", "kafka", "ktxn"):
         assert report["writes_by_door"].get(door, 0) > 0, text
     assert report["rows_in_log"] >= report["rows_acknowledged"], text
     for member in ("reader-1", "reader-2", "kafka-reader-1", "kafka-reader-2"):

@@ -1,8 +1,9 @@
 """Kafka transactions through the Kafka door with confluent-kafka
 (librdkafka): commit and abort seen by both isolation levels and by SQL,
 fencing of an older instance of a transactional id, read-process-write
-with the group's offsets committed in the transaction, and a SIGKILL in the
-middle of one."""
+with the group's offsets committed in the transaction, a SIGKILL in the
+middle of one, and transactions whose records reach both agents of a
+cluster."""
 
 import signal
 import socket
@@ -14,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from conftest import Server, wait_for
+from test_cluster_groups import cluster  # noqa: F401 (a fixture)
 from test_kafka import consume, create_topic
 
 
@@ -196,3 +198,88 @@ def test_sigkill_mid_transaction_leaves_nothing_and_the_producer_starts_again():
                 assert offsets == list(range(12)), (part, offsets)
         finally:
             assert server.stop() == 0
+
+
+class Bootstrap:
+    """A cluster's agents as one Kafka bootstrap list (what the helpers
+    above take as a server)."""
+
+    def __init__(self, agents):
+        self.kafka = ",".join(a.kafka for a in agents)
+        self.dsn = agents[0].dsn
+
+
+def test_a_transaction_spans_the_agents_of_a_cluster(cluster):
+    """Partition leadership is spread over the agents, so one transaction's
+    records reach both: those reaching the agent that did not start the
+    producer are staged through the stores, and the commit on its own agent
+    takes them with the rest — all or nothing, each row once."""
+    both = Bootstrap(cluster)
+    create_topic(both, "span", 8)
+    create_topic(both, "span_in", 4)
+    probe = Producer({"bootstrap.servers": both.kafka})
+    deadline = time.time() + 30
+    while True:
+        parts = probe.list_topics("span", timeout=10).topics["span"].partitions
+        leaders = {p.leader for p in parts.values()}
+        if len(leaders) == 2 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(leaders) == 2, f"partitions led by {leaders}: the test needs both agents"
+
+    p = txn_producer(both, "spanning")
+    sent = []
+
+    def round_of(n, commit):
+        p.begin_transaction()
+        values_ = [f"r{len(sent)}-{i}" for i in range(n)]
+        for i, v in enumerate(values_):
+            p.produce("span", value=v.encode(), partition=i % 8)
+        assert p.flush(30) == 0
+        for agent in cluster:
+            assert count(agent, "span") == len(sent), "nothing visible before the commit"
+        if commit:
+            p.commit_transaction(30)
+            sent.extend(values_)
+        else:
+            p.abort_transaction(30)
+
+    round_of(400, commit=True)
+    round_of(100, commit=False)
+    round_of(80, commit=True)
+    for agent in cluster:
+        assert values(agent, "span") == sorted(sent)
+    got = read_all(both, "span", "read_committed", len(sent))
+    for part in range(8):
+        offsets = sorted(m.offset() for m in got if m.partition() == part)
+        assert offsets == list(range(len(offsets))), (part, offsets)
+
+    # Read, process, write across the agents: the group's offsets commit
+    # with the rows wherever the group's coordinator is.
+    feed = Producer({"bootstrap.servers": both.kafka, "enable.idempotence": True})
+    for i in range(40):
+        feed.produce("span_in", value=str(i).encode(), partition=i % 4)
+    assert feed.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": both.kafka, "group.id": "span_rpw",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    consumer.subscribe(["span_in"])
+    p.begin_transaction()
+    taken = []
+    deadline = time.time() + 60
+    while len(taken) < 40 and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is None:
+            continue
+        assert not m.error(), m.error()
+        taken.append(m)
+        p.produce("span", value=f"x{int(m.value())}".encode(), partition=m.partition())
+    assert len(taken) == 40
+    p.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                  consumer.consumer_group_metadata(), 30)
+    p.commit_transaction(30)
+    consumer.close()
+    sent.extend(f"x{i}" for i in range(40))
+    for agent in cluster:
+        assert values(agent, "span") == sorted(sent)
+        assert committed(agent, "span_rpw", "span_in", 4) == [10, 10, 10, 10]

@@ -73,14 +73,41 @@ pub(super) fn transactional_ids(c: &FlushCommit) -> BTreeSet<String> {
         .collect()
 }
 
-/// Why a transaction cannot commit over its producer's `current` epoch
+/// A transactional producer as stored: its current epoch and the number
+/// of its open transaction within that epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TxnState {
+    pub epoch: u64,
+    pub txn_no: u64,
+}
+
+/// Why a transaction cannot commit over its producer's `current` state
 /// (`None`: never started), if it cannot.
-pub(super) fn transaction_rejection(txn: &TxnCommit, current: Option<u64>) -> Option<Rejection> {
-    (current != Some(txn.epoch)).then(|| Rejection::TransactionFenced {
-        transactional_id: txn.transactional_id.clone(),
-        epoch: txn.epoch,
-        current,
-    })
+pub(super) fn transaction_rejection(
+    txn: &TxnCommit,
+    current: Option<TxnState>,
+) -> Option<Rejection> {
+    if current.map(|c| c.epoch) != Some(txn.epoch) {
+        return Some(Rejection::TransactionFenced {
+            transactional_id: txn.transactional_id.clone(),
+            epoch: txn.epoch,
+            current: current.map(|c| c.epoch),
+        });
+    }
+    match (txn.shared, current) {
+        (Some(n), Some(c)) if n != c.txn_no => Some(Rejection::TransactionEnded {
+            transactional_id: txn.transactional_id.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// What a commit whose transaction ended meanwhile is told.
+pub(crate) fn ended_message(transactional_id: &str) -> String {
+    format!(
+        "the transaction of producer \"{transactional_id}\" ended (committed or aborted) \
+         while this commit was deciding; nothing of it was written by this commit"
+    )
 }
 
 /// What a refused transaction is told.
@@ -102,7 +129,7 @@ pub(super) fn plan(
     c: &FlushCommit,
     mut next: BTreeMap<PartitionKey, u64>,
     stored: &BTreeMap<ProducerKey, StoredProducer>,
-    epochs: &BTreeMap<String, u64>,
+    epochs: &BTreeMap<String, TxnState>,
 ) -> Result<std::result::Result<CommitPlan, Vec<(usize, Rejection)>>> {
     let mut rejections = Vec::new();
     // Each producer's last sequence as the appends before this one in the
@@ -374,7 +401,9 @@ mod tests {
             transactional_id: id.into(),
             epoch,
             offsets: Vec::new(),
+            shared: None,
         };
+        let state = |epoch| TxnState { epoch, txn_no: 0 };
         let mut c = flush(vec![
             append(1, None, vec![(0, 0, 10)]),
             append(2, None, vec![(2, 0, 3)]),
@@ -390,10 +419,10 @@ mod tests {
         );
         let next = || BTreeMap::from([((1, 0), 0), ((1, 1), 0), ((2, 0), 0)]);
         // Both current: committed.
-        let epochs = BTreeMap::from([("t".to_string(), 2), ("new".to_string(), 1)]);
+        let epochs = BTreeMap::from([("t".to_string(), state(2)), ("new".to_string(), state(1))]);
         assert!(plan(&c, next(), &BTreeMap::new(), &epochs).unwrap().is_ok());
         // "t" was started again (epoch 3) and "new" never was.
-        let epochs = BTreeMap::from([("t".to_string(), 3)]);
+        let epochs = BTreeMap::from([("t".to_string(), state(3))]);
         let rejected = plan(&c, next(), &BTreeMap::new(), &epochs)
             .unwrap()
             .unwrap_err();
@@ -410,5 +439,24 @@ mod tests {
                 (2, fenced("new", 1, None)),
             ]
         );
+        // A commit of shared rows needs its transaction still open.
+        c.transactions[1].shared = Some(4);
+        let epochs = BTreeMap::from([
+            ("t".to_string(), state(2)),
+            (
+                "new".to_string(),
+                TxnState {
+                    epoch: 1,
+                    txn_no: 5,
+                },
+            ),
+        ]);
+        let rejected = plan(&c, next(), &BTreeMap::new(), &epochs)
+            .unwrap()
+            .unwrap_err();
+        let ended = Rejection::TransactionEnded {
+            transactional_id: "new".into(),
+        };
+        assert_eq!(rejected, [(2, ended)]);
     }
 }

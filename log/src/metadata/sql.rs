@@ -18,8 +18,9 @@ use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
+use super::commit::TxnState;
 use super::rows::MetaRow;
-use super::{CommitOutcome, FlushCommit};
+use super::{CommitOutcome, FlushCommit, TxnCommit};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::groups::rules::StoredGroup;
@@ -186,18 +187,18 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// `super::commit`, in this dialect's statements.
     async fn commit_chunks(&self, c: &FlushCommit) -> Result<CommitOutcome>;
 
-    /// The current epochs of some transactional producers (absent: never
+    /// The current state of some transactional producers (absent: never
     /// started), their rows locked until the transaction ends.
     async fn transactional_epochs(
         c: &mut Self::Conn,
         ids: &[String],
-    ) -> Result<BTreeMap<String, u64>> {
+    ) -> Result<BTreeMap<String, TxnState>> {
         let mut epochs = BTreeMap::new();
         for id in ids {
             let row = c
                 .fetch_optional(
                     Statement::new(format!(
-                        "SELECT epoch FROM transactional_producers \
+                        "SELECT epoch, txn_no FROM transactional_producers \
                          WHERE transactional_id = $1{}",
                         Self::FOR_UPDATE
                     ))
@@ -205,10 +206,43 @@ pub(super) trait Backend: Send + Sync + 'static {
                 )
                 .await?;
             if let Some(r) = row {
-                epochs.insert(id.clone(), r.int("epoch")? as u64);
+                let state = TxnState {
+                    epoch: r.int("epoch")? as u64,
+                    txn_no: r.int("txn_no")? as u64,
+                };
+                epochs.insert(id.clone(), state);
             }
         }
         Ok(epochs)
+    }
+
+    /// Ends the open transaction of each of `txns` that took shared rows:
+    /// forgets them and moves the transaction number on (after the checks
+    /// of [`super::commit::transaction_rejection`], in the same
+    /// transaction).
+    async fn end_shared_transactions(c: &mut Self::Conn, txns: &[TxnCommit]) -> Result<()> {
+        for t in txns {
+            let Some(n) = t.shared else { continue };
+            c.execute(
+                Statement::new(
+                    "DELETE FROM shared_staged \
+                     WHERE transactional_id = $1 AND epoch = $2 AND txn_no = $3",
+                )
+                .text(&t.transactional_id)
+                .uint(t.epoch)
+                .uint(n),
+            )
+            .await?;
+            c.execute(
+                Statement::new(
+                    "UPDATE transactional_producers SET txn_no = txn_no + 1 \
+                     WHERE transactional_id = $1",
+                )
+                .text(&t.transactional_id),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Upserts a group's next offsets for some partitions of a stream (the

@@ -18,7 +18,10 @@
 //! newer one has started, on this agent or another.
 //!
 //! A producer's calls go to the agent it started on (its staged rows live
-//! there).
+//! there), except that rows and offsets may be staged on another agent
+//! through the metadata and object stores (`shared`, for Kafka clients,
+//! which send each partition's records to its leader) and committed with
+//! [`Log::commit_transaction_shared`].
 //!
 //! Bounds: a transaction open longer than its timeout (default 60 s, at
 //! most 15 min) or whose staged rows pass 256 MiB is rolled back, as is
@@ -29,6 +32,7 @@
 //! idle for 7 days is forgotten.
 
 pub(crate) mod producers;
+mod shared;
 
 use std::time::Duration;
 
@@ -180,6 +184,28 @@ impl Log {
         epoch: u64,
         offsets: &[GroupCommit],
     ) -> Result<Vec<CommittedAppend>> {
+        self.commit_with(id, epoch, offsets, false).await
+    }
+
+    /// [`Log::commit_transaction`], with the rows and offsets other agents
+    /// staged for the transaction ([`Log::stage_shared`]): all of them or
+    /// nothing, and the transaction ends in the same metadata transaction.
+    pub async fn commit_transaction_shared(
+        &self,
+        id: &str,
+        epoch: u64,
+        offsets: &[GroupCommit],
+    ) -> Result<Vec<CommittedAppend>> {
+        self.commit_with(id, epoch, offsets, true).await
+    }
+
+    async fn commit_with(
+        &self,
+        id: &str,
+        epoch: u64,
+        offsets: &[GroupCommit],
+        with_shared: bool,
+    ) -> Result<Vec<CommittedAppend>> {
         let mut groups = Vec::with_capacity(offsets.len());
         for g in offsets {
             if g.group.is_empty() {
@@ -194,22 +220,72 @@ impl Log {
                 offsets: g.offsets.clone(),
             });
         }
-        let staged = {
+        let (timeout, failed) = {
+            let mut inner = self.transactional.lock();
+            let p = inner.producer(id, epoch, monotonic())?;
+            (p.timeout(), p.failed.is_some())
+        };
+        if failed {
+            // Rolled back earlier: the refused commit ends the transaction,
+            // with what other agents staged for it.
+            if with_shared {
+                self.abort_shared(id, epoch).await?;
+            }
+            let mut inner = self.transactional.lock();
+            let p = inner.producer(id, epoch, monotonic())?;
+            let why = p.failed.take().unwrap_or_default();
+            p.take();
+            return Err(LogError::TransactionAborted(why));
+        }
+        let shared = if with_shared {
+            match self.take_shared(id, epoch, timeout).await {
+                Ok(s) => Some(s),
+                Err(e @ LogError::TransactionAborted(_)) => {
+                    // The transaction cannot commit: it is rolled back.
+                    self.transactional
+                        .lock()
+                        .producer(id, epoch, monotonic())?
+                        .take();
+                    self.abort_shared(id, epoch).await?;
+                    return Err(e);
+                }
+                // Nothing taken yet: the commit may be tried again.
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let mut staged = {
             let mut inner = self.transactional.lock();
             let p = inner.producer(id, epoch, monotonic())?;
             if let Some(why) = p.failed.take() {
+                // Rolled back while the shared rows were read: they stay
+                // with the transaction, which the producer must abort.
                 p.take();
+                p.failed = Some(why.clone());
                 return Err(LogError::TransactionAborted(why));
             }
             p.take()
         };
+        let mut objects = Vec::new();
+        let mut shared_no = None;
+        if let Some(s) = shared {
+            staged.extend(s.staged);
+            groups.extend(s.offsets);
+            objects = s.objects;
+            shared_no = Some(s.txn_no);
+        }
         let txn = TxnCommit {
             transactional_id: id.to_string(),
             epoch,
             offsets: groups,
+            shared: shared_no,
         };
         match self.commit_staged(staged, txn).await {
-            Ok(out) => Ok(out),
+            Ok(out) => {
+                self.forget_staged_objects(&objects).await;
+                Ok(out)
+            }
             Err(e) => {
                 // The staged rows are gone with the failed commit: a retry
                 // must not commit the rest as if it were all.
@@ -235,7 +311,7 @@ impl Log {
         txn: TxnCommit,
     ) -> Result<Vec<CommittedAppend>> {
         if staged.is_empty() {
-            if !txn.offsets.is_empty() {
+            if !txn.offsets.is_empty() || txn.shared.is_some() {
                 self.metadata()
                     .commit_transaction_offsets(&txn, self.now_micros())
                     .await?;
@@ -262,7 +338,8 @@ impl Log {
     }
 
     /// Rolls back the open transaction of producer `id`: nothing it staged
-    /// is written.
+    /// in this process is written (see [`Log::abort_shared`] for what
+    /// other agents staged).
     pub fn abort_transaction(&self, id: &str, epoch: u64) -> Result<()> {
         let mut inner = self.transactional.lock();
         inner.producer(id, epoch, monotonic())?.take();

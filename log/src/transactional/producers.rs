@@ -55,6 +55,11 @@ impl Producer {
         }
     }
 
+    /// How long its transactions may stay open.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Ends the open transaction; what it staged.
     pub(super) fn take(&mut self) -> Vec<StagedAppend> {
         self.bytes = 0;

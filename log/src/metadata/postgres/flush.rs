@@ -11,6 +11,7 @@ use super::{PostgresMetadata, announce, transactional_epochs, write_group_offset
 use crate::error::Result;
 use crate::metadata::commit;
 use crate::metadata::rows::{self, CHUNK_COLUMNS};
+use crate::metadata::sql::Backend;
 use crate::metadata::{CommitOutcome, FlushCommit};
 use crate::stream::StreamId;
 
@@ -196,6 +197,7 @@ pub(super) async fn commit(m: &PostgresMetadata, c: &FlushCommit) -> Result<Comm
             write_group_offsets(&mut tx, &g.group, g.stream_id, &g.offsets, c.created_at).await?;
         }
     }
+    PostgresMetadata::end_shared_transactions(&mut tx, &c.transactions).await?;
 
     let changes: Vec<String> = us
         .iter()

@@ -38,6 +38,7 @@ use tracing::{debug, warn};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::groups::rules::StoredGroup;
+use crate::metadata::commit::TxnState;
 use crate::metadata::sql::Backend;
 use crate::metadata::{Change, CommitOutcome, FlushCommit, MetadataStore};
 use crate::stream::StreamId;
@@ -166,12 +167,12 @@ async fn write_group_offsets(
 async fn transactional_epochs(
     c: &mut PgConnection,
     ids: &[String],
-) -> Result<BTreeMap<String, u64>> {
+) -> Result<BTreeMap<String, TxnState>> {
     if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
     let rows = sqlx::query(
-        "SELECT transactional_id, epoch FROM transactional_producers \
+        "SELECT transactional_id, epoch, txn_no FROM transactional_producers \
          WHERE transactional_id = ANY($1) ORDER BY transactional_id FOR UPDATE",
     )
     .bind(ids)
@@ -179,10 +180,11 @@ async fn transactional_epochs(
     .await?;
     let mut epochs = BTreeMap::new();
     for r in &rows {
-        epochs.insert(
-            r.try_get("transactional_id")?,
-            r.try_get::<i64, _>("epoch")? as u64,
-        );
+        let state = TxnState {
+            epoch: r.try_get::<i64, _>("epoch")? as u64,
+            txn_no: r.try_get::<i64, _>("txn_no")? as u64,
+        };
+        epochs.insert(r.try_get("transactional_id")?, state);
     }
     Ok(epochs)
 }
@@ -254,7 +256,7 @@ impl Backend for PostgresMetadata {
     async fn transactional_epochs(
         c: &mut PgConnection,
         ids: &[String],
-    ) -> Result<BTreeMap<String, u64>> {
+    ) -> Result<BTreeMap<String, TxnState>> {
         transactional_epochs(c, ids).await
     }
 

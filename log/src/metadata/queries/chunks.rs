@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use super::super::commit;
 use super::super::rows::{self, CHUNK_COLUMNS, CHUNK_READ_COLUMNS, MetaRow};
 use super::super::sql::{Backend, Sql, Statement};
-use super::super::{ChunkRecord, ChunkStore, CommitOutcome, FlushCommit, TimeFilter, TxnCommit};
+use super::super::{
+    ChunkRecord, ChunkStore, CommitOutcome, FlushCommit, Rejection, TimeFilter, TxnCommit,
+};
 use crate::clock::Micros;
 use crate::error::{LogError, Result};
 use crate::stream::StreamId;
@@ -236,9 +238,8 @@ impl<B: Backend> ChunkStore for B {
         transactional_id: &str,
         now: Micros,
     ) -> Result<u64> {
-        let row = self
-            .single()
-            .await?
+        let mut w = self.writer().await?;
+        let row = w
             .fetch_optional(
                 Statement::new(
                     "INSERT INTO transactional_producers \
@@ -253,7 +254,17 @@ impl<B: Backend> ChunkStore for B {
             )
             .await?
             .ok_or_else(|| LogError::Internal("an upsert returned no row".into()))?;
-        Ok(row.int("epoch")? as u64)
+        let epoch = row.int("epoch")? as u64;
+        // What older instances staged away from their agent is dropped
+        // (maintenance deletes the objects).
+        w.execute(
+            Statement::new("DELETE FROM shared_staged WHERE transactional_id = $1 AND epoch < $2")
+                .text(transactional_id)
+                .uint(epoch),
+        )
+        .await?;
+        B::commit(w).await?;
+        Ok(epoch)
     }
 
     async fn commit_transaction_offsets(&self, txn: &TxnCommit, now: Micros) -> Result<()> {
@@ -261,16 +272,25 @@ impl<B: Backend> ChunkStore for B {
         let epochs =
             B::transactional_epochs(&mut w, std::slice::from_ref(&txn.transactional_id)).await?;
         let current = epochs.get(&txn.transactional_id).copied();
-        if commit::transaction_rejection(txn, current).is_some() {
-            return Err(LogError::Fenced(commit::fenced_message(
-                &txn.transactional_id,
-                txn.epoch,
-                current,
-            )));
+        match commit::transaction_rejection(txn, current) {
+            Some(Rejection::TransactionEnded { .. }) => {
+                return Err(LogError::TransactionAborted(commit::ended_message(
+                    &txn.transactional_id,
+                )));
+            }
+            Some(_) => {
+                return Err(LogError::Fenced(commit::fenced_message(
+                    &txn.transactional_id,
+                    txn.epoch,
+                    current.map(|c| c.epoch),
+                )));
+            }
+            None => {}
         }
         for g in &txn.offsets {
             B::write_group_offsets(&mut w, &g.group, g.stream_id, &g.offsets, now).await?;
         }
+        B::end_shared_transactions(&mut w, std::slice::from_ref(txn)).await?;
         B::commit(w).await
     }
 

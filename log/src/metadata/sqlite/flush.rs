@@ -127,6 +127,7 @@ pub(super) async fn commit(m: &SqliteMetadata, c: &FlushCommit) -> Result<Commit
             .await?;
         }
     }
+    SqliteMetadata::end_shared_transactions(&mut w, &c.transactions).await?;
     SqliteMetadata::commit(w).await?;
     Ok(CommitOutcome::Committed {
         chunk_base_offsets: plan.bases,
