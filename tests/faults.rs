@@ -400,13 +400,29 @@ async fn a_lost_metadata_file_is_restored_from_its_backup_in_the_object_store() 
     // metadata file is lost; the index is rebuilt from the objects alone.
     let acked = insert_until_killed(&mut server, 10_000).await;
     assert!(acked.len() >= 500, "only {} rows acknowledged", acked.len());
-    // The truth, read through the intact metadata (one more row, so a flush
-    // cut off by the kill is superseded as the next flush would).
+    // The truth, read through the intact metadata (more rows in every
+    // partition — appends without a key go round the partitions — so that
+    // a flush cut off by the kill is superseded in each, as the next flush
+    // would).
     let server = Server::start(dir.path(), &args, &envs);
     let c = common::connect(&server).await;
-    c.batch_execute("INSERT INTO events VALUES (99999)")
+    for id in 99996..100_000i64 {
+        c.execute("INSERT INTO events VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+    }
+    let partitions: i64 = c
+        .query_one(
+            "SELECT count(DISTINCT _partition) FROM events WHERE id >= 99996",
+            &[],
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        partitions, 2,
+        "the rows after the restart reach every partition"
+    );
     let truth = every_row(&c).await;
     drop(c);
     let mut server = server;

@@ -295,7 +295,17 @@ async fn staged(
         .door
         .db
         .log()
-        .stage_transactional(id, log_epoch, stream, vec![batch], &options)
+        .stage_transactional_run(
+            id,
+            log_epoch,
+            stream,
+            vec![batch],
+            &options,
+            Some(streamhouse_log::metadata::SeqRun {
+                first: s.first as u64,
+                last: s.last as u64,
+            }),
+        )
         .await
     {
         Ok(_) => Outcome::Done(done),

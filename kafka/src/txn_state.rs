@@ -102,10 +102,15 @@ impl Txns {
     /// be staged; a staged batch moves the partition's next sequence on.
     pub fn stage(&self, id: &str, s: Sequences, topic: &str, partition: i32) -> Result<Staging, E> {
         self.with(id, s.producer_id, s.epoch, |t| {
-            let next = t.next.entry((topic.to_string(), partition)).or_insert(0);
-            if s.last < s.first {
+            if s.last < s.first || s.first < 0 {
                 return Err(E::InvalidRecord);
             }
+            // A partition this agent has not staged for in this epoch
+            // (its leader may have moved here) starts where the batch does.
+            let next = t
+                .next
+                .entry((topic.to_string(), partition))
+                .or_insert(s.first);
             if s.first == *next {
                 *next = s.last.checked_add(1).ok_or(E::InvalidRecord)?;
                 Ok(Staging::Stage(t.log_epoch))

@@ -491,7 +491,11 @@ impl Log {
         if parts.is_empty() {
             return Ok(None);
         }
-        Ok(Some(StagedAppend { info, parts }))
+        Ok(Some(StagedAppend {
+            info,
+            parts,
+            seq: None,
+        }))
     }
 
     /// Rows made for an older version of a stream's columns (a write

@@ -299,25 +299,30 @@ impl Log {
             self.metadata().forget_object(&key).await?;
             report.deleted_objects += 1;
         }
-        // Objects of flushes whose commit failed: in the store, not indexed.
-        let prefix = object_store::path::Path::from(DataObjectPath::PREFIX);
-        let listed: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await?;
-        for meta in listed {
-            let old = meta.last_modified.timestamp_micros() < cutoff;
-            if old && !self.metadata().knows_object(meta.location.as_ref()).await? {
-                delete(&store, meta.location.as_ref()).await?;
-                report.deleted_strays += 1;
-            }
-        }
-        // Staged transactional rows whose transaction ended (or whose
-        // recording failed).
-        let prefix = object_store::path::Path::from(crate::path::STAGED_PREFIX);
-        let listed: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await?;
-        for meta in listed {
-            let old = meta.last_modified.timestamp_micros() < cutoff;
-            if old && !self.metadata().knows_staged(meta.location.as_ref()).await? {
-                delete(&store, meta.location.as_ref()).await?;
-                report.deleted_strays += 1;
+        // Objects of flushes whose commit failed (in the store, not
+        // indexed), and staged transactional rows whose transaction ended
+        // (or whose recording failed).
+        for (prefix, staged) in [
+            (DataObjectPath::PREFIX, false),
+            (crate::path::STAGED_PREFIX, true),
+        ] {
+            let prefix = object_store::path::Path::from(prefix);
+            let listed: Vec<object_store::ObjectMeta> =
+                store.list(Some(&prefix)).try_collect().await?;
+            for meta in listed {
+                let key = meta.location.as_ref();
+                if meta.last_modified.timestamp_micros() >= cutoff {
+                    continue;
+                }
+                let known = if staged {
+                    self.metadata().knows_staged(key).await?
+                } else {
+                    self.metadata().knows_object(key).await?
+                };
+                if !known {
+                    delete(&store, key).await?;
+                    report.deleted_strays += 1;
+                }
             }
         }
         Ok(())

@@ -20,7 +20,11 @@
 //! 3. Offsets past the end that no object holds are reported as gaps; the
 //!    rows after them keep their offsets.
 //!
-//! Exact for a sole writer (the embedded store's one agent). What the
+//! Exact for a sole writer (the embedded store's one agent), with one
+//! limit: a flush whose commit never happened (the process died between
+//! writing its object and committing it) is told apart only where a later
+//! flush wrote the same partition; at a partition's end, its rows — whose
+//! appends were never acknowledged — are recovered as if committed. What the
 //! metadata store alone held since the backup — consumer groups' offsets,
 //! idempotent producers' sequences, views' checkpoints, users — is as the
 //! backup had it (nothing, without one).

@@ -14,6 +14,9 @@ use crate::stream::StreamInfo;
 pub struct StagedAppend {
     pub(crate) info: Arc<StreamInfo>,
     pub(crate) parts: Vec<(u32, RecordBatch)>,
+    /// A Kafka batch's run of producer sequences (its rows in one
+    /// partition): a transaction's commit keeps one batch per run.
+    pub(crate) seq: Option<crate::metadata::SeqRun>,
 }
 
 impl StagedAppend {

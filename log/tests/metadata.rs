@@ -565,6 +565,7 @@ async fn shared_staging_follows_the_producers_transactions(kind: Kind) {
         bytes: 100,
         offsets: None,
         staged_at: T0,
+        seq: None,
     };
     let run = |first, last| Some(SeqRun { first, last });
     // Never started: refused.

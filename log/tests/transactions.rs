@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Backend, Fixture, orders};
+use streamhouse_log::metadata::{SeqRun, SharedStaged};
 use streamhouse_log::{AppendOptions, ErrorKind, GroupCommit, LogError, StreamSpec};
 
 const T0: i64 = 1_700_000_000_000_000;
@@ -223,7 +224,52 @@ async fn a_failed_transaction_writes_nothing(b: Backend) {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
 
+/// Rows staged away from the producer's agent (through the stores) commit
+/// with the rest; a batch staged both there and here (a Kafka retry after
+/// the partition's leader moved: the same run of sequences) commits once,
+/// and an abort drops what was staged away.
+async fn shared_rows_commit_with_the_rest_and_each_run_once(b: Backend) {
+    let f = Fixture::new(b).await;
+    f.log.create_stream(spec("a", 2)).await.unwrap();
+    let epoch = f.log.init_transactions("k", None).await.unwrap();
+    let p0 = AppendOptions {
+        partition: Some(0),
+        ..AppendOptions::default()
+    };
+    let run = |first, last| Some(SeqRun { first, last });
+    f.log
+        .stage_transactional_run("k", epoch, "a", vec![orders(0..5, 2, T0)], &p0, run(0, 4))
+        .await
+        .unwrap();
+    for (ids, seq) in [(0..5, run(0, 4)), (5..8, run(5, 7))] {
+        let staged = f
+            .log
+            .stage_shared("k", epoch, "a", vec![orders(ids, 2, T0)], &p0, seq)
+            .await
+            .unwrap();
+        assert_eq!(staged, SharedStaged::Staged);
+    }
+    assert_eq!(total(&f, "a").await, 0, "nothing visible before the commit");
+    f.log
+        .commit_transaction_shared("k", epoch, &[])
+        .await
+        .unwrap();
+    assert_eq!(total(&f, "a").await, 8);
+    f.log
+        .stage_shared("k", epoch, "a", vec![orders(8..9, 2, T0)], &p0, run(8, 8))
+        .await
+        .unwrap();
+    f.log.abort_transaction("k", epoch).unwrap();
+    f.log.abort_shared("k", epoch).await.unwrap();
+    f.log
+        .commit_transaction_shared("k", epoch, &[])
+        .await
+        .unwrap();
+    assert_eq!(total(&f, "a").await, 8);
+}
+
 per_backend!(
     a_transaction_commits_appends_and_offsets_together,
     a_failed_transaction_writes_nothing,
+    shared_rows_commit_with_the_rest_and_each_run_once,
 );

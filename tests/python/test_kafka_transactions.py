@@ -103,6 +103,24 @@ def committed(server, group, topic, partitions):
     return [tp.offset for tp in got]
 
 
+def forward(consumer, p, n, topic):
+    """Reads `n` records and produces each one, processed, to `topic` in
+    `p`'s open transaction with the consumer's offsets; the records read."""
+    taken = []
+    deadline = time.time() + 60
+    while len(taken) < n and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is None:
+            continue
+        assert not m.error(), m.error()
+        taken.append(m)
+        p.produce(topic, value=f"x{int(m.value())}".encode(), partition=m.partition())
+    assert len(taken) == n
+    p.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                  consumer.consumer_group_metadata(), 30)
+    return taken
+
+
 def test_read_process_write_commits_offsets_with_the_rows(server):
     create_topic(server, "rpw_in", 2)
     create_topic(server, "rpw_out", 2)
@@ -119,18 +137,7 @@ def test_read_process_write_commits_offsets_with_the_rows(server):
 
     def one_round(n, commit):
         p.begin_transaction()
-        taken = []
-        deadline = time.time() + 60
-        while len(taken) < n and time.time() < deadline:
-            m = consumer.poll(0.5)
-            if m is None:
-                continue
-            assert not m.error(), m.error()
-            taken.append(m)
-            p.produce("rpw_out", value=f"x{int(m.value())}".encode(), partition=m.partition())
-        assert len(taken) == n
-        p.send_offsets_to_transaction(consumer.position(consumer.assignment()),
-                                      consumer.consumer_group_metadata(), 30)
+        taken = forward(consumer, p, n, "rpw_out")
         if commit:
             p.commit_transaction(30)
         else:
@@ -265,18 +272,7 @@ def test_a_transaction_spans_the_agents_of_a_cluster(cluster):
                          "isolation.level": "read_committed"})
     consumer.subscribe(["span_in"])
     p.begin_transaction()
-    taken = []
-    deadline = time.time() + 60
-    while len(taken) < 40 and time.time() < deadline:
-        m = consumer.poll(0.5)
-        if m is None:
-            continue
-        assert not m.error(), m.error()
-        taken.append(m)
-        p.produce("span", value=f"x{int(m.value())}".encode(), partition=m.partition())
-    assert len(taken) == 40
-    p.send_offsets_to_transaction(consumer.position(consumer.assignment()),
-                                  consumer.consumer_group_metadata(), 30)
+    forward(consumer, p, 40, "span")
     p.commit_transaction(30)
     consumer.close()
     sent.extend(f"x{i}" for i in range(40))

@@ -21,6 +21,11 @@ CREATE TABLE shared_staged (
     -- Group offsets committed with the transaction (JSON), for a
     -- TxnOffsetCommit; NULL for rows.
     offsets TEXT,
+    -- The batch's run of producer sequences, when it has one (a retry
+    -- reaching another agent after a partition's leader moved is the same
+    -- run: the commit keeps one).
+    first_seq INTEGER,
+    last_seq INTEGER,
     staged_at_us INTEGER NOT NULL,
     PRIMARY KEY (transactional_id, object)
 );

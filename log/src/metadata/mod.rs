@@ -137,6 +137,8 @@ pub struct SharedRow {
     pub offsets: Option<StagedOffsets>,
     /// When it was staged, by the staging agent's clock.
     pub staged_at: Micros,
+    /// The batch's run of producer sequences, if it has one.
+    pub seq: Option<SeqRun>,
 }
 
 /// A consumer group and its next offsets by partition, committed with a

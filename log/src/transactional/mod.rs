@@ -41,7 +41,7 @@ use arrow::array::RecordBatch;
 use crate::clock::monotonic;
 use crate::error::{LogError, Result};
 use crate::log::{AppendOptions, Log};
-use crate::metadata::{GroupOffsets, TxnCommit};
+use crate::metadata::{GroupOffsets, SeqRun, TxnCommit};
 use crate::staged::StagedAppend;
 use crate::writer::AppendAck;
 
@@ -65,6 +65,21 @@ pub struct GroupCommit {
     pub stream: String,
     /// (partition, next offset to read).
     pub offsets: Vec<(u32, u64)>,
+}
+
+/// A transaction's staged batches with each run of producer sequences kept
+/// once, in sequence order per partition: when a partition's leader moved
+/// mid-transaction, a Kafka client's retry of a batch may have been
+/// staged by the new leader as well as the old.
+fn one_per_run(mut staged: Vec<StagedAppend>) -> Vec<StagedAppend> {
+    let key = |s: &StagedAppend| {
+        s.seq
+            .map(|r| (s.info.id, s.parts.first().map(|p| p.0), r.first, r.last))
+    };
+    staged.sort_by_key(|s| key(s));
+    let mut seen = std::collections::HashSet::new();
+    staged.retain(|s| key(s).is_none_or(|k| seen.insert(k)));
+    staged
 }
 
 /// What a commit appended to one stream.
@@ -132,6 +147,22 @@ impl Log {
         batches: Vec<RecordBatch>,
         options: &AppendOptions,
     ) -> Result<u64> {
+        self.stage_transactional_run(id, epoch, stream, batches, options, None)
+            .await
+    }
+
+    /// [`Log::stage_transactional`] of a Kafka batch with its run of
+    /// producer sequences (its rows go to one partition): a commit keeps
+    /// one batch of each run, wherever it was staged.
+    pub async fn stage_transactional_run(
+        &self,
+        id: &str,
+        epoch: u64,
+        stream: &str,
+        batches: Vec<RecordBatch>,
+        options: &AppendOptions,
+        seq: Option<SeqRun>,
+    ) -> Result<u64> {
         {
             let mut inner = self.transactional.lock();
             let p = inner.producer(id, epoch, monotonic())?;
@@ -147,7 +178,10 @@ impl Log {
             return Err(LogError::TransactionAborted(why.clone()));
         }
         let staged = match staged {
-            Ok(Some(s)) => s,
+            Ok(Some(mut s)) => {
+                s.seq = seq;
+                s
+            }
             Ok(None) => return Ok(0),
             Err(e) => {
                 p.fail(format!(
@@ -274,6 +308,7 @@ impl Log {
             groups.extend(s.offsets);
             objects = s.objects;
             shared_no = Some(s.txn_no);
+            staged = one_per_run(staged);
         }
         let txn = TxnCommit {
             transactional_id: id.to_string(),

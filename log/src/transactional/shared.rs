@@ -88,6 +88,7 @@ impl Log {
                 bytes: batch.get_array_memory_size() as u64,
                 offsets: None,
                 staged_at: self.now_micros(),
+                seq,
             };
             let recorded = self
                 .metadata()
@@ -130,6 +131,7 @@ impl Log {
                 bytes: 0,
                 offsets: Some((g.group.clone(), g.offsets.clone())),
                 staged_at: self.now_micros(),
+                seq: None,
             };
             self.metadata()
                 .stage_shared(id, epoch, &row, None, MAX_STAGED_BYTES as u64)
@@ -198,7 +200,10 @@ impl Log {
             partition: Some(r.partition),
             ..AppendOptions::default()
         };
-        let staged = self.stage(&r.stream_name, batches, &options).await?;
+        let mut staged = self.stage(&r.stream_name, batches, &options).await?;
+        if let Some(s) = &mut staged {
+            s.seq = r.seq;
+        }
         if let Some(s) = &staged
             && s.info.id != r.stream_id
         {

@@ -128,8 +128,8 @@ impl<B: Backend> SharedStagingStore for B {
         w.execute(
             Statement::new(
                 "INSERT INTO shared_staged (transactional_id, epoch, txn_no, object, stream_id, \
-                 stream_name, partition_no, bytes, offsets, staged_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 stream_name, partition_no, bytes, offsets, staged_at_us, first_seq, last_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .text(id)
             .uint(epoch)
@@ -140,7 +140,9 @@ impl<B: Backend> SharedStagingStore for B {
             .int(i64::from(row.partition))
             .uint(row.bytes)
             .opt_text(encode_offsets(&row.offsets)?)
-            .int(row.staged_at),
+            .int(row.staged_at)
+            .opt_int(row.seq.map(|s| s.first as i64))
+            .opt_int(row.seq.map(|s| s.last as i64)),
         )
         .await?;
         B::commit(w).await?;
@@ -169,7 +171,7 @@ impl<B: Backend> SharedStagingStore for B {
             .fetch_all(
                 Statement::new(
                     "SELECT object, stream_id, stream_name, partition_no, bytes, offsets, \
-                     staged_at_us \
+                     staged_at_us, first_seq, last_seq \
                      FROM shared_staged \
                      WHERE transactional_id = $1 AND epoch = $2 AND txn_no = $3 \
                      ORDER BY object",
@@ -190,6 +192,13 @@ impl<B: Backend> SharedStagingStore for B {
                     bytes: r.int("bytes")? as u64,
                     offsets: decode_offsets(r.opt_text("offsets")?)?,
                     staged_at: r.int("staged_at_us")?,
+                    seq: match (r.opt_int("first_seq")?, r.opt_int("last_seq")?) {
+                        (Some(first), Some(last)) => Some(SeqRun {
+                            first: first as u64,
+                            last: last as u64,
+                        }),
+                        _ => None,
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
