@@ -320,7 +320,7 @@ impl PostgresSpec {
                 "poll_interval" => {
                     spec.poll_interval = humantime::parse_duration(v)
                         .ok()
-                        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(60))
+                        .filter(|d| *d >= Duration::from_millis(1) && *d <= Duration::from_secs(60))
                         .ok_or_else(|| {
                             bad(k, v, "expected a duration from 1ms to 60s, e.g. '100ms'")
                         })?;
@@ -585,6 +585,22 @@ mod tests {
                     ("slot", "A-b"),
                 ],
                 "replication slot",
+            ),
+            (
+                vec![
+                    ("url", "postgres://h/d"),
+                    ("publication", "p"),
+                    ("poll_interval", "500us"),
+                ],
+                "1ms to 60s",
+            ),
+            (
+                vec![
+                    ("url", "postgres://h/d"),
+                    ("publication", "p"),
+                    ("poll_interval", "61s"),
+                ],
+                "1ms to 60s",
             ),
         ] {
             let e = PostgresSpec::new("s", &opts(&bad), &[])

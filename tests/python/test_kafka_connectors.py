@@ -6,7 +6,8 @@ exactly once across a SIGKILL of the server that runs the connector (and,
 for the sink, past an earlier run still writing, which its transactional
 producer fences); bad
 definitions are refused with their SQLSTATE; the endpoint going away shows
-as `retrying` and the source catches up when it returns."""
+as `retrying` (for a source and for a sink) and the connector catches up,
+each record once, when it returns."""
 import json
 import os
 import signal
@@ -292,3 +293,47 @@ def test_a_kafka_sink_writes_each_row_once_across_sigkill():
                 assert s.stop() == 0
         finally:
             assert downstream.stop() == 0
+
+
+def test_a_kafka_sink_whose_endpoint_goes_away_retries_then_catches_up():
+    """The endpoint a Kafka sink writes to stops: `streamhouse.sinks` shows
+    `retrying` with the cause while rows wait; when it is back on its
+    address the sink writes them, each row once, and is `running` again."""
+    port = free_port()
+    status = "SELECT status, cause, lag_rows FROM streamhouse.sinks WHERE name = 'k'"
+    with tempfile.TemporaryDirectory() as d:
+        down_dir = os.path.join(d, "downstream")
+        downstream = Server(down_dir, ["--kafka-addr", f"127.0.0.1:{port}"])
+        s = Server(os.path.join(d, "data"))
+        try:
+            create_topic(downstream, "orders_out", 2)
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
+                             "WITH (partitions = 2)")
+                conn.execute(f"CREATE SINK k FROM orders INTO KAFKA WITH (bootstrap = "
+                             f"'{downstream.kafka}', topic = 'orders_out', "
+                             "flush_interval = '50ms')")
+                conn.execute("INSERT INTO orders SELECT x, x * 2 "
+                             "FROM generate_series(0, 299) AS t(x)")
+                wait_for(lambda: conn.execute(status).fetchone()[2] == 0, "the first rows")
+                assert downstream.stop() == 0
+                conn.execute("INSERT INTO orders SELECT x, x * 2 "
+                             "FROM generate_series(300, 799) AS t(x)")
+                row = wait_for(lambda: (r := conn.execute(status).fetchone())[0] == "retrying"
+                               and r, "status retrying", timeout=60)
+                assert "Kafka" in row[1], row
+                assert row[2] > 0, row  # rows waiting
+                downstream = Server(down_dir, ["--kafka-addr", f"127.0.0.1:{port}"])
+                wait_for(lambda: conn.execute(status).fetchone() == ("running", None, 0),
+                         "running again", timeout=90)
+                want = sorted(conn.execute(
+                    "SELECT _partition, _offset, id FROM orders").fetchall())
+                assert len(want) == 800
+                records = topic_records(downstream.kafka, "orders_out", 2)
+                got = sorted((int(h["streamhouse.partition"]), int(h["streamhouse.offset"]),
+                              v["id"]) for _, v, h in records)
+                assert got == want
+        finally:
+            assert s.stop() == 0
+            if downstream.proc.poll() is None:
+                assert downstream.stop() == 0

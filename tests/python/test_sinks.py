@@ -1,7 +1,8 @@
 """Sinks: `CREATE SINK … INTO PARQUET | DELTA` copies a stream into Parquet
 files or a Delta Lake table, each row exactly once — across a SIGKILL of the
-server, and from one agent to another over PostgreSQL + S3 — read back with
-DuckDB, pyarrow and the deltalake package."""
+server, from one agent to another over PostgreSQL + S3, and past an outage
+of the object store it writes to — read back with DuckDB, pyarrow and the
+deltalake package."""
 import os
 import signal
 import tempfile
@@ -17,7 +18,7 @@ import pytest
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from conftest import Server, shared_store_args
+from conftest import Server, shared_store_args, wait_for
 
 
 def q(sql):
@@ -141,6 +142,16 @@ def test_sink_statements_and_refusals(server):
                 "42P16", "PARQUET")
         refused(f"CREATE SINK k FROM nowhere INTO PARQUET WITH (path = 'file://{out}')",
                 "42P01", "nowhere")
+        # A Delta table's definition is checked the same way.
+        refused("CREATE SINK k FROM clicks INTO DELTA", "42P16", "needs WITH (path")
+        refused("CREATE SINK k FROM clicks INTO DELTA WITH (path = 'gs://b/x')",
+                "42P16", "s3://bucket/prefix")
+        refused("CREATE SINK k FROM clicks INTO DELTA WITH (path = 's3:///x')",
+                "42P16", "missing bucket")
+        refused(f"CREATE SINK k FROM clicks INTO DELTA WITH (path = 'file://{out}', "
+                "topic = 'x')", "42P16", 'unknown sink option "topic"')
+        refused(f"CREATE SINK k FROM clicks INTO DELTA WITH (path = 'file://{out}', "
+                "file_bytes = 0)", "42P16", "file_bytes")
         conn.execute(f"CREATE SINK held FROM clicks INTO PARQUET WITH (path = 'file://{out}/held')")
         refused("DROP STREAM clicks", "2BP01", 'sink "held" copies it')
         conn.execute("DROP SINK held")
@@ -344,4 +355,48 @@ def test_a_delta_sink_to_s3():
                     time.sleep(0.3)
                 assert got == want
         finally:
+            assert s.stop() == 0
+
+
+def test_a_sink_whose_store_goes_away_retries_then_catches_up():
+    """The sink's object store unreachable: `streamhouse.sinks` shows
+    `retrying` with the cause while rows wait; once the store is back the
+    sink copies them, each row once, and is `running` again."""
+    from tcp_proxy import Proxy
+
+    bucket = os.environ["STREAMHOUSE_TEST_S3_BUCKET"]
+    prefix = f"sink_away_{int(time.time() * 1e6)}"
+    proxy = Proxy(int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]))
+    proxy.start()
+    status = "SELECT status, cause, lag_rows FROM streamhouse.sinks WHERE name = 'lake'"
+    with tempfile.TemporaryDirectory() as d:
+        # The server reaches S3 through the proxy (its own data stays local).
+        s = Server(os.path.join(d, "data"),
+                   env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"})
+        try:
+            with psycopg.connect(s.dsn, autocommit=True) as conn:
+                conn.execute("CREATE STREAM orders (id BIGINT, amount BIGINT) "
+                             "WITH (partitions = 2)")
+                conn.execute(f"CREATE SINK lake FROM orders INTO PARQUET WITH ("
+                             f"path = 's3://{bucket}/{prefix}?retry_timeout=1s', "
+                             "flush_interval = '100ms')")
+                conn.execute("INSERT INTO orders SELECT x, x FROM generate_series(0, 299) AS t(x)")
+                wait_for(lambda: len(s3_rows(bucket, prefix)) == 300, "the first rows")
+                proxy.stop()
+                conn.execute("INSERT INTO orders SELECT x, x FROM generate_series(300, 799) AS t(x)")
+                row = wait_for(lambda: (r := conn.execute(status).fetchone())[0] == "retrying"
+                               and r, "status retrying", timeout=60)
+                # The cause names the store's request that failed.
+                assert "object store" in row[1] and prefix in row[1], row
+                assert row[2] > 0, row  # rows waiting
+                assert len(s3_rows(bucket, prefix)) == 300
+                proxy.start()
+                want = stream_rows(conn, "orders")
+                assert len(want) == 800
+                wait_for(lambda: s3_rows(bucket, prefix) == want, "every row once", timeout=90)
+                wait_for(lambda: conn.execute(status).fetchone() == ("running", None, 0),
+                         "running again")
+                assert s3_rows(bucket, prefix) == want
+        finally:
+            proxy.stop()
             assert s.stop() == 0

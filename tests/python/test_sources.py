@@ -419,3 +419,65 @@ def test_a_source_moves_to_another_agent():
             assert b.stop() == 0
             if a.proc.poll() is None:
                 a.proc.kill()
+
+
+def source_rows_metric(s, name):
+    """`streamhouse_source_rows_total{source=name}` from the server's metrics."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{s.http}/metrics") as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("streamhouse_source_rows_total{") and f'source="{name}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_upstream_schema_changes_wait_with_their_fix_then_go_on(server):
+    with upstream_database() as (url, db), psycopg.connect(server.dsn, autocommit=True) as conn:
+        with psycopg.connect(url, autocommit=True) as up:
+            up.execute("CREATE TABLE notes (id int, body text)")  # no key: a changelog stream
+            up.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")  # a table
+            up.execute("INSERT INTO notes VALUES (1, 'a'), (2, 'b')")
+            up.execute("INSERT INTO items VALUES (1, 'one')")
+            up.execute("CREATE PUBLICATION p FOR TABLE notes, items")
+        conn.execute(f"CREATE SOURCE up FROM POSTGRES WITH (url = '{url}', publication = 'p', "
+                     "poll_interval = '50ms')")
+        notes = "SELECT id, body, qty FROM notes ORDER BY id"
+        count = "SELECT count(*) FROM notes"
+        status = "SELECT status, cause FROM streamhouse.sources WHERE name = 'up'"
+        wait_for(lambda: conn.execute(count).fetchone()[0] == 2
+                 and conn.execute("SELECT count(*) FROM items").fetchone()[0] == 1,
+                 "the snapshot")
+        assert source_rows_metric(server, "up") >= 3
+
+        # A column added upstream: the source waits, naming the fix.
+        with psycopg.connect(url, autocommit=True) as up:
+            up.execute("ALTER TABLE notes ADD COLUMN qty int")
+            up.execute("INSERT INTO notes VALUES (3, 'c', 30)")
+        row = wait_for(lambda: (r := conn.execute(status).fetchone())[0] == "retrying" and r,
+                       "the source waiting at the new column")
+        assert "new column qty" in row[1] and "ALTER STREAM notes ADD COLUMN" in row[1], row
+        assert conn.execute(count).fetchone()[0] == 2
+        conn.execute("ALTER STREAM notes ADD COLUMN qty INT")
+        wait_for(lambda: conn.execute(count).fetchone()[0] == 3, "the waiting change")
+        wait_for(lambda: conn.execute(status).fetchone() == ("running", None), "running again")
+        assert conn.execute(notes).fetchall() == [(1, "a", None), (2, "b", None), (3, "c", 30)]
+
+        # A column dropped upstream is NULL from then on.
+        with psycopg.connect(url, autocommit=True) as up:
+            up.execute("ALTER TABLE notes DROP COLUMN body")
+            up.execute("INSERT INTO notes (id, qty) VALUES (4, 40)")
+        wait_for(lambda: conn.execute(count).fetchone()[0] == 4, "the row after the drop")
+        assert conn.execute(notes).fetchall()[-1] == (4, None, 40)
+        assert conn.execute(status).fetchone() == ("running", None)
+
+        # A table's columns do not change: the source waits, naming the fix,
+        # and nothing of the change is applied.
+        with psycopg.connect(url, autocommit=True) as up:
+            up.execute("ALTER TABLE items ADD COLUMN price int")
+            up.execute("INSERT INTO items VALUES (2, 'two', 5)")
+        row = wait_for(lambda: (r := conn.execute(status).fetchone())[0] == "retrying" and r,
+                       "the source waiting at the table's new column")
+        assert 'table "items"' in row[1] and "drop the source and the table" in row[1], row
+        assert conn.execute("SELECT id, name FROM items").fetchall() == [(1, "one")]
+        assert source_rows_metric(server, "up") >= 5
+        conn.execute("DROP SOURCE up")
