@@ -225,10 +225,21 @@ impl StateStore {
     pub fn scan_while(
         &self,
         prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        self.scan_while_from(prefix, prefix, f)
+    }
+
+    /// [`StateStore::scan_while`] starting at key `from` (at or after
+    /// `prefix`).
+    pub fn scan_while_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let mut it = self.db.raw_iterator();
-        it.seek(prefix);
+        it.seek(from);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(prefix) || !f(k, v)? {
                 break;

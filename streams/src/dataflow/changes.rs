@@ -9,7 +9,10 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringAr
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
+use datafusion::common::{Column, DFSchema};
+use datafusion::datasource::provider_as_source;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
@@ -28,6 +31,29 @@ pub use streamhouse_log::CHANGELOG_PREFIX;
 /// pipeline of a dataflow over a changelog with updates: 1 for an insert,
 /// -1 for a delete. Signed rows end with it.
 pub const SIGN: &str = "__sign";
+
+/// What reading a view that only inserts runs: its changelog's rows (the
+/// columns after `op`, stream `info`) as the view's columns (`view`:
+/// qualified as the view's query has them).
+pub(super) fn read_plan(
+    log: &Arc<Log>,
+    info: &Arc<StreamInfo>,
+    view: &DFSchema,
+) -> Result<LogicalPlan> {
+    let table = crate::scan::StreamTable::new(log.clone(), info.clone());
+    let scan = LogicalPlanBuilder::scan(info.name(), provider_as_source(Arc::new(table)), None)?
+        .build()?;
+    let stored = scan.schema().clone();
+    let columns = view
+        .iter()
+        .enumerate()
+        .map(|(i, (q, f))| {
+            let (sq, sf) = stored.qualified_field(i + 1);
+            Expr::Column(Column::new(sq.cloned(), sf.name())).alias_qualified(q.cloned(), f.name())
+        })
+        .collect::<Vec<_>>();
+    Ok(LogicalPlanBuilder::from(scan).project(columns)?.build()?)
+}
 
 /// The changelog schema of a view with columns `view`.
 pub fn changes_schema(view: &Schema) -> Result<SchemaRef> {

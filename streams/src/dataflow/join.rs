@@ -19,17 +19,23 @@
 //! The state is checkpointed with the rest of the dataflow's; a step's
 //! joined rows are computed once per step, however many plans of the step
 //! scan the join (an aggregate's `count(DISTINCT …)` plans do).
+//!
+//! Rows that can no longer match leave the state as the watermark passes
+//! the time bounds of the join's condition (interval and window joins over
+//! streams with event times, see [`bounds`]); each step evicts at the
+//! watermark it starts from, before it reads its rows.
 
+mod bounds;
 mod side;
 mod step;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::Session as CatalogSession;
@@ -51,6 +57,58 @@ use step::{Kind, Track};
 
 /// Counts a dataflow's steps: a join computes its rows once per step.
 pub(super) type Steps = Arc<AtomicU64>;
+
+/// The watermark a dataflow's step starts from, as its joins see it, and
+/// the rows they dropped as late.
+#[derive(Debug)]
+pub(super) struct Clock {
+    /// µs; `i64::MIN`: none.
+    watermark: AtomicI64,
+    late: AtomicU64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            watermark: AtomicI64::new(i64::MIN),
+            late: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Clock {
+    /// The watermark the next step starts from.
+    pub fn set(&self, watermark: Option<i64>) {
+        self.watermark
+            .store(watermark.unwrap_or(i64::MIN), Ordering::Release);
+    }
+
+    fn get(&self) -> Option<i64> {
+        Some(self.watermark.load(Ordering::Acquire)).filter(|&w| w != i64::MIN)
+    }
+
+    /// The rows dropped as late since the last call.
+    pub fn take_late(&self) -> u64 {
+        self.late.swap(0, Ordering::AcqRel)
+    }
+}
+
+/// A timestamp array's values in µs.
+fn micros(a: &ArrayRef) -> DfResult<arrow::array::Int64Array> {
+    let us = match a.data_type() {
+        DataType::Timestamp(_, tz) => {
+            cast(a, &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))?
+        }
+        other => {
+            return Err(DataFusionError::Internal(format!(
+                "a join's time bound is {other}, not a timestamp"
+            )));
+        }
+    };
+    Ok(cast(&us, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
+}
 
 /// What a join of `join_type` outputs, if a dataflow maintains it.
 fn kind(join_type: JoinType) -> Option<Kind> {
@@ -127,15 +185,25 @@ fn equalities(j: &Join) -> (Vec<(Expr, Expr)>, Option<Expr>) {
     (on, conjunction(rest))
 }
 
+/// What [`delta_joins`] made.
+pub(super) struct DeltaJoins {
+    pub plan: LogicalPlan,
+    /// Some join drops late rows (its rows expire by the watermark).
+    pub expiring: bool,
+}
+
 /// Replaces every join of a delta plan (whose scans are in delta mode) by
-/// a scan of its incremental state in `store`; also how many joins there
-/// were.
+/// a scan of its incremental state in `store`; `expire`: rows may leave
+/// the state by the watermark (the view is not read by running its query
+/// over the log, which would still see them).
 pub(super) fn delta_joins(
     plan: LogicalPlan,
     store: Option<&Arc<StateStore>>,
-    steps: &Steps,
-) -> Result<(LogicalPlan, usize)> {
+    (steps, clock): (&Steps, &Arc<Clock>),
+    expire: bool,
+) -> Result<DeltaJoins> {
     let mut joins = 0u16;
+    let mut expiring = false;
     let plan = plan
         .transform_up(|node| {
             let LogicalPlan::Join(j) = &node else {
@@ -157,6 +225,20 @@ pub(super) fn delta_joins(
                     .map_err(|e| DataFusionError::External(Box::new(e)))
             };
             let (on, filter) = equalities(j);
+            let sides = [
+                side(&j.left, b'l', kind.left)?,
+                side(&j.right, b'r', kind.right)?,
+            ];
+            let expiry = match expire {
+                true => bounds::expiry(
+                    filter.as_ref(),
+                    &j.left,
+                    &j.right,
+                    [sides[0].sign.is_some(), sides[1].sign.is_some()],
+                ),
+                false => bounds::Expiry::default(),
+            };
+            expiring |= expiry.late.iter().any(Option::is_some);
             let numbered = |schema: &DFSchemaRef| -> SchemaRef {
                 let fields: Vec<Field> = schema
                     .fields()
@@ -177,10 +259,9 @@ pub(super) fn delta_joins(
                 pairs,
                 schema: numbered(&j.schema),
                 store: store.clone(),
-                sides: [
-                    side(&j.left, b'l', kind.left)?,
-                    side(&j.right, b'r', kind.right)?,
-                ],
+                sides,
+                expiry,
+                clock: clock.clone(),
                 steps: steps.clone(),
                 done: Mutex::new(None),
             });
@@ -202,7 +283,18 @@ pub(super) fn delta_joins(
             ))
         })?
         .data;
-    Ok((plan, usize::from(joins)))
+    Ok(DeltaJoins { plan, expiring })
+}
+
+/// Whether a plan has joins whose output takes rows back (outer, semi,
+/// anti).
+pub(super) fn has_retracting_joins(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|n| {
+        found |= matches!(n, LogicalPlan::Join(j) if retracts(j));
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Whether a plan has joins (and its dataflow a state store for them).
@@ -233,6 +325,9 @@ pub(super) struct DeltaJoin {
     store: Arc<StateStore>,
     /// The left side's rows, then the right side's.
     sides: [SideState; 2],
+    /// When stored rows leave, and which late rows are dropped.
+    expiry: bounds::Expiry,
+    clock: Arc<Clock>,
     steps: Steps,
     /// The last step's joined rows, and its number.
     done: Mutex<Option<(u64, Vec<RecordBatch>)>>,
@@ -290,9 +385,32 @@ impl DeltaJoin {
                 datafusion::physical_plan::collect(physical, session.task_ctx()).await
             }
         };
+        let watermark = self.clock.get();
+        if let Some(w) = watermark {
+            for (side, until) in self.sides.iter().zip(&self.expiry.until) {
+                if !until.is_empty() {
+                    side.evict(&self.store, w)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                }
+            }
+        }
         let (left, right) = (run(&self.left).await?, run(&self.right).await?);
+        let (left, right) = (
+            self.drop_late(0, left, watermark)?,
+            self.drop_late(1, right, watermark)?,
+        );
         let physical =
             |e: &Expr, schema: &DFSchemaRef| session.create_physical_expr(e.clone(), schema);
+        let until = |i: usize, schema: &DFSchemaRef| -> DfResult<Vec<Arc<dyn PhysicalExpr>>> {
+            self.expiry.until[i]
+                .iter()
+                .map(|e| physical(e, schema))
+                .collect()
+        };
+        let until = [
+            until(0, self.left.schema())?,
+            until(1, self.right.schema())?,
+        ];
         let left_keys: Vec<_> = self
             .on
             .iter()
@@ -313,9 +431,59 @@ impl DeltaJoin {
             None => None,
         };
         let mut out = Vec::new();
-        self.phase(right, &right_keys, &types, false, filter.as_ref(), &mut out)?;
-        self.phase(left, &left_keys, &types, true, filter.as_ref(), &mut out)?;
+        let right_side = (&right_keys[..], &until[1][..]);
+        let left_side = (&left_keys[..], &until[0][..]);
+        self.phase(right, right_side, &types, false, filter.as_ref(), &mut out)?;
+        self.phase(left, left_side, &types, true, filter.as_ref(), &mut out)?;
         Ok(out)
+    }
+
+    /// Side `side`'s rows without those behind `watermark` in the column
+    /// the other side's rows expire by (counted as late).
+    fn drop_late(
+        &self,
+        side: usize,
+        batches: Vec<RecordBatch>,
+        watermark: Option<i64>,
+    ) -> DfResult<Vec<RecordBatch>> {
+        let (Some(at), Some(w)) = (self.expiry.late[side], watermark) else {
+            return Ok(batches);
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let times = micros(b.column(at))?;
+            let keep: BooleanArray = times
+                .iter()
+                .map(|t| Some(t.is_none_or(|t| t >= w)))
+                .collect();
+            let late = keep.false_count() as u64;
+            if late == 0 {
+                out.push(b);
+                continue;
+            }
+            self.clock.late.fetch_add(late, Ordering::Relaxed);
+            out.push(filter_record_batch(&b, &keep)?);
+        }
+        Ok(out)
+    }
+
+    /// When each row of `batch` leaves the state (µs; the least of its
+    /// bounds, `i64::MIN` where one is NULL); `None` when its rows stay.
+    fn expiry_of(
+        until: &[Arc<dyn PhysicalExpr>],
+        batch: &RecordBatch,
+    ) -> DfResult<Option<Vec<i64>>> {
+        if until.is_empty() {
+            return Ok(None);
+        }
+        let mut out = vec![i64::MAX; batch.num_rows()];
+        for e in until {
+            let values = micros(&e.evaluate(batch)?.into_array(batch.num_rows())?)?;
+            for (o, v) in out.iter_mut().zip(values.iter()) {
+                *o = (*o).min(v.unwrap_or(i64::MIN));
+            }
+        }
+        Ok(Some(out))
     }
 }
 

@@ -135,6 +135,8 @@ pub struct Dataflow {
     state: Option<Arc<StateStore>>,
     /// Steps run (joins compute their rows once per step).
     steps: join::Steps,
+    /// The watermark its joins' step runs at, and their late rows.
+    join_clock: Arc<join::Clock>,
     /// Its joins' rows must be refilled from the log on recovery (a
     /// checkpoint from before they were part of the state).
     refill: AtomicBool,
@@ -149,7 +151,8 @@ pub struct Dataflow {
     /// Step state (watermarks, steps since the checkpoint, output
     /// sequence); held for a whole step or checkpoint.
     run: tokio::sync::Mutex<Run>,
-    /// Rows dropped because their window had closed.
+    /// Rows dropped as late: their window had closed, or they were behind
+    /// the watermark that a join's other side expires by.
     late_rows: AtomicU64,
     /// The watermark, µs (`i64::MIN`: none yet).
     watermark: AtomicI64,
@@ -216,6 +219,7 @@ impl Dataflow {
             s.write(wb)?;
         }
         let steps = join::Steps::default();
+        let join_clock = Arc::new(join::Clock::default());
         let (body, read_plan, windowed) = match shape {
             Shape::Pipeline {
                 plan,
@@ -223,8 +227,23 @@ impl Dataflow {
                 signed,
                 top_n,
             } => {
-                let (delta, _) =
-                    join::delta_joins(delta_scans(log, &plan, &ins)?, state.as_ref(), &steps)?;
+                // Rows may leave a join's state where the view is not read
+                // by running its query over the log: a top-N reads its
+                // state, a view that only inserts its changelog.
+                let inserts_only = !signed && !join::has_retracting_joins(&plan);
+                let joins = join::delta_joins(
+                    delta_scans(log, &plan, &ins)?,
+                    state.as_ref(),
+                    (&steps, &join_clock),
+                    top_n.is_some() || inserts_only,
+                )?;
+                let delta = joins.plan;
+                let read = match (&placement.output, &top_n, joins.expiring) {
+                    (Some(Output::Changelog(info)), None, true) => {
+                        changes::read_plan(log, info, read.schema())?
+                    }
+                    _ => read,
+                };
                 let top_n = match (top_n, &state) {
                     (Some(t), Some(store)) => Some(Arc::new(topn::TopN::new(
                         t,
@@ -251,7 +270,8 @@ impl Dataflow {
             }
             Shape::Aggregate(a) => {
                 let store = state.clone().expect("an aggregate has a state store");
-                let aggregation = Arc::new(aggregation(log, a, &ins, store, &steps)?);
+                let aggregation =
+                    Arc::new(aggregation(log, a, &ins, store, (&steps, &join_clock))?);
                 let provider = Arc::new(StateTable {
                     aggregation: aggregation.clone(),
                 });
@@ -285,6 +305,7 @@ impl Dataflow {
             inputs: Mutex::new(ins),
             state,
             steps,
+            join_clock,
             refill: AtomicBool::new(refill),
             body,
             read_plan,
@@ -495,7 +516,7 @@ fn aggregation(
     a: AggregateDescription,
     ins: &[Input],
     store: Arc<StateStore>,
-    steps: &join::Steps,
+    (steps, clock): (&join::Steps, &Arc<join::Clock>),
 ) -> Result<Aggregation> {
     let AggregateDescription {
         plan,
@@ -508,11 +529,14 @@ fn aggregation(
         sessions,
         windowing,
     } = a;
-    let (delta_input, _) = join::delta_joins(
+    // The aggregate is read from its state: its joins' rows may expire.
+    let delta_input = join::delta_joins(
         delta_scans(log, agg.input.as_ref(), ins)?,
         Some(&store),
-        steps,
-    )?;
+        (steps, clock),
+        true,
+    )?
+    .plan;
     // Per value set: the step's distinct (group, x) pairs, with the sum
     // of their rows' signs over signed rows.
     let mut distinct_plans = Vec::new();

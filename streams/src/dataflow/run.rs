@@ -354,6 +354,7 @@ impl Dataflow {
             return Ok(false);
         }
         self.steps.fetch_add(1, Ordering::AcqRel);
+        self.join_clock.set(before);
         let changes = match &self.body {
             Body::Pipeline {
                 delta,
@@ -381,6 +382,8 @@ impl Dataflow {
             }
             Body::Aggregate(a) => self.aggregate_step(a, ctx, any, before, after).await?,
         };
+        self.late_rows
+            .fetch_add(self.join_clock.take_late(), Ordering::Relaxed);
         if let Some(w) = after {
             self.watermark.store(w, Ordering::Relaxed);
         }

@@ -19,6 +19,12 @@
 //!   writes the sums, deleting a row whose count reaches 0: a row inserted
 //!   and later deleted leaves nothing behind.
 //!
+//! - A side whose rows expire (see [`bounds`](super::bounds); inserts
+//!   only) also keeps a time index: under the side's letter in upper case,
+//!   the time its row expires (i64 µs, sign bit flipped, big-endian), then
+//!   the rest of the row's key. [`SideState::evict`] reads the index up to
+//!   the watermark and deletes both entries.
+//!
 //! A probe seeks once per distinct key of the probing rows and reads that
 //! key's rows; memory holds only RocksDB's caches and the step's rows.
 
@@ -51,6 +57,9 @@ pub(super) struct SideState {
     tracked: bool,
     /// Over inserts only: the next sequence number, once read.
     next: Mutex<Option<u64>>,
+    /// The watermark rows were last evicted at (`i64::MIN`: not yet by
+    /// this instance): the time index holds nothing earlier.
+    evicted: Mutex<i64>,
 }
 
 /// A stored row a probe met.
@@ -97,6 +106,11 @@ fn value(count: i64, matches: Option<i64>) -> Vec<u8> {
     v
 }
 
+/// A time (µs) as a key part that sorts like the time.
+fn time_key(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
 fn matches_of(value: &[u8]) -> i64 {
     value.get(8..).map_or(0, count_of)
 }
@@ -135,7 +149,47 @@ impl SideState {
             width: schema.fields().len(),
             tracked,
             next: Mutex::new(None),
+            evicted: Mutex::new(i64::MIN),
         })
+    }
+
+    /// The prefix of the side's time index.
+    fn index_prefix(&self) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        if let Some(side) = k.last_mut() {
+            *side = side.to_ascii_uppercase();
+        }
+        k
+    }
+
+    /// Deletes the rows whose expiry time is before `watermark` (µs);
+    /// returns how many.
+    pub fn evict(&self, store: &StateStore, watermark: i64) -> Result<u64> {
+        let mut evicted = self.evicted.lock().unwrap_or_else(|p| p.into_inner());
+        if watermark <= *evicted {
+            return Ok(0);
+        }
+        let index = self.index_prefix();
+        let mut from = index.clone();
+        from.extend_from_slice(&time_key(*evicted));
+        let end = time_key(watermark);
+        let mut wb = WriteBatch::default();
+        let mut n = 0u64;
+        store.scan_while_from(&index, &from, |k, _| {
+            let rest = &k[index.len()..];
+            if rest.len() < 8 || rest[..8] >= end[..] {
+                return Ok(false);
+            }
+            let mut row = self.prefix.clone();
+            row.extend_from_slice(&rest[8..]);
+            wb.delete(k);
+            wb.delete(&row);
+            n += 1;
+            Ok(true)
+        })?;
+        store.write(wb)?;
+        *evicted = watermark;
+        Ok(n)
     }
 
     /// The key of the side's sequence counter (inserts only).
@@ -145,8 +199,19 @@ impl SideState {
         k
     }
 
-    /// Appends rows of an inserts-only side.
-    fn append(&self, store: &StateStore, keys: &Rows, valid: &[bool], rows: &Rows) -> Result<()> {
+    /// Appends rows of an inserts-only side (`until`: when each expires).
+    fn append(
+        &self,
+        store: &StateStore,
+        keys: &Rows,
+        valid: &[bool],
+        rows: &Rows,
+        until: Option<&[i64]>,
+    ) -> Result<()> {
+        // A row already past the last eviction goes at its start: it
+        // leaves at the next one.
+        let evicted = *self.evicted.lock().unwrap_or_else(|p| p.into_inner());
+        let index = until.map(|_| self.index_prefix());
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let mut seq = match *next {
             Some(n) => n,
@@ -167,6 +232,12 @@ impl SideState {
             k.extend_from_slice(&seq.to_be_bytes());
             seq += 1;
             wb.put(&k, rows.row(r).as_ref());
+            if let (Some(until), Some(index)) = (until, &index) {
+                let mut t = index.clone();
+                t.extend_from_slice(&time_key(until[r].max(evicted)));
+                t.extend_from_slice(&k[self.prefix.len()..]);
+                wb.put(&t, []);
+            }
         }
         wb.put(self.counter_key(), seq.to_be_bytes());
         store.write(wb)?;
@@ -203,7 +274,8 @@ impl SideState {
 
     /// Adds the rows of `batch` whose key is valid (`keys`: their join
     /// keys in the row format); `matches`: for a tracked side, each row's
-    /// matches.
+    /// matches; `until`: for a side whose rows expire (inserts only), the
+    /// watermark (µs) each row leaves at.
     pub fn insert(
         &self,
         store: &StateStore,
@@ -211,6 +283,7 @@ impl SideState {
         keys: &Rows,
         valid: &[bool],
         matches: Option<&[i64]>,
+        until: Option<&[i64]>,
     ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -221,7 +294,7 @@ impl SideState {
             .convert_columns(&self.stored_columns(batch))
             .map_err(arrow_err)?;
         if self.sign.is_none() {
-            return self.append(store, keys, valid, &rows);
+            return self.append(store, keys, valid, &rows, until);
         }
         // Equal rows of the batch add up first.
         let mut added: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
@@ -420,7 +493,7 @@ mod tests {
             vec![1, 1, 1, 1, 1],
         );
         let (k, v) = keyed(&b);
-        side.insert(&store, &b, &k, &v, None).unwrap();
+        side.insert(&store, &b, &k, &v, None, None).unwrap();
         assert_eq!(
             matched(&side, &store, &[Some(1), None, Some(3), Some(2)]),
             ["0:1,a,1×2/0", "0:1,b,1×1/0", "3:2,c,1×1/0"]
@@ -429,13 +502,13 @@ mod tests {
         // negative count, which matches with sign -1.
         let d = batch(vec![Some(1), Some(2)], vec!["a", "c"], vec![-1, -1]);
         let (k, v) = keyed(&d);
-        side.insert(&store, &d, &k, &v, None).unwrap();
+        side.insert(&store, &d, &k, &v, None, None).unwrap();
         assert_eq!(
             matched(&side, &store, &[Some(1), Some(2)]),
             ["0:1,a,1×1/0", "0:1,b,1×1/0"]
         );
-        side.insert(&store, &d, &k, &v, None).unwrap();
-        side.insert(&store, &d, &k, &v, None).unwrap();
+        side.insert(&store, &d, &k, &v, None, None).unwrap();
+        side.insert(&store, &d, &k, &v, None, None).unwrap();
         assert_eq!(
             matched(&side, &store, &[Some(1), Some(2)]),
             ["0:1,a,-1×-1/0", "0:1,b,1×1/0", "1:2,c,-1×-2/0"]
@@ -452,7 +525,8 @@ mod tests {
         let side = SideState::new(3, b'r', &signed_schema(), "__sign", true).unwrap();
         let b = batch(vec![Some(1), Some(2)], vec!["a", "b"], vec![1, 1]);
         let (k, v) = keyed(&b);
-        side.insert(&store, &b, &k, &v, Some(&[0, 4])).unwrap();
+        side.insert(&store, &b, &k, &v, Some(&[0, 4]), None)
+            .unwrap();
         assert_eq!(
             matched(&side, &store, &[Some(1), Some(2)]),
             ["0:1,a,1×1/0", "1:2,b,1×1/4"]
@@ -466,7 +540,8 @@ mod tests {
             .unwrap();
         // Another copy of a row keeps the matches it was given.
         let (k, v) = keyed(&b);
-        side.insert(&store, &b, &k, &v, Some(&[2, 4])).unwrap();
+        side.insert(&store, &b, &k, &v, Some(&[2, 4]), None)
+            .unwrap();
         assert_eq!(
             matched(&side, &store, &[Some(1), Some(2)]),
             ["0:1,a,1×2/2", "1:2,b,1×2/4"]
@@ -474,7 +549,8 @@ mod tests {
         // Deleting every copy removes the row and its matches.
         let d = batch(vec![Some(1), Some(1)], vec!["a", "a"], vec![-1, -1]);
         let (k, v) = keyed(&d);
-        side.insert(&store, &d, &k, &v, Some(&[2, 2])).unwrap();
+        side.insert(&store, &d, &k, &v, Some(&[2, 2]), None)
+            .unwrap();
         assert_eq!(matched(&side, &store, &[Some(1)]), Vec::<String>::new());
     }
 
@@ -491,7 +567,7 @@ mod tests {
             )
             .unwrap();
             let (k, v) = keyed(&b);
-            side.insert(&store, &b, &k, &v, None).unwrap();
+            side.insert(&store, &b, &k, &v, None, None).unwrap();
         }
         // Each row appended once: equal rows are separate entries.
         assert_eq!(matched(&side, &store, &[Some(7)]), vec!["0:7×1/0"; 6]);
@@ -502,9 +578,63 @@ mod tests {
         let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![8]))])
             .unwrap();
         let (k, v) = keyed(&b);
-        again.insert(&store, &b, &k, &v, None).unwrap();
+        again.insert(&store, &b, &k, &v, None, None).unwrap();
         assert_eq!(matched(&side, &store, &[Some(8)]).len(), 4);
         // A side without signs cannot keep matches.
         assert!(SideState::new(2, b'l', &schema, "__sign", true).is_err());
+    }
+
+    #[test]
+    fn rows_leave_as_the_watermark_passes_their_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "t").unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let side = SideState::new(4, b'l', &schema, "__sign", false).unwrap();
+        let other = SideState::new(4, b'r', &schema, "__sign", false).unwrap();
+        let add = |side: &SideState, keys: Vec<Option<i64>>, until: &[i64]| {
+            let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(keys))])
+                .unwrap();
+            let (k, v) = keyed(&b);
+            side.insert(&store, &b, &k, &v, None, Some(until)).unwrap();
+        };
+        // Key 1 at times 10 and 30, key 2 at 20; a NULL key is not stored.
+        add(
+            &side,
+            vec![Some(1), Some(2), Some(1), None],
+            &[10, 20, 30, 5],
+        );
+        add(&other, vec![Some(1)], &[0]);
+        let all = || matched(&side, &store, &[Some(1), Some(2)]).len();
+        assert_eq!(all(), 3);
+        assert_eq!(side.evict(&store, 10).unwrap(), 0, "10 is not past 10");
+        assert_eq!(side.evict(&store, 21).unwrap(), 2);
+        assert_eq!(matched(&side, &store, &[Some(1), Some(2)]), ["0:1×1/0"]);
+        // A watermark that did not move evicts nothing; the other side and
+        // the sequence counter are untouched.
+        assert_eq!(side.evict(&store, 21).unwrap(), 0);
+        assert_eq!(matched(&other, &store, &[Some(1)]).len(), 1);
+        // A row whose time is already past leaves at the next eviction.
+        add(&side, vec![Some(2)], &[15]);
+        assert_eq!(all(), 2);
+        assert_eq!(side.evict(&store, 22).unwrap(), 1);
+        assert_eq!(side.evict(&store, 31).unwrap(), 1);
+        assert_eq!(all(), 0);
+        // Nothing of the index is left; the counter goes on.
+        let mut left = 0;
+        store
+            .scan_while(&[JOIN, 0, 4, b'L'], |_, _| {
+                left += 1;
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(left, 0);
+        add(&side, vec![Some(3)], &[i64::MIN]);
+        assert_eq!(matched(&side, &store, &[Some(3)]).len(), 1);
+        // A new instance (after a restart) finds every row from the start
+        // of the index.
+        let again = SideState::new(4, b'l', &schema, "__sign", false).unwrap();
+        assert_eq!(again.evict(&store, 31).unwrap(), 0);
+        assert_eq!(again.evict(&store, 32).unwrap(), 1);
+        assert!(matched(&again, &store, &[Some(3)]).is_empty());
     }
 }

@@ -35,6 +35,8 @@ use super::side::{Entry, Matches};
 use super::{DeltaJoin, keys};
 use crate::error::StreamsError;
 
+type Exprs = Arc<dyn PhysicalExpr>;
+
 /// Which rows of a tracked side are output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::dataflow) enum Track {
@@ -77,10 +79,11 @@ fn take_all(columns: &[ArrayRef], idx: &UInt32Array) -> DfResult<Vec<ArrayRef>> 
 impl DeltaJoin {
     /// One phase: `batches` (new rows of the left side or not) probe the
     /// other side's stored rows, then are stored; output rows go to `out`.
+    /// `probe`: the probing side's key expressions and time bounds.
     pub(super) fn phase(
         &self,
         batches: Vec<RecordBatch>,
-        key_exprs: &[Arc<dyn PhysicalExpr>],
+        probe: (&[Exprs], &[Exprs]),
         types: &[DataType],
         probe_is_left: bool,
         filter: Option<&Arc<dyn PhysicalExpr>>,
@@ -97,6 +100,7 @@ impl DeltaJoin {
         } else {
             (self.kind.right, self.kind.left)
         };
+        let (key_exprs, until) = probe;
         let store = self.store.as_ref();
         // Stored rows that passing pairs met, with the sum of the probing
         // rows' signs.
@@ -203,8 +207,9 @@ impl DeltaJoin {
                     out.push(self.side_rows(columns, probe_is_left)?);
                 }
             }
+            let expires = DeltaJoin::expiry_of(until, &b)?;
             probing
-                .insert(store, &b, &k, &valid, found.as_deref())
+                .insert(store, &b, &k, &valid, found.as_deref(), expires.as_deref())
                 .map_err(state_err)?;
         }
         Ok(())

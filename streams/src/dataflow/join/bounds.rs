@@ -1,0 +1,175 @@
+//! When a join's stored rows can no longer match: time bounds in its
+//! condition, against the watermark.
+//!
+//! A condition such as `b.ts BETWEEN a.ts - INTERVAL '10 seconds' AND
+//! a.ts` or `b.ts <= a.expires` bounds one side's event time from above by
+//! an expression over the other side's row: `x.t <= E(y)`. The view's rows
+//! arrive no earlier than its watermark `W` (rows behind it are dropped as
+//! late, see below), so once `W > E(y)` no row of `x`'s side still to come
+//! can match `y`, and `y` leaves the state. Several bounds on one side
+//! combine: a row leaves once the watermark passes the least of them.
+//!
+//! This holds only where `x.t` *is* an event time the watermark covers: a
+//! column that passes a stream's declared event-time column through
+//! projections, filters and aliases. The side whose time bounds the other
+//! then drops its rows behind the watermark as late (they might have met
+//! rows already gone), and counts them as windows do. A side stored with
+//! signs (it has deletes, or is an outer join's preserved side) keeps its
+//! rows: a delete must find the row it takes back.
+
+use arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchemaRef};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{
+    Between, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, binary_expr,
+};
+
+use crate::scan::stream_of;
+
+/// How a join's two sides expire (index 0: left, 1: right).
+#[derive(Debug, Default, Clone)]
+pub(in crate::dataflow) struct Expiry {
+    /// Per side: expressions over its own columns; a row leaves the state
+    /// once the watermark passes the least of their values for it.
+    pub until: [Vec<Expr>; 2],
+    /// Per side: the position of its event-time column in its rows, when
+    /// the other side's rows expire by it (its late rows are dropped).
+    pub late: [Option<usize>; 2],
+}
+
+/// The bounds in `conjuncts` (a join's residual condition) between sides
+/// `left` and `right`; `signed[i]`: side `i` is stored with signs (it
+/// keeps its rows).
+pub(in crate::dataflow) fn expiry(
+    conjuncts: Option<&Expr>,
+    left: &LogicalPlan,
+    right: &LogicalPlan,
+    signed: [bool; 2],
+) -> Expiry {
+    let mut out = Expiry::default();
+    let Some(condition) = conjuncts else {
+        return out;
+    };
+    let sides = [left, right];
+    let mut comparisons = Vec::new();
+    for e in split_conjunction(condition) {
+        match e {
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                comparisons.push(((**low).clone(), (**expr).clone()));
+                comparisons.push(((**expr).clone(), (**high).clone()));
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+                Operator::Lt | Operator::LtEq => {
+                    comparisons.push(((**left).clone(), (**right).clone()))
+                }
+                Operator::Gt | Operator::GtEq => {
+                    comparisons.push(((**right).clone(), (**left).clone()))
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    // Each `small <= big`: an upper bound on `small`'s event time.
+    for (small, big) in comparisons {
+        let Some((column, bound)) = peel(small, big) else {
+            continue;
+        };
+        let Some(x) = (0..2).find(|&i| sides[i].schema().has_column(&column)) else {
+            continue;
+        };
+        let y = 1 - x;
+        if signed[y] || !only_columns_of(&bound, sides[y].schema()) {
+            continue;
+        }
+        let Ok(at) = sides[x].schema().index_of_column(&column) else {
+            continue;
+        };
+        if !is_event_time(sides[x], at) || !is_timestamp(&bound, sides[y].schema()) {
+            continue;
+        }
+        match out.late[x] {
+            Some(other) if other != at => continue,
+            _ => out.late[x] = Some(at),
+        }
+        out.until[y].push(bound);
+    }
+    out
+}
+
+/// `small <= big` as `column <= bound` when `small` is a column, perhaps
+/// plus or minus a literal (moved to the bound).
+fn peel(small: Expr, big: Expr) -> Option<(Column, Expr)> {
+    match small {
+        Expr::Column(c) => Some((c, big)),
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(*left, Expr::Column(_)) && matches!(*right, Expr::Literal(..)) =>
+        {
+            let Expr::Column(c) = *left else {
+                return None;
+            };
+            let back = match op {
+                Operator::Plus => Operator::Minus,
+                Operator::Minus => Operator::Plus,
+                _ => return None,
+            };
+            Some((c, binary_expr(big, back, *right)))
+        }
+        _ => None,
+    }
+}
+
+/// `e` reads columns, all of `schema`.
+fn only_columns_of(e: &Expr, schema: &DFSchemaRef) -> bool {
+    let cols = e.column_refs();
+    !cols.is_empty() && cols.iter().all(|c| schema.has_column(c))
+}
+
+/// `e`'s values are timestamps.
+fn is_timestamp(e: &Expr, schema: &DFSchemaRef) -> bool {
+    matches!(e.get_type(schema.as_ref()), Ok(DataType::Timestamp(..)))
+}
+
+/// Whether column `at` of `plan`'s rows is a stream's event-time column,
+/// passed through unchanged.
+fn is_event_time(plan: &LogicalPlan, at: usize) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let mut e = &p.expr[at];
+            while let Expr::Alias(a) = e {
+                e = &a.expr;
+            }
+            match e {
+                Expr::Column(c) => p
+                    .input
+                    .schema()
+                    .index_of_column(c)
+                    .is_ok_and(|i| is_event_time(&p.input, i)),
+                _ => false,
+            }
+        }
+        LogicalPlan::Filter(f) => is_event_time(&f.input, at),
+        LogicalPlan::SubqueryAlias(s) => is_event_time(&s.input, at),
+        LogicalPlan::Repartition(r) => is_event_time(&r.input, at),
+        LogicalPlan::TableScan(scan) => {
+            let Some(info) = stream_of(scan) else {
+                return false;
+            };
+            let Some(et) = info.spec.event_time.as_ref() else {
+                return false;
+            };
+            let name = scan.projected_schema.field(at).name();
+            *name == et.column
+                && matches!(
+                    scan.projected_schema.field(at).data_type(),
+                    DataType::Timestamp(..)
+                )
+        }
+        _ => false,
+    }
+}
