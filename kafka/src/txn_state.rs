@@ -1,7 +1,8 @@
 //! The transactional producers a Kafka door has started on this agent, as
 //! their clients know them: Kafka producer id and epoch, the log
-//! producer's epoch, the next sequence per partition and the group offsets
-//! waiting for the open transaction. The requests that change them are
+//! producer's epoch and the next sequence per partition (the open
+//! transaction's rows and offsets are the log producer's). The requests
+//! that change them are
 //! handled in `txns`; a producer started on another agent is not here
 //! (its rows staged on this agent go through the log's shared staging).
 
@@ -10,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError as E;
-use streamhouse_log::{GroupCommit, monotonic};
+use streamhouse_log::monotonic;
 use tokio::time::Instant;
 
 use crate::records::Sequences;
@@ -32,8 +33,6 @@ pub(crate) struct Txn {
     pub(crate) log_epoch: u64,
     /// The next sequence per (topic, partition), for this epoch.
     pub(crate) next: HashMap<(String, i32), i32>,
-    /// Group offsets to commit with the open transaction.
-    pub(crate) offsets: Vec<GroupCommit>,
     pub(crate) used: Instant,
 }
 
@@ -162,7 +161,6 @@ mod tests {
                 epoch: 3,
                 log_epoch: 3,
                 next: HashMap::new(),
-                offsets: Vec::new(),
                 used: monotonic(),
             },
         );

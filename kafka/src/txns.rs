@@ -179,7 +179,6 @@ pub async fn init(ctx: &Ctx, id: &str, r: &InitProducerIdRequest) -> InitProduce
                     epoch,
                     log_epoch,
                     next: HashMap::new(),
-                    offsets: Vec::new(),
                     used: now,
                 },
             );
@@ -295,12 +294,20 @@ pub async fn commit_offsets(ctx: &Ctx, r: TxnOffsetCommitRequest) -> TxnOffsetCo
     }
     let id = r.transactional_id.0.to_string();
     let kept = if is_local(ctx, &id, r.producer_id.0, r.producer_epoch).await {
-        ctx.door
+        match ctx
+            .door
             .txns
-            .with(&id, r.producer_id.0, r.producer_epoch, |t| {
-                t.offsets.extend(commits);
-                Ok(())
-            })
+            .with(&id, r.producer_id.0, r.producer_epoch, |t| Ok(t.log_epoch))
+        {
+            Ok(epoch) => ctx
+                .door
+                .db
+                .log()
+                .stage_transaction_offsets(&id, epoch, &commits)
+                .await
+                .map_err(|e| txn_code(&e)),
+            Err(e) => Err(e),
+        }
     } else {
         // Started on another agent: staged through the metadata store.
         match shared_epoch(ctx, &id, r.producer_id.0, r.producer_epoch).await {
@@ -331,27 +338,33 @@ pub async fn commit_offsets(ctx: &Ctx, r: TxnOffsetCommitRequest) -> TxnOffsetCo
 }
 
 /// EndTxn: commits the staged rows and offsets together, or aborts them.
+/// It ends the transaction open when it arrived: a request the client gave
+/// up on (its agent was paused, its connection cut) and sent again, handled
+/// late, answers as the first did and never ends the next transaction.
 pub async fn end(ctx: &Ctx, r: EndTxnRequest) -> EndTxnResponse {
     let out = EndTxnResponse::default();
     let id = r.transactional_id.0.to_string();
-    let taken = ctx
+    let log = ctx.door.db.log();
+    let open = ctx
         .door
         .txns
-        .with(&id, r.producer_id.0, r.producer_epoch, |t| {
-            Ok((t.log_epoch, std::mem::take(&mut t.offsets)))
+        .with(&id, r.producer_id.0, r.producer_epoch, |t| Ok(t.log_epoch))
+        .and_then(|epoch| {
+            let txn = log.open_transaction(&id, epoch).map_err(|e| txn_code(&e))?;
+            Ok((epoch, txn))
         });
-    let (log_epoch, offsets) = match taken {
+    let (log_epoch, txn) = match open {
         Ok(x) => x,
         Err(e) => return out.with_error_code(e.code()),
     };
-    let log = ctx.door.db.log();
     let done = if r.committed {
-        log.commit_transaction_shared(&id, log_epoch, &offsets)
+        log.commit_transaction_shared(&id, log_epoch, Some(txn), &[])
             .await
             .map(|_| ())
     } else {
-        match log.abort_transaction(&id, log_epoch) {
-            Ok(()) => log.abort_shared(&id, log_epoch).await,
+        match log.abort_transaction_numbered(&id, log_epoch, Some(txn)) {
+            Ok(true) => log.abort_shared(&id, log_epoch).await,
+            Ok(false) => Ok(()),
             Err(e) => Err(e),
         }
     };

@@ -251,7 +251,7 @@ async fn shared_rows_commit_with_the_rest_and_each_run_once(b: Backend) {
     }
     assert_eq!(total(&f, "a").await, 0, "nothing visible before the commit");
     f.log
-        .commit_transaction_shared("k", epoch, &[])
+        .commit_transaction_shared("k", epoch, None, &[])
         .await
         .unwrap();
     assert_eq!(total(&f, "a").await, 8);
@@ -262,14 +262,103 @@ async fn shared_rows_commit_with_the_rest_and_each_run_once(b: Backend) {
     f.log.abort_transaction("k", epoch).unwrap();
     f.log.abort_shared("k", epoch).await.unwrap();
     f.log
-        .commit_transaction_shared("k", epoch, &[])
+        .commit_transaction_shared("k", epoch, None, &[])
         .await
         .unwrap();
     assert_eq!(total(&f, "a").await, 8);
+}
+
+/// A call to end a transaction handled late — its client gave up on it
+/// (the agent was paused) and sent it again, and the repeat was answered
+/// first — ends that transaction and no later one: a late abort used to
+/// drop the next transaction's rows, local and shared, whose commit then
+/// answered success with nothing written.
+async fn a_late_call_ends_only_its_own_transaction(b: Backend) {
+    let f = Fixture::new(b).await;
+    f.log.create_stream(spec("a", 2)).await.unwrap();
+    let opts = AppendOptions::default();
+    let p1 = AppendOptions {
+        partition: Some(1),
+        ..AppendOptions::default()
+    };
+    let epoch = f.log.init_transactions("late", None).await.unwrap();
+    f.log
+        .stage_transactional("late", epoch, "a", vec![orders(0..5, 2, T0)], &opts)
+        .await
+        .unwrap();
+    // An abort, and the same abort sent again, arrive; the repeat is
+    // handled first.
+    let first = f.log.open_transaction("late", epoch).unwrap();
+    let repeat = f.log.open_transaction("late", epoch).unwrap();
+    assert!(
+        f.log
+            .abort_transaction_numbered("late", epoch, Some(repeat))
+            .unwrap()
+    );
+    f.log.abort_shared("late", epoch).await.unwrap();
+    // The next transaction stages rows here and through the shared staging.
+    f.log
+        .stage_transactional("late", epoch, "a", vec![orders(0..10, 2, T0)], &opts)
+        .await
+        .unwrap();
+    f.log
+        .stage_shared("late", epoch, "a", vec![orders(10..14, 2, T0)], &p1, None)
+        .await
+        .unwrap();
+    f.log
+        .stage_transaction_offsets("late", epoch, &offsets("g", "a", &[(0, 0)]))
+        .await
+        .unwrap();
+    // The first abort, handled now, does nothing; a commit of the aborted
+    // transaction is refused.
+    assert!(
+        !f.log
+            .abort_transaction_numbered("late", epoch, Some(first))
+            .unwrap()
+    );
+    let e = f
+        .log
+        .commit_transaction_shared("late", epoch, Some(first), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::TransactionAborted(_)), "{e}");
+    // The next transaction commits every row it staged, and its offsets.
+    let next = f.log.open_transaction("late", epoch).unwrap();
+    assert_eq!(next, first + 1);
+    f.log
+        .commit_transaction_shared("late", epoch, Some(next), &[])
+        .await
+        .unwrap();
+    assert_eq!(total(&f, "a").await, 14);
+    assert_eq!(f.log.committed_offsets("g", "a").await.unwrap()[0], Some(0));
+    // Its commit sent again answers success and writes nothing, even with
+    // rows of a later transaction staged; an abort of it is refused.
+    f.log
+        .stage_transactional("late", epoch, "a", vec![orders(20..23, 2, T0)], &opts)
+        .await
+        .unwrap();
+    let again = f
+        .log
+        .commit_transaction_shared("late", epoch, Some(next), &[])
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(total(&f, "a").await, 14);
+    assert!(
+        f.log
+            .abort_transaction_numbered("late", epoch, Some(next))
+            .is_err()
+    );
+    f.log
+        .commit_transaction_shared("late", epoch, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(total(&f, "a").await, 17);
 }
 
 per_backend!(
     a_transaction_commits_appends_and_offsets_together,
     a_failed_transaction_writes_nothing,
     shared_rows_commit_with_the_rest_and_each_run_once,
+    a_late_call_ends_only_its_own_transaction,
 );

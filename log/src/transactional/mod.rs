@@ -23,6 +23,13 @@
 //! which send each partition's records to its leader) and committed with
 //! [`Log::commit_transaction_shared`].
 //!
+//! Each transaction of an epoch has a number ([`Log::open_transaction`]);
+//! a call to end one may name it, and then ends that transaction or, when
+//! it has ended already (the call was sent again by a client that gave up
+//! on it, and is handled late), answers as the first call did — a repeated
+//! commit succeeds with nothing written, a repeated abort does nothing —
+//! so it cannot end a later transaction.
+//!
 //! Bounds: a transaction open longer than its timeout (default 60 s, at
 //! most 15 min) or whose staged rows pass 256 MiB is rolled back, as is
 //! one whose batch was refused or whose commit failed (its rows went with
@@ -45,7 +52,7 @@ use crate::metadata::{GroupOffsets, SeqRun, TxnCommit};
 use crate::staged::StagedAppend;
 use crate::writer::AppendAck;
 
-use producers::Producer;
+use producers::{Ended, Producer};
 
 /// How long a transaction may stay open unless its producer says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -218,28 +225,41 @@ impl Log {
         epoch: u64,
         offsets: &[GroupCommit],
     ) -> Result<Vec<CommittedAppend>> {
-        self.commit_with(id, epoch, offsets, false).await
+        self.commit_with(id, epoch, None, offsets, false).await
     }
 
-    /// [`Log::commit_transaction`], with the rows and offsets other agents
-    /// staged for the transaction ([`Log::stage_shared`]): all of them or
-    /// nothing, and the transaction ends in the same metadata transaction.
-    pub async fn commit_transaction_shared(
+    /// The number of the open transaction of producer `id` (from 0 in each
+    /// epoch; it moves on when a transaction is committed or aborted). A
+    /// server takes it when a call to end a transaction arrives and passes
+    /// it on, so that the call, answered late or sent again by a client
+    /// that gave up on it, ends that transaction and no later one.
+    pub fn open_transaction(&self, id: &str, epoch: u64) -> Result<u64> {
+        let mut inner = self.transactional.lock();
+        Ok(inner.producer(id, epoch, monotonic())?.txn)
+    }
+
+    /// Stages group offsets for the open transaction of producer `id`:
+    /// committed with its rows, or not at all.
+    pub async fn stage_transaction_offsets(
         &self,
         id: &str,
         epoch: u64,
         offsets: &[GroupCommit],
-    ) -> Result<Vec<CommittedAppend>> {
-        self.commit_with(id, epoch, offsets, true).await
+    ) -> Result<()> {
+        let groups = self.checked_group_commits(offsets).await?;
+        let mut inner = self.transactional.lock();
+        let now = monotonic();
+        let p = inner.producer(id, epoch, now)?;
+        if let Some(why) = &p.failed {
+            return Err(LogError::TransactionAborted(why.clone()));
+        }
+        p.began.get_or_insert(now);
+        p.offsets.extend(groups);
+        Ok(())
     }
 
-    async fn commit_with(
-        &self,
-        id: &str,
-        epoch: u64,
-        offsets: &[GroupCommit],
-        with_shared: bool,
-    ) -> Result<Vec<CommittedAppend>> {
+    /// The offsets of `offsets`, checked against their streams.
+    async fn checked_group_commits(&self, offsets: &[GroupCommit]) -> Result<Vec<GroupOffsets>> {
         let mut groups = Vec::with_capacity(offsets.len());
         for g in offsets {
             if g.group.is_empty() {
@@ -254,53 +274,104 @@ impl Log {
                 offsets: g.offsets.clone(),
             });
         }
-        let (timeout, failed) = {
+        Ok(groups)
+    }
+
+    /// [`Log::commit_transaction`], with the rows and offsets other agents
+    /// staged for the transaction ([`Log::stage_shared`]): all of them or
+    /// nothing, and the transaction ends in the same metadata transaction.
+    /// `txn`: the transaction to commit ([`Log::open_transaction`] when the
+    /// call arrived; `None`: the open one).
+    pub async fn commit_transaction_shared(
+        &self,
+        id: &str,
+        epoch: u64,
+        txn: Option<u64>,
+        offsets: &[GroupCommit],
+    ) -> Result<Vec<CommittedAppend>> {
+        self.commit_with(id, epoch, txn, offsets, true).await
+    }
+
+    async fn commit_with(
+        &self,
+        id: &str,
+        epoch: u64,
+        txn: Option<u64>,
+        offsets: &[GroupCommit],
+        with_shared: bool,
+    ) -> Result<Vec<CommittedAppend>> {
+        let mut groups = self.checked_group_commits(offsets).await?;
+        // This call ends transaction `txn`, unless it has ended already.
+        let (txn, timeout, failed) = {
             let mut inner = self.transactional.lock();
             let p = inner.producer(id, epoch, monotonic())?;
-            (p.timeout(), p.failed.is_some())
+            let txn = txn.unwrap_or(p.txn);
+            if txn != p.txn {
+                p.ended_already(id, txn, true)?;
+                return Ok(Vec::new());
+            }
+            p.not_committing(id, txn)?;
+            let failed = p.failed.clone();
+            p.ended = Some((txn, Ended::Committing));
+            (txn, p.timeout(), failed)
         };
-        if failed {
+        // Ends it with `outcome`, what it staged dropped.
+        let end = |outcome: Ended| -> Result<()> {
+            let mut inner = self.transactional.lock();
+            let p = inner.producer(id, epoch, monotonic())?;
+            p.take();
+            p.end(txn, outcome);
+            Ok(())
+        };
+        if let Some(why) = failed {
             // Rolled back earlier: the refused commit ends the transaction,
             // with what other agents staged for it.
-            if with_shared {
-                self.abort_shared(id, epoch).await?;
+            if with_shared && let Err(e) = self.abort_shared(id, epoch).await {
+                self.transactional
+                    .lock()
+                    .producer(id, epoch, monotonic())?
+                    .ended = None;
+                return Err(e);
             }
-            let mut inner = self.transactional.lock();
-            let p = inner.producer(id, epoch, monotonic())?;
-            let why = p.failed.take().unwrap_or_default();
-            p.take();
+            end(Ended::Failed(why.clone()))?;
             return Err(LogError::TransactionAborted(why));
         }
         let shared = if with_shared {
             match self.take_shared(id, epoch, timeout).await {
                 Ok(s) => Some(s),
-                Err(e @ LogError::TransactionAborted(_)) => {
+                Err(LogError::TransactionAborted(why)) => {
                     // The transaction cannot commit: it is rolled back.
+                    end(Ended::Failed(why.clone()))?;
+                    self.abort_shared(id, epoch).await?;
+                    return Err(LogError::TransactionAborted(why));
+                }
+                // Nothing taken yet: the commit may be tried again.
+                Err(e) => {
                     self.transactional
                         .lock()
                         .producer(id, epoch, monotonic())?
-                        .take();
-                    self.abort_shared(id, epoch).await?;
+                        .ended = None;
                     return Err(e);
                 }
-                // Nothing taken yet: the commit may be tried again.
-                Err(e) => return Err(e),
             }
         } else {
             None
         };
-        let mut staged = {
+        let (mut staged, own_offsets) = {
             let mut inner = self.transactional.lock();
             let p = inner.producer(id, epoch, monotonic())?;
-            if let Some(why) = p.failed.take() {
+            if let Some(why) = p.failed.clone() {
                 // Rolled back while the shared rows were read: they stay
                 // with the transaction, which the producer must abort.
                 p.take();
                 p.failed = Some(why.clone());
+                p.ended = None;
                 return Err(LogError::TransactionAborted(why));
             }
-            p.take()
+            let offsets = std::mem::take(&mut p.offsets);
+            (p.take(), offsets)
         };
+        groups.extend(own_offsets);
         let mut objects = Vec::new();
         let mut shared_no = None;
         if let Some(s) = shared {
@@ -310,27 +381,32 @@ impl Log {
             shared_no = Some(s.txn_no);
             staged = one_per_run(staged);
         }
-        let txn = TxnCommit {
+        let commit = TxnCommit {
             transactional_id: id.to_string(),
             epoch,
             offsets: groups,
             shared: shared_no,
         };
-        match self.commit_staged(staged, txn).await {
+        match self.commit_staged(staged, commit).await {
             Ok(out) => {
+                if let Ok(p) = self.transactional.lock().producer(id, epoch, monotonic()) {
+                    p.end(txn, Ended::Committed);
+                }
                 self.forget_staged_objects(&objects).await;
                 Ok(out)
             }
             Err(e) => {
                 // The staged rows are gone with the failed commit: a retry
-                // must not commit the rest as if it were all.
-                if !matches!(e, LogError::Fenced(_)) {
-                    let mut inner = self.transactional.lock();
-                    if let Ok(p) = inner.producer(id, epoch, monotonic()) {
-                        p.fail(format!(
-                            "the commit of producer \"{id}\"'s transaction failed ({e}); \
-                             abort it and begin again"
-                        ));
+                // must not commit the rest as if it were all, and the
+                // producer aborts before it goes on.
+                let why = format!(
+                    "the commit of producer \"{id}\"'s transaction failed ({e}); abort it and \
+                     begin again"
+                );
+                if let Ok(p) = self.transactional.lock().producer(id, epoch, monotonic()) {
+                    p.end(txn, Ended::Failed(why.clone()));
+                    if !matches!(e, LogError::Fenced(_)) {
+                        p.fail(why);
                     }
                 }
                 Err(e)
@@ -376,8 +452,28 @@ impl Log {
     /// in this process is written (see [`Log::abort_shared`] for what
     /// other agents staged).
     pub fn abort_transaction(&self, id: &str, epoch: u64) -> Result<()> {
+        self.abort_transaction_numbered(id, epoch, None).map(|_| ())
+    }
+
+    /// [`Log::abort_transaction`] of transaction `txn` (`None`: the open
+    /// one); `false` when it had ended already (an abort sent again, or
+    /// one that arrived after its failed commit): then nothing is done.
+    pub fn abort_transaction_numbered(
+        &self,
+        id: &str,
+        epoch: u64,
+        txn: Option<u64>,
+    ) -> Result<bool> {
         let mut inner = self.transactional.lock();
-        inner.producer(id, epoch, monotonic())?.take();
-        Ok(())
+        let p = inner.producer(id, epoch, monotonic())?;
+        let txn = txn.unwrap_or(p.txn);
+        if txn != p.txn {
+            p.ended_already(id, txn, false)?;
+            return Ok(false);
+        }
+        p.not_committing(id, txn)?;
+        p.take();
+        p.end(txn, Ended::Aborted);
+        Ok(true)
     }
 }

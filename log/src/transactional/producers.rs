@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::clock::monotonic;
 use crate::error::{LogError, Result};
-use crate::metadata::fenced_message;
+use crate::metadata::{GroupOffsets, fenced_message};
 use crate::staged::StagedAppend;
 
 /// A producer with nothing staged and no call for this long is forgotten.
@@ -28,11 +28,31 @@ pub(super) struct Inner {
     swept: Instant,
 }
 
+/// How a producer's last ended transaction ended.
+#[derive(Debug, Clone)]
+pub(super) enum Ended {
+    /// Its commit is running.
+    Committing,
+    Committed,
+    Aborted,
+    /// Its commit failed, or the server had rolled it back: why.
+    Failed(String),
+}
+
 #[derive(Debug)]
 pub(crate) struct Producer {
     pub(super) epoch: u64,
+    /// The number of its open transaction (from 0 in each epoch): a call
+    /// to end a transaction names the one it was sent for, so a call
+    /// that arrives late (its client gave up on it and sent it again)
+    /// cannot end the next one.
+    pub(super) txn: u64,
+    /// Its last ended transaction's number, and how it ended.
+    pub(super) ended: Option<(u64, Ended)>,
     timeout: Duration,
     pub(super) staged: Vec<StagedAppend>,
+    /// Group offsets staged for the open transaction.
+    pub(super) offsets: Vec<GroupOffsets>,
     pub(super) bytes: usize,
     /// When its open transaction staged its first batch.
     pub(super) began: Option<Instant>,
@@ -46,8 +66,11 @@ impl Producer {
     pub(super) fn new(epoch: u64, timeout: Duration, now: Instant) -> Self {
         Producer {
             epoch,
+            txn: 0,
+            ended: None,
             timeout,
             staged: Vec::new(),
+            offsets: Vec::new(),
             bytes: 0,
             began: None,
             failed: None,
@@ -62,10 +85,60 @@ impl Producer {
 
     /// Ends the open transaction; what it staged.
     pub(super) fn take(&mut self) -> Vec<StagedAppend> {
+        self.offsets.clear();
         self.bytes = 0;
         self.began = None;
         self.failed = None;
         std::mem::take(&mut self.staged)
+    }
+
+    /// Ends open transaction `txn` (`outcome`): the next one opens.
+    pub(super) fn end(&mut self, txn: u64, outcome: Ended) {
+        self.txn = txn + 1;
+        self.ended = Some((txn, outcome));
+    }
+
+    /// The answer to a call to end transaction `txn` that has already
+    /// ended (or was never opened): success for a repeated commit of a
+    /// committed one (`commit`) or a repeated abort of an aborted or
+    /// failed one (the call is then answered with nothing done).
+    pub(super) fn ended_already(&self, id: &str, txn: u64, commit: bool) -> Result<()> {
+        if txn > self.txn {
+            return Err(LogError::InvalidArgument(format!(
+                "producer \"{id}\" has not opened transaction {txn}"
+            )));
+        }
+        let gone = || {
+            LogError::TransactionAborted(format!(
+                "the transaction of producer \"{id}\" this call was sent for has ended; begin \
+                 another"
+            ))
+        };
+        match &self.ended {
+            Some((n, e)) if *n == txn => match (e, commit) {
+                (Ended::Committing, _) => Err(LogError::Conflict(format!(
+                    "the transaction of producer \"{id}\" is being committed; ask again"
+                ))),
+                (Ended::Committed, true) | (Ended::Aborted | Ended::Failed(_), false) => Ok(()),
+                (Ended::Committed, false) => Err(LogError::InvalidArgument(format!(
+                    "the transaction of producer \"{id}\" was committed; it cannot be aborted"
+                ))),
+                (Ended::Aborted, true) => Err(gone()),
+                (Ended::Failed(why), true) => Err(LogError::TransactionAborted(why.clone())),
+            },
+            _ => Err(gone()),
+        }
+    }
+
+    /// Refuses a second call to end open transaction `txn` while its
+    /// commit runs.
+    pub(super) fn not_committing(&self, id: &str, txn: u64) -> Result<()> {
+        match &self.ended {
+            Some((n, Ended::Committing)) if *n == txn => Err(LogError::Conflict(format!(
+                "the transaction of producer \"{id}\" is being committed; ask again"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Rolls the open transaction back for `why`.
