@@ -402,6 +402,7 @@ mod tests {
             epoch,
             offsets: Vec::new(),
             shared: None,
+            sequences: Vec::new(),
         };
         let state = |epoch| TxnState { epoch, txn_no: 0 };
         let mut c = flush(vec![

@@ -121,6 +121,10 @@ pub struct TxnCommit {
     /// still the producer's open transaction, and it ends it. `None`: the
     /// commit has no shared rows.
     pub shared: Option<u64>,
+    /// (stream, partition, next sequence) after the producer sequences
+    /// the commit's batches carry: a batch of an earlier run staged late
+    /// through the shared staging is then a duplicate (with `shared`).
+    pub sequences: Vec<(StreamId, u32, u64)>,
 }
 
 /// A consumer group's next offsets for some partitions of a stream.

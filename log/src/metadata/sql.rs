@@ -223,6 +223,36 @@ pub(super) trait Backend: Send + Sync + 'static {
     async fn end_shared_transactions(c: &mut Self::Conn, txns: &[TxnCommit]) -> Result<()> {
         for t in txns {
             let Some(n) = t.shared else { continue };
+            // The committed runs: a late staging of one is a duplicate.
+            for &(stream, partition, next) in &t.sequences {
+                c.execute(
+                    Statement::new(
+                        "UPDATE shared_sequences SET epoch = $2, next_seq = $5 \
+                         WHERE transactional_id = $1 AND stream_id = $3 AND partition_no = $4 \
+                         AND (epoch <> $2 OR next_seq < $5)",
+                    )
+                    .text(&t.transactional_id)
+                    .uint(t.epoch)
+                    .int(stream)
+                    .int(i64::from(partition))
+                    .uint(next),
+                )
+                .await?;
+                c.execute(
+                    Statement::new(
+                        "INSERT INTO shared_sequences \
+                         (transactional_id, epoch, stream_id, partition_no, next_seq) \
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (transactional_id, stream_id, partition_no) DO NOTHING",
+                    )
+                    .text(&t.transactional_id)
+                    .uint(t.epoch)
+                    .int(stream)
+                    .int(i64::from(partition))
+                    .uint(next),
+                )
+                .await?;
+            }
             c.execute(
                 Statement::new(
                     "DELETE FROM shared_staged \

@@ -89,6 +89,19 @@ fn one_per_run(mut staged: Vec<StagedAppend>) -> Vec<StagedAppend> {
     staged
 }
 
+/// (stream, partition, next sequence) after the runs of producer
+/// sequences in `staged`.
+fn next_sequences(staged: &[StagedAppend]) -> Vec<(i64, u32, u64)> {
+    let mut next = std::collections::BTreeMap::new();
+    for s in staged {
+        if let (Some(run), Some((partition, _))) = (s.seq, s.parts.first()) {
+            let n = next.entry((s.info.id, *partition)).or_insert(0);
+            *n = (*n).max(run.last.saturating_add(1));
+        }
+    }
+    next.into_iter().map(|((s, p), n)| (s, p, n)).collect()
+}
+
 /// What a commit appended to one stream.
 #[derive(Debug, Clone)]
 pub struct CommittedAppend {
@@ -386,6 +399,7 @@ impl Log {
             epoch,
             offsets: groups,
             shared: shared_no,
+            sequences: next_sequences(&staged),
         };
         match self.commit_staged(staged, commit).await {
             Ok(out) => {
