@@ -102,8 +102,13 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
                     offsets: o.offsets.into_iter().collect(),
                 })
                 .collect();
+            // The transaction open as the call arrived: handled late (its
+            // client gave up on it and asked again), it ends no later one.
+            let txn = log
+                .open_transaction(&c.transactional_id, c.epoch)
+                .map_err(log_status)?;
             let done = log
-                .commit_transaction(&c.transactional_id, c.epoch, &offsets)
+                .commit_transaction_numbered(&c.transactional_id, c.epoch, txn, &offsets)
                 .await
                 .map_err(log_status)?;
             let appends: Vec<_> = done
@@ -116,7 +121,10 @@ pub async fn do_action(log: &Arc<Log>, action: Action) -> Result<Response<Action
         }
         "abort_transaction" => {
             let p: Producer = parse(&action)?;
-            log.abort_transaction(&p.transactional_id, p.epoch)
+            let txn = log
+                .open_transaction(&p.transactional_id, p.epoch)
+                .map_err(log_status)?;
+            log.abort_transaction_numbered(&p.transactional_id, p.epoch, Some(txn))
                 .map_err(log_status)?;
             reply(json!({}))
         }

@@ -241,6 +241,19 @@ impl Log {
         self.commit_with(id, epoch, None, offsets, false).await
     }
 
+    /// [`Log::commit_transaction`] of transaction `txn` (see
+    /// [`Log::open_transaction`]): a commit of one that has ended answers
+    /// as its first commit did, with nothing written.
+    pub async fn commit_transaction_numbered(
+        &self,
+        id: &str,
+        epoch: u64,
+        txn: u64,
+        offsets: &[GroupCommit],
+    ) -> Result<Vec<CommittedAppend>> {
+        self.commit_with(id, epoch, Some(txn), offsets, false).await
+    }
+
     /// The number of the open transaction of producer `id` (from 0 in each
     /// epoch; it moves on when a transaction is committed or aborted). A
     /// server takes it when a call to end a transaction arrives and passes
