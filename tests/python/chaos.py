@@ -3,8 +3,8 @@ PostgreSQL server of its own, every agent's connections to both through
 proxies the suite controls; writers through every door (pgwire INSERT and
 COPY, Flight idempotent producers that retry, Flight transactional
 producers that commit or abort, Kafka idempotent and transactional
-producers), consumer
-groups (Flight and Kafka) and a materialized view — while a nemesis kills
+producers, each Kafka client in a process of its own: chaos_kafka.py),
+consumer groups (Flight and Kafka) and a materialized view — while a nemesis kills
 (SIGKILL) and restarts agents, pauses them past their leases
 (SIGSTOP/SIGCONT), cuts, slows or loses packets to the object store and
 the metadata store, restarts PostgreSQL (an immediate shutdown: a crash
@@ -36,7 +36,6 @@ import collections
 import contextlib
 import glob
 import json
-import logging
 import os
 import random
 import shutil
@@ -52,18 +51,12 @@ import urllib.parse
 import psycopg
 import pyarrow as pa
 import pyarrow.flight as flight
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chaos_kafka import KAFKA_GROUP  # noqa: E402
 from tcp_proxy import Proxy  # noqa: E402
-
-_quiet = logging.getLogger("chaos.kafka")   # librdkafka's logs, dropped
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
 
 PARTITIONS = 4
 GROUP = "chaos_readers"
-KAFKA_GROUP = "chaos_kafka_readers"
 FAULTS = ("kill", "pause", "clock_jump", "s3_outage", "s3_slow", "s3_loss",
           "pg_outage", "pg_slow", "pg_loss", "pg_restart")
 
@@ -250,6 +243,7 @@ class History:
         self.faults = []
         self.seen = []          # (member, partition, offset, id) a consumer read
         self.commits = []       # (t, partition, offset) committed offsets read back
+        self.client_deaths = []  # (client, exit code) Kafka client processes that died
         self.t0 = now()
 
     def op(self, **op):
@@ -275,6 +269,8 @@ class Suite:
         self.stopping = threading.Event()
         self.ids = iter(range(1, 1 << 62))
         self.ids_lock = threading.Lock()
+        self.blocks = iter(range(1 << 40, 1 << 62, 1 << 32))   # Kafka clients' ids
+        self.kafka_procs = []
         self.pg = PrivatePg(workdir)
         bucket = os.environ["STREAMHOUSE_TEST_S3_BUCKET"]
         name = f"chaos_{int(time.time() * 1e6)}"
@@ -410,129 +406,43 @@ class Suite:
                 outcome, error, epoch = "unknown", str(e)[:200], None
             self.record(t0, name, "txn", ids, outcome, agent, error)
 
-    def kafka_producer(self, name):
-        """A confluent-kafka idempotent producer bootstrapped on every agent:
-        20 JSON rows, then a flush; each row is acknowledged by its
-        delivery report (librdkafka retries within `message.timeout.ms`).
-        A fatal error starts a new producer."""
-        producer = None
+    def kafka_client(self, kind, name):
+        """A Kafka client (`chaos_kafka.py KIND NAME`) in a process of its
+        own, its history read from its output; started again if it dies.
+        An operation it started and did not finish is unknown."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        bootstrap = ",".join(a.kafka for a in self.agents)
         while not self.stopping.is_set():
-            if producer is None:
-                producer = Producer({
-                    "bootstrap.servers": ",".join(a.kafka for a in self.agents),
-                    "enable.idempotence": True, "linger.ms": 5,
-                    "message.timeout.ms": 30000, "socket.timeout.ms": 10000,
-                    "reconnect.backoff.max.ms": 1000,
-                    "error_cb": lambda e: None, "logger": _quiet})
-            ids = self.next_ids(20)
-            reports = {}
-
-            def delivered(err, _msg, i):
-                reports[i] = err
-
-            t0, error = now(), None
-            try:
-                for i in ids:
-                    producer.produce("events", json.dumps({"id": i, "src": "kafka"}).encode(),
-                                     on_delivery=lambda err, msg, i=i: delivered(err, msg, i))
-                producer.flush(45)
-            except (KafkaException, BufferError) as e:
-                error = str(e)[:200]
-            errors = [e for e in reports.values() if e is not None]
-            if errors:
-                error = error or str(errors[0])[:200]
-            ok = [i for i in ids if i in reports and reports[i] is None]
-            rest = [i for i in ids if i not in ok]
-            if ok:
-                self.record(t0, name, "kafka", ok, "ok", None, None)
-            if rest:
-                self.record(t0, name, "kafka", rest, "unknown", None, error)
-            if any(e.fatal() for e in errors) or (rest and not errors):
-                # Fatal, or the flush timed out: a new producer (and id).
-                with contextlib.suppress(Exception):
-                    producer.flush(1)
-                producer = None
-
-    def kafka_transactional_producer(self, name):
-        """A confluent-kafka transactional producer bootstrapped on every
-        agent: 20 JSON rows per transaction spread over the partitions (so
-        they reach agents other than its coordinator), one transaction in
-        five aborted. A commit that raises leaves its outcome unknown (the
-        commit may have landed before the answer was lost); an error the
-        transaction cannot go on from starts a new producer (a new epoch,
-        which fences the old one)."""
-        producer = None
-        while not self.stopping.is_set():
-            if producer is None:
-                try:
-                    producer = Producer({
-                        "bootstrap.servers": ",".join(a.kafka for a in self.agents),
-                        "transactional.id": name, "linger.ms": 5,
-                        "transaction.timeout.ms": 30000, "message.timeout.ms": 30000,
-                        "socket.timeout.ms": 10000, "reconnect.backoff.max.ms": 1000,
-                        "error_cb": lambda e: None, "logger": _quiet})
-                    producer.init_transactions(30)
-                except Exception:
-                    producer = None
-                    time.sleep(0.5)
-                    continue
-            ids = self.next_ids(20)
-            abort = self.rng.random() < 0.2
-            t0, outcome, error = now(), "unknown", None
-            try:
-                producer.begin_transaction()
-                for k, i in enumerate(ids):
-                    producer.produce("events", json.dumps({"id": i, "src": "ktxn"}).encode(),
-                                     partition=k % PARTITIONS)
-                if abort:
-                    producer.abort_transaction(30)
-                    outcome = "aborted"
-                else:
-                    producer.commit_transaction(30)
-                    outcome = "ok"
-            except (KafkaException, BufferError) as e:
-                error = str(e)[:200]
-                if abort:
-                    # Never committed, whatever failed.
-                    outcome = "aborted"
-                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
-                if err is not None and err.txn_requires_abort():
-                    try:
-                        producer.abort_transaction(30)
-                    except Exception:
-                        producer = None
-                else:
-                    producer = None
-            self.record(t0, name, "ktxn", ids, outcome, None, error)
-
-    def kafka_consumer(self, member):
-        """A Kafka group member (classic protocol, manual commits after each
-        batch), noting every row it saw; rejoins after an error."""
-        while not self.stopping.is_set():
-            c = Consumer({
-                "bootstrap.servers": ",".join(a.kafka for a in self.agents),
-                "group.id": KAFKA_GROUP, "client.id": member,
-                "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000,
-                "socket.timeout.ms": 10000, "reconnect.backoff.max.ms": 1000,
-                "error_cb": lambda e: None, "logger": _quiet})
-            try:
-                c.subscribe(["events"])
-                while not self.stopping.is_set():
-                    batch = [m for m in c.consume(500, timeout=1) if not m.error()]
-                    if not batch:
-                        continue
+            with self.ids_lock:
+                first = next(self.blocks)
+            proc = subprocess.Popen(
+                [sys.executable, os.path.join(here, "chaos_kafka.py"), kind, name, bootstrap,
+                 str(first), str(self.rng.randrange(1 << 32))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            self.kafka_procs.append(proc)
+            started = {}    # id -> when its operation started, until it ends
+            for line in proc.stdout:
+                line = json.loads(line)
+                if "start" in line:
+                    started.update((i, now()) for i in line["start"])
+                elif "op" in line:
+                    op = line["op"]
+                    for i in op["ids"]:
+                        started.pop(i, None)
+                    self.history.op(**op)
+                elif "seen" in line:
                     with self.history.lock:
-                        self.history.seen.extend(
-                            (member, m.partition(), m.offset(), json.loads(m.value())["id"])
-                            for m in batch)
-                    with contextlib.suppress(KafkaException):
-                        c.commit(asynchronous=False)
-            except Exception:
-                time.sleep(0.3)
-            finally:
-                with contextlib.suppress(Exception):
-                    c.close()
+                        self.history.seen.extend(tuple(s) for s in line["seen"])
+            code = proc.wait()
+            by_start = collections.defaultdict(list)
+            for i, t0 in started.items():
+                by_start[t0].append(i)
+            for t0, ids in by_start.items():
+                self.record(t0, name, "ktxn" if kind == "transactional" else "kafka", ids,
+                            "unknown", None, f"client process ended ({code})")
+            if not self.stopping.is_set():
+                self.history.client_deaths.append((name, code))
+                time.sleep(0.5)
 
     def attach(self, connect):
         """A live agent and `connect(agent)`'s answer; (None, None) after a
@@ -703,11 +613,11 @@ class Suite:
             worker(self.transactional_producer, "txn-1"),
             worker(self.consumer, "reader-1"),
             worker(self.consumer, "reader-2"),
-            worker(self.kafka_producer, "kafka-1"),
-            worker(self.kafka_producer, "kafka-2"),
-            worker(self.kafka_transactional_producer, "ktxn-1"),
-            worker(self.kafka_consumer, "kafka-reader-1"),
-            worker(self.kafka_consumer, "kafka-reader-2"),
+            worker(self.kafka_client, "producer", "kafka-1"),
+            worker(self.kafka_client, "producer", "kafka-2"),
+            worker(self.kafka_client, "transactional", "ktxn-1"),
+            worker(self.kafka_client, "consumer", "kafka-reader-1"),
+            worker(self.kafka_client, "consumer", "kafka-reader-2"),
             worker(self.committed_sampler),
         ]
         nemesis = threading.Thread(target=self.nemesis)
@@ -716,6 +626,9 @@ class Suite:
             w.start()
         time.sleep(self.seconds)
         self.stopping.set()
+        for proc in self.kafka_procs:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         nemesis.join()
         # Heal: every proxy up and fast, every clock right, every agent running.
         for a in self.agents:
@@ -814,6 +727,7 @@ class Suite:
             "rows_in_log": len(rows),
             "rows_seen_by_consumers": len(h.seen),
             "rows_seen_by_member": dict(collections.Counter(m for m, *_ in h.seen)),
+            "client_processes_died": h.client_deaths,
             "anomalies": anomalies,
         }
 
@@ -830,6 +744,10 @@ class Suite:
             time.sleep(1)
 
     def close(self):
+        for proc in self.kafka_procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         for a in self.agents:
             a.stop()
         self.pg.close()
