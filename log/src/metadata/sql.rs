@@ -227,23 +227,13 @@ pub(super) trait Backend: Send + Sync + 'static {
             for &(stream, partition, next) in &t.sequences {
                 c.execute(
                     Statement::new(
-                        "UPDATE shared_sequences SET epoch = $2, next_seq = $5 \
-                         WHERE transactional_id = $1 AND stream_id = $3 AND partition_no = $4 \
-                         AND (epoch <> $2 OR next_seq < $5)",
-                    )
-                    .text(&t.transactional_id)
-                    .uint(t.epoch)
-                    .int(stream)
-                    .int(i64::from(partition))
-                    .uint(next),
-                )
-                .await?;
-                c.execute(
-                    Statement::new(
                         "INSERT INTO shared_sequences \
                          (transactional_id, epoch, stream_id, partition_no, next_seq) \
                          VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (transactional_id, stream_id, partition_no) DO NOTHING",
+                         ON CONFLICT (transactional_id, stream_id, partition_no) DO UPDATE \
+                         SET epoch = excluded.epoch, next_seq = excluded.next_seq \
+                         WHERE shared_sequences.epoch <> excluded.epoch \
+                         OR shared_sequences.next_seq < excluded.next_seq",
                     )
                     .text(&t.transactional_id)
                     .uint(t.epoch)

@@ -114,17 +114,16 @@ impl Producer {
                  another"
             ))
         };
+        // (A transaction being committed is still the open one: a second
+        // call for it meets `not_committing`, not this.)
         match &self.ended {
             Some((n, e)) if *n == txn => match (e, commit) {
-                (Ended::Committing, _) => Err(LogError::Conflict(format!(
-                    "the transaction of producer \"{id}\" is being committed; ask again"
-                ))),
                 (Ended::Committed, true) | (Ended::Aborted | Ended::Failed(_), false) => Ok(()),
                 (Ended::Committed, false) => Err(LogError::InvalidArgument(format!(
                     "the transaction of producer \"{id}\" was committed; it cannot be aborted"
                 ))),
-                (Ended::Aborted, true) => Err(gone()),
                 (Ended::Failed(why), true) => Err(LogError::TransactionAborted(why.clone())),
+                (Ended::Aborted, true) | (Ended::Committing, _) => Err(gone()),
             },
             _ => Err(gone()),
         }
