@@ -232,3 +232,81 @@ async fn nested_queries_equal_the_bounded_query_and_survive_restart() {
         .collect();
     assert!(changelogs.is_empty(), "{changelogs:?}");
 }
+
+/// `n` bids (auction, price, at) for seconds `[10·batch, 10·batch + 10)`.
+async fn insert_bids(db: &Database, batch: i64, n: i64) {
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let auction = (i * 7 + batch) % 11;
+            let price = (i * 37 + batch * 13) % 50;
+            let ms = batch * 10_000 + (i * 9_973) % 10_000;
+            format!(
+                "({auction}, {price}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{ms}' MILLISECOND)"
+            )
+        })
+        .collect();
+    db.execute(&format!("INSERT INTO bids VALUES {}", rows.join(", ")))
+        .await
+        .unwrap();
+}
+
+/// Nexmark q7's shape: the bids at their window's highest price, a join of
+/// the bids with a stage that emits each window's row once, on close. The
+/// stage's changelog has the window's end as its event time, so the join
+/// has a watermark: rows leave its state once no later row can meet them,
+/// and a bid behind the watermark is dropped and counted as late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_join_over_a_stage_has_the_stage_watermark() {
+    let e = open_in(tempfile::tempdir().unwrap()).await;
+    e.db.execute(
+        "CREATE STREAM bids (auction BIGINT, price BIGINT, at TIMESTAMP, \
+         WATERMARK FOR at AS at - INTERVAL '1' SECOND) WITH (partitions = 2)",
+    )
+    .await
+    .unwrap();
+    let query = "SELECT b.auction, b.price, b.at, m.ends FROM bids b JOIN \
+                 (SELECT max(price) AS most, window_end AS ends \
+                 FROM TUMBLE(bids, at, INTERVAL '10 seconds') GROUP BY window_end) m \
+                 ON b.price = m.most WHERE b.at BETWEEN m.ends - INTERVAL '10' SECOND AND m.ends";
+    // The windows that have closed: those ending by the last batch's start.
+    let closed = |last: i64| {
+        format!(
+            "SELECT * FROM ({query}) q WHERE ends <= TIMESTAMP '2026-01-01 00:00:00' + \
+             INTERVAL '{}' SECOND",
+            last * 10
+        )
+    };
+    let late = "SELECT late_rows FROM streamhouse.views WHERE name = 'highest'";
+    insert_bids(&e.db, 0, 40).await;
+    e.db.execute(&format!("CREATE MATERIALIZED VIEW highest AS {query}"))
+        .await
+        .unwrap();
+    for batch in 1..10 {
+        insert_bids(&e.db, batch, 40).await;
+    }
+    converges(&e.db, "highest", &closed(9)).await;
+    changelog_converges(&e.db, "highest", "auction, price, at, ends", &closed(9)).await;
+    assert_eq!(int(&e.db, late).await, 0);
+
+    let e = restart(e).await;
+    for batch in 10..16 {
+        insert_bids(&e.db, batch, 40).await;
+    }
+    converges(&e.db, "highest", &closed(15)).await;
+
+    // A bid a minute behind the watermark, at a price below every window's
+    // highest (so the bounded query is unchanged): the view drops it as late.
+    e.db.execute("INSERT INTO bids VALUES (1, -1, TIMESTAMP '2026-01-01 00:01:00')")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while int(&e.db, late).await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late bid was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    insert_bids(&e.db, 16, 40).await;
+    converges(&e.db, "highest", &closed(16)).await;
+}

@@ -1163,13 +1163,6 @@ async fn views_over_a_view_with_updates_take_back_deleted_rows() {
     );
 }
 
-/// The one integer a query answers.
-async fn int(db: &Database, sql: &str) -> i64 {
-    let b = rows(db, sql).await;
-    let c = arrow::compute::cast(b[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
-    c.as_primitive::<arrow::datatypes::Int64Type>().value(0)
-}
-
 /// `n` rows of `stream` (ad, at) for seconds `[10·batch, 10·batch + 10)`.
 async fn insert_ads(db: &Database, stream: &str, batch: i64, n: i64) {
     let rows: Vec<String> = (0..n)

@@ -5,7 +5,11 @@
 //! minimum over partitions, so a window closes only once every partition
 //! has moved past it. A partition that has delivered nothing for the idle
 //! timeout stops holding the watermark back (when every partition is idle,
-//! the most advanced one sets it). The watermark never goes backwards.
+//! the most advanced one sets it) — except a partition that [`holds`]
+//! (a view's changelog: its next row is no earlier than its last, however
+//! long it takes). The watermark never goes backwards.
+//!
+//! [`holds`]: Watermarks::hold
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +20,8 @@ struct Partition {
     /// Latest event time seen, µs.
     max_event: Option<i64>,
     last_data: Instant,
+    /// Never idle.
+    holds: bool,
 }
 
 /// The watermark of a set of input partitions.
@@ -37,11 +43,17 @@ impl Watermarks {
                     delay,
                     max_event: None,
                     last_data: now,
+                    holds: false,
                 })
                 .collect(),
             idle_timeout,
             current: None,
         }
+    }
+
+    /// Partition `i` holds the watermark back until it moves, idle or not.
+    pub fn hold(&mut self, i: usize) {
+        self.partitions[i].holds = true;
     }
 
     /// Partition `i` delivered rows whose latest event time is `max_event`.
@@ -60,7 +72,7 @@ impl Watermarks {
         let active: Vec<&Partition> = self
             .partitions
             .iter()
-            .filter(|p| now.duration_since(p.last_data) < self.idle_timeout)
+            .filter(|p| p.holds || now.duration_since(p.last_data) < self.idle_timeout)
             .collect();
         let computed = if active.is_empty() {
             self.partitions.iter().filter_map(mark).max()
@@ -121,6 +133,22 @@ mod tests {
         // It never goes back.
         w.observe(0, Some(120), later);
         assert_eq!(w.advance(later), Some(290));
+    }
+
+    #[test]
+    fn a_partition_that_holds_never_goes_idle() {
+        let t0 = streamhouse_log::monotonic().into_std();
+        let mut w = Watermarks::new(vec![0, 0], Duration::from_secs(1), t0);
+        w.hold(1);
+        w.observe(0, Some(500), t0);
+        w.observe(1, Some(100), t0);
+        assert_eq!(w.advance(t0), Some(100));
+        // Partition 0 moves on; partition 1 has been quiet past the idle
+        // timeout but still holds the watermark at its last row.
+        w.observe(0, Some(900), t0 + Duration::from_secs(5));
+        assert_eq!(w.advance(t0 + Duration::from_secs(5)), Some(100));
+        w.observe(1, Some(700), t0 + Duration::from_secs(6));
+        assert_eq!(w.advance(t0 + Duration::from_secs(6)), Some(700));
     }
 
     #[test]

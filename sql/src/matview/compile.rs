@@ -66,7 +66,7 @@ impl MatView {
 }
 
 /// The dataflow that maintains `plan`.
-fn describe(
+pub(super) fn describe(
     log: &Arc<Log>,
     plan: LogicalPlan,
     emit: Option<Emit>,

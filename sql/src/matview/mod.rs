@@ -52,6 +52,7 @@
 pub mod changes;
 mod compile;
 mod decompose;
+mod event_time;
 mod topn;
 
 use std::fmt;
@@ -70,6 +71,8 @@ use streamhouse_streams::Dataflow;
 
 use crate::dialect::ViewOptions;
 use crate::error::SqlError;
+
+pub use event_time::changelog_event_time;
 
 /// 0A000 naming the part of a query a view cannot maintain, and what it can.
 fn unsupported(what: impl fmt::Display) -> SqlError {

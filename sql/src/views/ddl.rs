@@ -95,7 +95,7 @@ impl Views {
         versions: std::collections::BTreeMap<streamhouse_log::StreamId, u32>,
     ) -> Result<QueryResult> {
         let dataflow = format!("{name}-{:x}", self.log.now_micros());
-        let changelog = self.changelog_stream(&dataflow, &plan).await?;
+        let changelog = self.changelog_stream(&dataflow, &plan, &options).await?;
         // The creating agent holds the view's first lease.
         let mut placement =
             self.placement(&dataflow, None, Some(Output::Changelog(changelog.clone())));

@@ -40,8 +40,9 @@ use streamhouse_streams::dataflow::changes;
 use streamhouse_streams::scan::StreamTable;
 use streamhouse_streams::{Output, Placement};
 
+use crate::dialect::ViewOptions;
 use crate::error::{Result, SqlError};
-use crate::matview::MatView;
+use crate::matview::{MatView, changelog_event_time};
 use crate::planner::Planner;
 use crate::window::Tables;
 
@@ -264,23 +265,28 @@ impl Views {
         definition::with_output_names(plan, query)
     }
 
-    /// The changelog stream of a view incarnation (created if missing).
+    /// The changelog stream of a view incarnation (created if missing),
+    /// with the event time of [`changelog_event_time`] when it has one.
     async fn changelog_stream(
         &self,
         dataflow: &str,
         plan: &LogicalPlan,
+        options: &ViewOptions,
     ) -> Result<Arc<StreamInfo>> {
         let name = definition::changelog_name(dataflow);
         match self.log.stream(&name).await {
             Ok(info) => Ok(info),
             Err(_) => {
                 let schema = changes::changes_schema(plan.schema().as_arrow())?;
+                let mut spec = StreamSpec::new(name, schema);
+                if let Some(column) =
+                    changelog_event_time(&self.log, plan, options, self.timings.idle_timeout)
+                {
+                    spec = spec.with_event_time(column, Duration::ZERO);
+                }
                 Ok(self
                     .log
-                    .create_internal_stream(
-                        StreamKind::ViewChangelog,
-                        StreamSpec::new(name, schema),
-                    )
+                    .create_internal_stream(StreamKind::ViewChangelog, spec)
                     .await?)
             }
         }

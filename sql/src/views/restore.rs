@@ -128,8 +128,9 @@ impl Views {
         if let Ok(info) = self.log.stream(&changelog_name(&record.dataflow)).await {
             return Ok(info);
         }
-        let (_, _, plan) = self.stored_plan(record).await?;
-        self.changelog_stream(&record.dataflow, &plan).await
+        let (options, _, plan) = self.stored_plan(record).await?;
+        self.changelog_stream(&record.dataflow, &plan, &options)
+            .await
     }
 
     /// Compiles a stored view from its checkpoint (or the log, when the
@@ -138,7 +139,9 @@ impl Views {
     pub(super) async fn load_view(&self, record: &ViewRecord, epoch: u64) -> Result<()> {
         let name = &record.name;
         let (options, query, plan) = self.stored_plan(record).await?;
-        let changelog = self.changelog_stream(&record.dataflow, &plan).await?;
+        let changelog = self
+            .changelog_stream(&record.dataflow, &plan, &options)
+            .await?;
         let compile = |restore: Option<ViewCheckpoint>| {
             let mut placement = self.placement(
                 &record.dataflow,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::util::pretty::pretty_format_batches;
 use futures::TryStreamExt;
 use streamhouse_log::{DataDir, Log};
@@ -215,4 +215,11 @@ pub async fn applied(db: &Database, view: &str, columns: &str) -> Vec<String> {
     }
     live.sort();
     live
+}
+
+/// The one integer a query answers.
+pub async fn int(db: &Database, sql: &str) -> i64 {
+    let b = rows(db, sql).await;
+    let c = arrow::compute::cast(b[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
+    c.as_primitive::<arrow::datatypes::Int64Type>().value(0)
 }

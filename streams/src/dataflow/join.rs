@@ -204,6 +204,10 @@ pub(super) fn delta_joins(
 ) -> Result<DeltaJoins> {
     let mut joins = 0u16;
     let mut expiring = false;
+    let plan = match expire {
+        true => bounds::conditions_into_joins(plan)?,
+        false => plan,
+    };
     let plan = plan
         .transform_up(|node| {
             let LogicalPlan::Join(j) = &node else {
@@ -231,6 +235,7 @@ pub(super) fn delta_joins(
             ];
             let expiry = match expire {
                 true => bounds::expiry(
+                    &on,
                     filter.as_ref(),
                     &j.left,
                     &j.right,

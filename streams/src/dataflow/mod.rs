@@ -37,7 +37,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder};
-use streamhouse_log::{Log, StreamInfo, ViewCheckpoint};
+use streamhouse_log::{Log, StreamInfo, StreamKind, ViewCheckpoint};
 use tokio::task::JoinHandle;
 
 pub use description::{
@@ -677,15 +677,25 @@ fn restore_progress(inputs: &mut [Input], cp: Option<&ViewCheckpoint>) -> Result
 fn watermarks(inputs: &[Input], idle_timeout: Duration) -> Option<Watermarks> {
     let infos: Vec<Arc<StreamInfo>> = inputs.iter().map(|i| i.info.clone()).collect();
     let mut delays = Vec::new();
+    let mut holding = Vec::new();
     for (i, delay) in inputs.iter().zip(description::watermark_delays(&infos)?) {
         let delay = delay.as_micros() as i64;
+        if StreamKind::of(i.info.name()) == StreamKind::ViewChangelog {
+            holding.extend(delays.len()..delays.len() + i.consumed.len());
+        }
         delays.extend(std::iter::repeat_n(delay, i.consumed.len()));
     }
-    Some(Watermarks::new(
+    let mut w = Watermarks::new(
         delays,
         idle_timeout,
         streamhouse_log::monotonic().into_std(),
-    ))
+    );
+    // A view's changelog (its event time is a window's end, see the SQL
+    // layer's `changelog_event_time`): quiet until the next window closes.
+    for i in holding {
+        w.hold(i);
+    }
+    Some(w)
 }
 
 /// The plan with its stream scans in delta mode (reading the ranges in

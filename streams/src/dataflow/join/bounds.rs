@@ -3,7 +3,8 @@
 //!
 //! A condition such as `b.ts BETWEEN a.ts - INTERVAL '10 seconds' AND
 //! a.ts` or `b.ts <= a.expires` bounds one side's event time from above by
-//! an expression over the other side's row: `x.t <= E(y)`. The view's rows
+//! an expression over the other side's row: `x.t <= E(y)`; a join key
+//! `x.t = y.u` bounds both ways. The view's rows
 //! arrive no earlier than its watermark `W` (rows behind it are dropped as
 //! late, see below), so once `W > E(y)` no row of `x`'s side still to come
 //! can match `y`, and `y` leaves the state. Several bounds on one side
@@ -16,12 +17,20 @@
 //! rows already gone), and counts them as windows do. A side stored with
 //! signs (it has deletes, or is an outer join's preserved side) keeps its
 //! rows: a delete must find the row it takes back.
+//!
+//! A bound written in a `WHERE` directly above an inner join (Nexmark q7
+//! writes it so) is moved into the join's condition first: the same rows,
+//! and the join sees the bound ([`conditions_into_joins`]).
 
 use arrow::datatypes::DataType;
-use datafusion::common::{Column, DFSchemaRef};
-use datafusion::logical_expr::utils::split_conjunction;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchemaRef, JoinType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    Between, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, binary_expr,
+    Between, BinaryExpr, Expr, ExprSchemable, Filter, LogicalPlan, Operator, binary_expr,
 };
 
 use crate::scan::stream_of;
@@ -37,22 +46,71 @@ pub(in crate::dataflow) struct Expiry {
     pub late: [Option<usize>; 2],
 }
 
-/// The bounds in `conjuncts` (a join's residual condition) between sides
-/// `left` and `right`; `signed[i]`: side `i` is stored with signs (it
-/// keeps its rows).
+/// `plan` with each comparison (`<`, `<=`, `>`, `>=`, `BETWEEN`) of a
+/// `WHERE` directly above an inner join that reads both of its sides moved
+/// into the join's condition.
+pub(in crate::dataflow) fn conditions_into_joins(plan: LogicalPlan) -> DfResult<LogicalPlan> {
+    Ok(plan
+        .transform_down(|node| {
+            let LogicalPlan::Filter(f) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let LogicalPlan::Join(j) = f.input.as_ref() else {
+                return Ok(Transformed::no(node));
+            };
+            if j.join_type != JoinType::Inner {
+                return Ok(Transformed::no(node));
+            }
+            let reads = |e: &Expr, schema: &DFSchemaRef| {
+                e.column_refs().iter().any(|c| schema.has_column(c))
+            };
+            let comparison = |e: &Expr| match e {
+                Expr::Between(b) => !b.negated,
+                Expr::BinaryExpr(b) => matches!(
+                    b.op,
+                    Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ),
+                _ => false,
+            };
+            let (moved, kept): (Vec<Expr>, Vec<Expr>) = split_conjunction(&f.predicate)
+                .into_iter()
+                .cloned()
+                .partition(|e| {
+                    comparison(e) && reads(e, j.left.schema()) && reads(e, j.right.schema())
+                });
+            if moved.is_empty() {
+                return Ok(Transformed::no(node));
+            }
+            let mut join = j.clone();
+            join.filter = conjunction(join.filter.take().into_iter().chain(moved));
+            let join = LogicalPlan::Join(join);
+            Ok(Transformed::yes(match conjunction(kept) {
+                Some(rest) => LogicalPlan::Filter(Filter::try_new(rest, Arc::new(join))?),
+                None => join,
+            }))
+        })?
+        .data)
+}
+
+/// The bounds in a join's equality keys `on` (left, right), each of which
+/// bounds both ways, and `conjuncts` (its residual condition) between
+/// sides `left` and `right`; `signed[i]`: side `i` is stored with signs
+/// (it keeps its rows).
 pub(in crate::dataflow) fn expiry(
+    on: &[(Expr, Expr)],
     conjuncts: Option<&Expr>,
     left: &LogicalPlan,
     right: &LogicalPlan,
     signed: [bool; 2],
 ) -> Expiry {
     let mut out = Expiry::default();
-    let Some(condition) = conjuncts else {
-        return out;
-    };
     let sides = [left, right];
     let mut comparisons = Vec::new();
-    for e in split_conjunction(condition) {
+    for (l, r) in on {
+        comparisons.push((l.clone(), r.clone()));
+        comparisons.push((r.clone(), l.clone()));
+    }
+    for e in conjuncts.into_iter().flat_map(split_conjunction) {
         match e {
             Expr::Between(Between {
                 expr,
