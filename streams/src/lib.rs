@@ -19,6 +19,7 @@
 pub mod aggregate;
 pub mod dataflow;
 pub mod error;
+pub mod lineage;
 pub mod placement;
 pub mod prune;
 pub mod scan;

@@ -11,9 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::LogicalPlan;
 use streamhouse_log::Log;
 use streamhouse_streams::dataflow::{Emit, Shape};
+use streamhouse_streams::lineage::origin;
 
 use super::compile::describe;
 use crate::dialect::ViewOptions;
@@ -44,24 +45,5 @@ pub fn changelog_event_time(
 /// Whether column `at` of `plan`'s rows is group column `end` of its
 /// aggregate, passed through unchanged.
 fn window_end_at(plan: &LogicalPlan, at: usize, end: usize) -> bool {
-    match plan {
-        LogicalPlan::Aggregate(_) => at == end,
-        LogicalPlan::Projection(p) => {
-            let mut e = &p.expr[at];
-            while let Expr::Alias(a) = e {
-                e = &a.expr;
-            }
-            match e {
-                Expr::Column(c) => p
-                    .input
-                    .schema()
-                    .index_of_column(c)
-                    .is_ok_and(|i| window_end_at(&p.input, i, end)),
-                _ => false,
-            }
-        }
-        LogicalPlan::Filter(f) => window_end_at(&f.input, at, end),
-        LogicalPlan::SubqueryAlias(s) => window_end_at(&s.input, at, end),
-        _ => false,
-    }
+    matches!(origin(plan, at), Some((LogicalPlan::Aggregate(_), i)) if i == end)
 }

@@ -33,6 +33,7 @@ use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, ExprSchemable, Filter, LogicalPlan, Operator, binary_expr,
 };
 
+use crate::lineage::origin;
 use crate::scan::stream_of;
 
 /// How a join's two sides expire (index 0: left, 1: right).
@@ -196,38 +197,15 @@ fn is_timestamp(e: &Expr, schema: &DFSchemaRef) -> bool {
 /// Whether column `at` of `plan`'s rows is a stream's event-time column,
 /// passed through unchanged.
 fn is_event_time(plan: &LogicalPlan, at: usize) -> bool {
-    match plan {
-        LogicalPlan::Projection(p) => {
-            let mut e = &p.expr[at];
-            while let Expr::Alias(a) = e {
-                e = &a.expr;
-            }
-            match e {
-                Expr::Column(c) => p
-                    .input
-                    .schema()
-                    .index_of_column(c)
-                    .is_ok_and(|i| is_event_time(&p.input, i)),
-                _ => false,
-            }
-        }
-        LogicalPlan::Filter(f) => is_event_time(&f.input, at),
-        LogicalPlan::SubqueryAlias(s) => is_event_time(&s.input, at),
-        LogicalPlan::Repartition(r) => is_event_time(&r.input, at),
-        LogicalPlan::TableScan(scan) => {
-            let Some(info) = stream_of(scan) else {
-                return false;
-            };
-            let Some(et) = info.spec.event_time.as_ref() else {
-                return false;
-            };
-            let name = scan.projected_schema.field(at).name();
-            *name == et.column
-                && matches!(
-                    scan.projected_schema.field(at).data_type(),
-                    DataType::Timestamp(..)
-                )
-        }
-        _ => false,
-    }
+    let Some((LogicalPlan::TableScan(scan), at)) = origin(plan, at) else {
+        return false;
+    };
+    let Some(info) = stream_of(scan) else {
+        return false;
+    };
+    let Some(et) = info.spec.event_time.as_ref() else {
+        return false;
+    };
+    let field = scan.projected_schema.field(at);
+    *field.name() == et.column && matches!(field.data_type(), DataType::Timestamp(..))
 }
